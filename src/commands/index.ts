@@ -1,0 +1,10 @@
+/** The command table: each entry registers one thin command on the program. */
+import type { Command } from 'commander';
+
+type Register = (program: Command) => void;
+
+const commands: Register[] = [];
+
+export function registerCommands(program: Command): void {
+  for (const register of commands) register(program);
+}

@@ -1,0 +1,163 @@
+/**
+ * The only module that imports onnxruntime-node. Everything else creates sessions, builds tensors and reads
+ * outputs through here, so execution providers, threading and dtype conversion are decided in one place.
+ */
+import * as ort from 'onnxruntime-node';
+import { HatError } from '../errors.ts';
+
+export type Tensor = ort.Tensor;
+export type TensorType = ort.Tensor.Type;
+export type Feeds = Record<string, ort.Tensor>;
+
+export interface TensorInfo {
+  name: string;
+  type: string;
+  /** Numbers for fixed dims, strings for symbolic ones. */
+  shape: Array<number | string>;
+}
+
+export interface SessionOptions {
+  /** Intra-op threads; defaults to onnxruntime's choice (all cores). */
+  threads?: number;
+  executionProvider?: 'cpu' | 'cuda';
+  graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
+}
+
+export class ModelSession {
+  readonly label: string;
+  private readonly session: ort.InferenceSession;
+
+  constructor(label: string, session: ort.InferenceSession) {
+    this.label = label;
+    this.session = session;
+  }
+
+  get inputNames(): readonly string[] { return this.session.inputNames; }
+  get outputNames(): readonly string[] { return this.session.outputNames; }
+
+  get inputs(): TensorInfo[] { return describe(this.session.inputMetadata); }
+  get outputs(): TensorInfo[] { return describe(this.session.outputMetadata); }
+
+  async run(feeds: Feeds, outputNames?: readonly string[]): Promise<Feeds> {
+    for (const name of this.session.inputNames) {
+      if (!(name in feeds)) throw new HatError('RUNTIME', `input '${name}' is missing in the feeds for ${this.label}`);
+    }
+    try {
+      return outputNames ? await this.session.run(feeds, outputNames) : await this.session.run(feeds);
+    } catch (error) {
+      throw new HatError('RUNTIME', `${this.label}: ${(error as Error).message.split('\n')[0]}`,
+        'the model could not run on these inputs', { cause: error });
+    }
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+function describe(metadata: readonly ort.InferenceSession.ValueMetadata[]): TensorInfo[] {
+  return metadata.map((m) => ({
+    name: m.name,
+    type: m.isTensor ? String(m.type) : 'non-tensor',
+    shape: m.isTensor ? [...m.shape] : [],
+  }));
+}
+
+/** Opens a model from a path (external data resolves next to it) or from bytes. */
+export async function createSession(source: string | Uint8Array, options: SessionOptions = {}, label?: string): Promise<ModelSession> {
+  const sessionOptions: ort.InferenceSession.SessionOptions = {
+    executionProviders: [options.executionProvider ?? 'cpu'],
+    graphOptimizationLevel: options.graphOptimizationLevel ?? 'all',
+    logSeverityLevel: 3,
+  };
+  if (options.threads) sessionOptions.intraOpNumThreads = options.threads;
+  try {
+    const session = typeof source === 'string'
+      ? await ort.InferenceSession.create(source, sessionOptions)
+      : await ort.InferenceSession.create(source, sessionOptions);
+    return new ModelSession(label ?? (typeof source === 'string' ? source : 'in-memory model'), session);
+  } catch (error) {
+    const name = label ?? (typeof source === 'string' ? source : 'in-memory model');
+    throw new HatError('RUNTIME', `onnxruntime could not load ${name}: ${(error as Error).message.split('\n')[0]}`,
+      'check that the model is complete and its external-data files sit next to it', { cause: error });
+  }
+}
+
+export function makeTensor(type: TensorType, data: ort.Tensor.DataType, dims: readonly number[]): Tensor {
+  return new ort.Tensor(type, data as never, dims);
+}
+
+export function float32Tensor(data: Float32Array, dims: readonly number[]): Tensor {
+  return new ort.Tensor('float32', data, dims);
+}
+
+export function int64Tensor(values: ArrayLike<number | bigint>, dims: readonly number[]): Tensor {
+  const data = new BigInt64Array(values.length);
+  for (let i = 0; i < values.length; i++) data[i] = BigInt(values[i]);
+  return new ort.Tensor('int64', data, dims);
+}
+
+/** An all-zero tensor of the given type (fp16 as Uint16Array); zero-length dims give an empty past. */
+export function zerosTensor(type: 'float32' | 'float16', dims: readonly number[]): Tensor {
+  const count = dims.reduce((a, b) => a * b, 1);
+  return type === 'float16' ? new ort.Tensor('float16', new Uint16Array(count), dims) : new ort.Tensor('float32', new Float32Array(count), dims);
+}
+
+/** Float32 view of a float32 or float16 tensor (fp16 arrives as Uint16Array on Node 20). */
+export function tensorToFloat32(tensor: Tensor): Float32Array {
+  if (tensor.type === 'float32') return tensor.data as Float32Array;
+  if (tensor.type === 'float16') return float16ToFloat32(tensor.data as Uint16Array);
+  throw new HatError('RUNTIME', `expected a float tensor, got ${tensor.type}`);
+}
+
+const conversionView = new DataView(new ArrayBuffer(4));
+
+export function float16ToFloat32(bits: Uint16Array): Float32Array {
+  const out = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) {
+    const h = bits[i];
+    const sign = h & 0x8000 ? -1 : 1;
+    const exponent = (h >> 10) & 0x1f;
+    const fraction = h & 0x3ff;
+    if (exponent === 0) out[i] = sign * 2 ** -14 * (fraction / 1024);
+    else if (exponent === 31) out[i] = fraction ? NaN : sign * Infinity;
+    else out[i] = sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
+  }
+  return out;
+}
+
+/** Round-to-nearest-even fp32 → fp16 bits. */
+export function float32ToFloat16(values: Float32Array): Uint16Array {
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    conversionView.setFloat32(0, values[i]);
+    const x = conversionView.getUint32(0);
+    const sign = (x >>> 16) & 0x8000;
+    const exponent = (x >>> 23) & 0xff;
+    let mantissa = x & 0x7fffff;
+    if (exponent === 0xff) { out[i] = sign | 0x7c00 | (mantissa ? 0x200 : 0); continue; }
+    let e = exponent - 127 + 15;
+    if (e >= 31) { out[i] = sign | 0x7c00; continue; }
+    if (e <= 0) {
+      if (e < -10) { out[i] = sign; continue; }
+      mantissa |= 0x800000;
+      const shift = 14 - e;
+      let half = mantissa >> shift;
+      const rest = mantissa & ((1 << shift) - 1);
+      const midpoint = 1 << (shift - 1);
+      if (rest > midpoint || (rest === midpoint && (half & 1))) half++;
+      out[i] = sign | half;
+      continue;
+    }
+    let half = (e << 10) | (mantissa >> 13);
+    const rest = mantissa & 0x1fff;
+    if (rest > 0x1000 || (rest === 0x1000 && (half & 1))) half++;
+    out[i] = sign | half;
+    e = 0;
+  }
+  return out;
+}
+
+export function listBackends(): Array<{ name: string; bundled: boolean }> {
+  return ort.listSupportedBackends?.() ?? [{ name: 'cpu', bundled: true }];
+}
