@@ -1,0 +1,63 @@
+/**
+ * manifest.json of a split directory, format "hat-split/1": everything a device or the cloud needs to load its
+ * parts and to agree on the wire. Written by `hat split`, extended by `hat train-adapter` (the `adapter` field).
+ */
+export const MANIFEST_FORMAT = 'hat-split/1';
+
+export type HiddenDType = 'float32' | 'float16';
+
+export interface TensorSpec {
+  name: string;
+  /** onnxruntime type name: 'float32', 'float16', 'int64', ... */
+  type: string;
+  /** Numbers for fixed dims, strings for symbolic ones. */
+  shape: Array<number | string>;
+}
+
+export interface PartManifest {
+  file: string;
+  /** External-data files this part reads, relative to the split directory (or absolute with --weights reference). */
+  dataFiles: string[];
+  /** Decoder layers this part owns, as [first, end) indices of the source model. */
+  layers: [number, number];
+  inputs: TensorSpec[];
+  outputs: TensorSpec[];
+}
+
+export interface KvPair {
+  layer: number;
+  pastKey: string;
+  pastValue: string;
+  presentKey: string;
+  presentValue: string;
+}
+
+export interface AdapterManifest {
+  kind: 'attention' | 'linear';
+  file: string;
+  /** The draft threshold the device starts from (chosen by the η sweep). */
+  defaultThreshold: number;
+  metrics: Record<string, unknown>;
+  [key: string]: unknown;
+}
+
+export interface SplitManifest {
+  format: typeof MANIFEST_FORMAT;
+  source: { file: string; sha256: string; layers: number };
+  hidden: { size: number; dtype: HiddenDType };
+  attention: { heads?: number; kvHeads?: number; headDim?: number; kvLayout: string };
+  boundaries: { inputToMiddle: string; middleToOutput: string };
+  parts: { input: PartManifest; middle: PartManifest; output: PartManifest };
+  /** KV-cache tensors per part, original names kept. */
+  kv: { input: KvPair[]; middle: KvPair[]; output: KvPair[] };
+  /** How per-layer preludes (mask, rotary) are fed to each part. */
+  prelude: Record<string, unknown>;
+  privacy: { passed: boolean; checks: string[] };
+  /** Whether a multi-token step on a non-empty cache runs correctly on the parts. */
+  multiTokenCachedSteps: boolean;
+  /** tokenizer.json copied beside the parts, when the source model had one. */
+  tokenizer?: string;
+  /** Model-level facts a runtime needs (bos/eos ids, vocab size). */
+  model?: { vocabSize?: number; bosTokenId?: number; eosTokenId?: number };
+  adapter?: AdapterManifest;
+}
