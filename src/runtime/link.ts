@@ -1,0 +1,134 @@
+/**
+ * Link emulator (EMULATION — every printed figure that used it says so). Each direction has a bandwidth, a
+ * one-way latency and a jitter. A frame occupies the link for bytes / bandwidth (serialisation delay) after the
+ * previous frame has left, then arrives latency ± jitter later; frames never overtake each other.
+ */
+import { HatError } from '../errors.ts';
+
+export interface DirectionSpec {
+  /** Bytes per second; Infinity for no serialisation delay. */
+  bandwidth: number;
+  latencyMs: number;
+  jitterMs: number;
+}
+
+export interface LinkSpec {
+  name: string;
+  up: DirectionSpec;
+  down: DirectionSpec;
+}
+
+const MB = 1e6;
+
+/** Named profiles. Wi-Fi is HAT's testbed (uplink 5–10 MB/s, downlink 10–15 MB/s): we take the lower ends. */
+export const LINK_PROFILES: Record<string, LinkSpec> = {
+  none: { name: 'none', up: { bandwidth: Infinity, latencyMs: 0, jitterMs: 0 }, down: { bandwidth: Infinity, latencyMs: 0, jitterMs: 0 } },
+  lan: { name: 'lan', up: { bandwidth: 100 * MB, latencyMs: 0.25, jitterMs: 0.05 }, down: { bandwidth: 100 * MB, latencyMs: 0.25, jitterMs: 0.05 } },
+  wifi: { name: 'wifi', up: { bandwidth: 5 * MB, latencyMs: 3, jitterMs: 1 }, down: { bandwidth: 10 * MB, latencyMs: 3, jitterMs: 1 } },
+  '4g': { name: '4g', up: { bandwidth: 1.5 * MB, latencyMs: 25, jitterMs: 5 }, down: { bandwidth: 4 * MB, latencyMs: 25, jitterMs: 5 } },
+};
+
+/**
+ * Parses `--link NAME` or explicit numbers `up=5MB,down=10MB,rtt=6,jitter=1` (MB = 10^6 bytes per second,
+ * rtt in ms, split evenly between the directions).
+ */
+export function parseLinkSpec(text: string): LinkSpec {
+  const profile = LINK_PROFILES[text];
+  if (profile) return profile;
+  const fields = new Map<string, string>();
+  for (const part of text.split(',')) {
+    const [key, value] = part.split('=');
+    if (!key || value === undefined) {
+      throw new HatError('BAD_OPTION', `--link "${text}" is neither a profile nor key=value pairs`,
+        `use one of ${Object.keys(LINK_PROFILES).join(', ')} or e.g. up=5MB,down=10MB,rtt=6,jitter=1`);
+    }
+    fields.set(key.trim(), value.trim());
+  }
+  const bandwidth = (key: string) => {
+    const raw = fields.get(key);
+    if (raw === undefined) return Infinity;
+    const match = /^([\d.]+)\s*(kb|mb|gb)?$/i.exec(raw);
+    if (!match) throw new HatError('BAD_OPTION', `--link ${key}=${raw} is not a bandwidth`, 'write e.g. 5MB (10^6 bytes/s) or 800kB');
+    const unit = { kb: 1e3, mb: 1e6, gb: 1e9 }[(match[2] ?? 'mb').toLowerCase() as 'kb' | 'mb' | 'gb'];
+    return Number(match[1]) * unit;
+  };
+  const number = (key: string) => {
+    const value = Number(fields.get(key) ?? 0);
+    if (!Number.isFinite(value) || value < 0) throw new HatError('BAD_OPTION', `--link ${key} must be a non-negative number of ms`);
+    return value;
+  };
+  for (const key of fields.keys()) {
+    if (!['up', 'down', 'rtt', 'jitter'].includes(key)) throw new HatError('BAD_OPTION', `--link has an unknown key "${key}"`, 'keys: up, down, rtt, jitter');
+  }
+  const latencyMs = number('rtt') / 2;
+  const jitterMs = number('jitter');
+  return { name: text, up: { bandwidth: bandwidth('up'), latencyMs, jitterMs }, down: { bandwidth: bandwidth('down'), latencyMs, jitterMs } };
+}
+
+export function describeLink(spec: LinkSpec): string {
+  if (spec.name === 'none') return 'no link emulation';
+  const rate = (b: number) => (Number.isFinite(b) ? `${(b / MB).toFixed(1)} MB/s` : 'unlimited');
+  return `EMULATED link "${spec.name}": up ${rate(spec.up.bandwidth)}, down ${rate(spec.down.bandwidth)}, one-way ${spec.up.latencyMs} ms ± ${spec.up.jitterMs} ms`;
+}
+
+/** A deterministic PRNG (mulberry32) so emulated jitter repeats across runs. */
+function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** One direction of an emulated link: schedules each frame's delivery in order. */
+export class EmulatedDirection {
+  private readonly spec: DirectionSpec;
+  private readonly random: () => number;
+  private linkFreeAt = 0;
+  private lastArrival = 0;
+
+  constructor(spec: DirectionSpec, seed = 1) {
+    this.spec = spec;
+    this.random = seededRandom(seed);
+  }
+
+  get passthrough(): boolean {
+    return !Number.isFinite(this.spec.bandwidth) && this.spec.latencyMs === 0 && this.spec.jitterMs === 0;
+  }
+
+  /** Milliseconds from now until a frame of `bytes` sent now arrives; advances the link's state. */
+  delayFor(bytes: number, now = performance.now()): number {
+    const serialisationMs = Number.isFinite(this.spec.bandwidth) ? (bytes / this.spec.bandwidth) * 1000 : 0;
+    const leaves = Math.max(now, this.linkFreeAt) + serialisationMs;
+    this.linkFreeAt = leaves;
+    const jitter = this.spec.jitterMs ? (this.random() * 2 - 1) * this.spec.jitterMs : 0;
+    const arrival = Math.max(leaves + Math.max(0, this.spec.latencyMs + jitter), this.lastArrival);
+    this.lastArrival = arrival;
+    return arrival - now;
+  }
+
+  /** Calls `deliver` when the frame would have arrived. Passthrough links deliver synchronously. */
+  send(bytes: number, deliver: () => void): void {
+    if (this.passthrough) {
+      deliver();
+      return;
+    }
+    const delay = this.delayFor(bytes);
+    setTimeout(deliver, delay);
+  }
+}
+
+export class EmulatedLink {
+  readonly spec: LinkSpec;
+  readonly up: EmulatedDirection;
+  readonly down: EmulatedDirection;
+
+  constructor(spec: LinkSpec, seed = 1) {
+    this.spec = spec;
+    this.up = new EmulatedDirection(spec.up, seed);
+    this.down = new EmulatedDirection(spec.down, seed + 1);
+  }
+}

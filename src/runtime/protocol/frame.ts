@@ -1,0 +1,126 @@
+/**
+ * The hat wire format, version 1 (docs/protocol.md): a fixed 44-byte little-endian header, then the payload.
+ * Tensor payloads carry hidden states only; control payloads (hello/welcome/error) are small JSON objects.
+ * Decoding validates everything a peer controls and throws HatError('PROTOCOL') naming the field.
+ */
+import { HatError } from '../../errors.ts';
+
+export const MAGIC = 0x31544148; // "HAT1" read as a little-endian u32
+export const PROTOCOL_VERSION = 1;
+export const HEADER_BYTES = 44;
+
+export const FrameType = {
+  hello: 1,
+  welcome: 2,
+  /** Device → cloud: hidden states to run through the middle part. */
+  forward: 3,
+  /** Cloud → device: the middle part's output for a forward frame. */
+  result: 4,
+  error: 5,
+  bye: 6,
+} as const;
+export type FrameTypeName = keyof typeof FrameType;
+const FRAME_TYPE_NAMES = new Map<number, FrameTypeName>(Object.entries(FrameType).map(([k, v]) => [v, k as FrameTypeName]));
+
+export const WireDType = { none: 0, fp32: 1, fp16: 2, int8: 3 } as const;
+export type WireDTypeName = keyof typeof WireDType;
+const WIRE_DTYPE_NAMES = new Map<number, WireDTypeName>(Object.entries(WireDType).map(([k, v]) => [v, k as WireDTypeName]));
+
+export const FrameFlags = {
+  /** forward: return the middle output for every position (otherwise only the last). */
+  allPositions: 1,
+  /** forward: this is a prompt chunk (prefill), not a verification. */
+  prefill: 2,
+} as const;
+
+export interface FrameHeader {
+  type: FrameTypeName;
+  flags: number;
+  dtype: WireDTypeName;
+  sessionId: number;
+  /** Per-direction sequence number, starting at 0 on each connection. */
+  seq: number;
+  /** forward: the cloud truncates this session's cache to this length before appending (rollback). */
+  pastLength: number;
+  nTokens: number;
+  hiddenSize: number;
+  /** result: time the request waited in the cloud's queue and the middle part's run time, in ms. */
+  queueMs: number;
+  computeMs: number;
+}
+
+export interface Frame {
+  header: FrameHeader;
+  payload: Uint8Array;
+}
+
+export interface DecodeLimits {
+  maxPayloadBytes: number;
+}
+
+function protocolError(message: string): HatError {
+  return new HatError('PROTOCOL', message, 'the peer speaks a different or broken hat protocol');
+}
+
+export function encodeFrame(header: Partial<FrameHeader> & Pick<FrameHeader, 'type'>, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const bytes = new Uint8Array(HEADER_BYTES + payload.length);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, MAGIC, true);
+  view.setUint16(4, PROTOCOL_VERSION, true);
+  view.setUint8(6, FrameType[header.type]);
+  view.setUint8(7, header.flags ?? 0);
+  view.setUint8(8, WireDType[header.dtype ?? 'none']);
+  view.setUint32(12, header.sessionId ?? 0, true);
+  view.setUint32(16, header.seq ?? 0, true);
+  view.setUint32(20, header.pastLength ?? 0, true);
+  view.setUint32(24, header.nTokens ?? 0, true);
+  view.setUint32(28, header.hiddenSize ?? 0, true);
+  view.setFloat32(32, header.queueMs ?? 0, true);
+  view.setFloat32(36, header.computeMs ?? 0, true);
+  view.setUint32(40, payload.length, true);
+  bytes.set(payload, HEADER_BYTES);
+  return bytes;
+}
+
+export function decodeFrame(data: Uint8Array, limits: DecodeLimits): Frame {
+  if (data.length < HEADER_BYTES) throw protocolError(`frame of ${data.length} bytes is shorter than the ${HEADER_BYTES}-byte header`);
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  if (view.getUint32(0, true) !== MAGIC) throw protocolError('frame does not start with the HAT1 magic');
+  const version = view.getUint16(4, true);
+  if (version !== PROTOCOL_VERSION) throw protocolError(`protocol version ${version} is not supported (this peer speaks ${PROTOCOL_VERSION})`);
+  const type = FRAME_TYPE_NAMES.get(view.getUint8(6));
+  if (!type) throw protocolError(`unknown frame type ${view.getUint8(6)}`);
+  const dtype = WIRE_DTYPE_NAMES.get(view.getUint8(8));
+  if (!dtype) throw protocolError(`unknown wire dtype ${view.getUint8(8)}`);
+  const payloadBytes = view.getUint32(40, true);
+  if (payloadBytes > limits.maxPayloadBytes) throw protocolError(`payload of ${payloadBytes} bytes is over the ${limits.maxPayloadBytes}-byte limit`);
+  if (payloadBytes !== data.length - HEADER_BYTES) {
+    throw protocolError(`header announces ${payloadBytes} payload bytes but the frame carries ${data.length - HEADER_BYTES}`);
+  }
+  const header: FrameHeader = {
+    type,
+    flags: view.getUint8(7),
+    dtype,
+    sessionId: view.getUint32(12, true),
+    seq: view.getUint32(16, true),
+    pastLength: view.getUint32(20, true),
+    nTokens: view.getUint32(24, true),
+    hiddenSize: view.getUint32(28, true),
+    queueMs: view.getFloat32(32, true),
+    computeMs: view.getFloat32(36, true),
+  };
+  // Copy so the payload is 4-byte aligned and independent of the socket's buffer.
+  return { header, payload: data.slice(HEADER_BYTES) };
+}
+
+export function encodeJson(value: unknown): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(value));
+}
+
+export function decodeJson(payload: Uint8Array): unknown {
+  try {
+    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(payload));
+  } catch {
+    throw protocolError('control payload is not valid UTF-8 JSON');
+  }
+}

@@ -1,0 +1,33 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { EmulatedDirection, parseLinkSpec, LINK_PROFILES } from '../../src/runtime/link.ts';
+import { HatError } from '../../src/errors.ts';
+
+test('serialisation delay is bytes / bandwidth, queued behind earlier frames, plus latency', () => {
+  const link = new EmulatedDirection({ bandwidth: 1e6, latencyMs: 10, jitterMs: 0 });
+  assert.equal(link.delayFor(100_000, 0), 100 + 10); // 0.1 s on the wire + 10 ms
+  assert.equal(link.delayFor(100_000, 0), 200 + 10); // waits for the first frame to leave
+  assert.equal(link.delayFor(1_000, 500), 1 + 10);   // link idle again by t = 500 ms
+});
+
+test('jitter never reorders frames and stays within its bound', () => {
+  const link = new EmulatedDirection({ bandwidth: Infinity, latencyMs: 5, jitterMs: 4 }, 42);
+  let lastArrival = -Infinity;
+  for (let t = 0; t < 200; t += 0.5) {
+    const arrival = t + link.delayFor(10, t);
+    assert.ok(arrival >= lastArrival);
+    assert.ok(arrival - t <= 9 + 1e-9);
+    lastArrival = arrival;
+  }
+});
+
+test('link specs parse from profile names and explicit numbers; bad ones give a one-line error', () => {
+  assert.equal(parseLinkSpec('wifi'), LINK_PROFILES.wifi);
+  const custom = parseLinkSpec('up=5MB,down=800kB,rtt=20,jitter=2');
+  assert.equal(custom.up.bandwidth, 5e6);
+  assert.equal(custom.down.bandwidth, 8e5);
+  assert.equal(custom.up.latencyMs, 10);
+  assert.throws(() => parseLinkSpec('satellite'), (e: HatError) => e.code === 'BAD_OPTION');
+  assert.throws(() => parseLinkSpec('up=fast'), (e: HatError) => e.code === 'BAD_OPTION');
+  assert.throws(() => parseLinkSpec('speed=1'), (e: HatError) => /unknown key/.test(e.message));
+});
