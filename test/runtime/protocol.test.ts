@@ -8,9 +8,9 @@ const limits = { maxPayloadBytes: 1024 };
 
 test('a frame round-trips every header field and its payload', () => {
   const payload = new Uint8Array([1, 2, 3, 4, 5]);
-  const bytes = encodeFrame({ type: 'forward', flags: 3, dtype: 'fp16', sessionId: 7, seq: 9, pastLength: 11, nTokens: 2, hiddenSize: 64, queueMs: 1.5, computeMs: 2.5 }, payload);
+  const bytes = encodeFrame({ type: 'forward', flags: 3, dtype: 'fp16', sessionId: 7, seq: 9, pastLength: 11, nTokens: 2, hiddenSize: 64, queueMs: 1.5, computeMs: 2.5, latencyBaseMs: 0.5, latencyPerTokenMs: 0.25 }, payload);
   const frame = decodeFrame(bytes, limits);
-  assert.deepEqual(frame.header, { type: 'forward', flags: 3, dtype: 'fp16', sessionId: 7, seq: 9, pastLength: 11, nTokens: 2, hiddenSize: 64, queueMs: 1.5, computeMs: 2.5 });
+  assert.deepEqual(frame.header, { type: 'forward', flags: 3, dtype: 'fp16', sessionId: 7, seq: 9, pastLength: 11, nTokens: 2, hiddenSize: 64, queueMs: 1.5, computeMs: 2.5, latencyBaseMs: 0.5, latencyPerTokenMs: 0.25 });
   assert.deepEqual([...frame.payload], [1, 2, 3, 4, 5]);
 });
 

@@ -1,5 +1,5 @@
 /**
- * The hat wire format, version 1 (docs/protocol.md): a fixed 44-byte little-endian header, then the payload.
+ * The hat wire format, version 1 (docs/protocol.md): a fixed 52-byte little-endian header, then the payload.
  * Tensor payloads carry hidden states only; control payloads (hello/welcome/error) are small JSON objects.
  * Decoding validates everything a peer controls and throws HatError('PROTOCOL') naming the field.
  */
@@ -7,7 +7,7 @@ import { HatError } from '../../errors.ts';
 
 export const MAGIC = 0x31544148; // "HAT1" read as a little-endian u32
 export const PROTOCOL_VERSION = 1;
-export const HEADER_BYTES = 44;
+export const HEADER_BYTES = 52;
 
 export const FrameType = {
   hello: 1,
@@ -47,6 +47,9 @@ export interface FrameHeader {
   /** result: time the request waited in the cloud's queue and the middle part's run time, in ms. */
   queueMs: number;
   computeMs: number;
+  /** result: the cloud's fitted latency model g(X) = latencyBaseMs + latencyPerTokenMs · X for X tokens. */
+  latencyBaseMs: number;
+  latencyPerTokenMs: number;
 }
 
 export interface Frame {
@@ -77,7 +80,9 @@ export function encodeFrame(header: Partial<FrameHeader> & Pick<FrameHeader, 'ty
   view.setUint32(28, header.hiddenSize ?? 0, true);
   view.setFloat32(32, header.queueMs ?? 0, true);
   view.setFloat32(36, header.computeMs ?? 0, true);
-  view.setUint32(40, payload.length, true);
+  view.setFloat32(40, header.latencyBaseMs ?? 0, true);
+  view.setFloat32(44, header.latencyPerTokenMs ?? 0, true);
+  view.setUint32(48, payload.length, true);
   bytes.set(payload, HEADER_BYTES);
   return bytes;
 }
@@ -92,7 +97,7 @@ export function decodeFrame(data: Uint8Array, limits: DecodeLimits): Frame {
   if (!type) throw protocolError(`unknown frame type ${view.getUint8(6)}`);
   const dtype = WIRE_DTYPE_NAMES.get(view.getUint8(8));
   if (!dtype) throw protocolError(`unknown wire dtype ${view.getUint8(8)}`);
-  const payloadBytes = view.getUint32(40, true);
+  const payloadBytes = view.getUint32(48, true);
   if (payloadBytes > limits.maxPayloadBytes) throw protocolError(`payload of ${payloadBytes} bytes is over the ${limits.maxPayloadBytes}-byte limit`);
   if (payloadBytes !== data.length - HEADER_BYTES) {
     throw protocolError(`header announces ${payloadBytes} payload bytes but the frame carries ${data.length - HEADER_BYTES}`);
@@ -108,6 +113,8 @@ export function decodeFrame(data: Uint8Array, limits: DecodeLimits): Frame {
     hiddenSize: view.getUint32(28, true),
     queueMs: view.getFloat32(32, true),
     computeMs: view.getFloat32(36, true),
+    latencyBaseMs: view.getFloat32(40, true),
+    latencyPerTokenMs: view.getFloat32(44, true),
   };
   // Copy so the payload is 4-byte aligned and independent of the socket's buffer.
   return { header, payload: data.slice(HEADER_BYTES) };
