@@ -1,0 +1,192 @@
+/**
+ * The device's connection to serve-cloud: one WebSocket, the hello/welcome handshake, and forward requests whose
+ * results come back in order. Every frame passes through the (optionally emulated) link, and every byte sent is
+ * counted — and can be recorded, which is how the privacy test inspects the uplink.
+ */
+import WebSocket from 'ws';
+import { HatError } from '../../errors.ts';
+import { decodeFrame, decodeJson, encodeFrame, encodeJson, FrameFlags, type Frame, type WireDTypeName } from '../protocol/frame.ts';
+import { decodeHidden, encodeHidden } from '../protocol/hidden-codec.ts';
+import { EmulatedLink, LINK_PROFILES, type LinkSpec } from '../link.ts';
+
+export interface CloudClientOptions {
+  url: string;
+  manifestHash: string;
+  hiddenSize: number;
+  wire: WireDTypeName;
+  token?: string;
+  link?: LinkSpec;
+  /** Called with every frame the device sends, exactly as it goes on the wire. */
+  recordUplink?: (bytes: Uint8Array) => void;
+  connectTimeoutMs?: number;
+}
+
+export interface ForwardResult {
+  /** [rows, hiddenSize] float32. */
+  hidden: Float32Array;
+  rows: number;
+  queueMs: number;
+  computeMs: number;
+  /** Cloud latency model g(X) reported with this result. */
+  latency: { baseMs: number; perTokenMs: number };
+  /** From send to the result's arrival on the device, including emulated link time. */
+  roundTripMs: number;
+  bytesUp: number;
+  bytesDown: number;
+}
+
+interface Waiting {
+  sentAt: number;
+  bytesUp: number;
+  resolve(result: ForwardResult): void;
+  reject(error: Error): void;
+}
+
+export class CloudClient {
+  readonly options: CloudClientOptions;
+  private socket!: WebSocket;
+  private link: EmulatedLink;
+  private sessionId = 0;
+  private seq = 0;
+  private readonly waiting: Waiting[] = [];
+  private failure?: HatError;
+  bytesUp = 0;
+  bytesDown = 0;
+  maxTokensPerFrame = 0;
+  initialLatency = { baseMs: 0, perTokenMs: 0 };
+
+  private constructor(options: CloudClientOptions) {
+    this.options = options;
+    this.link = new EmulatedLink(options.link ?? LINK_PROFILES.none);
+  }
+
+  static async connect(options: CloudClientOptions): Promise<CloudClient> {
+    const client = new CloudClient(options);
+    await client.open();
+    return client;
+  }
+
+  get closed(): boolean {
+    return this.failure !== undefined;
+  }
+
+  private open(): Promise<void> {
+    const { url, connectTimeoutMs = 10_000 } = this.options;
+    return new Promise((resolve, reject) => {
+      let welcomed = false;
+      const fail = (error: HatError) => {
+        this.failure ??= error;
+        for (const w of this.waiting.splice(0)) w.reject(this.failure);
+        if (!welcomed) reject(this.failure);
+      };
+      const timer = setTimeout(() => {
+        fail(new HatError('NETWORK', `no answer from the cloud at ${url} within ${connectTimeoutMs} ms`, 'check that serve-cloud is running and reachable'));
+        this.socket.terminate();
+      }, connectTimeoutMs);
+      try {
+        this.socket = new WebSocket(url, { perMessageDeflate: false });
+      } catch (error) {
+        clearTimeout(timer);
+        reject(new HatError('BAD_OPTION', `--cloud ${url} is not a WebSocket URL (${(error as Error).message})`, 'use ws://HOST:PORT'));
+        return;
+      }
+      this.socket.binaryType = 'nodebuffer';
+      this.socket.on('open', () => {
+        (this.socket as unknown as { _socket?: { setNoDelay(v: boolean): void } })._socket?.setNoDelay(true);
+        this.sendRaw(encodeFrame({ type: 'hello', seq: this.seq++ }, encodeJson({
+          manifestHash: this.options.manifestHash, token: this.options.token, client: `hat-device/${process.pid}`,
+        })));
+      });
+      this.socket.on('message', (data: Buffer) => {
+        const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+        this.bytesDown += bytes.length;
+        this.link.down.send(bytes.length, () => {
+          let frame: Frame;
+          try {
+            frame = decodeFrame(bytes, { maxPayloadBytes: 1 << 30 });
+          } catch (error) {
+            fail(error as HatError);
+            this.socket.close();
+            return;
+          }
+          if (frame.header.type === 'error') {
+            const body = decodeJson(frame.payload) as { code?: string; message?: string };
+            fail(new HatError('NETWORK', `the cloud closed the session: ${body.code ?? 'ERROR'}: ${body.message ?? ''}`,
+              body.code === 'MANIFEST_MISMATCH' ? 'device and cloud must hold parts of the same split' : body.code === 'UNAUTHORIZED' ? 'pass the server\'s --token' : 'see the server log'));
+          } else if (frame.header.type === 'welcome') {
+            const body = decodeJson(frame.payload) as { sessionId: number; maxTokensPerFrame: number; latencyModel: { baseMs: number; perTokenMs: number } };
+            this.sessionId = body.sessionId;
+            this.maxTokensPerFrame = body.maxTokensPerFrame;
+            this.initialLatency = body.latencyModel;
+            welcomed = true;
+            clearTimeout(timer);
+            resolve();
+          } else if (frame.header.type === 'result') {
+            this.settle(frame, bytes.length);
+          }
+        });
+      });
+      this.socket.on('error', (error: Error) => {
+        clearTimeout(timer);
+        fail(new HatError('NETWORK', `cannot reach the cloud at ${url}: ${error.message}`, 'check that serve-cloud is running and the URL is right'));
+      });
+      this.socket.on('close', () => {
+        clearTimeout(timer);
+        fail(new HatError('NETWORK', 'the cloud connection closed', 'the server stopped or dropped this session; see its log'));
+      });
+    });
+  }
+
+  private settle(frame: Frame, bytesDown: number): void {
+    const waiting = this.waiting.shift();
+    if (!waiting) return;
+    const { header } = frame;
+    try {
+      waiting.resolve({
+        hidden: decodeHidden(frame.payload, header.nTokens, header.hiddenSize, header.dtype),
+        rows: header.nTokens,
+        queueMs: header.queueMs,
+        computeMs: header.computeMs,
+        latency: { baseMs: header.latencyBaseMs, perTokenMs: header.latencyPerTokenMs },
+        roundTripMs: performance.now() - waiting.sentAt,
+        bytesUp: waiting.bytesUp,
+        bytesDown,
+      });
+    } catch (error) {
+      waiting.reject(error as Error);
+    }
+  }
+
+  private sendRaw(bytes: Uint8Array): void {
+    this.options.recordUplink?.(bytes);
+    this.bytesUp += bytes.length;
+    this.link.up.send(bytes.length, () => {
+      if (this.socket.readyState === WebSocket.OPEN) this.socket.send(bytes, { binary: true });
+    });
+  }
+
+  /**
+   * Sends n hidden states to run after the cloud's cache is cut to `pastLength`. Requests may be pipelined;
+   * results resolve in order.
+   */
+  forward(hidden: Float32Array, nTokens: number, pastLength: number, options: { allPositions: boolean; prefill?: boolean }): Promise<ForwardResult> {
+    if (this.failure) return Promise.reject(this.failure);
+    const flags = (options.allPositions ? FrameFlags.allPositions : 0) | (options.prefill ? FrameFlags.prefill : 0);
+    const bytes = encodeFrame({
+      type: 'forward', flags, dtype: this.options.wire, sessionId: this.sessionId, seq: this.seq++,
+      pastLength, nTokens, hiddenSize: this.options.hiddenSize,
+    }, encodeHidden(hidden, nTokens, this.options.hiddenSize, this.options.wire));
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ sentAt: performance.now(), bytesUp: bytes.length, resolve, reject });
+      this.sendRaw(bytes);
+    });
+  }
+
+  close(): void {
+    if (this.socket.readyState === WebSocket.OPEN && !this.failure) {
+      this.sendRaw(encodeFrame({ type: 'bye', sessionId: this.sessionId, seq: this.seq++ }));
+    }
+    this.failure ??= new HatError('NETWORK', 'the connection was closed by this device');
+    setTimeout(() => this.socket.terminate(), 50).unref();
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * Opening a split directory: read and validate manifest.json, hash the split (device and cloud must agree on
+ * it), and open each part as a PartRunner wired by the manifest's boundary and KV names.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { HatError } from '../errors.ts';
+import { MANIFEST_FORMAT, type SplitManifest } from '../split/manifest.ts';
+import { PartRunner, type PartIO } from './part-runner.ts';
+import type { SessionOptions } from './session.ts';
+
+export type PartName = 'input' | 'middle' | 'output';
+
+export function readManifest(splitDir: string): SplitManifest {
+  const path = join(splitDir, 'manifest.json');
+  if (!existsSync(path)) {
+    throw new HatError('BAD_MANIFEST', `${splitDir} has no manifest.json`, 'point at a directory written by `hat split`');
+  }
+  let manifest: SplitManifest;
+  try {
+    manifest = JSON.parse(readFileSync(path, 'utf8')) as SplitManifest;
+  } catch (error) {
+    throw new HatError('BAD_MANIFEST', `${path} is not valid JSON (${(error as Error).message})`, 'split the model again');
+  }
+  if (manifest.format !== MANIFEST_FORMAT) {
+    throw new HatError('BAD_MANIFEST', `${path} has format ${JSON.stringify(manifest.format)}, expected ${MANIFEST_FORMAT}`, 'split the model again with this version of hat');
+  }
+  return manifest;
+}
+
+/**
+ * Identifies the split itself (source model, cut points, boundary and KV names), not the files' bytes: a
+ * device bundle and the cloud's directory hash equal although the device holds no middle part.
+ */
+export function manifestHash(manifest: SplitManifest): string {
+  const identity = {
+    format: manifest.format,
+    source: manifest.source,
+    hidden: manifest.hidden,
+    boundaries: manifest.boundaries,
+    layers: { input: manifest.parts.input.layers, middle: manifest.parts.middle.layers, output: manifest.parts.output.layers },
+    kv: manifest.kv,
+  };
+  return createHash('sha256').update(JSON.stringify(identity)).digest('hex');
+}
+
+export function partIO(manifest: SplitManifest, part: PartName): PartIO {
+  switch (part) {
+    case 'input': return { idsInput: 'input_ids', output: manifest.boundaries.inputToMiddle, kv: manifest.kv.input };
+    case 'middle': return { hiddenInput: manifest.boundaries.inputToMiddle, output: manifest.boundaries.middleToOutput, kv: manifest.kv.middle };
+    case 'output': return { hiddenInput: manifest.boundaries.middleToOutput, output: 'logits', kv: manifest.kv.output };
+  }
+}
+
+export async function openPart(splitDir: string, manifest: SplitManifest, part: PartName, options: SessionOptions = {}): Promise<PartRunner> {
+  const file = resolve(splitDir, manifest.parts[part].file);
+  if (!existsSync(file)) {
+    throw new HatError('BAD_MANIFEST', `${part} part ${manifest.parts[part].file} is missing from ${splitDir}`,
+      part === 'middle' ? 'the middle part lives on the cloud: run serve-cloud on the full split directory' : 'copy the whole device bundle');
+  }
+  return PartRunner.open(file, partIO(manifest, part), options, `${part} part`);
+}
