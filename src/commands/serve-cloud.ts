@@ -1,0 +1,46 @@
+import type { Command } from 'commander';
+import { intOption, parseOptions, z } from './common.ts';
+import { startCloud } from '../runtime/cloud/serve.ts';
+import { jsonLineLogger } from '../runtime/cloud/logger.ts';
+
+const schema = z.object({
+  port: intOption(0, 65535),
+  host: z.string().min(1),
+  token: z.string().min(1).optional(),
+  workers: intOption(1, 64),
+  maxSessions: intOption(1, 100000),
+  idleTimeout: intOption(1),
+  maxTokensPerFrame: intOption(1, 65536),
+  maxContext: intOption(1),
+});
+
+export function registerServeCloud(program: Command): void {
+  program
+    .command('serve-cloud')
+    .description('serve the middle part of a split to many devices over WebSocket (hidden states only)')
+    .argument('<split-dir>', 'directory written by `hat split`')
+    .option('--port <n>', 'TCP port (0 picks a free one)', '8765')
+    .option('--host <addr>', 'address to listen on', '127.0.0.1')
+    .option('--token <secret>', 'shared secret devices must present')
+    .option('--workers <n>', 'worker threads, each with its own middle-part session', '1')
+    .option('--max-sessions <n>', 'concurrent device sessions', '64')
+    .option('--idle-timeout <seconds>', 'close sessions idle this long', '300')
+    .option('--max-tokens-per-frame <n>', 'largest chunk or verification a frame may carry', '4096')
+    .option('--max-context <n>', 'largest KV length a session may reach', '8192')
+    .action(async (splitDir: string, raw: Record<string, unknown>) => {
+      const options = parseOptions(schema, raw);
+      const logger = jsonLineLogger();
+      const { server, host, port } = await startCloud({
+        splitDir, host: options.host, port: options.port, token: options.token, workers: options.workers,
+        maxSessions: options.maxSessions, idleTimeoutMs: options.idleTimeout * 1000,
+        maxTokensPerFrame: options.maxTokensPerFrame, maxContext: options.maxContext, logger,
+      });
+      // The one line tools and tests wait for: where to connect.
+      process.stdout.write(`serve-cloud listening on ws://${host}:${port}\n`);
+      await new Promise<void>((resolve) => {
+        const shutdown = () => { logger.log('signal'); server.stop().finally(resolve); };
+        process.once('SIGINT', shutdown);
+        process.once('SIGTERM', shutdown);
+      });
+    });
+}

@@ -1,0 +1,50 @@
+/** serve-cloud's core: open the split, start the middle-part workers and the server. */
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { HatError } from '../../errors.ts';
+import { manifestHash, readManifest } from '../split-dir.ts';
+import { CloudServer } from './server.ts';
+import { WorkerPool } from './worker-pool.ts';
+import type { Logger } from './logger.ts';
+
+export interface ServeOptions {
+  splitDir: string;
+  host: string;
+  port: number;
+  token?: string;
+  workers: number;
+  maxSessions: number;
+  idleTimeoutMs: number;
+  maxTokensPerFrame: number;
+  maxContext: number;
+  logger: Logger;
+}
+
+export async function startCloud(options: ServeOptions): Promise<{ server: CloudServer; host: string; port: number }> {
+  const manifest = readManifest(options.splitDir);
+  const middle = resolve(options.splitDir, manifest.parts.middle.file);
+  if (!existsSync(middle)) {
+    throw new HatError('BAD_MANIFEST', `${options.splitDir} has no ${manifest.parts.middle.file}`, 'serve-cloud needs the full split directory, not a device bundle');
+  }
+  options.logger.log('loading', { splitDir: options.splitDir, workers: options.workers });
+  const pool = await WorkerPool.start({ splitDir: resolve(options.splitDir), workers: options.workers, maxContext: options.maxContext });
+  const server = new CloudServer({
+    host: options.host,
+    port: options.port,
+    token: options.token,
+    maxSessions: options.maxSessions,
+    idleTimeoutMs: options.idleTimeoutMs,
+    maxTokensPerFrame: options.maxTokensPerFrame,
+    manifestHash: manifestHash(manifest),
+    hiddenSize: manifest.hidden.size,
+    executor: pool,
+    logger: options.logger,
+  });
+  try {
+    const address = await server.start();
+    return { server, ...address };
+  } catch (error) {
+    await pool.close();
+    throw error;
+  }
+}
