@@ -1,0 +1,50 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { AutoDraftPolicy, FixedThresholdPolicy, type DraftPolicy } from '../../src/runtime/speculative/draft-policy.ts';
+
+test('the fixed policy stops below η and at the draft limit', () => {
+  const policy = new FixedThresholdPolicy(0.6, 2);
+  assert.equal(policy.keep(0.7, 1, 1, 1), true);
+  assert.equal(policy.keep(0.5, 1, 1, 1), false);
+  assert.equal(policy.keep(0.9, 3, 1, 1), false);
+});
+
+/** How many drafts the policy keeps for a chain of equally confident drafts. */
+function draftLength(policy: DraftPolicy, confidence: number): number {
+  let survival = 1, expected = 1, k = 0;
+  while (policy.keep(confidence, k + 1, survival, expected)) {
+    k++;
+    survival *= policy.acceptance(confidence);
+    expected += survival;
+  }
+  return k;
+}
+
+function train(policy: AutoDraftPolicy, acceptRate: number, verifyMs: number, draftStepMs: number) {
+  for (let r = 0; r < 40; r++) {
+    const confidences = [0.45, 0.45, 0.45, 0.45];
+    const accepted = confidences.findIndex((_, i) => (r * 7 + i * 3) % 10 >= acceptRate * 10);
+    policy.observe({ confidences, accepted: accepted < 0 ? 4 : accepted, verifyMs, draftStepMs });
+  }
+}
+
+test('the auto policy starts at the manifest threshold, then drafts longer when verification is slow', () => {
+  const auto = new AutoDraftPolicy(0.6, 6);
+  assert.equal(draftLength(auto, 0.45), 0, 'before measurements it behaves like η = 0.6');
+  train(auto, 0.8, 5, 1);
+  const fastCloud = draftLength(auto, 0.45);
+  const loaded = new AutoDraftPolicy(0.6, 6);
+  train(loaded, 0.8, 80, 1);
+  const slowCloud = draftLength(loaded, 0.45);
+  assert.ok(slowCloud > fastCloud, `slow verification ${slowCloud} drafts vs fast ${fastCloud}`);
+  assert.ok(slowCloud <= 6);
+});
+
+test('the auto policy drafts less on text where drafts are rejected', () => {
+  const easy = new AutoDraftPolicy(0.6, 6);
+  train(easy, 0.9, 20, 2);
+  const hard = new AutoDraftPolicy(0.6, 6);
+  train(hard, 0.1, 20, 2);
+  assert.ok(draftLength(hard, 0.45) < draftLength(easy, 0.45));
+  assert.ok(hard.acceptance(0.45) < 0.3);
+});
