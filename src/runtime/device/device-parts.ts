@@ -1,0 +1,51 @@
+/**
+ * What a device holds: the input part, the output part and (after `hat train-adapter`) the adapter, opened from
+ * a split directory or a device bundle (no middle part needed). The output part is opened twice over one
+ * session when it owns decoder layers (J > 0), so drafting never disturbs the verified cache.
+ */
+import { join, resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { HatError } from '../../errors.ts';
+import type { SplitManifest } from '../../split/manifest.ts';
+import { PartRunner, type PartIO } from '../part-runner.ts';
+import { openPart } from '../split-dir.ts';
+import type { SessionOptions } from '../session.ts';
+
+export interface DeviceParts {
+  manifest: SplitManifest;
+  input: PartRunner;
+  /** The output part on the verified positions. */
+  output: PartRunner;
+  /** The output part as the small model's head; the same runner as `output` when the part holds no cache. */
+  draftOutput: PartRunner;
+  adapter?: PartRunner;
+}
+
+export const ADAPTER_KV = {
+  layer: -1,
+  pastKey: 'past_key_values.adapter.key',
+  pastValue: 'past_key_values.adapter.value',
+  presentKey: 'present.adapter.key',
+  presentValue: 'present.adapter.value',
+};
+
+export function adapterIO(manifest: SplitManifest): PartIO {
+  if (!manifest.adapter) throw new HatError('BAD_MANIFEST', 'the split has no adapter', 'run `hat train-adapter <split-dir>` first');
+  const kv = manifest.adapter.kind === 'attention' ? [ADAPTER_KV] : [];
+  return { hiddenInput: 'hidden_states', output: manifest.boundaries.middleToOutput, kv };
+}
+
+export async function openDeviceParts(splitDir: string, manifest: SplitManifest, options: SessionOptions & { withAdapter: boolean }): Promise<DeviceParts> {
+  const input = await openPart(splitDir, manifest, 'input', options);
+  const output = await openPart(splitDir, manifest, 'output', options);
+  const draftOutput = manifest.kv.output.length > 0 ? PartRunner.fromSession(output.session, output.io) : output;
+  let adapter: PartRunner | undefined;
+  if (options.withAdapter) {
+    const file = resolve(splitDir, manifest.adapter?.file ?? 'adapter.onnx');
+    if (!manifest.adapter || !existsSync(file)) {
+      throw new HatError('BAD_MANIFEST', `${join(splitDir, 'adapter.onnx')} is missing`, 'run `hat train-adapter <split-dir>` first, or pass --no-draft');
+    }
+    adapter = await PartRunner.open(file, adapterIO(manifest), options, 'adapter');
+  }
+  return { manifest, input, output, draftOutput, adapter };
+}

@@ -1,0 +1,81 @@
+/**
+ * The device's small model: input part → adapter → output part. A chain of drafts is grown one token at a
+ * time; each step also computes the input part's hidden state of the new token, which is exactly what the
+ * verification uploads — drafting and preparing the upload are the same work.
+ */
+import type { DraftPolicy } from '../speculative/draft-policy.ts';
+import { choose, type Choice, type Sampler } from '../speculative/sampler.ts';
+import { lastRow } from '../part-runner.ts';
+import type { DeviceParts } from './device-parts.ts';
+
+export interface DraftChain {
+  /** Input-part hidden states of the pending token and each kept draft, [1 + drafts, hidden] as rows. */
+  hidden: Float32Array[];
+  drafts: number[];
+  confidences: number[];
+  /** Distributions the drafts were sampled from (sampling mode). */
+  draftProbs: Float32Array[];
+  /** The small model's guess for the token after the last draft (the first one it declined to keep). */
+  nextGuess?: Choice;
+  survival: number;
+  expectedTokens: number;
+  /** True when the policy said stop (as opposed to being interrupted). */
+  finished: boolean;
+  stepMs: number[];
+}
+
+export class Drafter {
+  private readonly parts: DeviceParts;
+  private readonly sampler: Sampler;
+  readonly policy: DraftPolicy;
+
+  constructor(parts: DeviceParts, sampler: Sampler, policy: DraftPolicy) {
+    this.parts = parts;
+    this.sampler = sampler;
+    this.policy = policy;
+  }
+
+  /** Starts a chain at the pending (committed, unprocessed) token: runs the input part on it. */
+  async start(pending: number): Promise<DraftChain> {
+    const started = performance.now();
+    const h = await this.parts.input.step({ ids: [pending] }, 1);
+    return {
+      hidden: [h.data.slice()], drafts: [], confidences: [], draftProbs: [], survival: 1, expectedTokens: 1,
+      finished: false, stepMs: [performance.now() - started],
+    };
+  }
+
+  /**
+   * Grows the chain by one draft if the policy keeps it. Returns false when the chain is finished.
+   * The adapter and input part caches advance with the chain; callers truncate them on rejection.
+   */
+  async extend(chain: DraftChain): Promise<boolean> {
+    if (chain.finished || !this.parts.adapter) {
+      chain.finished = true;
+      return false;
+    }
+    const started = performance.now();
+    const x = chain.hidden[chain.hidden.length - 1];
+    const adapted = await this.parts.adapter.step({ hidden: x }, 1);
+    // With decoder layers in the output part (J > 0), draft on a copy of the verified cache.
+    if (this.parts.draftOutput !== this.parts.output) this.parts.draftOutput.restore(this.parts.output.snapshot());
+    const logits = await this.parts.draftOutput.step({ hidden: lastRow(adapted) }, 1);
+    const choice = choose(this.sampler, lastRow(logits));
+    const index = chain.drafts.length + 1;
+    if (!this.policy.keep(choice.confidence, index, chain.survival, chain.expectedTokens)) {
+      chain.nextGuess = choice;
+      chain.finished = true;
+      chain.stepMs.push(performance.now() - started);
+      return false;
+    }
+    const h = await this.parts.input.step({ ids: [choice.token] }, 1);
+    chain.drafts.push(choice.token);
+    chain.confidences.push(choice.confidence);
+    if (choice.probs) chain.draftProbs.push(choice.probs);
+    chain.hidden.push(h.data.slice());
+    chain.survival *= this.policy.acceptance(choice.confidence);
+    chain.expectedTokens += chain.survival;
+    chain.stepMs.push(performance.now() - started);
+    return true;
+  }
+}

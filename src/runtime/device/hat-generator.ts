@@ -1,0 +1,246 @@
+/**
+ * HAT generation on the device: chunked prefill through input part → cloud → output part, then rounds of
+ * draft → upload the drafts' hidden states → cloud verifies → output part accepts → both sides roll back.
+ * While a verification is in flight the device keeps drafting on its best guess for the next token
+ * (parallel drafting, HAT Fig. 5) and keeps that branch when the verification confirms the guess.
+ */
+import { HatError, isHatError } from '../../errors.ts';
+import { acceptGreedy, acceptSampled, argmax } from '../speculative/acceptance.ts';
+import { choose, type Sampler } from '../speculative/sampler.ts';
+import { ChunkPlanner } from '../chunk-planner.ts';
+import { lastRow, type StepOutput } from '../part-runner.ts';
+import type { CloudClient, ForwardResult } from './cloud-client.ts';
+import type { DeviceParts } from './device-parts.ts';
+import { Drafter, type DraftChain } from './drafter.ts';
+import { summarize, type Summary } from './metrics.ts';
+import { wireBytesPerRow } from '../protocol/hidden-codec.ts';
+
+export interface HatGenerateOptions {
+  maxNewTokens: number;
+  eosTokenId?: number;
+  /** Draft with the small model (off = U-shape: one round trip per token). */
+  speculative: boolean;
+  parallelDrafting: boolean;
+  chunk: 'off' | 'auto' | number;
+  /** Continue with the small model alone if the cloud fails. */
+  fallbackLocal: boolean;
+  onTokens?: (ids: number[]) => void;
+}
+
+export interface DeviceMetrics {
+  ttftMs: number;
+  /** Per committed token: its round's time / tokens the round committed. */
+  tbtMs: Summary;
+  rounds: number;
+  tokensPerRound: number;
+  bytesUp: number;
+  bytesDown: number;
+  chunkSizes: number[];
+  draft: { mode: string; threshold: number; maxDraft: number };
+  parallelDrafting: { branches: number; hits: number };
+  cloudComputeMs: number;
+  cloudQueueMs: number;
+  fallback?: string;
+}
+
+export interface HatGeneration {
+  ids: number[];
+  metrics: DeviceMetrics;
+  /** Set when the cloud failed and generation stopped early; `ids` holds what was committed. */
+  error?: HatError;
+}
+
+function concatRows(rows: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
+  let offset = 0;
+  for (const r of rows) { out.set(r, offset); offset += r.length; }
+  return out;
+}
+
+function row(output: StepOutput, i: number): Float32Array {
+  return output.data.subarray(i * output.cols, (i + 1) * output.cols);
+}
+
+export class HatGenerator {
+  private readonly parts: DeviceParts;
+  private readonly client: CloudClient;
+  private readonly sampler: Sampler;
+  private readonly drafter: Drafter;
+  private readonly planner: ChunkPlanner;
+
+  constructor(parts: DeviceParts, client: CloudClient, sampler: Sampler, drafter: Drafter) {
+    this.parts = parts;
+    this.client = client;
+    this.sampler = sampler;
+    this.drafter = drafter;
+    const hidden = parts.manifest.hidden.size;
+    this.planner = new ChunkPlanner({
+      bytesPerToken: wireBytesPerRow(client.options.wire, hidden),
+      maxChunk: Math.max(16, client.maxTokensPerFrame || 4096),
+    });
+    this.planner.seed(client.initialLatency);
+  }
+
+  private get outputHasCache(): boolean {
+    return this.parts.manifest.kv.output.length > 0;
+  }
+
+  private chunkSize(option: HatGenerateOptions['chunk'], remaining: number): number {
+    if (option === 'off') return remaining;
+    if (option === 'auto') return this.planner.next(remaining);
+    return Math.min(option, remaining);
+  }
+
+  /** Runs the prompt through the split and returns the output part's logits at its last position. */
+  private async prefill(prompt: readonly number[], options: HatGenerateOptions, metrics: DeviceMetrics): Promise<Float32Array> {
+    const inFlight: Array<Promise<ForwardResult>> = [];
+    let offset = 0;
+    while (offset < prompt.length) {
+      const size = this.chunkSize(options.chunk, prompt.length - offset);
+      metrics.chunkSizes.push(size);
+      const h = await this.parts.input.step({ ids: prompt.slice(offset, offset + size) }, size);
+      const sent = this.client.forward(h.data, size, offset, { allPositions: this.outputHasCache, prefill: true });
+      inFlight.push(sent.then((r) => {
+        this.planner.observe({ tokens: size, bytesUp: r.bytesUp, roundTripMs: r.roundTripMs, queueMs: r.queueMs, computeMs: r.computeMs, latency: r.latency });
+        metrics.cloudComputeMs += r.computeMs;
+        metrics.cloudQueueMs += r.queueMs;
+        return r;
+      }));
+      // The adapter's own cache covers the prompt too; this device work overlaps the upload.
+      if (this.parts.adapter) await this.parts.adapter.step({ hidden: h.data }, size);
+      offset += size;
+    }
+    let logits: StepOutput | undefined;
+    for (const pending of inFlight) {
+      const result = await pending;
+      if (this.outputHasCache || pending === inFlight[inFlight.length - 1]) {
+        logits = await this.parts.output.step({ hidden: result.hidden }, result.rows);
+      }
+    }
+    return lastRow(logits!);
+  }
+
+  async generate(prompt: readonly number[], options: HatGenerateOptions): Promise<HatGeneration> {
+    if (prompt.length === 0) throw new HatError('BAD_OPTION', 'the prompt encodes to no tokens', 'pass a non-empty prompt, or a tokenizer with a BOS token');
+    const metrics: DeviceMetrics = {
+      ttftMs: 0, tbtMs: summarize([]), rounds: 0, tokensPerRound: 0, bytesUp: 0, bytesDown: 0, chunkSizes: [],
+      draft: this.drafter.policy.describe(), parallelDrafting: { branches: 0, hits: 0 }, cloudComputeMs: 0, cloudQueueMs: 0,
+    };
+    const started = performance.now();
+    const bytesAtStart = { up: this.client.bytesUp, down: this.client.bytesDown };
+    const generated: number[] = [];
+    const perToken: number[] = [];
+    let done = false;
+    const commit = (ids: number[]) => {
+      const accepted: number[] = [];
+      for (const id of ids) {
+        if (done) break;
+        if (id === options.eosTokenId) { done = true; break; }
+        accepted.push(id);
+        if (generated.length + accepted.length >= options.maxNewTokens) done = true;
+      }
+      generated.push(...accepted);
+      if (accepted.length) options.onTokens?.(accepted);
+      return accepted.length;
+    };
+    const finish = (error?: HatError): HatGeneration => {
+      metrics.tbtMs = summarize(perToken);
+      metrics.tokensPerRound = metrics.rounds ? Number(((generated.length - 1) / metrics.rounds).toFixed(3)) : 0;
+      metrics.bytesUp = this.client.bytesUp - bytesAtStart.up;
+      metrics.bytesDown = this.client.bytesDown - bytesAtStart.down;
+      metrics.draft = this.drafter.policy.describe();
+      return { ids: generated, metrics, error };
+    };
+
+    let pending: number;
+    try {
+      const logits = await this.prefill(prompt, options, metrics);
+      pending = choose(this.sampler, logits).token;
+    } catch (error) {
+      if (!isHatError(error) || error.code !== 'NETWORK') throw error;
+      return finish(error);
+    }
+    metrics.ttftMs = performance.now() - started;
+    commit([pending]);
+
+    let chain: DraftChain | undefined;
+    let lastCommitAt = performance.now();
+    while (!done) {
+      const base = prompt.length + generated.length - 1; // position of the pending token = the cloud's length
+      chain ??= await this.drafter.start(pending);
+      if (options.speculative) while (await this.drafter.extend(chain)) { /* grow the chain */ }
+      const rows = chain.hidden.length;
+      let result: ForwardResult;
+      let branch: DraftChain | undefined;
+      try {
+        const verification = this.client.forward(concatRows(chain.hidden), rows, base, { allPositions: true });
+        if (options.parallelDrafting && chain.nextGuess) branch = await this.predraft(chain.nextGuess.token, verification);
+        result = await verification;
+      } catch (error) {
+        if (!isHatError(error) || error.code !== 'NETWORK') throw error;
+        if (!options.fallbackLocal || !this.parts.adapter) return finish(error);
+        metrics.fallback = `the cloud failed after ${generated.length} tokens (${error.message}); continued with the small model alone`;
+        await this.continueLocally(base, pending, commit, () => done);
+        return finish();
+      }
+      metrics.rounds++;
+      metrics.cloudComputeMs += result.computeMs;
+      metrics.cloudQueueMs += result.queueMs;
+      const verified = await this.parts.output.step({ hidden: result.hidden }, rows);
+      const outcome = this.sampler.greedy
+        ? acceptGreedy(chain.drafts, Array.from({ length: rows }, (_, i) => argmax(row(verified, i))))
+        : acceptSampled(chain.drafts, chain.draftProbs, Array.from({ length: rows }, (_, i) => this.sampler.distribution(row(verified, i))), () => this.sampler.random());
+      const draftSteps = chain.stepMs.slice(1);
+      this.drafter.policy.observe({
+        confidences: chain.confidences, accepted: outcome.accepted, verifyMs: result.roundTripMs,
+        draftStepMs: draftSteps.length ? draftSteps.reduce((a, b) => a + b, 0) / draftSteps.length : undefined,
+      });
+      const keep = base + 1 + outcome.accepted;
+      if (this.outputHasCache) this.parts.output.truncate(keep);
+      const committed = [...chain.drafts.slice(0, outcome.accepted), outcome.next];
+      const branchConfirmed = branch !== undefined && outcome.accepted === chain.drafts.length && outcome.next === chain.nextGuess?.token;
+      if (branchConfirmed) {
+        // The caches already hold the branch on top of the accepted chain: it is the next round's chain.
+        metrics.parallelDrafting.hits++;
+        chain = branch;
+      } else {
+        this.parts.input.truncate(keep);
+        this.parts.adapter?.truncate(keep);
+        chain = undefined;
+      }
+      if (branch) metrics.parallelDrafting.branches++;
+      commit(committed);
+      pending = outcome.next;
+      const now = performance.now();
+      for (let i = 0; i < committed.length; i++) perToken.push((now - lastCommitAt) / committed.length);
+      lastCommitAt = now;
+    }
+    return finish();
+  }
+
+  /** Drafts ahead from `guess` until the verification arrives or the policy stops; undefined if nothing was drafted. */
+  private async predraft(guess: number, verification: Promise<unknown>): Promise<DraftChain | undefined> {
+    let arrived = false;
+    verification.then(() => { arrived = true; }, () => { arrived = true; });
+    const branch = await this.drafter.start(guess);
+    while (!arrived && await this.drafter.extend(branch)) { /* keep drafting while the cloud works */ }
+    // An interrupted chain is resumed next round: it was not finished by the policy.
+    if (arrived) branch.finished = false;
+    return branch;
+  }
+
+  /** After a cloud failure: generate with input part + adapter + output part only. */
+  private async continueLocally(base: number, pending: number, commit: (ids: number[]) => number, isDone: () => boolean): Promise<void> {
+    const adapter = this.parts.adapter!;
+    this.parts.input.truncate(Math.min(base, this.parts.input.length));
+    adapter.truncate(Math.min(base, adapter.length));
+    let token = pending;
+    while (!isDone()) {
+      const h = await this.parts.input.step({ ids: [token] }, 1);
+      const a = await adapter.step({ hidden: h.data }, 1);
+      token = choose(this.sampler, lastRow(await this.parts.draftOutput.step({ hidden: lastRow(a) }, 1))).token;
+      if (this.parts.draftOutput === this.parts.output && this.outputHasCache) this.parts.output.truncate(this.parts.output.length - 1);
+      commit([token]);
+    }
+  }
+}
