@@ -42,7 +42,7 @@ export class FixedThresholdPolicy implements DraftPolicy {
     this.maxDraft = maxDraft;
   }
 
-  keep(confidence: number, index: number): boolean {
+  keep(confidence: number, index: number, _survival?: number, _expectedTokens?: number): boolean {
     return index <= this.maxDraft && confidence >= this.threshold;
   }
 
