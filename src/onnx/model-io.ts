@@ -174,6 +174,18 @@ export function tensorBytes(loaded: Pick<LoadedModel, 'dir'>, tensor: TensorProt
   return out;
 }
 
+/** Makes the tensor read its bytes from `location` (relative to the model's folder) at offset/length. */
+export function pointAtExternalData(tensor: TensorProto, where: ExternalLocation): void {
+  tensor.rawData = new Uint8Array(0);
+  tensor.floatData = []; tensor.int32Data = []; tensor.int64Data = []; tensor.doubleData = []; tensor.uint64Data = [];
+  tensor.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
+  tensor.externalData = [
+    { key: 'location', value: where.location },
+    { key: 'offset', value: String(where.offset) },
+    { key: 'length', value: String(where.length) },
+  ];
+}
+
 const COPY_CHUNK = 8 * 1024 * 1024;
 const ALIGN_LARGE = 64 * 1024; // Windows maps external data at 64 KiB; align tensors >= 1 MiB to it.
 const ALIGN_SMALL = 64;
@@ -208,14 +220,7 @@ export class ExternalDataWriter {
   }
 
   private point(tensor: TensorProto, offset: number, length: number): void {
-    tensor.rawData = new Uint8Array(0);
-    tensor.floatData = []; tensor.int32Data = []; tensor.int64Data = []; tensor.doubleData = []; tensor.uint64Data = [];
-    tensor.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
-    tensor.externalData = [
-      { key: 'location', value: this.location },
-      { key: 'offset', value: String(offset) },
-      { key: 'length', value: String(length) },
-    ];
+    pointAtExternalData(tensor, { location: this.location, offset, length });
   }
 
   appendBytes(tensor: TensorProto, bytes: Uint8Array): void {
@@ -225,6 +230,27 @@ export class ExternalDataWriter {
     while (done < bytes.length) done += writeSync(this.fd, bytes, done, bytes.length - done, start + done);
     this.offset += bytes.length;
     this.point(tensor, start, bytes.length);
+  }
+
+  /**
+   * Appends a tensor whose bytes arrive in pieces (e.g. weights generated on the fly), so it never sits whole
+   * in memory. The pieces must add up to exactly `length` bytes.
+   */
+  appendChunks(tensor: TensorProto, length: number, chunks: Iterable<Uint8Array>): void {
+    this.alignFor(length);
+    const start = this.offset;
+    let done = 0;
+    for (const chunk of chunks) {
+      if (done + chunk.length > length) throw new HatError('INTERNAL', `tensor ${tensor.name ?? '?'}: chunks exceed its ${length} bytes`);
+      let written = 0;
+      while (written < chunk.length) written += writeSync(this.fd, chunk, written, chunk.length - written, start + done + written);
+      done += chunk.length;
+    }
+    if (done !== length) {
+      throw new HatError('INTERNAL', `tensor ${tensor.name ?? '?'}: chunks hold ${done} of its ${length} bytes`);
+    }
+    this.offset += length;
+    this.point(tensor, start, length);
   }
 
   /** Copies `length` bytes at `offset` of `source` into this file without holding them all in memory. */

@@ -24,6 +24,8 @@ export interface SessionOptions {
   threads?: number;
   executionProvider?: 'cpu' | 'cuda';
   graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
+  /** Silence onnxruntime's own error log (for probes whose failures are expected and reported by hat). */
+  quietRuntimeLog?: boolean;
 }
 
 export class ModelSession {
@@ -71,7 +73,7 @@ export async function createSession(source: string | Uint8Array, options: Sessio
   const sessionOptions: ort.InferenceSession.SessionOptions = {
     executionProviders: [options.executionProvider ?? 'cpu'],
     graphOptimizationLevel: options.graphOptimizationLevel ?? 'all',
-    logSeverityLevel: 3,
+    logSeverityLevel: options.quietRuntimeLog ? 4 : 3,
   };
   if (options.threads) sessionOptions.intraOpNumThreads = options.threads;
   try {

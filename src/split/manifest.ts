@@ -43,7 +43,7 @@ export interface AdapterManifest {
 
 export interface SplitManifest {
   format: typeof MANIFEST_FORMAT;
-  source: { file: string; sha256: string; layers: number };
+  source: { file: string; sha256: string; layers: number; /** External-data files beside the source and their sizes. */ dataFiles?: Array<{ file: string; bytes: number }> };
   hidden: { size: number; dtype: HiddenDType };
   attention: { heads?: number; kvHeads?: number; headDim?: number; kvLayout: string };
   boundaries: { inputToMiddle: string; middleToOutput: string };
@@ -57,6 +57,12 @@ export interface SplitManifest {
   multiTokenCachedSteps: boolean;
   /** tokenizer.json copied beside the parts, when the source model had one. */
   tokenizer?: string;
+  /** Other files copied from beside the source model (config.json, tokenizer_config.json, ...). */
+  extraFiles?: string[];
+  /** How weights were written: 'copy' (each part has its own data file) or 'reference' (hard links to the source's). */
+  weights?: { mode: 'copy' | 'reference'; bytes: Record<'input' | 'middle' | 'output', number> };
+  /** The composed-equivalence check `hat split` ran before publishing (absent with --no-verify). */
+  verification?: { passed: boolean; tolerance: number; cases: Array<{ name: string; status: string; maxAbsError?: number; detail?: string }> };
   /** Model-level facts a runtime needs (bos/eos ids, vocab size). */
   model?: { vocabSize?: number; bosTokenId?: number; eosTokenId?: number };
   adapter?: AdapterManifest;

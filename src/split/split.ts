@@ -1,0 +1,177 @@
+/**
+ * `hat split` core: recognise the decoder, plan the three parts, check privacy, write parts + weights +
+ * tokenizer files + manifest into a staging directory, verify the composed parts against the model, and only
+ * then publish the directory under --out.
+ */
+import { createHash } from 'node:crypto';
+import { copyFileSync, createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
+import { HatError } from '../errors.ts';
+import { checkExternalData, loadModel, onnx, saveModel, type LoadedModel } from '../onnx/model-io.ts';
+import type { Reporter } from '../reporter.ts';
+import { analyzeDecoder, type DecoderStructure } from './decoder.ts';
+import { MANIFEST_FORMAT, type PartManifest, type SplitManifest } from './manifest.ts';
+import { attentionFacts, hiddenDType, tensorSpec } from './model-facts.ts';
+import { createStaging } from './output-dir.ts';
+import { checkLayerCounts, PART_NAMES, planParts, type PartGraph, type PartName } from './parts.ts';
+import { checkPrivacy } from './privacy.ts';
+import { verifySplit, type VerifyReport } from './verify.ts';
+import { writePartWeights, type WeightsMode } from './weights.ts';
+
+export const DEFAULT_INPUT_LAYERS = 2; // HAT's Vicuna-7B setting
+const COMPANION_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'config.json', 'generation_config.json'];
+
+export interface SplitOptions {
+  model: string;
+  out: string;
+  inputLayers?: number;
+  outputLayers?: number;
+  weights?: WeightsMode;
+  /** Run the composed-equivalence check before publishing (default true). */
+  verify?: boolean;
+  /** Replace a non-empty --out. */
+  force?: boolean;
+}
+
+export interface SplitResult {
+  dir: string;
+  manifest: SplitManifest;
+  verification?: VerifyReport;
+}
+
+async function sha256(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+export function chooseLayerCounts(layers: number, inputLayers: number | undefined, outputLayers: number | undefined): [number, number] {
+  const output = outputLayers ?? 0;
+  const input = inputLayers ?? Math.max(0, Math.min(DEFAULT_INPUT_LAYERS, layers - 1 - output));
+  checkLayerCounts(layers, input, output);
+  return [input, output];
+}
+
+function modelFacts(source: LoadedModel, structure: DecoderStructure): NonNullable<SplitManifest['model']> {
+  const configPath = join(source.dir, 'config.json');
+  const config = existsSync(configPath) ? JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown> : {};
+  const id = (value: unknown) => (Array.isArray(value) ? value[0] : value) as number | undefined;
+  return {
+    vocabSize: (config.vocab_size as number | undefined) ?? structure.embedding.vocabSize,
+    bosTokenId: id(config.bos_token_id),
+    eosTokenId: id(config.eos_token_id),
+  };
+}
+
+function partManifest(part: PartGraph, dataFiles: string[]): PartManifest {
+  return {
+    file: `${part.name}.onnx`,
+    dataFiles,
+    layers: part.layers,
+    inputs: (part.graph.input ?? []).map(tensorSpec),
+    outputs: (part.graph.output ?? []).map(tensorSpec),
+  };
+}
+
+async function writePart(part: PartGraph, source: LoadedModel, mode: WeightsMode, dir: string, linked: Set<string>) {
+  const weights = writePartWeights(part.name, part.initializers, source, mode, dir, linked);
+  const model = source.model;
+  await saveModel(onnx.ModelProto.create({
+    irVersion: model.irVersion,
+    opsetImport: model.opsetImport,
+    producerName: 'hat split',
+    producerVersion: '0.1.0',
+    domain: model.domain,
+    modelVersion: model.modelVersion,
+    docString: `${part.name} part of ${basename(source.path)}, layers [${part.layers[0]}, ${part.layers[1]})`,
+    graph: { ...part.graph, initializer: weights.initializers },
+    functions: model.functions,
+    metadataProps: model.metadataProps,
+  }), join(dir, `${part.name}.onnx`));
+  return weights;
+}
+
+export async function splitModel(options: SplitOptions, reporter: Reporter): Promise<SplitResult> {
+  const mode = options.weights ?? 'copy';
+  const source = await loadModel(options.model);
+  const dataFiles = checkExternalData(source);
+  const structure = analyzeDecoder(source.model);
+  const layerCount = structure.layers.length;
+  const [inputLayers, outputLayers] = chooseLayerCounts(layerCount, options.inputLayers, options.outputLayers);
+  if (options.inputLayers === undefined && inputLayers < DEFAULT_INPUT_LAYERS) {
+    reporter.info(`the model has ${layerCount} layers: the input part gets ${inputLayers} so the middle keeps at least one`);
+  }
+  const plan = planParts(source.model, structure, inputLayers, outputLayers);
+  const privacy = checkPrivacy([plan.parts.middle, plan.parts.output]);
+  if (!privacy.passed) {
+    throw new HatError('BAD_SPLIT', `privacy check failed: ${privacy.checks.find((c) => c.startsWith('FAIL'))}`, 'this graph feeds token values past the input part; it cannot be split safely');
+  }
+
+  const staging = await createStaging(options.out, options.force ?? false);
+  try {
+    const progress = reporter.progress(`writing parts (${mode} weights)`);
+    const linked = new Set<string>();
+    const written = {} as Record<PartName, Awaited<ReturnType<typeof writePart>>>;
+    for (const [i, name] of PART_NAMES.entries()) {
+      progress.update(`writing ${name}.onnx`, i / PART_NAMES.length);
+      written[name] = await writePart(plan.parts[name], source, mode, staging.dir, linked);
+    }
+    progress.succeed(`wrote input.onnx, middle.onnx, output.onnx (${mode} weights)`);
+
+    const companions = COMPANION_FILES.filter((file) => existsSync(join(source.dir, file)));
+    for (const file of companions) copyFileSync(join(source.dir, file), join(staging.dir, file));
+    const attention = attentionFacts(source.model, structure);
+    const manifest: SplitManifest = {
+      format: MANIFEST_FORMAT,
+      source: {
+        file: basename(source.path), sha256: await sha256(source.path), layers: layerCount,
+        dataFiles: [...dataFiles.keys()].map((file) => ({ file, bytes: statSync(resolve(source.dir, file)).size })),
+      },
+      hidden: { size: structure.hiddenSize, dtype: hiddenDType(structure.boundaries[inputLayers].dataType) },
+      attention: { heads: attention.heads, kvHeads: attention.kvHeads, headDim: attention.headDim, kvLayout: attention.kvLayout },
+      boundaries: plan.boundaries,
+      parts: {
+        input: partManifest(plan.parts.input, written.input.dataFiles),
+        middle: partManifest(plan.parts.middle, written.middle.dataFiles),
+        output: partManifest(plan.parts.output, written.output.dataFiles),
+      },
+      kv: { input: plan.parts.input.kv, middle: plan.parts.middle.kv, output: plan.parts.output.kv },
+      prelude: {
+        strategy: 'duplicated into each part that needs it',
+        tokenShape: 'middle/output take the sequence shape from their hidden-state input, never from input_ids',
+        inputs: Object.fromEntries(PART_NAMES.map((name) => [name, plan.parts[name].preludeInputs])),
+      },
+      privacy,
+      multiTokenCachedSteps: false,
+      ...(companions.includes('tokenizer.json') ? { tokenizer: 'tokenizer.json' } : {}),
+      extraFiles: companions.filter((file) => file !== 'tokenizer.json'),
+      model: modelFacts(source, structure),
+      weights: { mode, bytes: { input: written.input.bytes, middle: written.middle.bytes, output: written.output.bytes } },
+    };
+
+    let verification: VerifyReport | undefined;
+    if (options.verify ?? true) {
+      const check = reporter.progress('checking that the composed parts reproduce the model');
+      verification = await verifySplit(source.path, staging.dir, manifest);
+      const failed = verification.cases.find((c) => c.status === 'failed');
+      if (failed) {
+        check.fail();
+        throw new HatError('BAD_SPLIT', `the composed parts differ from the model: ${failed.name}: max abs error ${failed.maxAbsError?.toExponential(2)} at ${failed.worst} (tolerance ${verification.tolerance})`,
+          'please report this model; --no-verify writes the split anyway');
+      }
+      check.succeed(`composed parts reproduce the model (${verification.cases.map((c) => `${c.name}: ${c.status}`).join('; ')})`);
+      manifest.multiTokenCachedSteps = verification.multiTokenCachedSteps;
+      manifest.verification = {
+        passed: verification.passed, tolerance: verification.tolerance,
+        cases: verification.cases.map(({ name, status, maxAbsError, detail }) => ({ name, status, maxAbsError, detail: detail?.split('\n')[0] })),
+      };
+    }
+    await writeFile(join(staging.dir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+    await staging.publish();
+    return { dir: staging.target, manifest, verification };
+  } catch (error) {
+    await staging.discard();
+    throw error;
+  }
+}
