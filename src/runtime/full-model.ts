@@ -1,0 +1,64 @@
+/**
+ * The abstract model that generation runs over — "feed these ids at the next positions, get their logits" —
+ * and its plain implementation: one ONNX decoder with its KV cache. The split runtime provides the same
+ * interface over input part + cloud/adapter + output part, so one generation loop serves both.
+ */
+import { HatError } from '../errors.ts';
+import { kvLayoutOf } from './kv-cache.ts';
+import { PartRunner, type StepOutput } from './part-runner.ts';
+import { createSession, type SessionOptions } from './session.ts';
+
+export type { StepOutput } from './part-runner.ts';
+
+export interface CausalLm {
+  readonly vocabSize: number;
+  /** Positions already in the cache; the next ids get positions length, length+1, … */
+  readonly length: number;
+  /** Runs `ids` on top of the cache, appends them to it and returns their logits, [ids.length, vocab]. */
+  step(ids: readonly number[]): Promise<StepOutput>;
+  /** Keeps the first `length` cached positions (speculative rollback, or a fresh start with 0). */
+  truncate(length: number): void;
+}
+
+export class OnnxCausalLm implements CausalLm {
+  readonly vocabSize: number;
+  private readonly runner: PartRunner;
+
+  private constructor(runner: PartRunner, vocabSize: number) {
+    this.runner = runner;
+    this.vocabSize = vocabSize;
+  }
+
+  static async open(modelPath: string, options: SessionOptions = {}): Promise<OnnxCausalLm> {
+    const session = await createSession(modelPath, options);
+    const names = session.inputNames;
+    for (const required of ['input_ids', 'attention_mask', 'position_ids']) {
+      if (!names.includes(required)) {
+        throw new HatError('NOT_A_DECODER', `${modelPath} has no '${required}' input`, 'hat expects the Optimum decoder layout (input_ids, attention_mask, position_ids, past_key_values.N.*)');
+      }
+    }
+    const logits = session.outputs.find((o) => o.name === 'logits');
+    if (!logits) throw new HatError('NOT_A_DECODER', `${modelPath} has no 'logits' output`);
+    const vocab = logits.shape[logits.shape.length - 1];
+    if (typeof vocab !== 'number') throw new HatError('UNSUPPORTED_MODEL', `${modelPath}: the logits' vocabulary dimension is symbolic`);
+    const runner = PartRunner.fromSession(session, { idsInput: 'input_ids', output: 'logits', kv: kvLayoutOf(session).pairs });
+    return new OnnxCausalLm(runner, vocab);
+  }
+
+  get length(): number {
+    return this.runner.length;
+  }
+
+  step(ids: readonly number[]): Promise<StepOutput> {
+    if (ids.length === 0) throw new HatError('INTERNAL', 'a step needs at least one token id');
+    return this.runner.step({ ids }, ids.length);
+  }
+
+  truncate(length: number): void {
+    this.runner.truncate(length);
+  }
+
+  async release(): Promise<void> {
+    await this.runner.session.release();
+  }
+}
