@@ -1,10 +1,14 @@
 /** The command table: each entry registers one thin command on the program. */
 import type { Command } from 'commander';
+import { registerInspect } from './inspect.ts';
 import { registerServeCloud } from './serve-cloud.ts';
+import { registerSplit } from './split.ts';
 
 type Register = (program: Command) => void;
 
 const commands: Register[] = [
+  registerInspect,
+  registerSplit,
   registerServeCloud,
 ];
 

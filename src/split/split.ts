@@ -9,7 +9,7 @@ import { writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { HatError } from '../errors.ts';
 import { checkExternalData, loadModel, onnx, saveModel, type LoadedModel } from '../onnx/model-io.ts';
-import type { Reporter } from '../reporter.ts';
+import type { Progress, Reporter } from '../reporter.ts';
 import { analyzeDecoder, type DecoderStructure } from './decoder.ts';
 import { MANIFEST_FORMAT, type PartManifest, type SplitManifest } from './manifest.ts';
 import { attentionFacts, hiddenDType, tensorSpec } from './model-facts.ts';
@@ -92,6 +92,19 @@ async function writePart(part: PartGraph, source: LoadedModel, mode: WeightsMode
   return weights;
 }
 
+/** Runs a step under a progress line that always ends, in success or failure. */
+async function withProgress<T>(reporter: Reporter, text: string, step: (progress: Progress) => Promise<T>, done?: (result: T) => string): Promise<T> {
+  const progress = reporter.progress(text);
+  try {
+    const result = await step(progress);
+    progress.succeed(done ? done(result) : typeof result === 'string' ? result : undefined);
+    return result;
+  } catch (error) {
+    progress.fail();
+    throw error;
+  }
+}
+
 export async function splitModel(options: SplitOptions, reporter: Reporter): Promise<SplitResult> {
   const mode = options.weights ?? 'copy';
   const source = await loadModel(options.model);
@@ -110,14 +123,15 @@ export async function splitModel(options: SplitOptions, reporter: Reporter): Pro
 
   const staging = await createStaging(options.out, options.force ?? false);
   try {
-    const progress = reporter.progress(`writing parts (${mode} weights)`);
     const linked = new Set<string>();
     const written = {} as Record<PartName, Awaited<ReturnType<typeof writePart>>>;
-    for (const [i, name] of PART_NAMES.entries()) {
-      progress.update(`writing ${name}.onnx`, i / PART_NAMES.length);
-      written[name] = await writePart(plan.parts[name], source, mode, staging.dir, linked);
-    }
-    progress.succeed(`wrote input.onnx, middle.onnx, output.onnx (${mode} weights)`);
+    await withProgress(reporter, `writing parts (${mode} weights)`, async (progress) => {
+      for (const [i, name] of PART_NAMES.entries()) {
+        progress.update(`writing ${name}.onnx`, i / PART_NAMES.length);
+        written[name] = await writePart(plan.parts[name], source, mode, staging.dir, linked);
+      }
+      return `wrote input.onnx, middle.onnx, output.onnx (${mode} weights)`;
+    });
 
     const companions = COMPANION_FILES.filter((file) => existsSync(join(source.dir, file)));
     for (const file of companions) copyFileSync(join(source.dir, file), join(staging.dir, file));
@@ -152,15 +166,15 @@ export async function splitModel(options: SplitOptions, reporter: Reporter): Pro
 
     let verification: VerifyReport | undefined;
     if (options.verify ?? true) {
-      const check = reporter.progress('checking that the composed parts reproduce the model');
-      verification = await verifySplit(source.path, staging.dir, manifest);
-      const failed = verification.cases.find((c) => c.status === 'failed');
-      if (failed) {
-        check.fail();
-        throw new HatError('BAD_SPLIT', `the composed parts differ from the model: ${failed.name}: max abs error ${failed.maxAbsError?.toExponential(2)} at ${failed.worst} (tolerance ${verification.tolerance})`,
-          'please report this model; --no-verify writes the split anyway');
-      }
-      check.succeed(`composed parts reproduce the model (${verification.cases.map((c) => `${c.name}: ${c.status}`).join('; ')})`);
+      verification = await withProgress(reporter, 'checking that the composed parts reproduce the model', async () => {
+        const report = await verifySplit(source.path, staging.dir, manifest);
+        const failed = report.cases.find((c) => c.status === 'failed');
+        if (failed) {
+          throw new HatError('BAD_SPLIT', `the composed parts differ from the model: ${failed.name}: max abs error ${failed.maxAbsError?.toExponential(2)} at ${failed.worst} (tolerance ${report.tolerance})`,
+            'please report this model; --no-verify writes the split anyway');
+        }
+        return report;
+      }, (report) => `composed parts reproduce the model (${report.cases.map((c) => `${c.name}: ${c.status}`).join('; ')})`);
       manifest.multiTokenCachedSteps = verification.multiTokenCachedSteps;
       manifest.verification = {
         passed: verification.passed, tolerance: verification.tolerance,

@@ -218,8 +218,17 @@ export function buildTinyDecoder(overrides: Partial<TinyDecoderConfig> = {}, sin
   });
 }
 
-/** Builds and saves a tiny decoder; returns the path. */
-export async function writeTinyDecoder(path: string, overrides: Partial<TinyDecoderConfig> = {}): Promise<string> {
-  await saveModel(buildTinyDecoder(overrides), path);
+/** Builds and saves a tiny decoder (weights inline, or streamed to `<path>.data`); returns the path. */
+export async function writeTinyDecoder(path: string, overrides: Partial<TinyDecoderConfig> = {}, storage: 'inline' | 'external' = 'inline'): Promise<string> {
+  if (storage === 'inline') {
+    await saveModel(buildTinyDecoder(overrides), path);
+    return path;
+  }
+  const sink = externalWeights(`${path}.data`);
+  try {
+    await saveModel(buildTinyDecoder(overrides, sink), path);
+  } finally {
+    sink.close();
+  }
   return path;
 }
