@@ -132,14 +132,19 @@ export async function draftLoss(
         let best = 0;
         for (let j = 1; j < row.length; j++) if (row[j] > row[best]) best = j;
         const max = row[best];
+        const targetLogit = row[token] - max;
+        // One exp per logit: the row becomes exp(logit − max), then dL/dlogits = w · (softmax − onehot) / rows.
         let sum = 0;
-        for (let j = 0; j < row.length; j++) sum += Math.exp(row[j] - max);
-        crossEntropy += Math.log(sum) - (row[token] - max);
+        for (let j = 0; j < row.length; j++) {
+          const e = Math.exp(row[j] - max);
+          row[j] = e;
+          sum += e;
+        }
+        crossEntropy += Math.log(sum) - targetLogit;
         if (best === token) agreed++;
-        // Reuse the row for dL/dlogits = w · (softmax − onehot) / rows.
-        const scale = options.ceWeight / targetRows;
-        for (let j = 0; j < row.length; j++) row[j] = (Math.exp(row[j] - max) / sum) * scale;
-        row[token] -= scale;
+        const scale = options.ceWeight / targetRows / sum;
+        for (let j = 0; j < row.length; j++) row[j] *= scale;
+        row[token] -= options.ceWeight / targetRows;
       }
       if (!gradient || options.ceWeight === 0) continue;
       const dNormed = await engine.matmul(logits, head.lmHead, { m: end - start, k: head.vocab, n: width, transB: true });
