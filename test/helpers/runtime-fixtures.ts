@@ -1,0 +1,39 @@
+/**
+ * A real split of a small random Llama built in code, plus an identity "adapter" (the no-adapter baseline: the
+ * output part applied straight to the input part's hidden state), for runtime tests that need drafts without
+ * waiting for adapter training.
+ */
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { llamaConfig, type LlamaConfig } from '../../src/models/config.ts';
+import { writeLlamaOnnx } from '../../src/models/llama-onnx.ts';
+import { randomWeights } from '../../src/models/weights.ts';
+import { splitModel } from '../../src/split/split.ts';
+import { silentReporter } from '../../src/reporter.ts';
+import { GraphBuilder } from '../../src/onnx/graph-builder.ts';
+import { encodeModel } from '../../src/onnx/model-io.ts';
+import type { SplitManifest } from '../../src/split/manifest.ts';
+
+export const SMALL_LLAMA: LlamaConfig = llamaConfig({ vocabSize: 64, hiddenSize: 32, intermediateSize: 64, layers: 4, heads: 4, kvHeads: 2 });
+
+export async function makeSmallSplit(config = SMALL_LLAMA, seed = 3): Promise<{ dir: string; model: string; split: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'hat-rt-'));
+  const model = join(dir, 'model.onnx');
+  // A large weight scale makes the random model's greedy path non-trivial (no single repeated token).
+  await writeLlamaOnnx(config, randomWeights({ seed, std: 0.3 }), model);
+  const split = join(dir, 'split');
+  await splitModel({ model, out: split }, silentReporter);
+  return { dir, model, split };
+}
+
+export function addIdentityAdapter(splitDir: string): void {
+  const manifestPath = join(splitDir, 'manifest.json');
+  const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as SplitManifest;
+  const b = new GraphBuilder('identity-adapter');
+  const h = b.input('hidden_states', 'float32', [1, 'sequence_length', manifest.hidden.size]);
+  b.output(b.op('Identity', [h]), 'float32', [1, 'sequence_length', manifest.hidden.size], manifest.boundaries.middleToOutput);
+  writeFileSync(join(splitDir, 'adapter.onnx'), encodeModel(b.build()));
+  manifest.adapter = { kind: 'linear', file: 'adapter.onnx', defaultThreshold: 0.6, metrics: { note: 'identity adapter for tests' } };
+  writeFileSync(manifestPath, JSON.stringify(manifest, null, 2));
+}
