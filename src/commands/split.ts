@@ -10,6 +10,7 @@ export const splitSchema = z.object({
   outputLayers: intOption(0).optional(),
   weights: z.enum(['copy', 'reference']).default('copy'),
   verify: z.boolean().default(true),
+  maskRepair: z.boolean().default(true),
   force: z.boolean().default(false),
   json: z.boolean().default(false),
 });
@@ -24,11 +25,12 @@ export function registerSplit(program: Command): void {
     .option('--output-layers <J>', 'decoder layers in the output part besides final norm + head (default 0)')
     .option('--weights <mode>', 'copy: each part gets its own data file; reference: point at the source data (hard links, no copy)', 'copy')
     .option('--no-verify', 'skip the check that the composed parts reproduce the model (needs RAM for model + parts)')
+    .option('--no-mask-repair', "keep the model's traced attention mask even if it breaks multi-token cached steps")
     .option('--force', 'replace --out if it exists')
     .option('--json', 'print the manifest as JSON')
     .action(async (model: string, raw: unknown) => {
       const options = parseOptions(splitSchema, raw);
-      const result = await splitModel({ model, ...options }, terminalReporter({ quiet: options.json }));
+      const result = await splitModel({ model, ...options, repairMask: options.maskRepair }, terminalReporter({ quiet: options.json }));
       const m = result.manifest;
       if (options.json) {
         process.stdout.write(`${JSON.stringify(m, null, 2)}\n`);

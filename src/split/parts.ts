@@ -10,6 +10,7 @@ import { type DecoderStructure, TOKEN_INPUT } from './decoder.ts';
 import { extract } from './extract.ts';
 import { unfuseResidualNorm } from './fused-norm.ts';
 import type { KvPair } from './manifest.ts';
+import type { MaskRepair } from './mask-repair.ts';
 import { rewritePrelude } from './prelude.ts';
 
 export type PartName = 'input' | 'middle' | 'output';
@@ -42,8 +43,9 @@ export function checkLayerCounts(layers: number, inputLayers: number, outputLaye
 }
 
 /** Splits the source node list at the two cuts; fused residual norms on a cut become Add + norm. */
-function cutNodes(structure: DecoderStructure, cutLayers: number[]): { nodes: NodeProto[]; wires: string[] } {
+function cutNodes(structure: DecoderStructure, cutLayers: number[], repair?: MaskRepair): { nodes: NodeProto[]; wires: string[] } {
   const replacements = new Map<number, NodeProto[]>();
+  if (repair) replacements.set(repair.producer, repair.nodes);
   const wires = cutLayers.map((layer) => {
     const boundary = structure.boundaries[layer];
     if (!boundary.fused) return boundary.tensor!;
@@ -76,13 +78,14 @@ function hiddenValueInfo(name: string, dataType: number, hiddenSize: number, dim
   });
 }
 
-export function planParts(model: ModelProto, structure: DecoderStructure, inputLayers: number, outputLayers: number): PartPlan {
+/** `repair`: replace a traced attention-mask prelude with a correct causal mask in every part (mask-repair.ts). */
+export function planParts(model: ModelProto, structure: DecoderStructure, inputLayers: number, outputLayers: number, repair?: MaskRepair): PartPlan {
   const graph = model.graph!;
   const layerCount = structure.layers.length;
   checkLayerCounts(layerCount, inputLayers, outputLayers);
   const cuts = [inputLayers, layerCount - outputLayers];
-  const { nodes, wires } = cutNodes(structure, cuts);
-  const initializers = new Map((graph.initializer ?? []).map((t) => [t.name ?? '', t]));
+  const { nodes, wires } = cutNodes(structure, cuts, repair);
+  const initializers = new Map([...(graph.initializer ?? []), ...(repair?.initializers ?? [])].map((t) => [t.name ?? '', t]));
   const graphInputs = new Set([...structure.index.inputs].filter((name) => !initializers.has(name)));
   const valueInfo = new Map([...(graph.input ?? []), ...(graph.output ?? []), ...(graph.valueInfo ?? [])].map((v) => [v.name ?? '', v]));
   const dims = symbolicDims(graph);
@@ -122,10 +125,7 @@ export function planParts(model: ModelProto, structure: DecoderStructure, inputL
         output: outputInfos,
         valueInfo: (graph.valueInfo ?? []).filter((v) => produced.has(v.name ?? '') && !declared.has(v.name)),
       }),
-      initializers: [
-        ...(graph.initializer ?? []).filter((t) => found.initializers.has(t.name ?? '')),
-        ...extraInitializers.filter((t) => found.initializers.has(t.name ?? '')),
-      ],
+      initializers: [...initializers.values(), ...extraInitializers].filter((t) => found.initializers.has(t.name ?? '')),
       preludeInputs: [...found.graphInputs].filter((n) => n !== TOKEN_INPUT && !kv.some((p) => p.pastKey === n || p.pastValue === n)),
     };
   };

@@ -13,11 +13,12 @@ import type { Progress, Reporter } from '../reporter.ts';
 import { analyzeDecoder, type DecoderStructure } from './decoder.ts';
 import { MANIFEST_FORMAT, type PartManifest, type SplitManifest } from './manifest.ts';
 import { attentionFacts, hiddenDType, tensorSpec } from './model-facts.ts';
-import { createStaging } from './output-dir.ts';
-import { checkLayerCounts, PART_NAMES, planParts, type PartGraph, type PartName } from './parts.ts';
+import { causalMaskRepair, type MaskRepair } from './mask-repair.ts';
+import { createStaging, type Staging } from './output-dir.ts';
+import { checkLayerCounts, PART_NAMES, planParts, type PartGraph, type PartName, type PartPlan } from './parts.ts';
 import { checkPrivacy } from './privacy.ts';
-import { verifySplit, type VerifyReport } from './verify.ts';
-import { writePartWeights, type WeightsMode } from './weights.ts';
+import { probeMultiTokenStep, verifySplit, type VerifyReport } from './verify.ts';
+import { writePartWeights, type PartWeights, type WeightsMode } from './weights.ts';
 
 export const DEFAULT_INPUT_LAYERS = 2; // HAT's Vicuna-7B setting
 const COMPANION_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'config.json', 'generation_config.json'];
@@ -32,6 +33,8 @@ export interface SplitOptions {
   verify?: boolean;
   /** Replace a non-empty --out. */
   force?: boolean;
+  /** Rebuild a traced attention mask that breaks multi-token cached steps (default true; needs verify). */
+  repairMask?: boolean;
 }
 
 export interface SplitResult {
@@ -74,7 +77,7 @@ function partManifest(part: PartGraph, dataFiles: string[]): PartManifest {
   };
 }
 
-async function writePart(part: PartGraph, source: LoadedModel, mode: WeightsMode, dir: string, linked: Set<string>) {
+async function writePart(part: PartGraph, source: LoadedModel, mode: WeightsMode, dir: string, linked: Set<string>): Promise<PartWeights> {
   const weights = writePartWeights(part.name, part.initializers, source, mode, dir, linked);
   const model = source.model;
   await saveModel(onnx.ModelProto.create({
@@ -105,26 +108,70 @@ async function withProgress<T>(reporter: Reporter, text: string, step: (progress
   }
 }
 
+interface SplitContext {
+  options: SplitOptions;
+  mode: WeightsMode;
+  source: LoadedModel;
+  dataFiles: Map<string, number>;
+  structure: DecoderStructure;
+  layerCounts: [number, number];
+  reporter: Reporter;
+}
+
+interface StagedSplit {
+  staging: Staging;
+  manifest: SplitManifest;
+  verification?: VerifyReport;
+}
+
 export async function splitModel(options: SplitOptions, reporter: Reporter): Promise<SplitResult> {
-  const mode = options.weights ?? 'copy';
   const source = await loadModel(options.model);
   const dataFiles = checkExternalData(source);
   const structure = analyzeDecoder(source.model);
   const layerCount = structure.layers.length;
-  const [inputLayers, outputLayers] = chooseLayerCounts(layerCount, options.inputLayers, options.outputLayers);
-  if (options.inputLayers === undefined && inputLayers < DEFAULT_INPUT_LAYERS) {
-    reporter.info(`the model has ${layerCount} layers: the input part gets ${inputLayers} so the middle keeps at least one`);
+  const layerCounts = chooseLayerCounts(layerCount, options.inputLayers, options.outputLayers);
+  if (options.inputLayers === undefined && layerCounts[0] < DEFAULT_INPUT_LAYERS) {
+    reporter.info(`the model has ${layerCount} layers: the input part gets ${layerCounts[0]} so the middle keeps at least one`);
   }
-  const plan = planParts(source.model, structure, inputLayers, outputLayers);
+  const context: SplitContext = { options, mode: options.weights ?? 'copy', source, dataFiles, structure, layerCounts, reporter };
+
+  const repair = (options.verify ?? true) && options.repairMask !== false ? await maskRepairIfNeeded(context) : undefined;
+  if (repair) {
+    const repaired = await stageSplit(context, repair);
+    if (repaired.verification?.multiTokenCachedSteps) return publish(repaired);
+    await repaired.staging.discard();
+    reporter.warn('the repaired attention mask did not reproduce token-by-token steps: keeping the model\'s own mask');
+  }
+  return publish(await stageSplit(context));
+}
+
+async function publish(staged: StagedSplit): Promise<SplitResult> {
+  await staged.staging.publish();
+  return { dir: staged.staging.target, manifest: staged.manifest, verification: staged.verification };
+}
+
+/** A repair for the traced mask, when the model has one and fails a multi-token step on a non-empty cache. */
+async function maskRepairIfNeeded({ source, structure, reporter }: SplitContext): Promise<MaskRepair | undefined> {
+  const repair = causalMaskRepair(source.model, structure);
+  if (!repair) return undefined;
+  const probe = await probeMultiTokenStep(source.path, { kv: { input: structure.layers, middle: [], output: [] }, hidden: { size: structure.hiddenSize, dtype: hiddenDType(structure.boundaries[0].dataType) } }, structure.embedding.vocabSize);
+  if (probe.status === 'passed') return undefined;
+  reporter.info(`the model fails a multi-token step on a non-empty cache (${probe.detail?.split('\n')[0] ?? probe.status}): rebuilding its attention mask ${repair.tensor} in the parts`);
+  return repair;
+}
+
+/** Plans, checks, writes and verifies one split in a staging folder; the caller publishes or discards it. */
+async function stageSplit(context: SplitContext, repair?: MaskRepair): Promise<StagedSplit> {
+  const { options, mode, source, structure, reporter } = context;
+  const plan = planParts(source.model, structure, ...context.layerCounts, repair);
   const privacy = checkPrivacy([plan.parts.middle, plan.parts.output]);
   if (!privacy.passed) {
     throw new HatError('BAD_SPLIT', `privacy check failed: ${privacy.checks.find((c) => c.startsWith('FAIL'))}`, 'this graph feeds token values past the input part; it cannot be split safely');
   }
-
   const staging = await createStaging(options.out, options.force ?? false);
   try {
     const linked = new Set<string>();
-    const written = {} as Record<PartName, Awaited<ReturnType<typeof writePart>>>;
+    const written = {} as Record<PartName, PartWeights>;
     await withProgress(reporter, `writing parts (${mode} weights)`, async (progress) => {
       for (const [i, name] of PART_NAMES.entries()) {
         progress.update(`writing ${name}.onnx`, i / PART_NAMES.length);
@@ -132,37 +179,9 @@ export async function splitModel(options: SplitOptions, reporter: Reporter): Pro
       }
       return `wrote input.onnx, middle.onnx, output.onnx (${mode} weights)`;
     });
-
     const companions = COMPANION_FILES.filter((file) => existsSync(join(source.dir, file)));
     for (const file of companions) copyFileSync(join(source.dir, file), join(staging.dir, file));
-    const attention = attentionFacts(source.model, structure);
-    const manifest: SplitManifest = {
-      format: MANIFEST_FORMAT,
-      source: {
-        file: basename(source.path), sha256: await sha256(source.path), layers: layerCount,
-        dataFiles: [...dataFiles.keys()].map((file) => ({ file, bytes: statSync(resolve(source.dir, file)).size })),
-      },
-      hidden: { size: structure.hiddenSize, dtype: hiddenDType(structure.boundaries[inputLayers].dataType) },
-      attention: { heads: attention.heads, kvHeads: attention.kvHeads, headDim: attention.headDim, kvLayout: attention.kvLayout },
-      boundaries: plan.boundaries,
-      parts: {
-        input: partManifest(plan.parts.input, written.input.dataFiles),
-        middle: partManifest(plan.parts.middle, written.middle.dataFiles),
-        output: partManifest(plan.parts.output, written.output.dataFiles),
-      },
-      kv: { input: plan.parts.input.kv, middle: plan.parts.middle.kv, output: plan.parts.output.kv },
-      prelude: {
-        strategy: 'duplicated into each part that needs it',
-        tokenShape: 'middle/output take the sequence shape from their hidden-state input, never from input_ids',
-        inputs: Object.fromEntries(PART_NAMES.map((name) => [name, plan.parts[name].preludeInputs])),
-      },
-      privacy,
-      multiTokenCachedSteps: false,
-      ...(companions.includes('tokenizer.json') ? { tokenizer: 'tokenizer.json' } : {}),
-      extraFiles: companions.filter((file) => file !== 'tokenizer.json'),
-      model: modelFacts(source, structure),
-      weights: { mode, bytes: { input: written.input.bytes, middle: written.middle.bytes, output: written.output.bytes } },
-    };
+    const manifest = await buildManifest(context, plan, written, privacy, companions, repair);
 
     let verification: VerifyReport | undefined;
     if (options.verify ?? true) {
@@ -182,10 +201,44 @@ export async function splitModel(options: SplitOptions, reporter: Reporter): Pro
       };
     }
     await writeFile(join(staging.dir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
-    await staging.publish();
-    return { dir: staging.target, manifest, verification };
+    return { staging, manifest, verification };
   } catch (error) {
     await staging.discard();
     throw error;
   }
+}
+
+async function buildManifest(context: SplitContext, plan: PartPlan, written: Record<PartName, PartWeights>, privacy: SplitManifest['privacy'], companions: string[], repair?: MaskRepair): Promise<SplitManifest> {
+  const { source, structure, dataFiles, mode } = context;
+  const attention = attentionFacts(source.model, structure);
+  return {
+    format: MANIFEST_FORMAT,
+    source: {
+      file: basename(source.path), sha256: await sha256(source.path), layers: structure.layers.length,
+      dataFiles: [...dataFiles.keys()].map((file) => ({ file, bytes: statSync(resolve(source.dir, file)).size })),
+    },
+    hidden: { size: structure.hiddenSize, dtype: hiddenDType(structure.boundaries[context.layerCounts[0]].dataType) },
+    attention: { heads: attention.heads, kvHeads: attention.kvHeads, headDim: attention.headDim, kvLayout: attention.kvLayout },
+    boundaries: plan.boundaries,
+    parts: {
+      input: partManifest(plan.parts.input, written.input.dataFiles),
+      middle: partManifest(plan.parts.middle, written.middle.dataFiles),
+      output: partManifest(plan.parts.output, written.output.dataFiles),
+    },
+    kv: { input: plan.parts.input.kv, middle: plan.parts.middle.kv, output: plan.parts.output.kv },
+    prelude: {
+      strategy: 'duplicated into each part that needs it',
+      tokenShape: 'middle/output take the sequence shape from their hidden-state input, never from input_ids',
+      inputs: Object.fromEntries(PART_NAMES.map((name) => [name, plan.parts[name].preludeInputs])),
+      maskRepair: repair
+        ? `the traced mask ${repair.tensor} is rebuilt from attention_mask as a causal + padding mask (the source fails multi-token steps on a non-empty cache)`
+        : 'none: the model\'s own mask construction is kept',
+    },
+    privacy,
+    multiTokenCachedSteps: false,
+    ...(companions.includes('tokenizer.json') ? { tokenizer: 'tokenizer.json' } : {}),
+    extraFiles: companions.filter((file) => file !== 'tokenizer.json'),
+    model: modelFacts(source, structure),
+    weights: { mode, bytes: { input: written.input.bytes, middle: written.middle.bytes, output: written.output.bytes } },
+  };
 }

@@ -33,11 +33,18 @@ async function split(model: string, options: Partial<SplitOptions> = {}) {
 }
 
 const gpt2 = sharedFixture('hf-tiny-gpt2-opset17', 'model.onnx');
-test('gpt2 fixture (standard ops, inline fp32): parts reproduce the model; multi-token steps reported unsupported', { skip: gpt2.skip }, async () => {
+test('gpt2 fixture (standard ops, inline fp32): parts reproduce the model; its broken multi-token mask is reported, then repaired', { skip: gpt2.skip }, async () => {
+  const kept = await split(gpt2.path, { repairMask: false });
+  assertEquivalent(kept.verification, false);
+  assert.equal(kept.manifest.multiTokenCachedSteps, false);
+  assert.match(kept.manifest.verification!.cases[2].detail!, /invalid expand shape/);
+
+  // Default: the traced mask is rebuilt in the parts, proven against the full model run token by token.
   const result = await split(gpt2.path);
-  assertEquivalent(result.verification, false);
+  assertEquivalent(result.verification, true);
   const m = result.manifest;
-  assert.equal(m.multiTokenCachedSteps, false);
+  assert.equal(m.multiTokenCachedSteps, true);
+  assert.match(String(m.prelude.maskRepair), /Where_4_output_0 is rebuilt/);
   assert.deepEqual([m.parts.input.layers, m.parts.middle.layers, m.parts.output.layers], [[0, 1], [1, 2], [2, 2]]);
   assert.equal(m.hidden.dtype, 'float32');
   assert.ok(m.privacy.passed);
@@ -49,7 +56,8 @@ test('gpt2 fixture (standard ops, inline fp32): parts reproduce the model; multi
 const genai = sharedFixture('genai-tiny-llama-fp16', 'model.onnx');
 test('genai fixture (contrib ops, fused residual norms, external fp16): parts reproduce the model in both weight modes', { skip: genai.skip }, async () => {
   const copied = await split(genai.path);
-  assertEquivalent(copied.verification, false);
+  assertEquivalent(copied.verification, true); // with the traced mask repaired
+  assert.match(String(copied.manifest.prelude.maskRepair), /attn_mask_reformat\/Tile\/output_0 is rebuilt/);
   assert.equal(copied.manifest.hidden.dtype, 'float16');
   // Both cuts sit inside SkipSimplifiedLayerNormalization nodes: the wire is the residual sum, same name on both sides.
   const { inputToMiddle, middleToOutput } = copied.manifest.boundaries;
@@ -66,8 +74,9 @@ test('genai fixture (contrib ops, fused residual norms, external fp16): parts re
   const source = scratch();
   copyFileSync(genai.path, join(source, 'model.onnx'));
   copyFileSync(`${genai.path}.data`, join(source, 'model.onnx.data'));
-  const referenced = await split(join(source, 'model.onnx'), { weights: 'reference' });
+  const referenced = await split(join(source, 'model.onnx'), { weights: 'reference', repairMask: false });
   assertEquivalent(referenced.verification, false);
+  assert.match(referenced.manifest.verification!.cases[2].detail!, /invalid expand shape/);
   assert.deepEqual(referenced.manifest.parts.middle.dataFiles, ['source-data/model.onnx.data']);
   assert.equal(statSync(join(referenced.dir, 'source-data', 'model.onnx.data')).ino, statSync(join(source, 'model.onnx.data')).ino);
   assert.ok(!existsSync(join(referenced.dir, 'middle.onnx.data')));

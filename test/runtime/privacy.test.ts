@@ -1,0 +1,62 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startCloud } from '../../src/runtime/cloud/serve.ts';
+import { silentLogger } from '../../src/runtime/cloud/logger.ts';
+import { readManifest, manifestHash } from '../../src/runtime/split-dir.ts';
+import { openDeviceParts } from '../../src/runtime/device/device-parts.ts';
+import { CloudClient } from '../../src/runtime/device/cloud-client.ts';
+import { HatGenerator } from '../../src/runtime/device/hat-generator.ts';
+import { Drafter } from '../../src/runtime/device/drafter.ts';
+import { FixedThresholdPolicy } from '../../src/runtime/speculative/draft-policy.ts';
+import { createSampler } from '../../src/runtime/speculative/sampler.ts';
+import { decodeFrame, decodeJson } from '../../src/runtime/protocol/frame.ts';
+import { wireBytesPerRow } from '../../src/runtime/protocol/hidden-codec.ts';
+import { addIdentityAdapter, makeSmallSplit } from '../helpers/runtime-fixtures.ts';
+
+function encodeIds(ids: readonly number[], bytes: 4 | 8): Buffer {
+  const out = Buffer.alloc(ids.length * bytes);
+  ids.forEach((id, i) => (bytes === 4 ? out.writeInt32LE(id, i * 4) : out.writeBigInt64LE(BigInt(id), i * 8)));
+  return out;
+}
+
+test('the device uplink carries only hidden states and control integers, never the token ids', async () => {
+  const { split } = await makeSmallSplit();
+  addIdentityAdapter(split);
+  const { server, port } = await startCloud({ splitDir: split, host: '127.0.0.1', port: 0, workers: 1, maxSessions: 2, idleTimeoutMs: 60_000, maxTokensPerFrame: 512, maxContext: 512, logger: silentLogger });
+  const manifest = readManifest(split);
+  const frames: Uint8Array[] = [];
+  const prompt = [41, 7, 33, 12, 59, 3, 27, 50, 18, 44];
+  try {
+    const parts = await openDeviceParts(split, manifest, { withAdapter: true });
+    const client = await CloudClient.connect({
+      url: `ws://127.0.0.1:${port}`, manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size, wire: 'fp32',
+      recordUplink: (bytes) => frames.push(bytes.slice()),
+    });
+    const sampler = createSampler({ temperature: 0, topP: 1, seed: 0 });
+    const generator = new HatGenerator(parts, client, sampler, new Drafter(parts, sampler, new FixedThresholdPolicy(0, 3)));
+    const out = await generator.generate(prompt, { maxNewTokens: 16, speculative: true, parallelDrafting: true, chunk: 4, fallbackLocal: false });
+    client.close();
+
+    const uplink = Buffer.concat(frames);
+    // Any window of three consecutive prompt or generated ids, as int32 or int64, would be a leak.
+    const sequence = [...prompt, ...out.ids];
+    for (let i = 0; i + 3 <= sequence.length; i++) {
+      for (const width of [4, 8] as const) {
+        assert.equal(uplink.indexOf(encodeIds(sequence.slice(i, i + 3), width)), -1, `ids ${sequence.slice(i, i + 3)} found as int${width * 8}`);
+      }
+    }
+    // Structurally: a hello with only the split hash, then forward frames whose payload is exactly hidden rows.
+    const decoded = frames.map((f) => decodeFrame(f, { maxPayloadBytes: 1 << 30 }));
+    assert.equal(decoded[0].header.type, 'hello');
+    assert.deepEqual(Object.keys(decodeJson(decoded[0].payload) as object).sort(), ['client', 'manifestHash']);
+    for (const frame of decoded.slice(1)) {
+      assert.ok(frame.header.type === 'forward' || frame.header.type === 'bye');
+      if (frame.header.type === 'forward') {
+        assert.equal(frame.header.hiddenSize, manifest.hidden.size);
+        assert.equal(frame.payload.length, frame.header.nTokens * wireBytesPerRow('fp32', manifest.hidden.size));
+      }
+    }
+  } finally {
+    await server.stop();
+  }
+});
