@@ -12,11 +12,11 @@
  */
 import { basename } from 'node:path';
 import { HatError } from '../errors.ts';
+import { externalWeights, GraphBuilder, inlineWeights, type WeightSink } from '../onnx/graph-builder.ts';
 import { DataType, ExternalDataWriter, saveModel, type ModelProto } from '../onnx/model-io.ts';
 import type { KvPair } from '../split/manifest.ts';
 import type { AdapterParams, AttentionAdapterConfig } from './attention-adapter.ts';
 import type { LinearAdapter } from './linear-adapter.ts';
-import { GraphBuilder, valueInfo } from './onnx-graph.ts';
 import { inverseFrequencies } from './rope.ts';
 
 export const ADAPTER_INPUT = 'hidden_states';
@@ -35,142 +35,141 @@ export interface AdapterExportOptions {
   outputName: string;
   /** Element type of the hidden-state input and output (the split's hidden dtype); maths and cache stay fp32. */
   ioType?: 'float32' | 'float16';
+  /** Where the weights go (default inline; see exportAdapter for files). */
+  weights?: WeightSink;
 }
 
 const LOWEST_FLOAT = -3.4028234663852886e38;
 
-function hiddenIn(graph: GraphBuilder, options: AdapterExportOptions): string {
-  return options.ioType === 'float16' ? graph.op1('Cast', [ADAPTER_INPUT], { to: DataType.FLOAT }) : ADAPTER_INPUT;
+function hiddenIn(graph: GraphBuilder, options: AdapterExportOptions, hidden: number): string {
+  const input = graph.input(ADAPTER_INPUT, options.ioType ?? 'float32', ['batch', 'sequence', hidden]);
+  return options.ioType === 'float16' ? graph.op('Cast', [input], { attributes: { to: DataType.FLOAT } }) : input;
 }
 
-function hiddenOut(graph: GraphBuilder, value: string, options: AdapterExportOptions): void {
-  if (options.ioType === 'float16') graph.op1('Cast', [value], { to: DataType.FLOAT16 }, options.outputName);
-  else graph.op1('Identity', [value], {}, options.outputName);
-}
-
-function hiddenType(options: AdapterExportOptions): number {
-  return options.ioType === 'float16' ? DataType.FLOAT16 : DataType.FLOAT;
+function hiddenOut(graph: GraphBuilder, value: string, options: AdapterExportOptions, hidden: number): void {
+  const cast = options.ioType === 'float16' ? graph.op('Cast', [value], { attributes: { to: DataType.FLOAT16 } }) : value;
+  graph.output(cast, options.ioType ?? 'float32', ['batch', 'sequence', hidden], options.outputName);
 }
 
 /** x / sqrt(mean(x²) + eps) · weight over the last axis. */
 function rmsNormNodes(graph: GraphBuilder, x: string, weight: string, eps: number): string {
-  const meanSquare = graph.op1('ReduceMean', [graph.op1('Mul', [x, x])], { axes: [-1], keepdims: 1 });
-  const inverse = graph.op1('Reciprocal', [graph.op1('Sqrt', [graph.op1('Add', [meanSquare, graph.scalar(eps)])])]);
-  return graph.op1('Mul', [graph.op1('Mul', [x, inverse]), weight]);
+  const meanSquare = graph.op('ReduceMean', [graph.op('Mul', [x, x])], { attributes: { axes: [-1], keepdims: 1 } });
+  const inverse = graph.op('Reciprocal', [graph.op('Sqrt', [graph.op('Add', [meanSquare, graph.scalar(eps, 'float32')])])]);
+  return graph.op('Mul', [graph.op('Mul', [x, inverse]), weight]);
 }
 
 /** t·cos + rotate_half(t)·sin for t [B, heads, S, headDim]; rotate_half(t) = [−t₂, t₁]. */
 function ropeNodes(graph: GraphBuilder, t: string, cos: string, sin: string, headDim: number): string {
   const half = headDim / 2;
-  const first = graph.op1('Slice', [t, graph.ints([0]), graph.ints([half]), graph.ints([3])]);
-  const second = graph.op1('Slice', [t, graph.ints([half]), graph.ints([headDim]), graph.ints([3])]);
-  const rotated = graph.op1('Concat', [graph.op1('Neg', [second]), first], { axis: 3 });
-  return graph.op1('Add', [graph.op1('Mul', [t, cos]), graph.op1('Mul', [rotated, sin])]);
+  const first = graph.op('Slice', [t, graph.int64([0]), graph.int64([half]), graph.int64([3])]);
+  const second = graph.op('Slice', [t, graph.int64([half]), graph.int64([headDim]), graph.int64([3])]);
+  const rotated = graph.op('Concat', [graph.op('Neg', [second]), first], { attributes: { axis: 3 } });
+  return graph.op('Add', [graph.op('Mul', [t, cos]), graph.op('Mul', [rotated, sin])]);
 }
 
 /** [B, S, heads·headDim] → [B, heads, S, headDim]. */
 function splitHeads(graph: GraphBuilder, x: string, heads: number, headDim: number): string {
-  return graph.op1('Transpose', [graph.op1('Reshape', [x, graph.ints([0, 0, heads, headDim])])], { perm: [0, 2, 1, 3] });
+  const reshaped = graph.op('Reshape', [x, graph.int64([0, 0, heads, headDim])]);
+  return graph.op('Transpose', [reshaped], { attributes: { perm: [0, 2, 1, 3] } });
+}
+
+/** Drops the leading axis of a 1-element int64 tensor: the scalar Range needs. */
+function toScalar(graph: GraphBuilder, x: string): string {
+  return graph.op('Squeeze', [x, graph.int64([0])]);
 }
 
 export function attentionAdapterModel(params: AdapterParams, config: AttentionAdapterConfig, options: AdapterExportOptions): ModelProto {
   const { hidden, heads, kvHeads, headDim } = config;
   const rep = heads / kvHeads;
-  const graph = new GraphBuilder('adapter');
-  const x = hiddenIn(graph, options);
-  const normed = rmsNormNodes(graph, x, graph.weight('adapter.input_norm.weight', params.inputNorm, [hidden]), config.normEps);
+  const graph = new GraphBuilder('hat_attention_adapter', { weights: options.weights });
+  const x = hiddenIn(graph, options, hidden);
+  const mask = graph.input('attention_mask', 'int64', ['batch', 'total_sequence']);
+  const positionIds = graph.input('position_ids', 'int64', ['batch', 'sequence']);
+  const pastKey = graph.input(ADAPTER_KV.pastKey, 'float32', ['batch', kvHeads, 'past_sequence', headDim]);
+  const pastValue = graph.input(ADAPTER_KV.pastValue, 'float32', ['batch', kvHeads, 'past_sequence', headDim]);
+
+  const normed = rmsNormNodes(graph, x, graph.initializer('adapter.input_norm.weight', params.inputNorm, [hidden]), config.normEps);
   const project = (name: string, weight: Float32Array, width: number) =>
-    graph.op1('MatMul', [normed, graph.weight(name, weight, [hidden, width])]);
+    graph.op('MatMul', [normed, graph.initializer(name, weight, [hidden, width])]);
   const q = splitHeads(graph, project('adapter.q_proj.weight', params.wq, heads * headDim), heads, headDim);
   const k = splitHeads(graph, project('adapter.k_proj.weight', params.wk, kvHeads * headDim), kvHeads, headDim);
   const v = splitHeads(graph, project('adapter.v_proj.weight', params.wv, kvHeads * headDim), kvHeads, headDim);
 
   // cos/sin [B, 1, S, headDim] of position · θ^(−2i/headDim), both halves alike.
-  const positions = graph.op1('Unsqueeze', [graph.op1('Cast', ['position_ids'], { to: DataType.FLOAT }), graph.ints([-1])]);
-  const frequencies = graph.weight('adapter.rope.inv_freq', inverseFrequencies(headDim, config.ropeTheta), [headDim / 2]);
-  const angles = graph.op1('Mul', [positions, frequencies]);
-  const both = graph.op1('Concat', [angles, angles], { axis: -1 });
-  const cos = graph.op1('Unsqueeze', [graph.op1('Cos', [both]), graph.ints([1])]);
-  const sin = graph.op1('Unsqueeze', [graph.op1('Sin', [both]), graph.ints([1])]);
-  const qRotated = ropeNodes(graph, q, cos, sin, headDim);
-  const kRotated = ropeNodes(graph, k, cos, sin, headDim);
-  const presentKey = graph.op1('Concat', [ADAPTER_KV.pastKey, kRotated], { axis: 2 }, ADAPTER_KV.presentKey);
-  const presentValue = graph.op1('Concat', [ADAPTER_KV.pastValue, v], { axis: 2 }, ADAPTER_KV.presentValue);
+  const positions = graph.op('Unsqueeze', [graph.op('Cast', [positionIds], { attributes: { to: DataType.FLOAT } }), graph.int64([-1])]);
+  const frequencies = graph.initializer('adapter.rope.inv_freq', inverseFrequencies(headDim, config.ropeTheta), [headDim / 2]);
+  const angles = graph.op('Mul', [positions, frequencies]);
+  const both = graph.op('Concat', [angles, angles], { attributes: { axis: -1 } });
+  const cos = graph.op('Unsqueeze', [graph.op('Cos', [both]), graph.int64([1])]);
+  const sin = graph.op('Unsqueeze', [graph.op('Sin', [both]), graph.int64([1])]);
+  const presentKey = graph.op('Concat', [pastKey, ropeNodes(graph, k, cos, sin, headDim)], { attributes: { axis: 2 } });
+  const presentValue = graph.op('Concat', [pastValue, v], { attributes: { axis: 2 } });
 
   // Grouped heads: q [B, kvHeads, rep, S, hd] against k, v [B, kvHeads, 1, T, hd] (MatMul broadcasts rep).
-  const grouped = graph.op1('Reshape', [qRotated, graph.ints([0, kvHeads, rep, -1, headDim])]);
-  const keys = graph.op1('Unsqueeze', [presentKey, graph.ints([2])]);
-  const values = graph.op1('Unsqueeze', [presentValue, graph.ints([2])]);
-  const scores = graph.op1('Mul', [
-    graph.op1('MatMul', [grouped, graph.op1('Transpose', [keys], { perm: [0, 1, 2, 4, 3] })]),
-    graph.scalar(1 / Math.sqrt(headDim)),
-  ]);
+  const grouped = graph.op('Reshape', [ropeNodes(graph, q, cos, sin, headDim), graph.int64([0, kvHeads, rep, -1, headDim])]);
+  const keys = graph.op('Unsqueeze', [presentKey, graph.int64([2])]);
+  const values = graph.op('Unsqueeze', [presentValue, graph.int64([2])]);
+  const keysT = graph.op('Transpose', [keys], { attributes: { perm: [0, 1, 2, 4, 3] } });
+  const scores = graph.op('Mul', [graph.op('MatMul', [grouped, keysT]), graph.scalar(1 / Math.sqrt(headDim), 'float32')]);
 
-  // Key j is visible to new token i (absolute position past+i) iff j ≤ past+i and attention_mask[b, j] = 1.
-  const total = graph.op1('Squeeze', [graph.op1('Shape', ['attention_mask'], { start: 1, end: 2 }), graph.ints([0])]);
-  const length = graph.op1('Squeeze', [graph.op1('Shape', [ADAPTER_INPUT], { start: 1, end: 2 }), graph.ints([0])]);
-  const zero = graph.op1('Squeeze', [graph.ints([0]), graph.ints([0])]);
-  const one = graph.op1('Squeeze', [graph.ints([1]), graph.ints([0])]);
-  const keyIndex = graph.op1('Unsqueeze', [graph.op1('Range', [zero, total, one]), graph.ints([0])]);
-  const queryIndex = graph.op1('Unsqueeze', [graph.op1('Range', [graph.op1('Sub', [total, length]), total, one]), graph.ints([1])]);
-  const causal = graph.op1('LessOrEqual', [keyIndex, queryIndex]);
-  const notPadding = graph.op1('Unsqueeze', [graph.op1('Cast', ['attention_mask'], { to: DataType.BOOL }), graph.ints([1, 2, 3])]);
-  const visible = graph.op1('And', [causal, notPadding]);
-  const masked = graph.op1('Where', [visible, scores, graph.scalar(LOWEST_FLOAT)]);
-  const weights = graph.op1('Softmax', [masked], { axis: -1 });
+  // Key j is visible to new token i (absolute index past+i) iff j ≤ past+i and attention_mask[b, j] = 1.
+  const total = toScalar(graph, graph.op('Shape', [mask], { attributes: { start: 1, end: 2 } }));
+  const length = toScalar(graph, graph.op('Shape', [positionIds], { attributes: { start: 1, end: 2 } }));
+  const zero = toScalar(graph, graph.int64([0])), one = toScalar(graph, graph.int64([1]));
+  const keyIndex = graph.op('Unsqueeze', [graph.op('Range', [zero, total, one]), graph.int64([0])]);
+  const queryIndex = graph.op('Unsqueeze', [graph.op('Range', [graph.op('Sub', [total, length]), total, one]), graph.int64([1])]);
+  const causal = graph.op('LessOrEqual', [keyIndex, queryIndex]);
+  const notPadding = graph.op('Unsqueeze', [graph.op('Cast', [mask], { attributes: { to: DataType.BOOL } }), graph.int64([1, 2, 3])]);
+  const visible = graph.op('And', [causal, notPadding]);
+  const weights = graph.op('Softmax', [graph.op('Where', [visible, scores, graph.scalar(LOWEST_FLOAT, 'float32')])], { attributes: { axis: -1 } });
 
-  const attended = graph.op1('Reshape', [graph.op1('MatMul', [weights, values]), graph.ints([0, heads, -1, headDim])]);
-  const merged = graph.op1('Reshape', [graph.op1('Transpose', [attended], { perm: [0, 2, 1, 3] }), graph.ints([0, 0, heads * headDim])]);
-  const update = graph.op1('MatMul', [merged, graph.weight('adapter.o_proj.weight', params.wo, [heads * headDim, hidden])]);
-  hiddenOut(graph, graph.op1('Add', [x, update]), options);
-
-  const kvInfo = (name: string, length: string) => valueInfo(name, DataType.FLOAT, ['batch', kvHeads, length, headDim]);
-  return graph.model('hat_attention_adapter', [
-    valueInfo(ADAPTER_INPUT, hiddenType(options), ['batch', 'sequence', hidden]),
-    valueInfo('attention_mask', DataType.INT64, ['batch', 'total_sequence']),
-    valueInfo('position_ids', DataType.INT64, ['batch', 'sequence']),
-    kvInfo(ADAPTER_KV.pastKey, 'past_sequence'),
-    kvInfo(ADAPTER_KV.pastValue, 'past_sequence'),
-  ], [
-    valueInfo(options.outputName, hiddenType(options), ['batch', 'sequence', hidden]),
-    kvInfo(ADAPTER_KV.presentKey, 'total_sequence'),
-    kvInfo(ADAPTER_KV.presentValue, 'total_sequence'),
-  ], `HAT attention adapter: ${heads} heads (${kvHeads} kv) × ${headDim}, hidden ${hidden}, rope θ ${config.ropeTheta}`);
+  const attended = graph.op('Reshape', [graph.op('MatMul', [weights, values]), graph.int64([0, heads, -1, headDim])]);
+  const merged = graph.op('Reshape', [graph.op('Transpose', [attended], { attributes: { perm: [0, 2, 1, 3] } }), graph.int64([0, 0, heads * headDim])]);
+  const update = graph.op('MatMul', [merged, graph.initializer('adapter.o_proj.weight', params.wo, [heads * headDim, hidden])]);
+  hiddenOut(graph, graph.op('Add', [x, update]), options, hidden);
+  graph.output(presentKey, 'float32', ['batch', kvHeads, 'total_sequence', headDim], ADAPTER_KV.presentKey);
+  graph.output(presentValue, 'float32', ['batch', kvHeads, 'total_sequence', headDim], ADAPTER_KV.presentValue);
+  return graph.build(`HAT attention adapter: ${heads} heads (${kvHeads} kv) × ${headDim}, hidden ${hidden}, rope θ ${config.ropeTheta}`);
 }
 
 export function linearAdapterModel(adapter: LinearAdapter, options: AdapterExportOptions): ModelProto {
-  const graph = new GraphBuilder('adapter');
-  const x = hiddenIn(graph, options);
-  const product = graph.op1('MatMul', [x, graph.weight('adapter.linear.weight', adapter.weight, [adapter.hidden, adapter.hidden])]);
-  hiddenOut(graph, graph.op1('Add', [product, graph.weight('adapter.linear.bias', adapter.bias, [adapter.hidden])]), options);
-  return graph.model('hat_linear_adapter',
-    [valueInfo(ADAPTER_INPUT, hiddenType(options), ['batch', 'sequence', adapter.hidden])],
-    [valueInfo(options.outputName, hiddenType(options), ['batch', 'sequence', adapter.hidden])],
-    `HAT linear adapter (ridge regression), hidden ${adapter.hidden}`);
+  const graph = new GraphBuilder('hat_linear_adapter', { weights: options.weights });
+  const x = hiddenIn(graph, options, adapter.hidden);
+  const product = graph.op('MatMul', [x, graph.initializer('adapter.linear.weight', adapter.weight, [adapter.hidden, adapter.hidden])]);
+  hiddenOut(graph, graph.op('Add', [product, graph.initializer('adapter.linear.bias', adapter.bias, [adapter.hidden])]), options, adapter.hidden);
+  return graph.build(`HAT linear adapter (ridge regression), hidden ${adapter.hidden}`);
 }
 
-/** Weights beyond this go to `<file>.data` beside the model (protobuf caps a message at 2 GiB). */
-const INLINE_LIMIT = 1024 * 1024 * 1024;
+/** Models with more weight bytes than this keep them in `<file>.data` (protobuf caps a message at 2 GiB). */
+const INLINE_LIMIT = 512 * 1024 * 1024;
 
-/** Writes the model; returns the external-data files written beside it (relative names). */
-export async function saveAdapterModel(model: ModelProto, path: string): Promise<string[]> {
-  const initializers = model.graph?.initializer ?? [];
-  const bytes = initializers.reduce((sum, t) => sum + (t.rawData?.length ?? 0), 0);
-  if (bytes <= INLINE_LIMIT) {
-    await saveModel(model, path);
-    return [];
-  }
+export type AdapterToExport =
+  | { kind: 'attention'; params: AdapterParams; config: AttentionAdapterConfig }
+  | { kind: 'linear'; adapter: LinearAdapter };
+
+function weightBytes(adapter: AdapterToExport): number {
+  const arrays = adapter.kind === 'attention' ? Object.values(adapter.params) : [adapter.adapter.weight, adapter.adapter.bias];
+  return arrays.reduce((sum, a) => sum + a.byteLength, 0);
+}
+
+/** Writes adapter.onnx (and `<file>.data` for big adapters); returns the data files written, relative to the model. */
+export async function exportAdapter(
+  path: string, adapter: AdapterToExport, options: Omit<AdapterExportOptions, 'weights'> & { inlineLimitBytes?: number },
+): Promise<string[]> {
+  const external = weightBytes(adapter) > (options.inlineLimitBytes ?? INLINE_LIMIT);
   const location = `${basename(path)}.data`;
-  const writer = new ExternalDataWriter(`${path}.data`, location);
+  const writer = external ? new ExternalDataWriter(`${path}.data`, location) : undefined;
   try {
-    for (const tensor of initializers) {
-      if ((tensor.rawData?.length ?? 0) >= 1024) writer.appendBytes(tensor, tensor.rawData!);
-    }
+    const weights = writer ? externalWeights(writer) : inlineWeights;
+    const model = adapter.kind === 'attention'
+      ? attentionAdapterModel(adapter.params, adapter.config, { ...options, weights })
+      : linearAdapterModel(adapter.adapter, { ...options, weights });
+    writer?.close();
+    await saveModel(model, path);
   } catch (error) {
-    throw new HatError('OUTPUT_EXISTS', `could not write ${path}.data: ${(error as Error).message}`, 'check free disk space and permissions', { cause: error });
-  } finally {
-    writer.close();
+    writer?.close();
+    if (error instanceof HatError) throw error;
+    throw new HatError('OUTPUT_EXISTS', `could not write ${path}: ${(error as Error).message}`, 'check free disk space and permissions', { cause: error });
   }
-  await saveModel(model, path);
-  return [location];
+  return writer ? [location] : [];
 }

@@ -4,9 +4,9 @@
  * is what makes training at hidden size 4096 feasible. Small products stay in JS, where a session call's
  * ~20 µs overhead would dominate.
  */
-import { DataType, encodeModel } from '../onnx/model-io.ts';
+import { GraphBuilder } from '../onnx/graph-builder.ts';
+import { encodeModel } from '../onnx/model-io.ts';
 import { createSession, float32Tensor, type ModelSession } from '../runtime/session.ts';
-import { GraphBuilder, valueInfo } from './onnx-graph.ts';
 import { checkShape, matmulSync, type MatMulEngine, type MatMulShape } from './matmul.ts';
 
 /** Below this many multiply-adds the JS kernel is faster than a session call. */
@@ -14,12 +14,12 @@ const SMALL_PRODUCT = 32 * 1024;
 
 function matmulModel(transA: boolean, transB: boolean): Uint8Array {
   const graph = new GraphBuilder('matmul');
-  const a = transA ? graph.op1('Transpose', ['A'], { perm: [0, 2, 1] }) : 'A';
-  const b = transB ? graph.op1('Transpose', ['B'], { perm: [0, 2, 1] }) : 'B';
-  graph.op('MatMul', [a, b], {}, ['C']);
-  return encodeModel(graph.model('matmul',
-    [valueInfo('A', DataType.FLOAT, ['batch', 'a1', 'a2']), valueInfo('B', DataType.FLOAT, ['batch', 'b1', 'b2'])],
-    [valueInfo('C', DataType.FLOAT, ['batch', 'm', 'n'])]));
+  const a = graph.input('A', 'float32', ['batch', 'a1', 'a2']);
+  const b = graph.input('B', 'float32', ['batch', 'b1', 'b2']);
+  const transpose = (x: string) => graph.op('Transpose', [x], { attributes: { perm: [0, 2, 1] } });
+  const product = graph.op('MatMul', [transA ? transpose(a) : a, transB ? transpose(b) : b]);
+  graph.output(product, 'float32', ['batch', 'm', 'n'], 'C');
+  return encodeModel(graph.build());
 }
 
 export async function createOrtMatMul(options: { threads?: number } = {}): Promise<MatMulEngine> {

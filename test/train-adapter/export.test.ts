@@ -8,7 +8,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { adapterForward, initAdapterParams, type AttentionAdapterConfig } from '../../src/train-adapter/attention-adapter.ts';
-import { ADAPTER_KV, attentionAdapterModel, linearAdapterModel, saveAdapterModel } from '../../src/train-adapter/export-onnx.ts';
+import { ADAPTER_KV, attentionAdapterModel, exportAdapter } from '../../src/train-adapter/export-onnx.ts';
 import { linearForward } from '../../src/train-adapter/linear-adapter.ts';
 import { jsMatMul } from '../../src/train-adapter/matmul.ts';
 import { normalArray, seededRandom } from '../../src/train-adapter/random.ts';
@@ -108,7 +108,7 @@ test('the exported linear adapter equals linearForward and saves to disk', async
   const adapter = { hidden: 8, weight: normalArray(random, 64, 0.3), bias: normalArray(random, 8, 1) };
   const x = normalArray(random, 3 * 8, 1);
   const path = join(mkdtempSync(join(tmpdir(), 'hat-adapter-')), 'adapter.onnx');
-  assert.deepEqual(await saveAdapterModel(linearAdapterModel(adapter, { outputName: OUTPUT }), path), []);
+  assert.deepEqual(await exportAdapter(path, { kind: 'linear', adapter }, { outputName: OUTPUT }), []);
   const session = await createSession(path, { threads: 1 });
   assert.deepEqual([...session.inputNames], ['hidden_states']);
   const out = await session.run({ hidden_states: float32Tensor(x, [1, 3, 8]) });
@@ -129,5 +129,20 @@ test('the runtime\'s PartRunner drives the exported adapter step by step with it
   assert.ok(maxDifference(first.data, reference.subarray(0, 4 * 16)) < 1e-4);
   assert.ok(maxDifference(second.data, reference.subarray(3 * 16)) < 1e-4);
   assert.equal(runner.length, 6);
+  await session.release();
+});
+
+test('a big adapter keeps its weights in adapter.onnx.data beside the model', async () => {
+  const config: AttentionAdapterConfig = { hidden: 16, heads: 2, kvHeads: 2, headDim: 8, ropeTheta: 10000, normEps: 1e-5 };
+  const params = initAdapterParams(config, { seed: 8, outputScale: 1 });
+  const path = join(mkdtempSync(join(tmpdir(), 'hat-adapter-')), 'adapter.onnx');
+  assert.deepEqual(await exportAdapter(path, { kind: 'attention', params, config }, { outputName: OUTPUT, inlineLimitBytes: 0 }), ['adapter.onnx.data']);
+  const hidden = normalArray(random, 2 * 16, 1);
+  const session = await createSession(path, { threads: 1 });
+  const out = await step(session, hidden, 1, 2, 16, [0, 1], [1, 1], {
+    key: zerosTensor('float32', [1, 2, 0, 8]), value: zerosTensor('float32', [1, 2, 0, 8]),
+  });
+  const reference = (await adapterForward(params, config, { batch: 1, seq: 2, hidden, positions: [0, 1] }, jsMatMul)).output;
+  assert.ok(maxDifference(out.output, reference) < 1e-4);
   await session.release();
 });
