@@ -2,6 +2,9 @@
 import type { Command } from 'commander';
 import { registerInspect } from './inspect.ts';
 import { registerServeCloud } from './serve-cloud.ts';
+import { registerSynth } from './synth.ts';
+import { registerImportLlama2c } from './import-llama2c.ts';
+import { registerGenerate } from './generate.ts';
 import { registerSplit } from './split.ts';
 
 type Register = (program: Command) => void;
@@ -10,6 +13,9 @@ const commands: Register[] = [
   registerInspect,
   registerSplit,
   registerServeCloud,
+  registerSynth,
+  registerImportLlama2c,
+  registerGenerate,
 ];
 
 export function registerCommands(program: Command): void {
