@@ -35,8 +35,9 @@ export function llamaConfig(input: ConfigInput): LlamaConfig {
     tiedEmbeddings: false,
     attentionBias: false,
     maxPositions: 2048,
-    ...input,
-  };
+    // Keys given as undefined keep their defaults.
+    ...Object.fromEntries(Object.entries(input).filter(([, value]) => value !== undefined)),
+  } as LlamaConfig;
   validateConfig(config);
   return config;
 }
@@ -141,4 +142,24 @@ export function toHfConfig(c: LlamaConfig): Record<string, unknown> {
     bos_token_id: c.bosTokenId,
     eos_token_id: c.eosTokenId,
   };
+}
+
+const DIM_FLAGS: Record<string, string> = { vocabSize: '--vocab-size', hiddenSize: '--hidden-size', intermediateSize: '--intermediate-size', layers: '--layers', heads: '--heads' };
+
+/**
+ * A preset with some dimensions overridden (e.g. llama-7b with 2 layers), or explicit dimensions alone.
+ * KV heads default to heads; the head size is re-derived when hidden size or heads change.
+ */
+export function configFrom(preset: string | undefined, overrides: Partial<LlamaConfig>): LlamaConfig {
+  if (preset) {
+    const base = presetConfig(preset);
+    const reshaped = overrides.hiddenSize !== undefined || overrides.heads !== undefined;
+    const headDim = overrides.headDim ?? (reshaped ? (overrides.hiddenSize ?? base.hiddenSize) / (overrides.heads ?? base.heads) : base.headDim);
+    return llamaConfig({ ...base, ...overrides, headDim });
+  }
+  const missing = Object.keys(DIM_FLAGS).filter((key) => overrides[key as keyof LlamaConfig] === undefined);
+  if (missing.length) {
+    throw new HatError('BAD_OPTION', `without --config, give ${missing.map((key) => DIM_FLAGS[key]).join(', ')}`, `or pick a preset: --config ${Object.keys(PRESETS).join('|')}`);
+  }
+  return llamaConfig({ kvHeads: overrides.heads, ...overrides } as ConfigInput);
 }

@@ -41,6 +41,8 @@ export interface BuiltModel {
   weightBytes: number;
 }
 
+const formatBytes = (bytes: number) => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`);
+
 export function weightBytes(config: LlamaConfig, dtype: FloatType): number {
   const perElement = dtype === 'float16' ? 2 : 4;
   return weightSpecs(config).reduce((sum, s) => sum + s.dims.reduce((a, b) => a * b, 1) * perElement, 0);
@@ -57,7 +59,7 @@ export async function writeLlamaOnnx(config: LlamaConfig, source: WeightSource, 
   const dataPath = join(dirname(modelPath), dataName);
   // Written under a temporary name, so an interrupted run never leaves a data file that looks complete.
   const writer = external ? new ExternalDataWriter(`${dataPath}.partial`, dataName) : undefined;
-  const progress = (options.reporter ?? silentReporter).progress(`writing ${(total / 2 ** 30).toFixed(2)} GiB of ${dtype} weights`);
+  const progress = (options.reporter ?? silentReporter).progress(`writing ${formatBytes(total)} of ${dtype} weights`);
   let written = 0;
   const tracked: WeightSource = function* (spec) {
     for (const chunk of source(spec)) {
@@ -72,7 +74,7 @@ export async function writeLlamaOnnx(config: LlamaConfig, source: WeightSource, 
     writer?.close();
     if (writer) renameSync(writer.path, dataPath);
     await saveModel(builder.build(`Llama-family decoder written by hat (${config.layers} layers, hidden ${config.hiddenSize}, ${dtype})`), modelPath);
-    progress.succeed(`wrote ${modelPath}${external ? ` + ${dataName}` : ''} (${(total / 2 ** 20).toFixed(1)} MiB of weights)`);
+    progress.succeed(`wrote ${modelPath}${external ? ` + ${dataName}` : ''} (${formatBytes(total)} of weights)`);
     return { modelPath, dataPath: external ? dataPath : undefined, weightBytes: total };
   } catch (error) {
     progress.fail();

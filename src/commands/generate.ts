@@ -1,0 +1,41 @@
+import type { Command } from 'commander';
+import { intOption, numberOption, parseOptions, z } from './common.ts';
+import { generateText } from '../runtime/generate.ts';
+
+const schema = z.object({
+  prompt: z.string(),
+  maxNewTokens: intOption(1, 1_000_000),
+  temperature: numberOption(0, 100),
+  topP: numberOption(0, 1).refine((p) => p > 0, 'must be above 0'),
+  seed: intOption(0, 2 ** 32 - 1),
+  threads: intOption(1, 1024).optional(),
+  json: z.boolean().optional(),
+});
+
+export function registerGenerate(program: Command): void {
+  program
+    .command('generate')
+    .description('generate text with a whole model on this machine (the reference the split runtime is checked against)')
+    .argument('<model>', 'model.onnx, or a folder with model.onnx + tokenizer.json')
+    .option('--prompt <text>', 'prompt text; empty starts from the BOS token', '')
+    .option('--max-new-tokens <n>', 'tokens to generate at most', '64')
+    .option('--temperature <t>', 'sampling temperature; 0 = greedy', '0')
+    .option('--top-p <p>', 'nucleus sampling mass', '1')
+    .option('--seed <n>', 'sampling seed', '0')
+    .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)')
+    .option('--json', 'print one JSON object (ids, text, timings) instead of streaming text')
+    .action(async (model: string, raw: Record<string, unknown>) => {
+      const options = parseOptions(schema, raw);
+      const result = await generateText(model, options.prompt, {
+        maxNewTokens: options.maxNewTokens, temperature: options.temperature, topP: options.topP, seed: options.seed,
+        session: options.threads ? { threads: options.threads } : {},
+        onText: options.json ? undefined : (text) => process.stdout.write(text),
+      });
+      if (options.json) {
+        const { ids, text, ttftMs, tbtMs, promptIds, stopReason } = result;
+        process.stdout.write(`${JSON.stringify({ ids, text, ttftMs, tbtMs, promptTokens: promptIds.length, stopReason })}\n`);
+      } else {
+        process.stdout.write('\n');
+      }
+    });
+}

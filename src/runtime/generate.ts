@@ -1,0 +1,96 @@
+/**
+ * Full-model generation: prefill the prompt, then one token per step until EOS or the token budget. It runs
+ * over the abstract CausalLm (step ids → logits), so the split runtime can drive the same loop.
+ */
+import { HatError } from '../errors.ts';
+import { resolveModelFiles } from '../models/model-dir.ts';
+import { OnnxCausalLm, type CausalLm } from './full-model.ts';
+import { makeSampler, type Sampler, type SamplingOptions } from './sampling.ts';
+import type { SessionOptions } from './session.ts';
+import { continuationText, loadTokenizer, textStreamer } from './tokenizer.ts';
+
+export interface TokenLoopOptions {
+  maxNewTokens: number;
+  sampler: Sampler;
+  /** Generation stops after emitting one of these (it is included in the result). */
+  stopTokenIds?: readonly number[];
+  onToken?: (id: number) => void;
+}
+
+export interface TokenLoopResult {
+  /** Generated ids, prompt excluded. */
+  ids: number[];
+  stopReason: 'stop-token' | 'max-new-tokens';
+  /** Time to first token: prompt prefill + first sample. */
+  ttftMs: number;
+  /** Mean time between tokens after the first; null when fewer than two were generated. */
+  tbtMs: number | null;
+}
+
+export async function generateTokens(model: CausalLm, promptIds: readonly number[], options: TokenLoopOptions): Promise<TokenLoopResult> {
+  if (promptIds.length === 0) throw new HatError('INTERNAL', 'generation needs at least one prompt token');
+  const stop = new Set(options.stopTokenIds ?? []);
+  const ids: number[] = [];
+  const started = performance.now();
+  let firstAt = started;
+  let lastAt = started;
+  let next = promptIds;
+  while (ids.length < options.maxNewTokens) {
+    const output = await model.step(next);
+    const id = options.sampler(output.data.subarray((output.rows - 1) * output.cols, output.rows * output.cols));
+    lastAt = performance.now();
+    if (ids.length === 0) firstAt = lastAt;
+    ids.push(id);
+    options.onToken?.(id);
+    if (stop.has(id)) break;
+    next = [id];
+  }
+  return {
+    ids,
+    stopReason: ids.length > 0 && stop.has(ids[ids.length - 1]) ? 'stop-token' : 'max-new-tokens',
+    ttftMs: firstAt - started,
+    tbtMs: ids.length > 1 ? (lastAt - firstAt) / (ids.length - 1) : null,
+  };
+}
+
+export interface GenerateTextOptions extends SamplingOptions {
+  maxNewTokens: number;
+  seed: number;
+  session?: SessionOptions;
+  /** Receives decoded text as it is produced. */
+  onText?: (text: string) => void;
+}
+
+export interface GenerateTextResult extends TokenLoopResult {
+  promptIds: number[];
+  text: string;
+}
+
+/** Generation from a model file or folder with its tokenizer.json: text in, text (streamed) and ids out. */
+export async function generateText(modelPath: string, prompt: string, options: GenerateTextOptions): Promise<GenerateTextResult> {
+  const files = resolveModelFiles(modelPath);
+  if (!files.tokenizer) {
+    throw new HatError('FILE_NOT_FOUND', `no tokenizer.json beside ${files.model}`, 'put the model\'s Hugging Face tokenizer.json in the same folder');
+  }
+  const tokenizer = loadTokenizer({ tokenizer: files.tokenizer, tokenizerConfig: files.tokenizerConfig, config: files.config });
+  // An empty prompt starts from BOS alone (encoding "" can yield a lone dummy-prefix token instead).
+  const promptIds = prompt === '' ? (tokenizer.bosTokenId === undefined ? [] : [tokenizer.bosTokenId]) : tokenizer.encode(prompt);
+  if (promptIds.length === 0) {
+    throw new HatError('BAD_OPTION', '--prompt: an empty prompt needs a BOS token, and this tokenizer defines none', 'give a non-empty --prompt');
+  }
+  const model = await OnnxCausalLm.open(files.model, options.session);
+  try {
+    const streamer = textStreamer(tokenizer, promptIds);
+    const result = await generateTokens(model, promptIds, {
+      maxNewTokens: options.maxNewTokens,
+      sampler: makeSampler(options),
+      stopTokenIds: tokenizer.eosTokenId === undefined ? [] : [tokenizer.eosTokenId],
+      onToken: (id) => { const text = streamer.push(id); if (text) options.onText?.(text); },
+    });
+    const rest = streamer.flush();
+    if (rest) options.onText?.(rest);
+    return { ...result, promptIds, text: continuationText(tokenizer, promptIds, result.ids) };
+  } finally {
+    await model.release();
+  }
+}

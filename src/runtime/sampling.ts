@@ -1,0 +1,85 @@
+/**
+ * Choosing the next token, as small pieces the full-model loop and the speculative runtime share:
+ * greedy argmax, the sampling distribution (temperature, then top-p), and drawing from it with a seeded RNG —
+ * so a run with a given seed repeats exactly, and speculative acceptance can compare the same distributions.
+ */
+import { seededRandom } from '../train-adapter/random.ts';
+
+/** Uniform in [0, 1). */
+export type Uniform = () => number;
+
+export function seededUniform(seed: number): Uniform {
+  const random = seededRandom(seed);
+  return () => random.uniform();
+}
+
+export function argmax(logits: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+  return best;
+}
+
+export interface SamplingOptions {
+  /** 0 means greedy. */
+  temperature: number;
+  /** Keep the smallest set of most likely tokens whose probability reaches topP (1 keeps all). */
+  topP: number;
+}
+
+/** softmax(logits / temperature), in float64 so tiny probabilities still sum correctly. */
+export function softmax(logits: ArrayLike<number>, temperature = 1): Float64Array {
+  const out = new Float64Array(logits.length);
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]);
+  let total = 0;
+  for (let i = 0; i < logits.length; i++) total += (out[i] = Math.exp((logits[i] - max) / temperature));
+  for (let i = 0; i < out.length; i++) out[i] /= total;
+  return out;
+}
+
+/** Zeroes everything outside the top-p nucleus and renormalises. */
+export function nucleus(probabilities: Float64Array, topP: number): Float64Array {
+  if (topP >= 1) return probabilities;
+  const order = Array.from(probabilities.keys()).sort((a, b) => probabilities[b] - probabilities[a]);
+  const out = new Float64Array(probabilities.length);
+  let kept = 0;
+  for (const id of order) {
+    out[id] = probabilities[id];
+    kept += probabilities[id];
+    if (kept >= topP) break;
+  }
+  for (let i = 0; i < out.length; i++) out[i] /= kept;
+  return out;
+}
+
+/** The distribution a sampler draws from (one-hot on the argmax when greedy). */
+export function samplingDistribution(logits: ArrayLike<number>, options: SamplingOptions): Float64Array {
+  if (options.temperature === 0) {
+    const oneHot = new Float64Array(logits.length);
+    oneHot[argmax(logits)] = 1;
+    return oneHot;
+  }
+  return nucleus(softmax(logits, options.temperature), options.topP);
+}
+
+/** Inverse-CDF draw; the last non-zero entry absorbs rounding so a draw never falls off the end. */
+export function drawFrom(probabilities: Float64Array, uniform: Uniform): number {
+  const target = uniform();
+  let cumulative = 0;
+  let last = 0;
+  for (let i = 0; i < probabilities.length; i++) {
+    if (probabilities[i] === 0) continue;
+    last = i;
+    cumulative += probabilities[i];
+    if (target < cumulative) return i;
+  }
+  return last;
+}
+
+export type Sampler = (logits: ArrayLike<number>) => number;
+
+export function makeSampler(options: SamplingOptions & { seed?: number }): Sampler {
+  if (options.temperature === 0) return argmax;
+  const uniform = seededUniform(options.seed ?? 0);
+  return (logits) => drawFrom(samplingDistribution(logits, options), uniform);
+}

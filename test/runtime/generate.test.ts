@@ -1,0 +1,74 @@
+/** End to end through the CLI: import a tiny llama2.c model made in-test, then `hat generate` and `hat synth`. */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generateText } from '../../src/runtime/generate.ts';
+import { writeLlama2cCheckpoint, writeLlama2cTokenizer } from '../helpers/llama2c-files.ts';
+import { repoRoot } from '../helpers/shared-fixtures.ts';
+
+const work = mkdtempSync(join(tmpdir(), 'hat-generate-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+function hat(...args: string[]) {
+  const result = spawnSync(process.execPath, [join(repoRoot, 'bin', 'hat'), ...args], { encoding: 'utf8', cwd: work });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+const modelDir = join(work, 'tiny');
+const vocab = writeLlama2cTokenizer(join(work, 'tok.bin'), [' ', 'a', 'b', 'c', ' a', 'ab', ' ab', 'abc']);
+writeLlama2cCheckpoint(join(work, 'model.bin'), { dim: 16, hidden: 32, layers: 2, heads: 4, kvHeads: 2, vocab, seqLen: 64, sharedClassifier: true });
+
+test('hat import-llama2c writes a model folder', () => {
+  const run = hat('import-llama2c', 'model.bin', 'tok.bin', '--out', modelDir);
+  assert.equal(run.code, 0, run.stderr);
+  for (const file of ['model.onnx', 'tokenizer.json', 'tokenizer_config.json', 'config.json']) assert.ok(existsSync(join(modelDir, file)), file);
+  const again = hat('import-llama2c', 'model.bin', 'tok.bin', '--out', modelDir);
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /^error\[OUTPUT_EXISTS\]/);
+});
+
+test('hat generate --json prints ids, text and timings; an empty prompt starts from BOS', () => {
+  const run = hat('generate', modelDir, '--json', '--max-new-tokens', '6', '--temperature', '0.9', '--seed', '4');
+  assert.equal(run.code, 0, run.stderr);
+  const lines = run.stdout.trim().split('\n');
+  assert.equal(lines.length, 1, 'one JSON object and nothing else on stdout');
+  const out = JSON.parse(lines[0]);
+  assert.ok(Array.isArray(out.ids) && out.ids.length >= 1 && out.ids.length <= 6);
+  assert.ok(out.ids.every((id: unknown) => Number.isInteger(id)));
+  assert.equal(typeof out.text, 'string');
+  assert.ok(out.ttftMs > 0);
+  assert.ok(out.tbtMs === null || out.tbtMs > 0);
+  assert.equal(out.promptTokens, 1);
+});
+
+test('hat generate streams text to stdout', () => {
+  const run = hat('generate', join(modelDir, 'model.onnx'), '--prompt', 'ab c', '--max-new-tokens', '4');
+  assert.equal(run.code, 0, run.stderr);
+  assert.ok(run.stdout.endsWith('\n'));
+});
+
+test('seeded sampling reproduces the same ids; greedy ignores the seed', async () => {
+  const run = (temperature: number, seed: number) => generateText(modelDir, 'abc', { maxNewTokens: 12, temperature, topP: 0.95, seed }).then((r) => r.ids);
+  assert.deepEqual(await run(1, 11), await run(1, 11));
+  assert.deepEqual(await run(0, 1), await run(0, 2));
+});
+
+test('hat synth writes a random model from a preset with overrides, and rejects an unknown preset', () => {
+  const out = join(work, 'synth');
+  const run = hat('synth', '--config', 'tinyllama-1.1b', '--layers', '1', '--hidden-size', '64', '--heads', '4', '--kv-heads', '2', '--intermediate-size', '96', '--vocab-size', '100', '--out', out, '--dtype', 'fp16');
+  assert.equal(run.code, 0, run.stderr);
+  const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+  assert.equal(config.num_key_value_heads, 2);
+  assert.equal(config.head_dim, 16);
+  const bad = hat('synth', '--config', 'gpt-5', '--out', join(work, 'nope'));
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /^error\[BAD_OPTION\]: unknown --config 'gpt-5'/);
+  assert.equal(bad.stderr.trim().split('\n').length, 1);
+  const missing = hat('generate', join(work, 'absent'));
+  assert.match(missing.stderr, /^error\[FILE_NOT_FOUND\]/);
+  const noTokenizer = hat('generate', out);
+  assert.match(noTokenizer.stderr, /^error\[FILE_NOT_FOUND\]: no tokenizer\.json/);
+});
