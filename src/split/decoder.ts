@@ -66,14 +66,13 @@ export function findKvPairs(inputs: string[], outputs: string[]): KvPair[] {
   });
 }
 
-function rejectMergedDecoder(model: ModelProto, index: GraphIndex): void {
+function rejectMergedDecoder(index: GraphIndex): void {
   const branching = index.nodes.find((n) => ['If', 'Loop', 'Scan'].includes(n.opType ?? '')
     && (n.output ?? []).some((name) => PRESENT.test(name) || name === 'logits'));
   if (index.inputs.has('use_cache_branch') || branching) {
     throw new HatError('UNSUPPORTED_MODEL', `merged decoder: ${branching ? `${branching.opType} node '${branching.name || '(unnamed)'}'` : "input 'use_cache_branch'"} switches between cache branches, and hat cannot cut inside a branch`,
       'export a single decoder graph with past inputs (Optimum: --no-post-process, or use decoder_with_past_model.onnx)');
   }
-  void model;
 }
 
 /** Chain = nodes that every value path from `source` to the node producing `sink` passes through. */
@@ -106,7 +105,7 @@ function streamTensor(index: GraphIndex, node: NodeProto, chainNext: number | un
 export function analyzeDecoder(model: ModelProto): DecoderStructure {
   const graph = model.graph!;
   const index = new GraphIndex(graph);
-  rejectMergedDecoder(model, index);
+  rejectMergedDecoder(index);
   const inputNames = [...index.inputs];
   const outputNames = [...index.outputs];
   const layers = findKvPairs(inputNames, outputNames);

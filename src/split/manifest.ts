@@ -43,7 +43,13 @@ export interface AdapterManifest {
 
 export interface SplitManifest {
   format: typeof MANIFEST_FORMAT;
-  source: { file: string; sha256: string; layers: number; /** External-data files beside the source and their sizes. */ dataFiles?: Array<{ file: string; bytes: number }> };
+  source: {
+    file: string;
+    sha256: string;
+    layers: number;
+    /** External-data files beside the source and their sizes. */
+    dataFiles?: Array<{ file: string; bytes: number }>;
+  };
   hidden: { size: number; dtype: HiddenDType };
   attention: { heads?: number; kvHeads?: number; headDim?: number; kvLayout: string };
   boundaries: { inputToMiddle: string; middleToOutput: string };

@@ -3,19 +3,19 @@
  * tokenizer files + manifest into a staging directory, verify the composed parts against the model, and only
  * then publish the directory under --out.
  */
-import { createHash } from 'node:crypto';
-import { copyFileSync, createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { basename, join } from 'node:path';
 import { HatError } from '../errors.ts';
 import { checkExternalData, loadModel, onnx, saveModel, type LoadedModel } from '../onnx/model-io.ts';
 import type { Progress, Reporter } from '../reporter.ts';
 import { analyzeDecoder, type DecoderStructure } from './decoder.ts';
-import { MANIFEST_FORMAT, type PartManifest, type SplitManifest } from './manifest.ts';
-import { attentionFacts, hiddenDType, tensorSpec } from './model-facts.ts';
+import { buildManifest } from './build-manifest.ts';
+import type { SplitManifest } from './manifest.ts';
+import { hiddenDType } from './model-facts.ts';
 import { causalMaskRepair, type MaskRepair } from './mask-repair.ts';
 import { createStaging, type Staging } from './output-dir.ts';
-import { checkLayerCounts, PART_NAMES, planParts, type PartGraph, type PartName, type PartPlan } from './parts.ts';
+import { checkLayerCounts, PART_NAMES, planParts, type PartGraph, type PartName } from './parts.ts';
 import { checkPrivacy } from './privacy.ts';
 import { probeMultiTokenStep, verifySplit, type VerifyReport } from './verify.ts';
 import { writePartWeights, type PartWeights, type WeightsMode } from './weights.ts';
@@ -43,38 +43,11 @@ export interface SplitResult {
   verification?: VerifyReport;
 }
 
-async function sha256(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
 export function chooseLayerCounts(layers: number, inputLayers: number | undefined, outputLayers: number | undefined): [number, number] {
   const output = outputLayers ?? 0;
   const input = inputLayers ?? Math.max(0, Math.min(DEFAULT_INPUT_LAYERS, layers - 1 - output));
   checkLayerCounts(layers, input, output);
   return [input, output];
-}
-
-function modelFacts(source: LoadedModel, structure: DecoderStructure): NonNullable<SplitManifest['model']> {
-  const configPath = join(source.dir, 'config.json');
-  const config = existsSync(configPath) ? JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown> : {};
-  const id = (value: unknown) => (Array.isArray(value) ? value[0] : value) as number | undefined;
-  return {
-    vocabSize: (config.vocab_size as number | undefined) ?? structure.embedding.vocabSize,
-    bosTokenId: id(config.bos_token_id),
-    eosTokenId: id(config.eos_token_id),
-  };
-}
-
-function partManifest(part: PartGraph, dataFiles: string[]): PartManifest {
-  return {
-    file: `${part.name}.onnx`,
-    dataFiles,
-    layers: part.layers,
-    inputs: (part.graph.input ?? []).map(tensorSpec),
-    outputs: (part.graph.output ?? []).map(tensorSpec),
-  };
 }
 
 async function writePart(part: PartGraph, source: LoadedModel, mode: WeightsMode, dir: string, linked: Set<string>): Promise<PartWeights> {
@@ -181,7 +154,7 @@ async function stageSplit(context: SplitContext, repair?: MaskRepair): Promise<S
     });
     const companions = COMPANION_FILES.filter((file) => existsSync(join(source.dir, file)));
     for (const file of companions) copyFileSync(join(source.dir, file), join(staging.dir, file));
-    const manifest = await buildManifest(context, plan, written, privacy, companions, repair);
+    const manifest = await buildManifest({ ...context, inputLayers: context.layerCounts[0], plan, written, privacy, companions, repair });
 
     let verification: VerifyReport | undefined;
     if (options.verify ?? true) {
@@ -208,37 +181,3 @@ async function stageSplit(context: SplitContext, repair?: MaskRepair): Promise<S
   }
 }
 
-async function buildManifest(context: SplitContext, plan: PartPlan, written: Record<PartName, PartWeights>, privacy: SplitManifest['privacy'], companions: string[], repair?: MaskRepair): Promise<SplitManifest> {
-  const { source, structure, dataFiles, mode } = context;
-  const attention = attentionFacts(source.model, structure);
-  return {
-    format: MANIFEST_FORMAT,
-    source: {
-      file: basename(source.path), sha256: await sha256(source.path), layers: structure.layers.length,
-      dataFiles: [...dataFiles.keys()].map((file) => ({ file, bytes: statSync(resolve(source.dir, file)).size })),
-    },
-    hidden: { size: structure.hiddenSize, dtype: hiddenDType(structure.boundaries[context.layerCounts[0]].dataType) },
-    attention: { heads: attention.heads, kvHeads: attention.kvHeads, headDim: attention.headDim, kvLayout: attention.kvLayout },
-    boundaries: plan.boundaries,
-    parts: {
-      input: partManifest(plan.parts.input, written.input.dataFiles),
-      middle: partManifest(plan.parts.middle, written.middle.dataFiles),
-      output: partManifest(plan.parts.output, written.output.dataFiles),
-    },
-    kv: { input: plan.parts.input.kv, middle: plan.parts.middle.kv, output: plan.parts.output.kv },
-    prelude: {
-      strategy: 'duplicated into each part that needs it',
-      tokenShape: 'middle/output take the sequence shape from their hidden-state input, never from input_ids',
-      inputs: Object.fromEntries(PART_NAMES.map((name) => [name, plan.parts[name].preludeInputs])),
-      maskRepair: repair
-        ? `the traced mask ${repair.tensor} is rebuilt from attention_mask as a causal + padding mask (the source fails multi-token steps on a non-empty cache)`
-        : 'none: the model\'s own mask construction is kept',
-    },
-    privacy,
-    multiTokenCachedSteps: false,
-    ...(companions.includes('tokenizer.json') ? { tokenizer: 'tokenizer.json' } : {}),
-    extraFiles: companions.filter((file) => file !== 'tokenizer.json'),
-    model: modelFacts(source, structure),
-    weights: { mode, bytes: { input: written.input.bytes, middle: written.middle.bytes, output: written.output.bytes } },
-  };
-}
