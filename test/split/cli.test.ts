@@ -2,7 +2,7 @@
  * The real CLI (`node bin/hat ...`) on good and bad input. Every bad input gets one error line naming the
  * problem, a non-zero exit, and no output directory (not even a staging leftover beside it).
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
@@ -12,7 +12,13 @@ import { onnx, saveModel } from '../../src/onnx/model-io.ts';
 import { repoRoot } from '../helpers/shared-fixtures.ts';
 import { writeTinyDecoder } from './tiny-decoders.ts';
 
-const scratch = () => mkdtempSync(join(tmpdir(), 'hat-split-cli-'));
+const scratchDirs: string[] = [];
+const scratch = () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hat-split-cli-'));
+  scratchDirs.push(dir);
+  return dir;
+};
+after(() => scratchDirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
 
 function hat(...args: string[]) {
   const run = spawnSync(process.execPath, [join(repoRoot, 'bin', 'hat'), ...args], { cwd: repoRoot, encoding: 'utf8', env: { ...process.env, CI: '1' } });

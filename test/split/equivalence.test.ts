@@ -4,9 +4,9 @@
  * can run one. Tolerance 1e-5 fp32, 2e-3 fp16 (src/split/verify.ts). Covers the two shared ONNX fixtures (skipped
  * visibly without ../shared) and decoders the tests build themselves.
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentReporter } from '../../src/reporter.ts';
@@ -16,7 +16,13 @@ import { verifySplit, type VerifyReport } from '../../src/split/verify.ts';
 import { sharedFixture } from '../helpers/shared-fixtures.ts';
 import { writeTinyDecoder, type TinyDecoderConfig } from './tiny-decoders.ts';
 
-const scratch = () => mkdtempSync(join(tmpdir(), 'hat-split-eq-'));
+const scratchDirs: string[] = [];
+const scratch = () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hat-split-eq-'));
+  scratchDirs.push(dir);
+  return dir;
+};
+after(() => scratchDirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
 
 function assertEquivalent(report: VerifyReport | undefined, expectMultiToken: boolean): void {
   assert.ok(report, 'split ran its verification');
