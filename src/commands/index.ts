@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { registerInspect } from './inspect.ts';
 import { registerServeCloud } from './serve-cloud.ts';
+import { registerRunDevice } from './run-device.ts';
 import { registerSynth } from './synth.ts';
 import { registerImportLlama2c } from './import-llama2c.ts';
 import { registerGenerate } from './generate.ts';
@@ -13,6 +14,7 @@ const commands: Register[] = [
   registerInspect,
   registerSplit,
   registerServeCloud,
+  registerRunDevice,
   registerSynth,
   registerImportLlama2c,
   registerGenerate,

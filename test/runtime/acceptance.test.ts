@@ -15,8 +15,8 @@ function seeded(seed: number) {
 }
 
 test('speculative sampling reproduces the target distribution (chi-square over 20k trials)', () => {
-  const p = Float32Array.from([0.5, 0.3, 0.15, 0.05]);
-  const q = Float32Array.from([0.1, 0.2, 0.3, 0.4]);
+  const p = Float64Array.from([0.5, 0.3, 0.15, 0.05]);
+  const q = Float64Array.from([0.1, 0.2, 0.3, 0.4]);
   const random = seeded(7);
   const counts = [0, 0, 0, 0];
   const trials = 20000;
@@ -31,7 +31,7 @@ test('speculative sampling reproduces the target distribution (chi-square over 2
 });
 
 test('identical draft and target distributions accept every draft', () => {
-  const p = Float32Array.from([0.25, 0.25, 0.5]);
+  const p = Float64Array.from([0.25, 0.25, 0.5]);
   const outcome = acceptSampled([2, 0, 1], [p, p, p], [p, p, p, p], seeded(1));
   assert.equal(outcome.accepted, 3);
 });

@@ -10,11 +10,11 @@ import { HatGenerator, type HatGenerateOptions } from '../../src/runtime/device/
 import { Drafter } from '../../src/runtime/device/drafter.ts';
 import { AutoDraftPolicy, FixedThresholdPolicy, type DraftPolicy } from '../../src/runtime/speculative/draft-policy.ts';
 import { OnnxCausalLm } from '../../src/runtime/full-model.ts';
-import { argmax } from '../../src/runtime/speculative/acceptance.ts';
-import type { Sampler } from '../../src/runtime/speculative/sampler.ts';
+import { argmax } from '../../src/runtime/sampling.ts';
+import { createSampler } from '../../src/runtime/speculative/sampler.ts';
 import { addIdentityAdapter, makeSmallSplit } from '../helpers/runtime-fixtures.ts';
 
-const greedy: Sampler = { greedy: true, distribution: (l) => l, random: Math.random };
+const greedy = createSampler({ temperature: 0, topP: 1, seed: 0 });
 const prompt = [1, 5, 9, 22, 13, 40, 2, 7, 8, 9, 31, 17];
 const NEW = 24;
 let server: CloudServer;

@@ -14,7 +14,7 @@ export interface DraftChain {
   drafts: number[];
   confidences: number[];
   /** Distributions the drafts were sampled from (sampling mode). */
-  draftProbs: Float32Array[];
+  draftProbs: Float64Array[];
   /** The small model's guess for the token after the last draft (the first one it declined to keep). */
   nextGuess?: Choice;
   survival: number;

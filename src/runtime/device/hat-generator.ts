@@ -5,7 +5,8 @@
  * (parallel drafting, HAT Fig. 5) and keeps that branch when the verification confirms the guess.
  */
 import { HatError, isHatError } from '../../errors.ts';
-import { acceptGreedy, acceptSampled, argmax } from '../speculative/acceptance.ts';
+import { acceptGreedy, acceptSampled } from '../speculative/acceptance.ts';
+import { argmax } from '../sampling.ts';
 import { choose, type Sampler } from '../speculative/sampler.ts';
 import { ChunkPlanner } from '../chunk-planner.ts';
 import { lastRow, type StepOutput } from '../part-runner.ts';
@@ -135,8 +136,9 @@ export class HatGenerator {
       const accepted: number[] = [];
       for (const id of ids) {
         if (done) break;
-        if (id === options.eosTokenId) { done = true; break; }
         accepted.push(id);
+        // Like `hat generate`, the stop token is part of the output and ends it.
+        if (id === options.eosTokenId) { done = true; break; }
         if (generated.length + accepted.length >= options.maxNewTokens) done = true;
       }
       generated.push(...accepted);
@@ -189,7 +191,7 @@ export class HatGenerator {
       const verified = await this.parts.output.step({ hidden: result.hidden }, rows);
       const outcome = this.sampler.greedy
         ? acceptGreedy(chain.drafts, Array.from({ length: rows }, (_, i) => argmax(row(verified, i))))
-        : acceptSampled(chain.drafts, chain.draftProbs, Array.from({ length: rows }, (_, i) => this.sampler.distribution(row(verified, i))), () => this.sampler.random());
+        : acceptSampled(chain.drafts, chain.draftProbs, Array.from({ length: rows }, (_, i) => this.sampler.distribution(row(verified, i))), this.sampler.random);
       const draftSteps = chain.stepMs.slice(1);
       this.drafter.policy.observe({
         confidences: chain.confidences, accepted: outcome.accepted, verifyMs: result.roundTripMs,

@@ -6,17 +6,13 @@
  *   first rejection resample from norm(max(0, p_i − q_i)); if all pass, sample the bonus from p_k. The committed
  *   tokens are then distributed exactly as the target model's own samples.
  */
+import { drawFrom, type Uniform } from '../sampling.ts';
+
 export interface RoundOutcome {
   /** Drafts accepted (a prefix of the drafts). */
   accepted: number;
   /** The token committed after the accepted drafts: a correction, or the bonus when all were accepted. */
   next: number;
-}
-
-export function argmax(values: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
-  return best;
 }
 
 export function acceptGreedy(drafts: readonly number[], targetTop: readonly number[]): RoundOutcome {
@@ -25,43 +21,31 @@ export function acceptGreedy(drafts: readonly number[], targetTop: readonly numb
   return { accepted, next: targetTop[accepted] };
 }
 
-/** Samples an index from a probability vector (need not be normalised). */
-export function sampleIndex(weights: ArrayLike<number>, random: () => number): number {
-  let total = 0;
-  for (let i = 0; i < weights.length; i++) total += weights[i];
-  let threshold = random() * total;
-  for (let i = 0; i < weights.length; i++) {
-    threshold -= weights[i];
-    if (threshold < 0) return i;
-  }
-  // Rounding left a sliver: return the last index with weight.
-  for (let i = weights.length - 1; i >= 0; i--) if (weights[i] > 0) return i;
-  return weights.length - 1;
-}
-
 /**
  * @param draftProbs q_i, the distribution each draft was sampled from (after temperature / top-p).
  * @param targetProbs p_0..p_k, processed with the same temperature / top-p.
  */
 export function acceptSampled(
   drafts: readonly number[],
-  draftProbs: readonly Float32Array[],
-  targetProbs: readonly Float32Array[],
-  random: () => number,
+  draftProbs: readonly Float64Array[],
+  targetProbs: readonly Float64Array[],
+  random: Uniform,
 ): RoundOutcome {
   for (let i = 0; i < drafts.length; i++) {
     const token = drafts[i];
     const p = targetProbs[i][token];
     const q = draftProbs[i][token];
     if (q > 0 && random() < Math.min(1, p / q)) continue;
-    const residual = new Float32Array(targetProbs[i].length);
+    const residual = new Float64Array(targetProbs[i].length);
     let mass = 0;
     for (let v = 0; v < residual.length; v++) {
       residual[v] = Math.max(0, targetProbs[i][v] - draftProbs[i][v]);
       mass += residual[v];
     }
-    // p = q exactly leaves no residual mass; then any rejection is measure-zero and p itself is the right law.
-    return { accepted: i, next: sampleIndex(mass > 0 ? residual : targetProbs[i], random) };
+    // p = q exactly leaves no residual mass; then a rejection has probability zero and p itself is the right law.
+    if (mass === 0) return { accepted: i, next: drawFrom(targetProbs[i], random) };
+    for (let v = 0; v < residual.length; v++) residual[v] /= mass;
+    return { accepted: i, next: drawFrom(residual, random) };
   }
-  return { accepted: drafts.length, next: sampleIndex(targetProbs[drafts.length], random) };
+  return { accepted: drafts.length, next: drawFrom(targetProbs[drafts.length], random) };
 }

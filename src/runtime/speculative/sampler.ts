@@ -1,14 +1,15 @@
 /**
- * How a logits row becomes a token, shared by drafting and verification so both see the same distribution:
- * greedy (argmax; confidence from the plain softmax) or sampling from the processed distribution.
+ * How a logits row becomes a token on the device, shared by drafting and verification so both see the same
+ * processed distribution (temperature, top-p from ../sampling.ts): greedy takes the argmax, with the plain
+ * softmax's top-1 probability as the draft's confidence; sampling draws from the processed distribution.
  */
-import { argmax, sampleIndex } from './acceptance.ts';
+import { argmax, drawFrom, samplingDistribution, seededUniform, softmax, type SamplingOptions, type Uniform } from '../sampling.ts';
 
 export interface Sampler {
   readonly greedy: boolean;
   /** The distribution tokens are drawn from (temperature / top-p applied). */
-  distribution(logits: Float32Array): Float32Array;
-  random(): number;
+  distribution(logits: ArrayLike<number>): Float64Array;
+  readonly random: Uniform;
 }
 
 export interface Choice {
@@ -16,28 +17,23 @@ export interface Choice {
   /** Top-1 probability of the model's distribution: the draft's confidence. */
   confidence: number;
   /** The distribution the token was drawn from (sampling only). */
-  probs?: Float32Array;
+  probs?: Float64Array;
 }
 
-export function softmax(logits: ArrayLike<number>, temperature = 1): Float32Array {
-  const out = new Float32Array(logits.length);
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]);
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) {
-    out[i] = Math.exp((logits[i] - max) / temperature);
-    sum += out[i];
-  }
-  for (let i = 0; i < out.length; i++) out[i] /= sum;
-  return out;
+export function createSampler(options: SamplingOptions & { seed: number }): Sampler {
+  return {
+    greedy: options.temperature === 0,
+    distribution: (logits) => samplingDistribution(logits, options),
+    random: seededUniform(options.seed),
+  };
 }
 
-export function choose(sampler: Sampler, logits: Float32Array): Choice {
+export function choose(sampler: Sampler, logits: ArrayLike<number>): Choice {
   if (sampler.greedy) {
     const token = argmax(logits);
     return { token, confidence: softmax(logits)[token] };
   }
   const probs = sampler.distribution(logits);
-  const token = sampleIndex(probs, () => sampler.random());
+  const token = drawFrom(probs, sampler.random);
   return { token, confidence: probs[argmax(probs)], probs };
 }

@@ -1,0 +1,75 @@
+import type { Command } from 'commander';
+import Table from 'cli-table3';
+import { intOption, numberOption, parseOptions, z } from './common.ts';
+import { runDevice } from '../runtime/device/run-device.ts';
+import { describeLink, parseLinkSpec } from '../runtime/link.ts';
+import { terminalReporter } from '../reporter.ts';
+
+const schema = z.object({
+  cloud: z.string().regex(/^wss?:\/\//, 'must be a ws:// or wss:// URL'),
+  prompt: z.string(),
+  maxNewTokens: intOption(1, 100000),
+  temperature: numberOption(0, 100),
+  topP: numberOption(0.000001, 1),
+  seed: intOption(0),
+  draftThreshold: z.union([z.literal('auto'), z.coerce.number().min(0).max(1)]),
+  maxDraft: intOption(1, 64),
+  draft: z.boolean(),
+  parallelDrafting: z.boolean(),
+  chunk: z.union([z.literal('auto'), z.literal('off'), intOption(1)]),
+  wire: z.enum(['fp32', 'fp16', 'int8']),
+  link: z.string().optional(),
+  token: z.string().optional(),
+  fallback: z.enum(['none', 'local']),
+  threads: intOption(1, 256).optional(),
+  json: z.boolean().optional(),
+});
+
+export function registerRunDevice(program: Command): void {
+  program
+    .command('run-device')
+    .description('generate on the device: input/output parts + draft adapter here, middle part in the cloud')
+    .argument('<split-dir>', 'split directory or device bundle (input, output, adapter, manifest, tokenizer)')
+    .requiredOption('--cloud <url>', 'serve-cloud address, e.g. ws://127.0.0.1:8765')
+    .requiredOption('--prompt <text>', 'prompt text (empty: start from BOS)')
+    .option('--max-new-tokens <n>', 'tokens to generate', '64')
+    .option('--temperature <t>', '0 = greedy', '0')
+    .option('--top-p <p>', 'nucleus sampling', '1')
+    .option('--seed <n>', 'sampling seed', '0')
+    .option('--draft-threshold <auto|η>', 'stop drafting below this top-1 probability; auto adapts it online', 'auto')
+    .option('--max-draft <n>', 'most drafts per verification round', '6')
+    .option('--no-draft', 'no speculative decoding: one cloud round trip per token (U-shape)')
+    .option('--no-parallel-drafting', 'do not draft ahead while a verification is in flight')
+    .option('--chunk <auto|off|n>', 'prompt chunk size', 'auto')
+    .option('--wire <dtype>', 'hidden-state dtype on the wire: fp32, fp16, int8', 'fp16')
+    .option('--link <profile|spec>', 'EMULATED link: wifi, 4g, lan, none, or up=5MB,down=10MB,rtt=6,jitter=1')
+    .option('--token <secret>', 'the server\'s shared secret')
+    .option('--fallback <mode>', 'if the cloud fails: none (stop, keep the text) or local (continue with the small model)', 'none')
+    .option('--threads <n>', 'onnxruntime intra-op threads')
+    .option('--json', 'print one JSON object instead of streaming text')
+    .action(async (splitDir: string, raw: Record<string, unknown>) => {
+      const options = parseOptions(schema, raw);
+      const reporter = terminalReporter({ quiet: options.json });
+      const link = options.link ? parseLinkSpec(options.link) : undefined;
+      if (link) reporter.info(describeLink(link));
+      const result = await runDevice({
+        splitDir, cloud: options.cloud, prompt: options.prompt, maxNewTokens: options.maxNewTokens,
+        temperature: options.temperature, topP: options.topP, seed: options.seed,
+        draftThreshold: options.draftThreshold, maxDraft: options.maxDraft, speculative: options.draft,
+        parallelDrafting: options.parallelDrafting, chunk: options.chunk, wire: options.wire, link,
+        token: options.token, fallbackLocal: options.fallback === 'local', threads: options.threads,
+        onText: options.json ? undefined : (text) => process.stdout.write(text),
+      });
+      if (options.json) {
+        process.stdout.write(`${JSON.stringify({ ids: result.ids, text: result.text, metrics: result.metrics, link: link ? describeLink(link) : 'none', error: result.error?.message })}\n`);
+      } else {
+        process.stdout.write('\n');
+        const m = result.metrics;
+        const table = new Table({ head: ['TTFT ms', 'TBT ms mean', 'TBT ms p90', 'rounds', 'tokens/round', 'KB up', 'KB down', 'chunks', 'η'] });
+        table.push([m.ttftMs.toFixed(1), m.tbtMs.mean.toFixed(2), m.tbtMs.p90.toFixed(2), m.rounds, m.tokensPerRound, (m.bytesUp / 1024).toFixed(1), (m.bytesDown / 1024).toFixed(1), m.chunkSizes.join('+'), `${m.draft.mode} ${m.draft.threshold}`]);
+        process.stderr.write(`${table.toString()}\n`);
+        if (m.fallback) reporter.warn(m.fallback);
+      }
+      if (result.error) throw result.error;
+    });
+}
