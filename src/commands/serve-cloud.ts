@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { intOption, parseOptions, z } from './common.ts';
 import { startCloud } from '../runtime/cloud/serve.ts';
 import { jsonLineLogger } from '../runtime/cloud/logger.ts';
+import { describeLink, parseLinkSpec } from '../runtime/link.ts';
 
 const schema = z.object({
   port: intOption(0, 65535),
@@ -12,6 +13,7 @@ const schema = z.object({
   idleTimeout: intOption(1),
   maxTokensPerFrame: intOption(1, 65536),
   maxContext: intOption(1),
+  link: z.string().optional(),
 });
 
 export function registerServeCloud(program: Command): void {
@@ -27,13 +29,16 @@ export function registerServeCloud(program: Command): void {
     .option('--idle-timeout <seconds>', 'close sessions idle this long', '300')
     .option('--max-tokens-per-frame <n>', 'largest chunk or verification a frame may carry', '4096')
     .option('--max-context <n>', 'largest KV length a session may reach', '8192')
+    .option('--link <profile|spec>', 'EMULATED link applied to every session here (use it on one side only): wifi, 4g, lan, or up=5MB,down=10MB,rtt=6,jitter=1')
     .action(async (splitDir: string, raw: Record<string, unknown>) => {
       const options = parseOptions(schema, raw);
       const logger = jsonLineLogger();
+      const link = options.link ? parseLinkSpec(options.link) : undefined;
+      if (link) logger.log('link-emulation', { link: describeLink(link) });
       const { server, host, port } = await startCloud({
         splitDir, host: options.host, port: options.port, token: options.token, workers: options.workers,
         maxSessions: options.maxSessions, idleTimeoutMs: options.idleTimeout * 1000,
-        maxTokensPerFrame: options.maxTokensPerFrame, maxContext: options.maxContext, logger,
+        maxTokensPerFrame: options.maxTokensPerFrame, maxContext: options.maxContext, logger, link,
       });
       // The one line tools and tests wait for: where to connect.
       process.stdout.write(`serve-cloud listening on ws://${host}:${port}\n`);

@@ -139,3 +139,20 @@ test('idle sessions expire', async () => {
     await started.server.stop();
   }
 });
+
+test('a server-side emulated link delays every round trip by its latency and serialisation time', async () => {
+  const { parseLinkSpec } = await import('../../src/runtime/link.ts');
+  const started = await startCloud({
+    splitDir, host: '127.0.0.1', port: 0, workers: 1, maxSessions: 2, idleTimeoutMs: 60_000,
+    maxTokensPerFrame: 16, maxContext: 64, logger: silentLogger, link: parseLinkSpec('up=0.01MB,down=1MB,rtt=40'),
+  });
+  try {
+    const client = await CloudClient.connect({ url: `ws://127.0.0.1:${started.port}`, manifestHash: hash, hiddenSize: TOY_HIDDEN, wire: 'fp32' });
+    // 16 rows of 4 fp32 + header ≈ 308 bytes at 10 kB/s up ≈ 31 ms, plus 20 ms each way.
+    const result = await client.forward(new Float32Array(16 * TOY_HIDDEN), 16, 0, { allPositions: true });
+    assert.ok(result.roundTripMs >= 70, `round trip ${result.roundTripMs.toFixed(1)} ms`);
+    client.close();
+  } finally {
+    await started.server.stop();
+  }
+});

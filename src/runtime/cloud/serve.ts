@@ -6,6 +6,7 @@ import { manifestHash, readManifest } from '../split-dir.ts';
 import { CloudServer } from './server.ts';
 import { WorkerPool } from './worker-pool.ts';
 import type { Logger } from './logger.ts';
+import type { LinkSpec } from '../link.ts';
 
 export interface ServeOptions {
   splitDir: string;
@@ -18,6 +19,7 @@ export interface ServeOptions {
   maxTokensPerFrame: number;
   maxContext: number;
   logger: Logger;
+  link?: LinkSpec;
 }
 
 export async function startCloud(options: ServeOptions): Promise<{ server: CloudServer; host: string; port: number }> {
@@ -39,6 +41,7 @@ export async function startCloud(options: ServeOptions): Promise<{ server: Cloud
     hiddenSize: manifest.hidden.size,
     executor: pool,
     logger: options.logger,
+    link: options.link,
   });
   try {
     const address = await server.start();

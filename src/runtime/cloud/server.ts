@@ -13,6 +13,7 @@ import { decodeFrame, decodeJson, encodeFrame, encodeJson, FrameFlags, HEADER_BY
 import { decodeHidden, encodeHidden } from '../protocol/hidden-codec.ts';
 import type { MiddleExecutor } from './executor.ts';
 import type { Logger } from './logger.ts';
+import { EmulatedLink, type LinkSpec } from '../link.ts';
 
 export interface CloudServerOptions {
   host: string;
@@ -26,6 +27,8 @@ export interface CloudServerOptions {
   hiddenSize: number;
   executor: MiddleExecutor;
   logger: Logger;
+  /** EMULATED link per session (uplink delays received frames, downlink delays sent ones); omit on real networks. */
+  link?: LinkSpec;
 }
 
 export const helloSchema = z.object({
@@ -39,6 +42,7 @@ export type ErrorFrameCode = 'BAD_FRAME' | 'MANIFEST_MISMATCH' | 'UNAUTHORIZED' 
 interface DeviceSession {
   id: number;
   socket: WebSocket;
+  link?: EmulatedLink;
   nextSeqIn: number;
   nextSeqOut: number;
   lastActive: number;
@@ -118,16 +122,22 @@ export class CloudServer {
 
   private accept(socket: WebSocket): void {
     let session: DeviceSession | undefined;
+    const link = this.options.link ? new EmulatedLink(this.options.link) : undefined;
     const helloTimeout = setTimeout(() => {
       if (!session) this.reject(socket, 'BAD_FRAME', 'no hello within 10 s');
     }, 10_000);
     socket.on('message', (data: RawData, isBinary: boolean) => {
+      if (link) link.up.send(rawLength(data), () => handle(data, isBinary));
+      else handle(data, isBinary);
+    });
+    const handle = (data: RawData, isBinary: boolean) => {
+      if (session?.closed) return;
       try {
         if (!isBinary) throw new HatError('PROTOCOL', 'text message received; hat frames are binary');
         const frame = decodeFrame(toBytes(data), { maxPayloadBytes: this.maxPayloadBytes });
         if (!session) {
           clearTimeout(helloTimeout);
-          session = this.handshake(socket, frame);
+          session = this.handshake(socket, frame, link);
         } else {
           this.handleFrame(session, frame);
         }
@@ -136,7 +146,7 @@ export class CloudServer {
         if (session) this.fail(session, 'BAD_FRAME', message);
         else this.reject(socket, 'BAD_FRAME', message);
       }
-    });
+    };
     socket.on('close', () => {
       clearTimeout(helloTimeout);
       if (session) this.forget(session, 'closed by device');
@@ -144,7 +154,7 @@ export class CloudServer {
     socket.on('error', () => socket.terminate());
   }
 
-  private handshake(socket: WebSocket, frame: Frame): DeviceSession | undefined {
+  private handshake(socket: WebSocket, frame: Frame, link?: EmulatedLink): DeviceSession | undefined {
     if (frame.header.type !== 'hello' || frame.header.seq !== 0) {
       throw new HatError('PROTOCOL', `expected hello with seq 0, got ${frame.header.type} seq ${frame.header.seq}`);
     }
@@ -163,7 +173,7 @@ export class CloudServer {
       this.reject(socket, 'SESSION_LIMIT', `the server holds its maximum of ${this.options.maxSessions} sessions`);
       return undefined;
     }
-    const session: DeviceSession = { id: this.newSessionId(), socket, nextSeqIn: 1, nextSeqOut: 0, lastActive: Date.now(), closed: false };
+    const session: DeviceSession = { id: this.newSessionId(), socket, link, nextSeqIn: 1, nextSeqOut: 0, lastActive: Date.now(), closed: false };
     this.sessions.set(session.id, session);
     this.send(session, encodeFrame({ type: 'welcome', sessionId: session.id, seq: session.nextSeqOut++ }, encodeJson({
       sessionId: session.id,
@@ -209,7 +219,10 @@ export class CloudServer {
   }
 
   private send(session: DeviceSession, bytes: Uint8Array): void {
-    if (!session.closed) session.socket.send(bytes, { binary: true });
+    if (session.closed) return;
+    const deliver = () => { if (session.socket.readyState === session.socket.OPEN) session.socket.send(bytes, { binary: true }); };
+    if (session.link) session.link.down.send(bytes.length, deliver);
+    else deliver();
   }
 
   private reject(socket: WebSocket, code: ErrorFrameCode, message: string): void {
@@ -240,6 +253,10 @@ export class CloudServer {
       if (now - session.lastActive > this.options.idleTimeoutMs) this.fail(session, 'IDLE_TIMEOUT', `no frame for ${this.options.idleTimeoutMs} ms`);
     }
   }
+}
+
+function rawLength(data: RawData): number {
+  return Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : data.byteLength;
 }
 
 function toBytes(data: RawData): Uint8Array {
