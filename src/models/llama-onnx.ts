@@ -164,10 +164,21 @@ export function buildLlamaGraph(b: GraphBuilder, c: LlamaConfig, source: WeightS
   }
 
   const normalized = rmsNorm(x, 'model.norm.weight', '/model/norm');
-  const head = c.tiedEmbeddings
-    ? b.op('Transpose', [embedding], { name: '/lm_head/tied_weight', attributes: { perm: [1, 0] } })
-    : weight('lm_head.weight');
-  b.output(b.op('MatMul', [normalized, head], { name: '/lm_head/MatMul' }), elem, ['batch_size', 'sequence_length', c.vocabSize], 'logits');
+  const logits = c.tiedEmbeddings
+    ? tiedHead(b, normalized, embedding, ids, c)
+    : b.op('MatMul', [normalized, weight('lm_head.weight')], { name: '/lm_head/MatMul' });
+  b.output(logits, elem, ['batch_size', 'sequence_length', c.vocabSize], 'logits');
+}
+
+/**
+ * logits = x · embeddingᵀ as Gemm(transB=1) on [B·S, hidden]: MatMul would need Transpose(embedding), which
+ * onnxruntime constant-folds into a second copy of the largest tensor (seconds of load time and its memory).
+ */
+function tiedHead(b: GraphBuilder, x: string, embedding: string, ids: string, c: LlamaConfig): string {
+  const rows = b.op('Reshape', [x, b.int64([-1, c.hiddenSize])], { name: '/lm_head/flatten' });
+  const product = b.op('Gemm', [rows, embedding], { name: '/lm_head/Gemm', attributes: { transB: 1 } });
+  const shape = b.op('Concat', [b.op('Shape', [ids], { name: '/lm_head/batch_and_sequence' }), b.int64([c.vocabSize])], { name: '/lm_head/logits_shape', attributes: { axis: 0 } });
+  return b.op('Reshape', [product, shape], { name: '/lm_head/unflatten' });
 }
 
 /** cos/sin of position·θ^(−2i/D), duplicated over both halves (rotate-half layout), shaped [B, 1, S, D]. */

@@ -80,15 +80,17 @@ export async function generateText(modelPath: string, prompt: string, options: G
   }
   const model = await OnnxCausalLm.open(files.model, options.session);
   try {
-    const streamer = textStreamer(tokenizer, promptIds);
+    const { onText } = options;
+    // Streaming decodes the text so far after every token; without a listener, skip that work (it counts in tbtMs).
+    const streamer = onText ? textStreamer(tokenizer, promptIds) : undefined;
     const result = await generateTokens(model, promptIds, {
       maxNewTokens: options.maxNewTokens,
       sampler: makeSampler(options),
       stopTokenIds: tokenizer.eosTokenId === undefined ? [] : [tokenizer.eosTokenId],
-      onToken: (id) => { const text = streamer.push(id); if (text) options.onText?.(text); },
+      onToken: streamer && onText ? (id) => { const text = streamer.push(id); if (text) onText(text); } : undefined,
     });
-    const rest = streamer.flush();
-    if (rest) options.onText?.(rest);
+    const rest = streamer?.flush();
+    if (rest) onText?.(rest);
     return { ...result, promptIds, text: continuationText(tokenizer, promptIds, result.ids) };
   } finally {
     await model.release();
