@@ -8,6 +8,7 @@ import { materialize, mapSource, randomWeights, type WeightMap } from '../../src
 import { writeLlamaOnnx } from '../../src/models/llama-onnx.ts';
 import { referenceForward } from '../../src/models/reference.ts';
 import { OnnxCausalLm } from '../../src/runtime/full-model.ts';
+import { createSession, int64Tensor, zerosTensor, type Feeds } from '../../src/runtime/session.ts';
 import { float16ToFloat32, float32ToFloat16 } from '../../src/runtime/float16.ts';
 import { checkExternalData, isExternal, loadModel } from '../../src/onnx/model-io.ts';
 import { weightSpecs } from '../../src/models/config.ts';
@@ -88,4 +89,24 @@ test('a model written with external data loads from its folder and computes the 
   const diff = maxAbsDiff((await model.step(ids)).data, referenceForward(mhaSeparate, weights, ids));
   assert.ok(diff < 1e-4, `max diff ${diff}`);
   await model.release();
+});
+
+test('left padding: masked positions change nothing for the real tokens', async () => {
+  const { built, model } = await build(gqaTied, 'float32');
+  const real = [7, 21, 4];
+  const expected = (await model.step(real)).data;
+  await model.release();
+  const session = await createSession(built.modelPath);
+  const empty = zerosTensor('float32', [1, gqaTied.kvHeads, 0, gqaTied.headDim]);
+  const feeds: Feeds = {
+    input_ids: int64Tensor([0, 0, ...real], [1, 5]),
+    attention_mask: int64Tensor([0, 0, 1, 1, 1], [1, 5]),
+    // Hugging Face's convention: cumsum(mask) − 1, and 1 where the mask is 0.
+    position_ids: int64Tensor([1, 1, 0, 1, 2], [1, 5]),
+  };
+  for (let l = 0; l < gqaTied.layers; l++) feeds[`past_key_values.${l}.key`] = feeds[`past_key_values.${l}.value`] = empty;
+  const logits = (await session.run(feeds)).logits.data as Float32Array;
+  const diff = maxAbsDiff(logits.subarray(2 * gqaTied.vocabSize), expected);
+  assert.ok(diff < 1e-5, `max diff ${diff}`);
+  await session.release();
 });
