@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { registerInspect } from './inspect.ts';
 import { registerServeCloud } from './serve-cloud.ts';
 import { registerRunDevice } from './run-device.ts';
+import { registerDemo } from './demo.ts';
 import { registerSynth } from './synth.ts';
 import { registerImportLlama2c } from './import-llama2c.ts';
 import { registerGenerate } from './generate.ts';
@@ -15,6 +16,7 @@ const commands: Register[] = [
   registerSplit,
   registerServeCloud,
   registerRunDevice,
+  registerDemo,
   registerSynth,
   registerImportLlama2c,
   registerGenerate,

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import Table from 'cli-table3';
+import { deviceMetricsTable } from './metrics-table.ts';
 import { intOption, numberOption, parseOptions, z } from './common.ts';
 import { runDevice } from '../runtime/device/run-device.ts';
 import { describeLink, parseLinkSpec } from '../runtime/link.ts';
@@ -64,11 +64,8 @@ export function registerRunDevice(program: Command): void {
         process.stdout.write(`${JSON.stringify({ ids: result.ids, text: result.text, metrics: result.metrics, link: link ? describeLink(link) : 'none', error: result.error?.message })}\n`);
       } else {
         process.stdout.write('\n');
-        const m = result.metrics;
-        const table = new Table({ head: ['TTFT ms', 'TBT ms mean', 'TBT ms p90', 'rounds', 'tokens/round', 'KB up', 'KB down', 'chunks', 'η'] });
-        table.push([m.ttftMs.toFixed(1), m.tbtMs.mean.toFixed(2), m.tbtMs.p90.toFixed(2), m.rounds, m.tokensPerRound, (m.bytesUp / 1024).toFixed(1), (m.bytesDown / 1024).toFixed(1), m.chunkSizes.join('+'), `${m.draft.mode} ${m.draft.threshold}`]);
-        process.stderr.write(`${table.toString()}\n`);
-        if (m.fallback) reporter.warn(m.fallback);
+        process.stderr.write(`${deviceMetricsTable(result.metrics)}\n`);
+        if (result.metrics.fallback) reporter.warn(result.metrics.fallback);
       }
       if (result.error) throw result.error;
     });

@@ -67,7 +67,8 @@ export function loadTokenizer(files: TokenizerFiles): TextTokenizer {
     bosTokenId: special('bos_token', 'bos_token_id', BOS_NAMES),
     eosTokenId: special('eos_token', 'eos_token_id', EOS_NAMES),
     encode: (text, addSpecialTokens = true) => tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids,
-    decode: (ids) => tokenizer.decode([...ids], { skip_special_tokens: true }),
+    // The library rejects an empty id list; empty in, empty out.
+    decode: (ids) => (ids.length === 0 ? '' : tokenizer.decode([...ids], { skip_special_tokens: true })),
   };
 }
 

@@ -8,7 +8,7 @@ import { HatError } from '../../errors.ts';
 import type { LinkSpec } from '../link.ts';
 import type { WireDTypeName } from '../protocol/frame.ts';
 import { manifestHash, readManifest } from '../split-dir.ts';
-import { loadTokenizer, textStreamer, type TextTokenizer } from '../tokenizer.ts';
+import { continuationText, loadTokenizer, textStreamer, type TextTokenizer } from '../tokenizer.ts';
 import { AutoDraftPolicy, FixedThresholdPolicy } from '../speculative/draft-policy.ts';
 import { createSampler } from '../speculative/sampler.ts';
 import type { SplitManifest } from '../../split/manifest.ts';
@@ -72,7 +72,7 @@ export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceRes
     url: options.cloud, manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size, wire: options.wire,
     token: options.token, link: options.link, recordUplink: options.recordUplink,
   });
-  const streamer = textStreamer(tokenizer);
+  const streamer = textStreamer(tokenizer, promptIds);
   try {
     const generator = new HatGenerator(parts, client, sampler, new Drafter(parts, sampler, policy));
     const result = await generator.generate(promptIds, {
@@ -86,7 +86,7 @@ export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceRes
     });
     const rest = streamer.flush();
     if (rest) options.onText?.(rest);
-    return { ...result, promptIds, text: tokenizer.decode(result.ids) };
+    return { ...result, promptIds, text: continuationText(tokenizer, promptIds, result.ids) };
   } finally {
     client.close();
   }

@@ -1,0 +1,45 @@
+/**
+ * Starts `hat serve-cloud` as a separate process (the real server, as a device would meet it) and resolves
+ * with its URL once it listens. Used by `hat demo`, the benchmarks and end-to-end tests.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { HatError } from '../../errors.ts';
+
+export const HAT_BIN = fileURLToPath(new URL('../../../bin/hat', import.meta.url));
+
+export interface SpawnedCloud {
+  url: string;
+  process: ChildProcess;
+  /** Structured log lines the server wrote to stderr. */
+  log: string[];
+  stop(): Promise<void>;
+}
+
+export function spawnCloud(splitDir: string, extraArgs: string[] = [], timeoutMs = 60_000): Promise<SpawnedCloud> {
+  const child = spawn(process.execPath, [HAT_BIN, 'serve-cloud', splitDir, '--port', '0', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const log: string[] = [];
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => log.push(...chunk.split('\n').filter(Boolean)));
+  const stop = () => new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+    setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+  });
+  return new Promise((resolve, reject) => {
+    let stdout = '';
+    const timer = setTimeout(() => { void stop(); reject(new HatError('NETWORK', `serve-cloud did not start within ${timeoutMs} ms`, `its log: ${log.slice(-3).join(' | ')}`)); }, timeoutMs);
+    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+      const match = /listening on (ws:\/\/\S+)/.exec(stdout);
+      if (match) {
+        clearTimeout(timer);
+        resolve({ url: match[1], process: child, log, stop });
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new HatError('NETWORK', `serve-cloud exited with code ${code} before listening`, log.filter((l) => l.startsWith('error')).pop() ?? log.slice(-1)[0] ?? 'see its log'));
+    });
+  });
+}
