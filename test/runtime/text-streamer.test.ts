@@ -1,0 +1,31 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { continuationText, loadTokenizer, textStreamer } from '../../src/runtime/tokenizer.ts';
+
+function wordLevelTokenizer() {
+  const dir = mkdtempSync(join(tmpdir(), 'hat-tok-'));
+  const vocab = { '<unk>': 0, hello: 1, world: 2, again: 3 };
+  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({
+    version: '1.0', truncation: null, padding: null, added_tokens: [], normalizer: null,
+    pre_tokenizer: { type: 'Whitespace' }, post_processor: null, decoder: null,
+    model: { type: 'WordLevel', vocab, unk_token: '<unk>' },
+  }));
+  return loadTokenizer({ tokenizer: join(dir, 'tokenizer.json') });
+}
+
+test('decoding nothing gives empty text (a stream that ends before any token used to crash)', () => {
+  const tokenizer = wordLevelTokenizer();
+  assert.equal(tokenizer.decode([]), '');
+  assert.equal(textStreamer(tokenizer).flush(), '');
+  assert.equal(continuationText(tokenizer, [], []), '');
+});
+
+test('the streamer emits each token\'s text once', () => {
+  const tokenizer = wordLevelTokenizer();
+  const streamer = textStreamer(tokenizer, tokenizer.encode('hello'));
+  const pieces = tokenizer.encode('world again').map((id) => streamer.push(id));
+  assert.equal(pieces.join('') + streamer.flush(), continuationText(tokenizer, tokenizer.encode('hello'), tokenizer.encode('world again')));
+});
