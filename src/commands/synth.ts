@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { intOption, parseOptions, z } from './common.ts';
 import { configFrom, PRESETS } from '../models/config.ts';
 import { synthModel } from '../models/synth.ts';
+import { formatBytes } from '../models/llama-onnx.ts';
 import { terminalReporter } from '../reporter.ts';
 
 const dims = {
@@ -44,7 +45,7 @@ export function registerSynth(program: Command): void {
       const result = await synthModel(configFrom(preset, overrides), out, {
         dtype: dtype === 'fp16' ? 'float16' : 'float32', seed, force, reporter: terminalReporter(),
       });
-      const gib = result.weightBytes / 2 ** 30;
-      process.stdout.write(`${result.modelPath}: ${(result.parameters / 1e6).toFixed(1)} M parameters, ${gib.toFixed(2)} GiB in ${result.seconds.toFixed(1)} s (${(gib / result.seconds * 1024).toFixed(0)} MiB/s)\n`);
+      const mibPerSecond = result.weightBytes / 2 ** 20 / result.seconds;
+      process.stdout.write(`${result.modelPath}: ${(result.parameters / 1e6).toFixed(1)} M parameters, ${formatBytes(result.weightBytes)} in ${result.seconds.toFixed(1)} s (${mibPerSecond.toFixed(0)} MiB/s)\n`);
     });
 }

@@ -41,7 +41,7 @@ export interface BuiltModel {
   weightBytes: number;
 }
 
-const formatBytes = (bytes: number) => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`);
+export const formatBytes = (bytes: number) => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`);
 
 export function weightBytes(config: LlamaConfig, dtype: FloatType): number {
   const perElement = dtype === 'float16' ? 2 : 4;
