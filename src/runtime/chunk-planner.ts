@@ -1,29 +1,35 @@
 /**
- * Chooses the size of the next prompt chunk with HAT's rule (docs/chunking.md): the upload time of a chunk
- * should match the cloud's wait plus its compute time for that chunk over the pipeline depth P,
+ * Chooses the size of the next prompt chunk (docs/chunking.md). A prompt of N tokens in chunks of X flows
+ * through three stages — device input part d(X) = d₁X, uplink u(X) = X·A/β, cloud c(X) = W + g₀ + g₁X — so
  *
- *   X · A / β  =  W + g(X) / P,   g(X) = g0 + g1 · X   ⇒   X = (W + g0 / P) / (A / β − g1 / P)
+ *   TTFT(X) ≈ d(X) + u(X) + (⌈N/X⌉ − 1) · max(d, u, c)(X) + c(X)
  *
- * with A bytes per token on the wire, β the uplink (bytes/ms), W the cloud's queueing wait, g the cloud's
- * latency model as it reports it. When uploading a token is faster than computing it (A/β ≤ g1/P) the link is
- * never the bottleneck and the chunk is as large as allowed. β and W are exponentially smoothed (0.8 history).
+ * and the planner takes the X that minimises it. When the uplink is the bottleneck the minimum sits where a
+ * chunk's upload time equals the cloud's wait plus its compute, X·A/β = W + g(X)/P — HAT's rule (P = 1 here);
+ * when compute is the bottleneck it trades per-chunk overhead g₀ against the unoverlapped first and last chunk.
+ *
+ * Estimates (exponentially smoothed, 0.8 on history): d₁ from the device's own runs; g₀, g₁ as the cloud
+ * reports them; β from when each chunk must have reached the cloud (its result's arrival minus the cloud's
+ * compute and queue time), counting only the time the link was busy with that chunk; W from chunks that did
+ * not queue behind the device's own previous chunk. Unknown β counts as a free link until measured; the first
+ * chunk is a 64-token probe that times the device, and the device keeps at most a few chunks in flight so later
+ * chunks are sized with the link and cloud measurements of earlier ones.
  */
 import { Ema } from './ema.ts';
 
+const PROBE_CHUNK = 64;
+
 export interface ChunkPlannerOptions {
   bytesPerToken: number;
-  pipelineDepth?: number;
   minChunk?: number;
   maxChunk: number;
-  /** Size of the first chunk, before anything has been measured. */
-  probeChunk?: number;
 }
 
-export interface ChunkMeasurement {
-  tokens: number;
+export interface ChunkResult {
   bytesUp: number;
-  /** Send-to-result time of the chunk. */
-  roundTripMs: number;
+  /** performance.now() when the chunk was handed to the link, and when its result arrived. */
+  sentAt: number;
+  resultAt: number;
   queueMs: number;
   computeMs: number;
   latency: { baseMs: number; perTokenMs: number };
@@ -32,47 +38,64 @@ export interface ChunkMeasurement {
 export class ChunkPlanner {
   private readonly options: Required<ChunkPlannerOptions>;
   private readonly uplinkBytesPerMs = new Ema();
+  private readonly deviceMsPerToken = new Ema();
   private readonly waitMs = new Ema();
   private latency = { baseMs: 0, perTokenMs: 0 };
+  private lastArrival = -Infinity;
+  private lastResultAt = -Infinity;
 
   constructor(options: ChunkPlannerOptions) {
-    this.options = { pipelineDepth: 1, minChunk: 16, probeChunk: 64, ...options };
+    this.options = { minChunk: 16, ...options };
   }
 
-  /** Seeds the estimates, e.g. from a previous request or the welcome frame. */
+  /** Seeds the cloud's latency model, e.g. from the welcome frame. */
   seed(latency: { baseMs: number; perTokenMs: number }): void {
-    if (latency.perTokenMs > 0) this.latency = latency;
+    if (latency.perTokenMs > 0 || latency.baseMs > 0) this.latency = latency;
   }
 
-  observe(m: ChunkMeasurement): void {
-    // What is left of the round trip after the cloud's own time is (mostly) the upload of this chunk.
-    const transferMs = Math.max(0.05, m.roundTripMs - m.queueMs - m.computeMs);
-    this.uplinkBytesPerMs.update(m.bytesUp / transferMs);
-    this.waitMs.update(m.queueMs);
-    if (m.latency.perTokenMs > 0 || m.latency.baseMs > 0) this.latency = m.latency;
+  observeDevice(tokens: number, ms: number): void {
+    if (tokens > 0) this.deviceMsPerToken.update(ms / tokens);
   }
 
-  /** The HAT rule's X before bounds; Infinity when the link is never the bottleneck. */
-  idealChunk(): number {
+  observeResult(r: ChunkResult): void {
+    const arrival = r.resultAt - r.computeMs - r.queueMs;
+    const linkBusyFrom = Math.max(r.sentAt, this.lastArrival);
+    const transferMs = arrival - linkBusyFrom;
+    if (transferMs > 0.05) this.uplinkBytesPerMs.update(r.bytesUp / transferMs);
+    // Queueing behind our own previous chunk is the pipeline working, not load on the cloud.
+    if (arrival >= this.lastResultAt) this.waitMs.update(r.queueMs);
+    this.lastArrival = Math.max(this.lastArrival, arrival);
+    this.lastResultAt = Math.max(this.lastResultAt, r.resultAt);
+    this.seed(r.latency);
+  }
+
+  /** Predicted time to push `tokens` through the pipeline in chunks of `size`. */
+  predictMs(tokens: number, size: number): number {
+    const d = this.deviceMsPerToken.valueOr(0) * size;
     const beta = this.uplinkBytesPerMs.value;
-    if (beta === undefined) return this.options.probeChunk;
-    const P = this.options.pipelineDepth;
-    const uploadPerToken = this.options.bytesPerToken / beta;
-    const denominator = uploadPerToken - this.latency.perTokenMs / P;
-    if (denominator <= 0) return Infinity;
-    return (this.waitMs.valueOr(0) + this.latency.baseMs / P) / denominator;
+    const u = beta ? (size * this.options.bytesPerToken) / beta : 0;
+    const c = this.waitMs.valueOr(0) + this.latency.baseMs + this.latency.perTokenMs * size;
+    return d + u + (Math.ceil(tokens / size) - 1) * Math.max(d, u, c) + c;
   }
 
   next(remaining: number): number {
     const { minChunk, maxChunk } = this.options;
-    const ideal = this.idealChunk();
-    const size = Math.round(Math.min(maxChunk, Math.max(minChunk, ideal)));
+    if (remaining <= minChunk) return remaining;
+    // Until the device has timed its own input part, send a probe: every other estimate is relative to it.
+    if (this.deviceMsPerToken.value === undefined && remaining > PROBE_CHUNK + minChunk) return PROBE_CHUNK;
+    let best = Math.min(remaining, maxChunk);
+    let bestMs = this.predictMs(remaining, best);
+    // Candidate sizes on a geometric grid (ratio ~1.19): fine enough, and a handful of evaluations.
+    for (let size = minChunk; size < Math.min(remaining, maxChunk); size = Math.ceil(size * 1.19)) {
+      const ms = this.predictMs(remaining, size);
+      if (ms < bestMs) { best = size; bestMs = ms; }
+    }
     // Never leave a runt: a last chunk under minChunk is merged into this one.
-    return remaining - size < minChunk ? remaining : Math.min(size, remaining);
+    return remaining - best < minChunk ? remaining : best;
   }
 
-  describe(): { uplinkMBps?: number; waitMs?: number; latency: { baseMs: number; perTokenMs: number } } {
+  describe(): { uplinkMBps?: number; waitMs?: number; deviceMsPerToken?: number; latency: { baseMs: number; perTokenMs: number } } {
     const beta = this.uplinkBytesPerMs.value;
-    return { uplinkMBps: beta === undefined ? undefined : beta / 1000, waitMs: this.waitMs.value, latency: this.latency };
+    return { uplinkMBps: beta === undefined ? undefined : beta / 1000, waitMs: this.waitMs.value, deviceMsPerToken: this.deviceMsPerToken.value, latency: this.latency };
   }
 }

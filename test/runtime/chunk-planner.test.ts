@@ -2,21 +2,42 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ChunkPlanner } from '../../src/runtime/chunk-planner.ts';
 
-test('the planner solves X·A/β = W + g(X)/P from its measurements', () => {
-  const planner = new ChunkPlanner({ bytesPerToken: 1000, maxChunk: 4096, minChunk: 1 });
-  assert.equal(planner.next(10_000), 64, 'first chunk is the probe');
-  // Uplink 100 bytes/ms (0.1 MB/s... per ms), i.e. 10 ms per token; cloud g(X) = 20 + 2X ms, wait 10 ms.
-  for (let i = 0; i < 30; i++) {
-    planner.observe({ tokens: 64, bytesUp: 64_000, roundTripMs: 640 + 5 + 148, queueMs: 5, computeMs: 148, latency: { baseMs: 20, perTokenMs: 2 } });
+/** Feeds the planner the results of back-to-back chunks over a link of `bytesPerMs` to a cloud with g(X). */
+function feed(planner: ChunkPlanner, options: { size: number; count: number; bytesPerToken: number; bytesPerMs: number; g0: number; g1: number }) {
+  let linkFree = 0, cloudFree = 0;
+  for (let i = 0; i < options.count; i++) {
+    const bytes = options.size * options.bytesPerToken;
+    const arrival = Math.max(0, linkFree) + bytes / options.bytesPerMs;
+    linkFree = arrival;
+    const start = Math.max(arrival, cloudFree);
+    const computeMs = options.g0 + options.g1 * options.size;
+    cloudFree = start + computeMs;
+    planner.observeResult({ bytesUp: bytes, sentAt: 0, resultAt: cloudFree, queueMs: start - arrival, computeMs, latency: { baseMs: options.g0, perTokenMs: options.g1 } });
   }
-  // X = (W + g0) / (A/β − g1) = (5 + 20) / (10 − 2) ≈ 3.1
-  assert.ok(Math.abs(planner.idealChunk() - 25 / 8) < 0.2, String(planner.idealChunk()));
+}
+
+test('upload-bound: the chosen chunk sits at HAT\'s balance X·A/β = g₀ + g₁X', () => {
+  const planner = new ChunkPlanner({ bytesPerToken: 1000, maxChunk: 4096, minChunk: 1 });
+  feed(planner, { size: 64, count: 20, bytesPerToken: 1000, bytesPerMs: 100, g0: 20, g1: 2 });
+  assert.ok(Math.abs(planner.describe().uplinkMBps! - 0.1) < 1e-6, 'β recovered from pipelined results');
+  // Balance: 10X = 20 + 2X ⇒ X = 2.5; the planner's grid lands next to it.
+  const chosen = planner.next(10_000);
+  assert.ok(chosen >= 2 && chosen <= 4, `chose ${chosen}`);
 });
 
-test('when the link outruns the cloud the chunk is as large as allowed, and no runt chunk is left', () => {
+test('compute-bound: chunks trade per-chunk overhead against the unoverlapped ends', () => {
+  const planner = new ChunkPlanner({ bytesPerToken: 10, maxChunk: 4096, minChunk: 16 });
+  planner.observeDevice(64, 6.4); // 0.1 ms per token on the device
+  feed(planner, { size: 64, count: 5, bytesPerToken: 10, bytesPerMs: 10_000, g0: 5, g1: 1.2 });
+  const chosen = planner.next(1024);
+  // TTFT(X) ≈ 1.2·1024 + 5·1024/X + 0.1X is smallest near X = √(5·1024/0.1) ≈ 226.
+  assert.ok(chosen > 120 && chosen < 400, `chose ${chosen}`);
+  assert.ok(planner.predictMs(1024, chosen) < planner.predictMs(1024, 1024));
+  assert.ok(planner.predictMs(1024, chosen) < planner.predictMs(1024, 16));
+});
+
+test('no runt chunk is left, and a short remainder goes whole', () => {
   const planner = new ChunkPlanner({ bytesPerToken: 10, maxChunk: 512, minChunk: 16 });
-  planner.observe({ tokens: 64, bytesUp: 640, roundTripMs: 200, queueMs: 0, computeMs: 199, latency: { baseMs: 1, perTokenMs: 3 } });
-  assert.equal(planner.idealChunk(), Infinity);
-  assert.equal(planner.next(2000), 512);
-  assert.equal(planner.next(520), 520, 'a remainder of 8 < minChunk joins this chunk');
+  assert.equal(planner.next(10), 10);
+  assert.equal(planner.next(520), 520, 'nothing measured: a free link and free cloud favour one chunk');
 });

@@ -16,6 +16,9 @@ import { Drafter, type DraftChain } from './drafter.ts';
 import { summarize, type Summary } from './metrics.ts';
 import { wireBytesPerRow } from '../protocol/hidden-codec.ts';
 
+/** Prompt chunks sent but unanswered before `--chunk auto` waits for a result to size the next one. */
+const MAX_CHUNKS_IN_FLIGHT = 3;
+
 export interface HatGenerateOptions {
   maxNewTokens: number;
   eosTokenId?: number;
@@ -37,6 +40,8 @@ export interface DeviceMetrics {
   bytesUp: number;
   bytesDown: number;
   chunkSizes: number[];
+  /** Per prompt chunk: device input-part time, bytes sent, the cloud's queue/compute time and the round trip. */
+  prefillChunks: Array<{ tokens: number; deviceMs: number; bytesUp: number; queueMs: number; computeMs: number; roundTripMs: number }>;
   draft: { mode: string; threshold: number; maxDraft: number };
   parallelDrafting: { branches: number; hits: number };
   cloudComputeMs: number;
@@ -95,16 +100,27 @@ export class HatGenerator {
   /** Runs the prompt through the split and returns the output part's logits at its last position. */
   private async prefill(prompt: readonly number[], options: HatGenerateOptions, metrics: DeviceMetrics): Promise<Float32Array> {
     const inFlight: Array<Promise<ForwardResult>> = [];
+    let answered = 0;
     let offset = 0;
     while (offset < prompt.length) {
+      // Sizing waits for measurements: with this many chunks already in flight, the link or the cloud is the
+      // bottleneck, so waiting for the oldest result costs nothing and informs the next size.
+      const unanswered = inFlight.length - answered;
+      if (options.chunk === 'auto' && unanswered >= MAX_CHUNKS_IN_FLIGHT) await inFlight[answered];
       const size = this.chunkSize(options.chunk, prompt.length - offset);
       metrics.chunkSizes.push(size);
+      const deviceStart = performance.now();
       const h = await this.parts.input.step({ ids: prompt.slice(offset, offset + size) }, size);
+      const deviceMs = performance.now() - deviceStart;
       const sent = this.client.forward(h.data, size, offset, { allPositions: this.outputHasCache, prefill: true });
+      this.planner.observeDevice(size, deviceMs);
+      const sentAt = performance.now();
       inFlight.push(sent.then((r) => {
-        this.planner.observe({ tokens: size, bytesUp: r.bytesUp, roundTripMs: r.roundTripMs, queueMs: r.queueMs, computeMs: r.computeMs, latency: r.latency });
+        metrics.prefillChunks.push({ tokens: size, deviceMs, bytesUp: r.bytesUp, queueMs: r.queueMs, computeMs: r.computeMs, roundTripMs: r.roundTripMs });
+        this.planner.observeResult({ bytesUp: r.bytesUp, sentAt, resultAt: sentAt + r.roundTripMs, queueMs: r.queueMs, computeMs: r.computeMs, latency: r.latency });
         metrics.cloudComputeMs += r.computeMs;
         metrics.cloudQueueMs += r.queueMs;
+        answered++;
         return r;
       }));
       // The adapter's own cache covers the prompt too; this device work overlaps the upload.
@@ -124,7 +140,7 @@ export class HatGenerator {
   async generate(prompt: readonly number[], options: HatGenerateOptions): Promise<HatGeneration> {
     if (prompt.length === 0) throw new HatError('BAD_OPTION', 'the prompt encodes to no tokens', 'pass a non-empty prompt, or a tokenizer with a BOS token');
     const metrics: DeviceMetrics = {
-      ttftMs: 0, tbtMs: summarize([]), rounds: 0, tokensPerRound: 0, bytesUp: 0, bytesDown: 0, chunkSizes: [],
+      ttftMs: 0, tbtMs: summarize([]), rounds: 0, tokensPerRound: 0, bytesUp: 0, bytesDown: 0, chunkSizes: [], prefillChunks: [],
       draft: this.drafter.policy.describe(), parallelDrafting: { branches: 0, hits: 0 }, cloudComputeMs: 0, cloudQueueMs: 0,
     };
     const started = performance.now();
