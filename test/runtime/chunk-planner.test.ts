@@ -18,6 +18,7 @@ function feed(planner: ChunkPlanner, options: { size: number; count: number; byt
 
 test('upload-bound: the chosen chunk sits at HAT\'s balance X·A/β = g₀ + g₁X', () => {
   const planner = new ChunkPlanner({ bytesPerToken: 1000, maxChunk: 4096, minChunk: 1 });
+  planner.observeDevice(64, 0.064); // a fast device: the link is the bottleneck
   feed(planner, { size: 64, count: 20, bytesPerToken: 1000, bytesPerMs: 100, g0: 20, g1: 2 });
   assert.ok(Math.abs(planner.describe().uplinkMBps! - 0.1) < 1e-6, 'β recovered from pipelined results');
   // Balance: 10X = 20 + 2X ⇒ X = 2.5; the planner's grid lands next to it.
@@ -36,8 +37,11 @@ test('compute-bound: chunks trade per-chunk overhead against the unoverlapped en
   assert.ok(planner.predictMs(1024, chosen) < planner.predictMs(1024, 16));
 });
 
-test('no runt chunk is left, and a short remainder goes whole', () => {
+test('the first chunk is a probe; no runt chunk is left; a short remainder goes whole', () => {
   const planner = new ChunkPlanner({ bytesPerToken: 10, maxChunk: 512, minChunk: 16 });
   assert.equal(planner.next(10), 10);
-  assert.equal(planner.next(520), 520, 'nothing measured: a free link and free cloud favour one chunk');
+  assert.equal(planner.next(1000), 64, 'the device has not been timed yet');
+  planner.observeDevice(64, 0.64);
+  planner.seed({ baseMs: 20, perTokenMs: 0.01 });
+  assert.equal(planner.next(520), 520, 'per-chunk cloud overhead favours one chunk, and 520 − 512 would leave a runt');
 });
