@@ -90,8 +90,9 @@ export class ChunkPlanner {
       const ms = this.predictMs(remaining, size);
       if (ms < bestMs) { best = size; bestMs = ms; }
     }
-    // Never leave a runt: a last chunk under minChunk is merged into this one.
-    return remaining - best < minChunk ? remaining : best;
+    // Never leave a runt: a last chunk under minChunk is merged into this one, within the frame limit.
+    if (remaining - best >= minChunk) return best;
+    return remaining <= maxChunk ? remaining : remaining - minChunk;
   }
 
   describe(): { uplinkMBps?: number; waitMs?: number; deviceMsPerToken?: number; latency: { baseMs: number; perTokenMs: number } } {

@@ -43,5 +43,10 @@ test('the first chunk is a probe; no runt chunk is left; a short remainder goes 
   assert.equal(planner.next(1000), 64, 'the device has not been timed yet');
   planner.observeDevice(64, 0.64);
   planner.seed({ baseMs: 20, perTokenMs: 0.01 });
-  assert.equal(planner.next(520), 520, 'per-chunk cloud overhead favours one chunk, and 520 − 512 would leave a runt');
+  const chosen = planner.next(520);
+  assert.ok(chosen <= 512 && 520 - chosen >= 16, `chose ${chosen}: within the frame limit, no runt left`);
+  const roomy = new ChunkPlanner({ bytesPerToken: 10, maxChunk: 4096, minChunk: 16 });
+  roomy.observeDevice(64, 0.64);
+  roomy.seed({ baseMs: 20, perTokenMs: 0.01 });
+  assert.equal(roomy.next(520), 520, 'per-chunk cloud overhead favours one chunk when the frame limit allows it');
 });
