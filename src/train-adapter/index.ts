@@ -13,6 +13,7 @@ export {
 export { layerAttentionInit, layerAttentionNames } from './init-from-model.ts';
 export { DEFAULT_LOSS, draftLoss, topTokens, type LossOptions, type LossValue, type OutputHead } from './output-head.ts';
 export { arraySource, bufferedSource, collect, teacherSource, type PairBatch, type PairSource } from './pair-source.ts';
+export { tokenPairSource, type TokenPairSourceOptions } from './token-pair-source.ts';
 export { evaluateAdapter, trainAttentionAdapter, type StepRecord, type TrainOptions, type TrainResult } from './train-attention.ts';
 export { DEFAULT_ADAMW, learningRate, type AdamWOptions } from './optimizer.ts';
 export { fitLinearAdapter, linearForward, RidgeAccumulator, type LinearAdapter } from './linear-adapter.ts';
