@@ -10,25 +10,27 @@ const schema = z.object({
   seed: intOption(0, 2 ** 32 - 1),
   threads: intOption(1, 1024).optional(),
   json: z.boolean().optional(),
+  slm: z.boolean().optional(),
 });
 
 export function registerGenerate(program: Command): void {
   program
     .command('generate')
     .description('generate text with a whole model on this machine (the reference the split runtime is checked against)')
-    .argument('<model>', 'model.onnx, or a folder with model.onnx + tokenizer.json')
+    .argument('<model>', 'model.onnx, a folder with model.onnx + tokenizer.json, or (with --slm) a split directory')
     .option('--prompt <text>', 'prompt text; empty starts from the BOS token', '')
     .option('--max-new-tokens <n>', 'tokens to generate at most', '64')
     .option('--temperature <t>', 'sampling temperature; 0 = greedy', '0')
     .option('--top-p <p>', 'nucleus sampling mass', '1')
     .option('--seed <n>', 'sampling seed', '0')
     .option('--threads <n>', 'onnxruntime intra-op threads (default: all cores)')
+    .option('--slm', 'generate with the split\'s small model alone: input part → adapter → output part (no cloud)')
     .option('--json', 'print one JSON object (ids, text, timings) instead of streaming text')
     .action(async (model: string, raw: Record<string, unknown>) => {
       const options = parseOptions(schema, raw);
       const result = await generateText(model, options.prompt, {
         maxNewTokens: options.maxNewTokens, temperature: options.temperature, topP: options.topP, seed: options.seed,
-        session: options.threads ? { threads: options.threads } : {},
+        session: options.threads ? { threads: options.threads } : {}, slm: options.slm,
         onText: options.json ? undefined : (text) => process.stdout.write(text),
       });
       if (options.json) {

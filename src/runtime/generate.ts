@@ -7,7 +7,9 @@ import { resolveModelFiles } from '../models/model-dir.ts';
 import { OnnxCausalLm, type CausalLm } from './full-model.ts';
 import { makeSampler, type Sampler, type SamplingOptions } from './sampling.ts';
 import type { SessionOptions } from './session.ts';
-import { continuationText, loadTokenizer, textStreamer } from './tokenizer.ts';
+import { continuationText, encodePrompt, loadTokenizer, textStreamer } from './tokenizer.ts';
+import { readManifest, splitTokenizer } from './split-dir.ts';
+import { SlmCausalLm } from './device/slm.ts';
 
 export interface TokenLoopOptions {
   maxNewTokens: number;
@@ -59,6 +61,22 @@ export interface GenerateTextOptions extends SamplingOptions {
   session?: SessionOptions;
   /** Receives decoded text as it is produced. */
   onText?: (text: string) => void;
+  /** `modelPath` is a split directory: generate with its small model alone. */
+  slm?: boolean;
+}
+
+async function openFullModel(modelPath: string, session?: SessionOptions) {
+  const files = resolveModelFiles(modelPath);
+  if (!files.tokenizer) {
+    throw new HatError('FILE_NOT_FOUND', `no tokenizer.json beside ${files.model}`, 'put the model\'s Hugging Face tokenizer.json in the same folder');
+  }
+  const tokenizer = loadTokenizer({ tokenizer: files.tokenizer, tokenizerConfig: files.tokenizerConfig, config: files.config });
+  return { model: await OnnxCausalLm.open(files.model, session), tokenizer };
+}
+
+async function openSlm(splitDir: string, session?: SessionOptions) {
+  const tokenizer = splitTokenizer(splitDir, readManifest(splitDir));
+  return { model: await SlmCausalLm.open(splitDir, session), tokenizer };
 }
 
 export interface GenerateTextResult extends TokenLoopResult {
@@ -66,20 +84,14 @@ export interface GenerateTextResult extends TokenLoopResult {
   text: string;
 }
 
-/** Generation from a model file or folder with its tokenizer.json: text in, text (streamed) and ids out. */
+/**
+ * Generation from a model file or folder with its tokenizer.json — or, with `slm`, from a split directory's small
+ * model (input part → adapter → output part): text in, text (streamed) and ids out.
+ */
 export async function generateText(modelPath: string, prompt: string, options: GenerateTextOptions): Promise<GenerateTextResult> {
-  const files = resolveModelFiles(modelPath);
-  if (!files.tokenizer) {
-    throw new HatError('FILE_NOT_FOUND', `no tokenizer.json beside ${files.model}`, 'put the model\'s Hugging Face tokenizer.json in the same folder');
-  }
-  const tokenizer = loadTokenizer({ tokenizer: files.tokenizer, tokenizerConfig: files.tokenizerConfig, config: files.config });
-  // An empty prompt starts from BOS alone (encoding "" can yield a lone dummy-prefix token instead).
-  const promptIds = prompt === '' ? (tokenizer.bosTokenId === undefined ? [] : [tokenizer.bosTokenId]) : tokenizer.encode(prompt);
-  if (promptIds.length === 0) {
-    throw new HatError('BAD_OPTION', '--prompt: an empty prompt needs a BOS token, and this tokenizer defines none', 'give a non-empty --prompt');
-  }
-  const model = await OnnxCausalLm.open(files.model, options.session);
+  const { model, tokenizer } = options.slm ? await openSlm(modelPath, options.session) : await openFullModel(modelPath, options.session);
   try {
+    const promptIds = encodePrompt(tokenizer, prompt);
     const { onText } = options;
     // Streaming decodes the text so far after every token; without a listener, skip that work (it counts in tbtMs).
     const streamer = onText ? textStreamer(tokenizer, promptIds) : undefined;

@@ -9,6 +9,7 @@ import { HatError } from '../errors.ts';
 import { MANIFEST_FORMAT, type SplitManifest } from '../split/manifest.ts';
 import { PartRunner, type PartIO } from './part-runner.ts';
 import type { SessionOptions } from './session.ts';
+import { loadTokenizer, type TextTokenizer } from './tokenizer.ts';
 
 export type PartName = 'input' | 'middle' | 'output';
 
@@ -60,4 +61,12 @@ export async function openPart(splitDir: string, manifest: SplitManifest, part: 
       part === 'middle' ? 'the middle part lives on the cloud: run serve-cloud on the full split directory' : 'copy the whole device bundle');
   }
   return PartRunner.open(file, partIO(manifest, part), options, `${part} part`);
+}
+
+/** The tokenizer a split directory or device bundle carries (copied there by `hat split`). */
+export function splitTokenizer(splitDir: string, manifest: SplitManifest): TextTokenizer {
+  const file = join(splitDir, manifest.tokenizer ?? 'tokenizer.json');
+  if (!existsSync(file)) throw new HatError('BAD_MANIFEST', `${splitDir} has no tokenizer.json`, 'split a model that has tokenizer.json beside it, or copy it into the split directory');
+  const beside = (name: string) => (existsSync(join(splitDir, name)) ? join(splitDir, name) : undefined);
+  return loadTokenizer({ tokenizer: file, tokenizerConfig: beside('tokenizer_config.json'), config: beside('config.json') });
 }

@@ -13,6 +13,7 @@ import { lastRow, type StepOutput } from '../part-runner.ts';
 import type { CloudClient, ForwardResult } from './cloud-client.ts';
 import type { DeviceParts } from './device-parts.ts';
 import { Drafter, type DraftChain } from './drafter.ts';
+import { SlmCausalLm } from './slm.ts';
 import { summarize, type Summary } from './metrics.ts';
 import { wireBytesPerRow } from '../protocol/hidden-codec.ts';
 
@@ -247,17 +248,13 @@ export class HatGenerator {
     return branch;
   }
 
-  /** After a cloud failure: generate with input part + adapter + output part only. */
+  /** After a cloud failure: generate with the small model alone (input part → adapter → output part). */
   private async continueLocally(base: number, pending: number, commit: (ids: number[]) => number, isDone: () => boolean): Promise<void> {
-    const adapter = this.parts.adapter!;
-    this.parts.input.truncate(Math.min(base, this.parts.input.length));
-    adapter.truncate(Math.min(base, adapter.length));
+    const slm = new SlmCausalLm(this.parts, 0);
+    slm.truncate(Math.min(base, slm.length));
     let token = pending;
     while (!isDone()) {
-      const h = await this.parts.input.step({ ids: [token] }, 1);
-      const a = await adapter.step({ hidden: h.data }, 1);
-      token = choose(this.sampler, lastRow(await this.parts.draftOutput.step({ hidden: lastRow(a) }, 1))).token;
-      if (this.parts.draftOutput === this.parts.output && this.outputHasCache) this.parts.output.truncate(this.parts.output.length - 1);
+      token = choose(this.sampler, lastRow(await slm.step([token]))).token;
       commit([token]);
     }
   }

@@ -2,16 +2,12 @@
  * run-device's core: open the device's parts and tokenizer, connect to the cloud, generate with HAT and stream
  * the text. Works from a device bundle (input, output, adapter, manifest, tokenizer) — no middle part needed.
  */
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { HatError } from '../../errors.ts';
 import type { LinkSpec } from '../link.ts';
 import type { WireDTypeName } from '../protocol/frame.ts';
-import { manifestHash, readManifest } from '../split-dir.ts';
-import { continuationText, loadTokenizer, textStreamer, type TextTokenizer } from '../tokenizer.ts';
+import { manifestHash, readManifest, splitTokenizer } from '../split-dir.ts';
+import { continuationText, encodePrompt, textStreamer } from '../tokenizer.ts';
 import { AutoDraftPolicy, FixedThresholdPolicy } from '../speculative/draft-policy.ts';
 import { createSampler } from '../speculative/sampler.ts';
-import type { SplitManifest } from '../../split/manifest.ts';
 import { CloudClient } from './cloud-client.ts';
 import { openDeviceParts } from './device-parts.ts';
 import { Drafter } from './drafter.ts';
@@ -43,19 +39,6 @@ export interface RunDeviceOptions {
 export interface RunDeviceResult extends HatGeneration {
   promptIds: number[];
   text: string;
-}
-
-export function splitTokenizer(splitDir: string, manifest: SplitManifest): TextTokenizer {
-  const file = join(splitDir, manifest.tokenizer ?? 'tokenizer.json');
-  if (!existsSync(file)) throw new HatError('BAD_MANIFEST', `${splitDir} has no tokenizer.json`, 'split a model that has tokenizer.json beside it, or copy it into the split directory');
-  const beside = (name: string) => (existsSync(join(splitDir, name)) ? join(splitDir, name) : undefined);
-  return loadTokenizer({ tokenizer: file, tokenizerConfig: beside('tokenizer_config.json'), config: beside('config.json') });
-}
-
-export function encodePrompt(tokenizer: TextTokenizer, prompt: string): number[] {
-  const ids = prompt === '' ? (tokenizer.bosTokenId === undefined ? [] : [tokenizer.bosTokenId]) : tokenizer.encode(prompt);
-  if (ids.length === 0) throw new HatError('BAD_OPTION', '--prompt: an empty prompt needs a BOS token, and this tokenizer defines none', 'give a non-empty --prompt');
-  return ids;
 }
 
 export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceResult> {
