@@ -41,6 +41,8 @@ export class PartRunner {
   readonly io: PartIO;
   private state: KvState;
   private readonly hiddenType: string;
+  /** Total time spent inside onnxruntime runs, ms (for overhead accounting). */
+  runMs = 0;
 
   private constructor(session: ModelSession, io: PartIO) {
     this.session = session;
@@ -118,7 +120,9 @@ export class PartRunner {
         throw new HatError('UNSUPPORTED_MODEL', `${this.session.label} has an input '${name}' that hat does not know how to feed`);
       }
     }
+    const started = performance.now();
     const outputs = await this.session.run(feeds);
+    this.runMs += performance.now() - started;
     const tensors = new Map<string, Tensor>();
     for (const pair of this.io.kv) {
       tensors.set(pair.pastKey, outputs[pair.presentKey]);

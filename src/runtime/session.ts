@@ -26,6 +26,11 @@ export interface SessionOptions {
   graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
   /** Silence onnxruntime's own error log (for probes whose failures are expected and reported by hat). */
   quietRuntimeLog?: boolean;
+  /**
+   * Let onnxruntime's intra-op threads spin-wait between runs (its default). hat turns it off unless asked:
+   * device and cloud often share cores (and edge devices their battery), and idle spinning starves the other.
+   */
+  spinning?: boolean;
 }
 
 export class ModelSession {
@@ -76,6 +81,7 @@ export async function createSession(source: string | Uint8Array, options: Sessio
     logSeverityLevel: options.quietRuntimeLog ? 4 : 3,
   };
   if (options.threads) sessionOptions.intraOpNumThreads = options.threads;
+  if (!options.spinning) sessionOptions.extra = { session: { 'intra_op.allow_spinning': '0', 'inter_op.allow_spinning': '0' } };
   try {
     const session = typeof source === 'string'
       ? await ort.InferenceSession.create(source, sessionOptions)

@@ -47,6 +47,8 @@ export interface DeviceMetrics {
   parallelDrafting: { branches: number; hits: number };
   cloudComputeMs: number;
   cloudQueueMs: number;
+  /** Mean per verification round of the device's own time outside model runs and outside waiting for the cloud. */
+  deviceOverheadMsPerRound: number;
   fallback?: string;
 }
 
@@ -142,12 +144,13 @@ export class HatGenerator {
     if (prompt.length === 0) throw new HatError('BAD_OPTION', 'the prompt encodes to no tokens', 'pass a non-empty prompt, or a tokenizer with a BOS token');
     const metrics: DeviceMetrics = {
       ttftMs: 0, tbtMs: summarize([]), rounds: 0, tokensPerRound: 0, bytesUp: 0, bytesDown: 0, chunkSizes: [], prefillChunks: [],
-      draft: this.drafter.policy.describe(), parallelDrafting: { branches: 0, hits: 0 }, cloudComputeMs: 0, cloudQueueMs: 0,
+      draft: this.drafter.policy.describe(), parallelDrafting: { branches: 0, hits: 0 }, cloudComputeMs: 0, cloudQueueMs: 0, deviceOverheadMsPerRound: 0,
     };
     const started = performance.now();
     const bytesAtStart = { up: this.client.bytesUp, down: this.client.bytesDown };
     const generated: number[] = [];
     const perToken: number[] = [];
+    let overheadMs = 0;
     let done = false;
     const commit = (ids: number[]) => {
       const accepted: number[] = [];
@@ -168,6 +171,7 @@ export class HatGenerator {
       metrics.bytesUp = this.client.bytesUp - bytesAtStart.up;
       metrics.bytesDown = this.client.bytesDown - bytesAtStart.down;
       metrics.draft = this.drafter.policy.describe();
+      metrics.deviceOverheadMsPerRound = metrics.rounds ? Number((overheadMs / metrics.rounds).toFixed(4)) : 0;
       return { ids: generated, metrics, error };
     };
 
@@ -184,7 +188,12 @@ export class HatGenerator {
 
     let chain: DraftChain | undefined;
     let lastCommitAt = performance.now();
+    const modelMs = () => this.parts.input.runMs + this.parts.output.runMs + (this.parts.adapter?.runMs ?? 0)
+      + (this.parts.draftOutput === this.parts.output ? 0 : this.parts.draftOutput.runMs);
     while (!done) {
+      const roundStart = performance.now();
+      const modelAtStart = modelMs();
+      let waitedMs = 0;
       const base = prompt.length + generated.length - 1; // position of the pending token = the cloud's length
       chain ??= await this.drafter.start(pending);
       if (options.speculative) while (await this.drafter.extend(chain)) { /* grow the chain */ }
@@ -194,7 +203,9 @@ export class HatGenerator {
       try {
         const verification = this.client.forward(concatRows(chain.hidden), rows, base, { allPositions: true });
         if (options.parallelDrafting && chain.nextGuess) branch = await this.predraft(chain.nextGuess.token, verification);
+        const waitStart = performance.now();
         result = await verification;
+        waitedMs = performance.now() - waitStart;
       } catch (error) {
         if (!isHatError(error) || error.code !== 'NETWORK') throw error;
         if (!options.fallbackLocal || !this.parts.adapter) return finish(error);
@@ -233,6 +244,7 @@ export class HatGenerator {
       const now = performance.now();
       for (let i = 0; i < committed.length; i++) perToken.push((now - lastCommitAt) / committed.length);
       lastCommitAt = now;
+      overheadMs += now - roundStart - waitedMs - (modelMs() - modelAtStart);
     }
     return finish();
   }

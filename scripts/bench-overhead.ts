@@ -1,0 +1,94 @@
+/**
+ * Serving overhead (not a test), with no emulated network delay:
+ *  1. cloud: a verification round (k+1 hidden states on a cache of `past` positions) through serve-cloud — ws,
+ *     frame codec, scheduler, worker thread — against the bare onnxruntime run of the middle part, same shapes;
+ *  2. device: its own time per round outside model runs and outside waiting for the cloud (HatGenerator's
+ *     deviceOverheadMsPerRound) over a real generation.
+ *   npm run bench:overhead [-- --split DIR] [--rows 5] [--past 128] [--rounds 200]
+ * Without --split it generates a random Llama (hidden 512, 6 layers) and splits it 2 / 4 / 0.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { llamaConfig } from '../src/models/config.ts';
+import { writeLlamaOnnx } from '../src/models/llama-onnx.ts';
+import { randomWeights } from '../src/models/weights.ts';
+import { splitModel } from '../src/split/split.ts';
+import { silentReporter } from '../src/reporter.ts';
+import { spawnCloud } from '../src/runtime/cloud/spawn-cloud.ts';
+import { manifestHash, openPart, readManifest } from '../src/runtime/split-dir.ts';
+import { CloudClient } from '../src/runtime/device/cloud-client.ts';
+import { openDeviceParts } from '../src/runtime/device/device-parts.ts';
+import { HatGenerator } from '../src/runtime/device/hat-generator.ts';
+import { Drafter } from '../src/runtime/device/drafter.ts';
+import { FixedThresholdPolicy } from '../src/runtime/speculative/draft-policy.ts';
+import { createSampler } from '../src/runtime/speculative/sampler.ts';
+
+const { values } = parseArgs({ options: { split: { type: 'string' }, rows: { type: 'string', default: '5' }, past: { type: 'string', default: '128' }, rounds: { type: 'string', default: '200' } } });
+const rows = Number(values.rows), past = Number(values.past), rounds = Number(values.rounds);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+let cleanup = () => {};
+let split = values.split;
+let description = `split ${split}`;
+if (!split) {
+  const dir = mkdtempSync(join(tmpdir(), 'hat-bench-overhead-'));
+  const config = llamaConfig({ vocabSize: 4096, hiddenSize: 512, intermediateSize: 1408, layers: 6, heads: 8, kvHeads: 2, maxPositions: 4096 });
+  await writeLlamaOnnx(config, randomWeights({ seed: 1 }), join(dir, 'model.onnx'));
+  await splitModel({ model: join(dir, 'model.onnx'), out: join(dir, 'split'), verify: false }, silentReporter);
+  split = join(dir, 'split');
+  description = 'random Llama hidden 512, 6 layers (2 device / 4 cloud / head)';
+  cleanup = () => rmSync(dir, { recursive: true, force: true });
+}
+const manifest = readManifest(split);
+const d = manifest.hidden.size;
+const context = new Float32Array(past * d).map((_, i) => Math.sin(i) * 0.5);
+const verify = new Float32Array(rows * d).map((_, i) => Math.cos(i) * 0.5);
+
+// 1. The bare middle part in this process and the same round through serve-cloud (one worker, no emulated link),
+// interleaved round by round so background load hits both alike.
+const middle = await openPart(split, manifest, 'middle');
+await middle.step({ hidden: context }, past);
+const cloud = await spawnCloud(split, ['--workers', '1']);
+const bare: number[] = [];
+const served: number[] = [];
+const cloudCompute: number[] = [];
+try {
+  const client = await CloudClient.connect({ url: cloud.url, manifestHash: manifestHash(manifest), hiddenSize: d, wire: 'fp32' });
+  await client.forward(context, past, 0, { allPositions: false });
+  for (let i = 0; i < rounds; i++) {
+    middle.truncate(past);
+    const t = performance.now();
+    await middle.step({ hidden: verify }, rows);
+    bare.push(performance.now() - t);
+    const r = await client.forward(verify, rows, past, { allPositions: true });
+    served.push(r.roundTripMs);
+    cloudCompute.push(r.computeMs);
+  }
+  client.close();
+  await middle.session.release();
+
+  // 2. Device overhead per round during a real generation (drafts forced so rounds have work to do).
+  const parts = await openDeviceParts(split, manifest, { withAdapter: false });
+  const device = await CloudClient.connect({ url: cloud.url, manifestHash: manifestHash(manifest), hiddenSize: d, wire: 'fp16' });
+  const sampler = createSampler({ temperature: 0, topP: 1, seed: 0 });
+  const generator = new HatGenerator(parts, device, sampler, new Drafter(parts, sampler, new FixedThresholdPolicy(0.6, 6)));
+  const prompt = Array.from({ length: 64 }, (_, i) => (i * 31 + 7) % 4000);
+  const result = await generator.generate(prompt, { maxNewTokens: 128, speculative: false, parallelDrafting: false, chunk: 'off', fallbackLocal: false });
+  device.close();
+
+  const b = median(bare), s = median(served), c = median(cloudCompute);
+  console.log(`# serving overhead, no emulated link — ${new Date().toISOString()}`);
+  console.log(`machine: ${cpus()[0]?.model ?? 'unknown'}, ${cpus().length} cores; model: ${description}; ${rounds} rounds of ${rows} rows on a ${past}-position cache, medians`);
+  console.log('\n| | ms per verification round |');
+  console.log('|---|---:|');
+  console.log(`| bare onnxruntime run of middle.onnx (this process) | ${b.toFixed(3)} |`);
+  console.log(`| serve-cloud's own run time (worker thread, reported) | ${c.toFixed(3)} |`);
+  console.log(`| round trip through serve-cloud (ws + codec + scheduler + worker) | ${s.toFixed(3)} |`);
+  console.log(`\nserve-cloud adds ${(((s - b) / b) * 100).toFixed(1)} % over the bare run (target ≤ 10 %)`);
+  console.log(`device time per round outside model runs and cloud waits: ${result.metrics.deviceOverheadMsPerRound.toFixed(3)} ms over ${result.metrics.rounds} rounds (target ≤ 1 ms)`);
+} finally {
+  await cloud.stop();
+  cleanup();
+}
