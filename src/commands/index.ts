@@ -8,6 +8,7 @@ import { registerSynth } from './synth.ts';
 import { registerImportLlama2c } from './import-llama2c.ts';
 import { registerGenerate } from './generate.ts';
 import { registerSplit } from './split.ts';
+import { registerBench } from './bench.ts';
 
 type Register = (program: Command) => void;
 
@@ -20,6 +21,7 @@ const commands: Register[] = [
   registerSynth,
   registerImportLlama2c,
   registerGenerate,
+  registerBench,
 ];
 
 export function registerCommands(program: Command): void {

@@ -1,0 +1,27 @@
+/** --out: results.json, report.txt and the SVG charts, staged beside --out and renamed into place at the end. */
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { HatError } from '../errors.ts';
+
+/** Checked before the run starts, so a bad --out costs nothing. */
+export function checkOutDir(out: string, force: boolean): void {
+  if (existsSync(out) && readdirSync(out).length > 0 && !force) {
+    throw new HatError('OUTPUT_EXISTS', `--out ${out} is not empty`, 'pick a new folder or pass --force to replace it');
+  }
+  if (!existsSync(dirname(resolve(out)))) throw new HatError('OUTPUT_EXISTS', `the parent of --out ${out} does not exist`);
+}
+
+export function writeOutDir(out: string, files: Record<string, string>): void {
+  const target = resolve(out);
+  const staging = join(dirname(target), `.${target.split('/').pop()}.partial-${process.pid}`);
+  rmSync(staging, { recursive: true, force: true });
+  mkdirSync(staging);
+  try {
+    for (const [name, text] of Object.entries(files)) writeFileSync(join(staging, name), text);
+    rmSync(target, { recursive: true, force: true });
+    renameSync(staging, target);
+  } catch (error) {
+    rmSync(staging, { recursive: true, force: true });
+    throw new HatError('OUTPUT_EXISTS', `cannot write ${out}: ${(error as Error).message}`);
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * The prompts every scenario runs: from a JSONL file (`{"prompt": "..."}` or `{"ids": [...]}` per line), or of
+ * given lengths cut from a held-out passage (1 John 1–5, KJV, public domain — text the default model never
+ * trained on) when the split has a tokenizer, else seeded pseudo-random token ids.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { HatError } from '../errors.ts';
+import { readManifest } from '../runtime/split-dir.ts';
+import { loadTokenizer, type TextTokenizer } from '../runtime/tokenizer.ts';
+import { seededUniform } from '../runtime/sampling.ts';
+
+export interface BenchPrompt {
+  ids: number[];
+  /** The prompt as text, when known (cloud-only sends it). */
+  text?: string;
+  /** Where it came from, for the report. */
+  source: string;
+}
+
+export function splitTokenizerIfAny(splitDir: string): TextTokenizer | undefined {
+  const file = join(splitDir, readManifest(splitDir).tokenizer ?? 'tokenizer.json');
+  if (!existsSync(file)) return undefined;
+  const beside = (name: string) => (existsSync(join(splitDir, name)) ? join(splitDir, name) : undefined);
+  return loadTokenizer({ tokenizer: file, tokenizerConfig: beside('tokenizer_config.json'), config: beside('config.json') });
+}
+
+const PASSAGE = new URL('./held-out-passage.txt', import.meta.url);
+
+export function promptsFromFile(file: string, tokenizer: TextTokenizer | undefined): BenchPrompt[] {
+  if (!existsSync(file)) throw new HatError('FILE_NOT_FOUND', `--prompts ${file} does not exist`);
+  const lines = readFileSync(file, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean);
+  const prompts = lines.map((line, i): BenchPrompt => {
+    let entry: { prompt?: unknown; text?: unknown; ids?: unknown };
+    try {
+      entry = JSON.parse(line) as typeof entry;
+    } catch {
+      throw new HatError('BAD_OPTION', `--prompts ${file}:${i + 1} is not JSON`, 'one object per line: {"prompt": "..."} or {"ids": [1, 2, 3]}');
+    }
+    const text = entry.prompt ?? entry.text;
+    if (typeof text === 'string' && text.length) {
+      if (!tokenizer) throw new HatError('BAD_OPTION', `--prompts ${file}:${i + 1} is text, and the split has no tokenizer.json`, 'give {"ids": [...]} lines instead');
+      return { ids: tokenizer.encode(text), text, source: `${file}:${i + 1}` };
+    }
+    if (Array.isArray(entry.ids) && entry.ids.length && entry.ids.every((x) => Number.isInteger(x) && x >= 0)) {
+      return { ids: entry.ids as number[], source: `${file}:${i + 1}` };
+    }
+    throw new HatError('BAD_OPTION', `--prompts ${file}:${i + 1} has neither a non-empty "prompt" string nor an "ids" array`);
+  });
+  if (!prompts.length) throw new HatError('BAD_OPTION', `--prompts ${file} holds no prompt`);
+  return prompts;
+}
+
+/** `perLength` prompts of each length; the k-th starts k·97 tokens into the passage (or uses seed k). */
+export function promptsOfLengths(lengths: readonly number[], perLength: number, tokenizer: TextTokenizer | undefined, vocabSize: number): BenchPrompt[] {
+  const passage = tokenizer ? tokenizer.encode(readFileSync(PASSAGE, 'utf8')) : [];
+  const prompts: BenchPrompt[] = [];
+  for (const length of lengths) {
+    for (let k = 0; k < perLength; k++) {
+      if (tokenizer) {
+        const ids = Array.from({ length }, (_, i) => passage[(k * 97 + i) % passage.length]);
+        const wrapped = k * 97 + length > passage.length ? ' (passage repeated)' : '';
+        prompts.push({ ids, text: tokenizer.decode(ids), source: `1 John 1–5, ${length} tokens from token ${k * 97}${wrapped}` });
+      } else {
+        const random = seededUniform(1000 * length + k);
+        const ids = Array.from({ length }, () => 3 + Math.floor(random() * Math.max(1, vocabSize - 3)));
+        prompts.push({ ids, source: `${length} seeded random token ids (no tokenizer)` });
+      }
+    }
+  }
+  return prompts;
+}
+
+/** The positions a request needs must fit the model's context (config.json's max_position_embeddings, if any). */
+export function checkContext(splitDir: string, prompts: readonly BenchPrompt[], maxNewTokens: number, maxDraft: number): void {
+  const config = join(splitDir, 'config.json');
+  if (!existsSync(config)) return;
+  const limit = (JSON.parse(readFileSync(config, 'utf8')) as { max_position_embeddings?: number }).max_position_embeddings;
+  const longest = Math.max(...prompts.map((p) => p.ids.length));
+  if (limit && longest + maxNewTokens + maxDraft + 1 > limit) {
+    throw new HatError('BAD_OPTION', `the longest prompt (${longest} tokens) + --max-new-tokens ${maxNewTokens} + drafts exceeds the model's context of ${limit}`,
+      `use shorter --prompt-lengths or fewer --max-new-tokens (at most ${limit - maxNewTokens - maxDraft - 1} prompt tokens)`);
+  }
+}

@@ -1,0 +1,212 @@
+/**
+ * `hat bench`'s core: one real serve-cloud process, the cloud-only server (when asked for), N device processes;
+ * every scenario on the same prompts, warm-up runs discarded. Closed loop by default (each device sends its
+ * next request when the last one finished; scenarios interleaved per prompt so load drift hits them alike);
+ * with a rate, open loop: Poisson arrivals per scenario. Core code: it reports through the Reporter only.
+ */
+import { cpus, platform, release } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Reporter } from '../reporter.ts';
+import { spawnCloud } from '../runtime/cloud/spawn-cloud.ts';
+import { describeLink, type LinkSpec } from '../runtime/link.ts';
+import type { WireDTypeName } from '../runtime/protocol/frame.ts';
+import { readManifest } from '../runtime/split-dir.ts';
+import { seededUniform } from '../runtime/sampling.ts';
+import type { SplitManifest } from '../split/manifest.ts';
+import type { StageCosts } from './calibrate.ts';
+import { DevicePool } from './device-pool.ts';
+import { aggregate, withRatios, type ScenarioResult } from './metrics.ts';
+import { checkContext, promptsFromFile, promptsOfLengths, splitTokenizerIfAny, type BenchPrompt } from './prompts.ts';
+import type { RequestRecord } from './record.ts';
+import { BASELINE, type Scenario } from './scenarios.ts';
+import { paperTestbed, simulateTestbed, type Acceptance, type SimulatedResult } from './simulate.ts';
+import { spawnTextCloud } from './text-cloud.ts';
+
+export interface BenchOptions {
+  splitDir: string;
+  link: LinkSpec;
+  promptsFile?: string;
+  promptLengths: number[];
+  promptsPerLength: number;
+  maxNewTokens: number;
+  repeats: number;
+  devices: number;
+  /** Requests per second (open loop); undefined = closed loop. */
+  rate?: number;
+  scenarios: Scenario[];
+  sloTtftMs: number;
+  warmup: number;
+  wire: WireDTypeName;
+  draftThreshold: 'auto' | number;
+  maxDraft: number;
+  threads?: number;
+  cloudWorkers: number;
+  simulate: boolean;
+  deviceSlowdown: number;
+  seed: number;
+}
+
+export interface BenchHeader {
+  date: string;
+  machine: string;
+  model: string;
+  split: string;
+  link: string;
+  load: string;
+  prompts: string;
+}
+
+export interface BenchReport {
+  header: BenchHeader;
+  notes: string[];
+  scenarios: ScenarioResult[];
+  simulation?: { deviceSlowdown: number; costs: StageCosts; acceptance: Acceptance; results: SimulatedResult[]; assumptions: string[] };
+}
+
+function describeModel(splitDir: string, manifest: SplitManifest): string {
+  const [, k] = manifest.parts.input.layers;
+  const [m0, m1] = manifest.parts.middle.layers;
+  const [o0, o1] = manifest.parts.output.layers;
+  const adapter = manifest.adapter ? `adapter ${manifest.adapter.kind}` : 'no adapter';
+  return `${manifest.source.file}: ${manifest.source.layers} layers, hidden ${manifest.hidden.size} ${manifest.hidden.dtype}; device ${k} + head${o1 > o0 ? ` + ${o1 - o0}` : ''}, cloud ${m1 - m0}; ${adapter}`;
+}
+
+/** Why drafts could be meaningless here: random weights (synth's config.json says so) or a placeholder adapter. */
+function randomWeightNotes(splitDir: string, manifest: SplitManifest): string[] {
+  const notes: string[] = [];
+  const config = join(splitDir, 'config.json');
+  if (existsSync(config)) {
+    const parsed = JSON.parse(readFileSync(config, 'utf8')) as { hat_synthetic?: { random_weights?: boolean } };
+    if (parsed.hat_synthetic?.random_weights) notes.push('RANDOM WEIGHTS (config.json: hat_synthetic.random_weights): the drafts are meaningless, so the speculative scenarios\' TBT is not HAT\'s; TTFT and the non-speculative rows are still real costs of this model\'s shape.');
+  }
+  if (manifest.adapter && JSON.stringify(manifest.adapter.metrics).includes('identity')) notes.push('The adapter is an identity placeholder (manifest.adapter.metrics): drafts are the input part\'s own guesses, not a trained draft head.');
+  return notes;
+}
+
+function acceptanceFrom(records: readonly RequestRecord[]): Acceptance | undefined {
+  const spec = records.filter((r) => r.scenario === 'hat' && !r.error);
+  if (!spec.length) return undefined;
+  const rounds = spec.reduce((s, r) => s + r.rounds, 0);
+  const branches = spec.reduce((s, r) => s + r.parallelDrafting.branches, 0);
+  return {
+    tokensPerRound: rounds ? spec.reduce((s, r) => s + r.tokens - 1, 0) / rounds : 1,
+    rowsPerRound: rounds ? spec.reduce((s, r) => s + r.decodeRowsUp, 0) / rounds : 1,
+    parallelHitRate: branches ? spec.reduce((s, r) => s + r.parallelDrafting.hits, 0) / branches : 0,
+  };
+}
+
+export async function runBench(options: BenchOptions, reporter: Reporter): Promise<BenchReport> {
+  const manifest = readManifest(options.splitDir);
+  const tokenizer = splitTokenizerIfAny(options.splitDir);
+  const prompts: BenchPrompt[] = options.promptsFile
+    ? promptsFromFile(options.promptsFile, tokenizer)
+    : promptsOfLengths(options.promptLengths, options.promptsPerLength, tokenizer, manifest.model?.vocabSize ?? 32);
+  checkContext(options.splitDir, prompts, options.maxNewTokens, options.maxDraft);
+  const longest = Math.max(...prompts.map((p) => p.ids.length));
+  const notes = randomWeightNotes(options.splitDir, manifest);
+
+  const startup = reporter.progress('starting serve-cloud, the device processes and (for cloud-only) the full-model server');
+  const cloud = await spawnCloud(options.splitDir, ['--workers', String(options.cloudWorkers), '--max-tokens-per-frame', String(Math.max(4096, longest)), '--max-sessions', String(options.devices * 2 + 4)]);
+  const stops: Array<() => unknown> = [() => cloud.stop()];
+  try {
+    const textCloud = options.scenarios.some((s) => s.kind === 'cloud-only') ? await spawnTextCloud(options.splitDir, options.threads) : undefined;
+    if (textCloud) stops.push(() => textCloud.stop());
+    const pool = await DevicePool.start(options.devices, {
+      splitDir: options.splitDir, cloudUrl: cloud.url, textCloudUrl: textCloud?.url, link: options.link, wire: options.wire,
+      draftThreshold: options.draftThreshold, maxDraft: options.maxDraft, threads: options.threads,
+    });
+    stops.push(() => pool.close());
+    startup.succeed(`serve-cloud at ${cloud.url}; ${options.devices} device process(es)${textCloud ? `; cloud-only server at ${textCloud.url}` : ''}`);
+    const scenarios = options.scenarios.filter((s) => {
+      if (!s.speculative || pool.hasAdapter) return true;
+      notes.push(`${s.name} skipped: the split has no adapter (run \`hat train-adapter\`).`);
+      return false;
+    });
+
+    const shortest = prompts.reduce((a, b) => (b.ids.length < a.ids.length ? b : a));
+    const measured = prompts.length * options.repeats * scenarios.length;
+    const total = scenarios.length * options.warmup + measured;
+    let done = 0;
+    const progress = reporter.progress(`bench: ${scenarios.length} scenarios × ${prompts.length} prompts × ${options.repeats}`);
+    const step = (what: string) => { done++; progress.update(`${what} (${done}/${total})`, done / total); };
+    for (const scenario of scenarios) {
+      for (let w = 0; w < options.warmup; w++) { await pool.onEach(scenario, shortest, options.maxNewTokens); step(`warm-up ${scenario.name}`); }
+    }
+
+    const records: RequestRecord[] = [];
+    const wallMs = new Map<string, number>();
+    if (options.rate === undefined) {
+      const jobs: Array<{ scenario: Scenario; prompt: BenchPrompt }> = [];
+      for (let r = 0; r < options.repeats; r++) for (const prompt of prompts) for (const scenario of scenarios) jobs.push({ scenario, prompt });
+      await Promise.all(Array.from({ length: pool.size }, async () => {
+        for (let job = jobs.shift(); job; job = jobs.shift()) {
+          records.push(await pool.run(job.scenario, job.prompt, options.maxNewTokens));
+          step(job.scenario.name);
+        }
+      }));
+    } else {
+      for (const scenario of scenarios) {
+        const random = seededUniform(options.seed); // the same arrival times for every scenario
+        const started = performance.now();
+        let at = 0;
+        const runs: Array<Promise<void>> = [];
+        for (let r = 0; r < options.repeats; r++) {
+          for (const prompt of prompts) {
+            at += -Math.log(1 - random()) * (1000 / options.rate);
+            const due = at;
+            runs.push(new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, started + due - performance.now()))).then(async () => {
+              records.push(await pool.run(scenario, prompt, options.maxNewTokens));
+              step(scenario.name);
+            }));
+          }
+        }
+        await Promise.all(runs);
+        wallMs.set(scenario.name, performance.now() - started);
+      }
+    }
+    progress.succeed(`bench: ${records.length} measured requests (${scenarios.length * options.warmup} warm-up rounds discarded)`);
+
+    const results = withRatios(scenarios.map((s) => aggregate(s, records.filter((r) => r.scenario === s.name), {
+      sloTtftMs: options.sloTtftMs, devices: options.devices, wallMs: wallMs.get(s.name),
+    })), BASELINE);
+    for (const r of results) if (r.failed) notes.push(`${r.name}: ${r.failed} request(s) failed: ${records.find((x) => x.scenario === r.name && x.error)?.error}`);
+    const hat = results.find((r) => r.name === 'hat');
+    if (hat && hat.tokensPerRound < 1.2) notes.push(`HAT committed only ${hat.tokensPerRound} tokens per round: the drafts are rarely accepted, so its TBT is not representative of a trained draft head.`);
+
+    const report: BenchReport = {
+      header: {
+        date: new Date().toISOString(),
+        machine: `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${platform()} ${release()}, Node ${process.versions.node}; device processes, serve-cloud and the cloud-only server share these cores`,
+        model: describeModel(options.splitDir, manifest),
+        split: options.splitDir,
+        link: `${describeLink(options.link)} (applied on each device, both directions, all network scenarios)`,
+        load: options.rate === undefined
+          ? `closed loop: ${options.devices} device(s), each sends its next request when the last finished; ${options.warmup} warm-up run(s) per device and scenario discarded`
+          : `open loop: ${options.devices} device(s), Poisson arrivals at ${options.rate} req/s per scenario; ${options.warmup} warm-up run(s) per device and scenario discarded`,
+        prompts: `${prompts.length} prompts (${[...new Set(prompts.map((p) => p.ids.length))].join(', ')} tokens; ${prompts[0].source}) × ${options.repeats}, ${options.maxNewTokens} new tokens each (greedy, stop token ignored)`,
+      },
+      notes,
+      scenarios: results,
+    };
+    if (options.simulate) {
+      const sim = reporter.progress('SIMULATION: measuring stage costs, then replaying HAT\'s testbed');
+      const costs = await pool.calibrate();
+      const acceptance = acceptanceFrom(records) ?? { tokensPerRound: 1, rowsPerRound: 1, parallelHitRate: 0 };
+      const config = paperTestbed(costs, acceptance, options.deviceSlowdown);
+      report.simulation = {
+        deviceSlowdown: options.deviceSlowdown, costs, acceptance, results: await simulateTestbed(config),
+        assumptions: [
+          `${config.devices} devices, uplink ${config.uplinkMBs.join('–')} MB/s and downlink ${config.downlinkMBs.join('–')} MB/s drawn per device, ${config.oneWayLatencyMs} ms one way`,
+          `Poisson arrivals at ${config.rates.join(' and ')} req/s, ${config.requests} requests each (first 10 % warm-up), prompts exponential with mean ${config.meanPromptTokens} tokens (SpecBench's mean), ${config.maxNewTokens} new tokens`,
+          `device compute = measured device cost × ${options.deviceSlowdown} (device and cloud were measured on the same CPU); cloud g(X) = ${costs.cloud.baseMs.toFixed(2)} + ${costs.cloud.perTokenMs.toFixed(4)}·X ms as measured, iteration-level batches up to ${config.cloudTokenBudget} tokens, no pipeline stages (P = 1)`,
+          `decoding: ${acceptance.tokensPerRound.toFixed(2)} tokens and ${acceptance.rowsPerRound.toFixed(2)} uploaded rows per round, parallel-drafting hit rate ${(acceptance.parallelHitRate * 100).toFixed(0)} % (measured on the hat scenario)`,
+        ],
+      };
+      sim.succeed('SIMULATION done');
+    }
+    return report;
+  } finally {
+    for (const stop of stops.reverse()) await stop();
+  }
+}
