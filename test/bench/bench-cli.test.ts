@@ -1,0 +1,62 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { HAT_BIN } from '../../src/runtime/cloud/spawn-cloud.ts';
+import { addIdentityAdapter, makeSmallSplit } from '../helpers/runtime-fixtures.ts';
+
+const hat = (args: string[]) => spawnSync(process.execPath, [HAT_BIN, ...args], { encoding: 'utf8', timeout: 90_000 });
+
+test('hat bench end to end on a small split: every scenario, table, results.json, charts, SIMULATION', async () => {
+  const { dir, split } = await makeSmallSplit();
+  addIdentityAdapter(split);
+  const out = join(dir, 'bench');
+  try {
+    const run = hat(['bench', split, '--prompt-lengths', '8,24', '--prompts-per-length', '1', '--max-new-tokens', '6', '--link', 'wifi', '--simulate', '--out', out]);
+    assert.equal(run.status, 0, run.stderr);
+    for (const expected of ['machine:', 'EMULATED link "wifi"', 'HAT ablation', 'SIMULATION', 'identity placeholder', 'u-sarathi']) assert.ok(run.stdout.includes(expected), expected);
+    const results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
+    const names = ['hat', 'u-shape', 'u-sarathi', 'u-spec', 'chunk-only', 'chunk-spec', 'cloud-only', 'device-only'];
+    assert.deepEqual(Object.keys(results.scenarios), names);
+    for (const name of names) {
+      const r = results.scenarios[name];
+      for (const field of ['ttftMs', 'tbtMs']) for (const stat of ['mean', 'p50', 'p90', 'p99']) assert.equal(typeof r[field][stat], 'number', `${name}.${field}.${stat}`);
+      assert.equal(r.requests, 2, name);
+      assert.equal(r.failed, 0, name);
+      assert.ok(r.ttftMs.mean > 0, name);
+    }
+    assert.equal(results.scenarios['u-shape'].ratioToUShape.ttftMean, 1);
+    assert.equal(results.scenarios['device-only'].bytesUpPerToken, 0);
+    assert.ok(results.scenarios['cloud-only'].bytesUpPerToken < results.scenarios['u-shape'].bytesUpPerToken, 'text is smaller than hidden states');
+    assert.equal(results.simulation.label, 'SIMULATION (not a measurement)');
+    assert.equal(results.simulation.results.length, 10);
+    for (const chart of ['ttft-by-scenario.svg', 'tbt-by-scenario.svg', 'ttft-vs-prompt-length.svg']) {
+      assert.match(readFileSync(join(out, chart), 'utf8'), /^<svg[^>]*>.*u-shape.*<\/svg>$/s, chart);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('hat bench refuses bad input in one line, before running, and leaves --out as it was', async () => {
+  const { dir, split } = await makeSmallSplit();
+  const out = join(dir, 'taken');
+  mkdirSync(out);
+  writeFileSync(join(out, 'keep.txt'), 'mine');
+  try {
+    const taken = hat(['bench', split, '--out', out]);
+    assert.notEqual(taken.status, 0);
+    assert.match(taken.stderr.trim(), /^error\[OUTPUT_EXISTS\]: --out .* is not empty — [^\n]*$/);
+    assert.deepEqual(readdirSync(out), ['keep.txt']);
+    const unknown = hat(['bench', split, '--scenarios', 'hat,u-medusa', '--out', join(dir, 'new')]);
+    assert.notEqual(unknown.status, 0);
+    assert.match(unknown.stderr.trim(), /^error\[BAD_OPTION\]: --scenarios: unknown scenario "u-medusa"/);
+    const noAdapter = hat(['bench', split, '--scenarios', 'hat', '--prompt-lengths', '8', '--prompts-per-length', '1', '--max-new-tokens', '2', '--out', join(dir, 'new')]);
+    assert.equal(noAdapter.status, 0, noAdapter.stderr);
+    assert.match(noAdapter.stdout, /hat skipped: the split has no adapter/);
+    assert.ok(!existsSync(join(dir, '.new.partial-')));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
