@@ -46,7 +46,7 @@ export function ablationTable(results: readonly ScenarioResult[]): string {
 export function simulationTable(report: BenchReport): string {
   const sim = report.simulation!;
   const at = (scenario: string, rate: number) => sim.results.find((r) => r.scenario === scenario && r.rate === rate);
-  const t = plain(['SIMULATION', 'TTFT ms @4', 'TTFT ms @6', 'TTFT × u-shape @6', 'TBT ms @4', 'TBT cut by HAT @4', 'paper TTFT ms @6', 'paper TBT cut by HAT @4']);
+  const t = plain(['SIMULATION', 'TTFT ms @4', 'TTFT ms @6', 'TTFT × u-shape @6', 'TBT ms @4', 'TBT cut by HAT @4', 'cloud busy @6', 'paper TTFT ms @6', 'paper TBT cut by HAT @4']);
   const paperName: Record<string, string> = { hat: 'hat', 'u-sarathi': 'u-sarathi', 'u-spec': 'u-medusa', 'u-shape': 'u-shape' };
   const hat4 = at('hat', 4);
   for (const scenario of ['hat', 'u-sarathi', 'u-spec', 'u-shape', 'chunk-only']) {
@@ -54,7 +54,7 @@ export function simulationTable(report: BenchReport): string {
     const cut = r4 && hat4 && scenario !== 'hat' ? `${((1 - hat4.tbtMs.mean / r4.tbtMs.mean) * 100).toFixed(1)} %` : '–';
     const name = paperName[scenario];
     t.push([scenario === 'u-spec' ? 'u-spec (≈ U-Medusa)' : scenario, f(r4?.ttftMs.mean), f(r6?.ttftMs.mean), r6 && base6 ? (r6.ttftMs.mean / base6.ttftMs.mean).toFixed(2) : '–',
-      f(r4?.tbtMs.mean, 2), cut, name ? f(PAPER.ttftAt6[name]) : '–', name && PAPER.tbtCutAt4[name] ? `${PAPER.tbtCutAt4[name]} %` : '–']);
+      f(r4?.tbtMs.mean, 2), cut, r6 ? `${(r6.cloudBusyShare * 100).toFixed(0)} %` : '–', name ? f(PAPER.ttftAt6[name]) : '–', name && PAPER.tbtCutAt4[name] ? `${PAPER.tbtCutAt4[name]} %` : '–']);
   }
   return t.toString();
 }
@@ -68,6 +68,7 @@ export function renderReport(report: BenchReport, sloTtftMs: number): string {
   if (report.simulation) {
     lines.push('', '=== SIMULATION (discrete-event model fed with the costs measured above; NOT a measurement) ===');
     for (const a of report.simulation.assumptions) lines.push(`- ${a}`);
+    if (report.simulation.results.some((r) => r.cloudBusyShare > 0.95)) lines.push('NOTE: the simulated cloud is saturated (busy > 95 %): this model\'s measured g(X) cannot serve HAT\'s load, so queueing dominates and the rows say little about HAT.');
     lines.push(simulationTable(report), 'paper: SpecBench, Vicuna-7B, 30 Jetson devices, 8×A6000 cloud (hat-method.md §11); U-Medusa is the closest paper baseline to u-spec.');
   }
   return lines.join('\n');

@@ -45,6 +45,8 @@ export interface SimulatedResult {
   ttftMs: Summary;
   tbtMs: Summary;
   tokensPerSecond: number;
+  /** Share of the simulated time the cloud was computing; near 1 means overloaded (queues grow, figures run away). */
+  cloudBusyShare: number;
 }
 
 /** The HAT paper's testbed (hat-method.md §9) and SpecBench's mean prompt length. */
@@ -62,6 +64,7 @@ class Cloud {
   private busy = false;
   /** EMA of queue waits (HAT's W). */
   waitEstimateMs = 0;
+  busyMs = 0;
 
   constructor(private readonly loop: EventLoop, private readonly config: SimulationConfig) {}
 
@@ -87,6 +90,7 @@ class Cloud {
         batch.push(this.queue.shift()!);
       }
       for (const item of batch) this.waitEstimateMs = 0.8 * this.waitEstimateMs + 0.2 * (this.loop.now - item.queuedAt);
+      this.busyMs += this.g(tokens);
       await this.loop.sleep(this.g(tokens));
       for (const item of batch) item.done();
     }
@@ -218,6 +222,7 @@ export async function simulateScenario(scenario: SimulatedScenario, rate: number
     ttftMs: summarize(results.map((r) => r.ttftMs)),
     tbtMs: summarize(results.flatMap((r) => r.gaps)),
     tokensPerSecond: Number((tokens / (span / 1000)).toFixed(1)),
+    cloudBusyShare: Number(Math.min(1, cloud.busyMs / loop.now).toFixed(3)),
   };
 }
 
