@@ -14,6 +14,11 @@ import { AdamW, DEFAULT_ADAMW, learningRate, type AdamWOptions } from './optimiz
 import { checkHead, DEFAULT_LOSS, draftLoss, hiddenOf, type LossOptions, type LossValue, type OutputHead } from './output-head.ts';
 import type { PairSource } from './pair-source.ts';
 
+/** Steps between re-fits of the schedule to a time budget. */
+const REFIT_EVERY = 10;
+/** Default warm-up: this fraction of all steps. */
+const WARMUP_FRACTION = 0.05;
+
 export interface TrainOptions {
   config: AttentionAdapterConfig;
   init?: InitOptions;
@@ -27,8 +32,12 @@ export interface TrainOptions {
   lrFloor?: number;
   adamw?: Partial<AdamWOptions>;
   loss?: Partial<LossOptions>;
-  /** Stop after this many steps or seconds even if epochs remain (the schedule still spans all epochs unless maxSteps is set). */
+  /** Stop after this many steps even if epochs remain; the schedule then ends at this step. */
   maxSteps?: number;
+  /**
+   * A time budget for the loop: the schedule is re-fitted every few steps to the steps the measured speed
+   * allows, so the learning rate still completes its cosine when time, not data, runs out.
+   */
   maxSeconds?: number;
   /** Held-out pairs, evaluated before and after training. */
   validation?: PairSource;
@@ -98,22 +107,30 @@ export async function trainAttentionAdapter(
   try {
     const params = initAdapterParams(options.config, options.init);
     const optimizer = new AdamW(params, { ...DEFAULT_ADAMW, ...options.adamw });
-    const totalSteps = Math.min(options.maxSteps ?? Infinity, options.epochs * source.batchesPerPass);
+    const plannedSteps = Math.min(options.maxSteps ?? Infinity, options.epochs * source.batchesPerPass);
+    const warmupFor = (steps: number) => options.warmupSteps ?? Math.max(1, Math.round(steps * WARMUP_FRACTION));
     const schedule = {
       peak: options.lr,
-      warmupSteps: options.warmupSteps ?? Math.max(1, Math.round(totalSteps * 0.05)),
-      totalSteps,
+      warmupSteps: warmupFor(plannedSteps),
+      totalSteps: plannedSteps,
       floor: options.lrFloor ?? 0.1,
     };
     const validationBefore = options.validation
       ? await evaluateAdapter(params, options.config, options.validation, head, loss, engine) : undefined;
 
     const progress = reporter.progress(`training the attention adapter (${parameterCount(options.config).toLocaleString('en')} parameters)`);
-    const recordEvery = Math.max(1, Math.floor(totalSteps / 200));
     const history: StepRecord[] = [];
     const started = Date.now();
     let step = 0, tokens = 0;
-    const outOfTime = () => step >= totalSteps || (options.maxSeconds !== undefined && (Date.now() - started) / 1000 >= options.maxSeconds);
+    let latest: StepRecord | undefined;
+    const elapsed = () => (Date.now() - started) / 1000;
+    const outOfTime = () => step >= schedule.totalSteps || (options.maxSeconds !== undefined && elapsed() >= options.maxSeconds);
+    const refitSchedule = () => {
+      if (options.maxSeconds === undefined || step % REFIT_EVERY !== 0) return;
+      const affordable = step + Math.floor((options.maxSeconds - elapsed()) / (elapsed() / step));
+      schedule.totalSteps = Math.max(step + 1, Math.min(plannedSteps, affordable));
+      schedule.warmupSteps = warmupFor(schedule.totalSteps);
+    };
     try {
       for (let epoch = 0; epoch < options.epochs && !outOfTime(); epoch++) {
         for await (const batch of source.batches()) {
@@ -125,12 +142,12 @@ export async function trainAttentionAdapter(
           if (!Number.isFinite(value.total) || !Number.isFinite(gradNorm)) {
             throw new HatError('BAD_OPTION', `training diverged at step ${step} (loss ${value.total})`, 'lower the learning rate (--lr)');
           }
-          if (step % recordEvery === 0 || step === totalSteps - 1) {
-            history.push({ step, lr, loss: value.total, smoothL1: value.smoothL1, crossEntropy: value.crossEntropy, top1Agreement: value.top1Agreement, gradNorm });
-          }
+          latest = { step, lr, loss: value.total, smoothL1: value.smoothL1, crossEntropy: value.crossEntropy, top1Agreement: value.top1Agreement, gradNorm };
+          if (step % Math.max(1, Math.floor(schedule.totalSteps / 200)) === 0) history.push(latest);
           step++;
           tokens += batch.batch * batch.seq;
-          progress.update(`epoch ${epoch + 1}/${options.epochs} step ${step}/${totalSteps} loss ${value.total.toFixed(4)} (L1 ${value.smoothL1.toFixed(4)}, CE ${value.crossEntropy.toFixed(3)}, top-1 ${(value.top1Agreement * 100).toFixed(1)}%)`, step / totalSteps);
+          refitSchedule();
+          progress.update(`epoch ${epoch + 1}/${options.epochs} step ${step}/${schedule.totalSteps} loss ${value.total.toFixed(4)} (L1 ${value.smoothL1.toFixed(4)}, CE ${value.crossEntropy.toFixed(3)}, top-1 ${(value.top1Agreement * 100).toFixed(1)}%)`, step / schedule.totalSteps);
           if (outOfTime()) break;
         }
       }
@@ -138,6 +155,8 @@ export async function trainAttentionAdapter(
       progress.fail();
       throw error;
     }
+    // The last step always closes the history, whichever limit ended the loop.
+    if (latest && history.at(-1) !== latest) history.push(latest);
     const seconds = (Date.now() - started) / 1000;
     progress.succeed(`trained the attention adapter: ${step} steps, ${tokens.toLocaleString('en')} tokens in ${seconds.toFixed(1)} s`);
     const validationAfter = options.validation

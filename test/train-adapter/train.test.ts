@@ -57,6 +57,16 @@ test('training on a learnable synthetic problem drives the held-out loss down an
   assert.ok(result.history.length > 10 && result.history.every((r) => Number.isFinite(r.loss)));
 });
 
+test('a time budget stops training early with the learning rate schedule completed', async () => {
+  const result = await trainAttentionAdapter(bufferedSource(problem(1, 10), 1 << 24), head,
+    { config, epochs: 10000, lr: 1e-2, maxSeconds: 1, engine: jsMatMul });
+  assert.ok(result.steps < 100000 && result.seconds < 1.5, `${result.steps} steps in ${result.seconds} s`);
+  const last = result.history.at(-1)!;
+  assert.equal(last.step, result.steps - 1);
+  assert.ok(last.lr < 0.3 * 1e-2, `final learning rate ${last.lr}`);
+  assert.ok(Math.max(...result.history.map((r) => r.lr)) > 0.9 * 1e-2, 'the peak rate was reached');
+});
+
 test('bad training options are HatErrors', async () => {
   const source: PairSource = problem(1, 1);
   await assert.rejects(trainAttentionAdapter(source, head, { config, epochs: 0, lr: 1e-3, engine: jsMatMul }),
