@@ -253,27 +253,6 @@ export class ExternalDataWriter {
     this.point(tensor, start, length);
   }
 
-  /**
-   * Appends a tensor whose bytes arrive in pieces (e.g. weights generated on the fly), so it never sits whole
-   * in memory. The pieces must add up to exactly `length` bytes.
-   */
-  appendChunks(tensor: TensorProto, length: number, chunks: Iterable<Uint8Array>): void {
-    this.alignFor(length);
-    const start = this.offset;
-    let done = 0;
-    for (const chunk of chunks) {
-      if (done + chunk.length > length) throw new HatError('INTERNAL', `tensor ${tensor.name ?? '?'}: chunks exceed its ${length} bytes`);
-      let written = 0;
-      while (written < chunk.length) written += writeSync(this.fd, chunk, written, chunk.length - written, start + done + written);
-      done += chunk.length;
-    }
-    if (done !== length) {
-      throw new HatError('INTERNAL', `tensor ${tensor.name ?? '?'}: chunks hold ${done} of its ${length} bytes`);
-    }
-    this.offset += length;
-    this.point(tensor, start, length);
-  }
-
   /** Copies `length` bytes at `offset` of `source` into this file without holding them all in memory. */
   appendFromFile(tensor: TensorProto, source: string, offset: number, length: number): void {
     this.alignFor(length);
