@@ -39,9 +39,9 @@ before(async () => {
 });
 after(() => server.stop());
 
-async function runHat(options: Partial<HatGenerateOptions>, policy: DraftPolicy = new FixedThresholdPolicy(0, 4)) {
+async function runHat(options: Partial<HatGenerateOptions>, policy: DraftPolicy = new FixedThresholdPolicy(0, 4), withAdapter = options.speculative !== false) {
   const manifest = readManifest(split);
-  const parts = await openDeviceParts(split, manifest, { withAdapter: options.speculative !== false });
+  const parts = await openDeviceParts(split, manifest, { withAdapter });
   const client = await CloudClient.connect({ url: `ws://127.0.0.1:${port}`, manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size, wire: 'fp32' });
   const generator = new HatGenerator(parts, client, greedy, new Drafter(parts, greedy, policy));
   try {
@@ -55,6 +55,13 @@ test('U-shape (no drafts) over the real server equals the full model token for t
   const out = await runHat({ speculative: false });
   assert.deepEqual(out.ids, reference);
   assert.equal(out.metrics.rounds, NEW - 1);
+});
+
+test('an adapter that is loaded but not drafted with leaves U-shape output intact (it used to crash on truncate)', async () => {
+  for (const fallbackLocal of [false, true]) {
+    const out = await runHat({ speculative: false, fallbackLocal }, undefined, true);
+    assert.deepEqual(out.ids, reference, `fallbackLocal=${fallbackLocal}`);
+  }
 });
 
 test('speculative rounds with forced drafts and rollbacks still equal the full model', async () => {

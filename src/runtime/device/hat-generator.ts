@@ -90,6 +90,11 @@ export class HatGenerator {
     this.planner.seed(client.initialLatency);
   }
 
+  /** The adapter's cache is kept in step with the input part when drafting, or for a local fallback. */
+  private usesAdapter(options: HatGenerateOptions): boolean {
+    return this.parts.adapter !== undefined && (options.speculative || options.fallbackLocal);
+  }
+
   private get outputHasCache(): boolean {
     return this.parts.manifest.kv.output.length > 0;
   }
@@ -127,7 +132,7 @@ export class HatGenerator {
         return r;
       }));
       // The adapter's own cache covers the prompt too; this device work overlaps the upload.
-      if (this.parts.adapter) await this.parts.adapter.step({ hidden: h.data }, size);
+      if (this.usesAdapter(options)) await this.parts.adapter!.step({ hidden: h.data }, size);
       offset += size;
     }
     let logits: StepOutput | undefined;
@@ -195,7 +200,11 @@ export class HatGenerator {
       const modelAtStart = modelMs();
       let waitedMs = 0;
       const base = prompt.length + generated.length - 1; // position of the pending token = the cloud's length
-      chain ??= await this.drafter.start(pending);
+      if (!chain) {
+        chain = await this.drafter.start(pending);
+        // Without drafting nothing else feeds the adapter the pending token's state; a fallback needs it.
+        if (!options.speculative && this.usesAdapter(options)) await this.parts.adapter!.step({ hidden: chain.hidden[0] }, 1);
+      }
       if (options.speculative) while (await this.drafter.extend(chain)) { /* grow the chain */ }
       const rows = chain.hidden.length;
       let result: ForwardResult;
@@ -208,7 +217,7 @@ export class HatGenerator {
         waitedMs = performance.now() - waitStart;
       } catch (error) {
         if (!isHatError(error) || error.code !== 'NETWORK') throw error;
-        if (!options.fallbackLocal || !this.parts.adapter) return finish(error);
+        if (!options.fallbackLocal || !this.usesAdapter(options)) return finish(error);
         metrics.fallback = `the cloud failed after ${generated.length} tokens (${error.message}); continued with the small model alone`;
         await this.continueLocally(base, pending, commit, () => done);
         return finish();
@@ -235,7 +244,7 @@ export class HatGenerator {
         chain = branch;
       } else {
         this.parts.input.truncate(keep);
-        this.parts.adapter?.truncate(keep);
+        if (this.usesAdapter(options)) this.parts.adapter!.truncate(keep);
         chain = undefined;
       }
       if (branch) metrics.parallelDrafting.branches++;
