@@ -6,8 +6,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HatError } from '../errors.ts';
-import { readManifest } from '../runtime/split-dir.ts';
-import { loadTokenizer, type TextTokenizer } from '../runtime/tokenizer.ts';
+import { readManifest, splitTokenizer } from '../runtime/split-dir.ts';
+import type { TextTokenizer } from '../runtime/tokenizer.ts';
 import { seededUniform } from '../runtime/sampling.ts';
 
 export interface BenchPrompt {
@@ -19,10 +19,8 @@ export interface BenchPrompt {
 }
 
 export function splitTokenizerIfAny(splitDir: string): TextTokenizer | undefined {
-  const file = join(splitDir, readManifest(splitDir).tokenizer ?? 'tokenizer.json');
-  if (!existsSync(file)) return undefined;
-  const beside = (name: string) => (existsSync(join(splitDir, name)) ? join(splitDir, name) : undefined);
-  return loadTokenizer({ tokenizer: file, tokenizerConfig: beside('tokenizer_config.json'), config: beside('config.json') });
+  const manifest = readManifest(splitDir);
+  return existsSync(join(splitDir, manifest.tokenizer ?? 'tokenizer.json')) ? splitTokenizer(splitDir, manifest) : undefined;
 }
 
 const PASSAGE = new URL('./held-out-passage.txt', import.meta.url);
