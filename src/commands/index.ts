@@ -4,6 +4,7 @@ import { registerInspect } from './inspect.ts';
 import { registerServeCloud } from './serve-cloud.ts';
 import { registerRunDevice } from './run-device.ts';
 import { registerDemo } from './demo.ts';
+import { registerTrainAdapter } from './train-adapter.ts';
 import { registerSynth } from './synth.ts';
 import { registerImportLlama2c } from './import-llama2c.ts';
 import { registerGenerate } from './generate.ts';
@@ -18,6 +19,7 @@ const commands: Register[] = [
   registerServeCloud,
   registerRunDevice,
   registerDemo,
+  registerTrainAdapter,
   registerSynth,
   registerImportLlama2c,
   registerGenerate,

@@ -35,6 +35,12 @@ export interface KvPair {
 export interface AdapterManifest {
   kind: 'attention' | 'linear';
   file: string;
+  dataFiles?: string[];
+  /** The adapter's hidden-state input; its output is named after the output part's input (boundaries.middleToOutput). */
+  input: string;
+  output: string;
+  /** The adapter's own KV cache (attention adapters). */
+  kv?: KvPair[];
   /** The draft threshold the device starts from (chosen by the η sweep). */
   defaultThreshold: number;
   metrics: Record<string, unknown>;

@@ -34,6 +34,9 @@ export function addIdentityAdapter(splitDir: string): void {
   const h = b.input('hidden_states', 'float32', [1, 'sequence_length', manifest.hidden.size]);
   b.output(b.op('Identity', [h]), 'float32', [1, 'sequence_length', manifest.hidden.size], manifest.boundaries.middleToOutput);
   writeFileSync(join(splitDir, 'adapter.onnx'), encodeModel(b.build()));
-  manifest.adapter = { kind: 'linear', file: 'adapter.onnx', defaultThreshold: 0.6, metrics: { note: 'identity adapter for tests' } };
+  manifest.adapter = {
+    kind: 'linear', file: 'adapter.onnx', input: 'hidden_states', output: manifest.boundaries.middleToOutput,
+    defaultThreshold: 0.6, metrics: { note: 'identity adapter for tests' },
+  };
   writeFileSync(manifestPath, JSON.stringify(manifest, null, 2));
 }

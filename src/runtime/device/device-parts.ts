@@ -21,18 +21,10 @@ export interface DeviceParts {
   adapter?: PartRunner;
 }
 
-export const ADAPTER_KV = {
-  layer: -1,
-  pastKey: 'past_key_values.adapter.key',
-  pastValue: 'past_key_values.adapter.value',
-  presentKey: 'present.adapter.key',
-  presentValue: 'present.adapter.value',
-};
-
 export function adapterIO(manifest: SplitManifest): PartIO {
-  if (!manifest.adapter) throw new HatError('BAD_MANIFEST', 'the split has no adapter', 'run `hat train-adapter <split-dir>` first');
-  const kv = manifest.adapter.kind === 'attention' ? [ADAPTER_KV] : [];
-  return { hiddenInput: 'hidden_states', output: manifest.boundaries.middleToOutput, kv };
+  const adapter = manifest.adapter;
+  if (!adapter) throw new HatError('BAD_MANIFEST', 'the split has no adapter', 'run `hat train-adapter <split-dir>` first');
+  return { hiddenInput: adapter.input, output: adapter.output, kv: adapter.kv ?? [] };
 }
 
 export async function openDeviceParts(splitDir: string, manifest: SplitManifest, options: SessionOptions & { withAdapter: boolean }): Promise<DeviceParts> {

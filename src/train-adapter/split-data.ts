@@ -1,0 +1,75 @@
+/**
+ * Where `hat train-adapter` gets its text and hidden states: a corpus file streamed line by line (every 20th line
+ * held out), or text the full model writes itself; h_K and h_N come from running windows through the split's
+ * own input and middle parts, one window at a time, so memory holds one batch whatever the corpus size.
+ */
+import { createReadStream, existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { HatError } from '../errors.ts';
+import type { PartRunner } from '../runtime/part-runner.ts';
+import { argmax, drawFrom, samplingDistribution, seededUniform } from '../runtime/sampling.ts';
+import { lastRow } from '../runtime/part-runner.ts';
+import type { TextTokenizer } from '../runtime/tokenizer.ts';
+
+export const HELD_OUT_EVERY = 20;
+
+export interface SplitRunners {
+  input: PartRunner;
+  middle: PartRunner;
+  output: PartRunner;
+}
+
+/** Token lines of a corpus: training lines, or held-out lines (every 20th). Streamed; nothing is kept. */
+export async function* corpusTokens(file: string, tokenizer: TextTokenizer, heldOut: boolean, maxTokens = Infinity): AsyncIterable<number[]> {
+  if (!existsSync(file)) throw new HatError('FILE_NOT_FOUND', `--corpus ${file} does not exist`, 'pass a UTF-8 text file');
+  const lines = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
+  let index = 0, produced = 0;
+  for await (const line of lines) {
+    const held = index++ % HELD_OUT_EVERY === 0;
+    if (held !== heldOut || line.trim() === '') continue;
+    const ids = tokenizer.encode(`${line}\n`, false);
+    produced += ids.length;
+    yield ids;
+    if (produced >= maxTokens) return;
+  }
+}
+
+/** h_K and h_N of each window, concatenated: [windows·seq, hidden] each. */
+export async function windowHidden(parts: SplitRunners, windows: number[][]): Promise<{ inputs: Float32Array; targets: Float32Array }> {
+  const seq = windows[0].length;
+  const inputs: Float32Array[] = [];
+  const targets: Float32Array[] = [];
+  for (const ids of windows) {
+    parts.input.truncate(0);
+    parts.middle.truncate(0);
+    const hK = await parts.input.step({ ids }, seq);
+    const hN = await parts.middle.step({ hidden: hK.data }, seq);
+    inputs.push(hK.data);
+    targets.push(hN.data);
+  }
+  const join = (rows: Float32Array[]) => {
+    const out = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
+    let offset = 0;
+    for (const r of rows) { out.set(r, offset); offset += r.length; }
+    return out;
+  };
+  return { inputs: join(inputs), targets: join(targets) };
+}
+
+/** The full model (input → middle → output parts) continuing `prompt`: sampled at temperature 1, or greedy. */
+export async function continueWithFullModel(parts: SplitRunners, prompt: readonly number[], tokens: number, options: { sample: boolean; seed: number }): Promise<number[]> {
+  for (const part of [parts.input, parts.middle, parts.output]) part.truncate(0);
+  const uniform = seededUniform(options.seed);
+  const out: number[] = [];
+  let next: readonly number[] = prompt;
+  for (let i = 0; i < tokens; i++) {
+    const h = await parts.input.step({ ids: next }, next.length);
+    const m = await parts.middle.step({ hidden: h.data }, next.length);
+    const logits = lastRow(await parts.output.step({ hidden: lastRow(m) }, 1));
+    parts.output.truncate(0);
+    const id = options.sample ? drawFrom(samplingDistribution(logits, { temperature: 1, topP: 1 }), uniform) : argmax(logits);
+    out.push(id);
+    next = [id];
+  }
+  return out;
+}
