@@ -15,6 +15,7 @@ const schema = z.object({
   maxTokens: intOption(1),
   maxSeconds: intOption(1),
   ceWeight: numberOption(0, 100),
+  init: z.enum(['layer', 'random']),
   maxDraft: intOption(1, 64),
   evalPrompts: intOption(1, 10000),
   evalTokens: intOption(2, 4096),
@@ -32,12 +33,13 @@ export function registerTrainAdapter(program: Command): void {
     .option('--self-generate <tokens>', 'without --corpus: train on this much text the full model samples itself', '20000')
     .option('--kind <kind>', 'attention (HAT/Kangaroo: one attention block) or linear (closed-form ridge)', 'attention')
     .option('--epochs <n>', 'passes over the training text', '4')
-    .option('--lr <rate>', 'peak AdamW learning rate', '3e-3')
+    .option('--lr <rate>', 'peak AdamW learning rate', '2e-3')
     .option('--seq <n>', 'tokens per training window', '128')
     .option('--batch <n>', 'windows per step', '8')
     .option('--max-tokens <n>', 'corpus tokens read per pass', '150000')
     .option('--max-seconds <s>', 'training time budget (the schedule fits itself to it)', '240')
     .option('--ce-weight <w>', 'weight of the cross-entropy term (HAT: 0.1)', '0.1')
+    .option('--init <from>', 'layer (the last middle layer\'s attention, when found) or random', 'layer')
     .option('--max-draft <n>', 'draft limit for the evaluation', '6')
     .option('--eval-prompts <n>', 'held-out prompts', '24')
     .option('--eval-tokens <n>', 'greedy full-model tokens per held-out prompt', '96')

@@ -21,6 +21,7 @@ import { bufferedSource, type PairBatch, type PairSource } from './pair-source.t
 import { probeOutputHead } from './probe-head.ts';
 import { continueWithFullModel, corpusTokens, HELD_OUT_EVERY, windowHidden, type SplitRunners } from './split-data.ts';
 import { tokenPairSource } from './token-pair-source.ts';
+import { layerAttentionWeights } from './layer-weights.ts';
 import { trainAttentionAdapter } from './train-attention.ts';
 
 export interface TrainSplitOptions {
@@ -38,6 +39,8 @@ export interface TrainSplitOptions {
   /** Training time budget, seconds. */
   maxSeconds: number;
   ceWeight: number;
+  /** Initialise the attention adapter from the last middle layer ('layer') or randomly. */
+  init: 'layer' | 'random';
   maxDraft: number;
   /** Held-out evaluation: prompts × greedy continuation tokens. */
   evalPrompts: number;
@@ -180,10 +183,16 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
     const linear = await fitLinearAdapter(source, { engine }, reporter);
     const attention = attentionConfig(manifest, config);
     let trained: Awaited<ReturnType<typeof trainAttentionAdapter>> | undefined;
+    let initialisedFrom = 'random';
     if (options.kind === 'attention') {
+      // Start from the last middle layer's own attention when it can be found: it beat random starts in our runs.
+      const lastMiddle = manifest.parts.middle.layers[1] - 1;
+      const from = options.init === 'layer' ? await layerAttentionWeights(join(splitDir, manifest.parts.middle.file), lastMiddle) : undefined;
+      if (from) initialisedFrom = `layer ${lastMiddle}`;
+      else if (options.init === 'layer') reporter.warn(`layer ${lastMiddle}'s attention weights were not found in the middle part; starting from a random initialisation`);
       trained = await trainAttentionAdapter(source, head, {
         config: attention, epochs: options.epochs, lr: options.lr, maxSeconds: options.maxSeconds,
-        init: { seed: options.seed }, engine, loss: { ceWeight: options.ceWeight },
+        init: { seed: options.seed, from }, engine, loss: { ceWeight: options.ceWeight },
       }, reporter);
     }
 
@@ -225,7 +234,7 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
         baselines: rows.slice(0, -1),
         sweep: sweep.rows.map((r) => ({ threshold: r.threshold, tokensPerRound: r.meanTokensPerRound, msPerToken: r.msPerToken })),
         cost,
-        training: trained ? { seconds: trained.seconds, tokens: trained.tokens, steps: trained.steps, epochs: options.epochs, lr: options.lr, ceWeight: options.ceWeight, validationAfter: trained.validationAfter } : undefined,
+        training: trained ? { initialisedFrom, seconds: trained.seconds, tokens: trained.tokens, steps: trained.steps, epochs: options.epochs, lr: options.lr, ceWeight: options.ceWeight, validationAfter: trained.validationAfter } : undefined,
         data: options.corpus ? { corpus: options.corpus, tokensPerPass: totalTokens } : { selfGenerated: options.selfGenerate },
       },
     });
