@@ -30,12 +30,18 @@ export function registerDemo(program: Command): void {
       const reporter = terminalReporter({ quiet: options.json });
       const link = parseLinkSpec(options.link);
       reporter.info(describeLink(link));
-      if (!options.json) process.stdout.write(prompt);
+      // The prompt is echoed with the first committed text, after the server's start-up lines.
+      let echoed = false;
+      const write = (text: string) => {
+        if (!echoed) process.stdout.write(prompt);
+        echoed = true;
+        process.stdout.write(text);
+      };
       const result = await runDemo({
         splitDir: options.split, prompt, maxNewTokens: options.maxNewTokens, temperature: options.temperature, topP: 1,
         seed: options.seed, draftThreshold: 'auto', maxDraft: 6, speculative: true, parallelDrafting: true, chunk: 'auto',
         wire: 'fp16', link: link.name === 'none' ? undefined : link, fallbackLocal: false,
-        onText: options.json ? undefined : (text) => process.stdout.write(text),
+        onText: options.json ? undefined : write,
       }, reporter);
       if (options.json) {
         process.stdout.write(`${JSON.stringify({ ids: result.ids, text: result.text, metrics: result.metrics, link: describeLink(link) })}\n`);
