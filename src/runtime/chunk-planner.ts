@@ -11,9 +11,9 @@
  * Estimates (exponentially smoothed, 0.8 on history): d₁ from the device's own runs; g₀, g₁ as the cloud
  * reports them; β from when each chunk must have reached the cloud (its result's arrival minus the cloud's
  * compute and queue time), counting only the time the link was busy with that chunk; W from chunks that did
- * not queue behind the device's own previous chunk. Unknown β counts as a free link until measured; the first
- * chunk is a 64-token probe that times the device, and the device keeps at most a few chunks in flight so later
- * chunks are sized with the link and cloud measurements of earlier ones.
+ * not queue behind the device's own previous chunk. Until the device and the link are measured, chunks are
+ * 64-token probes, and the device keeps at most a few chunks in flight so later chunks are sized with the link
+ * and cloud measurements of earlier ones.
  */
 import { Ema } from './ema.ts';
 
@@ -45,7 +45,7 @@ export class ChunkPlanner {
   private lastResultAt = -Infinity;
 
   constructor(options: ChunkPlannerOptions) {
-    this.options = { minChunk: 16, ...options };
+    this.options = { minChunk: 32, ...options };
   }
 
   /** Seeds the cloud's latency model, e.g. from the welcome frame. */
@@ -69,6 +69,11 @@ export class ChunkPlanner {
     this.seed(r.latency);
   }
 
+  /** Whether the device's own speed and the uplink have been measured. */
+  get measured(): boolean {
+    return this.deviceMsPerToken.value !== undefined && this.uplinkBytesPerMs.value !== undefined;
+  }
+
   /** Predicted time to push `tokens` through the pipeline in chunks of `size`. */
   predictMs(tokens: number, size: number): number {
     const d = this.deviceMsPerToken.valueOr(0) * size;
@@ -81,8 +86,9 @@ export class ChunkPlanner {
   next(remaining: number): number {
     const { minChunk, maxChunk } = this.options;
     if (remaining <= minChunk) return remaining;
-    // Until the device has timed its own input part, send a probe: every other estimate is relative to it.
-    if (this.deviceMsPerToken.value === undefined && remaining > PROBE_CHUNK + minChunk) return PROBE_CHUNK;
+    // Until the device has timed its input part and the link has been measured, send probe-sized chunks: a
+    // large chunk sized on a guess is what costs most (the pipeline then waits for results before going on).
+    if (!this.measured && remaining > PROBE_CHUNK + minChunk) return PROBE_CHUNK;
     let best = Math.min(remaining, maxChunk);
     let bestMs = this.predictMs(remaining, best);
     // Candidate sizes on a geometric grid (ratio ~1.19): fine enough, and a handful of evaluations.

@@ -29,6 +29,7 @@ test('upload-bound: the chosen chunk sits at HAT\'s balance X·A/β = g₀ + g�
 test('compute-bound: chunks trade per-chunk overhead against the unoverlapped ends', () => {
   const planner = new ChunkPlanner({ bytesPerToken: 10, maxChunk: 4096, minChunk: 16 });
   planner.observeDevice(64, 6.4); // 0.1 ms per token on the device
+  assert.equal(planner.next(1024), 64, 'the link is not measured yet: a probe');
   feed(planner, { size: 64, count: 5, bytesPerToken: 10, bytesPerMs: 10_000, g0: 5, g1: 1.2 });
   const chosen = planner.next(1024);
   // TTFT(X) ≈ 1.2·1024 + 5·1024/X + 0.1X is smallest near X = √(5·1024/0.1) ≈ 226.
@@ -42,11 +43,11 @@ test('the first chunk is a probe; no runt chunk is left; a short remainder goes 
   assert.equal(planner.next(10), 10);
   assert.equal(planner.next(1000), 64, 'the device has not been timed yet');
   planner.observeDevice(64, 0.64);
-  planner.seed({ baseMs: 20, perTokenMs: 0.01 });
+  feed(planner, { size: 64, count: 2, bytesPerToken: 10, bytesPerMs: 1000, g0: 20, g1: 0.01 });
   const chosen = planner.next(520);
   assert.ok(chosen <= 512 && 520 - chosen >= 16, `chose ${chosen}: within the frame limit, no runt left`);
   const roomy = new ChunkPlanner({ bytesPerToken: 10, maxChunk: 4096, minChunk: 16 });
   roomy.observeDevice(64, 0.64);
-  roomy.seed({ baseMs: 20, perTokenMs: 0.01 });
+  feed(roomy, { size: 64, count: 2, bytesPerToken: 10, bytesPerMs: 1000, g0: 20, g1: 0.01 });
   assert.equal(roomy.next(520), 520, 'per-chunk cloud overhead favours one chunk when the frame limit allows it');
 });

@@ -17,7 +17,7 @@ import { SlmCausalLm } from './slm.ts';
 import { summarize, type Summary } from './metrics.ts';
 import { wireBytesPerRow } from '../protocol/hidden-codec.ts';
 
-/** Prompt chunks sent but unanswered before `--chunk auto` waits for a result to size the next one. */
+/** Probe chunks sent but unanswered before `--chunk auto` waits for a first measurement. */
 const MAX_CHUNKS_IN_FLIGHT = 3;
 
 export interface HatGenerateOptions {
@@ -111,10 +111,10 @@ export class HatGenerator {
     let answered = 0;
     let offset = 0;
     while (offset < prompt.length) {
-      // Sizing waits for measurements: with this many chunks already in flight, the link or the cloud is the
-      // bottleneck, so waiting for the oldest result costs nothing and informs the next size.
+      // Before the link is measured, sizing waits for a result once a few probes are in flight: the link or the
+      // cloud is then the bottleneck, so waiting costs little and the next sizes are informed.
       const unanswered = inFlight.length - answered;
-      if (options.chunk === 'auto' && unanswered >= MAX_CHUNKS_IN_FLIGHT) await inFlight[answered];
+      if (options.chunk === 'auto' && !this.planner.measured && unanswered >= MAX_CHUNKS_IN_FLIGHT) await inFlight[answered];
       const size = this.chunkSize(options.chunk, prompt.length - offset);
       metrics.chunkSizes.push(size);
       const deviceStart = performance.now();
