@@ -4,8 +4,8 @@
  *     frame codec, scheduler, worker thread — against the bare onnxruntime run of the middle part, same shapes;
  *  2. device: its own time per round outside model runs and outside waiting for the cloud (HatGenerator's
  *     deviceOverheadMsPerRound) over a real generation.
- *   npm run bench:overhead [-- --split DIR] [--rows 5] [--past 128] [--rounds 200]
- * Without --split it generates a random Llama (hidden 512, 6 layers) and splits it 2 / 4 / 0.
+ *   npm run bench:overhead [-- --split DIR | --hidden 512 --layers 6] [--rows 5] [--past 128] [--rounds 200]
+ * Without --split it generates a random Llama (--hidden 512 --layers 6 by default) and splits it 2 / rest / 0.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -25,7 +25,12 @@ import { Drafter } from '../src/runtime/device/drafter.ts';
 import { FixedThresholdPolicy } from '../src/runtime/speculative/draft-policy.ts';
 import { createSampler } from '../src/runtime/speculative/sampler.ts';
 
-const { values } = parseArgs({ options: { split: { type: 'string' }, rows: { type: 'string', default: '5' }, past: { type: 'string', default: '128' }, rounds: { type: 'string', default: '200' } } });
+const { values } = parseArgs({
+  options: {
+    split: { type: 'string' }, rows: { type: 'string', default: '5' }, past: { type: 'string', default: '128' }, rounds: { type: 'string', default: '200' },
+    hidden: { type: 'string', default: '512' }, layers: { type: 'string', default: '6' },
+  },
+});
 const rows = Number(values.rows), past = Number(values.past), rounds = Number(values.rounds);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -34,11 +39,12 @@ let split = values.split;
 let description = `split ${split}`;
 if (!split) {
   const dir = mkdtempSync(join(tmpdir(), 'hat-bench-overhead-'));
-  const config = llamaConfig({ vocabSize: 4096, hiddenSize: 512, intermediateSize: 1408, layers: 6, heads: 8, kvHeads: 2, maxPositions: 4096 });
+  const hidden = Number(values.hidden), layers = Number(values.layers);
+  const config = llamaConfig({ vocabSize: 4096, hiddenSize: hidden, intermediateSize: Math.round(hidden * 2.75), layers, heads: hidden / 64, kvHeads: Math.max(1, hidden / 256), maxPositions: 4096 });
   await writeLlamaOnnx(config, randomWeights({ seed: 1 }), join(dir, 'model.onnx'));
   await splitModel({ model: join(dir, 'model.onnx'), out: join(dir, 'split'), verify: false }, silentReporter);
   split = join(dir, 'split');
-  description = 'random Llama hidden 512, 6 layers (2 device / 4 cloud / head)';
+  description = `random Llama hidden ${hidden}, ${layers} layers (2 device / ${layers - 2} cloud / head)`;
   cleanup = () => rmSync(dir, { recursive: true, force: true });
 }
 const manifest = readManifest(split);
