@@ -95,7 +95,11 @@ function writeAtomically(path: string, text: string): void {
 export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Reporter): Promise<TrainSplitResult> {
   const splitDir = resolve(options.splitDir);
   const manifest = readManifest(splitDir);
-  const tokenizer = splitTokenizer(splitDir, manifest);
+  // A corpus needs the tokenizer; self-generated text only needs a start token (random-weight models ship none).
+  const hasTokenizer = existsSync(join(splitDir, manifest.tokenizer ?? 'tokenizer.json'));
+  if (options.corpus && !hasTokenizer) throw new HatError('BAD_MANIFEST', `${splitDir} has no tokenizer.json to read --corpus with`, 'use --self-generate instead');
+  const tokenizer = hasTokenizer ? splitTokenizer(splitDir, manifest) : undefined;
+  const startToken = [tokenizer?.bosTokenId ?? manifest.model?.bosTokenId ?? 0];
   const config = modelConfig(splitDir);
   const session = { threads: options.threads };
   const parts: SplitRunners = {
@@ -116,14 +120,13 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
     if (options.corpus) {
       const corpus = options.corpus;
       totalTokens = 0;
-      for await (const ids of corpusTokens(corpus, tokenizer, false, options.maxTokens)) totalTokens += ids.length;
-      texts = () => corpusTokens(corpus, tokenizer, false, options.maxTokens);
+      for await (const ids of corpusTokens(corpus, tokenizer!, false, options.maxTokens)) totalTokens += ids.length;
+      texts = () => corpusTokens(corpus, tokenizer!, false, options.maxTokens);
     } else {
       const progress = reporter.progress(`self-generating ${options.selfGenerate} tokens of training text with the full model`);
       const generated: number[][] = [];
-      const start = tokenizer.bosTokenId !== undefined ? [tokenizer.bosTokenId] : tokenizer.encode('\n', false);
       for (let made = 0, seed = options.seed; made < options.selfGenerate; seed++) {
-        const piece = await continueWithFullModel(parts, start, Math.min(options.seq * 2, options.selfGenerate - made), { sample: true, seed });
+        const piece = await continueWithFullModel(parts, startToken, Math.min(options.seq * 2, options.selfGenerate - made), { sample: true, seed });
         generated.push(piece);
         made += piece.length;
         progress.update(`self-generating training text: ${made}/${options.selfGenerate} tokens`, made / options.selfGenerate);
@@ -141,7 +144,7 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
     // rounds along it is exact.
     const evalProgress = reporter.progress('preparing held-out evaluation text (full-model greedy continuations)');
     const evalTexts: number[][] = [];
-    const prompts = options.corpus ? corpusTokens(options.corpus, tokenizer, true) : undefined;
+    const prompts = options.corpus ? corpusTokens(options.corpus, tokenizer!, true) : undefined;
     for (let i = 0; i < options.evalPrompts; i++) {
       let prompt: number[];
       if (prompts) {
@@ -149,7 +152,7 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
         if (next.done) break;
         prompt = next.value.slice(0, EVAL_PROMPT_TOKENS);
       } else {
-        prompt = await continueWithFullModel(parts, tokenizer.bosTokenId !== undefined ? [tokenizer.bosTokenId] : [0], EVAL_PROMPT_TOKENS, { sample: true, seed: 1_000_000 + i });
+        prompt = await continueWithFullModel(parts, startToken, EVAL_PROMPT_TOKENS, { sample: true, seed: 1_000_000 + i });
       }
       const continuation = await continueWithFullModel(parts, prompt, options.evalTokens, { sample: false, seed: 0 });
       evalTexts.push([...prompt, ...continuation]);
