@@ -15,7 +15,8 @@ import { HatGenerator } from '../runtime/device/hat-generator.ts';
 import { AutoDraftPolicy, FixedThresholdPolicy } from '../runtime/speculative/draft-policy.ts';
 import { createSampler } from '../runtime/speculative/sampler.ts';
 import type { SplitManifest } from '../split/manifest.ts';
-import { ComposedFullModel, generateGreedy } from './full-model.ts';
+import { ComposedModel } from '../runtime/composed-model.ts';
+import { generateGreedy } from './full-model.ts';
 import { tokenGaps, type RequestRecord } from './record.ts';
 import type { Scenario } from './scenarios.ts';
 import type { BenchPrompt } from './prompts.ts';
@@ -45,7 +46,7 @@ function emptyRecord(scenario: string, prompt: BenchPrompt): RequestRecord {
 }
 
 export class DeviceRunner {
-  private fullModel?: ComposedFullModel;
+  private fullModel?: ComposedModel;
   private requests = 0;
 
   private constructor(readonly config: DeviceConfig, readonly manifest: SplitManifest, private readonly parts: DeviceParts) {}
@@ -123,8 +124,8 @@ export class DeviceRunner {
   }
 
   private async runDeviceOnly(scenario: Scenario, prompt: BenchPrompt, maxNewTokens: number): Promise<RequestRecord> {
-    this.fullModel ??= await ComposedFullModel.open(this.config.splitDir, this.manifest, this.config.threads);
-    this.fullModel.reset();
+    this.fullModel ??= await ComposedModel.open(this.config.splitDir, this.manifest, { threads: this.config.threads });
+    this.fullModel.truncate(0);
     const record = emptyRecord(scenario.name, prompt);
     const arrivals: Arrival[] = [];
     const started = performance.now();

@@ -13,7 +13,9 @@ import { HatError } from '../errors.ts';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { readManifest } from '../runtime/split-dir.ts';
 import { splitTokenizerIfAny } from './prompts.ts';
-import { ComposedFullModel, type FullModelState } from './full-model.ts';
+import { ComposedModel, type ComposedState } from '../runtime/composed-model.ts';
+import { lastRow } from '../runtime/part-runner.ts';
+import { argmax } from '../runtime/sampling.ts';
 
 export interface TextRequest {
   prompt: string | number[];
@@ -22,13 +24,13 @@ export interface TextRequest {
 
 interface Job {
   ids: number[];
-  state?: FullModelState;
+  state?: ComposedState;
   remaining: number;
   socket: WebSocket;
 }
 
 export async function startTextCloud(splitDir: string, options: { port?: number; threads?: number } = {}): Promise<{ url: string; close(): Promise<void> }> {
-  const model = await ComposedFullModel.open(splitDir, readManifest(splitDir), options.threads);
+  const model = await ComposedModel.open(splitDir, readManifest(splitDir), { threads: options.threads });
   const tokenizer = splitTokenizerIfAny(splitDir);
   const queue: Job[] = [];
   let running = false;
@@ -39,8 +41,8 @@ export async function startTextCloud(splitDir: string, options: { port?: number;
     while (queue.length) {
       const job = queue.shift()!;
       if (job.socket.readyState !== job.socket.OPEN) continue;
-      if (job.state) model.restore(job.state); else model.reset();
-      const token = await model.next(job.ids);
+      if (job.state) model.restore(job.state); else model.truncate(0);
+      const token = argmax(lastRow(await model.step(job.ids, { lastOnly: true })));
       job.state = model.snapshot();
       job.socket.send(JSON.stringify({ token }));
       if (--job.remaining > 0) queue.push({ ...job, ids: [token] });

@@ -14,8 +14,11 @@ export interface CausalLm {
   readonly vocabSize: number;
   /** Positions already in the cache; the next ids get positions length, length+1, … */
   readonly length: number;
-  /** Runs `ids` on top of the cache, appends them to it and returns their logits, [ids.length, vocab]. */
-  step(ids: readonly number[]): Promise<StepOutput>;
+  /**
+   * Runs `ids` on top of the cache, appends them to it and returns their logits, [ids.length, vocab] — or, with
+   * `lastOnly`, at least the last position's (a model may then skip the head on the others).
+   */
+  step(ids: readonly number[], options?: { lastOnly?: boolean }): Promise<StepOutput>;
   /** Keeps the first `length` cached positions (speculative rollback, or a fresh start with 0). */
   truncate(length: number): void;
 }

@@ -38,7 +38,7 @@ export async function generateTokens(model: CausalLm, promptIds: readonly number
   let lastAt = started;
   let next = promptIds;
   while (ids.length < options.maxNewTokens) {
-    const output = await model.step(next);
+    const output = await model.step(next, { lastOnly: true });
     const id = options.sampler(output.data.subarray((output.rows - 1) * output.cols, output.rows * output.cols));
     lastAt = performance.now();
     if (ids.length === 0) firstAt = lastAt;

@@ -6,18 +6,12 @@
 import { createReadStream, existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { HatError } from '../errors.ts';
-import type { PartRunner } from '../runtime/part-runner.ts';
-import { argmax, drawFrom, samplingDistribution, seededUniform } from '../runtime/sampling.ts';
-import { lastRow } from '../runtime/part-runner.ts';
+import type { ComposedModel, SplitRunners } from '../runtime/composed-model.ts';
+import { generateTokens } from '../runtime/generate.ts';
+import { makeSampler } from '../runtime/sampling.ts';
 import type { TextTokenizer } from '../runtime/tokenizer.ts';
 
 export const HELD_OUT_EVERY = 20;
-
-export interface SplitRunners {
-  input: PartRunner;
-  middle: PartRunner;
-  output: PartRunner;
-}
 
 /** Token lines of a corpus: training lines, or held-out lines (every 20th). Streamed; nothing is kept. */
 export async function* corpusTokens(file: string, tokenizer: TextTokenizer, heldOut: boolean, maxTokens = Infinity): AsyncIterable<number[]> {
@@ -56,20 +50,9 @@ export async function windowHidden(parts: SplitRunners, windows: number[][]): Pr
   return { inputs: join(inputs), targets: join(targets) };
 }
 
-/** The full model (input → middle → output parts) continuing `prompt`: sampled at temperature 1, or greedy. */
-export async function continueWithFullModel(parts: SplitRunners, prompt: readonly number[], tokens: number, options: { sample: boolean; seed: number }): Promise<number[]> {
-  for (const part of [parts.input, parts.middle, parts.output]) part.truncate(0);
-  const uniform = seededUniform(options.seed);
-  const out: number[] = [];
-  let next: readonly number[] = prompt;
-  for (let i = 0; i < tokens; i++) {
-    const h = await parts.input.step({ ids: next }, next.length);
-    const m = await parts.middle.step({ hidden: h.data }, next.length);
-    const logits = lastRow(await parts.output.step({ hidden: lastRow(m) }, 1));
-    parts.output.truncate(0);
-    const id = options.sample ? drawFrom(samplingDistribution(logits, { temperature: 1, topP: 1 }), uniform) : argmax(logits);
-    out.push(id);
-    next = [id];
-  }
-  return out;
+/** The full model continuing `prompt` from an empty cache: sampled at temperature 1, or greedy. */
+export async function continueWithFullModel(model: ComposedModel, prompt: readonly number[], tokens: number, options: { sample: boolean; seed: number }): Promise<number[]> {
+  model.truncate(0);
+  const sampler = makeSampler({ temperature: options.sample ? 1 : 0, topP: 1, seed: options.seed });
+  return (await generateTokens(model, prompt, { maxNewTokens: tokens, sampler })).ids;
 }

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import { HatError } from '../errors.ts';
 import type { Reporter } from '../reporter.ts';
 import type { SplitManifest } from '../split/manifest.ts';
-import { openPart, readManifest, splitTokenizer } from '../runtime/split-dir.ts';
+import { readManifest, splitTokenizer } from '../runtime/split-dir.ts';
 import { lastRow } from '../runtime/part-runner.ts';
 import { adapterForward, parameterCount, type AttentionAdapterConfig } from './attention-adapter.ts';
 import { simulateRounds, sweepThresholds, top1Agreement, type CostModel, type DraftTrace } from './draft-eval.ts';
@@ -19,7 +19,8 @@ import { createOrtMatMul } from './matmul-ort.ts';
 import { topTokens } from './output-head.ts';
 import { bufferedSource, type PairBatch, type PairSource } from './pair-source.ts';
 import { probeOutputHead } from './probe-head.ts';
-import { continueWithFullModel, corpusTokens, HELD_OUT_EVERY, windowHidden, type SplitRunners } from './split-data.ts';
+import { continueWithFullModel, corpusTokens, HELD_OUT_EVERY, windowHidden } from './split-data.ts';
+import { ComposedModel, type SplitRunners } from '../runtime/composed-model.ts';
 import { tokenPairSource } from './token-pair-source.ts';
 import { layerAttentionWeights } from './layer-weights.ts';
 import { trainAttentionAdapter } from './train-attention.ts';
@@ -102,11 +103,8 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
   const startToken = [tokenizer?.bosTokenId ?? manifest.model?.bosTokenId ?? 0];
   const config = modelConfig(splitDir);
   const session = { threads: options.threads };
-  const parts: SplitRunners = {
-    input: await openPart(splitDir, manifest, 'input', session),
-    middle: await openPart(splitDir, manifest, 'middle', session),
-    output: await openPart(splitDir, manifest, 'output', session),
-  };
+  const full = await ComposedModel.open(splitDir, manifest, session);
+  const parts = full.parts;
   const hidden = manifest.hidden.size;
   const vocab = parts.output.session.outputs.find((o) => o.name === 'logits')?.shape.at(-1);
   if (typeof vocab !== 'number') throw new HatError('UNSUPPORTED_MODEL', 'the output part\'s vocabulary size is symbolic');
@@ -126,7 +124,7 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
       const progress = reporter.progress(`self-generating ${options.selfGenerate} tokens of training text with the full model`);
       const generated: number[][] = [];
       for (let made = 0, seed = options.seed; made < options.selfGenerate; seed++) {
-        const piece = await continueWithFullModel(parts, startToken, Math.min(options.seq * 2, options.selfGenerate - made), { sample: true, seed });
+        const piece = await continueWithFullModel(full, startToken, Math.min(options.seq * 2, options.selfGenerate - made), { sample: true, seed });
         generated.push(piece);
         made += piece.length;
         progress.update(`self-generating training text: ${made}/${options.selfGenerate} tokens`, made / options.selfGenerate);
@@ -152,9 +150,9 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
         if (next.done) break;
         prompt = next.value.slice(0, EVAL_PROMPT_TOKENS);
       } else {
-        prompt = await continueWithFullModel(parts, startToken, EVAL_PROMPT_TOKENS, { sample: true, seed: 1_000_000 + i });
+        prompt = await continueWithFullModel(full, startToken, EVAL_PROMPT_TOKENS, { sample: true, seed: 1_000_000 + i });
       }
-      const continuation = await continueWithFullModel(parts, prompt, options.evalTokens, { sample: false, seed: 0 });
+      const continuation = await continueWithFullModel(full, prompt, options.evalTokens, { sample: false, seed: 0 });
       evalTexts.push([...prompt, ...continuation]);
       evalProgress.update(`held-out continuations: ${i + 1}/${options.evalPrompts}`, (i + 1) / options.evalPrompts);
     }
@@ -181,7 +179,7 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
     };
 
     // The cost model: one small-model draft step and one verification round, both measured here on these parts.
-    const cost = await measureCosts(parts, manifest, hidden);
+    const cost = await measureCosts(parts, manifest, hidden, vocab);
 
     const linear = await fitLinearAdapter(source, { engine }, reporter);
     const attention = attentionConfig(manifest, config);
@@ -262,7 +260,7 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
  * and output parts plus a middle-layer-sized share; one verification = the middle part on 1 + 3 tokens plus the
  * output part, plus an emulated Wi-Fi round trip (2 × 3 ms and the upload of 4 fp16 states at 5 MB/s).
  */
-async function measureCosts(parts: SplitRunners, manifest: SplitManifest, hidden: number): Promise<CostModel> {
+async function measureCosts(parts: SplitRunners, manifest: SplitManifest, hidden: number, vocab: number): Promise<CostModel> {
   const repeat = 20;
   const time = async (run: () => Promise<unknown>) => {
     await run();
@@ -270,12 +268,12 @@ async function measureCosts(parts: SplitRunners, manifest: SplitManifest, hidden
     for (let i = 0; i < repeat; i++) await run();
     return (performance.now() - t) / repeat;
   };
-  const context = Array.from({ length: 64 }, (_, i) => (i * 13) % 100 + 1);
+  const context = Array.from({ length: 64 }, (_, i) => (i * 13 + 1) % vocab);
   for (const p of [parts.input, parts.middle, parts.output]) p.truncate(0);
   const h = await parts.input.step({ ids: context }, context.length);
   await parts.middle.step({ hidden: h.data }, context.length);
   const one = lastRow(h).slice();
-  const inputMs = await time(async () => { parts.input.truncate(context.length); await parts.input.step({ ids: [5] }, 1); });
+  const inputMs = await time(async () => { parts.input.truncate(context.length); await parts.input.step({ ids: [5 % vocab] }, 1); });
   const outputMs = await time(async () => { await parts.output.step({ hidden: one }, 1); parts.output.truncate(0); });
   const four = new Float32Array(4 * hidden).fill(0.1);
   const middleMs = await time(async () => { parts.middle.truncate(context.length); await parts.middle.step({ hidden: four }, 4); });

@@ -1,0 +1,40 @@
+/** `hat train-adapter` end to end through the real CLI, on a small split built in code. */
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { HAT_BIN } from '../../src/runtime/cloud/spawn-cloud.ts';
+import { makeSmallSplit } from '../helpers/runtime-fixtures.ts';
+
+const run = promisify(execFile);
+let split: string;
+
+before(async () => {
+  ({ split } = await makeSmallSplit());
+});
+
+test('trains on self-generated text, evaluates the baselines, writes adapter.onnx and the manifest entry', async () => {
+  const { stdout } = await run(process.execPath, [HAT_BIN, 'train-adapter', split, '--self-generate', '512', '--seq', '32', '--batch', '2',
+    '--epochs', '2', '--eval-prompts', '2', '--eval-tokens', '16', '--json']);
+  const result = JSON.parse(stdout);
+  assert.deepEqual(result.rows.map((r: { adapter: string }) => r.adapter.split(' ')[0]), ['none', 'linear', 'attention']);
+  assert.equal(result.sweep.length, 5);
+  const manifest = JSON.parse(readFileSync(join(split, 'manifest.json'), 'utf8'));
+  assert.equal(manifest.adapter.kind, 'attention');
+  assert.equal(manifest.adapter.defaultThreshold, result.threshold);
+  assert.equal(manifest.adapter.kv.length, 1);
+  assert.ok(existsSync(join(split, 'adapter.onnx')));
+  assert.ok(!existsSync(join(split, '.adapter.onnx.partial')));
+});
+
+test('a missing corpus is a one-line error and leaves the split untouched', async () => {
+  const before = readFileSync(join(split, 'manifest.json'), 'utf8');
+  await assert.rejects(run(process.execPath, [HAT_BIN, 'train-adapter', split, '--corpus', '/nonexistent/corpus.txt']), (error: { code: number; stderr: string }) => {
+    assert.equal(error.code, 1);
+    assert.match(error.stderr.trim().split('\n').pop()!, /^error\[(FILE_NOT_FOUND|BAD_MANIFEST)\]/);
+    return true;
+  });
+  assert.equal(readFileSync(join(split, 'manifest.json'), 'utf8'), before);
+});
