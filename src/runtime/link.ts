@@ -4,6 +4,7 @@
  * previous frame has left, then arrives latency ± jitter later; frames never overtake each other.
  */
 import { HatError } from '../errors.ts';
+import { seededRandom } from '../random.ts';
 
 export interface DirectionSpec {
   /** Bytes per second; Infinity for no serialisation delay. */
@@ -71,18 +72,6 @@ export function describeLink(spec: LinkSpec): string {
   return `EMULATED link "${spec.name}": up ${rate(spec.up.bandwidth)}, down ${rate(spec.down.bandwidth)}, one-way ${spec.up.latencyMs} ms ± ${spec.up.jitterMs} ms`;
 }
 
-/** A deterministic PRNG (mulberry32) so emulated jitter repeats across runs. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** One direction of an emulated link: schedules each frame's delivery in order. */
 export class EmulatedDirection {
   private readonly spec: DirectionSpec;
@@ -92,7 +81,9 @@ export class EmulatedDirection {
 
   constructor(spec: DirectionSpec, seed = 1) {
     this.spec = spec;
-    this.random = seededRandom(seed);
+    // Seeded so emulated jitter repeats across runs.
+    const random = seededRandom(seed);
+    this.random = () => random.uniform();
   }
 
   get passthrough(): boolean {

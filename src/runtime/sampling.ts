@@ -3,7 +3,7 @@
  * greedy argmax, the sampling distribution (temperature, then top-p), and drawing from it with a seeded RNG —
  * so a run with a given seed repeats exactly, and speculative acceptance can compare the same distributions.
  */
-import { seededRandom } from '../train-adapter/random.ts';
+import { seededRandom } from '../random.ts';
 
 /** Uniform in [0, 1). */
 export type Uniform = () => number;

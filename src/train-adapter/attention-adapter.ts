@@ -10,7 +10,7 @@
  */
 import { HatError } from '../errors.ts';
 import type { MatMulEngine } from './matmul.ts';
-import { normalArray, seededRandom } from './random.ts';
+import { normalArray, seededRandom } from '../random.ts';
 import { rmsNorm, rmsNormBackward } from './rmsnorm.ts';
 import { applyRope, fromHeads, ropeTables, toHeads, type RopeTables } from './rope.ts';
 

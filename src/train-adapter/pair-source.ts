@@ -7,7 +7,7 @@ import { HatError } from '../errors.ts';
 import { adapterForward, type AdapterParams, type AttentionAdapterConfig, type SequenceBatch } from './attention-adapter.ts';
 import type { MatMulEngine } from './matmul.ts';
 import { topTokens, type OutputHead } from './output-head.ts';
-import { normalArray, seededRandom } from './random.ts';
+import { normalArray, seededRandom } from '../random.ts';
 
 export interface PairBatch extends SequenceBatch {
   /** h_N, the hidden state the middle part produces, [batch·seq, hidden]. */

@@ -11,6 +11,7 @@ import { HatError } from '../errors.ts';
 import type { PartRunner } from '../runtime/part-runner.ts';
 import type { OutputHead } from './output-head.ts';
 import { rmsNorm } from './rmsnorm.ts';
+import { seededRandom } from '../random.ts';
 
 const SCALE = 4;
 /** Probe rows per onnxruntime run: bounds the [rows, vocab] logits held at once. */
@@ -70,9 +71,8 @@ export async function probeOutputHead(part: PartRunner, hidden: number, options:
 /** Random states through both: the probed head must reproduce the part's logits. */
 async function checkHeadAgainstPart(part: PartRunner, head: OutputHead, hidden: number): Promise<void> {
   const count = 4;
-  let seed = 12345;
-  const random = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32) * 2 - 1;
-  const rows = Float32Array.from({ length: count * hidden }, () => random() * 3);
+  const random = seededRandom(12345);
+  const rows = Float32Array.from({ length: count * hidden }, () => (random.uniform() * 2 - 1) * 3);
   const expected = await logitsOf(part, rows, count);
   const normed = rmsNorm(rows, head.normWeight, head.eps).out;
   let worst = 0, scale = 0;

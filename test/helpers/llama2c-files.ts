@@ -3,7 +3,7 @@
  * plus a few merges — and a port of llama2.c's own encoder (run.c `encode`) to check converted tokenizers against.
  */
 import { writeFileSync } from 'node:fs';
-import { seededRandom } from '../../src/train-adapter/random.ts';
+import { seededRandom } from '../../src/random.ts';
 
 export interface TinyCheckpoint {
   dim: number; hidden: number; layers: number; heads: number; kvHeads: number; vocab: number; seqLen: number;

@@ -6,7 +6,7 @@
 import { initAdapterParams, type AttentionAdapterConfig } from '../../src/train-adapter/attention-adapter.ts';
 import { createOrtMatMul } from '../../src/train-adapter/matmul-ort.ts';
 import { arraySource, collect, teacherSource } from '../../src/train-adapter/pair-source.ts';
-import { normalArray, seededRandom } from '../../src/train-adapter/random.ts';
+import { normalArray, seededRandom } from '../../src/random.ts';
 import { trainAttentionAdapter } from '../../src/train-adapter/train-attention.ts';
 
 const [hidden = 256, heads = 8, vocab = 4096, batch = 4, seq = 128, steps = 20, threads = 0] = process.argv.slice(2).map(Number);

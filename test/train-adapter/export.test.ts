@@ -11,7 +11,7 @@ import { adapterForward, initAdapterParams, type AttentionAdapterConfig } from '
 import { ADAPTER_KV, attentionAdapterModel, exportAdapter } from '../../src/train-adapter/export-onnx.ts';
 import { linearForward } from '../../src/train-adapter/linear-adapter.ts';
 import { jsMatMul } from '../../src/train-adapter/matmul.ts';
-import { normalArray, seededRandom } from '../../src/train-adapter/random.ts';
+import { normalArray, seededRandom } from '../../src/random.ts';
 import { encodeModel } from '../../src/onnx/model-io.ts';
 import { PartRunner } from '../../src/runtime/part-runner.ts';
 import {

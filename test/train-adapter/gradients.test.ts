@@ -12,7 +12,7 @@ import {
 } from '../../src/train-adapter/attention-adapter.ts';
 import { jsMatMul } from '../../src/train-adapter/matmul.ts';
 import { draftLoss, type LossOptions, type OutputHead } from '../../src/train-adapter/output-head.ts';
-import { normalArray, seededRandom } from '../../src/train-adapter/random.ts';
+import { normalArray, seededRandom } from '../../src/random.ts';
 
 const config: AttentionAdapterConfig = { hidden: 8, heads: 4, kvHeads: 2, headDim: 4, ropeTheta: 10000, normEps: 1e-5 };
 const options: LossOptions = { ceWeight: 0.7, smoothL1Beta: 0.5 }; // a large CE weight so its gradient is visible

@@ -5,7 +5,7 @@ import { choleskyInPlace, choleskySolveInPlace } from '../../src/train-adapter/c
 import { fitLinearAdapter, linearForward, RidgeAccumulator } from '../../src/train-adapter/linear-adapter.ts';
 import { jsMatMul } from '../../src/train-adapter/matmul.ts';
 import { arraySource, type PairBatch } from '../../src/train-adapter/pair-source.ts';
-import { normalArray, seededRandom } from '../../src/train-adapter/random.ts';
+import { normalArray, seededRandom } from '../../src/random.ts';
 
 test('Cholesky solves a symmetric positive-definite system and rejects an indefinite one', () => {
   const random = seededRandom(3);

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { jsMatMul, transpose, type MatMulShape } from '../../src/train-adapter/matmul.ts';
 import { createOrtMatMul } from '../../src/train-adapter/matmul-ort.ts';
-import { normalArray, seededRandom } from '../../src/train-adapter/random.ts';
+import { normalArray, seededRandom } from '../../src/random.ts';
 
 /** The definition, in doubles. */
 function reference(a: Float32Array, b: Float32Array, shape: MatMulShape): Float64Array {

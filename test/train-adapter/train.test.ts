@@ -6,7 +6,7 @@ import { jsMatMul } from '../../src/train-adapter/matmul.ts';
 import { AdamW, DEFAULT_ADAMW, learningRate } from '../../src/train-adapter/optimizer.ts';
 import type { OutputHead } from '../../src/train-adapter/output-head.ts';
 import { arraySource, bufferedSource, collect, teacherSource, type PairSource } from '../../src/train-adapter/pair-source.ts';
-import { normalArray, seededRandom } from '../../src/train-adapter/random.ts';
+import { normalArray, seededRandom } from '../../src/random.ts';
 import { trainAttentionAdapter } from '../../src/train-adapter/train-attention.ts';
 
 const config: AttentionAdapterConfig = { hidden: 32, heads: 4, kvHeads: 2, headDim: 8, ropeTheta: 10000, normEps: 1e-5 };
