@@ -12,6 +12,10 @@ import { createSampler } from '../../src/runtime/speculative/sampler.ts';
 import { decodeFrame, decodeJson } from '../../src/runtime/protocol/frame.ts';
 import { wireBytesPerRow } from '../../src/runtime/protocol/hidden-codec.ts';
 import { addIdentityAdapter, makeSmallSplit } from '../helpers/runtime-fixtures.ts';
+import { repoRoot } from '../helpers/shared-fixtures.ts';
+import { runDevice } from '../../src/runtime/device/run-device.ts';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 
 function encodeIds(ids: readonly number[], bytes: 4 | 8): Buffer {
   const out = Buffer.alloc(ids.length * bytes);
@@ -55,6 +59,30 @@ test('the device uplink carries only hidden states and control integers, never t
         assert.equal(frame.header.hiddenSize, manifest.hidden.size);
         assert.equal(frame.payload.length, frame.header.nTokens * wireBytesPerRow('fp32', manifest.hidden.size));
       }
+    }
+  } finally {
+    await server.stop();
+  }
+});
+
+const defaultSplit = join(repoRoot, 'fixtures', 'default-split');
+test('on the default model, the uplink holds neither the prompt text nor its token ids', { skip: existsSync(join(defaultSplit, 'manifest.json')) ? false : 'SKIPPED: fixtures/default-split is missing' }, async () => {
+  const { server, port } = await startCloud({ splitDir: defaultSplit, host: '127.0.0.1', port: 0, workers: 1, maxSessions: 2, idleTimeoutMs: 60_000, maxTokensPerFrame: 512, maxContext: 512, logger: silentLogger });
+  const frames: Uint8Array[] = [];
+  const prompt = 'In the beginning God created the heaven and the earth. And the earth was without form, and void';
+  try {
+    const result = await runDevice({
+      splitDir: defaultSplit, cloud: `ws://127.0.0.1:${port}`, prompt, maxNewTokens: 24, temperature: 0, topP: 1, seed: 0,
+      draftThreshold: 'auto', maxDraft: 6, speculative: true, parallelDrafting: true, chunk: 8, wire: 'fp16', fallbackLocal: false,
+      recordUplink: (bytes) => frames.push(bytes.slice()),
+    });
+    const uplink = Buffer.concat(frames);
+    for (const text of [prompt, 'beginning', 'heaven', result.text.trim().slice(0, 12)]) {
+      for (const encoding of ['utf8', 'utf16le'] as const) assert.equal(uplink.indexOf(Buffer.from(text, encoding)), -1, `"${text}" found as ${encoding}`);
+    }
+    const sequence = [...result.promptIds, ...result.ids];
+    for (let i = 0; i + 3 <= sequence.length; i++) {
+      for (const width of [4, 8] as const) assert.equal(uplink.indexOf(encodeIds(sequence.slice(i, i + 3), width)), -1);
     }
   } finally {
     await server.stop();
