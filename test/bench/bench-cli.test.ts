@@ -60,3 +60,23 @@ test('hat bench refuses bad input in one line, before running, and leaves --out 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('hat bench with several device processes and Poisson arrivals serves every request', async () => {
+  const { dir, split } = await makeSmallSplit();
+  addIdentityAdapter(split);
+  const out = join(dir, 'multi');
+  try {
+    const run = hat(['bench', split, '--scenarios', 'hat,u-shape', '--prompt-lengths', '8,16', '--prompts-per-length', '2',
+      '--max-new-tokens', '4', '--devices', '3', '--rate', '20', '--link', 'lan', '--out', out]);
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, /open loop: 3 device\(s\), Poisson arrivals at 20 req\/s/);
+    const results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
+    for (const name of ['hat', 'u-shape']) {
+      assert.equal(results.scenarios[name].failed, 0, name);
+      assert.ok(results.scenarios[name].requests >= 4, `${name}: ${results.scenarios[name].requests} requests`);
+      assert.ok(results.scenarios[name].serverTokensPerSecond > 0, name);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
