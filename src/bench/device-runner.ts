@@ -30,6 +30,8 @@ export interface DeviceConfig {
   wire: WireDTypeName;
   draftThreshold: 'auto' | number;
   maxDraft: number;
+  /** Candidates parallel drafting branches on. */
+  parallelBranches: number;
   threads?: number;
   /** Seeds this device's emulated link jitter. */
   seed: number;
@@ -104,7 +106,7 @@ export class DeviceRunner {
       const parts = scenario.speculative ? this.parts : { ...this.parts, adapter: undefined };
       const generator = new HatGenerator(parts, client, sampler, new Drafter(parts, sampler, policy));
       const { ids, metrics, error } = await generator.generate(prompt.ids, {
-        maxNewTokens, speculative: scenario.speculative, parallelDrafting: scenario.parallelDrafting, chunk: scenario.chunk,
+        maxNewTokens, speculative: scenario.speculative, parallelDrafting: scenario.parallelDrafting, parallelBranches: this.config.parallelBranches, chunk: scenario.chunk,
         fallbackLocal: false, onTokens: (ids) => arrivals.push({ at: performance.now(), count: ids.length }),
       });
       const prefillBytes = metrics.prefillChunks.reduce((s, c) => s + c.bytesUp, 0);

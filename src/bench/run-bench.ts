@@ -40,6 +40,7 @@ export interface BenchOptions {
   wire: WireDTypeName;
   draftThreshold: 'auto' | number;
   maxDraft: number;
+  parallelBranches: number;
   threads?: number;
   cloudWorkers: number;
   simulate: boolean;
@@ -114,7 +115,7 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
     if (textCloud) stops.push(() => textCloud.stop());
     const pool = await DevicePool.start(options.devices, {
       splitDir: options.splitDir, cloudUrl: cloud.url, textCloudUrl: textCloud?.url, link: options.link, wire: options.wire,
-      draftThreshold: options.draftThreshold, maxDraft: options.maxDraft, threads: options.threads,
+      draftThreshold: options.draftThreshold, maxDraft: options.maxDraft, parallelBranches: options.parallelBranches, threads: options.threads,
     });
     stops.push(() => pool.close());
     startup.succeed(`serve-cloud at ${cloud.url}; ${options.devices} device process(es)${textCloud ? `; cloud-only server at ${textCloud.url}` : ''}`);

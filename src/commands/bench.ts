@@ -22,6 +22,7 @@ const schema = z.object({
   wire: z.enum(['fp32', 'fp16', 'int8']),
   draftThreshold: z.union([z.literal('auto'), z.coerce.number().min(0).max(1)]),
   maxDraft: intOption(1, 64),
+  parallelBranches: intOption(1, 4),
   threads: intOption(1, 256).optional(),
   cloudWorkers: intOption(1, 64),
   simulate: z.boolean().optional(),
@@ -52,6 +53,7 @@ export function registerBench(program: Command): void {
     .option('--wire <dtype>', 'hidden-state dtype on the wire', 'fp16')
     .option('--draft-threshold <auto|η>', 'draft stop threshold', 'auto')
     .option('--max-draft <n>', 'most drafts per round', '6')
+    .option('--parallel-branches <k>', 'candidates parallel drafting branches on (HAT\'s top-k)', '2')
     .option('--threads <n>', 'onnxruntime intra-op threads per process')
     .option('--cloud-workers <n>', 'serve-cloud worker threads', '1')
     .option('--simulate', 'also replay HAT\'s testbed in a discrete-event SIMULATION fed with the measured costs')
@@ -67,7 +69,7 @@ export function registerBench(program: Command): void {
       const options = {
         splitDir, link: parseLinkSpec(o.link), promptsFile: o.prompts, promptLengths: o.promptLengths, promptsPerLength: o.promptsPerLength,
         maxNewTokens: o.maxNewTokens, repeats: o.repeats, devices: o.devices, rate: o.rate, scenarios: selectScenarios(o.scenarios, o.sarathiChunk),
-        sloTtftMs: o.sloTtft, warmup: o.warmup, wire: o.wire, draftThreshold: o.draftThreshold, maxDraft: o.maxDraft, threads: o.threads,
+        sloTtftMs: o.sloTtft, warmup: o.warmup, wire: o.wire, draftThreshold: o.draftThreshold, maxDraft: o.maxDraft, parallelBranches: o.parallelBranches, threads: o.threads,
         cloudWorkers: o.cloudWorkers, simulate: Boolean(o.simulate), deviceSlowdown: o.deviceSlowdown, seed: o.seed,
       };
       const { text } = await benchToDir(options, o.out, reporter);

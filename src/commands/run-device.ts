@@ -16,6 +16,7 @@ const schema = z.object({
   maxDraft: intOption(1, 64),
   draft: z.boolean(),
   parallelDrafting: z.boolean(),
+  parallelBranches: intOption(1, 4),
   chunk: z.union([z.literal('auto'), z.literal('off'), intOption(1)]),
   wire: z.enum(['fp32', 'fp16', 'int8']),
   link: z.string().optional(),
@@ -40,6 +41,7 @@ export function registerRunDevice(program: Command): void {
     .option('--max-draft <n>', 'most drafts per verification round', '6')
     .option('--no-draft', 'no speculative decoding: one cloud round trip per token (U-shape)')
     .option('--no-parallel-drafting', 'do not draft ahead while a verification is in flight')
+    .option('--parallel-branches <k>', 'candidates for the next token to draft ahead from (HAT\'s top-k)', '2')
     .option('--chunk <auto|off|n>', 'prompt chunk size', 'auto')
     .option('--wire <dtype>', 'hidden-state dtype on the wire: fp32, fp16, int8', 'fp16')
     .option('--link <profile|spec>', 'EMULATED link: wifi, 4g, lan, none, or up=5MB,down=10MB,rtt=6,jitter=1')
@@ -56,7 +58,7 @@ export function registerRunDevice(program: Command): void {
         splitDir, cloud: options.cloud, prompt: options.prompt, maxNewTokens: options.maxNewTokens,
         temperature: options.temperature, topP: options.topP, seed: options.seed,
         draftThreshold: options.draftThreshold, maxDraft: options.maxDraft, speculative: options.draft,
-        parallelDrafting: options.parallelDrafting, chunk: options.chunk, wire: options.wire, link,
+        parallelDrafting: options.parallelDrafting, parallelBranches: options.parallelBranches, chunk: options.chunk, wire: options.wire, link,
         token: options.token, fallbackLocal: options.fallback === 'local', threads: options.threads,
         onText: options.json ? undefined : (text) => process.stdout.write(text),
       });

@@ -76,6 +76,13 @@ test('parallel drafting keeps greedy output identical and confirms branches', as
   assert.ok(out.metrics.parallelDrafting.branches > 0);
 });
 
+test('parallel drafting on the top-3 candidates keeps greedy output identical and confirms at least as often', async () => {
+  const one = await runHat({ parallelDrafting: true, parallelBranches: 1 }, new FixedThresholdPolicy(0, 2));
+  const three = await runHat({ parallelDrafting: true, parallelBranches: 3 }, new FixedThresholdPolicy(0, 2));
+  assert.deepEqual(three.ids, reference);
+  assert.ok(three.metrics.parallelDrafting.hits >= one.metrics.parallelDrafting.hits, `${three.metrics.parallelDrafting.hits} vs ${one.metrics.parallelDrafting.hits}`);
+});
+
 test('chunked prefill (fixed and auto) gives the same first token and continuation', async () => {
   for (const chunk of [3, 5, 'auto'] as const) {
     const out = await runHat({ chunk, speculative: false });

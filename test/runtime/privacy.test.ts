@@ -73,7 +73,7 @@ test('on the default model, the uplink holds neither the prompt text nor its tok
   try {
     const result = await runDevice({
       splitDir: defaultSplit, cloud: `ws://127.0.0.1:${port}`, prompt, maxNewTokens: 24, temperature: 0, topP: 1, seed: 0,
-      draftThreshold: 'auto', maxDraft: 6, speculative: true, parallelDrafting: true, chunk: 8, wire: 'fp16', fallbackLocal: false,
+      draftThreshold: 'auto', maxDraft: 6, speculative: true, parallelDrafting: true, parallelBranches: 2, chunk: 8, wire: 'fp16', fallbackLocal: false,
       recordUplink: (bytes) => frames.push(bytes.slice()),
     });
     const uplink = Buffer.concat(frames);

@@ -17,11 +17,29 @@ export interface DraftChain {
   draftProbs: Float64Array[];
   /** The small model's guess for the token after the last draft (the first one it declined to keep). */
   nextGuess?: Choice;
+  /** Its guess followed by the next most likely tokens there: where parallel drafting branches. */
+  nextCandidates?: number[];
   survival: number;
   expectedTokens: number;
   /** True when the policy said stop (as opposed to being interrupted). */
   finished: boolean;
   stepMs: number[];
+}
+
+/** Most candidate continuations a parallel-drafting device keeps. */
+export const MAX_BRANCHES = 4;
+
+/** `first`, then the other most likely tokens by logit, `count` in all. */
+function likeliest(logits: Float32Array, count: number, first: number): number[] {
+  const out = [first];
+  const taken = new Set(out);
+  while (out.length < Math.min(count, logits.length)) {
+    let best = -1;
+    for (let v = 0; v < logits.length; v++) if (!taken.has(v) && (best < 0 || logits[v] > logits[best])) best = v;
+    out.push(best);
+    taken.add(best);
+  }
+  return out;
 }
 
 export class Drafter {
@@ -64,6 +82,7 @@ export class Drafter {
     const index = chain.drafts.length + 1;
     if (!this.policy.keep(choice.confidence, index, chain.survival, chain.expectedTokens)) {
       chain.nextGuess = choice;
+      chain.nextCandidates = likeliest(lastRow(logits), MAX_BRANCHES, choice.token);
       chain.finished = true;
       chain.stepMs.push(performance.now() - started);
       return false;

@@ -9,7 +9,7 @@ import { acceptGreedy, acceptSampled } from '../speculative/acceptance.ts';
 import { argmax } from '../sampling.ts';
 import { choose, type Sampler } from '../speculative/sampler.ts';
 import { ChunkPlanner } from '../chunk-planner.ts';
-import { lastRow, type StepOutput } from '../part-runner.ts';
+import { lastRow, type KvState, type StepOutput } from '../part-runner.ts';
 import type { CloudClient, ForwardResult } from './cloud-client.ts';
 import type { DeviceParts } from './device-parts.ts';
 import { Drafter, type DraftChain } from './drafter.ts';
@@ -26,6 +26,8 @@ export interface HatGenerateOptions {
   /** Draft with the small model (off = U-shape: one round trip per token). */
   speculative: boolean;
   parallelDrafting: boolean;
+  /** Candidates for the next token that parallel drafting branches on (HAT's top-k; default 1). */
+  parallelBranches?: number;
   chunk: 'off' | 'auto' | number;
   /** Continue with the small model alone if the cloud fails. */
   fallbackLocal: boolean;
@@ -57,6 +59,17 @@ export interface HatGeneration {
   metrics: DeviceMetrics;
   /** Set when the cloud failed and generation stopped early; `ids` holds what was committed. */
   error?: HatError;
+}
+
+interface BranchState {
+  input: KvState;
+  adapter?: KvState;
+}
+
+interface Branch {
+  token: number;
+  chain: DraftChain;
+  state: BranchState;
 }
 
 function concatRows(rows: readonly Float32Array[]): Float32Array {
@@ -208,10 +221,12 @@ export class HatGenerator {
       if (options.speculative) while (await this.drafter.extend(chain)) { /* grow the chain */ }
       const rows = chain.hidden.length;
       let result: ForwardResult;
-      let branch: DraftChain | undefined;
+      let branches: Branch[] = [];
       try {
         const verification = this.client.forward(concatRows(chain.hidden), rows, base, { allPositions: true });
-        if (options.parallelDrafting && chain.nextGuess) branch = await this.predraft(chain.nextGuess.token, verification);
+        if (options.parallelDrafting && chain.nextCandidates) {
+          branches = await this.predraft(chain.nextCandidates.slice(0, options.parallelBranches ?? 1), verification);
+        }
         const waitStart = performance.now();
         result = await verification;
         waitedMs = performance.now() - waitStart;
@@ -237,17 +252,19 @@ export class HatGenerator {
       const keep = base + 1 + outcome.accepted;
       if (this.outputHasCache) this.parts.output.truncate(keep);
       const committed = [...chain.drafts.slice(0, outcome.accepted), outcome.next];
-      const branchConfirmed = branch !== undefined && outcome.accepted === chain.drafts.length && outcome.next === chain.nextGuess?.token;
-      if (branchConfirmed) {
-        // The caches already hold the branch on top of the accepted chain: it is the next round's chain.
+      const confirmed = outcome.accepted === chain.drafts.length ? branches.find((b) => b.token === outcome.next) : undefined;
+      if (confirmed) {
+        // That branch's caches hold it on top of the accepted chain: it is the next round's chain.
         metrics.parallelDrafting.hits++;
-        chain = branch;
+        this.restoreCache(confirmed.state);
+        chain = confirmed.chain;
       } else {
+        // Every branch shares the chain's prefix up to `keep`, so truncating whichever state is loaded is right.
         this.parts.input.truncate(keep);
         if (this.usesAdapter(options)) this.parts.adapter!.truncate(keep);
         chain = undefined;
       }
-      if (branch) metrics.parallelDrafting.branches++;
+      if (branches.length) metrics.parallelDrafting.branches++;
       commit(committed);
       pending = outcome.next;
       const now = performance.now();
@@ -258,15 +275,41 @@ export class HatGenerator {
     return finish();
   }
 
-  /** Drafts ahead from `guess` until the verification arrives or the policy stops; undefined if nothing was drafted. */
-  private async predraft(guess: number, verification: Promise<unknown>): Promise<DraftChain | undefined> {
+  private cacheState(): BranchState {
+    return { input: this.parts.input.snapshot(), adapter: this.parts.adapter?.snapshot() };
+  }
+
+  private restoreCache(state: BranchState): void {
+    this.parts.input.restore(state.input);
+    if (state.adapter) this.parts.adapter!.restore(state.adapter);
+  }
+
+  /**
+   * While the verification is in flight, drafts ahead from each candidate for the token after the last draft
+   * (HAT Fig. 5), one step per branch in turn, each branch on its own snapshot of the input part's and adapter's
+   * caches. Stops when the result arrives; a branch the policy has not finished is resumed next round if kept.
+   */
+  private async predraft(candidates: readonly number[], verification: Promise<unknown>): Promise<Branch[]> {
     let arrived = false;
     verification.then(() => { arrived = true; }, () => { arrived = true; });
-    const branch = await this.drafter.start(guess);
-    while (!arrived && await this.drafter.extend(branch)) { /* keep drafting while the cloud works */ }
-    // An interrupted chain is resumed next round: it was not finished by the policy.
-    if (arrived) branch.finished = false;
-    return branch;
+    const root = this.cacheState();
+    const branches: Branch[] = [];
+    for (const token of candidates) {
+      if (arrived && branches.length > 0) break;
+      this.restoreCache(root);
+      const chain = await this.drafter.start(token);
+      branches.push({ token, chain, state: this.cacheState() });
+    }
+    while (!arrived && branches.some((b) => !b.chain.finished)) {
+      for (const branch of branches) {
+        if (arrived) break;
+        if (branch.chain.finished) continue;
+        this.restoreCache(branch.state);
+        await this.drafter.extend(branch.chain);
+        branch.state = this.cacheState();
+      }
+    }
+    return branches;
   }
 
   /** After a cloud failure: generate with the small model alone (input part → adapter → output part). */

@@ -26,6 +26,7 @@ export interface RunDeviceOptions {
   /** Draft with the adapter at all (false: U-shape, one round trip per token). */
   speculative: boolean;
   parallelDrafting: boolean;
+  parallelBranches: number;
   chunk: 'auto' | 'off' | number;
   wire: WireDTypeName;
   link?: LinkSpec;
@@ -63,6 +64,7 @@ export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceRes
       eosTokenId: tokenizer.eosTokenId,
       speculative: options.speculative,
       parallelDrafting: options.parallelDrafting && options.speculative,
+      parallelBranches: options.parallelBranches,
       chunk: options.chunk,
       fallbackLocal: options.fallbackLocal,
       onTokens: (ids) => { for (const id of ids) { const text = streamer.push(id); if (text) options.onText?.(text); } },
