@@ -9,6 +9,7 @@
  */
 import { HatError } from '../errors.ts';
 import type { KvPair } from '../split/manifest.ts';
+import { findKvPairs } from '../split/kv-names.ts';
 import type { ModelSession } from './session.ts';
 
 export interface KvLayout {
@@ -18,30 +19,13 @@ export interface KvLayout {
   headDim: number;
 }
 
-const PAST = /^past_key_values\.(\d+)\.(key|value)$/;
-
 export function kvLayoutOf(session: ModelSession): KvLayout {
   const inputs = new Map(session.inputs.map((i) => [i.name, i]));
-  const outputs = new Set(session.outputNames);
-  const layers = [...inputs.keys()].map((name) => PAST.exec(name)).filter((m) => m !== null && m[2] === 'key').map((m) => Number(m![1])).sort((a, b) => a - b);
-  if (layers.length === 0) {
+  // The same pairing `hat split` recognises layers by: past_key_values.N.* in, present.N.* out, N = 0..L-1.
+  const pairs = findKvPairs([...session.inputNames], [...session.outputNames]);
+  if (pairs.length === 0) {
     throw new HatError('NOT_A_DECODER', `${session.label} has no past_key_values.N.key inputs`, 'export the decoder with its KV cache (Optimum layout, e.g. --task text-generation-with-past)');
   }
-  const pairs = layers.map((layer, i) => {
-    const pair: KvPair = {
-      layer,
-      pastKey: `past_key_values.${layer}.key`,
-      pastValue: `past_key_values.${layer}.value`,
-      presentKey: `present.${layer}.key`,
-      presentValue: `present.${layer}.value`,
-    };
-    const missing = [pair.pastValue].filter((n) => !inputs.has(n)).concat([pair.presentKey, pair.presentValue].filter((n) => !outputs.has(n)));
-    if (layer !== i || missing.length > 0) {
-      throw new HatError('NOT_A_DECODER', `${session.label}: the KV cache of layer ${layer} is incomplete${missing.length ? ` (no ${missing.join(', ')})` : ''}`,
-        'expected past_key_values.N.key/value inputs and present.N.key/value outputs for every layer 0..N-1');
-    }
-    return pair;
-  });
   const first = inputs.get(pairs[0].pastKey)!;
   const [, kvHeads, , headDim] = first.shape;
   if (first.shape.length !== 4 || typeof kvHeads !== 'number' || typeof headDim !== 'number') {

@@ -9,14 +9,13 @@
 import { HatError } from '../errors.ts';
 import { DataType, tensorDims, toNumber, type ModelProto, type NodeProto } from '../onnx/model-io.ts';
 import type { KvPair } from './manifest.ts';
+import { findKvPairs, PRESENT } from './kv-names.ts';
 import { GraphIndex, nodeInputs } from './graph.ts';
 
 /** Residual+norm nodes whose 4th output is the residual sum: a layer boundary can sit inside them. */
 export const FUSED_RESIDUAL_NORMS = new Set(['SkipLayerNormalization', 'SkipSimplifiedLayerNormalization']);
 const RESIDUAL_MERGES = new Set(['Add', 'Sum', ...FUSED_RESIDUAL_NORMS]);
 
-const PAST = /^(?:past_key_values|past)\.(\d+)\.(key|value)$/;
-const PRESENT = /^present\.(\d+)\.(key|value)$/;
 export const TOKEN_INPUT = 'input_ids';
 
 export interface ResidualBoundary {
@@ -42,28 +41,6 @@ export interface DecoderStructure {
   logits: string;
   /** One line on how the layers were found, for `hat inspect`. */
   recognition: string;
-}
-
-export function findKvPairs(inputs: string[], outputs: string[]): KvPair[] {
-  const pairs = new Map<number, Partial<KvPair>>();
-  const slot = (layer: number) => pairs.get(layer) ?? pairs.set(layer, { layer }).get(layer)!;
-  for (const name of inputs) {
-    const m = PAST.exec(name);
-    if (m) slot(Number(m[1]))[m[2] === 'key' ? 'pastKey' : 'pastValue'] = name;
-  }
-  for (const name of outputs) {
-    const m = PRESENT.exec(name);
-    if (m) slot(Number(m[1]))[m[2] === 'key' ? 'presentKey' : 'presentValue'] = name;
-  }
-  const layers = [...pairs.keys()].sort((a, b) => a - b);
-  return layers.map((layer, i) => {
-    const pair = pairs.get(layer)!;
-    if (layer !== i || !pair.pastKey || !pair.pastValue || !pair.presentKey || !pair.presentValue) {
-      throw new HatError('NOT_A_DECODER', `KV cache tensors for layer ${layer} are incomplete or not numbered 0..N-1`,
-        'expected past_key_values.N.key/value inputs and present.N.key/value outputs for every layer N');
-    }
-    return pair as KvPair;
-  });
 }
 
 function rejectMergedDecoder(index: GraphIndex): void {
