@@ -291,10 +291,6 @@ export async function saveModel(model: ModelProto, path: string): Promise<void> 
   await rename(temporary, path);
 }
 
-export function decodeModel(bytes: Uint8Array): ModelProto {
-  return onnx.ModelProto.decode(bytes);
-}
-
 export function encodeModel(model: ModelProto): Uint8Array {
   return onnx.ModelProto.encode(model).finish();
 }

@@ -120,7 +120,3 @@ export function tensorToFloat32(tensor: Tensor): Float32Array {
   if (tensor.type === 'float16') return float16ToFloat32(tensor.data as Uint16Array);
   throw new HatError('RUNTIME', `expected a float tensor, got ${tensor.type}`);
 }
-
-export function listBackends(): Array<{ name: string; bundled: boolean }> {
-  return ort.listSupportedBackends?.() ?? [{ name: 'cpu', bundled: true }];
-}

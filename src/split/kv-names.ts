@@ -6,7 +6,7 @@
 import { HatError } from '../errors.ts';
 import type { KvPair } from './manifest.ts';
 
-export const PAST = /^(?:past_key_values|past)\.(\d+)\.(key|value)$/;
+const PAST = /^(?:past_key_values|past)\.(\d+)\.(key|value)$/;
 export const PRESENT = /^present\.(\d+)\.(key|value)$/;
 
 export function findKvPairs(inputs: string[], outputs: string[]): KvPair[] {
