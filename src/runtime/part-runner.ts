@@ -111,7 +111,8 @@ export class PartRunner {
         const dims = [1, n, input.hidden.length / n];
         feeds[name] = this.hiddenType === 'float16' ? makeTensor('float16', float32ToFloat16(input.hidden), dims) : float32Tensor(input.hidden, dims);
       } else if (name === 'attention_mask') {
-        feeds[name] = int64Tensor(new Array(past + n).fill(1), [1, past + n]);
+        // Built on every step of every part: fill a typed array rather than convert a number array.
+        feeds[name] = int64Tensor(new BigInt64Array(past + n).fill(1n), [1, past + n]);
       } else if (name === 'position_ids') {
         feeds[name] = int64Tensor(Array.from({ length: n }, (_, i) => past + i), [1, n]);
       } else if (this.state.tensors.has(name)) {

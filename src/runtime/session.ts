@@ -103,6 +103,7 @@ export function float32Tensor(data: Float32Array, dims: readonly number[]): Tens
 }
 
 export function int64Tensor(values: ArrayLike<number | bigint>, dims: readonly number[]): Tensor {
+  if (values instanceof BigInt64Array) return new ort.Tensor('int64', values, dims);
   const data = new BigInt64Array(values.length);
   for (let i = 0; i < values.length; i++) data[i] = BigInt(values[i]);
   return new ort.Tensor('int64', data, dims);
