@@ -30,10 +30,15 @@ export interface StepOutput {
   cols: number;
 }
 
-/** The cache as it stands after a step; tensors are never mutated, so a snapshot is just a reference. */
+/**
+ * The cache as it stands after a step. A snapshot is just a reference, so a state that has been handed out as a
+ * snapshot is frozen: rolling it back copies. A state only the runner holds is rolled back in place (no
+ * allocation), which matters because every speculative round ends in a rollback.
+ */
 export interface KvState {
   length: number;
   tensors: Map<string, Tensor>;
+  frozen?: boolean;
 }
 
 export class PartRunner {
@@ -81,7 +86,13 @@ export class PartRunner {
     return this.state.length;
   }
 
-  snapshot(): KvState {
+  /**
+   * The cache as it stands, to restore later. `exclusive`: the caller is its only keeper and restores it only
+   * into this runner before using it again (the cloud's per-session caches), so a rollback may still compact it
+   * in place; otherwise it is frozen.
+   */
+  snapshot(options: { exclusive?: boolean } = {}): KvState {
+    if (!options.exclusive) this.state.frozen = true;
     return this.state;
   }
 
@@ -94,7 +105,8 @@ export class PartRunner {
     if (length > this.state.length) throw new HatError('INTERNAL', `cannot truncate a cache of ${this.state.length} to ${length}`);
     if (length === this.state.length) return;
     const tensors = new Map<string, Tensor>();
-    for (const [name, tensor] of this.state.tensors) tensors.set(name, sliceSequence(tensor, length));
+    const cut = this.state.frozen ? sliceSequence : compactSequence;
+    for (const [name, tensor] of this.state.tensors) tensors.set(name, cut(tensor, length));
     this.state = { length, tensors };
   }
 
@@ -145,6 +157,14 @@ function sliceSequence(tensor: Tensor, length: number): Tensor {
     out.set(source.subarray(block * s * d, block * s * d + length * d), block * length * d);
   }
   return makeTensor(tensor.type as 'float32', out, [b, h, length, d]);
+}
+
+/** [B, H, S, D] → [B, H, length, D] in the same buffer: each (batch, head) block moves down; a view is returned. */
+function compactSequence(tensor: Tensor, length: number): Tensor {
+  const [b, h, s, d] = tensor.dims;
+  const data = tensor.data as Float32Array | Uint16Array;
+  for (let block = 1; block < b * h; block++) data.copyWithin(block * length * d, block * s * d, block * s * d + length * d);
+  return makeTensor(tensor.type as 'float32', data.subarray(0, b * h * length * d), [b, h, length, d]);
 }
 
 /** The last row of a [rows, cols] output. */

@@ -18,7 +18,7 @@ const reply = (message: WorkerReply, transfer: ArrayBuffer[] = []) => port.postM
 async function main(): Promise<void> {
   const manifest = readManifest(splitDir);
   const session = await createSession(resolve(splitDir, manifest.parts.middle.file), { threads }, 'middle part');
-  // One runner; each device session's cache is swapped in and out as a KvState (tensors are immutable).
+  // One runner; each device session's cache is swapped in and out as a KvState held only here (so rollback compacts in place).
   const runner = PartRunner.fromSession(session, partIO(manifest, 'middle'));
   const empty = runner.snapshot();
   const caches = new Map<number, KvState>();
@@ -46,7 +46,7 @@ async function main(): Promise<void> {
       const started = performance.now();
       const output = await runner.step({ hidden: task.hidden }, task.nTokens);
       const computeMs = performance.now() - started;
-      if (!droppedWhileRunning) caches.set(task.sessionId, runner.snapshot());
+      if (!droppedWhileRunning) caches.set(task.sessionId, runner.snapshot({ exclusive: true }));
       const rows = task.allPositions ? output.rows : 1;
       const hidden = output.data.slice((output.rows - rows) * output.cols);
       reply({ kind: 'result', sessionId: task.sessionId, hidden, rows, computeMs }, [hidden.buffer as ArrayBuffer]);
