@@ -3,6 +3,7 @@
  * Requests go to an idle device; the pool never runs two requests on one device at once.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { forkOnCores } from './cores.ts';
 import { fileURLToPath } from 'node:url';
 import { HatError, type ErrorCode } from '../errors.ts';
 import type { DeviceConfig } from './device-runner.ts';
@@ -64,9 +65,9 @@ export class DevicePool {
 
   private constructor(private readonly devices: DeviceProcess[], readonly hasAdapter: boolean) {}
 
-  static async start(count: number, config: Omit<DeviceConfig, 'seed'>): Promise<DevicePool> {
+  static async start(count: number, config: Omit<DeviceConfig, 'seed'>, cores?: number[]): Promise<DevicePool> {
     const devices = Array.from({ length: count }, (_, i) => new DeviceProcess(
-      fork(DEVICE_ENTRY, [], { execArgv: ['--import', 'tsx'], serialization: 'advanced', stdio: ['ignore', 'ignore', 'inherit', 'ipc'] }), i));
+      fork(DEVICE_ENTRY, [], { ...forkOnCores(cores), serialization: 'advanced', stdio: ['ignore', 'ignore', 'inherit', 'ipc'] }), i));
     try {
       const replies = await Promise.all(devices.map((d, i) => d.ask<{ type: 'ready'; id: number; hasAdapter: boolean }>({ type: 'init', config: { ...config, seed: i + 1 } })));
       return new DevicePool(devices, replies.every((r) => r.hasAdapter));

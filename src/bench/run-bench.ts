@@ -9,6 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Reporter } from '../reporter.ts';
 import { spawnCloud } from '../runtime/cloud/spawn-cloud.ts';
+import { assignCores, onCores, type CoreMode } from './cores.ts';
 import { describeLink, type LinkSpec } from '../runtime/link.ts';
 import type { WireDTypeName } from '../runtime/protocol/frame.ts';
 import { readManifest } from '../runtime/split-dir.ts';
@@ -42,6 +43,8 @@ export interface BenchOptions {
   maxDraft: number;
   parallelBranches: number;
   threads?: number;
+  /** Pin cloud and device processes to disjoint cores (separate machines in HAT) or let them share. */
+  cores: CoreMode;
   cloudWorkers: number;
   simulate: boolean;
   deviceSlowdown: number;
@@ -108,15 +111,22 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
   const notes = randomWeightNotes(options.splitDir, manifest);
 
   const startup = reporter.progress('starting serve-cloud, the device processes and (for cloud-only) the full-model server');
-  const cloud = await spawnCloud(options.splitDir, ['--workers', String(options.cloudWorkers), '--max-tokens-per-frame', String(Math.max(4096, longest)), '--max-sessions', String(options.devices * 2 + 4)]);
+  const cores = assignCores(options.cores);
+  // Pinned processes get one intra-op thread per core they own unless --threads says otherwise.
+  const deviceThreads = options.threads ?? cores.devices?.length;
+  const cloudThreads = options.threads ?? cores.cloud?.length;
+  const cloud = await spawnCloud(options.splitDir, [
+    '--workers', String(options.cloudWorkers), '--max-tokens-per-frame', String(Math.max(4096, longest)), '--max-sessions', String(options.devices * 2 + 4),
+    ...(options.threads ? ['--threads', String(options.threads)] : []), // else serve-cloud takes its cores / workers
+  ], { wrap: (command, args) => onCores(cores.cloud, command, args) });
   const stops: Array<() => unknown> = [() => cloud.stop()];
   try {
-    const textCloud = options.scenarios.some((s) => s.kind === 'cloud-only') ? await spawnTextCloud(options.splitDir, options.threads) : undefined;
+    const textCloud = options.scenarios.some((s) => s.kind === 'cloud-only') ? await spawnTextCloud(options.splitDir, cloudThreads, cores.cloud) : undefined;
     if (textCloud) stops.push(() => textCloud.stop());
     const pool = await DevicePool.start(options.devices, {
       splitDir: options.splitDir, cloudUrl: cloud.url, textCloudUrl: textCloud?.url, link: options.link, wire: options.wire,
-      draftThreshold: options.draftThreshold, maxDraft: options.maxDraft, parallelBranches: options.parallelBranches, threads: options.threads,
-    });
+      draftThreshold: options.draftThreshold, maxDraft: options.maxDraft, parallelBranches: options.parallelBranches, threads: deviceThreads,
+    }, cores.devices);
     stops.push(() => pool.close());
     startup.succeed(`serve-cloud at ${cloud.url}; ${options.devices} device process(es)${textCloud ? `; cloud-only server at ${textCloud.url}` : ''}`);
     const scenarios = options.scenarios.filter((s) => {
@@ -178,7 +188,7 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
     const report: BenchReport = {
       header: {
         date: new Date().toISOString(),
-        machine: `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${platform()} ${release()}, Node ${process.versions.node}; device processes, serve-cloud and the cloud-only server share these cores`,
+        machine: `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${platform()} ${release()}, Node ${process.versions.node}; ${cores.description}`,
         model: describeModel(options.splitDir, manifest),
         split: options.splitDir,
         link: `${describeLink(options.link)} (applied on each device, both directions, all network scenarios)`,

@@ -9,6 +9,7 @@
  */
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { forkOnCores } from './cores.ts';
 import { HatError } from '../errors.ts';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { readManifest } from '../runtime/split-dir.ts';
@@ -73,9 +74,9 @@ export async function startTextCloud(splitDir: string, options: { port?: number;
 }
 
 /** Starts the cloud-only server as its own process (it stands in for a remote machine) and resolves with its URL. */
-export function spawnTextCloud(splitDir: string, threads?: number): Promise<{ url: string; stop(): void }> {
+export function spawnTextCloud(splitDir: string, threads?: number, cores?: number[]): Promise<{ url: string; stop(): void }> {
   const entry = fileURLToPath(new URL('./text-cloud-process.ts', import.meta.url));
-  const child = fork(entry, [splitDir, ...(threads ? [String(threads)] : [])], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const child = fork(entry, [splitDir, ...(threads ? [String(threads)] : [])], { ...forkOnCores(cores), stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   return new Promise((resolve, reject) => {
     child.once('message', (message: { type: string; url?: string; message?: string }) => {
       if (message.type === 'listening') resolve({ url: message.url!, stop: () => child.disconnect() });

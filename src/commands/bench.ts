@@ -24,6 +24,7 @@ const schema = z.object({
   maxDraft: intOption(1, 64),
   parallelBranches: intOption(1, 4),
   threads: intOption(1, 256).optional(),
+  cores: z.enum(['auto', 'split', 'shared']),
   cloudWorkers: intOption(1, 64),
   simulate: z.boolean().optional(),
   deviceSlowdown: numberOption(0.01, 1000),
@@ -54,7 +55,8 @@ export function registerBench(program: Command): void {
     .option('--draft-threshold <auto|η>', 'draft stop threshold', 'auto')
     .option('--max-draft <n>', 'most drafts per round', '6')
     .option('--parallel-branches <k>', 'candidates parallel drafting branches on (HAT\'s top-k)', '2')
-    .option('--threads <n>', 'onnxruntime intra-op threads per process')
+    .option('--threads <n>', 'onnxruntime intra-op threads per process (default: one per core it may use)')
+    .option('--cores <mode>', 'split: pin cloud and device processes to disjoint cores with taskset (separate machines in HAT); shared: let them compete; auto: split when possible', 'auto')
     .option('--cloud-workers <n>', 'serve-cloud worker threads', '1')
     .option('--simulate', 'also replay HAT\'s testbed in a discrete-event SIMULATION fed with the measured costs')
     .option('--device-slowdown <x>', 'SIMULATION: device compute = measured × this (HAT\'s Jetsons vs its A6000 cloud)', '5')
@@ -69,7 +71,7 @@ export function registerBench(program: Command): void {
       const options = {
         splitDir, link: parseLinkSpec(o.link), promptsFile: o.prompts, promptLengths: o.promptLengths, promptsPerLength: o.promptsPerLength,
         maxNewTokens: o.maxNewTokens, repeats: o.repeats, devices: o.devices, rate: o.rate, scenarios: selectScenarios(o.scenarios, o.sarathiChunk),
-        sloTtftMs: o.sloTtft, warmup: o.warmup, wire: o.wire, draftThreshold: o.draftThreshold, maxDraft: o.maxDraft, parallelBranches: o.parallelBranches, threads: o.threads,
+        sloTtftMs: o.sloTtft, warmup: o.warmup, wire: o.wire, draftThreshold: o.draftThreshold, maxDraft: o.maxDraft, parallelBranches: o.parallelBranches, threads: o.threads, cores: o.cores,
         cloudWorkers: o.cloudWorkers, simulate: Boolean(o.simulate), deviceSlowdown: o.deviceSlowdown, seed: o.seed,
       };
       const { text } = await benchToDir(options, o.out, reporter);

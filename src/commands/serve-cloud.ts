@@ -9,6 +9,7 @@ const schema = z.object({
   host: z.string().min(1),
   token: z.string().min(1).optional(),
   workers: intOption(1, 64),
+  threads: intOption(1, 256).optional(),
   maxSessions: intOption(1, 100000),
   idleTimeout: intOption(1),
   maxTokensPerFrame: intOption(1, 65536),
@@ -25,6 +26,7 @@ export function registerServeCloud(program: Command): void {
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--token <secret>', 'shared secret devices must present')
     .option('--workers <n>', 'worker threads, each with its own middle-part session', '1')
+    .option('--threads <n>', 'onnxruntime intra-op threads per worker (default: available cores / workers)')
     .option('--max-sessions <n>', 'concurrent device sessions', '64')
     .option('--idle-timeout <seconds>', 'close sessions idle this long', '300')
     .option('--max-tokens-per-frame <n>', 'largest chunk or verification a frame may carry', '4096')
@@ -36,7 +38,7 @@ export function registerServeCloud(program: Command): void {
       const link = options.link ? parseLinkSpec(options.link) : undefined;
       if (link) logger.log('link-emulation', { link: describeLink(link) });
       const { server, host, port } = await startCloud({
-        splitDir, host: options.host, port: options.port, token: options.token, workers: options.workers,
+        splitDir, host: options.host, port: options.port, token: options.token, workers: options.workers, threadsPerWorker: options.threads,
         maxSessions: options.maxSessions, idleTimeoutMs: options.idleTimeout * 1000,
         maxTokensPerFrame: options.maxTokensPerFrame, maxContext: options.maxContext, logger, link,
       });

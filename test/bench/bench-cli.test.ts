@@ -67,8 +67,9 @@ test('hat bench with several device processes and Poisson arrivals serves every 
   const out = join(dir, 'multi');
   try {
     const run = hat(['bench', split, '--scenarios', 'hat,u-shape', '--prompt-lengths', '8,16', '--prompts-per-length', '2',
-      '--max-new-tokens', '4', '--devices', '3', '--rate', '20', '--link', 'lan', '--out', out]);
+      '--max-new-tokens', '4', '--devices', '3', '--rate', '20', '--link', 'lan', '--cores', 'shared', '--out', out]);
     assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, /share these \d+ cores/);
     assert.match(run.stdout, /open loop: 3 device\(s\), Poisson arrivals at 20 req\/s/);
     const results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
     for (const name of ['hat', 'u-shape']) {

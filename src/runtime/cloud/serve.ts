@@ -14,6 +14,8 @@ export interface ServeOptions {
   port: number;
   token?: string;
   workers: number;
+  /** onnxruntime intra-op threads per worker; default: available cores / workers. */
+  threadsPerWorker?: number;
   maxSessions: number;
   idleTimeoutMs: number;
   maxTokensPerFrame: number;
@@ -29,7 +31,7 @@ export async function startCloud(options: ServeOptions): Promise<{ server: Cloud
     throw new HatError('BAD_MANIFEST', `${options.splitDir} has no ${manifest.parts.middle.file}`, 'serve-cloud needs the full split directory, not a device bundle');
   }
   options.logger.log('loading', { splitDir: options.splitDir, workers: options.workers });
-  const pool = await WorkerPool.start({ splitDir: resolve(options.splitDir), workers: options.workers, maxContext: options.maxContext });
+  const pool = await WorkerPool.start({ splitDir: resolve(options.splitDir), workers: options.workers, threadsPerWorker: options.threadsPerWorker, maxContext: options.maxContext });
   const server = new CloudServer({
     host: options.host,
     port: options.port,

@@ -16,8 +16,17 @@ export interface SpawnedCloud {
   stop(): Promise<void>;
 }
 
-export function spawnCloud(splitDir: string, extraArgs: string[] = [], timeoutMs = 60_000): Promise<SpawnedCloud> {
-  const child = spawn(process.execPath, [HAT_BIN, 'serve-cloud', splitDir, '--port', '0', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+export interface SpawnCloudOptions {
+  timeoutMs?: number;
+  /** Wraps the command (e.g. taskset -c 0): how the bench pins the cloud to its own cores. */
+  wrap?: (command: string, args: string[]) => { command: string; args: string[] };
+}
+
+export function spawnCloud(splitDir: string, extraArgs: string[] = [], options: SpawnCloudOptions = {}): Promise<SpawnedCloud> {
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  const wrap = options.wrap ?? ((command, args) => ({ command, args }));
+  const { command, args } = wrap(process.execPath, [HAT_BIN, 'serve-cloud', splitDir, '--port', '0', ...extraArgs]);
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const log: string[] = [];
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => log.push(...chunk.split('\n').filter(Boolean)));
   const stop = () => new Promise<void>((resolve) => {
