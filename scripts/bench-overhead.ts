@@ -3,7 +3,8 @@
  *  1. cloud: a verification round (k+1 hidden states on a cache of `past` positions) through serve-cloud — ws,
  *     frame codec, scheduler, worker thread — against the bare onnxruntime run of the middle part, same shapes;
  *  2. device: its own time per round outside model runs and outside waiting for the cloud (HatGenerator's
- *     deviceOverheadMsPerRound) over a real generation.
+ *     deviceOverheadMsPerRound) over a real generation;
+ *  3. the platform's floor (overhead/floor.ts): stand-in servers that only busy-wait the bare run time.
  *   npm run bench:overhead [-- --split DIR | --config qwen2.5-0.5b | --hidden 512 --layers 6] [--rows 5] [--past 128] [--rounds 200]
  * Without --split it generates a random Llama (a preset's shape, or --hidden 512 --layers 6 by default) and splits it
  * 2 / rest / 0.
@@ -19,12 +20,14 @@ import { splitModel } from '../src/split/split.ts';
 import { silentReporter } from '../src/reporter.ts';
 import { spawnCloud } from '../src/runtime/cloud/spawn-cloud.ts';
 import { manifestHash, openPart, readManifest } from '../src/runtime/split-dir.ts';
+import { HEADER_BYTES } from '../src/runtime/protocol/frame.ts';
 import { CloudClient } from '../src/runtime/device/cloud-client.ts';
 import { openDeviceParts } from '../src/runtime/device/device-parts.ts';
 import { HatGenerator } from '../src/runtime/device/hat-generator.ts';
 import { Drafter } from '../src/runtime/device/drafter.ts';
 import { FixedThresholdPolicy } from '../src/runtime/speculative/draft-policy.ts';
 import { createSampler } from '../src/runtime/speculative/sampler.ts';
+import { measureFloor } from './overhead/floor.ts';
 
 const { values } = parseArgs({
   options: {
@@ -92,6 +95,8 @@ try {
   // What serving adds, round by round: the round trip less the worker's own run. Comparing the round trip with the
   // bare run instead mixes in how fast the same run happens to be in another process, which varies by ±20 % here.
   const fixed = median(served.map((ms, i) => ms - cloudCompute[i]));
+  // 3. The floor: what stand-in servers that do nothing but wait the bare run time add on this machine.
+  const floor = await measureFloor(b, HEADER_BYTES + rows * d * 4, 300);
   console.log(`# serving overhead, no emulated link — ${new Date().toISOString()}`);
   console.log(`machine: ${cpus()[0]?.model ?? 'unknown'}, ${cpus().length} cores; model: ${description}; ${rounds} rounds of ${rows} rows on a ${past}-position cache, medians`);
   console.log('\n| | ms per verification round |');
@@ -101,6 +106,9 @@ try {
   console.log(`| round trip through serve-cloud (ws + codec + scheduler + worker) | ${s.toFixed(3)} |`);
   console.log(`\nserve-cloud adds ${fixed.toFixed(3)} ms per round (round trip less its own run, median) = ${((fixed / b) * 100).toFixed(1)} % of the bare run (target ≤ 10 %)`);
   console.log(`(round trip less the bare run: ${(s - b).toFixed(3)} ms = ${(((s - b) / b) * 100).toFixed(1)} %)`);
+  const pct = (ms: number) => `${ms.toFixed(3)} ms = ${((ms / b) * 100).toFixed(1)} %`;
+  console.log(`floor on this machine — a stand-in WebSocket server that busy-waits ${b.toFixed(3)} ms per frame (no model, no codec): ` +
+    `on its event loop ${pct(floor.eventLoop)}; with one worker-thread hop ${pct(floor.workerHop)}`);
   console.log(`device time per round outside model runs and cloud waits: ${result.metrics.deviceOverheadMsPerRound.toFixed(3)} ms over ${result.metrics.rounds} rounds (target ≤ 1 ms)`);
 } finally {
   await cloud.stop();
