@@ -71,14 +71,26 @@ test('speculative rounds with forced drafts and rollbacks still equal the full m
 });
 
 test('parallel drafting keeps greedy output identical and confirms branches', async () => {
-  const out = await runHat({ parallelDrafting: true }, new FixedThresholdPolicy(0, 2));
+  const out = await runHat({ parallelDrafting: true, predraftAlways: true }, new FixedThresholdPolicy(0, 2));
   assert.deepEqual(out.ids, reference);
   assert.ok(out.metrics.parallelDrafting.branches > 0);
 });
 
+test('parallel drafting is skipped on rounds where a branch could hardly be used', async () => {
+  // The random model's drafts are unconfident, so the chance that a verification keeps both drafts is tiny.
+  const gated = await runHat({ parallelDrafting: true }, new FixedThresholdPolicy(0, 2));
+  assert.deepEqual(gated.ids, reference);
+  assert.equal(gated.metrics.parallelDrafting.branches, 0);
+  // Drafts kept only at ≥ 0.9 are likely kept by the verification too, so branching pays (while the measured
+  // candidate hit rate allows: it adapts).
+  const confident = await runHat({ parallelDrafting: true }, new FixedThresholdPolicy(0.9, 2));
+  assert.deepEqual(confident.ids, reference);
+  assert.ok(confident.metrics.parallelDrafting.branches >= confident.metrics.rounds / 2, `${confident.metrics.parallelDrafting.branches} of ${confident.metrics.rounds} rounds`);
+});
+
 test('parallel drafting on the top-3 candidates keeps greedy output identical and confirms at least as often', async () => {
-  const one = await runHat({ parallelDrafting: true, parallelBranches: 1 }, new FixedThresholdPolicy(0, 2));
-  const three = await runHat({ parallelDrafting: true, parallelBranches: 3 }, new FixedThresholdPolicy(0, 2));
+  const one = await runHat({ parallelDrafting: true, parallelBranches: 1, predraftAlways: true }, new FixedThresholdPolicy(0, 2));
+  const three = await runHat({ parallelDrafting: true, parallelBranches: 3, predraftAlways: true }, new FixedThresholdPolicy(0, 2));
   assert.deepEqual(three.ids, reference);
   assert.ok(three.metrics.parallelDrafting.hits >= one.metrics.parallelDrafting.hits, `${three.metrics.parallelDrafting.hits} vs ${one.metrics.parallelDrafting.hits}`);
 });

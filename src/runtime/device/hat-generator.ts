@@ -16,6 +16,7 @@ import { Drafter, type DraftChain } from './drafter.ts';
 import { SlmCausalLm } from './slm.ts';
 import { summarize, type Summary } from './metrics.ts';
 import { wireBytesPerRow } from '../protocol/hidden-codec.ts';
+import { Ema } from '../ema.ts';
 
 /** Probe chunks sent but unanswered before `--chunk auto` waits for a first measurement. */
 const MAX_CHUNKS_IN_FLIGHT = 3;
@@ -28,6 +29,8 @@ export interface HatGenerateOptions {
   parallelDrafting: boolean;
   /** Candidates for the next token that parallel drafting branches on (HAT's top-k; default 1). */
   parallelBranches?: number;
+  /** Predraft on every round, not only when its expected saving exceeds its cost (worthPredrafting). */
+  predraftAlways?: boolean;
   chunk: 'off' | 'auto' | number;
   /** Continue with the small model alone if the cloud fails. */
   fallbackLocal: boolean;
@@ -84,6 +87,11 @@ function row(output: StepOutput, i: number): Float32Array {
 }
 
 export class HatGenerator {
+  /**
+   * How often, when a round kept every draft, the verification's next token was among the parallel-drafting
+   * candidates (measured on every such round; prior 0.5).
+   */
+  private readonly candidateHit = new Ema(0.8, 0.5);
   private readonly parts: DeviceParts;
   private readonly client: CloudClient;
   private readonly sampler: Sampler;
@@ -224,7 +232,7 @@ export class HatGenerator {
       let branches: Branch[] = [];
       try {
         const verification = this.client.forward(concatRows(chain.hidden), rows, base, { allPositions: true });
-        if (options.parallelDrafting && chain.nextCandidates) {
+        if (options.parallelDrafting && chain.nextCandidates && (options.predraftAlways || this.worthPredrafting(chain))) {
           branches = await this.predraft(chain.nextCandidates.slice(0, options.parallelBranches ?? 1), verification);
         }
         const waitStart = performance.now();
@@ -249,6 +257,9 @@ export class HatGenerator {
         confidences: chain.confidences, accepted: outcome.accepted, verifyMs: result.roundTripMs,
         draftStepMs: draftSteps.length ? draftSteps.reduce((a, b) => a + b, 0) / draftSteps.length : undefined,
       });
+      if (chain.nextCandidates && outcome.accepted === chain.drafts.length) {
+        this.candidateHit.update(chain.nextCandidates.slice(0, options.parallelBranches ?? 1).includes(outcome.next) ? 1 : 0);
+      }
       const keep = base + 1 + outcome.accepted;
       if (this.outputHasCache) this.parts.output.truncate(keep);
       const committed = [...chain.drafts.slice(0, outcome.accepted), outcome.next];
@@ -273,6 +284,15 @@ export class HatGenerator {
       overheadMs += now - roundStart - waitedMs - (modelMs() - modelAtStart);
     }
     return finish();
+  }
+
+  /**
+   * A predrafted branch is used only when the verification keeps every draft and picks one of the candidates; it
+   * then saves about as many draft steps as this chain took. It always costs about half a draft step, the one in
+   * progress when the result arrives. So predraft only when the expected saving is larger.
+   */
+  private worthPredrafting(chain: DraftChain): boolean {
+    return chain.survival * this.candidateHit.valueOr(0.5) * chain.stepMs.length > 0.5;
   }
 
   private cacheState(): BranchState {
