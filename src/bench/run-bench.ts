@@ -149,7 +149,15 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
     const wallMs = new Map<string, number>();
     if (options.rate === undefined) {
       const jobs: Array<{ scenario: Scenario; prompt: BenchPrompt }> = [];
-      for (let r = 0; r < options.repeats; r++) for (const prompt of prompts) for (const scenario of scenarios) jobs.push({ scenario, prompt });
+      // Each prompt runs every scenario back to back, starting one scenario later each time: whatever a request
+      // leaves behind (caches cold after the full model's weights went through them) hits every scenario alike.
+      let turn = 0;
+      for (let r = 0; r < options.repeats; r++) {
+        for (const prompt of prompts) {
+          for (let i = 0; i < scenarios.length; i++) jobs.push({ scenario: scenarios[(turn + i) % scenarios.length], prompt });
+          turn++;
+        }
+      }
       await Promise.all(Array.from({ length: pool.size }, async () => {
         for (let job = jobs.shift(); job; job = jobs.shift()) {
           records.push(await pool.run(job.scenario, job.prompt, options.maxNewTokens));
