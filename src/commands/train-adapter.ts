@@ -38,7 +38,7 @@ export function registerTrainAdapter(program: Command): void {
     .option('--batch <n>', 'windows per step', '8')
     .option('--max-tokens <n>', 'corpus tokens read per pass', '150000')
     .option('--max-seconds <s>', 'training time budget (the schedule fits itself to it)', '240')
-    .option('--ce-weight <w>', 'weight of the cross-entropy term (HAT: 0.1)', '0.1')
+    .option('--ce-weight <w>', 'weight of the cross-entropy term (HAT: 0.1; 0.5 drafted better on both models measured)', '0.5')
     .option('--init <from>', 'layer (the last middle layer\'s attention, when found) or random', 'layer')
     .option('--max-draft <n>', 'draft limit for the evaluation', '6')
     .option('--eval-prompts <n>', 'held-out prompts', '24')

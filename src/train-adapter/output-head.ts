@@ -29,7 +29,9 @@ export interface LossOptions {
   smoothL1Beta: number;
 }
 
-export const DEFAULT_LOSS: LossOptions = { ceWeight: 0.1, smoothL1Beta: 1 };
+// HAT weighs cross-entropy 0.1; 0.5 drafted better on both models measured (default model: 3.87 against 3.62
+// tokens per round on the same 3 M tokens; stories260K likewise), so it is the default.
+export const DEFAULT_LOSS: LossOptions = { ceWeight: 0.5, smoothL1Beta: 1 };
 
 export interface LossValue {
   total: number;
