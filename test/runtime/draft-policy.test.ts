@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AutoDraftPolicy, FixedThresholdPolicy, type DraftPolicy } from '../../src/runtime/speculative/draft-policy.ts';
+import { AcceptanceModel, AutoDraftPolicy, FixedThresholdPolicy, type DraftPolicy } from '../../src/runtime/speculative/draft-policy.ts';
 
 test('the fixed policy stops below η and at the draft limit', () => {
   const policy = new FixedThresholdPolicy(0.6, 2);
@@ -47,4 +47,17 @@ test('the auto policy drafts less on text where drafts are rejected', () => {
   train(hard, 0.1, 20, 2);
   assert.ok(draftLength(hard, 0.45) < draftLength(easy, 0.45));
   assert.ok(hard.acceptance(0.45) < 0.3);
+});
+
+test('acceptance is measured for both policies, from judged drafts only', () => {
+  const model = new AcceptanceModel();
+  assert.equal(model.acceptance(0.35), 0.35, 'prior: a(c) = c');
+  // Three drafts of confidence 0.35, the second rejected: the first counts as kept, the second as rejected, and
+  // the third — never judged — not at all.
+  for (let r = 0; r < 50; r++) model.observe([0.35, 0.35, 0.35], 1);
+  assert.ok(Math.abs(model.acceptance(0.35) - 0.5) < 0.1, `${model.acceptance(0.35)}`); // an EMA of 1, 0, 1, 0, …
+  // Unconfident drafts that are always kept: the fixed policy's survival estimate follows the measurement.
+  const fixed = new FixedThresholdPolicy(0, 6);
+  for (let r = 0; r < 50; r++) fixed.observe({ confidences: [0.15, 0.15, 0.15], accepted: 3, verifyMs: 10 });
+  assert.ok(fixed.acceptance(0.15) > 0.95);
 });

@@ -77,10 +77,12 @@ test('parallel drafting keeps greedy output identical and confirms branches', as
 });
 
 test('parallel drafting is skipped on rounds where a branch could hardly be used', async () => {
-  // The random model's drafts are unconfident, so the chance that a verification keeps both drafts is tiny.
+  // The random model's drafts are rarely both kept, and the device soon measures it: few rounds predraft.
   const gated = await runHat({ parallelDrafting: true }, new FixedThresholdPolicy(0, 2));
+  const always = await runHat({ parallelDrafting: true, predraftAlways: true }, new FixedThresholdPolicy(0, 2));
   assert.deepEqual(gated.ids, reference);
-  assert.equal(gated.metrics.parallelDrafting.branches, 0);
+  assert.ok(gated.metrics.parallelDrafting.branches <= always.metrics.parallelDrafting.branches / 3,
+    `${gated.metrics.parallelDrafting.branches} of ${always.metrics.parallelDrafting.branches} rounds`);
   // Drafts kept only at ≥ 0.9 are likely kept by the verification too, so branching pays (while the measured
   // candidate hit rate allows: it adapts).
   const confident = await runHat({ parallelDrafting: true }, new FixedThresholdPolicy(0.9, 2));

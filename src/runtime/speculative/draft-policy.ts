@@ -8,8 +8,8 @@
  *   the rate E/T iff  S_{k+1} · T_k > E_k · t_d.
  *
  * So under load (T_v grows) or on easy text (a(c) high) it drafts longer; on hard text it stops earlier. All
- * estimates are exponentially smoothed (weight 0.8 on history); a(c) is kept per confidence decile, with the
- * prior a(c) = c until a decile has been observed.
+ * estimates are exponentially smoothed (weight 0.8 on history). Both policies measure a(c) (AcceptanceModel), so
+ * the survival they report is calibrated whatever their stopping rule; parallel drafting relies on it.
  */
 import { Ema } from '../ema.ts';
 
@@ -33,9 +33,30 @@ export interface DraftPolicy {
   describe(): { mode: 'fixed' | 'auto'; threshold: number; maxDraft: number };
 }
 
+const DECILES = 10;
+const decileOf = (confidence: number) => Math.min(DECILES - 1, Math.max(0, Math.floor(confidence * DECILES)));
+
+/**
+ * a(c): the measured chance that a draft of confidence c is kept, given that the drafts before it were — per
+ * confidence decile, exponentially smoothed, with the prior a(c) = c until a decile has been observed. Only drafts
+ * the verification judged count: those after the first rejected one say nothing about their own acceptance.
+ */
+export class AcceptanceModel {
+  private readonly byDecile = Array.from({ length: DECILES }, () => new Ema());
+
+  acceptance(confidence: number): number {
+    return this.byDecile[decileOf(confidence)].valueOr(confidence);
+  }
+
+  observe(confidences: readonly number[], accepted: number): void {
+    for (let i = 0; i < Math.min(confidences.length, accepted + 1); i++) this.byDecile[decileOf(confidences[i])].update(i < accepted ? 1 : 0);
+  }
+}
+
 export class FixedThresholdPolicy implements DraftPolicy {
   readonly threshold: number;
   readonly maxDraft: number;
+  private readonly accepted = new AcceptanceModel();
 
   constructor(threshold: number, maxDraft: number) {
     this.threshold = threshold;
@@ -47,24 +68,24 @@ export class FixedThresholdPolicy implements DraftPolicy {
   }
 
   acceptance(confidence: number): number {
-    return confidence;
+    return this.accepted.acceptance(confidence);
   }
 
-  observe(): void {}
+  observe(round: RoundObservation): void {
+    this.accepted.observe(round.confidences, round.accepted);
+  }
 
   describe() {
     return { mode: 'fixed' as const, threshold: this.threshold, maxDraft: this.maxDraft };
   }
 }
 
-const DECILES = 10;
-
 export class AutoDraftPolicy implements DraftPolicy {
   readonly maxDraft: number;
   private readonly startThreshold: number;
   private readonly warmupRounds: number;
   private rounds = 0;
-  private readonly acceptanceByDecile = Array.from({ length: DECILES }, () => new Ema());
+  private readonly accepted = new AcceptanceModel();
   private readonly draftStepMs = new Ema();
   private readonly verifyMs = new Ema();
   /** The confidence at which the last decisions switched from keep to stop: the effective η, for reports. */
@@ -78,8 +99,7 @@ export class AutoDraftPolicy implements DraftPolicy {
   }
 
   acceptance(confidence: number): number {
-    const decile = Math.min(DECILES - 1, Math.floor(confidence * DECILES));
-    return this.acceptanceByDecile[decile].valueOr(confidence);
+    return this.accepted.acceptance(confidence);
   }
 
   private get measured(): boolean {
@@ -101,10 +121,7 @@ export class AutoDraftPolicy implements DraftPolicy {
 
   observe(round: RoundObservation): void {
     this.rounds++;
-    round.confidences.forEach((confidence, i) => {
-      const decile = Math.min(DECILES - 1, Math.floor(confidence * DECILES));
-      this.acceptanceByDecile[decile].update(i < round.accepted ? 1 : 0);
-    });
+    this.accepted.observe(round.confidences, round.accepted);
     if (round.draftStepMs !== undefined) this.draftStepMs.update(round.draftStepMs);
     this.verifyMs.update(round.verifyMs);
   }
