@@ -9,7 +9,7 @@
  * Without --split it generates a random Llama (a preset's shape, or --hidden 512 --layers 6 by default) and splits it
  * 2 / rest / 0.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -25,7 +25,8 @@ import { CloudClient } from '../src/runtime/device/cloud-client.ts';
 import { openDeviceParts } from '../src/runtime/device/device-parts.ts';
 import { HatGenerator } from '../src/runtime/device/hat-generator.ts';
 import { Drafter } from '../src/runtime/device/drafter.ts';
-import { FixedThresholdPolicy } from '../src/runtime/speculative/draft-policy.ts';
+import { AutoDraftPolicy } from '../src/runtime/speculative/draft-policy.ts';
+import { splitTokenizerIfAny } from '../src/bench/prompts.ts';
 import { createSampler } from '../src/runtime/speculative/sampler.ts';
 import { measureFloor } from './overhead/floor.ts';
 
@@ -82,14 +83,31 @@ try {
   client.close();
   await middle.session.release();
 
-  // 2. Device overhead per round during a real generation (drafts forced so rounds have work to do).
-  const parts = await openDeviceParts(split, manifest, { withAdapter: false });
-  const device = await CloudClient.connect({ url: cloud.url, manifestHash: manifestHash(manifest), hiddenSize: d, wire: 'fp16' });
-  const sampler = createSampler({ temperature: 0, topP: 1, seed: 0 });
-  const generator = new HatGenerator(parts, device, sampler, new Drafter(parts, sampler, new FixedThresholdPolicy(0.6, 6)));
-  const prompt = Array.from({ length: 64 }, (_, i) => (i * 31 + 7) % 4000);
-  const result = await generator.generate(prompt, { maxNewTokens: 128, speculative: false, parallelDrafting: false, chunk: 'off', fallbackLocal: false });
-  device.close();
+  // 2. Device overhead per round during real generations: U-shape rounds, and — when the split has an adapter —
+  // speculative rounds as run-device makes them (auto threshold), without and with parallel drafting.
+  const hasAdapter = manifest.adapter !== undefined;
+  const tokenizer = splitTokenizerIfAny(split);
+  const prompt = tokenizer
+    ? tokenizer.encode(readFileSync(new URL('../src/bench/held-out-passage.txt', import.meta.url), 'utf8')).slice(0, 96)
+    : Array.from({ length: 64 }, (_, i) => (i * 31 + 7) % Math.min(4000, manifest.model?.vocabSize ?? 4000));
+  const deviceRuns: Array<{ label: string; speculative: boolean; parallelDrafting: boolean }> = [
+    { label: 'U-shape rounds (no drafts)', speculative: false, parallelDrafting: false },
+    ...(hasAdapter ? [
+      { label: 'speculative rounds, auto threshold', speculative: true, parallelDrafting: false },
+      { label: 'speculative rounds + parallel drafting (2 branches)', speculative: true, parallelDrafting: true },
+    ] : []),
+  ];
+  const deviceOverhead: Array<{ label: string; ms: number; rounds: number; tokensPerRound: number }> = [];
+  for (const run of deviceRuns) {
+    const parts = await openDeviceParts(split, manifest, { withAdapter: run.speculative });
+    const device = await CloudClient.connect({ url: cloud.url, manifestHash: manifestHash(manifest), hiddenSize: d, wire: 'fp16' });
+    const sampler = createSampler({ temperature: 0, topP: 1, seed: 0 });
+    const policy = new AutoDraftPolicy(manifest.adapter?.defaultThreshold ?? 0.6, 6);
+    const generator = new HatGenerator(parts, device, sampler, new Drafter(parts, sampler, policy));
+    const result = await generator.generate(prompt, { maxNewTokens: 128, speculative: run.speculative, parallelDrafting: run.parallelDrafting, parallelBranches: 2, chunk: 'off', fallbackLocal: false });
+    device.close();
+    deviceOverhead.push({ label: run.label, ms: result.metrics.deviceOverheadMsPerRound, rounds: result.metrics.rounds, tokensPerRound: result.metrics.tokensPerRound });
+  }
 
   const b = median(bare), s = median(served), c = median(cloudCompute);
   // What serving adds, round by round: the round trip less the worker's own run. Comparing the round trip with the
@@ -109,7 +127,10 @@ try {
   const pct = (ms: number) => `${ms.toFixed(3)} ms = ${((ms / b) * 100).toFixed(1)} %`;
   console.log(`floor on this machine — a stand-in WebSocket server that busy-waits ${b.toFixed(3)} ms per frame (no model, no codec): ` +
     `on its event loop ${pct(floor.eventLoop)}; with one worker-thread hop ${pct(floor.workerHop)}`);
-  console.log(`device time per round outside model runs and cloud waits: ${result.metrics.deviceOverheadMsPerRound.toFixed(3)} ms over ${result.metrics.rounds} rounds (target ≤ 1 ms)`);
+  for (const run of deviceOverhead) {
+    console.log(`device time per round outside model runs and cloud waits, ${run.label}: ${run.ms.toFixed(3)} ms over ${run.rounds} rounds, ${run.tokensPerRound} tokens per round (target ≤ 1 ms)`);
+  }
+  if (!hasAdapter) console.log('(no adapter in this split: speculative rounds not measured)');
 } finally {
   await cloud.stop();
   cleanup();

@@ -96,6 +96,11 @@ export class PartRunner {
     return this.state;
   }
 
+  /** The caller has dropped every snapshot of the current cache: rollback may compact it in place again. */
+  dropSnapshots(): void {
+    this.state.frozen = false;
+  }
+
   restore(state: KvState): void {
     this.state = state;
   }

@@ -19,6 +19,28 @@ export function argmax(logits: ArrayLike<number>): number {
   return best;
 }
 
+/** The most likely token and its softmax probability, in two passes and without allocating (every draft step). */
+export function greedyChoice(logits: ArrayLike<number>): { token: number; probability: number } {
+  const token = argmax(logits);
+  const max = logits[token];
+  let total = 0;
+  for (let i = 0; i < logits.length; i++) total += Math.exp(logits[i] - max);
+  return { token, probability: 1 / total };
+}
+
+/** The `count` largest logits' indices, largest first (one pass; ties keep the lower index). */
+export function topIndices(logits: ArrayLike<number>, count: number): number[] {
+  const top: number[] = [];
+  for (let i = 0; i < logits.length; i++) {
+    if (top.length === count && logits[i] <= logits[top[count - 1]]) continue;
+    let at = Math.min(top.length, count - 1);
+    if (top.length < count) top.push(i);
+    while (at > 0 && logits[i] > logits[top[at - 1]]) { top[at] = top[at - 1]; at--; }
+    top[at] = i;
+  }
+  return top;
+}
+
 export interface SamplingOptions {
   /** 0 means greedy. */
   temperature: number;

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { argmax, drawFrom, makeSampler, nucleus, samplingDistribution, seededUniform, softmax } from '../../src/runtime/sampling.ts';
+import { argmax, drawFrom, greedyChoice, makeSampler, nucleus, samplingDistribution, seededUniform, softmax, topIndices } from '../../src/runtime/sampling.ts';
 
 const logits = Float32Array.of(1, 3, 2, -1, 2.5);
 
@@ -33,4 +33,16 @@ test('seeded sampling repeats exactly and follows the distribution', () => {
   const n = 20000;
   for (let i = 0; i < n; i++) counts[drawFrom(p, uniform)]++;
   counts.forEach((count, i) => assert.ok(Math.abs(count / n - p[i]) < 0.015, `token ${i}: ${count / n} vs ${p[i]}`));
+});
+
+test('greedyChoice gives the argmax and its softmax probability; topIndices the k largest in order', () => {
+  const tied = Float32Array.from([0.5, 3, -1, 3, 2.5, 0]);
+  const { token, probability } = greedyChoice(tied);
+  assert.equal(token, 1);
+  assert.ok(Math.abs(probability - softmax(tied)[1]) < 1e-12);
+  assert.deepEqual(topIndices(tied, 3), [1, 3, 4]);
+  assert.deepEqual(topIndices(tied, 10), [1, 3, 4, 0, 5, 2]);
+  const random = Float32Array.from({ length: 3000 }, (_, i) => Math.sin(i * 12.9898) * 43758.5453 % 7);
+  const sorted = [...random.keys()].sort((a, b) => random[b] - random[a] || a - b);
+  assert.deepEqual(topIndices(random, 4), sorted.slice(0, 4));
 });

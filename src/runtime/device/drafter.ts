@@ -6,6 +6,7 @@
 import type { DraftPolicy } from '../speculative/draft-policy.ts';
 import { choose, type Choice, type Sampler } from '../speculative/sampler.ts';
 import { lastRow } from '../part-runner.ts';
+import { topIndices } from '../sampling.ts';
 import type { DeviceParts } from './device-parts.ts';
 
 export interface DraftChain {
@@ -31,15 +32,7 @@ export const MAX_BRANCHES = 4;
 
 /** `first`, then the other most likely tokens by logit, `count` in all. */
 function likeliest(logits: Float32Array, count: number, first: number): number[] {
-  const out = [first];
-  const taken = new Set(out);
-  while (out.length < Math.min(count, logits.length)) {
-    let best = -1;
-    for (let v = 0; v < logits.length; v++) if (!taken.has(v) && (best < 0 || logits[v] > logits[best])) best = v;
-    out.push(best);
-    taken.add(best);
-  }
-  return out;
+  return [first, ...topIndices(logits, count + 1).filter((t) => t !== first)].slice(0, Math.min(count, logits.length));
 }
 
 export class Drafter {

@@ -270,9 +270,14 @@ export class HatGenerator {
         this.restoreCache(confirmed.state);
         chain = confirmed.chain;
       } else {
-        // Every branch shares the chain's prefix up to `keep`, so truncating whichever state is loaded is right.
+        // Every branch shares the chain's prefix up to `keep`, so truncating whichever state is loaded is right;
+        // the branches' snapshots end with this round, so it is rolled back in place rather than copied.
+        this.parts.input.dropSnapshots();
         this.parts.input.truncate(keep);
-        if (this.usesAdapter(options)) this.parts.adapter!.truncate(keep);
+        if (this.usesAdapter(options)) {
+          this.parts.adapter!.dropSnapshots();
+          this.parts.adapter!.truncate(keep);
+        }
         chain = undefined;
       }
       if (branches.length) metrics.parallelDrafting.branches++;

@@ -3,7 +3,7 @@
  * processed distribution (temperature, top-p from ../sampling.ts): greedy takes the argmax, with the plain
  * softmax's top-1 probability as the draft's confidence; sampling draws from the processed distribution.
  */
-import { argmax, drawFrom, samplingDistribution, seededUniform, softmax, type SamplingOptions, type Uniform } from '../sampling.ts';
+import { argmax, drawFrom, greedyChoice, samplingDistribution, seededUniform, type SamplingOptions, type Uniform } from '../sampling.ts';
 
 export interface Sampler {
   readonly greedy: boolean;
@@ -30,8 +30,8 @@ export function createSampler(options: SamplingOptions & { seed: number }): Samp
 
 export function choose(sampler: Sampler, logits: ArrayLike<number>): Choice {
   if (sampler.greedy) {
-    const token = argmax(logits);
-    return { token, confidence: softmax(logits)[token] };
+    const { token, probability } = greedyChoice(logits);
+    return { token, confidence: probability };
   }
   const probs = sampler.distribution(logits);
   const token = drawFrom(probs, sampler.random);
