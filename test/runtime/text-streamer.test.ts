@@ -29,3 +29,14 @@ test('the streamer emits each token\'s text once', () => {
   const pieces = tokenizer.encode('world again').map((id) => streamer.push(id));
   assert.equal(pieces.join('') + streamer.flush(), continuationText(tokenizer, tokenizer.encode('hello'), tokenizer.encode('world again')));
 });
+
+test('a long stream (several decode windows) emits exactly the text of the whole continuation', () => {
+  const tokenizer = loadTokenizer({ tokenizer: new URL('../../fixtures/default/tokenizer.json', import.meta.url).pathname });
+  const passage = 'And God said, Let there be light: and there was light. Ünïcödé — “quotes” ';
+  const ids = tokenizer.encode(passage.repeat(12));
+  const context = ids.slice(0, 20), generated = ids.slice(20);
+  assert.ok(generated.length > 200);
+  const streamer = textStreamer(tokenizer, context);
+  const text = generated.map((id) => streamer.push(id)).join('') + streamer.flush();
+  assert.equal(text, continuationText(tokenizer, context, generated));
+});
