@@ -89,25 +89,29 @@ export function continuationText(tokenizer: TextTokenizer, context: readonly num
  * complete character) so each token costs a bounded decode: decoding the whole prompt and text again for every
  * token had cost a device over 1 ms per round on long runs.
  */
-export function textStreamer(tokenizer: TextTokenizer, context: readonly number[] = []): { push(id: number): string; flush(): string } {
-  const TAIL = 4, WINDOW = 64;
+export function textStreamer(tokenizer: TextTokenizer, context: readonly number[] = []): { push(...ids: number[]): string; flush(): string } {
+  const TAIL = 4, WINDOW = 32;
   let tail = context.slice(-TAIL);
+  let tailText = tokenizer.decode(tail);
   let ids: number[] = [];
   let emitted = '';
   const delta = (final: boolean) => {
-    const text = continuationText(tokenizer, tail, ids);
+    const all = tokenizer.decode([...tail, ...ids]);
+    const text = all.startsWith(tailText) ? all.slice(tailText.length) : tokenizer.decode(ids);
     if (!final && text.endsWith('\uFFFD')) return '';
     const fresh = text.startsWith(emitted) ? text.slice(emitted.length) : '';
     emitted = text;
     if (ids.length >= WINDOW) {
       tail = ids.slice(-TAIL);
+      tailText = tokenizer.decode(tail);
       ids = [];
       emitted = '';
     }
     return fresh;
   };
   return {
-    push(id) { ids.push(id); return delta(false); },
+    /** Adds one or more ids (a speculative round commits several: one decode for all of them). */
+    push(...added) { ids.push(...added); return delta(false); },
     flush() { return delta(true); },
   };
 }

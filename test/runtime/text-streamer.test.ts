@@ -39,4 +39,9 @@ test('a long stream (several decode windows) emits exactly the text of the whole
   const streamer = textStreamer(tokenizer, context);
   const text = generated.map((id) => streamer.push(id)).join('') + streamer.flush();
   assert.equal(text, continuationText(tokenizer, context, generated));
+  // Several ids at a time, as a speculative round commits them.
+  const batched = textStreamer(tokenizer, context);
+  let out = '';
+  for (let i = 0; i < generated.length; i += 5) out += batched.push(...generated.slice(i, i + 5));
+  assert.equal(out + batched.flush(), continuationText(tokenizer, context, generated));
 });

@@ -67,7 +67,7 @@ export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceRes
       parallelBranches: options.parallelBranches,
       chunk: options.chunk,
       fallbackLocal: options.fallbackLocal,
-      onTokens: (ids) => { for (const id of ids) { const text = streamer.push(id); if (text) options.onText?.(text); } },
+      onTokens: (ids) => { const text = streamer.push(...ids); if (text) options.onText?.(text); },
     });
     const rest = streamer.flush();
     if (rest) options.onText?.(rest);
