@@ -94,7 +94,7 @@ try {
     { label: 'U-shape rounds (no drafts)', speculative: false, parallelDrafting: false },
     ...(hasAdapter ? [
       { label: 'speculative rounds, auto threshold', speculative: true, parallelDrafting: false },
-      { label: 'speculative rounds + parallel drafting (2 branches)', speculative: true, parallelDrafting: true },
+      { label: 'speculative rounds + parallel drafting (1 branch, the default)', speculative: true, parallelDrafting: true },
     ] : []),
   ];
   const deviceOverhead: Array<{ label: string; ms: number; rounds: number; tokensPerRound: number }> = [];
@@ -104,7 +104,7 @@ try {
     const sampler = createSampler({ temperature: 0, topP: 1, seed: 0 });
     const policy = new AutoDraftPolicy(manifest.adapter?.defaultThreshold ?? 0.6, 6);
     const generator = new HatGenerator(parts, device, sampler, new Drafter(parts, sampler, policy));
-    const result = await generator.generate(prompt, { maxNewTokens: 128, speculative: run.speculative, parallelDrafting: run.parallelDrafting, parallelBranches: 2, chunk: 'off', fallbackLocal: false });
+    const result = await generator.generate(prompt, { maxNewTokens: 128, speculative: run.speculative, parallelDrafting: run.parallelDrafting, parallelBranches: 1, chunk: 'off', fallbackLocal: false });
     device.close();
     deviceOverhead.push({ label: run.label, ms: result.metrics.deviceOverheadMsPerRound, rounds: result.metrics.rounds, tokensPerRound: result.metrics.tokensPerRound });
   }

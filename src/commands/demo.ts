@@ -39,7 +39,7 @@ export function registerDemo(program: Command): void {
       };
       const result = await runDemo({
         splitDir: options.split, prompt, maxNewTokens: options.maxNewTokens, temperature: options.temperature, topP: 1,
-        seed: options.seed, draftThreshold: 'auto', maxDraft: 6, speculative: true, parallelDrafting: true, parallelBranches: 2, chunk: 'auto',
+        seed: options.seed, draftThreshold: 'auto', maxDraft: 6, speculative: true, parallelDrafting: true, parallelBranches: 1, chunk: 'auto',
         wire: 'fp16', link: link.name === 'none' ? undefined : link, fallbackLocal: false,
         onText: options.json ? undefined : write,
       }, reporter);
