@@ -42,7 +42,7 @@ export function onCores(cores: number[] | undefined, command: string, args: stri
 }
 
 /** fork() options that run a TypeScript entry under tsx on `cores`. */
-export function forkOnCores(cores: number[] | undefined): { execPath?: string; execArgv: string[] } {
-  const tsx = ['--import', 'tsx'];
-  return cores ? { execPath: 'taskset', execArgv: ['-c', cores.join(','), process.execPath, ...tsx] } : { execArgv: tsx };
+export function forkOnCores(cores: number[] | undefined): { execPath: string; execArgv: string[] } {
+  const { command, args } = onCores(cores, process.execPath, ['--import', 'tsx']);
+  return { execPath: command, execArgv: args };
 }

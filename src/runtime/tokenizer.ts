@@ -76,8 +76,7 @@ export function loadTokenizer(files: TokenizerFiles): TextTokenizer {
  * The text that `ids` add after `context` (the prompt). Decoding context + ids together keeps the space that
  * SentencePiece-style decoders strip from the first token of a sequence: "Lily and Tom" + " were".
  */
-export function continuationText(tokenizer: TextTokenizer, context: readonly number[], ids: readonly number[]): string {
-  const before = tokenizer.decode(context);
+export function continuationText(tokenizer: TextTokenizer, context: readonly number[], ids: readonly number[], before = tokenizer.decode(context)): string {
   const all = tokenizer.decode([...context, ...ids]);
   return all.startsWith(before) ? all.slice(before.length) : tokenizer.decode(ids);
 }
@@ -96,8 +95,7 @@ export function textStreamer(tokenizer: TextTokenizer, context: readonly number[
   let ids: number[] = [];
   let emitted = '';
   const delta = (final: boolean) => {
-    const all = tokenizer.decode([...tail, ...ids]);
-    const text = all.startsWith(tailText) ? all.slice(tailText.length) : tokenizer.decode(ids);
+    const text = continuationText(tokenizer, tail, ids, tailText);
     if (!final && text.endsWith('\uFFFD')) return '';
     const fresh = text.startsWith(emitted) ? text.slice(emitted.length) : '';
     emitted = text;

@@ -228,12 +228,13 @@ export class HatGenerator {
       }
       if (options.speculative) while (await this.drafter.extend(chain)) { /* grow the chain */ }
       const rows = chain.hidden.length;
+      const candidates = chain.nextCandidates?.slice(0, options.parallelBranches ?? 1);
       let result: ForwardResult;
       let branches: Branch[] = [];
       try {
         const verification = this.client.forward(concatRows(chain.hidden), rows, base, { allPositions: true });
-        if (options.parallelDrafting && chain.nextCandidates && (options.predraftAlways || this.worthPredrafting(chain))) {
-          branches = await this.predraft(chain.nextCandidates.slice(0, options.parallelBranches ?? 1), verification);
+        if (options.parallelDrafting && candidates && (options.predraftAlways || this.worthPredrafting(chain))) {
+          branches = await this.predraft(candidates, verification);
         }
         const waitStart = performance.now();
         result = await verification;
@@ -257,9 +258,7 @@ export class HatGenerator {
         confidences: chain.confidences, accepted: outcome.accepted, verifyMs: result.roundTripMs,
         draftStepMs: draftSteps.length ? draftSteps.reduce((a, b) => a + b, 0) / draftSteps.length : undefined,
       });
-      if (chain.nextCandidates && outcome.accepted === chain.drafts.length) {
-        this.candidateHit.update(chain.nextCandidates.slice(0, options.parallelBranches ?? 1).includes(outcome.next) ? 1 : 0);
-      }
+      if (candidates && outcome.accepted === chain.drafts.length) this.candidateHit.update(candidates.includes(outcome.next) ? 1 : 0);
       const keep = base + 1 + outcome.accepted;
       if (this.outputHasCache) this.parts.output.truncate(keep);
       const committed = [...chain.drafts.slice(0, outcome.accepted), outcome.next];
