@@ -75,7 +75,24 @@ export interface SplitManifest {
   weights?: { mode: 'copy' | 'reference'; bytes: Record<'input' | 'middle' | 'output', number> };
   /** The composed-equivalence check `hat split` ran before publishing (absent with --no-verify). */
   verification?: { passed: boolean; tolerance: number; cases: Array<{ name: string; status: string; maxAbsError?: number; detail?: string }> };
+  /**
+   * Whether serve-cloud may run several sessions' requests as one padded batch of the middle part, decided from
+   * the middle graph at split time (src/split/batching.ts). Older splits lack it: serve-cloud decides at load.
+   */
+  batching?: BatchingDecision;
   /** Model-level facts a runtime needs (bos/eos ids, vocab size). */
   model?: { vocabSize?: number; bosTokenId?: number; eosTokenId?: number };
   adapter?: AdapterManifest;
+}
+
+/**
+ * 'padded': past left-padded, rows right-padded, attention_mask 0 on padding, per-row position_ids — exact.
+ * 'single-row': only one-row requests batch (GroupQueryAttention refuses several rows on a past).
+ * 'none': one request per run.
+ */
+export type BatchingMode = 'padded' | 'single-row' | 'none';
+
+export interface BatchingDecision {
+  mode: BatchingMode;
+  reason: string;
 }
