@@ -5,21 +5,21 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCloud } from '../../src/runtime/cloud/serve.ts';
-import { silentLogger } from '../../src/runtime/cloud/logger.ts';
-import type { CloudServer } from '../../src/runtime/cloud/server.ts';
-import { readManifest, manifestHash } from '../../src/runtime/split-dir.ts';
-import { openDeviceParts, type DeviceParts } from '../../src/runtime/device/device-parts.ts';
-import { CloudClient } from '../../src/runtime/device/cloud-client.ts';
-import { HatGenerator } from '../../src/runtime/device/hat-generator.ts';
-import { Drafter } from '../../src/runtime/device/drafter.ts';
-import { FixedThresholdPolicy } from '../../src/runtime/speculative/draft-policy.ts';
-import { createSampler } from '../../src/runtime/speculative/sampler.ts';
-import { OnnxCausalLm } from '../../src/runtime/full-model.ts';
-import { generateTokens } from '../../src/runtime/generate.ts';
-import { makeSampler } from '../../src/runtime/sampling.ts';
-import { llamaConfig } from '../../src/models/config.ts';
-import { addIdentityAdapter, makeSmallSplit } from '../helpers/runtime-fixtures.ts';
+import { startCloud } from '../../../src/runtime/cloud/serve.ts';
+import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
+import type { CloudServer } from '../../../src/runtime/cloud/server.ts';
+import { readManifest, manifestHash } from '../../../src/runtime/split-dir.ts';
+import { openDeviceParts, type DeviceParts } from '../../../src/runtime/device/device-parts.ts';
+import { CloudClient } from '../../../src/runtime/device/cloud-client.ts';
+import { HatGenerator } from '../../../src/runtime/device/hat-generator.ts';
+import { Drafter } from '../../../src/runtime/device/drafter.ts';
+import { FixedThresholdPolicy } from '../../../src/runtime/speculative/draft-policy.ts';
+import { createSampler } from '../../../src/runtime/speculative/sampler.ts';
+import { OnnxCausalLm } from '../../../src/runtime/full-model.ts';
+import { generateTokens } from '../../../src/runtime/generate.ts';
+import { makeSampler } from '../../../src/runtime/sampling.ts';
+import { llamaConfig } from '../../../src/models/config.ts';
+import { addIdentityAdapter, makeSmallSplit } from '../../helpers/runtime-fixtures.ts';
 
 const TRIALS = 400;
 const prompt = [3, 1, 4, 1, 5];

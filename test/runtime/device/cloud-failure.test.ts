@@ -1,16 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCloud } from '../../src/runtime/cloud/serve.ts';
-import { silentLogger } from '../../src/runtime/cloud/logger.ts';
-import { readManifest, manifestHash } from '../../src/runtime/split-dir.ts';
-import { openDeviceParts } from '../../src/runtime/device/device-parts.ts';
-import { CloudClient } from '../../src/runtime/device/cloud-client.ts';
-import { HatGenerator } from '../../src/runtime/device/hat-generator.ts';
-import { Drafter } from '../../src/runtime/device/drafter.ts';
-import { FixedThresholdPolicy } from '../../src/runtime/speculative/draft-policy.ts';
-import { createSampler } from '../../src/runtime/speculative/sampler.ts';
-import { HatError } from '../../src/errors.ts';
-import { addIdentityAdapter, makeSmallSplit } from '../helpers/runtime-fixtures.ts';
+import { startCloud } from '../../../src/runtime/cloud/serve.ts';
+import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
+import { readManifest, manifestHash } from '../../../src/runtime/split-dir.ts';
+import { openDeviceParts } from '../../../src/runtime/device/device-parts.ts';
+import { CloudClient } from '../../../src/runtime/device/cloud-client.ts';
+import { HatGenerator } from '../../../src/runtime/device/hat-generator.ts';
+import { Drafter } from '../../../src/runtime/device/drafter.ts';
+import { FixedThresholdPolicy } from '../../../src/runtime/speculative/draft-policy.ts';
+import { createSampler } from '../../../src/runtime/speculative/sampler.ts';
+import { HatError } from '../../../src/errors.ts';
+import { addIdentityAdapter, makeSmallSplit } from '../../helpers/runtime-fixtures.ts';
 
 const prompt = [1, 5, 9, 22, 13, 40];
 

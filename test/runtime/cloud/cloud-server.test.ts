@@ -1,14 +1,14 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { startCloud } from '../../src/runtime/cloud/serve.ts';
-import { silentLogger } from '../../src/runtime/cloud/logger.ts';
-import type { CloudServer } from '../../src/runtime/cloud/server.ts';
-import { CloudClient } from '../../src/runtime/device/cloud-client.ts';
-import { manifestHash, readManifest } from '../../src/runtime/split-dir.ts';
-import { decodeFrame, decodeJson, encodeFrame, encodeJson } from '../../src/runtime/protocol/frame.ts';
-import { makeToySplitDir, TOY_HIDDEN, toyExpected } from '../helpers/toy-split.ts';
-import { HatError } from '../../src/errors.ts';
+import { startCloud } from '../../../src/runtime/cloud/serve.ts';
+import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
+import type { CloudServer } from '../../../src/runtime/cloud/server.ts';
+import { CloudClient } from '../../../src/runtime/device/cloud-client.ts';
+import { manifestHash, readManifest } from '../../../src/runtime/split-dir.ts';
+import { decodeFrame, decodeJson, encodeFrame, encodeJson } from '../../../src/runtime/protocol/frame.ts';
+import { makeToySplitDir, TOY_HIDDEN, toyExpected } from '../../helpers/toy-split.ts';
+import { HatError } from '../../../src/errors.ts';
 
 let server: CloudServer;
 let url: string;
@@ -141,7 +141,7 @@ test('idle sessions expire', async () => {
 });
 
 test('a server-side emulated link delays every round trip by its latency and serialisation time', async () => {
-  const { parseLinkSpec } = await import('../../src/runtime/link.ts');
+  const { parseLinkSpec } = await import('../../../src/runtime/link.ts');
   const started = await startCloud({
     splitDir, host: '127.0.0.1', port: 0, workers: 1, maxSessions: 2, idleTimeoutMs: 60_000,
     maxTokensPerFrame: 16, maxContext: 64, logger: silentLogger, link: parseLinkSpec('up=0.01MB,down=1MB,rtt=40'),

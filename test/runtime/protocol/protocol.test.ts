@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeFrame, encodeFrame, HEADER_BYTES, MAGIC } from '../../src/runtime/protocol/frame.ts';
-import { decodeHidden, encodeHidden } from '../../src/runtime/protocol/hidden-codec.ts';
-import { HatError } from '../../src/errors.ts';
+import { decodeFrame, encodeFrame, HEADER_BYTES, MAGIC } from '../../../src/runtime/protocol/frame.ts';
+import { decodeHidden, encodeHidden } from '../../../src/runtime/protocol/hidden-codec.ts';
+import { HatError } from '../../../src/errors.ts';
 
 const limits = { maxPayloadBytes: 1024 };
 

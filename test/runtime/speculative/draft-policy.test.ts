@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AcceptanceModel, AutoDraftPolicy, FixedThresholdPolicy, type DraftPolicy } from '../../src/runtime/speculative/draft-policy.ts';
+import { AcceptanceModel, AutoDraftPolicy, FixedThresholdPolicy, type DraftPolicy } from '../../../src/runtime/speculative/draft-policy.ts';
 
 test('the fixed policy stops below η and at the draft limit', () => {
   const policy = new FixedThresholdPolicy(0.6, 2);

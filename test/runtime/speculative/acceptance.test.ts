@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { acceptGreedy, acceptSampled } from '../../src/runtime/speculative/acceptance.ts';
+import { acceptGreedy, acceptSampled } from '../../../src/runtime/speculative/acceptance.ts';
 
 test('greedy acceptance commits the matching prefix plus the target token after it', () => {
   assert.deepEqual(acceptGreedy([5, 6, 7], [5, 6, 9, 1]), { accepted: 2, next: 9 });
