@@ -1,8 +1,9 @@
 /** `hat split <model.onnx> --out <dir>`: parse and validate, call the splitter, print where the parts went. */
 import type { Command } from 'commander';
 import { terminalReporter } from '../reporter.ts';
+import type { SplitManifest } from '../split/manifest.ts';
 import { splitModel } from '../split/split.ts';
-import { intOption, parseOptions, z } from './common.ts';
+import { intOption, numberOption, parseOptions, z } from './common.ts';
 
 export const splitSchema = z.object({
   out: z.string().min(1),
@@ -12,8 +13,15 @@ export const splitSchema = z.object({
   verify: z.boolean().default(true),
   maskRepair: z.boolean().default(true),
   force: z.boolean().default(false),
+  atol: numberOption(0).optional(),
+  rtol: numberOption(0).optional(),
   json: z.boolean().default(false),
 });
+
+function servingLine(s: NonNullable<NonNullable<SplitManifest['verification']>['serving']>): string {
+  return `  optimized runs (as served) deviate by ≤ ${s.maxAbsError.toExponential(2)} abs, ${s.maxRelError.toExponential(2)} rel; `
+    + `greedy choices changed: ${s.argmaxChanges}`;
+}
 
 export function registerSplit(program: Command): void {
   program
@@ -26,6 +34,8 @@ export function registerSplit(program: Command): void {
     .option('--weights <mode>', 'copy: each part gets its own data file; reference: point at the source data (hard links, no copy)', 'copy')
     .option('--no-verify', 'skip the check that the composed parts reproduce the model (needs RAM for model + parts)')
     .option('--no-mask-repair', "keep the model's traced attention mask even if it breaks multi-token cached steps")
+    .option('--atol <x>', 'structural check: absolute tolerance (default 1e-5 fp32, 2e-3 fp16)')
+    .option('--rtol <x>', 'structural check: tolerance relative to the largest |value| of each tensor (default 1e-5 fp32, 2e-3 fp16)')
     .option('--force', 'replace --out if it exists')
     .option('--json', 'print the manifest as JSON')
     .action(async (model: string, raw: unknown) => {
@@ -43,6 +53,7 @@ export function registerSplit(program: Command): void {
         `  middle.onnx  ${layers(m.parts.middle.layers)}  → ${m.boundaries.middleToOutput}`,
         `  output.onnx  ${layers(m.parts.output.layers)} + final norm + LM head → logits`,
         `  privacy: ${m.privacy.passed ? 'passed' : 'FAILED'}; multi-token cached steps: ${m.multiTokenCachedSteps ? 'yes' : 'no'}${m.verification ? '' : ' (not verified: --no-verify)'}`,
+        ...(m.verification?.serving ? [servingLine(m.verification.serving)] : []),
         '',
       ].join('\n'));
     });

@@ -5,7 +5,10 @@
  */
 import { HatError } from '../errors.ts';
 import type { KvPair } from '../split/manifest.ts';
-import { createSession, float32Tensor, float32ToFloat16, int64Tensor, makeTensor, tensorToFloat32, type Feeds, type ModelSession, type SessionOptions, type Tensor } from './session.ts';
+import {
+  createSession, declaredIntType, float32Tensor, float32ToFloat16, intTensor, makeTensor, tensorToFloat32,
+  type Feeds, type IntType, type ModelSession, type SessionOptions, type Tensor,
+} from './session.ts';
 
 export interface PartIO {
   /** Input fed with token ids (input part, full model). */
@@ -46,6 +49,10 @@ export class PartRunner {
   readonly io: PartIO;
   private state: KvState;
   private readonly hiddenType: string;
+  /** ids, mask and positions are fed in the integer type each input declares (int32 in model-builder exports). */
+  private readonly intTypes: Map<string, IntType>;
+  /** A reusable all-ones mask, grown as the cache grows (it is built on every step of every part). */
+  private ones: Int32Array | BigInt64Array = new BigInt64Array(0);
   /** Total time spent inside onnxruntime runs, ms (for overhead accounting). */
   runMs = 0;
 
@@ -58,6 +65,7 @@ export class PartRunner {
     }
     if (!session.outputNames.includes(io.output)) throw new HatError('BAD_MANIFEST', `${session.label} has no output '${io.output}'`, 'split again');
     this.hiddenType = io.hiddenInput ? inputs.get(io.hiddenInput)!.type : 'float32';
+    this.intTypes = new Map(session.inputs.map((i) => [i.name, declaredIntType(i)]));
     const tensors = new Map<string, Tensor>();
     for (const pair of io.kv) {
       for (const name of [pair.pastKey, pair.pastValue]) {
@@ -122,16 +130,15 @@ export class PartRunner {
     for (const name of this.session.inputNames) {
       if (name === this.io.idsInput) {
         if (!input.ids || input.ids.length !== n) throw new HatError('INTERNAL', `${this.session.label} needs ${n} token ids`);
-        feeds[name] = int64Tensor(input.ids, [1, n]);
+        feeds[name] = intTensor(this.intTypes.get(name)!, input.ids, [1, n]);
       } else if (name === this.io.hiddenInput) {
         if (!input.hidden || input.hidden.length % n !== 0) throw new HatError('INTERNAL', `${this.session.label} needs ${n} hidden states`);
         const dims = [1, n, input.hidden.length / n];
         feeds[name] = this.hiddenType === 'float16' ? makeTensor('float16', float32ToFloat16(input.hidden), dims) : float32Tensor(input.hidden, dims);
       } else if (name === 'attention_mask') {
-        // Built on every step of every part: fill a typed array rather than convert a number array.
-        feeds[name] = int64Tensor(new BigInt64Array(past + n).fill(1n), [1, past + n]);
+        feeds[name] = intTensor(this.intTypes.get(name)!, this.allOnes(past + n, this.intTypes.get(name)!), [1, past + n]);
       } else if (name === 'position_ids') {
-        feeds[name] = int64Tensor(Array.from({ length: n }, (_, i) => past + i), [1, n]);
+        feeds[name] = intTensor(this.intTypes.get(name)!, Array.from({ length: n }, (_, i) => past + i), [1, n]);
       } else if (this.state.tensors.has(name)) {
         feeds[name] = this.state.tensors.get(name)!;
       } else {
@@ -150,6 +157,16 @@ export class PartRunner {
     const out = outputs[this.io.output];
     const cols = out.dims[out.dims.length - 1];
     return { data: tensorToFloat32(out), rows: n, cols };
+  }
+
+  /** An all-ones mask of `length` in `type`: a view of one buffer that only grows. */
+  private allOnes(length: number, type: IntType): Int32Array | BigInt64Array {
+    const fits = type === 'int32' ? this.ones instanceof Int32Array : this.ones instanceof BigInt64Array;
+    if (!fits || this.ones.length < length) {
+      const size = Math.max(length, 2 * this.ones.length);
+      this.ones = type === 'int32' ? new Int32Array(size).fill(1) : new BigInt64Array(size).fill(1n);
+    }
+    return this.ones.subarray(0, length);
   }
 }
 

@@ -102,11 +102,29 @@ export function float32Tensor(data: Float32Array, dims: readonly number[]): Tens
   return new ort.Tensor('float32', data, dims);
 }
 
-export function int64Tensor(values: ArrayLike<number | bigint>, dims: readonly number[]): Tensor {
+export type IntType = 'int32' | 'int64';
+
+/** An integer tensor (ids, masks, positions) in the type the model declares for that input. */
+export function intTensor(type: IntType, values: ArrayLike<number | bigint>, dims: readonly number[]): Tensor {
+  if (type === 'int32') {
+    if (values instanceof Int32Array) return new ort.Tensor('int32', values, dims);
+    const data = new Int32Array(values.length);
+    for (let i = 0; i < values.length; i++) data[i] = Number(values[i]);
+    return new ort.Tensor('int32', data, dims);
+  }
   if (values instanceof BigInt64Array) return new ort.Tensor('int64', values, dims);
   const data = new BigInt64Array(values.length);
   for (let i = 0; i < values.length; i++) data[i] = BigInt(values[i]);
   return new ort.Tensor('int64', data, dims);
+}
+
+export function int64Tensor(values: ArrayLike<number | bigint>, dims: readonly number[]): Tensor {
+  return intTensor('int64', values, dims);
+}
+
+/** The integer type a model declares for an input; int64 (the ONNX exporters' default) for anything else. */
+export function declaredIntType(info: TensorInfo | undefined): IntType {
+  return info?.type === 'int32' ? 'int32' : 'int64';
 }
 
 /** An all-zero tensor of the given type (fp16 as Uint16Array); zero-length dims give an empty past. */

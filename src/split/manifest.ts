@@ -73,8 +73,25 @@ export interface SplitManifest {
   extraFiles?: string[];
   /** How weights were written: 'copy' (each part has its own data file) or 'reference' (hard links to the source's). */
   weights?: { mode: 'copy' | 'reference'; bytes: Record<'input' | 'middle' | 'output', number> };
-  /** The composed-equivalence check `hat split` ran before publishing (absent with --no-verify). */
-  verification?: { passed: boolean; tolerance: number; cases: Array<{ name: string; status: string; maxAbsError?: number; detail?: string }> };
+  /**
+   * The composed-equivalence check `hat split` ran before publishing (absent with --no-verify). `cases` is the
+   * structural check (graph optimizations disabled on both sides, per tensor max|composed − full| ≤ atol +
+   * rtol·max|full|), which
+   * alone decides `passed`; `serving` is what the optimized runs that run-device and serve-cloud use deviate by.
+   */
+  verification?: {
+    passed: boolean;
+    tolerance: { atol: number; rtol: number };
+    cases: Array<{ name: string; status: string; maxAbsError?: number; maxRelError?: number; detail?: string }>;
+    serving?: {
+      optimization: 'all';
+      maxAbsError: number;
+      maxRelError: number;
+      worst: string;
+      argmaxChanges: number;
+      withinTolerance: boolean;
+    };
+  };
   /**
    * Whether serve-cloud may run several sessions' requests as one padded batch of the middle part, decided from
    * the middle graph at split time (src/split/batching.ts). Older splits lack it: serve-cloud decides at load.

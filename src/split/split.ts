@@ -35,6 +35,9 @@ export interface SplitOptions {
   force?: boolean;
   /** Rebuild a traced attention mask that breaks multi-token cached steps (default true; needs verify). */
   repairMask?: boolean;
+  /** Structural-check tolerance overrides (max|composed − full| ≤ atol + rtol·max|full|); dtype defaults otherwise. */
+  atol?: number;
+  rtol?: number;
 }
 
 export interface SplitResult {
@@ -124,10 +127,14 @@ async function publish(staged: StagedSplit): Promise<SplitResult> {
 }
 
 /** A repair for the traced mask, when the model has one and fails a multi-token step on a non-empty cache. */
-async function maskRepairIfNeeded({ source, structure, reporter }: SplitContext): Promise<MaskRepair | undefined> {
+async function maskRepairIfNeeded({ source, structure, reporter, options }: SplitContext): Promise<MaskRepair | undefined> {
   const repair = causalMaskRepair(source.model, structure);
   if (!repair) return undefined;
-  const probe = await probeMultiTokenStep(source.path, { kv: { input: structure.layers, middle: [], output: [] }, hidden: { size: structure.hiddenSize, dtype: hiddenDType(structure.boundaries[0].dataType) } }, structure.embedding.vocabSize);
+  const kvOnly = {
+    kv: { input: structure.layers, middle: [], output: [] },
+    hidden: { size: structure.hiddenSize, dtype: hiddenDType(structure.boundaries[0].dataType) },
+  };
+  const probe = await probeMultiTokenStep(source.path, kvOnly, structure.embedding.vocabSize, options);
   if (probe.status === 'passed') return undefined;
   reporter.info(`the model fails a multi-token step on a non-empty cache (${probe.detail?.split('\n')[0] ?? probe.status}): rebuilding its attention mask ${repair.tensor} in the parts`);
   return repair;
@@ -159,19 +166,33 @@ async function stageSplit(context: SplitContext, repair?: MaskRepair): Promise<S
     let verification: VerifyReport | undefined;
     if (options.verify ?? true) {
       verification = await withProgress(reporter, 'checking that the composed parts reproduce the model', async () => {
-        const report = await verifySplit(source.path, staging.dir, manifest);
+        const report = await verifySplit(source.path, staging.dir, manifest, options);
         const failed = report.cases.find((c) => c.status === 'failed');
         if (failed) {
-          throw new HatError('BAD_SPLIT', `the composed parts differ from the model: ${failed.name}: max abs error ${failed.maxAbsError?.toExponential(2)} at ${failed.worst} (tolerance ${report.tolerance})`,
+          const { atol, rtol } = report.tolerance;
+          throw new HatError('BAD_SPLIT',
+            `the composed parts differ from the model with graph optimizations off: ${failed.name}: max abs error `
+            + `${failed.maxAbsError?.toExponential(2)} at ${failed.worst} (tolerance atol ${atol} + rtol ${rtol}·max|value|)`,
             'please report this model; --no-verify writes the split anyway');
         }
         return report;
       }, (report) => `composed parts reproduce the model (${report.cases.map((c) => `${c.name}: ${c.status}`).join('; ')})`);
       manifest.multiTokenCachedSteps = verification.multiTokenCachedSteps;
+      const { serving } = verification;
       manifest.verification = {
         passed: verification.passed, tolerance: verification.tolerance,
-        cases: verification.cases.map(({ name, status, maxAbsError, detail }) => ({ name, status, maxAbsError, detail: detail?.split('\n')[0] })),
+        cases: verification.cases.map(({ name, status, maxAbsError, maxRelError, detail }) =>
+          ({ name, status, maxAbsError, maxRelError, detail: detail?.split('\n')[0] })),
+        ...(serving && { serving: {
+          optimization: serving.optimization, maxAbsError: serving.maxAbsError, maxRelError: serving.maxRelError,
+          worst: serving.worst, argmaxChanges: serving.argmaxChanges, withinTolerance: serving.withinTolerance,
+        } }),
       };
+      if (serving && (!serving.withinTolerance || serving.argmaxChanges > 0)) {
+        reporter.warn(`with graph optimizations on (as run-device and serve-cloud run) the parts deviate from the model by up `
+          + `to ${serving.maxAbsError.toExponential(2)} (relative ${serving.maxRelError.toExponential(2)}) at ${serving.worst}; `
+          + `${serving.argmaxChanges} greedy choice(s) changed over the probe steps — recorded in manifest.verification.serving`);
+      }
     }
     await writeFile(join(staging.dir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     return { staging, manifest, verification };

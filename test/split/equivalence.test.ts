@@ -29,7 +29,6 @@ function assertEquivalent(report: VerifyReport | undefined, expectMultiToken: bo
   const [prefill, decode, multi] = report.cases;
   for (const c of [prefill, decode]) {
     assert.equal(c.status, 'passed', `${c.name}: max abs error ${c.maxAbsError} at ${c.worst}`);
-    assert.ok(c.maxAbsError! <= report.tolerance);
   }
   assert.equal(multi.status, expectMultiToken ? 'passed' : 'unsupported', `${multi.name}: ${multi.detail ?? multi.maxAbsError}`);
 }
