@@ -143,7 +143,7 @@ class Bloom(Decoder):
 
 class Gemma(Decoder):
     """Embedding scaled by sqrt(d), RMSNorm with (1 + weight), norms before and after each sub-block (Gemma 2
-    sandwich), GeGLU MLP, multi-query attention, tied LM head as Gemm(transB), final logit soft-capping."""
+    sandwich), GeGLU MLP, multi-query attention, LM head tied as Gemm(embedding, transB=1), final soft-capping."""
 
     def __init__(self, c):
         super().__init__()
@@ -180,7 +180,7 @@ class Gemma(Decoder):
             mlp = layer['down_proj'](gelu_tanh(layer['gate_proj'](h)) * layer['up_proj'](h))
             x = x + layer['post_feedforward_layernorm'](mlp)
         h = self.norm(x)
-        logits = F.linear(h.reshape(-1, h.shape[-1]), self.embed_tokens.weight)  # Gemm(transB=1) on the embedding
+        logits = F.linear(h.reshape(-1, h.shape[-1]), self.embed_tokens.weight)  # retied as Gemm(transB=1)
         logits = logits.reshape(h.shape[0], h.shape[1], -1)
         cap = c['final_logit_softcapping']
         return torch.tanh(logits / cap) * cap, presents
@@ -374,21 +374,22 @@ def kv_geometry(c):
     return layers, kv, hd
 
 
-def retie_transposed_head(model, embedding_name):
-    """Constant folding turns Transpose(embedding) into a second initializer; put the Transpose back, so the
-    ONNX graph ties the LM head to the embedding as the torch module does."""
+def retie_head(model, embedding_name, as_gemm):
+    """Constant folding turns the LM head's Transpose(embedding) into a second initializer. Tie it back, as the
+    torch module is: a Transpose node over the embedding, or (as_gemm) Gemm(x, embedding, transB=1)."""
     graph = model.graph
-    tensors = {t.name: t for t in graph.initializer}
-    embedding = numpy_helper.to_array(tensors[embedding_name])
-    for t in list(graph.initializer):
-        if t.name == embedding_name or list(t.dims) != list(embedding.shape[::-1]):
-            continue
-        if (numpy_helper.to_array(t) == embedding.T).all():
-            graph.initializer.remove(t)
-            graph.node.insert(0, onnx.helper.make_node('Transpose', [embedding_name], [t.name], name='/lm_head/Transpose',
-                                                       perm=[1, 0]))
-            return
-    raise RuntimeError('no transposed copy of the embedding found')
+    embedding = numpy_helper.to_array(next(t for t in graph.initializer if t.name == embedding_name))
+    copy = next(t for t in graph.initializer if t.name != embedding_name and list(t.dims) == list(embedding.shape[::-1])
+                and (numpy_helper.to_array(t) == embedding.T).all())
+    graph.initializer.remove(copy)
+    if not as_gemm:
+        graph.node.insert(0, onnx.helper.make_node('Transpose', [embedding_name], [copy.name], name='/lm_head/Transpose',
+                                                   perm=[1, 0]))
+        return
+    index, matmul = next((i, n) for i, n in enumerate(graph.node) if n.op_type == 'MatMul' and n.input[1] == copy.name)
+    graph.node.remove(matmul)
+    graph.node.insert(index, onnx.helper.make_node('Gemm', [matmul.input[0], embedding_name], list(matmul.output),
+                                                   name='/lm_head/Gemm', transB=1))
 
 
 def export(family):
@@ -425,8 +426,9 @@ def export(family):
                           opset_version=17, do_constant_folding=True)
 
     onnx_model = onnx.load(path)
-    if config['tie_word_embeddings'] and family != 'gemma':
-        retie_transposed_head(onnx_model, next(n for n, _ in model.named_parameters() if 'embed' in n))
+    if config['tie_word_embeddings']:
+        embedding = next(n for n, _ in model.named_parameters() if 'embed' in n)
+        retie_head(onnx_model, embedding, as_gemm=family == 'gemma')
     onnx_model.producer_name = 'hat scripts/families/export_families.py'
     onnx.checker.check_model(onnx_model)
     if family in EXTERNAL_DATA:
