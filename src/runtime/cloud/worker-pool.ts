@@ -27,6 +27,8 @@ interface Lane {
   running?: Pending & { startedAt: number };
   sessions: Set<number>;
   ready: boolean;
+  /** Why the worker stopped; requests routed to it afterwards are rejected with it rather than queued forever. */
+  failure?: Error;
 }
 
 export interface WorkerPoolOptions {
@@ -105,6 +107,7 @@ export class WorkerPool implements MiddleExecutor {
       this.laneOfSession.set(request.sessionId, lane);
     }
     const target = lane;
+    if (target.failure) return Promise.reject(target.failure);
     return new Promise((resolve, reject) => {
       target.queue.push({ request, enqueuedAt: performance.now(), resolve, reject });
       this.dispatch(target);
@@ -153,6 +156,7 @@ export class WorkerPool implements MiddleExecutor {
 
   private failLane(lane: Lane, error: Error): void {
     lane.ready = false;
+    lane.failure ??= error;
     const failed = [...(lane.running ? [lane.running] : []), ...lane.queue];
     lane.running = undefined;
     lane.queue = [];
