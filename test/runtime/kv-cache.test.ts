@@ -27,7 +27,10 @@ test('the layout of built Llama decoders: every layer\'s pair, the cache dtype, 
     { name: 'gqa-fp32', dtype: 'float32' as const, config: { hiddenSize: 32, heads: 4, kvHeads: 2, layers: 3 } },
     { name: 'mha-fp16', dtype: 'float16' as const, config: { hiddenSize: 48, heads: 4, kvHeads: 4, layers: 2 } },
     // Head size set apart from hidden / heads, as in Gemma-style configs.
-    { name: 'mqa-wide-heads', dtype: 'float32' as const, config: { hiddenSize: 32, heads: 2, kvHeads: 1, layers: 1, headDim: 24 } },
+    {
+      name: 'mqa-wide-heads', dtype: 'float32' as const,
+      config: { hiddenSize: 32, heads: 2, kvHeads: 1, layers: 1, headDim: 24 },
+    },
   ];
   for (const { name, dtype, config } of cases) {
     const built = llamaConfig({ vocabSize: 40, intermediateSize: 64, ...config });
@@ -77,10 +80,12 @@ test('what is not a supported decoder cache is a HatError naming the model and t
     return true;
   };
   const noCache = await kvSession([{ present: 'logits' }], 'float32', []);
-  assert.throws(() => kvLayoutOf(noCache), fails('NOT_A_DECODER', /^kv-only model has no past_key_values\.N\.key inputs$/));
+  assert.throws(() => kvLayoutOf(noCache),
+    fails('NOT_A_DECODER', /^kv-only model has no past_key_values\.N\.key inputs$/));
   const gap = await kvSession([...layerNames(0), ...layerNames(2)], 'float32', [1, 2, 'past', 4]);
   assert.throws(() => kvLayoutOf(gap), fails('NOT_A_DECODER', /layer 2 are incomplete or not numbered 0\.\.N-1/));
-  const noPresent = await kvSession([layerNames(0)[0], { past: 'past_key_values.0.value' }], 'float32', [1, 2, 'past', 4]);
+  const valueWithoutPresent = [layerNames(0)[0], { past: 'past_key_values.0.value' }];
+  const noPresent = await kvSession(valueWithoutPresent, 'float32', [1, 2, 'past', 4]);
   assert.throws(() => kvLayoutOf(noPresent), fails('NOT_A_DECODER', /layer 0 are incomplete/));
   const symbolicHeads = await kvSession(layerNames(0), 'float32', [1, 'heads', 'past', 4]);
   assert.throws(() => kvLayoutOf(symbolicHeads),
