@@ -1,13 +1,13 @@
 import type { Command } from 'commander';
 import { deviceMetricsTable } from './metrics-table.ts';
-import { intOption, numberOption, parseOptions, z } from './common.ts';
+import { intOption, numberOption, parseOptions, PROMPT_HELP, promptInput, promptOptions, z } from './common.ts';
 import { runDevice } from '../runtime/device/run-device.ts';
 import { describeLink, parseLinkSpec } from '../runtime/link.ts';
 import { terminalReporter } from '../reporter.ts';
 
 const schema = z.object({
   cloud: z.string().regex(/^wss?:\/\//, 'must be a ws:// or wss:// URL'),
-  prompt: z.string(),
+  ...promptOptions,
   maxNewTokens: intOption(1, 100000),
   temperature: numberOption(0, 100),
   topP: numberOption(0.000001, 1),
@@ -32,7 +32,8 @@ export function registerRunDevice(program: Command): void {
     .description('generate on the device: input/output parts + draft adapter here, middle part in the cloud')
     .argument('<split-dir>', 'split directory or device bundle (input, output, adapter, manifest, tokenizer)')
     .requiredOption('--cloud <url>', 'serve-cloud address, e.g. ws://127.0.0.1:8765')
-    .requiredOption('--prompt <text>', 'prompt text (empty: start from BOS)')
+    .option('--prompt <text>', PROMPT_HELP.prompt)
+    .option('--prompt-ids <ids>', PROMPT_HELP.promptIds)
     .option('--max-new-tokens <n>', 'tokens to generate', '64')
     .option('--temperature <t>', '0 = greedy', '0')
     .option('--top-p <p>', 'nucleus sampling', '1')
@@ -55,7 +56,7 @@ export function registerRunDevice(program: Command): void {
       const link = options.link ? parseLinkSpec(options.link) : undefined;
       if (link) reporter.info(describeLink(link));
       const result = await runDevice({
-        splitDir, cloud: options.cloud, prompt: options.prompt, maxNewTokens: options.maxNewTokens,
+        splitDir, cloud: options.cloud, prompt: promptInput(options), maxNewTokens: options.maxNewTokens,
         temperature: options.temperature, topP: options.topP, seed: options.seed,
         draftThreshold: options.draftThreshold, maxDraft: options.maxDraft, speculative: options.draft,
         parallelDrafting: options.parallelDrafting, parallelBranches: options.parallelBranches, chunk: options.chunk, wire: options.wire, link,
@@ -63,9 +64,9 @@ export function registerRunDevice(program: Command): void {
         onText: options.json ? undefined : (text) => process.stdout.write(text),
       });
       if (options.json) {
-        process.stdout.write(`${JSON.stringify({ ids: result.ids, text: result.text, metrics: result.metrics, link: link ? describeLink(link) : 'none', error: result.error?.message })}\n`);
+        process.stdout.write(`${JSON.stringify({ ids: result.ids, promptIds: result.promptIds, text: result.text, metrics: result.metrics, link: link ? describeLink(link) : 'none', error: result.error?.message })}\n`);
       } else {
-        process.stdout.write('\n');
+        process.stdout.write(result.text === undefined ? `${result.ids.join(',')}\n` : '\n');
         process.stderr.write(`${deviceMetricsTable(result.metrics)}\n`);
         if (result.metrics.fallback) reporter.warn(result.metrics.fallback);
       }

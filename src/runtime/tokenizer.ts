@@ -115,10 +115,3 @@ export function textStreamer(tokenizer: TextTokenizer, context: readonly number[
 }
 
 /** Prompt text → ids; an empty prompt starts from BOS alone (encoding "" can yield a lone dummy-prefix token). */
-export function encodePrompt(tokenizer: TextTokenizer, prompt: string): number[] {
-  const ids = prompt === '' ? (tokenizer.bosTokenId === undefined ? [] : [tokenizer.bosTokenId]) : tokenizer.encode(prompt);
-  if (ids.length === 0) {
-    throw new HatError('BAD_OPTION', '--prompt: an empty prompt needs a BOS token, and this tokenizer defines none', 'give a non-empty --prompt');
-  }
-  return ids;
-}

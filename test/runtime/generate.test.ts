@@ -69,6 +69,10 @@ test('hat synth writes a random model from a preset with overrides, and rejects 
   assert.equal(bad.stderr.trim().split('\n').length, 1);
   const missing = hat('generate', join(work, 'absent'));
   assert.match(missing.stderr, /^error\[FILE_NOT_FOUND\]/);
-  const noTokenizer = hat('generate', out);
-  assert.match(noTokenizer.stderr, /^error\[FILE_NOT_FOUND\]: no tokenizer\.json/);
+  const noTokenizer = hat('generate', out, '--prompt', 'hello');
+  assert.match(noTokenizer.stderr, /^error\[FILE_NOT_FOUND\]: this model has no tokenizer\.json, so --prompt text cannot be encoded/);
+  // Without a prompt it starts from the BOS id synth wrote into config.json, and prints ids.
+  const fromBos = hat('generate', out, '--max-new-tokens', '3', '--json');
+  assert.equal(fromBos.code, 0, fromBos.stderr);
+  assert.deepEqual(JSON.parse(fromBos.stdout).promptIds, [config.bos_token_id]);
 });

@@ -5,7 +5,10 @@
 import type { LinkSpec } from '../link.ts';
 import type { WireDTypeName } from '../protocol/frame.ts';
 import { manifestHash, readManifest, splitTokenizer } from '../split-dir.ts';
-import { continuationText, encodePrompt, textStreamer } from '../tokenizer.ts';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { promptIds as resolvePromptIds, type PromptInput } from '../prompt.ts';
+import { continuationText, textStreamer } from '../tokenizer.ts';
 import { AutoDraftPolicy, FixedThresholdPolicy } from '../speculative/draft-policy.ts';
 import { createSampler } from '../speculative/sampler.ts';
 import { CloudClient } from './cloud-client.ts';
@@ -16,7 +19,8 @@ import { HatGenerator, type HatGeneration } from './hat-generator.ts';
 export interface RunDeviceOptions {
   splitDir: string;
   cloud: string;
-  prompt: string;
+  /** Text, or `{ ids }` for a model without a tokenizer (`--prompt-ids`). */
+  prompt: string | PromptInput;
   maxNewTokens: number;
   temperature: number;
   topP: number;
@@ -39,13 +43,17 @@ export interface RunDeviceOptions {
 
 export interface RunDeviceResult extends HatGeneration {
   promptIds: number[];
-  text: string;
+  /** Undefined when the bundle has no tokenizer (ids only). */
+  text?: string;
 }
 
 export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceResult> {
   const manifest = readManifest(options.splitDir);
-  const tokenizer = splitTokenizer(options.splitDir, manifest);
-  const promptIds = encodePrompt(tokenizer, options.prompt);
+  const hasTokenizer = existsSync(join(options.splitDir, manifest.tokenizer ?? 'tokenizer.json'));
+  const tokenizer = hasTokenizer || typeof options.prompt === 'string' ? splitTokenizer(options.splitDir, manifest) : undefined;
+  const special = { bosTokenId: manifest.model?.bosTokenId, eosTokenId: manifest.model?.eosTokenId };
+  const prompt = typeof options.prompt === 'string' ? { text: options.prompt } : options.prompt;
+  const promptIds = resolvePromptIds(prompt, tokenizer, special, manifest.model?.vocabSize);
   const parts = await openDeviceParts(options.splitDir, manifest, { withAdapter: options.speculative, threads: options.threads });
   const start = manifest.adapter?.defaultThreshold ?? 0.6;
   const policy = options.draftThreshold === 'auto'
@@ -56,22 +64,22 @@ export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceRes
     url: options.cloud, manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size, wire: options.wire,
     token: options.token, link: options.link, recordUplink: options.recordUplink,
   });
-  const streamer = textStreamer(tokenizer, promptIds);
+  const streamer = tokenizer && textStreamer(tokenizer, promptIds);
   try {
     const generator = new HatGenerator(parts, client, sampler, new Drafter(parts, sampler, policy));
     const result = await generator.generate(promptIds, {
       maxNewTokens: options.maxNewTokens,
-      eosTokenId: tokenizer.eosTokenId,
+      eosTokenId: tokenizer?.eosTokenId ?? special.eosTokenId,
       speculative: options.speculative,
       parallelDrafting: options.parallelDrafting && options.speculative,
       parallelBranches: options.parallelBranches,
       chunk: options.chunk,
       fallbackLocal: options.fallbackLocal,
-      onTokens: (ids) => { const text = streamer.push(...ids); if (text) options.onText?.(text); },
+      onTokens: (ids) => { const text = streamer?.push(...ids); if (text) options.onText?.(text); },
     });
-    const rest = streamer.flush();
+    const rest = streamer?.flush();
     if (rest) options.onText?.(rest);
-    return { ...result, promptIds, text: continuationText(tokenizer, promptIds, result.ids) };
+    return { ...result, promptIds, text: tokenizer && continuationText(tokenizer, promptIds, result.ids) };
   } finally {
     client.close();
   }

@@ -77,7 +77,7 @@ test('on the default model, the uplink holds neither the prompt text nor its tok
       recordUplink: (bytes) => frames.push(bytes.slice()),
     });
     const uplink = Buffer.concat(frames);
-    for (const text of [prompt, 'beginning', 'heaven', result.text.trim().slice(0, 12)]) {
+    for (const text of [prompt, 'beginning', 'heaven', result.text!.trim().slice(0, 12)]) {
       for (const encoding of ['utf8', 'utf16le'] as const) assert.equal(uplink.indexOf(Buffer.from(text, encoding)), -1, `"${text}" found as ${encoding}`);
     }
     const sequence = [...result.promptIds, ...result.ids];

@@ -1,0 +1,89 @@
+/**
+ * What a generation starts from: prompt text through the tokenizer, or token ids given directly (`--prompt-ids`),
+ * so third-party and random-weight models without a tokenizer can be run and compared. An empty prompt starts
+ * from the BOS id — the tokenizer's, else the one config.json / generation_config.json names.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { HatError } from '../errors.ts';
+import type { TextTokenizer } from './tokenizer.ts';
+
+export interface PromptInput {
+  /** Prompt text (needs a tokenizer). */
+  text?: string;
+  /** Prompt token ids; an empty list starts from BOS. */
+  ids?: readonly number[];
+}
+
+export interface SpecialIds {
+  bosTokenId?: number;
+  eosTokenId?: number;
+}
+
+const CONFIG_FILES = ['generation_config.json', 'config.json'];
+
+function firstId(value: unknown): number | undefined {
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 0) return value;
+  if (Array.isArray(value)) return firstId(value[0]);
+  return undefined;
+}
+
+/** bos/eos ids named by generation_config.json, then config.json, in `dir` (unreadable files are skipped). */
+export function configSpecialIds(dir: string): SpecialIds {
+  const found: SpecialIds = {};
+  for (const file of CONFIG_FILES) {
+    const path = join(dir, file);
+    if (!existsSync(path)) continue;
+    let json: Record<string, unknown>;
+    try {
+      json = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+    } catch {
+      continue;
+    }
+    found.bosTokenId ??= firstId(json.bos_token_id);
+    found.eosTokenId ??= firstId(json.eos_token_id);
+  }
+  return found;
+}
+
+/** `--prompt-ids "1,2,3"` → [1, 2, 3]; "" → [] (start from BOS). */
+export function parsePromptIds(value: string): number[] {
+  const trimmed = value.trim();
+  if (trimmed === '') return [];
+  return trimmed.split(',').map((part) => {
+    const id = Number(part.trim());
+    if (!/^\d+$/.test(part.trim()) || !Number.isSafeInteger(id)) {
+      throw new HatError('BAD_OPTION', `--prompt-ids: '${part.trim()}' is not a token id`, 'give comma-separated non-negative integers, e.g. --prompt-ids 1,2,3');
+    }
+    return id;
+  });
+}
+
+/** The prompt's token ids, checked against the vocabulary when its size is known. */
+export function promptIds(input: PromptInput, tokenizer: TextTokenizer | undefined, special: SpecialIds, vocabSize?: number): number[] {
+  if (input.ids !== undefined && input.text !== undefined) {
+    throw new HatError('BAD_OPTION', '--prompt and --prompt-ids were both given', 'give one of them');
+  }
+  let ids: number[];
+  if (input.ids !== undefined) {
+    ids = [...input.ids];
+  } else if (input.text) {
+    if (!tokenizer) throw new HatError('FILE_NOT_FOUND', 'this model has no tokenizer.json, so --prompt text cannot be encoded', 'give token ids with --prompt-ids 1,2,3');
+    ids = tokenizer.encode(input.text);
+  } else {
+    ids = [];
+  }
+  if (ids.length === 0) {
+    const bos = tokenizer?.bosTokenId ?? special.bosTokenId;
+    if (bos === undefined) {
+      throw new HatError('BAD_OPTION', 'an empty prompt starts from the BOS token, and neither the tokenizer nor config.json names one',
+        'give a prompt (--prompt text or --prompt-ids 1,2,3)');
+    }
+    ids = [bos];
+  }
+  const outside = vocabSize === undefined ? undefined : ids.find((id) => id >= vocabSize);
+  if (outside !== undefined) {
+    throw new HatError('BAD_OPTION', `prompt token id ${outside} is outside the vocabulary (${vocabSize} tokens)`, `give ids below ${vocabSize}`);
+  }
+  return ids;
+}
