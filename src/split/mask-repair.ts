@@ -3,12 +3,17 @@
  * mask construction, so a multi-token step over a non-empty cache fails ("invalid expand shape"). HAT's chunked
  * prefill and draft verification need exactly that step. The repair replaces the prelude's final mask tensor
  * (the additive [batch, 1, seq, total] bias every layer reads) with a correct construction from attention_mask
- * alone: position j is hidden from query i when j > past + i or attention_mask[j] = 0. `hat split` applies it
- * only when the model fails the multi-token probe, and keeps it only if the repaired parts then match the full
- * model run token by token.
+ * alone: position j is hidden from query i when j > past + i, attention_mask[j] = 0 or, for a sliding-window
+ * model, past + i − j ≥ window. The traced mask is first run alone where it works (mask-probe.ts): the repair is
+ * made only if it is such a mask, with the window it shows, and the rebuilt mask is checked the same way.
+ * `hat split` applies it only when the model fails the multi-token probe, and keeps it only if the repaired
+ * parts then match the full model run token by token.
  */
-import { DataType, onnx, toNumber, type ModelProto, type NodeProto, type TensorProto } from '../onnx/model-io.ts';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DataType, onnx, toNumber, type LoadedModel, type ModelProto, type NodeProto, type TensorProto } from '../onnx/model-io.ts';
 import { TOKEN_INPUT, type DecoderStructure } from './decoder.ts';
+import { MULTI_TOKEN_CASES, observeMask } from './mask-probe.ts';
 
 export interface MaskRepair {
   /** The traced mask tensor; the repair produces a tensor of the same name. */
@@ -17,6 +22,8 @@ export interface MaskRepair {
   producer: number;
   nodes: NodeProto[];
   initializers: TensorProto[];
+  /** Sliding window (keys at query − key ≥ window are hidden), when the traced mask has one. */
+  window?: number;
 }
 
 const LOWEST = { [DataType.FLOAT]: -3.4028234663852886e38, [DataType.FLOAT16]: -65504 } as Record<number, number>;
@@ -58,7 +65,7 @@ export function findTracedMask(model: ModelProto, structure: DecoderStructure): 
   return { tensor, producer: index.producer.get(tensor)! };
 }
 
-export function causalMaskRepair(model: ModelProto, structure: DecoderStructure): MaskRepair | undefined {
+export function causalMaskRepair(model: ModelProto, structure: DecoderStructure, window?: number): MaskRepair | undefined {
   const found = findTracedMask(model, structure);
   const dataType = structure.boundaries[0].dataType;
   if (!found || LOWEST[dataType] === undefined) return undefined;
@@ -67,6 +74,7 @@ export function causalMaskRepair(model: ModelProto, structure: DecoderStructure)
     scalar(`${p}/zero_i`, DataType.INT64, 0), scalar(`${p}/one_i`, DataType.INT64, 1),
     scalar(`${p}/lowest`, dataType, LOWEST[dataType]), scalar(`${p}/zero`, dataType, 0),
     axes(`${p}/axis0`, [0]), axes(`${p}/axis1`, [1]), axes(`${p}/axes12`, [1, 2]),
+    ...(window ? [scalar(`${p}/window`, DataType.INT64, window)] : []),
   ];
   const node = (name: string, opType: string, input: string[], attribute: object[] = []) =>
     onnx.NodeProto.create({ name: `${p}/${name}`, opType, input, output: [name === 'Where' ? found.tensor : `${p}/${name}`], attribute });
@@ -83,11 +91,49 @@ export function causalMaskRepair(model: ModelProto, structure: DecoderStructure)
     node('key_pos', 'Range', [`${p}/zero_i`, out('total'), `${p}/one_i`]),
     node('query_col', 'Unsqueeze', [out('query_pos'), `${p}/axis1`]),
     node('key_row', 'Unsqueeze', [out('key_pos'), `${p}/axis0`]),
-    node('future', 'Greater', [out('key_row'), out('query_col')]),
+    node('causal', 'Greater', [out('key_row'), out('query_col')]),
+    ...(window ? [
+      node('distance', 'Sub', [out('query_col'), out('key_row')]),
+      node('left_behind', 'GreaterOrEqual', [out('distance'), `${p}/window`]),
+      node('future', 'Or', [out('causal'), out('left_behind')]),
+    ] : [node('future', 'Identity', [out('causal')])]),
     node('padding', 'Equal', [out('mask_i64'), `${p}/zero_i`]),
     node('padding_4d', 'Unsqueeze', [out('padding'), `${p}/axes12`]),
     node('hidden', 'Or', [out('future'), out('padding_4d')]),
     node('Where', 'Where', [out('hidden'), `${p}/lowest`, `${p}/zero`]),
   ];
-  return { ...found, nodes, initializers };
+  return { ...found, nodes, initializers, window };
+}
+
+/** The sliding window config.json beside the model declares, if any (Hugging Face field names). */
+function declaredWindow(dir: string): number | undefined {
+  try {
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { sliding_window?: unknown; use_sliding_window?: unknown };
+    return typeof config.sliding_window === 'number' && config.use_sliding_window !== false ? config.sliding_window : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The repair, if the traced mask is one hat can rebuild exactly: a causal + padding mask, with or without a
+ * sliding window, as observed by running it alone. Otherwise `reason` says why the model's own mask stays.
+ */
+export async function checkedMaskRepair(source: LoadedModel, structure: DecoderStructure): Promise<{ repair?: MaskRepair; reason?: string }> {
+  const found = findTracedMask(source.model, structure);
+  if (!found) return { reason: 'no single mask tensor computed from attention_mask feeds the layers' };
+  const nodes = structure.index.order.map((i) => structure.index.nodes[i]);
+  const traced = await observeMask(source, nodes, found.tensor);
+  if (traced.kind === 'other') return { reason: `the mask ${found.tensor} cannot be rebuilt: ${traced.reason}` };
+  const declared = declaredWindow(source.dir);
+  if (traced.window === undefined && declared !== undefined && declared >= traced.observedUpTo) {
+    return { reason: `config.json declares a sliding window of ${declared} positions, longer than the ${traced.observedUpTo} the mask was checked over` };
+  }
+  const repair = causalMaskRepair(source.model, structure, traced.window);
+  if (!repair) return { reason: `the mask ${found.tensor} is not in the model's float type` };
+  const rebuilt = await observeMask(source, repair.nodes, found.tensor, repair.initializers, MULTI_TOKEN_CASES);
+  if (rebuilt.kind !== 'causal' || rebuilt.window !== traced.window) {
+    return { reason: `the rebuilt mask does not match ${found.tensor} (${rebuilt.kind === 'other' ? rebuilt.reason : `window ${rebuilt.window}`})` };
+  }
+  return { repair };
 }

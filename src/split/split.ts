@@ -13,7 +13,7 @@ import { analyzeDecoder, type DecoderStructure } from './decoder.ts';
 import { buildManifest } from './build-manifest.ts';
 import type { SplitManifest } from './manifest.ts';
 import { hiddenDType } from './model-facts.ts';
-import { causalMaskRepair, type MaskRepair } from './mask-repair.ts';
+import { checkedMaskRepair, type MaskRepair } from './mask-repair.ts';
 import { createStaging, type Staging } from './output-dir.ts';
 import { checkLayerCounts, PART_NAMES, planParts, type PartGraph, type PartName } from './parts.ts';
 import { checkPrivacy } from './privacy.ts';
@@ -113,10 +113,17 @@ export async function splitModel(options: SplitOptions, reporter: Reporter): Pro
 
   const repair = (options.verify ?? true) && options.repairMask !== false ? await maskRepairIfNeeded(context) : undefined;
   if (repair) {
-    const repaired = await stageSplit(context, repair);
-    if (repaired.verification?.multiTokenCachedSteps) return publish(repaired);
-    await repaired.staging.discard();
-    reporter.warn('the repaired attention mask did not reproduce token-by-token steps: keeping the model\'s own mask');
+    // The repair is an improvement, never a reason to refuse: if its parts fail any case, the model's own mask stays.
+    let failure = 'did not reproduce token-by-token steps';
+    try {
+      const repaired = await stageSplit(context, repair);
+      if (repaired.verification?.multiTokenCachedSteps) return publish(repaired);
+      await repaired.staging.discard();
+    } catch (error) {
+      if (!(error instanceof HatError) || error.code !== 'BAD_SPLIT') throw error;
+      failure = `failed verification (${error.message})`;
+    }
+    reporter.warn(`the repaired attention mask ${failure}: keeping the model's own mask`);
   }
   return publish(await stageSplit(context));
 }
@@ -128,15 +135,20 @@ async function publish(staged: StagedSplit): Promise<SplitResult> {
 
 /** A repair for the traced mask, when the model has one and fails a multi-token step on a non-empty cache. */
 async function maskRepairIfNeeded({ source, structure, reporter, options }: SplitContext): Promise<MaskRepair | undefined> {
-  const repair = causalMaskRepair(source.model, structure);
-  if (!repair) return undefined;
+  const { repair, reason } = await checkedMaskRepair(source, structure);
   const kvOnly = {
     kv: { input: structure.layers, middle: [], output: [] },
     hidden: { size: structure.hiddenSize, dtype: hiddenDType(structure.boundaries[0].dataType) },
   };
   const probe = await probeMultiTokenStep(source.path, kvOnly, structure.embedding.vocabSize, options);
   if (probe.status === 'passed') return undefined;
-  reporter.info(`the model fails a multi-token step on a non-empty cache (${probe.detail?.split('\n')[0] ?? probe.status}): rebuilding its attention mask ${repair.tensor} in the parts`);
+  const failure = `the model fails a multi-token step on a non-empty cache (${probe.detail?.split('\n')[0] ?? probe.status})`;
+  if (!repair) {
+    reporter.info(`${failure}; its attention mask is kept: ${reason}`);
+    return undefined;
+  }
+  const window = repair.window ? ` with its ${repair.window}-position sliding window` : '';
+  reporter.info(`${failure}: rebuilding its attention mask ${repair.tensor}${window} in the parts`);
   return repair;
 }
 
