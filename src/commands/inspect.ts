@@ -27,6 +27,7 @@ function formatReport(r: InspectReport): string {
       + `${uniform ? `${millions(perLayer[0])} per layer` : `per layer ${perLayer.map(millions).join(' / ')}`}, head ${millions(r.parameters.head)}, `
       + `shared ${millions(r.parameters.shared)}, prelude ${millions(r.parameters.prelude)}`,
     `external data ${r.externalData.map((f) => `${f.file} (${millions(f.bytes)} bytes)`).join(', ') || 'none (weights inline)'}`,
+    `batching      ${r.batching.mode} — ${r.batching.reason}`,
     `multi-token   ${probe.name}: ${probe.status === 'passed' ? 'runs and matches token-by-token steps'
       : probe.status === 'not probed' ? 'not probed (--no-probe)'
         : `${probe.status.toUpperCase()} — ${'detail' in probe ? probe.detail : ''}`}`,

@@ -53,6 +53,7 @@ export function registerSplit(program: Command): void {
         `  middle.onnx  ${layers(m.parts.middle.layers)}  → ${m.boundaries.middleToOutput}`,
         `  output.onnx  ${layers(m.parts.output.layers)} + final norm + LM head → logits`,
         `  privacy: ${m.privacy.passed ? 'passed' : 'FAILED'}; multi-token cached steps: ${m.multiTokenCachedSteps ? 'yes' : 'no'}${m.verification ? '' : ' (not verified: --no-verify)'}`,
+        `  serve-cloud batching: ${m.batching ? `${m.batching.mode} — ${m.batching.reason}` : 'none'}`,
         ...(m.verification?.serving ? [servingLine(m.verification.serving)] : []),
         '',
       ].join('\n'));

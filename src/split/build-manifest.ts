@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import type { LoadedModel } from '../onnx/model-io.ts';
+import { decideBatching } from './batching.ts';
 import type { DecoderStructure } from './decoder.ts';
 import { MANIFEST_FORMAT, type PartManifest, type SplitManifest } from './manifest.ts';
 import type { MaskRepair } from './mask-repair.ts';
@@ -82,6 +83,7 @@ export async function buildManifest(inputs: ManifestInputs): Promise<SplitManife
     },
     privacy,
     multiTokenCachedSteps: false,
+    batching: decideBatching(plan.parts.middle.graph, plan.parts.middle.kv),
     ...(companions.includes('tokenizer.json') ? { tokenizer: 'tokenizer.json' } : {}),
     extraFiles: companions.filter((file) => file !== 'tokenizer.json'),
     model: modelFacts(source, structure),

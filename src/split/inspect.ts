@@ -8,7 +8,8 @@ import { statSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { checkExternalData, elementCount, loadModel, tensorDims, toNumber } from '../onnx/model-io.ts';
 import { analyzeDecoder, type DecoderStructure } from './decoder.ts';
-import type { KvPair } from './manifest.ts';
+import { decideBatching } from './batching.ts';
+import type { BatchingDecision, KvPair } from './manifest.ts';
 import { attentionFacts, hiddenDType } from './model-facts.ts';
 import { probeMultiTokenStep, type CaseResult } from './verify.ts';
 
@@ -26,6 +27,8 @@ export interface InspectReport {
   parameters: { embedding: number; layers: number[]; head: number; shared: number; prelude: number; total: number };
   externalData: Array<{ file: string; bytes: number }>;
   multiTokenStep: CaseResult | { name: string; status: 'not probed' };
+  /** How serve-cloud could batch sessions on a split of this model (the middle part's rules, applied to the whole). */
+  batching: BatchingDecision;
 }
 
 type Segment = number | 'embedding' | 'head' | 'prelude';
@@ -88,6 +91,7 @@ export async function inspectModel(path: string, options: { probe?: boolean } = 
     contribOps,
     parameters: countParameters(structure),
     externalData: [...dataFiles.keys()].map((file) => ({ file, bytes: statSync(resolve(loaded.dir, file)).size })),
+    batching: decideBatching(model.graph!, structure.layers),
     multiTokenStep: options.probe === false
       ? { name: 'multi-token step on a non-empty cache', status: 'not probed' }
       : await probeMultiTokenStep(loaded.path, kvManifest, structure.embedding.vocabSize),

@@ -190,6 +190,10 @@ async function stageSplit(context: SplitContext, repair?: MaskRepair): Promise<S
         return report;
       }, (report) => `composed parts reproduce the model (${report.cases.map((c) => `${c.name}: ${c.status}`).join('; ')})`);
       manifest.multiTokenCachedSteps = verification.multiTokenCachedSteps;
+      if (!verification.multiTokenCachedSteps && manifest.batching?.mode !== 'none') {
+        // A padded batch is a multi-token step over a (padded) past: parts that fail one must not be batched.
+        manifest.batching = { mode: 'none', reason: 'the parts fail a multi-token step on a non-empty cache' };
+      }
       const { serving } = verification;
       manifest.verification = {
         passed: verification.passed, tolerance: verification.tolerance,
