@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { intOption, parseOptions, z } from './common.ts';
 import { startCloud } from '../runtime/cloud/serve.ts';
 import { jsonLineLogger } from '../runtime/cloud/logger.ts';
+import { DEFAULT_MAX_BATCH, DEFAULT_TOKENS_PER_THREAD } from '../runtime/cloud/worker-pool.ts';
 import { describeLink, parseLinkSpec } from '../runtime/link.ts';
 
 const schema = z.object({
@@ -14,6 +15,8 @@ const schema = z.object({
   idleTimeout: intOption(1),
   maxTokensPerFrame: intOption(1, 65536),
   maxContext: intOption(1),
+  maxBatch: intOption(1, 1024),
+  maxBatchTokens: intOption(1).optional(),
   link: z.string().optional(),
 });
 
@@ -31,6 +34,9 @@ export function registerServeCloud(program: Command): void {
     .option('--idle-timeout <seconds>', 'close sessions idle this long', '300')
     .option('--max-tokens-per-frame <n>', 'largest chunk or verification a frame may carry', '4096')
     .option('--max-context <n>', 'largest KV length a session may reach', '8192')
+    .option('--max-batch <n>', 'device sessions per middle run when the split can batch (1: off)', String(DEFAULT_MAX_BATCH))
+    .option('--max-batch-tokens <n>',
+      `padded rows per middle run: sessions × longest request (default ${DEFAULT_TOKENS_PER_THREAD} × threads per worker)`)
     .option('--link <profile|spec>', 'EMULATED link applied to every session here (use it on one side only): wifi, 4g, lan, or up=5MB,down=10MB,rtt=6,jitter=1')
     .action(async (splitDir: string, raw: Record<string, unknown>) => {
       const options = parseOptions(schema, raw);
@@ -40,7 +46,8 @@ export function registerServeCloud(program: Command): void {
       const { server, host, port } = await startCloud({
         splitDir, host: options.host, port: options.port, token: options.token, workers: options.workers, threadsPerWorker: options.threads,
         maxSessions: options.maxSessions, idleTimeoutMs: options.idleTimeout * 1000,
-        maxTokensPerFrame: options.maxTokensPerFrame, maxContext: options.maxContext, logger, link,
+        maxTokensPerFrame: options.maxTokensPerFrame, maxContext: options.maxContext,
+        maxBatch: options.maxBatch, maxBatchTokens: options.maxBatchTokens, logger, link,
       });
       // The one line tools and tests wait for: where to connect.
       process.stdout.write(`serve-cloud listening on ws://${host}:${port}\n`);

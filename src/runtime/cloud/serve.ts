@@ -2,6 +2,8 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { HatError } from '../../errors.ts';
+import { loadModel } from '../../onnx/model-io.ts';
+import { decideBatching } from '../../split/batching.ts';
 import { manifestHash, readManifest } from '../split-dir.ts';
 import { CloudServer } from './server.ts';
 import { WorkerPool } from './worker-pool.ts';
@@ -20,6 +22,10 @@ export interface ServeOptions {
   idleTimeoutMs: number;
   maxTokensPerFrame: number;
   maxContext: number;
+  /** Sessions per middle run (1: batching off); default DEFAULT_MAX_BATCH. */
+  maxBatch?: number;
+  /** Padded rows per middle run; default from the intra-op threads (worker-pool.ts). */
+  maxBatchTokens?: number;
   logger: Logger;
   link?: LinkSpec;
 }
@@ -31,7 +37,19 @@ export async function startCloud(options: ServeOptions): Promise<{ server: Cloud
     throw new HatError('BAD_MANIFEST', `${options.splitDir} has no ${manifest.parts.middle.file}`, 'serve-cloud needs the full split directory, not a device bundle');
   }
   options.logger.log('loading', { splitDir: options.splitDir, workers: options.workers });
-  const pool = await WorkerPool.start({ splitDir: resolve(options.splitDir), workers: options.workers, threadsPerWorker: options.threadsPerWorker, maxContext: options.maxContext });
+  // Splits written before the manifest recorded it: the decision is a function of middle.onnx, which is right here
+  // (its graph only: hat splits keep weights in external data), so older splits batch without being split again.
+  const batching = manifest.batching ?? decideBatching((await loadModel(middle)).model.graph!, manifest.kv.middle);
+  const pool = await WorkerPool.start({
+    splitDir: resolve(options.splitDir), workers: options.workers, threadsPerWorker: options.threadsPerWorker,
+    maxContext: options.maxContext, batching: batching.mode, maxBatch: options.maxBatch,
+    maxBatchTokens: options.maxBatchTokens, logger: options.logger,
+  });
+  options.logger.log('batching', {
+    mode: batching.mode, reason: batching.reason,
+    decidedBy: manifest.batching ? 'manifest' : 'middle.onnx (the split predates the field)',
+    maxBatch: pool.limits.maxBatch, maxBatchTokens: pool.limits.maxBatchTokens,
+  });
   const server = new CloudServer({
     host: options.host,
     port: options.port,

@@ -1,12 +1,13 @@
 /** Messages between the worker pool (main thread) and a middle-part worker. */
 import type { MiddleRequest } from './executor.ts';
+import type { EngineRun } from './middle-engine.ts';
 
 export type WorkerTask =
-  | ({ kind: 'run' } & MiddleRequest)
+  /** One batch the scheduler picked: at most one request per session, run as one padded run when it can. */
+  | { kind: 'run'; requests: MiddleRequest[] }
   | { kind: 'drop'; sessionId: number };
 
 export type WorkerReply =
   | { kind: 'ready' }
   | { kind: 'load-failed'; code: string; message: string }
-  | { kind: 'result'; sessionId: number; hidden: Float32Array; rows: number; computeMs: number }
-  | { kind: 'run-failed'; sessionId: number; message: string };
+  | ({ kind: 'ran' } & EngineRun);

@@ -2,16 +2,21 @@
  * The middle part runs off the event loop: N worker threads, each owning one onnxruntime session of
  * middle.onnx and the KV caches of the sessions assigned to it (sticky, least-loaded first).
  *
- * Scheduling: each worker has a FIFO queue; a worker receives its next batch only when idle, so the time a
- * request waits is measured here (queueMs) and the queue is where cross-device batching forms. Today a batch
- * holds one request: batching sessions whose caches differ in length needs a padded or ragged middle part,
- * the planned next step (docs/architecture.md).
+ * Scheduling: each worker has a FIFO queue; whenever a worker is idle, the scheduler (scheduler.ts) picks from
+ * its queue the next batch — at most one request per session, within --max-batch and --max-batch-tokens — and
+ * the worker runs it as one padded run (padded-batch.ts) when the split can batch (manifest `batching`), else one
+ * by one. The time a request waits is measured here (queueMs); the latency model g(X) is fitted on whole runs,
+ * X = padded rows.
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { HatError } from '../../errors.ts';
 import { LinearLatencyModel } from '../ema.ts';
+import type { BatchingMode } from '../../split/manifest.ts';
 import type { MiddleExecutor, MiddleRequest, MiddleResult } from './executor.ts';
+import type { Logger } from './logger.ts';
+import type { PastLayout } from './padded-batch.ts';
+import { DEFAULT_SMALL_ROWS, nextBatch, type BatchLimits, type RequestClass } from './scheduler.ts';
 import type { WorkerReply, WorkerTask } from './worker-messages.ts';
 
 interface Pending {
@@ -24,7 +29,10 @@ interface Pending {
 interface Lane {
   worker: Worker;
   queue: Pending[];
-  running?: Pending & { startedAt: number };
+  /** The batch the worker is running, in the order it was sent. */
+  running: Array<Pending & { startedAt: number }>;
+  /** The class of the last batch: decides whose turn it is when verifications and chunks both wait. */
+  lastKind?: RequestClass;
   sessions: Set<number>;
   ready: boolean;
   /** Why the worker stopped; requests routed to it afterwards are rejected with it rather than queued forever. */
@@ -38,7 +46,22 @@ export interface WorkerPoolOptions {
   threadsPerWorker?: number;
   /** Largest KV length a session may grow to. */
   maxContext: number;
+  /** How the split batches (manifest `batching`); 'none' runs one request at a time. */
+  batching?: BatchingMode;
+  /** Sessions per run (1: batching off). */
+  maxBatch?: number;
+  /** Padded rows per run; default DEFAULT_TOKENS_PER_THREAD × intra-op threads per worker. */
+  maxBatchTokens?: number;
+  logger?: Logger;
 }
+
+/**
+ * Padded rows per intra-op thread in one run. Batched throughput on a Qwen2.5-0.5B-shaped middle with 2 threads
+ * stopped rising between 40 and 80 padded rows (../shared/docs/fleet-serving.md §1): 32 per thread puts 2 threads
+ * at 64, inside that knee, and scales the budget with the cores a worker computes on.
+ */
+export const DEFAULT_TOKENS_PER_THREAD = 32;
+export const DEFAULT_MAX_BATCH = 16;
 
 const workerUrl = new URL('./middle-worker.ts', import.meta.url);
 
@@ -47,23 +70,40 @@ export class WorkerPool implements MiddleExecutor {
   private readonly laneOfSession = new Map<number, Lane>();
   private readonly latency = new LinearLatencyModel();
   private closing = false;
+  /** What the scheduler may put in one run. */
+  readonly limits: BatchLimits;
+  private readonly logger?: Logger;
 
-  private constructor() {}
+  private constructor(limits: BatchLimits, logger?: Logger) {
+    this.limits = limits;
+    this.logger = logger;
+  }
 
   static async start(options: WorkerPoolOptions): Promise<WorkerPool> {
-    const pool = new WorkerPool();
     const threads = options.threadsPerWorker ?? Math.max(1, Math.floor(availableParallelism() / options.workers));
-    const starts = Array.from({ length: options.workers }, (_, index) => pool.startLane(index, options, threads));
+    const mode = options.batching ?? 'none';
+    const pool = new WorkerPool({
+      maxBatch: mode === 'none' ? 1 : options.maxBatch ?? DEFAULT_MAX_BATCH,
+      maxBatchTokens: options.maxBatchTokens ?? DEFAULT_TOKENS_PER_THREAD * threads,
+      smallRows: DEFAULT_SMALL_ROWS,
+      batchableRows: mode === 'single-row' ? 1 : Infinity,
+    }, options.logger);
+    // --max-batch 1 keeps the worker on exactly the pre-batching path (no padded runner at all).
+    const layout: PastLayout | undefined = pool.limits.maxBatch === 1 ? undefined
+      : mode === 'single-row' ? 'right' : 'left';
+    const starts = Array.from({ length: options.workers }, (_, i) => pool.startLane(i, options, threads, layout));
     await Promise.all(starts);
     return pool;
   }
 
-  private startLane(index: number, options: WorkerPoolOptions, threads: number): Promise<void> {
+  private startLane(index: number, options: WorkerPoolOptions, threads: number, layout?: PastLayout): Promise<void> {
     // tsx must be registered inside the worker too, so the worker can import TypeScript.
     const worker = new Worker(new URL('./worker-bootstrap.mjs', import.meta.url), {
-      workerData: { entry: workerUrl.href, splitDir: options.splitDir, threads, maxContext: options.maxContext, index },
+      workerData: {
+        entry: workerUrl.href, splitDir: options.splitDir, threads, maxContext: options.maxContext, index, layout,
+      },
     });
-    const lane: Lane = { worker, queue: [], sessions: new Set(), ready: false };
+    const lane: Lane = { worker, queue: [], running: [], sessions: new Set(), ready: false };
     this.lanes.push(lane);
     return new Promise((resolve, reject) => {
       worker.on('message', (reply: WorkerReply) => {
@@ -91,7 +131,7 @@ export class WorkerPool implements MiddleExecutor {
   }
 
   get pending(): number {
-    return this.lanes.reduce((n, lane) => n + lane.queue.length + (lane.running ? 1 : 0), 0);
+    return this.lanes.reduce((n, lane) => n + lane.queue.length + lane.running.length, 0);
   }
 
   latencyModel(): { baseMs: number; perTokenMs: number } {
@@ -130,35 +170,39 @@ export class WorkerPool implements MiddleExecutor {
   }
 
   private dispatch(lane: Lane): void {
-    if (lane.running || !lane.ready) return;
-    const next = lane.queue.shift();
-    if (!next) return;
-    lane.running = { ...next, startedAt: performance.now() };
-    const { request } = next;
-    const task: WorkerTask = { kind: 'run', ...request };
+    if (lane.running.length > 0 || !lane.ready) return;
+    const queued = lane.queue.map((p) => ({ sessionId: p.request.sessionId, rows: p.request.nTokens }));
+    const pick = nextBatch(queued, this.limits, lane.lastKind);
+    if (!pick) return;
+    const startedAt = performance.now();
+    lane.running = pick.indices.map((i) => ({ ...lane.queue[i], startedAt }));
+    const picked = new Set(pick.indices);
+    lane.queue = lane.queue.filter((_, i) => !picked.has(i));
+    lane.lastKind = pick.kind;
+    const task: WorkerTask = { kind: 'run', requests: lane.running.map((p) => p.request) };
     lane.worker.postMessage(task);
   }
 
   private finish(lane: Lane, reply: WorkerReply): void {
+    if (reply.kind !== 'ran') return;
     const running = lane.running;
-    lane.running = undefined;
-    if (running) {
-      const queueMs = running.startedAt - running.enqueuedAt;
-      if (reply.kind === 'result') {
-        this.latency.observe(running.request.nTokens, reply.computeMs);
-        running.resolve({ hidden: reply.hidden, rows: reply.rows, queueMs, computeMs: reply.computeMs });
-      } else if (reply.kind === 'run-failed') {
-        running.reject(new HatError('RUNTIME', reply.message));
-      }
-    }
+    lane.running = [];
+    if (reply.paddedRows > 0) this.latency.observe(reply.paddedRows, reply.computeMs);
+    if (reply.batchError) this.logger?.log('batch-failed', { sessions: running.length, message: reply.batchError });
+    running.forEach((pending, i) => {
+      const result = reply.results[i];
+      const queueMs = pending.startedAt - pending.enqueuedAt;
+      if (result.ok) pending.resolve({ hidden: result.hidden, rows: result.rows, queueMs, computeMs: reply.computeMs });
+      else pending.reject(new HatError('RUNTIME', result.message));
+    });
     this.dispatch(lane);
   }
 
   private failLane(lane: Lane, error: Error): void {
     lane.ready = false;
     lane.failure ??= error;
-    const failed = [...(lane.running ? [lane.running] : []), ...lane.queue];
-    lane.running = undefined;
+    const failed = [...lane.running, ...lane.queue];
+    lane.running = [];
     lane.queue = [];
     for (const p of failed) p.reject(error);
   }

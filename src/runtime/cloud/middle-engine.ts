@@ -1,0 +1,147 @@
+/**
+ * What a middle worker does with a batch the scheduler picked: check each request against its session's cache,
+ * run one request directly on the part (as before batching existed) or several as one padded run
+ * (padded-batch.ts), and keep every session's new cache as its own. No threads here, so tests drive it in-process.
+ */
+import { HatError } from '../../errors.ts';
+import { PartRunner, type KvState, type PartIO } from '../part-runner.ts';
+import type { ModelSession } from '../session.ts';
+import type { MiddleRequest } from './executor.ts';
+import { PaddedBatchRunner, type PastLayout } from './padded-batch.ts';
+
+export type EngineResult =
+  | { sessionId: number; ok: true; hidden: Float32Array; rows: number }
+  | { sessionId: number; ok: false; message: string };
+
+export interface EngineRun {
+  /** In request order. */
+  results: EngineResult[];
+  /** Time inside onnxruntime for the whole batch. */
+  computeMs: number;
+  /** Rows the run computed: sessions × the largest row count, or the sum of rows of requests run one by one. */
+  paddedRows: number;
+  /** Why a padded run failed (its requests then ran one by one). */
+  batchError?: string;
+}
+
+export class MiddleEngine {
+  private readonly runner: PartRunner;
+  private readonly batcher?: PaddedBatchRunner;
+  private readonly maxContext: number;
+  private readonly empty: KvState;
+  private readonly caches = new Map<number, KvState>();
+  /** Sessions in the run being awaited, and those dropped meanwhile: their new caches must not be stored. */
+  private readonly running = new Set<number>();
+  private readonly droppedWhileRunning = new Set<number>();
+
+  /** `layout` undefined: the split cannot batch, so several requests run one after another. */
+  constructor(session: ModelSession, io: PartIO, options: { maxContext: number; layout?: PastLayout }) {
+    this.runner = PartRunner.fromSession(session, io);
+    this.batcher = options.layout ? new PaddedBatchRunner(session, io, options.layout) : undefined;
+    this.maxContext = options.maxContext;
+    this.empty = this.runner.snapshot();
+  }
+
+  /** Cached positions of a session (0 for one never seen or dropped). */
+  cacheLength(sessionId: number): number {
+    return this.caches.get(sessionId)?.length ?? 0;
+  }
+
+  /** A session's cache as it stands (for tests comparing batched and solo runs). */
+  cacheOf(sessionId: number): KvState | undefined {
+    return this.caches.get(sessionId);
+  }
+
+  drop(sessionId: number): void {
+    this.caches.delete(sessionId);
+    if (this.running.has(sessionId)) this.droppedWhileRunning.add(sessionId);
+  }
+
+  async run(requests: readonly MiddleRequest[]): Promise<EngineRun> {
+    if (new Set(requests.map((r) => r.sessionId)).size !== requests.length) {
+      throw new HatError('INTERNAL', 'a batch holds at most one request per session');
+    }
+    const results = new Map<number, EngineResult>();
+    const valid = requests.filter((request) => {
+      const problem = this.check(request);
+      if (problem) results.set(request.sessionId, { sessionId: request.sessionId, ok: false, message: problem });
+      return !problem;
+    });
+    for (const request of valid) this.running.add(request.sessionId);
+    const started = performance.now();
+    let paddedRows = 0;
+    const batched = valid.length > 1 && this.batcher !== undefined;
+    let batchError: string | undefined;
+    try {
+      if (batched) batchError = await this.runBatch(valid, results);
+      if (batched && batchError === undefined) {
+        paddedRows = valid.length * Math.max(...valid.map((r) => r.nTokens));
+      } else {
+        for (const request of valid) {
+          results.set(request.sessionId, await this.runAlone(request));
+          paddedRows += request.nTokens;
+        }
+      }
+    } finally {
+      this.running.clear();
+      this.droppedWhileRunning.clear();
+    }
+    const computeMs = performance.now() - started;
+    return { results: requests.map((r) => results.get(r.sessionId)!), computeMs, paddedRows, batchError };
+  }
+
+  private check(request: MiddleRequest): string | undefined {
+    const length = this.cacheLength(request.sessionId);
+    if (request.pastLength > length) {
+      return `past length ${request.pastLength} is beyond the session's cache of ${length} positions`;
+    }
+    if (request.pastLength + request.nTokens > this.maxContext) {
+      return `the session would exceed the server's context limit of ${this.maxContext} positions`;
+    }
+    return undefined;
+  }
+
+  /** One padded run; on failure its message, and each request then runs alone, so only a bad one fails. */
+  private async runBatch(
+    requests: readonly MiddleRequest[], results: Map<number, EngineResult>,
+  ): Promise<string | undefined> {
+    const entries = requests.map((r) => ({
+      state: this.caches.get(r.sessionId) ?? this.empty, pastLength: r.pastLength, rows: r.nTokens, hidden: r.hidden,
+    }));
+    let outputs;
+    try {
+      outputs = await this.batcher!.run(entries);
+    } catch (error) {
+      return (error as Error).message;
+    }
+    requests.forEach((request, i) => {
+      const { output, cols, state } = outputs[i];
+      this.store(request.sessionId, state);
+      results.set(request.sessionId, answer(request, output, cols));
+    });
+    return undefined;
+  }
+
+  /** Exactly the path every request took before batching: restore, roll back, step, keep the cache. */
+  private async runAlone(request: MiddleRequest): Promise<EngineResult> {
+    try {
+      this.runner.restore(this.caches.get(request.sessionId) ?? this.empty);
+      this.runner.truncate(request.pastLength);
+      const output = await this.runner.step({ hidden: request.hidden }, request.nTokens);
+      this.store(request.sessionId, this.runner.snapshot({ exclusive: true }));
+      return answer(request, output.data, output.cols);
+    } catch (error) {
+      return { sessionId: request.sessionId, ok: false, message: (error as Error).message };
+    }
+  }
+
+  private store(sessionId: number, state: KvState): void {
+    if (!this.droppedWhileRunning.has(sessionId)) this.caches.set(sessionId, state);
+  }
+}
+
+/** Every position's output (verification) or only the last one (a prefill chunk), in a buffer of its own. */
+function answer(request: MiddleRequest, output: Float32Array, cols: number): EngineResult {
+  const rows = request.allPositions ? request.nTokens : 1;
+  return { sessionId: request.sessionId, ok: true, hidden: output.slice((request.nTokens - rows) * cols), rows };
+}

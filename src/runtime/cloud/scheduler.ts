@@ -1,0 +1,94 @@
+/**
+ * Which queued requests a free middle worker runs next as ONE onnxruntime run — continuous batching in the spirit
+ * of vLLM v1's scheduler: no fill timer, whatever is queued when the worker frees up is considered. Pure: the worker
+ * pool keeps the queues, this module only picks (see ../shared/docs/fleet-serving.md §1 for the measurements).
+ *
+ * - Small requests (verification rounds and one-token steps, ≤ `smallRows` rows) are on every device's critical
+ *   path and go first. Requests are classed by rows, not by the frame's all-positions flag: the device also sets
+ *   that flag on prefill chunks when its output part keeps a cache.
+ * - Prefill chunks are never padded together with small requests (one 256-row chunk + eight 5-row verifications as
+ *   one padded batch took 7.7× the chunk alone). A chunk runs alone or with chunks of similar size (the smallest at
+ *   least half the largest), and while both classes wait, chunk batches and small batches alternate: a long prompt
+ *   delays verifications by at most one chunk batch, and verifications cannot hold a prompt back for ever.
+ * - Limits: at most `maxBatch` sessions per run, and padded rows (sessions × the largest row count) at most
+ *   `maxBatchTokens`; the oldest request of the chosen class always runs, alone if it is over the budget.
+ * - Fairness: at most one request per session per run — its oldest, so a session's requests keep their order — and
+ *   requests are taken oldest first. The oldest request of a class runs in the next batch of that class, which comes
+ *   at least every other batch while it waits, so every request runs after finitely many batches: none starves.
+ */
+
+export interface QueuedRequest {
+  sessionId: number;
+  /** New positions this request appends (hidden-state rows). */
+  rows: number;
+}
+
+export type RequestClass = 'small' | 'chunk';
+
+export interface BatchLimits {
+  /** Sessions per run; 1 turns batching off. */
+  maxBatch: number;
+  /** Padded rows per run: sessions × the largest request's rows. */
+  maxBatchTokens: number;
+  /** Requests of at most this many rows are small (verifications); larger ones are prefill chunks. */
+  smallRows: number;
+  /** Requests of more rows than this always run alone (1 on 'single-row' splits, Infinity on 'padded' ones). */
+  batchableRows: number;
+}
+
+export interface BatchPick {
+  /** Indices into the queue, oldest first. */
+  indices: number[];
+  kind: RequestClass;
+  /** What the run computes: sessions × the largest row count. */
+  paddedRows: number;
+}
+
+/** Verification rounds hold up to --max-draft (6) drafts + 1 row; 16 leaves room for longer draft chains. */
+export const DEFAULT_SMALL_ROWS = 16;
+
+export function classify(rows: number, limits: Pick<BatchLimits, 'smallRows'>): RequestClass {
+  return rows <= limits.smallRows ? 'small' : 'chunk';
+}
+
+/**
+ * The next batch from a FIFO queue (index 0 = oldest), or undefined when it is empty. `previous` is the class of
+ * the batch this worker ran last: it decides whose turn it is when both classes wait.
+ */
+export function nextBatch(
+  queue: readonly QueuedRequest[], limits: BatchLimits, previous?: RequestClass,
+): BatchPick | undefined {
+  // Each session's oldest request, in queue order: the only one of that session that may run now.
+  const seen = new Set<number>();
+  const heads: number[] = [];
+  queue.forEach((request, index) => {
+    if (seen.has(request.sessionId)) return;
+    seen.add(request.sessionId);
+    heads.push(index);
+  });
+  if (heads.length === 0) return undefined;
+  const small = heads.filter((i) => classify(queue[i].rows, limits) === 'small');
+  const chunks = heads.filter((i) => classify(queue[i].rows, limits) === 'chunk');
+  const kind: RequestClass = chunks.length === 0 ? 'small'
+    : small.length === 0 ? 'chunk'
+      : previous === 'small' ? 'chunk' : 'small';
+  const [oldest, ...rest] = kind === 'small' ? small : chunks;
+  const indices = [oldest];
+  let maxRows = queue[oldest].rows;
+  let minRows = maxRows;
+  if (maxRows <= limits.batchableRows) {
+    for (const index of rest) {
+      if (indices.length >= limits.maxBatch) break;
+      const { rows } = queue[index];
+      if (rows > limits.batchableRows) continue;
+      const max = Math.max(maxRows, rows);
+      const min = Math.min(minRows, rows);
+      if (kind === 'chunk' && 2 * min < max) continue;
+      if ((indices.length + 1) * max > limits.maxBatchTokens) continue;
+      indices.push(index);
+      maxRows = max;
+      minRows = min;
+    }
+  }
+  return { indices, kind, paddedRows: indices.length * maxRows };
+}
