@@ -1,4 +1,4 @@
-import { test, after, before } from 'node:test';
+import { test, after, before, mock } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { startCloud } from '../../../src/runtime/cloud/serve.ts';
@@ -9,6 +9,9 @@ import { manifestHash, readManifest } from '../../../src/runtime/split-dir.ts';
 import { decodeFrame, decodeJson, encodeFrame, encodeJson } from '../../../src/runtime/protocol/frame.ts';
 import { makeToySplitDir, TOY_HIDDEN, toyExpected } from '../../helpers/toy-split.ts';
 import { HatError } from '../../../src/errors.ts';
+import { EmulatedDirection, parseLinkSpec } from '../../../src/runtime/link.ts';
+import { HEADER_BYTES } from '../../../src/runtime/protocol/frame.ts';
+import { waitFor } from '../../helpers/wait-for.ts';
 
 let server: CloudServer;
 let url: string;
@@ -64,10 +67,10 @@ test('the handshake rejects another split, a wrong token, and sessions over the 
   await assert.rejects(connect({ manifestHash: 'f'.repeat(64) }), (e: HatError) => /MANIFEST_MISMATCH/.test(e.message));
   await assert.rejects(connect({ token: 'wrong' }), (e: HatError) => /UNAUTHORIZED/.test(e.message));
   const held = await Promise.all([connect(), connect(), connect(), connect()]);
+  assert.equal(server.sessionCount, 4);
   await assert.rejects(connect(), (e: HatError) => /SESSION_LIMIT/.test(e.message));
   held.forEach((c) => c.close());
-  await new Promise((r) => setTimeout(r, 200));
-  assert.equal(server.sessionCount, 0);
+  await waitFor(() => server.sessionCount === 0, { what: 'the server to forget the four closed sessions' });
 });
 
 /** Opens a raw socket, completes the handshake, and returns it with its session id. */
@@ -131,28 +134,51 @@ test('idle sessions expire', async () => {
     maxTokensPerFrame: 16, maxContext: 64, logger: silentLogger,
   });
   try {
-    const client = await CloudClient.connect({ url: `ws://127.0.0.1:${started.port}`, manifestHash: hash, hiddenSize: TOY_HIDDEN, wire: 'fp32' });
-    await new Promise((r) => setTimeout(r, 600));
-    await assert.rejects(client.forward(rows([1, 1, 1, 1]), 1, 0, { allPositions: true }), (e: HatError) => /IDLE_TIMEOUT|closed/.test(e.message));
-    assert.equal(started.server.sessionCount, 0);
+    const url = `ws://127.0.0.1:${started.port}`;
+    const client = await CloudClient.connect({ url, manifestHash: hash, hiddenSize: TOY_HIDDEN, wire: 'fp32' });
+    assert.equal(started.server.sessionCount, 1);
+    await waitFor(() => client.closed && started.server.sessionCount === 0, { what: 'the idle session to expire' });
+    // The error frame comes before the socket closes, so the device reports the server's reason.
+    await assert.rejects(client.forward(rows([1, 1, 1, 1]), 1, 0, { allPositions: true }), (e: HatError) => {
+      assert.equal(e.code, 'NETWORK');
+      assert.equal(e.message, 'the cloud closed the session: IDLE_TIMEOUT: no frame for 200 ms');
+      return true;
+    });
   } finally {
     await started.server.stop();
   }
 });
 
-test('a server-side emulated link delays every round trip by its latency and serialisation time', async () => {
-  const { parseLinkSpec } = await import('../../../src/runtime/link.ts');
+test('a server-side emulated link schedules every frame by its latency and serialisation time', async () => {
+  const link = parseLinkSpec('up=0.01MB,down=1MB,rtt=40');
   const started = await startCloud({
     splitDir, host: '127.0.0.1', port: 0, workers: 1, maxSessions: 2, idleTimeoutMs: 60_000,
-    maxTokensPerFrame: 16, maxContext: 64, logger: silentLogger, link: parseLinkSpec('up=0.01MB,down=1MB,rtt=40'),
+    maxTokensPerFrame: 16, maxContext: 64, logger: silentLogger, link,
   });
+  // Every delay the link schedules, by direction and frame size: what it delivers late is covered by link.test.ts.
+  const delays = mock.method(EmulatedDirection.prototype, 'delayFor');
   try {
-    const client = await CloudClient.connect({ url: `ws://127.0.0.1:${started.port}`, manifestHash: hash, hiddenSize: TOY_HIDDEN, wire: 'fp32' });
-    // 16 rows of 4 fp32 + header ≈ 308 bytes at 10 kB/s up ≈ 31 ms, plus 20 ms each way.
-    const result = await client.forward(new Float32Array(16 * TOY_HIDDEN), 16, 0, { allPositions: true });
-    assert.ok(result.roundTripMs >= 70, `round trip ${result.roundTripMs.toFixed(1)} ms`);
+    const url = `ws://127.0.0.1:${started.port}`;
+    const client = await CloudClient.connect({ url, manifestHash: hash, hiddenSize: TOY_HIDDEN, wire: 'fp32' });
+    const result = await client.forward(new Float32Array(16 * TOY_HIDDEN).fill(1), 16, 0, { allPositions: true });
+    assert.deepEqual(asRows(result.hidden), toyExpected([], Array.from({ length: 16 }, () => [1, 1, 1, 1])));
+    const frameBytes = HEADER_BYTES + 16 * TOY_HIDDEN * 4;
+    const scheduled = delays.mock.calls.map((call) => ({
+      direction: (call.this as unknown as { spec: unknown }).spec === link.up ? 'up' : 'down',
+      bytes: call.arguments[0],
+      ms: call.result!,
+    }));
+    // hello up, welcome down, then the forward frame and its result, each on an idle link: bytes / bandwidth
+    // (10 kB/s up, 1 MB/s down) + half the 40 ms round trip.
+    assert.deepEqual(scheduled.map(({ direction, bytes }) => [direction, bytes]).slice(2),
+      [['up', frameBytes], ['down', frameBytes]]);
+    assert.deepEqual(scheduled.slice(0, 2).map((d) => d.direction), ['up', 'down']);
+    const expectedMs = (bandwidth: number) => (frameBytes / bandwidth) * 1000 + 20;
+    assert.ok(Math.abs(scheduled[2].ms - expectedMs(link.up.bandwidth)) < 1e-6, `uplink ${scheduled[2].ms} ms`);
+    assert.ok(Math.abs(scheduled[3].ms - expectedMs(link.down.bandwidth)) < 1e-6, `downlink ${scheduled[3].ms} ms`);
     client.close();
   } finally {
+    delays.mock.restore();
     await started.server.stop();
   }
 });
