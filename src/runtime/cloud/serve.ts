@@ -30,7 +30,15 @@ export interface ServeOptions {
   link?: LinkSpec;
 }
 
-export async function startCloud(options: ServeOptions): Promise<{ server: CloudServer; host: string; port: number }> {
+export interface StartedCloud {
+  server: CloudServer;
+  /** The middle workers, for their counters (WorkerPool.stats). */
+  pool: WorkerPool;
+  host: string;
+  port: number;
+}
+
+export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
   const manifest = readManifest(options.splitDir);
   const middle = resolve(options.splitDir, manifest.parts.middle.file);
   if (!existsSync(middle)) {
@@ -65,7 +73,7 @@ export async function startCloud(options: ServeOptions): Promise<{ server: Cloud
   });
   try {
     const address = await server.start();
-    return { server, ...address };
+    return { server, pool, ...address };
   } catch (error) {
     await pool.close();
     throw error;

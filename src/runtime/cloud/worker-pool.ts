@@ -72,6 +72,8 @@ export class WorkerPool implements MiddleExecutor {
   private closing = false;
   /** What the scheduler may put in one run. */
   readonly limits: BatchLimits;
+  /** Counts over every run since start: requests, runs, runs of several sessions, the largest, real and padded rows. */
+  readonly stats = { requests: 0, runs: 0, batchedRuns: 0, largestBatch: 0, rows: 0, paddedRows: 0 };
   private readonly logger?: Logger;
 
   private constructor(limits: BatchLimits, logger?: Logger) {
@@ -188,6 +190,7 @@ export class WorkerPool implements MiddleExecutor {
     const running = lane.running;
     lane.running = [];
     if (reply.paddedRows > 0) this.latency.observe(reply.paddedRows, reply.computeMs);
+    this.count(running.map((p) => p.request), reply.paddedRows);
     if (reply.batchError) this.logger?.log('batch-failed', { sessions: running.length, message: reply.batchError });
     running.forEach((pending, i) => {
       const result = reply.results[i];
@@ -196,6 +199,15 @@ export class WorkerPool implements MiddleExecutor {
       else pending.reject(new HatError('RUNTIME', result.message));
     });
     this.dispatch(lane);
+  }
+
+  private count(requests: MiddleRequest[], paddedRows: number): void {
+    this.stats.requests += requests.length;
+    this.stats.runs += 1;
+    if (requests.length > 1) this.stats.batchedRuns += 1;
+    this.stats.largestBatch = Math.max(this.stats.largestBatch, requests.length);
+    this.stats.rows += requests.reduce((n, r) => n + r.nTokens, 0);
+    this.stats.paddedRows += paddedRows;
   }
 
   private failLane(lane: Lane, error: Error): void {

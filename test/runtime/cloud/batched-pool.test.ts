@@ -1,0 +1,123 @@
+/**
+ * Batching through the real worker threads: requests queued while a worker is busy run as one padded run whose
+ * outputs equal solo runs; a session dropped while its request is in a batch loses its cache and nobody else's;
+ * --max-batch 1 is the pre-batching path, bit for bit.
+ */
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { resolve } from 'node:path';
+import { WorkerPool } from '../../../src/runtime/cloud/worker-pool.ts';
+import { MiddleEngine } from '../../../src/runtime/cloud/middle-engine.ts';
+import type { MiddleRequest, MiddleResult } from '../../../src/runtime/cloud/executor.ts';
+import { createSession, type ModelSession } from '../../../src/runtime/session.ts';
+import { partIO, readManifest } from '../../../src/runtime/split-dir.ts';
+import { normalArray, seededRandom } from '../../../src/random.ts';
+import { HatError } from '../../../src/errors.ts';
+import { makeSmallSplit } from '../../helpers/runtime-fixtures.ts';
+
+let split: string;
+let hidden: number;
+let middle: ModelSession;
+const random = seededRandom(5);
+
+before(async () => {
+  ({ split } = await makeSmallSplit());
+  const manifest = readManifest(split);
+  hidden = manifest.hidden.size;
+  middle = await createSession(resolve(split, manifest.parts.middle.file), { threads: 1 }, 'middle part');
+});
+
+const request = (sessionId: number, pastLength: number, nTokens: number): MiddleRequest => ({
+  sessionId, pastLength, nTokens, hidden: normalArray(random, nTokens * hidden, 1), allPositions: true,
+});
+const engine = (layout?: 'left') =>
+  new MiddleEngine(middle, partIO(readManifest(split), 'middle'), { maxContext: 256, layout });
+const maxAbs = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+
+/** What each request gives when every request runs alone, in order, on an engine of its own. */
+async function soloAnswers(requests: MiddleRequest[]): Promise<Float32Array[]> {
+  const solo = engine();
+  const answers: Float32Array[] = [];
+  for (const r of requests) {
+    const [result] = (await solo.run([r])).results;
+    assert.ok(result.ok);
+    answers.push(result.hidden);
+  }
+  return answers;
+}
+
+test('a session dropped while its request is in a batch: the batch ends, only its cache is gone', async () => {
+  const batched = engine('left');
+  const first = [request(1, 0, 4), request(2, 0, 6), request(3, 0, 2)];
+  await batched.run(first);
+  const second = [request(1, 4, 3), request(2, 6, 1), request(3, 2, 5)];
+  const running = batched.run(second);
+  batched.drop(2);
+  const { results, paddedRows } = await running;
+  assert.equal(paddedRows, 3 * 5, 'one padded run');
+  assert.ok(results.every((r) => r.ok), 'the run in flight ends for every session');
+  assert.equal(batched.cacheOf(2), undefined);
+  assert.equal(batched.cacheOf(1)?.length, 7);
+  assert.equal(batched.cacheOf(3)?.length, 7);
+  // The others' caches are what solo runs give: their next round matches.
+  const third = [request(1, 7, 2), request(3, 5, 1)];
+  const after = await batched.run(third);
+  const solo = await soloAnswers([first[0], first[2], second[0], second[2], ...third]);
+  for (const [i, r] of after.results.entries()) {
+    assert.ok(r.ok);
+    assert.ok(maxAbs(r.hidden, solo[4 + i]) <= 1e-5);
+  }
+  // The dropped id starts from an empty cache again.
+  const [again] = (await batched.run([request(2, 1, 1)])).results;
+  assert.ok(!again.ok && /beyond the session's cache of 0 positions/.test(again.message));
+});
+
+async function withPool(maxBatch: number, body: (pool: WorkerPool) => Promise<void>): Promise<void> {
+  const pool = await WorkerPool.start({
+    splitDir: split, workers: 1, threadsPerWorker: 1, maxContext: 256, batching: 'padded', maxBatch,
+  });
+  try {
+    await body(pool);
+  } finally {
+    await pool.close();
+  }
+}
+
+/** A long request keeps the worker busy while three sessions queue: they then form one batch. */
+async function busyThenThree(pool: WorkerPool, drop?: number) {
+  const blocker = request(9, 0, 64);
+  const three = [request(1, 0, 5), request(2, 0, 3), request(3, 0, 7)];
+  const busy = pool.run(blocker);
+  const runs = three.map((r) => pool.run(r));
+  await busy;
+  // The worker's reply dispatched the next batch before `busy` settled: the three are in flight now.
+  if (drop !== undefined) pool.drop(drop);
+  return { three, results: await Promise.all(runs) };
+}
+
+test('requests queued while the worker is busy run as one padded batch that equals solo runs', async () => {
+  await withPool(16, async (pool) => {
+    const { three, results } = await busyThenThree(pool, 2);
+    assert.equal(pool.stats.batchedRuns, 1);
+    assert.equal(pool.stats.largestBatch, 3);
+    assert.equal(pool.stats.paddedRows, 64 + 3 * 7);
+    assert.ok(results.every((r) => r.computeMs === results[0].computeMs), 'the three share one run');
+    const solo = await soloAnswers(three);
+    results.forEach((r, i) => assert.ok(maxAbs(r.hidden, solo[i]) <= 1e-5, `session ${three[i].sessionId}`));
+    // Session 2 was dropped with its request in that batch: its cache is gone, 1's and 3's are kept.
+    await assert.rejects(pool.run(request(2, 3, 1)), (e: HatError) => /cache of 0 positions/.test(e.message));
+    const next: MiddleResult = await pool.run(request(1, 5, 2));
+    assert.equal(next.rows, 2);
+    assert.equal(pool.pending, 0);
+  });
+});
+
+test('--max-batch 1 runs every request alone, exactly as before batching', async () => {
+  await withPool(1, async (pool) => {
+    const { three, results } = await busyThenThree(pool);
+    assert.equal(pool.stats.batchedRuns, 0);
+    assert.equal(pool.stats.runs, 4);
+    const solo = await soloAnswers(three);
+    results.forEach((r, i) => assert.deepEqual(r.hidden, solo[i], `session ${three[i].sessionId} is bit-identical`));
+  });
+});

@@ -1,0 +1,143 @@
+/**
+ * The batch scheduler on its own: budgets, one request per session, verifications first, prefill chunks never
+ * padded with them and interleaved with them, and no request waiting for ever (a seeded simulation).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  classify, nextBatch, type BatchLimits, type QueuedRequest, type RequestClass,
+} from '../../../src/runtime/cloud/scheduler.ts';
+import { seededRandom } from '../../../src/random.ts';
+
+const limits: BatchLimits = { maxBatch: 8, maxBatchTokens: 64, smallRows: 16, batchableRows: Infinity };
+const q = (...pairs: Array<[number, number]>): QueuedRequest[] =>
+  pairs.map(([sessionId, rows]) => ({ sessionId, rows }));
+const sessionsOf = (queue: QueuedRequest[], indices: number[]) => indices.map((i) => queue[i].sessionId);
+
+test('an empty queue gives no batch; one request runs alone', () => {
+  assert.equal(nextBatch([], limits), undefined);
+  assert.deepEqual(nextBatch(q([1, 5]), limits), { indices: [0], kind: 'small', paddedRows: 5 });
+});
+
+test('padded rows stay within --max-batch-tokens and sessions within --max-batch', () => {
+  // 7-row verifications: 9 × 7 = 63 ≤ 64 would fit the tokens, but --max-batch 8 stops at 8.
+  const queue = q(...Array.from({ length: 12 }, (_, i) => [i + 1, 7] as [number, number]));
+  const pick = nextBatch(queue, limits)!;
+  assert.deepEqual(pick.indices, [0, 1, 2, 3, 4, 5, 6, 7]);
+  assert.equal(pick.paddedRows, 56);
+  // Padding counts: a 16-row request makes every row cost 16, so only four fit 64.
+  const mixed = q([1, 2], [2, 16], [3, 1], [4, 3], [5, 2], [6, 1]);
+  const padded = nextBatch(mixed, limits)!;
+  assert.equal(padded.paddedRows, padded.indices.length * Math.max(...padded.indices.map((i) => mixed[i].rows)));
+  assert.ok(padded.paddedRows <= 64, `${padded.paddedRows}`);
+  assert.deepEqual(sessionsOf(mixed, padded.indices), [1, 2, 3, 4]);
+  // First fit: what does not fit is skipped, smaller requests behind it still join.
+  const skip = nextBatch(q([1, 4], [2, 16], [3, 4]), { ...limits, maxBatchTokens: 12 })!;
+  assert.deepEqual(skip.indices, [0, 2]);
+  // The oldest request always runs, alone if it is over the budget.
+  assert.deepEqual(nextBatch(q([1, 100], [2, 100]), limits)!.indices, [0]);
+  // --max-batch 1: one request per run, in arrival order.
+  assert.deepEqual(nextBatch(q([1, 3], [2, 3]), { ...limits, maxBatch: 1 })!.indices, [0]);
+});
+
+test('a session gets at most one request per batch, its oldest, so its requests keep their order', () => {
+  const queue = q([1, 3], [1, 2], [2, 4], [1, 1], [2, 2]);
+  assert.deepEqual(nextBatch(queue, limits)!.indices, [0, 2]);
+  // Its oldest request is a chunk: the session's later verification waits behind it, never overtakes it.
+  const behind = q([1, 40], [1, 3], [2, 3]);
+  const first = nextBatch(behind, limits)!;
+  assert.deepEqual(sessionsOf(behind, first.indices), [2]);
+  assert.equal(first.kind, 'small');
+  const second = nextBatch(behind.filter((_, i) => !first.indices.includes(i)), limits, first.kind)!;
+  assert.deepEqual(second, { indices: [0], kind: 'chunk', paddedRows: 40 });
+});
+
+test('verifications go first and are never padded up to a prefill chunk', () => {
+  const queue = q([1, 64], [2, 5], [3, 3], [4, 48], [5, 7]);
+  const first = nextBatch(queue, limits)!;
+  assert.equal(first.kind, 'small');
+  assert.deepEqual(sessionsOf(queue, first.indices), [2, 3, 5]);
+  assert.equal(first.paddedRows, 21);
+  // Then the chunks, which batch with chunks of similar size (64 and 48) but not with verifications.
+  const rest = queue.filter((_, i) => !first.indices.includes(i));
+  const second = nextBatch(rest, { ...limits, maxBatchTokens: 256 }, first.kind)!;
+  assert.equal(second.kind, 'chunk');
+  assert.deepEqual(sessionsOf(rest, second.indices), [1, 4]);
+  for (const pick of [first, second]) {
+    const classes = new Set(pick.indices.map((i) => classify((pick === first ? queue : rest)[i].rows, limits)));
+    assert.equal(classes.size, 1, 'one class per batch');
+  }
+  // A chunk under half the largest is not padded up to it.
+  const wide = { ...limits, maxBatchTokens: 1024 };
+  assert.deepEqual(nextBatch(q([1, 64], [2, 24], [3, 40]), wide, 'small')!.indices, [0, 2]);
+});
+
+test('single-row splits batch one-row requests only; longer ones run alone', () => {
+  const single = { ...limits, batchableRows: 1 };
+  const queue = q([1, 1], [2, 4], [3, 1], [4, 1]);
+  assert.deepEqual(nextBatch(queue, single)!.indices, [0, 2, 3]);
+  assert.deepEqual(nextBatch(q([2, 4], [1, 1], [3, 1]), single)!.indices, [0]);
+});
+
+/** One request's life in a simulation: the step it arrived at and the batch that ran it. */
+interface Served {
+  request: QueuedRequest;
+  arrivedAt: number;
+  ranAt: number;
+}
+
+/** A worker loop: each step runs one batch; `arrive` adds what finished requests' sessions send next. */
+function simulate(initial: QueuedRequest[], steps: number, arrive: (done: QueuedRequest[]) => QueuedRequest[]) {
+  let queue = initial.map((request) => ({ request, arrivedAt: 0 }));
+  let previous: RequestClass | undefined;
+  const kinds: RequestClass[] = [];
+  const served: Served[] = [];
+  let batched = 0;
+  for (let step = 0; step < steps && queue.length > 0; step++) {
+    const pick = nextBatch(queue.map((q) => q.request), limits, previous)!;
+    const picked = pick.indices.map((i) => queue[i]);
+    assert.equal(new Set(picked.map((p) => p.request.sessionId)).size, picked.length, 'one request per session');
+    served.push(...picked.map((p) => ({ ...p, ranAt: step })));
+    if (picked.length > 1) batched++;
+    queue = queue.filter((_, i) => !pick.indices.includes(i));
+    previous = pick.kind;
+    kinds.push(pick.kind);
+    queue.push(...arrive(picked.map((p) => p.request)).map((request) => ({ request, arrivedAt: step + 1 })));
+  }
+  return { kinds, served, batched, left: queue };
+}
+
+test('a long prompt delays verifications by at most one chunk batch, and its chunks keep going', () => {
+  // Session 1 sends a 512-token prompt as eight 64-row chunks; sessions 2–5 verify back to back all along.
+  const chunks = q(...Array.from({ length: 8 }, () => [1, 64] as [number, number]));
+  const verifying = q([2, 5], [3, 7], [4, 2], [5, 6]);
+  const resend = (done: QueuedRequest[]) => done.filter((r) => r.sessionId !== 1);
+  const { kinds, served, left } = simulate([...chunks, ...verifying], 40, resend);
+  const chunkRuns = served.filter((s) => s.request.sessionId === 1).map((s) => s.ranAt);
+  assert.equal(chunkRuns.length, 8, 'every chunk ran');
+  assert.ok(chunkRuns[7] < 17, `the prompt finished by batch ${chunkRuns[7]}`);
+  assert.ok(left.every((q) => q.request.sessionId !== 1));
+  for (const s of served.filter((s) => s.request.sessionId !== 1)) {
+    const chunkBatches = kinds.slice(s.arrivedAt, s.ranAt).filter((k) => k === 'chunk').length;
+    assert.ok(chunkBatches <= 1, `a verification waited behind ${chunkBatches} chunk batches`);
+  }
+});
+
+test('no session starves: under random closed-loop load every request runs within a bounded number of batches', () => {
+  const random = seededRandom(13);
+  // 30 % prefill chunks of 17–216 rows, the rest verifications of 1–7 rows.
+  const size = () => (random.uniform() < 0.3
+    ? 17 + Math.floor(random.uniform() * 200)
+    : 1 + Math.floor(random.uniform() * 7));
+  const sessions = 24;
+  const initial = Array.from({ length: sessions }, (_, i) => ({ sessionId: i + 1, rows: size() }));
+  // Like devices: each session sends its next request when the previous one returns.
+  const next = (done: QueuedRequest[]) => done.map((r) => ({ sessionId: r.sessionId, rows: size() }));
+  const { served, batched } = simulate(initial, 3000, next);
+  assert.equal(served.length > 3000, true);
+  assert.ok(batched > 1000, `${batched} batches held more than one request`);
+  // The oldest request of a class runs in that class's next batch, which comes at least every other batch, so a
+  // request waits for at most one batch per session ahead of it in its class, twice over: 2 × 24.
+  const worst = Math.max(...served.map((s) => s.ranAt - s.arrivedAt));
+  assert.ok(worst <= 2 * sessions, `a request waited ${worst} batches`);
+});
