@@ -35,7 +35,7 @@ const PROMPTS = [
 
 test(`${SESSIONS} concurrent device sessions on one batched serve-cloud equal hat generate`, { skip }, async (t) => {
   assert.equal(PROMPTS.length, SESSIONS);
-  const reference = [];
+  const reference: number[][] = [];
   for (const prompt of PROMPTS) {
     const generated = await generateText(model, prompt, { maxNewTokens: NEW_TOKENS, temperature: 0, topP: 1, seed: 0 });
     reference.push(generated.ids);
