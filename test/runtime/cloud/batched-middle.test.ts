@@ -1,7 +1,8 @@
 /**
  * Batched middle runs equal solo runs: ragged pasts, ragged row counts, rollbacks and new sessions in one padded
  * run give every session the outputs and the cache it gets alone (fp32 ≤ 1e-5, fp16 ≤ 2e-3), on hat's own
- * builder and on the shared fixtures' splits (skipped without ../shared).
+ * builder, the shipped default split, the decoder families in test/fixtures/families, and the shared fixtures'
+ * splits (skipped without ../shared). A GroupQueryAttention split batches one-row requests with right-padded pasts.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,7 +15,8 @@ import { splitModel } from '../../../src/split/split.ts';
 import { silentReporter } from '../../../src/reporter.ts';
 import { SMALL_LLAMA } from '../../helpers/runtime-fixtures.ts';
 import { repoRoot, sharedFixture } from '../../helpers/shared-fixtures.ts';
-import { batchedVersusSolo, RAGGED_ROUNDS } from './batch-exactness.ts';
+import { writeGenaiDecoder } from '../../split/genai-decoder.ts';
+import { batchedVersusSolo, ONE_ROW_ROUNDS, RAGGED_ROUNDS } from './batch-exactness.ts';
 
 /** A split of a small GQA Llama from hat's builder (weights std 0.15, as the builder's own tests use). */
 async function builderSplit(dtype: 'float32' | 'float16'): Promise<string> {
@@ -52,3 +54,36 @@ for (const [name, tolerance] of [['hf-tiny-gpt2-opset17', 1e-5], ['genai-tiny-ll
     assert.ok(maxAbsError <= tolerance, `max abs error ${maxAbsError}`);
   });
 }
+
+/** Splits a model with default options and checks the batching mode `hat split` recorded for it. */
+async function splitExpecting(model: string, mode: string): Promise<string> {
+  const split = join(mkdtempSync(join(tmpdir(), 'hat-batch-family-')), 'split');
+  const { manifest } = await splitModel({ model, out: split }, silentReporter);
+  assert.equal(manifest.batching?.mode, mode, manifest.batching?.reason);
+  return split;
+}
+
+// ALiBi from attention_mask (bloom), sandwich norms + MQA (gemma), partial rotary (phi, gpt-neox), a 4-position
+// sliding window that the ragged rounds' pasts exceed (mistral), qkv bias + external data (qwen2).
+for (const family of ['bloom', 'gemma', 'phi', 'mistral', 'gpt-neox', 'qwen2']) {
+  test(`the ${family} family splits as 'padded' and batches exactly`, async (t) => {
+    const split = await splitExpecting(join(repoRoot, 'test', 'fixtures', 'families', family, 'model.onnx'), 'padded');
+    const { maxAbsError, batchedRuns } = await batchedVersusSolo(split, 'left');
+    t.diagnostic(`max |batched − solo| = ${maxAbsError.toExponential(2)}`);
+    assert.equal(batchedRuns, RAGGED_ROUNDS.length);
+    assert.ok(maxAbsError <= 1e-5, `max abs error ${maxAbsError}`);
+  });
+}
+
+test('GroupQueryAttention splits as single-row: one-row requests batch exactly, pasts padded on the right', async (t) => {
+  const model = await writeGenaiDecoder(mkdtempSync(join(tmpdir(), 'hat-batch-gqa-')));
+  const split = await splitExpecting(model, 'single-row');
+  const right = await batchedVersusSolo(split, 'right', ONE_ROW_ROUNDS);
+  t.diagnostic(`right-padded: max |batched − solo| = ${right.maxAbsError.toExponential(2)}`);
+  assert.equal(right.batchedRuns, ONE_ROW_ROUNDS.length);
+  assert.ok(right.maxAbsError <= 1e-5, `max abs error ${right.maxAbsError}`);
+  // Why the layout matters: GQA reads each row's length from Σmask, so a left-padded past is read wrongly.
+  const left = await batchedVersusSolo(split, 'left', ONE_ROW_ROUNDS);
+  t.diagnostic(`left-padded: max |batched − solo| = ${left.maxAbsError.toExponential(2)}`);
+  assert.ok(left.maxAbsError > 1e-2, `left padding happened to be exact (${left.maxAbsError})`);
+});
