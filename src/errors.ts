@@ -16,6 +16,9 @@ export const ERROR_CODES = {
   BAD_CHECKPOINT: 'a checkpoint or tokenizer file is invalid',
   NETWORK: 'a network connection failed',
   PROTOCOL: 'a peer sent a frame that breaks the protocol',
+  BUSY: 'the device is generating and its request queue is full',
+  CONTEXT_LENGTH: 'the prompt and the tokens asked for do not fit the model\'s context',
+  NO_CHAT_TEMPLATE: 'the model has no chat template',
   INTERNAL: 'a bug in hat',
 } as const;
 
