@@ -75,7 +75,7 @@ for (const family of ['bloom', 'gemma', 'phi', 'mistral', 'gpt-neox', 'qwen2']) 
   });
 }
 
-test('GroupQueryAttention splits as single-row: one-row requests batch exactly, pasts padded on the right', async (t) => {
+test('GroupQueryAttention splits as single-row: one-row requests batch exactly, pasts right-padded', async (t) => {
   const model = await writeGenaiDecoder(mkdtempSync(join(tmpdir(), 'hat-batch-gqa-')));
   const split = await splitExpecting(model, 'single-row');
   const right = await batchedVersusSolo(split, 'right', ONE_ROW_ROUNDS);
