@@ -4,6 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +15,7 @@ import { onnx } from '../../src/onnx/model-io.ts';
 import { decideBatching } from '../../src/split/batching.ts';
 import { splitModel } from '../../src/split/split.ts';
 import { silentReporter } from '../../src/reporter.ts';
+import { HAT_BIN } from '../../src/runtime/cloud/spawn-cloud.ts';
 import { toyMiddleModel } from '../helpers/toy-split.ts';
 import { SMALL_LLAMA } from '../helpers/runtime-fixtures.ts';
 import { sharedFixture } from '../helpers/shared-fixtures.ts';
@@ -77,11 +79,16 @@ test('none when padding could be attended to, positions would shift, or there is
   assert.equal(toy.mode, 'none');
 });
 
-test('hat split records the decision in the manifest', async () => {
+test('hat split records the decision in the manifest; hat split and hat inspect print it', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'hat-batching-'));
-  await writeLlamaOnnx(SMALL_LLAMA, randomWeights({ seed: 1, std: 0.15 }), join(dir, 'model.onnx'));
-  const { manifest } = await splitModel({ model: join(dir, 'model.onnx'), out: join(dir, 'split') }, silentReporter);
+  const model = join(dir, 'model.onnx');
+  await writeLlamaOnnx(SMALL_LLAMA, randomWeights({ seed: 1, std: 0.15 }), model);
+  const { manifest } = await splitModel({ model, out: join(dir, 'split') }, silentReporter);
   assert.equal(manifest.batching?.mode, 'padded');
+  const hat = (...args: string[]) => execFileSync(process.execPath, [HAT_BIN, ...args], { encoding: 'utf8' });
+  const line = 'padded — every attention reads attention_mask; rotary positions from position_ids';
+  assert.ok(hat('split', model, '--out', join(dir, 'cli-split')).includes(`serve-cloud batching: ${line}`));
+  assert.match(hat('inspect', model, '--no-probe'), new RegExp(`^batching +${line}$`, 'm'));
 });
 
 const gpt2 = sharedFixture('hf-tiny-gpt2-opset17', 'model.onnx');

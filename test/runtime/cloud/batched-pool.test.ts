@@ -14,6 +14,8 @@ import { partIO, readManifest } from '../../../src/runtime/split-dir.ts';
 import { normalArray, seededRandom } from '../../../src/random.ts';
 import { HatError } from '../../../src/errors.ts';
 import { makeSmallSplit } from '../../helpers/runtime-fixtures.ts';
+import { makeToySplitDir } from '../../helpers/toy-split.ts';
+import { startCloud } from '../../../src/runtime/cloud/serve.ts';
 
 let split: string;
 let hidden: number;
@@ -120,4 +122,25 @@ test('--max-batch 1 runs every request alone, exactly as before batching', async
     const solo = await soloAnswers(three);
     results.forEach((r, i) => assert.deepEqual(r.hidden, solo[i], `session ${three[i].sessionId} is bit-identical`));
   });
+});
+
+test('serve-cloud logs how it batches at start: from the manifest, or from middle.onnx for older splits', async () => {
+  const started = async (splitDir: string) => {
+    const events: Array<Record<string, unknown>> = [];
+    const cloud = await startCloud({
+      splitDir, host: '127.0.0.1', port: 0, workers: 1, threadsPerWorker: 2, maxSessions: 2, idleTimeoutMs: 60_000,
+      maxTokensPerFrame: 64, maxContext: 64, logger: { log: (event, fields) => events.push({ event, ...fields }) },
+    });
+    await cloud.server.stop();
+    return events.find((e) => e.event === 'batching');
+  };
+  assert.deepEqual(await started(split), {
+    event: 'batching', mode: 'padded', reason: readManifest(split).batching!.reason, decidedBy: 'manifest',
+    maxBatch: 16, maxBatchTokens: 64,
+  });
+  // The toy split's manifest predates the field; its middle part fixes the batch size to 1.
+  const toy = await started(makeToySplitDir());
+  assert.equal(toy?.mode, 'none');
+  assert.equal(toy?.decidedBy, 'middle.onnx (the split predates the field)');
+  assert.equal(toy?.maxBatch, 1);
 });
