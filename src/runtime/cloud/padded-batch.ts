@@ -178,7 +178,7 @@ export class PaddedBatchRunner {
       && previous.buffer.byteLength >= size * previous.BYTES_PER_ELEMENT;
     // Overwriting the previous cache is safe: it was copied into the batch's past feed before the run.
     // A new buffer gets headroom, so the session's next rounds reuse it instead of allocating.
-    const buffer = fits ? previous.buffer : newKvArray(type, heads * d * (Math.ceil(length * 1.25) + 16)).buffer;
+    const buffer = fits ? previous.buffer : newKvArray(type, heads * d * (withHeadroom(length) + 16)).buffer;
     ownedBuffers.add(buffer);
     const target = type === 'float16' ? new Uint16Array(buffer, 0, size) : new Float32Array(buffer, 0, size);
     const source = tensor.data as KvArray;
@@ -192,7 +192,7 @@ export class PaddedBatchRunner {
   private floatBuffer(name: string, type: 'float32' | 'float16', length: number): KvArray {
     let buffer = this.scratch.get(name) as KvArray | undefined;
     if (!buffer || buffer.length < length) {
-      buffer = newKvArray(type, length * 2);
+      buffer = newKvArray(type, withHeadroom(length));
       this.scratch.set(name, buffer);
     }
     return buffer.subarray(0, length);
@@ -201,11 +201,20 @@ export class PaddedBatchRunner {
   private intBuffer(name: string, length: number): Int32Array | BigInt64Array {
     let buffer = this.scratch.get(name) as Int32Array | BigInt64Array | undefined;
     if (!buffer || buffer.length < length) {
-      buffer = this.intTypes.get(name) === 'int32' ? new Int32Array(length * 2) : new BigInt64Array(length * 2);
+      const size = withHeadroom(length);
+      buffer = this.intTypes.get(name) === 'int32' ? new Int32Array(size) : new BigInt64Array(size);
       this.scratch.set(name, buffer);
     }
     return buffer.subarray(0, length);
   }
+}
+
+/**
+ * Buffers grow by a quarter more than asked: caches and batch pasts grow a few positions per round, so this
+ * reallocates once in many rounds while holding little more than needed (a batch past can be large).
+ */
+function withHeadroom(length: number): number {
+  return Math.ceil(length * 1.25);
 }
 
 function newKvArray(type: 'float32' | 'float16', length: number): KvArray {
