@@ -11,7 +11,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DataType, onnx, toNumber, type LoadedModel, type ModelProto, type NodeProto, type TensorProto } from '../onnx/model-io.ts';
+import {
+  DataType, onnx, toNumber, type LoadedModel, type ModelProto, type NodeProto, type TensorProto,
+} from '../onnx/model-io.ts';
 import { TOKEN_INPUT, type DecoderStructure } from './decoder.ts';
 import { MULTI_TOKEN_CASES, observeMask } from './mask-probe.ts';
 
@@ -65,7 +67,9 @@ export function findTracedMask(model: ModelProto, structure: DecoderStructure): 
   return { tensor, producer: index.producer.get(tensor)! };
 }
 
-export function causalMaskRepair(model: ModelProto, structure: DecoderStructure, window?: number): MaskRepair | undefined {
+export function causalMaskRepair(
+  model: ModelProto, structure: DecoderStructure, window?: number,
+): MaskRepair | undefined {
   const found = findTracedMask(model, structure);
   const dataType = structure.boundaries[0].dataType;
   if (!found || LOWEST[dataType] === undefined) return undefined;
@@ -108,8 +112,9 @@ export function causalMaskRepair(model: ModelProto, structure: DecoderStructure,
 /** The sliding window config.json beside the model declares, if any (Hugging Face field names). */
 function declaredWindow(dir: string): number | undefined {
   try {
-    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { sliding_window?: unknown; use_sliding_window?: unknown };
-    return typeof config.sliding_window === 'number' && config.use_sliding_window !== false ? config.sliding_window : undefined;
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const window = config.sliding_window;
+    return typeof window === 'number' && config.use_sliding_window !== false ? window : undefined;
   } catch {
     return undefined;
   }
@@ -119,7 +124,9 @@ function declaredWindow(dir: string): number | undefined {
  * The repair, if the traced mask is one hat can rebuild exactly: a causal + padding mask, with or without a
  * sliding window, as observed by running it alone. Otherwise `reason` says why the model's own mask stays.
  */
-export async function checkedMaskRepair(source: LoadedModel, structure: DecoderStructure): Promise<{ repair?: MaskRepair; reason?: string }> {
+export async function checkedMaskRepair(
+  source: LoadedModel, structure: DecoderStructure,
+): Promise<{ repair?: MaskRepair; reason?: string }> {
   const found = findTracedMask(source.model, structure);
   if (!found) return { reason: 'no single mask tensor computed from attention_mask feeds the layers' };
   const nodes = structure.index.order.map((i) => structure.index.nodes[i]);
@@ -127,13 +134,16 @@ export async function checkedMaskRepair(source: LoadedModel, structure: DecoderS
   if (traced.kind === 'other') return { reason: `the mask ${found.tensor} cannot be rebuilt: ${traced.reason}` };
   const declared = declaredWindow(source.dir);
   if (traced.window === undefined && declared !== undefined && declared >= traced.observedUpTo) {
-    return { reason: `config.json declares a sliding window of ${declared} positions, longer than the ${traced.observedUpTo} the mask was checked over` };
+    const checked = traced.observedUpTo;
+    return { reason: `config.json declares a sliding window of ${declared} positions, longer than the ${checked} `
+      + 'the mask was checked over' };
   }
   const repair = causalMaskRepair(source.model, structure, traced.window);
   if (!repair) return { reason: `the mask ${found.tensor} is not in the model's float type` };
   const rebuilt = await observeMask(source, repair.nodes, found.tensor, repair.initializers, MULTI_TOKEN_CASES);
   if (rebuilt.kind !== 'causal' || rebuilt.window !== traced.window) {
-    return { reason: `the rebuilt mask does not match ${found.tensor} (${rebuilt.kind === 'other' ? rebuilt.reason : `window ${rebuilt.window}`})` };
+    const how = rebuilt.kind === 'other' ? rebuilt.reason : `window ${rebuilt.window}`;
+    return { reason: `the rebuilt mask does not match ${found.tensor} (${how})` };
   }
   return { repair };
 }
