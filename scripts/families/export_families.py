@@ -1,6 +1,7 @@
 """Exports tiny random-weight decoders of the families users bring, for test/split/families.test.ts.
 
-Run with Debian's torch (../shared/docs/platform-notes.md section 8): /usr/bin/python3 scripts/families/export_families.py
+Run with Debian's torch (../shared/docs/platform-notes.md section 8):
+    /usr/bin/python3 scripts/families/export_families.py [family ...]
 Writes test/fixtures/families/<family>/ (model.onnx [+ model.onnx.data], config.json, reference.json). The files
 are committed, so tests and CI need no torch. Deterministic: each family has its own seed.
 
@@ -91,7 +92,8 @@ class Decoder(nn.Module):
     def forward(self, input_ids, attention_mask, *rest):
         position_ids = rest[0] if self.uses_positions else None
         past = rest[1:] if self.uses_positions else rest
-        x, presents = self.body(input_ids, attention_mask, position_ids, [past[i:i + 2] for i in range(0, len(past), 2)])
+        pairs = [past[i:i + 2] for i in range(0, len(past), 2)]
+        x, presents = self.body(input_ids, attention_mask, position_ids, pairs)
         return (x, *presents)
 
 
@@ -277,7 +279,8 @@ class NeoX(Decoder):
         self.blocks = nn.ModuleList(nn.ModuleDict({
             'ln1': nn.LayerNorm(d, eps=eps), 'ln2': nn.LayerNorm(d, eps=eps),
             'query_key_value': nn.Linear(d, 3 * d), 'dense': nn.Linear(d, d),
-            'dense_h_to_4h': nn.Linear(d, c['intermediate_size']), 'dense_4h_to_h': nn.Linear(c['intermediate_size'], d),
+            'dense_h_to_4h': nn.Linear(d, c['intermediate_size']),
+            'dense_4h_to_h': nn.Linear(c['intermediate_size'], d),
         }) for _ in range(c['num_hidden_layers']))
         self.final_layer_norm = nn.LayerNorm(d, eps=eps)
         self.embed_out = nn.Linear(d, c['vocab_size'], bias=False)
@@ -383,8 +386,9 @@ def retie_head(model, embedding_name, as_gemm):
                 and (numpy_helper.to_array(t) == embedding.T).all())
     graph.initializer.remove(copy)
     if not as_gemm:
-        graph.node.insert(0, onnx.helper.make_node('Transpose', [embedding_name], [copy.name], name='/lm_head/Transpose',
-                                                   perm=[1, 0]))
+        transpose = onnx.helper.make_node('Transpose', [embedding_name], [copy.name], name='/lm_head/Transpose',
+                                          perm=[1, 0])
+        graph.node.insert(0, transpose)
         return
     index, matmul = next((i, n) for i, n in enumerate(graph.node) if n.op_type == 'MatMul' and n.input[1] == copy.name)
     graph.node.remove(matmul)
@@ -422,7 +426,8 @@ def export(family):
     path = os.path.join(out, 'model.onnx')
     with torch.no_grad():
         torch.onnx.export(model, args, path, input_names=names + kv_names, output_names=['logits'] + present_names,
-                          dynamic_axes={k: v for k, v in axes.items() if k in names + kv_names + ['logits'] + present_names},
+                          dynamic_axes={k: v for k, v in axes.items() if k in names + kv_names + present_names
+                                        or k == 'logits'},
                           opset_version=17, do_constant_folding=True)
 
     onnx_model = onnx.load(path)
