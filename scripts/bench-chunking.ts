@@ -20,13 +20,10 @@ import { randomWeights } from '../src/models/weights.ts';
 import { splitModel } from '../src/split/split.ts';
 import { silentReporter } from '../src/reporter.ts';
 import { spawnCloud } from '../src/runtime/cloud/spawn-cloud.ts';
-import { manifestHash, readManifest } from '../src/runtime/split-dir.ts';
+import { readManifest } from '../src/runtime/split-dir.ts';
 import { openDeviceParts } from '../src/runtime/device/device-parts.ts';
-import { CloudClient } from '../src/runtime/device/cloud-client.ts';
-import { HatGenerator, type DeviceMetrics } from '../src/runtime/device/hat-generator.ts';
-import { Drafter } from '../src/runtime/device/drafter.ts';
-import { FixedThresholdPolicy } from '../src/runtime/speculative/draft-policy.ts';
-import { createSampler } from '../src/runtime/speculative/sampler.ts';
+import { connectDeviceGenerator, GREEDY } from '../src/runtime/device/device-generator.ts';
+import type { DeviceMetrics } from '../src/runtime/device/hat-generator.ts';
 import { describeLink, parseLinkSpec } from '../src/runtime/link.ts';
 import type { WireDTypeName } from '../src/runtime/protocol/frame.ts';
 
@@ -75,16 +72,16 @@ const cloud = await spawnCloud(split, ['--max-tokens-per-frame', String(promptLe
 try {
   const manifest = readManifest(split);
   const parts = await openDeviceParts(split, manifest, { withAdapter: false });
-  const sampler = createSampler({ temperature: 0, topP: 1, seed: 0 });
   const prompt = Array.from({ length: promptLength }, (_, i) => (i * 7919 + 13) % 1000 + 3);
   const run = async (chunk: 'off' | 'auto' | number) => {
     parts.input.truncate(0);
-    const client = await CloudClient.connect({ url: cloud.url, manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size, wire, link });
+    const device = await connectDeviceGenerator({
+      parts, cloud: { url: cloud.url, wire, link }, sampling: GREEDY, draftThreshold: 1, maxDraft: 1,
+    });
     try {
-      const generator = new HatGenerator(parts, client, sampler, new Drafter(parts, sampler, new FixedThresholdPolicy(1, 1)));
-      return (await generator.generate(prompt, { maxNewTokens: 1, speculative: false, parallelDrafting: false, chunk, fallbackLocal: false })).metrics;
+      return (await device.generator.generate(prompt, { maxNewTokens: 1, speculative: false, parallelDrafting: false, chunk })).metrics;
     } finally {
-      client.close();
+      device.close();
     }
   };
   await run('off'); // warm-up: first runs are slow in onnxruntime

@@ -23,11 +23,8 @@ import { manifestHash, openPart, readManifest } from '../src/runtime/split-dir.t
 import { HEADER_BYTES } from '../src/runtime/protocol/frame.ts';
 import { CloudClient } from '../src/runtime/device/cloud-client.ts';
 import { openDeviceParts } from '../src/runtime/device/device-parts.ts';
-import { HatGenerator } from '../src/runtime/device/hat-generator.ts';
-import { Drafter } from '../src/runtime/device/drafter.ts';
-import { AutoDraftPolicy } from '../src/runtime/speculative/draft-policy.ts';
+import { connectDeviceGenerator, GREEDY } from '../src/runtime/device/device-generator.ts';
 import { splitTokenizerIfAny } from '../src/bench/prompts.ts';
-import { createSampler } from '../src/runtime/speculative/sampler.ts';
 import { measureFloor } from './overhead/floor.ts';
 
 const { values } = parseArgs({
@@ -100,11 +97,12 @@ try {
   const deviceOverhead: Array<{ label: string; ms: number; rounds: number; tokensPerRound: number }> = [];
   for (const run of deviceRuns) {
     const parts = await openDeviceParts(split, manifest, { withAdapter: run.speculative });
-    const device = await CloudClient.connect({ url: cloud.url, manifestHash: manifestHash(manifest), hiddenSize: d, wire: 'fp16' });
-    const sampler = createSampler({ temperature: 0, topP: 1, seed: 0 });
-    const policy = new AutoDraftPolicy(manifest.adapter?.defaultThreshold ?? 0.6, 6);
-    const generator = new HatGenerator(parts, device, sampler, new Drafter(parts, sampler, policy));
-    const result = await generator.generate(prompt, { maxNewTokens: 128, speculative: run.speculative, parallelDrafting: run.parallelDrafting, parallelBranches: 1, chunk: 'off', fallbackLocal: false });
+    const device = await connectDeviceGenerator({
+      parts, cloud: { url: cloud.url, wire: 'fp16' }, sampling: GREEDY, draftThreshold: 'auto', maxDraft: 6,
+    });
+    const result = await device.generator.generate(prompt, {
+      maxNewTokens: 128, speculative: run.speculative, parallelDrafting: run.parallelDrafting, parallelBranches: 1, chunk: 'off',
+    });
     device.close();
     deviceOverhead.push({ label: run.label, ms: result.metrics.deviceOverheadMsPerRound, rounds: result.metrics.rounds, tokensPerRound: result.metrics.tokensPerRound });
   }

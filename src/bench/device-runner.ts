@@ -7,13 +7,9 @@ import { HatError } from '../errors.ts';
 import { EmulatedLink, LINK_PROFILES, type LinkSpec } from '../runtime/link.ts';
 import type { WireDTypeName } from '../runtime/protocol/frame.ts';
 import { wireBytesPerRow } from '../runtime/protocol/hidden-codec.ts';
-import { manifestHash, readManifest } from '../runtime/split-dir.ts';
-import { CloudClient } from '../runtime/device/cloud-client.ts';
+import { readManifest } from '../runtime/split-dir.ts';
 import { openDeviceParts, type DeviceParts } from '../runtime/device/device-parts.ts';
-import { Drafter } from '../runtime/device/drafter.ts';
-import { HatGenerator } from '../runtime/device/hat-generator.ts';
-import { AutoDraftPolicy, FixedThresholdPolicy } from '../runtime/speculative/draft-policy.ts';
-import { createSampler } from '../runtime/speculative/sampler.ts';
+import { connectDeviceGenerator } from '../runtime/device/device-generator.ts';
 import type { SplitManifest } from '../split/manifest.ts';
 import { ComposedModel } from '../runtime/composed-model.ts';
 import { generateGreedy } from './full-model.ts';
@@ -91,23 +87,19 @@ export class DeviceRunner {
     }
     this.resetParts();
     const { config, manifest } = this;
-    const start = manifest.adapter?.defaultThreshold ?? 0.6;
-    const policy = config.draftThreshold === 'auto' ? new AutoDraftPolicy(start, config.maxDraft) : new FixedThresholdPolicy(config.draftThreshold, config.maxDraft);
-    const sampler = createSampler({ temperature: 0, topP: 1, seed: 0 });
-    const client = await CloudClient.connect({
-      url: config.cloudUrl, manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size, wire: config.wire,
-      link: { ...config.link }, // a fresh link state per session
+    // Without drafts the device holds no adapter, as `hat run-device --no-draft` (its prefill skips the adapter too).
+    const parts = scenario.speculative ? this.parts : { ...this.parts, adapter: undefined };
+    const device = await connectDeviceGenerator({
+      parts, cloud: { url: config.cloudUrl, wire: config.wire, link: { ...config.link } }, // a fresh link state per session
+      sampling: { temperature: 0, topP: 1, seed: 0 }, draftThreshold: config.draftThreshold, maxDraft: config.maxDraft,
     });
     const record = emptyRecord(scenario.name, prompt);
     const arrivals: Arrival[] = [];
     const started = performance.now();
     try {
-      // Without drafts the device holds no adapter, as `hat run-device --no-draft` (its prefill skips the adapter too).
-      const parts = scenario.speculative ? this.parts : { ...this.parts, adapter: undefined };
-      const generator = new HatGenerator(parts, client, sampler, new Drafter(parts, sampler, policy));
-      const { ids, metrics, error } = await generator.generate(prompt.ids, {
+      const { ids, metrics, error } = await device.generator.generate(prompt.ids, {
         maxNewTokens, speculative: scenario.speculative, parallelDrafting: scenario.parallelDrafting, parallelBranches: this.config.parallelBranches, chunk: scenario.chunk,
-        fallbackLocal: false, onTokens: (ids) => arrivals.push({ at: performance.now(), count: ids.length }),
+        onTokens: (ids) => arrivals.push({ at: performance.now(), count: ids.length }),
       });
       const prefillBytes = metrics.prefillChunks.reduce((s, c) => s + c.bytesUp, 0);
       const rowBytes = wireBytesPerRow(config.wire, manifest.hidden.size);
@@ -119,7 +111,7 @@ export class DeviceRunner {
         chunkSizes: metrics.chunkSizes, parallelDrafting: metrics.parallelDrafting, error: error?.message,
       });
     } finally {
-      client.close();
+      device.close();
     }
     record.durationMs = performance.now() - started;
     return record;

@@ -4,6 +4,9 @@ import { intOption, numberOption, parseOptions, PROMPT_HELP, promptInput, prompt
 import { runDevice } from '../runtime/device/run-device.ts';
 import { describeLink, parseLinkSpec } from '../runtime/link.ts';
 import { terminalReporter } from '../reporter.ts';
+import { describeResume } from '../runtime/device/resuming-verifier.ts';
+import { HatError } from '../errors.ts';
+import { parseServeAddress, serveDevice } from '../api/serve-device.ts';
 
 const schema = z.object({
   cloud: z.string().regex(/^wss?:\/\//, 'must be a ws:// or wss:// URL'),
@@ -22,8 +25,12 @@ const schema = z.object({
   link: z.string().optional(),
   token: z.string().optional(),
   fallback: z.enum(['none', 'local']),
+  reconnect: intOption(0, 100),
   threads: intOption(1, 256).optional(),
   json: z.boolean().optional(),
+  serve: z.string().optional(),
+  maxQueue: intOption(0, 100000),
+  modelName: z.string().min(1).optional(),
 });
 
 export function registerRunDevice(program: Command): void {
@@ -47,20 +54,45 @@ export function registerRunDevice(program: Command): void {
     .option('--wire <dtype>', 'hidden-state dtype on the wire: fp32, fp16, int8', 'fp16')
     .option('--link <profile|spec>', 'EMULATED link: wifi, 4g, lan, none, or up=5MB,down=10MB,rtt=6,jitter=1')
     .option('--token <secret>', 'the server\'s shared secret')
-    .option('--fallback <mode>', 'if the cloud fails: none (stop, keep the text) or local (continue with the small model)', 'none')
+    .option('--reconnect <n>', 'when the cloud connection drops: new sessions to try (any replica), each replaying what was committed; 0: off', '3')
+    .option('--fallback <mode>', 'if every reconnect fails: none (stop, keep the text) or local (continue with the small model)', 'none')
     .option('--threads <n>', 'onnxruntime intra-op threads')
     .option('--json', 'print one JSON object instead of streaming text')
+    .option('--serve <[host:]port>', 'keep the parts loaded and serve an OpenAI-compatible API (host default 127.0.0.1)')
+    .option('--max-queue <n>', 'with --serve: requests that may wait while one generates (more get 429)', '16')
+    .option('--model-name <id>', 'with --serve: the model id clients use (default: the bundle folder\'s name)')
     .action(async (splitDir: string, raw: Record<string, unknown>) => {
       const options = parseOptions(schema, raw);
       const reporter = terminalReporter({ quiet: options.json });
       const link = options.link ? parseLinkSpec(options.link) : undefined;
       if (link) reporter.info(describeLink(link));
+      if (options.serve !== undefined) {
+        if (options.prompt !== undefined || options.promptIds !== undefined) {
+          throw new HatError('BAD_OPTION', '--serve takes prompts over HTTP, not --prompt', 'drop --prompt / --prompt-ids');
+        }
+        const { device, server } = await serveDevice(splitDir, {
+          cloud: options.cloud, token: options.token, wire: options.wire, link, threads: options.threads,
+          speculative: options.draft, draftThreshold: options.draftThreshold, maxDraft: options.maxDraft,
+          parallelDrafting: options.parallelDrafting, parallelBranches: options.parallelBranches, chunk: options.chunk,
+          fallbackLocal: options.fallback === 'local', maxQueue: options.maxQueue, modelId: options.modelName,
+        }, parseServeAddress(options.serve), reporter);
+        // The one line tools and tests wait for: where to point an OpenAI client.
+        process.stdout.write(`hat device serving the OpenAI API on ${server.url} (model ${device.modelId})\n`);
+        await new Promise<void>((resolve) => {
+          process.once('SIGINT', resolve);
+          process.once('SIGTERM', resolve);
+        });
+        await server.close();
+        await device.close();
+        return;
+      }
       const result = await runDevice({
         splitDir, cloud: options.cloud, prompt: promptInput(options), maxNewTokens: options.maxNewTokens,
         temperature: options.temperature, topP: options.topP, seed: options.seed,
         draftThreshold: options.draftThreshold, maxDraft: options.maxDraft, speculative: options.draft,
         parallelDrafting: options.parallelDrafting, parallelBranches: options.parallelBranches, chunk: options.chunk, wire: options.wire, link,
         token: options.token, fallbackLocal: options.fallback === 'local', threads: options.threads,
+        reconnects: options.reconnect, onResume: (event) => reporter.info(describeResume(event)),
         onText: options.json ? undefined : (text) => process.stdout.write(text),
       });
       if (options.json) {

@@ -9,6 +9,7 @@ import { resolveModelFiles } from '../models/model-dir.ts';
 import { OnnxCausalLm, type CausalLm } from './full-model.ts';
 import { makeSampler, type Sampler, type SamplingOptions } from './sampling.ts';
 import type { SessionOptions } from './session.ts';
+import { TokenCommitter, type StopReason } from './token-commit.ts';
 import { configSpecialIds, promptIds as resolvePromptIds, type PromptInput, type SpecialIds } from './prompt.ts';
 import { continuationText, loadTokenizer, textStreamer, type TextTokenizer } from './tokenizer.ts';
 import { readManifest, splitTokenizer } from './split-dir.ts';
@@ -25,7 +26,7 @@ export interface TokenLoopOptions {
 export interface TokenLoopResult {
   /** Generated ids, prompt excluded. */
   ids: number[];
-  stopReason: 'stop-token' | 'max-new-tokens';
+  stopReason: StopReason;
   /** Time to first token: prompt prefill + first sample. */
   ttftMs: number;
   /** Mean time between tokens after the first; null when fewer than two were generated. */
@@ -34,25 +35,26 @@ export interface TokenLoopResult {
 
 export async function generateTokens(model: CausalLm, promptIds: readonly number[], options: TokenLoopOptions): Promise<TokenLoopResult> {
   if (promptIds.length === 0) throw new HatError('INTERNAL', 'generation needs at least one prompt token');
-  const stop = new Set(options.stopTokenIds ?? []);
-  const ids: number[] = [];
+  const committer = new TokenCommitter({
+    maxNewTokens: options.maxNewTokens, stopTokenIds: options.stopTokenIds,
+    onTokens: options.onToken && ((ids) => ids.forEach(options.onToken!)),
+  });
   const started = performance.now();
   let firstAt = started;
   let lastAt = started;
   let next = promptIds;
-  while (ids.length < options.maxNewTokens) {
+  while (!committer.done) {
     const output = await model.step(next, { lastOnly: true });
     const id = options.sampler(output.data.subarray((output.rows - 1) * output.cols, output.rows * output.cols));
     lastAt = performance.now();
-    if (ids.length === 0) firstAt = lastAt;
-    ids.push(id);
-    options.onToken?.(id);
-    if (stop.has(id)) break;
+    if (committer.ids.length === 0) firstAt = lastAt;
+    committer.commit([id]);
     next = [id];
   }
+  const { ids } = committer;
   return {
     ids,
-    stopReason: ids.length > 0 && stop.has(ids[ids.length - 1]) ? 'stop-token' : 'max-new-tokens',
+    stopReason: committer.stopReason,
     ttftMs: firstAt - started,
     tbtMs: ids.length > 1 ? (lastAt - firstAt) / (ids.length - 1) : null,
   };

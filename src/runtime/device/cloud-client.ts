@@ -8,6 +8,9 @@ import { HatError } from '../../errors.ts';
 import { decodeFrame, decodeJson, encodeFrame, encodeJson, FrameFlags, type Frame, type WireDTypeName } from '../protocol/frame.ts';
 import { decodeHidden, encodeHidden } from '../protocol/hidden-codec.ts';
 import { EmulatedLink, LINK_PROFILES, type LinkSpec } from '../link.ts';
+import type { ForwardOptions, ForwardResult, Verifier } from './verifier.ts';
+
+export type { ForwardResult } from './verifier.ts';
 
 export interface CloudClientOptions {
   url: string;
@@ -21,20 +24,6 @@ export interface CloudClientOptions {
   connectTimeoutMs?: number;
 }
 
-export interface ForwardResult {
-  /** [rows, hiddenSize] float32. */
-  hidden: Float32Array;
-  rows: number;
-  queueMs: number;
-  computeMs: number;
-  /** Cloud latency model g(X) reported with this result. */
-  latency: { baseMs: number; perTokenMs: number };
-  /** From send to the result's arrival on the device, including emulated link time. */
-  roundTripMs: number;
-  bytesUp: number;
-  bytesDown: number;
-}
-
 interface Waiting {
   sentAt: number;
   bytesUp: number;
@@ -42,7 +31,8 @@ interface Waiting {
   reject(error: Error): void;
 }
 
-export class CloudClient {
+/** One cloud session over one WebSocket. */
+export class CloudClient implements Verifier {
   readonly options: CloudClientOptions;
   private socket!: WebSocket;
   private link: EmulatedLink;
@@ -64,6 +54,10 @@ export class CloudClient {
     const client = new CloudClient(options);
     await client.open();
     return client;
+  }
+
+  get wire(): WireDTypeName {
+    return this.options.wire;
   }
 
   get closed(): boolean {
@@ -169,7 +163,7 @@ export class CloudClient {
    * Sends n hidden states to run after the cloud's cache is cut to `pastLength`. Requests may be pipelined;
    * results resolve in order.
    */
-  forward(hidden: Float32Array, nTokens: number, pastLength: number, options: { allPositions: boolean; prefill?: boolean }): Promise<ForwardResult> {
+  forward(hidden: Float32Array, nTokens: number, pastLength: number, options: ForwardOptions): Promise<ForwardResult> {
     if (this.failure) return Promise.reject(this.failure);
     const flags = (options.allPositions ? FrameFlags.allPositions : 0) | (options.prefill ? FrameFlags.prefill : 0);
     const bytes = encodeFrame({

@@ -4,17 +4,15 @@
  */
 import type { LinkSpec } from '../link.ts';
 import type { WireDTypeName } from '../protocol/frame.ts';
-import { manifestHash, readManifest, splitTokenizer } from '../split-dir.ts';
+import { readManifest, splitTokenizer } from '../split-dir.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promptIds as resolvePromptIds, type PromptInput } from '../prompt.ts';
 import { continuationText, textStreamer } from '../tokenizer.ts';
-import { AutoDraftPolicy, FixedThresholdPolicy } from '../speculative/draft-policy.ts';
-import { createSampler } from '../speculative/sampler.ts';
-import { CloudClient } from './cloud-client.ts';
 import { openDeviceParts } from './device-parts.ts';
-import { Drafter } from './drafter.ts';
-import { HatGenerator, type HatGeneration } from './hat-generator.ts';
+import { connectDeviceGenerator } from './device-generator.ts';
+import type { HatGeneration } from './hat-generator.ts';
+import type { ResumeEvent } from './resuming-verifier.ts';
 
 export interface RunDeviceOptions {
   splitDir: string;
@@ -35,7 +33,11 @@ export interface RunDeviceOptions {
   wire: WireDTypeName;
   link?: LinkSpec;
   token?: string;
+  /** After every reconnect fails: continue with the small model. */
   fallbackLocal: boolean;
+  /** New cloud sessions to try when the connection drops (each replays the committed states). */
+  reconnects?: number;
+  onResume?: (event: ResumeEvent) => void;
   threads?: number;
   onText?: (text: string) => void;
   recordUplink?: (bytes: Uint8Array) => void;
@@ -54,33 +56,29 @@ export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceRes
   const special = { bosTokenId: manifest.model?.bosTokenId, eosTokenId: manifest.model?.eosTokenId };
   const prompt = typeof options.prompt === 'string' ? { text: options.prompt } : options.prompt;
   const promptIds = resolvePromptIds(prompt, tokenizer, special, manifest.model?.vocabSize);
-  const parts = await openDeviceParts(options.splitDir, manifest, { withAdapter: options.speculative, threads: options.threads });
-  const start = manifest.adapter?.defaultThreshold ?? 0.6;
-  const policy = options.draftThreshold === 'auto'
-    ? new AutoDraftPolicy(start, options.maxDraft)
-    : new FixedThresholdPolicy(options.draftThreshold, options.maxDraft);
-  const sampler = createSampler({ temperature: options.temperature, topP: options.topP, seed: options.seed });
-  const client = await CloudClient.connect({
-    url: options.cloud, manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size, wire: options.wire,
-    token: options.token, link: options.link, recordUplink: options.recordUplink,
+  const parts = await openDeviceParts(options.splitDir, manifest, { withAdapter: options.speculative || options.fallbackLocal, threads: options.threads });
+  const device = await connectDeviceGenerator({
+    parts,
+    cloud: { url: options.cloud, wire: options.wire, token: options.token, link: options.link, recordUplink: options.recordUplink },
+    sampling: { temperature: options.temperature, topP: options.topP, seed: options.seed },
+    draftThreshold: options.draftThreshold, maxDraft: options.maxDraft,
+    reconnects: options.reconnects ?? 0, fallbackLocal: options.fallbackLocal, onResume: options.onResume,
   });
   const streamer = tokenizer && textStreamer(tokenizer, promptIds);
   try {
-    const generator = new HatGenerator(parts, client, sampler, new Drafter(parts, sampler, policy));
-    const result = await generator.generate(promptIds, {
+    const result = await device.generator.generate(promptIds, {
       maxNewTokens: options.maxNewTokens,
       eosTokenId: tokenizer?.eosTokenId ?? special.eosTokenId,
       speculative: options.speculative,
       parallelDrafting: options.parallelDrafting && options.speculative,
       parallelBranches: options.parallelBranches,
       chunk: options.chunk,
-      fallbackLocal: options.fallbackLocal,
       onTokens: (ids) => { const text = streamer?.push(...ids); if (text) options.onText?.(text); },
     });
     const rest = streamer?.flush();
     if (rest) options.onText?.(rest);
     return { ...result, promptIds, text: tokenizer && continuationText(tokenizer, promptIds, result.ids) };
   } finally {
-    client.close();
+    device.close();
   }
 }

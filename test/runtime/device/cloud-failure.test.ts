@@ -2,49 +2,81 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startCloud } from '../../../src/runtime/cloud/serve.ts';
 import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
-import { readManifest, manifestHash } from '../../../src/runtime/split-dir.ts';
+import { readManifest } from '../../../src/runtime/split-dir.ts';
 import { openDeviceParts } from '../../../src/runtime/device/device-parts.ts';
 import { CloudClient } from '../../../src/runtime/device/cloud-client.ts';
-import { HatGenerator } from '../../../src/runtime/device/hat-generator.ts';
-import { Drafter } from '../../../src/runtime/device/drafter.ts';
+import { connectDeviceGenerator, GREEDY } from '../../../src/runtime/device/device-generator.ts';
 import { FixedThresholdPolicy } from '../../../src/runtime/speculative/draft-policy.ts';
-import { createSampler } from '../../../src/runtime/speculative/sampler.ts';
 import { HatError } from '../../../src/errors.ts';
+import { OnnxCausalLm, type CausalLm } from '../../../src/runtime/full-model.ts';
+import { SlmCausalLm } from '../../../src/runtime/device/slm.ts';
+import { generateTokens } from '../../../src/runtime/generate.ts';
+import { argmax } from '../../../src/runtime/sampling.ts';
 import { addIdentityAdapter, makeSmallSplit } from '../../helpers/runtime-fixtures.ts';
 
 const prompt = [1, 5, 9, 22, 13, 40];
+const NEW = 20;
+const STOP_AFTER = 5;
+
+/** Greedy ids from a CausalLm: the references both runs are held to. */
+async function greedy(model: CausalLm, context: number[], n: number): Promise<number[]> {
+  const { ids } = await generateTokens(model, context, { maxNewTokens: n, sampler: argmax });
+  return ids;
+}
 
 async function generateWhileCloudDies(fallbackLocal: boolean) {
-  const { split } = await makeSmallSplit();
+  const { model, split } = await makeSmallSplit();
   addIdentityAdapter(split);
-  const { server, port } = await startCloud({ splitDir: split, host: '127.0.0.1', port: 0, workers: 1, maxSessions: 2, idleTimeoutMs: 60_000, maxTokensPerFrame: 64, maxContext: 128, logger: silentLogger });
+  const { server, port } = await startCloud({
+    splitDir: split, host: '127.0.0.1', port: 0, workers: 1, maxSessions: 2, idleTimeoutMs: 60_000,
+    maxTokensPerFrame: 64, maxContext: 128, logger: silentLogger,
+  });
   const manifest = readManifest(split);
   const parts = await openDeviceParts(split, manifest, { withAdapter: true });
-  const client = await CloudClient.connect({ url: `ws://127.0.0.1:${port}`, manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size, wire: 'fp32' });
-  const sampler = createSampler({ temperature: 0, topP: 1, seed: 0 });
-  const generator = new HatGenerator(parts, client, sampler, new Drafter(parts, sampler, new FixedThresholdPolicy(0.99, 1)));
+  const { generator } = await connectDeviceGenerator({
+    parts, cloud: { url: `ws://127.0.0.1:${port}`, wire: 'fp32' }, sampling: GREEDY,
+    draftThreshold: new FixedThresholdPolicy(0.99, 1), maxDraft: 1, fallbackLocal,
+  });
   let stopping: Promise<void> | undefined;
+  // How many tokens were committed when the server began to stop (the round that crossed STOP_AFTER).
+  let stoppedAt = 0;
   const streamed: number[] = [];
   const result = await generator.generate(prompt, {
-    maxNewTokens: 20, speculative: true, parallelDrafting: false, chunk: 'off', fallbackLocal,
-    onTokens: (ids) => { streamed.push(...ids); if (streamed.length >= 5) stopping ??= server.stop(); },
+    maxNewTokens: NEW, speculative: true, parallelDrafting: false, chunk: 'off',
+    onTokens: (ids) => {
+      streamed.push(...ids);
+      if (streamed.length >= STOP_AFTER && !stopping) {
+        stoppedAt = streamed.length;
+        stopping = server.stop();
+      }
+    },
   });
   await stopping;
-  return { result, streamed };
+  return { result, streamed, stoppedAt, model, split };
 }
 
 test('when the cloud drops mid-generation the device stops with a clear error and keeps the text so far', async () => {
-  const { result, streamed } = await generateWhileCloudDies(false);
-  assert.ok(result.error instanceof HatError && result.error.code === 'NETWORK', String(result.error));
-  assert.ok(result.ids.length >= 5 && result.ids.length < 20, `kept ${result.ids.length} tokens`);
+  const { result, streamed, stoppedAt, model } = await generateWhileCloudDies(false);
+  assert.ok(result.error instanceof HatError, String(result.error));
+  assert.equal(result.error.code, 'NETWORK');
+  assert.equal(result.error.message, 'the cloud closed the session: SHUTDOWN: the server is shutting down');
+  // Nothing is committed after the round during which the server stopped, and what was kept is the full model's.
+  assert.ok(stoppedAt >= STOP_AFTER && stoppedAt < NEW, `stopped after ${stoppedAt}`);
+  assert.equal(result.ids.length, stoppedAt);
+  assert.deepEqual(result.ids, await greedy(await OnnxCausalLm.open(model), prompt, stoppedAt));
   assert.deepEqual(result.ids, streamed);
 });
 
 test('with local fallback the device finishes with its small model and says so', async () => {
-  const { result } = await generateWhileCloudDies(true);
+  const { result, stoppedAt, model, split } = await generateWhileCloudDies(true);
   assert.equal(result.error, undefined);
-  assert.equal(result.ids.length, 20);
-  assert.match(result.metrics.fallback ?? '', /continued with the small model/);
+  assert.equal(result.ids.length, NEW);
+  // The cloud's tokens are the full model's; the rest are the small model's greedy continuation of them.
+  const kept = result.ids.slice(0, stoppedAt);
+  assert.deepEqual(kept, await greedy(await OnnxCausalLm.open(model), prompt, stoppedAt));
+  assert.deepEqual(result.ids.slice(stoppedAt), await greedy(await SlmCausalLm.open(split), [...prompt, ...kept], NEW - stoppedAt));
+  assert.equal(result.metrics.fallback, `the cloud failed after ${stoppedAt} tokens (the cloud closed the session: SHUTDOWN: `
+    + 'the server is shutting down); continued with the small model alone');
 });
 
 test('an unreachable cloud is a one-line NETWORK error', async () => {

@@ -45,7 +45,7 @@ async function runHat(options: Partial<HatGenerateOptions>, policy: DraftPolicy 
   const client = await CloudClient.connect({ url: `ws://127.0.0.1:${port}`, manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size, wire: 'fp32' });
   const generator = new HatGenerator(parts, client, greedy, new Drafter(parts, greedy, policy));
   try {
-    return await generator.generate(prompt, { maxNewTokens: NEW, speculative: true, parallelDrafting: false, chunk: 'off', fallbackLocal: false, ...options });
+    return await generator.generate(prompt, { maxNewTokens: NEW, speculative: true, parallelDrafting: false, chunk: 'off', ...options });
   } finally {
     client.close();
   }
@@ -58,10 +58,8 @@ test('U-shape (no drafts) over the real server equals the full model token for t
 });
 
 test('an adapter that is loaded but not drafted with leaves U-shape output intact (it used to crash on truncate)', async () => {
-  for (const fallbackLocal of [false, true]) {
-    const out = await runHat({ speculative: false, fallbackLocal }, undefined, true);
-    assert.deepEqual(out.ids, reference, `fallbackLocal=${fallbackLocal}`);
-  }
+  const out = await runHat({ speculative: false }, undefined, true);
+  assert.deepEqual(out.ids, reference);
 });
 
 test('speculative rounds with forced drafts and rollbacks still equal the full model', async () => {

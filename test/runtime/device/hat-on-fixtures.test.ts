@@ -52,7 +52,7 @@ for (const name of ['hf-tiny-gpt2-opset17', 'genai-tiny-llama-fp16']) {
         const client = await CloudClient.connect({ url: `ws://127.0.0.1:${port}`, manifestHash: manifestHash(loaded), hiddenSize: loaded.hidden.size, wire: 'fp32' });
         const sampler = createSampler({ temperature: 0, topP: 1, seed: 0 });
         const generator = new HatGenerator(parts, client, sampler, new Drafter(parts, sampler, new FixedThresholdPolicy(0, 3)));
-        const out = await generator.generate(prompt, { maxNewTokens: NEW, speculative, parallelDrafting: speculative, chunk: 4, fallbackLocal: false });
+        const out = await generator.generate(prompt, { maxNewTokens: NEW, speculative, parallelDrafting: speculative, chunk: 4 });
         client.close();
         assert.deepEqual(out.ids, reference, `speculative=${speculative}`);
       }

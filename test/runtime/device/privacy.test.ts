@@ -38,7 +38,7 @@ test('the device uplink carries only hidden states and control integers, never t
     });
     const sampler = createSampler({ temperature: 0, topP: 1, seed: 0 });
     const generator = new HatGenerator(parts, client, sampler, new Drafter(parts, sampler, new FixedThresholdPolicy(0, 3)));
-    const out = await generator.generate(prompt, { maxNewTokens: 16, speculative: true, parallelDrafting: true, chunk: 4, fallbackLocal: false });
+    const out = await generator.generate(prompt, { maxNewTokens: 16, speculative: true, parallelDrafting: true, chunk: 4 });
     client.close();
 
     const uplink = Buffer.concat(frames);

@@ -59,7 +59,7 @@ test('HAT with speculative sampling draws from the full model\'s distribution (c
       for (const runner of [parts.input, parts.adapter!]) runner.truncate(0);
       const sampler = createSampler({ ...sampling, seed });
       const generator = new HatGenerator(parts, client, sampler, new Drafter(parts, sampler, new FixedThresholdPolicy(0, 3)));
-      const { ids, metrics } = await generator.generate(prompt, { maxNewTokens: 3, speculative: true, parallelDrafting: false, chunk: 'off', fallbackLocal: false });
+      const { ids, metrics } = await generator.generate(prompt, { maxNewTokens: 3, speculative: true, parallelDrafting: false, chunk: 'off' });
       drafted += metrics.rounds < 2 ? 1 : 0;
       observed.set(key(ids), (observed.get(key(ids)) ?? 0) + 1);
     }

@@ -1,0 +1,71 @@
+/**
+ * The one way every caller (run-device, demo, bench devices, scripts, tests) builds a device generator: a cloud
+ * session (resumed across lost links when `reconnects` > 0, with the small model as the last resort when
+ * `fallbackLocal`), a sampler, a draft policy and the Drafter over already-open device parts.
+ */
+import { HatError } from '../../errors.ts';
+import type { SplitManifest } from '../../split/manifest.ts';
+import { manifestHash } from '../split-dir.ts';
+import { AutoDraftPolicy, FixedThresholdPolicy, type DraftPolicy } from '../speculative/draft-policy.ts';
+import { createSampler } from '../speculative/sampler.ts';
+import { CloudClient, type CloudClientOptions } from './cloud-client.ts';
+import type { DeviceParts } from './device-parts.ts';
+import { Drafter } from './drafter.ts';
+import { HatGenerator } from './hat-generator.ts';
+import { LocalVerifier } from './local-verifier.ts';
+import { ResumingVerifier, type ResumeEvent } from './resuming-verifier.ts';
+import type { Verifier } from './verifier.ts';
+
+export interface DeviceGeneratorOptions {
+  parts: DeviceParts;
+  /** Where and how to reach serve-cloud; the split's hash and hidden size come from the parts' manifest. */
+  cloud: Omit<CloudClientOptions, 'manifestHash' | 'hiddenSize'>;
+  sampling: { temperature: number; topP: number; seed: number };
+  /** 'auto', a fixed η, or a ready policy. */
+  draftThreshold: 'auto' | number | DraftPolicy;
+  maxDraft: number;
+  /** New cloud sessions to try after a lost connection, each replaying the committed states (0: none). */
+  reconnects?: number;
+  backoff?: { firstMs: number; maxMs: number };
+  /** When every reconnect fails, continue with the small model (needs the adapter). */
+  fallbackLocal?: boolean;
+  onResume?: (event: ResumeEvent) => void;
+}
+
+/** Greedy sampling (the setting every equivalence check and benchmark uses). */
+export const GREEDY = { temperature: 0, topP: 1, seed: 0 } as const;
+
+export interface DeviceGenerator {
+  generator: HatGenerator;
+  verifier: Verifier;
+  close(): void;
+}
+
+export function draftPolicy(manifest: SplitManifest, threshold: 'auto' | number, maxDraft: number): DraftPolicy {
+  return threshold === 'auto'
+    ? new AutoDraftPolicy(manifest.adapter?.defaultThreshold ?? 0.6, maxDraft)
+    : new FixedThresholdPolicy(threshold, maxDraft);
+}
+
+export async function connectDeviceGenerator(options: DeviceGeneratorOptions): Promise<DeviceGenerator> {
+  const { parts } = options;
+  const { manifest } = parts;
+  if (options.fallbackLocal && !parts.adapter) {
+    throw new HatError('BAD_OPTION', '--fallback local needs the adapter (the small model)', 'run `hat train-adapter <split-dir>` first, or use --fallback none');
+  }
+  const connect = () => CloudClient.connect({ ...options.cloud, manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size });
+  const first = await connect();
+  const resumable = (options.reconnects ?? 0) > 0 || options.fallbackLocal;
+  const verifier: Verifier = resumable
+    ? new ResumingVerifier(first, {
+      connect, reconnects: options.reconnects ?? 0, backoff: options.backoff, onEvent: options.onResume,
+      fallback: options.fallbackLocal ? async () => new LocalVerifier(parts.adapter!, options.cloud.wire) : undefined,
+    })
+    : first;
+  const sampler = createSampler(options.sampling);
+  const policy = typeof options.draftThreshold === 'object'
+    ? options.draftThreshold
+    : draftPolicy(manifest, options.draftThreshold, options.maxDraft);
+  const generator = new HatGenerator(parts, verifier, sampler, new Drafter(parts, sampler, policy));
+  return { generator, verifier, close: () => verifier.close() };
+}

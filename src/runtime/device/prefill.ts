@@ -1,0 +1,78 @@
+/**
+ * Chunked prefill (HAT §4.2): the prompt goes through the input part chunk by chunk, each chunk's hidden states
+ * are uploaded as soon as they exist, so device compute, upload and cloud compute overlap. Chunk sizes come from
+ * the ChunkPlanner (`auto`), a fixed size, or the whole prompt (`off`).
+ */
+import { ChunkPlanner } from '../chunk-planner.ts';
+import { lastRow, type StepOutput } from '../part-runner.ts';
+import { wireBytesPerRow } from '../protocol/hidden-codec.ts';
+import type { DeviceCaches } from './device-caches.ts';
+import type { DeviceParts } from './device-parts.ts';
+import type { MetricsRecorder } from './generation-metrics.ts';
+import type { ForwardResult, Verifier } from './verifier.ts';
+
+/** Probe chunks sent but unanswered before `--chunk auto` waits for a first measurement. */
+const MAX_CHUNKS_IN_FLIGHT = 3;
+
+export type ChunkOption = 'off' | 'auto' | number;
+
+export class PrefillPipeline {
+  private readonly planner: ChunkPlanner;
+
+  constructor(private readonly parts: DeviceParts, private readonly verifier: Verifier) {
+    this.planner = new ChunkPlanner({
+      bytesPerToken: wireBytesPerRow(verifier.wire, parts.manifest.hidden.size),
+      maxChunk: Math.max(16, verifier.maxTokensPerFrame || 4096),
+    });
+    this.planner.seed(verifier.initialLatency);
+  }
+
+  private chunkSize(option: ChunkOption, remaining: number): number {
+    if (option === 'off') return remaining;
+    if (option === 'auto') return this.planner.next(remaining);
+    return Math.min(option, remaining);
+  }
+
+  /**
+   * Runs the prompt through the split and returns the output part's logits at its last position. While drafting,
+   * the adapter's own cache covers the prompt too; that device work overlaps the upload.
+   */
+  async run(prompt: readonly number[], chunk: ChunkOption, caches: DeviceCaches, recorder: MetricsRecorder): Promise<Float32Array> {
+    const inFlight: Array<Promise<ForwardResult>> = [];
+    let answered = 0;
+    let offset = 0;
+    while (offset < prompt.length) {
+      // Before the link is measured, sizing waits for a result once a few probes are in flight: the link or the
+      // cloud is then the bottleneck, so waiting costs little and the next sizes are informed.
+      if (chunk === 'auto' && !this.planner.measured && inFlight.length - answered >= MAX_CHUNKS_IN_FLIGHT) {
+        await inFlight[answered];
+      }
+      const size = this.chunkSize(chunk, prompt.length - offset);
+      recorder.chunkPlanned(size);
+      const deviceStart = performance.now();
+      const h = await this.parts.input.step({ ids: prompt.slice(offset, offset + size) }, size);
+      const deviceMs = performance.now() - deviceStart;
+      const sent = this.verifier.forward(h.data, size, offset, { allPositions: caches.outputHasCache, prefill: true });
+      this.planner.observeDevice(size, deviceMs);
+      const sentAt = performance.now();
+      inFlight.push(sent.then((r) => {
+        recorder.chunkAnswered(size, deviceMs, r);
+        this.planner.observeResult({
+          bytesUp: r.bytesUp, sentAt, resultAt: sentAt + r.roundTripMs, queueMs: r.queueMs, computeMs: r.computeMs, latency: r.latency,
+        });
+        answered++;
+        return r;
+      }));
+      if (caches.withAdapter) await this.parts.adapter!.step({ hidden: h.data }, size);
+      offset += size;
+    }
+    let logits: StepOutput | undefined;
+    for (const pending of inFlight) {
+      const result = await pending;
+      if (caches.outputHasCache || pending === inFlight[inFlight.length - 1]) {
+        logits = await this.parts.output.step({ hidden: result.hidden }, result.rows);
+      }
+    }
+    return lastRow(logits!);
+  }
+}

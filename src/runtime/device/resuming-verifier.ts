@@ -1,0 +1,146 @@
+/**
+ * Session resume on the device, as Petals' client keeps its history for a replacement server: every input-part
+ * hidden state the middle part has been sent stays here, cut back whenever a request rolls the cache back. When
+ * the connection drops (or the server says go away), a new session is opened — on any replica — the history
+ * before the oldest unanswered request is replayed as prefill chunks, and the unanswered requests are sent again
+ * in order. The middle part's cache is rebuilt from the same states, so greedy output is token-for-token what an
+ * uninterrupted run gives, and the generation loop above never sees the loss. When every reconnect fails, a
+ * fallback verifier (the small model) takes over the same way, or the last error surfaces.
+ */
+import { HatError, isHatError } from '../../errors.ts';
+import type { ForwardOptions, ForwardResult, ResumeStatus, Verifier } from './verifier.ts';
+
+export type ResumeEvent =
+  | { kind: 'lost'; error: HatError }
+  | { kind: 'resumed'; attempt: number; replayedRows: number }
+  | { kind: 'fallback'; error: HatError; replayedRows: number };
+
+export interface ResumeOptions {
+  /** Opens a new cloud session. */
+  connect: () => Promise<Verifier>;
+  /** Reconnect attempts after each loss (0: none). */
+  reconnects: number;
+  /** Backoff before attempt k: min(firstMs · 2^(k−1), maxMs). */
+  backoff?: { firstMs: number; maxMs: number };
+  /** Takes over when every reconnect failed (the small model, `--fallback local`). */
+  fallback?: () => Promise<Verifier>;
+  onEvent?: (event: ResumeEvent) => void;
+}
+
+export function describeResume(event: ResumeEvent): string {
+  switch (event.kind) {
+    case 'lost': return `cloud connection lost (${event.error.message}): reconnecting`;
+    case 'resumed': return `resumed on a new cloud session (attempt ${event.attempt}, replayed ${event.replayedRows} positions)`;
+    case 'fallback': return `every reconnect failed (${event.error.message}): continuing with the small model alone`;
+  }
+}
+
+const DEFAULT_BACKOFF = { firstMs: 100, maxMs: 2000 };
+
+export class ResumingVerifier implements Verifier {
+  private current: Verifier;
+  /** Epoch of `current`: a loss is handled once per epoch, whichever request notices it first. */
+  private epoch = 0;
+  private resuming?: Promise<void>;
+  private resumingEpoch = -1;
+  /** Input-part states of positions 0..history.length-1, as the middle part was sent them. */
+  private readonly history: Float32Array[] = [];
+  private bytesBefore = { up: 0, down: 0 };
+  private closed = false;
+  private status: ResumeStatus = { reconnects: 0 };
+
+  constructor(first: Verifier, private readonly options: ResumeOptions) {
+    this.current = first;
+  }
+
+  get wire() { return this.current.wire; }
+  get maxTokensPerFrame() { return this.current.maxTokensPerFrame; }
+  get initialLatency() { return this.current.initialLatency; }
+  get bytesUp() { return this.bytesBefore.up + this.current.bytesUp; }
+  get bytesDown() { return this.bytesBefore.down + this.current.bytesDown; }
+  get resumeStatus() { return this.status; }
+
+  async forward(hidden: Float32Array, nTokens: number, pastLength: number, options: ForwardOptions): Promise<ForwardResult> {
+    this.record(hidden, nTokens, pastLength);
+    for (;;) {
+      const epoch = this.epoch;
+      try {
+        return await this.current.forward(hidden, nTokens, pastLength, options);
+      } catch (error) {
+        if (this.closed || !isHatError(error) || error.code !== 'NETWORK') throw error;
+        // The oldest unanswered request notices first (results resolve in order); later ones replay nothing more.
+        await this.resume(epoch, pastLength, error);
+      }
+    }
+  }
+
+  private record(hidden: Float32Array, nTokens: number, pastLength: number): void {
+    if (pastLength > this.history.length) {
+      throw new HatError('INTERNAL', `a request at position ${pastLength} after only ${this.history.length} were sent`);
+    }
+    this.history.length = pastLength;
+    const width = hidden.length / nTokens;
+    const copy = hidden.slice();
+    for (let i = 0; i < nTokens; i++) this.history.push(copy.subarray(i * width, (i + 1) * width));
+  }
+
+  private resume(epoch: number, replayUpTo: number, error: HatError): Promise<void> {
+    if (epoch !== this.epoch) return Promise.resolve(); // already replaced after this request was sent
+    if (this.resumingEpoch !== epoch) {
+      this.resumingEpoch = epoch;
+      this.resuming = this.replace(replayUpTo, error);
+    }
+    return this.resuming!;
+  }
+
+  private async replace(replayUpTo: number, error: HatError): Promise<void> {
+    this.options.onEvent?.({ kind: 'lost', error });
+    this.bytesBefore = { up: this.bytesUp, down: this.bytesDown };
+    this.current.close();
+    let lastError = error;
+    const backoff = this.options.backoff ?? DEFAULT_BACKOFF;
+    for (let attempt = 1; attempt <= this.options.reconnects; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(backoff.firstMs * 2 ** (attempt - 1), backoff.maxMs)));
+      try {
+        const next = await this.options.connect();
+        await this.replay(next, replayUpTo);
+        this.install(next);
+        this.status.reconnects++;
+        this.options.onEvent?.({ kind: 'resumed', attempt, replayedRows: replayUpTo });
+        return;
+      } catch (retryError) {
+        if (!isHatError(retryError) || retryError.code !== 'NETWORK') throw retryError;
+        lastError = retryError;
+      }
+    }
+    if (!this.options.fallback) throw lastError;
+    const local = await this.options.fallback();
+    await this.replay(local, replayUpTo);
+    this.install(local);
+    this.status.fallback = { position: replayUpTo, reason: lastError.message };
+    this.options.onEvent?.({ kind: 'fallback', error: lastError, replayedRows: replayUpTo });
+  }
+
+  private install(next: Verifier): void {
+    this.current = next;
+    this.epoch++;
+  }
+
+  /** Rebuilds the middle's cache for positions [0, upTo) on a fresh session, in chunks the server accepts. */
+  private async replay(target: Verifier, upTo: number): Promise<void> {
+    const chunk = target.maxTokensPerFrame > 0 ? target.maxTokensPerFrame : upTo;
+    const sent: Array<Promise<ForwardResult>> = [];
+    for (let start = 0; start < upTo; start += chunk) {
+      const rows = this.history.slice(start, Math.min(upTo, start + chunk));
+      const hidden = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
+      rows.forEach((r, i) => hidden.set(r, i * r.length));
+      sent.push(target.forward(hidden, rows.length, start, { allPositions: false, prefill: true }));
+    }
+    await Promise.all(sent);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.current.close();
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * What the device's generation loop talks to for the middle part: a cloud session over WebSockets
+ * (CloudClient), the same with reconnect-and-replay on a lost link (ResumingVerifier), or the adapter standing in
+ * for the middle part on the device itself after the cloud is gone (LocalVerifier, `--fallback local`).
+ */
+import type { WireDTypeName } from '../protocol/frame.ts';
+
+export interface LatencyModel {
+  baseMs: number;
+  perTokenMs: number;
+}
+
+export interface ForwardOptions {
+  /** Return every position's middle output (verification), or only the last (a prefill chunk). */
+  allPositions: boolean;
+  prefill?: boolean;
+}
+
+export interface ForwardResult {
+  /** [rows, hiddenSize] float32. */
+  hidden: Float32Array;
+  rows: number;
+  queueMs: number;
+  computeMs: number;
+  /** Latency model g(X) reported with this result. */
+  latency: LatencyModel;
+  /** From send to the result's arrival on the device, including emulated link time. */
+  roundTripMs: number;
+  bytesUp: number;
+  bytesDown: number;
+}
+
+export interface Verifier {
+  readonly wire: WireDTypeName;
+  /** Most rows one request may carry (0: no limit announced). */
+  readonly maxTokensPerFrame: number;
+  readonly initialLatency: LatencyModel;
+  readonly bytesUp: number;
+  readonly bytesDown: number;
+  /**
+   * Runs n input-part hidden states after the middle's cache is cut to `pastLength`. Requests may be pipelined;
+   * results resolve in order.
+   */
+  forward(hidden: Float32Array, nTokens: number, pastLength: number, options: ForwardOptions): Promise<ForwardResult>;
+  close(): void;
+  /** Set by verifiers that survive lost links. */
+  readonly resumeStatus?: ResumeStatus;
+}
+
+export interface ResumeStatus {
+  /** New sessions opened after lost connections. */
+  reconnects: number;
+  /** Set when the small model took over: at which position (the middle's length) and why. */
+  fallback?: { position: number; reason: string };
+}
