@@ -74,7 +74,8 @@ export function registerRunDevice(program: Command): void {
           cloud: options.cloud, token: options.token, wire: options.wire, link, threads: options.threads,
           speculative: options.draft, draftThreshold: options.draftThreshold, maxDraft: options.maxDraft,
           parallelDrafting: options.parallelDrafting, parallelBranches: options.parallelBranches, chunk: options.chunk,
-          fallbackLocal: options.fallback === 'local', maxQueue: options.maxQueue, modelId: options.modelName,
+          reconnects: options.reconnect, fallbackLocal: options.fallback === 'local', maxQueue: options.maxQueue,
+          modelId: options.modelName,
         }, parseServeAddress(options.serve), reporter);
         // The one line tools and tests wait for: where to point an OpenAI client.
         process.stdout.write(`hat device serving the OpenAI API on ${server.url} (model ${device.modelId})\n`);

@@ -1,0 +1,357 @@
+/**
+ * The device as a long-lived object for apps: the input/output parts, the adapter and the tokenizer are opened
+ * once; every request then gets fresh KV caches over the same onnxruntime sessions and its own cloud session
+ * (opened for the request, closed after it: the cloud frees its cache), so requests never share state.
+ * Requests run one at a time in arrival order (RequestQueue); text streams as verification rounds commit it.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { randomInt } from 'node:crypto';
+import { HatError } from '../errors.ts';
+import type { SplitManifest } from '../split/manifest.ts';
+import type { LinkSpec } from '../runtime/link.ts';
+import { parseLinkSpec } from '../runtime/link.ts';
+import type { WireDTypeName } from '../runtime/protocol/frame.ts';
+import { PartRunner } from '../runtime/part-runner.ts';
+import { promptIds as resolvePromptIds } from '../runtime/prompt.ts';
+import { readManifest, splitTokenizer } from '../runtime/split-dir.ts';
+import { continuationText, textStreamer, type TextTokenizer } from '../runtime/tokenizer.ts';
+import { connectDeviceGenerator } from '../runtime/device/device-generator.ts';
+import { openDeviceParts, type DeviceParts } from '../runtime/device/device-parts.ts';
+import type { DeviceMetrics, HatGeneration } from '../runtime/device/hat-generator.ts';
+import { loadChatTemplate, type ChatMessage, type ChatTemplate } from './chat-template.ts';
+import { CANCELLED_WHILE_QUEUED, RequestQueue } from './request-queue.ts';
+import { StopText, tokensUntilStop } from './stop-text.ts';
+
+export type { ChatMessage } from './chat-template.ts';
+export type { DeviceMetrics } from '../runtime/device/hat-generator.ts';
+
+export interface HatDeviceOptions {
+  /** serve-cloud's address: ws://HOST:PORT (or wss:// behind a TLS proxy). */
+  cloud: string;
+  /** The server's shared secret (serve-cloud --token). */
+  token?: string;
+  /** Hidden-state dtype on the wire (default fp16; fp32 is bit-faithful). */
+  wire?: WireDTypeName;
+  /** An EMULATED link: a profile name (wifi, 4g, lan, none), a spec string or a LinkSpec. */
+  link?: string | LinkSpec;
+  /** onnxruntime intra-op threads. */
+  threads?: number;
+  /** Draft with the adapter (default true; false: one cloud round trip per token). */
+  speculative?: boolean;
+  draftThreshold?: 'auto' | number;
+  maxDraft?: number;
+  parallelDrafting?: boolean;
+  parallelBranches?: number;
+  chunk?: 'auto' | 'off' | number;
+  /** New cloud sessions to try when the connection drops mid-generation (default 0). */
+  reconnects?: number;
+  /** When the cloud is lost for good, finish with the small model alone (needs the adapter). */
+  fallbackLocal?: boolean;
+  /** Requests that may wait while one generates (default 16); more are refused with BUSY. */
+  maxQueue?: number;
+  /** The model's context in tokens; default: config.json's max_position_embeddings (or similar) in the bundle. */
+  contextLength?: number;
+  /** The name requests use for this model (default: the bundle folder's name). */
+  modelId?: string;
+  /** Called with every frame the device sends to the cloud (privacy checks). */
+  recordUplink?: (bytes: Uint8Array) => void;
+}
+
+/** Text (tokenized with the tokenizer's special tokens, as `hat generate --prompt`), token ids, or a chat. */
+export type Prompt = string | { ids: readonly number[] } | { messages: readonly ChatMessage[] };
+
+export interface GenerateOptions {
+  /** Most tokens to generate (default: the rest of the context, or 256 when the context is unknown). */
+  maxTokens?: number;
+  /** 0 = greedy (default 0). */
+  temperature?: number;
+  topP?: number;
+  /** Sampling seed (default: random). */
+  seed?: number;
+  /** Stop before the first occurrence of any of these strings (not returned). */
+  stop?: readonly string[];
+  /** Aborting ends the generation after the current round and frees its cloud session. */
+  signal?: AbortSignal;
+}
+
+export type FinishReason = 'stop' | 'length' | 'cancelled';
+
+export interface GenerationResult {
+  text: string;
+  /** The generated token ids that `text` came from (a stop token included, tokens after a stop string not). */
+  ids: number[];
+  promptTokens: number;
+  completionTokens: number;
+  /** stop: the model's stop token or a stop string; length: maxTokens; cancelled: the signal aborted. */
+  finishReason: FinishReason;
+  /** Time spent waiting for earlier requests, ms. */
+  queuedMs: number;
+  /** HAT's own figures for this generation (TTFT, TBT, tokens per round, bytes up and down, …). */
+  metrics?: DeviceMetrics;
+}
+
+/** A request checked against the model before it queues. */
+export interface PreparedRequest {
+  promptIds: number[];
+  maxTokens: number;
+  stop: string[];
+}
+
+const DEFAULT_MAX_TOKENS = 256;
+const CONTEXT_KEYS = ['max_position_embeddings', 'n_positions', 'max_sequence_length', 'seq_length', 'n_ctx'];
+
+/** The context a bundle's config.json names, if any. */
+function configContextLength(dir: string): number | undefined {
+  const path = join(dir, 'config.json');
+  if (!existsSync(path)) return undefined;
+  try {
+    const config = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+    const value = CONTEXT_KEYS.map((k) => config[k]).find((v) => typeof v === 'number' && Number.isInteger(v) && v > 0);
+    return value as number | undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** New runners (empty caches) over the already-loaded onnxruntime sessions. */
+function freshParts(base: DeviceParts): DeviceParts {
+  const fresh = (runner: PartRunner) => PartRunner.fromSession(runner.session, runner.io);
+  const output = fresh(base.output);
+  return {
+    manifest: base.manifest,
+    input: fresh(base.input),
+    output,
+    draftOutput: base.draftOutput === base.output ? output : fresh(base.draftOutput),
+    adapter: base.adapter && fresh(base.adapter),
+  };
+}
+
+export class HatDevice {
+  readonly bundle: string;
+  readonly manifest: SplitManifest;
+  readonly tokenizer: TextTokenizer;
+  readonly chatTemplate?: ChatTemplate;
+  readonly contextLength?: number;
+  readonly modelId: string;
+  private readonly options: HatDeviceOptions;
+  private readonly link?: LinkSpec;
+  private readonly parts: DeviceParts;
+  private readonly queue: RequestQueue;
+  private closed = false;
+
+  private constructor(bundle: string, manifest: SplitManifest, tokenizer: TextTokenizer, parts: DeviceParts, options: HatDeviceOptions) {
+    this.bundle = bundle;
+    this.manifest = manifest;
+    this.tokenizer = tokenizer;
+    this.parts = parts;
+    this.options = options;
+    this.chatTemplate = loadChatTemplate(bundle);
+    this.contextLength = options.contextLength ?? configContextLength(bundle);
+    this.modelId = options.modelId ?? basename(resolve(bundle));
+    this.link = typeof options.link === 'string' ? parseLinkSpec(options.link) : options.link;
+    this.queue = new RequestQueue(options.maxQueue ?? 16);
+  }
+
+  /** Opens a split directory or device bundle (input, output, adapter, manifest, tokenizer; no middle part). */
+  static async open(bundle: string, options: HatDeviceOptions): Promise<HatDevice> {
+    if (!/^wss?:\/\//.test(options.cloud)) {
+      throw new HatError('BAD_OPTION', `cloud: '${options.cloud}' is not a ws:// or wss:// URL`, 'pass the serve-cloud address, e.g. ws://127.0.0.1:8765');
+    }
+    const manifest = readManifest(bundle);
+    const tokenizer = splitTokenizer(bundle, manifest);
+    const speculative = options.speculative ?? true;
+    const parts = await openDeviceParts(bundle, manifest, {
+      withAdapter: speculative || Boolean(options.fallbackLocal), threads: options.threads,
+    });
+    return new HatDevice(bundle, manifest, tokenizer, parts, options);
+  }
+
+  /** Requests generating (0 or 1) and waiting. */
+  get load(): { running: number; waiting: number; maxWaiting: number } {
+    return { running: this.queue.running ? 1 : 0, waiting: this.queue.waiting, maxWaiting: this.queue.maxWaiting };
+  }
+
+  /**
+   * The prompt's token ids and the token budget, checked against the model: NO_CHAT_TEMPLATE for a chat on a
+   * model without one, CONTEXT_LENGTH when the prompt and maxTokens do not fit, BAD_OPTION for the rest.
+   */
+  prepare(prompt: Prompt, options: GenerateOptions = {}): PreparedRequest {
+    let ids: number[];
+    if (typeof prompt === 'object' && 'messages' in prompt) {
+      if (!this.chatTemplate) {
+        throw new HatError('NO_CHAT_TEMPLATE', `the model ${this.modelId} has no chat template (no chat_template in its tokenizer_config.json)`,
+          'send a plain prompt to /v1/completions, or add chat_template to tokenizer_config.json beside the model and split again');
+      }
+      if (prompt.messages.length === 0) throw new HatError('BAD_OPTION', 'messages is empty', 'send at least one message');
+      // The template writes the special tokens itself, so none are added again (as transformers does).
+      ids = this.tokenizer.encode(this.chatTemplate.render(prompt.messages), false);
+      if (ids.length === 0) throw new HatError('BAD_OPTION', 'the chat template rendered these messages as no tokens', 'send a message with some text');
+    } else {
+      const input = typeof prompt === 'string' ? { text: prompt } : { ids: prompt.ids };
+      ids = resolvePromptIds(input, this.tokenizer, this.manifest.model ?? {}, this.manifest.model?.vocabSize);
+    }
+    const context = this.contextLength;
+    if (context !== undefined && ids.length >= context) {
+      throw new HatError('CONTEXT_LENGTH', `the prompt is ${ids.length} tokens and this model's context is ${context}, leaving no room to generate`,
+        'send a shorter prompt');
+    }
+    const maxTokens = options.maxTokens ?? (context === undefined ? DEFAULT_MAX_TOKENS : context - ids.length);
+    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new HatError('BAD_OPTION', `maxTokens must be a positive integer (got ${maxTokens})`);
+    if (context !== undefined && ids.length + maxTokens > context) {
+      throw new HatError('CONTEXT_LENGTH',
+        `this model's context is ${context} tokens, and ${ids.length + maxTokens} were asked for (${ids.length} in the prompt, ${maxTokens} to generate)`,
+        `ask for at most ${context - ids.length} tokens, or send a shorter prompt`);
+    }
+    return { promptIds: ids, maxTokens, stop: (options.stop ?? []).filter((s) => s.length > 0) };
+  }
+
+  /** The whole generation at once. */
+  async generate(prompt: Prompt, options: GenerateOptions = {}): Promise<GenerationResult> {
+    const pieces = this.stream(prompt, options);
+    for (;;) {
+      const next = await pieces.next();
+      if (next.done) return next.value;
+    }
+  }
+
+  /**
+   * Text as it is generated, piece by piece; the generator's return value (`next()` after the last piece, or
+   * `generate`) is the GenerationResult. Leaving a `for await` loop early cancels the generation.
+   */
+  async *stream(prompt: Prompt, options: GenerateOptions = {}): AsyncGenerator<string, GenerationResult, void> {
+    if (this.closed) throw new HatError('BAD_OPTION', 'this HatDevice is closed');
+    const request = this.prepare(prompt, options);
+    const queuedAt = performance.now();
+    const cancelled = (): GenerationResult => ({
+      text: '', ids: [], promptTokens: request.promptIds.length, completionTokens: 0, finishReason: 'cancelled',
+      queuedMs: performance.now() - queuedAt,
+    });
+    let release: () => void;
+    try {
+      release = await this.queue.acquire(options.signal);
+    } catch (error) {
+      if (error === CANCELLED_WHILE_QUEUED) return cancelled();
+      throw error;
+    }
+    try {
+      return yield* this.run(request, options, performance.now() - queuedAt);
+    } finally {
+      release();
+    }
+  }
+
+  private async *run(request: PreparedRequest, options: GenerateOptions, queuedMs: number): AsyncGenerator<string, GenerationResult, void> {
+    const { promptIds, maxTokens } = request;
+    const abort = new AbortController();
+    const onAbort = () => abort.abort();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    const stop = new StopText(request.stop);
+    const streamer = textStreamer(this.tokenizer, promptIds);
+    const committed: number[] = [];
+    const pieces: string[] = [];
+    let wake: (() => void) | undefined;
+    const emit = (text: string) => {
+      if (text) { pieces.push(text); wake?.(); }
+    };
+    const onTokens = (ids: number[]) => {
+      if (stop.stopped) return;
+      committed.push(...ids);
+      emit(stop.push(streamer.push(...ids)));
+      if (stop.stopped) abort.abort();
+    };
+    let outcome: { generation: HatGeneration } | { error: unknown } | undefined;
+    const running = this.generateOnCloud(promptIds, maxTokens, options, abort.signal, onTokens)
+      .then((generation) => { outcome = { generation }; }, (error: unknown) => { outcome = { error }; })
+      .finally(() => wake?.());
+    try {
+      for (;;) {
+        if (pieces.length > 0) { yield pieces.splice(0).join(''); continue; }
+        if (outcome) break;
+        await new Promise<void>((resolve) => { wake = resolve; });
+        wake = undefined;
+      }
+      if ('error' in outcome) throw outcome.error;
+      const { generation } = outcome;
+      if (!stop.stopped) {
+        const rest = stop.push(streamer.flush());
+        const tail = rest + stop.flush();
+        if (tail) yield tail;
+      }
+      const eos = this.tokenizer.eosTokenId ?? this.manifest.model?.eosTokenId;
+      let completion = committed;
+      let finishReason: FinishReason;
+      if (stop.stopped) {
+        const textOf = (k: number) => continuationText(this.tokenizer, promptIds, committed.slice(0, k));
+        completion = committed.slice(0, tokensUntilStop(committed.length, request.stop, textOf));
+        finishReason = 'stop';
+      } else if (generation.error) {
+        // The cloud was lost (after any reconnects): the text so far has been streamed; the request fails.
+        throw generation.error;
+      } else if (committed.length > 0 && committed[committed.length - 1] === eos) {
+        finishReason = 'stop';
+      } else {
+        finishReason = committed.length >= maxTokens ? 'length' : 'cancelled';
+      }
+      return {
+        text: stop.output, ids: completion, promptTokens: promptIds.length, completionTokens: completion.length,
+        finishReason, queuedMs, metrics: generation.metrics,
+      };
+    } finally {
+      abort.abort();
+      await running;
+      options.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Opens a cloud session and closes it: NETWORK when serve-cloud cannot be reached or refuses this split. */
+  async checkCloud(): Promise<void> {
+    (await this.connect({ temperature: 0, topP: 1, seed: 0 })).close();
+  }
+
+  private connect(sampling: { temperature: number; topP: number; seed: number }) {
+    const o = this.options;
+    return connectDeviceGenerator({
+      parts: freshParts(this.parts),
+      cloud: { url: o.cloud, wire: o.wire ?? 'fp16', token: o.token, link: this.link, recordUplink: o.recordUplink },
+      sampling, draftThreshold: o.draftThreshold ?? 'auto', maxDraft: o.maxDraft ?? 6,
+      reconnects: o.reconnects ?? 0, fallbackLocal: o.fallbackLocal ?? false,
+    });
+  }
+
+  /** One generation over its own cloud session, on fresh caches. */
+  private async generateOnCloud(
+    promptIds: number[], maxTokens: number, options: GenerateOptions, signal: AbortSignal, onTokens: (ids: number[]) => void,
+  ): Promise<HatGeneration> {
+    const o = this.options;
+    const speculative = o.speculative ?? true;
+    const device = await this.connect({
+      temperature: options.temperature ?? 0, topP: options.topP ?? 1, seed: options.seed ?? randomInt(2 ** 31),
+    });
+    try {
+      return await device.generator.generate(promptIds, {
+        maxNewTokens: maxTokens,
+        eosTokenId: this.tokenizer.eosTokenId ?? this.manifest.model?.eosTokenId,
+        speculative,
+        parallelDrafting: (o.parallelDrafting ?? true) && speculative,
+        parallelBranches: o.parallelBranches ?? 1,
+        chunk: o.chunk ?? 'auto',
+        signal,
+        onTokens,
+      });
+    } finally {
+      device.close();
+    }
+  }
+
+  /** Waits for the running request, refuses new ones and releases the onnxruntime sessions. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const release = await this.queue.acquire(undefined, { unbounded: true });
+    const { input, output, draftOutput, adapter } = this.parts;
+    const sessions = new Set([input.session, output.session, draftOutput.session, adapter?.session]);
+    for (const session of sessions) await session?.release();
+    release();
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * Errors in OpenAI's format, `{ error: { message, type, param, code } }`, with the HTTP status OpenAI's clients
+ * map to their error classes (400 BadRequestError, 404 NotFoundError, 429 RateLimitError, 5xx InternalServerError).
+ */
+import type { z } from 'zod';
+import { isHatError } from '../../errors.ts';
+
+export interface OpenAIErrorBody {
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
+
+/** An error a handler answers with; anything else thrown becomes a 500. */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly type: string;
+  readonly param: string | null;
+  readonly code: string | null;
+  readonly headers: Record<string, string>;
+
+  constructor(status: number, message: string, options: { type?: string; param?: string | null; code?: string | null; headers?: Record<string, string> } = {}) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.type = options.type ?? (status >= 500 ? 'server_error' : 'invalid_request_error');
+    this.param = options.param ?? null;
+    this.code = options.code ?? null;
+    this.headers = options.headers ?? {};
+  }
+
+  get body(): OpenAIErrorBody {
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+  }
+}
+
+/** `['messages', 0, 'content']` → `messages[0].content`, as OpenAI names parameters. */
+export function paramName(path: readonly PropertyKey[]): string {
+  return path.reduce<string>((name, key) => (typeof key === 'number' ? `${name}[${key}]` : name ? `${name}.${String(key)}` : String(key)), '');
+}
+
+function valueAt(body: unknown, path: readonly PropertyKey[]): unknown {
+  let value = body;
+  for (const key of path) {
+    if (value === null || typeof value !== 'object') return undefined;
+    value = (value as Record<PropertyKey, unknown>)[key];
+  }
+  return value;
+}
+
+/** The first problem zod found in a request body, as OpenAI reports it. */
+export function fromZodError(error: z.ZodError, body: unknown): ApiError {
+  const issue = error.issues[0];
+  const param = paramName(issue.path);
+  if (issue.code === 'invalid_type' && valueAt(body, issue.path) === undefined) {
+    return new ApiError(400, `Missing required parameter: '${param}'.`, { param, code: 'missing_required_parameter' });
+  }
+  const code = issue.code === 'invalid_type' || issue.code === 'invalid_union' ? 'invalid_type' : 'invalid_value';
+  const what = issue.code === 'invalid_type' ? 'type' : 'value';
+  return new ApiError(400, `Invalid ${what} for '${param}': ${issue.message}.`, { param: param || null, code });
+}
+
+/**
+ * A HatError from the device, as an HTTP answer (`param`: the request field it concerns): a request the model
+ * cannot take is the client's (400), a full
+ * queue is 429 (retry later), an unreachable or lost cloud is 503 with the one-line reason, the rest is 500.
+ */
+export function fromError(error: unknown, param: string): ApiError {
+  if (error instanceof ApiError) return error;
+  if (!isHatError(error)) {
+    const message = error instanceof Error ? error.message.split('\n')[0] : String(error);
+    return new ApiError(500, `internal error: ${message}`, { code: 'internal_error' });
+  }
+  const line = `${error.message}${error.hint ? ` — ${error.hint}` : ''}`;
+  switch (error.code) {
+    case 'BAD_OPTION':
+      return new ApiError(400, line, { param });
+    case 'CONTEXT_LENGTH':
+      return new ApiError(400, line, { param, code: 'context_length_exceeded' });
+    case 'NO_CHAT_TEMPLATE':
+      return new ApiError(400, line, { param: 'messages', code: 'chat_template_missing' });
+    case 'BUSY':
+      return new ApiError(429, line, { type: 'rate_limit_error', code: 'queue_full', headers: { 'retry-after': '1' } });
+    case 'NETWORK':
+      return new ApiError(503, line, { type: 'service_unavailable_error', code: 'cloud_unreachable' });
+    default:
+      return new ApiError(500, `error[${error.code}]: ${line}`, { code: error.code.toLowerCase() });
+  }
+}

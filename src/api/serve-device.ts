@@ -1,0 +1,43 @@
+/**
+ * `hat run-device <bundle> --serve [HOST:]PORT`: open the device once, warn if the cloud cannot be reached now
+ * (requests then answer 503 until it can), and serve the OpenAI-compatible API on loopback by default.
+ */
+import { HatError } from '../errors.ts';
+import type { Reporter } from '../reporter.ts';
+import { HatDevice, type HatDeviceOptions } from './hat-device.ts';
+import { serveOpenAI, type OpenAIServer } from './openai/server.ts';
+
+export interface ServeAddress {
+  host: string;
+  port: number;
+}
+
+/** `8080` → 127.0.0.1:8080; `0.0.0.0:8080`, `localhost:0`, `[::1]:8080` as written. */
+export function parseServeAddress(text: string): ServeAddress {
+  const match = /^(?:(\[[0-9a-fA-F:.]+\]|[^:[\]]+):)?(\d{1,5})$/.exec(text.trim());
+  const port = match ? Number(match[2]) : NaN;
+  if (!match || port > 65535) {
+    throw new HatError('BAD_OPTION', `--serve: '${text}' is not PORT or HOST:PORT`, 'e.g. --serve 8080 or --serve 127.0.0.1:8080');
+  }
+  const host = match[1]?.replace(/^\[(.*)\]$/, '$1') ?? '127.0.0.1';
+  return { host, port };
+}
+
+export async function serveDevice(
+  bundle: string, options: HatDeviceOptions, address: ServeAddress, reporter: Reporter,
+): Promise<{ device: HatDevice; server: OpenAIServer }> {
+  const device = await HatDevice.open(bundle, options);
+  try {
+    await device.checkCloud();
+  } catch (error) {
+    if (!(error instanceof HatError) || error.code !== 'NETWORK') throw error;
+    reporter.warn(`${error.message} — requests will answer 503 until the cloud can be reached`);
+  }
+  if (!device.chatTemplate) reporter.warn(`${device.modelId} has no chat template: /v1/chat/completions will answer 400`);
+  try {
+    return { device, server: await serveOpenAI(device, address) };
+  } catch (error) {
+    await device.close();
+    throw error;
+  }
+}

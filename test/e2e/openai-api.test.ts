@@ -1,0 +1,330 @@
+/**
+ * The device's OpenAI-compatible API as an app meets it: the official `openai` client against a real
+ * `hat run-device --serve` process and a real `hat serve-cloud` process on the shipped default split, the device
+ * talking to the cloud through a relay that records everything it sends. Greedy answers are held to `hat generate`
+ * on the unsplit model for the same prompt ids (after the chat template).
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import OpenAI from 'openai';
+import { HAT_BIN, spawnCloud, type SpawnedCloud } from '../../src/runtime/cloud/spawn-cloud.ts';
+import { loadChatTemplate } from '../../src/api/chat-template.ts';
+import { readManifest, splitTokenizer } from '../../src/runtime/split-dir.ts';
+import { continuationText } from '../../src/runtime/tokenizer.ts';
+import { recordingRelay, spawnDeviceServer, type DeviceServer, type Relay } from '../helpers/openai-device.ts';
+import { waitFor } from '../helpers/wait-for.ts';
+import { repoRoot } from '../helpers/shared-fixtures.ts';
+
+const run = promisify(execFile);
+const split = join(repoRoot, 'fixtures', 'default-split');
+const model = join(repoRoot, 'fixtures', 'default');
+const skip = existsSync(join(split, 'manifest.json')) && existsSync(join(model, 'model.onnx'))
+  ? false : 'SKIPPED: fixtures/default-split or fixtures/default is missing';
+const MODEL = 'default-split';
+const CHAT = 'In the beginning God created the heaven and the earth.';
+const PROMPT = 'And God said';
+const MAX = 48;
+
+interface Reference { ids: number[]; text: string; promptIds: number[]; stopReason: string }
+
+let cloud: SpawnedCloud;
+let relay: Relay;
+let device: DeviceServer;
+let client: OpenAI;
+const tokenizer = skip ? undefined : splitTokenizer(split, readManifest(split));
+const references: { chat?: Reference; completion?: Reference } = {};
+
+async function hatGenerate(args: string[]): Promise<Reference> {
+  const { stdout } = await run(process.execPath, [HAT_BIN, 'generate', model, ...args, '--max-new-tokens', String(MAX), '--json'],
+    { cwd: repoRoot, maxBuffer: 16 << 20 });
+  return JSON.parse(stdout) as Reference;
+}
+
+/** The text and token count a stop string leaves of a reference: up to the stop, and the tokens it took. */
+function cutAtStop(reference: Reference, stop: string): { text: string; tokens: number } {
+  const textOf = (k: number) => continuationText(tokenizer!, reference.promptIds, reference.ids.slice(0, k));
+  let k = 1;
+  while (!textOf(k).includes(stop)) k++;
+  return { text: reference.text.slice(0, reference.text.indexOf(stop)), tokens: k };
+}
+
+before(async () => {
+  if (skip) return;
+  cloud = await spawnCloud(split);
+  relay = await recordingRelay(cloud.url);
+  // fp32 on the wire is bit-faithful, so greedy output must equal the full model's token for token.
+  device = await spawnDeviceServer(split, relay.url, ['--wire', 'fp32', '--max-queue', '1']);
+  client = new OpenAI({ baseURL: device.baseURL, apiKey: 'not-needed', maxRetries: 0 });
+  const chatText = loadChatTemplate(split)!.render([{ role: 'user', content: CHAT }]);
+  assert.equal(chatText, `<|bos|>${CHAT}<|eos|><|bos|>`);
+  const chatIds = tokenizer!.encode(chatText, false);
+  [references.chat, references.completion] = await Promise.all([
+    hatGenerate(['--prompt-ids', chatIds.join(',')]),
+    hatGenerate(['--prompt', PROMPT]),
+  ]);
+});
+
+after(async () => {
+  await device?.stop();
+  await relay?.close();
+  await cloud?.stop();
+});
+
+const finishOf = (reference: Reference) => (reference.stopReason === 'stop-token' ? 'stop' : 'length');
+
+test('chat: the answer is hat generate\'s greedy continuation of the templated prompt, with usage and HAT metrics', { skip }, async () => {
+  const reference = references.chat!;
+  const answer = await client.chat.completions.create({
+    model: MODEL, messages: [{ role: 'user', content: CHAT }], temperature: 0, max_tokens: MAX,
+  });
+  assert.equal(answer.object, 'chat.completion');
+  assert.equal(answer.model, MODEL);
+  assert.equal(answer.choices.length, 1);
+  assert.equal(answer.choices[0].message.role, 'assistant');
+  assert.equal(answer.choices[0].message.content, reference.text);
+  assert.equal(answer.choices[0].finish_reason, finishOf(reference));
+  assert.deepEqual(answer.usage && {
+    prompt_tokens: answer.usage.prompt_tokens, completion_tokens: answer.usage.completion_tokens, total_tokens: answer.usage.total_tokens,
+  }, {
+    prompt_tokens: reference.promptIds.length, completion_tokens: reference.ids.length,
+    total_tokens: reference.promptIds.length + reference.ids.length,
+  });
+  const hat = (answer as unknown as { hat: Record<string, number> }).hat;
+  for (const key of ['ttft_ms', 'rounds', 'tokens_per_round', 'bytes_up', 'bytes_down', 'queued_ms']) assert.equal(typeof hat[key], 'number', key);
+  assert.ok(hat.bytes_up > 0 && hat.bytes_down > 0 && hat.rounds > 0);
+});
+
+test('chat, streamed: role first, deltas that join to the same text, finish_reason, then the usage chunk', { skip }, async () => {
+  const reference = references.chat!;
+  const stream = await client.chat.completions.create({
+    model: MODEL, messages: [{ role: 'user', content: CHAT }], temperature: 0, max_tokens: MAX,
+    stream: true, stream_options: { include_usage: true },
+  });
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  assert.equal(chunks[0].choices[0].delta.role, 'assistant');
+  const text = chunks.map((c) => c.choices[0]?.delta.content ?? '').join('');
+  assert.equal(text, reference.text);
+  assert.ok(chunks.length > 3, `streamed in ${chunks.length} chunks`);
+  const finished = chunks.filter((c) => c.choices[0]?.finish_reason);
+  assert.equal(finished.length, 1);
+  assert.equal(finished[0].choices[0].finish_reason, finishOf(reference));
+  assert.equal(typeof (finished[0] as unknown as { hat: { ttft_ms: number } }).hat.ttft_ms, 'number');
+  const last = chunks[chunks.length - 1];
+  assert.deepEqual(last.choices, []);
+  assert.equal(last.usage?.completion_tokens, reference.ids.length);
+  assert.equal(last.usage?.prompt_tokens, reference.promptIds.length);
+  for (const chunk of chunks.slice(0, -1)) assert.equal(chunk.usage, null);
+});
+
+test('completions, whole and streamed (raw SSE ends with data: [DONE]), equal hat generate --prompt', { skip }, async () => {
+  const reference = references.completion!;
+  const answer = await client.completions.create({ model: MODEL, prompt: PROMPT, temperature: 0, max_tokens: MAX });
+  assert.equal(answer.object, 'text_completion');
+  assert.equal(answer.choices[0].text, reference.text);
+  assert.equal(answer.choices[0].finish_reason, finishOf(reference));
+  assert.equal(answer.usage?.prompt_tokens, reference.promptIds.length);
+  assert.equal(answer.usage?.completion_tokens, reference.ids.length);
+
+  const stream = await client.completions.create({ model: MODEL, prompt: PROMPT, temperature: 0, max_tokens: MAX, stream: true });
+  let text = '';
+  for await (const chunk of stream) text += chunk.choices[0]?.text ?? '';
+  assert.equal(text, reference.text);
+
+  const raw = await fetch(`${device.baseURL}/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: MODEL, prompt: PROMPT, temperature: 0, max_tokens: 4, stream: true }),
+  });
+  assert.match(raw.headers.get('content-type') ?? '', /^text\/event-stream/);
+  const events = (await raw.text()).split('\n\n').filter(Boolean);
+  assert.equal(events[events.length - 1], 'data: [DONE]');
+  for (const event of events.slice(0, -1)) assert.match(event, /^data: \{/);
+});
+
+test('max_tokens and stop are exact: token counts and text cut where hat generate\'s continuation says', { skip }, async () => {
+  const reference = references.completion!;
+  assert.ok(reference.ids.length > 10, 'the reference is long enough to cut');
+  const five = await client.completions.create({ model: MODEL, prompt: PROMPT, temperature: 0, max_tokens: 5 });
+  assert.equal(five.choices[0].text, continuationText(tokenizer!, reference.promptIds, reference.ids.slice(0, 5)));
+  assert.equal(five.usage?.completion_tokens, 5);
+  assert.equal(five.choices[0].finish_reason, 'length');
+
+  // A stop string inside a token's text, one over several tokens (whose start appears earlier), a common word.
+  const cuts = { 'ehol': ' unto him, B', ', but the man': ' unto him, Behold, I will not be a man, but I will not be a man', ' not': ' unto him, Behold, I will' };
+  for (const [stop, pinned] of Object.entries(cuts)) {
+    const expected = cutAtStop(reference, stop);
+    assert.equal(expected.text, pinned);
+    const whole = await client.completions.create({ model: MODEL, prompt: PROMPT, temperature: 0, max_tokens: MAX, stop: [stop] });
+    assert.equal(whole.choices[0].text, expected.text, `stop ${JSON.stringify(stop)}`);
+    assert.equal(whole.choices[0].finish_reason, 'stop');
+    assert.equal(whole.usage?.completion_tokens, expected.tokens);
+    const chat = await client.chat.completions.create({
+      model: MODEL, messages: [{ role: 'user', content: CHAT }], temperature: 0, max_tokens: MAX, stop: stop, stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = '';
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const chunk of chat) { text += chunk.choices[0]?.delta.content ?? ''; usage = chunk.usage ?? usage; }
+    const chatReference = references.chat!;
+    if (chatReference.text.includes(stop)) {
+      const cut = cutAtStop(chatReference, stop);
+      assert.equal(text, cut.text);
+      assert.equal(usage?.completion_tokens, cut.tokens);
+    } else {
+      assert.equal(text, chatReference.text);
+    }
+  }
+});
+
+test('requests queue one at a time and never mix; past the queue\'s bound a request gets 429', { skip }, async () => {
+  relay.delayMs = 100; // slow rounds, so the first request is still generating when the third arrives
+  try {
+    await queueing();
+  } finally {
+    relay.delayMs = 0;
+  }
+});
+
+async function queueing(): Promise<void> {
+  const chat = client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: CHAT }], temperature: 0, max_tokens: MAX });
+  const completion = client.completions.create({ model: MODEL, prompt: PROMPT, temperature: 0, max_tokens: MAX });
+  // --max-queue 1: one generating, one waiting, the third is refused.
+  await waitFor(async () => ((await (await fetch(`${device.origin}/health`)).json()) as { waiting: number }).waiting === 1,
+    { what: 'one request generating and one queued' });
+  await assert.rejects(client.completions.create({ model: MODEL, prompt: 'x', max_tokens: 2 }), (error: unknown) => {
+    assert.ok(error instanceof OpenAI.RateLimitError, String(error));
+    assert.equal((error as InstanceType<typeof OpenAI.APIError>).code, 'queue_full');
+    return true;
+  });
+  const [a, b] = await Promise.all([chat, completion]);
+  assert.equal(a.choices[0].message.content, references.chat!.text);
+  assert.equal(b.choices[0].text, references.completion!.text);
+  assert.ok((b as unknown as { hat: { queued_ms: number } }).hat.queued_ms > 0);
+}
+
+test('a client that disconnects mid-stream cancels its generation and frees its cloud session', { skip }, async () => {
+  relay.delayMs = 150; // slow verification rounds, so the stream is certainly cut in the middle
+  try {
+    const abort = new AbortController();
+    const stream = await client.completions.create(
+      { model: MODEL, prompt: PROMPT, temperature: 0, max_tokens: MAX, stream: true }, { signal: abort.signal });
+    const sessions = async () => ((await (await fetch(`${cloud.url.replace('ws', 'http')}/health`)).json()) as { sessions: number }).sessions;
+    let pieces = 0;
+    // The SDK ends the iteration quietly once its signal aborts (and closes the connection).
+    for await (const chunk of stream) {
+      if (chunk.choices[0]?.text) { pieces++; abort.abort(); }
+    }
+    assert.ok(pieces >= 1);
+    const sentAtAbort = relay.messagesUp;
+    await waitFor(async () => (await sessions()) === 0, { what: 'the cloud session to close' });
+    await waitFor(async () => ((await (await fetch(`${device.origin}/health`)).json()) as { running: number }).running === 0,
+      { what: 'the device to stop generating' });
+    // At most the round in flight (and the goodbye) went up after the abort, not the rest of the 48 tokens.
+    assert.ok(relay.messagesUp - sentAtAbort <= 3, `${relay.messagesUp - sentAtAbort} messages after the abort`);
+  } finally {
+    relay.delayMs = 0;
+  }
+  const after = await client.completions.create({ model: MODEL, prompt: PROMPT, temperature: 0, max_tokens: 5 });
+  assert.equal(after.usage?.completion_tokens, 5);
+});
+
+test('errors come back in OpenAI\'s format with the right status', { skip }, async () => {
+  const post = async (path: string, body: string) => {
+    const response = await fetch(`${device.baseURL}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    return { status: response.status, body: (await response.json()) as { error: { message: string; type: string; param: string | null; code: string | null } } };
+  };
+  const malformed = await post('/chat/completions', '{"model": "default-split", "messages": [');
+  assert.equal(malformed.status, 400);
+  assert.equal(malformed.body.error.type, 'invalid_request_error');
+  assert.equal(malformed.body.error.code, 'invalid_json');
+  assert.deepEqual(Object.keys(malformed.body.error).sort(), ['code', 'message', 'param', 'type']);
+
+  const expectError = async (request: Promise<unknown>, status: number, param: string | null, code: string | null) => {
+    await assert.rejects(request, (error: unknown) => {
+      assert.ok(error instanceof OpenAI.APIError, String(error));
+      assert.equal(error.status, status, error.message);
+      assert.equal(error.param, param, error.message);
+      assert.equal(error.code, code, error.message);
+      return true;
+    });
+  };
+  const chat = (body: Record<string, unknown>) => client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: CHAT }], ...body } as never);
+  await expectError(chat({ max_tokens: 'five' }), 400, 'max_tokens', 'invalid_type');
+  await expectError(chat({ temperature: 7 }), 400, 'temperature', 'invalid_value');
+  await expectError(chat({ stop: 3 }), 400, 'stop', 'invalid_type');
+  await expectError(chat({ messages: [{ role: 'user', content: 5 }] }), 400, 'messages[0].content', 'invalid_type');
+  await expectError(chat({ model: 'gpt-4o' }), 404, 'model', 'model_not_found');
+  await expectError(chat({ messages: [] }), 400, 'messages', 'empty_array');
+  await expectError(chat({ n: 2 }), 400, 'n', 'unsupported_parameter');
+  await expectError(chat({ max_tokens: 1000 }), 400, 'max_tokens', 'context_length_exceeded');
+  await expectError(client.completions.create({ model: MODEL, prompt: 'and '.repeat(300), max_tokens: 4 }), 400, 'prompt', 'context_length_exceeded');
+  await expectError(client.completions.create({ model: MODEL, prompt: [5, 99999] }), 400, 'prompt', null);
+  const missing = await post('/completions', JSON.stringify({ prompt: 'x' }));
+  assert.equal(missing.status, 400);
+  assert.equal(missing.body.error.code, 'missing_required_parameter');
+  const unknown = await fetch(`${device.baseURL}/embeddings`, { method: 'POST', body: '{}' });
+  assert.equal(unknown.status, 404);
+  assert.equal(((await unknown.json()) as { error: { code: string } }).error.code, 'unknown_url');
+  // Nothing above hurt the server.
+  const models = await client.models.list();
+  assert.deepEqual(models.data.map((m) => m.id), [MODEL]);
+});
+
+test('a model without a chat template: chat answers 400 saying so, completions work; a lost cloud is 503', { skip }, async () => {
+  const bundle = mkdtempSync(join(tmpdir(), 'hat-no-template-'));
+  for (const name of readdirSync(split)) {
+    if (!name.startsWith('middle') && name !== 'tokenizer_config.json') cpSync(join(split, name), join(bundle, name));
+  }
+  const ownRelay = await recordingRelay(cloud.url);
+  const plain = await spawnDeviceServer(bundle, ownRelay.url, ['--wire', 'fp32', '--model-name', 'kjv']);
+  try {
+    const other = new OpenAI({ baseURL: plain.baseURL, apiKey: 'x', maxRetries: 0 });
+    await assert.rejects(other.chat.completions.create({ model: 'kjv', messages: [{ role: 'user', content: CHAT }] }), (error: unknown) => {
+      assert.ok(error instanceof OpenAI.BadRequestError);
+      assert.equal(error.code, 'chat_template_missing');
+      assert.match(error.message, /no chat template/);
+      return true;
+    });
+    const answer = await other.completions.create({ model: 'kjv', prompt: PROMPT, temperature: 0, max_tokens: MAX });
+    assert.equal(answer.choices[0].text, references.completion!.text);
+
+    await ownRelay.close(); // the cloud is now unreachable for this device
+    await assert.rejects(other.completions.create({ model: 'kjv', prompt: PROMPT, max_tokens: 4 }), (error: unknown) => {
+      assert.ok(error instanceof OpenAI.InternalServerError, String(error));
+      assert.equal(error.status, 503);
+      assert.equal(error.code, 'cloud_unreachable');
+      assert.match(error.message, /cannot reach the cloud|cloud connection closed/);
+      assert.equal(error.message.split('\n').length, 1);
+      return true;
+    });
+    const health = await fetch(`${plain.origin}/health`);
+    assert.equal(health.status, 200);
+  } finally {
+    await plain.stop();
+    await ownRelay.close();
+  }
+});
+
+test('privacy: nothing the device sent holds the prompts\' text or their token ids', { skip }, async () => {
+  const uplink = Buffer.concat(relay.uplink);
+  assert.ok(uplink.length > 10_000, `recorded ${uplink.length} bytes`);
+  const generated = references.completion!.text.slice(0, 17);
+  assert.equal(generated, ' unto him, Behold');
+  for (const text of [CHAT, PROMPT, 'beginning', 'heaven', 'God said', generated]) {
+    for (const encoding of ['utf8', 'utf16le'] as const) assert.equal(uplink.indexOf(Buffer.from(text, encoding)), -1, `"${text}" found as ${encoding}`);
+  }
+  for (const ids of [references.chat!.promptIds, references.completion!.promptIds, references.completion!.ids]) {
+    for (let i = 0; i + 3 <= ids.length; i++) {
+      for (const width of [4, 8] as const) {
+        const bytes = Buffer.alloc(3 * width);
+        ids.slice(i, i + 3).forEach((id, j) => (width === 4 ? bytes.writeInt32LE(id, j * 4) : bytes.writeBigInt64LE(BigInt(id), j * 8)));
+        assert.equal(uplink.indexOf(bytes), -1, `ids ${ids.slice(i, i + 3)} found as int${width * 8}`);
+      }
+    }
+  }
+});
