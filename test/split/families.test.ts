@@ -10,7 +10,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentReporter, type Reporter } from '../../src/reporter.ts';
@@ -225,6 +225,19 @@ for (const family of FAMILIES) {
     }
   });
 }
+
+test('qwen2 (external data) with --weights reference: the parts read the hard-linked source data', async () => {
+  const dir = scratch();
+  for (const file of ['model.onnx', 'model.onnx.data', 'config.json']) {
+    copyFileSync(join(fixture('qwen2'), '..', file), join(dir, file)); // hard links need one filesystem
+  }
+  const model = join(dir, 'model.onnx');
+  const result = await splitModel({ model, out: join(dir, 'split'), weights: 'reference' }, silentReporter);
+  assertVerified(result.manifest, 'reference weights');
+  assert.ok(existsSync(join(dir, 'split', 'source-data', 'model.onnx.data')));
+  const long = await longCheck(model, result.dir);
+  assert.ok(long.excess <= 0, `max |Δlogit| ${long.maxError}`);
+});
 
 test('mistral, traced mask failing multi-token steps: the mask is rebuilt with its 4-position window', async () => {
   const model = await writeTracedMaskVariant(fixture('mistral'), scratch());
