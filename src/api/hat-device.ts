@@ -140,7 +140,9 @@ export class HatDevice {
   private readonly queue: RequestQueue;
   private closed = false;
 
-  private constructor(bundle: string, manifest: SplitManifest, tokenizer: TextTokenizer, parts: DeviceParts, options: HatDeviceOptions) {
+  private constructor(
+    bundle: string, manifest: SplitManifest, tokenizer: TextTokenizer, parts: DeviceParts, options: HatDeviceOptions,
+  ) {
     this.bundle = bundle;
     this.manifest = manifest;
     this.tokenizer = tokenizer;
@@ -156,7 +158,8 @@ export class HatDevice {
   /** Opens a split directory or device bundle (input, output, adapter, manifest, tokenizer; no middle part). */
   static async open(bundle: string, options: HatDeviceOptions): Promise<HatDevice> {
     if (!/^wss?:\/\//.test(options.cloud)) {
-      throw new HatError('BAD_OPTION', `cloud: '${options.cloud}' is not a ws:// or wss:// URL`, 'pass the serve-cloud address, e.g. ws://127.0.0.1:8765');
+      throw new HatError('BAD_OPTION', `cloud: '${options.cloud}' is not a ws:// or wss:// URL`,
+        'pass the serve-cloud address, e.g. ws://127.0.0.1:8765');
     }
     const manifest = readManifest(bundle);
     const tokenizer = splitTokenizer(bundle, manifest);
@@ -180,27 +183,37 @@ export class HatDevice {
     let ids: number[];
     if (typeof prompt === 'object' && 'messages' in prompt) {
       if (!this.chatTemplate) {
-        throw new HatError('NO_CHAT_TEMPLATE', `the model ${this.modelId} has no chat template (no chat_template in its tokenizer_config.json)`,
-          'send a plain prompt to /v1/completions, or add chat_template to tokenizer_config.json beside the model and split again');
+        throw new HatError('NO_CHAT_TEMPLATE',
+          `the model ${this.modelId} has no chat template (no chat_template in its tokenizer_config.json)`,
+          'send a plain prompt to /v1/completions, or add chat_template to tokenizer_config.json beside the model '
+          + 'and split again');
       }
-      if (prompt.messages.length === 0) throw new HatError('BAD_OPTION', 'messages is empty', 'send at least one message');
+      if (prompt.messages.length === 0) {
+        throw new HatError('BAD_OPTION', 'messages is empty', 'send at least one message');
+      }
       // The template writes the special tokens itself, so none are added again (as transformers does).
       ids = this.tokenizer.encode(this.chatTemplate.render(prompt.messages), false);
-      if (ids.length === 0) throw new HatError('BAD_OPTION', 'the chat template rendered these messages as no tokens', 'send a message with some text');
+      if (ids.length === 0) {
+        throw new HatError('BAD_OPTION', 'the chat template rendered these messages as no tokens', 'send some text');
+      }
     } else {
       const input = typeof prompt === 'string' ? { text: prompt } : { ids: prompt.ids };
       ids = resolvePromptIds(input, this.tokenizer, this.manifest.model ?? {}, this.manifest.model?.vocabSize);
     }
     const context = this.contextLength;
     if (context !== undefined && ids.length >= context) {
-      throw new HatError('CONTEXT_LENGTH', `the prompt is ${ids.length} tokens and this model's context is ${context}, leaving no room to generate`,
+      throw new HatError('CONTEXT_LENGTH',
+        `the prompt is ${ids.length} tokens and this model's context is ${context}, leaving no room to generate`,
         'send a shorter prompt');
     }
     const maxTokens = options.maxTokens ?? (context === undefined ? DEFAULT_MAX_TOKENS : context - ids.length);
-    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new HatError('BAD_OPTION', `maxTokens must be a positive integer (got ${maxTokens})`);
+    if (!Number.isInteger(maxTokens) || maxTokens < 1) {
+      throw new HatError('BAD_OPTION', `maxTokens must be a positive integer (got ${maxTokens})`);
+    }
     if (context !== undefined && ids.length + maxTokens > context) {
       throw new HatError('CONTEXT_LENGTH',
-        `this model's context is ${context} tokens, and ${ids.length + maxTokens} were asked for (${ids.length} in the prompt, ${maxTokens} to generate)`,
+        `this model's context is ${context} tokens, and ${ids.length + maxTokens} were asked for `
+        + `(${ids.length} in the prompt, ${maxTokens} to generate)`,
         `ask for at most ${context - ids.length} tokens, or send a shorter prompt`);
     }
     return { promptIds: ids, maxTokens, stop: (options.stop ?? []).filter((s) => s.length > 0) };
@@ -241,7 +254,9 @@ export class HatDevice {
     }
   }
 
-  private async *run(request: PreparedRequest, options: GenerateOptions, queuedMs: number): AsyncGenerator<string, GenerationResult, void> {
+  private async *run(
+    request: PreparedRequest, options: GenerateOptions, queuedMs: number,
+  ): AsyncGenerator<string, GenerationResult, void> {
     const { promptIds, maxTokens } = request;
     const abort = new AbortController();
     const onAbort = () => abort.abort();
@@ -321,7 +336,8 @@ export class HatDevice {
 
   /** One generation over its own cloud session, on fresh caches. */
   private async generateOnCloud(
-    promptIds: number[], maxTokens: number, options: GenerateOptions, signal: AbortSignal, onTokens: (ids: number[]) => void,
+    promptIds: number[], maxTokens: number, options: GenerateOptions, signal: AbortSignal,
+    onTokens: (ids: number[]) => void,
   ): Promise<HatGeneration> {
     const o = this.options;
     const speculative = o.speculative ?? true;

@@ -5,7 +5,8 @@
  */
 export { HatDevice } from './hat-device.ts';
 export type {
-  ChatMessage, DeviceMetrics, FinishReason, GenerateOptions, GenerationResult, HatDeviceOptions, PreparedRequest, Prompt,
+  ChatMessage, DeviceMetrics, FinishReason, GenerateOptions, GenerationResult, HatDeviceOptions, PreparedRequest,
+  Prompt,
 } from './hat-device.ts';
 export { HatCloud, type HatCloudOptions } from './hat-cloud.ts';
 export { openAIApp, serveOpenAI, type OpenAIServer, type OpenAIServerOptions } from './openai/server.ts';

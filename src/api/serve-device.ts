@@ -17,7 +17,8 @@ export function parseServeAddress(text: string): ServeAddress {
   const match = /^(?:(\[[0-9a-fA-F:.]+\]|[^:[\]]+):)?(\d{1,5})$/.exec(text.trim());
   const port = match ? Number(match[2]) : NaN;
   if (!match || port > 65535) {
-    throw new HatError('BAD_OPTION', `--serve: '${text}' is not PORT or HOST:PORT`, 'e.g. --serve 8080 or --serve 127.0.0.1:8080');
+    throw new HatError('BAD_OPTION', `--serve: '${text}' is not PORT or HOST:PORT`,
+      'e.g. --serve 8080 or --serve 127.0.0.1:8080');
   }
   const host = match[1]?.replace(/^\[(.*)\]$/, '$1') ?? '127.0.0.1';
   return { host, port };
@@ -33,7 +34,9 @@ export async function serveDevice(
     if (!(error instanceof HatError) || error.code !== 'NETWORK') throw error;
     reporter.warn(`${error.message} — requests will answer 503 until the cloud can be reached`);
   }
-  if (!device.chatTemplate) reporter.warn(`${device.modelId} has no chat template: /v1/chat/completions will answer 400`);
+  if (!device.chatTemplate) {
+    reporter.warn(`${device.modelId} has no chat template: /v1/chat/completions will answer 400`);
+  }
   try {
     return { device, server: await serveOpenAI(device, address) };
   } catch (error) {

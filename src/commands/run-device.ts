@@ -58,7 +58,7 @@ export function registerRunDevice(program: Command): void {
     .option('--fallback <mode>', 'if every reconnect fails: none (stop, keep the text) or local (continue with the small model)', 'none')
     .option('--threads <n>', 'onnxruntime intra-op threads')
     .option('--json', 'print one JSON object instead of streaming text')
-    .option('--serve <[host:]port>', 'keep the parts loaded and serve an OpenAI-compatible API (host default 127.0.0.1)')
+    .option('--serve <[host:]port>', 'keep the parts loaded and serve an OpenAI-compatible API (host: 127.0.0.1)')
     .option('--max-queue <n>', 'with --serve: requests that may wait while one generates (more get 429)', '16')
     .option('--model-name <id>', 'with --serve: the model id clients use (default: the bundle folder\'s name)')
     .action(async (splitDir: string, raw: Record<string, unknown>) => {
@@ -68,7 +68,7 @@ export function registerRunDevice(program: Command): void {
       if (link) reporter.info(describeLink(link));
       if (options.serve !== undefined) {
         if (options.prompt !== undefined || options.promptIds !== undefined) {
-          throw new HatError('BAD_OPTION', '--serve takes prompts over HTTP, not --prompt', 'drop --prompt / --prompt-ids');
+          throw new HatError('BAD_OPTION', '--serve takes prompts over HTTP, not --prompt', 'drop --prompt');
         }
         const { device, server } = await serveDevice(splitDir, {
           cloud: options.cloud, token: options.token, wire: options.wire, link, threads: options.threads,

@@ -40,8 +40,8 @@ const tokenizer = skip ? undefined : splitTokenizer(split, readManifest(split));
 const references: { chat?: Reference; completion?: Reference } = {};
 
 async function hatGenerate(args: string[]): Promise<Reference> {
-  const { stdout } = await run(process.execPath, [HAT_BIN, 'generate', model, ...args, '--max-new-tokens', String(MAX), '--json'],
-    { cwd: repoRoot, maxBuffer: 16 << 20 });
+  const command = [HAT_BIN, 'generate', model, ...args, '--max-new-tokens', String(MAX), '--json'];
+  const { stdout } = await run(process.execPath, command, { cwd: repoRoot, maxBuffer: 16 << 20 });
   return JSON.parse(stdout) as Reference;
 }
 
@@ -76,34 +76,36 @@ after(async () => {
 });
 
 const finishOf = (reference: Reference) => (reference.stopReason === 'stop-token' ? 'stop' : 'length');
+const user = [{ role: 'user' as const, content: CHAT }];
+const greedy = { model: MODEL, temperature: 0, max_tokens: MAX };
+const getJson = async <T>(url: string): Promise<T> => (await (await fetch(url)).json()) as T;
+type HatField = { hat: Record<string, number> };
 
-test('chat: the answer is hat generate\'s greedy continuation of the templated prompt, with usage and HAT metrics', { skip }, async () => {
+test('chat: hat generate\'s greedy continuation of the templated prompt, usage, HAT metrics', { skip }, async () => {
   const reference = references.chat!;
-  const answer = await client.chat.completions.create({
-    model: MODEL, messages: [{ role: 'user', content: CHAT }], temperature: 0, max_tokens: MAX,
-  });
+  const answer = await client.chat.completions.create({ ...greedy, messages: user });
   assert.equal(answer.object, 'chat.completion');
   assert.equal(answer.model, MODEL);
   assert.equal(answer.choices.length, 1);
   assert.equal(answer.choices[0].message.role, 'assistant');
   assert.equal(answer.choices[0].message.content, reference.text);
   assert.equal(answer.choices[0].finish_reason, finishOf(reference));
-  assert.deepEqual(answer.usage && {
-    prompt_tokens: answer.usage.prompt_tokens, completion_tokens: answer.usage.completion_tokens, total_tokens: answer.usage.total_tokens,
-  }, {
+  const { prompt_tokens, completion_tokens, total_tokens } = answer.usage!;
+  assert.deepEqual({ prompt_tokens, completion_tokens, total_tokens }, {
     prompt_tokens: reference.promptIds.length, completion_tokens: reference.ids.length,
     total_tokens: reference.promptIds.length + reference.ids.length,
   });
-  const hat = (answer as unknown as { hat: Record<string, number> }).hat;
-  for (const key of ['ttft_ms', 'rounds', 'tokens_per_round', 'bytes_up', 'bytes_down', 'queued_ms']) assert.equal(typeof hat[key], 'number', key);
+  const { hat } = answer as unknown as HatField;
+  for (const key of ['ttft_ms', 'rounds', 'tokens_per_round', 'bytes_up', 'bytes_down', 'queued_ms']) {
+    assert.equal(typeof hat[key], 'number', key);
+  }
   assert.ok(hat.bytes_up > 0 && hat.bytes_down > 0 && hat.rounds > 0);
 });
 
-test('chat, streamed: role first, deltas that join to the same text, finish_reason, then the usage chunk', { skip }, async () => {
+test('chat, streamed: role first, deltas join to the same text, finish_reason, usage', { skip }, async () => {
   const reference = references.chat!;
   const stream = await client.chat.completions.create({
-    model: MODEL, messages: [{ role: 'user', content: CHAT }], temperature: 0, max_tokens: MAX,
-    stream: true, stream_options: { include_usage: true },
+    ...greedy, messages: user, stream: true, stream_options: { include_usage: true },
   });
   const chunks = [];
   for await (const chunk of stream) chunks.push(chunk);
@@ -114,7 +116,7 @@ test('chat, streamed: role first, deltas that join to the same text, finish_reas
   const finished = chunks.filter((c) => c.choices[0]?.finish_reason);
   assert.equal(finished.length, 1);
   assert.equal(finished[0].choices[0].finish_reason, finishOf(reference));
-  assert.equal(typeof (finished[0] as unknown as { hat: { ttft_ms: number } }).hat.ttft_ms, 'number');
+  assert.equal(typeof (finished[0] as unknown as HatField).hat.ttft_ms, 'number');
   const last = chunks[chunks.length - 1];
   assert.deepEqual(last.choices, []);
   assert.equal(last.usage?.completion_tokens, reference.ids.length);
@@ -122,16 +124,16 @@ test('chat, streamed: role first, deltas that join to the same text, finish_reas
   for (const chunk of chunks.slice(0, -1)) assert.equal(chunk.usage, null);
 });
 
-test('completions, whole and streamed (raw SSE ends with data: [DONE]), equal hat generate --prompt', { skip }, async () => {
+test('completions, whole and streamed (raw SSE ends with data: [DONE]), equal hat generate', { skip }, async () => {
   const reference = references.completion!;
-  const answer = await client.completions.create({ model: MODEL, prompt: PROMPT, temperature: 0, max_tokens: MAX });
+  const answer = await client.completions.create({ ...greedy, prompt: PROMPT });
   assert.equal(answer.object, 'text_completion');
   assert.equal(answer.choices[0].text, reference.text);
   assert.equal(answer.choices[0].finish_reason, finishOf(reference));
   assert.equal(answer.usage?.prompt_tokens, reference.promptIds.length);
   assert.equal(answer.usage?.completion_tokens, reference.ids.length);
 
-  const stream = await client.completions.create({ model: MODEL, prompt: PROMPT, temperature: 0, max_tokens: MAX, stream: true });
+  const stream = await client.completions.create({ ...greedy, prompt: PROMPT, stream: true });
   let text = '';
   for await (const chunk of stream) text += chunk.choices[0]?.text ?? '';
   assert.equal(text, reference.text);
@@ -146,26 +148,29 @@ test('completions, whole and streamed (raw SSE ends with data: [DONE]), equal ha
   for (const event of events.slice(0, -1)) assert.match(event, /^data: \{/);
 });
 
-test('max_tokens and stop are exact: token counts and text cut where hat generate\'s continuation says', { skip }, async () => {
+test('max_tokens and stop are exact: text and token counts cut where hat generate\'s says', { skip }, async () => {
   const reference = references.completion!;
   assert.ok(reference.ids.length > 10, 'the reference is long enough to cut');
-  const five = await client.completions.create({ model: MODEL, prompt: PROMPT, temperature: 0, max_tokens: 5 });
+  const five = await client.completions.create({ ...greedy, prompt: PROMPT, max_tokens: 5 });
   assert.equal(five.choices[0].text, continuationText(tokenizer!, reference.promptIds, reference.ids.slice(0, 5)));
   assert.equal(five.usage?.completion_tokens, 5);
   assert.equal(five.choices[0].finish_reason, 'length');
 
   // A stop string inside a token's text, one over several tokens (whose start appears earlier), a common word.
-  const cuts = { 'ehol': ' unto him, B', ', but the man': ' unto him, Behold, I will not be a man, but I will not be a man', ' not': ' unto him, Behold, I will' };
+  const cuts = {
+    'ehol': ' unto him, B',
+    ', but the man': ' unto him, Behold, I will not be a man, but I will not be a man',
+    ' not': ' unto him, Behold, I will',
+  };
   for (const [stop, pinned] of Object.entries(cuts)) {
     const expected = cutAtStop(reference, stop);
     assert.equal(expected.text, pinned);
-    const whole = await client.completions.create({ model: MODEL, prompt: PROMPT, temperature: 0, max_tokens: MAX, stop: [stop] });
+    const whole = await client.completions.create({ ...greedy, prompt: PROMPT, stop: [stop] });
     assert.equal(whole.choices[0].text, expected.text, `stop ${JSON.stringify(stop)}`);
     assert.equal(whole.choices[0].finish_reason, 'stop');
     assert.equal(whole.usage?.completion_tokens, expected.tokens);
     const chat = await client.chat.completions.create({
-      model: MODEL, messages: [{ role: 'user', content: CHAT }], temperature: 0, max_tokens: MAX, stop: stop, stream: true,
-      stream_options: { include_usage: true },
+      ...greedy, messages: user, stop, stream: true, stream_options: { include_usage: true },
     });
     let text = '';
     let usage: OpenAI.CompletionUsage | null | undefined;
@@ -191,10 +196,10 @@ test('requests queue one at a time and never mix; past the queue\'s bound a requ
 });
 
 async function queueing(): Promise<void> {
-  const chat = client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: CHAT }], temperature: 0, max_tokens: MAX });
-  const completion = client.completions.create({ model: MODEL, prompt: PROMPT, temperature: 0, max_tokens: MAX });
+  const chat = client.chat.completions.create({ ...greedy, messages: user });
+  const completion = client.completions.create({ ...greedy, prompt: PROMPT });
   // --max-queue 1: one generating, one waiting, the third is refused.
-  await waitFor(async () => ((await (await fetch(`${device.origin}/health`)).json()) as { waiting: number }).waiting === 1,
+  await waitFor(async () => (await getJson<{ waiting: number }>(`${device.origin}/health`)).waiting === 1,
     { what: 'one request generating and one queued' });
   await assert.rejects(client.completions.create({ model: MODEL, prompt: 'x', max_tokens: 2 }), (error: unknown) => {
     assert.ok(error instanceof OpenAI.RateLimitError, String(error));
@@ -204,16 +209,17 @@ async function queueing(): Promise<void> {
   const [a, b] = await Promise.all([chat, completion]);
   assert.equal(a.choices[0].message.content, references.chat!.text);
   assert.equal(b.choices[0].text, references.completion!.text);
-  assert.ok((b as unknown as { hat: { queued_ms: number } }).hat.queued_ms > 0);
+  assert.ok((b as unknown as HatField).hat.queued_ms > 0);
 }
 
 test('a client that disconnects mid-stream cancels its generation and frees its cloud session', { skip }, async () => {
   relay.delayMs = 150; // slow verification rounds, so the stream is certainly cut in the middle
   try {
     const abort = new AbortController();
-    const stream = await client.completions.create(
-      { model: MODEL, prompt: PROMPT, temperature: 0, max_tokens: MAX, stream: true }, { signal: abort.signal });
-    const sessions = async () => ((await (await fetch(`${cloud.url.replace('ws', 'http')}/health`)).json()) as { sessions: number }).sessions;
+    const stream = await client.completions.create({ ...greedy, prompt: PROMPT, stream: true },
+      { signal: abort.signal });
+    const cloudHealth = `${cloud.url.replace('ws', 'http')}/health`;
+    const sessions = async () => (await getJson<{ sessions: number }>(cloudHealth)).sessions;
     let pieces = 0;
     // The SDK ends the iteration quietly once its signal aborts (and closes the connection).
     for await (const chunk of stream) {
@@ -222,21 +228,24 @@ test('a client that disconnects mid-stream cancels its generation and frees its 
     assert.ok(pieces >= 1);
     const sentAtAbort = relay.messagesUp;
     await waitFor(async () => (await sessions()) === 0, { what: 'the cloud session to close' });
-    await waitFor(async () => ((await (await fetch(`${device.origin}/health`)).json()) as { running: number }).running === 0,
+    await waitFor(async () => (await getJson<{ running: number }>(`${device.origin}/health`)).running === 0,
       { what: 'the device to stop generating' });
     // At most the round in flight (and the goodbye) went up after the abort, not the rest of the 48 tokens.
     assert.ok(relay.messagesUp - sentAtAbort <= 3, `${relay.messagesUp - sentAtAbort} messages after the abort`);
   } finally {
     relay.delayMs = 0;
   }
-  const after = await client.completions.create({ model: MODEL, prompt: PROMPT, temperature: 0, max_tokens: 5 });
+  const after = await client.completions.create({ ...greedy, prompt: PROMPT, max_tokens: 5 });
   assert.equal(after.usage?.completion_tokens, 5);
 });
 
 test('errors come back in OpenAI\'s format with the right status', { skip }, async () => {
   const post = async (path: string, body: string) => {
-    const response = await fetch(`${device.baseURL}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
-    return { status: response.status, body: (await response.json()) as { error: { message: string; type: string; param: string | null; code: string | null } } };
+    const response = await fetch(`${device.baseURL}${path}`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body,
+    });
+    type ErrorBody = { error: { message: string; type: string; param: string | null; code: string | null } };
+    return { status: response.status, body: (await response.json()) as ErrorBody };
   };
   const malformed = await post('/chat/completions', '{"model": "default-split", "messages": [');
   assert.equal(malformed.status, 400);
@@ -253,7 +262,8 @@ test('errors come back in OpenAI\'s format with the right status', { skip }, asy
       return true;
     });
   };
-  const chat = (body: Record<string, unknown>) => client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: CHAT }], ...body } as never);
+  const chat = (body: Record<string, unknown>) =>
+    client.chat.completions.create({ model: MODEL, messages: user, ...body } as never);
   await expectError(chat({ max_tokens: 'five' }), 400, 'max_tokens', 'invalid_type');
   await expectError(chat({ temperature: 7 }), 400, 'temperature', 'invalid_value');
   await expectError(chat({ stop: 3 }), 400, 'stop', 'invalid_type');
@@ -262,7 +272,8 @@ test('errors come back in OpenAI\'s format with the right status', { skip }, asy
   await expectError(chat({ messages: [] }), 400, 'messages', 'empty_array');
   await expectError(chat({ n: 2 }), 400, 'n', 'unsupported_parameter');
   await expectError(chat({ max_tokens: 1000 }), 400, 'max_tokens', 'context_length_exceeded');
-  await expectError(client.completions.create({ model: MODEL, prompt: 'and '.repeat(300), max_tokens: 4 }), 400, 'prompt', 'context_length_exceeded');
+  const long = client.completions.create({ model: MODEL, prompt: 'and '.repeat(300), max_tokens: 4 });
+  await expectError(long, 400, 'prompt', 'context_length_exceeded');
   await expectError(client.completions.create({ model: MODEL, prompt: [5, 99999] }), 400, 'prompt', null);
   const missing = await post('/completions', JSON.stringify({ prompt: 'x' }));
   assert.equal(missing.status, 400);
@@ -275,7 +286,7 @@ test('errors come back in OpenAI\'s format with the right status', { skip }, asy
   assert.deepEqual(models.data.map((m) => m.id), [MODEL]);
 });
 
-test('a model without a chat template: chat answers 400 saying so, completions work; a lost cloud is 503', { skip }, async () => {
+test('no chat template: chat answers 400 saying so, completions work; a lost cloud is 503', { skip }, async () => {
   const bundle = mkdtempSync(join(tmpdir(), 'hat-no-template-'));
   for (const name of readdirSync(split)) {
     if (!name.startsWith('middle') && name !== 'tokenizer_config.json') cpSync(join(split, name), join(bundle, name));
@@ -284,7 +295,7 @@ test('a model without a chat template: chat answers 400 saying so, completions w
   const plain = await spawnDeviceServer(bundle, ownRelay.url, ['--wire', 'fp32', '--model-name', 'kjv']);
   try {
     const other = new OpenAI({ baseURL: plain.baseURL, apiKey: 'x', maxRetries: 0 });
-    await assert.rejects(other.chat.completions.create({ model: 'kjv', messages: [{ role: 'user', content: CHAT }] }), (error: unknown) => {
+    await assert.rejects(other.chat.completions.create({ model: 'kjv', messages: user }), (error: unknown) => {
       assert.ok(error instanceof OpenAI.BadRequestError);
       assert.equal(error.code, 'chat_template_missing');
       assert.match(error.message, /no chat template/);
@@ -294,7 +305,8 @@ test('a model without a chat template: chat answers 400 saying so, completions w
     assert.equal(answer.choices[0].text, references.completion!.text);
 
     await ownRelay.close(); // the cloud is now unreachable for this device
-    await assert.rejects(other.completions.create({ model: 'kjv', prompt: PROMPT, max_tokens: 4 }), (error: unknown) => {
+    const lost = other.completions.create({ model: 'kjv', prompt: PROMPT, max_tokens: 4 });
+    await assert.rejects(lost, (error: unknown) => {
       assert.ok(error instanceof OpenAI.InternalServerError, String(error));
       assert.equal(error.status, 503);
       assert.equal(error.code, 'cloud_unreachable');
@@ -316,13 +328,18 @@ test('privacy: nothing the device sent holds the prompts\' text or their token i
   const generated = references.completion!.text.slice(0, 17);
   assert.equal(generated, ' unto him, Behold');
   for (const text of [CHAT, PROMPT, 'beginning', 'heaven', 'God said', generated]) {
-    for (const encoding of ['utf8', 'utf16le'] as const) assert.equal(uplink.indexOf(Buffer.from(text, encoding)), -1, `"${text}" found as ${encoding}`);
+    for (const encoding of ['utf8', 'utf16le'] as const) {
+      assert.equal(uplink.indexOf(Buffer.from(text, encoding)), -1, `"${text}" found as ${encoding}`);
+    }
   }
   for (const ids of [references.chat!.promptIds, references.completion!.promptIds, references.completion!.ids]) {
     for (let i = 0; i + 3 <= ids.length; i++) {
       for (const width of [4, 8] as const) {
         const bytes = Buffer.alloc(3 * width);
-        ids.slice(i, i + 3).forEach((id, j) => (width === 4 ? bytes.writeInt32LE(id, j * 4) : bytes.writeBigInt64LE(BigInt(id), j * 8)));
+        ids.slice(i, i + 3).forEach((id, j) => {
+          if (width === 4) bytes.writeInt32LE(id, j * 4);
+          else bytes.writeBigInt64LE(BigInt(id), j * 8);
+        });
         assert.equal(uplink.indexOf(bytes), -1, `ids ${ids.slice(i, i + 3)} found as int${width * 8}`);
       }
     }

@@ -19,10 +19,11 @@ export interface DeviceServer {
 }
 
 /** Starts `hat run-device <bundle> --cloud <url> --serve 127.0.0.1:0 …` and resolves once it serves. */
-export function spawnDeviceServer(bundle: string, cloud: string, extraArgs: string[] = [], timeoutMs = 60_000): Promise<DeviceServer> {
-  const child = spawn(process.execPath, [HAT_BIN, 'run-device', bundle, '--cloud', cloud, '--serve', '127.0.0.1:0', ...extraArgs], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+export function spawnDeviceServer(
+  bundle: string, cloud: string, extraArgs: string[] = [], timeoutMs = 60_000,
+): Promise<DeviceServer> {
+  const args = [HAT_BIN, 'run-device', bundle, '--cloud', cloud, '--serve', '127.0.0.1:0', ...extraArgs];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const stderr: string[] = [];
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => stderr.push(...chunk.split('\n').filter(Boolean)));
   const stop = () => new Promise<void>((resolve) => {
@@ -33,7 +34,10 @@ export function spawnDeviceServer(bundle: string, cloud: string, extraArgs: stri
   });
   return new Promise((resolve, reject) => {
     let stdout = '';
-    const timer = setTimeout(() => { void stop(); reject(new Error(`run-device --serve did not start within ${timeoutMs} ms: ${stderr.join(' | ')}`)); }, timeoutMs);
+    const timer = setTimeout(() => {
+      void stop();
+      reject(new Error(`run-device --serve did not start within ${timeoutMs} ms: ${stderr.join(' | ')}`));
+    }, timeoutMs);
     child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
       stdout += chunk;
       const match = /serving the OpenAI API on (http:\/\/\S+\/v1)/.exec(stdout);

@@ -9,6 +9,13 @@ export interface OpenAIErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };
 }
 
+export interface ApiErrorOptions {
+  type?: string;
+  param?: string | null;
+  code?: string | null;
+  headers?: Record<string, string>;
+}
+
 /** An error a handler answers with; anything else thrown becomes a 500. */
 export class ApiError extends Error {
   readonly status: number;
@@ -17,7 +24,7 @@ export class ApiError extends Error {
   readonly code: string | null;
   readonly headers: Record<string, string>;
 
-  constructor(status: number, message: string, options: { type?: string; param?: string | null; code?: string | null; headers?: Record<string, string> } = {}) {
+  constructor(status: number, message: string, options: ApiErrorOptions = {}) {
     super(message);
     this.name = 'ApiError';
     this.status = status;
@@ -34,7 +41,10 @@ export class ApiError extends Error {
 
 /** `['messages', 0, 'content']` → `messages[0].content`, as OpenAI names parameters. */
 export function paramName(path: readonly PropertyKey[]): string {
-  return path.reduce<string>((name, key) => (typeof key === 'number' ? `${name}[${key}]` : name ? `${name}.${String(key)}` : String(key)), '');
+  return path.reduce<string>((name, key) => {
+    if (typeof key === 'number') return `${name}[${key}]`;
+    return name ? `${name}.${String(key)}` : String(key);
+  }, '');
 }
 
 function valueAt(body: unknown, path: readonly PropertyKey[]): unknown {

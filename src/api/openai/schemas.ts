@@ -57,11 +57,12 @@ export const completionRequestSchema = z.looseObject({
 export type ChatRequest = z.infer<typeof chatRequestSchema>;
 export type CompletionRequest = z.infer<typeof completionRequestSchema>;
 
-const unsupported = (param: string, message: string) => new ApiError(400, message, { param, code: 'unsupported_parameter' });
+const unsupported = (param: string, message: string) =>
+  new ApiError(400, message, { param, code: 'unsupported_parameter' });
 
 /** Refuses what hat cannot honour, naming the parameter. */
 export function checkSupported(request: ChatRequest | CompletionRequest): void {
-  if ((request.n ?? 1) > 1) throw unsupported('n', 'n > 1 is not supported: the device generates one choice per request');
+  if ((request.n ?? 1) > 1) throw unsupported('n', 'n > 1 is not supported: one choice per request');
   if (request.logprobs) throw unsupported('logprobs', 'logprobs are not supported');
   if ('messages' in request) {
     const { tools } = request as ChatRequest;

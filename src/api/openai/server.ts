@@ -96,7 +96,8 @@ export function openAIApp(device: HatDevice, options: Pick<OpenAIServerOptions, 
 
   app.use('/v1/*', bodyLimit({
     maxSize: options.maxBodyBytes ?? 4 << 20,
-    onError: (c) => errorResponse(c, new ApiError(413, 'The request body is too large.', { code: 'request_too_large' })),
+    onError: (c) => errorResponse(c, new ApiError(413, 'The request body is too large.',
+      { code: 'request_too_large' })),
   }));
 
   app.get('/health', (c) => c.json({ status: 'ok', model: device.modelId, ...device.load }));
@@ -109,10 +110,14 @@ export function openAIApp(device: HatDevice, options: Pick<OpenAIServerOptions, 
     const request = parseBody(chatRequestSchema, await readJson(c));
     checkRequest(device, request);
     if (request.messages.length === 0) {
-      throw new ApiError(400, "'messages' must contain at least one message.", { param: 'messages', code: 'empty_array' });
+      throw new ApiError(400, "'messages' must contain at least one message.",
+        { param: 'messages', code: 'empty_array' });
     }
-    const messages = request.messages.map((m, i) => ({ role: m.role, content: messageText(m.content, i), ...(m.name ? { name: m.name } : {}) }));
-    const maxParam = request.max_completion_tokens != null ? 'max_completion_tokens' : request.max_tokens != null ? 'max_tokens' : undefined;
+    const messages = request.messages.map((m, i) => ({
+      role: m.role, content: messageText(m.content, i), ...(m.name ? { name: m.name } : {}),
+    }));
+    const maxParam = request.max_completion_tokens != null ? 'max_completion_tokens'
+      : request.max_tokens != null ? 'max_tokens' : undefined;
     return generate(c, device, 'chat', request, { messages }, {
       maxTokens: request.max_completion_tokens ?? request.max_tokens ?? undefined,
     }, { prompt: 'messages', budget: maxParam });
@@ -127,7 +132,8 @@ export function openAIApp(device: HatDevice, options: Pick<OpenAIServerOptions, 
     }, { prompt: 'prompt', budget: maxParam });
   });
 
-  app.notFound((c) => errorResponse(c, new ApiError(404, `Unknown request URL: ${c.req.method} ${c.req.path}.`, { code: 'unknown_url' })));
+  app.notFound((c) => errorResponse(c,
+    new ApiError(404, `Unknown request URL: ${c.req.method} ${c.req.path}.`, { code: 'unknown_url' })));
   app.onError((error, c) => errorResponse(c, fromError(error, 'prompt')));
   return app;
 }
@@ -175,7 +181,10 @@ async function generate(
     return errorResponse(c, fromError(error, params.prompt));
   }
   const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replaceAll('-', '')}`;
-  const head = { id, object: kind === 'chat' ? 'chat.completion' : 'text_completion', created: Math.floor(Date.now() / 1000), model: device.modelId };
+  const head = {
+    id, object: kind === 'chat' ? 'chat.completion' : 'text_completion', created: Math.floor(Date.now() / 1000),
+    model: device.modelId,
+  };
   if (!request.stream) {
     let text = '';
     let next = first;
@@ -185,9 +194,10 @@ async function generate(
       return errorResponse(c, fromError(error, params.prompt));
     }
     const result = next.value;
+    const finish_reason = finishReason(result);
     const choice = kind === 'chat'
-      ? { index: 0, message: { role: 'assistant', content: result.text, refusal: null }, logprobs: null, finish_reason: finishReason(result) }
-      : { index: 0, text: result.text, logprobs: null, finish_reason: finishReason(result) };
+      ? { index: 0, message: { role: 'assistant', content: result.text, refusal: null }, logprobs: null, finish_reason }
+      : { index: 0, text: result.text, logprobs: null, finish_reason };
     return c.json({ ...head, choices: [choice], usage: usage(result), hat: hatExtension(result) });
   }
   return streamAnswer(c, kind, head, first, pieces, request.stream_options?.include_usage === true);
@@ -200,17 +210,18 @@ function finishReason(result: GenerationResult): 'stop' | 'length' {
 
 function streamAnswer(
   c: Context, kind: Kind, head: { id: string; object: string; created: number; model: string },
-  first: IteratorResult<string, GenerationResult>, pieces: AsyncGenerator<string, GenerationResult, void>, includeUsage: boolean,
+  first: IteratorResult<string, GenerationResult>, pieces: AsyncGenerator<string, GenerationResult, void>,
+  includeUsage: boolean,
 ): Response {
   const object = kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
   const extra = includeUsage ? { usage: null } : {};
-  const chunk = (text: string | undefined, finish: 'stop' | 'length' | null, role = false) => ({
-    ...head, object,
-    choices: [kind === 'chat'
-      ? { index: 0, delta: { ...(role ? { role: 'assistant' } : {}), ...(text !== undefined ? { content: text } : {}) }, logprobs: null, finish_reason: finish }
-      : { index: 0, text: text ?? '', logprobs: null, finish_reason: finish }],
-    ...extra,
-  });
+  const chunk = (text: string | undefined, finish: 'stop' | 'length' | null, role = false) => {
+    const delta = { ...(role ? { role: 'assistant' } : {}), ...(text !== undefined ? { content: text } : {}) };
+    const choice = kind === 'chat'
+      ? { index: 0, delta, logprobs: null, finish_reason: finish }
+      : { index: 0, text: text ?? '', logprobs: null, finish_reason: finish };
+    return { ...head, object, choices: [choice], ...extra };
+  };
   return streamSSE(c, async (sse) => {
     const send = (data: unknown) => sse.writeSSE({ data: JSON.stringify(data) });
     if (kind === 'chat') await send(chunk('', null, true));
@@ -244,7 +255,8 @@ export async function serveOpenAI(device: HatDevice, options: OpenAIServerOption
   const server = await new Promise<ServerType>((resolve, reject) => {
     const s = serve({ fetch: app.fetch, hostname, port: options.port ?? 8080 }, () => resolve(s));
     s.once('error', (error: NodeJS.ErrnoException) => reject(new HatError('NETWORK',
-      `cannot listen on ${hostname}:${options.port ?? 8080}: ${error.message}`, 'pick another port with --serve HOST:PORT')));
+      `cannot listen on ${hostname}:${options.port ?? 8080}: ${error.message}`,
+      'pick another port with --serve HOST:PORT')));
   });
   const { port } = server.address() as AddressInfo;
   const urlHost = hostname.includes(':') ? `[${hostname}]` : hostname;
