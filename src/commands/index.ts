@@ -10,6 +10,7 @@ import { registerImportLlama2c } from './import-llama2c.ts';
 import { registerGenerate } from './generate.ts';
 import { registerSplit } from './split.ts';
 import { registerBench } from './bench.ts';
+import { registerDeploy } from './deploy.ts';
 
 type Register = (program: Command) => void;
 
@@ -24,6 +25,7 @@ const commands: Register[] = [
   registerImportLlama2c,
   registerGenerate,
   registerBench,
+  registerDeploy,
 ];
 
 export function registerCommands(program: Command): void {
