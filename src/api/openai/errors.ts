@@ -64,8 +64,9 @@ export function fromZodError(error: z.ZodError, body: unknown): ApiError {
     return new ApiError(400, `Missing required parameter: '${param}'.`, { param, code: 'missing_required_parameter' });
   }
   const code = issue.code === 'invalid_type' || issue.code === 'invalid_union' ? 'invalid_type' : 'invalid_value';
-  const what = issue.code === 'invalid_type' ? 'type' : 'value';
-  return new ApiError(400, `Invalid ${what} for '${param}': ${issue.message}.`, { param: param || null, code });
+  const what = code === 'invalid_type' ? 'type' : 'value';
+  const detail = issue.message.replace(/^Invalid input: /, '');
+  return new ApiError(400, `Invalid ${what} for '${param}': ${detail}.`, { param: param || null, code });
 }
 
 /**
