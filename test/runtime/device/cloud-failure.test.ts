@@ -41,7 +41,7 @@ async function generateWhileCloudDies(fallbackLocal: boolean) {
   // How many tokens were committed when the server began to stop (the round that crossed STOP_AFTER).
   let stoppedAt = 0;
   const streamed: number[] = [];
-  const result = await generator.generate(prompt, {
+  const generating = generator.generate(prompt, {
     maxNewTokens: NEW, speculative: true, parallelDrafting: false, chunk: 'off',
     onTokens: (ids) => {
       streamed.push(...ids);
@@ -51,7 +51,8 @@ async function generateWhileCloudDies(fallbackLocal: boolean) {
       }
     },
   });
-  await stopping;
+  // The server stops whatever happens: a generation that fails early must not leave it holding the test open.
+  const result = await generating.finally(() => stopping ?? server.stop());
   return { result, streamed, stoppedAt, model, split };
 }
 
