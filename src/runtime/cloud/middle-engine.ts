@@ -42,12 +42,7 @@ export class MiddleEngine {
     this.empty = this.runner.snapshot();
   }
 
-  /** Cached positions of a session (0 for one never seen or dropped). */
-  cacheLength(sessionId: number): number {
-    return this.caches.get(sessionId)?.length ?? 0;
-  }
-
-  /** A session's cache as it stands (for tests comparing batched and solo runs). */
+  /** A session's cache as it stands; undefined for one never seen or dropped. */
   cacheOf(sessionId: number): KvState | undefined {
     return this.caches.get(sessionId);
   }
@@ -91,7 +86,7 @@ export class MiddleEngine {
   }
 
   private check(request: MiddleRequest): string | undefined {
-    const length = this.cacheLength(request.sessionId);
+    const length = this.cacheOf(request.sessionId)?.length ?? 0;
     if (request.pastLength > length) {
       return `past length ${request.pastLength} is beyond the session's cache of ${length} positions`;
     }
