@@ -6,6 +6,7 @@ import { loadModel } from '../../onnx/model-io.ts';
 import { decideBatching } from '../../split/batching.ts';
 import { manifestHash, readManifest } from '../split-dir.ts';
 import { CloudServer } from './server.ts';
+import { CloudMetrics, kvBytesPerPosition } from './cloud-metrics.ts';
 import { WorkerPool } from './worker-pool.ts';
 import type { Logger } from './logger.ts';
 import type { LinkSpec } from '../link.ts';
@@ -34,6 +35,8 @@ export interface StartedCloud {
   server: CloudServer;
   /** The middle workers, for their counters (WorkerPool.stats). */
   pool: WorkerPool;
+  /** What /metrics serves. */
+  metrics: CloudMetrics;
   host: string;
   port: number;
 }
@@ -58,7 +61,14 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
     decidedBy: manifest.batching ? 'manifest' : 'middle.onnx (the split predates the field)',
     maxBatch: pool.limits.maxBatch, maxBatchTokens: pool.limits.maxBatchTokens,
   });
-  const server = new CloudServer({
+  let server: CloudServer | undefined;
+  const metrics = new CloudMetrics({
+    kvBytesPerPosition: kvBytesPerPosition(manifest),
+    sessions: () => server?.sessionCount ?? 0,
+    pending: () => pool.pending,
+  });
+  pool.onRun = (run) => metrics.observeRun(run);
+  server = new CloudServer({
     host: options.host,
     port: options.port,
     token: options.token,
@@ -70,10 +80,11 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
     executor: pool,
     logger: options.logger,
     link: options.link,
+    metrics,
   });
   try {
     const address = await server.start();
-    return { server, pool, ...address };
+    return { server, pool, metrics, ...address };
   } catch (error) {
     await pool.close();
     throw error;

@@ -14,6 +14,7 @@ import { decodeHidden, encodeHidden } from '../protocol/hidden-codec.ts';
 import type { MiddleExecutor } from './executor.ts';
 import type { Logger } from './logger.ts';
 import { EmulatedLink, type LinkSpec } from '../link.ts';
+import type { CloudMetrics, RequestKind } from './cloud-metrics.ts';
 
 export interface CloudServerOptions {
   host: string;
@@ -29,6 +30,8 @@ export interface CloudServerOptions {
   logger: Logger;
   /** EMULATED link per session (uplink delays received frames, downlink delays sent ones); omit on real networks. */
   link?: LinkSpec;
+  /** Prometheus metrics, served on /metrics (cloud-metrics.ts); omitted: no /metrics. */
+  metrics?: CloudMetrics;
 }
 
 export const helloSchema = z.object({
@@ -109,8 +112,15 @@ export class CloudServer {
     } else if (path === '/ready' || path === '/v2/health/ready') {
       const ready = this.options.executor.ready && this.sessions.size < this.options.maxSessions;
       reply(ready ? 200 : 503, { ready, sessions: this.sessions.size, maxSessions: this.options.maxSessions, latencyModel: this.options.executor.latencyModel() });
+    } else if (path === '/metrics' && this.options.metrics) {
+      const { metrics } = this.options;
+      metrics.render().then((text) => {
+        res.writeHead(200, { 'content-type': metrics.contentType });
+        res.end(text);
+      }, (error: unknown) => reply(500, { error: String(error) }));
     } else {
-      reply(404, { error: 'not found', endpoints: ['/health', '/ready', 'ws://…/ (hat protocol v1)'] });
+      const endpoints = ['/health', '/ready', ...(this.options.metrics ? ['/metrics'] : []), 'ws://…/ (hat protocol v1)'];
+      reply(404, { error: 'not found', endpoints });
     }
   }
 
@@ -175,6 +185,7 @@ export class CloudServer {
     }
     const session: DeviceSession = { id: this.newSessionId(), socket, link, nextSeqIn: 1, nextSeqOut: 0, lastActive: Date.now(), closed: false };
     this.sessions.set(session.id, session);
+    this.options.metrics?.sessionOpened(session.id);
     this.send(session, encodeFrame({ type: 'welcome', sessionId: session.id, seq: session.nextSeqOut++ }, encodeJson({
       sessionId: session.id,
       hiddenSize: this.options.hiddenSize,
@@ -204,10 +215,13 @@ export class CloudServer {
     }
     const hidden = decodeHidden(frame.payload, header.nTokens, header.hiddenSize, header.dtype);
     const allPositions = (header.flags & FrameFlags.allPositions) !== 0;
+    const kind: RequestKind = (header.flags & FrameFlags.prefill) !== 0 ? 'prefill_chunk' : 'verification';
+    this.options.metrics?.request(kind);
     this.options.executor
       .run({ sessionId: session.id, pastLength: header.pastLength, nTokens: header.nTokens, hidden, allPositions })
       .then((result) => {
         if (session.closed) return;
+        this.options.metrics?.answered(session.id, kind, result.queueMs, header.pastLength + header.nTokens);
         const model = this.options.executor.latencyModel();
         this.send(session, encodeFrame({
           type: 'result', flags: header.flags, dtype: header.dtype, sessionId: session.id, seq: session.nextSeqOut++,
@@ -227,6 +241,7 @@ export class CloudServer {
 
   private reject(socket: WebSocket, code: ErrorFrameCode, message: string): void {
     this.options.logger.log('rejected', { code, message });
+    this.options.metrics?.error(code);
     socket.send(encodeFrame({ type: 'error' }, encodeJson({ code, message })), { binary: true }, () => socket.close(1008, code));
   }
 
@@ -234,6 +249,7 @@ export class CloudServer {
   private fail(session: DeviceSession, code: ErrorFrameCode, message: string): void {
     if (session.closed) return;
     this.options.logger.log('session-error', { session: session.id, code, message });
+    this.options.metrics?.error(code);
     this.send(session, encodeFrame({ type: 'error', sessionId: session.id, seq: session.nextSeqOut++ }, encodeJson({ code, message })));
     this.forget(session, code);
     session.socket.close(code === 'SHUTDOWN' ? 1001 : 1008, code);
@@ -243,6 +259,7 @@ export class CloudServer {
     if (session.closed) return;
     session.closed = true;
     this.sessions.delete(session.id);
+    this.options.metrics?.sessionClosed(session.id);
     this.options.executor.drop(session.id);
     this.options.logger.log('session-close', { session: session.id, reason, sessions: this.sessions.size });
   }

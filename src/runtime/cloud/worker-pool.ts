@@ -18,6 +18,7 @@ import type { Logger } from './logger.ts';
 import type { PastLayout } from './padded-batch.ts';
 import { DEFAULT_SMALL_ROWS, nextBatch, type BatchLimits, type RequestClass } from './scheduler.ts';
 import type { WorkerReply, WorkerTask } from './worker-messages.ts';
+import type { RunObservation } from './cloud-metrics.ts';
 
 interface Pending {
   request: MiddleRequest;
@@ -75,6 +76,8 @@ export class WorkerPool implements MiddleExecutor {
   /** Counts over every run since start: requests, runs, runs of several sessions, the largest, real and padded rows. */
   readonly stats = { requests: 0, runs: 0, batchedRuns: 0, largestBatch: 0, rows: 0, paddedRows: 0 };
   private readonly logger?: Logger;
+  /** Called after every run that computed (serve-cloud's /metrics, cloud-metrics.ts). */
+  onRun?: (run: RunObservation) => void;
 
   private constructor(limits: BatchLimits, logger?: Logger) {
     this.limits = limits;
@@ -191,6 +194,10 @@ export class WorkerPool implements MiddleExecutor {
     lane.running = [];
     if (reply.paddedRows > 0) this.latency.observe(reply.paddedRows, reply.computeMs);
     this.count(running.map((p) => p.request), reply.paddedRows);
+    this.onRun?.({
+      sessions: running.length, rows: running.reduce((n, p) => n + p.request.nTokens, 0),
+      paddedRows: reply.paddedRows, computeMs: reply.computeMs, kind: lane.lastKind,
+    });
     if (reply.batchError) this.logger?.log('batch-failed', { sessions: running.length, message: reply.batchError });
     running.forEach((pending, i) => {
       const result = reply.results[i];
