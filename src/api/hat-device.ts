@@ -87,6 +87,8 @@ export interface GenerationResult {
   finishReason: FinishReason;
   /** Time spent waiting for earlier requests, ms. */
   queuedMs: number;
+  /** Time to open this request's cloud session, ms (0 when none was opened). */
+  connectMs: number;
   /** HAT's own figures for this generation (TTFT, TBT, tokens per round, bytes up and down, …). */
   metrics?: DeviceMetrics;
 }
@@ -238,7 +240,7 @@ export class HatDevice {
     const queuedAt = performance.now();
     const cancelled = (): GenerationResult => ({
       text: '', ids: [], promptTokens: request.promptIds.length, completionTokens: 0, finishReason: 'cancelled',
-      queuedMs: performance.now() - queuedAt,
+      queuedMs: performance.now() - queuedAt, connectMs: 0,
     });
     let release: () => void;
     try {
@@ -276,7 +278,8 @@ export class HatDevice {
       if (stop.stopped) abort.abort();
     };
     let outcome: { generation: HatGeneration } | { error: unknown } | undefined;
-    const running = this.generateOnCloud(promptIds, maxTokens, options, abort.signal, onTokens)
+    const timing = { connectMs: 0 };
+    const running = this.generateOnCloud(promptIds, maxTokens, options, abort.signal, onTokens, timing)
       .then((generation) => { outcome = { generation }; }, (error: unknown) => { outcome = { error }; })
       .finally(() => wake?.());
     try {
@@ -310,7 +313,7 @@ export class HatDevice {
       }
       return {
         text: stop.output, ids: completion, promptTokens: promptIds.length, completionTokens: completion.length,
-        finishReason, queuedMs, metrics: generation.metrics,
+        finishReason, queuedMs, connectMs: timing.connectMs, metrics: generation.metrics,
       };
     } finally {
       abort.abort();
@@ -337,13 +340,15 @@ export class HatDevice {
   /** One generation over its own cloud session, on fresh caches. */
   private async generateOnCloud(
     promptIds: number[], maxTokens: number, options: GenerateOptions, signal: AbortSignal,
-    onTokens: (ids: number[]) => void,
+    onTokens: (ids: number[]) => void, timing: { connectMs: number },
   ): Promise<HatGeneration> {
     const o = this.options;
     const speculative = o.speculative ?? true;
+    const started = performance.now();
     const device = await this.connect({
       temperature: options.temperature ?? 0, topP: options.topP ?? 1, seed: options.seed ?? randomInt(2 ** 31),
     });
+    timing.connectMs = performance.now() - started;
     try {
       return await device.generator.generate(promptIds, {
         maxNewTokens: maxTokens,

@@ -96,7 +96,7 @@ test('chat: hat generate\'s greedy continuation of the templated prompt, usage, 
     total_tokens: reference.promptIds.length + reference.ids.length,
   });
   const { hat } = answer as unknown as HatField;
-  for (const key of ['ttft_ms', 'rounds', 'tokens_per_round', 'bytes_up', 'bytes_down', 'queued_ms']) {
+  for (const key of ['ttft_ms', 'rounds', 'tokens_per_round', 'bytes_up', 'bytes_down', 'queued_ms', 'connect_ms']) {
     assert.equal(typeof hat[key], 'number', key);
   }
   assert.ok(hat.bytes_up > 0 && hat.bytes_down > 0 && hat.rounds > 0);

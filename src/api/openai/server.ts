@@ -47,6 +47,7 @@ export function hatExtension(result: GenerationResult): Record<string, unknown> 
   const m = result.metrics;
   return {
     queued_ms: round(result.queuedMs),
+    connect_ms: round(result.connectMs),
     ...(m ? {
       ttft_ms: round(m.ttftMs), tbt_ms: m.tbtMs, rounds: m.rounds, tokens_per_round: m.tokensPerRound,
       bytes_up: m.bytesUp, bytes_down: m.bytesDown, cloud_compute_ms: round(m.cloudComputeMs),
