@@ -10,7 +10,9 @@ import { HatGenerator, type HatGenerateOptions } from '../../../src/runtime/devi
 import { Drafter } from '../../../src/runtime/device/drafter.ts';
 import { AutoDraftPolicy, FixedThresholdPolicy, type DraftPolicy } from '../../../src/runtime/speculative/draft-policy.ts';
 import { OnnxCausalLm } from '../../../src/runtime/full-model.ts';
-import { argmax } from '../../../src/runtime/sampling.ts';
+import { argmax, greedyChoice, topIndices } from '../../../src/runtime/sampling.ts';
+import { SlmCausalLm } from '../../../src/runtime/device/slm.ts';
+import { HEADER_BYTES } from '../../../src/runtime/protocol/frame.ts';
 import { createSampler } from '../../../src/runtime/speculative/sampler.ts';
 import { addIdentityAdapter, makeSmallSplit } from '../../helpers/runtime-fixtures.ts';
 
@@ -39,6 +41,48 @@ before(async () => {
 });
 after(() => server.stop());
 
+/**
+ * What greedy speculation must do, restated on the small model alone (SlmCausalLm, stepped as the device steps
+ * its parts): each round drafts while the top-1 probability is at least η, up to maxDraft; the verification keeps
+ * the drafts the full model agrees with, plus its own next token. A predrafted branch (the likeliest `branches`
+ * tokens after the last draft) is used when every draft was kept and the next token is one of them.
+ */
+async function expectedRounds(threshold: number, maxDraft: number, branches = 1):
+  Promise<{ rounds: number; hits: number }> {
+  const slm = await SlmCausalLm.open(split);
+  const lastRow = (out: { data: Float32Array; rows: number; cols: number }) =>
+    out.data.subarray((out.rows - 1) * out.cols);
+  await slm.step(prompt);
+  let committed = 1; // the prefill's token
+  let rounds = 0, hits = 0;
+  while (committed < NEW) {
+    slm.truncate(prompt.length + committed - 1);
+    let logits = lastRow(await slm.step([reference[committed - 1]]));
+    const drafts: number[] = [];
+    for (;;) {
+      const { token, probability } = greedyChoice(logits);
+      if (drafts.length === maxDraft || probability < threshold) break;
+      drafts.push(token);
+      logits = lastRow(await slm.step([token]));
+    }
+    let accepted = 0;
+    while (accepted < drafts.length && drafts[accepted] === reference[committed + accepted]) accepted++;
+    const next = reference[committed + accepted];
+    if (accepted === drafts.length && next !== undefined && topIndices(logits, branches).includes(next)) hits++;
+    committed += accepted + 1;
+    rounds++;
+  }
+  await slm.release();
+  return { rounds, hits };
+}
+
+/** Rows the cloud verified, from the bytes sent: each frame is a header plus rows of fp32 hidden states. */
+function verifiedRows(out: { metrics: { bytesUp: number; rounds: number; chunkSizes: number[] } }): number {
+  const { bytesUp, rounds, chunkSizes } = out.metrics;
+  const rowBytes = 4 * readManifest(split).hidden.size;
+  return (bytesUp - (chunkSizes.length + rounds) * HEADER_BYTES) / rowBytes - prompt.length;
+}
+
 async function runHat(options: Partial<HatGenerateOptions>, policy: DraftPolicy = new FixedThresholdPolicy(0, 4), withAdapter = options.speculative !== false) {
   const manifest = readManifest(split);
   const parts = await openDeviceParts(split, manifest, { withAdapter });
@@ -65,13 +109,20 @@ test('an adapter that is loaded but not drafted with leaves U-shape output intac
 test('speculative rounds with forced drafts and rollbacks still equal the full model', async () => {
   const out = await runHat({});
   assert.deepEqual(out.ids, reference);
-  assert.ok(out.metrics.rounds < NEW, `rounds ${out.metrics.rounds}`);
+  const expected = await expectedRounds(0, 4);
+  assert.ok(expected.rounds < NEW - 1, 'some round keeps drafts');
+  assert.equal(out.metrics.rounds, expected.rounds);
+  assert.equal(verifiedRows(out), 5 * out.metrics.rounds, 'every round verifies 4 drafts and the pending token');
 });
 
 test('parallel drafting keeps greedy output identical and confirms branches', async () => {
-  const out = await runHat({ parallelDrafting: true, predraftAlways: true }, new FixedThresholdPolicy(0, 2));
+  // At η = 0.9 drafts are often all kept, so branches get confirmed (at η = 0 none ever is on this model).
+  const out = await runHat({ parallelDrafting: true, predraftAlways: true }, new FixedThresholdPolicy(0.9, 2));
   assert.deepEqual(out.ids, reference);
-  assert.ok(out.metrics.parallelDrafting.branches > 0);
+  const expected = await expectedRounds(0.9, 2);
+  assert.ok(expected.hits > 0);
+  assert.deepEqual([out.metrics.rounds, out.metrics.parallelDrafting.branches, out.metrics.parallelDrafting.hits],
+    [expected.rounds, expected.rounds, expected.hits]);
 });
 
 test('parallel drafting is skipped on rounds where a branch could hardly be used', async () => {
@@ -89,17 +140,23 @@ test('parallel drafting is skipped on rounds where a branch could hardly be used
 });
 
 test('parallel drafting on the top-3 candidates keeps greedy output identical and confirms at least as often', async () => {
-  const one = await runHat({ parallelDrafting: true, parallelBranches: 1, predraftAlways: true }, new FixedThresholdPolicy(0, 2));
-  const three = await runHat({ parallelDrafting: true, parallelBranches: 3, predraftAlways: true }, new FixedThresholdPolicy(0, 2));
+  const options = { parallelDrafting: true, predraftAlways: true };
+  const one = await runHat({ ...options, parallelBranches: 1 }, new FixedThresholdPolicy(0.9, 2));
+  const three = await runHat({ ...options, parallelBranches: 3 }, new FixedThresholdPolicy(0.9, 2));
   assert.deepEqual(three.ids, reference);
-  assert.ok(three.metrics.parallelDrafting.hits >= one.metrics.parallelDrafting.hits, `${three.metrics.parallelDrafting.hits} vs ${one.metrics.parallelDrafting.hits}`);
+  const [expectedOne, expectedThree] = [await expectedRounds(0.9, 2, 1), await expectedRounds(0.9, 2, 3)];
+  assert.ok(expectedThree.hits > expectedOne.hits, 'the 2nd and 3rd candidates are confirmed on some rounds');
+  assert.equal(one.metrics.parallelDrafting.hits, expectedOne.hits);
+  assert.equal(three.metrics.parallelDrafting.hits, expectedThree.hits);
 });
 
 test('chunked prefill (fixed and auto) gives the same first token and continuation', async () => {
+  const expectedChunks = { 3: [3, 3, 3, 3], 5: [5, 5, 2] };
   for (const chunk of [3, 5, 'auto'] as const) {
     const out = await runHat({ chunk, speculative: false });
     assert.deepEqual(out.ids, reference, `chunk ${chunk}`);
-    assert.ok(out.metrics.chunkSizes.length > 1 || chunk === 'auto');
+    if (chunk === 'auto') assert.equal(out.metrics.chunkSizes.reduce((a, b) => a + b, 0), prompt.length);
+    else assert.deepEqual(out.metrics.chunkSizes, expectedChunks[chunk]);
   }
 });
 
