@@ -31,6 +31,7 @@ const schema = z.object({
   serve: z.string().optional(),
   maxQueue: intOption(0, 100000),
   modelName: z.string().min(1).optional(),
+  record: z.string().min(1).optional(),
 });
 
 export function registerRunDevice(program: Command): void {
@@ -61,6 +62,8 @@ export function registerRunDevice(program: Command): void {
     .option('--serve <[host:]port>', 'keep the parts loaded and serve an OpenAI-compatible API (host: 127.0.0.1)')
     .option('--max-queue <n>', 'with --serve: requests that may wait while one generates (more get 429)', '16')
     .option('--model-name <id>', 'with --serve: the model id clients use (default: the bundle folder\'s name)')
+    .option('--record <file>', 'save the session\'s frames as sent, the device\'s timing and the results (JSON) for '
+      + 'replay by `hat bench --fleet --recordings`')
     .action(async (splitDir: string, raw: Record<string, unknown>) => {
       const options = parseOptions(schema, raw);
       const reporter = terminalReporter({ quiet: options.json });
@@ -70,6 +73,7 @@ export function registerRunDevice(program: Command): void {
         if (options.prompt !== undefined || options.promptIds !== undefined) {
           throw new HatError('BAD_OPTION', '--serve takes prompts over HTTP, not --prompt', 'drop --prompt');
         }
+        if (options.record) throw new HatError('BAD_OPTION', '--record records one --prompt session, not --serve', 'drop one');
         const { device, server } = await serveDevice(splitDir, {
           cloud: options.cloud, token: options.token, wire: options.wire, link, threads: options.threads,
           speculative: options.draft, draftThreshold: options.draftThreshold, maxDraft: options.maxDraft,
@@ -94,6 +98,7 @@ export function registerRunDevice(program: Command): void {
         parallelDrafting: options.parallelDrafting, parallelBranches: options.parallelBranches, chunk: options.chunk, wire: options.wire, link,
         token: options.token, fallbackLocal: options.fallback === 'local', threads: options.threads,
         reconnects: options.reconnect, onResume: (event) => reporter.info(describeResume(event)),
+        record: options.record,
         onText: options.json ? undefined : (text) => process.stdout.write(text),
       });
       if (options.json) {

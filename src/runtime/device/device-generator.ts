@@ -14,6 +14,7 @@ import { Drafter } from './drafter.ts';
 import { HatGenerator } from './hat-generator.ts';
 import { LocalVerifier } from './local-verifier.ts';
 import { ResumingVerifier, type ResumeEvent } from './resuming-verifier.ts';
+import type { SessionRecorder } from './session-recorder.ts';
 import type { Verifier } from './verifier.ts';
 
 export interface DeviceGeneratorOptions {
@@ -30,6 +31,11 @@ export interface DeviceGeneratorOptions {
   /** When every reconnect fails, continue with the small model (needs the adapter). */
   fallbackLocal?: boolean;
   onResume?: (event: ResumeEvent) => void;
+  /**
+   * Records the session (`run-device --record`, the fleet benchmark): taps the uplink and wraps the verifier the
+   * generator talks to. The caller reports commits (`recorder.committed`) from its onTokens.
+   */
+  recorder?: SessionRecorder;
 }
 
 /** Greedy sampling (the setting every equivalence check and benchmark uses). */
@@ -53,15 +59,21 @@ export async function connectDeviceGenerator(options: DeviceGeneratorOptions): P
   if (options.fallbackLocal && !parts.adapter) {
     throw new HatError('BAD_OPTION', '--fallback local needs the adapter (the small model)', 'run `hat train-adapter <split-dir>` first, or use --fallback none');
   }
-  const connect = () => CloudClient.connect({ ...options.cloud, manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size });
+  const { recorder } = options;
+  const tap = options.cloud.recordUplink;
+  const recordUplink = recorder ? (bytes: Uint8Array) => { tap?.(bytes); recorder.onUplink(bytes); } : tap;
+  const connect = () => CloudClient.connect({
+    ...options.cloud, recordUplink, manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size,
+  });
   const first = await connect();
   const resumable = (options.reconnects ?? 0) > 0 || options.fallbackLocal;
-  const verifier: Verifier = resumable
+  const cloudVerifier: Verifier = resumable
     ? new ResumingVerifier(first, {
       connect, reconnects: options.reconnects ?? 0, backoff: options.backoff, onEvent: options.onResume,
       fallback: options.fallbackLocal ? async () => new LocalVerifier(parts.adapter!, options.cloud.wire) : undefined,
     })
     : first;
+  const verifier = recorder ? recorder.wrap(cloudVerifier) : cloudVerifier;
   const sampler = createSampler(options.sampling);
   const policy = typeof options.draftThreshold === 'object'
     ? options.draftThreshold

@@ -13,6 +13,9 @@ import { openDeviceParts } from './device-parts.ts';
 import { connectDeviceGenerator } from './device-generator.ts';
 import type { HatGeneration } from './hat-generator.ts';
 import type { ResumeEvent } from './resuming-verifier.ts';
+import { SessionRecorder, writeRecording } from './session-recorder.ts';
+import { describeLink } from '../link.ts';
+import { manifestHash } from '../split-dir.ts';
 
 export interface RunDeviceOptions {
   splitDir: string;
@@ -41,6 +44,8 @@ export interface RunDeviceOptions {
   threads?: number;
   onText?: (text: string) => void;
   recordUplink?: (bytes: Uint8Array) => void;
+  /** Writes the session's recording here (src/runtime/device/session-recorder.ts): frames, timing, results. */
+  record?: string;
 }
 
 export interface RunDeviceResult extends HatGeneration {
@@ -56,6 +61,7 @@ export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceRes
   const special = { bosTokenId: manifest.model?.bosTokenId, eosTokenId: manifest.model?.eosTokenId };
   const prompt = typeof options.prompt === 'string' ? { text: options.prompt } : options.prompt;
   const promptIds = resolvePromptIds(prompt, tokenizer, special, manifest.model?.vocabSize);
+  const recorder = options.record ? new SessionRecorder() : undefined;
   const parts = await openDeviceParts(options.splitDir, manifest, { withAdapter: options.speculative || options.fallbackLocal, threads: options.threads });
   const device = await connectDeviceGenerator({
     parts,
@@ -63,6 +69,7 @@ export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceRes
     sampling: { temperature: options.temperature, topP: options.topP, seed: options.seed },
     draftThreshold: options.draftThreshold, maxDraft: options.maxDraft,
     reconnects: options.reconnects ?? 0, fallbackLocal: options.fallbackLocal, onResume: options.onResume,
+    recorder,
   });
   const streamer = tokenizer && textStreamer(tokenizer, promptIds);
   try {
@@ -73,8 +80,19 @@ export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceRes
       parallelDrafting: options.parallelDrafting && options.speculative,
       parallelBranches: options.parallelBranches,
       chunk: options.chunk,
-      onTokens: (ids) => { const text = streamer?.push(...ids); if (text) options.onText?.(text); },
+      onTokens: (ids) => {
+        recorder?.committed(ids.length);
+        const text = streamer?.push(...ids);
+        if (text) options.onText?.(text);
+      },
     });
+    if (recorder) {
+      writeRecording(options.record!, recorder.finish({
+        manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size, promptTokens: promptIds.length,
+        mode: options.speculative ? 'run-device' : 'run-device --no-draft',
+        link: options.link ? describeLink(options.link) : 'none',
+      }));
+    }
     const rest = streamer?.flush();
     if (rest) options.onText?.(rest);
     return { ...result, promptIds, text: tokenizer && continuationText(tokenizer, promptIds, result.ids) };

@@ -1,0 +1,104 @@
+/**
+ * `run-device --record`: the recording holds every forward frame exactly as it went on the wire, which results each
+ * frame waited for, the device's time between them, and the tokens committed on each result; written to a file and
+ * read back unchanged; replayed by an EMULATED device against a fresh serve-cloud it gets byte-identical results.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startCloud, type StartedCloud } from '../../../src/runtime/cloud/serve.ts';
+import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
+import { runDevice, type RunDeviceOptions } from '../../../src/runtime/device/run-device.ts';
+import { frameHeader, isPrefillFrame, readRecording } from '../../../src/runtime/device/session-recorder.ts';
+import { FrameFlags } from '../../../src/runtime/protocol/frame.ts';
+import { LINK_PROFILES } from '../../../src/runtime/link.ts';
+import { replaySession } from '../../../src/bench/fleet/replay.ts';
+import { addIdentityAdapter, makeSmallSplit } from '../../helpers/runtime-fixtures.ts';
+
+let cloud: StartedCloud;
+let split: string;
+const dir = mkdtempSync(join(tmpdir(), 'hat-rec-'));
+const prompt = [1, 5, 9, 22, 13, 40, 2, 7, 8, 9, 31, 17, 3, 3, 4];
+
+before(async () => {
+  ({ split } = await makeSmallSplit());
+  addIdentityAdapter(split);
+  cloud = await startCloud({
+    splitDir: split, host: '127.0.0.1', port: 0, workers: 1, maxSessions: 8, idleTimeoutMs: 60_000,
+    maxTokensPerFrame: 512, maxContext: 512, logger: silentLogger,
+  });
+});
+after(() => cloud.server.stop());
+
+const device = (overrides: Partial<RunDeviceOptions>): RunDeviceOptions => ({
+  splitDir: split, cloud: `ws://127.0.0.1:${cloud.port}`, prompt: { ids: prompt }, maxNewTokens: 16, temperature: 0,
+  topP: 1, seed: 0, draftThreshold: 0, maxDraft: 3, speculative: true, parallelDrafting: true, parallelBranches: 1,
+  chunk: 4, wire: 'fp16', fallbackLocal: false, threads: 1, ...overrides,
+});
+
+for (const speculative of [true, false]) {
+  const mode = speculative ? 'HAT (chunks, drafts)' : 'U-shape (--no-draft, --chunk off)';
+  test(`a recorded ${mode} session: exact frames, dependencies, commits; a replay gets the same results`, async () => {
+    const file = join(dir, `${speculative}.json`);
+    const wire: Uint8Array[] = [];
+    const result = await runDevice(device({
+      speculative, chunk: speculative ? 4 : 'off', record: file, recordUplink: (bytes) => wire.push(bytes.slice()),
+    }));
+    const recording = readRecording(file);
+    assert.equal(recording.unreplayable, undefined);
+    assert.equal(recording.promptTokens, prompt.length);
+    assert.equal(recording.wire, 'fp16');
+
+    // Frames: byte for byte what went on the wire (hello and bye aside).
+    const forwards = wire.filter((bytes) => bytes[6] === 3);
+    assert.equal(recording.frames.length, forwards.length);
+    recording.frames.forEach((frame, i) => assert.deepEqual(frame.bytes, forwards[i], `frame ${i}`));
+
+    // Prompt chunks first (no dependency), then rounds, each after the result before it.
+    const chunks = recording.frames.filter(isPrefillFrame).length;
+    assert.equal(chunks, result.metrics.chunkSizes.length);
+    assert.equal(recording.frames.length - chunks, result.metrics.rounds);
+    let past = 0;
+    recording.frames.forEach((frame, i) => {
+      const header = frameHeader(frame);
+      assert.equal(header.seq, i + 1);
+      assert.ok(frame.deviceMs >= 0 && frame.sentMs >= (recording.frames[i - 1]?.sentMs ?? 0));
+      if (i < chunks) {
+        assert.equal(frame.after, -1);
+        assert.equal(header.pastLength, past);
+        past += header.nTokens;
+        assert.ok(header.flags & FrameFlags.prefill);
+      } else {
+        assert.equal(frame.after, i - 1, `round ${i} waits for the result before it`);
+        assert.ok(frame.sentMs >= recording.results[i - 1].arrivedMs);
+        assert.equal(header.nTokens, speculative ? header.nTokens : 1);
+      }
+    });
+
+    // Commits: the first token on the prompt's last result, then each round's tokens on its own result.
+    assert.equal(recording.tokens, result.ids.length);
+    assert.deepEqual(recording.results[chunks - 1].commits.map((c) => c.count), [1]);
+    recording.results.slice(0, chunks - 1).forEach((r) => assert.deepEqual(r.commits, []));
+    recording.results.slice(chunks).forEach((r, k) => {
+      assert.equal(r.commits.reduce((n, c) => n + c.count, 0) > 0, true, `round ${k} committed`);
+      assert.ok(r.commits.every((c) => c.afterMs >= 0));
+    });
+
+    // An EMULATED device replays it solo on the same cloud: every result byte-identical to the recorded one.
+    const replay = await replaySession(recording, { url: `ws://127.0.0.1:${cloud.port}`, link: LINK_PROFILES.none, seed: 1 });
+    assert.equal(replay.error, undefined);
+    assert.equal(replay.checked, recording.frames.length);
+    assert.equal(replay.identical, recording.frames.length);
+    assert.equal(replay.tokens, result.ids.length);
+  });
+}
+
+test('a recording file that is not one is refused with the field that is wrong', () => {
+  const file = join(dir, 'bad.json');
+  writeFileSync(file, JSON.stringify({ format: 'hat-recording/1', frames: [] }));
+  assert.throws(() => readRecording(file), /not a hat-recording\/1 recording: manifestHash/);
+  writeFileSync(file, 'nope');
+  assert.throws(() => readRecording(file), /is not JSON/);
+});
