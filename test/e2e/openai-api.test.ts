@@ -286,13 +286,14 @@ test('errors come back in OpenAI\'s format with the right status', { skip }, asy
   assert.deepEqual(models.data.map((m) => m.id), [MODEL]);
 });
 
-test('no chat template: chat answers 400 saying so, completions work; a lost cloud is 503', { skip }, async () => {
+test('no chat template: chat is 400, completions work; a cloud lost mid-stream, then 503', { skip }, async () => {
   const bundle = mkdtempSync(join(tmpdir(), 'hat-no-template-'));
   for (const name of readdirSync(split)) {
     if (!name.startsWith('middle') && name !== 'tokenizer_config.json') cpSync(join(split, name), join(bundle, name));
   }
   const ownRelay = await recordingRelay(cloud.url);
-  const plain = await spawnDeviceServer(bundle, ownRelay.url, ['--wire', 'fp32', '--model-name', 'kjv']);
+  const args = ['--wire', 'fp32', '--model-name', 'kjv', '--reconnect', '0'];
+  const plain = await spawnDeviceServer(bundle, ownRelay.url, args);
   try {
     const other = new OpenAI({ baseURL: plain.baseURL, apiKey: 'x', maxRetries: 0 });
     await assert.rejects(other.chat.completions.create({ model: 'kjv', messages: user }), (error: unknown) => {
@@ -304,7 +305,21 @@ test('no chat template: chat answers 400 saying so, completions work; a lost clo
     const answer = await other.completions.create({ model: 'kjv', prompt: PROMPT, temperature: 0, max_tokens: MAX });
     assert.equal(answer.choices[0].text, references.completion!.text);
 
-    await ownRelay.close(); // the cloud is now unreachable for this device
+    // The cloud lost mid-stream: the text so far arrives, then an error event the SDK raises.
+    ownRelay.delayMs = 150;
+    const stream = await other.completions.create({ ...greedy, model: 'kjv', prompt: PROMPT, stream: true });
+    let streamed = '';
+    await assert.rejects((async () => {
+      for await (const chunk of stream) {
+        streamed += chunk.choices[0]?.text ?? '';
+        if (streamed) await ownRelay.close(); // from now on the cloud is unreachable for this device
+      }
+    })(), (error: unknown) => {
+      assert.ok(error instanceof OpenAI.APIError, String(error));
+      assert.match(error.message, /cloud/);
+      return true;
+    });
+    assert.ok(streamed.length > 0 && references.completion!.text.startsWith(streamed), streamed);
     const lost = other.completions.create({ model: 'kjv', prompt: PROMPT, max_tokens: 4 });
     await assert.rejects(lost, (error: unknown) => {
       assert.ok(error instanceof OpenAI.InternalServerError, String(error));
