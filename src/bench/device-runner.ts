@@ -17,6 +17,7 @@ import { tokenGaps, type RequestRecord } from './record.ts';
 import type { Scenario } from './scenarios.ts';
 import type { BenchPrompt } from './prompts.ts';
 import { measureStageCosts, type StageCosts } from './calibrate.ts';
+import type { SessionRecorder } from '../runtime/device/session-recorder.ts';
 
 export interface DeviceConfig {
   splitDir: string;
@@ -34,6 +35,12 @@ export interface DeviceConfig {
 }
 
 type Arrival = { at: number; count: number };
+
+/** Per request: record the session (the fleet benchmark), or draft with another threshold than the device's. */
+export interface RunExtras {
+  recorder?: SessionRecorder;
+  draftThreshold?: 'auto' | number;
+}
 
 function emptyRecord(scenario: string, prompt: BenchPrompt): RequestRecord {
   return {
@@ -60,9 +67,11 @@ export class DeviceRunner {
     return this.parts.adapter !== undefined;
   }
 
-  async run(scenario: Scenario, prompt: BenchPrompt, maxNewTokens: number): Promise<RequestRecord> {
+  async run(
+    scenario: Scenario, prompt: BenchPrompt, maxNewTokens: number, extras: RunExtras = {},
+  ): Promise<RequestRecord> {
     this.requests++;
-    if (scenario.kind === 'split') return this.runSplit(scenario, prompt, maxNewTokens);
+    if (scenario.kind === 'split') return this.runSplit(scenario, prompt, maxNewTokens, extras);
     if (scenario.kind === 'cloud-only') return this.runCloudOnly(scenario, prompt, maxNewTokens);
     return this.runDeviceOnly(scenario, prompt, maxNewTokens);
   }
@@ -81,7 +90,9 @@ export class DeviceRunner {
     for (const part of [this.parts.input, this.parts.output, this.parts.draftOutput, this.parts.adapter]) part?.truncate(0);
   }
 
-  private async runSplit(scenario: Scenario, prompt: BenchPrompt, maxNewTokens: number): Promise<RequestRecord> {
+  private async runSplit(
+    scenario: Scenario, prompt: BenchPrompt, maxNewTokens: number, extras: RunExtras,
+  ): Promise<RequestRecord> {
     if (scenario.speculative && !this.parts.adapter) {
       throw new HatError('BAD_MANIFEST', `scenario ${scenario.name} drafts, and the split has no adapter`, 'run `hat train-adapter <split-dir>` first, or pick scenarios without drafts (--scenarios u-shape,u-sarathi,chunk-only,cloud-only,device-only)');
     }
@@ -91,7 +102,8 @@ export class DeviceRunner {
     const parts = scenario.speculative ? this.parts : { ...this.parts, adapter: undefined };
     const device = await connectDeviceGenerator({
       parts, cloud: { url: config.cloudUrl, wire: config.wire, link: { ...config.link } }, // a fresh link state per session
-      sampling: { temperature: 0, topP: 1, seed: 0 }, draftThreshold: config.draftThreshold, maxDraft: config.maxDraft,
+      sampling: { temperature: 0, topP: 1, seed: 0 }, draftThreshold: extras.draftThreshold ?? config.draftThreshold,
+      maxDraft: config.maxDraft, recorder: extras.recorder,
     });
     const record = emptyRecord(scenario.name, prompt);
     const arrivals: Arrival[] = [];
@@ -99,7 +111,10 @@ export class DeviceRunner {
     try {
       const { ids, metrics, error } = await device.generator.generate(prompt.ids, {
         maxNewTokens, speculative: scenario.speculative, parallelDrafting: scenario.parallelDrafting, parallelBranches: this.config.parallelBranches, chunk: scenario.chunk,
-        onTokens: (ids) => arrivals.push({ at: performance.now(), count: ids.length }),
+        onTokens: (ids) => {
+          arrivals.push({ at: performance.now(), count: ids.length });
+          extras.recorder?.committed(ids.length);
+        },
       });
       const prefillBytes = metrics.prefillChunks.reduce((s, c) => s + c.bytesUp, 0);
       const rowBytes = wireBytesPerRow(config.wire, manifest.hidden.size);

@@ -17,7 +17,10 @@ export function writeOutDir(out: string, files: Record<string, string>): void {
   rmSync(staging, { recursive: true, force: true });
   mkdirSync(staging);
   try {
-    for (const [name, text] of Object.entries(files)) writeFileSync(join(staging, name), text);
+    for (const [name, text] of Object.entries(files)) {
+      mkdirSync(dirname(join(staging, name)), { recursive: true }); // names may hold a folder (recordings/…)
+      writeFileSync(join(staging, name), text);
+    }
     rmSync(target, { recursive: true, force: true });
     renameSync(staging, target);
   } catch (error) {

@@ -69,11 +69,41 @@ export function promptsOfLengths(lengths: readonly number[], perLength: number, 
   return prompts;
 }
 
+/** The model's context (config.json's max_position_embeddings), or undefined when the split does not say. */
+export function contextLimit(splitDir: string): number | undefined {
+  const config = join(splitDir, 'config.json');
+  if (!existsSync(config)) return undefined;
+  return (JSON.parse(readFileSync(config, 'utf8')) as { max_position_embeddings?: number }).max_position_embeddings;
+}
+
+/**
+ * Prompt lengths that fit the context with the new tokens and a round of drafts: longer ones are clamped to the
+ * longest that fits (duplicates dropped), with a note saying so.
+ */
+export function clampLengths(
+  splitDir: string, lengths: readonly number[], maxNewTokens: number, maxDraft: number,
+): { lengths: number[]; note?: string } {
+  const limit = contextLimit(splitDir);
+  if (!limit) return { lengths: [...lengths] };
+  const longest = limit - maxNewTokens - maxDraft - 1;
+  if (longest < 1) {
+    throw new HatError('BAD_OPTION',
+      `--max-new-tokens ${maxNewTokens} + drafts leave no room for a prompt in the model's context of ${limit}`,
+      `use at most ${limit - maxDraft - 2} new tokens`);
+  }
+  const clamped = [...new Set(lengths.map((l) => Math.min(l, longest)))];
+  const changed = lengths.filter((l) => l > longest);
+  return {
+    lengths: clamped,
+    note: changed.length ? `prompt lengths ${changed.join(', ')} clamped to ${longest} tokens: config.json's `
+      + `max_position_embeddings is ${limit}, and each session also needs ${maxNewTokens} new tokens + `
+      + `${maxDraft + 1} draft positions` : undefined,
+  };
+}
+
 /** The positions a request needs must fit the model's context (config.json's max_position_embeddings, if any). */
 export function checkContext(splitDir: string, prompts: readonly BenchPrompt[], maxNewTokens: number, maxDraft: number): void {
-  const config = join(splitDir, 'config.json');
-  if (!existsSync(config)) return;
-  const limit = (JSON.parse(readFileSync(config, 'utf8')) as { max_position_embeddings?: number }).max_position_embeddings;
+  const limit = contextLimit(splitDir);
   const longest = Math.max(...prompts.map((p) => p.ids.length));
   if (limit && longest + maxNewTokens + maxDraft + 1 > limit) {
     throw new HatError('BAD_OPTION', `the longest prompt (${longest} tokens) + --max-new-tokens ${maxNewTokens} + drafts exceeds the model's context of ${limit}`,

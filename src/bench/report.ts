@@ -1,7 +1,7 @@
 /** The printed report: header, cli-table3 tables (scenarios, ablation, simulation next to the paper). */
 import Table from 'cli-table3';
 import type { ScenarioResult } from './metrics.ts';
-import type { BenchReport } from './run-bench.ts';
+import type { BenchHeader, BenchReport } from './run-bench.ts';
 import { ABLATION_ROWS } from './scenarios.ts';
 
 /** The paper's figures (hat-method.md §11, from a secondary summary of the v1 PDF). */
@@ -12,14 +12,15 @@ export const PAPER = {
 };
 
 /** Plain borders without a rule between rows, so wide tables stay short in logs and READMEs. */
-const plain = (head: string[]) => new Table({
+export const plain = (head: string[]) => new Table({
   head, style: { head: [], border: [] },
   chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
 });
-const f = (x: number | null | undefined, digits = 1) => (x === null || x === undefined ? '–' : x.toFixed(digits));
+export const f = (x: number | null | undefined, digits = 1) =>
+  (x === null || x === undefined ? '–' : x.toFixed(digits));
 const ratio = (r: ScenarioResult, key: string) => f(r.ratioToUShape?.[key], 2);
 
-export function headerLines(report: BenchReport): string[] {
+export function headerLines(report: { header: BenchHeader }): string[] {
   const h = report.header;
   return [`# hat bench — ${h.date}`, `machine: ${h.machine}`, `model:   ${h.model}`, `split:   ${h.split}`, `link:    ${h.link}`, `load:    ${h.load}`, `prompts: ${h.prompts}`];
 }

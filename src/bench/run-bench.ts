@@ -68,7 +68,7 @@ export interface BenchReport {
   simulation?: { deviceSlowdown: number; costs: StageCosts; acceptance: Acceptance; results: SimulatedResult[]; assumptions: string[] };
 }
 
-function describeModel(splitDir: string, manifest: SplitManifest): string {
+export function describeModel(splitDir: string, manifest: SplitManifest): string {
   const [, k] = manifest.parts.input.layers;
   const [m0, m1] = manifest.parts.middle.layers;
   const [o0, o1] = manifest.parts.output.layers;
@@ -77,7 +77,7 @@ function describeModel(splitDir: string, manifest: SplitManifest): string {
 }
 
 /** Why drafts could be meaningless here: random weights (synth's config.json says so) or a placeholder adapter. */
-function randomWeightNotes(splitDir: string, manifest: SplitManifest): string[] {
+export function randomWeightNotes(splitDir: string, manifest: SplitManifest): string[] {
   const notes: string[] = [];
   const config = join(splitDir, 'config.json');
   if (existsSync(config)) {

@@ -47,7 +47,9 @@ export interface HistogramCounts {
 }
 
 /** A histogram from one scrape, summed over its other labels (cumulative `le` buckets turned into per-bucket). */
-export function histogram(samples: readonly Sample[], name: string, labels: Record<string, string> = {}): HistogramCounts {
+export function histogram(
+  samples: readonly Sample[], name: string, labels: Record<string, string> = {},
+): HistogramCounts {
   const cumulative = new Map<number, number>();
   for (const s of samples) {
     if (s.name !== `${name}_bucket` || !matches(s, labels)) continue;
@@ -62,7 +64,8 @@ export function histogram(samples: readonly Sample[], name: string, labels: Reco
     below = total;
     return { le, count };
   });
-  return { buckets, count: sampleValue(samples, `${name}_count`, labels), sum: sampleValue(samples, `${name}_sum`, labels) };
+  const count = sampleValue(samples, `${name}_count`, labels);
+  return { buckets, count, sum: sampleValue(samples, `${name}_sum`, labels) };
 }
 
 /** What was observed between two scrapes of the same histogram. */

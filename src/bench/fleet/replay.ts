@@ -48,7 +48,8 @@ const sleep = (ms: number) => new Promise<void>((resolve) => {
 /** The largest |a − b| (0 when byte-identical); Infinity when the lengths differ. */
 export function maxDifference(a: Float32Array, b: Float32Array): number {
   if (a.length !== b.length) return Infinity;
-  if (Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0) return 0;
+  const bytes = (x: Float32Array) => Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+  if (Buffer.compare(bytes(a), bytes(b)) === 0) return 0;
   let max = 0;
   for (let i = 0; i < a.length; i++) {
     const d = Math.abs(a[i] - b[i]);
@@ -65,7 +66,9 @@ function withSession(bytes: Uint8Array, sessionId: number): Uint8Array {
 }
 
 export async function replaySession(recording: SessionRecording, options: ReplayOptions): Promise<ReplayOutcome> {
-  if (recording.unreplayable) throw new HatError('BAD_OPTION', `this recording cannot be replayed: ${recording.unreplayable}`);
+  if (recording.unreplayable) {
+    throw new HatError('BAD_OPTION', `this recording cannot be replayed: ${recording.unreplayable}`);
+  }
   const outcome: ReplayOutcome = {
     mode: recording.mode, promptTokens: recording.promptTokens, startedAt: performance.now(), endedAt: 0, commits: [],
     tokens: 0, checked: 0, identical: 0, maxAbsDiff: 0, lateMs: [],
@@ -93,7 +96,9 @@ export async function replaySession(recording: SessionRecording, options: Replay
     arrived.push(at);
     const recorded = recording.results[index];
     if (!recorded) return fail(new HatError('PROTOCOL', `result ${index} of a session that sent ${n} frames`));
-    if (rows !== recorded.rows) return fail(new HatError('PROTOCOL', `result ${index} has ${rows} rows, recorded ${recorded.rows}`));
+    if (rows !== recorded.rows) {
+      return fail(new HatError('PROTOCOL', `result ${index} has ${rows} rows, recorded ${recorded.rows}`));
+    }
     if (recorded.hidden.length) {
       const diff = maxDifference(decodeHidden(payload, rows, recording.hiddenSize, dtype), recorded.hidden);
       outcome.checked++;
@@ -127,7 +132,9 @@ export async function replaySession(recording: SessionRecording, options: Replay
     });
   });
   socket.on('close', () => { if (arrived.length < n) fail(new HatError('NETWORK', 'the cloud connection closed')); });
-  socket.on('error', (error: Error) => fail(new HatError('NETWORK', `cannot reach the cloud at ${options.url}: ${error.message}`)));
+  socket.on('error', (error: Error) => {
+    fail(new HatError('NETWORK', `cannot reach the cloud at ${options.url}: ${error.message}`));
+  });
 
   const send = (bytes: Uint8Array) => link.up.send(bytes.length, () => {
     if (socket.readyState === WebSocket.OPEN) socket.send(bytes, { binary: true });
@@ -168,7 +175,7 @@ export async function replaySession(recording: SessionRecording, options: Replay
     if (failure) throw failure;
     outcome.endedAt = outcome.commits.at(-1)?.at ?? performance.now();
     if (outcome.tokens !== recording.tokens) {
-      throw new HatError('INTERNAL', `replayed ${outcome.tokens} tokens of a session that committed ${recording.tokens}`);
+      throw new HatError('INTERNAL', `replayed ${outcome.tokens} tokens of a recording of ${recording.tokens}`);
     }
     send(encodeFrame({ type: 'bye', sessionId, seq: n + 1 }));
   } catch (error) {

@@ -47,7 +47,8 @@ export function kvBytesPerPosition(manifest: SplitManifest): number {
       // where heads or head size are symbolic too, the manifest's attention figures stand in.
       const fixed = spec.shape.filter((d): d is number => typeof d === 'number');
       const { kvHeads, heads, headDim } = manifest.attention;
-      const perPosition = fixed.length >= 2 ? fixed.reduce((a, b) => a * b, 1) : (kvHeads ?? heads ?? 0) * (headDim ?? 0);
+      const perPosition = fixed.length >= 2
+        ? fixed.reduce((a, b) => a * b, 1) : (kvHeads ?? heads ?? 0) * (headDim ?? 0);
       total += perPosition * (BYTES[spec.type] ?? 4);
     }
   }

@@ -162,7 +162,9 @@ export class SessionRecorder {
       unreplayable ??= `${this.uplink.length} forward frames went on the wire for ${this.frames.length} requests`;
     }
     const answered = this.results.filter(Boolean).length;
-    if (answered !== this.frames.length) unreplayable ??= `${this.frames.length - answered} request(s) were never answered`;
+    if (answered !== this.frames.length) {
+      unreplayable ??= `${this.frames.length - answered} request(s) were never answered`;
+    }
     const frames = this.frames.map((f, i) => ({ ...f, bytes: this.uplink[i] ?? new Uint8Array(0) }));
     const results = Array.from({ length: this.frames.length }, (_, i) => this.results[i]
       ?? { arrivedMs: 0, rows: 0, hidden: new Float32Array(0), commits: [] });
@@ -189,7 +191,9 @@ const base64 = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset
 const bytesOf = (text: string) => new Uint8Array(Buffer.from(text, 'base64'));
 function floatsOf(text: string): Float32Array {
   const bytes = bytesOf(text);
-  if (bytes.byteLength % 4) throw new HatError('BAD_OPTION', 'a recorded result is not a whole number of float32 values');
+  if (bytes.byteLength % 4) {
+    throw new HatError('BAD_OPTION', 'a recorded result is not a whole number of float32 values');
+  }
   return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
 }
 
@@ -216,7 +220,9 @@ export function recordingToJson(recording: SessionRecording): string {
   return `${JSON.stringify({
     ...recording,
     frames: recording.frames.map((f) => ({ ...f, bytes: base64(f.bytes) })),
-    results: recording.results.map((r) => ({ ...r, hidden: base64(new Uint8Array(r.hidden.buffer, r.hidden.byteOffset, r.hidden.byteLength)) })),
+    results: recording.results.map((r) => ({
+      ...r, hidden: base64(new Uint8Array(r.hidden.buffer, r.hidden.byteOffset, r.hidden.byteLength)),
+    })),
   })}\n`;
 }
 
@@ -225,12 +231,14 @@ export function recordingFromJson(text: string, source: string): SessionRecordin
   try {
     raw = JSON.parse(text);
   } catch {
-    throw new HatError('BAD_OPTION', `${source} is not JSON`, 'give a file written by `hat run-device --record` or `hat bench --fleet`');
+    throw new HatError('BAD_OPTION', `${source} is not JSON`,
+      'give a file written by `hat run-device --record` or `hat bench --fleet`');
   }
   const parsed = fileSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new HatError('BAD_OPTION', `${source} is not a ${RECORDING_FORMAT} recording: ${issue.path.join('.')}: ${issue.message}`);
+    const where = `${issue.path.join('.')}: ${issue.message}`;
+    throw new HatError('BAD_OPTION', `${source} is not a ${RECORDING_FORMAT} recording: ${where}`);
   }
   const r = parsed.data;
   return {

@@ -87,7 +87,8 @@ for (const speculative of [true, false]) {
     });
 
     // An EMULATED device replays it solo on the same cloud: every result byte-identical to the recorded one.
-    const replay = await replaySession(recording, { url: `ws://127.0.0.1:${cloud.port}`, link: LINK_PROFILES.none, seed: 1 });
+    const url = `ws://127.0.0.1:${cloud.port}`;
+    const replay = await replaySession(recording, { url, link: LINK_PROFILES.none, seed: 1 });
     assert.equal(replay.error, undefined);
     assert.equal(replay.checked, recording.frames.length);
     assert.equal(replay.identical, recording.frames.length);

@@ -1,0 +1,151 @@
+/**
+ * One fleet run in figures: what the EMULATED devices saw (throughput, TTFT, TBT, SLO attainment, exactness) and
+ * what the real serve-cloud reported on /metrics over the run (batch-size and padding histograms, runs, rows) and
+ * spent (CPU from /proc). Definitions:
+ * - throughput: tokens committed inside the load window / the window (sessions that run past it count up to it);
+ * - TTFT: from a session's arrival to its first token, less the WebSocket handshake (so it includes waiting for a
+ *   free emulated device); TBT: a round's time spread over the tokens it committed, as `hat bench` does;
+ * - SLO attainment: share of the sessions that arrived with TTFT ≤ the TTFT SLO and mean TBT ≤ the TBT SLO
+ *   (a failed session misses it).
+ */
+import { summarize, type Summary } from '../../runtime/device/metrics.ts';
+import { tokenGaps } from '../record.ts';
+import type { LoadRun, LoadShape } from './load.ts';
+import { histogram, histogramDelta, sampleValue, type HistogramCounts, type Sample } from './prom-text.ts';
+
+export interface FleetRunStats {
+  mode: string;
+  /** The cloud's --max-batch in this run (1: batching off). */
+  maxBatch: number;
+  batching: 'on' | 'off';
+  load: LoadShape;
+  /** Offered load in sessions per second: the Poisson rate, or what the closed loop achieved. */
+  offeredSessionsPerSecond: number;
+  /** Sessions that arrived in the window, per second. */
+  arrivedSessionsPerSecond: number;
+  devices: number;
+  durationS: number;
+  sessions: { arrived: number; completed: number; failed: number };
+  /** Committed tokens per second of the window (the cloud's throughput). */
+  throughputTokensPerSecond: number;
+  ttftMs: Summary;
+  tbtMs: Summary;
+  sloAttainment: number;
+  meanDeviceWaitMs: number;
+  /** How late EMULATED devices sent frames against their recorded schedule (this process's timers). */
+  emulationLateMs: { p50: number; p99: number };
+  /** Results compared with the recording: byte-identical ones, and the largest difference. */
+  results: { checked: number; identical: number; maxAbsDiff: number };
+  /** serve-cloud's CPU over the run (all its threads), and cores kept busy on average. */
+  server: { cpuSeconds: number | null; busyCores: number | null };
+  cloud: {
+    runs: number;
+    requests: { prefillChunk: number; verification: number };
+    meanBatchSessions: number;
+    /** Rows computed that were padding, over all rows computed. */
+    paddingShare: number;
+    batchSessions: HistogramCounts;
+    paddingRatio: HistogramCounts;
+    meanQueueWaitMs: number;
+    computeSeconds: number;
+    errors: Record<string, number>;
+  };
+  /** The first distinct session errors, if any. */
+  errors: string[];
+}
+
+export interface RunContext {
+  mode: string;
+  maxBatch: number;
+  load: LoadShape;
+  devices: number;
+  sloTtftMs: number;
+  sloTbtMs: number;
+  before: Sample[];
+  after: Sample[];
+  cpuSeconds: number | null;
+}
+
+const round = (x: number, digits = 3) => Number(x.toFixed(digits));
+const mean = (xs: readonly number[]) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0);
+
+function counterDelta(ctx: RunContext, name: string, labels: Record<string, string> = {}): number {
+  return sampleValue(ctx.after, name, labels) - sampleValue(ctx.before, name, labels);
+}
+
+function errorsByCode(ctx: RunContext): Record<string, number> {
+  const codes = new Set(ctx.after.filter((s) => s.name === 'hat_cloud_errors_total').map((s) => s.labels.code));
+  const out: Record<string, number> = {};
+  for (const code of codes) {
+    const n = counterDelta(ctx, 'hat_cloud_errors_total', { code });
+    if (n > 0) out[code] = n;
+  }
+  return out;
+}
+
+export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
+  const windowEnd = run.startedAt + run.durationMs;
+  const ok = run.sessions.filter((s) => !s.error);
+  const failed = run.sessions.filter((s) => s.error);
+  const inWindow = run.sessions.flatMap((s) => s.commits).filter((c) => c.at >= run.startedAt && c.at < windowEnd);
+  const perSession = ok.map((s) => {
+    const commits = [...s.commits].sort((a, b) => a.at - b.at);
+    const gaps = tokenGaps(commits);
+    const ttft = (s.takenAt - s.arrivedAt) + (commits[0].at - s.startedAt);
+    return { ttft, gaps, meanGap: gaps.length ? mean(gaps) : 0 };
+  });
+  const met = perSession.filter((s) => s.ttft <= ctx.sloTtftMs && s.meanGap <= ctx.sloTbtMs).length;
+  const late = run.sessions.flatMap((s) => s.lateMs);
+  const lateSummary = summarize(late);
+  const delta = (name: string) => histogramDelta(histogram(ctx.before, name), histogram(ctx.after, name));
+  const batch = delta('hat_cloud_batch_sessions');
+  const padding = delta('hat_cloud_batch_padding_ratio');
+  const queue = delta('hat_cloud_queue_wait_seconds');
+  const compute = delta('hat_cloud_compute_seconds');
+  const realRows = counterDelta(ctx, 'hat_cloud_real_rows_total');
+  const paddedRows = counterDelta(ctx, 'hat_cloud_padded_rows_total');
+  const wallS = (run.endedAt - run.startedAt) / 1000;
+  const distinctErrors = [...new Set(failed.map((s) => s.error!))].slice(0, 3);
+  const arrivedPerSecond = run.sessions.filter((s) => s.arrivedAt < windowEnd).length / (run.durationMs / 1000);
+  return {
+    mode: ctx.mode,
+    maxBatch: ctx.maxBatch,
+    batching: ctx.maxBatch > 1 ? 'on' : 'off',
+    load: ctx.load,
+    offeredSessionsPerSecond: ctx.load.kind === 'poisson' ? ctx.load.rate : round(arrivedPerSecond, 2),
+    arrivedSessionsPerSecond: round(arrivedPerSecond, 2),
+    devices: ctx.devices,
+    durationS: run.durationMs / 1000,
+    sessions: { arrived: run.sessions.length, completed: ok.length, failed: failed.length },
+    throughputTokensPerSecond: round(inWindow.reduce((n, c) => n + c.count, 0) / (run.durationMs / 1000), 2),
+    ttftMs: summarize(perSession.map((s) => s.ttft)),
+    tbtMs: summarize(perSession.flatMap((s) => s.gaps)),
+    sloAttainment: run.sessions.length ? round(met / run.sessions.length) : 0,
+    meanDeviceWaitMs: round(mean(run.sessions.map((s) => s.takenAt - s.arrivedAt))),
+    emulationLateMs: { p50: lateSummary.p50, p99: lateSummary.p99 },
+    results: {
+      checked: run.sessions.reduce((n, s) => n + s.checked, 0),
+      identical: run.sessions.reduce((n, s) => n + s.identical, 0),
+      maxAbsDiff: run.sessions.reduce((m, s) => Math.max(m, s.maxAbsDiff), 0),
+    },
+    server: {
+      cpuSeconds: ctx.cpuSeconds === null ? null : round(ctx.cpuSeconds, 2),
+      busyCores: ctx.cpuSeconds === null || wallS <= 0 ? null : round(ctx.cpuSeconds / wallS, 2),
+    },
+    cloud: {
+      runs: batch.count,
+      requests: {
+        prefillChunk: counterDelta(ctx, 'hat_cloud_requests_total', { kind: 'prefill_chunk' }),
+        verification: counterDelta(ctx, 'hat_cloud_requests_total', { kind: 'verification' }),
+      },
+      meanBatchSessions: batch.count ? round(batch.sum / batch.count, 2) : 0,
+      paddingShare: paddedRows ? round((paddedRows - realRows) / paddedRows) : 0,
+      batchSessions: batch,
+      paddingRatio: padding,
+      meanQueueWaitMs: queue.count ? round((queue.sum / queue.count) * 1000) : 0,
+      computeSeconds: round(compute.sum, 3),
+      errors: errorsByCode(ctx),
+    },
+    errors: distinctErrors,
+  };
+}

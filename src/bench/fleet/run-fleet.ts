@@ -1,0 +1,357 @@
+/**
+ * `hat bench <split-dir> --fleet N`'s core. First it records real device sessions of the split on held-out prompts
+ * of mixed lengths in two modes — hat (chunked prefill + speculative rounds + parallel drafting) and u-shape (whole
+ * prompt in one request, one round trip per token, no drafts) — then replays them as N EMULATED devices from this
+ * process (replay.ts, load.ts) against a real serve-cloud process, once with batching on (the split's default or
+ * --max-batch) and once with --max-batch 1, for each offered load: four runs (mode × batching) per load. Each run is
+ * measured from the devices' side (throughput, TTFT, TBT, SLO, exactness against the recording) and from the cloud's
+ * (/metrics before and after: batch sizes, padding; /proc: CPU). Core code: it reports through the Reporter only.
+ */
+import { cpus, platform, release } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { HatError } from '../../errors.ts';
+import type { Reporter } from '../../reporter.ts';
+import { spawnCloud, type SpawnedCloud } from '../../runtime/cloud/spawn-cloud.ts';
+import { describeLink, type LinkSpec } from '../../runtime/link.ts';
+import type { WireDTypeName } from '../../runtime/protocol/frame.ts';
+import { manifestHash, readManifest } from '../../runtime/split-dir.ts';
+import { frameHeader, type SessionRecording } from '../../runtime/device/session-recorder.ts';
+import { assignCores, onCores, type CoreMode } from '../cores.ts';
+import { clampLengths, promptsOfLengths, splitTokenizerIfAny } from '../prompts.ts';
+import { describeModel, randomWeightNotes, type BenchHeader } from '../run-bench.ts';
+import { allScenarios, type Scenario } from '../scenarios.ts';
+import { fleetRunStats, type FleetRunStats } from './fleet-metrics.ts';
+import { runLoad, type LoadShape } from './load.ts';
+import { parsePrometheus, type Sample } from './prom-text.ts';
+import { readRecordings, recordSessions, type RecordJob, type RecordOptions } from './record-sessions.ts';
+import { replaySession } from './replay.ts';
+import { cpuSeconds, ownCores, pinSelf } from './server-cpu.ts';
+import { roundCosts, transplantRounds } from './transplant.ts';
+
+export const DEFAULT_SPLIT = fileURLToPath(new URL('../../../fixtures/default-split', import.meta.url));
+
+export interface FleetOptions {
+  splitDir: string;
+  /** EMULATED devices. */
+  devices: number;
+  /** Offered loads, each run in every configuration. */
+  loads: LoadShape[];
+  durationS: number;
+  /** After the window, how long sessions may run on before they are stopped (and fail). */
+  drainS: number;
+  link: LinkSpec;
+  wire: WireDTypeName;
+  draftThreshold: 'auto' | number;
+  maxDraft: number;
+  parallelBranches: number;
+  threads?: number;
+  cores: CoreMode;
+  cloudWorkers: number;
+  /** --max-batch of the batched runs (default: serve-cloud's). */
+  maxBatch?: number;
+  promptLengths: number[];
+  promptsPerLength: number;
+  maxNewTokens: number;
+  sloTtftMs: number;
+  sloTbtMs: number;
+  seed: number;
+  /** Replay these recordings (a folder an earlier run wrote) instead of recording. */
+  recordingsDir?: string;
+  /** Random-weight splits: where the drafting acceptance comes from (a trained split, or recordings of one). */
+  acceptanceFrom?: string;
+  /** One discarded solo replay per mode before each configuration's runs. */
+  warmup: boolean;
+}
+
+export interface RecordingSummary {
+  mode: string;
+  sessions: number;
+  promptTokens: number[];
+  tokens: number;
+  rounds: number;
+  /** Tokens committed per verification round, the first token (from the prompt) aside. */
+  tokensPerRound: number;
+  synthetic?: string;
+}
+
+export interface FleetReport {
+  header: BenchHeader & { devices: string; slo: string; batching: string };
+  notes: string[];
+  recordings: RecordingSummary[];
+  runs: FleetRunStats[];
+  /** What was recorded in this run, to write under --out (replayable with --recordings). */
+  recorded: SessionRecording[];
+}
+
+const MODES = ['hat', 'u-shape'] as const;
+
+function scenario(name: string): Scenario {
+  return allScenarios(64).find((s) => s.name === name)!;
+}
+
+function isRandomWeights(splitDir: string, manifest: ReturnType<typeof readManifest>): boolean {
+  return randomWeightNotes(splitDir, manifest).some((n) => n.startsWith('RANDOM WEIGHTS'));
+}
+
+function summarizeRecordings(recordings: readonly SessionRecording[]): RecordingSummary[] {
+  const modes = [...new Set(recordings.map((r) => r.mode))];
+  return modes.map((mode) => {
+    const group = recordings.filter((r) => r.mode === mode);
+    const rounds = group.reduce((n, r) => n + r.frames.filter((f) => (frameHeader(f).flags & 2) === 0).length, 0);
+    const tokens = group.reduce((n, r) => n + r.tokens, 0);
+    return {
+      mode, sessions: group.length, promptTokens: [...new Set(group.map((r) => r.promptTokens))].sort((a, b) => a - b),
+      tokens, rounds, tokensPerRound: rounds ? Number(((tokens - group.length) / rounds).toFixed(2)) : 0,
+      ...(group[0].synthetic ? { synthetic: group[0].synthetic } : {}),
+    };
+  });
+}
+
+async function scrape(cloud: SpawnedCloud): Promise<Sample[]> {
+  const url = cloud.url.replace(/^ws/, 'http').replace(/\/?$/, '/metrics');
+  const response = await fetch(url);
+  if (!response.ok) throw new HatError('NETWORK', `${url} answered ${response.status}`);
+  return parsePrometheus(await response.text());
+}
+
+/** The --max-batch the cloud actually runs with (its 'batching' log line), or the one asked for. */
+function loggedMaxBatch(cloud: SpawnedCloud, asked: number | undefined): { maxBatch: number; mode?: string } {
+  for (const line of cloud.log) {
+    try {
+      const entry = JSON.parse(line) as { event?: string; maxBatch?: number; mode?: string };
+      if (entry.event === 'batching' && entry.maxBatch) return { maxBatch: entry.maxBatch, mode: entry.mode };
+    } catch { /* a partial line */ }
+  }
+  return { maxBatch: asked ?? 0 };
+}
+
+function describeLoad(load: LoadShape, devices: number): string {
+  return load.kind === 'poisson' ? `Poisson ${load.rate}/s` : `closed loop (${devices} devices, saturated)`;
+}
+
+export async function runFleet(options: FleetOptions, reporter: Reporter): Promise<FleetReport> {
+  const manifest = readManifest(options.splitDir);
+  const hash = manifestHash(manifest);
+  const randomWeights = isRandomWeights(options.splitDir, manifest);
+  const notes = randomWeightNotes(options.splitDir, manifest).filter((n) => !n.startsWith('RANDOM WEIGHTS'));
+  if (!manifest.adapter && !randomWeights) {
+    notes.push('the split has no adapter: hat sessions cannot draft (run `hat train-adapter`); only u-shape runs.');
+  }
+  const modes = manifest.adapter || randomWeights ? [...MODES] : ['u-shape'];
+  const { maxNewTokens, maxDraft } = options;
+  const { lengths, note } = clampLengths(options.splitDir, options.promptLengths, maxNewTokens, maxDraft);
+  if (note) notes.push(note);
+  const tokenizer = splitTokenizerIfAny(options.splitDir);
+  const prompts = promptsOfLengths(lengths, options.promptsPerLength, tokenizer, manifest.model?.vocabSize ?? 32);
+  const longest = Math.max(...prompts.map((p) => p.ids.length));
+
+  const cores = assignCores(options.cores);
+  const original = ownCores();
+  const pinned = cores.devices && original ? pinSelf(cores.devices.join(',')) : false;
+  if (cores.devices && !pinned) {
+    notes.push('this process (the recording device and the EMULATED devices) could not be pinned to its cores');
+  }
+  const deviceThreads = options.threads ?? cores.devices?.length;
+  const cloudArgs = (maxBatch: number | undefined) => [
+    '--workers', String(options.cloudWorkers), '--max-tokens-per-frame', String(Math.max(4096, longest)),
+    '--max-sessions', String(options.devices * 2 + 8), '--idle-timeout', '600',
+    ...(options.threads ? ['--threads', String(options.threads)] : []),
+    ...(maxBatch !== undefined ? ['--max-batch', String(maxBatch)] : []),
+  ];
+  const startCloud = (splitDir: string, maxBatch: number | undefined) =>
+    spawnCloud(splitDir, cloudArgs(maxBatch), { wrap: (command, args) => onCores(cores.cloud, command, args) });
+  const recordOptions = (splitDir: string, cloudUrl: string): RecordOptions => ({
+    splitDir, cloudUrl, link: options.link, wire: options.wire, draftThreshold: options.draftThreshold,
+    maxDraft: options.maxDraft, parallelBranches: options.parallelBranches, threads: deviceThreads,
+    maxNewTokens: options.maxNewTokens,
+  });
+  const progressOf = (label: string) => {
+    const progress = reporter.progress(label);
+    const step = (done: number, total: number, what: string) => {
+      progress.update(`${label}: ${what} (${done}/${total})`, done / total);
+    };
+    return { progress, step };
+  };
+
+  let cloud: SpawnedCloud | undefined;
+  try {
+    const startup = reporter.progress('starting serve-cloud (batching on)');
+    cloud = await startCloud(options.splitDir, options.maxBatch);
+    startup.succeed(`serve-cloud at ${cloud.url} (batching on)`);
+
+    // --- recordings -------------------------------------------------------------------------------------------
+    let recorded: SessionRecording[] = [];
+    let available: SessionRecording[];
+    if (options.recordingsDir) {
+      available = readRecordings(options.recordingsDir);
+      const foreign = available.find((r) => r.manifestHash !== hash);
+      if (foreign) {
+        throw new HatError('BAD_OPTION', `--recordings ${options.recordingsDir} holds sessions of another split `
+          + `(${foreign.manifestHash.slice(0, 12)})`, 'record them from this split (drop --recordings)');
+      }
+    } else {
+      const jobs: RecordJob[] = modes.map((mode) => (mode === 'hat' && randomWeights
+        ? { mode: 'hat-eta0', scenario: scenario('hat'), draftThreshold: 0 }
+        : { mode, scenario: scenario(mode) }));
+      const { progress, step } = progressOf('recording real device sessions');
+      recorded = await recordSessions(recordOptions(options.splitDir, cloud.url), jobs, prompts, step);
+      progress.succeed(`recorded ${recorded.length} real device sessions (${jobs.map((j) => j.mode).join(', ')}; `
+        + `${[...new Set(prompts.map((p) => p.ids.length))].join('/')}-token prompts)`);
+      available = recorded;
+    }
+    const byMode = (mode: string) => available.filter((r) => r.mode === mode);
+    const replayed = new Map<string, SessionRecording[]>();
+    replayed.set('u-shape', byMode('u-shape'));
+    if (modes.includes('hat')) {
+      if (randomWeights) {
+        const patterns = await acceptancePatterns(options, available, recordOptions, startCloud, reporter);
+        recorded.push(...patterns.recorded);
+        const costs = roundCosts(byMode('u-shape'), byMode('hat-eta0'));
+        const { hat } = patterns;
+        replayed.set('hat', byMode('hat-eta0').map((own, i) => transplantRounds(own, hat[i % hat.length], costs)));
+        notes.push('RANDOM WEIGHTS (config.json: hat_synthetic.random_weights): the hat sessions\' acceptance — rows '
+          + 'per verification and tokens committed per round — comes from recorded hat sessions of the trained model '
+          + `${patterns.source}; their prompt chunks, hidden states and device times are this split's own (recorded `
+          + 'at η = 0 for the cost of drafting); only the prompt chunks\' results are checked against a recording. '
+          + 'u-shape does not draft and is this split\'s own.');
+      } else {
+        replayed.set('hat', byMode('hat'));
+      }
+    }
+    for (const mode of modes) {
+      if (!replayed.get(mode)?.length) {
+        throw new HatError('BAD_OPTION', `no ${mode} recordings to replay`, 'record them (drop --recordings)');
+      }
+    }
+
+    // --- four runs per load: modes × batching on/off --------------------------------------------------------------
+    const runs: FleetRunStats[] = [];
+    let batchingNote: string | undefined;
+    const configurations: Array<number | undefined> = [options.maxBatch, 1];
+    for (const [c, maxBatchAsked] of configurations.entries()) {
+      if (c > 0) {
+        await cloud.stop();
+        cloud = undefined;
+        const startup = reporter.progress('starting serve-cloud (--max-batch 1)');
+        cloud = await startCloud(options.splitDir, maxBatchAsked);
+        startup.succeed(`serve-cloud at ${cloud.url} (--max-batch 1: batching off)`);
+      }
+      const { maxBatch, mode: batchingMode } = loggedMaxBatch(cloud, maxBatchAsked);
+      if (c === 0 && batchingMode === 'none') {
+        batchingNote = 'the split cannot batch (manifest batching: none): both configurations run one request per run.';
+      }
+      if (options.warmup) {
+        for (const mode of modes) {
+          const recs = replayed.get(mode)!;
+          const shortest = recs.reduce((a, b) => (b.promptTokens < a.promptTokens ? b : a));
+          await replaySession(shortest, { url: cloud.url, link: options.link, seed: 999 });
+        }
+      }
+      for (const mode of modes) {
+        for (const load of options.loads) {
+          const label = `${mode}, --max-batch ${maxBatch}, ${describeLoad(load, options.devices)}, `
+            + `${options.durationS} s`;
+          const progress = reporter.progress(`${label}: ${options.devices} EMULATED devices`);
+          const before = await scrape(cloud);
+          const cpuBefore = cpuSeconds(cloud.process.pid!);
+          const run = await runLoad({
+            url: cloud.url, recordings: replayed.get(mode)!, devices: options.devices, load,
+            durationMs: options.durationS * 1000, drainMs: options.drainS * 1000, link: options.link,
+            seed: options.seed,
+            onSessionDone: (done) => progress.update(`${label}: ${done} sessions done`),
+          });
+          const cpuAfter = cpuSeconds(cloud.process.pid!);
+          const after = await scrape(cloud);
+          const stats = fleetRunStats(run, {
+            mode, maxBatch, load, devices: options.devices, sloTtftMs: options.sloTtftMs, sloTbtMs: options.sloTbtMs,
+            before, after, cpuSeconds: cpuBefore === undefined || cpuAfter === undefined ? null : cpuAfter - cpuBefore,
+          });
+          runs.push(stats);
+          progress.succeed(`${label}: ${stats.sessions.completed} sessions, ${stats.throughputTokensPerSecond} tokens/s`
+            + (stats.sessions.failed ? `, ${stats.sessions.failed} FAILED` : ''));
+        }
+      }
+    }
+    if (batchingNote) notes.push(batchingNote);
+    for (const r of runs) {
+      const what = `${r.mode}, --max-batch ${r.maxBatch}, ${describeLoad(r.load, r.devices)}`;
+      if (r.sessions.failed) notes.push(`${what}: ${r.sessions.failed} session(s) failed: ${r.errors.join(' | ')}`);
+      const errors = JSON.stringify(r.cloud.errors);
+      if (errors !== '{}') notes.push(`${what}: the cloud sent error frames ${errors}`);
+    }
+    const late = Math.max(...runs.map((r) => r.emulationLateMs.p99));
+    if (late > 2) {
+      notes.push(`EMULATED devices sent frames up to ${late.toFixed(1)} ms late (p99 over a run) against their `
+        + 'recorded schedule: this process\'s timers and event loop were busy, which stretches device time in those '
+        + 'runs.');
+    }
+
+    const loads = options.loads.map((l) => describeLoad(l, options.devices)).join(', ');
+    return {
+      header: {
+        date: new Date().toISOString(),
+        machine: `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${platform()} ${release()}, `
+          + `Node ${process.versions.node}; ${cores.description}`,
+        model: describeModel(options.splitDir, manifest),
+        split: options.splitDir,
+        link: `${describeLink(options.link)} (each EMULATED device has its own, both directions)`,
+        load: `${loads}; ${options.durationS} s window per run, sessions drain afterwards `
+          + `(at most ${options.drainS} s)`,
+        prompts: `${prompts.length} held-out prompts (${lengths.join(', ')} tokens; ${prompts[0].source}), `
+          + `${maxNewTokens} new tokens, greedy`,
+        devices: `${options.devices} EMULATED devices in this process, each session its own WebSocket session and `
+          + 'emulated link, replaying recorded sessions of real devices (frames as sent, device compute times, tokens '
+          + 'committed per result)',
+        slo: `TTFT ≤ ${options.sloTtftMs} ms and mean TBT ≤ ${options.sloTbtMs} ms per session`,
+        batching: 'a real serve-cloud process per configuration: batching on (--max-batch '
+          + `${runs.find((r) => r.batching === 'on')?.maxBatch ?? options.maxBatch ?? 'default'}) and --max-batch 1`,
+      },
+      notes,
+      recordings: summarizeRecordings([...replayed.values()].flat()),
+      runs,
+      recorded,
+    };
+  } finally {
+    await cloud?.stop();
+    if (pinned && original) pinSelf(original);
+  }
+}
+
+/** Recorded hat sessions of a trained model, for a random-weight split's acceptance. */
+async function acceptancePatterns(
+  options: FleetOptions, available: readonly SessionRecording[],
+  recordOptions: (splitDir: string, cloudUrl: string) => RecordOptions,
+  startCloud: (splitDir: string, maxBatch: number | undefined) => Promise<SpawnedCloud>, reporter: Reporter,
+): Promise<{ hat: SessionRecording[]; recorded: SessionRecording[]; source: string }> {
+  const saved = available.filter((r) => r.mode === 'acceptance-hat');
+  if (saved.length && !options.acceptanceFrom) {
+    return { hat: saved, recorded: [], source: `(recordings of ${saved[0].manifestHash.slice(0, 12)})` };
+  }
+  const from = options.acceptanceFrom ?? DEFAULT_SPLIT;
+  if (!existsSync(join(from, 'manifest.json'))) {
+    const hat = readRecordings(from).filter((r) => r.mode === 'hat' || r.mode === 'acceptance-hat');
+    if (!hat.length) throw new HatError('BAD_OPTION', `--acceptance-from ${from} holds no hat recordings`);
+    return { hat, recorded: [], source: from };
+  }
+  const manifest = readManifest(from);
+  if (!manifest.adapter || isRandomWeights(from, manifest)) {
+    throw new HatError('BAD_OPTION', `--acceptance-from ${from} must be a split with a trained adapter`,
+      'the shipped fixtures/default-split is one');
+  }
+  const { lengths } = clampLengths(from, options.promptLengths, options.maxNewTokens, options.maxDraft);
+  const vocab = manifest.model?.vocabSize ?? 32;
+  const prompts = promptsOfLengths(lengths, options.promptsPerLength, splitTokenizerIfAny(from), vocab);
+  const startup = reporter.progress(`recording hat sessions of the trained model ${from} for the acceptance`);
+  const cloud = await startCloud(from, undefined);
+  try {
+    const jobs = [{ mode: 'acceptance-hat', scenario: scenario('hat') }];
+    const recorded = await recordSessions(recordOptions(from, cloud.url), jobs, prompts,
+      (done, total, what) => startup.update(`acceptance: ${what} (${done}/${total})`, done / total));
+    startup.succeed(`recorded ${recorded.length} hat sessions of ${from} (acceptance for the random-weight split)`);
+    return { hat: recorded, recorded, source: from };
+  } finally {
+    await cloud.stop();
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * A short fleet run, as CI can afford it: real device sessions of a small split are recorded (hat and u-shape),
+ * then replayed by 4 EMULATED devices in a closed loop against real serve-cloud processes, with batching on and
+ * with --max-batch 1. Asserted: no errors anywhere, every replayed session committed what its recording did, and
+ * every result equals the solo run's — byte for byte without batching, within fp32 rounding of a padded batch
+ * (1e-5 relative to the largest value, fp32 wire) with it. Timings are printed, never asserted.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { runFleet } from '../../src/bench/fleet/run-fleet.ts';
+import { frameHeader } from '../../src/runtime/device/session-recorder.ts';
+import { LINK_PROFILES } from '../../src/runtime/link.ts';
+import { silentReporter } from '../../src/reporter.ts';
+import { addIdentityAdapter, makeSmallSplit } from '../helpers/runtime-fixtures.ts';
+
+const TITLE = '4 EMULATED devices replay recorded sessions on serve-cloud, batched and not: no errors, exact results';
+
+test(TITLE, async (t) => {
+  const { split } = await makeSmallSplit();
+  addIdentityAdapter(split);
+  const report = await runFleet({
+    splitDir: split, devices: 4, loads: [{ kind: 'closed-loop' }], durationS: 2, drainS: 60, link: LINK_PROFILES.none,
+    wire: 'fp32', draftThreshold: 'auto', maxDraft: 3, parallelBranches: 1, cores: 'shared', cloudWorkers: 1,
+    promptLengths: [8, 24], promptsPerLength: 1, maxNewTokens: 12, sloTtftMs: 1000, sloTbtMs: 200, seed: 1,
+    warmup: false,
+  }, silentReporter);
+
+  assert.deepEqual(report.recorded.map((r) => [r.mode, r.promptTokens]),
+    [['hat', 8], ['hat', 24], ['u-shape', 8], ['u-shape', 24]]);
+  // fp32 rounding scales with the values: this random model's hidden states reach magnitudes of several units.
+  let largest = 1;
+  for (const recording of report.recorded) {
+    for (const r of recording.results) for (const v of r.hidden) largest = Math.max(largest, Math.abs(v));
+    assert.equal(recording.tokens, 12);
+    assert.equal(recording.unreplayable, undefined);
+    const rounds = recording.frames.filter((f) => (frameHeader(f).flags & 2) === 0);
+    if (recording.mode === 'u-shape') assert.equal(rounds.length, 11, 'u-shape: one round trip per token');
+  }
+  assert.deepEqual(report.runs.map((r) => [r.mode, r.batching]),
+    [['hat', 'on'], ['u-shape', 'on'], ['hat', 'off'], ['u-shape', 'off']]);
+  for (const run of report.runs) {
+    const what = `${run.mode}, --max-batch ${run.maxBatch}`;
+    t.diagnostic(`${what}: ${run.sessions.completed} sessions, ${run.throughputTokensPerSecond} tok/s, mean batch `
+      + `${run.cloud.meanBatchSessions}, results identical ${run.results.identical}/${run.results.checked}, max |Δ| `
+      + `${run.results.maxAbsDiff}`);
+    assert.equal(run.sessions.failed, 0, `${what}: ${run.errors.join(' | ')}`);
+    assert.ok(run.sessions.completed >= 4, `${what}: every device ran a session`);
+    assert.deepEqual(run.cloud.errors, {}, `${what}: the cloud sent no error frame`);
+    assert.ok(run.results.checked > 0);
+    assert.equal(run.cloud.requests.prefillChunk + run.cloud.requests.verification, run.results.checked,
+      `${what}: the cloud answered every frame the devices sent`);
+    if (run.batching === 'off') {
+      assert.equal(run.maxBatch, 1);
+      assert.equal(run.results.identical, run.results.checked, `${what}: results byte-identical to the recording`);
+    } else {
+      assert.ok(run.maxBatch > 1, `${what}: the batched cloud batches`);
+      assert.ok(run.results.maxAbsDiff <= 1e-5 * largest,
+        `${what}: results within 1e-5 × ${largest} of the recording`);
+    }
+  }
+  assert.ok(report.notes.every((n) => !/failed|error frames/.test(n)), report.notes.join('\n'));
+});
