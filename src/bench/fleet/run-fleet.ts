@@ -136,10 +136,11 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
   const hash = manifestHash(manifest);
   const randomWeights = isRandomWeights(options.splitDir, manifest);
   const notes = randomWeightNotes(options.splitDir, manifest).filter((n) => !n.startsWith('RANDOM WEIGHTS'));
-  if (!manifest.adapter && !randomWeights) {
-    notes.push('the split has no adapter: hat sessions cannot draft (run `hat train-adapter`); only u-shape runs.');
+  if (!manifest.adapter) {
+    notes.push('the split has no adapter, so hat sessions cannot draft: only u-shape runs (add one with `hat '
+      + 'train-adapter`; on random weights `--kind linear --self-generate 256` is enough to time drafting).');
   }
-  const modes = manifest.adapter || randomWeights ? [...MODES] : ['u-shape'];
+  const modes = manifest.adapter ? [...MODES] : ['u-shape'];
   const { maxNewTokens, maxDraft } = options;
   const { lengths, note } = clampLengths(options.splitDir, options.promptLengths, maxNewTokens, maxDraft);
   if (note) notes.push(note);

@@ -124,7 +124,7 @@ export function transplantRounds(
     tokens += round.committed;
   }
   return {
-    ...own, frames, results, tokens,
+    ...own, mode: 'hat', frames, results, tokens,
     synthetic: 'rounds (rows per verification, tokens committed per round) from a recorded session of '
       + `${pattern.manifestHash.slice(0, 12)} (${pattern.promptTokens}-token prompt); hidden states and device times `
       + 'from this split\'s own recordings',

@@ -1,0 +1,115 @@
+/**
+ * The fleet benchmark's pure pieces: prompt lengths clamped to the model's context, and the rounds of a trained
+ * model's recording transplanted into a random-weight shape's session (rows, past lengths, commits, device times).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { clampLengths } from '../../src/bench/prompts.ts';
+import { roundCosts, roundsOf, transplantRounds } from '../../src/bench/fleet/transplant.ts';
+import {
+  frameHeader, recordingFromJson, recordingToJson, type SessionRecording,
+} from '../../src/runtime/device/session-recorder.ts';
+import { encodeFrame, FrameFlags } from '../../src/runtime/protocol/frame.ts';
+import { encodeHidden } from '../../src/runtime/protocol/hidden-codec.ts';
+
+test('prompt lengths are clamped to what the context leaves, with a note', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hat-clamp-'));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ max_position_embeddings: 256 }));
+  const clamped = clampLengths(dir, [128, 384, 896], 64, 6);
+  assert.deepEqual(clamped.lengths, [128, 185]);
+  assert.match(clamped.note ?? '', /prompt lengths 384, 896 clamped to 185 tokens: .*max_position_embeddings is 256/);
+  assert.deepEqual(clampLengths(dir, [16, 32], 64, 6), { lengths: [16, 32], note: undefined });
+  assert.throws(() => clampLengths(dir, [16], 250, 6), /leave no room for a prompt/);
+  const bare = mkdtempSync(join(tmpdir(), 'hat-clamp-'));
+  assert.deepEqual(clampLengths(bare, [4096], 64, 6).lengths, [4096]);
+});
+
+const HIDDEN = 4;
+
+/** A recording made of given prompt chunks and rounds (rows, tokens committed, device ms, commit delay). */
+function recording(
+  chunks: number[], rounds: Array<{ rows: number; committed: number; deviceMs: number; commitMs: number }>,
+  mode = 'hat',
+): SessionRecording {
+  const frames: SessionRecording['frames'] = [];
+  const results: SessionRecording['results'] = [];
+  const prompt = chunks.reduce((a, b) => a + b, 0);
+  let past = 0;
+  const add = (rows: number, flags: number, after: number, deviceMs: number) => {
+    const values = Float32Array.from({ length: rows * HIDDEN }, (_, i) => frames.length * 100 + i);
+    frames.push({
+      bytes: encodeFrame({
+        type: 'forward', flags, dtype: 'fp16', sessionId: 7, seq: frames.length + 1, pastLength: past, nTokens: rows,
+        hiddenSize: HIDDEN,
+      }, encodeHidden(values, rows, HIDDEN, 'fp16')),
+      sentMs: 0, after, deviceMs,
+    });
+  };
+  chunks.forEach((size, i) => {
+    add(size, FrameFlags.prefill, -1, 1);
+    past += size;
+    results.push({
+      arrivedMs: 0, rows: 1, hidden: new Float32Array(HIDDEN).fill(i),
+      commits: i === chunks.length - 1 ? [{ afterMs: 0.5, count: 1 }] : [],
+    });
+  });
+  past = prompt;
+  for (const round of rounds) {
+    add(round.rows, FrameFlags.allPositions, frames.length - 1, round.deviceMs);
+    results.push({
+      arrivedMs: 0, rows: round.rows, hidden: new Float32Array(round.rows * HIDDEN),
+      commits: [{ afterMs: round.commitMs, count: round.committed }],
+    });
+    past += round.committed;
+  }
+  const tokens = 1 + rounds.reduce((n, r) => n + r.committed, 0);
+  return {
+    format: 'hat-recording/1', manifestHash: 'a'.repeat(64), hiddenSize: HIDDEN, wire: 'fp16', mode,
+    promptTokens: prompt, tokens, link: 'none', recordedAt: '', frames, results,
+  };
+}
+
+test('a trained model\'s rounds transplanted into a random-weight session: rows, pasts, commits, device times', () => {
+  // The shape's own sessions: U-shape rounds cost 2 ms (+0.2 to commit), HAT rounds of 4 rows at η = 0 8 ms (+0.8).
+  const rounds = (rows: number, deviceMs: number, commitMs: number) =>
+    Array.from({ length: 3 }, () => ({ rows, committed: 1, deviceMs, commitMs }));
+  const u = recording([10], rounds(1, 2, 0.2), 'u-shape');
+  const own = recording([6, 4], rounds(4, 8, 0.8), 'hat-eta0');
+  const costs = roundCosts([u], [own]);
+  assert.deepEqual(costs, { one: { deviceMs: 2, commitMs: 0.2 }, many: { rows: 4, deviceMs: 8, commitMs: 0.8 } });
+
+  // The trained model's session: 3 rounds of 4, 2 and 1 rows that committed 3, 2 and 1 tokens.
+  const pattern = recording([8], [
+    { rows: 4, committed: 3, deviceMs: 1, commitMs: 0 }, { rows: 2, committed: 2, deviceMs: 1, commitMs: 0 },
+    { rows: 1, committed: 1, deviceMs: 1, commitMs: 0 },
+  ]);
+  assert.deepEqual(roundsOf(pattern),
+    [{ rows: 4, committed: 3 }, { rows: 2, committed: 2 }, { rows: 1, committed: 1 }]);
+
+  const built = transplantRounds(own, pattern, costs);
+  assert.equal(built.mode, 'hat');
+  assert.match(built.synthetic ?? '', /rounds .* from a recorded session of aaaaaaaaaaaa/);
+  assert.equal(built.tokens, 1 + 3 + 2 + 1);
+  // The prompt's two chunks are the shape's own, results (checked in a replay) and the first token included.
+  assert.deepEqual(built.frames.slice(0, 2), own.frames.slice(0, 2));
+  assert.deepEqual(built.results.slice(0, 2), own.results.slice(0, 2));
+  const headers = built.frames.slice(2).map((f) => frameHeader(f));
+  assert.deepEqual(headers.map((h) => [h.seq, h.pastLength, h.nTokens, h.flags, h.dtype, h.hiddenSize, h.sessionId]), [
+    [3, 10, 4, FrameFlags.allPositions, 'fp16', HIDDEN, 7],
+    [4, 13, 2, FrameFlags.allPositions, 'fp16', HIDDEN, 7],
+    [5, 15, 1, FrameFlags.allPositions, 'fp16', HIDDEN, 7],
+  ]);
+  assert.deepEqual(built.frames.slice(2).map((f) => f.after), [1, 2, 3]);
+  // 4 rows cost the η = 0 round, 1 row the U-shape round, 2 rows a third of the way between.
+  assert.deepEqual(built.frames.slice(2).map((f) => f.deviceMs), [8, 4, 2]);
+  assert.deepEqual(built.results.slice(2).map((r) => [r.rows, r.hidden.length, r.commits]), [
+    [4, 0, [{ afterMs: 0.8, count: 3 }]], [2, 0, [{ afterMs: 0.4, count: 2 }]], [1, 0, [{ afterMs: 0.2, count: 1 }]],
+  ]);
+  // And it survives the recording file format.
+  const back = recordingFromJson(recordingToJson(built), 'memory');
+  assert.deepEqual(back.frames, built.frames);
+  assert.deepEqual(back.results.map((r) => [...r.hidden]), built.results.map((r) => [...r.hidden]));
+});
