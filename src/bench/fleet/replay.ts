@@ -73,6 +73,9 @@ export async function replaySession(recording: SessionRecording, options: Replay
     mode: recording.mode, promptTokens: recording.promptTokens, startedAt: performance.now(), endedAt: 0, commits: [],
     tokens: 0, checked: 0, identical: 0, maxAbsDiff: 0, lateMs: [],
   };
+  if (options.signal?.aborted) {
+    return { ...outcome, endedAt: performance.now(), error: 'the replay was stopped before the session started' };
+  }
   const link = new EmulatedLink(options.link, options.seed);
   const socket = new WebSocket(options.url, { perMessageDeflate: false });
   const n = recording.frames.length;
