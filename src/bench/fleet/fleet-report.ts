@@ -51,7 +51,7 @@ export function renderFleetReport(report: FleetReport): string {
   lines.push('Recorded sessions replayed (real devices of this split, recorded solo):');
   for (const r of report.recordings) {
     lines.push(`- ${r.mode}: ${r.sessions} sessions, prompts ${r.promptTokens.join('/')} tokens, `
-      + `${r.tokens} tokens in ${r.rounds} rounds (${r.tokensPerRound} tokens per round)`
+      + `${r.tokens} tokens in ${r.rounds} rounds (${r.tokensPerRound.toFixed(2)} tokens per round)`
       + (r.synthetic ? ` — SYNTHETIC rounds: ${r.synthetic}` : ''));
   }
   lines.push('',

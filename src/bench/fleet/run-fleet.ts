@@ -3,9 +3,10 @@
  * of mixed lengths in two modes — hat (chunked prefill + speculative rounds + parallel drafting) and u-shape (whole
  * prompt in one request, one round trip per token, no drafts) — then replays them as N EMULATED devices from this
  * process (replay.ts, load.ts) against a real serve-cloud process, once with batching on (the split's default or
- * --max-batch) and once with --max-batch 1, for each offered load: four runs (mode × batching) per load. Each run is
- * measured from the devices' side (throughput, TTFT, TBT, SLO, exactness against the recording) and from the cloud's
- * (/metrics before and after: batch sizes, padding; /proc: CPU). Core code: it reports through the Reporter only.
+ * --max-batch) and once with --max-batch 1 (both processes live, their runs alternating), for each offered load:
+ * four runs (mode × batching) per load. Each run is measured from the devices' side (throughput, TTFT, TBT, SLO,
+ * exactness against the recording) and from the cloud's (/metrics before and after: batch sizes, padding; /proc:
+ * CPU). Core code: it reports through the Reporter only.
  */
 import { cpus, platform, release } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -176,11 +177,19 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
     return { progress, step };
   };
 
-  let cloud: SpawnedCloud | undefined;
+  // Both configurations live side by side (on the cloud cores; the idle one costs memory only), so their runs can
+  // alternate and drifting machine load hits both alike.
+  const clouds: Array<{ maxBatchAsked: number | undefined; cloud?: SpawnedCloud }> = [
+    { maxBatchAsked: options.maxBatch }, { maxBatchAsked: 1 },
+  ];
+  const start = async (entry: (typeof clouds)[number], label: string) => {
+    const startup = reporter.progress(`starting serve-cloud (${label})`);
+    entry.cloud = await startCloud(options.splitDir, entry.maxBatchAsked);
+    startup.succeed(`serve-cloud at ${entry.cloud.url} (${label})`);
+    return entry.cloud;
+  };
   try {
-    const startup = reporter.progress('starting serve-cloud (batching on)');
-    cloud = await startCloud(options.splitDir, options.maxBatch);
-    startup.succeed(`serve-cloud at ${cloud.url} (batching on)`);
+    const cloud = await start(clouds[0], 'batching on');
 
     // --- recordings -------------------------------------------------------------------------------------------
     let recorded: SessionRecording[] = [];
@@ -227,62 +236,62 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
       }
     }
 
-    // --- four runs per load: modes × batching on/off --------------------------------------------------------------
-    const runs: FleetRunStats[] = [];
-    let batchingNote: string | undefined;
-    const configurations: Array<number | undefined> = [options.maxBatch, 1];
-    for (const [c, maxBatchAsked] of configurations.entries()) {
-      if (c > 0) {
-        await cloud.stop();
-        cloud = undefined;
-        const startup = reporter.progress('starting serve-cloud (--max-batch 1)');
-        cloud = await startCloud(options.splitDir, maxBatchAsked);
-        startup.succeed(`serve-cloud at ${cloud.url} (--max-batch 1: batching off)`);
-      }
-      const { maxBatch, mode: batchingMode } = loggedMaxBatch(cloud, maxBatchAsked);
-      if (c === 0 && batchingMode === 'none') {
-        batchingNote = 'the split cannot batch (manifest batching: none): both configurations run one request per run.';
-      }
-      if (options.warmup) {
+    // --- four runs per load: modes × batching on/off, alternating which configuration goes first -----------------
+    await start(clouds[1], '--max-batch 1: batching off');
+    const configurations = clouds.map(({ maxBatchAsked, cloud: c }) => ({
+      cloud: c!, ...loggedMaxBatch(c!, maxBatchAsked),
+    }));
+    const batchingNote = configurations[0].mode === 'none'
+      ? 'the split cannot batch (manifest batching: none): both configurations run one request per run.' : undefined;
+    if (options.warmup) {
+      for (const { cloud: c } of configurations) {
         for (const mode of modes) {
           const recs = replayed.get(mode)!;
           const shortest = recs.reduce((a, b) => (b.promptTokens < a.promptTokens ? b : a));
-          await replaySession(shortest, { url: cloud.url, link: options.link, seed: 999 });
+          await replaySession(shortest, { url: c.url, link: options.link, seed: 999 });
         }
       }
-      for (const mode of modes) {
-        for (const load of options.loads) {
+    }
+    const runs: Array<{ order: number; stats: FleetRunStats }> = [];
+    let turn = 0;
+    for (const [l, load] of options.loads.entries()) {
+      for (const [m, mode] of modes.entries()) {
+        const order = turn++ % 2 === 0 ? [0, 1] : [1, 0];
+        for (const c of order) {
+          const { cloud: target, maxBatch } = configurations[c];
           const label = `${mode}, --max-batch ${maxBatch}, ${describeLoad(load, options.devices)}, `
             + `${options.durationS} s`;
           const progress = reporter.progress(`${label}: ${options.devices} EMULATED devices`);
-          const before = await scrape(cloud);
-          const cpuBefore = cpuSeconds(cloud.process.pid!);
+          const before = await scrape(target);
+          const cpuBefore = cpuSeconds(target.process.pid!);
           const run = await runLoad({
-            url: cloud.url, recordings: replayed.get(mode)!, devices: options.devices, load,
+            url: target.url, recordings: replayed.get(mode)!, devices: options.devices, load,
             durationMs: options.durationS * 1000, drainMs: options.drainS * 1000, link: options.link,
             seed: options.seed,
             onSessionDone: (done) => progress.update(`${label}: ${done} sessions done`),
           });
-          const cpuAfter = cpuSeconds(cloud.process.pid!);
-          const after = await scrape(cloud);
+          const cpuAfter = cpuSeconds(target.process.pid!);
+          const after = await scrape(target);
           const stats = fleetRunStats(run, {
             mode, maxBatch, load, devices: options.devices, sloTtftMs: options.sloTtftMs, sloTbtMs: options.sloTbtMs,
             before, after, cpuSeconds: cpuBefore === undefined || cpuAfter === undefined ? null : cpuAfter - cpuBefore,
           });
-          runs.push(stats);
+          // Reported batching on first, then by mode, then by load.
+          runs.push({ order: (c * modes.length + m) * options.loads.length + l, stats });
           progress.succeed(`${label}: ${stats.sessions.completed} sessions, ${stats.throughputTokensPerSecond} tokens/s`
             + (stats.sessions.failed ? `, ${stats.sessions.failed} FAILED` : ''));
         }
       }
     }
     if (batchingNote) notes.push(batchingNote);
-    for (const r of runs) {
+    const ordered = runs.sort((a, b) => a.order - b.order).map((r) => r.stats);
+    for (const r of ordered) {
       const what = `${r.mode}, --max-batch ${r.maxBatch}, ${describeLoad(r.load, r.devices)}`;
       if (r.sessions.failed) notes.push(`${what}: ${r.sessions.failed} session(s) failed: ${r.errors.join(' | ')}`);
       const errors = JSON.stringify(r.cloud.errors);
       if (errors !== '{}') notes.push(`${what}: the cloud sent error frames ${errors}`);
     }
-    const late = Math.max(...runs.map((r) => r.emulationLateMs.p99));
+    const late = Math.max(...ordered.map((r) => r.emulationLateMs.p99));
     if (late > 2) {
       notes.push(`EMULATED devices sent frames up to ${late.toFixed(1)} ms late (p99 over a run) against their `
         + 'recorded schedule: this process\'s timers and event loop were busy, which stretches device time in those '
@@ -307,15 +316,15 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
           + 'committed per result)',
         slo: `TTFT ≤ ${options.sloTtftMs} ms and mean TBT ≤ ${options.sloTbtMs} ms per session`,
         batching: 'a real serve-cloud process per configuration: batching on (--max-batch '
-          + `${runs.find((r) => r.batching === 'on')?.maxBatch ?? options.maxBatch ?? 'default'}) and --max-batch 1`,
+          + `${configurations[0].maxBatch}) and --max-batch 1, live side by side, runs alternating`,
       },
       notes,
       recordings: summarizeRecordings([...replayed.values()].flat()),
-      runs,
+      runs: ordered,
       recorded,
     };
   } finally {
-    await cloud?.stop();
+    for (const entry of clouds) await entry.cloud?.stop();
     if (pinned && original) pinSelf(original);
   }
 }
