@@ -15,7 +15,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { z } from 'zod';
 import { HatError } from '../../errors.ts';
-import { decodeFrame, FrameFlags, type WireDTypeName } from '../protocol/frame.ts';
+import { decodeFrame, FrameFlags, FrameType, type WireDTypeName } from '../protocol/frame.ts';
 import type { ForwardOptions, ForwardResult, LatencyModel, ResumeStatus, Verifier } from './verifier.ts';
 
 export const RECORDING_FORMAT = 'hat-recording/1';
@@ -107,7 +107,7 @@ export class SessionRecorder {
 
   /** The cloud client's uplink tap (CloudClientOptions.recordUplink): keeps forward frames as sent. */
   readonly onUplink = (bytes: Uint8Array): void => {
-    if (bytes[6] === 3) this.uplink.push(bytes); // FrameType.forward
+    if (bytes[6] === FrameType.forward) this.uplink.push(bytes); // the type byte of the header
   };
 
   /** Wraps the session's verifier; the session's clock starts here (after the handshake). */
