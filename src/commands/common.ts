@@ -1,4 +1,5 @@
 /** What every thin command shares: option validation with zod, turned into HatError. */
+import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { HatError } from '../errors.ts';
 import { parsePromptIds, type PromptInput } from '../runtime/prompt.ts';
@@ -35,3 +36,19 @@ export const PROMPT_HELP = {
   prompt: 'prompt text (empty: start from BOS)',
   promptIds: 'prompt as comma-separated token ids, for models without a tokenizer (empty: start from BOS)',
 };
+
+/**
+ * The shared secret, from HAT_TOKEN or --token-file (never needed on the command line, where `ps` shows it),
+ * or --token for local experiments. Trailing whitespace of a file is dropped.
+ */
+export function readToken(options: { token?: string; tokenFile?: string }): string | undefined {
+  if (options.tokenFile !== undefined) {
+    if (!existsSync(options.tokenFile)) {
+      throw new HatError('FILE_NOT_FOUND', `--token-file ${options.tokenFile} does not exist`, 'give a file holding the shared secret');
+    }
+    const token = readFileSync(options.tokenFile, 'utf8').trim();
+    if (!token) throw new HatError('BAD_OPTION', `--token-file ${options.tokenFile} is empty`, 'put the shared secret in it');
+    return token;
+  }
+  return options.token ?? (process.env.HAT_TOKEN || undefined);
+}

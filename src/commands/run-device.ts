@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { deviceMetricsTable } from './metrics-table.ts';
-import { intOption, numberOption, parseOptions, PROMPT_HELP, promptInput, promptOptions, z } from './common.ts';
+import { intOption, numberOption, parseOptions, PROMPT_HELP, promptInput, promptOptions, readToken, z } from './common.ts';
 import { runDevice } from '../runtime/device/run-device.ts';
 import { describeLink, parseLinkSpec } from '../runtime/link.ts';
 import { terminalReporter } from '../reporter.ts';
@@ -24,6 +24,7 @@ const schema = z.object({
   wire: z.enum(['fp32', 'fp16', 'int8']),
   link: z.string().optional(),
   token: z.string().optional(),
+  tokenFile: z.string().optional(),
   fallback: z.enum(['none', 'local']),
   reconnect: intOption(0, 100),
   threads: intOption(1, 256).optional(),
@@ -54,7 +55,8 @@ export function registerRunDevice(program: Command): void {
     .option('--chunk <auto|off|n>', 'prompt chunk size', 'auto')
     .option('--wire <dtype>', 'hidden-state dtype on the wire: fp32, fp16, int8', 'fp16')
     .option('--link <profile|spec>', 'EMULATED link: wifi, 4g, lan, none, or up=5MB,down=10MB,rtt=6,jitter=1')
-    .option('--token <secret>', 'the server\'s shared secret')
+    .option('--token-file <path>', 'file holding the server\'s shared secret (or set HAT_TOKEN)')
+    .option('--token <secret>', 'the secret itself (visible in ps: prefer HAT_TOKEN or --token-file)')
     .option('--reconnect <n>', 'when the cloud connection drops: new sessions to try (any replica), each replaying what was committed; 0: off', '3')
     .option('--fallback <mode>', 'if every reconnect fails: none (stop, keep the text) or local (continue with the small model)', 'none')
     .option('--threads <n>', 'onnxruntime intra-op threads')
@@ -75,7 +77,7 @@ export function registerRunDevice(program: Command): void {
         }
         if (options.record) throw new HatError('BAD_OPTION', '--record records one --prompt session, not --serve', 'drop one');
         const { device, server } = await serveDevice(splitDir, {
-          cloud: options.cloud, token: options.token, wire: options.wire, link, threads: options.threads,
+          cloud: options.cloud, token: readToken(options), wire: options.wire, link, threads: options.threads,
           speculative: options.draft, draftThreshold: options.draftThreshold, maxDraft: options.maxDraft,
           parallelDrafting: options.parallelDrafting, parallelBranches: options.parallelBranches, chunk: options.chunk,
           reconnects: options.reconnect, fallbackLocal: options.fallback === 'local', maxQueue: options.maxQueue,
@@ -96,7 +98,7 @@ export function registerRunDevice(program: Command): void {
         temperature: options.temperature, topP: options.topP, seed: options.seed,
         draftThreshold: options.draftThreshold, maxDraft: options.maxDraft, speculative: options.draft,
         parallelDrafting: options.parallelDrafting, parallelBranches: options.parallelBranches, chunk: options.chunk, wire: options.wire, link,
-        token: options.token, fallbackLocal: options.fallback === 'local', threads: options.threads,
+        token: readToken(options), fallbackLocal: options.fallback === 'local', threads: options.threads,
         reconnects: options.reconnect, onResume: (event) => reporter.info(describeResume(event)),
         record: options.record,
         onText: options.json ? undefined : (text) => process.stdout.write(text),

@@ -8,10 +8,11 @@ import { PartRunner, type KvState, type PartIO } from '../part-runner.ts';
 import type { ModelSession } from '../session.ts';
 import type { MiddleRequest } from './executor.ts';
 import { PaddedBatchRunner, type PastLayout } from './padded-batch.ts';
+import { codeOf, type ErrorCode } from '../../errors.ts';
 
 export type EngineResult =
   | { sessionId: number; ok: true; hidden: Float32Array; rows: number }
-  | { sessionId: number; ok: false; message: string };
+  | { sessionId: number; ok: false; code: ErrorCode; message: string };
 
 export interface EngineRun {
   /** In request order. */
@@ -59,7 +60,7 @@ export class MiddleEngine {
     const results = new Map<number, EngineResult>();
     const valid = requests.filter((request) => {
       const problem = this.check(request);
-      if (problem) results.set(request.sessionId, { sessionId: request.sessionId, ok: false, message: problem });
+      if (problem) results.set(request.sessionId, { sessionId: request.sessionId, ok: false, ...problem });
       return !problem;
     });
     for (const request of valid) this.running.add(request.sessionId);
@@ -85,13 +86,13 @@ export class MiddleEngine {
     return { results: requests.map((r) => results.get(r.sessionId)!), computeMs, paddedRows, batchError };
   }
 
-  private check(request: MiddleRequest): string | undefined {
+  private check(request: MiddleRequest): { code: ErrorCode; message: string } | undefined {
     const length = this.cacheOf(request.sessionId)?.length ?? 0;
     if (request.pastLength > length) {
-      return `past length ${request.pastLength} is beyond the session's cache of ${length} positions`;
+      return { code: 'BAD_FRAME', message: `past length ${request.pastLength} is beyond the session's cache of ${length} positions` };
     }
     if (request.pastLength + request.nTokens > this.maxContext) {
-      return `the session would exceed the server's context limit of ${this.maxContext} positions`;
+      return { code: 'CONTEXT_LIMIT', message: `the session would exceed the server's context limit of ${this.maxContext} positions` };
     }
     return undefined;
   }
@@ -126,7 +127,7 @@ export class MiddleEngine {
       this.store(request.sessionId, this.runner.snapshot({ exclusive: true }));
       return answer(request, output.data, output.cols);
     } catch (error) {
-      return { sessionId: request.sessionId, ok: false, message: (error as Error).message };
+      return { sessionId: request.sessionId, ok: false, code: codeOf(error, 'RUN_FAILED'), message: (error as Error).message };
     }
   }
 

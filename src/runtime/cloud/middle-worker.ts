@@ -6,7 +6,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { resolve } from 'node:path';
-import { isHatError } from '../../errors.ts';
+import { codeOf } from '../../errors.ts';
 import { createSession } from '../session.ts';
 import { partIO, readManifest } from '../split-dir.ts';
 import { MiddleEngine } from './middle-engine.ts';
@@ -37,7 +37,8 @@ async function main(): Promise<void> {
       reply({ kind: 'ran', ...ran }, buffers);
     } catch (error) {
       const message = messageOf(error);
-      const results = task.requests.map((r) => ({ sessionId: r.sessionId, ok: false as const, message }));
+      const code = codeOf(error, 'RUN_FAILED');
+      const results = task.requests.map((r) => ({ sessionId: r.sessionId, ok: false as const, code, message }));
       reply({ kind: 'ran', results, computeMs: 0, paddedRows: 0 });
     }
   });
@@ -45,5 +46,5 @@ async function main(): Promise<void> {
 }
 
 main().catch((error) => {
-  reply({ kind: 'load-failed', code: isHatError(error) ? error.code : 'RUNTIME', message: messageOf(error) });
+  reply({ kind: 'load-failed', code: codeOf(error, 'RUNTIME'), message: messageOf(error) });
 });

@@ -1,10 +1,12 @@
 /** serve-cloud's core: open the split, start the middle-part workers and the server. */
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { freemem } from 'node:os';
+import { join, resolve } from 'node:path';
 import { HatError } from '../../errors.ts';
 import { loadModel } from '../../onnx/model-io.ts';
 import { decideBatching } from '../../split/batching.ts';
 import { manifestHash, readManifest } from '../split-dir.ts';
+import type { SplitManifest } from '../../split/manifest.ts';
 import { CloudServer } from './server.ts';
 import { CloudMetrics, kvBytesPerPosition } from './cloud-metrics.ts';
 import { WorkerPool } from './worker-pool.ts';
@@ -22,7 +24,15 @@ export interface ServeOptions {
   maxSessions: number;
   idleTimeoutMs: number;
   maxTokensPerFrame: number;
-  maxContext: number;
+  /** Largest cache per session; default the split's trained context (config.json), else 8,192. */
+  maxContext?: number;
+  /** KV-cache bytes all sessions may hold at their largest; sessions are admitted against it. Default ½ free memory. */
+  kvMemoryBytes?: number;
+  /** Hardening limits (server.ts defaults when omitted). */
+  maxConnections?: number;
+  handshakeTimeoutMs?: number;
+  maxInflightPerSession?: number;
+  keepaliveMs?: number;
   /** Sessions per middle run (1: batching off); default DEFAULT_MAX_BATCH. */
   maxBatch?: number;
   /** Padded rows per middle run; default from the intra-op threads (worker-pool.ts). */
@@ -48,12 +58,14 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
     throw new HatError('BAD_MANIFEST', `${options.splitDir} has no ${manifest.parts.middle.file}`, 'serve-cloud needs the full split directory, not a device bundle');
   }
   options.logger.log('loading', { splitDir: options.splitDir, workers: options.workers });
+  const limits = sessionLimits(options, manifest);
+  options.logger.log('limits', limits);
   // Splits written before the manifest recorded it: the decision is a function of middle.onnx, which is right here
   // (its graph only: hat splits keep weights in external data), so older splits batch without being split again.
   const batching = manifest.batching ?? decideBatching((await loadModel(middle)).model.graph!, manifest.kv.middle);
   const pool = await WorkerPool.start({
     splitDir: resolve(options.splitDir), workers: options.workers, threadsPerWorker: options.threadsPerWorker,
-    maxContext: options.maxContext, batching: batching.mode, maxBatch: options.maxBatch,
+    maxContext: limits.maxContext, batching: batching.mode, maxBatch: options.maxBatch,
     maxBatchTokens: options.maxBatchTokens, logger: options.logger,
   });
   options.logger.log('batching', {
@@ -72,8 +84,13 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
     host: options.host,
     port: options.port,
     token: options.token,
-    maxSessions: options.maxSessions,
+    maxSessions: limits.maxSessions,
+    maxContext: limits.maxContext,
     idleTimeoutMs: options.idleTimeoutMs,
+    maxConnections: options.maxConnections,
+    handshakeTimeoutMs: options.handshakeTimeoutMs,
+    maxInflightPerSession: options.maxInflightPerSession,
+    keepaliveMs: options.keepaliveMs,
     maxTokensPerFrame: options.maxTokensPerFrame,
     manifestHash: manifestHash(manifest),
     hiddenSize: manifest.hidden.size,
@@ -89,4 +106,38 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
     await pool.close();
     throw error;
   }
+}
+
+const CONTEXT_FIELDS = ['max_position_embeddings', 'n_positions', 'max_seq_len', 'seq_len', 'context_length'];
+const FALLBACK_CONTEXT = 8192;
+
+/** The context the model was trained for, from the config.json `hat split` copied beside the parts. */
+export function trainedContext(splitDir: string): number | undefined {
+  const path = join(splitDir, 'config.json');
+  if (!existsSync(path)) return undefined;
+  try {
+    const config = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+    const value = CONTEXT_FIELDS.map((field) => config[field]).find((v) => typeof v === 'number' && v > 0);
+    return value as number | undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * How long a session may grow and how many fit: the context comes from the model (a cache longer than it was
+ * trained for is wasted memory); sessions are admitted so that all of them at full context fit the KV budget.
+ */
+export function sessionLimits(options: Pick<ServeOptions, 'splitDir' | 'maxContext' | 'kvMemoryBytes' | 'maxSessions'>,
+  manifest: SplitManifest) {
+  const trained = trainedContext(options.splitDir);
+  const maxContext = options.maxContext ?? trained ?? FALLBACK_CONTEXT;
+  const kvMemoryBytes = options.kvMemoryBytes ?? Math.floor(freemem() / 2);
+  const perSession = maxContext * kvBytesPerPosition(manifest);
+  const byMemory = perSession > 0 ? Math.max(1, Math.floor(kvMemoryBytes / perSession)) : options.maxSessions;
+  return {
+    maxContext, contextFrom: options.maxContext ? '--max-context' : trained ? 'config.json' : 'fallback',
+    kvMemoryBytes, kvBytesPerSession: perSession, maxSessions: Math.min(options.maxSessions, byMemory),
+    sessionsLimitedBy: byMemory < options.maxSessions ? '--kv-memory' : '--max-sessions',
+  };
 }

@@ -1,16 +1,20 @@
 /**
  * serve-cloud's network side: an HTTP server with health/readiness endpoints and a WebSocket endpoint, one
  * connection per device session. Every frame is validated; a bad one gets an error frame and closes that
- * session only. Sessions expire when idle and are limited in number.
+ * session only. Defences, each bounded: a connection cap, an upgrade and a hello deadline (sockets destroyed on
+ * expiry), a tiny message limit until the hello is accepted, the token checked before anything is revealed, failed
+ * attempts rate-limited per address, a bound on requests in flight per session (its socket is paused past it) and
+ * on bytes queued to a slow reader, keepalive pings, idle expiry only when nothing is queued, and a drain that lets
+ * in-flight rounds finish and tells devices to go away (they resume elsewhere).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomInt, timingSafeEqual, createHash } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
-import { z } from 'zod';
 import { HatError, isHatError } from '../../errors.ts';
 import { decodeFrame, decodeJson, encodeFrame, encodeJson, FrameFlags, HEADER_BYTES, type Frame } from '../protocol/frame.ts';
 import { decodeHidden, encodeHidden } from '../protocol/hidden-codec.ts';
+import { helloSchema, parseControl, WIRE_ERROR_CODES, type WireErrorCode } from '../protocol/control.ts';
 import type { MiddleExecutor } from './executor.ts';
 import type { Logger } from './logger.ts';
 import { EmulatedLink, type LinkSpec } from '../link.ts';
@@ -30,17 +34,30 @@ export interface CloudServerOptions {
   logger: Logger;
   /** EMULATED link per session (uplink delays received frames, downlink delays sent ones); omit on real networks. */
   link?: LinkSpec;
+  /** Largest cache a session may reach (the split's trained context unless set). */
+  maxContext?: number;
+  /** Open TCP connections beyond this are destroyed at once (default: sessions + 64). */
+  maxConnections?: number;
+  /** A connection must upgrade and send its hello within this (default 5 s). */
+  handshakeTimeoutMs?: number;
+  /** Requests of one session queued or running; its socket is paused past this (default 4). */
+  maxInflightPerSession?: number;
+  /** Bytes queued to a session's socket beyond which it stops taking new work (default 8 MiB). */
+  maxBufferedBytes?: number;
+  /** WebSocket ping interval; a device that misses one pong is dropped (default 5 s). */
+  keepaliveMs?: number;
+  /** Failed hellos (bad token) per address and window before the address is refused outright (default 5 per 60 s). */
+  authFailures?: { limit: number; windowMs: number };
   /** Prometheus metrics, served on /metrics (cloud-metrics.ts); omitted: no /metrics. */
   metrics?: CloudMetrics;
 }
 
-export const helloSchema = z.object({
-  manifestHash: z.string(),
-  token: z.string().optional(),
-  client: z.string().optional(),
-});
+export { helloSchema } from '../protocol/control.ts';
+export type ErrorFrameCode = WireErrorCode;
 
-export type ErrorFrameCode = 'BAD_FRAME' | 'MANIFEST_MISMATCH' | 'UNAUTHORIZED' | 'SESSION_LIMIT' | 'IDLE_TIMEOUT' | 'RUN_FAILED' | 'SHUTDOWN';
+/** Before the hello is accepted a connection may send only small messages (the hello is a short JSON object). */
+const HELLO_MAX_BYTES = 8 * 1024;
+const DEFAULTS = { handshakeTimeoutMs: 5000, maxInflightPerSession: 4, maxBufferedBytes: 8 << 20, keepaliveMs: 5000 };
 
 interface DeviceSession {
   id: number;
@@ -50,6 +67,12 @@ interface DeviceSession {
   nextSeqOut: number;
   lastActive: number;
   closed: boolean;
+  /** Requests sent to the executor and not yet answered. */
+  inflight: number;
+  /** Whether a pong answered the last ping. */
+  alive: boolean;
+  /** Frames read while --max-inflight requests were out (ws still emits what it had buffered when paused). */
+  backlog: Frame[];
 }
 
 function sameSecret(a: string, b: string): boolean {
@@ -63,14 +86,62 @@ export class CloudServer {
   private readonly http: Server;
   private readonly wss: WebSocketServer;
   private idleTimer?: NodeJS.Timeout;
+  private keepaliveTimer?: NodeJS.Timeout;
   private readonly maxPayloadBytes: number;
+  private readonly settings: Required<Pick<CloudServerOptions, keyof typeof DEFAULTS>>;
+  /** Raw TCP connections not yet upgraded or answered, with the deadline that destroys them. */
+  private readonly handshaking = new Map<Socket, NodeJS.Timeout>();
+  private connections = 0;
+  private refusedSinceLog = 0;
+  private lastRefusalLog = 0;
+  /** Recent failed hellos per remote address. */
+  private readonly authFailures = new Map<string, number[]>();
+  private draining?: Promise<void>;
 
   constructor(options: CloudServerOptions) {
     this.options = options;
+    this.settings = { ...DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([k, v]) => k in DEFAULTS && v !== undefined)) } as typeof this.settings;
     this.maxPayloadBytes = options.maxTokensPerFrame * options.hiddenSize * 4 + 1024;
     this.http = createServer((req, res) => this.handleHttp(req, res));
-    this.wss = new WebSocketServer({ server: this.http, perMessageDeflate: false, maxPayload: this.maxPayloadBytes + HEADER_BYTES });
-    this.wss.on('connection', (socket) => this.accept(socket));
+    this.http.on('connection', (socket: Socket) => this.admitConnection(socket));
+    this.http.on('request', (req: IncomingMessage) => this.handshook(req.socket));
+    this.http.on('upgrade', (req: IncomingMessage) => this.handshook(req.socket));
+    this.wss = new WebSocketServer({ server: this.http, perMessageDeflate: false, maxPayload: HELLO_MAX_BYTES });
+    this.wss.on('connection', (socket, req) => this.accept(socket, req.socket.remoteAddress ?? '?'));
+  }
+
+  /** Caps open connections and gives each a deadline to upgrade (or make an HTTP request). */
+  private admitConnection(socket: Socket): void {
+    const cap = this.options.maxConnections ?? this.options.maxSessions + 64;
+    if (this.connections >= cap || this.draining) {
+      socket.destroy();
+      this.refusedSinceLog++;
+      if (Date.now() - this.lastRefusalLog > 1000) {
+        this.options.logger.log('connections-refused', { count: this.refusedSinceLog, open: this.connections, cap, draining: !!this.draining });
+        this.refusedSinceLog = 0;
+        this.lastRefusalLog = Date.now();
+      }
+      return;
+    }
+    this.connections++;
+    socket.once('close', () => {
+      this.connections--;
+      this.handshook(socket);
+    });
+    this.handshaking.set(socket, setTimeout(() => {
+      this.handshaking.delete(socket);
+      socket.destroy();
+    }, this.settings.handshakeTimeoutMs));
+  }
+
+  private handshook(socket: Socket): void {
+    clearTimeout(this.handshaking.get(socket));
+    this.handshaking.delete(socket);
+  }
+
+  /** The largest cache a session may grow to. */
+  get maxContext(): number {
+    return this.options.maxContext ?? Number.MAX_SAFE_INTEGER;
   }
 
   get sessionCount(): number {
@@ -86,14 +157,36 @@ export class CloudServer {
     });
     const checkEvery = Math.max(50, Math.min(5000, this.options.idleTimeoutMs / 4));
     this.idleTimer = setInterval(() => this.expireIdle(), checkEvery).unref();
+    this.keepaliveTimer = setInterval(() => this.keepalive(), this.settings.keepaliveMs).unref();
     const address = this.http.address() as AddressInfo;
     this.options.logger.log('listening', { host: address.address, port: address.port, maxSessions: this.options.maxSessions });
     return { host: address.address, port: address.port };
   }
 
+  /**
+   * Graceful drain: /ready answers 503 and new connections are refused; each session's requests already in flight
+   * finish and are answered, then the session gets a GOING_AWAY error frame (its device resumes on another
+   * replica); after `timeoutMs` whatever is left is closed the same way. Then the workers stop — none is running.
+   */
+  drain(timeoutMs: number): Promise<void> {
+    this.draining ??= (async () => {
+      this.options.logger.log('draining', { sessions: this.sessions.size, pending: this.options.executor.pending, timeoutMs });
+      const deadline = Date.now() + timeoutMs;
+      for (const session of this.sessions.values()) if (session.inflight === 0) this.fail(session, 'GOING_AWAY', 'the server is draining');
+      while (this.sessions.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      await this.stop();
+    })();
+    return this.draining;
+  }
+
   async stop(): Promise<void> {
     clearInterval(this.idleTimer);
-    for (const session of this.sessions.values()) this.fail(session, 'SHUTDOWN', 'the server is shutting down');
+    clearInterval(this.keepaliveTimer);
+    for (const session of this.sessions.values()) this.fail(session, 'GOING_AWAY', 'the server is shutting down');
+    for (const [socket, timer] of this.handshaking) {
+      clearTimeout(timer);
+      socket.destroy();
+    }
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
     await new Promise<void>((resolve) => this.http.close(() => resolve()));
     this.http.closeAllConnections?.();
@@ -110,8 +203,11 @@ export class CloudServer {
     if (path === '/health' || path === '/v2/health/live') {
       reply(200, { status: 'live', sessions: this.sessions.size, pending: this.options.executor.pending });
     } else if (path === '/ready' || path === '/v2/health/ready') {
-      const ready = this.options.executor.ready && this.sessions.size < this.options.maxSessions;
-      reply(ready ? 200 : 503, { ready, sessions: this.sessions.size, maxSessions: this.options.maxSessions, latencyModel: this.options.executor.latencyModel() });
+      const ready = !this.draining && this.options.executor.ready && this.sessions.size < this.options.maxSessions;
+      reply(ready ? 200 : 503, {
+        ready, draining: !!this.draining, sessions: this.sessions.size, maxSessions: this.options.maxSessions,
+        latencyModel: this.options.executor.latencyModel(),
+      });
     } else if (path === '/metrics' && this.options.metrics) {
       const { metrics } = this.options;
       metrics.render().then((text) => {
@@ -130,70 +226,109 @@ export class CloudServer {
     return id;
   }
 
-  private accept(socket: WebSocket): void {
+  private accept(socket: WebSocket, address: string): void {
     let session: DeviceSession | undefined;
+    /** Set once the connection is refused: later pipelined frames are not processed. */
+    let refused = false;
     const link = this.options.link ? new EmulatedLink(this.options.link) : undefined;
     const helloTimeout = setTimeout(() => {
-      if (!session) this.reject(socket, 'BAD_FRAME', 'no hello within 10 s');
-    }, 10_000);
+      if (!session && !refused) {
+        refused = true;
+        this.reject(socket, 'BAD_FRAME', `no hello within ${this.settings.handshakeTimeoutMs} ms`);
+      }
+    }, this.settings.handshakeTimeoutMs);
+    const raiseLimit = guardOversize(socket, () => (session ? this.maxPayloadBytes + HEADER_BYTES : HELLO_MAX_BYTES));
     socket.on('message', (data: RawData, isBinary: boolean) => {
       if (link) link.up.send(rawLength(data), () => handle(data, isBinary));
       else handle(data, isBinary);
     });
     const handle = (data: RawData, isBinary: boolean) => {
-      if (session?.closed) return;
+      if (refused || session?.closed) return;
       try {
         if (!isBinary) throw new HatError('PROTOCOL', 'text message received; hat frames are binary');
-        const frame = decodeFrame(toBytes(data), { maxPayloadBytes: this.maxPayloadBytes });
+        const frame = decodeFrame(toBytes(data), { maxPayloadBytes: session ? this.maxPayloadBytes : HELLO_MAX_BYTES });
         if (!session) {
           clearTimeout(helloTimeout);
-          session = this.handshake(socket, frame, link);
+          session = this.handshake(socket, frame, address, link);
+          if (session) raiseLimit();
+          else refused = true;
+        } else if (session.backlog.length > 0 || session.inflight >= this.settings.maxInflightPerSession) {
+          session.backlog.push(frame);
         } else {
           this.handleFrame(session, frame);
         }
       } catch (error) {
         const message = isHatError(error) ? error.message : String(error);
         if (session) this.fail(session, 'BAD_FRAME', message);
-        else this.reject(socket, 'BAD_FRAME', message);
+        else {
+          refused = true;
+          this.reject(socket, 'BAD_FRAME', message);
+        }
       }
     };
+    socket.on('pong', () => { if (session) session.alive = true; });
     socket.on('close', () => {
       clearTimeout(helloTimeout);
       if (session) this.forget(session, 'closed by device');
     });
-    socket.on('error', () => socket.terminate());
+    // ws sends its own close (e.g. 1009 for an oversize message, after our error frame); destroy if the peer stalls.
+    socket.on('error', () => setTimeout(() => socket.terminate(), 1000).unref());
   }
 
-  private handshake(socket: WebSocket, frame: Frame, link?: EmulatedLink): DeviceSession | undefined {
+  private handshake(socket: WebSocket, frame: Frame, address: string, link?: EmulatedLink): DeviceSession | undefined {
     if (frame.header.type !== 'hello' || frame.header.seq !== 0) {
       throw new HatError('PROTOCOL', `expected hello with seq 0, got ${frame.header.type} seq ${frame.header.seq}`);
     }
-    const parsed = helloSchema.safeParse(decodeJson(frame.payload));
-    if (!parsed.success) throw new HatError('PROTOCOL', `hello payload is invalid: ${parsed.error.issues[0].message}`);
-    const hello = parsed.data;
-    if (hello.manifestHash !== this.options.manifestHash) {
-      this.reject(socket, 'MANIFEST_MISMATCH', `device split ${hello.manifestHash.slice(0, 12)} differs from the cloud's ${this.options.manifestHash.slice(0, 12)}`);
+    if (this.draining) {
+      this.reject(socket, 'GOING_AWAY', 'the server is draining');
       return undefined;
     }
+    if (this.tooManyFailures(address)) {
+      this.reject(socket, 'RATE_LIMITED', 'too many failed attempts from this address');
+      return undefined;
+    }
+    const hello = parseControl(helloSchema, decodeJson(frame.payload), 'hello');
+    // The token first: nothing about this server (not even its split) is revealed to a client without it.
     if (this.options.token !== undefined && (hello.token === undefined || !sameSecret(hello.token, this.options.token))) {
+      this.recordFailure(address);
       this.reject(socket, 'UNAUTHORIZED', 'missing or wrong token');
+      return undefined;
+    }
+    if (hello.manifestHash !== this.options.manifestHash) {
+      this.reject(socket, 'MANIFEST_MISMATCH', `device split ${hello.manifestHash.slice(0, 12)} differs from the cloud's ${this.options.manifestHash.slice(0, 12)}`);
       return undefined;
     }
     if (this.sessions.size >= this.options.maxSessions) {
       this.reject(socket, 'SESSION_LIMIT', `the server holds its maximum of ${this.options.maxSessions} sessions`);
       return undefined;
     }
-    const session: DeviceSession = { id: this.newSessionId(), socket, link, nextSeqIn: 1, nextSeqOut: 0, lastActive: Date.now(), closed: false };
+    const session: DeviceSession = {
+      id: this.newSessionId(), socket, link, nextSeqIn: 1, nextSeqOut: 0, lastActive: Date.now(), closed: false, inflight: 0, alive: true,
+      backlog: [],
+    };
     this.sessions.set(session.id, session);
     this.options.metrics?.sessionOpened(session.id);
     this.send(session, encodeFrame({ type: 'welcome', sessionId: session.id, seq: session.nextSeqOut++ }, encodeJson({
       sessionId: session.id,
       hiddenSize: this.options.hiddenSize,
       maxTokensPerFrame: this.options.maxTokensPerFrame,
+      ...(this.options.maxContext ? { maxContext: this.options.maxContext } : {}),
       latencyModel: this.options.executor.latencyModel(),
     })));
     this.options.logger.log('session-open', { session: session.id, client: hello.client, sessions: this.sessions.size });
     return session;
+  }
+
+  private tooManyFailures(address: string): boolean {
+    const { limit, windowMs } = this.options.authFailures ?? { limit: 5, windowMs: 60_000 };
+    const recent = (this.authFailures.get(address) ?? []).filter((t) => Date.now() - t < windowMs);
+    if (recent.length) this.authFailures.set(address, recent);
+    else this.authFailures.delete(address);
+    return recent.length >= limit;
+  }
+
+  private recordFailure(address: string): void {
+    this.authFailures.set(address, [...(this.authFailures.get(address) ?? []), Date.now()]);
   }
 
   private handleFrame(session: DeviceSession, frame: Frame): void {
@@ -207,16 +342,28 @@ export class CloudServer {
       return;
     }
     if (header.type !== 'forward') throw new HatError('PROTOCOL', `a device may not send ${header.type} frames after the handshake`);
+    if (this.draining) {
+      this.fail(session, 'GOING_AWAY', 'the server is draining');
+      return;
+    }
     if (header.hiddenSize !== this.options.hiddenSize) {
       throw new HatError('PROTOCOL', `hidden size ${header.hiddenSize} does not match the middle part's ${this.options.hiddenSize}`);
     }
     if (header.nTokens < 1 || header.nTokens > this.options.maxTokensPerFrame) {
       throw new HatError('PROTOCOL', `a forward frame must carry 1..${this.options.maxTokensPerFrame} tokens, got ${header.nTokens}`);
     }
+    if (header.pastLength + header.nTokens > this.maxContext) {
+      this.fail(session, 'CONTEXT_LIMIT', `${header.pastLength} + ${header.nTokens} positions exceed this server's context of ${this.maxContext}`);
+      return;
+    }
     const hidden = decodeHidden(frame.payload, header.nTokens, header.hiddenSize, header.dtype);
+    for (let i = 0; i < hidden.length; i++) {
+      if (!Number.isFinite(hidden[i])) throw new HatError('PROTOCOL', `hidden state value ${hidden[i]} at ${i} is not finite`);
+    }
     const allPositions = (header.flags & FrameFlags.allPositions) !== 0;
     const kind: RequestKind = (header.flags & FrameFlags.prefill) !== 0 ? 'prefill_chunk' : 'verification';
     this.options.metrics?.request(kind);
+    this.started(session);
     this.options.executor
       .run({ sessionId: session.id, pastLength: header.pastLength, nTokens: header.nTokens, hidden, allPositions })
       .then((result) => {
@@ -229,20 +376,64 @@ export class CloudServer {
           queueMs: result.queueMs, computeMs: result.computeMs, latencyBaseMs: model.baseMs, latencyPerTokenMs: model.perTokenMs,
         }, encodeHidden(result.hidden, result.rows, header.hiddenSize, header.dtype)));
       })
-      .catch((error: unknown) => this.fail(session, 'RUN_FAILED', isHatError(error) ? error.message : String(error)));
+      .catch((error: unknown) => {
+        // The worker's code, as it crossed the thread and the pool, goes on the wire when it is a wire code.
+        const code = isHatError(error) && (WIRE_ERROR_CODES as readonly string[]).includes(error.code) ? error.code as WireErrorCode : 'RUN_FAILED';
+        this.fail(session, code, isHatError(error) ? error.message : String(error));
+      })
+      .finally(() => this.finished(session));
+  }
+
+  /** One more request of this session in flight: past the bound, stop reading its socket (TCP pushes back). */
+  private started(session: DeviceSession): void {
+    session.inflight++;
+    if (session.inflight >= this.settings.maxInflightPerSession) session.socket.pause();
+  }
+
+  private finished(session: DeviceSession): void {
+    session.inflight--;
+    session.lastActive = Date.now();
+    if (session.closed) return;
+    if (this.draining && session.inflight === 0) {
+      this.fail(session, 'GOING_AWAY', 'the server is draining');
+      return;
+    }
+    try {
+      while (!session.closed && session.backlog.length > 0 && session.inflight < this.settings.maxInflightPerSession) {
+        this.handleFrame(session, session.backlog.shift()!);
+      }
+    } catch (error) {
+      this.fail(session, 'BAD_FRAME', isHatError(error) ? error.message : String(error));
+      return;
+    }
+    this.resumeIfRoom(session);
+  }
+
+  private resumeIfRoom(session: DeviceSession): void {
+    const room = session.inflight < this.settings.maxInflightPerSession
+      && session.socket.bufferedAmount < this.settings.maxBufferedBytes;
+    if (room && session.socket.isPaused) session.socket.resume();
   }
 
   private send(session: DeviceSession, bytes: Uint8Array): void {
     if (session.closed) return;
-    const deliver = () => { if (session.socket.readyState === session.socket.OPEN) session.socket.send(bytes, { binary: true }); };
+    const deliver = () => {
+      if (session.socket.readyState !== session.socket.OPEN) return;
+      // A device that does not read its results stops getting new work until its socket drains.
+      session.socket.send(bytes, { binary: true }, () => this.resumeIfRoom(session));
+      if (session.socket.bufferedAmount >= this.settings.maxBufferedBytes) session.socket.pause();
+    };
     if (session.link) session.link.down.send(bytes.length, deliver);
     else deliver();
   }
 
+  /** Refuses a connection that has no session: an error frame, then the socket is closed (destroyed if it stalls). */
   private reject(socket: WebSocket, code: ErrorFrameCode, message: string): void {
     this.options.logger.log('rejected', { code, message });
     this.options.metrics?.error(code);
+    if (socket.readyState !== socket.OPEN) return;
     socket.send(encodeFrame({ type: 'error' }, encodeJson({ code, message })), { binary: true }, () => socket.close(1008, code));
+    setTimeout(() => socket.terminate(), 1000).unref();
   }
 
   /** Sends an error frame and closes this session only. */
@@ -252,24 +443,61 @@ export class CloudServer {
     this.options.metrics?.error(code);
     this.send(session, encodeFrame({ type: 'error', sessionId: session.id, seq: session.nextSeqOut++ }, encodeJson({ code, message })));
     this.forget(session, code);
-    session.socket.close(code === 'SHUTDOWN' ? 1001 : 1008, code);
+    session.socket.close(code === 'GOING_AWAY' ? 1001 : 1008, code);
+    setTimeout(() => session.socket.terminate(), 1000).unref();
   }
 
   private forget(session: DeviceSession, reason: string): void {
     if (session.closed) return;
     session.closed = true;
     this.sessions.delete(session.id);
-    this.options.metrics?.sessionClosed(session.id);
     this.options.executor.drop(session.id);
+    this.options.metrics?.sessionClosed(session.id);
     this.options.logger.log('session-close', { session: session.id, reason, sessions: this.sessions.size });
   }
 
+  /** Idle means no frame for the timeout and nothing queued or running for the session. */
   private expireIdle(): void {
     const now = Date.now();
     for (const session of this.sessions.values()) {
-      if (now - session.lastActive > this.options.idleTimeoutMs) this.fail(session, 'IDLE_TIMEOUT', `no frame for ${this.options.idleTimeoutMs} ms`);
+      if (session.inflight === 0 && now - session.lastActive > this.options.idleTimeoutMs) {
+        this.fail(session, 'IDLE_TIMEOUT', `no frame for ${this.options.idleTimeoutMs} ms`);
+      }
     }
   }
+
+  /** A device that vanished without closing (power, Wi-Fi) misses a pong and is dropped within two intervals. */
+  private keepalive(): void {
+    for (const session of this.sessions.values()) {
+      if (!session.alive) {
+        this.options.logger.log('session-close', { session: session.id, reason: 'no pong' });
+        session.socket.terminate();
+        this.forget(session, 'no pong');
+        continue;
+      }
+      session.alive = false;
+      session.socket.ping();
+    }
+  }
+}
+
+/**
+ * ws refuses a message over its limit by closing with 1009; this sends hat's error frame first, so the device
+ * learns why. The limit is small until the hello is accepted (an unauthenticated peer cannot make the server
+ * buffer megabytes), then the frame limit. `_receiver._maxPayload` is ws's own per-connection limit (ws 8).
+ */
+function guardOversize(socket: WebSocket, limit: () => number): () => void {
+  const internals = socket as unknown as { _receiver?: { _maxPayload: number } };
+  const close = socket.close.bind(socket);
+  socket.close = (code?: number, reason?: string | Buffer) => {
+    if (code === 1009 && socket.readyState === socket.OPEN) {
+      socket.send(encodeFrame({ type: 'error' }, encodeJson({ code: 'BAD_FRAME', message: `message over the ${limit()}-byte limit` })), { binary: true });
+    }
+    close(code, reason);
+  };
+  return () => {
+    if (internals._receiver) internals._receiver._maxPayload = limit();
+  };
 }
 
 function rawLength(data: RawData): number {

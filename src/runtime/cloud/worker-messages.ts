@@ -1,4 +1,5 @@
 /** Messages between the worker pool (main thread) and a middle-part worker. */
+import type { ErrorCode } from '../../errors.ts';
 import type { MiddleRequest } from './executor.ts';
 import type { EngineRun } from './middle-engine.ts';
 
@@ -9,5 +10,5 @@ export type WorkerTask =
 
 export type WorkerReply =
   | { kind: 'ready' }
-  | { kind: 'load-failed'; code: string; message: string }
+  | { kind: 'load-failed'; code: ErrorCode; message: string }
   | ({ kind: 'ran' } & EngineRun);

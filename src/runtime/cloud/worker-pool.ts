@@ -116,7 +116,7 @@ export class WorkerPool implements MiddleExecutor {
           lane.ready = true;
           resolve();
         } else if (reply.kind === 'load-failed') {
-          reject(new HatError(reply.code as 'RUNTIME', reply.message));
+          reject(new HatError(reply.code, reply.message));
         } else {
           this.finish(lane, reply);
         }
@@ -144,7 +144,7 @@ export class WorkerPool implements MiddleExecutor {
   }
 
   run(request: MiddleRequest): Promise<MiddleResult> {
-    if (this.closing) return Promise.reject(new HatError('RUNTIME', 'the worker pool is shutting down'));
+    if (this.closing) return Promise.reject(new HatError('GOING_AWAY', 'the worker pool is shutting down'));
     let lane = this.laneOfSession.get(request.sessionId);
     if (!lane) {
       lane = this.lanes.reduce((best, l) => (l.sessions.size < best.sessions.size ? l : best));
@@ -175,7 +175,7 @@ export class WorkerPool implements MiddleExecutor {
   }
 
   private dispatch(lane: Lane): void {
-    if (lane.running.length > 0 || !lane.ready) return;
+    if (lane.running.length > 0 || !lane.ready || this.closing) return;
     const queued = lane.queue.map((p) => ({ sessionId: p.request.sessionId, rows: p.request.nTokens }));
     const pick = nextBatch(queued, this.limits, lane.lastKind);
     if (!pick) return;
@@ -203,7 +203,7 @@ export class WorkerPool implements MiddleExecutor {
       const result = reply.results[i];
       const queueMs = pending.startedAt - pending.enqueuedAt;
       if (result.ok) pending.resolve({ hidden: result.hidden, rows: result.rows, queueMs, computeMs: reply.computeMs });
-      else pending.reject(new HatError('RUNTIME', result.message));
+      else pending.reject(new HatError(result.code, result.message));
     });
     this.dispatch(lane);
   }
@@ -226,9 +226,22 @@ export class WorkerPool implements MiddleExecutor {
     for (const p of failed) p.reject(error);
   }
 
-  async close(): Promise<void> {
+  /**
+   * Queued requests are refused; runs in progress finish first (terminating a worker inside onnxruntime's run
+   * aborts the whole process), then the workers stop. A run that outlasts `graceMs` is abandoned.
+   */
+  async close(graceMs = 30_000): Promise<void> {
     this.closing = true;
-    for (const lane of this.lanes) this.failLane(lane, new HatError('RUNTIME', 'the worker pool is shutting down'));
+    const shuttingDown = new HatError('GOING_AWAY', 'the worker pool is shutting down');
+    for (const lane of this.lanes) {
+      for (const p of lane.queue) p.reject(shuttingDown);
+      lane.queue = [];
+    }
+    const deadline = Date.now() + graceMs;
+    while (this.lanes.some((lane) => lane.running.length > 0 && !lane.failure) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    for (const lane of this.lanes) this.failLane(lane, shuttingDown);
     await Promise.all(this.lanes.map((lane) => lane.worker.terminate()));
   }
 }

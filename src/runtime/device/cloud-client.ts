@@ -6,6 +6,7 @@
 import WebSocket from 'ws';
 import { HatError } from '../../errors.ts';
 import { decodeFrame, decodeJson, encodeFrame, encodeJson, FrameFlags, type Frame, type WireDTypeName } from '../protocol/frame.ts';
+import { errorBodySchema, errorFromBody, parseControl, welcomeSchema } from '../protocol/control.ts';
 import { decodeHidden, encodeHidden } from '../protocol/hidden-codec.ts';
 import { EmulatedLink, LINK_PROFILES, type LinkSpec } from '../link.ts';
 import type { ForwardOptions, ForwardResult, Verifier } from './verifier.ts';
@@ -103,20 +104,29 @@ export class CloudClient implements Verifier {
             this.socket.close();
             return;
           }
-          if (frame.header.type === 'error') {
-            const body = decodeJson(frame.payload) as { code?: string; message?: string };
-            fail(new HatError('NETWORK', `the cloud closed the session: ${body.code ?? 'ERROR'}: ${body.message ?? ''}`,
-              body.code === 'MANIFEST_MISMATCH' ? 'device and cloud must hold parts of the same split' : body.code === 'UNAUTHORIZED' ? 'pass the server\'s --token' : 'see the server log'));
-          } else if (frame.header.type === 'welcome') {
-            const body = decodeJson(frame.payload) as { sessionId: number; maxTokensPerFrame: number; latencyModel: { baseMs: number; perTokenMs: number } };
-            this.sessionId = body.sessionId;
-            this.maxTokensPerFrame = body.maxTokensPerFrame;
-            this.initialLatency = body.latencyModel;
-            welcomed = true;
-            clearTimeout(timer);
-            resolve();
-          } else if (frame.header.type === 'result') {
+          try {
+            if (frame.header.type === 'error') {
+              fail(errorFromBody(parseControl(errorBodySchema, decodeJson(frame.payload), 'error frame')));
+            } else if (frame.header.type === 'welcome') {
+              const body = parseControl(welcomeSchema, decodeJson(frame.payload), 'welcome');
+              if (body.hiddenSize !== this.options.hiddenSize) {
+                throw new HatError('MANIFEST_MISMATCH', `the cloud's middle part takes hidden size ${body.hiddenSize}, this device sends ${this.options.hiddenSize}`);
+              }
+              this.sessionId = body.sessionId;
+              this.maxTokensPerFrame = body.maxTokensPerFrame;
+              this.initialLatency = body.latencyModel;
+              welcomed = true;
+              clearTimeout(timer);
+              resolve();
+            }
+          } catch (error) {
+            fail(error as HatError);
+            this.socket.close();
+            return;
+          }
+          if (frame.header.type === 'result') {
             this.settle(frame, bytes.length);
+            return;
           }
         });
       });

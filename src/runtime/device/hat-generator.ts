@@ -5,7 +5,8 @@
  * `hat generate`) → roll the device caches back (DeviceCaches). While a verification is in flight the device
  * keeps drafting on its best guesses for the next token (Predrafter, HAT Fig. 5).
  */
-import { HatError, isHatError } from '../../errors.ts';
+import { HatError } from '../../errors.ts';
+import { isCloudFailure } from '../protocol/control.ts';
 import type { StepOutput } from '../part-runner.ts';
 import { choose, type Sampler } from '../speculative/sampler.ts';
 import { verifyRound } from '../speculative/verify-round.ts';
@@ -61,8 +62,6 @@ function rowsOf(output: StepOutput): Float32Array[] {
   return Array.from({ length: output.rows }, (_, i) => output.data.subarray(i * output.cols, (i + 1) * output.cols));
 }
 
-const isNetworkError = (error: unknown): error is HatError => isHatError(error) && error.code === 'NETWORK';
-
 export class HatGenerator {
   private readonly prefill: PrefillPipeline;
   private readonly predrafter: Predrafter;
@@ -112,7 +111,7 @@ export class HatGenerator {
       }
       return finish();
     } catch (error) {
-      if (!isNetworkError(error)) throw error;
+      if (!isCloudFailure(error)) throw error;
       return finish(error);
     }
   }

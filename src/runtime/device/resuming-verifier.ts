@@ -4,10 +4,11 @@
  * the connection drops (or the server says go away), a new session is opened — on any replica — the history
  * before the oldest unanswered request is replayed as prefill chunks, and the unanswered requests are sent again
  * in order. The middle part's cache is rebuilt from the same states, so greedy output is token-for-token what an
- * uninterrupted run gives, and the generation loop above never sees the loss. When every reconnect fails, a
+ * uninterrupted run gives, and the generation loop above never sees the loss. Only retryable failures (a lost
+ * connection, a draining or full server: the error table's flag) are resumed. When every reconnect fails, a
  * fallback verifier (the small model) takes over the same way, or the last error surfaces.
  */
-import { HatError, isHatError } from '../../errors.ts';
+import { HatError, isRetryable } from '../../errors.ts';
 import type { ForwardOptions, ForwardResult, ResumeStatus, Verifier } from './verifier.ts';
 
 export type ResumeEvent =
@@ -67,9 +68,9 @@ export class ResumingVerifier implements Verifier {
       try {
         return await this.current.forward(hidden, nTokens, pastLength, options);
       } catch (error) {
-        if (this.closed || !isHatError(error) || error.code !== 'NETWORK') throw error;
+        if (this.closed || !isRetryable(error)) throw error;
         // The oldest unanswered request notices first (results resolve in order); later ones replay nothing more.
-        await this.resume(epoch, pastLength, error);
+        await this.resume(epoch, pastLength, error as HatError);
       }
     }
   }
@@ -109,8 +110,8 @@ export class ResumingVerifier implements Verifier {
         this.options.onEvent?.({ kind: 'resumed', attempt, replayedRows: replayUpTo });
         return;
       } catch (retryError) {
-        if (!isHatError(retryError) || retryError.code !== 'NETWORK') throw retryError;
-        lastError = retryError;
+        if (!isRetryable(retryError)) throw retryError;
+        lastError = retryError as HatError;
       }
     }
     if (!this.options.fallback) throw lastError;

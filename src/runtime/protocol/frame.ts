@@ -33,6 +33,8 @@ export const FrameFlags = {
   prefill: 2,
 } as const;
 
+const KNOWN_FLAGS = Object.values(FrameFlags).reduce((a, b) => a | b, 0);
+
 export interface FrameHeader {
   type: FrameTypeName;
   flags: number;
@@ -97,6 +99,9 @@ export function decodeFrame(data: Uint8Array, limits: DecodeLimits): Frame {
   if (!type) throw protocolError(`unknown frame type ${view.getUint8(6)}`);
   const dtype = WIRE_DTYPE_NAMES.get(view.getUint8(8));
   if (!dtype) throw protocolError(`unknown wire dtype ${view.getUint8(8)}`);
+  const flags = view.getUint8(7);
+  if ((flags & ~KNOWN_FLAGS) !== 0) throw protocolError(`unknown flag bits 0x${(flags & ~KNOWN_FLAGS).toString(16)}`);
+  if (view.getUint8(9) !== 0 || view.getUint16(10, true) !== 0) throw protocolError('reserved header bytes 9–11 are not zero');
   const payloadBytes = view.getUint32(48, true);
   if (payloadBytes > limits.maxPayloadBytes) throw protocolError(`payload of ${payloadBytes} bytes is over the ${limits.maxPayloadBytes}-byte limit`);
   if (payloadBytes !== data.length - HEADER_BYTES) {
@@ -104,7 +109,7 @@ export function decodeFrame(data: Uint8Array, limits: DecodeLimits): Frame {
   }
   const header: FrameHeader = {
     type,
-    flags: view.getUint8(7),
+    flags,
     dtype,
     sessionId: view.getUint32(12, true),
     seq: view.getUint32(16, true),

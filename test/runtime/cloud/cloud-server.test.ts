@@ -140,7 +140,7 @@ test('idle sessions expire', async () => {
     await waitFor(() => client.closed && started.server.sessionCount === 0, { what: 'the idle session to expire' });
     // The error frame comes before the socket closes, so the device reports the server's reason.
     await assert.rejects(client.forward(rows([1, 1, 1, 1]), 1, 0, { allPositions: true }), (e: HatError) => {
-      assert.equal(e.code, 'NETWORK');
+      assert.equal(e.code, 'IDLE_TIMEOUT'); // the server's code, through the wire, unchanged
       assert.equal(e.message, 'the cloud closed the session: IDLE_TIMEOUT: no frame for 200 ms');
       return true;
     });

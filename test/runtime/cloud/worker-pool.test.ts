@@ -96,7 +96,7 @@ test('a session dropped while it runs: the run in flight ends, queued ones fail,
     assert.deepEqual(asRows(await bystander), toyExpected([], [x]));
     // The run that was in flight when the drop arrived did not store its cache: the id starts empty again.
     await assert.rejects(pool.run(request(1, 1, x)),
-      isHatError('RUNTIME', /past length 1 is beyond the session's cache of 0 positions/));
+      isHatError('BAD_FRAME', /past length 1 is beyond the session's cache of 0 positions/));
     assert.deepEqual(asRows(await pool.run(request(1, 0, [5, 5, 5, 5]))), toyExpected([], [[5, 5, 5, 5]]));
     // The bystander's cache survived the drop.
     assert.deepEqual(asRows(await pool.run(request(2, 1, x))), toyExpected([x], [x]));
@@ -107,10 +107,10 @@ test('a session dropped while it runs: the run in flight ends, queued ones fail,
 test('a failed run rejects with the worker\'s error and leaves the worker serving', async () => {
   await withPool(1, async (pool) => {
     await assert.rejects(pool.run(request(3, 2, [1, 1, 1, 1])),
-      isHatError('RUNTIME', /^past length 2 is beyond the session's cache of 0 positions$/));
+      isHatError('BAD_FRAME', /^past length 2 is beyond the session's cache of 0 positions$/));
     await pool.run(request(3, 0, [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]));
     await assert.rejects(pool.run(request(3, 3, [1, 1, 1, 1], [1, 1, 1, 1])),
-      isHatError('RUNTIME', /^the session would exceed the server's context limit of 4 positions$/));
+      isHatError('CONTEXT_LIMIT', /^the session would exceed the server's context limit of 4 positions$/));
     assert.deepEqual(asRows(await pool.run(request(3, 3, [0, 0, 0, 1]))),
       toyExpected([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]], [[0, 0, 0, 1]]));
     assert.equal(pool.ready, true);
@@ -157,5 +157,5 @@ test('a closed pool refuses new requests', async () => {
   const pool = await WorkerPool.start({ splitDir, workers: 1, threadsPerWorker: 1, maxContext: 64 });
   await pool.close();
   await assert.rejects(pool.run(request(5, 0, [1, 1, 1, 1])),
-    isHatError('RUNTIME', /^the worker pool is shutting down$/));
+    isHatError('GOING_AWAY', /^the worker pool is shutting down$/));
 });

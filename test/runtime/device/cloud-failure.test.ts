@@ -59,8 +59,8 @@ async function generateWhileCloudDies(fallbackLocal: boolean) {
 test('when the cloud drops mid-generation the device stops with a clear error and keeps the text so far', async () => {
   const { result, streamed, stoppedAt, model } = await generateWhileCloudDies(false);
   assert.ok(result.error instanceof HatError, String(result.error));
-  assert.equal(result.error.code, 'NETWORK');
-  assert.equal(result.error.message, 'the cloud closed the session: SHUTDOWN: the server is shutting down');
+  assert.equal(result.error.code, 'GOING_AWAY');
+  assert.equal(result.error.message, 'the cloud closed the session: GOING_AWAY: the server is shutting down');
   // Nothing is committed after the round during which the server stopped, and what was kept is the full model's.
   assert.ok(stoppedAt >= STOP_AFTER && stoppedAt < NEW, `stopped after ${stoppedAt}`);
   assert.equal(result.ids.length, stoppedAt);
@@ -76,7 +76,7 @@ test('with local fallback the device finishes with its small model and says so',
   const kept = result.ids.slice(0, stoppedAt);
   assert.deepEqual(kept, await greedy(await OnnxCausalLm.open(model), prompt, stoppedAt));
   assert.deepEqual(result.ids.slice(stoppedAt), await greedy(await SlmCausalLm.open(split), [...prompt, ...kept], NEW - stoppedAt));
-  assert.equal(result.metrics.fallback, `the cloud failed after ${stoppedAt} tokens (the cloud closed the session: SHUTDOWN: `
+  assert.equal(result.metrics.fallback, `the cloud failed after ${stoppedAt} tokens (the cloud closed the session: GOING_AWAY: `
     + 'the server is shutting down); continued with the small model alone');
 });
 

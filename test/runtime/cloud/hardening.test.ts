@@ -1,0 +1,290 @@
+/**
+ * serve-cloud as an attacker and an operator meet it: each failure found by trying it (issue: "Beyond one machine
+ * and through faults") has a test here. The server runs over an executor the test controls, so "a run is in
+ * progress" or "work is queued" is a state the test holds, not a timing it hopes for.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect as tcpConnect, type Socket } from 'node:net';
+import WebSocket from 'ws';
+import { CloudServer, type CloudServerOptions } from '../../../src/runtime/cloud/server.ts';
+import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
+import type { MiddleExecutor, MiddleRequest, MiddleResult } from '../../../src/runtime/cloud/executor.ts';
+import { decodeFrame, decodeJson, encodeFrame, encodeJson, FrameFlags } from '../../../src/runtime/protocol/frame.ts';
+import { encodeHidden } from '../../../src/runtime/protocol/hidden-codec.ts';
+import { waitFor } from '../../helpers/wait-for.ts';
+
+const HIDDEN = 4;
+const HASH = 'a'.repeat(64);
+
+/** An executor whose runs finish when the test says so (or at once with `instant`). */
+class HeldExecutor implements MiddleExecutor {
+  readonly runs: Array<{ request: MiddleRequest; release(): void }> = [];
+  closed = false;
+  constructor(private readonly instant = false, private readonly rows = 1) {}
+  get ready() { return true; }
+  get pending() { return this.runs.length; }
+  latencyModel() { return { baseMs: 1, perTokenMs: 0.1 }; }
+  drop() {}
+  async close() { this.closed = true; }
+  run(request: MiddleRequest): Promise<MiddleResult> {
+    return new Promise((resolve) => {
+      const release = () => resolve({ hidden: new Float32Array(this.rows * HIDDEN).fill(1), rows: this.rows, queueMs: 0, computeMs: 1 });
+      this.runs.push({ request, release });
+      if (this.instant) release();
+    });
+  }
+}
+
+async function serve(executor: MiddleExecutor, overrides: Partial<CloudServerOptions> = {}) {
+  const server = new CloudServer({
+    host: '127.0.0.1', port: 0, maxSessions: 8, idleTimeoutMs: 60_000, maxTokensPerFrame: 16, manifestHash: HASH,
+    hiddenSize: HIDDEN, executor, logger: silentLogger, ...overrides,
+  });
+  const { port } = await server.start();
+  return { server, port, url: `ws://127.0.0.1:${port}` };
+}
+
+interface Received { type: string; body?: { code?: string; message?: string; sessionId?: number } }
+
+/** A raw WebSocket peer that records every frame the server sends and how the connection ended. */
+class Peer {
+  readonly frames: Received[] = [];
+  closeCode?: number;
+  readonly socket: WebSocket;
+  constructor(url: string, options: WebSocket.ClientOptions = {}) {
+    this.socket = new WebSocket(url, { perMessageDeflate: false, ...options });
+    this.socket.on('message', (data: Buffer) => {
+      const frame = decodeFrame(new Uint8Array(data), { maxPayloadBytes: 1 << 24 });
+      const control = frame.header.type === 'welcome' || frame.header.type === 'error';
+      this.frames.push({ type: frame.header.type, body: control ? decodeJson(frame.payload) as Received['body'] : undefined });
+    });
+    this.socket.on('close', (code) => { this.closeCode = code; });
+    this.socket.on('error', () => {});
+  }
+  opened() { return new Promise<void>((resolve) => this.socket.once('open', () => resolve())); }
+  send(bytes: Uint8Array) { this.socket.send(bytes, { binary: true }); }
+  hello(token?: string, manifestHash = HASH) {
+    this.send(encodeFrame({ type: 'hello', seq: 0 }, encodeJson({ manifestHash, token })));
+  }
+  get sessionId() { return this.frames.find((f) => f.type === 'welcome')?.body?.sessionId ?? 0; }
+  forward(seq: number, pastLength = 0, values: number[] = [0.5, 0.5, 0.5, 0.5], patch?: (bytes: Uint8Array) => void) {
+    const bytes = encodeFrame({ type: 'forward', dtype: 'fp32', sessionId: this.sessionId, seq, pastLength, nTokens: values.length / HIDDEN,
+      hiddenSize: HIDDEN, flags: FrameFlags.allPositions }, encodeHidden(Float32Array.from(values), values.length / HIDDEN, HIDDEN, 'fp32'));
+    patch?.(bytes);
+    this.send(bytes);
+  }
+  errors() { return this.frames.filter((f) => f.type === 'error').map((f) => f.body!.code); }
+}
+
+async function session(url: string, token?: string): Promise<Peer> {
+  const peer = new Peer(url);
+  await peer.opened();
+  peer.hello(token);
+  await waitFor(() => peer.sessionId > 0, { what: 'the welcome' });
+  return peer;
+}
+
+test('the token is checked before the split, and failed attempts from one address are rate-limited', async () => {
+  const { server, url } = await serve(new HeldExecutor(true), { token: 'sesame', authFailures: { limit: 3, windowMs: 60_000 } });
+  try {
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const peer = new Peer(url);
+      await peer.opened();
+      peer.hello('wrong', 'b'.repeat(64)); // wrong split too: the answer must not reveal that
+      await waitFor(() => peer.closeCode !== undefined, { what: 'the refusal' });
+      assert.deepEqual(peer.errors(), [attempt < 3 ? 'UNAUTHORIZED' : 'RATE_LIMITED']);
+      assert.doesNotMatch(JSON.stringify(peer.frames), /aaaaaa|bbbbbb/, 'nothing of either hash is echoed');
+    }
+  } finally {
+    await server.stop();
+  }
+});
+
+test('frames pipelined behind a refused hello are not processed; no session opens from them', async () => {
+  const { server, url } = await serve(new HeldExecutor(true), { token: 'sesame' });
+  try {
+    const peer = new Peer(url);
+    await peer.opened();
+    for (let i = 0; i < 50; i++) peer.hello('wrong');
+    peer.hello('sesame');
+    await waitFor(() => peer.closeCode !== undefined, { what: 'the connection to close' });
+    assert.deepEqual(peer.errors(), ['UNAUTHORIZED']);
+    assert.equal(peer.frames.length, 1);
+    assert.equal(server.sessionCount, 0);
+  } finally {
+    await server.stop();
+  }
+});
+
+test('strict frames: nonzero reserved bytes, unknown flags and non-finite values are BAD_FRAME; a healthy session is untouched', async () => {
+  const executor = new HeldExecutor(true);
+  const { server, url } = await serve(executor);
+  try {
+    const healthy = await session(url);
+    const mutations: Array<[string, (p: Peer) => void]> = [
+      ['reserved', (p) => p.forward(1, 0, undefined, (b) => { b[10] = 1; })],
+      ['flags', (p) => p.forward(1, 0, undefined, (b) => { b[7] |= 0x80; })],
+      ['NaN', (p) => p.forward(1, 0, [0.5, Number.NaN, 0.5, 0.5])],
+      ['Infinity', (p) => p.forward(1, 0, [0.5, 0.5, Number.POSITIVE_INFINITY, 0.5])],
+    ];
+    for (const [what, mutate] of mutations) {
+      const peer = await session(url);
+      mutate(peer);
+      await waitFor(() => peer.closeCode !== undefined, { what: `the ${what} frame's refusal` });
+      assert.deepEqual(peer.errors(), ['BAD_FRAME'], what);
+    }
+    assert.equal(executor.runs.length, 0, 'no refused frame reached the middle part');
+    healthy.forward(1);
+    await waitFor(() => healthy.frames.some((f) => f.type === 'result'), { what: 'the healthy session\'s result' });
+  } finally {
+    await server.stop();
+  }
+});
+
+test('an oversize message gets an error frame before the 1009 close, before and after the hello', async () => {
+  const { server, url } = await serve(new HeldExecutor(true));
+  try {
+    const stranger = new Peer(url);
+    await stranger.opened();
+    stranger.send(new Uint8Array(64 * 1024)); // over the 8 KiB allowed before a hello
+    await waitFor(() => stranger.closeCode !== undefined, { what: 'the close' });
+    assert.deepEqual(stranger.errors(), ['BAD_FRAME']);
+    assert.match(stranger.frames[0].body!.message!, /over the 8192-byte limit/);
+    assert.equal(stranger.closeCode, 1009);
+
+    const peer = await session(url);
+    peer.send(new Uint8Array(16 * HIDDEN * 4 + 1024 + 52 + 4096));
+    await waitFor(() => peer.closeCode !== undefined, { what: 'the close' });
+    assert.deepEqual(peer.errors(), ['BAD_FRAME']);
+    assert.equal(peer.closeCode, 1009);
+  } finally {
+    await server.stop();
+  }
+});
+
+test('deadlines: a socket that never upgrades and one that never says hello are destroyed', async () => {
+  const { server, port, url } = await serve(new HeldExecutor(true), { handshakeTimeoutMs: 200 });
+  try {
+    const raw: Socket = tcpConnect(port, '127.0.0.1');
+    let rawClosed = false;
+    raw.on('close', () => { rawClosed = true; }).on('error', () => {});
+    const silent = new Peer(url);
+    await silent.opened();
+    await waitFor(() => rawClosed && silent.closeCode !== undefined, { what: 'both sockets to be closed', timeoutMs: 5000 });
+    assert.deepEqual(silent.errors(), ['BAD_FRAME']);
+    assert.match(silent.frames[0].body!.message!, /no hello within 200 ms/);
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a connection cap: connections past it are refused at once while health keeps answering afterwards', async () => {
+  const { server, port } = await serve(new HeldExecutor(true), { maxConnections: 3, handshakeTimeoutMs: 300 });
+  try {
+    const closed: boolean[] = [];
+    const sockets = Array.from({ length: 5 }, (_, i) => {
+      closed[i] = false;
+      return tcpConnect(port, '127.0.0.1').on('close', () => { closed[i] = true; }).on('error', () => {});
+    });
+    await waitFor(() => closed[3] && closed[4], { what: 'the connections over the cap to be refused' });
+    // The held ones expire at the handshake deadline; then /health answers again.
+    await waitFor(() => closed.every(Boolean), { what: 'idle connections to expire', timeoutMs: 5000 });
+    const health = await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/health`)).ok, { what: '/health' });
+    assert.equal(health, true);
+    sockets.forEach((s) => s.destroy());
+  } finally {
+    await server.stop();
+  }
+});
+
+test('idle means no frame AND nothing queued: a session waiting on its run is not expired', async () => {
+  const executor = new HeldExecutor();
+  const { server, url } = await serve(executor, { idleTimeoutMs: 100 });
+  try {
+    const peer = await session(url);
+    peer.forward(1);
+    await waitFor(() => executor.runs.length === 1, { what: 'the run to start' });
+    // Several idle-check periods pass with the run held: the session stays.
+    await waitFor(() => Date.now() - (server as unknown as { sessions: Map<number, { lastActive: number }> })
+      .sessions.get(peer.sessionId)!.lastActive > 400, { what: 'four idle periods to pass' });
+    assert.equal(server.sessionCount, 1);
+    executor.runs[0].release();
+    await waitFor(() => peer.frames.some((f) => f.type === 'result'), { what: 'the result' });
+    await waitFor(() => peer.errors().includes('IDLE_TIMEOUT'), { what: 'expiry once nothing is queued' });
+  } finally {
+    await server.stop();
+  }
+});
+
+test('one session pipelining many frames has at most --max-inflight requests in the middle part', async () => {
+  const executor = new HeldExecutor();
+  const { server, url } = await serve(executor, { maxInflightPerSession: 3 });
+  try {
+    const greedy = await session(url);
+    for (let seq = 1; seq <= 40; seq++) greedy.forward(seq, 0);
+    const other = await session(url);
+    other.forward(1);
+    await waitFor(() => executor.runs.some((r) => r.request.sessionId === other.sessionId), { what: 'the other session\'s run' });
+    assert.equal(executor.runs.filter((r) => r.request.sessionId === greedy.sessionId).length, 3);
+    // Each answer lets exactly one more in.
+    executor.runs[0].release();
+    await waitFor(() => executor.runs.filter((r) => r.request.sessionId === greedy.sessionId).length === 4, { what: 'one more run' });
+    assert.equal(greedy.errors().length, 0);
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a device that never reads its results stops getting work: bounded buffering', async () => {
+  const executor = new HeldExecutor(true, 4096); // every result is 4,096 rows: 64 KiB
+  const { server, url } = await serve(executor, { maxBufferedBytes: 64 * 1024, maxInflightPerSession: 64 });
+  try {
+    const peer = await session(url);
+    (peer.socket as unknown as { _socket: Socket })._socket.pause(); // stop reading at the TCP level
+    for (let seq = 1; seq <= 3000; seq++) peer.forward(seq, 0);
+    // The kernel's buffers take some results; after that the server stops reading this session's frames.
+    await waitFor(async () => {
+      const before = executor.runs.length;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return executor.runs.length === before && before > 0;
+    }, { what: 'the server to stop taking work', timeoutMs: 20_000 });
+    assert.ok(executor.runs.length < 3000, `${executor.runs.length} runs for a reader that reads nothing`);
+  } finally {
+    await server.stop();
+  }
+});
+
+test('keepalive: a device that vanished (no pong) is dropped within two ping intervals', async () => {
+  const { server, url } = await serve(new HeldExecutor(true), { keepaliveMs: 100 });
+  try {
+    const peer = new Peer(url, { autoPong: false });
+    await peer.opened();
+    peer.hello();
+    await waitFor(() => peer.sessionId > 0, { what: 'the welcome' });
+    await waitFor(() => server.sessionCount === 0, { what: 'the silent session to be dropped', timeoutMs: 3000 });
+  } finally {
+    await server.stop();
+  }
+});
+
+test('drain: not ready, no new sessions, the run in flight is answered, then GOING_AWAY; the executor stops last', async () => {
+  const executor = new HeldExecutor();
+  const { server, port, url } = await serve(executor);
+  try {
+    const peer = await session(url);
+    peer.forward(1);
+    await waitFor(() => executor.runs.length === 1, { what: 'the run' });
+    const drained = server.drain(10_000);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/ready`).catch(() => ({ status: 503 }))).status, 503);
+    assert.equal(executor.closed, false, 'workers keep running while a round is in flight');
+    executor.runs[0].release();
+    await drained;
+    assert.deepEqual(peer.frames.map((f) => f.type), ['welcome', 'result', 'error']);
+    assert.deepEqual(peer.errors(), ['GOING_AWAY']);
+    assert.equal(peer.closeCode, 1001);
+    assert.equal(executor.closed, true);
+  } finally {
+    await server.stop().catch(() => {});
+  }
+});
