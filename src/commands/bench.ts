@@ -109,7 +109,7 @@ export function registerBench(program: Command): void {
       if (o.fleet !== undefined) {
         const { text, files } = await fleetToDir(fleetOptions(splitDir, o, o.fleet), o.out, reporter);
         process.stdout.write(o.json ? `${JSON.stringify({ out: o.out })}\n`
-          : `${text}\n\nwritten: ${o.out}/${files.join(', ')}, recordings/\n`);
+          : `${text}\n\nwritten: ${o.out}/${files.join(', ')}\n`);
         return;
       }
       const rate = o.rate?.[0];

@@ -21,5 +21,6 @@ export async function fleetToDir(
     'results.json': fleetResultsJson(report, options), 'report.txt': `${text}\n`, ...charts, ...recordings,
   };
   writeOutDir(out, files);
-  return { report, text, files: Object.keys(files).filter((n) => !n.startsWith('recordings/')) };
+  const written = Object.keys(files).filter((n) => !n.startsWith('recordings/'));
+  return { report, text, files: names.length ? [...written, 'recordings/'] : written };
 }
