@@ -3,6 +3,8 @@
  * and its plain implementation: one ONNX decoder with its KV cache. The split runtime provides the same
  * interface over input part + cloud/adapter + output part, so one generation loop serves both.
  */
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { HatError } from '../errors.ts';
 import { kvLayoutOf } from './kv-cache.ts';
 import { PartRunner, type StepOutput } from './part-runner.ts';
@@ -35,17 +37,23 @@ export class OnnxCausalLm implements CausalLm {
   static async open(modelPath: string, options: SessionOptions = {}): Promise<OnnxCausalLm> {
     const session = await createSession(modelPath, options);
     const names = session.inputNames;
-    for (const required of ['input_ids', 'attention_mask', 'position_ids']) {
-      if (!names.includes(required)) {
-        throw new HatError('NOT_A_DECODER', `${modelPath} has no '${required}' input`, 'hat expects the Optimum decoder layout (input_ids, attention_mask, position_ids, past_key_values.N.*)');
-      }
+    // attention_mask and position_ids are fed when declared (model-builder exports have no position_ids; ALiBi
+    // models none either), each in the integer type the model declares (PartRunner).
+    if (!names.includes('input_ids')) {
+      throw new HatError('NOT_A_DECODER', `${modelPath} has no 'input_ids' input`,
+        'hat expects the Optimum decoder layout (input_ids, attention_mask, position_ids, past_key_values.N.*)');
     }
     const logits = session.outputs.find((o) => o.name === 'logits');
     if (!logits) throw new HatError('NOT_A_DECODER', `${modelPath} has no 'logits' output`);
+    // Some exports lose the vocabulary dimension in shape inference (e.g. after logit soft-capping): config.json has it.
     const vocab = logits.shape[logits.shape.length - 1];
-    if (typeof vocab !== 'number') throw new HatError('UNSUPPORTED_MODEL', `${modelPath}: the logits' vocabulary dimension is symbolic`);
+    const vocabSize = typeof vocab === 'number' ? vocab : configVocabSize(dirname(modelPath));
+    if (vocabSize === undefined) {
+      throw new HatError('UNSUPPORTED_MODEL', `${modelPath}: the logits' vocabulary dimension is symbolic and no config.json gives vocab_size`,
+        'put the model\'s config.json beside it');
+    }
     const runner = PartRunner.fromSession(session, { idsInput: 'input_ids', output: 'logits', kv: kvLayoutOf(session).pairs });
-    return new OnnxCausalLm(runner, vocab);
+    return new OnnxCausalLm(runner, vocabSize);
   }
 
   get length(): number {
@@ -63,5 +71,14 @@ export class OnnxCausalLm implements CausalLm {
 
   async release(): Promise<void> {
     await this.runner.session.release();
+  }
+}
+
+function configVocabSize(dir: string): number | undefined {
+  try {
+    const value = (JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { vocab_size?: unknown }).vocab_size;
+    return typeof value === 'number' && value > 0 ? value : undefined;
+  } catch {
+    return undefined;
   }
 }
