@@ -19,7 +19,7 @@ import { writeLlamaOnnx } from '../src/models/llama-onnx.ts';
 import { randomWeights } from '../src/models/weights.ts';
 import { splitModel } from '../src/split/split.ts';
 import { silentReporter } from '../src/reporter.ts';
-import { spawnCloud } from '../src/runtime/cloud/spawn-cloud.ts';
+import { spawnCloud } from '../src/apps/spawn-cloud.ts';
 import { readManifest } from '../src/runtime/split-dir.ts';
 import { openDeviceParts } from '../src/runtime/device/device-parts.ts';
 import { connectDeviceGenerator, GREEDY } from '../src/runtime/device/device-generator.ts';

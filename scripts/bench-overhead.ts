@@ -18,7 +18,7 @@ import { writeLlamaOnnx } from '../src/models/llama-onnx.ts';
 import { randomWeights } from '../src/models/weights.ts';
 import { splitModel } from '../src/split/split.ts';
 import { silentReporter } from '../src/reporter.ts';
-import { spawnCloud } from '../src/runtime/cloud/spawn-cloud.ts';
+import { spawnCloud } from '../src/apps/spawn-cloud.ts';
 import { manifestHash, openPart, readManifest } from '../src/runtime/split-dir.ts';
 import { HEADER_BYTES } from '../src/runtime/protocol/frame.ts';
 import { CloudClient } from '../src/runtime/device/cloud-client.ts';

@@ -8,7 +8,7 @@ import { cpus, platform, release } from 'node:os';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Reporter } from '../reporter.ts';
-import { spawnCloud } from '../runtime/cloud/spawn-cloud.ts';
+import { spawnCloud } from '../apps/spawn-cloud.ts';
 import { assignCores, onCores, type CoreMode } from './cores.ts';
 import { describeLink, type LinkSpec } from '../runtime/link.ts';
 import type { WireDTypeName } from '../runtime/protocol/frame.ts';

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { deviceMetricsTable } from './metrics-table.ts';
 import { intOption, numberOption, parseOptions, z } from './common.ts';
-import { DEFAULT_SPLIT, runDemo } from '../runtime/demo.ts';
+import { DEFAULT_SPLIT, runDemo } from '../apps/demo.ts';
 import { describeLink, parseLinkSpec } from '../runtime/link.ts';
 import { terminalReporter } from '../reporter.ts';
 

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { intOption, numberOption, parseOptions, PROMPT_HELP, promptInput, promptOptions, z } from './common.ts';
-import { generateText } from '../runtime/generate.ts';
+import { generateText } from '../apps/generate-text.ts';
 
 const schema = z.object({
   ...promptOptions,

@@ -16,7 +16,7 @@
  */
 import { HatError } from '../errors.ts';
 import { ExternalDataWriter, onnx, type AttributeProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from './model-io.ts';
-import { float32ToFloat16 } from '../runtime/float16.ts';
+import { float32ToFloat16 } from './float16.ts';
 
 export type ElementType = 'float32' | 'float16' | 'int64' | 'int32' | 'bool';
 export type FloatType = 'float32' | 'float16';

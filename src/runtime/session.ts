@@ -4,9 +4,9 @@
  */
 import * as ort from 'onnxruntime-node';
 import { HatError } from '../errors.ts';
-import { float16ToFloat32 } from './float16.ts';
+import { float16ToFloat32 } from '../onnx/float16.ts';
 
-export { float16ToFloat32, float32ToFloat16 } from './float16.ts';
+export { float16ToFloat32, float32ToFloat16 } from '../onnx/float16.ts';
 
 export type Tensor = ort.Tensor;
 export type TensorType = ort.Tensor.Type;

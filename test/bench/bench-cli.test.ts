@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { HAT_BIN } from '../../src/runtime/cloud/spawn-cloud.ts';
+import { HAT_BIN } from '../../src/apps/spawn-cloud.ts';
 import { addIdentityAdapter, makeSmallSplit } from '../helpers/runtime-fixtures.ts';
 
 const hat = (args: string[]) => spawnSync(process.execPath, [HAT_BIN, ...args], { encoding: 'utf8', timeout: 90_000 });

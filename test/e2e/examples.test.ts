@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { spawnCloud } from '../../src/runtime/cloud/spawn-cloud.ts';
+import { spawnCloud } from '../../src/apps/spawn-cloud.ts';
 import { spawnDeviceServer } from '../helpers/openai-device.ts';
 import { repoRoot } from '../helpers/shared-fixtures.ts';
 

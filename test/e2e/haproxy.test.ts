@@ -13,7 +13,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { HAT_BIN, spawnCloud, type SpawnedCloud } from '../../src/runtime/cloud/spawn-cloud.ts';
+import { HAT_BIN, spawnCloud, type SpawnedCloud } from '../../src/apps/spawn-cloud.ts';
 import { repoRoot } from '../helpers/shared-fixtures.ts';
 import { waitFor } from '../helpers/wait-for.ts';
 

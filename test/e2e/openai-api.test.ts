@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import OpenAI from 'openai';
-import { HAT_BIN, spawnCloud, type SpawnedCloud } from '../../src/runtime/cloud/spawn-cloud.ts';
+import { HAT_BIN, spawnCloud, type SpawnedCloud } from '../../src/apps/spawn-cloud.ts';
 import { loadChatTemplate } from '../../src/api/chat-template.ts';
 import { readManifest, splitTokenizer } from '../../src/runtime/split-dir.ts';
 import { continuationText } from '../../src/runtime/tokenizer.ts';

@@ -13,7 +13,7 @@ import { silentReporter } from '../../src/reporter.ts';
 import { OnnxCausalLm } from '../../src/runtime/full-model.ts';
 import { generateTokens } from '../../src/runtime/generate.ts';
 import { argmax } from '../../src/runtime/sampling.ts';
-import { HAT_BIN, spawnCloud, type SpawnedCloud } from '../../src/runtime/cloud/spawn-cloud.ts';
+import { HAT_BIN, spawnCloud, type SpawnedCloud } from '../../src/apps/spawn-cloud.ts';
 import { splitModel } from '../../src/split/split.ts';
 import { writeTinyDecoder } from '../split/tiny-decoders.ts';
 

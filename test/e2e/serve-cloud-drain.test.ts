@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { isHatError } from '../../src/errors.ts';
-import { spawnCloud } from '../../src/runtime/cloud/spawn-cloud.ts';
+import { spawnCloud } from '../../src/apps/spawn-cloud.ts';
 import { CloudClient } from '../../src/runtime/device/cloud-client.ts';
 import { manifestHash, readManifest } from '../../src/runtime/split-dir.ts';
 import { repoRoot } from '../helpers/shared-fixtures.ts';

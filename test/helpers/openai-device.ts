@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
-import { HAT_BIN } from '../../src/runtime/cloud/spawn-cloud.ts';
+import { HAT_BIN } from '../../src/apps/spawn-cloud.ts';
 
 export interface DeviceServer {
   /** e.g. http://127.0.0.1:PORT/v1: an OpenAI client's baseURL. */

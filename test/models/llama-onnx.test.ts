@@ -9,7 +9,7 @@ import { writeLlamaOnnx } from '../../src/models/llama-onnx.ts';
 import { referenceForward } from '../../src/models/reference.ts';
 import { OnnxCausalLm } from '../../src/runtime/full-model.ts';
 import { createSession, int64Tensor, zerosTensor, type Feeds } from '../../src/runtime/session.ts';
-import { float16ToFloat32, float32ToFloat16 } from '../../src/runtime/float16.ts';
+import { float16ToFloat32, float32ToFloat16 } from '../../src/onnx/float16.ts';
 import { checkExternalData, isExternal, loadModel } from '../../src/onnx/model-io.ts';
 import { weightSpecs } from '../../src/models/config.ts';
 

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { silentReporter } from '../../src/reporter.ts';
-import { HAT_BIN } from '../../src/runtime/cloud/spawn-cloud.ts';
+import { HAT_BIN } from '../../src/apps/spawn-cloud.ts';
 import { ComposedModel } from '../../src/runtime/composed-model.ts';
 import { OnnxCausalLm } from '../../src/runtime/full-model.ts';
 import { generateTokens } from '../../src/runtime/generate.ts';

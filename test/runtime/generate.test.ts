@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { generateText } from '../../src/runtime/generate.ts';
+import { generateText } from '../../src/apps/generate-text.ts';
 import { writeLlama2cCheckpoint, writeLlama2cTokenizer } from '../helpers/llama2c-files.ts';
 import { repoRoot } from '../helpers/shared-fixtures.ts';
 

@@ -15,7 +15,7 @@ import { onnx } from '../../src/onnx/model-io.ts';
 import { decideBatching } from '../../src/split/batching.ts';
 import { splitModel } from '../../src/split/split.ts';
 import { silentReporter } from '../../src/reporter.ts';
-import { HAT_BIN } from '../../src/runtime/cloud/spawn-cloud.ts';
+import { HAT_BIN } from '../../src/apps/spawn-cloud.ts';
 import { toyMiddleModel } from '../helpers/toy-split.ts';
 import { SMALL_LLAMA } from '../helpers/runtime-fixtures.ts';
 import { sharedFixture } from '../helpers/shared-fixtures.ts';

@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { HAT_BIN } from '../../src/runtime/cloud/spawn-cloud.ts';
+import { HAT_BIN } from '../../src/apps/spawn-cloud.ts';
 import { makeSmallSplit } from '../helpers/runtime-fixtures.ts';
 
 const run = promisify(execFile);

@@ -14,7 +14,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { HatError } from '../../errors.ts';
 import type { Reporter } from '../../reporter.ts';
-import { spawnCloud, type SpawnedCloud } from '../../runtime/cloud/spawn-cloud.ts';
+import { spawnCloud, type SpawnedCloud } from '../../apps/spawn-cloud.ts';
 import { describeLink, type LinkSpec } from '../../runtime/link.ts';
 import type { WireDTypeName } from '../../runtime/protocol/frame.ts';
 import { manifestHash, readManifest } from '../../runtime/split-dir.ts';

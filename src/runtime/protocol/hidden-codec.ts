@@ -3,7 +3,7 @@
  * (symmetric, scale = max|x| / 127), as Petals does for its 8-bit wire compression.
  */
 import { HatError } from '../../errors.ts';
-import { float16ToFloat32, float32ToFloat16 } from '../float16.ts';
+import { float16ToFloat32, float32ToFloat16 } from '../../onnx/float16.ts';
 import type { WireDTypeName } from './frame.ts';
 
 export function wireBytesPerRow(dtype: WireDTypeName, cols: number): number {

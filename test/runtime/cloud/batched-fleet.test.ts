@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { startCloud } from '../../../src/runtime/cloud/serve.ts';
 import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
 import { runDevice } from '../../../src/runtime/device/run-device.ts';
-import { generateText } from '../../../src/runtime/generate.ts';
+import { generateText } from '../../../src/apps/generate-text.ts';
 import { repoRoot } from '../../helpers/shared-fixtures.ts';
 
 const split = join(repoRoot, 'fixtures', 'default-split');

@@ -4,9 +4,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { HatError } from '../../errors.ts';
+import { HatError } from '../errors.ts';
 
-export const HAT_BIN = fileURLToPath(new URL('../../../bin/hat', import.meta.url));
+export const HAT_BIN = fileURLToPath(new URL('../../bin/hat', import.meta.url));
 
 export interface SpawnedCloud {
   url: string;

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HatError } from '../errors.ts';
 import type { Reporter } from '../reporter.ts';
-import { spawnCloud } from './cloud/spawn-cloud.ts';
-import { runDevice, type RunDeviceOptions, type RunDeviceResult } from './device/run-device.ts';
+import { spawnCloud } from './spawn-cloud.ts';
+import { runDevice, type RunDeviceOptions, type RunDeviceResult } from '../runtime/device/run-device.ts';
 
 export const DEFAULT_SPLIT = fileURLToPath(new URL('../../fixtures/default-split', import.meta.url));
 
