@@ -29,9 +29,14 @@ import type { WireDTypeName } from '../src/runtime/protocol/frame.ts';
 
 const { values } = parseArgs({
   options: {
-    split: { type: 'string' }, hidden: { type: 'string', default: '512' }, layers: { type: 'string', default: '4' },
-    prompt: { type: 'string', default: '1024' }, link: { type: 'string', default: 'wifi' }, wire: { type: 'string', default: 'fp32' },
-    repeats: { type: 'string', default: '3' }, sizes: { type: 'string', default: '32,64,128,256,512' },
+    split: { type: 'string' },
+    hidden: { type: 'string', default: '512' },
+    layers: { type: 'string', default: '4' },
+    prompt: { type: 'string', default: '1024' },
+    link: { type: 'string', default: 'wifi' },
+    wire: { type: 'string', default: 'fp32' },
+    repeats: { type: 'string', default: '3' },
+    sizes: { type: 'string', default: '32,64,128,256,512' },
   },
 });
 const link = parseLinkSpec(values.link!);
@@ -43,10 +48,25 @@ async function prepareSplit(): Promise<{ split: string; model: string; cleanup: 
   if (values.split) return { split: values.split, model: `split ${values.split}`, cleanup: () => {} };
   const dir = mkdtempSync(join(tmpdir(), 'hat-bench-chunk-'));
   const hidden = Number(values.hidden);
-  const config = llamaConfig({ vocabSize: 4096, hiddenSize: hidden, intermediateSize: Math.round(hidden * 2.75), layers: Number(values.layers), heads: hidden / 64, kvHeads: Math.max(1, hidden / 256), maxPositions: 4096 });
+  const config = llamaConfig({
+    vocabSize: 4096,
+    hiddenSize: hidden,
+    intermediateSize: Math.round(hidden * 2.75),
+    layers: Number(values.layers),
+    heads: hidden / 64,
+    kvHeads: Math.max(1, hidden / 256),
+    maxPositions: 4096,
+  });
   await writeLlamaOnnx(config, randomWeights({ seed: 1 }), join(dir, 'model.onnx'));
-  await splitModel({ model: join(dir, 'model.onnx'), out: join(dir, 'split'), inputLayers: 1, verify: false }, silentReporter);
-  return { split: join(dir, 'split'), model: `random Llama hidden ${hidden}, ${values.layers} layers (1 device / ${Number(values.layers) - 1} cloud / head)`, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+  await splitModel(
+    { model: join(dir, 'model.onnx'), out: join(dir, 'split'), inputLayers: 1, verify: false },
+    silentReporter,
+  );
+  return {
+    split: join(dir, 'split'),
+    model: `random Llama hidden ${hidden}, ${values.layers} layers (1 device / ${Number(values.layers) - 1} cloud / head)`,
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -57,7 +77,8 @@ function lowerBound(m: DeviceMetrics): number {
   const device = chunks.reduce((s, c) => s + c.deviceMs, 0);
   const uplink = chunks.reduce((s, c) => s + upload(c.bytesUp), 0) + link.up.latencyMs;
   const cloud = chunks.reduce((s, c) => s + c.computeMs, 0);
-  const first = chunks[0], last = chunks[chunks.length - 1];
+  const first = chunks[0],
+    last = chunks[chunks.length - 1];
   const down = link.down.latencyMs;
   const candidates = [
     device + upload(last.bytesUp) + link.up.latencyMs + last.computeMs + down,
@@ -72,14 +93,20 @@ const cloud = await spawnCloud(split, ['--max-tokens-per-frame', String(promptLe
 try {
   const manifest = readManifest(split);
   const parts = await openDeviceParts(split, manifest, { withAdapter: false });
-  const prompt = Array.from({ length: promptLength }, (_, i) => (i * 7919 + 13) % 1000 + 3);
+  const prompt = Array.from({ length: promptLength }, (_, i) => ((i * 7919 + 13) % 1000) + 3);
   const run = async (chunk: 'off' | 'auto' | number) => {
     parts.input.truncate(0);
     const device = await connectDeviceGenerator({
-      parts, cloud: { url: cloud.url, wire, link }, sampling: GREEDY, draftThreshold: 1, maxDraft: 1,
+      parts,
+      cloud: { url: cloud.url, wire, link },
+      sampling: GREEDY,
+      draftThreshold: 1,
+      maxDraft: 1,
     });
     try {
-      return (await device.generator.generate(prompt, { maxNewTokens: 1, speculative: false, parallelDrafting: false, chunk })).metrics;
+      return (
+        await device.generator.generate(prompt, { maxNewTokens: 1, speculative: false, parallelDrafting: false, chunk })
+      ).metrics;
     } finally {
       device.close();
     }
@@ -91,7 +118,8 @@ try {
     const runs: DeviceMetrics[] = [];
     for (let r = 0; r < repeats; r++) runs.push(await run(chunk));
     rows.push({
-      chunk: String(chunk), ttftMs: median(runs.map((m) => m.ttftMs)),
+      chunk: String(chunk),
+      ttftMs: median(runs.map((m) => m.ttftMs)),
       chunks: chunk === 'auto' ? runs[runs.length - 1].chunkSizes.join('+') : `${runs[0].chunkSizes.length}×`,
       bound: chunk === 'auto' ? median(runs.map(lowerBound)) : undefined,
     });
@@ -99,15 +127,22 @@ try {
   const off = rows[0].ttftMs;
   const auto = rows[rows.length - 1];
   const best = rows.slice(1, -1).reduce((a, b) => (b.ttftMs < a.ttftMs ? b : a));
-  const bytesPerToken = (manifest.hidden.size * (wire === 'fp32' ? 4 : wire === 'fp16' ? 2 : 1));
+  const bytesPerToken = manifest.hidden.size * (wire === 'fp32' ? 4 : wire === 'fp16' ? 2 : 1);
   console.log(`# chunked prefill, ${promptLength}-token prompt — ${new Date().toISOString()}`);
   console.log(`machine: ${cpus()[0]?.model ?? 'unknown'}, ${cpus().length} cores (device and cloud share them)`);
-  console.log(`model: ${model}; wire ${wire} (${bytesPerToken} B/token); ${describeLink(link)}; median of ${repeats} runs`);
+  console.log(
+    `model: ${model}; wire ${wire} (${bytesPerToken} B/token); ${describeLink(link)}; median of ${repeats} runs`,
+  );
   console.log('\n| --chunk | TTFT ms | × off | chunks |');
   console.log('|---|---:|---:|---|');
-  for (const r of rows) console.log(`| ${r.chunk} | ${r.ttftMs.toFixed(1)} | ${(r.ttftMs / off).toFixed(2)} | ${r.chunks} |`);
-  console.log(`\npipeline lower bound (from the auto runs' measured stages): ${auto.bound!.toFixed(1)} ms; auto / bound = ${(auto.ttftMs / auto.bound!).toFixed(2)}`);
-  console.log(`best fixed size: ${best.chunk} (${best.ttftMs.toFixed(1)} ms); auto / best fixed = ${(auto.ttftMs / best.ttftMs).toFixed(2)}; auto / off = ${(auto.ttftMs / off).toFixed(2)}`);
+  for (const r of rows)
+    console.log(`| ${r.chunk} | ${r.ttftMs.toFixed(1)} | ${(r.ttftMs / off).toFixed(2)} | ${r.chunks} |`);
+  console.log(
+    `\npipeline lower bound (from the auto runs' measured stages): ${auto.bound!.toFixed(1)} ms; auto / bound = ${(auto.ttftMs / auto.bound!).toFixed(2)}`,
+  );
+  console.log(
+    `best fixed size: ${best.chunk} (${best.ttftMs.toFixed(1)} ms); auto / best fixed = ${(auto.ttftMs / best.ttftMs).toFixed(2)}; auto / off = ${(auto.ttftMs / off).toFixed(2)}`,
+  );
 } finally {
   await cloud.stop();
   cleanup();

@@ -15,7 +15,11 @@ import { saveModel } from '../src/onnx/model-io.ts';
 import { buildTinyDecoder, externalWeights } from '../test/split/tiny-decoders.ts';
 
 const { values } = parseArgs({
-  options: { layers: { type: 'string', default: '6' }, hidden: { type: 'string', default: '2048' }, dir: { type: 'string', default: tmpdir() } },
+  options: {
+    layers: { type: 'string', default: '6' },
+    hidden: { type: 'string', default: '2048' },
+    dir: { type: 'string', default: tmpdir() },
+  },
 });
 const hidden = Number(values.hidden);
 const layers = Number(values.layers);
@@ -24,7 +28,10 @@ const work = mkdtempSync(join(values.dir!, 'hat-bench-split-'));
 const model = join(work, 'model.onnx');
 const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
 
-interface Timed { seconds: number; maxRssKiB?: number }
+interface Timed {
+  seconds: number;
+  maxRssKiB?: number;
+}
 
 function timed(command: string, args: string[]): Timed {
   const useTime = existsSync('/usr/bin/time');
@@ -42,20 +49,39 @@ try {
   process.stderr.write(`generating a ${layers}-layer decoder, hidden ${hidden}, in ${work} ...\n`);
   const sink = externalWeights(`${model}.data`);
   try {
-    await saveModel(buildTinyDecoder({ layers, hidden, heads: 16, kvHeads: 4, ffn: Math.round((hidden * 8) / 3 / 256) * 256, vocab: 32000 }, sink), model);
+    await saveModel(
+      buildTinyDecoder(
+        { layers, hidden, heads: 16, kvHeads: 4, ffn: Math.round((hidden * 8) / 3 / 256) * 256, vocab: 32000 },
+        sink,
+      ),
+      model,
+    );
   } finally {
     sink.close();
   }
   const bytes = statSync(model).size + statSync(`${model}.data`).size;
-  if (bytes < 1e9) process.stderr.write(`warning: the model is only ${gib(bytes)}; pass a larger --layers/--hidden for the ≥ 1 GB target\n`);
+  if (bytes < 1e9)
+    process.stderr.write(
+      `warning: the model is only ${gib(bytes)}; pass a larger --layers/--hidden for the ≥ 1 GB target\n`,
+    );
 
   timed('cp', [model, `${model}.data`, mkdtempSync(join(work, 'warm-'))]); // warm the page cache for both contenders
   const cp = timed('cp', [model, `${model}.data`, mkdtempSync(join(work, 'cp-'))]);
   const hat = join(root, 'bin', 'hat');
   const copy = timed(process.execPath, [hat, 'split', model, '--out', join(work, 'split-copy'), '--no-verify']);
-  const reference = timed(process.execPath, [hat, 'split', model, '--out', join(work, 'split-reference'), '--weights', 'reference', '--no-verify']);
+  const reference = timed(process.execPath, [
+    hat,
+    'split',
+    model,
+    '--out',
+    join(work, 'split-reference'),
+    '--weights',
+    'reference',
+    '--no-verify',
+  ]);
 
-  const rss = (t: Timed) => (t.maxRssKiB === undefined ? 'n/a (no /usr/bin/time)' : `${(t.maxRssKiB / 1024).toFixed(0)} MiB`);
+  const rss = (t: Timed) =>
+    t.maxRssKiB === undefined ? 'n/a (no /usr/bin/time)' : `${(t.maxRssKiB / 1024).toFixed(0)} MiB`;
   const lines = [
     `model: ${layers} layers, hidden ${hidden}, ${gib(bytes)} (model.onnx + model.onnx.data), ${cpus().length} cores (${cpus()[0]?.model ?? '?'})`,
     `cp of the files:                    ${cp.seconds.toFixed(2)} s`,

@@ -13,7 +13,10 @@ export const ERROR_TABLE = {
   BAD_MODEL: { description: 'the file is not a readable ONNX model', retryable: false },
   NOT_A_DECODER: { description: 'the model is not a decoder with a KV cache', retryable: false },
   UNSUPPORTED_MODEL: { description: 'the model uses a construct hat cannot handle', retryable: false },
-  MISSING_EXTERNAL_DATA: { description: 'an external-data file the model references is missing or short', retryable: false },
+  MISSING_EXTERNAL_DATA: {
+    description: 'an external-data file the model references is missing or short',
+    retryable: false,
+  },
   BAD_SPLIT: { description: 'the requested split cannot be made', retryable: false },
   OUTPUT_EXISTS: { description: 'the output location cannot be written', retryable: false },
   BAD_MANIFEST: { description: 'a split directory or manifest is missing or invalid', retryable: false },
@@ -22,7 +25,10 @@ export const ERROR_TABLE = {
   NETWORK: { description: 'a network connection failed', retryable: true },
   PROTOCOL: { description: 'a peer sent a frame that breaks the protocol', retryable: false },
   BUSY: { description: 'the device is generating and its request queue is full', retryable: true },
-  CONTEXT_LENGTH: { description: 'the prompt and the tokens asked for do not fit the model\'s context', retryable: false },
+  CONTEXT_LENGTH: {
+    description: "the prompt and the tokens asked for do not fit the model's context",
+    retryable: false,
+  },
   NO_CHAT_TEMPLATE: { description: 'the model has no chat template', retryable: false },
   // Sent by serve-cloud in error frames (the wire codes).
   BAD_FRAME: { description: 'the cloud refused a malformed or out-of-limit frame', retryable: false },
@@ -30,7 +36,10 @@ export const ERROR_TABLE = {
   UNAUTHORIZED: { description: 'the cloud refused the token', retryable: false },
   RATE_LIMITED: { description: 'too many failed attempts from this address', retryable: false },
   SESSION_LIMIT: { description: 'the cloud holds its maximum of sessions', retryable: true },
-  CONTEXT_LIMIT: { description: 'the session would outgrow the context or KV memory the cloud allows', retryable: false },
+  CONTEXT_LIMIT: {
+    description: 'the session would outgrow the context or KV memory the cloud allows',
+    retryable: false,
+  },
   IDLE_TIMEOUT: { description: 'the cloud closed a session that sent nothing for too long', retryable: true },
   RUN_FAILED: { description: 'the middle part failed to run', retryable: false },
   GOING_AWAY: { description: 'the cloud is draining or shutting down', retryable: true },
@@ -40,8 +49,9 @@ export const ERROR_TABLE = {
 export type ErrorCode = keyof typeof ERROR_TABLE;
 
 /** The code table as descriptions (help texts, docs). */
-export const ERROR_CODES = Object.fromEntries(Object.entries(ERROR_TABLE).map(([code, e]) => [code, e.description])) as
-  Record<ErrorCode, string>;
+export const ERROR_CODES = Object.fromEntries(
+  Object.entries(ERROR_TABLE).map(([code, e]) => [code, e.description]),
+) as Record<ErrorCode, string>;
 
 /** The error's code when it is a HatError, else `fallback` (an error from a library, crossing a thread). */
 export function codeOf(error: unknown, fallback: ErrorCode): ErrorCode {

@@ -56,15 +56,25 @@ export function terminalReporter(options: { quiet?: boolean } = {}): Reporter {
             lastPrinted = Date.now();
             process.stderr.write(`  ${label(t, fraction)}\n`);
           },
-          succeed(t) { process.stderr.write(`✔ ${t ?? text}\n`); },
-          fail(t) { process.stderr.write(`✖ ${t ?? text}\n`); },
+          succeed(t) {
+            process.stderr.write(`✔ ${t ?? text}\n`);
+          },
+          fail(t) {
+            process.stderr.write(`✖ ${t ?? text}\n`);
+          },
         };
       }
       const spinner: Ora = ora({ text, stream: process.stderr }).start();
       return {
-        update(t, fraction) { spinner.text = label(t, fraction); },
-        succeed(t) { spinner.succeed(t ?? text); },
-        fail(t) { spinner.fail(t ?? text); },
+        update(t, fraction) {
+          spinner.text = label(t, fraction);
+        },
+        succeed(t) {
+          spinner.succeed(t ?? text);
+        },
+        fail(t) {
+          spinner.fail(t ?? text);
+        },
       };
     },
   };

@@ -10,7 +10,12 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { WebSocket, WebSocketServer } from 'ws';
 
-const busyWait = (ms: number) => { const t = performance.now(); while (performance.now() - t < ms) { /* the stand-in's compute */ } };
+const busyWait = (ms: number) => {
+  const t = performance.now();
+  while (performance.now() - t < ms) {
+    /* the stand-in's compute */
+  }
+};
 const self = fileURLToPath(import.meta.url);
 
 // Plain JavaScript, evaluated: a worker thread does not inherit the parent's tsx loader.
@@ -27,16 +32,26 @@ if (process.argv[2] === 'floor-server') {
   const worker = mode === 'worker' ? new Worker(WORKER_SOURCE, { eval: true }) : undefined;
   const server = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate: false });
   server.on('listening', () => process.send!((server.address() as { port: number }).port));
-  server.on('connection', (socket) => socket.on('message', (data: Buffer) => {
-    if (!worker) { busyWait(ms); socket.send(data, { binary: true }); return; }
-    const bytes = new Uint8Array(data);
-    worker.once('message', (reply: Uint8Array) => socket.send(reply, { binary: true }));
-    worker.postMessage({ bytes, ms }, [bytes.buffer]);
-  }));
+  server.on('connection', (socket) =>
+    socket.on('message', (data: Buffer) => {
+      if (!worker) {
+        busyWait(ms);
+        socket.send(data, { binary: true });
+        return;
+      }
+      const bytes = new Uint8Array(data);
+      worker.once('message', (reply: Uint8Array) => socket.send(reply, { binary: true }));
+      worker.postMessage({ bytes, ms }, [bytes.buffer]);
+    }),
+  );
 }
 
 /** Median ms a stand-in server adds per round: on its event loop, and with one worker-thread hop. */
-export async function measureFloor(computeMs: number, frameBytes: number, rounds: number): Promise<{ eventLoop: number; workerHop: number }> {
+export async function measureFloor(
+  computeMs: number,
+  frameBytes: number,
+  rounds: number,
+): Promise<{ eventLoop: number; workerHop: number }> {
   const result = { eventLoop: 0, workerHop: 0 };
   for (const mode of ['event-loop', 'worker'] as const) {
     const child = fork(self, ['floor-server', String(computeMs), mode], { execArgv: ['--import', 'tsx'] });
@@ -48,7 +63,10 @@ export async function measureFloor(computeMs: number, frameBytes: number, rounds
       const added: number[] = [];
       for (let i = 0; i < rounds; i++) {
         const t = performance.now();
-        await new Promise((resolve) => { socket.once('message', resolve); socket.send(frame); });
+        await new Promise((resolve) => {
+          socket.once('message', resolve);
+          socket.send(frame);
+        });
         added.push(performance.now() - t - computeMs);
         await new Promise((resolve) => setTimeout(resolve, 1)); // rounds are spaced as the device's are
       }

@@ -34,7 +34,12 @@ setTimeout(() => {
 const now = () => process.hrtime.bigint();
 
 if (mode === 'server') {
-  const wss = new WebSocketServer({ host: opt('host'), port: Number(opt('port')), perMessageDeflate: false, maxPayload: 64 << 20 });
+  const wss = new WebSocketServer({
+    host: opt('host'),
+    port: Number(opt('port')),
+    perMessageDeflate: false,
+    maxPayload: 64 << 20,
+  });
   wss.on('listening', () => console.log('server listening'));
   wss.on('connection', (ws) => {
     ws.on('message', (data: Buffer) => {
@@ -54,7 +59,16 @@ if (mode === 'server') {
   process.exit(2);
 }
 
-interface Rec { id: number; phase: string; size: number; burst: number; sentNs: bigint; receivedNs?: bigint; measuredMs?: number; predictedMs?: number }
+interface Rec {
+  id: number;
+  phase: string;
+  size: number;
+  burst: number;
+  sentNs: bigint;
+  receivedNs?: bigint;
+  measuredMs?: number;
+  predictedMs?: number;
+}
 
 async function client(): Promise<void> {
   const url = opt('url');
@@ -99,7 +113,14 @@ async function client(): Promise<void> {
       const rec: Rec = { id: nextId++, phase, size, burst, sentNs: 0n };
       frame.writeUInt32LE(rec.id, 0);
       frame.writeUInt32LE(0, 4);
-      done.push(new Promise<void>((resolve) => waiting.set(rec.id, (receivedNs) => { rec.receivedNs = receivedNs; resolve(); })));
+      done.push(
+        new Promise<void>((resolve) =>
+          waiting.set(rec.id, (receivedNs) => {
+            rec.receivedNs = receivedNs;
+            resolve();
+          }),
+        ),
+      );
       rec.sentNs = now();
       frame.writeBigUInt64LE(rec.sentNs, 8);
       socket.send(frame, { binary: true });
@@ -119,10 +140,19 @@ async function client(): Promise<void> {
   const n = (count: number) => Math.max(2, Math.round(count * scale));
 
   // Warm-up (a long-lived hat session is past TCP's first round trips): 5 × 32 KiB, left out of the stats.
-  for (let i = 0; i < 5; i++) { await sendBurst('warmup', 64 * token + 52, 1, 0); await sleep(gapMs); }
+  for (let i = 0; i < 5; i++) {
+    await sendBurst('warmup', 64 * token + 52, 1, 0);
+    await sleep(gapMs);
+  }
   for (const { size, isolated, bursts } of sizes) {
-    for (let i = 0; i < n(isolated); i++) { await sendBurst('isolated', size, 1, 0); await sleep(gapMs); }
-    for (let b = 1; b <= n(bursts); b++) { await sendBurst('burst10', size, 10, b); await sleep(gapMs); }
+    for (let i = 0; i < n(isolated); i++) {
+      await sendBurst('isolated', size, 1, 0);
+      await sleep(gapMs);
+    }
+    for (let b = 1; b <= n(bursts); b++) {
+      await sendBurst('burst10', size, 10, b);
+      await sleep(gapMs);
+    }
   }
   socket.close();
 
@@ -141,14 +171,25 @@ async function client(): Promise<void> {
       const measured = subset.map((r) => r.measuredMs!);
       const predicted = subset.map((r) => r.predictedMs!);
       const row = {
-        link: label, pattern: phase === 'isolated' ? 'isolated' : 'burst of 10', size: name, n: subset.length,
-        measuredMean: mean(measured), emulatorMean: mean(predicted), measuredP90: p90(measured), emulatorP90: p90(predicted),
+        link: label,
+        pattern: phase === 'isolated' ? 'isolated' : 'burst of 10',
+        size: name,
+        n: subset.length,
+        measuredMean: mean(measured),
+        emulatorMean: mean(predicted),
+        measuredP90: p90(measured),
+        emulatorP90: p90(predicted),
       } as Record<string, unknown>;
       if (phase === 'burst10') {
         // Whole-burst completion: first send to the 10th frame's arrival.
         const byBurst = new Map<number, Rec[]>();
         for (const r of subset) byBurst.set(r.burst, [...(byBurst.get(r.burst) ?? []), r]);
-        const last = (f: (r: Rec) => number) => mean([...byBurst.values()].map((rs) => Math.max(...rs.map((r) => Number(r.sentNs - rs[0]!.sentNs) / 1e6 + f(r)))));
+        const last = (f: (r: Rec) => number) =>
+          mean(
+            [...byBurst.values()].map((rs) =>
+              Math.max(...rs.map((r) => Number(r.sentNs - rs[0]!.sentNs) / 1e6 + f(r))),
+            ),
+          );
         row.measuredBurstDone = last((r) => r.measuredMs!);
         row.emulatorBurstDone = last((r) => r.predictedMs!);
       }
@@ -158,20 +199,42 @@ async function client(): Promise<void> {
   const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
   const ratio = (a: number, b: number) => (b > 0 ? (a / b).toFixed(2) : '–');
   for (const r of rows as Array<Record<string, number & string>>) {
-    const done = r.measuredBurstDone !== undefined
-      ? ` ${fmt(r.measuredBurstDone)} / ${fmt(r.emulatorBurstDone)} (${ratio(r.measuredBurstDone, r.emulatorBurstDone)}) |` : ' – |';
-    console.log(`| ${r.link} | ${r.pattern} | ${r.size} | ${r.n} | ${fmt(r.measuredMean)} | ${fmt(r.emulatorMean)} | ${ratio(r.measuredMean, r.emulatorMean)} | ${fmt(r.measuredP90)} | ${fmt(r.emulatorP90)} | ${ratio(r.measuredP90, r.emulatorP90)} |${done}`);
+    const done =
+      r.measuredBurstDone !== undefined
+        ? ` ${fmt(r.measuredBurstDone)} / ${fmt(r.emulatorBurstDone)} (${ratio(r.measuredBurstDone, r.emulatorBurstDone)}) |`
+        : ' – |';
+    console.log(
+      `| ${r.link} | ${r.pattern} | ${r.size} | ${r.n} | ${fmt(r.measuredMean)} | ${fmt(r.emulatorMean)} | ${ratio(r.measuredMean, r.emulatorMean)} | ${fmt(r.measuredP90)} | ${fmt(r.emulatorP90)} | ${ratio(r.measuredP90, r.emulatorP90)} |${done}`,
+    );
   }
   const jsonPath = opt('json', '');
   if (jsonPath) {
-    writeFileSync(jsonPath, JSON.stringify({ label, bandwidth, latencyMs, jitterMs, gapMs, rows,
-      records: records.map((r) => ({ ...r, sentNs: String(r.sentNs), receivedNs: String(r.receivedNs) })) }, null, 1));
+    writeFileSync(
+      jsonPath,
+      JSON.stringify(
+        {
+          label,
+          bandwidth,
+          latencyMs,
+          jitterMs,
+          gapMs,
+          rows,
+          records: records.map((r) => ({ ...r, sentNs: String(r.sentNs), receivedNs: String(r.receivedNs) })),
+        },
+        null,
+        1,
+      ),
+    );
   }
   process.exit(0);
 }
 
-function sleep(ms: number): Promise<void> { return new Promise((resolve) => setTimeout(resolve, ms)); }
-function mean(xs: number[]): number { return xs.reduce((a, b) => a + b, 0) / xs.length; }
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+function mean(xs: number[]): number {
+  return xs.reduce((a, b) => a + b, 0) / xs.length;
+}
 function p90(xs: number[]): number {
   const sorted = [...xs].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.ceil(0.9 * sorted.length) - 1)]!;

@@ -38,8 +38,10 @@ function tokenText(value: unknown): string | undefined {
 function templateSource(value: unknown): string | undefined {
   if (typeof value === 'string') return value;
   if (Array.isArray(value)) {
-    const named = value.filter((t): t is { name: string; template: string } =>
-      Boolean(t) && typeof t.name === 'string' && typeof t.template === 'string');
+    const named = value.filter(
+      (t): t is { name: string; template: string } =>
+        Boolean(t) && typeof t.name === 'string' && typeof t.template === 'string',
+    );
     return (named.find((t) => t.name === 'default') ?? named[0])?.template;
   }
   return undefined;
@@ -47,15 +49,19 @@ function templateSource(value: unknown): string | undefined {
 
 /** Compiles a template; `specialTokens` maps bos_token etc. to their text. */
 export function chatTemplate(
-  source: string, specialTokens: Record<string, string> = {}, label = 'chat_template',
+  source: string,
+  specialTokens: Record<string, string> = {},
+  label = 'chat_template',
 ): ChatTemplate {
   let template: Template;
   try {
     template = new Template(source);
   } catch (error) {
-    throw new HatError('BAD_CHECKPOINT',
+    throw new HatError(
+      'BAD_CHECKPOINT',
       `${label} is not a template @huggingface/jinja can parse (${(error as Error).message})`,
-      'fix or remove chat_template in tokenizer_config.json');
+      'fix or remove chat_template in tokenizer_config.json',
+    );
   }
   return {
     source,
@@ -68,8 +74,11 @@ export function chatTemplate(
         });
       } catch (error) {
         // Templates refuse conversations they do not support through raise_exception (e.g. roles out of order).
-        throw new HatError('BAD_OPTION', `the chat template cannot render these messages: ${(error as Error).message}`,
-          'send the roles and order this model\'s template accepts');
+        throw new HatError(
+          'BAD_OPTION',
+          `the chat template cannot render these messages: ${(error as Error).message}`,
+          "send the roles and order this model's template accepts",
+        );
       }
     },
   };

@@ -143,7 +143,11 @@ export class HatDevice {
   private closed = false;
 
   private constructor(
-    bundle: string, manifest: SplitManifest, tokenizer: TextTokenizer, parts: DeviceParts, options: HatDeviceOptions,
+    bundle: string,
+    manifest: SplitManifest,
+    tokenizer: TextTokenizer,
+    parts: DeviceParts,
+    options: HatDeviceOptions,
   ) {
     this.bundle = bundle;
     this.manifest = manifest;
@@ -160,14 +164,18 @@ export class HatDevice {
   /** Opens a split directory or device bundle (input, output, adapter, manifest, tokenizer; no middle part). */
   static async open(bundle: string, options: HatDeviceOptions): Promise<HatDevice> {
     if (!/^wss?:\/\//.test(options.cloud)) {
-      throw new HatError('BAD_OPTION', `cloud: '${options.cloud}' is not a ws:// or wss:// URL`,
-        'pass the serve-cloud address, e.g. ws://127.0.0.1:8765');
+      throw new HatError(
+        'BAD_OPTION',
+        `cloud: '${options.cloud}' is not a ws:// or wss:// URL`,
+        'pass the serve-cloud address, e.g. ws://127.0.0.1:8765',
+      );
     }
     const manifest = readManifest(bundle);
     const tokenizer = splitTokenizer(bundle, manifest);
     const speculative = options.speculative ?? true;
     const parts = await openDeviceParts(bundle, manifest, {
-      withAdapter: speculative || Boolean(options.fallbackLocal), threads: options.threads,
+      withAdapter: speculative || Boolean(options.fallbackLocal),
+      threads: options.threads,
     });
     return new HatDevice(bundle, manifest, tokenizer, parts, options);
   }
@@ -185,10 +193,12 @@ export class HatDevice {
     let ids: number[];
     if (typeof prompt === 'object' && 'messages' in prompt) {
       if (!this.chatTemplate) {
-        throw new HatError('NO_CHAT_TEMPLATE',
+        throw new HatError(
+          'NO_CHAT_TEMPLATE',
           `the model ${this.modelId} has no chat template (no chat_template in its tokenizer_config.json)`,
-          'send a plain prompt to /v1/completions, or add chat_template to tokenizer_config.json beside the model '
-          + 'and split again');
+          'send a plain prompt to /v1/completions, or add chat_template to tokenizer_config.json beside the model ' +
+            'and split again',
+        );
       }
       if (prompt.messages.length === 0) {
         throw new HatError('BAD_OPTION', 'messages is empty', 'send at least one message');
@@ -204,19 +214,23 @@ export class HatDevice {
     }
     const context = this.contextLength;
     if (context !== undefined && ids.length >= context) {
-      throw new HatError('CONTEXT_LENGTH',
+      throw new HatError(
+        'CONTEXT_LENGTH',
         `the prompt is ${ids.length} tokens and this model's context is ${context}, leaving no room to generate`,
-        'send a shorter prompt');
+        'send a shorter prompt',
+      );
     }
     const maxTokens = options.maxTokens ?? (context === undefined ? DEFAULT_MAX_TOKENS : context - ids.length);
     if (!Number.isInteger(maxTokens) || maxTokens < 1) {
       throw new HatError('BAD_OPTION', `maxTokens must be a positive integer (got ${maxTokens})`);
     }
     if (context !== undefined && ids.length + maxTokens > context) {
-      throw new HatError('CONTEXT_LENGTH',
-        `this model's context is ${context} tokens, and ${ids.length + maxTokens} were asked for `
-        + `(${ids.length} in the prompt, ${maxTokens} to generate)`,
-        `ask for at most ${context - ids.length} tokens, or send a shorter prompt`);
+      throw new HatError(
+        'CONTEXT_LENGTH',
+        `this model's context is ${context} tokens, and ${ids.length + maxTokens} were asked for ` +
+          `(${ids.length} in the prompt, ${maxTokens} to generate)`,
+        `ask for at most ${context - ids.length} tokens, or send a shorter prompt`,
+      );
     }
     return { promptIds: ids, maxTokens, stop: (options.stop ?? []).filter((s) => s.length > 0) };
   }
@@ -239,8 +253,13 @@ export class HatDevice {
     const request = this.prepare(prompt, options);
     const queuedAt = performance.now();
     const cancelled = (): GenerationResult => ({
-      text: '', ids: [], promptTokens: request.promptIds.length, completionTokens: 0, finishReason: 'cancelled',
-      queuedMs: performance.now() - queuedAt, connectMs: 0,
+      text: '',
+      ids: [],
+      promptTokens: request.promptIds.length,
+      completionTokens: 0,
+      finishReason: 'cancelled',
+      queuedMs: performance.now() - queuedAt,
+      connectMs: 0,
     });
     let release: () => void;
     try {
@@ -257,7 +276,9 @@ export class HatDevice {
   }
 
   private async *run(
-    request: PreparedRequest, options: GenerateOptions, queuedMs: number,
+    request: PreparedRequest,
+    options: GenerateOptions,
+    queuedMs: number,
   ): AsyncGenerator<string, GenerationResult, void> {
     const { promptIds, maxTokens } = request;
     const abort = new AbortController();
@@ -269,7 +290,10 @@ export class HatDevice {
     const pieces: string[] = [];
     let wake: (() => void) | undefined;
     const emit = (text: string) => {
-      if (text) { pieces.push(text); wake?.(); }
+      if (text) {
+        pieces.push(text);
+        wake?.();
+      }
     };
     const onTokens = (ids: number[]) => {
       if (stop.stopped) return;
@@ -280,13 +304,25 @@ export class HatDevice {
     let outcome: { generation: HatGeneration } | { error: unknown } | undefined;
     const timing = { connectMs: 0 };
     const running = this.generateOnCloud(promptIds, maxTokens, options, abort.signal, onTokens, timing)
-      .then((generation) => { outcome = { generation }; }, (error: unknown) => { outcome = { error }; })
+      .then(
+        (generation) => {
+          outcome = { generation };
+        },
+        (error: unknown) => {
+          outcome = { error };
+        },
+      )
       .finally(() => wake?.());
     try {
       for (;;) {
-        if (pieces.length > 0) { yield pieces.splice(0).join(''); continue; }
+        if (pieces.length > 0) {
+          yield pieces.splice(0).join('');
+          continue;
+        }
         if (outcome) break;
-        await new Promise<void>((resolve) => { wake = resolve; });
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
         wake = undefined;
       }
       if ('error' in outcome) throw outcome.error;
@@ -312,8 +348,14 @@ export class HatDevice {
         finishReason = committed.length >= maxTokens ? 'length' : 'cancelled';
       }
       return {
-        text: stop.output, ids: completion, promptTokens: promptIds.length, completionTokens: completion.length,
-        finishReason, queuedMs, connectMs: timing.connectMs, metrics: generation.metrics,
+        text: stop.output,
+        ids: completion,
+        promptTokens: promptIds.length,
+        completionTokens: completion.length,
+        finishReason,
+        queuedMs,
+        connectMs: timing.connectMs,
+        metrics: generation.metrics,
       };
     } finally {
       abort.abort();
@@ -332,21 +374,30 @@ export class HatDevice {
     return connectDeviceGenerator({
       parts: freshParts(this.parts),
       cloud: { url: o.cloud, wire: o.wire ?? 'fp16', token: o.token, link: this.link, recordUplink: o.recordUplink },
-      sampling, draftThreshold: o.draftThreshold ?? 'auto', maxDraft: o.maxDraft ?? 6,
-      reconnects: o.reconnects ?? 0, fallbackLocal: o.fallbackLocal ?? false,
+      sampling,
+      draftThreshold: o.draftThreshold ?? 'auto',
+      maxDraft: o.maxDraft ?? 6,
+      reconnects: o.reconnects ?? 0,
+      fallbackLocal: o.fallbackLocal ?? false,
     });
   }
 
   /** One generation over its own cloud session, on fresh caches. */
   private async generateOnCloud(
-    promptIds: number[], maxTokens: number, options: GenerateOptions, signal: AbortSignal,
-    onTokens: (ids: number[]) => void, timing: { connectMs: number },
+    promptIds: number[],
+    maxTokens: number,
+    options: GenerateOptions,
+    signal: AbortSignal,
+    onTokens: (ids: number[]) => void,
+    timing: { connectMs: number },
   ): Promise<HatGeneration> {
     const o = this.options;
     const speculative = o.speculative ?? true;
     const started = performance.now();
     const device = await this.connect({
-      temperature: options.temperature ?? 0, topP: options.topP ?? 1, seed: options.seed ?? randomInt(2 ** 31),
+      temperature: options.temperature ?? 0,
+      topP: options.topP ?? 1,
+      seed: options.seed ?? randomInt(2 ** 31),
     });
     timing.connectMs = performance.now() - started;
     try {

@@ -5,7 +5,13 @@
  */
 export { HatDevice } from './hat-device.ts';
 export type {
-  ChatMessage, DeviceMetrics, FinishReason, GenerateOptions, GenerationResult, HatDeviceOptions, PreparedRequest,
+  ChatMessage,
+  DeviceMetrics,
+  FinishReason,
+  GenerateOptions,
+  GenerationResult,
+  HatDeviceOptions,
+  PreparedRequest,
   Prompt,
 } from './hat-device.ts';
 export { HatCloud, type HatCloudOptions } from './hat-cloud.ts';

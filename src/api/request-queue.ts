@@ -35,13 +35,20 @@ export class RequestQueue {
       return Promise.resolve(this.releaser());
     }
     if (this.waiters.length >= this.maxWaiting && !options.unbounded) {
-      return Promise.reject(new HatError('BUSY',
-        `the device is generating and ${this.waiters.length} more request(s) are queued (the most it queues)`,
-        'retry later, or start the device with a longer queue'));
+      return Promise.reject(
+        new HatError(
+          'BUSY',
+          `the device is generating and ${this.waiters.length} more request(s) are queued (the most it queues)`,
+          'retry later, or start the device with a longer queue',
+        ),
+      );
     }
     return new Promise((resolve, reject) => {
       const waiter: Waiter = {
-        resolve: (release) => { signal?.removeEventListener('abort', onAbort); resolve(release); },
+        resolve: (release) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(release);
+        },
         reject,
       };
       const onAbort = () => {

@@ -17,15 +17,21 @@ export function parseServeAddress(text: string): ServeAddress {
   const match = /^(?:(\[[0-9a-fA-F:.]+\]|[^:[\]]+):)?(\d{1,5})$/.exec(text.trim());
   const port = match ? Number(match[2]) : NaN;
   if (!match || port > 65535) {
-    throw new HatError('BAD_OPTION', `--serve: '${text}' is not PORT or HOST:PORT`,
-      'e.g. --serve 8080 or --serve 127.0.0.1:8080');
+    throw new HatError(
+      'BAD_OPTION',
+      `--serve: '${text}' is not PORT or HOST:PORT`,
+      'e.g. --serve 8080 or --serve 127.0.0.1:8080',
+    );
   }
   const host = match[1]?.replace(/^\[(.*)\]$/, '$1') ?? '127.0.0.1';
   return { host, port };
 }
 
 export async function serveDevice(
-  bundle: string, options: HatDeviceOptions, address: ServeAddress, reporter: Reporter,
+  bundle: string,
+  options: HatDeviceOptions,
+  address: ServeAddress,
+  reporter: Reporter,
 ): Promise<{ device: HatDevice; server: OpenAIServer }> {
   const device = await HatDevice.open(bundle, options);
   try {

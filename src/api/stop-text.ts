@@ -50,7 +50,10 @@ export class StopText {
     let hold = 0;
     for (const stop of this.stops) {
       for (let n = Math.min(stop.length - 1, this.text.length); n > hold; n--) {
-        if (this.text.endsWith(stop.slice(0, n))) { hold = n; break; }
+        if (this.text.endsWith(stop.slice(0, n))) {
+          hold = n;
+          break;
+        }
       }
     }
     return hold;

@@ -17,7 +17,11 @@ export type DemoOptions = Omit<RunDeviceOptions, 'cloud'>;
 
 export async function runDemo(options: DemoOptions, reporter: Reporter): Promise<RunDeviceResult & { cloud: string }> {
   if (!existsSync(join(options.splitDir, 'manifest.json'))) {
-    throw new HatError('BAD_MANIFEST', `${options.splitDir} holds no split`, 'run `hat split <model.onnx> --out DIR` and `hat train-adapter DIR`, then `hat demo --split DIR`');
+    throw new HatError(
+      'BAD_MANIFEST',
+      `${options.splitDir} holds no split`,
+      'run `hat split <model.onnx> --out DIR` and `hat train-adapter DIR`, then `hat demo --split DIR`',
+    );
   }
   const progress = reporter.progress('starting serve-cloud (middle part) in its own process');
   const cloud = await spawnCloud(options.splitDir);

@@ -22,22 +22,36 @@ export interface SpawnCloudOptions {
   wrap?: (command: string, args: string[]) => { command: string; args: string[] };
 }
 
-export function spawnCloud(splitDir: string, extraArgs: string[] = [], options: SpawnCloudOptions = {}): Promise<SpawnedCloud> {
+export function spawnCloud(
+  splitDir: string,
+  extraArgs: string[] = [],
+  options: SpawnCloudOptions = {},
+): Promise<SpawnedCloud> {
   const timeoutMs = options.timeoutMs ?? 60_000;
   const wrap = options.wrap ?? ((command, args) => ({ command, args }));
   const { command, args } = wrap(process.execPath, [HAT_BIN, 'serve-cloud', splitDir, '--port', '0', ...extraArgs]);
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const log: string[] = [];
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => log.push(...chunk.split('\n').filter(Boolean)));
-  const stop = () => new Promise<void>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once('exit', () => resolve());
-    child.kill('SIGTERM');
-    setTimeout(() => child.kill('SIGKILL'), 5000).unref();
-  });
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+    });
   return new Promise((resolve, reject) => {
     let stdout = '';
-    const timer = setTimeout(() => { void stop(); reject(new HatError('NETWORK', `serve-cloud did not start within ${timeoutMs} ms`, `its log: ${log.slice(-3).join(' | ')}`)); }, timeoutMs);
+    const timer = setTimeout(() => {
+      void stop();
+      reject(
+        new HatError(
+          'NETWORK',
+          `serve-cloud did not start within ${timeoutMs} ms`,
+          `its log: ${log.slice(-3).join(' | ')}`,
+        ),
+      );
+    }, timeoutMs);
     child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
       stdout += chunk;
       const match = /listening on (ws:\/\/\S+)/.exec(stdout);
@@ -48,7 +62,13 @@ export function spawnCloud(splitDir: string, extraArgs: string[] = [], options: 
     });
     child.once('exit', (code) => {
       clearTimeout(timer);
-      reject(new HatError('NETWORK', `serve-cloud exited with code ${code} before listening`, log.filter((l) => l.startsWith('error')).pop() ?? log.slice(-1)[0] ?? 'see its log'));
+      reject(
+        new HatError(
+          'NETWORK',
+          `serve-cloud exited with code ${code} before listening`,
+          log.filter((l) => l.startsWith('error')).pop() ?? log.slice(-1)[0] ?? 'see its log',
+        ),
+      );
     });
   });
 }

@@ -42,35 +42,58 @@ export function fitLine(points: ReadonlyArray<{ x: number; y: number }>): { a: n
   return { a: Math.max(0, my - b * mx), b: Math.max(0, b) };
 }
 
-export async function measureStageCosts(parts: DeviceParts, config: { cloudUrl: string; wire: WireDTypeName }, repeats = 5): Promise<StageCosts> {
+export async function measureStageCosts(
+  parts: DeviceParts,
+  config: { cloudUrl: string; wire: WireDTypeName },
+  repeats = 5,
+): Promise<StageCosts> {
   const { manifest } = parts;
   const hidden = manifest.hidden.size;
   const ids = Array.from({ length: 64 }, (_, i) => (i * 31 + 7) % (manifest.model?.vocabSize ?? 64));
-  const prefillMs = await timeMs(async () => { parts.input.truncate(0); await parts.input.step({ ids }, ids.length); }, repeats);
+  const prefillMs = await timeMs(async () => {
+    parts.input.truncate(0);
+    await parts.input.step({ ids }, ids.length);
+  }, repeats);
   parts.input.truncate(0);
   const h = await parts.input.step({ ids }, ids.length);
   const row = lastRow(h);
   const base = parts.input.length;
-  const output = async () => { await parts.draftOutput.step({ hidden: row }, 1); if (manifest.kv.output.length) parts.draftOutput.truncate(parts.draftOutput.length - 1); };
-  const decodeStepMs = await timeMs(async () => { await parts.input.step({ ids: [ids[0]] }, 1); parts.input.truncate(base); await output(); }, repeats);
+  const output = async () => {
+    await parts.draftOutput.step({ hidden: row }, 1);
+    if (manifest.kv.output.length) parts.draftOutput.truncate(parts.draftOutput.length - 1);
+  };
+  const decodeStepMs = await timeMs(async () => {
+    await parts.input.step({ ids: [ids[0]] }, 1);
+    parts.input.truncate(base);
+    await output();
+  }, repeats);
   let draftStepMs: number | undefined;
   if (parts.adapter) {
     await parts.adapter.step({ hidden: h.data }, ids.length);
     const adapterBase = parts.adapter.length;
     draftStepMs = await timeMs(async () => {
-      await parts.input.step({ ids: [ids[0]] }, 1); parts.input.truncate(base);
-      await parts.adapter!.step({ hidden: row }, 1); parts.adapter!.truncate(adapterBase);
+      await parts.input.step({ ids: [ids[0]] }, 1);
+      parts.input.truncate(base);
+      await parts.adapter!.step({ hidden: row }, 1);
+      parts.adapter!.truncate(adapterBase);
       await output();
     }, repeats);
   }
 
-  const client = await CloudClient.connect({ url: config.cloudUrl, manifestHash: manifestHash(manifest), hiddenSize: hidden, wire: config.wire });
+  const client = await CloudClient.connect({
+    url: config.cloudUrl,
+    manifestHash: manifestHash(manifest),
+    hiddenSize: hidden,
+    wire: config.wire,
+  });
   const samples: Array<{ tokens: number; computeMs: number }> = [];
   try {
     for (const tokens of [1, 2, 4, 8, 16, 32, 64]) {
       const times: number[] = [];
       for (let r = 0; r < repeats; r++) {
-        const result = await client.forward(new Float32Array(tokens * hidden).fill(0.01), tokens, 0, { allPositions: true });
+        const result = await client.forward(new Float32Array(tokens * hidden).fill(0.01), tokens, 0, {
+          allPositions: true,
+        });
         times.push(result.computeMs);
       }
       samples.push({ tokens, computeMs: median(times) });
@@ -80,7 +103,11 @@ export async function measureStageCosts(parts: DeviceParts, config: { cloudUrl: 
   }
   const { a, b } = fitLine(samples.map((s) => ({ x: s.tokens, y: s.computeMs })));
   return {
-    deviceInputMsPerToken: prefillMs / ids.length, deviceDecodeStepMs: decodeStepMs, draftStepMs,
-    cloud: { baseMs: a, perTokenMs: b, samples }, bytesPerToken: wireBytesPerRow(config.wire, hidden), frameHeaderBytes: 52,
+    deviceInputMsPerToken: prefillMs / ids.length,
+    deviceDecodeStepMs: decodeStepMs,
+    draftStepMs,
+    cloud: { baseMs: a, perTokenMs: b, samples },
+    bytesPerToken: wireBytesPerRow(config.wire, hidden),
+    frameHeaderBytes: 52,
   };
 }

@@ -17,10 +17,19 @@ function latencySpec(results: readonly ScenarioResult[], field: 'ttftMs' | 'tbtM
   const values = results.flatMap((r) => PERCENTILES.map((stat) => ({ scenario: r.name, stat, ms: r[field][stat] })));
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title, width: { step: 14 }, height: 220, data: { values },
+    title,
+    width: { step: 14 },
+    height: 220,
+    data: { values },
     mark: 'bar',
     encoding: {
-      x: { field: 'scenario', type: 'nominal', sort: results.map((r) => r.name), title: null, axis: { labelAngle: -30 } },
+      x: {
+        field: 'scenario',
+        type: 'nominal',
+        sort: results.map((r) => r.name),
+        title: null,
+        axis: { labelAngle: -30 },
+      },
       xOffset: { field: 'stat', sort: [...PERCENTILES] },
       y: { field: 'ms', type: 'quantitative', title: 'ms' },
       color: { field: 'stat', type: 'nominal', sort: [...PERCENTILES], title: null },
@@ -29,10 +38,15 @@ function latencySpec(results: readonly ScenarioResult[], field: 'ttftMs' | 'tbtM
 }
 
 function ttftByLengthSpec(results: readonly ScenarioResult[], title: string): TopLevelSpec {
-  const values = results.flatMap((r) => r.byPromptLength.map((p) => ({ scenario: r.name, promptTokens: p.promptTokens, ttftMs: p.ttftMs })));
+  const values = results.flatMap((r) =>
+    r.byPromptLength.map((p) => ({ scenario: r.name, promptTokens: p.promptTokens, ttftMs: p.ttftMs })),
+  );
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title, width: 360, height: 220, data: { values },
+    title,
+    width: 360,
+    height: 220,
+    data: { values },
     mark: { type: 'line', point: true },
     encoding: {
       x: { field: 'promptTokens', type: 'quantitative', title: 'prompt tokens' },
@@ -43,7 +57,10 @@ function ttftByLengthSpec(results: readonly ScenarioResult[], title: string): To
 }
 
 /** File name → SVG text. `subtitle` names the model and link (EMULATED) on every chart. */
-export async function renderCharts(results: readonly ScenarioResult[], subtitle: string): Promise<Record<string, string>> {
+export async function renderCharts(
+  results: readonly ScenarioResult[],
+  subtitle: string,
+): Promise<Record<string, string>> {
   const title = (text: string) => ({ text, subtitle, subtitleFontSize: 9 }) as unknown as string;
   return {
     'ttft-by-scenario.svg': await render(latencySpec(results, 'ttftMs', title('Time to first token by scenario'))),

@@ -27,17 +27,31 @@ function hasTaskset(): boolean {
 export function assignCores(mode: CoreMode, cores = availableParallelism()): CoreAssignment {
   const shared = `device processes, serve-cloud and the cloud-only server share these ${cores} cores`;
   if (mode === 'shared') return { description: shared };
-  const obstacle = cores < 2 ? `it needs at least 2 cores; this machine offers ${cores}` : !hasTaskset() ? 'it needs taskset (util-linux), which is not installed' : undefined;
-  if (obstacle && mode === 'split') throw new HatError('BAD_OPTION', `--cores split: ${obstacle}`, 'use --cores shared');
+  const obstacle =
+    cores < 2
+      ? `it needs at least 2 cores; this machine offers ${cores}`
+      : !hasTaskset()
+        ? 'it needs taskset (util-linux), which is not installed'
+        : undefined;
+  if (obstacle && mode === 'split')
+    throw new HatError('BAD_OPTION', `--cores split: ${obstacle}`, 'use --cores shared');
   if (obstacle) return { description: `${shared} (not pinned: ${obstacle})` };
   const half = Math.floor(cores / 2);
   const cloud = Array.from({ length: cores - half }, (_, i) => i);
   const devices = Array.from({ length: half }, (_, i) => cores - half + i);
-  return { cloud, devices, description: `pinned with taskset: cloud processes on core(s) ${cloud.join(',')}, device processes on core(s) ${devices.join(',')} (separate machines in HAT)` };
+  return {
+    cloud,
+    devices,
+    description: `pinned with taskset: cloud processes on core(s) ${cloud.join(',')}, device processes on core(s) ${devices.join(',')} (separate machines in HAT)`,
+  };
 }
 
 /** The command and arguments that run `command args` on `cores` (unchanged when cores is undefined). */
-export function onCores(cores: number[] | undefined, command: string, args: string[]): { command: string; args: string[] } {
+export function onCores(
+  cores: number[] | undefined,
+  command: string,
+  args: string[],
+): { command: string; args: string[] } {
   return cores ? { command: 'taskset', args: ['-c', cores.join(','), command, ...args] } : { command, args };
 }
 

@@ -33,7 +33,10 @@ class DeviceProcess {
   private readonly pending = new Map<number, { resolve(r: DeviceReply): void; reject(e: Error): void }>();
   busy = false;
 
-  constructor(readonly child: ChildProcess, readonly index: number) {
+  constructor(
+    readonly child: ChildProcess,
+    readonly index: number,
+  ) {
     child.on('message', (message: DeviceReply) => {
       const waiter = this.pending.get(message.id);
       this.pending.delete(message.id);
@@ -46,7 +49,8 @@ class DeviceProcess {
       }
     });
     child.once('exit', (code) => {
-      for (const waiter of this.pending.values()) waiter.reject(new HatError('INTERNAL', `device process ${index} exited (code ${code})`));
+      for (const waiter of this.pending.values())
+        waiter.reject(new HatError('INTERNAL', `device process ${index} exited (code ${code})`));
       this.pending.clear();
     });
   }
@@ -63,14 +67,37 @@ class DeviceProcess {
 export class DevicePool {
   private readonly idleWaiters: Array<() => void> = [];
 
-  private constructor(private readonly devices: DeviceProcess[], readonly hasAdapter: boolean) {}
+  private constructor(
+    private readonly devices: DeviceProcess[],
+    readonly hasAdapter: boolean,
+  ) {}
 
   static async start(count: number, config: Omit<DeviceConfig, 'seed'>, cores?: number[]): Promise<DevicePool> {
-    const devices = Array.from({ length: count }, (_, i) => new DeviceProcess(
-      fork(DEVICE_ENTRY, [], { ...forkOnCores(cores), serialization: 'advanced', stdio: ['ignore', 'ignore', 'inherit', 'ipc'] }), i));
+    const devices = Array.from(
+      { length: count },
+      (_, i) =>
+        new DeviceProcess(
+          fork(DEVICE_ENTRY, [], {
+            ...forkOnCores(cores),
+            serialization: 'advanced',
+            stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+          }),
+          i,
+        ),
+    );
     try {
-      const replies = await Promise.all(devices.map((d, i) => d.ask<{ type: 'ready'; id: number; hasAdapter: boolean }>({ type: 'init', config: { ...config, seed: i + 1 } })));
-      return new DevicePool(devices, replies.every((r) => r.hasAdapter));
+      const replies = await Promise.all(
+        devices.map((d, i) =>
+          d.ask<{ type: 'ready'; id: number; hasAdapter: boolean }>({
+            type: 'init',
+            config: { ...config, seed: i + 1 },
+          }),
+        ),
+      );
+      return new DevicePool(
+        devices,
+        replies.every((r) => r.hasAdapter),
+      );
     } catch (error) {
       for (const d of devices) d.child.kill();
       throw error;
@@ -84,7 +111,10 @@ export class DevicePool {
   private async acquire(): Promise<DeviceProcess> {
     for (;;) {
       const idle = this.devices.find((d) => !d.busy);
-      if (idle) { idle.busy = true; return idle; }
+      if (idle) {
+        idle.busy = true;
+        return idle;
+      }
       await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     }
   }
@@ -99,7 +129,12 @@ export class DevicePool {
     const arrived = performance.now();
     const device = await this.acquire();
     try {
-      const reply = await device.ask<{ type: 'record'; id: number; record: RequestRecord }>({ type: 'run', scenario, prompt, maxNewTokens });
+      const reply = await device.ask<{ type: 'record'; id: number; record: RequestRecord }>({
+        type: 'run',
+        scenario,
+        prompt,
+        maxNewTokens,
+      });
       return { ...reply.record, waitMs: performance.now() - arrived };
     } finally {
       this.release(device);
@@ -108,14 +143,16 @@ export class DevicePool {
 
   /** Runs one request on every device at once (warm-up: first runs pay onnxruntime's one-time costs). Call it idle. */
   async onEach(scenario: Scenario, prompt: BenchPrompt, maxNewTokens: number): Promise<void> {
-    await Promise.all(this.devices.map(async (device) => {
-      device.busy = true;
-      try {
-        await device.ask({ type: 'run', scenario, prompt, maxNewTokens });
-      } finally {
-        this.release(device);
-      }
-    }));
+    await Promise.all(
+      this.devices.map(async (device) => {
+        device.busy = true;
+        try {
+          await device.ask({ type: 'run', scenario, prompt, maxNewTokens });
+        } finally {
+          this.release(device);
+        }
+      }),
+    );
   }
 
   async calibrate(): Promise<StageCosts> {

@@ -9,7 +9,11 @@ import type { DeviceRequest, DeviceReply } from './device-pool.ts';
 let runner: DeviceRunner | undefined;
 
 const reply = (message: DeviceReply) => process.send!(message);
-const failure = (error: unknown) => ({ message: (error as Error).message, code: isHatError(error) ? error.code : undefined, hint: isHatError(error) ? error.hint : undefined });
+const failure = (error: unknown) => ({
+  message: (error as Error).message,
+  code: isHatError(error) ? error.code : undefined,
+  hint: isHatError(error) ? error.hint : undefined,
+});
 
 process.on('message', async (request: DeviceRequest) => {
   try {
@@ -17,7 +21,11 @@ process.on('message', async (request: DeviceRequest) => {
       runner = await DeviceRunner.open(request.config);
       reply({ type: 'ready', id: request.id, hasAdapter: runner.hasAdapter });
     } else if (request.type === 'run') {
-      reply({ type: 'record', id: request.id, record: await runner!.run(request.scenario, request.prompt, request.maxNewTokens) });
+      reply({
+        type: 'record',
+        id: request.id,
+        record: await runner!.run(request.scenario, request.prompt, request.maxNewTokens),
+      });
     } else if (request.type === 'calibrate') {
       reply({ type: 'costs', id: request.id, costs: await runner!.calibrate() });
     }

@@ -44,9 +44,24 @@ export interface RunExtras {
 
 function emptyRecord(scenario: string, prompt: BenchPrompt): RequestRecord {
   return {
-    scenario, promptTokens: prompt.ids.length, tokens: 0, ttftMs: 0, gapsMs: [], rounds: 0, bytesUp: 0, bytesDown: 0,
-    cloudComputeMs: 0, cloudQueueMs: 0, prefillDeviceMs: 0, prefillBytesUp: 0, decodeRowsUp: 0, chunkSizes: [],
-    parallelDrafting: { branches: 0, hits: 0 }, startedAt: Date.now(), durationMs: 0, waitMs: 0,
+    scenario,
+    promptTokens: prompt.ids.length,
+    tokens: 0,
+    ttftMs: 0,
+    gapsMs: [],
+    rounds: 0,
+    bytesUp: 0,
+    bytesDown: 0,
+    cloudComputeMs: 0,
+    cloudQueueMs: 0,
+    prefillDeviceMs: 0,
+    prefillBytesUp: 0,
+    decodeRowsUp: 0,
+    chunkSizes: [],
+    parallelDrafting: { branches: 0, hits: 0 },
+    startedAt: Date.now(),
+    durationMs: 0,
+    waitMs: 0,
   };
 }
 
@@ -54,7 +69,11 @@ export class DeviceRunner {
   private fullModel?: ComposedModel;
   private requests = 0;
 
-  private constructor(readonly config: DeviceConfig, readonly manifest: SplitManifest, private readonly parts: DeviceParts) {}
+  private constructor(
+    readonly config: DeviceConfig,
+    readonly manifest: SplitManifest,
+    private readonly parts: DeviceParts,
+  ) {}
 
   static async open(config: DeviceConfig): Promise<DeviceRunner> {
     const manifest = readManifest(config.splitDir);
@@ -68,7 +87,10 @@ export class DeviceRunner {
   }
 
   async run(
-    scenario: Scenario, prompt: BenchPrompt, maxNewTokens: number, extras: RunExtras = {},
+    scenario: Scenario,
+    prompt: BenchPrompt,
+    maxNewTokens: number,
+    extras: RunExtras = {},
   ): Promise<RequestRecord> {
     this.requests++;
     if (scenario.kind === 'split') return this.runSplit(scenario, prompt, maxNewTokens, extras);
@@ -87,30 +109,45 @@ export class DeviceRunner {
   }
 
   private resetParts(): void {
-    for (const part of [this.parts.input, this.parts.output, this.parts.draftOutput, this.parts.adapter]) part?.truncate(0);
+    for (const part of [this.parts.input, this.parts.output, this.parts.draftOutput, this.parts.adapter])
+      part?.truncate(0);
   }
 
   private async runSplit(
-    scenario: Scenario, prompt: BenchPrompt, maxNewTokens: number, extras: RunExtras,
+    scenario: Scenario,
+    prompt: BenchPrompt,
+    maxNewTokens: number,
+    extras: RunExtras,
   ): Promise<RequestRecord> {
     if (scenario.speculative && !this.parts.adapter) {
-      throw new HatError('BAD_MANIFEST', `scenario ${scenario.name} drafts, and the split has no adapter`, 'run `hat train-adapter <split-dir>` first, or pick scenarios without drafts (--scenarios u-shape,u-sarathi,chunk-only,cloud-only,device-only)');
+      throw new HatError(
+        'BAD_MANIFEST',
+        `scenario ${scenario.name} drafts, and the split has no adapter`,
+        'run `hat train-adapter <split-dir>` first, or pick scenarios without drafts (--scenarios u-shape,u-sarathi,chunk-only,cloud-only,device-only)',
+      );
     }
     this.resetParts();
     const { config, manifest } = this;
     // Without drafts the device holds no adapter, as `hat run-device --no-draft` (its prefill skips the adapter too).
     const parts = scenario.speculative ? this.parts : { ...this.parts, adapter: undefined };
     const device = await connectDeviceGenerator({
-      parts, cloud: { url: config.cloudUrl, wire: config.wire, link: { ...config.link } }, // a fresh link state per session
-      sampling: { temperature: 0, topP: 1, seed: 0 }, draftThreshold: extras.draftThreshold ?? config.draftThreshold,
-      maxDraft: config.maxDraft, recorder: extras.recorder,
+      parts,
+      cloud: { url: config.cloudUrl, wire: config.wire, link: { ...config.link } }, // a fresh link state per session
+      sampling: { temperature: 0, topP: 1, seed: 0 },
+      draftThreshold: extras.draftThreshold ?? config.draftThreshold,
+      maxDraft: config.maxDraft,
+      recorder: extras.recorder,
     });
     const record = emptyRecord(scenario.name, prompt);
     const arrivals: Arrival[] = [];
     const started = performance.now();
     try {
       const { ids, metrics, error } = await device.generator.generate(prompt.ids, {
-        maxNewTokens, speculative: scenario.speculative, parallelDrafting: scenario.parallelDrafting, parallelBranches: this.config.parallelBranches, chunk: scenario.chunk,
+        maxNewTokens,
+        speculative: scenario.speculative,
+        parallelDrafting: scenario.parallelDrafting,
+        parallelBranches: this.config.parallelBranches,
+        chunk: scenario.chunk,
         onTokens: (ids) => {
           arrivals.push({ at: performance.now(), count: ids.length });
           extras.recorder?.committed(ids.length);
@@ -119,11 +156,20 @@ export class DeviceRunner {
       const prefillBytes = metrics.prefillChunks.reduce((s, c) => s + c.bytesUp, 0);
       const rowBytes = wireBytesPerRow(config.wire, manifest.hidden.size);
       Object.assign(record, {
-        tokens: ids.length, ttftMs: metrics.ttftMs, gapsMs: tokenGaps(arrivals), rounds: metrics.rounds,
-        bytesUp: metrics.bytesUp, bytesDown: metrics.bytesDown, cloudComputeMs: metrics.cloudComputeMs, cloudQueueMs: metrics.cloudQueueMs,
-        prefillDeviceMs: metrics.prefillChunks.reduce((s, c) => s + c.deviceMs, 0), prefillBytesUp: prefillBytes,
+        tokens: ids.length,
+        ttftMs: metrics.ttftMs,
+        gapsMs: tokenGaps(arrivals),
+        rounds: metrics.rounds,
+        bytesUp: metrics.bytesUp,
+        bytesDown: metrics.bytesDown,
+        cloudComputeMs: metrics.cloudComputeMs,
+        cloudQueueMs: metrics.cloudQueueMs,
+        prefillDeviceMs: metrics.prefillChunks.reduce((s, c) => s + c.deviceMs, 0),
+        prefillBytesUp: prefillBytes,
         decodeRowsUp: Math.round((metrics.bytesUp - prefillBytes - 52 * metrics.rounds) / rowBytes),
-        chunkSizes: metrics.chunkSizes, parallelDrafting: metrics.parallelDrafting, error: error?.message,
+        chunkSizes: metrics.chunkSizes,
+        parallelDrafting: metrics.parallelDrafting,
+        error: error?.message,
       });
     } finally {
       device.close();
@@ -138,7 +184,9 @@ export class DeviceRunner {
     const record = emptyRecord(scenario.name, prompt);
     const arrivals: Arrival[] = [];
     const started = performance.now();
-    await generateGreedy(this.fullModel, prompt.ids, maxNewTokens, () => arrivals.push({ at: performance.now(), count: 1 }));
+    await generateGreedy(this.fullModel, prompt.ids, maxNewTokens, () =>
+      arrivals.push({ at: performance.now(), count: 1 }),
+    );
     return this.fromArrivals(record, arrivals, started);
   }
 
@@ -147,7 +195,10 @@ export class DeviceRunner {
     if (!this.config.textCloudUrl) throw new HatError('INTERNAL', 'cloud-only needs the text cloud');
     const link = new EmulatedLink(this.config.link, this.config.seed * 7919 + this.requests);
     const socket = new WebSocket(this.config.textCloudUrl, { perMessageDeflate: false });
-    await new Promise<void>((resolve, reject) => { socket.once('open', resolve); socket.once('error', reject); });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('open', resolve);
+      socket.once('error', reject);
+    });
     const record = emptyRecord(scenario.name, prompt);
     const arrivals: Arrival[] = [];
     const started = performance.now();

@@ -26,7 +26,8 @@ export class EventLoop {
   }
 
   private before(a: number, b: number): boolean {
-    const x = this.heap[a], y = this.heap[b];
+    const x = this.heap[a],
+      y = this.heap[b];
     return x.time < y.time || (x.time === y.time && x.seq < y.seq);
   }
 
@@ -50,7 +51,8 @@ export class EventLoop {
     if (this.heap.length) {
       this.heap[0] = last;
       for (let i = 0; ;) {
-        const l = 2 * i + 1, r = l + 1;
+        const l = 2 * i + 1,
+          r = l + 1;
         let m = i;
         if (l < this.heap.length && this.before(l, m)) m = l;
         if (r < this.heap.length && this.before(r, m)) m = r;

@@ -6,6 +6,11 @@ import type { ComposedModel } from '../runtime/composed-model.ts';
 import { generateTokens } from '../runtime/generate.ts';
 import { argmax } from '../runtime/sampling.ts';
 
-export async function generateGreedy(model: ComposedModel, prompt: readonly number[], maxNewTokens: number, onToken: (id: number) => void): Promise<void> {
+export async function generateGreedy(
+  model: ComposedModel,
+  prompt: readonly number[],
+  maxNewTokens: number,
+  onToken: (id: number) => void,
+): Promise<void> {
   await generateTokens(model, prompt, { maxNewTokens, sampler: argmax, onToken });
 }

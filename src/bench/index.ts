@@ -11,18 +11,30 @@ export type { BenchOptions, BenchReport } from './run-bench.ts';
 
 /** results.json: one entry per scenario keyed by its name, plus the header, notes and the simulation. */
 export function resultsJson(report: BenchReport, options: BenchOptions): string {
-  return `${JSON.stringify({
-    header: report.header, notes: report.notes,
-    options: { ...options, link: report.header.link, scenarios: options.scenarios.map((s) => s.name) },
-    scenarios: Object.fromEntries(report.scenarios.map((r) => [r.name, r])),
-    simulation: report.simulation ? { label: 'SIMULATION (not a measurement)', ...report.simulation } : undefined,
-  }, null, 2)}\n`;
+  return `${JSON.stringify(
+    {
+      header: report.header,
+      notes: report.notes,
+      options: { ...options, link: report.header.link, scenarios: options.scenarios.map((s) => s.name) },
+      scenarios: Object.fromEntries(report.scenarios.map((r) => [r.name, r])),
+      simulation: report.simulation ? { label: 'SIMULATION (not a measurement)', ...report.simulation } : undefined,
+    },
+    null,
+    2,
+  )}\n`;
 }
 
-export async function benchToDir(options: BenchOptions, out: string, reporter: Reporter): Promise<{ report: BenchReport; text: string }> {
+export async function benchToDir(
+  options: BenchOptions,
+  out: string,
+  reporter: Reporter,
+): Promise<{ report: BenchReport; text: string }> {
   const report = await runBench(options, reporter);
   const text = renderReport(report, options.sloTtftMs);
-  const charts = await renderCharts(report.scenarios, `${report.header.model.split(':')[0]} — ${report.header.link.split(' (')[0]} — ${report.header.date.slice(0, 10)}`);
+  const charts = await renderCharts(
+    report.scenarios,
+    `${report.header.model.split(':')[0]} — ${report.header.link.split(' (')[0]} — ${report.header.date.slice(0, 10)}`,
+  );
   writeOutDir(out, { 'results.json': resultsJson(report, options), 'report.txt': `${text}\n`, ...charts });
   return { report, text };
 }

@@ -36,14 +36,22 @@ const mean = (xs: readonly number[]) => (xs.length ? sum(xs) / xs.length : 0);
  * `wallMs`: the span the scenario's requests ran in (open loop), or undefined in closed loop, where throughput
  * is each device's tokens per busy second times the number of devices.
  */
-export function aggregate(scenario: Scenario, records: readonly RequestRecord[], options: { sloTtftMs: number; devices: number; wallMs?: number }): ScenarioResult {
+export function aggregate(
+  scenario: Scenario,
+  records: readonly RequestRecord[],
+  options: { sloTtftMs: number; devices: number; wallMs?: number },
+): ScenarioResult {
   const ok = records.filter((r) => !r.error);
   const tokens = sum(ok.map((r) => r.tokens));
   const rounds = sum(ok.map((r) => r.rounds));
   const branches = sum(ok.map((r) => r.parallelDrafting.branches));
   const busyMs = sum(ok.map((r) => r.durationMs));
-  const throughput = scenario.kind === 'device-only' || !tokens ? null
-    : options.wallMs !== undefined ? tokens / (options.wallMs / 1000) : (tokens / (busyMs / 1000)) * options.devices;
+  const throughput =
+    scenario.kind === 'device-only' || !tokens
+      ? null
+      : options.wallMs !== undefined
+        ? tokens / (options.wallMs / 1000)
+        : (tokens / (busyMs / 1000)) * options.devices;
   const lengths = [...new Set(ok.map((r) => r.promptTokens))].sort((a, b) => a - b);
   return {
     name: scenario.name,
@@ -64,16 +72,30 @@ export function aggregate(scenario: Scenario, records: readonly RequestRecord[],
     meanWaitMs: round(mean(ok.map((r) => r.waitMs))),
     byPromptLength: lengths.map((length) => {
       const group = ok.filter((r) => r.promptTokens === length);
-      return { promptTokens: length, requests: group.length, ttftMs: round(mean(group.map((r) => r.ttftMs))), tbtMs: round(mean(group.flatMap((r) => r.gapsMs))) };
+      return {
+        promptTokens: length,
+        requests: group.length,
+        ttftMs: round(mean(group.map((r) => r.ttftMs))),
+        tbtMs: round(mean(group.flatMap((r) => r.gapsMs))),
+      };
     }),
   };
 }
 
 const RATIO_FIELDS: Array<[string, (r: ScenarioResult) => number | null]> = [
-  ['ttftMean', (r) => r.ttftMs.mean], ['ttftP50', (r) => r.ttftMs.p50], ['ttftP90', (r) => r.ttftMs.p90], ['ttftP99', (r) => r.ttftMs.p99],
-  ['tbtMean', (r) => r.tbtMs.mean], ['tbtP50', (r) => r.tbtMs.p50], ['tbtP90', (r) => r.tbtMs.p90], ['tbtP99', (r) => r.tbtMs.p99],
-  ['tokensPerRound', (r) => r.tokensPerRound], ['bytesUpPerToken', (r) => r.bytesUpPerToken], ['bytesDownPerToken', (r) => r.bytesDownPerToken],
-  ['serverTokensPerSecond', (r) => r.serverTokensPerSecond], ['sloAttainment', (r) => r.sloAttainment],
+  ['ttftMean', (r) => r.ttftMs.mean],
+  ['ttftP50', (r) => r.ttftMs.p50],
+  ['ttftP90', (r) => r.ttftMs.p90],
+  ['ttftP99', (r) => r.ttftMs.p99],
+  ['tbtMean', (r) => r.tbtMs.mean],
+  ['tbtP50', (r) => r.tbtMs.p50],
+  ['tbtP90', (r) => r.tbtMs.p90],
+  ['tbtP99', (r) => r.tbtMs.p99],
+  ['tokensPerRound', (r) => r.tokensPerRound],
+  ['bytesUpPerToken', (r) => r.bytesUpPerToken],
+  ['bytesDownPerToken', (r) => r.bytesDownPerToken],
+  ['serverTokensPerSecond', (r) => r.serverTokensPerSecond],
+  ['sloAttainment', (r) => r.sloAttainment],
 ];
 
 /** Adds `ratioToUShape` to every result (null where either side is null or u-shape's figure is 0). */
@@ -81,9 +103,14 @@ export function withRatios(results: readonly ScenarioResult[], baseline: string)
   const base = results.find((r) => r.name === baseline);
   return results.map((r) => ({
     ...r,
-    ratioToUShape: base ? Object.fromEntries(RATIO_FIELDS.map(([key, get]) => {
-      const a = get(r), b = get(base);
-      return [key, a === null || b === null || b === 0 ? null : round(a / b)];
-    })) : undefined,
+    ratioToUShape: base
+      ? Object.fromEntries(
+          RATIO_FIELDS.map(([key, get]) => {
+            const a = get(r),
+              b = get(base);
+            return [key, a === null || b === null || b === 0 ? null : round(a / b)];
+          }),
+        )
+      : undefined,
   }));
 }

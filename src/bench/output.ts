@@ -8,7 +8,8 @@ export function checkOutDir(out: string, force: boolean): void {
   if (existsSync(out) && readdirSync(out).length > 0 && !force) {
     throw new HatError('OUTPUT_EXISTS', `--out ${out} is not empty`, 'pick a new folder or pass --force to replace it');
   }
-  if (!existsSync(dirname(resolve(out)))) throw new HatError('OUTPUT_EXISTS', `the parent of --out ${out} does not exist`);
+  if (!existsSync(dirname(resolve(out))))
+    throw new HatError('OUTPUT_EXISTS', `the parent of --out ${out} does not exist`);
 }
 
 export function writeOutDir(out: string, files: Record<string, string>): void {

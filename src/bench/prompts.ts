@@ -20,37 +20,59 @@ export interface BenchPrompt {
 
 export function splitTokenizerIfAny(splitDir: string): TextTokenizer | undefined {
   const manifest = readManifest(splitDir);
-  return existsSync(join(splitDir, manifest.tokenizer ?? 'tokenizer.json')) ? splitTokenizer(splitDir, manifest) : undefined;
+  return existsSync(join(splitDir, manifest.tokenizer ?? 'tokenizer.json'))
+    ? splitTokenizer(splitDir, manifest)
+    : undefined;
 }
 
 const PASSAGE = new URL('./held-out-passage.txt', import.meta.url);
 
 export function promptsFromFile(file: string, tokenizer: TextTokenizer | undefined): BenchPrompt[] {
   if (!existsSync(file)) throw new HatError('FILE_NOT_FOUND', `--prompts ${file} does not exist`);
-  const lines = readFileSync(file, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean);
+  const lines = readFileSync(file, 'utf8')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   const prompts = lines.map((line, i): BenchPrompt => {
     let entry: { prompt?: unknown; text?: unknown; ids?: unknown };
     try {
       entry = JSON.parse(line) as typeof entry;
     } catch {
-      throw new HatError('BAD_OPTION', `--prompts ${file}:${i + 1} is not JSON`, 'one object per line: {"prompt": "..."} or {"ids": [1, 2, 3]}');
+      throw new HatError(
+        'BAD_OPTION',
+        `--prompts ${file}:${i + 1} is not JSON`,
+        'one object per line: {"prompt": "..."} or {"ids": [1, 2, 3]}',
+      );
     }
     const text = entry.prompt ?? entry.text;
     if (typeof text === 'string' && text.length) {
-      if (!tokenizer) throw new HatError('BAD_OPTION', `--prompts ${file}:${i + 1} is text, and the split has no tokenizer.json`, 'give {"ids": [...]} lines instead');
+      if (!tokenizer)
+        throw new HatError(
+          'BAD_OPTION',
+          `--prompts ${file}:${i + 1} is text, and the split has no tokenizer.json`,
+          'give {"ids": [...]} lines instead',
+        );
       return { ids: tokenizer.encode(text), text, source: `${file}:${i + 1}` };
     }
     if (Array.isArray(entry.ids) && entry.ids.length && entry.ids.every((x) => Number.isInteger(x) && x >= 0)) {
       return { ids: entry.ids as number[], source: `${file}:${i + 1}` };
     }
-    throw new HatError('BAD_OPTION', `--prompts ${file}:${i + 1} has neither a non-empty "prompt" string nor an "ids" array`);
+    throw new HatError(
+      'BAD_OPTION',
+      `--prompts ${file}:${i + 1} has neither a non-empty "prompt" string nor an "ids" array`,
+    );
   });
   if (!prompts.length) throw new HatError('BAD_OPTION', `--prompts ${file} holds no prompt`);
   return prompts;
 }
 
 /** `perLength` prompts of each length; the k-th starts k·97 tokens into the passage (or uses seed k). */
-export function promptsOfLengths(lengths: readonly number[], perLength: number, tokenizer: TextTokenizer | undefined, vocabSize: number): BenchPrompt[] {
+export function promptsOfLengths(
+  lengths: readonly number[],
+  perLength: number,
+  tokenizer: TextTokenizer | undefined,
+  vocabSize: number,
+): BenchPrompt[] {
   const passage = tokenizer ? tokenizer.encode(readFileSync(PASSAGE, 'utf8')) : [];
   const prompts: BenchPrompt[] = [];
   for (const length of lengths) {
@@ -58,7 +80,11 @@ export function promptsOfLengths(lengths: readonly number[], perLength: number, 
       if (tokenizer) {
         const ids = Array.from({ length }, (_, i) => passage[(k * 97 + i) % passage.length]);
         const wrapped = k * 97 + length > passage.length ? ' (passage repeated)' : '';
-        prompts.push({ ids, text: tokenizer.decode(ids), source: `1 John 1–5, ${length} tokens from token ${k * 97}${wrapped}` });
+        prompts.push({
+          ids,
+          text: tokenizer.decode(ids),
+          source: `1 John 1–5, ${length} tokens from token ${k * 97}${wrapped}`,
+        });
       } else {
         const random = seededUniform(1000 * length + k);
         const ids = Array.from({ length }, () => 3 + Math.floor(random() * Math.max(1, vocabSize - 3)));
@@ -81,32 +107,47 @@ export function contextLimit(splitDir: string): number | undefined {
  * longest that fits (duplicates dropped), with a note saying so.
  */
 export function clampLengths(
-  splitDir: string, lengths: readonly number[], maxNewTokens: number, maxDraft: number,
+  splitDir: string,
+  lengths: readonly number[],
+  maxNewTokens: number,
+  maxDraft: number,
 ): { lengths: number[]; note?: string } {
   const limit = contextLimit(splitDir);
   if (!limit) return { lengths: [...lengths] };
   const longest = limit - maxNewTokens - maxDraft - 1;
   if (longest < 1) {
-    throw new HatError('BAD_OPTION',
+    throw new HatError(
+      'BAD_OPTION',
       `--max-new-tokens ${maxNewTokens} + drafts leave no room for a prompt in the model's context of ${limit}`,
-      `use at most ${limit - maxDraft - 2} new tokens`);
+      `use at most ${limit - maxDraft - 2} new tokens`,
+    );
   }
   const clamped = [...new Set(lengths.map((l) => Math.min(l, longest)))];
   const changed = lengths.filter((l) => l > longest);
   return {
     lengths: clamped,
-    note: changed.length ? `prompt lengths ${changed.join(', ')} clamped to ${longest} tokens: config.json's `
-      + `max_position_embeddings is ${limit}, and each session also needs ${maxNewTokens} new tokens + `
-      + `${maxDraft + 1} draft positions` : undefined,
+    note: changed.length
+      ? `prompt lengths ${changed.join(', ')} clamped to ${longest} tokens: config.json's ` +
+        `max_position_embeddings is ${limit}, and each session also needs ${maxNewTokens} new tokens + ` +
+        `${maxDraft + 1} draft positions`
+      : undefined,
   };
 }
 
 /** The positions a request needs must fit the model's context (config.json's max_position_embeddings, if any). */
-export function checkContext(splitDir: string, prompts: readonly BenchPrompt[], maxNewTokens: number, maxDraft: number): void {
+export function checkContext(
+  splitDir: string,
+  prompts: readonly BenchPrompt[],
+  maxNewTokens: number,
+  maxDraft: number,
+): void {
   const limit = contextLimit(splitDir);
   const longest = Math.max(...prompts.map((p) => p.ids.length));
   if (limit && longest + maxNewTokens + maxDraft + 1 > limit) {
-    throw new HatError('BAD_OPTION', `the longest prompt (${longest} tokens) + --max-new-tokens ${maxNewTokens} + drafts exceeds the model's context of ${limit}`,
-      `use shorter --prompt-lengths or fewer --max-new-tokens (at most ${limit - maxNewTokens - maxDraft - 1} prompt tokens)`);
+    throw new HatError(
+      'BAD_OPTION',
+      `the longest prompt (${longest} tokens) + --max-new-tokens ${maxNewTokens} + drafts exceeds the model's context of ${limit}`,
+      `use shorter --prompt-lengths or fewer --max-new-tokens (at most ${limit - maxNewTokens - maxDraft - 1} prompt tokens)`,
+    );
   }
 }

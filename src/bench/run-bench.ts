@@ -65,7 +65,13 @@ export interface BenchReport {
   header: BenchHeader;
   notes: string[];
   scenarios: ScenarioResult[];
-  simulation?: { deviceSlowdown: number; costs: StageCosts; acceptance: Acceptance; results: SimulatedResult[]; assumptions: string[] };
+  simulation?: {
+    deviceSlowdown: number;
+    costs: StageCosts;
+    acceptance: Acceptance;
+    results: SimulatedResult[];
+    assumptions: string[];
+  };
 }
 
 export function describeModel(splitDir: string, manifest: SplitManifest): string {
@@ -82,9 +88,15 @@ export function randomWeightNotes(splitDir: string, manifest: SplitManifest): st
   const config = join(splitDir, 'config.json');
   if (existsSync(config)) {
     const parsed = JSON.parse(readFileSync(config, 'utf8')) as { hat_synthetic?: { random_weights?: boolean } };
-    if (parsed.hat_synthetic?.random_weights) notes.push('RANDOM WEIGHTS (config.json: hat_synthetic.random_weights): the drafts are meaningless, so the speculative scenarios\' TBT is not HAT\'s; TTFT and the non-speculative rows are still real costs of this model\'s shape.');
+    if (parsed.hat_synthetic?.random_weights)
+      notes.push(
+        "RANDOM WEIGHTS (config.json: hat_synthetic.random_weights): the drafts are meaningless, so the speculative scenarios' TBT is not HAT's; TTFT and the non-speculative rows are still real costs of this model's shape.",
+      );
   }
-  if (manifest.adapter && JSON.stringify(manifest.adapter.metrics).includes('identity')) notes.push('The adapter is an identity placeholder (manifest.adapter.metrics): drafts are the input part\'s own guesses, not a trained draft head.');
+  if (manifest.adapter && JSON.stringify(manifest.adapter.metrics).includes('identity'))
+    notes.push(
+      "The adapter is an identity placeholder (manifest.adapter.metrics): drafts are the input part's own guesses, not a trained draft head.",
+    );
   return notes;
 }
 
@@ -110,25 +122,51 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
   const longest = Math.max(...prompts.map((p) => p.ids.length));
   const notes = randomWeightNotes(options.splitDir, manifest);
 
-  const startup = reporter.progress('starting serve-cloud, the device processes and (for cloud-only) the full-model server');
+  const startup = reporter.progress(
+    'starting serve-cloud, the device processes and (for cloud-only) the full-model server',
+  );
   const cores = assignCores(options.cores);
   // Pinned processes get one intra-op thread per core they own unless --threads says otherwise.
   const deviceThreads = options.threads ?? cores.devices?.length;
   const cloudThreads = options.threads ?? cores.cloud?.length;
-  const cloud = await spawnCloud(options.splitDir, [
-    '--workers', String(options.cloudWorkers), '--max-tokens-per-frame', String(Math.max(4096, longest)), '--max-sessions', String(options.devices * 2 + 4),
-    ...(options.threads ? ['--threads', String(options.threads)] : []), // else serve-cloud takes its cores / workers
-  ], { wrap: (command, args) => onCores(cores.cloud, command, args) });
+  const cloud = await spawnCloud(
+    options.splitDir,
+    [
+      '--workers',
+      String(options.cloudWorkers),
+      '--max-tokens-per-frame',
+      String(Math.max(4096, longest)),
+      '--max-sessions',
+      String(options.devices * 2 + 4),
+      ...(options.threads ? ['--threads', String(options.threads)] : []), // else serve-cloud takes its cores / workers
+    ],
+    { wrap: (command, args) => onCores(cores.cloud, command, args) },
+  );
   const stops: Array<() => unknown> = [() => cloud.stop()];
   try {
-    const textCloud = options.scenarios.some((s) => s.kind === 'cloud-only') ? await spawnTextCloud(options.splitDir, cloudThreads, cores.cloud) : undefined;
+    const textCloud = options.scenarios.some((s) => s.kind === 'cloud-only')
+      ? await spawnTextCloud(options.splitDir, cloudThreads, cores.cloud)
+      : undefined;
     if (textCloud) stops.push(() => textCloud.stop());
-    const pool = await DevicePool.start(options.devices, {
-      splitDir: options.splitDir, cloudUrl: cloud.url, textCloudUrl: textCloud?.url, link: options.link, wire: options.wire,
-      draftThreshold: options.draftThreshold, maxDraft: options.maxDraft, parallelBranches: options.parallelBranches, threads: deviceThreads,
-    }, cores.devices);
+    const pool = await DevicePool.start(
+      options.devices,
+      {
+        splitDir: options.splitDir,
+        cloudUrl: cloud.url,
+        textCloudUrl: textCloud?.url,
+        link: options.link,
+        wire: options.wire,
+        draftThreshold: options.draftThreshold,
+        maxDraft: options.maxDraft,
+        parallelBranches: options.parallelBranches,
+        threads: deviceThreads,
+      },
+      cores.devices,
+    );
     stops.push(() => pool.close());
-    startup.succeed(`serve-cloud at ${cloud.url}; ${options.devices} device process(es)${textCloud ? `; cloud-only server at ${textCloud.url}` : ''}`);
+    startup.succeed(
+      `serve-cloud at ${cloud.url}; ${options.devices} device process(es)${textCloud ? `; cloud-only server at ${textCloud.url}` : ''}`,
+    );
     const scenarios = options.scenarios.filter((s) => {
       if (!s.speculative || pool.hasAdapter) return true;
       notes.push(`${s.name} skipped: the split has no adapter (run \`hat train-adapter\`).`);
@@ -139,10 +177,18 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
     const measured = prompts.length * options.repeats * scenarios.length;
     const total = scenarios.length * options.warmup + measured;
     let done = 0;
-    const progress = reporter.progress(`bench: ${scenarios.length} scenarios × ${prompts.length} prompts × ${options.repeats}`);
-    const step = (what: string) => { done++; progress.update(`${what} (${done}/${total})`, done / total); };
+    const progress = reporter.progress(
+      `bench: ${scenarios.length} scenarios × ${prompts.length} prompts × ${options.repeats}`,
+    );
+    const step = (what: string) => {
+      done++;
+      progress.update(`${what} (${done}/${total})`, done / total);
+    };
     for (const scenario of scenarios) {
-      for (let w = 0; w < options.warmup; w++) { await pool.onEach(scenario, shortest, options.maxNewTokens); step(`warm-up ${scenario.name}`); }
+      for (let w = 0; w < options.warmup; w++) {
+        await pool.onEach(scenario, shortest, options.maxNewTokens);
+        step(`warm-up ${scenario.name}`);
+      }
     }
 
     const records: RequestRecord[] = [];
@@ -154,16 +200,19 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
       let turn = 0;
       for (let r = 0; r < options.repeats; r++) {
         for (const prompt of prompts) {
-          for (let i = 0; i < scenarios.length; i++) jobs.push({ scenario: scenarios[(turn + i) % scenarios.length], prompt });
+          for (let i = 0; i < scenarios.length; i++)
+            jobs.push({ scenario: scenarios[(turn + i) % scenarios.length], prompt });
           turn++;
         }
       }
-      await Promise.all(Array.from({ length: pool.size }, async () => {
-        for (let job = jobs.shift(); job; job = jobs.shift()) {
-          records.push(await pool.run(job.scenario, job.prompt, options.maxNewTokens));
-          step(job.scenario.name);
-        }
-      }));
+      await Promise.all(
+        Array.from({ length: pool.size }, async () => {
+          for (let job = jobs.shift(); job; job = jobs.shift()) {
+            records.push(await pool.run(job.scenario, job.prompt, options.maxNewTokens));
+            step(job.scenario.name);
+          }
+        }),
+      );
     } else {
       for (const scenario of scenarios) {
         const random = seededUniform(options.seed); // the same arrival times for every scenario
@@ -174,24 +223,48 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
           for (const prompt of prompts) {
             at += -Math.log(1 - random()) * (1000 / options.rate);
             const due = at;
-            runs.push(new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, started + due - performance.now()))).then(async () => {
-              records.push(await pool.run(scenario, prompt, options.maxNewTokens));
-              step(scenario.name);
-            }));
+            runs.push(
+              new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, started + due - performance.now()))).then(
+                async () => {
+                  records.push(await pool.run(scenario, prompt, options.maxNewTokens));
+                  step(scenario.name);
+                },
+              ),
+            );
           }
         }
         await Promise.all(runs);
         wallMs.set(scenario.name, performance.now() - started);
       }
     }
-    progress.succeed(`bench: ${records.length} measured requests (${scenarios.length * options.warmup} warm-up rounds discarded)`);
+    progress.succeed(
+      `bench: ${records.length} measured requests (${scenarios.length * options.warmup} warm-up rounds discarded)`,
+    );
 
-    const results = withRatios(scenarios.map((s) => aggregate(s, records.filter((r) => r.scenario === s.name), {
-      sloTtftMs: options.sloTtftMs, devices: options.devices, wallMs: wallMs.get(s.name),
-    })), BASELINE);
-    for (const r of results) if (r.failed) notes.push(`${r.name}: ${r.failed} request(s) failed: ${records.find((x) => x.scenario === r.name && x.error)?.error}`);
+    const results = withRatios(
+      scenarios.map((s) =>
+        aggregate(
+          s,
+          records.filter((r) => r.scenario === s.name),
+          {
+            sloTtftMs: options.sloTtftMs,
+            devices: options.devices,
+            wallMs: wallMs.get(s.name),
+          },
+        ),
+      ),
+      BASELINE,
+    );
+    for (const r of results)
+      if (r.failed)
+        notes.push(
+          `${r.name}: ${r.failed} request(s) failed: ${records.find((x) => x.scenario === r.name && x.error)?.error}`,
+        );
     const hat = results.find((r) => r.name === 'hat');
-    if (hat && hat.tokensPerRound < 1.2) notes.push(`HAT committed only ${hat.tokensPerRound} tokens per round: the drafts are rarely accepted, so its TBT is not representative of a trained draft head.`);
+    if (hat && hat.tokensPerRound < 1.2)
+      notes.push(
+        `HAT committed only ${hat.tokensPerRound} tokens per round: the drafts are rarely accepted, so its TBT is not representative of a trained draft head.`,
+      );
 
     const report: BenchReport = {
       header: {
@@ -200,21 +273,25 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
         model: describeModel(options.splitDir, manifest),
         split: options.splitDir,
         link: `${describeLink(options.link)} (applied on each device, both directions, all network scenarios)`,
-        load: options.rate === undefined
-          ? `closed loop: ${options.devices} device(s), each sends its next request when the last finished; ${options.warmup} warm-up run(s) per device and scenario discarded`
-          : `open loop: ${options.devices} device(s), Poisson arrivals at ${options.rate} req/s per scenario; ${options.warmup} warm-up run(s) per device and scenario discarded`,
+        load:
+          options.rate === undefined
+            ? `closed loop: ${options.devices} device(s), each sends its next request when the last finished; ${options.warmup} warm-up run(s) per device and scenario discarded`
+            : `open loop: ${options.devices} device(s), Poisson arrivals at ${options.rate} req/s per scenario; ${options.warmup} warm-up run(s) per device and scenario discarded`,
         prompts: `${prompts.length} prompts (${[...new Set(prompts.map((p) => p.ids.length))].join(', ')} tokens; ${prompts[0].source}) × ${options.repeats}, ${options.maxNewTokens} new tokens each (greedy, stop token ignored)`,
       },
       notes,
       scenarios: results,
     };
     if (options.simulate) {
-      const sim = reporter.progress('SIMULATION: measuring stage costs, then replaying HAT\'s testbed');
+      const sim = reporter.progress("SIMULATION: measuring stage costs, then replaying HAT's testbed");
       const costs = await pool.calibrate();
       const acceptance = acceptanceFrom(records) ?? { tokensPerRound: 1, rowsPerRound: 1, parallelHitRate: 0 };
       const config = paperTestbed(costs, acceptance, options.deviceSlowdown);
       report.simulation = {
-        deviceSlowdown: options.deviceSlowdown, costs, acceptance, results: await simulateTestbed(config),
+        deviceSlowdown: options.deviceSlowdown,
+        costs,
+        acceptance,
+        results: await simulateTestbed(config),
         assumptions: [
           `${config.devices} devices, uplink ${config.uplinkMBs.join('–')} MB/s and downlink ${config.downlinkMBs.join('–')} MB/s drawn per device, ${config.oneWayLatencyMs} ms one way`,
           `Poisson arrivals at ${config.rates.join(' and ')} req/s, ${config.requests} requests each (first 10 % warm-up), prompts exponential with mean ${config.meanPromptTokens} tokens (SpecBench's mean), ${config.maxNewTokens} new tokens`,

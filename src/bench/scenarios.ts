@@ -17,8 +17,13 @@ export interface Scenario {
   chunk: 'auto' | 'off' | number;
 }
 
-const split = (name: string, description: string, speculative: boolean, parallelDrafting: boolean, chunk: Scenario['chunk']): Scenario =>
-  ({ name, description, kind: 'split', speculative, parallelDrafting, chunk });
+const split = (
+  name: string,
+  description: string,
+  speculative: boolean,
+  parallelDrafting: boolean,
+  chunk: Scenario['chunk'],
+): Scenario => ({ name, description, kind: 'split', speculative, parallelDrafting, chunk });
 
 /** Every scenario, in table order; u-sarathi's fixed chunk size is set by `--sarathi-chunk`. */
 export function allScenarios(sarathiChunk: number): Scenario[] {
@@ -29,8 +34,22 @@ export function allScenarios(sarathiChunk: number): Scenario[] {
     split('u-spec', 'U-Spec (≈ U-Medusa): speculative, no chunking, no parallel drafting', true, false, 'off'),
     split('chunk-only', 'ablation: U-shape + chunk auto', false, false, 'auto'),
     split('chunk-spec', 'ablation: chunk auto + speculative, no parallel drafting', true, false, 'auto'),
-    { name: 'cloud-only', description: 'full model in the cloud, prompt sent as text, tokens streamed back', kind: 'cloud-only', speculative: false, parallelDrafting: false, chunk: 'off' },
-    { name: 'device-only', description: 'full model on the device, no network', kind: 'device-only', speculative: false, parallelDrafting: false, chunk: 'off' },
+    {
+      name: 'cloud-only',
+      description: 'full model in the cloud, prompt sent as text, tokens streamed back',
+      kind: 'cloud-only',
+      speculative: false,
+      parallelDrafting: false,
+      chunk: 'off',
+    },
+    {
+      name: 'device-only',
+      description: 'full model on the device, no network',
+      kind: 'device-only',
+      speculative: false,
+      parallelDrafting: false,
+      chunk: 'off',
+    },
   ];
 }
 
@@ -49,10 +68,19 @@ export const ABLATION_ROWS: ReadonlyArray<{ row: string; scenario: string }> = [
 export function selectScenarios(list: string | undefined, sarathiChunk: number): Scenario[] {
   const all = allScenarios(sarathiChunk);
   if (!list) return all;
-  const names = new Set(list.split(',').map((s) => s.trim()).filter(Boolean));
+  const names = new Set(
+    list
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+  );
   for (const name of names) {
     if (!all.some((s) => s.name === name)) {
-      throw new HatError('BAD_OPTION', `--scenarios: unknown scenario "${name}"`, `choose from ${all.map((s) => s.name).join(', ')}`);
+      throw new HatError(
+        'BAD_OPTION',
+        `--scenarios: unknown scenario "${name}"`,
+        `choose from ${all.map((s) => s.name).join(', ')}`,
+      );
     }
   }
   names.add(BASELINE);

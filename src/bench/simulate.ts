@@ -52,12 +52,28 @@ export interface SimulatedResult {
 /** The HAT paper's testbed (hat-method.md §9) and SpecBench's mean prompt length. */
 export function paperTestbed(costs: StageCosts, acceptance: Acceptance, deviceSlowdown: number): SimulationConfig {
   return {
-    costs, acceptance, deviceSlowdown, devices: 30, rates: [4, 6], requests: 240, maxNewTokens: 128, meanPromptTokens: 351,
-    uplinkMBs: [5, 10], downlinkMBs: [10, 15], oneWayLatencyMs: 3, sarathiChunk: 64, cloudTokenBudget: 2048, seed: 1,
+    costs,
+    acceptance,
+    deviceSlowdown,
+    devices: 30,
+    rates: [4, 6],
+    requests: 240,
+    maxNewTokens: 128,
+    meanPromptTokens: 351,
+    uplinkMBs: [5, 10],
+    downlinkMBs: [10, 15],
+    oneWayLatencyMs: 3,
+    sarathiChunk: 64,
+    cloudTokenBudget: 2048,
+    seed: 1,
   };
 }
 
-interface Item { tokens: number; queuedAt: number; done: () => void }
+interface Item {
+  tokens: number;
+  queuedAt: number;
+  done: () => void;
+}
 
 class Cloud {
   private queue: Item[] = [];
@@ -66,7 +82,10 @@ class Cloud {
   waitEstimateMs = 0;
   busyMs = 0;
 
-  constructor(private readonly loop: EventLoop, private readonly config: SimulationConfig) {}
+  constructor(
+    private readonly loop: EventLoop,
+    private readonly config: SimulationConfig,
+  ) {}
 
   g(tokens: number): number {
     return this.config.costs.cloud.baseMs + this.config.costs.cloud.perTokenMs * tokens;
@@ -104,7 +123,12 @@ class Device {
   private upFreeAt = 0;
   private downFreeAt = 0;
 
-  constructor(private readonly loop: EventLoop, readonly upBytesPerMs: number, readonly downBytesPerMs: number, private readonly latencyMs: number) {}
+  constructor(
+    private readonly loop: EventLoop,
+    readonly upBytesPerMs: number,
+    readonly downBytesPerMs: number,
+    private readonly latencyMs: number,
+  ) {}
 
   compute(ms: number): Promise<void> {
     this.computeFreeAt = Math.max(this.loop.now, this.computeFreeAt) + ms;
@@ -114,16 +138,27 @@ class Device {
   private transfer(bytes: number, direction: 'up' | 'down'): Promise<void> {
     const rate = direction === 'up' ? this.upBytesPerMs : this.downBytesPerMs;
     const leaves = Math.max(this.loop.now, direction === 'up' ? this.upFreeAt : this.downFreeAt) + bytes / rate;
-    if (direction === 'up') this.upFreeAt = leaves; else this.downFreeAt = leaves;
+    if (direction === 'up') this.upFreeAt = leaves;
+    else this.downFreeAt = leaves;
     return this.loop.until(leaves + this.latencyMs);
   }
 
-  up(bytes: number): Promise<void> { return this.transfer(bytes, 'up'); }
-  down(bytes: number): Promise<void> { return this.transfer(bytes, 'down'); }
+  up(bytes: number): Promise<void> {
+    return this.transfer(bytes, 'up');
+  }
+  down(bytes: number): Promise<void> {
+    return this.transfer(bytes, 'down');
+  }
 }
 
 /** HAT's chunk rule X·A/β = W + g(X) (P = 1), bounded to [16, remaining]; the whole rest when uploading is never the bottleneck. */
-export function hatChunk(remaining: number, bytesPerToken: number, upBytesPerMs: number, waitMs: number, cloud: { baseMs: number; perTokenMs: number }): number {
+export function hatChunk(
+  remaining: number,
+  bytesPerToken: number,
+  upBytesPerMs: number,
+  waitMs: number,
+  cloud: { baseMs: number; perTokenMs: number },
+): number {
   const perToken = bytesPerToken / upBytesPerMs - cloud.perTokenMs;
   if (perToken <= 0) return remaining;
   const x = Math.round((waitMs + cloud.baseMs) / perToken);
@@ -131,9 +166,18 @@ export function hatChunk(remaining: number, bytesPerToken: number, upBytesPerMs:
   return remaining - size < 16 ? remaining : size;
 }
 
-async function serveRequest(scenario: SimulatedScenario, promptTokens: number, device: Device, cloud: Cloud, loop: EventLoop, config: SimulationConfig, random: () => number): Promise<{ ttftMs: number; gaps: number[] }> {
+async function serveRequest(
+  scenario: SimulatedScenario,
+  promptTokens: number,
+  device: Device,
+  cloud: Cloud,
+  loop: EventLoop,
+  config: SimulationConfig,
+  random: () => number,
+): Promise<{ ttftMs: number; gaps: number[] }> {
   const { costs, acceptance, deviceSlowdown: F } = config;
-  const A = costs.bytesPerToken, H = costs.frameHeaderBytes;
+  const A = costs.bytesPerToken,
+    H = costs.frameHeaderBytes;
   const inputStep = costs.deviceInputMsPerToken * F;
   const outputStep = Math.max(0, costs.deviceDecodeStepMs - costs.deviceInputMsPerToken) * F;
   const draftStep = (costs.draftStepMs ?? costs.deviceDecodeStepMs) * F;
@@ -142,11 +186,19 @@ async function serveRequest(scenario: SimulatedScenario, promptTokens: number, d
   const inFlight: Array<Promise<void>> = [];
   for (let offset = 0; offset < promptTokens;) {
     const remaining = promptTokens - offset;
-    const size = scenario === 'u-sarathi' ? Math.min(config.sarathiChunk, remaining)
-      : scenario === 'hat' || scenario === 'chunk-only' ? hatChunk(remaining, A, device.upBytesPerMs, cloud.waitEstimateMs, costs.cloud)
-        : remaining;
+    const size =
+      scenario === 'u-sarathi'
+        ? Math.min(config.sarathiChunk, remaining)
+        : scenario === 'hat' || scenario === 'chunk-only'
+          ? hatChunk(remaining, A, device.upBytesPerMs, cloud.waitEstimateMs, costs.cloud)
+          : remaining;
     await device.compute(size * inputStep);
-    inFlight.push(device.up(size * A + H).then(() => cloud.submit(size)).then(() => device.down(A + H)));
+    inFlight.push(
+      device
+        .up(size * A + H)
+        .then(() => cloud.submit(size))
+        .then(() => device.down(A + H)),
+    );
     offset += size;
   }
   await Promise.all(inFlight);
@@ -169,7 +221,10 @@ async function serveRequest(scenario: SimulatedScenario, promptTokens: number, d
     const verifyMs = loop.now - sent;
     await device.compute(outputStep * rows);
     const expected = speculative ? acceptance.tokensPerRound : 1;
-    const committed = Math.min(config.maxNewTokens - generated, Math.floor(expected) + (random() < expected - Math.floor(expected) ? 1 : 0));
+    const committed = Math.min(
+      config.maxNewTokens - generated,
+      Math.floor(expected) + (random() < expected - Math.floor(expected) ? 1 : 0),
+    );
     overlapMs = scenario === 'hat' && random() < acceptance.parallelHitRate ? verifyMs : 0;
     generated += committed;
     for (let i = 0; i < committed; i++) gaps.push((loop.now - last) / committed);
@@ -179,13 +234,25 @@ async function serveRequest(scenario: SimulatedScenario, promptTokens: number, d
 }
 
 /** One scenario at one rate: Poisson arrivals, an idle device takes each request; the first 10 % are warm-up. */
-export async function simulateScenario(scenario: SimulatedScenario, rate: number, config: SimulationConfig): Promise<SimulatedResult> {
+export async function simulateScenario(
+  scenario: SimulatedScenario,
+  rate: number,
+  config: SimulationConfig,
+): Promise<SimulatedResult> {
   const loop = new EventLoop();
   const random = seededUniform(config.seed);
   const cloud = new Cloud(loop, config);
   const between = (lo: number, hi: number) => lo + (hi - lo) * random();
-  const devices = Array.from({ length: config.devices }, () =>
-    new Device(loop, between(...config.uplinkMBs) * 1000, between(...config.downlinkMBs) * 1000, config.oneWayLatencyMs));
+  const devices = Array.from(
+    { length: config.devices },
+    () =>
+      new Device(
+        loop,
+        between(...config.uplinkMBs) * 1000,
+        between(...config.downlinkMBs) * 1000,
+        config.oneWayLatencyMs,
+      ),
+  );
   const waiting: Array<() => void> = [];
   const results: Array<{ ttftMs: number; gaps: number[]; finishedAt: number }> = [];
   const warmup = Math.floor(config.requests / 10);
@@ -210,7 +277,10 @@ export async function simulateScenario(scenario: SimulatedScenario, rate: number
   const all: Array<Promise<void>> = [];
   for (let i = 0; i < config.requests; i++) {
     t += -Math.log(1 - random()) * (1000 / rate);
-    const promptTokens = Math.max(16, Math.min(4 * config.meanPromptTokens, Math.round(-Math.log(1 - random()) * config.meanPromptTokens)));
+    const promptTokens = Math.max(
+      16,
+      Math.min(4 * config.meanPromptTokens, Math.round(-Math.log(1 - random()) * config.meanPromptTokens)),
+    );
     all.push(request(i, t, promptTokens));
   }
   await loop.run();
@@ -218,7 +288,8 @@ export async function simulateScenario(scenario: SimulatedScenario, rate: number
   const tokens = results.reduce((s, r) => s + r.gaps.length + 1, 0);
   const span = Math.max(...results.map((r) => r.finishedAt)) - firstMeasured;
   return {
-    scenario, rate,
+    scenario,
+    rate,
     ttftMs: summarize(results.map((r) => r.ttftMs)),
     tbtMs: summarize(results.flatMap((r) => r.gaps)),
     tokensPerSecond: Number((tokens / (span / 1000)).toFixed(1)),
@@ -228,6 +299,7 @@ export async function simulateScenario(scenario: SimulatedScenario, rate: number
 
 export async function simulateTestbed(config: SimulationConfig): Promise<SimulatedResult[]> {
   const out: SimulatedResult[] = [];
-  for (const rate of config.rates) for (const scenario of SIMULATED_SCENARIOS) out.push(await simulateScenario(scenario, rate, config));
+  for (const rate of config.rates)
+    for (const scenario of SIMULATED_SCENARIOS) out.push(await simulateScenario(scenario, rate, config));
   return out;
 }

@@ -5,7 +5,9 @@ const [splitDir, threads] = process.argv.slice(2);
 try {
   const cloud = await startTextCloud(splitDir, { threads: threads ? Number(threads) : undefined });
   process.send!({ type: 'listening', url: cloud.url });
-  process.on('disconnect', () => { void cloud.close().then(() => process.exit(0)); });
+  process.on('disconnect', () => {
+    void cloud.close().then(() => process.exit(0));
+  });
 } catch (error) {
   process.send!({ type: 'error', message: (error as Error).message });
   process.exit(1);

@@ -30,7 +30,10 @@ interface Job {
   socket: WebSocket;
 }
 
-export async function startTextCloud(splitDir: string, options: { port?: number; threads?: number } = {}): Promise<{ url: string; close(): Promise<void> }> {
+export async function startTextCloud(
+  splitDir: string,
+  options: { port?: number; threads?: number } = {},
+): Promise<{ url: string; close(): Promise<void> }> {
   const model = await ComposedModel.open(splitDir, readManifest(splitDir), { threads: options.threads });
   const tokenizer = splitTokenizerIfAny(splitDir);
   const queue: Job[] = [];
@@ -42,7 +45,8 @@ export async function startTextCloud(splitDir: string, options: { port?: number;
     while (queue.length) {
       const job = queue.shift()!;
       if (job.socket.readyState !== job.socket.OPEN) continue;
-      if (job.state) model.restore(job.state); else model.truncate(0);
+      if (job.state) model.restore(job.state);
+      else model.truncate(0);
       const token = argmax(lastRow(await model.step(job.ids, { lastOnly: true })));
       job.state = model.snapshot();
       job.socket.send(JSON.stringify({ token }));
@@ -57,7 +61,10 @@ export async function startTextCloud(splitDir: string, options: { port?: number;
       try {
         const request = JSON.parse(data.toString('utf8')) as TextRequest;
         const ids = typeof request.prompt === 'string' ? tokenizer?.encode(request.prompt) : request.prompt;
-        if (!ids?.length) throw new Error(typeof request.prompt === 'string' ? 'this split has no tokenizer: send token ids' : 'empty prompt');
+        if (!ids?.length)
+          throw new Error(
+            typeof request.prompt === 'string' ? 'this split has no tokenizer: send token ids' : 'empty prompt',
+          );
         queue.push({ ids, remaining: request.maxNewTokens, socket });
         void pump();
       } catch (error) {
@@ -69,19 +76,32 @@ export async function startTextCloud(splitDir: string, options: { port?: number;
   const address = server.address() as { port: number };
   return {
     url: `ws://127.0.0.1:${address.port}`,
-    close: () => new Promise<void>((resolve) => { for (const c of server.clients) c.terminate(); server.close(() => resolve()); }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const c of server.clients) c.terminate();
+        server.close(() => resolve());
+      }),
   };
 }
 
 /** Starts the cloud-only server as its own process (it stands in for a remote machine) and resolves with its URL. */
-export function spawnTextCloud(splitDir: string, threads?: number, cores?: number[]): Promise<{ url: string; stop(): void }> {
+export function spawnTextCloud(
+  splitDir: string,
+  threads?: number,
+  cores?: number[],
+): Promise<{ url: string; stop(): void }> {
   const entry = fileURLToPath(new URL('./text-cloud-process.ts', import.meta.url));
-  const child = fork(entry, [splitDir, ...(threads ? [String(threads)] : [])], { ...forkOnCores(cores), stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const child = fork(entry, [splitDir, ...(threads ? [String(threads)] : [])], {
+    ...forkOnCores(cores),
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
   return new Promise((resolve, reject) => {
     child.once('message', (message: { type: string; url?: string; message?: string }) => {
       if (message.type === 'listening') resolve({ url: message.url!, stop: () => child.disconnect() });
       else reject(new HatError('RUNTIME', `the cloud-only server failed to start: ${message.message}`));
     });
-    child.once('exit', (code) => reject(new HatError('RUNTIME', `the cloud-only server exited (code ${code}) before listening`)));
+    child.once('exit', (code) =>
+      reject(new HatError('RUNTIME', `the cloud-only server exited (code ${code}) before listening`)),
+    );
   });
 }

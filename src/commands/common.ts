@@ -11,7 +11,12 @@ export function parseOptions<T extends z.ZodType>(schema: T, raw: unknown): z.in
   const result = schema.safeParse(raw);
   if (result.success) return result.data;
   const issue = result.error.issues[0];
-  const field = issue.path.length ? `--${issue.path.map(String).join('.').replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}` : 'options';
+  const field = issue.path.length
+    ? `--${issue.path
+        .map(String)
+        .join('.')
+        .replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`
+    : 'options';
   throw new HatError('BAD_OPTION', `${field}: ${issue.message}`, 'run the command with --help for the accepted values');
 }
 
@@ -44,10 +49,15 @@ export const PROMPT_HELP = {
 export function readToken(options: { token?: string; tokenFile?: string }): string | undefined {
   if (options.tokenFile !== undefined) {
     if (!existsSync(options.tokenFile)) {
-      throw new HatError('FILE_NOT_FOUND', `--token-file ${options.tokenFile} does not exist`, 'give a file holding the shared secret');
+      throw new HatError(
+        'FILE_NOT_FOUND',
+        `--token-file ${options.tokenFile} does not exist`,
+        'give a file holding the shared secret',
+      );
     }
     const token = readFileSync(options.tokenFile, 'utf8').trim();
-    if (!token) throw new HatError('BAD_OPTION', `--token-file ${options.tokenFile} is empty`, 'put the shared secret in it');
+    if (!token)
+      throw new HatError('BAD_OPTION', `--token-file ${options.tokenFile} is empty`, 'put the shared secret in it');
     return token;
   }
   return options.token ?? (process.env.HAT_TOKEN || undefined);

@@ -17,7 +17,9 @@ const schema = z.object({
 export function registerDemo(program: Command): void {
   program
     .command('demo')
-    .description('run the whole system on the embedded default model: a local cloud process + this device, text streamed')
+    .description(
+      'run the whole system on the embedded default model: a local cloud process + this device, text streamed',
+    )
     .argument('[prompt]', 'prompt text', 'And God said')
     .option('--split <dir>', 'split directory with adapter', DEFAULT_SPLIT)
     .option('--max-new-tokens <n>', 'tokens to generate', '64')
@@ -37,14 +39,31 @@ export function registerDemo(program: Command): void {
         echoed = true;
         process.stdout.write(text);
       };
-      const result = await runDemo({
-        splitDir: options.split, prompt, maxNewTokens: options.maxNewTokens, temperature: options.temperature, topP: 1,
-        seed: options.seed, draftThreshold: 'auto', maxDraft: 6, speculative: true, parallelDrafting: true, parallelBranches: 1, chunk: 'auto',
-        wire: 'fp16', link: link.name === 'none' ? undefined : link, fallbackLocal: false,
-        onText: options.json ? undefined : write,
-      }, reporter);
+      const result = await runDemo(
+        {
+          splitDir: options.split,
+          prompt,
+          maxNewTokens: options.maxNewTokens,
+          temperature: options.temperature,
+          topP: 1,
+          seed: options.seed,
+          draftThreshold: 'auto',
+          maxDraft: 6,
+          speculative: true,
+          parallelDrafting: true,
+          parallelBranches: 1,
+          chunk: 'auto',
+          wire: 'fp16',
+          link: link.name === 'none' ? undefined : link,
+          fallbackLocal: false,
+          onText: options.json ? undefined : write,
+        },
+        reporter,
+      );
       if (options.json) {
-        process.stdout.write(`${JSON.stringify({ ids: result.ids, text: result.text, metrics: result.metrics, link: describeLink(link) })}\n`);
+        process.stdout.write(
+          `${JSON.stringify({ ids: result.ids, text: result.text, metrics: result.metrics, link: describeLink(link) })}\n`,
+        );
       } else {
         process.stdout.write('\n');
         process.stderr.write(`${deviceMetricsTable(result.metrics)}\n`);

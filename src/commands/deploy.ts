@@ -21,7 +21,9 @@ export function registerDeploy(program: Command): void {
   const deploy = program.command('deploy').description('configurations for running serve-cloud replicas');
   deploy
     .command('haproxy')
-    .description('HAProxy in front of serve-cloud replicas: least connections, /ready health checks, WebSocket tunnels, optional TLS')
+    .description(
+      'HAProxy in front of serve-cloud replicas: least connections, /ready health checks, WebSocket tunnels, optional TLS',
+    )
     .requiredOption('--backend <host:port>', 'a serve-cloud replica (repeat for each)', collect)
     .option('--listen <addr:port>', 'where devices connect', '0.0.0.0:8765')
     .option('--cert <pem>', 'certificate + key PEM: terminate TLS here so devices use wss://')
@@ -32,10 +34,17 @@ export function registerDeploy(program: Command): void {
     .action((raw: Record<string, unknown>) => {
       const options = parseOptions(schema, raw);
       if (options.cert && !existsSync(options.cert)) {
-        throw new HatError('FILE_NOT_FOUND', `--cert ${options.cert} does not exist`, 'give a PEM file holding the certificate and its key');
+        throw new HatError(
+          'FILE_NOT_FOUND',
+          `--cert ${options.cert} does not exist`,
+          'give a PEM file holding the certificate and its key',
+        );
       }
       const config = haproxyConfig({
-        backends: options.backend, listen: options.listen, cert: options.cert, maxconn: options.maxconn,
+        backends: options.backend,
+        listen: options.listen,
+        cert: options.cert,
+        maxconn: options.maxconn,
         tunnelTimeout: options.tunnelTimeout,
       });
       if (!options.out) {
@@ -43,7 +52,11 @@ export function registerDeploy(program: Command): void {
         return;
       }
       if (existsSync(options.out) && !options.force) {
-        throw new HatError('OUTPUT_EXISTS', `${options.out} exists`, 'choose another --out, or pass --force to replace it');
+        throw new HatError(
+          'OUTPUT_EXISTS',
+          `${options.out} exists`,
+          'choose another --out, or pass --force to replace it',
+        );
       }
       // Written beside, then renamed: a half-written configuration never replaces a working one.
       writeFileSync(`${options.out}.tmp`, config);

@@ -14,14 +14,19 @@ export function registerImportLlama2c(program: Command): void {
     .command('import-llama2c')
     .description('convert a llama2.c checkpoint and its tokenizer.bin into model.onnx + tokenizer.json')
     .argument('<checkpoint>', 'llama2.c legacy checkpoint (.bin)')
-    .argument('<tokenizer>', "llama2.c tokenizer.bin exported with it")
-    .requiredOption('--out <dir>', 'folder to write model.onnx, tokenizer.json, tokenizer_config.json and config.json into')
+    .argument('<tokenizer>', 'llama2.c tokenizer.bin exported with it')
+    .requiredOption(
+      '--out <dir>',
+      'folder to write model.onnx, tokenizer.json, tokenizer_config.json and config.json into',
+    )
     .option('--dtype <type>', 'fp32 or fp16', 'fp32')
     .option('--force', 'overwrite a model already in --out')
     .action(async (checkpoint: string, tokenizer: string, raw: Record<string, unknown>) => {
       const options = parseOptions(schema, raw);
       const { dir } = await importLlama2c(checkpoint, tokenizer, options.out, {
-        dtype: options.dtype === 'fp16' ? 'float16' : 'float32', force: options.force, reporter: terminalReporter(),
+        dtype: options.dtype === 'fp16' ? 'float16' : 'float32',
+        force: options.force,
+        reporter: terminalReporter(),
       });
       process.stdout.write(`${dir}\n`);
     });

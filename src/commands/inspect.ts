@@ -22,15 +22,23 @@ function formatReport(r: InspectReport): string {
     `attention     heads ${a.heads ?? '?'} (${a.headsFrom}), KV heads ${a.kvHeads ?? '?'}, head size ${a.headDim ?? '?'}`,
     `KV cache      ${r.kv[0].pastKey} … ${r.kv[r.kv.length - 1].pastValue} → ${r.kv[0].presentKey} … ${r.kv[r.kv.length - 1].presentValue}, layout ${a.kvLayout}`,
     `opsets        ${r.opsets.map((o) => `${o.domain} ${o.version}`).join(', ')}`,
-    `contrib ops   ${Object.entries(r.contribOps).map(([op, n]) => `${op}×${n}`).join(', ') || 'none'}`,
-    `parameters    ${millions(r.parameters.total)} total: embedding ${millions(r.parameters.embedding)}, `
-      + `${uniform ? `${millions(perLayer[0])} per layer` : `per layer ${perLayer.map(millions).join(' / ')}`}, head ${millions(r.parameters.head)}, `
-      + `shared ${millions(r.parameters.shared)}, prelude ${millions(r.parameters.prelude)}`,
+    `contrib ops   ${
+      Object.entries(r.contribOps)
+        .map(([op, n]) => `${op}×${n}`)
+        .join(', ') || 'none'
+    }`,
+    `parameters    ${millions(r.parameters.total)} total: embedding ${millions(r.parameters.embedding)}, ` +
+      `${uniform ? `${millions(perLayer[0])} per layer` : `per layer ${perLayer.map(millions).join(' / ')}`}, head ${millions(r.parameters.head)}, ` +
+      `shared ${millions(r.parameters.shared)}, prelude ${millions(r.parameters.prelude)}`,
     `external data ${r.externalData.map((f) => `${f.file} (${millions(f.bytes)} bytes)`).join(', ') || 'none (weights inline)'}`,
     `batching      ${r.batching.mode} — ${r.batching.reason}`,
-    `multi-token   ${probe.name}: ${probe.status === 'passed' ? 'runs and matches token-by-token steps'
-      : probe.status === 'not probed' ? 'not probed (--no-probe)'
-        : `${probe.status.toUpperCase()} — ${'detail' in probe ? probe.detail : ''}`}`,
+    `multi-token   ${probe.name}: ${
+      probe.status === 'passed'
+        ? 'runs and matches token-by-token steps'
+        : probe.status === 'not probed'
+          ? 'not probed (--no-probe)'
+          : `${probe.status.toUpperCase()} — ${'detail' in probe ? probe.detail : ''}`
+    }`,
     '',
   ].join('\n');
 }
@@ -38,7 +46,9 @@ function formatReport(r: InspectReport): string {
 export function registerInspect(program: Command): void {
   program
     .command('inspect')
-    .description('show how hat sees a decoder: layers, hidden size, KV cache, opsets, parameters, multi-token-step support')
+    .description(
+      'show how hat sees a decoder: layers, hidden size, KV cache, opsets, parameters, multi-token-step support',
+    )
     .argument('<model>', 'decoder .onnx file')
     .option('--json', 'print the report as JSON')
     .option('--no-probe', 'skip the onnxruntime multi-token-step probe')

@@ -8,11 +8,29 @@ export function table(head: string[]): Table.Table {
 }
 
 export function deviceMetricsTable(m: DeviceMetrics): string {
-  const t = table(['TTFT ms', 'TBT ms mean', 'TBT ms p90', 'rounds', 'tokens/round', 'parallel-draft hits', 'KB up', 'KB down', 'chunks', 'η']);
+  const t = table([
+    'TTFT ms',
+    'TBT ms mean',
+    'TBT ms p90',
+    'rounds',
+    'tokens/round',
+    'parallel-draft hits',
+    'KB up',
+    'KB down',
+    'chunks',
+    'η',
+  ]);
   t.push([
-    m.ttftMs.toFixed(1), m.tbtMs.mean.toFixed(2), m.tbtMs.p90.toFixed(2), m.rounds, m.tokensPerRound,
-    `${m.parallelDrafting.hits}/${m.parallelDrafting.branches}`, (m.bytesUp / 1024).toFixed(1), (m.bytesDown / 1024).toFixed(1),
-    m.chunkSizes.join('+'), `${m.draft.mode} ${m.draft.threshold}`,
+    m.ttftMs.toFixed(1),
+    m.tbtMs.mean.toFixed(2),
+    m.tbtMs.p90.toFixed(2),
+    m.rounds,
+    m.tokensPerRound,
+    `${m.parallelDrafting.hits}/${m.parallelDrafting.branches}`,
+    (m.bytesUp / 1024).toFixed(1),
+    (m.bytesDown / 1024).toFixed(1),
+    m.chunkSizes.join('+'),
+    `${m.draft.mode} ${m.draft.threshold}`,
   ]);
   return t.toString();
 }

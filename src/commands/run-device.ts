@@ -1,6 +1,15 @@
 import type { Command } from 'commander';
 import { deviceMetricsTable } from './metrics-table.ts';
-import { intOption, numberOption, parseOptions, PROMPT_HELP, promptInput, promptOptions, readToken, z } from './common.ts';
+import {
+  intOption,
+  numberOption,
+  parseOptions,
+  PROMPT_HELP,
+  promptInput,
+  promptOptions,
+  readToken,
+  z,
+} from './common.ts';
 import { runDevice } from '../runtime/device/run-device.ts';
 import { describeLink, parseLinkSpec } from '../runtime/link.ts';
 import { terminalReporter } from '../reporter.ts';
@@ -51,21 +60,36 @@ export function registerRunDevice(program: Command): void {
     .option('--max-draft <n>', 'most drafts per verification round', '6')
     .option('--no-draft', 'no speculative decoding: one cloud round trip per token (U-shape)')
     .option('--no-parallel-drafting', 'do not draft ahead while a verification is in flight')
-    .option('--parallel-branches <k>', 'candidates for the next token to draft ahead from (HAT\'s top-k; 1 measured as fast as 2 with less device work)', '1')
+    .option(
+      '--parallel-branches <k>',
+      "candidates for the next token to draft ahead from (HAT's top-k; 1 measured as fast as 2 with less device work)",
+      '1',
+    )
     .option('--chunk <auto|off|n>', 'prompt chunk size', 'auto')
     .option('--wire <dtype>', 'hidden-state dtype on the wire: fp32, fp16, int8', 'fp16')
     .option('--link <profile|spec>', 'EMULATED link: wifi, 4g, lan, none, or up=5MB,down=10MB,rtt=6,jitter=1')
-    .option('--token-file <path>', 'file holding the server\'s shared secret (or set HAT_TOKEN)')
+    .option('--token-file <path>', "file holding the server's shared secret (or set HAT_TOKEN)")
     .option('--token <secret>', 'the secret itself (visible in ps: prefer HAT_TOKEN or --token-file)')
-    .option('--reconnect <n>', 'when the cloud connection drops: new sessions to try (any replica), each replaying what was committed; 0: off', '3')
-    .option('--fallback <mode>', 'if every reconnect fails: none (stop, keep the text) or local (continue with the small model)', 'none')
+    .option(
+      '--reconnect <n>',
+      'when the cloud connection drops: new sessions to try (any replica), each replaying what was committed; 0: off',
+      '3',
+    )
+    .option(
+      '--fallback <mode>',
+      'if every reconnect fails: none (stop, keep the text) or local (continue with the small model)',
+      'none',
+    )
     .option('--threads <n>', 'onnxruntime intra-op threads')
     .option('--json', 'print one JSON object instead of streaming text')
     .option('--serve <[host:]port>', 'keep the parts loaded and serve an OpenAI-compatible API (host: 127.0.0.1)')
     .option('--max-queue <n>', 'with --serve: requests that may wait while one generates (more get 429)', '16')
-    .option('--model-name <id>', 'with --serve: the model id clients use (default: the bundle folder\'s name)')
-    .option('--record <file>', 'save the session\'s frames as sent, the device\'s timing and the results (JSON) for '
-      + 'replay by `hat bench --fleet --recordings`')
+    .option('--model-name <id>', "with --serve: the model id clients use (default: the bundle folder's name)")
+    .option(
+      '--record <file>',
+      "save the session's frames as sent, the device's timing and the results (JSON) for " +
+        'replay by `hat bench --fleet --recordings`',
+    )
     .action(async (splitDir: string, raw: Record<string, unknown>) => {
       const options = parseOptions(schema, raw);
       const reporter = terminalReporter({ quiet: options.json });
@@ -75,14 +99,30 @@ export function registerRunDevice(program: Command): void {
         if (options.prompt !== undefined || options.promptIds !== undefined) {
           throw new HatError('BAD_OPTION', '--serve takes prompts over HTTP, not --prompt', 'drop --prompt');
         }
-        if (options.record) throw new HatError('BAD_OPTION', '--record records one --prompt session, not --serve', 'drop one');
-        const { device, server } = await serveDevice(splitDir, {
-          cloud: options.cloud, token: readToken(options), wire: options.wire, link, threads: options.threads,
-          speculative: options.draft, draftThreshold: options.draftThreshold, maxDraft: options.maxDraft,
-          parallelDrafting: options.parallelDrafting, parallelBranches: options.parallelBranches, chunk: options.chunk,
-          reconnects: options.reconnect, fallbackLocal: options.fallback === 'local', maxQueue: options.maxQueue,
-          modelId: options.modelName,
-        }, parseServeAddress(options.serve), reporter);
+        if (options.record)
+          throw new HatError('BAD_OPTION', '--record records one --prompt session, not --serve', 'drop one');
+        const { device, server } = await serveDevice(
+          splitDir,
+          {
+            cloud: options.cloud,
+            token: readToken(options),
+            wire: options.wire,
+            link,
+            threads: options.threads,
+            speculative: options.draft,
+            draftThreshold: options.draftThreshold,
+            maxDraft: options.maxDraft,
+            parallelDrafting: options.parallelDrafting,
+            parallelBranches: options.parallelBranches,
+            chunk: options.chunk,
+            reconnects: options.reconnect,
+            fallbackLocal: options.fallback === 'local',
+            maxQueue: options.maxQueue,
+            modelId: options.modelName,
+          },
+          parseServeAddress(options.serve),
+          reporter,
+        );
         // The one line tools and tests wait for: where to point an OpenAI client.
         process.stdout.write(`hat device serving the OpenAI API on ${server.url} (model ${device.modelId})\n`);
         await new Promise<void>((resolve) => {
@@ -94,17 +134,33 @@ export function registerRunDevice(program: Command): void {
         return;
       }
       const result = await runDevice({
-        splitDir, cloud: options.cloud, prompt: promptInput(options), maxNewTokens: options.maxNewTokens,
-        temperature: options.temperature, topP: options.topP, seed: options.seed,
-        draftThreshold: options.draftThreshold, maxDraft: options.maxDraft, speculative: options.draft,
-        parallelDrafting: options.parallelDrafting, parallelBranches: options.parallelBranches, chunk: options.chunk, wire: options.wire, link,
-        token: readToken(options), fallbackLocal: options.fallback === 'local', threads: options.threads,
-        reconnects: options.reconnect, onResume: (event) => reporter.info(describeResume(event)),
+        splitDir,
+        cloud: options.cloud,
+        prompt: promptInput(options),
+        maxNewTokens: options.maxNewTokens,
+        temperature: options.temperature,
+        topP: options.topP,
+        seed: options.seed,
+        draftThreshold: options.draftThreshold,
+        maxDraft: options.maxDraft,
+        speculative: options.draft,
+        parallelDrafting: options.parallelDrafting,
+        parallelBranches: options.parallelBranches,
+        chunk: options.chunk,
+        wire: options.wire,
+        link,
+        token: readToken(options),
+        fallbackLocal: options.fallback === 'local',
+        threads: options.threads,
+        reconnects: options.reconnect,
+        onResume: (event) => reporter.info(describeResume(event)),
         record: options.record,
         onText: options.json ? undefined : (text) => process.stdout.write(text),
       });
       if (options.json) {
-        process.stdout.write(`${JSON.stringify({ ids: result.ids, promptIds: result.promptIds, text: result.text, metrics: result.metrics, link: link ? describeLink(link) : 'none', error: result.error?.message })}\n`);
+        process.stdout.write(
+          `${JSON.stringify({ ids: result.ids, promptIds: result.promptIds, text: result.text, metrics: result.metrics, link: link ? describeLink(link) : 'none', error: result.error?.message })}\n`,
+        );
       } else {
         process.stdout.write(result.text === undefined ? `${result.ids.join(',')}\n` : '\n');
         process.stderr.write(`${deviceMetricsTable(result.metrics)}\n`);

@@ -34,35 +34,71 @@ export function registerServeCloud(program: Command): void {
     .option('--port <n>', 'TCP port (0 picks a free one)', '8765')
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--token-file <path>', 'file holding the shared secret devices must present (or set HAT_TOKEN)')
-    .option('--token <secret>', 'the shared secret itself (visible to other users in ps: prefer HAT_TOKEN or --token-file)')
+    .option(
+      '--token <secret>',
+      'the shared secret itself (visible to other users in ps: prefer HAT_TOKEN or --token-file)',
+    )
     .option('--workers <n>', 'worker threads, each with its own middle-part session', '1')
     .option('--threads <n>', 'onnxruntime intra-op threads per worker (default: available cores / workers)')
     .option('--max-sessions <n>', 'concurrent device sessions', '64')
     .option('--idle-timeout <seconds>', 'close sessions idle this long', '300')
     .option('--max-tokens-per-frame <n>', 'largest chunk or verification a frame may carry', '4096')
-    .option('--max-context <n>', 'largest KV length a session may reach (default: the model\'s trained context from config.json)')
-    .option('--kv-memory <MB>', 'KV-cache memory all sessions may hold at full context; sessions are admitted against it (default: half the free memory)')
-    .option('--drain-timeout <seconds>', 'on SIGTERM/SIGINT: how long in-flight rounds may finish before the process exits', '30')
-    .option('--max-connections <n>', 'open TCP connections beyond this are refused at once (default: --max-sessions + 64)')
+    .option(
+      '--max-context <n>',
+      "largest KV length a session may reach (default: the model's trained context from config.json)",
+    )
+    .option(
+      '--kv-memory <MB>',
+      'KV-cache memory all sessions may hold at full context; sessions are admitted against it (default: half the free memory)',
+    )
+    .option(
+      '--drain-timeout <seconds>',
+      'on SIGTERM/SIGINT: how long in-flight rounds may finish before the process exits',
+      '30',
+    )
+    .option(
+      '--max-connections <n>',
+      'open TCP connections beyond this are refused at once (default: --max-sessions + 64)',
+    )
     .option('--handshake-timeout <seconds>', 'a connection must upgrade and send its hello within this', '5')
     .option('--max-inflight <n>', 'requests one session may have queued or running before its socket is paused', '4')
-    .option('--max-batch <n>', 'device sessions per middle run when the split can batch (1: off)', String(DEFAULT_MAX_BATCH))
-    .option('--max-batch-tokens <n>',
-      `padded rows per middle run: sessions × longest request (default ${DEFAULT_TOKENS_PER_THREAD} × threads per worker)`)
-    .option('--link <profile|spec>', 'EMULATED link applied to every session here (use it on one side only): wifi, 4g, lan, or up=5MB,down=10MB,rtt=6,jitter=1')
+    .option(
+      '--max-batch <n>',
+      'device sessions per middle run when the split can batch (1: off)',
+      String(DEFAULT_MAX_BATCH),
+    )
+    .option(
+      '--max-batch-tokens <n>',
+      `padded rows per middle run: sessions × longest request (default ${DEFAULT_TOKENS_PER_THREAD} × threads per worker)`,
+    )
+    .option(
+      '--link <profile|spec>',
+      'EMULATED link applied to every session here (use it on one side only): wifi, 4g, lan, or up=5MB,down=10MB,rtt=6,jitter=1',
+    )
     .action(async (splitDir: string, raw: Record<string, unknown>) => {
       const options = parseOptions(schema, raw);
       const logger = jsonLineLogger();
       const link = options.link ? parseLinkSpec(options.link) : undefined;
       if (link) logger.log('link-emulation', { link: describeLink(link) });
       const { server, host, port } = await startCloud({
-        splitDir, host: options.host, port: options.port, token: readToken(options), workers: options.workers,
-        threadsPerWorker: options.threads, maxSessions: options.maxSessions, idleTimeoutMs: options.idleTimeout * 1000,
-        maxTokensPerFrame: options.maxTokensPerFrame, maxContext: options.maxContext,
+        splitDir,
+        host: options.host,
+        port: options.port,
+        token: readToken(options),
+        workers: options.workers,
+        threadsPerWorker: options.threads,
+        maxSessions: options.maxSessions,
+        idleTimeoutMs: options.idleTimeout * 1000,
+        maxTokensPerFrame: options.maxTokensPerFrame,
+        maxContext: options.maxContext,
         kvMemoryBytes: options.kvMemory === undefined ? undefined : options.kvMemory * 2 ** 20,
-        maxConnections: options.maxConnections, handshakeTimeoutMs: options.handshakeTimeout * 1000,
+        maxConnections: options.maxConnections,
+        handshakeTimeoutMs: options.handshakeTimeout * 1000,
         maxInflightPerSession: options.maxInflight,
-        maxBatch: options.maxBatch, maxBatchTokens: options.maxBatchTokens, logger, link,
+        maxBatch: options.maxBatch,
+        maxBatchTokens: options.maxBatchTokens,
+        logger,
+        link,
       });
       // The one line tools and tests wait for: where to connect.
       process.stdout.write(`serve-cloud listening on ws://${host}:${port}\n`);

@@ -43,9 +43,14 @@ export function registerSynth(program: Command): void {
     .action(async (raw: Record<string, unknown>) => {
       const { config: preset, out, dtype, seed, force, ...overrides } = parseOptions(schema, raw);
       const result = await synthModel(configFrom(preset, overrides), out, {
-        dtype: dtype === 'fp16' ? 'float16' : 'float32', seed, force, reporter: terminalReporter(),
+        dtype: dtype === 'fp16' ? 'float16' : 'float32',
+        seed,
+        force,
+        reporter: terminalReporter(),
       });
       const mibPerSecond = result.weightBytes / 2 ** 20 / result.seconds;
-      process.stdout.write(`${result.modelPath}: ${(result.parameters / 1e6).toFixed(1)} M parameters, ${formatBytes(result.weightBytes)} in ${result.seconds.toFixed(1)} s (${mibPerSecond.toFixed(0)} MiB/s)\n`);
+      process.stdout.write(
+        `${result.modelPath}: ${(result.parameters / 1e6).toFixed(1)} M parameters, ${formatBytes(result.weightBytes)} in ${result.seconds.toFixed(1)} s (${mibPerSecond.toFixed(0)} MiB/s)\n`,
+      );
     });
 }

@@ -30,14 +30,17 @@ function checkHostPort(value: string, option: string): string {
 }
 
 export function haproxyConfig(options: HaproxyOptions): string {
-  if (options.backends.length === 0) throw new HatError('BAD_OPTION', 'no --backend given', 'name each serve-cloud replica with --backend HOST:PORT');
+  if (options.backends.length === 0)
+    throw new HatError('BAD_OPTION', 'no --backend given', 'name each serve-cloud replica with --backend HOST:PORT');
   const template = new Template(readFileSync(new URL('./haproxy.cfg.jinja', import.meta.url), 'utf8'));
-  return `${template.render({
-    backends: options.backends.map((b) => checkHostPort(b, '--backend')),
-    listen: checkHostPort(options.listen, '--listen'),
-    cert: options.cert,
-    maxconn: options.maxconn ?? 4096,
-    tunnelTimeout: options.tunnelTimeout ?? '1h',
-    checkInterval: options.checkInterval ?? '1s',
-  }).trim()}\n`;
+  return `${template
+    .render({
+      backends: options.backends.map((b) => checkHostPort(b, '--backend')),
+      listen: checkHostPort(options.listen, '--listen'),
+      cert: options.cert,
+      maxconn: options.maxconn ?? 4096,
+      tunnelTimeout: options.tunnelTimeout ?? '1h',
+      checkInterval: options.checkInterval ?? '1s',
+    })
+    .trim()}\n`;
 }

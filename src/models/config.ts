@@ -24,8 +24,11 @@ export interface LlamaConfig {
   eosTokenId?: number;
 }
 
-export type ConfigInput = Omit<LlamaConfig, 'headDim' | 'ropeTheta' | 'rmsNormEps' | 'tiedEmbeddings' | 'attentionBias' | 'maxPositions'>
-  & Partial<LlamaConfig>;
+export type ConfigInput = Omit<
+  LlamaConfig,
+  'headDim' | 'ropeTheta' | 'rmsNormEps' | 'tiedEmbeddings' | 'attentionBias' | 'maxPositions'
+> &
+  Partial<LlamaConfig>;
 
 export function llamaConfig(input: ConfigInput): LlamaConfig {
   const config: LlamaConfig = {
@@ -45,33 +48,64 @@ export function llamaConfig(input: ConfigInput): LlamaConfig {
 function validateConfig(c: LlamaConfig): void {
   const positive = ['vocabSize', 'hiddenSize', 'intermediateSize', 'layers', 'heads', 'kvHeads', 'headDim'] as const;
   for (const key of positive) {
-    if (!Number.isInteger(c[key]) || c[key] <= 0) throw new HatError('BAD_OPTION', `model config: ${key} must be a positive integer, got ${c[key]}`);
+    if (!Number.isInteger(c[key]) || c[key] <= 0)
+      throw new HatError('BAD_OPTION', `model config: ${key} must be a positive integer, got ${c[key]}`);
   }
-  if (c.heads % c.kvHeads !== 0) throw new HatError('BAD_OPTION', `model config: ${c.heads} heads are not a multiple of ${c.kvHeads} KV heads`);
-  if (c.headDim % 2 !== 0) throw new HatError('BAD_OPTION', `model config: head size ${c.headDim} must be even for rotary embeddings`);
+  if (c.heads % c.kvHeads !== 0)
+    throw new HatError('BAD_OPTION', `model config: ${c.heads} heads are not a multiple of ${c.kvHeads} KV heads`);
+  if (c.headDim % 2 !== 0)
+    throw new HatError('BAD_OPTION', `model config: head size ${c.headDim} must be even for rotary embeddings`);
 }
 
 /** Public architectures at their real sizes (random weights): what benchmarks need. */
 export const PRESETS: Record<string, LlamaConfig> = {
   'qwen2.5-0.5b': llamaConfig({
-    vocabSize: 151936, hiddenSize: 896, intermediateSize: 4864, layers: 24, heads: 14, kvHeads: 2,
-    ropeTheta: 1000000, rmsNormEps: 1e-6, tiedEmbeddings: true, attentionBias: true, maxPositions: 32768,
-    bosTokenId: 151643, eosTokenId: 151645,
+    vocabSize: 151936,
+    hiddenSize: 896,
+    intermediateSize: 4864,
+    layers: 24,
+    heads: 14,
+    kvHeads: 2,
+    ropeTheta: 1000000,
+    rmsNormEps: 1e-6,
+    tiedEmbeddings: true,
+    attentionBias: true,
+    maxPositions: 32768,
+    bosTokenId: 151643,
+    eosTokenId: 151645,
   }),
   'tinyllama-1.1b': llamaConfig({
-    vocabSize: 32000, hiddenSize: 2048, intermediateSize: 5632, layers: 22, heads: 32, kvHeads: 4,
-    bosTokenId: 1, eosTokenId: 2,
+    vocabSize: 32000,
+    hiddenSize: 2048,
+    intermediateSize: 5632,
+    layers: 22,
+    heads: 32,
+    kvHeads: 4,
+    bosTokenId: 1,
+    eosTokenId: 2,
   }),
   'llama-7b': llamaConfig({
-    vocabSize: 32000, hiddenSize: 4096, intermediateSize: 11008, layers: 32, heads: 32, kvHeads: 32,
-    rmsNormEps: 1e-6, maxPositions: 4096, bosTokenId: 1, eosTokenId: 2,
+    vocabSize: 32000,
+    hiddenSize: 4096,
+    intermediateSize: 11008,
+    layers: 32,
+    heads: 32,
+    kvHeads: 32,
+    rmsNormEps: 1e-6,
+    maxPositions: 4096,
+    bosTokenId: 1,
+    eosTokenId: 2,
   }),
 };
 
 export function presetConfig(name: string): LlamaConfig {
   const config = PRESETS[name];
   if (!config) {
-    throw new HatError('BAD_OPTION', `unknown --config '${name}'`, `use one of ${Object.keys(PRESETS).join(', ')}, or give explicit dimensions`);
+    throw new HatError(
+      'BAD_OPTION',
+      `unknown --config '${name}'`,
+      `use one of ${Object.keys(PRESETS).join(', ')}, or give explicit dimensions`,
+    );
   }
   return config;
 }
@@ -89,7 +123,9 @@ export interface WeightSpec {
 export function weightSpecs(c: LlamaConfig): WeightSpec[] {
   const q = c.heads * c.headDim;
   const kv = c.kvHeads * c.headDim;
-  const specs: WeightSpec[] = [{ name: 'model.embed_tokens.weight', dims: [c.vocabSize, c.hiddenSize], kind: 'embedding' }];
+  const specs: WeightSpec[] = [
+    { name: 'model.embed_tokens.weight', dims: [c.vocabSize, c.hiddenSize], kind: 'embedding' },
+  ];
   for (let l = 0; l < c.layers; l++) {
     const p = `model.layers.${l}`;
     specs.push(
@@ -144,7 +180,13 @@ export function toHfConfig(c: LlamaConfig): Record<string, unknown> {
   };
 }
 
-const DIM_FLAGS: Record<string, string> = { vocabSize: '--vocab-size', hiddenSize: '--hidden-size', intermediateSize: '--intermediate-size', layers: '--layers', heads: '--heads' };
+const DIM_FLAGS: Record<string, string> = {
+  vocabSize: '--vocab-size',
+  hiddenSize: '--hidden-size',
+  intermediateSize: '--intermediate-size',
+  layers: '--layers',
+  heads: '--heads',
+};
 
 /**
  * A preset with some dimensions overridden (e.g. llama-7b with 2 layers), or explicit dimensions alone.
@@ -154,12 +196,18 @@ export function configFrom(preset: string | undefined, overrides: Partial<LlamaC
   if (preset) {
     const base = presetConfig(preset);
     const reshaped = overrides.hiddenSize !== undefined || overrides.heads !== undefined;
-    const headDim = overrides.headDim ?? (reshaped ? (overrides.hiddenSize ?? base.hiddenSize) / (overrides.heads ?? base.heads) : base.headDim);
+    const headDim =
+      overrides.headDim ??
+      (reshaped ? (overrides.hiddenSize ?? base.hiddenSize) / (overrides.heads ?? base.heads) : base.headDim);
     return llamaConfig({ ...base, ...overrides, headDim });
   }
   const missing = Object.keys(DIM_FLAGS).filter((key) => overrides[key as keyof LlamaConfig] === undefined);
   if (missing.length) {
-    throw new HatError('BAD_OPTION', `without --config, give ${missing.map((key) => DIM_FLAGS[key]).join(', ')}`, `or pick a preset: --config ${Object.keys(PRESETS).join('|')}`);
+    throw new HatError(
+      'BAD_OPTION',
+      `without --config, give ${missing.map((key) => DIM_FLAGS[key]).join(', ')}`,
+      `or pick a preset: --config ${Object.keys(PRESETS).join('|')}`,
+    );
   }
   return llamaConfig({ kvHeads: overrides.heads, ...overrides } as ConfigInput);
 }

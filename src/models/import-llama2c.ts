@@ -6,7 +6,14 @@ import { toHfConfig, type LlamaConfig } from './config.ts';
 import { readLlama2cCheckpoint } from './llama2c.ts';
 import { llama2cTokenizerConfig, llama2cTokenizerJson, readLlama2cTokenizer } from './llama2c-tokenizer.ts';
 import { writeLlamaOnnx } from './llama-onnx.ts';
-import { CONFIG_FILE, MODEL_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, prepareModelDir, writeJson } from './model-dir.ts';
+import {
+  CONFIG_FILE,
+  MODEL_FILE,
+  TOKENIZER_CONFIG_FILE,
+  TOKENIZER_FILE,
+  prepareModelDir,
+  writeJson,
+} from './model-dir.ts';
 import { mapSource } from './weights.ts';
 
 export interface ImportOptions {
@@ -20,13 +27,20 @@ export interface ImportResult {
   config: LlamaConfig;
 }
 
-export async function importLlama2c(checkpointPath: string, tokenizerPath: string, outDir: string, options: ImportOptions = {}): Promise<ImportResult> {
+export async function importLlama2c(
+  checkpointPath: string,
+  tokenizerPath: string,
+  outDir: string,
+  options: ImportOptions = {},
+): Promise<ImportResult> {
   const reporter = options.reporter ?? silentReporter;
   // Read and validate both inputs before anything is written.
   const { config, weights } = readLlama2cCheckpoint(checkpointPath);
   const vocabulary = readLlama2cTokenizer(tokenizerPath, config.vocabSize);
   const dir = prepareModelDir(outDir, options.force);
-  reporter.info(`llama2.c checkpoint: dim ${config.hiddenSize}, ${config.layers} layers, ${config.heads}/${config.kvHeads} heads, vocab ${config.vocabSize}, ${config.tiedEmbeddings ? 'shared' : 'separate'} classifier`);
+  reporter.info(
+    `llama2.c checkpoint: dim ${config.hiddenSize}, ${config.layers} layers, ${config.heads}/${config.kvHeads} heads, vocab ${config.vocabSize}, ${config.tiedEmbeddings ? 'shared' : 'separate'} classifier`,
+  );
   writeJson(join(dir, TOKENIZER_FILE), llama2cTokenizerJson(vocabulary));
   writeJson(join(dir, TOKENIZER_CONFIG_FILE), llama2cTokenizerConfig());
   writeJson(join(dir, CONFIG_FILE), toHfConfig(config));

@@ -16,7 +16,13 @@
 import { basename, dirname, join } from 'node:path';
 import { renameSync, rmSync } from 'node:fs';
 import { ExternalDataWriter, saveModel } from '../onnx/model-io.ts';
-import { GraphBuilder, externalWeights, inlineWeights, onnxElementType, type FloatType } from '../onnx/graph-builder.ts';
+import {
+  GraphBuilder,
+  externalWeights,
+  inlineWeights,
+  onnxElementType,
+  type FloatType,
+} from '../onnx/graph-builder.ts';
 import { silentReporter, type Reporter } from '../reporter.ts';
 import { weightSpecs, type LlamaConfig, type WeightSpec } from './config.ts';
 import type { WeightSource } from './weights.ts';
@@ -41,7 +47,8 @@ export interface BuiltModel {
   weightBytes: number;
 }
 
-export const formatBytes = (bytes: number) => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`);
+export const formatBytes = (bytes: number) =>
+  bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
 export function weightBytes(config: LlamaConfig, dtype: FloatType): number {
   const perElement = dtype === 'float16' ? 2 : 4;
@@ -49,12 +56,18 @@ export function weightBytes(config: LlamaConfig, dtype: FloatType): number {
 }
 
 /** Writes `modelPath` (and its external-data file), streaming weights from `source` one tensor chunk at a time. */
-export async function writeLlamaOnnx(config: LlamaConfig, source: WeightSource, modelPath: string, options: BuildLlamaOptions = {}): Promise<BuiltModel> {
+export async function writeLlamaOnnx(
+  config: LlamaConfig,
+  source: WeightSource,
+  modelPath: string,
+  options: BuildLlamaOptions = {},
+): Promise<BuiltModel> {
   const dtype = options.dtype ?? 'float32';
   const total = weightBytes(config, dtype);
-  const external = options.externalData === 'auto' || options.externalData === undefined
-    ? total > EXTERNAL_DATA_AUTO_BYTES
-    : options.externalData;
+  const external =
+    options.externalData === 'auto' || options.externalData === undefined
+      ? total > EXTERNAL_DATA_AUTO_BYTES
+      : options.externalData;
   const dataName = `${basename(modelPath)}_data`;
   const dataPath = join(dirname(modelPath), dataName);
   // Written under a temporary name, so an interrupted run never leaves a data file that looks complete.
@@ -73,7 +86,12 @@ export async function writeLlamaOnnx(config: LlamaConfig, source: WeightSource, 
     buildLlamaGraph(builder, config, tracked, dtype);
     writer?.close();
     if (writer) renameSync(writer.path, dataPath);
-    await saveModel(builder.build(`Llama-family decoder written by hat (${config.layers} layers, hidden ${config.hiddenSize}, ${dtype})`), modelPath);
+    await saveModel(
+      builder.build(
+        `Llama-family decoder written by hat (${config.layers} layers, hidden ${config.hiddenSize}, ${dtype})`,
+      ),
+      modelPath,
+    );
     progress.succeed(`wrote ${modelPath}${external ? ` + ${dataName}` : ''} (${formatBytes(total)} of weights)`);
     return { modelPath, dataPath: external ? dataPath : undefined, weightBytes: total };
   } catch (error) {
@@ -92,8 +110,10 @@ export function buildLlamaGraph(b: GraphBuilder, c: LlamaConfig, source: WeightS
     return b.streamedInitializer(name, spec.dims, dtype, source(spec));
   };
   const elem = dtype;
-  const toCompute = (x: string, name: string) => (dtype === 'float32' ? x : b.op('Cast', [x], { name, attributes: { to: FLOAT } }));
-  const fromCompute = (x: string, name: string) => (dtype === 'float32' ? x : b.op('Cast', [x], { name, attributes: { to: onnxElementType(dtype) } }));
+  const toCompute = (x: string, name: string) =>
+    dtype === 'float32' ? x : b.op('Cast', [x], { name, attributes: { to: FLOAT } });
+  const fromCompute = (x: string, name: string) =>
+    dtype === 'float32' ? x : b.op('Cast', [x], { name, attributes: { to: onnxElementType(dtype) } });
 
   const ids = b.input('input_ids', 'int64', ['batch_size', 'sequence_length']);
   const mask = b.input('attention_mask', 'int64', ['batch_size', 'total_sequence_length']);
@@ -111,8 +131,15 @@ export function buildLlamaGraph(b: GraphBuilder, c: LlamaConfig, source: WeightS
   const rmsNorm = (input: string, gamma: string, name: string) => {
     const xf = toCompute(input, `${name}/Cast`);
     const squared = b.op('Mul', [xf, xf], { name: `${name}/Square` });
-    const meanSquare = b.op('ReduceMean', [squared], { name: `${name}/ReduceMean`, attributes: { axes: [-1], keepdims: 1 } });
-    const rms = b.op('Sqrt', [b.op('Add', [meanSquare, b.scalar(c.rmsNormEps, 'float32')], { name: `${name}/AddEps` })], { name: `${name}/Sqrt` });
+    const meanSquare = b.op('ReduceMean', [squared], {
+      name: `${name}/ReduceMean`,
+      attributes: { axes: [-1], keepdims: 1 },
+    });
+    const rms = b.op(
+      'Sqrt',
+      [b.op('Add', [meanSquare, b.scalar(c.rmsNormEps, 'float32')], { name: `${name}/AddEps` })],
+      { name: `${name}/Sqrt` },
+    );
     const normalized = fromCompute(b.op('Div', [xf, rms], { name: `${name}/Div` }), `${name}/CastBack`);
     return b.op('Mul', [normalized, weight(gamma)], { name: `${name}/Scale` });
   };
@@ -122,12 +149,26 @@ export function buildLlamaGraph(b: GraphBuilder, c: LlamaConfig, source: WeightS
   };
   const rotate = (t: string, name: string) => {
     // rotate_half: [x1, x2] → [−x2, x1] over the last axis, then t·cos + rotate_half(t)·sin.
-    const [x1, x2] = b.node('Split', [t, b.int64([c.headDim / 2, c.headDim / 2])], { name: `${name}/Split`, outputs: 2, attributes: { axis: -1 } });
-    const rotated = b.op('Concat', [b.op('Neg', [x2], { name: `${name}/Neg` }), x1], { name: `${name}/Concat`, attributes: { axis: -1 } });
-    return b.op('Add', [b.op('Mul', [t, cos], { name: `${name}/MulCos` }), b.op('Mul', [rotated, sin], { name: `${name}/MulSin` })], { name: `${name}/Add` });
+    const [x1, x2] = b.node('Split', [t, b.int64([c.headDim / 2, c.headDim / 2])], {
+      name: `${name}/Split`,
+      outputs: 2,
+      attributes: { axis: -1 },
+    });
+    const rotated = b.op('Concat', [b.op('Neg', [x2], { name: `${name}/Neg` }), x1], {
+      name: `${name}/Concat`,
+      attributes: { axis: -1 },
+    });
+    return b.op(
+      'Add',
+      [b.op('Mul', [t, cos], { name: `${name}/MulCos` }), b.op('Mul', [rotated, sin], { name: `${name}/MulSin` })],
+      { name: `${name}/Add` },
+    );
   };
   const toHeads = (t: string, heads: number, name: string) =>
-    b.op('Transpose', [b.op('Reshape', [t, b.int64([0, 0, heads, c.headDim])], { name: `${name}/Reshape` })], { name: `${name}/Transpose`, attributes: { perm: [0, 2, 1, 3] } });
+    b.op('Transpose', [b.op('Reshape', [t, b.int64([0, 0, heads, c.headDim])], { name: `${name}/Reshape` })], {
+      name: `${name}/Transpose`,
+      attributes: { perm: [0, 2, 1, 3] },
+    });
 
   const groups = c.heads / c.kvHeads;
   for (let l = 0; l < c.layers; l++) {
@@ -135,31 +176,83 @@ export function buildLlamaGraph(b: GraphBuilder, c: LlamaConfig, source: WeightS
     const w = `model.layers.${l}`;
     const h = rmsNorm(x, `${w}.input_layernorm.weight`, `${p}/input_layernorm`);
     const bias = (name: string) => (c.attentionBias ? `${w}.self_attn.${name}.bias` : undefined);
-    const q = toHeads(linear(h, `${w}.self_attn.q_proj.weight`, `${p}/self_attn/q_proj`, bias('q_proj')), c.heads, `${p}/self_attn/q`);
-    const k = toHeads(linear(h, `${w}.self_attn.k_proj.weight`, `${p}/self_attn/k_proj`, bias('k_proj')), c.kvHeads, `${p}/self_attn/k`);
-    const v = toHeads(linear(h, `${w}.self_attn.v_proj.weight`, `${p}/self_attn/v_proj`, bias('v_proj')), c.kvHeads, `${p}/self_attn/v`);
-    const presentKey = b.op('Concat', [past[l].key, rotate(k, `${p}/self_attn/rotary_k`)], { name: `${p}/self_attn/present_key`, attributes: { axis: 2 } });
-    const presentValue = b.op('Concat', [past[l].value, v], { name: `${p}/self_attn/present_value`, attributes: { axis: 2 } });
+    const q = toHeads(
+      linear(h, `${w}.self_attn.q_proj.weight`, `${p}/self_attn/q_proj`, bias('q_proj')),
+      c.heads,
+      `${p}/self_attn/q`,
+    );
+    const k = toHeads(
+      linear(h, `${w}.self_attn.k_proj.weight`, `${p}/self_attn/k_proj`, bias('k_proj')),
+      c.kvHeads,
+      `${p}/self_attn/k`,
+    );
+    const v = toHeads(
+      linear(h, `${w}.self_attn.v_proj.weight`, `${p}/self_attn/v_proj`, bias('v_proj')),
+      c.kvHeads,
+      `${p}/self_attn/v`,
+    );
+    const presentKey = b.op('Concat', [past[l].key, rotate(k, `${p}/self_attn/rotary_k`)], {
+      name: `${p}/self_attn/present_key`,
+      attributes: { axis: 2 },
+    });
+    const presentValue = b.op('Concat', [past[l].value, v], {
+      name: `${p}/self_attn/present_value`,
+      attributes: { axis: 2 },
+    });
     b.output(presentKey, elem, ['batch_size', c.kvHeads, 'total_sequence_length', c.headDim], `present.${l}.key`);
     b.output(presentValue, elem, ['batch_size', c.kvHeads, 'total_sequence_length', c.headDim], `present.${l}.value`);
 
     // Query head h uses KV head floor(h / groups): [B, heads, S, D] → [B, kvHeads, groups·S, D] lines them up.
-    const scaled = b.op('Mul', [rotate(q, `${p}/self_attn/rotary_q`), b.scalar(1 / Math.sqrt(c.headDim), dtype)], { name: `${p}/self_attn/scale` });
-    const grouped = b.op('Reshape', [scaled, b.int64([0, c.kvHeads, -1, c.headDim])], { name: `${p}/self_attn/group_q` });
+    const scaled = b.op('Mul', [rotate(q, `${p}/self_attn/rotary_q`), b.scalar(1 / Math.sqrt(c.headDim), dtype)], {
+      name: `${p}/self_attn/scale`,
+    });
+    const grouped = b.op('Reshape', [scaled, b.int64([0, c.kvHeads, -1, c.headDim])], {
+      name: `${p}/self_attn/group_q`,
+    });
     const keysT = b.op('Transpose', [presentKey], { name: `${p}/self_attn/key_t`, attributes: { perm: [0, 1, 3, 2] } });
     const groupedScores = b.op('MatMul', [grouped, keysT], { name: `${p}/self_attn/scores` });
-    const scores = toCompute(b.op('Reshape', [groupedScores, b.int64([0, c.heads, -1, 0])], { name: `${p}/self_attn/ungroup_scores` }), `${p}/self_attn/scores_fp32`);
-    const probs = b.op('Softmax', [b.op('Add', [scores, maskBias], { name: `${p}/self_attn/mask` })], { name: `${p}/self_attn/softmax`, attributes: { axis: -1 } });
-    const groupedProbs = b.op('Reshape', [fromCompute(probs, `${p}/self_attn/probs_cast`), b.int64([0, c.kvHeads, -1, 0])], { name: `${p}/self_attn/group_probs` });
-    const context = b.op('Reshape', [b.op('MatMul', [groupedProbs, presentValue], { name: `${p}/self_attn/context` }), b.int64([0, c.heads, -1, c.headDim])], { name: `${p}/self_attn/ungroup_context` });
-    const merged = b.op('Reshape', [b.op('Transpose', [context], { name: `${p}/self_attn/context_t`, attributes: { perm: [0, 2, 1, 3] } }), b.int64([0, 0, c.heads * c.headDim])], { name: `${p}/self_attn/merge_heads` });
-    x = b.op('Add', [x, linear(merged, `${w}.self_attn.o_proj.weight`, `${p}/self_attn/o_proj`)], { name: `${p}/attn_residual` });
+    const scores = toCompute(
+      b.op('Reshape', [groupedScores, b.int64([0, c.heads, -1, 0])], { name: `${p}/self_attn/ungroup_scores` }),
+      `${p}/self_attn/scores_fp32`,
+    );
+    const probs = b.op('Softmax', [b.op('Add', [scores, maskBias], { name: `${p}/self_attn/mask` })], {
+      name: `${p}/self_attn/softmax`,
+      attributes: { axis: -1 },
+    });
+    const groupedProbs = b.op(
+      'Reshape',
+      [fromCompute(probs, `${p}/self_attn/probs_cast`), b.int64([0, c.kvHeads, -1, 0])],
+      { name: `${p}/self_attn/group_probs` },
+    );
+    const context = b.op(
+      'Reshape',
+      [
+        b.op('MatMul', [groupedProbs, presentValue], { name: `${p}/self_attn/context` }),
+        b.int64([0, c.heads, -1, c.headDim]),
+      ],
+      { name: `${p}/self_attn/ungroup_context` },
+    );
+    const merged = b.op(
+      'Reshape',
+      [
+        b.op('Transpose', [context], { name: `${p}/self_attn/context_t`, attributes: { perm: [0, 2, 1, 3] } }),
+        b.int64([0, 0, c.heads * c.headDim]),
+      ],
+      { name: `${p}/self_attn/merge_heads` },
+    );
+    x = b.op('Add', [x, linear(merged, `${w}.self_attn.o_proj.weight`, `${p}/self_attn/o_proj`)], {
+      name: `${p}/attn_residual`,
+    });
 
     const h2 = rmsNorm(x, `${w}.post_attention_layernorm.weight`, `${p}/post_attention_layernorm`);
     const gate = linear(h2, `${w}.mlp.gate_proj.weight`, `${p}/mlp/gate_proj`);
     const silu = b.op('Mul', [gate, b.op('Sigmoid', [gate], { name: `${p}/mlp/Sigmoid` })], { name: `${p}/mlp/SiLU` });
     const up = linear(h2, `${w}.mlp.up_proj.weight`, `${p}/mlp/up_proj`);
-    const down = linear(b.op('Mul', [silu, up], { name: `${p}/mlp/gate_up` }), `${w}.mlp.down_proj.weight`, `${p}/mlp/down_proj`);
+    const down = linear(
+      b.op('Mul', [silu, up], { name: `${p}/mlp/gate_up` }),
+      `${w}.mlp.down_proj.weight`,
+      `${p}/mlp/down_proj`,
+    );
     x = b.op('Add', [x, down], { name: `${p}/mlp_residual` });
   }
 
@@ -177,21 +270,38 @@ export function buildLlamaGraph(b: GraphBuilder, c: LlamaConfig, source: WeightS
 function tiedHead(b: GraphBuilder, x: string, embedding: string, ids: string, c: LlamaConfig): string {
   const rows = b.op('Reshape', [x, b.int64([-1, c.hiddenSize])], { name: '/lm_head/flatten' });
   const product = b.op('Gemm', [rows, embedding], { name: '/lm_head/Gemm', attributes: { transB: 1 } });
-  const shape = b.op('Concat', [b.op('Shape', [ids], { name: '/lm_head/batch_and_sequence' }), b.int64([c.vocabSize])], { name: '/lm_head/logits_shape', attributes: { axis: 0 } });
+  const shape = b.op(
+    'Concat',
+    [b.op('Shape', [ids], { name: '/lm_head/batch_and_sequence' }), b.int64([c.vocabSize])],
+    { name: '/lm_head/logits_shape', attributes: { axis: 0 } },
+  );
   return b.op('Reshape', [product, shape], { name: '/lm_head/unflatten' });
 }
 
 /** cos/sin of position·θ^(−2i/D), duplicated over both halves (rotate-half layout), shaped [B, 1, S, D]. */
-function rotaryTables(b: GraphBuilder, c: LlamaConfig, positions: string, dtype: FloatType): { cos: string; sin: string } {
+function rotaryTables(
+  b: GraphBuilder,
+  c: LlamaConfig,
+  positions: string,
+  dtype: FloatType,
+): { cos: string; sin: string } {
   const half = c.headDim / 2;
   const inverseFrequencies = Float32Array.from({ length: half }, (_, i) => 1 / c.ropeTheta ** ((2 * i) / c.headDim));
   const frequencies = b.initializer('rotary.inv_freq', inverseFrequencies, [half], 'float32');
-  const position = b.op('Unsqueeze', [b.op('Cast', [positions], { name: '/rotary/Cast', attributes: { to: FLOAT } }), b.int64([-1])], { name: '/rotary/Unsqueeze' });
+  const position = b.op(
+    'Unsqueeze',
+    [b.op('Cast', [positions], { name: '/rotary/Cast', attributes: { to: FLOAT } }), b.int64([-1])],
+    { name: '/rotary/Unsqueeze' },
+  );
   const angles = b.op('Mul', [position, frequencies], { name: '/rotary/angles' });
   const both = b.op('Concat', [angles, angles], { name: '/rotary/Concat', attributes: { axis: -1 } });
   const table = (op: 'Cos' | 'Sin') => {
-    const t = b.op('Unsqueeze', [b.op(op, [both], { name: `/rotary/${op}` }), b.int64([1])], { name: `/rotary/${op}/Unsqueeze` });
-    return dtype === 'float32' ? t : b.op('Cast', [t], { name: `/rotary/${op}/Cast`, attributes: { to: onnxElementType(dtype) } });
+    const t = b.op('Unsqueeze', [b.op(op, [both], { name: `/rotary/${op}` }), b.int64([1])], {
+      name: `/rotary/${op}/Unsqueeze`,
+    });
+    return dtype === 'float32'
+      ? t
+      : b.op('Cast', [t], { name: `/rotary/${op}/Cast`, attributes: { to: onnxElementType(dtype) } });
   };
   return { cos: table('Cos'), sin: table('Sin') };
 }
@@ -203,15 +313,31 @@ function rotaryTables(b: GraphBuilder, c: LlamaConfig, positions: string, dtype:
 function causalMaskBias(b: GraphBuilder, ids: string, mask: string): string {
   const n = '/model/causal_mask';
   const scalar = (t: string, name: string) => b.op('Squeeze', [t, b.int64([0])], { name });
-  const total = scalar(b.op('Shape', [mask], { name: `${n}/total_len`, attributes: { start: 1, end: 2 } }), `${n}/total_len_scalar`);
-  const fresh = scalar(b.op('Shape', [ids], { name: `${n}/new_len`, attributes: { start: 1, end: 2 } }), `${n}/new_len_scalar`);
+  const total = scalar(
+    b.op('Shape', [mask], { name: `${n}/total_len`, attributes: { start: 1, end: 2 } }),
+    `${n}/total_len_scalar`,
+  );
+  const fresh = scalar(
+    b.op('Shape', [ids], { name: `${n}/new_len`, attributes: { start: 1, end: 2 } }),
+    `${n}/new_len_scalar`,
+  );
   const pastLength = b.op('Sub', [total, fresh], { name: `${n}/past_len` });
   const zero = b.int64([0], []);
   const one = b.int64([1], []);
-  const keyIndex = b.op('Unsqueeze', [b.op('Range', [zero, total, one], { name: `${n}/key_index` }), b.int64([0])], { name: `${n}/key_row` });
-  const queryIndex = b.op('Unsqueeze', [b.op('Range', [pastLength, total, one], { name: `${n}/query_index` }), b.int64([1])], { name: `${n}/query_col` });
+  const keyIndex = b.op('Unsqueeze', [b.op('Range', [zero, total, one], { name: `${n}/key_index` }), b.int64([0])], {
+    name: `${n}/key_row`,
+  });
+  const queryIndex = b.op(
+    'Unsqueeze',
+    [b.op('Range', [pastLength, total, one], { name: `${n}/query_index` }), b.int64([1])],
+    { name: `${n}/query_col` },
+  );
   const causal = b.op('LessOrEqual', [keyIndex, queryIndex], { name: `${n}/causal` });
-  const notPadding = b.op('Unsqueeze', [b.op('Cast', [mask], { name: `${n}/mask_bool`, attributes: { to: BOOL } }), b.int64([1, 2])], { name: `${n}/mask_4d` });
+  const notPadding = b.op(
+    'Unsqueeze',
+    [b.op('Cast', [mask], { name: `${n}/mask_bool`, attributes: { to: BOOL } }), b.int64([1, 2])],
+    { name: `${n}/mask_4d` },
+  );
   const allowed = b.op('And', [causal, notPadding], { name: `${n}/allowed` });
   return b.op('Where', [allowed, b.scalar(0, 'float32'), b.scalar(MASKED_SCORE, 'float32')], { name: `${n}/bias` });
 }

@@ -21,8 +21,12 @@ export interface Llama2cVocabulary {
 export function readLlama2cTokenizer(path: string, vocabSize: number): Llama2cVocabulary {
   if (!existsSync(path)) throw new HatError('FILE_NOT_FOUND', `tokenizer not found: ${path}`, 'check the path');
   const bytes = readFileSync(path);
-  const bad = (why: string) => new HatError('BAD_CHECKPOINT', `${path} is not a llama2.c tokenizer.bin for a ${vocabSize}-token model: ${why}`,
-    'pass the tokenizer that was exported with this checkpoint');
+  const bad = (why: string) =>
+    new HatError(
+      'BAD_CHECKPOINT',
+      `${path} is not a llama2.c tokenizer.bin for a ${vocabSize}-token model: ${why}`,
+      'pass the tokenizer that was exported with this checkpoint',
+    );
   if (bytes.length < 4) throw bad('it is shorter than its header');
   const maxLength = bytes.readInt32LE(0);
   if (maxLength <= 0 || maxLength > 1024) throw bad(`implausible max token length ${maxLength}`);
@@ -35,7 +39,8 @@ export function readLlama2cTokenizer(path: string, vocabSize: number): Llama2cVo
     const score = bytes.readFloatLE(offset);
     const length = bytes.readInt32LE(offset + 4);
     offset += 8;
-    if (length < 0 || length > maxLength * 4 || offset + length > bytes.length) throw bad(`token ${id} has length ${length}`);
+    if (length < 0 || length > maxLength * 4 || offset + length > bytes.length)
+      throw bad(`token ${id} has length ${length}`);
     let piece: string;
     try {
       piece = decoder.decode(bytes.subarray(offset, offset + length));
@@ -69,15 +74,34 @@ export function mergesFromScores(vocabulary: Llama2cVocabulary): Array<[string, 
   return merges.map((m) => m.pair);
 }
 
-const specialToken = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+const specialToken = (id: number, content: string) => ({
+  id,
+  content,
+  single_word: false,
+  lstrip: false,
+  rstrip: false,
+  normalized: false,
+  special: true,
+});
 
 export function llama2cTokenizerJson(vocabulary: Llama2cVocabulary): Record<string, unknown> {
   const { pieces } = vocabulary;
-  for (const [id, name] of [[0, '<unk>'], [1, '<s>'], [2, '</s>']] as const) {
-    if (pieces[id] !== name) throw new HatError('BAD_CHECKPOINT', `tokenizer id ${id} is '${pieces[id]}', expected ${name}`, 'this is not a llama2.c SentencePiece tokenizer');
+  for (const [id, name] of [
+    [0, '<unk>'],
+    [1, '<s>'],
+    [2, '</s>'],
+  ] as const) {
+    if (pieces[id] !== name)
+      throw new HatError(
+        'BAD_CHECKPOINT',
+        `tokenizer id ${id} is '${pieces[id]}', expected ${name}`,
+        'this is not a llama2.c SentencePiece tokenizer',
+      );
   }
   const vocab: Record<string, number> = {};
-  pieces.forEach((piece, id) => { if (!(piece in vocab)) vocab[piece] = id; });
+  pieces.forEach((piece, id) => {
+    if (!(piece in vocab)) vocab[piece] = id;
+  });
   return {
     version: '1.0',
     truncation: null,
@@ -85,13 +109,21 @@ export function llama2cTokenizerJson(vocabulary: Llama2cVocabulary): Record<stri
     added_tokens: [specialToken(0, '<unk>'), specialToken(1, '<s>'), specialToken(2, '</s>')],
     normalizer: {
       type: 'Sequence',
-      normalizers: [{ type: 'Prepend', prepend: SPACE_MARK }, { type: 'Replace', pattern: { String: ' ' }, content: SPACE_MARK }],
+      normalizers: [
+        { type: 'Prepend', prepend: SPACE_MARK },
+        { type: 'Replace', pattern: { String: ' ' }, content: SPACE_MARK },
+      ],
     },
     pre_tokenizer: null,
     post_processor: {
       type: 'TemplateProcessing',
       single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-      pair: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '<s>', type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      pair: [
+        { SpecialToken: { id: '<s>', type_id: 0 } },
+        { Sequence: { id: 'A', type_id: 0 } },
+        { SpecialToken: { id: '<s>', type_id: 1 } },
+        { Sequence: { id: 'B', type_id: 1 } },
+      ],
       special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
     },
     decoder: {

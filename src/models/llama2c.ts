@@ -37,41 +37,80 @@ function readAll(path: string): Buffer {
 
 export function readLlama2cCheckpoint(path: string): Llama2cCheckpoint {
   const bytes = readAll(path);
-  if (bytes.length < HEADER_BYTES) throw new HatError('BAD_CHECKPOINT', `${path} is ${bytes.length} bytes, too short for a llama2.c header`);
+  if (bytes.length < HEADER_BYTES)
+    throw new HatError('BAD_CHECKPOINT', `${path} is ${bytes.length} bytes, too short for a llama2.c header`);
   if (bytes.readUInt32LE(0) === VERSIONED_MAGIC) {
-    throw new HatError('BAD_CHECKPOINT', `${path} is a versioned llama2.c export, not the legacy format`, 'export it with llama2.c export.py --version 0');
+    throw new HatError(
+      'BAD_CHECKPOINT',
+      `${path} is a versioned llama2.c export, not the legacy format`,
+      'export it with llama2.c export.py --version 0',
+    );
   }
-  const [dim, hidden, layers, heads, kvHeads, signedVocab, seqLen] = Array.from({ length: 7 }, (_, i) => bytes.readInt32LE(i * 4));
+  const [dim, hidden, layers, heads, kvHeads, signedVocab, seqLen] = Array.from({ length: 7 }, (_, i) =>
+    bytes.readInt32LE(i * 4),
+  );
   const vocab = Math.abs(signedVocab);
-  const plausible = [dim, hidden, layers, heads, kvHeads, vocab, seqLen].every((v) => v > 0 && v < 1 << 24)
-    && dim % heads === 0 && heads % kvHeads === 0;
+  const plausible =
+    [dim, hidden, layers, heads, kvHeads, vocab, seqLen].every((v) => v > 0 && v < 1 << 24) &&
+    dim % heads === 0 &&
+    heads % kvHeads === 0;
   if (!plausible) {
-    throw new HatError('BAD_CHECKPOINT', `${path} does not start with a llama2.c header (dim ${dim}, hidden ${hidden}, layers ${layers}, heads ${heads}/${kvHeads}, vocab ${signedVocab}, seq_len ${seqLen})`);
+    throw new HatError(
+      'BAD_CHECKPOINT',
+      `${path} does not start with a llama2.c header (dim ${dim}, hidden ${hidden}, layers ${layers}, heads ${heads}/${kvHeads}, vocab ${signedVocab}, seq_len ${seqLen})`,
+    );
   }
   const config = llamaConfig({
-    vocabSize: vocab, hiddenSize: dim, intermediateSize: hidden, layers, heads, kvHeads,
-    tiedEmbeddings: signedVocab > 0, maxPositions: seqLen, bosTokenId: 1, eosTokenId: 2,
+    vocabSize: vocab,
+    hiddenSize: dim,
+    intermediateSize: hidden,
+    layers,
+    heads,
+    kvHeads,
+    tiedEmbeddings: signedVocab > 0,
+    maxPositions: seqLen,
+    bosTokenId: 1,
+    eosTokenId: 2,
   });
   const headDim = config.headDim;
   const kvDim = kvHeads * headDim;
 
   const sizes = {
-    embedding: vocab * dim, rmsAtt: layers * dim, wq: layers * dim * dim, wk: layers * kvDim * dim, wv: layers * kvDim * dim,
-    wo: layers * dim * dim, rmsFfn: layers * dim, w1: layers * hidden * dim, w2: layers * dim * hidden, w3: layers * hidden * dim,
-    rmsFinal: dim, freqReal: seqLen * (headDim / 2), freqImag: seqLen * (headDim / 2), classifier: signedVocab > 0 ? 0 : vocab * dim,
+    embedding: vocab * dim,
+    rmsAtt: layers * dim,
+    wq: layers * dim * dim,
+    wk: layers * kvDim * dim,
+    wv: layers * kvDim * dim,
+    wo: layers * dim * dim,
+    rmsFfn: layers * dim,
+    w1: layers * hidden * dim,
+    w2: layers * dim * hidden,
+    w3: layers * hidden * dim,
+    rmsFinal: dim,
+    freqReal: seqLen * (headDim / 2),
+    freqImag: seqLen * (headDim / 2),
+    classifier: signedVocab > 0 ? 0 : vocab * dim,
   };
   const floats = Object.values(sizes).reduce((a, b) => a + b, 0);
   const expectedBytes = HEADER_BYTES + floats * 4;
   if (bytes.length !== expectedBytes) {
-    throw new HatError('BAD_CHECKPOINT', `${path} holds ${bytes.length} bytes but its header (dim ${dim}, ${layers} layers, vocab ${vocab}) needs ${expectedBytes}`,
-      bytes.length < expectedBytes ? 'the file is truncated: download it again' : 'the file is not a legacy llama2.c checkpoint');
+    throw new HatError(
+      'BAD_CHECKPOINT',
+      `${path} holds ${bytes.length} bytes but its header (dim ${dim}, ${layers} layers, vocab ${vocab}) needs ${expectedBytes}`,
+      bytes.length < expectedBytes
+        ? 'the file is truncated: download it again'
+        : 'the file is not a legacy llama2.c checkpoint',
+    );
   }
   // Copy out of the file buffer: its float data starts at byte 28, and typed views need 4-byte alignment anyway.
   const data = new Float32Array(floats);
   for (let i = 0; i < floats; i++) data[i] = bytes.readFloatLE(HEADER_BYTES + i * 4);
   let offset = 0;
   const take = (count: number) => data.subarray(offset, (offset += count));
-  const arrays = Object.fromEntries(Object.entries(sizes).map(([name, count]) => [name, take(count)])) as Record<keyof typeof sizes, Float32Array>;
+  const arrays = Object.fromEntries(Object.entries(sizes).map(([name, count]) => [name, take(count)])) as Record<
+    keyof typeof sizes,
+    Float32Array
+  >;
 
   const weights: WeightMap = new Map();
   weights.set('model.embed_tokens.weight', arrays.embedding.slice());
@@ -79,8 +118,14 @@ export function readLlama2cCheckpoint(path: string): Llama2cCheckpoint {
   for (let l = 0; l < layers; l++) {
     const p = `model.layers.${l}`;
     weights.set(`${p}.input_layernorm.weight`, perLayer(arrays.rmsAtt, l, dim).slice());
-    weights.set(`${p}.self_attn.q_proj.weight`, transpose(interleavedToHalves(perLayer(arrays.wq, l, dim * dim), heads, headDim, dim), dim, dim));
-    weights.set(`${p}.self_attn.k_proj.weight`, transpose(interleavedToHalves(perLayer(arrays.wk, l, kvDim * dim), kvHeads, headDim, dim), kvDim, dim));
+    weights.set(
+      `${p}.self_attn.q_proj.weight`,
+      transpose(interleavedToHalves(perLayer(arrays.wq, l, dim * dim), heads, headDim, dim), dim, dim),
+    );
+    weights.set(
+      `${p}.self_attn.k_proj.weight`,
+      transpose(interleavedToHalves(perLayer(arrays.wk, l, kvDim * dim), kvHeads, headDim, dim), kvDim, dim),
+    );
     weights.set(`${p}.self_attn.v_proj.weight`, transpose(perLayer(arrays.wv, l, kvDim * dim), kvDim, dim));
     weights.set(`${p}.self_attn.o_proj.weight`, transpose(perLayer(arrays.wo, l, dim * dim), dim, dim));
     weights.set(`${p}.post_attention_layernorm.weight`, perLayer(arrays.rmsFfn, l, dim).slice());

@@ -22,19 +22,39 @@ export interface ModelFiles {
 /** Accepts a model.onnx path or a folder holding one; tokenizer and config files are looked up beside the model. */
 export function resolveModelFiles(path: string): ModelFiles {
   const absolute = resolve(path);
-  if (!existsSync(absolute)) throw new HatError('FILE_NOT_FOUND', `model not found: ${path}`, 'pass a model.onnx file or a folder that holds one');
+  if (!existsSync(absolute))
+    throw new HatError(
+      'FILE_NOT_FOUND',
+      `model not found: ${path}`,
+      'pass a model.onnx file or a folder that holds one',
+    );
   const model = statSync(absolute).isDirectory() ? join(absolute, MODEL_FILE) : absolute;
-  if (!existsSync(model)) throw new HatError('FILE_NOT_FOUND', `${path} holds no ${MODEL_FILE}`, 'pass a model.onnx file or a folder that holds one');
+  if (!existsSync(model))
+    throw new HatError(
+      'FILE_NOT_FOUND',
+      `${path} holds no ${MODEL_FILE}`,
+      'pass a model.onnx file or a folder that holds one',
+    );
   const beside = (name: string) => (existsSync(join(dirname(model), name)) ? join(dirname(model), name) : undefined);
-  return { model, tokenizer: beside(TOKENIZER_FILE), tokenizerConfig: beside(TOKENIZER_CONFIG_FILE), config: beside(CONFIG_FILE) };
+  return {
+    model,
+    tokenizer: beside(TOKENIZER_FILE),
+    tokenizerConfig: beside(TOKENIZER_CONFIG_FILE),
+    config: beside(CONFIG_FILE),
+  };
 }
 
 /** Creates `dir` for a new model; refuses to overwrite one unless `force`. */
 export function prepareModelDir(dir: string, force = false): string {
   const absolute = resolve(dir);
-  if (existsSync(absolute) && !statSync(absolute).isDirectory()) throw new HatError('OUTPUT_EXISTS', `${dir} exists and is not a folder`, 'choose another --out');
+  if (existsSync(absolute) && !statSync(absolute).isDirectory())
+    throw new HatError('OUTPUT_EXISTS', `${dir} exists and is not a folder`, 'choose another --out');
   if (existsSync(join(absolute, MODEL_FILE)) && !force) {
-    throw new HatError('OUTPUT_EXISTS', `${dir} already holds a ${MODEL_FILE}`, 'choose another --out, or pass --force to overwrite it');
+    throw new HatError(
+      'OUTPUT_EXISTS',
+      `${dir} already holds a ${MODEL_FILE}`,
+      'choose another --out, or pass --force to overwrite it',
+    );
   }
   mkdirSync(absolute, { recursive: true });
   return absolute;

@@ -80,7 +80,10 @@ export function referenceForward(c: LlamaConfig, weights: WeightMap, ids: readon
         }
         const max = Math.max(...scores);
         let total = 0;
-        for (let j = 0; j <= s; j++) { scores[j] = Math.exp(scores[j] - max); total += scores[j]; }
+        for (let j = 0; j <= s; j++) {
+          scores[j] = Math.exp(scores[j] - max);
+          total += scores[j];
+        }
         for (let j = 0; j <= s; j++) {
           for (let d = 0; d < c.headDim; d++) context[h * c.headDim + d] += (scores[j] / total) * values[j][kvBase + d];
         }
@@ -90,7 +93,11 @@ export function referenceForward(c: LlamaConfig, weights: WeightMap, ids: readon
       const h2 = rmsNorm(afterAttention, w(`${p}.post_attention_layernorm.weight`), c.rmsNormEps);
       const gate = project(h2, w(`${p}.mlp.gate_proj.weight`), c.intermediateSize);
       const up = project(h2, w(`${p}.mlp.up_proj.weight`), c.intermediateSize);
-      const mlp = project(gate.map((g, i) => silu(g) * up[i]), w(`${p}.mlp.down_proj.weight`), hidden);
+      const mlp = project(
+        gate.map((g, i) => silu(g) * up[i]),
+        w(`${p}.mlp.down_proj.weight`),
+        hidden,
+      );
       return afterAttention.map((r, i) => r + mlp[i]);
     });
   }
@@ -98,7 +105,9 @@ export function referenceForward(c: LlamaConfig, weights: WeightMap, ids: readon
   const logits = new Float32Array(ids.length * c.vocabSize);
   x.forEach((v, s) => {
     const normed = rmsNorm(v, w('model.norm.weight'), c.rmsNormEps);
-    const row = c.tiedEmbeddings ? tiedHead(normed, embedding, c.vocabSize) : project(normed, w('lm_head.weight'), c.vocabSize);
+    const row = c.tiedEmbeddings
+      ? tiedHead(normed, embedding, c.vocabSize)
+      : project(normed, w('lm_head.weight'), c.vocabSize);
     logits.set(row, s * c.vocabSize);
   });
   return logits;

@@ -21,15 +21,26 @@ export interface SynthResult extends BuiltModel {
   seconds: number;
 }
 
-export async function synthModel(config: LlamaConfig, outDir: string, options: SynthOptions = {}): Promise<SynthResult> {
+export async function synthModel(
+  config: LlamaConfig,
+  outDir: string,
+  options: SynthOptions = {},
+): Promise<SynthResult> {
   const started = performance.now();
   const reporter = options.reporter ?? silentReporter;
   const dir = prepareModelDir(outDir, options.force);
   const parameters = parameterCount(config);
-  reporter.info(`synthesising ${(parameters / 1e6).toFixed(1)} M parameters: ${config.layers} layers, hidden ${config.hiddenSize}, ${config.heads}/${config.kvHeads} heads, vocab ${config.vocabSize}`);
-  writeJson(join(dir, CONFIG_FILE), { ...toHfConfig(config), hat_synthetic: { seed: options.seed ?? 0, random_weights: true } });
+  reporter.info(
+    `synthesising ${(parameters / 1e6).toFixed(1)} M parameters: ${config.layers} layers, hidden ${config.hiddenSize}, ${config.heads}/${config.kvHeads} heads, vocab ${config.vocabSize}`,
+  );
+  writeJson(join(dir, CONFIG_FILE), {
+    ...toHfConfig(config),
+    hat_synthetic: { seed: options.seed ?? 0, random_weights: true },
+  });
   const built = await writeLlamaOnnx(config, randomWeights({ seed: options.seed }), join(dir, MODEL_FILE), {
-    dtype: options.dtype, externalData: options.externalData, reporter,
+    dtype: options.dtype,
+    externalData: options.externalData,
+    reporter,
   });
   return { ...built, dir, parameters, seconds: (performance.now() - started) / 1000 };
 }

@@ -18,7 +18,10 @@ export function mapSource(weights: WeightMap): WeightSource {
     const values = weights.get(spec.name);
     const expected = spec.dims.reduce((a, b) => a * b, 1);
     if (!values || values.length !== expected) {
-      throw new HatError('INTERNAL', `weight ${spec.name}: expected ${expected} values, have ${values?.length ?? 'none'}`);
+      throw new HatError(
+        'INTERNAL',
+        `weight ${spec.name}: expected ${expected} values, have ${values?.length ?? 'none'}`,
+      );
     }
     return [values];
   };
@@ -30,7 +33,10 @@ export function materialize(config: LlamaConfig, source: WeightSource): WeightMa
   for (const spec of weightSpecs(config)) {
     const out = new Float32Array(spec.dims.reduce((a, b) => a * b, 1));
     let offset = 0;
-    for (const chunk of source(spec)) { out.set(chunk, offset); offset += chunk.length; }
+    for (const chunk of source(spec)) {
+      out.set(chunk, offset);
+      offset += chunk.length;
+    }
     weights.set(spec.name, out);
   }
   return weights;

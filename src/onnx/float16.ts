@@ -24,25 +24,33 @@ export function float32ToFloat16(values: Float32Array): Uint16Array {
     const sign = (x >>> 16) & 0x8000;
     const exponent = (x >>> 23) & 0xff;
     let mantissa = x & 0x7fffff;
-    if (exponent === 0xff) { out[i] = sign | 0x7c00 | (mantissa ? 0x200 : 0); continue; }
+    if (exponent === 0xff) {
+      out[i] = sign | 0x7c00 | (mantissa ? 0x200 : 0);
+      continue;
+    }
     const e = exponent - 127 + 15;
-    if (e >= 31) { out[i] = sign | 0x7c00; continue; }
+    if (e >= 31) {
+      out[i] = sign | 0x7c00;
+      continue;
+    }
     if (e <= 0) {
-      if (e < -10) { out[i] = sign; continue; }
+      if (e < -10) {
+        out[i] = sign;
+        continue;
+      }
       mantissa |= 0x800000;
       const shift = 14 - e;
       let half = mantissa >> shift;
       const rest = mantissa & ((1 << shift) - 1);
       const midpoint = 1 << (shift - 1);
-      if (rest > midpoint || (rest === midpoint && (half & 1))) half++;
+      if (rest > midpoint || (rest === midpoint && half & 1)) half++;
       out[i] = sign | half;
       continue;
     }
     let half = (e << 10) | (mantissa >> 13);
     const rest = mantissa & 0x1fff;
-    if (rest > 0x1000 || (rest === 0x1000 && (half & 1))) half++;
+    if (rest > 0x1000 || (rest === 0x1000 && half & 1)) half++;
     out[i] = sign | half;
   }
   return out;
 }
-

@@ -15,7 +15,15 @@
  *   const bytes = encodeModel(b.build());
  */
 import { HatError } from '../errors.ts';
-import { ExternalDataWriter, onnx, type AttributeProto, type ModelProto, type NodeProto, type TensorProto, type ValueInfoProto } from './model-io.ts';
+import {
+  ExternalDataWriter,
+  onnx,
+  type AttributeProto,
+  type ModelProto,
+  type NodeProto,
+  type TensorProto,
+  type ValueInfoProto,
+} from './model-io.ts';
 import { float32ToFloat16 } from './float16.ts';
 
 export type ElementType = 'float32' | 'float16' | 'int64' | 'int32' | 'bool';
@@ -65,11 +73,16 @@ export interface WeightSink {
 
 export const inlineWeights: WeightSink = {
   // A copy, so callers may reuse their buffers.
-  store(tensor, bytes) { tensor.rawData = bytes.slice(); },
+  store(tensor, bytes) {
+    tensor.rawData = bytes.slice();
+  },
   storeChunks(tensor, length, chunks) {
     const bytes = new Uint8Array(length);
     let offset = 0;
-    for (const chunk of chunks) { bytes.set(chunk, offset); offset += chunk.length; }
+    for (const chunk of chunks) {
+      bytes.set(chunk, offset);
+      offset += chunk.length;
+    }
     tensor.rawData = bytes;
   },
 };
@@ -97,7 +110,12 @@ export function floatBytes(values: Float32Array, type: FloatType): Uint8Array {
 function valueInfo(name: string, type: ElementType, dims: Dim[]): ValueInfoProto {
   return {
     name,
-    type: { tensorType: { elemType: ELEMENT_TYPES[type], shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
+    type: {
+      tensorType: {
+        elemType: ELEMENT_TYPES[type],
+        shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
+      },
+    },
   };
 }
 
@@ -105,8 +123,10 @@ function attribute(name: string, value: AttributeValue): AttributeProto {
   const T = onnx.AttributeProto.AttributeType;
   if (value instanceof FloatAttribute) return { name, type: T.FLOAT, f: value.value };
   if (typeof value === 'string') return { name, type: T.STRING, s: new TextEncoder().encode(value) };
-  if (typeof value === 'number') return Number.isInteger(value) ? { name, type: T.INT, i: value } : { name, type: T.FLOAT, f: value };
-  if (value.length > 0 && value[0] instanceof FloatAttribute) return { name, type: T.FLOATS, floats: (value as FloatAttribute[]).map((v) => v.value) };
+  if (typeof value === 'number')
+    return Number.isInteger(value) ? { name, type: T.INT, i: value } : { name, type: T.FLOAT, f: value };
+  if (value.length > 0 && value[0] instanceof FloatAttribute)
+    return { name, type: T.FLOATS, floats: (value as FloatAttribute[]).map((v) => v.value) };
   return { name, type: T.INTS, ints: value as number[] };
 }
 
@@ -154,7 +174,8 @@ export class GraphBuilder {
    * public names, e.g. `present.0.key`); otherwise `tensor` itself becomes the output.
    */
   output(tensor: string, type: ElementType, dims: Dim[], as?: string): string {
-    const name = as && as !== tensor ? this.node('Identity', [tensor], { name: `${as}/Identity`, outputs: [as] })[0] : tensor;
+    const name =
+      as && as !== tensor ? this.node('Identity', [tensor], { name: `${as}/Identity`, outputs: [as] })[0] : tensor;
     this.outputs.push(valueInfo(name, type, dims));
     return name;
   }
@@ -162,7 +183,8 @@ export class GraphBuilder {
   /** A float initializer from fp32 values, stored as `type`. */
   initializer(name: string, values: Float32Array, dims: number[], type: FloatType = 'float32'): string {
     const expected = dims.reduce((a, b) => a * b, 1);
-    if (values.length !== expected) throw new HatError('INTERNAL', `initializer ${name}: ${values.length} values for dims [${dims}]`);
+    if (values.length !== expected)
+      throw new HatError('INTERNAL', `initializer ${name}: ${values.length} values for dims [${dims}]`);
     const tensor = this.tensorHeader(name, ELEMENT_TYPES[type], dims);
     this.weights.store(tensor, floatBytes(values, type));
     return name;
@@ -175,7 +197,9 @@ export class GraphBuilder {
   streamedInitializer(name: string, dims: number[], type: FloatType, chunks: Iterable<Float32Array>): string {
     const count = dims.reduce((a, b) => a * b, 1);
     const tensor = this.tensorHeader(name, ELEMENT_TYPES[type], dims);
-    const bytes = function* () { for (const chunk of chunks) yield floatBytes(chunk, type); };
+    const bytes = function* () {
+      for (const chunk of chunks) yield floatBytes(chunk, type);
+    };
     this.weights.storeChunks(tensor, count * (type === 'float16' ? 2 : 4), bytes());
     return name;
   }
@@ -235,13 +259,22 @@ export class GraphBuilder {
   }
 
   build(docString?: string): ModelProto {
-    const opsetImport = [{ domain: '', version: this.opset }, ...Object.entries(this.extraOpsets).map(([domain, version]) => ({ domain, version }))];
+    const opsetImport = [
+      { domain: '', version: this.opset },
+      ...Object.entries(this.extraOpsets).map(([domain, version]) => ({ domain, version })),
+    ];
     return {
       irVersion: 8,
       producerName: 'hat',
       opsetImport,
       docString,
-      graph: { name: this.name, node: this.nodes, initializer: this.initializers, input: this.inputs, output: this.outputs },
+      graph: {
+        name: this.name,
+        node: this.nodes,
+        initializer: this.initializers,
+        input: this.inputs,
+        output: this.outputs,
+      },
     };
   }
 }

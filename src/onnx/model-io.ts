@@ -46,9 +46,19 @@ export function elementCount(dims: number[]): number {
 }
 
 const BYTES_PER_ELEMENT: Record<number, number> = {
-  [DataType.FLOAT]: 4, [DataType.UINT8]: 1, [DataType.INT8]: 1, [DataType.UINT16]: 2, [DataType.INT16]: 2,
-  [DataType.INT32]: 4, [DataType.INT64]: 8, [DataType.BOOL]: 1, [DataType.FLOAT16]: 2, [DataType.DOUBLE]: 8,
-  [DataType.UINT32]: 4, [DataType.UINT64]: 8, [DataType.BFLOAT16]: 2,
+  [DataType.FLOAT]: 4,
+  [DataType.UINT8]: 1,
+  [DataType.INT8]: 1,
+  [DataType.UINT16]: 2,
+  [DataType.INT16]: 2,
+  [DataType.INT32]: 4,
+  [DataType.INT64]: 8,
+  [DataType.BOOL]: 1,
+  [DataType.FLOAT16]: 2,
+  [DataType.DOUBLE]: 8,
+  [DataType.UINT32]: 4,
+  [DataType.UINT64]: 8,
+  [DataType.BFLOAT16]: 2,
 };
 
 export function bytesPerElement(dataType: number): number {
@@ -67,15 +77,21 @@ export async function loadModel(path: string): Promise<LoadedModel> {
     throw new HatError('FILE_NOT_FOUND', `model file not found: ${path}`, 'check the path');
   }
   if (statSync(absolute).size > PROTOBUF_LIMIT) {
-    throw new HatError('UNSUPPORTED_MODEL', `${path} is over 2 GiB with weights inline`,
-      'export it with external data (weights in a separate .onnx.data file)');
+    throw new HatError(
+      'UNSUPPORTED_MODEL',
+      `${path} is over 2 GiB with weights inline`,
+      'export it with external data (weights in a separate .onnx.data file)',
+    );
   }
   let model: ModelProto;
   try {
     model = onnx.ModelProto.decode(await readFile(absolute));
   } catch (error) {
-    throw new HatError('BAD_MODEL', `${path} is not a valid ONNX model (${(error as Error).message})`,
-      'the file may be truncated or not ONNX: re-export or re-download it');
+    throw new HatError(
+      'BAD_MODEL',
+      `${path} is not a valid ONNX model (${(error as Error).message})`,
+      'the file may be truncated or not ONNX: re-export or re-download it',
+    );
   }
   if (!model.graph || (model.graph.node ?? []).length === 0) {
     throw new HatError('BAD_MODEL', `${path} has no graph nodes`, 'the file may be truncated or not ONNX');
@@ -99,9 +115,10 @@ export function externalLocation(tensor: TensorProto): ExternalLocation | undefi
   const location = entry('location');
   if (!location) throw new HatError('BAD_MODEL', `tensor ${tensor.name ?? '?'} is external but names no location`);
   const offset = Number(entry('offset') ?? 0);
-  const length = entry('length') !== undefined && entry('length') !== null
-    ? Number(entry('length'))
-    : elementCount(tensorDims(tensor)) * bytesPerElement(tensor.dataType ?? 0);
+  const length =
+    entry('length') !== undefined && entry('length') !== null
+      ? Number(entry('length'))
+      : elementCount(tensorDims(tensor)) * bytesPerElement(tensor.dataType ?? 0);
   return { location, offset, length };
 }
 
@@ -115,13 +132,19 @@ export function checkExternalData(loaded: LoadedModel): Map<string, number> {
   for (const [location, bytes] of needed) {
     const file = resolve(loaded.dir, location);
     if (!existsSync(file)) {
-      throw new HatError('MISSING_EXTERNAL_DATA', `external-data file ${location} (next to ${loaded.path}) is missing`,
-        'keep the .onnx file and its data file(s) together in one folder');
+      throw new HatError(
+        'MISSING_EXTERNAL_DATA',
+        `external-data file ${location} (next to ${loaded.path}) is missing`,
+        'keep the .onnx file and its data file(s) together in one folder',
+      );
     }
     const size = statSync(file).size;
     if (size < bytes) {
-      throw new HatError('MISSING_EXTERNAL_DATA', `external-data file ${location} holds ${size} bytes but the model needs ${bytes}`,
-        'the data file is truncated: copy it again');
+      throw new HatError(
+        'MISSING_EXTERNAL_DATA',
+        `external-data file ${location} holds ${size} bytes but the model needs ${bytes}`,
+        'the data file is truncated: copy it again',
+      );
     }
   }
   return needed;
@@ -159,11 +182,21 @@ export function tensorBytes(loaded: Pick<LoadedModel, 'dir'>, tensor: TensorProt
   const view = new DataView(out.buffer);
   for (let i = 0; i < count; i++) {
     switch (tensor.dataType) {
-      case DataType.FLOAT: view.setFloat32(i * 4, t.floatData[i], true); break;
-      case DataType.DOUBLE: view.setFloat64(i * 8, t.doubleData[i], true); break;
-      case DataType.INT64: view.setBigInt64(i * 8, BigInt(toNumber(t.int64Data[i])), true); break;
-      case DataType.UINT64: view.setBigUint64(i * 8, BigInt(toNumber(t.uint64Data[i])), true); break;
-      case DataType.INT32: view.setInt32(i * 4, t.int32Data[i], true); break;
+      case DataType.FLOAT:
+        view.setFloat32(i * 4, t.floatData[i], true);
+        break;
+      case DataType.DOUBLE:
+        view.setFloat64(i * 8, t.doubleData[i], true);
+        break;
+      case DataType.INT64:
+        view.setBigInt64(i * 8, BigInt(toNumber(t.int64Data[i])), true);
+        break;
+      case DataType.UINT64:
+        view.setBigUint64(i * 8, BigInt(toNumber(t.uint64Data[i])), true);
+        break;
+      case DataType.INT32:
+        view.setInt32(i * 4, t.int32Data[i], true);
+        break;
       // int8/uint8/bool/int16/uint16/fp16/bf16 live in int32_data, one element per entry (low bits).
       default:
         if (size === 1) view.setUint8(i, t.int32Data[i] & 0xff);
@@ -177,7 +210,11 @@ export function tensorBytes(loaded: Pick<LoadedModel, 'dir'>, tensor: TensorProt
 /** Makes the tensor read its bytes from `location` (relative to the model's folder) at offset/length. */
 export function pointAtExternalData(tensor: TensorProto, where: ExternalLocation): void {
   tensor.rawData = new Uint8Array(0);
-  tensor.floatData = []; tensor.int32Data = []; tensor.int64Data = []; tensor.doubleData = []; tensor.uint64Data = [];
+  tensor.floatData = [];
+  tensor.int32Data = [];
+  tensor.int64Data = [];
+  tensor.doubleData = [];
+  tensor.uint64Data = [];
   tensor.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
   tensor.externalData = [
     { key: 'location', value: where.location },
@@ -241,9 +278,11 @@ export class ExternalDataWriter {
     const start = this.offset;
     let done = 0;
     for (const chunk of chunks) {
-      if (done + chunk.length > length) throw new HatError('INTERNAL', `tensor ${tensor.name ?? '?'}: chunks exceed its ${length} bytes`);
+      if (done + chunk.length > length)
+        throw new HatError('INTERNAL', `tensor ${tensor.name ?? '?'}: chunks exceed its ${length} bytes`);
       let written = 0;
-      while (written < chunk.length) written += writeSync(this.fd, chunk, written, chunk.length - written, start + done + written);
+      while (written < chunk.length)
+        written += writeSync(this.fd, chunk, written, chunk.length - written, start + done + written);
       done += chunk.length;
     }
     if (done !== length) {

@@ -31,16 +31,44 @@ export interface FuzzReport {
 
 /** The header fields a mutation may hit (offset, width) and payload-level mutations. */
 const FIELDS: Array<[string, number, 1 | 2 | 4]> = [
-  ['magic', 0, 4], ['version', 4, 2], ['type', 6, 1], ['flags', 7, 1], ['dtype', 8, 1], ['reserved', 9, 1],
-  ['sessionId', 12, 4], ['seq', 16, 4], ['pastLength', 20, 4], ['nTokens', 24, 4], ['hiddenSize', 28, 4],
-  ['queueMs', 32, 4], ['payloadBytes', 48, 4],
+  ['magic', 0, 4],
+  ['version', 4, 2],
+  ['type', 6, 1],
+  ['flags', 7, 1],
+  ['dtype', 8, 1],
+  ['reserved', 9, 1],
+  ['sessionId', 12, 4],
+  ['seq', 16, 4],
+  ['pastLength', 20, 4],
+  ['nTokens', 24, 4],
+  ['hiddenSize', 28, 4],
+  ['queueMs', 32, 4],
+  ['payloadBytes', 48, 4],
 ];
 const PAYLOAD_KINDS = ['truncate', 'extend', 'nan', 'random-bytes', 'empty', 'text'];
 
-function forwardFrame(sessionId: number, seq: number, pastLength: number, rows: number, hidden: number, random: () => number): Uint8Array {
+function forwardFrame(
+  sessionId: number,
+  seq: number,
+  pastLength: number,
+  rows: number,
+  hidden: number,
+  random: () => number,
+): Uint8Array {
   const values = Float32Array.from({ length: rows * hidden }, () => random() - 0.5);
-  return encodeFrame({ type: 'forward', dtype: 'fp32', sessionId, seq, pastLength, nTokens: rows, hiddenSize: hidden,
-    flags: FrameFlags.allPositions }, encodeHidden(values, rows, hidden, 'fp32'));
+  return encodeFrame(
+    {
+      type: 'forward',
+      dtype: 'fp32',
+      sessionId,
+      seq,
+      pastLength,
+      nTokens: rows,
+      hiddenSize: hidden,
+      flags: FrameFlags.allPositions,
+    },
+    encodeHidden(values, rows, hidden, 'fp32'),
+  );
 }
 
 /** One mutated frame: a header field set to a random or boundary value, or the payload broken. */
@@ -59,16 +87,28 @@ function mutate(frame: Uint8Array, random: () => number): { bytes: Uint8Array | 
   }
   const kind = PAYLOAD_KINDS[pick - FIELDS.length];
   switch (kind) {
-    case 'truncate': return { bytes: frame.slice(0, Math.floor(random() * frame.length)), kind };
-    case 'extend': return { bytes: Uint8Array.from([...frame, ...Array.from({ length: 1 + Math.floor(random() * 64) }, () => 7)]), kind };
+    case 'truncate':
+      return { bytes: frame.slice(0, Math.floor(random() * frame.length)), kind };
+    case 'extend':
+      return {
+        bytes: Uint8Array.from([...frame, ...Array.from({ length: 1 + Math.floor(random() * 64) }, () => 7)]),
+        kind,
+      };
     case 'nan': {
       const bytes = frame.slice();
-      new DataView(bytes.buffer).setFloat32(HEADER_BYTES + 4 * Math.floor(random() * ((bytes.length - HEADER_BYTES) / 4)), Number.NaN, true);
+      new DataView(bytes.buffer).setFloat32(
+        HEADER_BYTES + 4 * Math.floor(random() * ((bytes.length - HEADER_BYTES) / 4)),
+        Number.NaN,
+        true,
+      );
       return { bytes, kind };
     }
-    case 'random-bytes': return { bytes: Uint8Array.from({ length: Math.floor(random() * 256) }, () => Math.floor(random() * 256)), kind };
-    case 'empty': return { bytes: new Uint8Array(0), kind };
-    default: return { bytes: 'not a binary frame', kind };
+    case 'random-bytes':
+      return { bytes: Uint8Array.from({ length: Math.floor(random() * 256) }, () => Math.floor(random() * 256)), kind };
+    case 'empty':
+      return { bytes: new Uint8Array(0), kind };
+    default:
+      return { bytes: 'not a binary frame', kind };
   }
 }
 
@@ -78,27 +118,51 @@ function rawSession(target: FuzzTarget): Promise<{ socket: WebSocket; sessionId:
     const socket = new WebSocket(target.url, { perMessageDeflate: false });
     socket.on('error', () => resolve(undefined));
     socket.on('close', () => resolve(undefined));
-    socket.once('open', () => socket.send(encodeFrame({ type: 'hello', seq: 0 }, encodeJson({ manifestHash: target.manifestHash })), { binary: true }));
-    socket.once('message', (data: Buffer) => resolve({ socket, sessionId: new DataView(data.buffer, data.byteOffset).getUint32(12, true) }));
+    socket.once('open', () =>
+      socket.send(encodeFrame({ type: 'hello', seq: 0 }, encodeJson({ manifestHash: target.manifestHash })), {
+        binary: true,
+      }),
+    );
+    socket.once('message', (data: Buffer) =>
+      resolve({ socket, sessionId: new DataView(data.buffer, data.byteOffset).getUint32(12, true) }),
+    );
   });
 }
 
-const closed = (socket: WebSocket) => new Promise<void>((resolve) => {
-  if (socket.readyState === WebSocket.CLOSED) resolve();
-  else socket.once('close', () => resolve());
-});
+const closed = (socket: WebSocket) =>
+  new Promise<void>((resolve) => {
+    if (socket.readyState === WebSocket.CLOSED) resolve();
+    else socket.once('close', () => resolve());
+  });
 
 /**
  * Fuzzes `frames` mutated frames over `sessions` sessions (each: a valid first forward, then mutations until the
  * server closes it, then a new session). Meanwhile a healthy session repeats a fixed request and every result must
  * equal the first one bit for bit.
  */
-export async function fuzzServer(target: FuzzTarget, frames: number, seed = 1, isAlive: () => boolean = () => true): Promise<FuzzReport> {
+export async function fuzzServer(
+  target: FuzzTarget,
+  frames: number,
+  seed = 1,
+  isAlive: () => boolean = () => true,
+): Promise<FuzzReport> {
   const { uniform: random } = seededRandom(seed);
-  const healthy = await CloudClient.connect({ url: target.url, manifestHash: target.manifestHash, hiddenSize: target.hiddenSize, wire: 'fp32' });
+  const healthy = await CloudClient.connect({
+    url: target.url,
+    manifestHash: target.manifestHash,
+    hiddenSize: target.hiddenSize,
+    wire: 'fp32',
+  });
   const request = Float32Array.from({ length: 3 * target.hiddenSize }, (_, i) => Math.sin(i));
   const reference = (await healthy.forward(request, 3, 0, { allPositions: true })).hidden;
-  const report: FuzzReport = { framesTried: 0, sessions: 0, kinds: {}, serverAlive: true, healthyRounds: 0, healthyMismatches: 0 };
+  const report: FuzzReport = {
+    framesTried: 0,
+    sessions: 0,
+    kinds: {},
+    serverAlive: true,
+    healthyRounds: 0,
+    healthyMismatches: 0,
+  };
   let fuzzing = true;
   const checkHealthy = (async () => {
     while (fuzzing) {
@@ -116,7 +180,10 @@ export async function fuzzServer(target: FuzzTarget, frames: number, seed = 1, i
       let seq = 1;
       socket.send(forwardFrame(sessionId, seq++, 0, 2, target.hiddenSize, random), { binary: true });
       while (socket.readyState === WebSocket.OPEN && report.framesTried < frames) {
-        const { bytes, kind } = mutate(forwardFrame(sessionId, seq++, 0, 1 + Math.floor(random() * 3), target.hiddenSize, random), random);
+        const { bytes, kind } = mutate(
+          forwardFrame(sessionId, seq++, 0, 1 + Math.floor(random() * 3), target.hiddenSize, random),
+          random,
+        );
         report.kinds[kind] = (report.kinds[kind] ?? 0) + 1;
         report.framesTried++;
         socket.send(bytes, { binary: typeof bytes !== 'string' });
@@ -128,7 +195,9 @@ export async function fuzzServer(target: FuzzTarget, frames: number, seed = 1, i
     }
   } finally {
     fuzzing = false;
-    await checkHealthy.catch(() => { report.healthyMismatches++; });
+    await checkHealthy.catch(() => {
+      report.healthyMismatches++;
+    });
     healthy.close();
     report.serverAlive = isAlive();
   }
@@ -157,7 +226,11 @@ export interface ChurnReport {
  * Connects and disconnects `cycles` times: a third close politely after a hello, a third terminate right after the
  * hello, a third terminate before sending anything. Waits until the server reports no sessions, then reads it.
  */
-export async function churn(target: FuzzTarget, cycles: number, sessionsOpen: () => Promise<number>): Promise<ChurnReport> {
+export async function churn(
+  target: FuzzTarget,
+  cycles: number,
+  sessionsOpen: () => Promise<number>,
+): Promise<ChurnReport> {
   const before = readProcess(target.pid);
   let abrupt = 0;
   for (let i = 0; i < cycles; i++) {
@@ -165,7 +238,10 @@ export async function churn(target: FuzzTarget, cycles: number, sessionsOpen: ()
     if (kind === 2) {
       const socket = new WebSocket(target.url, { perMessageDeflate: false });
       socket.on('error', () => {});
-      await new Promise<void>((resolve) => { socket.once('open', () => resolve()); socket.once('close', () => resolve()); });
+      await new Promise<void>((resolve) => {
+        socket.once('open', () => resolve());
+        socket.once('close', () => resolve());
+      });
       socket.terminate();
       abrupt++;
       await closed(socket);

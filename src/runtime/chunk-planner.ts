@@ -94,15 +94,28 @@ export class ChunkPlanner {
     // Candidate sizes on a geometric grid (ratio ~1.19): fine enough, and a handful of evaluations.
     for (let size = minChunk; size < Math.min(remaining, maxChunk); size = Math.ceil(size * 1.19)) {
       const ms = this.predictMs(remaining, size);
-      if (ms < bestMs) { best = size; bestMs = ms; }
+      if (ms < bestMs) {
+        best = size;
+        bestMs = ms;
+      }
     }
     // Never leave a runt: a last chunk under minChunk is merged into this one, within the frame limit.
     if (remaining - best >= minChunk) return best;
     return remaining <= maxChunk ? remaining : remaining - minChunk;
   }
 
-  describe(): { uplinkMBps?: number; waitMs?: number; deviceMsPerToken?: number; latency: { baseMs: number; perTokenMs: number } } {
+  describe(): {
+    uplinkMBps?: number;
+    waitMs?: number;
+    deviceMsPerToken?: number;
+    latency: { baseMs: number; perTokenMs: number };
+  } {
     const beta = this.uplinkBytesPerMs.value;
-    return { uplinkMBps: beta === undefined ? undefined : beta / 1000, waitMs: this.waitMs.value, deviceMsPerToken: this.deviceMsPerToken.value, latency: this.latency };
+    return {
+      uplinkMBps: beta === undefined ? undefined : beta / 1000,
+      waitMs: this.waitMs.value,
+      deviceMsPerToken: this.deviceMsPerToken.value,
+      latency: this.latency,
+    };
   }
 }

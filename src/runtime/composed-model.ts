@@ -27,11 +27,13 @@ export class ComposedModel implements CausalLm {
     this.parts = parts;
     this.outputHasCache = manifest.kv.output.length > 0;
     const vocab = parts.output.session.outputs.find((o) => o.name === 'logits')?.shape.at(-1);
-    this.vocabSize = typeof vocab === 'number' ? vocab : manifest.model?.vocabSize ?? 0;
+    this.vocabSize = typeof vocab === 'number' ? vocab : (manifest.model?.vocabSize ?? 0);
   }
 
   static async open(splitDir: string, manifest: SplitManifest, options: SessionOptions = {}): Promise<ComposedModel> {
-    const [input, middle, output] = await Promise.all((['input', 'middle', 'output'] as const).map((name) => openPart(splitDir, manifest, name, options)));
+    const [input, middle, output] = await Promise.all(
+      (['input', 'middle', 'output'] as const).map((name) => openPart(splitDir, manifest, name, options)),
+    );
     return new ComposedModel({ input, middle, output }, manifest);
   }
 
@@ -45,7 +47,9 @@ export class ComposedModel implements CausalLm {
     const m = await middle.step({ hidden: h.data }, ids.length);
     if (this.outputHasCache) return output.step({ hidden: m.data }, ids.length);
     // An output part without decoder layers holds no cache: the head runs on the last position only when asked.
-    const logits = options.lastOnly ? await output.step({ hidden: lastRow(m) }, 1) : await output.step({ hidden: m.data }, ids.length);
+    const logits = options.lastOnly
+      ? await output.step({ hidden: lastRow(m) }, 1)
+      : await output.step({ hidden: m.data }, ids.length);
     output.truncate(0);
     return logits;
   }

@@ -13,7 +13,8 @@ export class Ema {
   }
 
   update(sample: number): number {
-    this.estimate = this.estimate === undefined ? sample : this.historyWeight * this.estimate + (1 - this.historyWeight) * sample;
+    this.estimate =
+      this.estimate === undefined ? sample : this.historyWeight * this.estimate + (1 - this.historyWeight) * sample;
     return this.estimate;
   }
 
@@ -31,7 +32,11 @@ export class Ema {
  * model follows load changes. Until two distinct sizes have been seen, the slope is the mean time per token.
  */
 export class LinearLatencyModel {
-  private sw = 0; private sx = 0; private sy = 0; private sxx = 0; private sxy = 0;
+  private sw = 0;
+  private sx = 0;
+  private sy = 0;
+  private sxx = 0;
+  private sxy = 0;
   private readonly historyWeight: number;
 
   constructor(historyWeight = HISTORY_WEIGHT) {

@@ -40,8 +40,11 @@ export class OnnxCausalLm implements CausalLm {
     // attention_mask and position_ids are fed when declared (model-builder exports have no position_ids; ALiBi
     // models none either), each in the integer type the model declares (PartRunner).
     if (!names.includes('input_ids')) {
-      throw new HatError('NOT_A_DECODER', `${modelPath} has no 'input_ids' input`,
-        'hat expects the Optimum decoder layout (input_ids, attention_mask, position_ids, past_key_values.N.*)');
+      throw new HatError(
+        'NOT_A_DECODER',
+        `${modelPath} has no 'input_ids' input`,
+        'hat expects the Optimum decoder layout (input_ids, attention_mask, position_ids, past_key_values.N.*)',
+      );
     }
     const logits = session.outputs.find((o) => o.name === 'logits');
     if (!logits) throw new HatError('NOT_A_DECODER', `${modelPath} has no 'logits' output`);
@@ -49,10 +52,17 @@ export class OnnxCausalLm implements CausalLm {
     const vocab = logits.shape[logits.shape.length - 1];
     const vocabSize = typeof vocab === 'number' ? vocab : configVocabSize(dirname(modelPath));
     if (vocabSize === undefined) {
-      throw new HatError('UNSUPPORTED_MODEL', `${modelPath}: the logits' vocabulary dimension is symbolic and no config.json gives vocab_size`,
-        'put the model\'s config.json beside it');
+      throw new HatError(
+        'UNSUPPORTED_MODEL',
+        `${modelPath}: the logits' vocabulary dimension is symbolic and no config.json gives vocab_size`,
+        "put the model's config.json beside it",
+      );
     }
-    const runner = PartRunner.fromSession(session, { idsInput: 'input_ids', output: 'logits', kv: kvLayoutOf(session).pairs });
+    const runner = PartRunner.fromSession(session, {
+      idsInput: 'input_ids',
+      output: 'logits',
+      kv: kvLayoutOf(session).pairs,
+    });
     return new OnnxCausalLm(runner, vocabSize);
   }
 

@@ -25,10 +25,15 @@ export interface TokenLoopResult {
   tbtMs: number | null;
 }
 
-export async function generateTokens(model: CausalLm, promptIds: readonly number[], options: TokenLoopOptions): Promise<TokenLoopResult> {
+export async function generateTokens(
+  model: CausalLm,
+  promptIds: readonly number[],
+  options: TokenLoopOptions,
+): Promise<TokenLoopResult> {
   if (promptIds.length === 0) throw new HatError('INTERNAL', 'generation needs at least one prompt token');
   const committer = new TokenCommitter({
-    maxNewTokens: options.maxNewTokens, stopTokenIds: options.stopTokenIds,
+    maxNewTokens: options.maxNewTokens,
+    stopTokenIds: options.stopTokenIds,
     onTokens: options.onToken && ((ids) => ids.forEach(options.onToken!)),
   });
   const started = performance.now();

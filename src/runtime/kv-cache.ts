@@ -24,15 +24,26 @@ export function kvLayoutOf(session: ModelSession): KvLayout {
   // The same pairing `hat split` recognises layers by: past_key_values.N.* in, present.N.* out, N = 0..L-1.
   const pairs = findKvPairs([...session.inputNames], [...session.outputNames]);
   if (pairs.length === 0) {
-    throw new HatError('NOT_A_DECODER', `${session.label} has no past_key_values.N.key inputs`, 'export the decoder with its KV cache (Optimum layout, e.g. --task text-generation-with-past)');
+    throw new HatError(
+      'NOT_A_DECODER',
+      `${session.label} has no past_key_values.N.key inputs`,
+      'export the decoder with its KV cache (Optimum layout, e.g. --task text-generation-with-past)',
+    );
   }
   const first = inputs.get(pairs[0].pastKey)!;
   const [, kvHeads, , headDim] = first.shape;
   if (first.shape.length !== 4 || typeof kvHeads !== 'number' || typeof headDim !== 'number') {
-    throw new HatError('UNSUPPORTED_MODEL', `${session.label}: KV input ${first.name} is not [batch, kv_heads, past, head_dim] with fixed heads (${JSON.stringify(first.shape)})`);
+    throw new HatError(
+      'UNSUPPORTED_MODEL',
+      `${session.label}: KV input ${first.name} is not [batch, kv_heads, past, head_dim] with fixed heads (${JSON.stringify(first.shape)})`,
+    );
   }
   if (first.type !== 'float32' && first.type !== 'float16') {
-    throw new HatError('UNSUPPORTED_MODEL', `${session.label}: KV cache of type ${first.type} is not supported`, 'use an fp32 or fp16 model');
+    throw new HatError(
+      'UNSUPPORTED_MODEL',
+      `${session.label}: KV cache of type ${first.type} is not supported`,
+      'use an fp32 or fp16 model',
+    );
   }
   return { pairs, dtype: first.type, kvHeads, headDim };
 }

@@ -23,10 +23,26 @@ const MB = 1e6;
 
 /** Named profiles. Wi-Fi is HAT's testbed (uplink 5–10 MB/s, downlink 10–15 MB/s): we take the lower ends. */
 export const LINK_PROFILES: Record<string, LinkSpec> = {
-  none: { name: 'none', up: { bandwidth: Infinity, latencyMs: 0, jitterMs: 0 }, down: { bandwidth: Infinity, latencyMs: 0, jitterMs: 0 } },
-  lan: { name: 'lan', up: { bandwidth: 100 * MB, latencyMs: 0.25, jitterMs: 0.05 }, down: { bandwidth: 100 * MB, latencyMs: 0.25, jitterMs: 0.05 } },
-  wifi: { name: 'wifi', up: { bandwidth: 5 * MB, latencyMs: 3, jitterMs: 1 }, down: { bandwidth: 10 * MB, latencyMs: 3, jitterMs: 1 } },
-  '4g': { name: '4g', up: { bandwidth: 1.5 * MB, latencyMs: 25, jitterMs: 5 }, down: { bandwidth: 4 * MB, latencyMs: 25, jitterMs: 5 } },
+  none: {
+    name: 'none',
+    up: { bandwidth: Infinity, latencyMs: 0, jitterMs: 0 },
+    down: { bandwidth: Infinity, latencyMs: 0, jitterMs: 0 },
+  },
+  lan: {
+    name: 'lan',
+    up: { bandwidth: 100 * MB, latencyMs: 0.25, jitterMs: 0.05 },
+    down: { bandwidth: 100 * MB, latencyMs: 0.25, jitterMs: 0.05 },
+  },
+  wifi: {
+    name: 'wifi',
+    up: { bandwidth: 5 * MB, latencyMs: 3, jitterMs: 1 },
+    down: { bandwidth: 10 * MB, latencyMs: 3, jitterMs: 1 },
+  },
+  '4g': {
+    name: '4g',
+    up: { bandwidth: 1.5 * MB, latencyMs: 25, jitterMs: 5 },
+    down: { bandwidth: 4 * MB, latencyMs: 25, jitterMs: 5 },
+  },
 };
 
 /**
@@ -40,8 +56,11 @@ export function parseLinkSpec(text: string): LinkSpec {
   for (const part of text.split(',')) {
     const [key, value] = part.split('=');
     if (!key || value === undefined) {
-      throw new HatError('BAD_OPTION', `--link "${text}" is neither a profile nor key=value pairs`,
-        `use one of ${Object.keys(LINK_PROFILES).join(', ')} or e.g. up=5MB,down=10MB,rtt=6,jitter=1`);
+      throw new HatError(
+        'BAD_OPTION',
+        `--link "${text}" is neither a profile nor key=value pairs`,
+        `use one of ${Object.keys(LINK_PROFILES).join(', ')} or e.g. up=5MB,down=10MB,rtt=6,jitter=1`,
+      );
     }
     fields.set(key.trim(), value.trim());
   }
@@ -49,21 +68,32 @@ export function parseLinkSpec(text: string): LinkSpec {
     const raw = fields.get(key);
     if (raw === undefined) return Infinity;
     const match = /^([\d.]+)\s*(kb|mb|gb)?$/i.exec(raw);
-    if (!match) throw new HatError('BAD_OPTION', `--link ${key}=${raw} is not a bandwidth`, 'write e.g. 5MB (10^6 bytes/s) or 800kB');
+    if (!match)
+      throw new HatError(
+        'BAD_OPTION',
+        `--link ${key}=${raw} is not a bandwidth`,
+        'write e.g. 5MB (10^6 bytes/s) or 800kB',
+      );
     const unit = { kb: 1e3, mb: 1e6, gb: 1e9 }[(match[2] ?? 'mb').toLowerCase() as 'kb' | 'mb' | 'gb'];
     return Number(match[1]) * unit;
   };
   const number = (key: string) => {
     const value = Number(fields.get(key) ?? 0);
-    if (!Number.isFinite(value) || value < 0) throw new HatError('BAD_OPTION', `--link ${key} must be a non-negative number of ms`);
+    if (!Number.isFinite(value) || value < 0)
+      throw new HatError('BAD_OPTION', `--link ${key} must be a non-negative number of ms`);
     return value;
   };
   for (const key of fields.keys()) {
-    if (!['up', 'down', 'rtt', 'jitter'].includes(key)) throw new HatError('BAD_OPTION', `--link has an unknown key "${key}"`, 'keys: up, down, rtt, jitter');
+    if (!['up', 'down', 'rtt', 'jitter'].includes(key))
+      throw new HatError('BAD_OPTION', `--link has an unknown key "${key}"`, 'keys: up, down, rtt, jitter');
   }
   const latencyMs = number('rtt') / 2;
   const jitterMs = number('jitter');
-  return { name: text, up: { bandwidth: bandwidth('up'), latencyMs, jitterMs }, down: { bandwidth: bandwidth('down'), latencyMs, jitterMs } };
+  return {
+    name: text,
+    up: { bandwidth: bandwidth('up'), latencyMs, jitterMs },
+    down: { bandwidth: bandwidth('down'), latencyMs, jitterMs },
+  };
 }
 
 export function describeLink(spec: LinkSpec): string {

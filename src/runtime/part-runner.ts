@@ -6,8 +6,18 @@
 import { HatError } from '../errors.ts';
 import type { KvPair } from '../split/manifest.ts';
 import {
-  createSession, declaredIntType, float32Tensor, float32ToFloat16, intTensor, makeTensor, tensorToFloat32,
-  type Feeds, type IntType, type ModelSession, type SessionOptions, type Tensor,
+  createSession,
+  declaredIntType,
+  float32Tensor,
+  float32ToFloat16,
+  intTensor,
+  makeTensor,
+  tensorToFloat32,
+  type Feeds,
+  type IntType,
+  type ModelSession,
+  type SessionOptions,
+  type Tensor,
 } from './session.ts';
 
 export interface PartIO {
@@ -61,9 +71,15 @@ export class PartRunner {
     this.io = io;
     const inputs = new Map(session.inputs.map((i) => [i.name, i]));
     for (const name of [io.idsInput, io.hiddenInput, ...io.kv.flatMap((p) => [p.pastKey, p.pastValue])]) {
-      if (name && !inputs.has(name)) throw new HatError('BAD_MANIFEST', `${session.label} has no input '${name}'`, 'the split directory does not match its manifest: split again');
+      if (name && !inputs.has(name))
+        throw new HatError(
+          'BAD_MANIFEST',
+          `${session.label} has no input '${name}'`,
+          'the split directory does not match its manifest: split again',
+        );
     }
-    if (!session.outputNames.includes(io.output)) throw new HatError('BAD_MANIFEST', `${session.label} has no output '${io.output}'`, 'split again');
+    if (!session.outputNames.includes(io.output))
+      throw new HatError('BAD_MANIFEST', `${session.label} has no output '${io.output}'`, 'split again');
     this.hiddenType = io.hiddenInput ? inputs.get(io.hiddenInput)!.type : 'float32';
     this.intTypes = new Map(session.inputs.map((i) => [i.name, declaredIntType(i)]));
     const tensors = new Map<string, Tensor>();
@@ -72,10 +88,16 @@ export class PartRunner {
         const info = inputs.get(name)!;
         const [, heads, , headDim] = info.shape;
         if (typeof heads !== 'number' || typeof headDim !== 'number') {
-          throw new HatError('UNSUPPORTED_MODEL', `${session.label}: KV input '${name}' has symbolic heads or head size (${JSON.stringify(info.shape)})`);
+          throw new HatError(
+            'UNSUPPORTED_MODEL',
+            `${session.label}: KV input '${name}' has symbolic heads or head size (${JSON.stringify(info.shape)})`,
+          );
         }
         const type = info.type === 'float16' ? 'float16' : 'float32';
-        tensors.set(name, makeTensor(type, type === 'float16' ? new Uint16Array(0) : new Float32Array(0), [1, heads, 0, headDim]));
+        tensors.set(
+          name,
+          makeTensor(type, type === 'float16' ? new Uint16Array(0) : new Float32Array(0), [1, heads, 0, headDim]),
+        );
       }
     }
     this.state = { length: 0, tensors };
@@ -115,7 +137,8 @@ export class PartRunner {
 
   /** Keeps the first `length` positions of the cache (speculative rollback). */
   truncate(length: number): void {
-    if (length > this.state.length) throw new HatError('INTERNAL', `cannot truncate a cache of ${this.state.length} to ${length}`);
+    if (length > this.state.length)
+      throw new HatError('INTERNAL', `cannot truncate a cache of ${this.state.length} to ${length}`);
     if (length === this.state.length) return;
     const tensors = new Map<string, Tensor>();
     const cut = this.state.frozen ? sliceSequence : compactSequence;
@@ -129,20 +152,35 @@ export class PartRunner {
     const feeds: Feeds = {};
     for (const name of this.session.inputNames) {
       if (name === this.io.idsInput) {
-        if (!input.ids || input.ids.length !== n) throw new HatError('INTERNAL', `${this.session.label} needs ${n} token ids`);
+        if (!input.ids || input.ids.length !== n)
+          throw new HatError('INTERNAL', `${this.session.label} needs ${n} token ids`);
         feeds[name] = intTensor(this.intTypes.get(name)!, input.ids, [1, n]);
       } else if (name === this.io.hiddenInput) {
-        if (!input.hidden || input.hidden.length % n !== 0) throw new HatError('INTERNAL', `${this.session.label} needs ${n} hidden states`);
+        if (!input.hidden || input.hidden.length % n !== 0)
+          throw new HatError('INTERNAL', `${this.session.label} needs ${n} hidden states`);
         const dims = [1, n, input.hidden.length / n];
-        feeds[name] = this.hiddenType === 'float16' ? makeTensor('float16', float32ToFloat16(input.hidden), dims) : float32Tensor(input.hidden, dims);
+        feeds[name] =
+          this.hiddenType === 'float16'
+            ? makeTensor('float16', float32ToFloat16(input.hidden), dims)
+            : float32Tensor(input.hidden, dims);
       } else if (name === 'attention_mask') {
-        feeds[name] = intTensor(this.intTypes.get(name)!, this.allOnes(past + n, this.intTypes.get(name)!), [1, past + n]);
+        feeds[name] = intTensor(this.intTypes.get(name)!, this.allOnes(past + n, this.intTypes.get(name)!), [
+          1,
+          past + n,
+        ]);
       } else if (name === 'position_ids') {
-        feeds[name] = intTensor(this.intTypes.get(name)!, Array.from({ length: n }, (_, i) => past + i), [1, n]);
+        feeds[name] = intTensor(
+          this.intTypes.get(name)!,
+          Array.from({ length: n }, (_, i) => past + i),
+          [1, n],
+        );
       } else if (this.state.tensors.has(name)) {
         feeds[name] = this.state.tensors.get(name)!;
       } else {
-        throw new HatError('UNSUPPORTED_MODEL', `${this.session.label} has an input '${name}' that hat does not know how to feed`);
+        throw new HatError(
+          'UNSUPPORTED_MODEL',
+          `${this.session.label} has an input '${name}' that hat does not know how to feed`,
+        );
       }
     }
     const started = performance.now();
@@ -185,7 +223,8 @@ function sliceSequence(tensor: Tensor, length: number): Tensor {
 function compactSequence(tensor: Tensor, length: number): Tensor {
   const [b, h, s, d] = tensor.dims;
   const data = tensor.data as Float32Array | Uint16Array;
-  for (let block = 1; block < b * h; block++) data.copyWithin(block * length * d, block * s * d, block * s * d + length * d);
+  for (let block = 1; block < b * h; block++)
+    data.copyWithin(block * length * d, block * s * d, block * s * d + length * d);
   return makeTensor(tensor.type as 'float32', data.subarray(0, b * h * length * d), [b, h, length, d]);
 }
 

@@ -53,14 +53,23 @@ export function parsePromptIds(value: string): number[] {
   return trimmed.split(',').map((part) => {
     const id = Number(part.trim());
     if (!/^\d+$/.test(part.trim()) || !Number.isSafeInteger(id)) {
-      throw new HatError('BAD_OPTION', `--prompt-ids: '${part.trim()}' is not a token id`, 'give comma-separated non-negative integers, e.g. --prompt-ids 1,2,3');
+      throw new HatError(
+        'BAD_OPTION',
+        `--prompt-ids: '${part.trim()}' is not a token id`,
+        'give comma-separated non-negative integers, e.g. --prompt-ids 1,2,3',
+      );
     }
     return id;
   });
 }
 
 /** The prompt's token ids, checked against the vocabulary when its size is known. */
-export function promptIds(input: PromptInput, tokenizer: TextTokenizer | undefined, special: SpecialIds, vocabSize?: number): number[] {
+export function promptIds(
+  input: PromptInput,
+  tokenizer: TextTokenizer | undefined,
+  special: SpecialIds,
+  vocabSize?: number,
+): number[] {
   if (input.ids !== undefined && input.text !== undefined) {
     throw new HatError('BAD_OPTION', '--prompt and --prompt-ids were both given', 'give one of them');
   }
@@ -68,7 +77,12 @@ export function promptIds(input: PromptInput, tokenizer: TextTokenizer | undefin
   if (input.ids !== undefined) {
     ids = [...input.ids];
   } else if (input.text) {
-    if (!tokenizer) throw new HatError('FILE_NOT_FOUND', 'this model has no tokenizer.json, so --prompt text cannot be encoded', 'give token ids with --prompt-ids 1,2,3');
+    if (!tokenizer)
+      throw new HatError(
+        'FILE_NOT_FOUND',
+        'this model has no tokenizer.json, so --prompt text cannot be encoded',
+        'give token ids with --prompt-ids 1,2,3',
+      );
     ids = tokenizer.encode(input.text);
   } else {
     ids = [];
@@ -76,14 +90,21 @@ export function promptIds(input: PromptInput, tokenizer: TextTokenizer | undefin
   if (ids.length === 0) {
     const bos = tokenizer?.bosTokenId ?? special.bosTokenId;
     if (bos === undefined) {
-      throw new HatError('BAD_OPTION', 'an empty prompt starts from the BOS token, and neither the tokenizer nor config.json names one',
-        'give a prompt (--prompt text or --prompt-ids 1,2,3)');
+      throw new HatError(
+        'BAD_OPTION',
+        'an empty prompt starts from the BOS token, and neither the tokenizer nor config.json names one',
+        'give a prompt (--prompt text or --prompt-ids 1,2,3)',
+      );
     }
     ids = [bos];
   }
   const outside = vocabSize === undefined ? undefined : ids.find((id) => id >= vocabSize);
   if (outside !== undefined) {
-    throw new HatError('BAD_OPTION', `prompt token id ${outside} is outside the vocabulary (${vocabSize} tokens)`, `give ids below ${vocabSize}`);
+    throw new HatError(
+      'BAD_OPTION',
+      `prompt token id ${outside} is outside the vocabulary (${vocabSize} tokens)`,
+      `give ids below ${vocabSize}`,
+    );
   }
   return ids;
 }

@@ -35,7 +35,10 @@ export function topIndices(logits: ArrayLike<number>, count: number): number[] {
     if (top.length === count && logits[i] <= logits[top[count - 1]]) continue;
     let at = Math.min(top.length, count - 1);
     if (top.length < count) top.push(i);
-    while (at > 0 && logits[i] > logits[top[at - 1]]) { top[at] = top[at - 1]; at--; }
+    while (at > 0 && logits[i] > logits[top[at - 1]]) {
+      top[at] = top[at - 1];
+      at--;
+    }
     top[at] = i;
   }
   return top;
@@ -54,7 +57,7 @@ export function softmax(logits: ArrayLike<number>, temperature = 1): Float64Arra
   let max = -Infinity;
   for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]);
   let total = 0;
-  for (let i = 0; i < logits.length; i++) total += (out[i] = Math.exp((logits[i] - max) / temperature));
+  for (let i = 0; i < logits.length; i++) total += out[i] = Math.exp((logits[i] - max) / temperature);
   for (let i = 0; i < out.length; i++) out[i] /= total;
   return out;
 }

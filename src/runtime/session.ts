@@ -42,11 +42,19 @@ export class ModelSession {
     this.session = session;
   }
 
-  get inputNames(): readonly string[] { return this.session.inputNames; }
-  get outputNames(): readonly string[] { return this.session.outputNames; }
+  get inputNames(): readonly string[] {
+    return this.session.inputNames;
+  }
+  get outputNames(): readonly string[] {
+    return this.session.outputNames;
+  }
 
-  get inputs(): TensorInfo[] { return describe(this.session.inputMetadata); }
-  get outputs(): TensorInfo[] { return describe(this.session.outputMetadata); }
+  get inputs(): TensorInfo[] {
+    return describe(this.session.inputMetadata);
+  }
+  get outputs(): TensorInfo[] {
+    return describe(this.session.outputMetadata);
+  }
 
   async run(feeds: Feeds, outputNames?: readonly string[]): Promise<Feeds> {
     for (const name of this.session.inputNames) {
@@ -55,8 +63,12 @@ export class ModelSession {
     try {
       return outputNames ? await this.session.run(feeds, outputNames) : await this.session.run(feeds);
     } catch (error) {
-      throw new HatError('RUNTIME', `${this.label}: ${(error as Error).message.split('\n')[0]}`,
-        'the model could not run on these inputs', { cause: error });
+      throw new HatError(
+        'RUNTIME',
+        `${this.label}: ${(error as Error).message.split('\n')[0]}`,
+        'the model could not run on these inputs',
+        { cause: error },
+      );
     }
   }
 
@@ -74,23 +86,33 @@ function describe(metadata: readonly ort.InferenceSession.ValueMetadata[]): Tens
 }
 
 /** Opens a model from a path (external data resolves next to it) or from bytes. */
-export async function createSession(source: string | Uint8Array, options: SessionOptions = {}, label?: string): Promise<ModelSession> {
+export async function createSession(
+  source: string | Uint8Array,
+  options: SessionOptions = {},
+  label?: string,
+): Promise<ModelSession> {
   const sessionOptions: ort.InferenceSession.SessionOptions = {
     executionProviders: [options.executionProvider ?? 'cpu'],
     graphOptimizationLevel: options.graphOptimizationLevel ?? 'all',
     logSeverityLevel: options.quietRuntimeLog ? 4 : 3,
   };
   if (options.threads) sessionOptions.intraOpNumThreads = options.threads;
-  if (!options.spinning) sessionOptions.extra = { session: { 'intra_op.allow_spinning': '0', 'inter_op.allow_spinning': '0' } };
+  if (!options.spinning)
+    sessionOptions.extra = { session: { 'intra_op.allow_spinning': '0', 'inter_op.allow_spinning': '0' } };
   try {
-    const session = typeof source === 'string'
-      ? await ort.InferenceSession.create(source, sessionOptions)
-      : await ort.InferenceSession.create(source, sessionOptions);
+    const session =
+      typeof source === 'string'
+        ? await ort.InferenceSession.create(source, sessionOptions)
+        : await ort.InferenceSession.create(source, sessionOptions);
     return new ModelSession(label ?? (typeof source === 'string' ? source : 'in-memory model'), session);
   } catch (error) {
     const name = label ?? (typeof source === 'string' ? source : 'in-memory model');
-    throw new HatError('RUNTIME', `onnxruntime could not load ${name}: ${(error as Error).message.split('\n')[0]}`,
-      'check that the model is complete and its external-data files sit next to it', { cause: error });
+    throw new HatError(
+      'RUNTIME',
+      `onnxruntime could not load ${name}: ${(error as Error).message.split('\n')[0]}`,
+      'check that the model is complete and its external-data files sit next to it',
+      { cause: error },
+    );
   }
 }
 
@@ -130,7 +152,9 @@ export function declaredIntType(info: TensorInfo | undefined): IntType {
 /** An all-zero tensor of the given type (fp16 as Uint16Array); zero-length dims give an empty past. */
 export function zerosTensor(type: 'float32' | 'float16', dims: readonly number[]): Tensor {
   const count = dims.reduce((a, b) => a * b, 1);
-  return type === 'float16' ? new ort.Tensor('float16', new Uint16Array(count), dims) : new ort.Tensor('float32', new Float32Array(count), dims);
+  return type === 'float16'
+    ? new ort.Tensor('float16', new Uint16Array(count), dims)
+    : new ort.Tensor('float32', new Float32Array(count), dims);
 }
 
 /** Float32 view of a float32 or float16 tensor (fp16 arrives as Uint16Array on Node 20). */

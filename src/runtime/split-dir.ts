@@ -16,16 +16,28 @@ export type PartName = 'input' | 'middle' | 'output';
 export function readManifest(splitDir: string): SplitManifest {
   const path = join(splitDir, 'manifest.json');
   if (!existsSync(path)) {
-    throw new HatError('BAD_MANIFEST', `${splitDir} has no manifest.json`, 'point at a directory written by `hat split`');
+    throw new HatError(
+      'BAD_MANIFEST',
+      `${splitDir} has no manifest.json`,
+      'point at a directory written by `hat split`',
+    );
   }
   let manifest: SplitManifest;
   try {
     manifest = JSON.parse(readFileSync(path, 'utf8')) as SplitManifest;
   } catch (error) {
-    throw new HatError('BAD_MANIFEST', `${path} is not valid JSON (${(error as Error).message})`, 'split the model again');
+    throw new HatError(
+      'BAD_MANIFEST',
+      `${path} is not valid JSON (${(error as Error).message})`,
+      'split the model again',
+    );
   }
   if (manifest.format !== MANIFEST_FORMAT) {
-    throw new HatError('BAD_MANIFEST', `${path} has format ${JSON.stringify(manifest.format)}, expected ${MANIFEST_FORMAT}`, 'split the model again with this version of hat');
+    throw new HatError(
+      'BAD_MANIFEST',
+      `${path} has format ${JSON.stringify(manifest.format)}, expected ${MANIFEST_FORMAT}`,
+      'split the model again with this version of hat',
+    );
   }
   return manifest;
 }
@@ -40,7 +52,11 @@ export function manifestHash(manifest: SplitManifest): string {
     source: manifest.source,
     hidden: manifest.hidden,
     boundaries: manifest.boundaries,
-    layers: { input: manifest.parts.input.layers, middle: manifest.parts.middle.layers, output: manifest.parts.output.layers },
+    layers: {
+      input: manifest.parts.input.layers,
+      middle: manifest.parts.middle.layers,
+      output: manifest.parts.output.layers,
+    },
     kv: manifest.kv,
   };
   return createHash('sha256').update(JSON.stringify(identity)).digest('hex');
@@ -48,17 +64,34 @@ export function manifestHash(manifest: SplitManifest): string {
 
 export function partIO(manifest: SplitManifest, part: PartName): PartIO {
   switch (part) {
-    case 'input': return { idsInput: 'input_ids', output: manifest.boundaries.inputToMiddle, kv: manifest.kv.input };
-    case 'middle': return { hiddenInput: manifest.boundaries.inputToMiddle, output: manifest.boundaries.middleToOutput, kv: manifest.kv.middle };
-    case 'output': return { hiddenInput: manifest.boundaries.middleToOutput, output: 'logits', kv: manifest.kv.output };
+    case 'input':
+      return { idsInput: 'input_ids', output: manifest.boundaries.inputToMiddle, kv: manifest.kv.input };
+    case 'middle':
+      return {
+        hiddenInput: manifest.boundaries.inputToMiddle,
+        output: manifest.boundaries.middleToOutput,
+        kv: manifest.kv.middle,
+      };
+    case 'output':
+      return { hiddenInput: manifest.boundaries.middleToOutput, output: 'logits', kv: manifest.kv.output };
   }
 }
 
-export async function openPart(splitDir: string, manifest: SplitManifest, part: PartName, options: SessionOptions = {}): Promise<PartRunner> {
+export async function openPart(
+  splitDir: string,
+  manifest: SplitManifest,
+  part: PartName,
+  options: SessionOptions = {},
+): Promise<PartRunner> {
   const file = resolve(splitDir, manifest.parts[part].file);
   if (!existsSync(file)) {
-    throw new HatError('BAD_MANIFEST', `${part} part ${manifest.parts[part].file} is missing from ${splitDir}`,
-      part === 'middle' ? 'the middle part lives on the cloud: run serve-cloud on the full split directory' : 'copy the whole device bundle');
+    throw new HatError(
+      'BAD_MANIFEST',
+      `${part} part ${manifest.parts[part].file} is missing from ${splitDir}`,
+      part === 'middle'
+        ? 'the middle part lives on the cloud: run serve-cloud on the full split directory'
+        : 'copy the whole device bundle',
+    );
   }
   return PartRunner.open(file, partIO(manifest, part), options, `${part} part`);
 }
@@ -66,7 +99,16 @@ export async function openPart(splitDir: string, manifest: SplitManifest, part: 
 /** The tokenizer a split directory or device bundle carries (copied there by `hat split`). */
 export function splitTokenizer(splitDir: string, manifest: SplitManifest): TextTokenizer {
   const file = join(splitDir, manifest.tokenizer ?? 'tokenizer.json');
-  if (!existsSync(file)) throw new HatError('BAD_MANIFEST', `${splitDir} has no tokenizer.json`, 'split a model that has tokenizer.json beside it, or copy it into the split directory');
+  if (!existsSync(file))
+    throw new HatError(
+      'BAD_MANIFEST',
+      `${splitDir} has no tokenizer.json`,
+      'split a model that has tokenizer.json beside it, or copy it into the split directory',
+    );
   const beside = (name: string) => (existsSync(join(splitDir, name)) ? join(splitDir, name) : undefined);
-  return loadTokenizer({ tokenizer: file, tokenizerConfig: beside('tokenizer_config.json'), config: beside('config.json') });
+  return loadTokenizer({
+    tokenizer: file,
+    tokenizerConfig: beside('tokenizer_config.json'),
+    config: beside('config.json'),
+  });
 }

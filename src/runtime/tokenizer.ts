@@ -30,14 +30,19 @@ function readJson(path: string, what: string): Record<string, unknown> {
   try {
     return JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
   } catch (error) {
-    throw new HatError('BAD_CHECKPOINT', `${what} ${path} is not valid JSON (${(error as Error).message.split('\n')[0]})`, 'regenerate or re-download it');
+    throw new HatError(
+      'BAD_CHECKPOINT',
+      `${what} ${path} is not valid JSON (${(error as Error).message.split('\n')[0]})`,
+      'regenerate or re-download it',
+    );
   }
 }
 
 /** A special token named in tokenizer_config.json: a string, or an AddedToken object with `content`. */
 function tokenName(value: unknown): string | undefined {
   if (typeof value === 'string') return value;
-  if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') return (value as { content: string }).content;
+  if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string')
+    return (value as { content: string }).content;
   return undefined;
 }
 
@@ -48,7 +53,12 @@ function firstId(value: unknown): number | undefined {
 }
 
 export function loadTokenizer(files: TokenizerFiles): TextTokenizer {
-  if (!existsSync(files.tokenizer)) throw new HatError('FILE_NOT_FOUND', `tokenizer not found: ${files.tokenizer}`, 'put a Hugging Face tokenizer.json beside the model');
+  if (!existsSync(files.tokenizer))
+    throw new HatError(
+      'FILE_NOT_FOUND',
+      `tokenizer not found: ${files.tokenizer}`,
+      'put a Hugging Face tokenizer.json beside the model',
+    );
   const json = readJson(files.tokenizer, 'tokenizer');
   const tokenizerConfig = files.tokenizerConfig ? readJson(files.tokenizerConfig, 'tokenizer config') : {};
   const modelConfig = files.config ? readJson(files.config, 'model config') : {};
@@ -56,12 +66,17 @@ export function loadTokenizer(files: TokenizerFiles): TextTokenizer {
   try {
     tokenizer = new Tokenizer(json, tokenizerConfig);
   } catch (error) {
-    throw new HatError('BAD_CHECKPOINT', `${files.tokenizer} is not a tokenizer.json this tokenizer library can load (${(error as Error).message.split('\n')[0]})`,
-      'save it with Hugging Face tokenizers (tokenizer.save) or transformers (save_pretrained)');
+    throw new HatError(
+      'BAD_CHECKPOINT',
+      `${files.tokenizer} is not a tokenizer.json this tokenizer library can load (${(error as Error).message.split('\n')[0]})`,
+      'save it with Hugging Face tokenizers (tokenizer.save) or transformers (save_pretrained)',
+    );
   }
   const idOf = (name: string | undefined) => (name === undefined ? undefined : tokenizer.token_to_id(name));
   const special = (configKey: string, idKey: string, names: string[]) =>
-    idOf(tokenName(tokenizerConfig[configKey])) ?? firstId(modelConfig[idKey]) ?? names.map(idOf).find((id) => id !== undefined);
+    idOf(tokenName(tokenizerConfig[configKey])) ??
+    firstId(modelConfig[idKey]) ??
+    names.map(idOf).find((id) => id !== undefined);
 
   return {
     bosTokenId: special('bos_token', 'bos_token_id', BOS_NAMES),
@@ -76,7 +91,12 @@ export function loadTokenizer(files: TokenizerFiles): TextTokenizer {
  * The text that `ids` add after `context` (the prompt). Decoding context + ids together keeps the space that
  * SentencePiece-style decoders strip from the first token of a sequence: "Lily and Tom" + " were".
  */
-export function continuationText(tokenizer: TextTokenizer, context: readonly number[], ids: readonly number[], before = tokenizer.decode(context)): string {
+export function continuationText(
+  tokenizer: TextTokenizer,
+  context: readonly number[],
+  ids: readonly number[],
+  before = tokenizer.decode(context),
+): string {
   const all = tokenizer.decode([...context, ...ids]);
   return all.startsWith(before) ? all.slice(before.length) : tokenizer.decode(ids);
 }
@@ -88,8 +108,12 @@ export function continuationText(tokenizer: TextTokenizer, context: readonly num
  * complete character) so each token costs a bounded decode: decoding the whole prompt and text again for every
  * token had cost a device over 1 ms per round on long runs.
  */
-export function textStreamer(tokenizer: TextTokenizer, context: readonly number[] = []): { push(...ids: number[]): string; flush(): string } {
-  const TAIL = 4, WINDOW = 32;
+export function textStreamer(
+  tokenizer: TextTokenizer,
+  context: readonly number[] = [],
+): { push(...ids: number[]): string; flush(): string } {
+  const TAIL = 4,
+    WINDOW = 32;
   let tail = context.slice(-TAIL);
   let tailText = tokenizer.decode(tail);
   let ids: number[] = [];
@@ -109,8 +133,13 @@ export function textStreamer(tokenizer: TextTokenizer, context: readonly number[
   };
   return {
     /** Adds one or more ids (a speculative round commits several: one decode for all of them). */
-    push(...added) { ids.push(...added); return delta(false); },
-    flush() { return delta(true); },
+    push(...added) {
+      ids.push(...added);
+      return delta(false);
+    },
+    flush() {
+      return delta(true);
+    },
   };
 }
 

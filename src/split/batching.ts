@@ -51,8 +51,9 @@ export function decideBatching(graph: GraphProto, kv: readonly KvPair[]): Batchi
   if (attention.some((node) => index.nodes[node].opType === 'GroupQueryAttention')) {
     return {
       mode: 'single-row',
-      reason: 'GroupQueryAttention takes each row\'s length from attention_mask and refuses several rows per session '
-        + `over a past: one-row requests batch, pasts padded on the right; ${positions}`,
+      reason:
+        "GroupQueryAttention takes each row's length from attention_mask and refuses several rows per session " +
+        `over a past: one-row requests batch, pasts padded on the right; ${positions}`,
     };
   }
   return { mode: 'padded', reason: `every attention reads attention_mask; ${positions}` };

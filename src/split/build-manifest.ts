@@ -22,7 +22,9 @@ async function sha256(path: string): Promise<string> {
 
 function modelFacts(source: LoadedModel, structure: DecoderStructure): NonNullable<SplitManifest['model']> {
   const configPath = join(source.dir, 'config.json');
-  const config = existsSync(configPath) ? JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown> : {};
+  const config = existsSync(configPath)
+    ? (JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>)
+    : {};
   const id = (value: unknown) => (Array.isArray(value) ? value[0] : value) as number | undefined;
   return {
     vocabSize: (config.vocab_size as number | undefined) ?? structure.embedding.vocabSize,
@@ -61,11 +63,18 @@ export async function buildManifest(inputs: ManifestInputs): Promise<SplitManife
   return {
     format: MANIFEST_FORMAT,
     source: {
-      file: basename(source.path), sha256: await sha256(source.path), layers: structure.layers.length,
+      file: basename(source.path),
+      sha256: await sha256(source.path),
+      layers: structure.layers.length,
       dataFiles: [...dataFiles.keys()].map((file) => ({ file, bytes: statSync(resolve(source.dir, file)).size })),
     },
     hidden: { size: structure.hiddenSize, dtype: hiddenDType(structure.boundaries[inputs.inputLayers].dataType) },
-    attention: { heads: attention.heads, kvHeads: attention.kvHeads, headDim: attention.headDim, kvLayout: attention.kvLayout },
+    attention: {
+      heads: attention.heads,
+      kvHeads: attention.kvHeads,
+      headDim: attention.headDim,
+      kvLayout: attention.kvLayout,
+    },
     boundaries: plan.boundaries,
     parts: {
       input: partManifest(plan.parts.input, written.input.dataFiles),
@@ -79,7 +88,7 @@ export async function buildManifest(inputs: ManifestInputs): Promise<SplitManife
       inputs: Object.fromEntries(PART_NAMES.map((name) => [name, plan.parts[name].preludeInputs])),
       maskRepair: repair
         ? `the traced mask ${repair.tensor} is rebuilt from attention_mask as a causal + padding mask${repair.window ? ` with a ${repair.window}-position sliding window` : ''} (the source fails multi-token steps on a non-empty cache)`
-        : 'none: the model\'s own mask construction is kept',
+        : "none: the model's own mask construction is kept",
     },
     privacy,
     multiTokenCachedSteps: false,
@@ -87,6 +96,9 @@ export async function buildManifest(inputs: ManifestInputs): Promise<SplitManife
     ...(companions.includes('tokenizer.json') ? { tokenizer: 'tokenizer.json' } : {}),
     extraFiles: companions.filter((file) => file !== 'tokenizer.json'),
     model: modelFacts(source, structure),
-    weights: { mode, bytes: { input: written.input.bytes, middle: written.middle.bytes, output: written.output.bytes } },
+    weights: {
+      mode,
+      bytes: { input: written.input.bytes, middle: written.middle.bytes, output: written.output.bytes },
+    },
   };
 }

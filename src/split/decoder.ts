@@ -44,11 +44,17 @@ export interface DecoderStructure {
 }
 
 function rejectMergedDecoder(index: GraphIndex): void {
-  const branching = index.nodes.find((n) => ['If', 'Loop', 'Scan'].includes(n.opType ?? '')
-    && (n.output ?? []).some((name) => PRESENT.test(name) || name === 'logits'));
+  const branching = index.nodes.find(
+    (n) =>
+      ['If', 'Loop', 'Scan'].includes(n.opType ?? '') &&
+      (n.output ?? []).some((name) => PRESENT.test(name) || name === 'logits'),
+  );
   if (index.inputs.has('use_cache_branch') || branching) {
-    throw new HatError('UNSUPPORTED_MODEL', `merged decoder: ${branching ? `${branching.opType} node '${branching.name || '(unnamed)'}'` : "input 'use_cache_branch'"} switches between cache branches, and hat cannot cut inside a branch`,
-      'export a single decoder graph with past inputs (Optimum: --no-post-process, or use decoder_with_past_model.onnx)');
+    throw new HatError(
+      'UNSUPPORTED_MODEL',
+      `merged decoder: ${branching ? `${branching.opType} node '${branching.name || '(unnamed)'}'` : "input 'use_cache_branch'"} switches between cache branches, and hat cannot cut inside a branch`,
+      'export a single decoder graph with past inputs (Optimum: --no-post-process, or use decoder_with_past_model.onnx)',
+    );
   }
 }
 
@@ -57,14 +63,16 @@ function residualChain(index: GraphIndex, source: string, sinkNode: number): num
   const forward = index.valueReachableFrom([source]);
   const backward = index.valueAncestorsOf(sinkNode);
   const onPath = (n: number) => forward.has(n) && backward.has(n);
-  const readsPath = (name: string) => name === source || (index.producer.has(name) && onPath(index.producer.get(name)!));
+  const readsPath = (name: string) =>
+    name === source || (index.producer.has(name) && onPath(index.producer.get(name)!));
   const chain: number[] = [];
   // Edges still "in flight" across the topological sweep; starts with those leaving the token input itself.
   let open = index.consumersOf(source).filter(onPath).length;
   for (const node of index.order) {
     if (!onPath(node)) continue;
     open -= nodeInputs(index.nodes[node]).filter(readsPath).length;
-    const edgesOut = (index.nodes[node].output ?? []).filter(Boolean)
+    const edgesOut = (index.nodes[node].output ?? [])
+      .filter(Boolean)
       .reduce((sum, name) => sum + index.consumersOf(name).filter(onPath).length, 0);
     open += edgesOut;
     if (open === edgesOut) chain.push(node);
@@ -87,20 +95,32 @@ export function analyzeDecoder(model: ModelProto): DecoderStructure {
   const outputNames = [...index.outputs];
   const layers = findKvPairs(inputNames, outputNames);
   if (layers.length === 0) {
-    throw new HatError('NOT_A_DECODER', `the model has no past_key_values.N.* inputs / present.N.* outputs (inputs: ${inputNames.slice(0, 6).join(', ')})`,
-      'hat splits decoder-only LLMs exported with a KV cache (Optimum text-generation-with-past or onnxruntime-genai)');
+    throw new HatError(
+      'NOT_A_DECODER',
+      `the model has no past_key_values.N.* inputs / present.N.* outputs (inputs: ${inputNames.slice(0, 6).join(', ')})`,
+      'hat splits decoder-only LLMs exported with a KV cache (Optimum text-generation-with-past or onnxruntime-genai)',
+    );
   }
-  if (!index.inputs.has(TOKEN_INPUT)) throw new HatError('NOT_A_DECODER', `the model has no '${TOKEN_INPUT}' input`, 'export the decoder with token ids as input');
+  if (!index.inputs.has(TOKEN_INPUT))
+    throw new HatError(
+      'NOT_A_DECODER',
+      `the model has no '${TOKEN_INPUT}' input`,
+      'export the decoder with token ids as input',
+    );
   const logits = index.outputs.has('logits') ? 'logits' : outputNames.find((name) => !PRESENT.test(name));
   const logitsNode = logits === undefined ? undefined : index.producer.get(logits);
-  if (logits === undefined || logitsNode === undefined) throw new HatError('NOT_A_DECODER', 'the model has no logits output', 'export the decoder with its LM head');
+  if (logits === undefined || logitsNode === undefined)
+    throw new HatError('NOT_A_DECODER', 'the model has no logits output', 'export the decoder with its LM head');
 
   const chain = residualChain(index, TOKEN_INPUT, logitsNode);
   const position = new Map(chain.map((node, i) => [node, i]));
   const embeddingPos = chain.findIndex((node) => isEmbeddingLookup(model, index.nodes[node]));
   if (embeddingPos < 0) {
-    throw new HatError('UNSUPPORTED_MODEL', 'no embedding lookup (Gather over a [vocab, hidden] weight) on the path from input_ids to the logits',
-      'quantised or custom embeddings are not supported yet');
+    throw new HatError(
+      'UNSUPPORTED_MODEL',
+      'no embedding lookup (Gather over a [vocab, hidden] weight) on the path from input_ids to the logits',
+      'quantised or custom embeddings are not supported yet',
+    );
   }
   const embeddingNode = index.nodes[chain[embeddingPos]];
   const weight = graph.initializer!.find((t) => t.name === embeddingNode.input![0])!;
@@ -109,10 +129,19 @@ export function analyzeDecoder(model: ModelProto): DecoderStructure {
   const layerStarts = layers.map((pair) => {
     const reached = index.valueReachableFrom([pair.pastKey, pair.pastValue]);
     const first = Math.min(...[...reached].map((n) => position.get(n) ?? Infinity));
-    if (!Number.isFinite(first)) throw new HatError('NOT_A_DECODER', `${pair.pastKey} does not flow into the residual stream`, 'the KV inputs must feed attention layers');
+    if (!Number.isFinite(first))
+      throw new HatError(
+        'NOT_A_DECODER',
+        `${pair.pastKey} does not flow into the residual stream`,
+        'the KV inputs must feed attention layers',
+      );
     const presentNode = index.producer.get(pair.presentKey);
     if (presentNode === undefined || !reached.has(presentNode)) {
-      throw new HatError('NOT_A_DECODER', `${pair.presentKey} is not computed from ${pair.pastKey}`, 'each present.N must extend past_key_values.N');
+      throw new HatError(
+        'NOT_A_DECODER',
+        `${pair.presentKey} is not computed from ${pair.pastKey}`,
+        'each present.N must extend past_key_values.N',
+      );
     }
     return first - 1;
   });
@@ -120,8 +149,11 @@ export function analyzeDecoder(model: ModelProto): DecoderStructure {
   const positions = [...layerStarts, streamEnd];
   positions.forEach((pos, i) => {
     if (pos < embeddingPos || (i > 0 && pos <= positions[i - 1]) || pos >= chain.length - 1) {
-      throw new HatError('UNSUPPORTED_MODEL', `could not place the residual-stream boundary before ${i < layers.length ? `layer ${i}` : 'the final norm'}`,
-        'the layers do not follow one another on a single residual stream');
+      throw new HatError(
+        'UNSUPPORTED_MODEL',
+        `could not place the residual-stream boundary before ${i < layers.length ? `layer ${i}` : 'the final norm'}`,
+        'the layers do not follow one another on a single residual stream',
+      );
     }
   });
 
@@ -134,14 +166,25 @@ export function analyzeDecoder(model: ModelProto): DecoderStructure {
   }
   const boundaries = positions.map((pos): ResidualBoundary => {
     const node = index.nodes[chain[pos]];
-    return { node: chain[pos], fused: FUSED_RESIDUAL_NORMS.has(node.opType ?? ''), tensor: streamTensor(index, node, chain[pos + 1]), dataType: dtypeAt.get(pos)! };
+    return {
+      node: chain[pos],
+      fused: FUSED_RESIDUAL_NORMS.has(node.opType ?? ''),
+      tensor: streamTensor(index, node, chain[pos + 1]),
+      dataType: dtypeAt.get(pos)!,
+    };
   });
 
   return {
-    index, layers, chain, boundaries, hiddenSize, logits,
+    index,
+    layers,
+    chain,
+    boundaries,
+    hiddenSize,
+    logits,
     embedding: { node: chain[embeddingPos], weight: weight.name!, vocabSize },
-    recognition: `${layers.length} layers anchored on past_key_values.{0..${layers.length - 1}}/present.{0..${layers.length - 1}}; `
-      + `residual stream of ${chain.length} nodes from input_ids to ${logits}${boundaries.some((b) => b.fused) ? ', residual sums inside fused Skip*LayerNormalization nodes' : ''}`,
+    recognition:
+      `${layers.length} layers anchored on past_key_values.{0..${layers.length - 1}}/present.{0..${layers.length - 1}}; ` +
+      `residual stream of ${chain.length} nodes from input_ids to ${logits}${boundaries.some((b) => b.fused) ? ', residual sums inside fused Skip*LayerNormalization nodes' : ''}`,
   };
 }
 

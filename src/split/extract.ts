@@ -19,7 +19,12 @@ export interface Extraction {
   graphInputs: Set<string>;
 }
 
-export function extract(nodes: NodeProto[], sources: ExtractionSources, cutInputs: Set<string>, outputs: string[]): Extraction {
+export function extract(
+  nodes: NodeProto[],
+  sources: ExtractionSources,
+  cutInputs: Set<string>,
+  outputs: string[],
+): Extraction {
   const producer = new Map<string, number>();
   nodes.forEach((node, i) => (node.output ?? []).forEach((name) => name && producer.set(name, i)));
   const keep = new Set<number>();
@@ -43,7 +48,11 @@ export function extract(nodes: NodeProto[], sources: ExtractionSources, cutInput
     } else if (sources.graphInputs.has(name)) {
       graphInputs.add(name);
     } else {
-      throw new HatError('BAD_MODEL', `tensor '${name}' is read but never produced, fed or stored (dangling name)`, 'the model graph is inconsistent: re-export it');
+      throw new HatError(
+        'BAD_MODEL',
+        `tensor '${name}' is read but never produced, fed or stored (dangling name)`,
+        'the model graph is inconsistent: re-export it',
+      );
     }
   }
   return { nodes: nodes.filter((_, i) => keep.has(i)), initializers, graphInputs };

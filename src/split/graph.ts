@@ -63,7 +63,9 @@ export class GraphIndex {
     });
     this.order = this.topologicalOrder();
     this.rank = new Array(this.nodes.length);
-    this.order.forEach((node, position) => { this.rank[node] = position; });
+    this.order.forEach((node, position) => {
+      this.rank[node] = position;
+    });
   }
 
   consumersOf(name: string): number[] {
@@ -72,7 +74,9 @@ export class GraphIndex {
 
   /** Producer indices of the node's inputs that are themselves produced by nodes. */
   producersOf(node: number): number[] {
-    return nodeInputs(this.nodes[node]).map((name) => this.producer.get(name)).filter((p): p is number => p !== undefined);
+    return nodeInputs(this.nodes[node])
+      .map((name) => this.producer.get(name))
+      .filter((p): p is number => p !== undefined);
   }
 
   /** Nodes whose values depend on any of `sources` (tensor names), not crossing Shape/Size. */
@@ -114,11 +118,14 @@ export class GraphIndex {
       const next = new Set((this.nodes[node].output ?? []).flatMap((name) => (name ? this.consumersOf(name) : [])));
       for (const consumer of next) if (--pending[consumer] === 0) ready.push(consumer);
     }
-    if (order.length !== this.nodes.length) throw new HatError('BAD_MODEL', 'the graph has a cycle', 'the file is not a valid ONNX model');
+    if (order.length !== this.nodes.length)
+      throw new HatError('BAD_MODEL', 'the graph has a cycle', 'the file is not a valid ONNX model');
     return order;
   }
 
   private producersOfUnchecked(node: NodeProto): number[] {
-    return nodeInputs(node).map((name) => this.producer.get(name)).filter((p): p is number => p !== undefined);
+    return nodeInputs(node)
+      .map((name) => this.producer.get(name))
+      .filter((p): p is number => p !== undefined);
   }
 }

@@ -75,14 +75,22 @@ export async function inspectModel(path: string, options: { probe?: boolean } = 
   const dtype = hiddenDType(structure.boundaries[0].dataType);
   const contribOps: Record<string, number> = {};
   for (const node of structure.index.nodes) {
-    if (node.domain && node.domain !== 'ai.onnx') contribOps[`${node.domain}::${node.opType}`] = (contribOps[`${node.domain}::${node.opType}`] ?? 0) + 1;
+    if (node.domain && node.domain !== 'ai.onnx')
+      contribOps[`${node.domain}::${node.opType}`] = (contribOps[`${node.domain}::${node.opType}`] ?? 0) + 1;
   }
-  const kvManifest = { kv: { input: structure.layers, middle: [], output: [] }, hidden: { size: structure.hiddenSize, dtype } };
+  const kvManifest = {
+    kv: { input: structure.layers, middle: [], output: [] },
+    hidden: { size: structure.hiddenSize, dtype },
+  };
   return {
     file: basename(loaded.path),
     irVersion: toNumber(model.irVersion),
     producer: `${model.producerName ?? ''} ${model.producerVersion ?? ''}`.trim(),
-    layers: { count: structure.layers.length, recognition: structure.recognition, streamTensors: structure.boundaries.map((b) => b.tensor ?? '(inside fused norm)') },
+    layers: {
+      count: structure.layers.length,
+      recognition: structure.recognition,
+      streamTensors: structure.boundaries.map((b) => b.tensor ?? '(inside fused norm)'),
+    },
     hidden: { size: structure.hiddenSize, dtype },
     vocabSize: structure.embedding.vocabSize,
     attention: attentionFacts(model, structure),
@@ -92,8 +100,9 @@ export async function inspectModel(path: string, options: { probe?: boolean } = 
     parameters: countParameters(structure),
     externalData: [...dataFiles.keys()].map((file) => ({ file, bytes: statSync(resolve(loaded.dir, file)).size })),
     batching: decideBatching(model.graph!, structure.layers),
-    multiTokenStep: options.probe === false
-      ? { name: 'multi-token step on a non-empty cache', status: 'not probed' }
-      : await probeMultiTokenStep(loaded.path, kvManifest, structure.embedding.vocabSize),
+    multiTokenStep:
+      options.probe === false
+        ? { name: 'multi-token step on a non-empty cache', status: 'not probed' }
+        : await probeMultiTokenStep(loaded.path, kvManifest, structure.embedding.vocabSize),
   };
 }

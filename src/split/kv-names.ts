@@ -24,8 +24,11 @@ export function findKvPairs(inputs: string[], outputs: string[]): KvPair[] {
   return layers.map((layer, i) => {
     const pair = pairs.get(layer)!;
     if (layer !== i || !pair.pastKey || !pair.pastValue || !pair.presentKey || !pair.presentValue) {
-      throw new HatError('NOT_A_DECODER', `KV cache tensors for layer ${layer} are incomplete or not numbered 0..N-1`,
-        'expected past_key_values.N.key/value inputs and present.N.key/value outputs for every layer N');
+      throw new HatError(
+        'NOT_A_DECODER',
+        `KV cache tensors for layer ${layer} are incomplete or not numbered 0..N-1`,
+        'expected past_key_values.N.key/value inputs and present.N.key/value outputs for every layer N',
+      );
     }
     return pair as KvPair;
   });

@@ -8,28 +8,53 @@
  * mask-repair.ts rebuilds a traced mask only when this says what to rebuild, and checks the rebuilt one here too.
  */
 import {
-  DataType, onnx, tensorBytes, type LoadedModel, type NodeProto, type TensorProto, type ValueInfoProto,
+  DataType,
+  onnx,
+  tensorBytes,
+  type LoadedModel,
+  type NodeProto,
+  type TensorProto,
+  type ValueInfoProto,
 } from '../onnx/model-io.ts';
 import {
-  createSession, declaredIntType, intTensor, makeTensor, tensorToFloat32, type Feeds, type ModelSession,
+  createSession,
+  declaredIntType,
+  intTensor,
+  makeTensor,
+  tensorToFloat32,
+  type Feeds,
+  type ModelSession,
 } from '../runtime/session.ts';
 import { TOKEN_INPUT } from './decoder.ts';
 import { extract } from './extract.ts';
 
 export type MaskObservation =
-  | { kind: 'causal'; window?: number; observedUpTo: number }
-  | { kind: 'other'; reason: string };
+  { kind: 'causal'; window?: number; observedUpTo: number } | { kind: 'other'; reason: string };
 
-interface MaskCase { past: number; seq: number; padding: number }
-interface Row { query: number; hidden: boolean[] }
+interface MaskCase {
+  past: number;
+  seq: number;
+  padding: number;
+}
+interface Row {
+  query: number;
+  hidden: boolean[];
+}
 
 const PREFILLS = [1, 2, 3, 5, 8];
-const STEP_PASTS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536,
-  2048, 3072, 4096, 6144, 8192];
-const PADDED: MaskCase[] = [{ past: 0, seq: 4, padding: 1 }, { past: 4, seq: 1, padding: 1 }];
+const STEP_PASTS = [
+  1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
+  6144, 8192,
+];
+const PADDED: MaskCase[] = [
+  { past: 0, seq: 4, padding: 1 },
+  { past: 4, seq: 1, padding: 1 },
+];
 /** Multi-token steps on a cache: asked only of a rebuilt mask (traced ones are rebuilt because they fail them). */
 export const MULTI_TOKEN_CASES: MaskCase[] = [
-  { past: 2, seq: 4, padding: 0 }, { past: 7, seq: 3, padding: 0 }, { past: 5, seq: 2, padding: 1 },
+  { past: 2, seq: 4, padding: 0 },
+  { past: 7, seq: 3, padding: 0 },
+  { past: 5, seq: 2, padding: 1 },
 ];
 const HIDDEN_AT_MOST = -1e4;
 const PAST_INPUT = /^(?:past_key_values|past)\.\d+\.(key|value)$/;
@@ -46,26 +71,38 @@ function maskModel(source: LoadedModel, nodes: NodeProto[], extra: TensorProto[]
   const found = extract(nodes, sources, new Set(), [tensor]);
   const toFloat = { name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: DataType.FLOAT };
   const cast = onnx.NodeProto.create({
-    name: OUT, opType: 'Cast', input: [tensor], output: [OUT], attribute: [toFloat],
+    name: OUT,
+    opType: 'Cast',
+    input: [tensor],
+    output: [OUT],
+    attribute: [toFloat],
   });
-  const symbolic = (v: ValueInfoProto) => onnx.ValueInfoProto.create({
-    name: v.name,
-    type: { tensorType: {
-      elemType: v.type?.tensorType?.elemType,
-      shape: { dim: (v.type?.tensorType?.shape?.dim ?? []).map((_, i) => ({ dimParam: `${v.name}_${i}` })) },
-    } },
-  });
+  const symbolic = (v: ValueInfoProto) =>
+    onnx.ValueInfoProto.create({
+      name: v.name,
+      type: {
+        tensorType: {
+          elemType: v.type?.tensorType?.elemType,
+          shape: { dim: (v.type?.tensorType?.shape?.dim ?? []).map((_, i) => ({ dimParam: `${v.name}_${i}` })) },
+        },
+      },
+    });
   const inline = (t: TensorProto) =>
     onnx.TensorProto.create({ name: t.name, dims: t.dims, dataType: t.dataType, rawData: tensorBytes(source, t) });
-  return onnx.ModelProto.encode(onnx.ModelProto.create({
-    irVersion: source.model.irVersion, opsetImport: source.model.opsetImport, functions: source.model.functions,
-    graph: {
-      name: 'mask probe', node: [...found.nodes, cast],
-      input: (graph.input ?? []).filter((v) => found.graphInputs.has(v.name ?? '')).map(symbolic),
-      initializer: [...found.initializers].map((name) => inline(initializers.get(name)!)),
-      output: [{ name: OUT, type: { tensorType: { elemType: DataType.FLOAT } } }],
-    },
-  })).finish();
+  return onnx.ModelProto.encode(
+    onnx.ModelProto.create({
+      irVersion: source.model.irVersion,
+      opsetImport: source.model.opsetImport,
+      functions: source.model.functions,
+      graph: {
+        name: 'mask probe',
+        node: [...found.nodes, cast],
+        input: (graph.input ?? []).filter((v) => found.graphInputs.has(v.name ?? '')).map(symbolic),
+        initializer: [...found.initializers].map((name) => inline(initializers.get(name)!)),
+        output: [{ name: OUT, type: { tensorType: { elemType: DataType.FLOAT } } }],
+      },
+    }),
+  ).finish();
 }
 
 /** Whether key j is hidden from query index q (= past + row) by a causal + padding (+ window) mask. */
@@ -82,9 +119,17 @@ async function runCase(session: ModelSession, { past, seq, padding }: MaskCase):
     const type = declaredIntType(types.get(name));
     if (name === TOKEN_INPUT) feeds[name] = intTensor(type, new Array(seq).fill(0), [1, seq]);
     else if (name === 'attention_mask') {
-      feeds[name] = intTensor(type, Array.from({ length: total }, (_, j) => (j < padding ? 0 : 1)), [1, total]);
+      feeds[name] = intTensor(
+        type,
+        Array.from({ length: total }, (_, j) => (j < padding ? 0 : 1)),
+        [1, total],
+      );
     } else if (name === 'position_ids') {
-      feeds[name] = intTensor(type, Array.from({ length: seq }, (_, i) => past + i), [1, seq]);
+      feeds[name] = intTensor(
+        type,
+        Array.from({ length: seq }, (_, i) => past + i),
+        [1, seq],
+      );
     } else if (types.get(name)?.type === 'float16') {
       feeds[name] = makeTensor('float16', new Uint16Array(past), [1, 1, past, 1]); // a cache: only its length is read
     } else {
@@ -157,12 +202,19 @@ async function observeCases(session: ModelSession, extra: MaskCase[]): Promise<M
  * initializers); `cases` are asked on top of the default ones (MULTI_TOKEN_CASES for a rebuilt mask).
  */
 export async function observeMask(
-  source: LoadedModel, nodes: NodeProto[], tensor: string, extra: TensorProto[] = [], cases: MaskCase[] = [],
+  source: LoadedModel,
+  nodes: NodeProto[],
+  tensor: string,
+  extra: TensorProto[] = [],
+  cases: MaskCase[] = [],
 ): Promise<MaskObservation> {
   let session: ModelSession;
   try {
-    session = await createSession(maskModel(source, nodes, extra, tensor),
-      { quietRuntimeLog: true, graphOptimizationLevel: 'disabled' }, 'mask probe');
+    session = await createSession(
+      maskModel(source, nodes, extra, tensor),
+      { quietRuntimeLog: true, graphOptimizationLevel: 'disabled' },
+      'mask probe',
+    );
   } catch (error) {
     return { kind: 'other', reason: `its construction cannot run alone (${(error as Error).message.split('\n')[0]})` };
   }

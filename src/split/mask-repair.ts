@@ -12,7 +12,13 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  DataType, onnx, toNumber, type LoadedModel, type ModelProto, type NodeProto, type TensorProto,
+  DataType,
+  onnx,
+  toNumber,
+  type LoadedModel,
+  type ModelProto,
+  type NodeProto,
+  type TensorProto,
 } from '../onnx/model-io.ts';
 import { TOKEN_INPUT, type DecoderStructure } from './decoder.ts';
 import { MULTI_TOKEN_CASES, observeMask } from './mask-probe.ts';
@@ -49,7 +55,10 @@ function axes(name: string, values: number[]): TensorProto {
  * The mask tensor: computed outside the token path from attention_mask's values and read directly by the
  * layers. Exactly one such tensor must exist, else no repair is attempted.
  */
-export function findTracedMask(model: ModelProto, structure: DecoderStructure): { tensor: string; producer: number } | undefined {
+export function findTracedMask(
+  model: ModelProto,
+  structure: DecoderStructure,
+): { tensor: string; producer: number } | undefined {
   const { index } = structure;
   const opset = (model.opsetImport ?? []).find((o) => !o.domain || o.domain === 'ai.onnx');
   if (!opset || toNumber(opset.version) < 13 || !index.inputs.has('attention_mask')) return undefined;
@@ -68,20 +77,32 @@ export function findTracedMask(model: ModelProto, structure: DecoderStructure): 
 }
 
 export function causalMaskRepair(
-  model: ModelProto, structure: DecoderStructure, window?: number,
+  model: ModelProto,
+  structure: DecoderStructure,
+  window?: number,
 ): MaskRepair | undefined {
   const found = findTracedMask(model, structure);
   const dataType = structure.boundaries[0].dataType;
   if (!found || LOWEST[dataType] === undefined) return undefined;
   const p = 'hat/mask';
   const initializers = [
-    scalar(`${p}/zero_i`, DataType.INT64, 0), scalar(`${p}/one_i`, DataType.INT64, 1),
-    scalar(`${p}/lowest`, dataType, LOWEST[dataType]), scalar(`${p}/zero`, dataType, 0),
-    axes(`${p}/axis0`, [0]), axes(`${p}/axis1`, [1]), axes(`${p}/axes12`, [1, 2]),
+    scalar(`${p}/zero_i`, DataType.INT64, 0),
+    scalar(`${p}/one_i`, DataType.INT64, 1),
+    scalar(`${p}/lowest`, dataType, LOWEST[dataType]),
+    scalar(`${p}/zero`, dataType, 0),
+    axes(`${p}/axis0`, [0]),
+    axes(`${p}/axis1`, [1]),
+    axes(`${p}/axes12`, [1, 2]),
     ...(window ? [scalar(`${p}/window`, DataType.INT64, window)] : []),
   ];
   const node = (name: string, opType: string, input: string[], attribute: object[] = []) =>
-    onnx.NodeProto.create({ name: `${p}/${name}`, opType, input, output: [name === 'Where' ? found.tensor : `${p}/${name}`], attribute });
+    onnx.NodeProto.create({
+      name: `${p}/${name}`,
+      opType,
+      input,
+      output: [name === 'Where' ? found.tensor : `${p}/${name}`],
+      attribute,
+    });
   const out = (name: string) => `${p}/${name}`;
   const int64 = [{ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: DataType.INT64 }];
   const nodes = [
@@ -96,11 +117,13 @@ export function causalMaskRepair(
     node('query_col', 'Unsqueeze', [out('query_pos'), `${p}/axis1`]),
     node('key_row', 'Unsqueeze', [out('key_pos'), `${p}/axis0`]),
     node('causal', 'Greater', [out('key_row'), out('query_col')]),
-    ...(window ? [
-      node('distance', 'Sub', [out('query_col'), out('key_row')]),
-      node('left_behind', 'GreaterOrEqual', [out('distance'), `${p}/window`]),
-      node('future', 'Or', [out('causal'), out('left_behind')]),
-    ] : [node('future', 'Identity', [out('causal')])]),
+    ...(window
+      ? [
+          node('distance', 'Sub', [out('query_col'), out('key_row')]),
+          node('left_behind', 'GreaterOrEqual', [out('distance'), `${p}/window`]),
+          node('future', 'Or', [out('causal'), out('left_behind')]),
+        ]
+      : [node('future', 'Identity', [out('causal')])]),
     node('padding', 'Equal', [out('mask_i64'), `${p}/zero_i`]),
     node('padding_4d', 'Unsqueeze', [out('padding'), `${p}/axes12`]),
     node('hidden', 'Or', [out('future'), out('padding_4d')]),
@@ -125,7 +148,8 @@ function declaredWindow(dir: string): number | undefined {
  * sliding window, as observed by running it alone. Otherwise `reason` says why the model's own mask stays.
  */
 export async function checkedMaskRepair(
-  source: LoadedModel, structure: DecoderStructure,
+  source: LoadedModel,
+  structure: DecoderStructure,
 ): Promise<{ repair?: MaskRepair; reason?: string }> {
   const found = findTracedMask(source.model, structure);
   if (!found) return { reason: 'no single mask tensor computed from attention_mask feeds the layers' };
@@ -135,8 +159,11 @@ export async function checkedMaskRepair(
   const declared = declaredWindow(source.dir);
   if (traced.window === undefined && declared !== undefined && declared >= traced.observedUpTo) {
     const checked = traced.observedUpTo;
-    return { reason: `config.json declares a sliding window of ${declared} positions, longer than the ${checked} `
-      + 'the mask was checked over' };
+    return {
+      reason:
+        `config.json declares a sliding window of ${declared} positions, longer than the ${checked} ` +
+        'the mask was checked over',
+    };
   }
   const repair = causalMaskRepair(source.model, structure, traced.window);
   if (!repair) return { reason: `the mask ${found.tensor} is not in the model's float type` };

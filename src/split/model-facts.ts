@@ -4,8 +4,15 @@ import type { DecoderStructure } from './decoder.ts';
 import type { HiddenDType, SplitManifest, TensorSpec } from './manifest.ts';
 
 const ORT_TYPE: Record<number, string> = {
-  [DataType.FLOAT]: 'float32', [DataType.FLOAT16]: 'float16', [DataType.DOUBLE]: 'float64', [DataType.BFLOAT16]: 'bfloat16',
-  [DataType.INT64]: 'int64', [DataType.INT32]: 'int32', [DataType.INT8]: 'int8', [DataType.UINT8]: 'uint8', [DataType.BOOL]: 'bool',
+  [DataType.FLOAT]: 'float32',
+  [DataType.FLOAT16]: 'float16',
+  [DataType.DOUBLE]: 'float64',
+  [DataType.BFLOAT16]: 'bfloat16',
+  [DataType.INT64]: 'int64',
+  [DataType.INT32]: 'int32',
+  [DataType.INT8]: 'int8',
+  [DataType.UINT8]: 'uint8',
+  [DataType.BOOL]: 'bool',
 };
 
 export function ortTypeName(dataType: number): string {
@@ -17,7 +24,11 @@ export function tensorSpec(info: ValueInfoProto): TensorSpec {
   return {
     name: info.name ?? '',
     type: ortTypeName(tensorType?.elemType ?? 0),
-    shape: (tensorType?.shape?.dim ?? []).map((d) => (d.dimValue !== undefined && d.dimValue !== null && toNumber(d.dimValue) > 0 ? toNumber(d.dimValue) : d.dimParam || '?')),
+    shape: (tensorType?.shape?.dim ?? []).map((d) =>
+      d.dimValue !== undefined && d.dimValue !== null && toNumber(d.dimValue) > 0
+        ? toNumber(d.dimValue)
+        : d.dimParam || '?',
+    ),
   };
 }
 
@@ -29,7 +40,10 @@ export function hiddenDType(dataType: number): HiddenDType {
 
 const ATTENTION_OPS = new Set(['MultiHeadAttention', 'GroupQueryAttention', 'Attention', 'PackedAttention']);
 
-export function attentionFacts(model: ModelProto, structure: DecoderStructure): SplitManifest['attention'] & { headsFrom: string } {
+export function attentionFacts(
+  model: ModelProto,
+  structure: DecoderStructure,
+): SplitManifest['attention'] & { headsFrom: string } {
   const past = model.graph!.input!.find((v) => v.name === structure.layers[0].pastKey)!;
   const shape = tensorSpec(past).shape;
   const kvHeads = typeof shape[1] === 'number' ? shape[1] : undefined;

@@ -20,10 +20,18 @@ export async function createStaging(out: string, replace: boolean): Promise<Stag
   const target = resolve(out);
   if (existsSync(target)) {
     if (!statSync(target).isDirectory()) {
-      throw new HatError('OUTPUT_EXISTS', `--out ${out} exists and is not a directory`, 'choose a directory path for --out');
+      throw new HatError(
+        'OUTPUT_EXISTS',
+        `--out ${out} exists and is not a directory`,
+        'choose a directory path for --out',
+      );
     }
     if (readdirSync(target).length > 0 && !replace) {
-      throw new HatError('OUTPUT_EXISTS', `--out ${out} exists and is not empty`, 'choose another --out, or pass --force to replace it');
+      throw new HatError(
+        'OUTPUT_EXISTS',
+        `--out ${out} exists and is not empty`,
+        'choose another --out, or pass --force to replace it',
+      );
     }
   }
   let dir: string;
@@ -31,8 +39,11 @@ export async function createStaging(out: string, replace: boolean): Promise<Stag
     dir = await mkdtemp(join(dirname(target), `.${basename(target)}.hat-partial-`));
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    throw new HatError('OUTPUT_EXISTS', `cannot write --out ${out}: ${code === 'ENOENT' ? `its parent folder ${dirname(target)} does not exist` : `${dirname(target)} is not writable (${code})`}`,
-      'choose a writable location for --out');
+    throw new HatError(
+      'OUTPUT_EXISTS',
+      `cannot write --out ${out}: ${code === 'ENOENT' ? `its parent folder ${dirname(target)} does not exist` : `${dirname(target)} is not writable (${code})`}`,
+      'choose a writable location for --out',
+    );
   }
   return {
     dir,

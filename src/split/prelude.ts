@@ -47,10 +47,20 @@ function tokenStandIn(hiddenInput: string): PreludeRewrite {
   return {
     nodes: [
       onnx.NodeProto.create({ name: 'hat/prelude/Shape', opType: 'Shape', input: [hiddenInput], output: [shape] }),
-      onnx.NodeProto.create({ name: 'hat/prelude/Slice', opType: 'Slice', input: [shape, 'hat/prelude/zero', 'hat/prelude/two', 'hat/prelude/zero'], output: [tokenShape] }),
       onnx.NodeProto.create({
-        name: 'hat/prelude/ConstantOfShape', opType: 'ConstantOfShape', input: [tokenShape], output: [TOKEN_STAND_IN],
-        attribute: [onnx.AttributeProto.create({ name: 'value', type: onnx.AttributeProto.AttributeType.TENSOR, t: zero })],
+        name: 'hat/prelude/Slice',
+        opType: 'Slice',
+        input: [shape, 'hat/prelude/zero', 'hat/prelude/two', 'hat/prelude/zero'],
+        output: [tokenShape],
+      }),
+      onnx.NodeProto.create({
+        name: 'hat/prelude/ConstantOfShape',
+        opType: 'ConstantOfShape',
+        input: [tokenShape],
+        output: [TOKEN_STAND_IN],
+        attribute: [
+          onnx.AttributeProto.create({ name: 'value', type: onnx.AttributeProto.AttributeType.TENSOR, t: zero }),
+        ],
       }),
     ],
     initializers: [int64Initializer('hat/prelude/zero', [0]), int64Initializer('hat/prelude/two', [2])],
@@ -74,7 +84,9 @@ export function rewritePrelude(nodes: NodeProto[], context: PreludeContext): Pre
   const rewritten = nodes.map((node) => {
     const inputs = node.input ?? [];
     let changed: string[] | undefined;
-    const replace = (i: number, name: string) => { (changed ??= [...inputs])[i] = name; };
+    const replace = (i: number, name: string) => {
+      (changed ??= [...inputs])[i] = name;
+    };
     inputs.forEach((name, i) => {
       if (name === TOKEN_INPUT) replace(i, TOKEN_STAND_IN);
       else if (isShapeReader(node) && context.earlierStream.has(name)) replace(i, context.hiddenInput);

@@ -29,11 +29,16 @@ export function checkPrivacy(parts: PartGraph[]): PrivacyResult {
     const readsTokens = index.nodes.filter((n) => (n.input ?? []).includes(TOKEN_INPUT)).length;
     record(readsTokens === 0, `${file} has no node reading ${TOKEN_INPUT}`);
     const valueUsers = index.valueReachableFrom([TOKEN_STAND_IN]);
-    const leaking = (part.graph.output ?? []).filter((o) => valueUsers.has(index.producer.get(o.name ?? '') ?? -1)).map((o) => o.name);
+    const leaking = (part.graph.output ?? [])
+      .filter((o) => valueUsers.has(index.producer.get(o.name ?? '') ?? -1))
+      .map((o) => o.name);
     const shapeOnly = index.consumersOf(TOKEN_STAND_IN).length;
-    record(leaking.length === 0, leaking.length
-      ? `${file}: outputs ${leaking.join(', ')} depend on token-shaped values`
-      : `${file}: no value path from token ids to any output${shapeOnly ? ' (the prelude reads only the sequence shape, taken from the hidden-state input)' : ''}`);
+    record(
+      leaking.length === 0,
+      leaking.length
+        ? `${file}: outputs ${leaking.join(', ')} depend on token-shaped values`
+        : `${file}: no value path from token ids to any output${shapeOnly ? ' (the prelude reads only the sequence shape, taken from the hidden-state input)' : ''}`,
+    );
   }
   return { passed, checks };
 }

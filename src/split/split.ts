@@ -21,7 +21,13 @@ import { probeMultiTokenStep, verifySplit, type VerifyReport } from './verify.ts
 import { writePartWeights, type PartWeights, type WeightsMode } from './weights.ts';
 
 export const DEFAULT_INPUT_LAYERS = 2; // HAT's Vicuna-7B setting
-const COMPANION_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'config.json', 'generation_config.json'];
+const COMPANION_FILES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'config.json',
+  'generation_config.json',
+];
 
 export interface SplitOptions {
   model: string;
@@ -46,33 +52,51 @@ export interface SplitResult {
   verification?: VerifyReport;
 }
 
-export function chooseLayerCounts(layers: number, inputLayers: number | undefined, outputLayers: number | undefined): [number, number] {
+export function chooseLayerCounts(
+  layers: number,
+  inputLayers: number | undefined,
+  outputLayers: number | undefined,
+): [number, number] {
   const output = outputLayers ?? 0;
   const input = inputLayers ?? Math.max(0, Math.min(DEFAULT_INPUT_LAYERS, layers - 1 - output));
   checkLayerCounts(layers, input, output);
   return [input, output];
 }
 
-async function writePart(part: PartGraph, source: LoadedModel, mode: WeightsMode, dir: string, linked: Set<string>): Promise<PartWeights> {
+async function writePart(
+  part: PartGraph,
+  source: LoadedModel,
+  mode: WeightsMode,
+  dir: string,
+  linked: Set<string>,
+): Promise<PartWeights> {
   const weights = writePartWeights(part.name, part.initializers, source, mode, dir, linked);
   const model = source.model;
-  await saveModel(onnx.ModelProto.create({
-    irVersion: model.irVersion,
-    opsetImport: model.opsetImport,
-    producerName: 'hat split',
-    producerVersion: '0.1.0',
-    domain: model.domain,
-    modelVersion: model.modelVersion,
-    docString: `${part.name} part of ${basename(source.path)}, layers [${part.layers[0]}, ${part.layers[1]})`,
-    graph: { ...part.graph, initializer: weights.initializers },
-    functions: model.functions,
-    metadataProps: model.metadataProps,
-  }), join(dir, `${part.name}.onnx`));
+  await saveModel(
+    onnx.ModelProto.create({
+      irVersion: model.irVersion,
+      opsetImport: model.opsetImport,
+      producerName: 'hat split',
+      producerVersion: '0.1.0',
+      domain: model.domain,
+      modelVersion: model.modelVersion,
+      docString: `${part.name} part of ${basename(source.path)}, layers [${part.layers[0]}, ${part.layers[1]})`,
+      graph: { ...part.graph, initializer: weights.initializers },
+      functions: model.functions,
+      metadataProps: model.metadataProps,
+    }),
+    join(dir, `${part.name}.onnx`),
+  );
   return weights;
 }
 
 /** Runs a step under a progress line that always ends, in success or failure. */
-async function withProgress<T>(reporter: Reporter, text: string, step: (progress: Progress) => Promise<T>, done?: (result: T) => string): Promise<T> {
+async function withProgress<T>(
+  reporter: Reporter,
+  text: string,
+  step: (progress: Progress) => Promise<T>,
+  done?: (result: T) => string,
+): Promise<T> {
   const progress = reporter.progress(text);
   try {
     const result = await step(progress);
@@ -107,11 +131,22 @@ export async function splitModel(options: SplitOptions, reporter: Reporter): Pro
   const layerCount = structure.layers.length;
   const layerCounts = chooseLayerCounts(layerCount, options.inputLayers, options.outputLayers);
   if (options.inputLayers === undefined && layerCounts[0] < DEFAULT_INPUT_LAYERS) {
-    reporter.info(`the model has ${layerCount} layers: the input part gets ${layerCounts[0]} so the middle keeps at least one`);
+    reporter.info(
+      `the model has ${layerCount} layers: the input part gets ${layerCounts[0]} so the middle keeps at least one`,
+    );
   }
-  const context: SplitContext = { options, mode: options.weights ?? 'copy', source, dataFiles, structure, layerCounts, reporter };
+  const context: SplitContext = {
+    options,
+    mode: options.weights ?? 'copy',
+    source,
+    dataFiles,
+    structure,
+    layerCounts,
+    reporter,
+  };
 
-  const repair = (options.verify ?? true) && options.repairMask !== false ? await maskRepairIfNeeded(context) : undefined;
+  const repair =
+    (options.verify ?? true) && options.repairMask !== false ? await maskRepairIfNeeded(context) : undefined;
   if (repair) {
     // The repair is an improvement, never a reason to refuse: if its parts fail any case, the model's own mask stays.
     let failure = 'did not reproduce token-by-token steps';
@@ -134,7 +169,12 @@ async function publish(staged: StagedSplit): Promise<SplitResult> {
 }
 
 /** A repair for the traced mask, when the model has one and fails a multi-token step on a non-empty cache. */
-async function maskRepairIfNeeded({ source, structure, reporter, options }: SplitContext): Promise<MaskRepair | undefined> {
+async function maskRepairIfNeeded({
+  source,
+  structure,
+  reporter,
+  options,
+}: SplitContext): Promise<MaskRepair | undefined> {
   const { repair, reason } = await checkedMaskRepair(source, structure);
   const kvOnly = {
     kv: { input: structure.layers, middle: [], output: [] },
@@ -158,7 +198,11 @@ async function stageSplit(context: SplitContext, repair?: MaskRepair): Promise<S
   const plan = planParts(source.model, structure, ...context.layerCounts, repair);
   const privacy = checkPrivacy([plan.parts.middle, plan.parts.output]);
   if (!privacy.passed) {
-    throw new HatError('BAD_SPLIT', `privacy check failed: ${privacy.checks.find((c) => c.startsWith('FAIL'))}`, 'this graph feeds token values past the input part; it cannot be split safely');
+    throw new HatError(
+      'BAD_SPLIT',
+      `privacy check failed: ${privacy.checks.find((c) => c.startsWith('FAIL'))}`,
+      'this graph feeds token values past the input part; it cannot be split safely',
+    );
   }
   const staging = await createStaging(options.out, options.force ?? false);
   try {
@@ -173,22 +217,38 @@ async function stageSplit(context: SplitContext, repair?: MaskRepair): Promise<S
     });
     const companions = COMPANION_FILES.filter((file) => existsSync(join(source.dir, file)));
     for (const file of companions) copyFileSync(join(source.dir, file), join(staging.dir, file));
-    const manifest = await buildManifest({ ...context, inputLayers: context.layerCounts[0], plan, written, privacy, companions, repair });
+    const manifest = await buildManifest({
+      ...context,
+      inputLayers: context.layerCounts[0],
+      plan,
+      written,
+      privacy,
+      companions,
+      repair,
+    });
 
     let verification: VerifyReport | undefined;
     if (options.verify ?? true) {
-      verification = await withProgress(reporter, 'checking that the composed parts reproduce the model', async () => {
-        const report = await verifySplit(source.path, staging.dir, manifest, options);
-        const failed = report.cases.find((c) => c.status === 'failed');
-        if (failed) {
-          const { atol, rtol } = report.tolerance;
-          throw new HatError('BAD_SPLIT',
-            `the composed parts differ from the model with graph optimizations off: ${failed.name}: max abs error `
-            + `${failed.maxAbsError?.toExponential(2)} at ${failed.worst} (tolerance atol ${atol} + rtol ${rtol}·max|value|)`,
-            'please report this model; --no-verify writes the split anyway');
-        }
-        return report;
-      }, (report) => `composed parts reproduce the model (${report.cases.map((c) => `${c.name}: ${c.status}`).join('; ')})`);
+      verification = await withProgress(
+        reporter,
+        'checking that the composed parts reproduce the model',
+        async () => {
+          const report = await verifySplit(source.path, staging.dir, manifest, options);
+          const failed = report.cases.find((c) => c.status === 'failed');
+          if (failed) {
+            const { atol, rtol } = report.tolerance;
+            throw new HatError(
+              'BAD_SPLIT',
+              `the composed parts differ from the model with graph optimizations off: ${failed.name}: max abs error ` +
+                `${failed.maxAbsError?.toExponential(2)} at ${failed.worst} (tolerance atol ${atol} + rtol ${rtol}·max|value|)`,
+              'please report this model; --no-verify writes the split anyway',
+            );
+          }
+          return report;
+        },
+        (report) =>
+          `composed parts reproduce the model (${report.cases.map((c) => `${c.name}: ${c.status}`).join('; ')})`,
+      );
       manifest.multiTokenCachedSteps = verification.multiTokenCachedSteps;
       if (!verification.multiTokenCachedSteps && manifest.batching?.mode !== 'none') {
         // A padded batch is a multi-token step over a (padded) past: parts that fail one must not be batched.
@@ -196,18 +256,32 @@ async function stageSplit(context: SplitContext, repair?: MaskRepair): Promise<S
       }
       const { serving } = verification;
       manifest.verification = {
-        passed: verification.passed, tolerance: verification.tolerance,
-        cases: verification.cases.map(({ name, status, maxAbsError, maxRelError, detail }) =>
-          ({ name, status, maxAbsError, maxRelError, detail: detail?.split('\n')[0] })),
-        ...(serving && { serving: {
-          optimization: serving.optimization, maxAbsError: serving.maxAbsError, maxRelError: serving.maxRelError,
-          worst: serving.worst, argmaxChanges: serving.argmaxChanges, withinTolerance: serving.withinTolerance,
-        } }),
+        passed: verification.passed,
+        tolerance: verification.tolerance,
+        cases: verification.cases.map(({ name, status, maxAbsError, maxRelError, detail }) => ({
+          name,
+          status,
+          maxAbsError,
+          maxRelError,
+          detail: detail?.split('\n')[0],
+        })),
+        ...(serving && {
+          serving: {
+            optimization: serving.optimization,
+            maxAbsError: serving.maxAbsError,
+            maxRelError: serving.maxRelError,
+            worst: serving.worst,
+            argmaxChanges: serving.argmaxChanges,
+            withinTolerance: serving.withinTolerance,
+          },
+        }),
       };
       if (serving && (!serving.withinTolerance || serving.argmaxChanges > 0)) {
-        reporter.warn(`with graph optimizations on (as run-device and serve-cloud run) the parts deviate from the model by up `
-          + `to ${serving.maxAbsError.toExponential(2)} (relative ${serving.maxRelError.toExponential(2)}) at ${serving.worst}; `
-          + `${serving.argmaxChanges} greedy choice(s) changed over the probe steps — recorded in manifest.verification.serving`);
+        reporter.warn(
+          `with graph optimizations on (as run-device and serve-cloud run) the parts deviate from the model by up ` +
+            `to ${serving.maxAbsError.toExponential(2)} (relative ${serving.maxRelError.toExponential(2)}) at ${serving.worst}; ` +
+            `${serving.argmaxChanges} greedy choice(s) changed over the probe steps — recorded in manifest.verification.serving`,
+        );
       }
     }
     await writeFile(join(staging.dir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
@@ -217,4 +291,3 @@ async function stageSplit(context: SplitContext, repair?: MaskRepair): Promise<S
     throw error;
   }
 }
-

@@ -98,7 +98,11 @@ class Comparison {
   constructor(private readonly tolerance: Tolerance) {}
 
   add(label: string, expected: Float32Array, actual: Float32Array, rowWidth?: number): void {
-    if (expected.length !== actual.length) throw new HatError('BAD_SPLIT', `${label}: composed parts gave ${actual.length} values, the model ${expected.length}`);
+    if (expected.length !== actual.length)
+      throw new HatError(
+        'BAD_SPLIT',
+        `${label}: composed parts gave ${actual.length} values, the model ${expected.length}`,
+      );
     let tensorError = 0;
     let tensorMagnitude = 0;
     for (let i = 0; i < expected.length; i++) {
@@ -124,7 +128,8 @@ class Comparison {
   }
 
   absorb(other: Comparison): void {
-    if (other.maxAbsError >= this.maxAbsError) Object.assign(this, { maxAbsError: other.maxAbsError, worst: other.worst });
+    if (other.maxAbsError >= this.maxAbsError)
+      Object.assign(this, { maxAbsError: other.maxAbsError, worst: other.worst });
     this.maxRelError = Math.max(this.maxRelError, other.maxRelError);
     this.excess = Math.max(this.excess, other.excess);
     this.argmaxChanges += other.argmaxChanges;
@@ -136,8 +141,12 @@ class Comparison {
 
   result(name: string): CaseResult {
     return {
-      name, status: this.withinTolerance ? 'passed' : 'failed', maxAbsError: this.maxAbsError,
-      maxRelError: this.maxRelError, worst: this.worst, argmaxChanges: this.argmaxChanges,
+      name,
+      status: this.withinTolerance ? 'passed' : 'failed',
+      maxAbsError: this.maxAbsError,
+      maxRelError: this.maxRelError,
+      worst: this.worst,
+      argmaxChanges: this.argmaxChanges,
     };
   }
 }
@@ -148,7 +157,11 @@ function argmaxOf(row: Float32Array): number {
   return best;
 }
 
-interface Composed { input: PartRunner; middle: PartRunner; output: PartRunner }
+interface Composed {
+  input: PartRunner;
+  middle: PartRunner;
+  output: PartRunner;
+}
 
 async function composedStep(parts: Composed, ids: number[]): Promise<StepOutput> {
   const hidden = await parts.input.step({ ids }, ids.length);
@@ -161,18 +174,29 @@ function cacheOf(parts: PartRunner[]): Map<string, Tensor> {
 }
 
 function compareStep(
-  tolerance: Tolerance, label: string, full: StepOutput[], fullCache: Map<string, Tensor>,
-  composed: StepOutput, composedCache: Map<string, Tensor>,
+  tolerance: Tolerance,
+  label: string,
+  full: StepOutput[],
+  fullCache: Map<string, Tensor>,
+  composed: StepOutput,
+  composedCache: Map<string, Tensor>,
 ): Comparison {
   const comparison = new Comparison(tolerance);
   const expected = new Float32Array(full.reduce((n, s) => n + s.data.length, 0));
   let offset = 0;
-  for (const step of full) { expected.set(step.data, offset); offset += step.data.length; }
+  for (const step of full) {
+    expected.set(step.data, offset);
+    offset += step.data.length;
+  }
   comparison.add(`${label} logits`, expected, composed.data, composed.cols);
   for (const [name, tensor] of fullCache) {
     const other = composedCache.get(name);
     if (!other) throw new HatError('BAD_SPLIT', `no part returns the cache for ${name}`);
-    comparison.add(`${label} ${name.replace('past_key_values', 'present')}`, tensorToFloat32(tensor), tensorToFloat32(other));
+    comparison.add(
+      `${label} ${name.replace('past_key_values', 'present')}`,
+      tensorToFloat32(tensor),
+      tensorToFloat32(other),
+    );
   }
   return comparison;
 }
@@ -186,7 +210,9 @@ export function pseudoRandomTokens(count: number, vocabSize: number, seed = 1234
 }
 
 export function fullModelRunner(
-  sourcePath: string, manifest: Pick<SplitManifest, 'kv'>, options: SessionOptions = STRUCTURAL,
+  sourcePath: string,
+  manifest: Pick<SplitManifest, 'kv'>,
+  options: SessionOptions = STRUCTURAL,
 ): Promise<PartRunner> {
   const kv = [...manifest.kv.input, ...manifest.kv.middle, ...manifest.kv.output];
   return PartRunner.open(sourcePath, { idsInput: 'input_ids', output: 'logits', kv }, options, 'full model');
@@ -200,8 +226,13 @@ interface ProbeResult {
 
 /** Runs the probe steps on the full model and the composed parts, both opened with `sessionOptions`. */
 async function probeSplit(
-  sourcePath: string, splitDir: string, manifest: SplitManifest, tokens: number[],
-  counts: { prefill: number; decodeSteps: number; chunk: number }, tolerance: Tolerance, sessionOptions: SessionOptions,
+  sourcePath: string,
+  splitDir: string,
+  manifest: SplitManifest,
+  tokens: number[],
+  counts: { prefill: number; decodeSteps: number; chunk: number },
+  tolerance: Tolerance,
+  sessionOptions: SessionOptions,
 ): Promise<ProbeResult> {
   const { prefill, decodeSteps, chunk } = counts;
   const full = await fullModelRunner(sourcePath, manifest, sessionOptions);
@@ -221,15 +252,25 @@ async function probeSplit(
     const prompt = tokens.slice(0, prefill);
     const expected = await full.step({ ids: prompt }, prompt.length);
     const actual = await composedStep(parts, prompt);
-    judge(`prefill of ${prefill} tokens on an empty cache`,
-      compareStep(tolerance, 'prefill', [expected], full.snapshot().tensors, actual, cacheOf(all)));
+    judge(
+      `prefill of ${prefill} tokens on an empty cache`,
+      compareStep(tolerance, 'prefill', [expected], full.snapshot().tensors, actual, cacheOf(all)),
+    );
 
     const decode = new Comparison(tolerance);
     for (let i = 0; i < decodeSteps; i++) {
       const id = [tokens[prefill + i]];
       const reference = await full.step({ ids: id }, 1);
-      decode.absorb(compareStep(tolerance, `decode ${i + 1}`, [reference], full.snapshot().tensors,
-        await composedStep(parts, id), cacheOf(all)));
+      decode.absorb(
+        compareStep(
+          tolerance,
+          `decode ${i + 1}`,
+          [reference],
+          full.snapshot().tensors,
+          await composedStep(parts, id),
+          cacheOf(all),
+        ),
+      );
     }
     judge(`${decodeSteps} single-token decode steps`, decode);
 
@@ -252,9 +293,16 @@ async function probeSplit(
 }
 
 export async function verifySplit(
-  sourcePath: string, splitDir: string, manifest: SplitManifest, options: VerifyOptions = {},
+  sourcePath: string,
+  splitDir: string,
+  manifest: SplitManifest,
+  options: VerifyOptions = {},
 ): Promise<VerifyReport> {
-  const counts = { prefill: options.prefill ?? 4, decodeSteps: options.decodeSteps ?? 3, chunk: options.multiTokenChunk ?? 3 };
+  const counts = {
+    prefill: options.prefill ?? 4,
+    decodeSteps: options.decodeSteps ?? 3,
+    chunk: options.multiTokenChunk ?? 3,
+  };
   const vocab = manifest.model?.vocabSize ?? 2;
   const tokens = options.tokens ?? pseudoRandomTokens(counts.prefill + counts.decodeSteps + counts.chunk, vocab);
   const tolerance = toleranceFor(manifest.hidden.dtype, options);
@@ -263,7 +311,10 @@ export async function verifySplit(
   const passed = structural.cases.every((c) => c.status !== 'failed');
   const multi = structural.cases[structural.cases.length - 1];
   const report: VerifyReport = {
-    passed, tolerance, cases: structural.cases, multiTokenCachedSteps: structural.multiTokenRan && multi.status === 'passed',
+    passed,
+    tolerance,
+    cases: structural.cases,
+    multiTokenCachedSteps: structural.multiTokenRan && multi.status === 'passed',
   };
   if (!passed || options.serving === false) return report;
 
@@ -271,8 +322,13 @@ export async function verifySplit(
   const total = new Comparison(tolerance);
   for (const comparison of serving.comparisons) total.absorb(comparison);
   report.serving = {
-    optimization: 'all', maxAbsError: total.maxAbsError, maxRelError: total.maxRelError, worst: total.worst,
-    argmaxChanges: total.argmaxChanges, withinTolerance: total.withinTolerance, cases: serving.cases,
+    optimization: 'all',
+    maxAbsError: total.maxAbsError,
+    maxRelError: total.maxRelError,
+    worst: total.worst,
+    argmaxChanges: total.argmaxChanges,
+    withinTolerance: total.withinTolerance,
+    cases: serving.cases,
   };
   return report;
 }
@@ -282,7 +338,9 @@ export async function verifySplit(
  * (graph optimizations disabled, as the structural check).
  */
 export async function probeMultiTokenStep(
-  sourcePath: string, manifest: Pick<SplitManifest, 'kv' | 'hidden'>, vocabSize: number,
+  sourcePath: string,
+  manifest: Pick<SplitManifest, 'kv' | 'hidden'>,
+  vocabSize: number,
   options: Pick<VerifyOptions, 'atol' | 'rtol'> = {},
 ): Promise<CaseResult> {
   const full = await fullModelRunner(sourcePath, manifest);
@@ -301,7 +359,14 @@ export async function probeMultiTokenStep(
     } catch (error) {
       return { name, status: 'unsupported', detail: (error as Error).message };
     }
-    const result = compareStep(tolerance, 'multi-token', reference, referenceCache, chunk, full.snapshot().tensors).result(name);
+    const result = compareStep(
+      tolerance,
+      'multi-token',
+      reference,
+      referenceCache,
+      chunk,
+      full.snapshot().tensors,
+    ).result(name);
     return result.status === 'passed' ? result : { ...result, detail: 'runs, but differs from token-by-token steps' };
   } finally {
     await full.session.release();

@@ -11,8 +11,16 @@ import { linkSync, mkdirSync } from 'node:fs';
 import { dirname, isAbsolute, join, normalize, resolve } from 'node:path';
 import { HatError } from '../errors.ts';
 import {
-  bytesPerElement, elementCount, externalLocation, ExternalDataWriter, onnx, pointAtExternalData, tensorBytes, tensorDims,
-  type LoadedModel, type TensorProto,
+  bytesPerElement,
+  elementCount,
+  externalLocation,
+  ExternalDataWriter,
+  onnx,
+  pointAtExternalData,
+  tensorBytes,
+  tensorDims,
+  type LoadedModel,
+  type TensorProto,
 } from '../onnx/model-io.ts';
 
 export type WeightsMode = 'copy' | 'reference';
@@ -31,7 +39,12 @@ function byteLength(tensor: TensorProto): number {
 }
 
 function emptyClone(tensor: TensorProto): TensorProto {
-  return onnx.TensorProto.create({ name: tensor.name, dims: tensor.dims, dataType: tensor.dataType, docString: tensor.docString });
+  return onnx.TensorProto.create({
+    name: tensor.name,
+    dims: tensor.dims,
+    dataType: tensor.dataType,
+    docString: tensor.docString,
+  });
 }
 
 /** Hard-links a source data file into the split directory once; returns its location relative to the parts. */
@@ -46,15 +59,25 @@ function linkSourceData(source: LoadedModel, location: string, splitDir: string,
     try {
       linkSync(resolve(source.dir, relative), target);
     } catch (error) {
-      throw new HatError('OUTPUT_EXISTS', `--weights reference could not hard-link ${resolve(source.dir, relative)} into ${splitDir} (${(error as NodeJS.ErrnoException).code})`,
-        'put --out on the same filesystem as the model, or use --weights copy');
+      throw new HatError(
+        'OUTPUT_EXISTS',
+        `--weights reference could not hard-link ${resolve(source.dir, relative)} into ${splitDir} (${(error as NodeJS.ErrnoException).code})`,
+        'put --out on the same filesystem as the model, or use --weights copy',
+      );
     }
     linked.add(relative);
   }
   return `${SOURCE_DATA_DIR}/${relative}`;
 }
 
-export function writePartWeights(partName: string, tensors: TensorProto[], source: LoadedModel, mode: WeightsMode, splitDir: string, linked: Set<string>): PartWeights {
+export function writePartWeights(
+  partName: string,
+  tensors: TensorProto[],
+  source: LoadedModel,
+  mode: WeightsMode,
+  splitDir: string,
+  linked: Set<string>,
+): PartWeights {
   const dataFile = `${partName}.onnx.data`;
   let writer: ExternalDataWriter | undefined;
   const dataFiles = new Set<string>();
@@ -73,7 +96,8 @@ export function writePartWeights(partName: string, tensors: TensorProto[], sourc
         return clone;
       }
       writer ??= new ExternalDataWriter(join(splitDir, dataFile), dataFile);
-      if (external) writer.appendFromFile(clone, resolve(source.dir, external.location), external.offset, external.length);
+      if (external)
+        writer.appendFromFile(clone, resolve(source.dir, external.location), external.offset, external.length);
       else writer.appendBytes(clone, tensorBytes(source, tensor));
       dataFiles.add(dataFile);
       return clone;
@@ -83,4 +107,3 @@ export function writePartWeights(partName: string, tensors: TensorProto[], sourc
     writer?.close();
   }
 }
-

@@ -46,8 +46,11 @@ export function validateConfig(config: AttentionAdapterConfig): void {
   const { hidden, heads, kvHeads, headDim } = config;
   const positive = [hidden, heads, kvHeads, headDim].every((v) => Number.isInteger(v) && v > 0);
   if (!positive || heads % kvHeads !== 0 || headDim % 2 !== 0) {
-    throw new HatError('BAD_OPTION', `invalid adapter shape: hidden ${hidden}, heads ${heads}, kv heads ${kvHeads}, head size ${headDim}`,
-      'heads must be a multiple of kv heads and the head size even');
+    throw new HatError(
+      'BAD_OPTION',
+      `invalid adapter shape: hidden ${hidden}, heads ${heads}, kv heads ${kvHeads}, head size ${headDim}`,
+      'heads must be a multiple of kv heads and the head size even',
+    );
   }
 }
 
@@ -71,16 +74,22 @@ export function initAdapterParams(config: AttentionAdapterConfig, options: InitO
     wq: normalArray(random, config.hidden * config.heads * config.headDim, 1 / Math.sqrt(config.hidden)),
     wk: normalArray(random, config.hidden * config.kvHeads * config.headDim, 1 / Math.sqrt(config.hidden)),
     wv: normalArray(random, config.hidden * config.kvHeads * config.headDim, 1 / Math.sqrt(config.hidden)),
-    wo: normalArray(random, config.heads * config.headDim * config.hidden,
-      (options.outputScale ?? 0.01) / Math.sqrt(config.heads * config.headDim)),
+    wo: normalArray(
+      random,
+      config.heads * config.headDim * config.hidden,
+      (options.outputScale ?? 0.01) / Math.sqrt(config.heads * config.headDim),
+    ),
   };
   for (const name of PARAM_NAMES) {
     const given = options.from?.[name];
     if (!given) continue;
     const expected = shapes[name].reduce((a, b) => a * b, 1);
     if (given.length !== expected) {
-      throw new HatError('BAD_OPTION', `initial ${name} has ${given.length} values, the adapter needs ${expected} (${shapes[name].join('×')})`,
-        'initial weights must be [in, out] with the adapter\'s heads and head size');
+      throw new HatError(
+        'BAD_OPTION',
+        `initial ${name} has ${given.length} values, the adapter needs ${expected} (${shapes[name].join('×')})`,
+        "initial weights must be [in, out] with the adapter's heads and head size",
+      );
     }
     fresh[name] = Float32Array.from(given);
   }
@@ -122,12 +131,18 @@ export interface AdapterActivations {
 function checkBatch(config: AttentionAdapterConfig, input: SequenceBatch): void {
   const tokens = input.batch * input.seq;
   if (input.hidden.length !== tokens * config.hidden || input.positions.length !== tokens) {
-    throw new HatError('INTERNAL', `batch of ${input.batch}×${input.seq} tokens has ${input.hidden.length} hidden values and ${input.positions.length} positions (width ${config.hidden})`);
+    throw new HatError(
+      'INTERNAL',
+      `batch of ${input.batch}×${input.seq} tokens has ${input.hidden.length} hidden values and ${input.positions.length} positions (width ${config.hidden})`,
+    );
   }
 }
 
 export async function adapterForward(
-  params: AdapterParams, config: AttentionAdapterConfig, input: SequenceBatch, engine: MatMulEngine,
+  params: AdapterParams,
+  config: AttentionAdapterConfig,
+  input: SequenceBatch,
+  engine: MatMulEngine,
 ): Promise<AdapterActivations> {
   checkBatch(config, input);
   const { hidden, heads, kvHeads, headDim } = config;
@@ -135,9 +150,12 @@ export async function adapterForward(
   const tokens = batch * seq;
   const rep = heads / kvHeads;
   const { out: normed, inverseRms } = rmsNorm(input.hidden, params.inputNorm, config.normEps);
-  const project = (weight: Float32Array, width: number) => engine.matmul(normed, weight, { m: tokens, k: hidden, n: width });
+  const project = (weight: Float32Array, width: number) =>
+    engine.matmul(normed, weight, { m: tokens, k: hidden, n: width });
   const [qFlat, kFlat, vFlat] = await Promise.all([
-    project(params.wq, heads * headDim), project(params.wk, kvHeads * headDim), project(params.wv, kvHeads * headDim),
+    project(params.wq, heads * headDim),
+    project(params.wk, kvHeads * headDim),
+    project(params.wv, kvHeads * headDim),
   ]);
   const rope = ropeTables(input.positions, headDim, config.ropeTheta);
   applyRope(qFlat, heads, rope);
@@ -180,7 +198,11 @@ function causalSoftmax(scores: Float32Array, blocks: number, seq: number, scale:
 
 /** Gradients of all adapter parameters given dL/dy. */
 export async function adapterBackward(
-  params: AdapterParams, config: AttentionAdapterConfig, saved: AdapterActivations, dOutput: Float32Array, engine: MatMulEngine,
+  params: AdapterParams,
+  config: AttentionAdapterConfig,
+  saved: AdapterActivations,
+  dOutput: Float32Array,
+  engine: MatMulEngine,
 ): Promise<AdapterParams> {
   const { hidden, heads, kvHeads, headDim } = config;
   const { batch, seq } = saved.input;
@@ -196,7 +218,13 @@ export async function adapterBackward(
   const dAttendedHeads = toHeads(dAttended, batch, seq, heads, headDim);
   const [dProbabilities, dvHeads] = await Promise.all([
     engine.matmul(dAttendedHeads, saved.v, { batch: groups, m: rep * seq, k: headDim, n: seq, transB: true }),
-    engine.matmul(saved.probabilities, dAttendedHeads, { batch: groups, m: seq, k: rep * seq, n: headDim, transA: true }),
+    engine.matmul(saved.probabilities, dAttendedHeads, {
+      batch: groups,
+      m: seq,
+      k: rep * seq,
+      n: headDim,
+      transA: true,
+    }),
   ]);
   const dScores = softmaxBackward(saved.probabilities, dProbabilities, seq, 1 / Math.sqrt(headDim));
   const [dqHeads, dkHeads] = await Promise.all([
@@ -214,8 +242,12 @@ export async function adapterBackward(
   const inputGrad = (d: Float32Array, weight: Float32Array, width: number) =>
     engine.matmul(d, weight, { m: tokens, k: width, n: hidden, transB: true });
   const [wq, wk, wv, fromQ, fromK, fromV] = await Promise.all([
-    weightGrad(dq, heads * headDim), weightGrad(dk, kvHeads * headDim), weightGrad(dv, kvHeads * headDim),
-    inputGrad(dq, params.wq, heads * headDim), inputGrad(dk, params.wk, kvHeads * headDim), inputGrad(dv, params.wv, kvHeads * headDim),
+    weightGrad(dq, heads * headDim),
+    weightGrad(dk, kvHeads * headDim),
+    weightGrad(dv, kvHeads * headDim),
+    inputGrad(dq, params.wq, heads * headDim),
+    inputGrad(dk, params.wk, kvHeads * headDim),
+    inputGrad(dv, params.wv, kvHeads * headDim),
   ]);
   const dNormed = fromQ;
   for (let i = 0; i < dNormed.length; i++) dNormed[i] += fromK[i] + fromV[i];
@@ -225,12 +257,18 @@ export async function adapterBackward(
 }
 
 /** dL/dscores = scale · P ∘ (dP − Σ_keys dP∘P), row by row; masked entries have P = 0 and get 0. */
-function softmaxBackward(probabilities: Float32Array, dProbabilities: Float32Array, seq: number, scale: number): Float32Array {
+function softmaxBackward(
+  probabilities: Float32Array,
+  dProbabilities: Float32Array,
+  seq: number,
+  scale: number,
+): Float32Array {
   const out = new Float32Array(probabilities.length);
   for (let base = 0; base < probabilities.length; base += seq) {
     let dot = 0;
     for (let key = 0; key < seq; key++) dot += probabilities[base + key] * dProbabilities[base + key];
-    for (let key = 0; key < seq; key++) out[base + key] = scale * probabilities[base + key] * (dProbabilities[base + key] - dot);
+    for (let key = 0; key < seq; key++)
+      out[base + key] = scale * probabilities[base + key] * (dProbabilities[base + key] - dot);
   }
   return out;
 }

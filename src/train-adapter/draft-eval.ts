@@ -50,14 +50,18 @@ export interface CostModel {
 function checkTrace(trace: DraftTrace): number {
   const n = trace.targetTokens.length;
   if (trace.draftTokens.length !== n || trace.draftProbabilities.length !== n) {
-    throw new HatError('INTERNAL', `draft trace lengths differ: ${trace.draftTokens.length} drafts, ${trace.draftProbabilities.length} probabilities, ${n} targets`);
+    throw new HatError(
+      'INTERNAL',
+      `draft trace lengths differ: ${trace.draftTokens.length} drafts, ${trace.draftProbabilities.length} probabilities, ${n} targets`,
+    );
   }
   return n;
 }
 
 /** Fraction of positions where the SLM's top-1 equals the full model's token. */
 export function top1Agreement(traces: readonly DraftTrace[]): number {
-  let agreed = 0, total = 0;
+  let agreed = 0,
+    total = 0;
   for (const trace of traces) {
     const n = checkTrace(trace);
     for (let i = 0; i < n; i++) if (trace.draftTokens[i] === trace.targetTokens[i]) agreed++;
@@ -68,15 +72,25 @@ export function top1Agreement(traces: readonly DraftTrace[]): number {
 
 export function simulateRounds(traces: readonly DraftTrace[], threshold: number, maxDrafts = 6): RoundStats {
   if (!(maxDrafts >= 0) || !(threshold >= 0 && threshold <= 1)) {
-    throw new HatError('BAD_OPTION', `draft threshold ${threshold} must lie in [0, 1] and the draft limit ${maxDrafts} be ≥ 0`);
+    throw new HatError(
+      'BAD_OPTION',
+      `draft threshold ${threshold} must lie in [0, 1] and the draft limit ${maxDrafts} be ≥ 0`,
+    );
   }
-  let positions = 0, rounds = 0, committed = 0, drafts = 0, accepted = 0, draftSteps = 0;
+  let positions = 0,
+    rounds = 0,
+    committed = 0,
+    drafts = 0,
+    accepted = 0,
+    draftSteps = 0;
   for (const trace of traces) {
     const n = checkTrace(trace);
     positions += n;
     let position = 0;
     while (position < n) {
-      let sent = 0, matched = 0, matching = true;
+      let sent = 0,
+        matched = 0,
+        matching = true;
       while (sent < maxDrafts && position + sent < n) {
         const at = position + sent;
         draftSteps++;
@@ -94,7 +108,14 @@ export function simulateRounds(traces: readonly DraftTrace[], threshold: number,
     }
   }
   return {
-    threshold, maxDrafts, positions, rounds, committed, drafts, accepted, draftSteps,
+    threshold,
+    maxDrafts,
+    positions,
+    rounds,
+    committed,
+    drafts,
+    accepted,
+    draftSteps,
     meanTokensPerRound: rounds ? committed / rounds : 0,
     meanDraftsPerRound: rounds ? drafts / rounds : 0,
     acceptanceRate: drafts ? accepted / drafts : 0,
@@ -103,7 +124,9 @@ export function simulateRounds(traces: readonly DraftTrace[], threshold: number,
 
 /** Expected wall time per committed token: every round pays its draft steps and one verification. */
 export function msPerToken(stats: RoundStats, cost: CostModel): number {
-  return stats.committed ? (stats.draftSteps * cost.draftStepMs + stats.rounds * cost.verifyMs) / stats.committed : Infinity;
+  return stats.committed
+    ? (stats.draftSteps * cost.draftStepMs + stats.rounds * cost.verifyMs) / stats.committed
+    : Infinity;
 }
 
 export interface ThresholdSweep {
@@ -115,13 +138,18 @@ export interface ThresholdSweep {
 export const DEFAULT_THRESHOLDS = [0, 0.2, 0.4, 0.6, 0.8];
 
 export function sweepThresholds(
-  traces: readonly DraftTrace[], cost: CostModel, thresholds: readonly number[] = DEFAULT_THRESHOLDS, maxDrafts = 6,
+  traces: readonly DraftTrace[],
+  cost: CostModel,
+  thresholds: readonly number[] = DEFAULT_THRESHOLDS,
+  maxDrafts = 6,
 ): ThresholdSweep {
   if (thresholds.length === 0) throw new HatError('BAD_OPTION', 'the threshold sweep needs at least one threshold');
-  const rows = [...thresholds].sort((a, b) => a - b).map((threshold) => {
-    const stats = simulateRounds(traces, threshold, maxDrafts);
-    return { ...stats, msPerToken: msPerToken(stats, cost) };
-  });
+  const rows = [...thresholds]
+    .sort((a, b) => a - b)
+    .map((threshold) => {
+      const stats = simulateRounds(traces, threshold, maxDrafts);
+      return { ...stats, msPerToken: msPerToken(stats, cost) };
+    });
   const best = rows.reduce((a, b) => (b.msPerToken < a.msPerToken ? b : a));
   return { rows, best: best.threshold };
 }

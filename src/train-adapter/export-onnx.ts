@@ -47,14 +47,17 @@ function hiddenIn(graph: GraphBuilder, options: AdapterExportOptions, hidden: nu
 }
 
 function hiddenOut(graph: GraphBuilder, value: string, options: AdapterExportOptions, hidden: number): void {
-  const cast = options.ioType === 'float16' ? graph.op('Cast', [value], { attributes: { to: DataType.FLOAT16 } }) : value;
+  const cast =
+    options.ioType === 'float16' ? graph.op('Cast', [value], { attributes: { to: DataType.FLOAT16 } }) : value;
   graph.output(cast, options.ioType ?? 'float32', ['batch', 'sequence', hidden], options.outputName);
 }
 
 /** x / sqrt(mean(x²) + eps) · weight over the last axis. */
 function rmsNormNodes(graph: GraphBuilder, x: string, weight: string, eps: number): string {
   const meanSquare = graph.op('ReduceMean', [graph.op('Mul', [x, x])], { attributes: { axes: [-1], keepdims: 1 } });
-  const inverse = graph.op('Reciprocal', [graph.op('Sqrt', [graph.op('Add', [meanSquare, graph.scalar(eps, 'float32')])])]);
+  const inverse = graph.op('Reciprocal', [
+    graph.op('Sqrt', [graph.op('Add', [meanSquare, graph.scalar(eps, 'float32')])]),
+  ]);
   return graph.op('Mul', [graph.op('Mul', [x, inverse]), weight]);
 }
 
@@ -78,7 +81,11 @@ function toScalar(graph: GraphBuilder, x: string): string {
   return graph.op('Squeeze', [x, graph.int64([0])]);
 }
 
-export function attentionAdapterModel(params: AdapterParams, config: AttentionAdapterConfig, options: AdapterExportOptions): ModelProto {
+export function attentionAdapterModel(
+  params: AdapterParams,
+  config: AttentionAdapterConfig,
+  options: AdapterExportOptions,
+): ModelProto {
   const { hidden, heads, kvHeads, headDim } = config;
   const rep = heads / kvHeads;
   const graph = new GraphBuilder('hat_attention_adapter', { weights: options.weights });
@@ -88,7 +95,12 @@ export function attentionAdapterModel(params: AdapterParams, config: AttentionAd
   const pastKey = graph.input(ADAPTER_KV.pastKey, 'float32', ['batch', kvHeads, 'past_sequence', headDim]);
   const pastValue = graph.input(ADAPTER_KV.pastValue, 'float32', ['batch', kvHeads, 'past_sequence', headDim]);
 
-  const normed = rmsNormNodes(graph, x, graph.initializer('adapter.input_norm.weight', params.inputNorm, [hidden]), config.normEps);
+  const normed = rmsNormNodes(
+    graph,
+    x,
+    graph.initializer('adapter.input_norm.weight', params.inputNorm, [hidden]),
+    config.normEps,
+  );
   const project = (name: string, weight: Float32Array, width: number) =>
     graph.op('MatMul', [normed, graph.initializer(name, weight, [hidden, width])]);
   const q = splitHeads(graph, project('adapter.q_proj.weight', params.wq, heads * headDim), heads, headDim);
@@ -96,8 +108,13 @@ export function attentionAdapterModel(params: AdapterParams, config: AttentionAd
   const v = splitHeads(graph, project('adapter.v_proj.weight', params.wv, kvHeads * headDim), kvHeads, headDim);
 
   // cos/sin [B, 1, S, headDim] of position · θ^(−2i/headDim), both halves alike.
-  const positions = graph.op('Unsqueeze', [graph.op('Cast', [positionIds], { attributes: { to: DataType.FLOAT } }), graph.int64([-1])]);
-  const frequencies = graph.initializer('adapter.rope.inv_freq', inverseFrequencies(headDim, config.ropeTheta), [headDim / 2]);
+  const positions = graph.op('Unsqueeze', [
+    graph.op('Cast', [positionIds], { attributes: { to: DataType.FLOAT } }),
+    graph.int64([-1]),
+  ]);
+  const frequencies = graph.initializer('adapter.rope.inv_freq', inverseFrequencies(headDim, config.ropeTheta), [
+    headDim / 2,
+  ]);
   const angles = graph.op('Mul', [positions, frequencies]);
   const both = graph.op('Concat', [angles, angles], { attributes: { axis: -1 } });
   const cos = graph.op('Unsqueeze', [graph.op('Cos', [both]), graph.int64([1])]);
@@ -106,37 +123,68 @@ export function attentionAdapterModel(params: AdapterParams, config: AttentionAd
   const presentValue = graph.op('Concat', [pastValue, v], { attributes: { axis: 2 } });
 
   // Grouped heads: q [B, kvHeads, rep, S, hd] against k, v [B, kvHeads, 1, T, hd] (MatMul broadcasts rep).
-  const grouped = graph.op('Reshape', [ropeNodes(graph, q, cos, sin, headDim), graph.int64([0, kvHeads, rep, -1, headDim])]);
+  const grouped = graph.op('Reshape', [
+    ropeNodes(graph, q, cos, sin, headDim),
+    graph.int64([0, kvHeads, rep, -1, headDim]),
+  ]);
   const keys = graph.op('Unsqueeze', [presentKey, graph.int64([2])]);
   const values = graph.op('Unsqueeze', [presentValue, graph.int64([2])]);
   const keysT = graph.op('Transpose', [keys], { attributes: { perm: [0, 1, 2, 4, 3] } });
-  const scores = graph.op('Mul', [graph.op('MatMul', [grouped, keysT]), graph.scalar(1 / Math.sqrt(headDim), 'float32')]);
+  const scores = graph.op('Mul', [
+    graph.op('MatMul', [grouped, keysT]),
+    graph.scalar(1 / Math.sqrt(headDim), 'float32'),
+  ]);
 
   // Key j is visible to new token i (absolute index past+i) iff j ≤ past+i and attention_mask[b, j] = 1.
   const total = toScalar(graph, graph.op('Shape', [mask], { attributes: { start: 1, end: 2 } }));
   const length = toScalar(graph, graph.op('Shape', [positionIds], { attributes: { start: 1, end: 2 } }));
-  const zero = toScalar(graph, graph.int64([0])), one = toScalar(graph, graph.int64([1]));
+  const zero = toScalar(graph, graph.int64([0])),
+    one = toScalar(graph, graph.int64([1]));
   const keyIndex = graph.op('Unsqueeze', [graph.op('Range', [zero, total, one]), graph.int64([0])]);
-  const queryIndex = graph.op('Unsqueeze', [graph.op('Range', [graph.op('Sub', [total, length]), total, one]), graph.int64([1])]);
+  const queryIndex = graph.op('Unsqueeze', [
+    graph.op('Range', [graph.op('Sub', [total, length]), total, one]),
+    graph.int64([1]),
+  ]);
   const causal = graph.op('LessOrEqual', [keyIndex, queryIndex]);
-  const notPadding = graph.op('Unsqueeze', [graph.op('Cast', [mask], { attributes: { to: DataType.BOOL } }), graph.int64([1, 2, 3])]);
+  const notPadding = graph.op('Unsqueeze', [
+    graph.op('Cast', [mask], { attributes: { to: DataType.BOOL } }),
+    graph.int64([1, 2, 3]),
+  ]);
   const visible = graph.op('And', [causal, notPadding]);
-  const weights = graph.op('Softmax', [graph.op('Where', [visible, scores, graph.scalar(LOWEST_FLOAT, 'float32')])], { attributes: { axis: -1 } });
+  const weights = graph.op('Softmax', [graph.op('Where', [visible, scores, graph.scalar(LOWEST_FLOAT, 'float32')])], {
+    attributes: { axis: -1 },
+  });
 
   const attended = graph.op('Reshape', [graph.op('MatMul', [weights, values]), graph.int64([0, heads, -1, headDim])]);
-  const merged = graph.op('Reshape', [graph.op('Transpose', [attended], { attributes: { perm: [0, 2, 1, 3] } }), graph.int64([0, 0, heads * headDim])]);
-  const update = graph.op('MatMul', [merged, graph.initializer('adapter.o_proj.weight', params.wo, [heads * headDim, hidden])]);
+  const merged = graph.op('Reshape', [
+    graph.op('Transpose', [attended], { attributes: { perm: [0, 2, 1, 3] } }),
+    graph.int64([0, 0, heads * headDim]),
+  ]);
+  const update = graph.op('MatMul', [
+    merged,
+    graph.initializer('adapter.o_proj.weight', params.wo, [heads * headDim, hidden]),
+  ]);
   hiddenOut(graph, graph.op('Add', [x, update]), options, hidden);
   graph.output(presentKey, 'float32', ['batch', kvHeads, 'total_sequence', headDim], ADAPTER_KV.presentKey);
   graph.output(presentValue, 'float32', ['batch', kvHeads, 'total_sequence', headDim], ADAPTER_KV.presentValue);
-  return graph.build(`HAT attention adapter: ${heads} heads (${kvHeads} kv) × ${headDim}, hidden ${hidden}, rope θ ${config.ropeTheta}`);
+  return graph.build(
+    `HAT attention adapter: ${heads} heads (${kvHeads} kv) × ${headDim}, hidden ${hidden}, rope θ ${config.ropeTheta}`,
+  );
 }
 
 export function linearAdapterModel(adapter: LinearAdapter, options: AdapterExportOptions): ModelProto {
   const graph = new GraphBuilder('hat_linear_adapter', { weights: options.weights });
   const x = hiddenIn(graph, options, adapter.hidden);
-  const product = graph.op('MatMul', [x, graph.initializer('adapter.linear.weight', adapter.weight, [adapter.hidden, adapter.hidden])]);
-  hiddenOut(graph, graph.op('Add', [product, graph.initializer('adapter.linear.bias', adapter.bias, [adapter.hidden])]), options, adapter.hidden);
+  const product = graph.op('MatMul', [
+    x,
+    graph.initializer('adapter.linear.weight', adapter.weight, [adapter.hidden, adapter.hidden]),
+  ]);
+  hiddenOut(
+    graph,
+    graph.op('Add', [product, graph.initializer('adapter.linear.bias', adapter.bias, [adapter.hidden])]),
+    options,
+    adapter.hidden,
+  );
   return graph.build(`HAT linear adapter (ridge regression), hidden ${adapter.hidden}`);
 }
 
@@ -148,28 +196,37 @@ export type AdapterToExport =
   | { kind: 'linear'; adapter: LinearAdapter };
 
 function weightBytes(adapter: AdapterToExport): number {
-  const arrays = adapter.kind === 'attention' ? Object.values(adapter.params) : [adapter.adapter.weight, adapter.adapter.bias];
+  const arrays =
+    adapter.kind === 'attention' ? Object.values(adapter.params) : [adapter.adapter.weight, adapter.adapter.bias];
   return arrays.reduce((sum, a) => sum + a.byteLength, 0);
 }
 
 /** Writes adapter.onnx (and `<file>.data` for big adapters); returns the data files written, relative to the model. */
 export async function exportAdapter(
-  path: string, adapter: AdapterToExport, options: Omit<AdapterExportOptions, 'weights'> & { inlineLimitBytes?: number },
+  path: string,
+  adapter: AdapterToExport,
+  options: Omit<AdapterExportOptions, 'weights'> & { inlineLimitBytes?: number },
 ): Promise<string[]> {
   const external = weightBytes(adapter) > (options.inlineLimitBytes ?? INLINE_LIMIT);
   const location = `${basename(path)}.data`;
   const writer = external ? new ExternalDataWriter(`${path}.data`, location) : undefined;
   try {
     const weights = writer ? externalWeights(writer) : inlineWeights;
-    const model = adapter.kind === 'attention'
-      ? attentionAdapterModel(adapter.params, adapter.config, { ...options, weights })
-      : linearAdapterModel(adapter.adapter, { ...options, weights });
+    const model =
+      adapter.kind === 'attention'
+        ? attentionAdapterModel(adapter.params, adapter.config, { ...options, weights })
+        : linearAdapterModel(adapter.adapter, { ...options, weights });
     writer?.close();
     await saveModel(model, path);
   } catch (error) {
     writer?.close();
     if (error instanceof HatError) throw error;
-    throw new HatError('OUTPUT_EXISTS', `could not write ${path}: ${(error as Error).message}`, 'check free disk space and permissions', { cause: error });
+    throw new HatError(
+      'OUTPUT_EXISTS',
+      `could not write ${path}: ${(error as Error).message}`,
+      'check free disk space and permissions',
+      { cause: error },
+    );
   }
   return writer ? [location] : [];
 }

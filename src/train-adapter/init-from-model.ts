@@ -23,8 +23,11 @@ export function layerAttentionInit(lookup: (name: string) => Float32Array | unde
   for (const [key, name] of Object.entries(names) as Array<[keyof AdapterParams, string]>) {
     const tensor = lookup(name);
     if (!tensor) {
-      throw new HatError('UNSUPPORTED_MODEL', `cannot initialise the adapter from layer ${layer}: the model has no tensor '${name}'`,
-        'train from a random initialisation instead');
+      throw new HatError(
+        'UNSUPPORTED_MODEL',
+        `cannot initialise the adapter from layer ${layer}: the model has no tensor '${name}'`,
+        'train from a random initialisation instead',
+      );
     }
     params[key] = tensor;
   }

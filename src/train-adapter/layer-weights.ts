@@ -13,7 +13,10 @@ function floats(loaded: LoadedModel, name: string): { data: Float32Array; dims: 
   const tensor = loaded.model.graph!.initializer!.find((t) => t.name === name);
   if (!tensor || tensor.dataType !== 1) return undefined;
   const bytes = tensorBytes(loaded, tensor);
-  return { data: new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4).slice(), dims: tensorDims(tensor) };
+  return {
+    data: new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4).slice(),
+    dims: tensorDims(tensor),
+  };
 }
 
 /** The [in, out] weight of the projection MatMul whose node name mentions layer `layer` and `proj`. */
@@ -38,5 +41,5 @@ export async function layerAttentionWeights(partPath: string, layer: number): Pr
     wv: byName('wv') ?? projection(loaded, layer, 'v_proj'),
     wo: byName('wo') ?? projection(loaded, layer, 'o_proj'),
   };
-  return Object.values(params).every((v) => v !== undefined) ? params as AdapterParams : undefined;
+  return Object.values(params).every((v) => v !== undefined) ? (params as AdapterParams) : undefined;
 }

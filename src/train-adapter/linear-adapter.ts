@@ -28,7 +28,10 @@ export class RidgeAccumulator {
   private shiftY?: Float32Array;
   private count = 0;
 
-  constructor(readonly hidden: number, private readonly engine: MatMulEngine = jsMatMul) {
+  constructor(
+    readonly hidden: number,
+    private readonly engine: MatMulEngine = jsMatMul,
+  ) {
     this.xx = new Float64Array(hidden * hidden);
     this.xy = new Float64Array(hidden * hidden);
     this.sumX = new Float64Array(hidden);
@@ -44,7 +47,10 @@ export class RidgeAccumulator {
     const d = this.hidden;
     const rows = inputs.length / d;
     if (!Number.isInteger(rows) || targets.length !== inputs.length) {
-      throw new HatError('INTERNAL', `ridge batch of ${inputs.length} inputs and ${targets.length} targets does not fit width ${d}`);
+      throw new HatError(
+        'INTERNAL',
+        `ridge batch of ${inputs.length} inputs and ${targets.length} targets does not fit width ${d}`,
+      );
     }
     if (rows === 0) return;
     this.shiftX ??= columnMeans(inputs, d);
@@ -55,9 +61,15 @@ export class RidgeAccumulator {
       this.engine.matmul(x, x, { m: d, k: rows, n: d, transA: true }),
       this.engine.matmul(x, y, { m: d, k: rows, n: d, transA: true }),
     ]);
-    for (let i = 0; i < xx.length; i++) { this.xx[i] += xx[i]; this.xy[i] += xy[i]; }
+    for (let i = 0; i < xx.length; i++) {
+      this.xx[i] += xx[i];
+      this.xy[i] += xy[i];
+    }
     for (let r = 0; r < rows; r++) {
-      for (let c = 0; c < d; c++) { this.sumX[c] += x[r * d + c]; this.sumY[c] += y[r * d + c]; }
+      for (let c = 0; c < d; c++) {
+        this.sumX[c] += x[r * d + c];
+        this.sumY[c] += y[r * d + c];
+      }
     }
     this.count += rows;
   }
@@ -68,7 +80,8 @@ export class RidgeAccumulator {
    */
   solve(ridge = 1e-3): LinearAdapter {
     const d = this.hidden;
-    if (this.count === 0) throw new HatError('BAD_OPTION', 'the linear adapter got no training data', 'give it a corpus with text');
+    if (this.count === 0)
+      throw new HatError('BAD_OPTION', 'the linear adapter got no training data', 'give it a corpus with text');
     const n = this.count;
     const meanX = Array.from(this.sumX, (s) => s / n);
     const meanY = Array.from(this.sumY, (s) => s / n);
@@ -111,7 +124,11 @@ function shifted(values: Float32Array, shift: Float32Array): Float32Array {
 }
 
 /** y = x·W + b for x [rows, hidden]. */
-export async function linearForward(adapter: LinearAdapter, x: Float32Array, engine: MatMulEngine = jsMatMul): Promise<Float32Array> {
+export async function linearForward(
+  adapter: LinearAdapter,
+  x: Float32Array,
+  engine: MatMulEngine = jsMatMul,
+): Promise<Float32Array> {
   const d = adapter.hidden;
   const out = await engine.matmul(x, adapter.weight, { m: x.length / d, k: d, n: d });
   for (let i = 0; i < out.length; i++) out[i] += adapter.bias[i % d];
@@ -120,7 +137,9 @@ export async function linearForward(adapter: LinearAdapter, x: Float32Array, eng
 
 /** One streamed pass over the source, then the closed-form solve. */
 export async function fitLinearAdapter(
-  source: PairSource, options: { ridge?: number; engine?: MatMulEngine } = {}, reporter: Reporter = silentReporter,
+  source: PairSource,
+  options: { ridge?: number; engine?: MatMulEngine } = {},
+  reporter: Reporter = silentReporter,
 ): Promise<LinearAdapter> {
   const accumulator = new RidgeAccumulator(source.hidden, options.engine);
   const progress = reporter.progress('fitting the linear adapter');
@@ -129,7 +148,10 @@ export async function fitLinearAdapter(
     for await (const batch of source.batches()) {
       await accumulator.add(batch.hidden, batch.target);
       index++;
-      progress.update(`fitting the linear adapter: batch ${index}/${source.batchesPerPass}`, Math.min(1, index / source.batchesPerPass));
+      progress.update(
+        `fitting the linear adapter: batch ${index}/${source.batchesPerPass}`,
+        Math.min(1, index / source.batchesPerPass),
+      );
     }
     const adapter = accumulator.solve(options.ridge);
     progress.succeed(`fitted the linear adapter on ${accumulator.rows.toLocaleString('en')} tokens`);

@@ -24,9 +24,7 @@ export function adapterManifest(input: AdapterManifestInput): AdapterManifest {
     input: ADAPTER_INPUT,
     output: input.outputName,
     // Attention adapters carry their own cache; a linear adapter is stateless.
-    ...(input.kind === 'attention' && input.config
-      ? { kv: [ADAPTER_KV], attention: { ...input.config } }
-      : {}),
+    ...(input.kind === 'attention' && input.config ? { kv: [ADAPTER_KV], attention: { ...input.config } } : {}),
     metrics: input.metrics,
   };
 }

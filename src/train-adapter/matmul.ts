@@ -29,7 +29,10 @@ export function checkShape(a: Float32Array, b: Float32Array, shape: MatMulShape)
   const batch = shape.batch ?? 1;
   const { m, k, n } = shape;
   if (a.length !== batch * m * k || b.length !== batch * k * n) {
-    throw new HatError('INTERNAL', `matmul operands of ${a.length} and ${b.length} elements do not fit ${JSON.stringify(shape)}`);
+    throw new HatError(
+      'INTERNAL',
+      `matmul operands of ${a.length} and ${b.length} elements do not fit ${JSON.stringify(shape)}`,
+    );
   }
   return batch;
 }
@@ -75,19 +78,30 @@ function multiply(a: Float32Array, b: Float32Array, c: Float32Array, m: number, 
     const k1 = Math.min(k, k0 + K_BLOCK);
     let i = 0;
     for (; i + 4 <= m; i += 4) {
-      const c0 = i * n, c1 = c0 + n, c2 = c1 + n, c3 = c2 + n;
+      const c0 = i * n,
+        c1 = c0 + n,
+        c2 = c1 + n,
+        c3 = c2 + n;
       for (let t = k0; t < k1; t++) {
-        const a0 = a[i * k + t], a1 = a[(i + 1) * k + t], a2 = a[(i + 2) * k + t], a3 = a[(i + 3) * k + t];
+        const a0 = a[i * k + t],
+          a1 = a[(i + 1) * k + t],
+          a2 = a[(i + 2) * k + t],
+          a3 = a[(i + 3) * k + t];
         const row = t * n;
         for (let j = 0; j < n; j++) {
           const value = b[row + j];
-          c[c0 + j] += a0 * value; c[c1 + j] += a1 * value; c[c2 + j] += a2 * value; c[c3 + j] += a3 * value;
+          c[c0 + j] += a0 * value;
+          c[c1 + j] += a1 * value;
+          c[c2 + j] += a2 * value;
+          c[c3 + j] += a3 * value;
         }
       }
     }
     for (; i < m; i++) {
       for (let t = k0; t < k1; t++) {
-        const scale = a[i * k + t], row = t * n, out = i * n;
+        const scale = a[i * k + t],
+          row = t * n,
+          out = i * n;
         for (let j = 0; j < n; j++) c[out + j] += scale * b[row + j];
       }
     }
@@ -100,15 +114,25 @@ function multiplyTransA(a: Float32Array, b: Float32Array, c: Float32Array, m: nu
     const row = t * n;
     let i = 0;
     for (; i + 4 <= m; i += 4) {
-      const a0 = a[t * m + i], a1 = a[t * m + i + 1], a2 = a[t * m + i + 2], a3 = a[t * m + i + 3];
-      const c0 = i * n, c1 = c0 + n, c2 = c1 + n, c3 = c2 + n;
+      const a0 = a[t * m + i],
+        a1 = a[t * m + i + 1],
+        a2 = a[t * m + i + 2],
+        a3 = a[t * m + i + 3];
+      const c0 = i * n,
+        c1 = c0 + n,
+        c2 = c1 + n,
+        c3 = c2 + n;
       for (let j = 0; j < n; j++) {
         const value = b[row + j];
-        c[c0 + j] += a0 * value; c[c1 + j] += a1 * value; c[c2 + j] += a2 * value; c[c3 + j] += a3 * value;
+        c[c0 + j] += a0 * value;
+        c[c1 + j] += a1 * value;
+        c[c2 + j] += a2 * value;
+        c[c3 + j] += a3 * value;
       }
     }
     for (; i < m; i++) {
-      const scale = a[t * m + i], out = i * n;
+      const scale = a[t * m + i],
+        out = i * n;
       for (let j = 0; j < n; j++) c[out + j] += scale * b[row + j];
     }
   }
@@ -120,7 +144,11 @@ function multiplyTransB(a: Float32Array, b: Float32Array, c: Float32Array, m: nu
     const rowA = i * k;
     for (let j = 0; j < n; j++) {
       const rowB = j * k;
-      let s0 = 0, s1 = 0, s2 = 0, s3 = 0, t = 0;
+      let s0 = 0,
+        s1 = 0,
+        s2 = 0,
+        s3 = 0,
+        t = 0;
       for (; t + 4 <= k; t += 4) {
         s0 += a[rowA + t] * b[rowB + t];
         s1 += a[rowA + t + 1] * b[rowB + t + 1];

@@ -46,7 +46,10 @@ export class AdamW {
   private readonly v: AdapterParams;
   private steps = 0;
 
-  constructor(private readonly params: AdapterParams, private readonly options: AdamWOptions) {
+  constructor(
+    private readonly params: AdapterParams,
+    private readonly options: AdamWOptions,
+  ) {
     this.m = zerosLike(params);
     this.v = zerosLike(params);
   }
@@ -63,7 +66,10 @@ export class AdamW {
     const stepSize = lr / correction1;
     const rootCorrection2 = 1 / Math.sqrt(correction2);
     for (const name of PARAM_NAMES) {
-      const p = this.params[name], g = grads[name], m = this.m[name], v = this.v[name];
+      const p = this.params[name],
+        g = grads[name],
+        m = this.m[name],
+        v = this.v[name];
       const decay = NOT_DECAYED.has(name) ? 1 : 1 - lr * weightDecay;
       for (let i = 0; i < p.length; i++) {
         const gi = g[i] * clip;

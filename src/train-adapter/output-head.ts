@@ -52,7 +52,10 @@ export function hiddenOf(head: OutputHead): number {
 export function checkHead(head: OutputHead): void {
   const hidden = hiddenOf(head);
   if (head.vocab <= 0 || head.lmHead.length !== hidden * head.vocab) {
-    throw new HatError('BAD_OPTION', `LM head has ${head.lmHead.length} values, expected hidden ${hidden} × vocab ${head.vocab}`);
+    throw new HatError(
+      'BAD_OPTION',
+      `LM head has ${head.lmHead.length} values, expected hidden ${hidden} × vocab ${head.vocab}`,
+    );
   }
 }
 
@@ -70,7 +73,11 @@ async function logitsOf(head: OutputHead, hidden: Float32Array, start: number, e
 }
 
 /** Top-1 token and its softmax probability per row: what a draft step sees. */
-export async function topTokens(head: OutputHead, hidden: Float32Array, engine: MatMulEngine): Promise<{ tokens: Int32Array; probabilities: Float32Array }> {
+export async function topTokens(
+  head: OutputHead,
+  hidden: Float32Array,
+  engine: MatMulEngine,
+): Promise<{ tokens: Int32Array; probabilities: Float32Array }> {
   const total = hidden.length / hiddenOf(head);
   const tokens = new Int32Array(total);
   const probabilities = new Float32Array(total);
@@ -95,13 +102,21 @@ export async function topTokens(head: OutputHead, hidden: Float32Array, engine: 
  * `withGradient` (the head itself is frozen: it gets no gradient).
  */
 export async function draftLoss(
-  head: OutputHead, prediction: Float32Array, target: Float32Array, targetTokens: ArrayLike<number>,
-  options: LossOptions, engine: MatMulEngine, withGradient: boolean,
+  head: OutputHead,
+  prediction: Float32Array,
+  target: Float32Array,
+  targetTokens: ArrayLike<number>,
+  options: LossOptions,
+  engine: MatMulEngine,
+  withGradient: boolean,
 ): Promise<{ loss: LossValue; gradient?: Float32Array }> {
   const width = hiddenOf(head);
   const total = prediction.length / width;
   if (target.length !== prediction.length || targetTokens.length !== total) {
-    throw new HatError('INTERNAL', `loss inputs disagree: ${prediction.length} predicted, ${target.length} target values, ${targetTokens.length} tokens`);
+    throw new HatError(
+      'INTERNAL',
+      `loss inputs disagree: ${prediction.length} predicted, ${target.length} target values, ${targetTokens.length} tokens`,
+    );
   }
   const gradient = withGradient ? new Float32Array(prediction.length) : undefined;
 
@@ -130,7 +145,8 @@ export async function draftLoss(
           row.fill(0);
           continue;
         }
-        if (token >= head.vocab) throw new HatError('INTERNAL', `target token ${token} is outside the vocabulary of ${head.vocab}`);
+        if (token >= head.vocab)
+          throw new HatError('INTERNAL', `target token ${token} is outside the vocabulary of ${head.vocab}`);
         let best = 0;
         for (let j = 1; j < row.length; j++) if (row[j] > row[best]) best = j;
         const max = row[best];
@@ -149,7 +165,12 @@ export async function draftLoss(
         row[token] -= options.ceWeight / targetRows;
       }
       if (!gradient || options.ceWeight === 0) continue;
-      const dNormed = await engine.matmul(logits, head.lmHead, { m: end - start, k: head.vocab, n: width, transB: true });
+      const dNormed = await engine.matmul(logits, head.lmHead, {
+        m: end - start,
+        k: head.vocab,
+        n: width,
+        transB: true,
+      });
       const dRows = rmsNormBackward(rows, head.normWeight, normed.inverseRms, dNormed);
       const slice = gradient.subarray(start * width, end * width);
       for (let i = 0; i < dRows.length; i++) slice[i] += dRows[i];

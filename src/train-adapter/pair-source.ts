@@ -4,7 +4,12 @@
  * memory, but only under a byte budget, so memory stays bounded whatever the corpus size.
  */
 import { HatError } from '../errors.ts';
-import { adapterForward, type AdapterParams, type AttentionAdapterConfig, type SequenceBatch } from './attention-adapter.ts';
+import {
+  adapterForward,
+  type AdapterParams,
+  type AttentionAdapterConfig,
+  type SequenceBatch,
+} from './attention-adapter.ts';
 import type { MatMulEngine } from './matmul.ts';
 import { topTokens, type OutputHead } from './output-head.ts';
 import { normalArray, seededRandom } from '../random.ts';
@@ -83,7 +88,10 @@ export interface TeacherSourceOptions {
 export function teacherSource(options: TeacherSourceOptions): PairSource {
   const { config, batch, seq } = options;
   if (options.head.normWeight.length !== config.hidden) {
-    throw new HatError('BAD_OPTION', `head width ${options.head.normWeight.length} differs from the adapter's ${config.hidden}`);
+    throw new HatError(
+      'BAD_OPTION',
+      `head width ${options.head.normWeight.length} differs from the adapter's ${config.hidden}`,
+    );
   }
   return {
     hidden: config.hidden,

@@ -36,18 +36,26 @@ async function probeEps(part: PartRunner, hidden: number): Promise<number> {
   };
   const big = await probe(SCALE);
   const small = await probe(1e-4);
-  const yBig = (big.s / big.f) ** 2, ySmall = (small.s / small.f) ** 2;
+  const yBig = (big.s / big.f) ** 2,
+    ySmall = (small.s / small.f) ** 2;
   const slope = (yBig - ySmall) / (big.s ** 2 - small.s ** 2);
   const eps = ySmall - slope * small.s ** 2;
-  return Math.max(0, (eps / slope) / hidden);
+  return Math.max(0, eps / slope / hidden);
 }
 
-export async function probeOutputHead(part: PartRunner, hidden: number, options: { eps?: number; vocab: number }): Promise<OutputHead> {
+export async function probeOutputHead(
+  part: PartRunner,
+  hidden: number,
+  options: { eps?: number; vocab: number },
+): Promise<OutputHead> {
   if (part.io.kv.length > 0) {
-    throw new HatError('UNSUPPORTED_MODEL', 'the output part holds decoder layers (J > 0); the adapter is trained against a norm + LM head output part',
-      'split again with --output-layers 0, or use --kind linear');
+    throw new HatError(
+      'UNSUPPORTED_MODEL',
+      'the output part holds decoder layers (J > 0); the adapter is trained against a norm + LM head output part',
+      'split again with --output-layers 0, or use --kind linear',
+    );
   }
-  const eps = options.eps ?? await probeEps(part, hidden);
+  const eps = options.eps ?? (await probeEps(part, hidden));
   const vocab = options.vocab;
   const lmHead = new Float32Array(hidden * vocab);
   const rms = Math.sqrt((SCALE * SCALE) / hidden + eps);
@@ -75,7 +83,8 @@ async function checkHeadAgainstPart(part: PartRunner, head: OutputHead, hidden: 
   const rows = Float32Array.from({ length: count * hidden }, () => (random.uniform() * 2 - 1) * 3);
   const expected = await logitsOf(part, rows, count);
   const normed = rmsNorm(rows, head.normWeight, head.eps).out;
-  let worst = 0, scale = 0;
+  let worst = 0,
+    scale = 0;
   for (let r = 0; r < count; r++) {
     for (let v = 0; v < head.vocab; v++) {
       let sum = 0;
@@ -85,7 +94,10 @@ async function checkHeadAgainstPart(part: PartRunner, head: OutputHead, hidden: 
     }
   }
   if (worst > 1e-3 * Math.max(1, scale)) {
-    throw new HatError('UNSUPPORTED_MODEL', `the output part is not an RMSNorm + linear LM head (probed head differs by ${worst.toExponential(2)})`,
-      'train a linear adapter (--kind linear), which needs no head');
+    throw new HatError(
+      'UNSUPPORTED_MODEL',
+      `the output part is not an RMSNorm + linear LM head (probed head differs by ${worst.toExponential(2)})`,
+      'train a linear adapter (--kind linear), which needs no head',
+    );
   }
 }

@@ -27,7 +27,11 @@ export function rmsNorm(x: Float32Array, weight: Float32Array, eps: number): Rms
  *   dx_i = r·g_i·dy_i − x_i · r³/d · Σ_j g_j·dy_j·x_j,   dg_i = Σ_rows dy_i·x_i·r.
  */
 export function rmsNormBackward(
-  x: Float32Array, weight: Float32Array, inverseRms: Float32Array, dOut: Float32Array, weightGrad?: Float32Array,
+  x: Float32Array,
+  weight: Float32Array,
+  inverseRms: Float32Array,
+  dOut: Float32Array,
+  weightGrad?: Float32Array,
 ): Float32Array {
   const width = weight.length;
   const rows = x.length / width;

@@ -47,8 +47,10 @@ export function applyRope(x: Float32Array, heads: number, tables: RopeTables, in
     for (let h = 0; h < heads; h++) {
       const base = (t * heads + h) * headDim;
       for (let i = 0; i < half; i++) {
-        const c = cos[t * half + i], s = sign * sin[t * half + i];
-        const first = x[base + i], second = x[base + half + i];
+        const c = cos[t * half + i],
+          s = sign * sin[t * half + i];
+        const first = x[base + i],
+          second = x[base + half + i];
         x[base + i] = first * c - second * s;
         x[base + half + i] = second * c + first * s;
       }
@@ -59,19 +61,23 @@ export function applyRope(x: Float32Array, heads: number, tables: RopeTables, in
 /** [batch·seq, heads·headDim] → [batch, heads, seq, headDim]. */
 export function toHeads(x: Float32Array, batch: number, seq: number, heads: number, headDim: number): Float32Array {
   const out = new Float32Array(x.length);
-  for (let b = 0; b < batch; b++) for (let s = 0; s < seq; s++) for (let h = 0; h < heads; h++) {
-    const from = ((b * seq + s) * heads + h) * headDim;
-    out.set(x.subarray(from, from + headDim), ((b * heads + h) * seq + s) * headDim);
-  }
+  for (let b = 0; b < batch; b++)
+    for (let s = 0; s < seq; s++)
+      for (let h = 0; h < heads; h++) {
+        const from = ((b * seq + s) * heads + h) * headDim;
+        out.set(x.subarray(from, from + headDim), ((b * heads + h) * seq + s) * headDim);
+      }
   return out;
 }
 
 /** [batch, heads, seq, headDim] → [batch·seq, heads·headDim]. */
 export function fromHeads(x: Float32Array, batch: number, seq: number, heads: number, headDim: number): Float32Array {
   const out = new Float32Array(x.length);
-  for (let b = 0; b < batch; b++) for (let h = 0; h < heads; h++) for (let s = 0; s < seq; s++) {
-    const from = ((b * heads + h) * seq + s) * headDim;
-    out.set(x.subarray(from, from + headDim), ((b * seq + s) * heads + h) * headDim);
-  }
+  for (let b = 0; b < batch; b++)
+    for (let h = 0; h < heads; h++)
+      for (let s = 0; s < seq; s++) {
+        const from = ((b * heads + h) * seq + s) * headDim;
+        out.set(x.subarray(from, from + headDim), ((b * seq + s) * heads + h) * headDim);
+      }
   return out;
 }

@@ -14,10 +14,17 @@ import type { TextTokenizer } from '../runtime/tokenizer.ts';
 export const HELD_OUT_EVERY = 20;
 
 /** Token lines of a corpus: training lines, or held-out lines (every 20th). Streamed; nothing is kept. */
-export async function* corpusTokens(file: string, tokenizer: TextTokenizer, heldOut: boolean, maxTokens = Infinity): AsyncIterable<number[]> {
-  if (!existsSync(file)) throw new HatError('FILE_NOT_FOUND', `--corpus ${file} does not exist`, 'pass a UTF-8 text file');
+export async function* corpusTokens(
+  file: string,
+  tokenizer: TextTokenizer,
+  heldOut: boolean,
+  maxTokens = Infinity,
+): AsyncIterable<number[]> {
+  if (!existsSync(file))
+    throw new HatError('FILE_NOT_FOUND', `--corpus ${file} does not exist`, 'pass a UTF-8 text file');
   const lines = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
-  let index = 0, produced = 0;
+  let index = 0,
+    produced = 0;
   for await (const line of lines) {
     const held = index++ % HELD_OUT_EVERY === 0;
     if (held !== heldOut || line.trim() === '') continue;
@@ -29,7 +36,10 @@ export async function* corpusTokens(file: string, tokenizer: TextTokenizer, held
 }
 
 /** h_K and h_N of each window, concatenated: [windows·seq, hidden] each. */
-export async function windowHidden(parts: SplitRunners, windows: number[][]): Promise<{ inputs: Float32Array; targets: Float32Array }> {
+export async function windowHidden(
+  parts: SplitRunners,
+  windows: number[][],
+): Promise<{ inputs: Float32Array; targets: Float32Array }> {
   const seq = windows[0].length;
   const inputs: Float32Array[] = [];
   const targets: Float32Array[] = [];
@@ -44,14 +54,22 @@ export async function windowHidden(parts: SplitRunners, windows: number[][]): Pr
   const join = (rows: Float32Array[]) => {
     const out = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
     let offset = 0;
-    for (const r of rows) { out.set(r, offset); offset += r.length; }
+    for (const r of rows) {
+      out.set(r, offset);
+      offset += r.length;
+    }
     return out;
   };
   return { inputs: join(inputs), targets: join(targets) };
 }
 
 /** The full model continuing `prompt` from an empty cache: sampled at temperature 1, or greedy. */
-export async function continueWithFullModel(model: ComposedModel, prompt: readonly number[], tokens: number, options: { sample: boolean; seed: number }): Promise<number[]> {
+export async function continueWithFullModel(
+  model: ComposedModel,
+  prompt: readonly number[],
+  tokens: number,
+  options: { sample: boolean; seed: number },
+): Promise<number[]> {
   model.truncate(0);
   const sampler = makeSampler({ temperature: options.sample ? 1 : 0, topP: 1, seed: options.seed });
   return (await generateTokens(model, prompt, { maxNewTokens: tokens, sampler })).ids;

@@ -28,8 +28,11 @@ export function tokenPairSource(options: TokenPairSourceOptions): PairSource {
   const { batch, seq, hidden } = options;
   const batchesPerPass = Math.floor(options.totalTokens / (batch * seq));
   if (!(batch > 0 && seq > 0) || batchesPerPass === 0) {
-    throw new HatError('BAD_OPTION', `${options.totalTokens} tokens do not fill one batch of ${batch} × ${seq}`,
-      'give more text or lower the batch size or sequence length');
+    throw new HatError(
+      'BAD_OPTION',
+      `${options.totalTokens} tokens do not fill one batch of ${batch} × ${seq}`,
+      'give more text or lower the batch size or sequence length',
+    );
   }
   async function* windows(): AsyncIterable<number[]> {
     let window: number[] = [];
@@ -54,7 +57,10 @@ export function tokenPairSource(options: TokenPairSourceOptions): PairSource {
         if (pending.length < batch) continue;
         const { inputs, targets } = await options.computeHidden(pending);
         if (inputs.length !== batch * seq * hidden || targets.length !== inputs.length) {
-          throw new HatError('INTERNAL', `computeHidden returned ${inputs.length} and ${targets.length} values for ${batch}×${seq}×${hidden}`);
+          throw new HatError(
+            'INTERNAL',
+            `computeHidden returned ${inputs.length} and ${targets.length} values for ${batch}×${seq}×${hidden}`,
+          );
         }
         const { tokens } = await topTokens(options.head, targets, options.engine);
         const positions = Int32Array.from({ length: batch * seq }, (_, i) => i % seq);

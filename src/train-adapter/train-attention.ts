@@ -5,13 +5,27 @@
 import { HatError } from '../errors.ts';
 import { silentReporter, type Reporter } from '../reporter.ts';
 import {
-  adapterBackward, adapterForward, initAdapterParams, parameterCount, validateConfig,
-  type AdapterParams, type AttentionAdapterConfig, type InitOptions,
+  adapterBackward,
+  adapterForward,
+  initAdapterParams,
+  parameterCount,
+  validateConfig,
+  type AdapterParams,
+  type AttentionAdapterConfig,
+  type InitOptions,
 } from './attention-adapter.ts';
 import type { MatMulEngine } from './matmul.ts';
 import { createOrtMatMul } from './matmul-ort.ts';
 import { AdamW, DEFAULT_ADAMW, learningRate, type AdamWOptions } from './optimizer.ts';
-import { checkHead, DEFAULT_LOSS, draftLoss, hiddenOf, type LossOptions, type LossValue, type OutputHead } from './output-head.ts';
+import {
+  checkHead,
+  DEFAULT_LOSS,
+  draftLoss,
+  hiddenOf,
+  type LossOptions,
+  type LossValue,
+  type OutputHead,
+} from './output-head.ts';
 import type { PairSource } from './pair-source.ts';
 
 /** Steps between re-fits of the schedule to a time budget. */
@@ -72,10 +86,18 @@ export interface TrainResult {
 
 /** Mean loss over a source (rows-weighted), no gradients. */
 export async function evaluateAdapter(
-  params: AdapterParams | undefined, config: AttentionAdapterConfig, source: PairSource, head: OutputHead,
-  loss: LossOptions, engine: MatMulEngine,
+  params: AdapterParams | undefined,
+  config: AttentionAdapterConfig,
+  source: PairSource,
+  head: OutputHead,
+  loss: LossOptions,
+  engine: MatMulEngine,
 ): Promise<LossValue> {
-  let elements = 0, rows = 0, smoothL1 = 0, crossEntropy = 0, agreed = 0;
+  let elements = 0,
+    rows = 0,
+    smoothL1 = 0,
+    crossEntropy = 0,
+    agreed = 0;
   for await (const batch of source.batches()) {
     // No params: the "no adapter" baseline, the output part applied straight to h_K.
     const prediction = params ? (await adapterForward(params, config, batch, engine)).output : batch.hidden;
@@ -88,22 +110,37 @@ export async function evaluateAdapter(
   }
   const meanL1 = elements ? smoothL1 / elements : 0;
   const meanCe = rows ? crossEntropy / rows : 0;
-  return { total: meanL1 + loss.ceWeight * meanCe, smoothL1: meanL1, crossEntropy: meanCe, top1Agreement: rows ? agreed / rows : 0, rows };
+  return {
+    total: meanL1 + loss.ceWeight * meanCe,
+    smoothL1: meanL1,
+    crossEntropy: meanCe,
+    top1Agreement: rows ? agreed / rows : 0,
+    rows,
+  };
 }
 
 export async function trainAttentionAdapter(
-  source: PairSource, head: OutputHead, options: TrainOptions, reporter: Reporter = silentReporter,
+  source: PairSource,
+  head: OutputHead,
+  options: TrainOptions,
+  reporter: Reporter = silentReporter,
 ): Promise<TrainResult> {
   validateConfig(options.config);
   checkHead(head);
   if (source.hidden !== options.config.hidden || hiddenOf(head) !== options.config.hidden) {
-    throw new HatError('BAD_OPTION', `hidden sizes disagree: data ${source.hidden}, head ${hiddenOf(head)}, adapter ${options.config.hidden}`);
+    throw new HatError(
+      'BAD_OPTION',
+      `hidden sizes disagree: data ${source.hidden}, head ${hiddenOf(head)}, adapter ${options.config.hidden}`,
+    );
   }
   if (!(options.epochs > 0) || !(options.lr > 0) || source.batchesPerPass <= 0) {
-    throw new HatError('BAD_OPTION', `training needs epochs > 0, a learning rate > 0 and data (got ${options.epochs}, ${options.lr}, ${source.batchesPerPass} batches)`);
+    throw new HatError(
+      'BAD_OPTION',
+      `training needs epochs > 0, a learning rate > 0 and data (got ${options.epochs}, ${options.lr}, ${source.batchesPerPass} batches)`,
+    );
   }
   const loss: LossOptions = { ...DEFAULT_LOSS, ...options.loss };
-  const engine = options.engine ?? await createOrtMatMul({ threads: options.threads });
+  const engine = options.engine ?? (await createOrtMatMul({ threads: options.threads }));
   try {
     const params = initAdapterParams(options.config, options.init);
     const optimizer = new AdamW(params, { ...DEFAULT_ADAMW, ...options.adamw });
@@ -116,15 +153,20 @@ export async function trainAttentionAdapter(
       floor: options.lrFloor ?? 0.1,
     };
     const validationBefore = options.validation
-      ? await evaluateAdapter(params, options.config, options.validation, head, loss, engine) : undefined;
+      ? await evaluateAdapter(params, options.config, options.validation, head, loss, engine)
+      : undefined;
 
-    const progress = reporter.progress(`training the attention adapter (${parameterCount(options.config).toLocaleString('en')} parameters)`);
+    const progress = reporter.progress(
+      `training the attention adapter (${parameterCount(options.config).toLocaleString('en')} parameters)`,
+    );
     const history: StepRecord[] = [];
     const started = Date.now();
-    let step = 0, tokens = 0;
+    let step = 0,
+      tokens = 0;
     let latest: StepRecord | undefined;
     const elapsed = () => (Date.now() - started) / 1000;
-    const outOfTime = () => step >= schedule.totalSteps || (options.maxSeconds !== undefined && elapsed() >= options.maxSeconds);
+    const outOfTime = () =>
+      step >= schedule.totalSteps || (options.maxSeconds !== undefined && elapsed() >= options.maxSeconds);
     const refitSchedule = () => {
       if (options.maxSeconds === undefined || step % REFIT_EVERY !== 0) return;
       const affordable = step + Math.floor((options.maxSeconds - elapsed()) / (elapsed() / step));
@@ -135,19 +177,42 @@ export async function trainAttentionAdapter(
       for (let epoch = 0; epoch < options.epochs && !outOfTime(); epoch++) {
         for await (const batch of source.batches()) {
           const forward = await adapterForward(params, options.config, batch, engine);
-          const { loss: value, gradient } = await draftLoss(head, forward.output, batch.target, batch.targetTokens, loss, engine, true);
+          const { loss: value, gradient } = await draftLoss(
+            head,
+            forward.output,
+            batch.target,
+            batch.targetTokens,
+            loss,
+            engine,
+            true,
+          );
           const grads = await adapterBackward(params, options.config, forward, gradient!, engine);
           const lr = learningRate(step, schedule);
           const gradNorm = optimizer.step(grads, lr);
           if (!Number.isFinite(value.total) || !Number.isFinite(gradNorm)) {
-            throw new HatError('BAD_OPTION', `training diverged at step ${step} (loss ${value.total})`, 'lower the learning rate (--lr)');
+            throw new HatError(
+              'BAD_OPTION',
+              `training diverged at step ${step} (loss ${value.total})`,
+              'lower the learning rate (--lr)',
+            );
           }
-          latest = { step, lr, loss: value.total, smoothL1: value.smoothL1, crossEntropy: value.crossEntropy, top1Agreement: value.top1Agreement, gradNorm };
+          latest = {
+            step,
+            lr,
+            loss: value.total,
+            smoothL1: value.smoothL1,
+            crossEntropy: value.crossEntropy,
+            top1Agreement: value.top1Agreement,
+            gradNorm,
+          };
           if (step % Math.max(1, Math.floor(schedule.totalSteps / 200)) === 0) history.push(latest);
           step++;
           tokens += batch.batch * batch.seq;
           refitSchedule();
-          progress.update(`epoch ${epoch + 1}/${options.epochs} step ${step}/${schedule.totalSteps} loss ${value.total.toFixed(4)} (L1 ${value.smoothL1.toFixed(4)}, CE ${value.crossEntropy.toFixed(3)}, top-1 ${(value.top1Agreement * 100).toFixed(1)}%)`, step / schedule.totalSteps);
+          progress.update(
+            `epoch ${epoch + 1}/${options.epochs} step ${step}/${schedule.totalSteps} loss ${value.total.toFixed(4)} (L1 ${value.smoothL1.toFixed(4)}, CE ${value.crossEntropy.toFixed(3)}, top-1 ${(value.top1Agreement * 100).toFixed(1)}%)`,
+            step / schedule.totalSteps,
+          );
           if (outOfTime()) break;
         }
       }
@@ -158,12 +223,23 @@ export async function trainAttentionAdapter(
     // The last step always closes the history, whichever limit ended the loop.
     if (latest && history.at(-1) !== latest) history.push(latest);
     const seconds = (Date.now() - started) / 1000;
-    progress.succeed(`trained the attention adapter: ${step} steps, ${tokens.toLocaleString('en')} tokens in ${seconds.toFixed(1)} s`);
+    progress.succeed(
+      `trained the attention adapter: ${step} steps, ${tokens.toLocaleString('en')} tokens in ${seconds.toFixed(1)} s`,
+    );
     const validationAfter = options.validation
-      ? await evaluateAdapter(params, options.config, options.validation, head, loss, engine) : undefined;
+      ? await evaluateAdapter(params, options.config, options.validation, head, loss, engine)
+      : undefined;
     return {
-      params, config: options.config, parameters: parameterCount(options.config), steps: step, tokens, seconds,
-      tokensPerSecond: seconds > 0 ? tokens / seconds : 0, history, validationBefore, validationAfter,
+      params,
+      config: options.config,
+      parameters: parameterCount(options.config),
+      steps: step,
+      tokens,
+      seconds,
+      tokensPerSecond: seconds > 0 ? tokens / seconds : 0,
+      history,
+      validationBefore,
+      validationAfter,
     };
   } finally {
     if (!options.engine) await engine.release();

@@ -72,16 +72,23 @@ const PAIR_BUFFER_BYTES = 512 * 1024 * 1024;
 
 function modelConfig(splitDir: string): Record<string, unknown> {
   const path = join(splitDir, 'config.json');
-  return existsSync(path) ? JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown> : {};
+  return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>) : {};
 }
 
 function attentionConfig(manifest: SplitManifest, config: Record<string, unknown>): AttentionAdapterConfig {
   const { heads, kvHeads, headDim } = manifest.attention;
   if (!heads || !kvHeads || !headDim) {
-    throw new HatError('UNSUPPORTED_MODEL', 'the split does not record the model\'s attention heads', 'train a linear adapter (--kind linear)');
+    throw new HatError(
+      'UNSUPPORTED_MODEL',
+      "the split does not record the model's attention heads",
+      'train a linear adapter (--kind linear)',
+    );
   }
   return {
-    hidden: manifest.hidden.size, heads, kvHeads, headDim,
+    hidden: manifest.hidden.size,
+    heads,
+    kvHeads,
+    headDim,
     ropeTheta: typeof config.rope_theta === 'number' ? config.rope_theta : 10000,
     normEps: typeof config.rms_norm_eps === 'number' ? config.rms_norm_eps : 1e-5,
   };
@@ -98,7 +105,12 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
   const manifest = readManifest(splitDir);
   // A corpus needs the tokenizer; self-generated text only needs a start token (random-weight models ship none).
   const hasTokenizer = existsSync(join(splitDir, manifest.tokenizer ?? 'tokenizer.json'));
-  if (options.corpus && !hasTokenizer) throw new HatError('BAD_MANIFEST', `${splitDir} has no tokenizer.json to read --corpus with`, 'use --self-generate instead');
+  if (options.corpus && !hasTokenizer)
+    throw new HatError(
+      'BAD_MANIFEST',
+      `${splitDir} has no tokenizer.json to read --corpus with`,
+      'use --self-generate instead',
+    );
   const tokenizer = hasTokenizer ? splitTokenizer(splitDir, manifest) : undefined;
   const startToken = [tokenizer?.bosTokenId ?? manifest.model?.bosTokenId ?? 0];
   const config = modelConfig(splitDir);
@@ -107,8 +119,12 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
   const parts = full.parts;
   const hidden = manifest.hidden.size;
   const vocab = parts.output.session.outputs.find((o) => o.name === 'logits')?.shape.at(-1);
-  if (typeof vocab !== 'number') throw new HatError('UNSUPPORTED_MODEL', 'the output part\'s vocabulary size is symbolic');
-  const head = await probeOutputHead(parts.output, hidden, { vocab, eps: typeof config.rms_norm_eps === 'number' ? config.rms_norm_eps : undefined });
+  if (typeof vocab !== 'number')
+    throw new HatError('UNSUPPORTED_MODEL', "the output part's vocabulary size is symbolic");
+  const head = await probeOutputHead(parts.output, hidden, {
+    vocab,
+    eps: typeof config.rms_norm_eps === 'number' ? config.rms_norm_eps : undefined,
+  });
   const engine = await createOrtMatMul({ threads: options.threads });
 
   try {
@@ -121,22 +137,41 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
       for await (const ids of corpusTokens(corpus, tokenizer!, false, options.maxTokens)) totalTokens += ids.length;
       texts = () => corpusTokens(corpus, tokenizer!, false, options.maxTokens);
     } else {
-      const progress = reporter.progress(`self-generating ${options.selfGenerate} tokens of training text with the full model`);
+      const progress = reporter.progress(
+        `self-generating ${options.selfGenerate} tokens of training text with the full model`,
+      );
       const generated: number[][] = [];
       for (let made = 0, seed = options.seed; made < options.selfGenerate; seed++) {
-        const piece = await continueWithFullModel(full, startToken, Math.min(options.seq * 2, options.selfGenerate - made), { sample: true, seed });
+        const piece = await continueWithFullModel(
+          full,
+          startToken,
+          Math.min(options.seq * 2, options.selfGenerate - made),
+          { sample: true, seed },
+        );
         generated.push(piece);
         made += piece.length;
-        progress.update(`self-generating training text: ${made}/${options.selfGenerate} tokens`, made / options.selfGenerate);
+        progress.update(
+          `self-generating training text: ${made}/${options.selfGenerate} tokens`,
+          made / options.selfGenerate,
+        );
       }
       progress.succeed(`self-generated ${options.selfGenerate} tokens of training text`);
       texts = () => generated;
       totalTokens = options.selfGenerate;
     }
-    const source = bufferedSource(tokenPairSource({
-      texts, totalTokens, batch: options.batch, seq: options.seq, hidden, head, engine,
-      computeHidden: (ids) => windowHidden(parts, ids),
-    }), PAIR_BUFFER_BYTES);
+    const source = bufferedSource(
+      tokenPairSource({
+        texts,
+        totalTokens,
+        batch: options.batch,
+        seq: options.seq,
+        hidden,
+        head,
+        engine,
+        computeHidden: (ids) => windowHidden(parts, ids),
+      }),
+      PAIR_BUFFER_BYTES,
+    );
 
     // Held-out evaluation text: held-out prompts continued greedily by the full model, so a replay of draft
     // rounds along it is exact.
@@ -150,7 +185,10 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
         if (next.done) break;
         prompt = next.value.slice(0, EVAL_PROMPT_TOKENS);
       } else {
-        prompt = await continueWithFullModel(full, startToken, EVAL_PROMPT_TOKENS, { sample: true, seed: 1_000_000 + i });
+        prompt = await continueWithFullModel(full, startToken, EVAL_PROMPT_TOKENS, {
+          sample: true,
+          seed: 1_000_000 + i,
+        });
       }
       const continuation = await continueWithFullModel(full, prompt, options.evalTokens, { sample: false, seed: 0 });
       evalTexts.push([...prompt, ...continuation]);
@@ -161,7 +199,14 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
     for (const text of evalTexts) {
       const { inputs, targets } = await windowHidden(parts, [text]);
       const { tokens } = await topTokens(head, targets, engine);
-      evalBatches.push({ batch: 1, seq: text.length, hidden: inputs, target: targets, targetTokens: tokens, positions: Int32Array.from({ length: text.length }, (_, p) => p) });
+      evalBatches.push({
+        batch: 1,
+        seq: text.length,
+        hidden: inputs,
+        target: targets,
+        targetTokens: tokens,
+        positions: Int32Array.from({ length: text.length }, (_, p) => p),
+      });
     }
     const traces = async (predict: (batch: PairBatch) => Promise<Float32Array>): Promise<DraftTrace[]> => {
       const out: DraftTrace[] = [];
@@ -188,20 +233,40 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
     if (options.kind === 'attention') {
       // Start from the last middle layer's own attention when it can be found: it beat random starts in our runs.
       const lastMiddle = manifest.parts.middle.layers[1] - 1;
-      const from = options.init === 'layer' ? await layerAttentionWeights(join(splitDir, manifest.parts.middle.file), lastMiddle) : undefined;
+      const from =
+        options.init === 'layer'
+          ? await layerAttentionWeights(join(splitDir, manifest.parts.middle.file), lastMiddle)
+          : undefined;
       if (from) initialisedFrom = `layer ${lastMiddle}`;
-      else if (options.init === 'layer') reporter.warn(`layer ${lastMiddle}'s attention weights were not found in the middle part; starting from a random initialisation`);
-      trained = await trainAttentionAdapter(source, head, {
-        config: attention, epochs: options.epochs, lr: options.lr, maxSeconds: options.maxSeconds,
-        init: { seed: options.seed, from }, engine, loss: { ceWeight: options.ceWeight },
-      }, reporter);
+      else if (options.init === 'layer')
+        reporter.warn(
+          `layer ${lastMiddle}'s attention weights were not found in the middle part; starting from a random initialisation`,
+        );
+      trained = await trainAttentionAdapter(
+        source,
+        head,
+        {
+          config: attention,
+          epochs: options.epochs,
+          lr: options.lr,
+          maxSeconds: options.maxSeconds,
+          init: { seed: options.seed, from },
+          engine,
+          loss: { ceWeight: options.ceWeight },
+        },
+        reporter,
+      );
     }
 
     const candidates: Array<[string, DraftTrace[]]> = [
       ['none (output part on h_K)', await traces(async (b) => b.hidden)],
       ['linear (ridge)', await traces((b) => linearForward(linear, b.hidden, engine))],
     ];
-    if (trained) candidates.push([`attention (${parameterCount(attention).toLocaleString('en')} params)`, await traces(async (b) => (await adapterForward(trained!.params, attention, b, engine)).output)]);
+    if (trained)
+      candidates.push([
+        `attention (${parameterCount(attention).toLocaleString('en')} params)`,
+        await traces(async (b) => (await adapterForward(trained!.params, attention, b, engine)).output),
+      ]);
     const chosen = candidates[candidates.length - 1][1];
     const sweep = sweepThresholds(chosen, cost, [0, 0.2, 0.4, 0.6, 0.8], options.maxDraft);
     const rows: EvaluationRow[] = candidates.map(([name, t]) => {
@@ -218,33 +283,83 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
     // Export, then publish the manifest entry.
     const file = 'adapter.onnx';
     const staged = join(splitDir, `.${file}.partial`);
-    const dataFiles = options.kind === 'attention'
-      ? await exportAdapter(staged, { kind: 'attention', params: trained!.params, config: attention }, { outputName: manifest.boundaries.middleToOutput })
-      : await exportAdapter(staged, { kind: 'linear', adapter: linear }, { outputName: manifest.boundaries.middleToOutput });
-    for (const data of dataFiles) renameSync(join(splitDir, data), join(splitDir, data.replace(`.${file}.partial`, file)));
+    const dataFiles =
+      options.kind === 'attention'
+        ? await exportAdapter(
+            staged,
+            { kind: 'attention', params: trained!.params, config: attention },
+            { outputName: manifest.boundaries.middleToOutput },
+          )
+        : await exportAdapter(
+            staged,
+            { kind: 'linear', adapter: linear },
+            { outputName: manifest.boundaries.middleToOutput },
+          );
+    for (const data of dataFiles)
+      renameSync(join(splitDir, data), join(splitDir, data.replace(`.${file}.partial`, file)));
     renameSync(staged, join(splitDir, file));
     const final = rows[rows.length - 1];
     manifest.adapter = adapterManifest({
-      kind: options.kind, file, dataFiles: dataFiles.map((d) => d.replace(`.${file}.partial`, file)),
-      outputName: manifest.boundaries.middleToOutput, defaultThreshold: sweep.best,
+      kind: options.kind,
+      file,
+      dataFiles: dataFiles.map((d) => d.replace(`.${file}.partial`, file)),
+      outputName: manifest.boundaries.middleToOutput,
+      defaultThreshold: sweep.best,
       config: options.kind === 'attention' ? attention : undefined,
       metrics: {
-        heldOut: { prompts: evalTexts.length, greedyTokens: options.evalTokens, source: options.corpus ? `every ${HELD_OUT_EVERY}th line of ${options.corpus}` : 'self-generated' },
+        heldOut: {
+          prompts: evalTexts.length,
+          greedyTokens: options.evalTokens,
+          source: options.corpus ? `every ${HELD_OUT_EVERY}th line of ${options.corpus}` : 'self-generated',
+        },
         top1Agreement: final.top1Agreement,
-        tokensPerRound: { chosenThreshold: final.tokensPerRoundBest, hatThreshold0_6: final.tokensPerRoundHat, maxDraft: options.maxDraft },
+        tokensPerRound: {
+          chosenThreshold: final.tokensPerRoundBest,
+          hatThreshold0_6: final.tokensPerRoundHat,
+          maxDraft: options.maxDraft,
+        },
         baselines: rows.slice(0, -1),
-        sweep: sweep.rows.map((r) => ({ threshold: r.threshold, tokensPerRound: r.meanTokensPerRound, msPerToken: r.msPerToken })),
+        sweep: sweep.rows.map((r) => ({
+          threshold: r.threshold,
+          tokensPerRound: r.meanTokensPerRound,
+          msPerToken: r.msPerToken,
+        })),
         cost,
-        training: trained ? { initialisedFrom, seconds: trained.seconds, tokens: trained.tokens, steps: trained.steps, epochs: options.epochs, lr: options.lr, ceWeight: options.ceWeight, validationAfter: trained.validationAfter } : undefined,
-        data: options.corpus ? { corpus: options.corpus, tokensPerPass: totalTokens } : { selfGenerated: options.selfGenerate },
+        training: trained
+          ? {
+              initialisedFrom,
+              seconds: trained.seconds,
+              tokens: trained.tokens,
+              steps: trained.steps,
+              epochs: options.epochs,
+              lr: options.lr,
+              ceWeight: options.ceWeight,
+              validationAfter: trained.validationAfter,
+            }
+          : undefined,
+        data: options.corpus
+          ? { corpus: options.corpus, tokensPerPass: totalTokens }
+          : { selfGenerated: options.selfGenerate },
       },
     });
     writeAtomically(join(splitDir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
     return {
-      manifest, rows, threshold: sweep.best, cost,
-      sweep: sweep.rows.map((r) => ({ threshold: r.threshold, tokensPerRound: r.meanTokensPerRound, msPerToken: r.msPerToken })),
+      manifest,
+      rows,
+      threshold: sweep.best,
+      cost,
+      sweep: sweep.rows.map((r) => ({
+        threshold: r.threshold,
+        tokensPerRound: r.meanTokensPerRound,
+        msPerToken: r.msPerToken,
+      })),
       training: trained
-        ? { seconds: trained.seconds, tokens: trained.tokens, parameters: parameterCount(attention), finalLoss: trained.history.at(-1)?.loss }
+        ? {
+            seconds: trained.seconds,
+            tokens: trained.tokens,
+            parameters: parameterCount(attention),
+            finalLoss: trained.history.at(-1)?.loss,
+          }
         : { seconds: 0, tokens: totalTokens, parameters: hidden * hidden + hidden },
     };
   } catch (error) {
@@ -260,7 +375,12 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
  * and output parts plus a middle-layer-sized share; one verification = the middle part on 1 + 3 tokens plus the
  * output part, plus an emulated Wi-Fi round trip (2 × 3 ms and the upload of 4 fp16 states at 5 MB/s).
  */
-async function measureCosts(parts: SplitRunners, manifest: SplitManifest, hidden: number, vocab: number): Promise<CostModel> {
+async function measureCosts(
+  parts: SplitRunners,
+  manifest: SplitManifest,
+  hidden: number,
+  vocab: number,
+): Promise<CostModel> {
   const repeat = 20;
   const time = async (run: () => Promise<unknown>) => {
     await run();
@@ -273,14 +393,29 @@ async function measureCosts(parts: SplitRunners, manifest: SplitManifest, hidden
   const h = await parts.input.step({ ids: context }, context.length);
   await parts.middle.step({ hidden: h.data }, context.length);
   const one = lastRow(h).slice();
-  const inputMs = await time(async () => { parts.input.truncate(context.length); await parts.input.step({ ids: [5 % vocab] }, 1); });
-  const outputMs = await time(async () => { await parts.output.step({ hidden: one }, 1); parts.output.truncate(0); });
+  const inputMs = await time(async () => {
+    parts.input.truncate(context.length);
+    await parts.input.step({ ids: [5 % vocab] }, 1);
+  });
+  const outputMs = await time(async () => {
+    await parts.output.step({ hidden: one }, 1);
+    parts.output.truncate(0);
+  });
   const four = new Float32Array(4 * hidden).fill(0.1);
-  const middleMs = await time(async () => { parts.middle.truncate(context.length); await parts.middle.step({ hidden: four }, 4); });
+  const middleMs = await time(async () => {
+    parts.middle.truncate(context.length);
+    await parts.middle.step({ hidden: four }, 4);
+  });
   const layers = manifest.parts.middle.layers[1] - manifest.parts.middle.layers[0];
-  const middleStep = await time(async () => { parts.middle.truncate(context.length); await parts.middle.step({ hidden: one }, 1); });
+  const middleStep = await time(async () => {
+    parts.middle.truncate(context.length);
+    await parts.middle.step({ hidden: one }, 1);
+  });
   // The adapter is one attention block: about half a decoder layer.
   const draftStepMs = inputMs + outputMs + (middleStep / Math.max(1, layers)) * 0.5;
   const linkMs = 2 * 3 + ((4 * hidden * 2 + 52) / 5e6) * 1000;
-  return { draftStepMs: Number(draftStepMs.toFixed(3)), verifyMs: Number((middleMs + 4 * outputMs + linkMs).toFixed(3)) };
+  return {
+    draftStepMs: Number(draftStepMs.toFixed(3)),
+    verifyMs: Number((middleMs + 4 * outputMs + linkMs).toFixed(3)),
+  };
 }

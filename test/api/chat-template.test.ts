@@ -16,7 +16,7 @@ function dirWith(config: unknown): string {
   return dir;
 }
 
-test('the default model\'s template: one verse per message, the generation prompt opens the next verse', () => {
+test("the default model's template: one verse per message, the generation prompt opens the next verse", () => {
   for (const dir of [defaultSplit, join(repoRoot, 'fixtures', 'default')]) {
     const template = loadChatTemplate(dir);
     assert.ok(template, `${dir} has a chat template`);
@@ -37,16 +37,21 @@ test('the default model\'s template: one verse per message, the generation promp
 
 test('special tokens from tokenizer_config.json (strings or AddedToken objects) reach the template', () => {
   const dir = dirWith({
-    bos_token: { content: '<s>', lstrip: false }, eos_token: '</s>',
-    chat_template: '{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}{{ eos_token }}{% endfor %}'
-      + '{% if add_generation_prompt %}[assistant] {% endif %}',
+    bos_token: { content: '<s>', lstrip: false },
+    eos_token: '</s>',
+    chat_template:
+      '{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}{{ eos_token }}{% endfor %}' +
+      '{% if add_generation_prompt %}[assistant] {% endif %}',
   });
   assert.equal(loadChatTemplate(dir)!.render([{ role: 'user', content: 'hi' }]), '<s>[user] hi</s>[assistant] ');
 });
 
 test('named templates: the one called default is used', () => {
   const dir = dirWith({
-    chat_template: [{ name: 'tool_use', template: 'tools' }, { name: 'default', template: 'plain' }],
+    chat_template: [
+      { name: 'tool_use', template: 'tools' },
+      { name: 'default', template: 'plain' },
+    ],
   });
   assert.equal(loadChatTemplate(dir)!.render([]), 'plain');
 });
@@ -54,14 +59,19 @@ test('named templates: the one called default is used', () => {
 test('no template: undefined; a template that refuses the messages: BAD_OPTION with its reason', () => {
   assert.equal(loadChatTemplate(dirWith({ bos_token: '<s>' })), undefined);
   assert.equal(loadChatTemplate(mkdtempSync(join(tmpdir(), 'hat-template-'))), undefined);
-  const strict = chatTemplate('{% if messages[0].role != "user" %}'
-    + '{{ raise_exception("Conversations must start with a user message") }}{% endif %}ok');
+  const strict = chatTemplate(
+    '{% if messages[0].role != "user" %}' +
+      '{{ raise_exception("Conversations must start with a user message") }}{% endif %}ok',
+  );
   assert.equal(strict.render([{ role: 'user', content: 'x' }]), 'ok');
-  assert.throws(() => strict.render([{ role: 'assistant', content: 'x' }]), (error: unknown) => {
-    assert.ok(isHatError(error) && error.code === 'BAD_OPTION');
-    assert.match(error.message, /must start with a user message/);
-    return true;
-  });
+  assert.throws(
+    () => strict.render([{ role: 'assistant', content: 'x' }]),
+    (error: unknown) => {
+      assert.ok(isHatError(error) && error.code === 'BAD_OPTION');
+      assert.match(error.message, /must start with a user message/);
+      return true;
+    },
+  );
   const unparsable = (error: unknown) => isHatError(error) && error.code === 'BAD_CHECKPOINT';
   assert.throws(() => chatTemplate('{% for %}'), unparsable);
 });

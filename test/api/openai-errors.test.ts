@@ -18,8 +18,10 @@ test('parameters are named as OpenAI names them', () => {
 test('zod problems become invalid_type / invalid_value / missing_required_parameter', () => {
   const messages = [{ role: 'user', content: 'x' }];
   assert.deepEqual(zodError({ model: 'm', messages, max_tokens: '3' }).body.error, {
-    message: "Invalid type for 'max_tokens': expected number, received string.", type: 'invalid_request_error',
-    param: 'max_tokens', code: 'invalid_type',
+    message: "Invalid type for 'max_tokens': expected number, received string.",
+    type: 'invalid_request_error',
+    param: 'max_tokens',
+    code: 'invalid_type',
   });
   assert.equal(zodError({ model: 'm', messages, top_p: 2 }).code, 'invalid_value');
   assert.equal(zodError({ model: 'm', messages: [{ role: 'wizard', content: 'x' }] }).param, 'messages[0].role');
@@ -60,12 +62,24 @@ test('what the device cannot honour is refused by name; prompts and content are 
   assert.equal(refused({ prompt: 'x', echo: true }), 'echo');
   assert.equal(refused({ prompt: 'x', best_of: 2 }), 'best_of');
   assert.equal(refused({ messages: [], n: 1, tools: [] }), undefined);
-  assert.equal(messageText([{ type: 'text', text: 'a' }, { type: 'text', text: 'b' }], 0), 'a\nb');
+  assert.equal(
+    messageText(
+      [
+        { type: 'text', text: 'a' },
+        { type: 'text', text: 'b' },
+      ],
+      0,
+    ),
+    'a\nb',
+  );
   assert.equal(messageText(null, 0), '');
   const image = (error: ApiError) => error.param === 'messages[2].content[0]';
   assert.throws(() => messageText([{ type: 'image_url' }], 2), image);
   assert.deepEqual(completionPrompt([1, 2, 3]), { ids: [1, 2, 3] });
   assert.deepEqual(completionPrompt([[4, 5]]), { ids: [4, 5] });
   assert.equal(completionPrompt(['one']), 'one');
-  assert.throws(() => completionPrompt(['one', 'two']), (error: ApiError) => error.param === 'prompt');
+  assert.throws(
+    () => completionPrompt(['one', 'two']),
+    (error: ApiError) => error.param === 'prompt',
+  );
 });

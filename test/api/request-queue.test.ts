@@ -8,7 +8,12 @@ test('one at a time in arrival order; past the bound a request is refused with B
   const queue = new RequestQueue(2);
   const order: string[] = [];
   const first = await queue.acquire();
-  const waiting = ['b', 'c'].map((name) => queue.acquire().then((release) => { order.push(name); return release; }));
+  const waiting = ['b', 'c'].map((name) =>
+    queue.acquire().then((release) => {
+      order.push(name);
+      return release;
+    }),
+  );
   assert.deepEqual({ running: queue.running, waiting: queue.waiting }, { running: true, waiting: 2 });
   await assert.rejects(queue.acquire(), (error: unknown) => isHatError(error) && error.code === 'BUSY');
   first();

@@ -13,9 +13,31 @@ test('hat bench end to end on a small split: every scenario, table, results.json
   addIdentityAdapter(split);
   const out = join(dir, 'bench');
   try {
-    const run = hat(['bench', split, '--prompt-lengths', '8,24', '--prompts-per-length', '1', '--max-new-tokens', '6', '--link', 'wifi', '--simulate', '--out', out]);
+    const run = hat([
+      'bench',
+      split,
+      '--prompt-lengths',
+      '8,24',
+      '--prompts-per-length',
+      '1',
+      '--max-new-tokens',
+      '6',
+      '--link',
+      'wifi',
+      '--simulate',
+      '--out',
+      out,
+    ]);
     assert.equal(run.status, 0, run.stderr);
-    for (const expected of ['machine:', 'EMULATED link "wifi"', 'HAT ablation', 'SIMULATION', 'identity placeholder', 'u-sarathi']) assert.ok(run.stdout.includes(expected), expected);
+    for (const expected of [
+      'machine:',
+      'EMULATED link "wifi"',
+      'HAT ablation',
+      'SIMULATION',
+      'identity placeholder',
+      'u-sarathi',
+    ])
+      assert.ok(run.stdout.includes(expected), expected);
     const results = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
     const names = ['hat', 'u-shape', 'u-sarathi', 'u-spec', 'chunk-only', 'chunk-spec', 'cloud-only', 'device-only'];
     assert.deepEqual(Object.keys(results.scenarios), names);
@@ -32,7 +54,10 @@ test('hat bench end to end on a small split: every scenario, table, results.json
     }
     assert.equal(results.scenarios['u-shape'].ratioToUShape.ttftMean, 1);
     assert.equal(results.scenarios['device-only'].bytesUpPerToken, 0);
-    assert.ok(results.scenarios['cloud-only'].bytesUpPerToken < results.scenarios['u-shape'].bytesUpPerToken, 'text is smaller than hidden states');
+    assert.ok(
+      results.scenarios['cloud-only'].bytesUpPerToken < results.scenarios['u-shape'].bytesUpPerToken,
+      'text is smaller than hidden states',
+    );
     assert.equal(results.simulation.label, 'SIMULATION (not a measurement)');
     assert.equal(results.simulation.results.length, 10);
     for (const chart of ['ttft-by-scenario.svg', 'tbt-by-scenario.svg', 'ttft-vs-prompt-length.svg']) {
@@ -56,7 +81,20 @@ test('hat bench refuses bad input in one line, before running, and leaves --out 
     const unknown = hat(['bench', split, '--scenarios', 'hat,u-medusa', '--out', join(dir, 'new')]);
     assert.notEqual(unknown.status, 0);
     assert.match(unknown.stderr.trim(), /^error\[BAD_OPTION\]: --scenarios: unknown scenario "u-medusa"/);
-    const noAdapter = hat(['bench', split, '--scenarios', 'hat', '--prompt-lengths', '8', '--prompts-per-length', '1', '--max-new-tokens', '2', '--out', join(dir, 'new')]);
+    const noAdapter = hat([
+      'bench',
+      split,
+      '--scenarios',
+      'hat',
+      '--prompt-lengths',
+      '8',
+      '--prompts-per-length',
+      '1',
+      '--max-new-tokens',
+      '2',
+      '--out',
+      join(dir, 'new'),
+    ]);
     assert.equal(noAdapter.status, 0, noAdapter.stderr);
     assert.match(noAdapter.stdout, /hat skipped: the split has no adapter/);
     assert.ok(!existsSync(join(dir, '.new.partial-')));
@@ -70,8 +108,28 @@ test('hat bench with several device processes and Poisson arrivals serves every 
   addIdentityAdapter(split);
   const out = join(dir, 'multi');
   try {
-    const run = hat(['bench', split, '--scenarios', 'hat,u-shape', '--prompt-lengths', '8,16', '--prompts-per-length', '2',
-      '--max-new-tokens', '4', '--devices', '3', '--rate', '20', '--link', 'lan', '--cores', 'shared', '--out', out]);
+    const run = hat([
+      'bench',
+      split,
+      '--scenarios',
+      'hat,u-shape',
+      '--prompt-lengths',
+      '8,16',
+      '--prompts-per-length',
+      '2',
+      '--max-new-tokens',
+      '4',
+      '--devices',
+      '3',
+      '--rate',
+      '20',
+      '--link',
+      'lan',
+      '--cores',
+      'shared',
+      '--out',
+      out,
+    ]);
     assert.equal(run.status, 0, run.stderr);
     assert.match(run.stdout, /share these \d+ cores/);
     assert.match(run.stdout, /open loop: 3 device\(s\), Poisson arrivals at 20 req\/s/);
@@ -82,7 +140,14 @@ test('hat bench with several device processes and Poisson arrivals serves every 
       // Two prompts of each length, each served once, whichever device took it.
       assert.equal(r.requests, 4, name);
       const byLength = r.byPromptLength as Array<{ promptTokens: number; requests: number }>;
-      assert.deepEqual(byLength.map((b) => [b.promptTokens, b.requests]), [[8, 2], [16, 2]], name);
+      assert.deepEqual(
+        byLength.map((b) => [b.promptTokens, b.requests]),
+        [
+          [8, 2],
+          [16, 2],
+        ],
+        name,
+      );
       assert.ok(r.serverTokensPerSecond > 0, name);
     }
   } finally {

@@ -10,7 +10,10 @@ import { join } from 'node:path';
 import { clampLengths } from '../../src/bench/prompts.ts';
 import { roundCosts, roundsOf, transplantRounds } from '../../src/bench/fleet/transplant.ts';
 import {
-  frameHeader, recordingFromJson, recordingToJson, type SessionRecording,
+  frameHeader,
+  recordingFromJson,
+  recordingToJson,
+  type SessionRecording,
 } from '../../src/runtime/device/session-recorder.ts';
 import { encodeFrame, FrameFlags } from '../../src/runtime/protocol/frame.ts';
 import { encodeHidden } from '../../src/runtime/protocol/hidden-codec.ts';
@@ -31,7 +34,8 @@ const HIDDEN = 4;
 
 /** A recording made of given prompt chunks and rounds (rows, tokens committed, device ms, commit delay). */
 function recording(
-  chunks: number[], rounds: Array<{ rows: number; committed: number; deviceMs: number; commitMs: number }>,
+  chunks: number[],
+  rounds: Array<{ rows: number; committed: number; deviceMs: number; commitMs: number }>,
   mode = 'hat',
 ): SessionRecording {
   const frames: SessionRecording['frames'] = [];
@@ -41,18 +45,31 @@ function recording(
   const add = (rows: number, flags: number, after: number, deviceMs: number) => {
     const values = Float32Array.from({ length: rows * HIDDEN }, (_, i) => frames.length * 100 + i);
     frames.push({
-      bytes: encodeFrame({
-        type: 'forward', flags, dtype: 'fp16', sessionId: 7, seq: frames.length + 1, pastLength: past, nTokens: rows,
-        hiddenSize: HIDDEN,
-      }, encodeHidden(values, rows, HIDDEN, 'fp16')),
-      sentMs: 0, after, deviceMs,
+      bytes: encodeFrame(
+        {
+          type: 'forward',
+          flags,
+          dtype: 'fp16',
+          sessionId: 7,
+          seq: frames.length + 1,
+          pastLength: past,
+          nTokens: rows,
+          hiddenSize: HIDDEN,
+        },
+        encodeHidden(values, rows, HIDDEN, 'fp16'),
+      ),
+      sentMs: 0,
+      after,
+      deviceMs,
     });
   };
   chunks.forEach((size, i) => {
     add(size, FrameFlags.prefill, -1, 1);
     past += size;
     results.push({
-      arrivedMs: 0, rows: 1, hidden: new Float32Array(HIDDEN).fill(i),
+      arrivedMs: 0,
+      rows: 1,
+      hidden: new Float32Array(HIDDEN).fill(i),
       commits: i === chunks.length - 1 ? [{ afterMs: 0.5, count: 1 }] : [],
     });
   });
@@ -60,19 +77,30 @@ function recording(
   for (const round of rounds) {
     add(round.rows, FrameFlags.allPositions, frames.length - 1, round.deviceMs);
     results.push({
-      arrivedMs: 0, rows: round.rows, hidden: new Float32Array(round.rows * HIDDEN),
+      arrivedMs: 0,
+      rows: round.rows,
+      hidden: new Float32Array(round.rows * HIDDEN),
       commits: [{ afterMs: round.commitMs, count: round.committed }],
     });
     past += round.committed;
   }
   const tokens = 1 + rounds.reduce((n, r) => n + r.committed, 0);
   return {
-    format: 'hat-recording/1', manifestHash: 'a'.repeat(64), hiddenSize: HIDDEN, wire: 'fp16', mode,
-    promptTokens: prompt, tokens, link: 'none', recordedAt: '', frames, results,
+    format: 'hat-recording/1',
+    manifestHash: 'a'.repeat(64),
+    hiddenSize: HIDDEN,
+    wire: 'fp16',
+    mode,
+    promptTokens: prompt,
+    tokens,
+    link: 'none',
+    recordedAt: '',
+    frames,
+    results,
   };
 }
 
-test('a trained model\'s rounds transplanted into a random-weight session: rows, pasts, commits, device times', () => {
+test("a trained model's rounds transplanted into a random-weight session: rows, pasts, commits, device times", () => {
   // The shape's own sessions: U-shape rounds cost 2 ms (+0.2 to commit), HAT rounds of 4 rows at η = 0 8 ms (+0.8).
   const rounds = (rows: number, deviceMs: number, commitMs: number) =>
     Array.from({ length: 3 }, () => ({ rows, committed: 1, deviceMs, commitMs }));
@@ -82,12 +110,19 @@ test('a trained model\'s rounds transplanted into a random-weight session: rows,
   assert.deepEqual(costs, { one: { deviceMs: 2, commitMs: 0.2 }, many: { rows: 4, deviceMs: 8, commitMs: 0.8 } });
 
   // The trained model's session: 3 rounds of 4, 2 and 1 rows that committed 3, 2 and 1 tokens.
-  const pattern = recording([8], [
-    { rows: 4, committed: 3, deviceMs: 1, commitMs: 0 }, { rows: 2, committed: 2, deviceMs: 1, commitMs: 0 },
-    { rows: 1, committed: 1, deviceMs: 1, commitMs: 0 },
+  const pattern = recording(
+    [8],
+    [
+      { rows: 4, committed: 3, deviceMs: 1, commitMs: 0 },
+      { rows: 2, committed: 2, deviceMs: 1, commitMs: 0 },
+      { rows: 1, committed: 1, deviceMs: 1, commitMs: 0 },
+    ],
+  );
+  assert.deepEqual(roundsOf(pattern), [
+    { rows: 4, committed: 3 },
+    { rows: 2, committed: 2 },
+    { rows: 1, committed: 1 },
   ]);
-  assert.deepEqual(roundsOf(pattern),
-    [{ rows: 4, committed: 3 }, { rows: 2, committed: 2 }, { rows: 1, committed: 1 }]);
 
   const built = transplantRounds(own, pattern, costs);
   assert.equal(built.mode, 'hat');
@@ -97,19 +132,36 @@ test('a trained model\'s rounds transplanted into a random-weight session: rows,
   assert.deepEqual(built.frames.slice(0, 2), own.frames.slice(0, 2));
   assert.deepEqual(built.results.slice(0, 2), own.results.slice(0, 2));
   const headers = built.frames.slice(2).map((f) => frameHeader(f));
-  assert.deepEqual(headers.map((h) => [h.seq, h.pastLength, h.nTokens, h.flags, h.dtype, h.hiddenSize, h.sessionId]), [
-    [3, 10, 4, FrameFlags.allPositions, 'fp16', HIDDEN, 7],
-    [4, 13, 2, FrameFlags.allPositions, 'fp16', HIDDEN, 7],
-    [5, 15, 1, FrameFlags.allPositions, 'fp16', HIDDEN, 7],
-  ]);
-  assert.deepEqual(built.frames.slice(2).map((f) => f.after), [1, 2, 3]);
+  assert.deepEqual(
+    headers.map((h) => [h.seq, h.pastLength, h.nTokens, h.flags, h.dtype, h.hiddenSize, h.sessionId]),
+    [
+      [3, 10, 4, FrameFlags.allPositions, 'fp16', HIDDEN, 7],
+      [4, 13, 2, FrameFlags.allPositions, 'fp16', HIDDEN, 7],
+      [5, 15, 1, FrameFlags.allPositions, 'fp16', HIDDEN, 7],
+    ],
+  );
+  assert.deepEqual(
+    built.frames.slice(2).map((f) => f.after),
+    [1, 2, 3],
+  );
   // 4 rows cost the η = 0 round, 1 row the U-shape round, 2 rows a third of the way between.
-  assert.deepEqual(built.frames.slice(2).map((f) => f.deviceMs), [8, 4, 2]);
-  assert.deepEqual(built.results.slice(2).map((r) => [r.rows, r.hidden.length, r.commits]), [
-    [4, 0, [{ afterMs: 0.8, count: 3 }]], [2, 0, [{ afterMs: 0.4, count: 2 }]], [1, 0, [{ afterMs: 0.2, count: 1 }]],
-  ]);
+  assert.deepEqual(
+    built.frames.slice(2).map((f) => f.deviceMs),
+    [8, 4, 2],
+  );
+  assert.deepEqual(
+    built.results.slice(2).map((r) => [r.rows, r.hidden.length, r.commits]),
+    [
+      [4, 0, [{ afterMs: 0.8, count: 3 }]],
+      [2, 0, [{ afterMs: 0.4, count: 2 }]],
+      [1, 0, [{ afterMs: 0.2, count: 1 }]],
+    ],
+  );
   // And it survives the recording file format.
   const back = recordingFromJson(recordingToJson(built), 'memory');
   assert.deepEqual(back.frames, built.frames);
-  assert.deepEqual(back.results.map((r) => [...r.hidden]), built.results.map((r) => [...r.hidden]));
+  assert.deepEqual(
+    back.results.map((r) => [...r.hidden]),
+    built.results.map((r) => [...r.hidden]),
+  );
 });

@@ -18,15 +18,40 @@ const TITLE = '4 EMULATED devices replay recorded sessions on serve-cloud, batch
 test(TITLE, async (t) => {
   const { split } = await makeSmallSplit();
   addIdentityAdapter(split);
-  const report = await runFleet({
-    splitDir: split, devices: 4, loads: [{ kind: 'closed-loop' }], durationS: 2, drainS: 60, link: LINK_PROFILES.none,
-    wire: 'fp32', draftThreshold: 'auto', maxDraft: 3, parallelBranches: 1, cores: 'shared', cloudWorkers: 1,
-    promptLengths: [8, 24], promptsPerLength: 1, maxNewTokens: 12, sloTtftMs: 1000, sloTbtMs: 200, seed: 1,
-    warmup: false,
-  }, silentReporter);
+  const report = await runFleet(
+    {
+      splitDir: split,
+      devices: 4,
+      loads: [{ kind: 'closed-loop' }],
+      durationS: 2,
+      drainS: 60,
+      link: LINK_PROFILES.none,
+      wire: 'fp32',
+      draftThreshold: 'auto',
+      maxDraft: 3,
+      parallelBranches: 1,
+      cores: 'shared',
+      cloudWorkers: 1,
+      promptLengths: [8, 24],
+      promptsPerLength: 1,
+      maxNewTokens: 12,
+      sloTtftMs: 1000,
+      sloTbtMs: 200,
+      seed: 1,
+      warmup: false,
+    },
+    silentReporter,
+  );
 
-  assert.deepEqual(report.recorded.map((r) => [r.mode, r.promptTokens]),
-    [['hat', 8], ['hat', 24], ['u-shape', 8], ['u-shape', 24]]);
+  assert.deepEqual(
+    report.recorded.map((r) => [r.mode, r.promptTokens]),
+    [
+      ['hat', 8],
+      ['hat', 24],
+      ['u-shape', 8],
+      ['u-shape', 24],
+    ],
+  );
   // fp32 rounding scales with the values: this random model's hidden states reach magnitudes of several units.
   let largest = 1;
   for (const recording of report.recorded) {
@@ -36,27 +61,41 @@ test(TITLE, async (t) => {
     const rounds = recording.frames.filter((f) => (frameHeader(f).flags & 2) === 0);
     if (recording.mode === 'u-shape') assert.equal(rounds.length, 11, 'u-shape: one round trip per token');
   }
-  assert.deepEqual(report.runs.map((r) => [r.mode, r.batching]),
-    [['hat', 'on'], ['u-shape', 'on'], ['hat', 'off'], ['u-shape', 'off']]);
+  assert.deepEqual(
+    report.runs.map((r) => [r.mode, r.batching]),
+    [
+      ['hat', 'on'],
+      ['u-shape', 'on'],
+      ['hat', 'off'],
+      ['u-shape', 'off'],
+    ],
+  );
   for (const run of report.runs) {
     const what = `${run.mode}, --max-batch ${run.maxBatch}`;
-    t.diagnostic(`${what}: ${run.sessions.completed} sessions, ${run.throughputTokensPerSecond} tok/s, mean batch `
-      + `${run.cloud.meanBatchSessions}, results identical ${run.results.identical}/${run.results.checked}, max |Δ| `
-      + `${run.results.maxAbsDiff}`);
+    t.diagnostic(
+      `${what}: ${run.sessions.completed} sessions, ${run.throughputTokensPerSecond} tok/s, mean batch ` +
+        `${run.cloud.meanBatchSessions}, results identical ${run.results.identical}/${run.results.checked}, max |Δ| ` +
+        `${run.results.maxAbsDiff}`,
+    );
     assert.equal(run.sessions.failed, 0, `${what}: ${run.errors.join(' | ')}`);
     assert.ok(run.sessions.completed >= 4, `${what}: every device ran a session`);
     assert.deepEqual(run.cloud.errors, {}, `${what}: the cloud sent no error frame`);
     assert.ok(run.results.checked > 0);
-    assert.equal(run.cloud.requests.prefillChunk + run.cloud.requests.verification, run.results.checked,
-      `${what}: the cloud answered every frame the devices sent`);
+    assert.equal(
+      run.cloud.requests.prefillChunk + run.cloud.requests.verification,
+      run.results.checked,
+      `${what}: the cloud answered every frame the devices sent`,
+    );
     if (run.batching === 'off') {
       assert.equal(run.maxBatch, 1);
       assert.equal(run.results.identical, run.results.checked, `${what}: results byte-identical to the recording`);
     } else {
       assert.ok(run.maxBatch > 1, `${what}: the batched cloud batches`);
-      assert.ok(run.results.maxAbsDiff <= 1e-5 * largest,
-        `${what}: results within 1e-5 × ${largest} of the recording`);
+      assert.ok(run.results.maxAbsDiff <= 1e-5 * largest, `${what}: results within 1e-5 × ${largest} of the recording`);
     }
   }
-  assert.ok(report.notes.every((n) => !/failed|error frames/.test(n)), report.notes.join('\n'));
+  assert.ok(
+    report.notes.every((n) => !/failed|error frames/.test(n)),
+    report.notes.join('\n'),
+  );
 });

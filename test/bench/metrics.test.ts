@@ -8,14 +8,37 @@ const scenario = (name: string) => allScenarios(64).find((s) => s.name === name)
 
 function record(overrides: Partial<RequestRecord>): RequestRecord {
   return {
-    scenario: 'u-shape', promptTokens: 16, tokens: 5, ttftMs: 100, gapsMs: [10, 10, 10, 10], rounds: 4, bytesUp: 1000, bytesDown: 500,
-    cloudComputeMs: 20, cloudQueueMs: 4, prefillDeviceMs: 3, prefillBytesUp: 600, decodeRowsUp: 4, chunkSizes: [16],
-    parallelDrafting: { branches: 0, hits: 0 }, startedAt: 0, durationMs: 200, waitMs: 0, ...overrides,
+    scenario: 'u-shape',
+    promptTokens: 16,
+    tokens: 5,
+    ttftMs: 100,
+    gapsMs: [10, 10, 10, 10],
+    rounds: 4,
+    bytesUp: 1000,
+    bytesDown: 500,
+    cloudComputeMs: 20,
+    cloudQueueMs: 4,
+    prefillDeviceMs: 3,
+    prefillBytesUp: 600,
+    decodeRowsUp: 4,
+    chunkSizes: [16],
+    parallelDrafting: { branches: 0, hits: 0 },
+    startedAt: 0,
+    durationMs: 200,
+    waitMs: 0,
+    ...overrides,
   };
 }
 
 test('token gaps spread each round over the tokens it committed', () => {
-  assert.deepEqual(tokenGaps([{ at: 100, count: 1 }, { at: 130, count: 3 }, { at: 140, count: 1 }]), [10, 10, 10, 10]);
+  assert.deepEqual(
+    tokenGaps([
+      { at: 100, count: 1 },
+      { at: 130, count: 3 },
+      { at: 140, count: 1 },
+    ]),
+    [10, 10, 10, 10],
+  );
   assert.deepEqual(tokenGaps([{ at: 5, count: 1 }]), []);
 });
 
@@ -39,16 +62,29 @@ test('aggregate: percentiles over requests (TTFT) and over tokens (TBT), per-tok
 });
 
 test('open loop throughput is tokens over the wall time; device-only has no server figure', () => {
-  const open = aggregate(scenario('hat'), [record({ scenario: 'hat', tokens: 9, rounds: 4 })], { sloTtftMs: 500, devices: 4, wallMs: 3000 });
+  const open = aggregate(scenario('hat'), [record({ scenario: 'hat', tokens: 9, rounds: 4 })], {
+    sloTtftMs: 500,
+    devices: 4,
+    wallMs: 3000,
+  });
   assert.equal(open.serverTokensPerSecond, 3);
   assert.equal(open.tokensPerRound, 2);
-  assert.equal(aggregate(scenario('device-only'), [record({})], { sloTtftMs: 500, devices: 1 }).serverTokensPerSecond, null);
+  assert.equal(
+    aggregate(scenario('device-only'), [record({})], { sloTtftMs: 500, devices: 1 }).serverTokensPerSecond,
+    null,
+  );
 });
 
 test('ratios are taken to u-shape, null where u-shape has no figure', () => {
   const base = aggregate(scenario('u-shape'), [record({ ttftMs: 200 })], { sloTtftMs: 500, devices: 1 });
-  const hat = aggregate(scenario('hat'), [record({ scenario: 'hat', ttftMs: 100, gapsMs: [5, 5, 5, 5] })], { sloTtftMs: 500, devices: 1 });
-  const device = aggregate(scenario('device-only'), [record({ scenario: 'device-only' })], { sloTtftMs: 500, devices: 1 });
+  const hat = aggregate(scenario('hat'), [record({ scenario: 'hat', ttftMs: 100, gapsMs: [5, 5, 5, 5] })], {
+    sloTtftMs: 500,
+    devices: 1,
+  });
+  const device = aggregate(scenario('device-only'), [record({ scenario: 'device-only' })], {
+    sloTtftMs: 500,
+    devices: 1,
+  });
   const [, h, d] = withRatios([base, hat, device], 'u-shape');
   assert.equal(h.ratioToUShape!.ttftMean, 0.5);
   assert.equal(h.ratioToUShape!.tbtMean, 0.5);
@@ -56,7 +92,10 @@ test('ratios are taken to u-shape, null where u-shape has no figure', () => {
 });
 
 test('--scenarios always keeps the u-shape baseline and rejects unknown names', () => {
-  assert.deepEqual(selectScenarios('hat', 32).map((s) => s.name), ['hat', 'u-shape']);
+  assert.deepEqual(
+    selectScenarios('hat', 32).map((s) => s.name),
+    ['hat', 'u-shape'],
+  );
   assert.equal(selectScenarios(undefined, 32).find((s) => s.name === 'u-sarathi')!.chunk, 32);
   assert.throws(() => selectScenarios('hat,u-medusa', 64), /unknown scenario "u-medusa"/);
 });

@@ -8,7 +8,12 @@ import { fitLine } from '../../src/bench/calibrate.ts';
 test('the event loop wakes processes in time order and advances the clock', async () => {
   const loop = new EventLoop();
   const seen: string[] = [];
-  const proc = async (name: string, ms: number[]) => { for (const d of ms) { await loop.sleep(d); seen.push(`${name}@${loop.now}`); } };
+  const proc = async (name: string, ms: number[]) => {
+    for (const d of ms) {
+      await loop.sleep(d);
+      seen.push(`${name}@${loop.now}`);
+    }
+  };
   const all = Promise.all([proc('a', [5, 5]), proc('b', [3, 10])]);
   await loop.run();
   await all;
@@ -29,12 +34,20 @@ test('least squares recovers a line', () => {
 });
 
 const uploadBound: StageCosts = {
-  deviceInputMsPerToken: 0.05, deviceDecodeStepMs: 1, draftStepMs: 1,
-  cloud: { baseMs: 2, perTokenMs: 0.3, samples: [] }, bytesPerToken: 8192, frameHeaderBytes: 52,
+  deviceInputMsPerToken: 0.05,
+  deviceDecodeStepMs: 1,
+  draftStepMs: 1,
+  cloud: { baseMs: 2, perTokenMs: 0.3, samples: [] },
+  bytesPerToken: 8192,
+  frameHeaderBytes: 52,
 };
 
 test('SIMULATION on an upload-bound 7B-like cost profile: chunking cuts TTFT, speculation cuts TBT, deterministic', async () => {
-  const config = { ...paperTestbed(uploadBound, { tokensPerRound: 2, rowsPerRound: 3, parallelHitRate: 0.5 }, 1), requests: 40, maxNewTokens: 16 };
+  const config = {
+    ...paperTestbed(uploadBound, { tokensPerRound: 2, rowsPerRound: 3, parallelHitRate: 0.5 }, 1),
+    requests: 40,
+    maxNewTokens: 16,
+  };
   const shape = await simulateScenario('u-shape', 4, config);
   const hat = await simulateScenario('hat', 4, config);
   const spec = await simulateScenario('u-spec', 4, config);

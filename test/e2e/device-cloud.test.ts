@@ -22,8 +22,10 @@ import { repoRoot } from '../helpers/shared-fixtures.ts';
 const run = promisify(execFile);
 const split = join(repoRoot, 'fixtures', 'default-split');
 const model = join(repoRoot, 'fixtures', 'default');
-const skip = existsSync(join(split, 'manifest.json')) && existsSync(join(model, 'model.onnx'))
-  ? false : 'SKIPPED: fixtures/default-split or fixtures/default is missing';
+const skip =
+  existsSync(join(split, 'manifest.json')) && existsSync(join(model, 'model.onnx'))
+    ? false
+    : 'SKIPPED: fixtures/default-split or fixtures/default is missing';
 /** 48 greedy tokens without an end of text. */
 const PROMPT = 'And it came to pass';
 /** Long enough for several 32-token chunks. */
@@ -47,9 +49,16 @@ interface DeviceJson {
   text: string;
   link: string;
   metrics: {
-    ttftMs: number; rounds: number; tokensPerRound: number; bytesUp: number; bytesDown: number; chunkSizes: number[];
-    prefillChunks: unknown[]; tbtMs: { mean: number; p50: number; p90: number; p99: number };
-    draft: { mode: string; threshold: number; maxDraft: number }; parallelDrafting: { branches: number; hits: number };
+    ttftMs: number;
+    rounds: number;
+    tokensPerRound: number;
+    bytesUp: number;
+    bytesDown: number;
+    chunkSizes: number[];
+    prefillChunks: unknown[];
+    tbtMs: { mean: number; p50: number; p90: number; p99: number };
+    draft: { mode: string; threshold: number; maxDraft: number };
+    parallelDrafting: { branches: number; hits: number };
   };
 }
 
@@ -61,7 +70,11 @@ interface DeviceJson {
 function assertConsistentMetrics(device: DeviceJson, bytesPerRow: number): void {
   const m = device.metrics;
   const chunks = m.chunkSizes.length;
-  assert.equal(m.chunkSizes.reduce((a, b) => a + b, 0), device.promptIds.length, 'chunks cover the prompt');
+  assert.equal(
+    m.chunkSizes.reduce((a, b) => a + b, 0),
+    device.promptIds.length,
+    'chunks cover the prompt',
+  );
   assert.equal(m.prefillChunks.length, chunks);
   assert.ok(Number.isInteger(m.rounds) && m.rounds >= 1 && m.rounds <= device.ids.length - 1, `rounds ${m.rounds}`);
   assert.equal(m.tokensPerRound, Number(((device.ids.length - 1) / m.rounds).toFixed(3)));
@@ -69,8 +82,10 @@ function assertConsistentMetrics(device: DeviceJson, bytesPerRow: number): void 
   const verifiedRows = (m.bytesDown - frames * HEADER_BYTES - chunks * bytesPerRow) / bytesPerRow;
   assert.ok(Number.isInteger(verifiedRows), `bytes down ${m.bytesDown} are whole frames`);
   assert.equal(m.bytesUp, frames * HEADER_BYTES + (device.promptIds.length + verifiedRows) * bytesPerRow);
-  assert.ok(verifiedRows >= device.ids.length - 1 && verifiedRows <= m.rounds * (m.draft.maxDraft + 1),
-    `${verifiedRows} rows verified for ${device.ids.length - 1} tokens in ${m.rounds} rounds`);
+  assert.ok(
+    verifiedRows >= device.ids.length - 1 && verifiedRows <= m.rounds * (m.draft.maxDraft + 1),
+    `${verifiedRows} rows verified for ${device.ids.length - 1} tokens in ${m.rounds} rounds`,
+  );
   assert.ok(m.parallelDrafting.hits <= m.parallelDrafting.branches && m.parallelDrafting.branches <= m.rounds);
   // Timings vary run to run; what holds is their order.
   assert.ok(m.ttftMs > 0);
@@ -87,47 +102,101 @@ after(() => cloud?.stop());
 test('run-device (greedy, fp32 wire) writes exactly what hat generate writes on the full model', { skip }, async () => {
   const reference = await generateJson(PROMPT, 48);
   assert.equal(reference.ids.length, 48);
-  const device = JSON.parse((await hat(['run-device', split, '--cloud', cloud.url, '--prompt', PROMPT,
-    '--max-new-tokens', '48', '--wire', 'fp32', '--json'])).stdout) as DeviceJson;
+  const device = JSON.parse(
+    (
+      await hat([
+        'run-device',
+        split,
+        '--cloud',
+        cloud.url,
+        '--prompt',
+        PROMPT,
+        '--max-new-tokens',
+        '48',
+        '--wire',
+        'fp32',
+        '--json',
+      ])
+    ).stdout,
+  ) as DeviceJson;
   assert.deepEqual(device.ids, reference.ids);
   assert.deepEqual(device.promptIds, reference.promptIds);
   assert.equal(device.text, reference.text);
   // The first token comes from the prefill; fewer rounds than the other 47 means some round kept drafts.
-  assert.ok(device.metrics.rounds < device.ids.length - 1,
-    `speculation: ${device.metrics.tokensPerRound} tokens per round`);
+  assert.ok(
+    device.metrics.rounds < device.ids.length - 1,
+    `speculation: ${device.metrics.tokensPerRound} tokens per round`,
+  );
   assert.equal(device.metrics.draft.mode, 'auto');
   assert.equal(device.metrics.draft.maxDraft, 6);
   assertConsistentMetrics(device, 4 * hidden);
 });
 
-test('a device bundle without the middle part runs, over an emulated Wi-Fi link, with chunked prefill', { skip },
+test(
+  'a device bundle without the middle part runs, over an emulated Wi-Fi link, with chunked prefill',
+  { skip },
   async () => {
     const bundle = mkdtempSync(join(tmpdir(), 'hat-device-'));
     try {
       for (const name of readdirSync(split)) {
         if (!name.startsWith('middle')) cpSync(join(split, name), join(bundle, name));
       }
-      assert.deepEqual(readdirSync(bundle).filter((n) => n.startsWith('middle')), []);
+      assert.deepEqual(
+        readdirSync(bundle).filter((n) => n.startsWith('middle')),
+        [],
+      );
       const reference = await generateJson(LONG_PROMPT, 16);
-      const device = JSON.parse((await hat(['run-device', bundle, '--cloud', cloud.url, '--prompt', LONG_PROMPT,
-        '--max-new-tokens', '16', '--link', 'wifi', '--chunk', '32', '--json'])).stdout) as DeviceJson;
+      const device = JSON.parse(
+        (
+          await hat([
+            'run-device',
+            bundle,
+            '--cloud',
+            cloud.url,
+            '--prompt',
+            LONG_PROMPT,
+            '--max-new-tokens',
+            '16',
+            '--link',
+            'wifi',
+            '--chunk',
+            '32',
+            '--json',
+          ])
+        ).stdout,
+      ) as DeviceJson;
       assert.deepEqual(device.ids, reference.ids);
       assert.equal(device.text, reference.text);
       const n = device.promptIds.length;
-      assert.deepEqual(device.metrics.chunkSizes,
-        Array.from({ length: Math.ceil(n / 32) }, (_, i) => Math.min(32, n - 32 * i)));
+      assert.deepEqual(
+        device.metrics.chunkSizes,
+        Array.from({ length: Math.ceil(n / 32) }, (_, i) => Math.min(32, n - 32 * i)),
+      );
       assert.match(device.link, /^EMULATED link "wifi"/);
       assertConsistentMetrics(device, 2 * hidden); // the fp16 wire
     } finally {
       rmSync(bundle, { recursive: true, force: true });
     }
-  });
+  },
+);
 
-test('streamed text and the metrics table; a wrong cloud address is a one-line error with a non-zero exit', { skip },
+test(
+  'streamed text and the metrics table; a wrong cloud address is a one-line error with a non-zero exit',
+  { skip },
   async () => {
     const reference = await hat(['generate', model, '--prompt', PROMPT, '--max-new-tokens', '12']);
-    const { stdout, stderr } = await hat(['run-device', split, '--cloud', cloud.url, '--prompt', PROMPT,
-      '--max-new-tokens', '12', '--wire', 'fp32']);
+    const { stdout, stderr } = await hat([
+      'run-device',
+      split,
+      '--cloud',
+      cloud.url,
+      '--prompt',
+      PROMPT,
+      '--max-new-tokens',
+      '12',
+      '--wire',
+      'fp32',
+    ]);
     assert.equal(stdout, reference.stdout);
     assert.equal(stdout, `${(await generateJson(PROMPT, 12)).text}\n`);
     assert.match(stderr, /tokens\/round/);
@@ -138,9 +207,10 @@ test('streamed text and the metrics table; a wrong cloud address is a one-line e
       assert.match(error.stderr, /^error\[NETWORK\]/);
       return true;
     });
-  });
+  },
+);
 
-test('hat demo runs the whole system from a fresh clone\'s fixtures', { skip }, async () => {
+test("hat demo runs the whole system from a fresh clone's fixtures", { skip }, async () => {
   const reference = await generateJson('And God said', 16);
   const { stdout } = await hat(['demo', 'And God said', '--max-new-tokens', '16', '--link', 'none', '--json']);
   const result = JSON.parse(stdout) as { ids: number[]; text: string; link: string };

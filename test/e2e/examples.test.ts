@@ -19,7 +19,9 @@ const EXAMPLES = ['examples/library.ts', 'examples/openai-client.ts'];
 
 async function runExample(file: string, env: Record<string, string> = {}): Promise<string> {
   const { stdout } = await run(process.execPath, ['--import', 'tsx', file], {
-    cwd: repoRoot, env: { ...process.env, ...env }, timeout: 120_000,
+    cwd: repoRoot,
+    env: { ...process.env, ...env },
+    timeout: 120_000,
   });
   return stdout;
 }

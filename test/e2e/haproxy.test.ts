@@ -22,9 +22,13 @@ const split = join(repoRoot, 'fixtures', 'default-split');
 const model = join(repoRoot, 'fixtures', 'default');
 const hasHaproxy = spawnSync('haproxy', ['-v']).status === 0;
 const hasOpenssl = spawnSync('openssl', ['version']).status === 0;
-const skip = !hasHaproxy ? 'SKIPPED: haproxy is not installed (apt-get install -y haproxy; .ci/run installs it)'
-  : !hasOpenssl ? 'SKIPPED: openssl is not installed'
-    : existsSync(join(split, 'manifest.json')) ? false : 'SKIPPED: fixtures/default-split is missing';
+const skip = !hasHaproxy
+  ? 'SKIPPED: haproxy is not installed (apt-get install -y haproxy; .ci/run installs it)'
+  : !hasOpenssl
+    ? 'SKIPPED: openssl is not installed'
+    : existsSync(join(split, 'manifest.json'))
+      ? false
+      : 'SKIPPED: fixtures/default-split is missing';
 const PROMPT = 'And it came to pass, when the king heard the words of the law, that he rent his clothes';
 const work = mkdtempSync(join(tmpdir(), 'hat-haproxy-'));
 const replicas: SpawnedCloud[] = [];
@@ -38,10 +42,12 @@ const hat = (args: string[], env: NodeJS.ProcessEnv = {}) =>
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    }).on('error', reject);
+    const server = createServer()
+      .listen(0, '127.0.0.1', () => {
+        const { port } = server.address() as { port: number };
+        server.close(() => resolve(port));
+      })
+      .on('error', reject);
   });
 }
 
@@ -60,24 +66,42 @@ before(async () => {
   if (skip) return;
   for (let i = 0; i < 2; i++) replicas.push(await spawnCloud(split, ['--max-sessions', '8']));
   const cert = join(work, 'hat.pem');
-  const made = spawnSync('sh', ['-c', `openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=hat-test -addext `
-    + `subjectAltName=IP:127.0.0.1 -keyout ${work}/key.pem -out ${work}/cert.pem && cat ${work}/cert.pem ${work}/key.pem > ${cert}`]);
+  const made = spawnSync('sh', [
+    '-c',
+    `openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=hat-test -addext ` +
+      `subjectAltName=IP:127.0.0.1 -keyout ${work}/key.pem -out ${work}/cert.pem && cat ${work}/cert.pem ${work}/key.pem > ${cert}`,
+  ]);
   assert.equal(made.status, 0, String(made.stderr));
   deviceEnv = { NODE_EXTRA_CA_CERTS: join(work, 'cert.pem') };
   const port = await freePort();
   const config = join(work, 'haproxy.cfg');
-  await hat(['deploy', 'haproxy', ...replicas.flatMap((r) => ['--backend', `127.0.0.1:${portOf(r)}`]),
-    '--listen', `127.0.0.1:${port}`, '--cert', cert, '--out', config]);
+  await hat([
+    'deploy',
+    'haproxy',
+    ...replicas.flatMap((r) => ['--backend', `127.0.0.1:${portOf(r)}`]),
+    '--listen',
+    `127.0.0.1:${port}`,
+    '--cert',
+    cert,
+    '--out',
+    config,
+  ]);
   const check = spawnSync('haproxy', ['-c', '-f', config], { encoding: 'utf8' });
   assert.equal(check.status, 0, check.stderr + check.stdout);
   balancer = spawn('haproxy', ['-db', '-f', config], { stdio: 'ignore' });
   cloudUrl = `wss://127.0.0.1:${port}`;
   // Ready once HAProxy forwards /ready to a replica (both start up; the checks mark them up within a second).
   const ca = readFileSync(join(work, 'cert.pem'));
-  await waitFor(() => new Promise<boolean>((resolve) => {
-    httpsGet(`https://127.0.0.1:${port}/ready`, { ca, timeout: 1000 }, (res) => { res.resume(); resolve(res.statusCode === 200); })
-      .on('error', () => resolve(false));
-  }), { timeoutMs: 30_000, what: 'HAProxy forwarding /ready to a replica over TLS' });
+  await waitFor(
+    () =>
+      new Promise<boolean>((resolve) => {
+        httpsGet(`https://127.0.0.1:${port}/ready`, { ca, timeout: 1000 }, (res) => {
+          res.resume();
+          resolve(res.statusCode === 200);
+        }).on('error', () => resolve(false));
+      }),
+    { timeoutMs: 30_000, what: 'HAProxy forwarding /ready to a replica over TLS' },
+  );
 });
 
 after(async () => {
@@ -86,39 +110,95 @@ after(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-test('a device reaches a replica through HAProxy over wss:// and writes what hat generate writes', { skip }, async () => {
-  const reference = JSON.parse((await hat(['generate', model, '--prompt', PROMPT, '--max-new-tokens', '32', '--json'])).stdout);
-  const device = JSON.parse((await hat(['run-device', split, '--cloud', cloudUrl, '--prompt', PROMPT,
-    '--max-new-tokens', '32', '--wire', 'fp32', '--json'], deviceEnv)).stdout);
-  assert.deepEqual(device.ids, reference.ids);
-  assert.equal(device.metrics.reconnects, 0);
-});
+test(
+  'a device reaches a replica through HAProxy over wss:// and writes what hat generate writes',
+  { skip },
+  async () => {
+    const reference = JSON.parse(
+      (await hat(['generate', model, '--prompt', PROMPT, '--max-new-tokens', '32', '--json'])).stdout,
+    );
+    const device = JSON.parse(
+      (
+        await hat(
+          [
+            'run-device',
+            split,
+            '--cloud',
+            cloudUrl,
+            '--prompt',
+            PROMPT,
+            '--max-new-tokens',
+            '32',
+            '--wire',
+            'fp32',
+            '--json',
+          ],
+          deviceEnv,
+        )
+      ).stdout,
+    );
+    assert.deepEqual(device.ids, reference.ids);
+    assert.equal(device.metrics.reconnects, 0);
+  },
+);
 
-test('the replica serving a device is killed mid-generation: the device resumes on the other, output unchanged', { skip }, async () => {
-  const tokens = '160';
-  const reference = JSON.parse((await hat(['generate', model, '--prompt', PROMPT, '--max-new-tokens', tokens, '--json'])).stdout);
-  // An EMULATED 30 ms round trip stretches the generation over seconds, so the kill lands in the middle of it.
-  const device = spawn(process.execPath, [HAT_BIN, 'run-device', split, '--cloud', cloudUrl, '--prompt', PROMPT,
-    '--max-new-tokens', tokens, '--wire', 'fp32', '--link', 'up=100MB,down=100MB,rtt=30,jitter=0', '--reconnect', '8', '--json'],
-  { cwd: repoRoot, env: { ...process.env, ...deviceEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  device.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk; });
-  device.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk; });
-  const exited = new Promise<number | null>((resolve) => device.once('exit', resolve));
+test(
+  'the replica serving a device is killed mid-generation: the device resumes on the other, output unchanged',
+  { skip },
+  async () => {
+    const tokens = '160';
+    const reference = JSON.parse(
+      (await hat(['generate', model, '--prompt', PROMPT, '--max-new-tokens', tokens, '--json'])).stdout,
+    );
+    // An EMULATED 30 ms round trip stretches the generation over seconds, so the kill lands in the middle of it.
+    const device = spawn(
+      process.execPath,
+      [
+        HAT_BIN,
+        'run-device',
+        split,
+        '--cloud',
+        cloudUrl,
+        '--prompt',
+        PROMPT,
+        '--max-new-tokens',
+        tokens,
+        '--wire',
+        'fp32',
+        '--link',
+        'up=100MB,down=100MB,rtt=30,jitter=0',
+        '--reconnect',
+        '8',
+        '--json',
+      ],
+      { cwd: repoRoot, env: { ...process.env, ...deviceEnv }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stdout = '';
+    let stderr = '';
+    device.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+    });
+    device.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+    });
+    const exited = new Promise<number | null>((resolve) => device.once('exit', resolve));
 
-  let serving: SpawnedCloud | undefined;
-  await waitFor(async () => {
-    for (const replica of replicas) if ((await sessionsOn(replica)) > 0) serving = replica;
-    return serving !== undefined;
-  }, { timeoutMs: 30_000, what: 'the device session to appear on a replica' });
-  serving!.process.kill('SIGKILL');
+    let serving: SpawnedCloud | undefined;
+    await waitFor(
+      async () => {
+        for (const replica of replicas) if ((await sessionsOn(replica)) > 0) serving = replica;
+        return serving !== undefined;
+      },
+      { timeoutMs: 30_000, what: 'the device session to appear on a replica' },
+    );
+    serving!.process.kill('SIGKILL');
 
-  assert.equal(await exited, 0, stderr);
-  const result = JSON.parse(stdout);
-  assert.equal(result.error, undefined);
-  assert.ok(result.metrics.reconnects >= 1, `reconnects ${result.metrics.reconnects}`);
-  assert.deepEqual(result.ids, reference.ids);
-  const survivor = replicas.find((r) => r !== serving)!;
-  assert.equal(survivor.process.exitCode, null, 'the other replica kept serving');
-});
+    assert.equal(await exited, 0, stderr);
+    const result = JSON.parse(stdout);
+    assert.equal(result.error, undefined);
+    assert.ok(result.metrics.reconnects >= 1, `reconnects ${result.metrics.reconnects}`);
+    assert.deepEqual(result.ids, reference.ids);
+    const survivor = replicas.find((r) => r !== serving)!;
+    assert.equal(survivor.process.exitCode, null, 'the other replica kept serving');
+  },
+);

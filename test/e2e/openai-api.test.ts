@@ -23,14 +23,21 @@ import { repoRoot } from '../helpers/shared-fixtures.ts';
 const run = promisify(execFile);
 const split = join(repoRoot, 'fixtures', 'default-split');
 const model = join(repoRoot, 'fixtures', 'default');
-const skip = existsSync(join(split, 'manifest.json')) && existsSync(join(model, 'model.onnx'))
-  ? false : 'SKIPPED: fixtures/default-split or fixtures/default is missing';
+const skip =
+  existsSync(join(split, 'manifest.json')) && existsSync(join(model, 'model.onnx'))
+    ? false
+    : 'SKIPPED: fixtures/default-split or fixtures/default is missing';
 const MODEL = 'default-split';
 const CHAT = 'In the beginning God created the heaven and the earth.';
 const PROMPT = 'And God said';
 const MAX = 48;
 
-interface Reference { ids: number[]; text: string; promptIds: number[]; stopReason: string }
+interface Reference {
+  ids: number[];
+  text: string;
+  promptIds: number[];
+  stopReason: string;
+}
 
 let cloud: SpawnedCloud;
 let relay: Relay;
@@ -81,7 +88,7 @@ const greedy = { model: MODEL, temperature: 0, max_tokens: MAX };
 const getJson = async <T>(url: string): Promise<T> => (await (await fetch(url)).json()) as T;
 type HatField = { hat: Record<string, number> };
 
-test('chat: hat generate\'s greedy continuation of the templated prompt, usage, HAT metrics', { skip }, async () => {
+test("chat: hat generate's greedy continuation of the templated prompt, usage, HAT metrics", { skip }, async () => {
   const reference = references.chat!;
   const answer = await client.chat.completions.create({ ...greedy, messages: user });
   assert.equal(answer.object, 'chat.completion');
@@ -91,10 +98,14 @@ test('chat: hat generate\'s greedy continuation of the templated prompt, usage, 
   assert.equal(answer.choices[0].message.content, reference.text);
   assert.equal(answer.choices[0].finish_reason, finishOf(reference));
   const { prompt_tokens, completion_tokens, total_tokens } = answer.usage!;
-  assert.deepEqual({ prompt_tokens, completion_tokens, total_tokens }, {
-    prompt_tokens: reference.promptIds.length, completion_tokens: reference.ids.length,
-    total_tokens: reference.promptIds.length + reference.ids.length,
-  });
+  assert.deepEqual(
+    { prompt_tokens, completion_tokens, total_tokens },
+    {
+      prompt_tokens: reference.promptIds.length,
+      completion_tokens: reference.ids.length,
+      total_tokens: reference.promptIds.length + reference.ids.length,
+    },
+  );
   const { hat } = answer as unknown as HatField;
   for (const key of ['ttft_ms', 'rounds', 'tokens_per_round', 'bytes_up', 'bytes_down', 'queued_ms', 'connect_ms']) {
     assert.equal(typeof hat[key], 'number', key);
@@ -105,7 +116,10 @@ test('chat: hat generate\'s greedy continuation of the templated prompt, usage, 
 test('chat, streamed: role first, deltas join to the same text, finish_reason, usage', { skip }, async () => {
   const reference = references.chat!;
   const stream = await client.chat.completions.create({
-    ...greedy, messages: user, stream: true, stream_options: { include_usage: true },
+    ...greedy,
+    messages: user,
+    stream: true,
+    stream_options: { include_usage: true },
   });
   const chunks = [];
   for await (const chunk of stream) chunks.push(chunk);
@@ -139,7 +153,8 @@ test('completions, whole and streamed (raw SSE ends with data: [DONE]), equal ha
   assert.equal(text, reference.text);
 
   const raw = await fetch(`${device.baseURL}/completions`, {
-    method: 'POST', headers: { 'content-type': 'application/json' },
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ model: MODEL, prompt: PROMPT, temperature: 0, max_tokens: 4, stream: true }),
   });
   assert.match(raw.headers.get('content-type') ?? '', /^text\/event-stream/);
@@ -148,7 +163,7 @@ test('completions, whole and streamed (raw SSE ends with data: [DONE]), equal ha
   for (const event of events.slice(0, -1)) assert.match(event, /^data: \{/);
 });
 
-test('max_tokens and stop are exact: text and token counts cut where hat generate\'s says', { skip }, async () => {
+test("max_tokens and stop are exact: text and token counts cut where hat generate's says", { skip }, async () => {
   const reference = references.completion!;
   assert.ok(reference.ids.length > 10, 'the reference is long enough to cut');
   const five = await client.completions.create({ ...greedy, prompt: PROMPT, max_tokens: 5 });
@@ -158,7 +173,7 @@ test('max_tokens and stop are exact: text and token counts cut where hat generat
 
   // A stop string inside a token's text, one over several tokens (whose start appears earlier), a common word.
   const cuts = {
-    'ehol': ' unto him, B',
+    ehol: ' unto him, B',
     ', but the man': ' unto him, Behold, I will not be a man, but I will not be a man',
     ' not': ' unto him, Behold, I will',
   };
@@ -170,11 +185,18 @@ test('max_tokens and stop are exact: text and token counts cut where hat generat
     assert.equal(whole.choices[0].finish_reason, 'stop');
     assert.equal(whole.usage?.completion_tokens, expected.tokens);
     const chat = await client.chat.completions.create({
-      ...greedy, messages: user, stop, stream: true, stream_options: { include_usage: true },
+      ...greedy,
+      messages: user,
+      stop,
+      stream: true,
+      stream_options: { include_usage: true },
     });
     let text = '';
     let usage: OpenAI.CompletionUsage | null | undefined;
-    for await (const chunk of chat) { text += chunk.choices[0]?.delta.content ?? ''; usage = chunk.usage ?? usage; }
+    for await (const chunk of chat) {
+      text += chunk.choices[0]?.delta.content ?? '';
+      usage = chunk.usage ?? usage;
+    }
     const chatReference = references.chat!;
     if (chatReference.text.includes(stop)) {
       const cut = cutAtStop(chatReference, stop);
@@ -186,7 +208,7 @@ test('max_tokens and stop are exact: text and token counts cut where hat generat
   }
 });
 
-test('requests queue one at a time and never mix; past the queue\'s bound a request gets 429', { skip }, async () => {
+test("requests queue one at a time and never mix; past the queue's bound a request gets 429", { skip }, async () => {
   relay.delayMs = 100; // slow rounds, so the first request is still generating when the third arrives
   try {
     await queueing();
@@ -199,8 +221,9 @@ async function queueing(): Promise<void> {
   const chat = client.chat.completions.create({ ...greedy, messages: user });
   const completion = client.completions.create({ ...greedy, prompt: PROMPT });
   // --max-queue 1: one generating, one waiting, the third is refused.
-  await waitFor(async () => (await getJson<{ waiting: number }>(`${device.origin}/health`)).waiting === 1,
-    { what: 'one request generating and one queued' });
+  await waitFor(async () => (await getJson<{ waiting: number }>(`${device.origin}/health`)).waiting === 1, {
+    what: 'one request generating and one queued',
+  });
   await assert.rejects(client.completions.create({ model: MODEL, prompt: 'x', max_tokens: 2 }), (error: unknown) => {
     assert.ok(error instanceof OpenAI.RateLimitError, String(error));
     assert.equal((error as InstanceType<typeof OpenAI.APIError>).code, 'queue_full');
@@ -216,20 +239,26 @@ test('a client that disconnects mid-stream cancels its generation and frees its 
   relay.delayMs = 150; // slow verification rounds, so the stream is certainly cut in the middle
   try {
     const abort = new AbortController();
-    const stream = await client.completions.create({ ...greedy, prompt: PROMPT, stream: true },
-      { signal: abort.signal });
+    const stream = await client.completions.create(
+      { ...greedy, prompt: PROMPT, stream: true },
+      { signal: abort.signal },
+    );
     const cloudHealth = `${cloud.url.replace('ws', 'http')}/health`;
     const sessions = async () => (await getJson<{ sessions: number }>(cloudHealth)).sessions;
     let pieces = 0;
     // The SDK ends the iteration quietly once its signal aborts (and closes the connection).
     for await (const chunk of stream) {
-      if (chunk.choices[0]?.text) { pieces++; abort.abort(); }
+      if (chunk.choices[0]?.text) {
+        pieces++;
+        abort.abort();
+      }
     }
     assert.ok(pieces >= 1);
     const sentAtAbort = relay.messagesUp;
     await waitFor(async () => (await sessions()) === 0, { what: 'the cloud session to close' });
-    await waitFor(async () => (await getJson<{ running: number }>(`${device.origin}/health`)).running === 0,
-      { what: 'the device to stop generating' });
+    await waitFor(async () => (await getJson<{ running: number }>(`${device.origin}/health`)).running === 0, {
+      what: 'the device to stop generating',
+    });
     // At most the round in flight (and the goodbye) went up after the abort, not the rest of the 48 tokens.
     assert.ok(relay.messagesUp - sentAtAbort <= 3, `${relay.messagesUp - sentAtAbort} messages after the abort`);
   } finally {
@@ -239,10 +268,12 @@ test('a client that disconnects mid-stream cancels its generation and frees its 
   assert.equal(after.usage?.completion_tokens, 5);
 });
 
-test('errors come back in OpenAI\'s format with the right status', { skip }, async () => {
+test("errors come back in OpenAI's format with the right status", { skip }, async () => {
   const post = async (path: string, body: string) => {
     const response = await fetch(`${device.baseURL}${path}`, {
-      method: 'POST', headers: { 'content-type': 'application/json' }, body,
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
     });
     type ErrorBody = { error: { message: string; type: string; param: string | null; code: string | null } };
     return { status: response.status, body: (await response.json()) as ErrorBody };
@@ -283,7 +314,10 @@ test('errors come back in OpenAI\'s format with the right status', { skip }, asy
   assert.equal(((await unknown.json()) as { error: { code: string } }).error.code, 'unknown_url');
   // Nothing above hurt the server.
   const models = await client.models.list();
-  assert.deepEqual(models.data.map((m) => m.id), [MODEL]);
+  assert.deepEqual(
+    models.data.map((m) => m.id),
+    [MODEL],
+  );
 });
 
 test('no chat template: chat is 400, completions work; a cloud lost mid-stream, then 503', { skip }, async () => {
@@ -309,16 +343,19 @@ test('no chat template: chat is 400, completions work; a cloud lost mid-stream, 
     ownRelay.delayMs = 150;
     const stream = await other.completions.create({ ...greedy, model: 'kjv', prompt: PROMPT, stream: true });
     let streamed = '';
-    await assert.rejects((async () => {
-      for await (const chunk of stream) {
-        streamed += chunk.choices[0]?.text ?? '';
-        if (streamed) await ownRelay.close(); // from now on the cloud is unreachable for this device
-      }
-    })(), (error: unknown) => {
-      assert.ok(error instanceof OpenAI.APIError, String(error));
-      assert.match(error.message, /cloud/);
-      return true;
-    });
+    await assert.rejects(
+      (async () => {
+        for await (const chunk of stream) {
+          streamed += chunk.choices[0]?.text ?? '';
+          if (streamed) await ownRelay.close(); // from now on the cloud is unreachable for this device
+        }
+      })(),
+      (error: unknown) => {
+        assert.ok(error instanceof OpenAI.APIError, String(error));
+        assert.match(error.message, /cloud/);
+        return true;
+      },
+    );
     assert.ok(streamed.length > 0 && references.completion!.text.startsWith(streamed), streamed);
     const lost = other.completions.create({ model: 'kjv', prompt: PROMPT, max_tokens: 4 });
     await assert.rejects(lost, (error: unknown) => {
@@ -337,7 +374,7 @@ test('no chat template: chat is 400, completions work; a cloud lost mid-stream, 
   }
 });
 
-test('privacy: nothing the device sent holds the prompts\' text or their token ids', { skip }, async () => {
+test("privacy: nothing the device sent holds the prompts' text or their token ids", { skip }, async () => {
   const uplink = Buffer.concat(relay.uplink);
   assert.ok(uplink.length > 10_000, `recorded ${uplink.length} bytes`);
   const generated = references.completion!.text.slice(0, 17);

@@ -32,7 +32,8 @@ before(async () => {
   await writeTinyDecoder(join(withConfig, 'model.onnx'), { seed: 3 });
   writeFileSync(join(withConfig, 'config.json'), JSON.stringify({ bos_token_id: BOS, eos_token_id: 49 }));
   await writeTinyDecoder(join(bare, 'model.onnx'), { seed: 3 });
-  splitDir = (await splitModel({ model: join(withConfig, 'model.onnx'), out: join(root, 'split') }, silentReporter)).dir;
+  splitDir = (await splitModel({ model: join(withConfig, 'model.onnx'), out: join(root, 'split') }, silentReporter))
+    .dir;
   cloud = await spawnCloud(splitDir);
 });
 after(async () => {
@@ -68,9 +69,27 @@ test('an empty prompt starts from the BOS id config.json names', async () => {
 });
 
 test('run-device --prompt-ids on a split without a tokenizer equals hat generate', async () => {
-  const reference = JSON.parse((await hat(['generate', withConfig, '--prompt-ids', '1,2,3,4', '--max-new-tokens', '8', '--json'])).stdout);
-  const device = JSON.parse((await hat(['run-device', splitDir, '--cloud', cloud.url, '--prompt-ids', '1,2,3,4',
-    '--max-new-tokens', '8', '--no-draft', '--wire', 'fp32', '--json'])).stdout);
+  const reference = JSON.parse(
+    (await hat(['generate', withConfig, '--prompt-ids', '1,2,3,4', '--max-new-tokens', '8', '--json'])).stdout,
+  );
+  const device = JSON.parse(
+    (
+      await hat([
+        'run-device',
+        splitDir,
+        '--cloud',
+        cloud.url,
+        '--prompt-ids',
+        '1,2,3,4',
+        '--max-new-tokens',
+        '8',
+        '--no-draft',
+        '--wire',
+        'fp32',
+        '--json',
+      ])
+    ).stdout,
+  );
   assert.deepEqual(device.promptIds, [1, 2, 3, 4]);
   assert.deepEqual(device.ids, reference.ids);
   assert.equal(reference.ids.length, 8);
@@ -86,9 +105,24 @@ async function assertOneLineError(args: string[], pattern: RegExp): Promise<void
 }
 
 test('bad prompts are one-line errors: no BOS anywhere, text without a tokenizer, bad or out-of-vocabulary ids', async () => {
-  await assertOneLineError(['generate', bare, '--max-new-tokens', '2'], /^error\[BAD_OPTION\]: an empty prompt starts from the BOS token/);
-  await assertOneLineError(['generate', bare, '--prompt', 'hello'], /^error\[FILE_NOT_FOUND\]: .*no tokenizer\.json.*--prompt-ids/);
-  await assertOneLineError(['generate', bare, '--prompt-ids', '1,x'], /^error\[BAD_OPTION\]: --prompt-ids: 'x' is not a token id/);
-  await assertOneLineError(['generate', bare, '--prompt-ids', '1,999'], /^error\[BAD_OPTION\]: prompt token id 999 is outside the vocabulary \(50 tokens\)/);
-  await assertOneLineError(['generate', bare, '--prompt', 'a', '--prompt-ids', '1'], /^error\[BAD_OPTION\]: --prompt and --prompt-ids were both given/);
+  await assertOneLineError(
+    ['generate', bare, '--max-new-tokens', '2'],
+    /^error\[BAD_OPTION\]: an empty prompt starts from the BOS token/,
+  );
+  await assertOneLineError(
+    ['generate', bare, '--prompt', 'hello'],
+    /^error\[FILE_NOT_FOUND\]: .*no tokenizer\.json.*--prompt-ids/,
+  );
+  await assertOneLineError(
+    ['generate', bare, '--prompt-ids', '1,x'],
+    /^error\[BAD_OPTION\]: --prompt-ids: 'x' is not a token id/,
+  );
+  await assertOneLineError(
+    ['generate', bare, '--prompt-ids', '1,999'],
+    /^error\[BAD_OPTION\]: prompt token id 999 is outside the vocabulary \(50 tokens\)/,
+  );
+  await assertOneLineError(
+    ['generate', bare, '--prompt', 'a', '--prompt-ids', '1'],
+    /^error\[BAD_OPTION\]: --prompt and --prompt-ids were both given/,
+  );
 });

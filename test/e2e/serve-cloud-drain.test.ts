@@ -24,26 +24,44 @@ test('SIGTERM under load drains: answered rounds, GOING_AWAY to every device, ex
   const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => {
     cloud.process.once('exit', (code, signal) => resolve({ code, signal }));
   });
-  const outcomes = await Promise.all([0, 1].map(async (device) => {
-    const client = await CloudClient.connect({ url: cloud.url, manifestHash: manifestHash(manifest), hiddenSize: hidden, wire: 'fp16' });
-    let answered = 0;
-    let failure: unknown;
-    // Keep four 128-token chunks in flight (each rolls the cache back to 0), until the server goes away.
-    const pump = async () => {
-      while (failure === undefined) {
-        await client.forward(new Float32Array(128 * hidden).fill(0.01 * (device + 1)), 128, 0, { allPositions: false, prefill: true })
-          .then(() => { answered++; }, (error: unknown) => { failure = error; });
+  const outcomes = await Promise.all(
+    [0, 1].map(async (device) => {
+      const client = await CloudClient.connect({
+        url: cloud.url,
+        manifestHash: manifestHash(manifest),
+        hiddenSize: hidden,
+        wire: 'fp16',
+      });
+      let answered = 0;
+      let failure: unknown;
+      // Keep four 128-token chunks in flight (each rolls the cache back to 0), until the server goes away.
+      const pump = async () => {
+        while (failure === undefined) {
+          await client
+            .forward(new Float32Array(128 * hidden).fill(0.01 * (device + 1)), 128, 0, {
+              allPositions: false,
+              prefill: true,
+            })
+            .then(
+              () => {
+                answered++;
+              },
+              (error: unknown) => {
+                failure = error;
+              },
+            );
+        }
+      };
+      const pumps = Promise.all([pump(), pump(), pump(), pump()]);
+      if (device === 0) {
+        await waitFor(() => answered >= 3, { what: 'the worker to be busy', timeoutMs: 30_000 });
+        cloud.process.kill('SIGTERM');
       }
-    };
-    const pumps = Promise.all([pump(), pump(), pump(), pump()]);
-    if (device === 0) {
-      await waitFor(() => answered >= 3, { what: 'the worker to be busy', timeoutMs: 30_000 });
-      cloud.process.kill('SIGTERM');
-    }
-    await pumps;
-    client.close();
-    return { answered, failure };
-  }));
+      await pumps;
+      client.close();
+      return { answered, failure };
+    }),
+  );
   const { code, signal } = await exited;
   assert.equal(signal, null, cloud.log.slice(-5).join('\n'));
   assert.equal(code, 0, cloud.log.slice(-5).join('\n'));
@@ -51,7 +69,13 @@ test('SIGTERM under load drains: answered rounds, GOING_AWAY to every device, ex
     assert.ok(answered > 0);
     assert.ok(isHatError(failure) && failure.code === 'GOING_AWAY', String(failure));
   }
-  const events = cloud.log.map((line) => { try { return JSON.parse(line).event as string; } catch { return line; } });
+  const events = cloud.log.map((line) => {
+    try {
+      return JSON.parse(line).event as string;
+    } catch {
+      return line;
+    }
+  });
   assert.ok(events.includes('draining'), events.join(','));
   assert.equal(events.at(-1), 'stopped');
   assert.ok(!cloud.log.some((line) => /terminate called|Napi::Error/.test(line)));

@@ -20,18 +20,22 @@ export interface DeviceServer {
 
 /** Starts `hat run-device <bundle> --cloud <url> --serve 127.0.0.1:0 …` and resolves once it serves. */
 export function spawnDeviceServer(
-  bundle: string, cloud: string, extraArgs: string[] = [], timeoutMs = 60_000,
+  bundle: string,
+  cloud: string,
+  extraArgs: string[] = [],
+  timeoutMs = 60_000,
 ): Promise<DeviceServer> {
   const args = [HAT_BIN, 'run-device', bundle, '--cloud', cloud, '--serve', '127.0.0.1:0', ...extraArgs];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const stderr: string[] = [];
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => stderr.push(...chunk.split('\n').filter(Boolean)));
-  const stop = () => new Promise<void>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once('exit', () => resolve());
-    child.kill('SIGTERM');
-    setTimeout(() => child.kill('SIGKILL'), 5000).unref();
-  });
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+    });
   return new Promise((resolve, reject) => {
     let stdout = '';
     const timer = setTimeout(() => {
@@ -72,19 +76,24 @@ export async function recordingRelay(target: string): Promise<Relay> {
   const relay: Relay = {
     url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`,
     uplink: [],
-    get messagesUp() { return messagesUp; },
+    get messagesUp() {
+      return messagesUp;
+    },
     delayMs: 0,
-    close: () => new Promise<void>((resolve) => {
-      for (const client of wss.clients) client.terminate();
-      wss.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const client of wss.clients) client.terminate();
+        wss.close(() => resolve());
+      }),
   };
   let messagesUp = 0;
   wss.on('connection', (device, request) => {
     relay.uplink.push(Buffer.from(`${request.method} ${request.url}\n${JSON.stringify(request.headers)}`));
     const cloud = new WebSocket(`${target}${request.url ?? '/'}`, { perMessageDeflate: false });
     const early: Buffer[] = [];
-    cloud.on('open', () => { for (const data of early.splice(0)) cloud.send(data, { binary: true }); });
+    cloud.on('open', () => {
+      for (const data of early.splice(0)) cloud.send(data, { binary: true });
+    });
     device.on('message', (data: Buffer) => {
       relay.uplink.push(Buffer.from(data));
       messagesUp++;
@@ -92,11 +101,16 @@ export async function recordingRelay(target: string): Promise<Relay> {
       else early.push(data);
     });
     cloud.on('message', (data: Buffer) => {
-      const deliver = () => { if (device.readyState === WebSocket.OPEN) device.send(data, { binary: true }); };
+      const deliver = () => {
+        if (device.readyState === WebSocket.OPEN) device.send(data, { binary: true });
+      };
       if (relay.delayMs > 0) setTimeout(deliver, relay.delayMs);
       else deliver();
     });
-    const closeBoth = () => { device.close(); cloud.close(); };
+    const closeBoth = () => {
+      device.close();
+      cloud.close();
+    };
     device.on('close', closeBoth);
     cloud.on('close', closeBoth);
     device.on('error', closeBoth);

@@ -15,9 +15,19 @@ import { GraphBuilder } from '../../src/onnx/graph-builder.ts';
 import { encodeModel } from '../../src/onnx/model-io.ts';
 import type { SplitManifest } from '../../src/split/manifest.ts';
 
-export const SMALL_LLAMA: LlamaConfig = llamaConfig({ vocabSize: 64, hiddenSize: 32, intermediateSize: 64, layers: 4, heads: 4, kvHeads: 2 });
+export const SMALL_LLAMA: LlamaConfig = llamaConfig({
+  vocabSize: 64,
+  hiddenSize: 32,
+  intermediateSize: 64,
+  layers: 4,
+  heads: 4,
+  kvHeads: 2,
+});
 
-export async function makeSmallSplit(config = SMALL_LLAMA, seed = 3): Promise<{ dir: string; model: string; split: string }> {
+export async function makeSmallSplit(
+  config = SMALL_LLAMA,
+  seed = 3,
+): Promise<{ dir: string; model: string; split: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'hat-rt-'));
   const model = join(dir, 'model.onnx');
   // A large weight scale makes the random model's greedy path non-trivial (no single repeated token).
@@ -32,11 +42,20 @@ export function addIdentityAdapter(splitDir: string): void {
   const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as SplitManifest;
   const b = new GraphBuilder('identity-adapter');
   const h = b.input('hidden_states', 'float32', [1, 'sequence_length', manifest.hidden.size]);
-  b.output(b.op('Identity', [h]), 'float32', [1, 'sequence_length', manifest.hidden.size], manifest.boundaries.middleToOutput);
+  b.output(
+    b.op('Identity', [h]),
+    'float32',
+    [1, 'sequence_length', manifest.hidden.size],
+    manifest.boundaries.middleToOutput,
+  );
   writeFileSync(join(splitDir, 'adapter.onnx'), encodeModel(b.build()));
   manifest.adapter = {
-    kind: 'linear', file: 'adapter.onnx', input: 'hidden_states', output: manifest.boundaries.middleToOutput,
-    defaultThreshold: 0.6, metrics: { note: 'identity adapter for tests' },
+    kind: 'linear',
+    file: 'adapter.onnx',
+    input: 'hidden_states',
+    output: manifest.boundaries.middleToOutput,
+    defaultThreshold: 0.6,
+    metrics: { note: 'identity adapter for tests' },
   };
   writeFileSync(manifestPath, JSON.stringify(manifest, null, 2));
 }

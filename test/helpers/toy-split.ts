@@ -13,7 +13,12 @@ export const TOY_HIDDEN = 4;
 function valueInfo(name: string, elemType: number, dims: Array<number | string>) {
   return {
     name,
-    type: { tensorType: { elemType, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
+    type: {
+      tensorType: {
+        elemType,
+        shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
+      },
+    },
   };
 }
 
@@ -41,9 +46,24 @@ export function toyMiddleModel(): Uint8Array {
     initializer: [int64Initializer('axis1', [1]), int64Initializer('axis2', [2])],
     node: [
       { opType: 'Unsqueeze', input: ['h_in', 'axis1'], output: ['h_u'] },
-      { opType: 'Concat', input: ['past_key_values.1.key', 'h_u'], output: ['present.1.key'], attribute: [{ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 2 }] },
-      { opType: 'Concat', input: ['past_key_values.1.value', 'h_u'], output: ['present.1.value'], attribute: [{ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 2 }] },
-      { opType: 'ReduceSum', input: ['present.1.key', 'axis2'], output: ['sum4'], attribute: [{ name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 1 }] },
+      {
+        opType: 'Concat',
+        input: ['past_key_values.1.key', 'h_u'],
+        output: ['present.1.key'],
+        attribute: [{ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 2 }],
+      },
+      {
+        opType: 'Concat',
+        input: ['past_key_values.1.value', 'h_u'],
+        output: ['present.1.value'],
+        attribute: [{ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 2 }],
+      },
+      {
+        opType: 'ReduceSum',
+        input: ['present.1.key', 'axis2'],
+        output: ['sum4'],
+        attribute: [{ name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 1 }],
+      },
       { opType: 'Squeeze', input: ['sum4', 'axis1'], output: ['sum3'] },
       { opType: 'Add', input: ['h_in', 'sum3'], output: ['h_out'] },
     ],
@@ -61,7 +81,13 @@ export function toyExpected(cache: number[][], rows: number[][]): number[][] {
 export function makeToySplitDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'hat-toy-split-'));
   writeFileSync(join(dir, 'middle.onnx'), toyMiddleModel());
-  const pair = { layer: 1, pastKey: 'past_key_values.1.key', pastValue: 'past_key_values.1.value', presentKey: 'present.1.key', presentValue: 'present.1.value' };
+  const pair = {
+    layer: 1,
+    pastKey: 'past_key_values.1.key',
+    pastValue: 'past_key_values.1.value',
+    presentKey: 'present.1.key',
+    presentValue: 'present.1.value',
+  };
   const part = (file: string, layers: [number, number]) => ({ file, dataFiles: [], layers, inputs: [], outputs: [] });
   const manifest: SplitManifest = {
     format: MANIFEST_FORMAT,
@@ -69,7 +95,11 @@ export function makeToySplitDir(): string {
     hidden: { size: TOY_HIDDEN, dtype: 'float32' },
     attention: { kvLayout: 'BHSD' },
     boundaries: { inputToMiddle: 'h_in', middleToOutput: 'h_out' },
-    parts: { input: part('input.onnx', [0, 1]), middle: part('middle.onnx', [1, 2]), output: part('output.onnx', [3, 3]) },
+    parts: {
+      input: part('input.onnx', [0, 1]),
+      middle: part('middle.onnx', [1, 2]),
+      output: part('output.onnx', [3, 3]),
+    },
     kv: { input: [], middle: [pair], output: [] },
     prelude: {},
     privacy: { passed: true, checks: [] },

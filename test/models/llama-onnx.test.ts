@@ -14,8 +14,25 @@ import { checkExternalData, isExternal, loadModel } from '../../src/onnx/model-i
 import { weightSpecs } from '../../src/models/config.ts';
 
 // GQA (4 query heads over 2 KV heads), tied head and Qwen-style q/k/v biases in one; plain MHA in the other.
-const gqaTied = llamaConfig({ vocabSize: 48, hiddenSize: 32, intermediateSize: 40, layers: 2, heads: 4, kvHeads: 2, tiedEmbeddings: true, attentionBias: true, ropeTheta: 500 });
-const mhaSeparate = llamaConfig({ vocabSize: 40, hiddenSize: 24, intermediateSize: 36, layers: 3, heads: 3, kvHeads: 3 });
+const gqaTied = llamaConfig({
+  vocabSize: 48,
+  hiddenSize: 32,
+  intermediateSize: 40,
+  layers: 2,
+  heads: 4,
+  kvHeads: 2,
+  tiedEmbeddings: true,
+  attentionBias: true,
+  ropeTheta: 500,
+});
+const mhaSeparate = llamaConfig({
+  vocabSize: 40,
+  hiddenSize: 24,
+  intermediateSize: 36,
+  layers: 3,
+  heads: 3,
+  kvHeads: 3,
+});
 const ids = [3, 17, 5, 29, 11, 2];
 const dirs: string[] = [];
 after(() => dirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
@@ -38,7 +55,10 @@ async function build(config: LlamaConfig, dtype: 'float32' | 'float16', external
 const roundToHalf = (weights: WeightMap): WeightMap =>
   new Map([...weights].map(([name, values]) => [name, float16ToFloat32(float32ToFloat16(values))]));
 
-for (const [label, config] of [['GQA, tied head, qkv bias', gqaTied], ['MHA, separate head', mhaSeparate]] as const) {
+for (const [label, config] of [
+  ['GQA, tied head, qkv bias', gqaTied],
+  ['MHA, separate head', mhaSeparate],
+] as const) {
   test(`fp32 ONNX decoder matches the TypeScript reference forward (${label})`, async () => {
     const { weights, model } = await build(config, 'float32');
     const expected = referenceForward(config, weights, ids);
@@ -85,7 +105,11 @@ test('a model written with external data loads from its folder and computes the 
   const loaded = await loadModel(built.modelPath);
   assert.equal(checkExternalData(loaded).size, 1);
   const externalTensors = loaded.model.graph!.initializer!.filter(isExternal).length;
-  assert.equal(externalTensors, weightSpecs(mhaSeparate).filter((s) => s.kind !== 'norm').length, 'every matrix lives in the data file');
+  assert.equal(
+    externalTensors,
+    weightSpecs(mhaSeparate).filter((s) => s.kind !== 'norm').length,
+    'every matrix lives in the data file',
+  );
   const diff = maxAbsDiff((await model.step(ids)).data, referenceForward(mhaSeparate, weights, ids));
   assert.ok(diff < 1e-4, `max diff ${diff}`);
   await model.release();
@@ -104,7 +128,8 @@ test('left padding: masked positions change nothing for the real tokens', async 
     // Hugging Face's convention: cumsum(mask) − 1, and 1 where the mask is 0.
     position_ids: int64Tensor([1, 1, 0, 1, 2], [1, 5]),
   };
-  for (let l = 0; l < gqaTied.layers; l++) feeds[`past_key_values.${l}.key`] = feeds[`past_key_values.${l}.value`] = empty;
+  for (let l = 0; l < gqaTied.layers; l++)
+    feeds[`past_key_values.${l}.key`] = feeds[`past_key_values.${l}.value`] = empty;
   const logits = (await session.run(feeds)).logits.data as Float32Array;
   const diff = maxAbsDiff(logits.subarray(2 * gqaTied.vocabSize), expected);
   assert.ok(diff < 1e-5, `max diff ${diff}`);

@@ -18,14 +18,52 @@ import { sharedFixture } from '../helpers/shared-fixtures.ts';
 const work = mkdtempSync(join(tmpdir(), 'hat-llama2c-'));
 after(() => rmSync(work, { recursive: true, force: true }));
 
-const TEXTS = ['Once upon a time, there was a little girl named Lily.', 'the cat sat', '  two  spaces ', 'naïve café 🐶\nnew line', 'x'];
-const PIECES = [' ', 'e', 't', 'h', 'a', 's', ' t', 'he', ' the', 'at', ' c', ' cat', ' s', ' sat', 'i', 'n', 'in', 'o', 'on', 'ce', 'n ', 'w'];
+const TEXTS = [
+  'Once upon a time, there was a little girl named Lily.',
+  'the cat sat',
+  '  two  spaces ',
+  'naïve café 🐶\nnew line',
+  'x',
+];
+const PIECES = [
+  ' ',
+  'e',
+  't',
+  'h',
+  'a',
+  's',
+  ' t',
+  'he',
+  ' the',
+  'at',
+  ' c',
+  ' cat',
+  ' s',
+  ' sat',
+  'i',
+  'n',
+  'in',
+  'o',
+  'on',
+  'ce',
+  'n ',
+  'w',
+];
 
 function tinyCheckpoint(shared: boolean) {
   const tokenizerPath = join(work, 'tok.bin');
   const vocab = writeLlama2cTokenizer(tokenizerPath, PIECES);
   const checkpointPath = join(work, shared ? 'shared.bin' : 'separate.bin');
-  const raw = writeLlama2cCheckpoint(checkpointPath, { dim: 16, hidden: 24, layers: 2, heads: 4, kvHeads: 2, vocab, seqLen: 32, sharedClassifier: shared });
+  const raw = writeLlama2cCheckpoint(checkpointPath, {
+    dim: 16,
+    hidden: 24,
+    layers: 2,
+    heads: 4,
+    kvHeads: 2,
+    vocab,
+    seqLen: 32,
+    sharedClassifier: shared,
+  });
   return { tokenizerPath, checkpointPath, vocab, raw };
 }
 
@@ -61,7 +99,10 @@ test('imported model: ONNX logits match the reference forward on the converted w
 test('converted tokenizer.json encodes like llama2.c and decodes back to the text', async () => {
   const { checkpointPath, tokenizerPath, vocab } = tinyCheckpoint(true);
   const { dir } = await importLlama2c(checkpointPath, tokenizerPath, join(work, 'shared-model'));
-  const tokenizer = loadTokenizer({ tokenizer: join(dir, 'tokenizer.json'), tokenizerConfig: join(dir, 'tokenizer_config.json') });
+  const tokenizer = loadTokenizer({
+    tokenizer: join(dir, 'tokenizer.json'),
+    tokenizerConfig: join(dir, 'tokenizer_config.json'),
+  });
   assert.equal(tokenizer.bosTokenId, 1);
   assert.equal(tokenizer.eosTokenId, 2);
   const { pieces, scores } = readLlama2cTokenizer(tokenizerPath, vocab);
@@ -74,32 +115,76 @@ test('converted tokenizer.json encodes like llama2.c and decodes back to the tex
 
 test('bad inputs fail with one clear error', () => {
   const { checkpointPath, tokenizerPath, vocab } = tinyCheckpoint(true);
-  const code = (fn: () => unknown) => { try { fn(); } catch (e) { return (e as HatError).code; } return 'no error'; };
-  assert.equal(code(() => readLlama2cCheckpoint(join(work, 'missing.bin'))), 'FILE_NOT_FOUND');
+  const code = (fn: () => unknown) => {
+    try {
+      fn();
+    } catch (e) {
+      return (e as HatError).code;
+    }
+    return 'no error';
+  };
+  assert.equal(
+    code(() => readLlama2cCheckpoint(join(work, 'missing.bin'))),
+    'FILE_NOT_FOUND',
+  );
   const truncated = join(work, 'truncated.bin');
   writeFileSync(truncated, readFileSync(checkpointPath));
   truncateSync(truncated, 5000);
-  assert.equal(code(() => readLlama2cCheckpoint(truncated)), 'BAD_CHECKPOINT');
-  assert.equal(code(() => readLlama2cCheckpoint(tokenizerPath)), 'BAD_CHECKPOINT');
-  assert.equal(code(() => readLlama2cTokenizer(tokenizerPath, vocab + 5)), 'BAD_CHECKPOINT');
-  assert.equal(code(() => readLlama2cTokenizer(checkpointPath, vocab)), 'BAD_CHECKPOINT');
+  assert.equal(
+    code(() => readLlama2cCheckpoint(truncated)),
+    'BAD_CHECKPOINT',
+  );
+  assert.equal(
+    code(() => readLlama2cCheckpoint(tokenizerPath)),
+    'BAD_CHECKPOINT',
+  );
+  assert.equal(
+    code(() => readLlama2cTokenizer(tokenizerPath, vocab + 5)),
+    'BAD_CHECKPOINT',
+  );
+  assert.equal(
+    code(() => readLlama2cTokenizer(checkpointPath, vocab)),
+    'BAD_CHECKPOINT',
+  );
 });
 
 const stories = sharedFixture('llama2c-stories260k');
-const GOLDEN = '403 407 261 378 432 383 286 261 376 298 315 421 395 317 426 338 401 396 267 337 410 408 419 292 411 322 265 282 295 433 426 385 328 432 358 394 261 370 432 352'.split(' ').map(Number);
+const GOLDEN =
+  '403 407 261 378 432 383 286 261 376 298 315 421 395 317 426 338 401 396 267 337 410 408 419 292 411 322 265 282 295 433 426 385 328 432 358 394 261 370 432 352'
+    .split(' ')
+    .map(Number);
 
-test('stories260K imported from llama2.c reproduces the 40 golden greedy ids after BOS', { skip: stories.skip }, async () => {
-  const { dir } = await importLlama2c(join(stories.path, 'stories260K.bin'), join(stories.path, 'tok512.bin'), join(work, 'stories'));
-  const model = await OnnxCausalLm.open(join(dir, 'model.onnx'));
-  const first = await model.step([1]);
-  assert.equal(argmax(first.data), 403);
-  assert.ok(Math.abs(first.data[403] - 17.02) < 0.01, `first-step max logit ${first.data[403]}`);
-  model.truncate(0);
-  const result = await generateTokens(model, [1], { maxNewTokens: 40, sampler: argmax, stopTokenIds: [2] });
-  assert.deepEqual(result.ids, GOLDEN);
-  const tokenizer = loadTokenizer({ tokenizer: join(dir, 'tokenizer.json'), tokenizerConfig: join(dir, 'tokenizer_config.json') });
-  assert.match(tokenizer.decode(result.ids), /^Once upon a time, there was a little girl named Lily\. She loved to play outside in the park\./);
-  const { pieces, scores } = readLlama2cTokenizer(join(stories.path, 'tok512.bin'), 512);
-  for (const text of TEXTS) assert.deepEqual(tokenizer.encode(text), llama2cEncode(pieces, scores, text), `encoding of ${JSON.stringify(text)}`);
-  await model.release();
-});
+test(
+  'stories260K imported from llama2.c reproduces the 40 golden greedy ids after BOS',
+  { skip: stories.skip },
+  async () => {
+    const { dir } = await importLlama2c(
+      join(stories.path, 'stories260K.bin'),
+      join(stories.path, 'tok512.bin'),
+      join(work, 'stories'),
+    );
+    const model = await OnnxCausalLm.open(join(dir, 'model.onnx'));
+    const first = await model.step([1]);
+    assert.equal(argmax(first.data), 403);
+    assert.ok(Math.abs(first.data[403] - 17.02) < 0.01, `first-step max logit ${first.data[403]}`);
+    model.truncate(0);
+    const result = await generateTokens(model, [1], { maxNewTokens: 40, sampler: argmax, stopTokenIds: [2] });
+    assert.deepEqual(result.ids, GOLDEN);
+    const tokenizer = loadTokenizer({
+      tokenizer: join(dir, 'tokenizer.json'),
+      tokenizerConfig: join(dir, 'tokenizer_config.json'),
+    });
+    assert.match(
+      tokenizer.decode(result.ids),
+      /^Once upon a time, there was a little girl named Lily\. She loved to play outside in the park\./,
+    );
+    const { pieces, scores } = readLlama2cTokenizer(join(stories.path, 'tok512.bin'), 512);
+    for (const text of TEXTS)
+      assert.deepEqual(
+        tokenizer.encode(text),
+        llama2cEncode(pieces, scores, text),
+        `encoding of ${JSON.stringify(text)}`,
+      );
+    await model.release();
+  },
+);

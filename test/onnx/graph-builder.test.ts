@@ -13,7 +13,10 @@ test('a built graph runs: symbolic dims, fp16 initializer, typed attributes, sha
   const y = b.op('Gemm', [x, wf], { name: 'gemm', attributes: { alpha: float(2), transB: 1 } });
   assert.equal(b.int64([0, 1]), b.int64([0, 1]), 'identical int64 constants are shared');
   b.output(y, 'float32', ['batch', 2], 'y');
-  assert.throws(() => b.input('x', 'float32', [1]), (e: HatError) => e.code === 'INTERNAL');
+  assert.throws(
+    () => b.input('x', 'float32', [1]),
+    (e: HatError) => e.code === 'INTERNAL',
+  );
   const session = await createSession(encodeModel(b.build()));
   const out = await session.run({ x: float32Tensor(Float32Array.of(1, 1, 0, 1), [2, 2]) });
   // 2 · x · wᵀ, w = [[1, 2], [3, 4]]

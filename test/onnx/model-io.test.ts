@@ -27,5 +27,8 @@ test('external data is read at its offsets and a truncated data file is reported
   writeFileSync(join(dir, 'model.onnx.data'), readFileSync(genai.path + '.data'));
   truncateSync(join(dir, 'model.onnx.data'), 1000);
   const copy = await loadModel(join(dir, 'model.onnx'));
-  assert.throws(() => checkExternalData(copy), (e: HatError) => e.code === 'MISSING_EXTERNAL_DATA');
+  assert.throws(
+    () => checkExternalData(copy),
+    (e: HatError) => e.code === 'MISSING_EXTERNAL_DATA',
+  );
 });

@@ -16,14 +16,20 @@ let target: FuzzTarget;
 
 before(async () => {
   cloud = await spawnCloud(split, ['--max-sessions', '16', '--max-context', '64']);
-  target = { url: cloud.url, manifestHash: manifestHash(readManifest(split)), hiddenSize: TOY_HIDDEN, pid: cloud.process.pid! };
+  target = {
+    url: cloud.url,
+    manifestHash: manifestHash(readManifest(split)),
+    hiddenSize: TOY_HIDDEN,
+    pid: cloud.process.pid!,
+  };
 });
 after(() => cloud.stop());
 
 const alive = () => cloud.process.exitCode === null && cloud.process.signalCode === null;
-const sessions = async () => ((await (await fetch(`${cloud.url.replace('ws://', 'http://')}/health`)).json()) as { sessions: number }).sessions;
+const sessions = async () =>
+  ((await (await fetch(`${cloud.url.replace('ws://', 'http://')}/health`)).json()) as { sessions: number }).sessions;
 
-test('300 mutated frames: the server stays up and a healthy session\'s results stay exact', async () => {
+test("300 mutated frames: the server stays up and a healthy session's results stay exact", async () => {
   const report = await fuzzServer(target, 300, 7, alive);
   assert.equal(report.framesTried, 300);
   assert.equal(report.serverAlive, true);
@@ -36,5 +42,8 @@ test('90 connect/disconnect cycles (two thirds abrupt) leave no session and no d
   const report = await churn(target, 90, sessions);
   assert.equal(report.abrupt, 60);
   assert.equal(await sessions(), 0);
-  assert.ok(report.after.openFds <= report.before.openFds + 2, `descriptors ${report.before.openFds} → ${report.after.openFds}`);
+  assert.ok(
+    report.after.openFds <= report.before.openFds + 2,
+    `descriptors ${report.before.openFds} → ${report.after.openFds}`,
+  );
 });

@@ -3,8 +3,12 @@ import assert from 'node:assert/strict';
 import { ChunkPlanner } from '../../src/runtime/chunk-planner.ts';
 
 /** Feeds the planner the results of back-to-back chunks over a link of `bytesPerMs` to a cloud with g(X). */
-function feed(planner: ChunkPlanner, options: { size: number; count: number; bytesPerToken: number; bytesPerMs: number; g0: number; g1: number }) {
-  let linkFree = 0, cloudFree = 0;
+function feed(
+  planner: ChunkPlanner,
+  options: { size: number; count: number; bytesPerToken: number; bytesPerMs: number; g0: number; g1: number },
+) {
+  let linkFree = 0,
+    cloudFree = 0;
   for (let i = 0; i < options.count; i++) {
     const bytes = options.size * options.bytesPerToken;
     const arrival = Math.max(0, linkFree) + bytes / options.bytesPerMs;
@@ -12,11 +16,18 @@ function feed(planner: ChunkPlanner, options: { size: number; count: number; byt
     const start = Math.max(arrival, cloudFree);
     const computeMs = options.g0 + options.g1 * options.size;
     cloudFree = start + computeMs;
-    planner.observeResult({ bytesUp: bytes, sentAt: 0, resultAt: cloudFree, queueMs: start - arrival, computeMs, latency: { baseMs: options.g0, perTokenMs: options.g1 } });
+    planner.observeResult({
+      bytesUp: bytes,
+      sentAt: 0,
+      resultAt: cloudFree,
+      queueMs: start - arrival,
+      computeMs,
+      latency: { baseMs: options.g0, perTokenMs: options.g1 },
+    });
   }
 }
 
-test('upload-bound: the chosen chunk sits at HAT\'s balance X·A/β = g₀ + g₁X', () => {
+test("upload-bound: the chosen chunk sits at HAT's balance X·A/β = g₀ + g₁X", () => {
   const planner = new ChunkPlanner({ bytesPerToken: 1000, maxChunk: 4096, minChunk: 1 });
   planner.observeDevice(64, 0.064); // a fast device: the link is the bottleneck
   feed(planner, { size: 64, count: 20, bytesPerToken: 1000, bytesPerMs: 100, g0: 20, g1: 2 });

@@ -27,9 +27,20 @@ after(() => rmSync(scratch, { recursive: true, force: true }));
 
 for (const family of ['bloom', 'gemma', 'phi', 'mistral', 'gpt-neox', 'qwen2']) {
   test(`hat generate runs the ${family} export; its first greedy token is torch's argmax`, async () => {
-    const reference = JSON.parse(readFileSync(join(families, family, 'reference.json'), 'utf8')) as { ids: number[]; logits: number[][] };
-    const { stdout } = await run(process.execPath, [HAT_BIN, 'generate', join(families, family), '--prompt-ids',
-      reference.ids.join(','), '--max-new-tokens', '1', '--json']);
+    const reference = JSON.parse(readFileSync(join(families, family, 'reference.json'), 'utf8')) as {
+      ids: number[];
+      logits: number[][];
+    };
+    const { stdout } = await run(process.execPath, [
+      HAT_BIN,
+      'generate',
+      join(families, family),
+      '--prompt-ids',
+      reference.ids.join(','),
+      '--max-new-tokens',
+      '1',
+      '--json',
+    ]);
     const result = JSON.parse(stdout);
     assert.deepEqual(result.promptIds, reference.ids);
     assert.deepEqual(result.ids, [argmax(reference.logits.at(-1)!)]);

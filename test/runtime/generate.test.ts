@@ -19,12 +19,22 @@ function hat(...args: string[]) {
 
 const modelDir = join(work, 'tiny');
 const vocab = writeLlama2cTokenizer(join(work, 'tok.bin'), [' ', 'a', 'b', 'c', ' a', 'ab', ' ab', 'abc']);
-writeLlama2cCheckpoint(join(work, 'model.bin'), { dim: 16, hidden: 32, layers: 2, heads: 4, kvHeads: 2, vocab, seqLen: 64, sharedClassifier: true });
+writeLlama2cCheckpoint(join(work, 'model.bin'), {
+  dim: 16,
+  hidden: 32,
+  layers: 2,
+  heads: 4,
+  kvHeads: 2,
+  vocab,
+  seqLen: 64,
+  sharedClassifier: true,
+});
 
 test('hat import-llama2c writes a model folder', () => {
   const run = hat('import-llama2c', 'model.bin', 'tok.bin', '--out', modelDir);
   assert.equal(run.code, 0, run.stderr);
-  for (const file of ['model.onnx', 'tokenizer.json', 'tokenizer_config.json', 'config.json']) assert.ok(existsSync(join(modelDir, file)), file);
+  for (const file of ['model.onnx', 'tokenizer.json', 'tokenizer_config.json', 'config.json'])
+    assert.ok(existsSync(join(modelDir, file)), file);
   const again = hat('import-llama2c', 'model.bin', 'tok.bin', '--out', modelDir);
   assert.equal(again.code, 1);
   assert.match(again.stderr, /^error\[OUTPUT_EXISTS\]/);
@@ -58,14 +68,35 @@ test('hat generate streams text to stdout', async () => {
 });
 
 test('seeded sampling reproduces the same ids; greedy ignores the seed', async () => {
-  const run = (temperature: number, seed: number) => generateText(modelDir, 'abc', { maxNewTokens: 12, temperature, topP: 0.95, seed }).then((r) => r.ids);
+  const run = (temperature: number, seed: number) =>
+    generateText(modelDir, 'abc', { maxNewTokens: 12, temperature, topP: 0.95, seed }).then((r) => r.ids);
   assert.deepEqual(await run(1, 11), await run(1, 11));
   assert.deepEqual(await run(0, 1), await run(0, 2));
 });
 
 test('hat synth writes a random model from a preset with overrides, and rejects an unknown preset', () => {
   const out = join(work, 'synth');
-  const run = hat('synth', '--config', 'tinyllama-1.1b', '--layers', '1', '--hidden-size', '64', '--heads', '4', '--kv-heads', '2', '--intermediate-size', '96', '--vocab-size', '100', '--out', out, '--dtype', 'fp16');
+  const run = hat(
+    'synth',
+    '--config',
+    'tinyllama-1.1b',
+    '--layers',
+    '1',
+    '--hidden-size',
+    '64',
+    '--heads',
+    '4',
+    '--kv-heads',
+    '2',
+    '--intermediate-size',
+    '96',
+    '--vocab-size',
+    '100',
+    '--out',
+    out,
+    '--dtype',
+    'fp16',
+  );
   assert.equal(run.code, 0, run.stderr);
   const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
   assert.equal(config.num_key_value_heads, 2);
@@ -77,7 +108,10 @@ test('hat synth writes a random model from a preset with overrides, and rejects 
   const missing = hat('generate', join(work, 'absent'));
   assert.match(missing.stderr, /^error\[FILE_NOT_FOUND\]/);
   const noTokenizer = hat('generate', out, '--prompt', 'hello');
-  assert.match(noTokenizer.stderr, /^error\[FILE_NOT_FOUND\]: this model has no tokenizer\.json, so --prompt text cannot be encoded/);
+  assert.match(
+    noTokenizer.stderr,
+    /^error\[FILE_NOT_FOUND\]: this model has no tokenizer\.json, so --prompt text cannot be encoded/,
+  );
   // Without a prompt it starts from the BOS id synth wrote into config.json, and prints ids.
   const fromBos = hat('generate', out, '--max-new-tokens', '3', '--json');
   assert.equal(fromBos.code, 0, fromBos.stderr);

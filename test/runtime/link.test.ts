@@ -7,7 +7,7 @@ test('serialisation delay is bytes / bandwidth, queued behind earlier frames, pl
   const link = new EmulatedDirection({ bandwidth: 1e6, latencyMs: 10, jitterMs: 0 });
   assert.equal(link.delayFor(100_000, 0), 100 + 10); // 0.1 s on the wire + 10 ms
   assert.equal(link.delayFor(100_000, 0), 200 + 10); // waits for the first frame to leave
-  assert.equal(link.delayFor(1_000, 500), 1 + 10);   // link idle again by t = 500 ms
+  assert.equal(link.delayFor(1_000, 500), 1 + 10); // link idle again by t = 500 ms
 });
 
 test('jitter never reorders frames and stays within its bound', () => {
@@ -27,7 +27,16 @@ test('link specs parse from profile names and explicit numbers; bad ones give a 
   assert.equal(custom.up.bandwidth, 5e6);
   assert.equal(custom.down.bandwidth, 8e5);
   assert.equal(custom.up.latencyMs, 10);
-  assert.throws(() => parseLinkSpec('satellite'), (e: HatError) => e.code === 'BAD_OPTION');
-  assert.throws(() => parseLinkSpec('up=fast'), (e: HatError) => e.code === 'BAD_OPTION');
-  assert.throws(() => parseLinkSpec('speed=1'), (e: HatError) => /unknown key/.test(e.message));
+  assert.throws(
+    () => parseLinkSpec('satellite'),
+    (e: HatError) => e.code === 'BAD_OPTION',
+  );
+  assert.throws(
+    () => parseLinkSpec('up=fast'),
+    (e: HatError) => e.code === 'BAD_OPTION',
+  );
+  assert.throws(
+    () => parseLinkSpec('speed=1'),
+    (e: HatError) => /unknown key/.test(e.message),
+  );
 });

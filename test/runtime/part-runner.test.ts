@@ -25,9 +25,16 @@ async function tail(prepare: () => Promise<void>): Promise<Float32Array> {
 }
 
 test('rollback in place, by copy and from a snapshot give the same cache as never having gone further', async () => {
-  const straight = await tail(async () => { middle.truncate(0); await middle.step({ hidden: hidden.subarray(0, 9 * d) }, 9); });
+  const straight = await tail(async () => {
+    middle.truncate(0);
+    await middle.step({ hidden: hidden.subarray(0, 9 * d) }, 9);
+  });
   // In place: nothing else holds the state, so the heads are compacted inside the buffers ORT returned.
-  const inPlace = await tail(async () => { middle.truncate(0); await middle.step({ hidden }, 12); middle.truncate(9); });
+  const inPlace = await tail(async () => {
+    middle.truncate(0);
+    await middle.step({ hidden }, 12);
+    middle.truncate(9);
+  });
   assert.deepEqual(inPlace, straight);
 
   // A snapshot is frozen: rolling back copies, so the snapshot restores intact after the runner moved on.
@@ -37,7 +44,11 @@ test('rollback in place, by copy and from a snapshot give the same cache as neve
   const before = [...kept.tensors.values()].map((t) => (t.data as Float32Array).slice());
   const copied = await tail(async () => middle.truncate(9));
   assert.deepEqual(copied, straight);
-  assert.deepEqual([...kept.tensors.values()].map((t) => t.data as Float32Array), before, 'the snapshot was not touched');
+  assert.deepEqual(
+    [...kept.tensors.values()].map((t) => t.data as Float32Array),
+    before,
+    'the snapshot was not touched',
+  );
   middle.restore(kept);
   assert.deepEqual(await tail(async () => middle.truncate(9)), straight);
 
@@ -48,5 +59,9 @@ test('rollback in place, by copy and from a snapshot give the same cache as neve
   const buffer = (exclusive.tensors.values().next().value!.data as Float32Array).buffer;
   middle.restore(exclusive);
   middle.truncate(9);
-  assert.equal((middle.snapshot().tensors.values().next().value!.data as Float32Array).buffer, buffer, 'no copy was made');
+  assert.equal(
+    (middle.snapshot().tensors.values().next().value!.data as Float32Array).buffer,
+    buffer,
+    'no copy was made',
+  );
 });

@@ -1,6 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { argmax, drawFrom, greedyChoice, makeSampler, nucleus, samplingDistribution, seededUniform, softmax, topIndices } from '../../src/runtime/sampling.ts';
+import {
+  argmax,
+  drawFrom,
+  greedyChoice,
+  makeSampler,
+  nucleus,
+  samplingDistribution,
+  seededUniform,
+  softmax,
+  topIndices,
+} from '../../src/runtime/sampling.ts';
 
 const logits = Float32Array.of(1, 3, 2, -1, 2.5);
 
@@ -19,12 +29,18 @@ test('softmax sums to one and temperature sharpens it', () => {
 test('top-p keeps the smallest most-likely set reaching p, renormalised', () => {
   const p = Float64Array.of(0.1, 0.5, 0.25, 0.05, 0.1);
   const kept = nucleus(p, 0.7);
-  assert.deepEqual(Array.from(kept, (v) => Number(v.toFixed(6))), [0, 0.666667, 0.333333, 0, 0]);
+  assert.deepEqual(
+    Array.from(kept, (v) => Number(v.toFixed(6))),
+    [0, 0.666667, 0.333333, 0, 0],
+  );
   assert.equal(nucleus(p, 1), p);
 });
 
 test('seeded sampling repeats exactly and follows the distribution', () => {
-  const draw = (seed: number) => { const s = makeSampler({ temperature: 1, topP: 1, seed }); return Array.from({ length: 50 }, () => s(logits)); };
+  const draw = (seed: number) => {
+    const s = makeSampler({ temperature: 1, topP: 1, seed });
+    return Array.from({ length: 50 }, () => s(logits));
+  };
   assert.deepEqual(draw(7), draw(7));
   assert.notDeepEqual(draw(7), draw(8));
   const p = softmax(logits);
@@ -42,7 +58,7 @@ test('greedyChoice gives the argmax and its softmax probability; topIndices the 
   assert.ok(Math.abs(probability - softmax(tied)[1]) < 1e-12);
   assert.deepEqual(topIndices(tied, 3), [1, 3, 4]);
   assert.deepEqual(topIndices(tied, 10), [1, 3, 4, 0, 5, 2]);
-  const random = Float32Array.from({ length: 3000 }, (_, i) => Math.sin(i * 12.9898) * 43758.5453 % 7);
+  const random = Float32Array.from({ length: 3000 }, (_, i) => (Math.sin(i * 12.9898) * 43758.5453) % 7);
   const sorted = [...random.keys()].sort((a, b) => random[b] - random[a] || a - b);
   assert.deepEqual(topIndices(random, 4), sorted.slice(0, 4));
 });

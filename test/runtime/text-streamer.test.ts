@@ -8,11 +8,20 @@ import { continuationText, loadTokenizer, textStreamer } from '../../src/runtime
 function wordLevelTokenizer() {
   const dir = mkdtempSync(join(tmpdir(), 'hat-tok-'));
   const vocab = { '<unk>': 0, hello: 1, world: 2, again: 3 };
-  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({
-    version: '1.0', truncation: null, padding: null, added_tokens: [], normalizer: null,
-    pre_tokenizer: { type: 'Whitespace' }, post_processor: null, decoder: null,
-    model: { type: 'WordLevel', vocab, unk_token: '<unk>' },
-  }));
+  writeFileSync(
+    join(dir, 'tokenizer.json'),
+    JSON.stringify({
+      version: '1.0',
+      truncation: null,
+      padding: null,
+      added_tokens: [],
+      normalizer: null,
+      pre_tokenizer: { type: 'Whitespace' },
+      post_processor: null,
+      decoder: null,
+      model: { type: 'WordLevel', vocab, unk_token: '<unk>' },
+    }),
+  );
   return loadTokenizer({ tokenizer: join(dir, 'tokenizer.json') });
 }
 
@@ -23,18 +32,24 @@ test('decoding nothing gives empty text (a stream that ends before any token use
   assert.equal(continuationText(tokenizer, [], []), '');
 });
 
-test('the streamer emits each token\'s text once', () => {
+test("the streamer emits each token's text once", () => {
   const tokenizer = wordLevelTokenizer();
   const streamer = textStreamer(tokenizer, tokenizer.encode('hello'));
   const pieces = tokenizer.encode('world again').map((id) => streamer.push(id));
-  assert.equal(pieces.join('') + streamer.flush(), continuationText(tokenizer, tokenizer.encode('hello'), tokenizer.encode('world again')));
+  assert.equal(
+    pieces.join('') + streamer.flush(),
+    continuationText(tokenizer, tokenizer.encode('hello'), tokenizer.encode('world again')),
+  );
 });
 
 test('a long stream (several decode windows) emits exactly the text of the whole continuation', () => {
-  const tokenizer = loadTokenizer({ tokenizer: new URL('../../fixtures/default/tokenizer.json', import.meta.url).pathname });
+  const tokenizer = loadTokenizer({
+    tokenizer: new URL('../../fixtures/default/tokenizer.json', import.meta.url).pathname,
+  });
   const passage = 'And God said, Let there be light: and there was light. Ünïcödé — “quotes” ';
   const ids = tokenizer.encode(passage.repeat(12));
-  const context = ids.slice(0, 20), generated = ids.slice(20);
+  const context = ids.slice(0, 20),
+    generated = ids.slice(20);
   assert.equal(generated.length, 462); // 14 windows of 32 tokens and a partial one
   const streamer = textStreamer(tokenizer, context);
   const text = generated.map((id) => streamer.push(id)).join('') + streamer.flush();

@@ -20,9 +20,15 @@ import { toyMiddleModel } from '../helpers/toy-split.ts';
 import { SMALL_LLAMA } from '../helpers/runtime-fixtures.ts';
 import { sharedFixture } from '../helpers/shared-fixtures.ts';
 
-const KV = [{
-  layer: 0, pastKey: 'past_key', pastValue: 'past_value', presentKey: 'present_key', presentValue: 'present_value',
-}];
+const KV = [
+  {
+    layer: 0,
+    pastKey: 'past_key',
+    pastValue: 'past_value',
+    presentKey: 'present_key',
+    presentValue: 'present_value',
+  },
+];
 
 /**
  * One attention over a one-head cache: scores = h · [past; h]ᵀ (+ the mask's bias), softmax, times [past; h].
@@ -36,9 +42,10 @@ function attentionGraph(options: { mask: boolean; rotary?: 'position_ids' | 'sha
   const past = b.input('past_key', 'float32', [batch, 1, 'past', 4]);
   const pastValue = b.input('past_value', 'float32', [batch, 1, 'past', 4]);
   if (options.rotary) {
-    const positions = options.rotary === 'position_ids'
-      ? b.input('position_ids', 'int64', [batch, 'seq'])
-      : b.op('Range', [b.int64([0], []), b.op('Gather', [b.op('Shape', [h]), b.int64([1], [])]), b.int64([1], [])]);
+    const positions =
+      options.rotary === 'position_ids'
+        ? b.input('position_ids', 'int64', [batch, 'seq'])
+        : b.op('Range', [b.int64([0], []), b.op('Gather', [b.op('Shape', [h]), b.int64([1], [])]), b.int64([1], [])]);
     const angle = b.op('Cast', [positions], { attributes: { to: 1 } });
     h = b.op('Mul', [h, b.op('Unsqueeze', [b.op('Sin', [angle]), b.int64([-1])])]);
   }

@@ -5,7 +5,16 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { onnx, saveModel } from '../../src/onnx/model-io.ts';
@@ -21,7 +30,11 @@ const scratch = () => {
 after(() => scratchDirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
 
 function hat(...args: string[]) {
-  const run = spawnSync(process.execPath, [join(repoRoot, 'bin', 'hat'), ...args], { cwd: repoRoot, encoding: 'utf8', env: { ...process.env, CI: '1' } });
+  const run = spawnSync(process.execPath, [join(repoRoot, 'bin', 'hat'), ...args], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+    env: { ...process.env, CI: '1' },
+  });
   return { status: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
@@ -38,43 +51,87 @@ function assertOneErrorLine(args: string[], code: string, pattern: RegExp): void
 function assertRejected(args: string[], out: string, code: string, pattern: RegExp): void {
   assertOneErrorLine(args, code, pattern);
   assert.ok(!existsSync(out), `${out} must not exist`);
-  if (existsSync(dirname(out)) && statSync(dirname(out)).isDirectory()) assert.deepEqual(readdirSync(dirname(out)).filter((f) => f.includes('hat-partial')), []);
+  if (existsSync(dirname(out)) && statSync(dirname(out)).isDirectory())
+    assert.deepEqual(
+      readdirSync(dirname(out)).filter((f) => f.includes('hat-partial')),
+      [],
+    );
 }
 
 const F = onnx.TensorProto.DataType.FLOAT;
-const info = (name: string, elemType = F) => ({ name, type: { tensorType: { elemType, shape: { dim: [{ dimParam: 'n' }] } } } });
+const info = (name: string, elemType = F) => ({
+  name,
+  type: { tensorType: { elemType, shape: { dim: [{ dimParam: 'n' }] } } },
+});
 
 test('hat split rejects a model without a KV cache', async () => {
   const dir = scratch();
-  await saveModel(onnx.ModelProto.create({
-    irVersion: 8, opsetImport: [{ version: 17 }],
-    graph: { name: 'mlp', node: [{ opType: 'Relu', input: ['x'], output: ['y'] }], input: [info('x')], output: [info('y')] },
-  }), join(dir, 'mlp.onnx'));
-  assertRejected(['split', join(dir, 'mlp.onnx'), '--out', join(dir, 'out')], join(dir, 'out'), 'NOT_A_DECODER', /past_key_values/);
+  await saveModel(
+    onnx.ModelProto.create({
+      irVersion: 8,
+      opsetImport: [{ version: 17 }],
+      graph: {
+        name: 'mlp',
+        node: [{ opType: 'Relu', input: ['x'], output: ['y'] }],
+        input: [info('x')],
+        output: [info('y')],
+      },
+    }),
+    join(dir, 'mlp.onnx'),
+  );
+  assertRejected(
+    ['split', join(dir, 'mlp.onnx'), '--out', join(dir, 'out')],
+    join(dir, 'out'),
+    'NOT_A_DECODER',
+    /past_key_values/,
+  );
 });
 
 test('hat split rejects a merged decoder whose If node switches the cache branch', async () => {
   const dir = scratch();
   const branch = (name: string) => ({
-    name, node: ['logits', 'present.0.key', 'present.0.value'].map((o, i) => ({ opType: 'Identity', input: [i ? 'past_key_values.0.key' : 'input_ids'], output: [`${name}_${i}`] })),
+    name,
+    node: ['logits', 'present.0.key', 'present.0.value'].map((o, i) => ({
+      opType: 'Identity',
+      input: [i ? 'past_key_values.0.key' : 'input_ids'],
+      output: [`${name}_${i}`],
+    })),
     output: [0, 1, 2].map((i) => info(`${name}_${i}`)),
   });
-  await saveModel(onnx.ModelProto.create({
-    irVersion: 8, opsetImport: [{ version: 17 }],
-    graph: {
-      name: 'merged',
-      node: [{
-        opType: 'If', input: ['use_cache_branch'], output: ['logits', 'present.0.key', 'present.0.value'],
-        attribute: [
-          { name: 'then_branch', type: onnx.AttributeProto.AttributeType.GRAPH, g: branch('with_past') },
-          { name: 'else_branch', type: onnx.AttributeProto.AttributeType.GRAPH, g: branch('without_past') },
+  await saveModel(
+    onnx.ModelProto.create({
+      irVersion: 8,
+      opsetImport: [{ version: 17 }],
+      graph: {
+        name: 'merged',
+        node: [
+          {
+            opType: 'If',
+            input: ['use_cache_branch'],
+            output: ['logits', 'present.0.key', 'present.0.value'],
+            attribute: [
+              { name: 'then_branch', type: onnx.AttributeProto.AttributeType.GRAPH, g: branch('with_past') },
+              { name: 'else_branch', type: onnx.AttributeProto.AttributeType.GRAPH, g: branch('without_past') },
+            ],
+          },
         ],
-      }],
-      input: [info('input_ids', onnx.TensorProto.DataType.INT64), info('use_cache_branch', onnx.TensorProto.DataType.BOOL), info('past_key_values.0.key'), info('past_key_values.0.value')],
-      output: [info('logits'), info('present.0.key'), info('present.0.value')],
-    },
-  }), join(dir, 'merged.onnx'));
-  assertRejected(['split', join(dir, 'merged.onnx'), '--out', join(dir, 'out')], join(dir, 'out'), 'UNSUPPORTED_MODEL', /merged decoder/);
+        input: [
+          info('input_ids', onnx.TensorProto.DataType.INT64),
+          info('use_cache_branch', onnx.TensorProto.DataType.BOOL),
+          info('past_key_values.0.key'),
+          info('past_key_values.0.value'),
+        ],
+        output: [info('logits'), info('present.0.key'), info('present.0.value')],
+      },
+    }),
+    join(dir, 'merged.onnx'),
+  );
+  assertRejected(
+    ['split', join(dir, 'merged.onnx'), '--out', join(dir, 'out')],
+    join(dir, 'out'),
+    'UNSUPPORTED_MODEL',
+    /merged decoder/,
+  );
 });
 
 test('hat split rejects a truncated model file', async () => {
@@ -88,21 +145,41 @@ test('hat split rejects a model whose external-data file is missing', async () =
   const dir = scratch();
   const model = await writeTinyDecoder(join(dir, 'model.onnx'), {}, 'external');
   rmSync(`${model}.data`);
-  assertRejected(['split', model, '--out', join(dir, 'out')], join(dir, 'out'), 'MISSING_EXTERNAL_DATA', /model\.onnx\.data .*missing/);
+  assertRejected(
+    ['split', model, '--out', join(dir, 'out')],
+    join(dir, 'out'),
+    'MISSING_EXTERNAL_DATA',
+    /model\.onnx\.data .*missing/,
+  );
 });
 
 test('hat split rejects layer counts that leave the middle empty, and bad options', async () => {
   const dir = scratch();
   const model = await writeTinyDecoder(join(dir, 'model.onnx'));
-  assertRejected(['split', model, '--out', join(dir, 'out'), '--input-layers', '3', '--output-layers', '1'], join(dir, 'out'), 'BAD_SPLIT', /leaves no layer for the middle part \(the model has 4 layers\)/);
-  assertRejected(['split', model, '--out', join(dir, 'out'), '--weights', 'move'], join(dir, 'out'), 'BAD_OPTION', /--weights/);
+  assertRejected(
+    ['split', model, '--out', join(dir, 'out'), '--input-layers', '3', '--output-layers', '1'],
+    join(dir, 'out'),
+    'BAD_SPLIT',
+    /leaves no layer for the middle part \(the model has 4 layers\)/,
+  );
+  assertRejected(
+    ['split', model, '--out', join(dir, 'out'), '--weights', 'move'],
+    join(dir, 'out'),
+    'BAD_OPTION',
+    /--weights/,
+  );
 });
 
 test('hat split rejects an unwritable --out and cleans up when writing fails midway', async () => {
   const dir = scratch();
   const model = await writeTinyDecoder(join(dir, 'model.onnx'), {}, 'external');
   writeFileSync(join(dir, 'a-file'), 'x');
-  assertRejected(['split', model, '--out', join(dir, 'a-file', 'out')], join(dir, 'a-file', 'out'), 'OUTPUT_EXISTS', /not writable|does not exist/);
+  assertRejected(
+    ['split', model, '--out', join(dir, 'a-file', 'out')],
+    join(dir, 'a-file', 'out'),
+    'OUTPUT_EXISTS',
+    /not writable|does not exist/,
+  );
   // --weights reference hard-links the data; across filesystems that fails after the staging folder exists.
   if (existsSync('/dev/shm')) {
     const out = join(mkdtempSync('/dev/shm/hat-split-cli-'), 'out');
@@ -119,8 +196,17 @@ test('hat split writes the parts and hat inspect reports the model', async () =>
   const run = hat('split', model, '--out', join(dir, 'split'));
   assert.equal(run.status, 0, run.stderr);
   assert.match(run.stdout, /privacy: passed; multi-token cached steps: yes/);
-  assert.deepEqual(readdirSync(join(dir, 'split')).sort(),
-    ['config.json', 'input.onnx', 'input.onnx.data', 'manifest.json', 'middle.onnx', 'middle.onnx.data', 'output.onnx', 'output.onnx.data', 'tokenizer.json']);
+  assert.deepEqual(readdirSync(join(dir, 'split')).sort(), [
+    'config.json',
+    'input.onnx',
+    'input.onnx.data',
+    'manifest.json',
+    'middle.onnx',
+    'middle.onnx.data',
+    'output.onnx',
+    'output.onnx.data',
+    'tokenizer.json',
+  ]);
   const manifest = JSON.parse(readFileSync(join(dir, 'split', 'manifest.json'), 'utf8'));
   assert.equal(manifest.tokenizer, 'tokenizer.json');
   assert.deepEqual(manifest.model, { vocabSize: 50, bosTokenId: 1, eosTokenId: 2 });

@@ -50,45 +50,93 @@ interface Family {
 }
 
 let genaiModel = '';
-before(async () => { genaiModel = await writeGenaiDecoder(scratch()); });
+before(async () => {
+  genaiModel = await writeGenaiDecoder(scratch());
+});
 
 const FAMILIES: Family[] = [
   {
-    name: 'bloom', what: 'LayerNorm after the embedding, ALiBi from attention_mask, no position_ids, tied head',
-    model: () => fixture('bloom'), heads: 4, kvHeads: 4, positionIds: false, torchReference: true,
+    name: 'bloom',
+    what: 'LayerNorm after the embedding, ALiBi from attention_mask, no position_ids, tied head',
+    model: () => fixture('bloom'),
+    heads: 4,
+    kvHeads: 4,
+    positionIds: false,
+    torchReference: true,
   },
   {
-    name: 'gemma', what: 'embedding × √d, sandwich norms, GeGLU, MQA, head tied as Gemm(transB)',
-    model: () => fixture('gemma'), heads: 4, kvHeads: 1, positionIds: true, torchReference: true,
+    name: 'gemma',
+    what: 'embedding × √d, sandwich norms, GeGLU, MQA, head tied as Gemm(transB)',
+    model: () => fixture('gemma'),
+    heads: 4,
+    kvHeads: 1,
+    positionIds: true,
+    torchReference: true,
   },
   {
-    name: 'phi', what: 'partial rotary, parallel attention + MLP from one LayerNorm, dense biases',
-    model: () => fixture('phi'), heads: 4, kvHeads: 4, positionIds: true, torchReference: true,
+    name: 'phi',
+    what: 'partial rotary, parallel attention + MLP from one LayerNorm, dense biases',
+    model: () => fixture('phi'),
+    heads: 4,
+    kvHeads: 4,
+    positionIds: true,
+    torchReference: true,
   },
   {
-    name: 'mistral', what: '4-position sliding window, GQA 4/2',
-    model: () => fixture('mistral'), heads: 4, kvHeads: 2, positionIds: true, torchReference: true, cli: true,
+    name: 'mistral',
+    what: '4-position sliding window, GQA 4/2',
+    model: () => fixture('mistral'),
+    heads: 4,
+    kvHeads: 2,
+    positionIds: true,
+    torchReference: true,
+    cli: true,
   },
   {
-    name: 'gpt-neox', what: 'parallel residual, LayerNorm with bias, partial rotary, GELU, no "layers" in node names',
-    model: () => fixture('gpt-neox'), heads: 4, kvHeads: 4, positionIds: true, torchReference: true,
+    name: 'gpt-neox',
+    what: 'parallel residual, LayerNorm with bias, partial rotary, GELU, no "layers" in node names',
+    model: () => fixture('gpt-neox'),
+    heads: 4,
+    kvHeads: 4,
+    positionIds: true,
+    torchReference: true,
   },
   {
-    name: 'qwen2', what: 'GQA 6/2, qkv bias, tied embedding, external data',
-    model: () => fixture('qwen2'), heads: 6, kvHeads: 2, positionIds: true, torchReference: true, cli: true,
+    name: 'qwen2',
+    what: 'GQA 6/2, qkv bias, tied embedding, external data',
+    model: () => fixture('qwen2'),
+    heads: 6,
+    kvHeads: 2,
+    positionIds: true,
+    torchReference: true,
+    cli: true,
   },
   {
-    name: 'genai', what: 'int32 ids and mask, GroupQueryAttention, SkipSimplifiedLayerNormalization, no position_ids',
-    model: () => genaiModel, heads: 4, kvHeads: 2, positionIds: false, torchReference: false, cli: true,
+    name: 'genai',
+    what: 'int32 ids and mask, GroupQueryAttention, SkipSimplifiedLayerNormalization, no position_ids',
+    model: () => genaiModel,
+    heads: 4,
+    kvHeads: 2,
+    positionIds: false,
+    torchReference: false,
+    cli: true,
   },
 ];
 
 /** Layer choices beyond the default (2, 0) checked through the API: the extremes and both sides at once. */
-const LAYER_CHOICES: Array<[number, number]> = [[0, 0], [1, 1], [3, 0], [0, 3]];
+const LAYER_CHOICES: Array<[number, number]> = [
+  [0, 0],
+  [1, 1],
+  [3, 0],
+  [0, 3],
+];
 
 function hat(...args: string[]) {
-  const run = spawnSync(process.execPath, [join(repoRoot, 'bin', 'hat'), ...args],
-    { cwd: repoRoot, encoding: 'utf8', env: { ...process.env, CI: '1' } });
+  const run = spawnSync(process.execPath, [join(repoRoot, 'bin', 'hat'), ...args], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+    env: { ...process.env, CI: '1' },
+  });
   return { status: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
@@ -105,14 +153,17 @@ async function openFull(model: string): Promise<PartRunner> {
  * atol 1e-5 + rtol 1e-5 · max|logit| (≤ 0 is a pass) and the largest error itself.
  */
 async function longCheck(
-  model: string, splitDir: string, singleOnly = false,
+  model: string,
+  splitDir: string,
+  singleOnly = false,
 ): Promise<{ excess: number; maxError: number }> {
   const manifest = JSON.parse(readFileSync(join(splitDir, 'manifest.json'), 'utf8')) as SplitManifest;
   const steps = singleOnly ? new Array(24).fill(1) : [5, 1, 1, 1, 1, 1, 1, 1, 1, 4, 1, 1, 1, 4];
   const tokens = pseudoRandomTokens(24, manifest.model?.vocabSize ?? 2, 777);
   const full = await openFull(model);
-  const parts = await Promise.all((['input', 'middle', 'output'] as const)
-    .map((part) => openPart(splitDir, manifest, part, STRUCTURAL)));
+  const parts = await Promise.all(
+    (['input', 'middle', 'output'] as const).map((part) => openPart(splitDir, manifest, part, STRUCTURAL)),
+  );
   let position = 0;
   let maxError = 0;
   let excess = -Infinity;
@@ -143,8 +194,11 @@ async function longCheck(
 }
 
 /** A reporter that keeps its info and warning lines. */
-const listening = (said: string[]): Reporter =>
-  ({ ...silentReporter, info: (m) => said.push(m), warn: (m) => said.push(m) });
+const listening = (said: string[]): Reporter => ({
+  ...silentReporter,
+  info: (m) => said.push(m),
+  warn: (m) => said.push(m),
+});
 
 function readManifest(dir: string): SplitManifest {
   return JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as SplitManifest;
@@ -153,7 +207,11 @@ function readManifest(dir: string): SplitManifest {
 function assertVerified(manifest: SplitManifest, label: string): void {
   const v = manifest.verification!;
   assert.ok(v.passed, `${label}: ${JSON.stringify(v.cases)}`);
-  assert.deepEqual(v.cases.map((c) => c.status), ['passed', 'passed', 'passed'], label);
+  assert.deepEqual(
+    v.cases.map((c) => c.status),
+    ['passed', 'passed', 'passed'],
+    label,
+  );
   assert.equal(manifest.multiTokenCachedSteps, true, label);
 }
 
@@ -170,8 +228,12 @@ for (const family of FAMILIES) {
             const out = await full.step({ ids: reference.ids.slice(position, position + n) }, n);
             for (let r = 0; r < n; r++) {
               const row = reference.logits[position + r];
-              row.forEach((v, c) => assert.ok(Math.abs(out.data[r * out.cols + c] - v) < 1e-4,
-                `chunks ${chunks}: position ${position + r}, logit ${c}`));
+              row.forEach((v, c) =>
+                assert.ok(
+                  Math.abs(out.data[r * out.cols + c] - v) < 1e-4,
+                  `chunks ${chunks}: position ${position + r}, logit ${c}`,
+                ),
+              );
             }
             position += n;
           }
@@ -188,7 +250,11 @@ for (const family of FAMILIES) {
     assert.equal(report.attention.heads, family.heads);
     assert.equal(report.attention.kvHeads, family.kvHeads);
     assert.equal(report.multiTokenStep.status, 'passed', JSON.stringify(report.multiTokenStep));
-    if (family.name === 'qwen2') assert.deepEqual(report.externalData.map((d) => d.file), ['model.onnx.data']);
+    if (family.name === 'qwen2')
+      assert.deepEqual(
+        report.externalData.map((d) => d.file),
+        ['model.onnx.data'],
+      );
     if (family.name === 'genai') assert.equal(report.contribOps['com.microsoft::GroupQueryAttention'], 4);
   });
 
@@ -204,7 +270,14 @@ for (const family of FAMILIES) {
     const manifest = readManifest(out);
     assertVerified(manifest, 'default split');
     const { input, middle, output } = manifest.parts;
-    assert.deepEqual([input.layers, middle.layers, output.layers], [[0, 2], [2, 4], [4, 4]]);
+    assert.deepEqual(
+      [input.layers, middle.layers, output.layers],
+      [
+        [0, 2],
+        [2, 4],
+        [4, 4],
+      ],
+    );
     const preludeInputs = manifest.prelude.inputs as Record<string, string[]>;
     assert.equal(preludeInputs.middle.includes('position_ids'), family.positionIds);
     assert.ok(manifest.privacy.passed);
@@ -261,13 +334,18 @@ test('a 12-position window (longer than verification) is rebuilt too: no split w
   assert.ok(long.excess <= 0, `max |Δlogit| ${long.maxError}`);
 });
 
-test('bloom with a traced mask: ALiBi lives in the mask tensor, so the model\'s own mask is kept', async () => {
+test("bloom with a traced mask: ALiBi lives in the mask tensor, so the model's own mask is kept", async () => {
   const model = await writeTracedMaskVariant(fixture('bloom'), scratch());
   const said: string[] = [];
   const { dir: out, manifest } = await splitModel({ model, out: join(scratch(), 'split') }, listening(said));
-  assert.match(said.join('\n'),
-    /its attention mask is kept: the mask \/Add_output_0 cannot be rebuilt: it holds .*: a bias, not only a mask/);
-  assert.deepEqual(manifest.verification!.cases.map((c) => c.status), ['passed', 'passed', 'unsupported']);
+  assert.match(
+    said.join('\n'),
+    /its attention mask is kept: the mask \/Add_output_0 cannot be rebuilt: it holds .*: a bias, not only a mask/,
+  );
+  assert.deepEqual(
+    manifest.verification!.cases.map((c) => c.status),
+    ['passed', 'passed', 'unsupported'],
+  );
   assert.equal(manifest.multiTokenCachedSteps, false);
   assert.match(String(manifest.prelude.maskRepair), /^none/);
   const long = await longCheck(model, out, true);
@@ -278,8 +356,10 @@ test('a traced mask whose config.json declares a window longer than the probe se
   const model = await writeTracedMaskVariant(fixture('phi'), scratch(), { config: { sliding_window: 32768 } });
   const said: string[] = [];
   const result = await splitModel({ model, out: join(scratch(), 'split') }, listening(said));
-  assert.match(said.join('\n'),
-    /its attention mask is kept: config\.json declares a sliding window of 32768 positions, longer than the 8193/);
+  assert.match(
+    said.join('\n'),
+    /its attention mask is kept: config\.json declares a sliding window of 32768 positions, longer than the 8193/,
+  );
   assert.equal(result.manifest.multiTokenCachedSteps, false);
   assert.match(String(result.manifest.prelude.maskRepair), /^none/);
   const plain = await writeTracedMaskVariant(fixture('phi'), scratch());

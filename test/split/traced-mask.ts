@@ -10,9 +10,13 @@ import { DataType, loadModel, onnx, saveModel, type AttributeProto } from '../..
 import { analyzeDecoder } from '../../src/split/decoder.ts';
 import { findTracedMask } from '../../src/split/mask-repair.ts';
 
-const int64s = (name: string, values: number[], dims = [values.length]) => onnx.TensorProto.create({
-  name, dataType: DataType.INT64, dims, rawData: new Uint8Array(BigInt64Array.from(values.map(BigInt)).buffer),
-});
+const int64s = (name: string, values: number[], dims = [values.length]) =>
+  onnx.TensorProto.create({
+    name,
+    dataType: DataType.INT64,
+    dims,
+    rawData: new Uint8Array(BigInt64Array.from(values.map(BigInt)).buffer),
+  });
 const INT = onnx.AttributeProto.AttributeType.INT;
 const TENSOR = onnx.AttributeProto.AttributeType.TENSOR;
 
@@ -25,7 +29,9 @@ export interface TracedMaskOptions {
 
 /** Writes `<outDir>/model.onnx` (+ config.json) with the broken mask; returns the model path. */
 export async function writeTracedMaskVariant(
-  source: string, outDir: string, options: TracedMaskOptions = {},
+  source: string,
+  outDir: string,
+  options: TracedMaskOptions = {},
 ): Promise<string> {
   const loaded = await loadModel(source);
   const graph = loaded.model.graph!;
@@ -46,14 +52,19 @@ export async function writeTracedMaskVariant(
   const node = (opType: string, input: string[], output: string, attribute: AttributeProto[] = []) =>
     onnx.NodeProto.create({ name: `bug/${opType}_${output}`, opType, input, output: [output], attribute });
   const zero = onnx.TensorProto.create({ dataType: DataType.FLOAT, dims: [1], rawData: new Uint8Array(4) });
-  nodes.splice(mask.producer + 1, 0,
-    node('Shape', ['input_ids'], 'bug/ids_shape'), node('Gather', ['bug/ids_shape', 'bug/one'], 'bug/seq'),
-    node('Shape', ['attention_mask'], 'bug/mask_shape'), node('Gather', ['bug/mask_shape', 'bug/one'], 'bug/total'),
+  nodes.splice(
+    mask.producer + 1,
+    0,
+    node('Shape', ['input_ids'], 'bug/ids_shape'),
+    node('Gather', ['bug/ids_shape', 'bug/one'], 'bug/seq'),
+    node('Shape', ['attention_mask'], 'bug/mask_shape'),
+    node('Gather', ['bug/mask_shape', 'bug/one'], 'bug/total'),
     node('Concat', ['bug/seq', 'bug/total'], 'bug/rectangle', [{ name: 'axis', type: INT, i: 0 }]),
     node('ConstantOfShape', ['bug/rectangle'], 'bug/zeros', [{ name: 'value', type: TENSOR, t: zero }]),
     node('Concat', ['bug/ones', 'bug/seq', 'bug/seq'], 'bug/square', [{ name: 'axis', type: INT, i: 0 }]),
     node('Expand', ['bug/zeros', 'bug/square'], 'bug/expanded'), // the bug: total taken for seq
-    node('Add', [raw, 'bug/expanded'], mask.tensor));
+    node('Add', [raw, 'bug/expanded'], mask.tensor),
+  );
   mkdirSync(outDir, { recursive: true });
   const path = join(outDir, 'model.onnx');
   await saveModel(loaded.model, path);

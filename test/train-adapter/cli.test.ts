@@ -16,10 +16,29 @@ before(async () => {
 });
 
 test('trains on self-generated text, evaluates the baselines, writes adapter.onnx and the manifest entry', async () => {
-  const { stdout } = await run(process.execPath, [HAT_BIN, 'train-adapter', split, '--self-generate', '512', '--seq', '32', '--batch', '2',
-    '--epochs', '2', '--eval-prompts', '2', '--eval-tokens', '16', '--json']);
+  const { stdout } = await run(process.execPath, [
+    HAT_BIN,
+    'train-adapter',
+    split,
+    '--self-generate',
+    '512',
+    '--seq',
+    '32',
+    '--batch',
+    '2',
+    '--epochs',
+    '2',
+    '--eval-prompts',
+    '2',
+    '--eval-tokens',
+    '16',
+    '--json',
+  ]);
   const result = JSON.parse(stdout);
-  assert.deepEqual(result.rows.map((r: { adapter: string }) => r.adapter.split(' ')[0]), ['none', 'linear', 'attention']);
+  assert.deepEqual(
+    result.rows.map((r: { adapter: string }) => r.adapter.split(' ')[0]),
+    ['none', 'linear', 'attention'],
+  );
   assert.equal(result.sweep.length, 5);
   const manifest = JSON.parse(readFileSync(join(split, 'manifest.json'), 'utf8'));
   assert.equal(manifest.adapter.kind, 'attention');
@@ -31,10 +50,13 @@ test('trains on self-generated text, evaluates the baselines, writes adapter.onn
 
 test('a missing corpus is a one-line error and leaves the split untouched', async () => {
   const before = readFileSync(join(split, 'manifest.json'), 'utf8');
-  await assert.rejects(run(process.execPath, [HAT_BIN, 'train-adapter', split, '--corpus', '/nonexistent/corpus.txt']), (error: { code: number; stderr: string }) => {
-    assert.equal(error.code, 1);
-    assert.match(error.stderr.trim().split('\n').pop()!, /^error\[(FILE_NOT_FOUND|BAD_MANIFEST)\]/);
-    return true;
-  });
+  await assert.rejects(
+    run(process.execPath, [HAT_BIN, 'train-adapter', split, '--corpus', '/nonexistent/corpus.txt']),
+    (error: { code: number; stderr: string }) => {
+      assert.equal(error.code, 1);
+      assert.match(error.stderr.trim().split('\n').pop()!, /^error\[(FILE_NOT_FOUND|BAD_MANIFEST)\]/);
+      return true;
+    },
+  );
   assert.equal(readFileSync(join(split, 'manifest.json'), 'utf8'), before);
 });

@@ -27,7 +27,9 @@ import { attentionConfigOf, embed, headOf, runLayers } from './helpers/llama-lay
 const [inputLayers = 2, epochs = 4, sequences = 256, lrScale = 1, ceWeight = 0.1] = process.argv.slice(2).map(Number);
 /** Which attention runs: any of random, last, first (comma-separated). */
 const runs = (process.argv[7] ?? 'random,last,first').split(',');
-const SEQ = 128, BATCH = 16, PREFIX = 8;
+const SEQ = 128,
+  BATCH = 16,
+  PREFIX = 8;
 const fixture = sharedFixture('llama2c-stories260k', 'stories260K.bin');
 const { config: model, weights } = readLlama2cCheckpoint(fixture.path);
 const engine = await createOrtMatMul({ threads: 1 });
@@ -46,8 +48,11 @@ async function generate(count: number, sampled: number, seed: number): Promise<n
     while (ids[0].length < SEQ + 1) {
       const input = embedIds(ids);
       const last = await layers(input, 0, model.layers);
-      const d = model.hiddenSize, seq = input.seq;
-      const rows = Float32Array.from(ids.flatMap((_, b) => [...last.subarray((b * seq + seq - 1) * d, (b * seq + seq) * d)]));
+      const d = model.hiddenSize,
+        seq = input.seq;
+      const rows = Float32Array.from(
+        ids.flatMap((_, b) => [...last.subarray((b * seq + seq - 1) * d, (b * seq + seq) * d)]),
+      );
       const normed = rmsNorm(rows, head.normWeight, head.eps).out;
       const logits = await engine.matmul(normed, head.lmHead, { m: ids.length, k: d, n: head.vocab });
       ids.forEach((sequence, b) => {
@@ -99,7 +104,9 @@ async function cachedGenerate(count: number, sampled: number, seed: number): Pro
 }
 const train = await cachedGenerate(sequences, SEQ, 1);
 const heldOut = await cachedGenerate(32, PREFIX, 2);
-console.log(`generated ${sequences}×${SEQ} training and 32×${SEQ} held-out tokens in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+console.log(
+  `generated ${sequences}×${SEQ} training and 32×${SEQ} held-out tokens in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+);
 const trainSource = bufferedSource(pairSource(train), 256 << 20);
 const evalSource = pairSource(heldOut);
 
@@ -109,7 +116,11 @@ async function traces(predict: (batch: PairBatch) => Promise<Float32Array>): Pro
     const { tokens, probabilities } = await topTokens(head, await predict(batch), engine);
     for (let b = 0; b < batch.batch; b++) {
       const range = [b * batch.seq + PREFIX, (b + 1) * batch.seq] as const;
-      out.push({ draftTokens: tokens.subarray(...range), draftProbabilities: probabilities.subarray(...range), targetTokens: batch.targetTokens.subarray(...range) });
+      out.push({
+        draftTokens: tokens.subarray(...range),
+        draftProbabilities: probabilities.subarray(...range),
+        targetTokens: batch.targetTokens.subarray(...range),
+      });
     }
   }
   return out;
@@ -119,7 +130,9 @@ const cost = { draftStepMs: 3, verifyMs: 30 };
 function report(name: string, t: DraftTrace[], seconds = 0) {
   const sweep = sweepThresholds(t, cost);
   const at = (eta: number) => simulateRounds(t, eta).meanTokensPerRound.toFixed(2);
-  console.log(`${name.padEnd(34)} top-1 ${(top1Agreement(t) * 100).toFixed(1)}%  tokens/round η=0 ${at(0)} η=0.4 ${at(0.4)} η=0.6 ${at(0.6)}  best η ${sweep.best} (${at(sweep.best)})${seconds ? `  [${seconds.toFixed(1)} s]` : ''}`);
+  console.log(
+    `${name.padEnd(34)} top-1 ${(top1Agreement(t) * 100).toFixed(1)}%  tokens/round η=0 ${at(0)} η=0.4 ${at(0.4)} η=0.6 ${at(0.6)}  best η ${sweep.best} (${at(sweep.best)})${seconds ? `  [${seconds.toFixed(1)} s]` : ''}`,
+  );
 }
 
 report('no adapter', await traces(async (b) => b.hidden));
@@ -133,7 +146,18 @@ const candidates = {
 } as const;
 for (const [name, from, lr] of runs.map((run) => candidates[run as keyof typeof candidates])) {
   t0 = Date.now();
-  const result = await trainAttentionAdapter(trainSource, head, { config: attention, epochs, lr, init: { seed: 1, from }, engine, loss: { ceWeight } });
-  report(name, await traces(async (b) => (await adapterForward(result.params, attention, b, engine)).output), (Date.now() - t0) / 1000);
+  const result = await trainAttentionAdapter(trainSource, head, {
+    config: attention,
+    epochs,
+    lr,
+    init: { seed: 1, from },
+    engine,
+    loss: { ceWeight },
+  });
+  report(
+    name,
+    await traces(async (b) => (await adapterForward(result.params, attention, b, engine)).output),
+    (Date.now() - t0) / 1000,
+  );
 }
 await engine.release();

@@ -7,8 +7,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  adapterBackward, adapterForward, initAdapterParams, PARAM_NAMES,
-  type AdapterParams, type AttentionAdapterConfig, type SequenceBatch,
+  adapterBackward,
+  adapterForward,
+  initAdapterParams,
+  PARAM_NAMES,
+  type AdapterParams,
+  type AttentionAdapterConfig,
+  type SequenceBatch,
 } from '../../src/train-adapter/attention-adapter.ts';
 import { jsMatMul } from '../../src/train-adapter/matmul.ts';
 import { draftLoss, type LossOptions, type OutputHead } from '../../src/train-adapter/output-head.ts';
@@ -25,7 +30,8 @@ const head: OutputHead = {
   vocab,
 };
 const input: SequenceBatch = {
-  batch: 2, seq: 3,
+  batch: 2,
+  seq: 3,
   hidden: normalArray(random, 2 * 3 * config.hidden, 1),
   positions: [0, 1, 2, 5, 6, 7],
 };
@@ -56,27 +62,37 @@ test('adapter gradients match finite differences for every parameter tensor', as
   const step = 1e-3;
   for (const name of PARAM_NAMES) {
     const shifted = (direction: Float32Array, sign: number): AdapterParams => ({
-      ...params, [name]: Float32Array.from(params[name], (v, i) => v + sign * step * direction[i]),
+      ...params,
+      [name]: Float32Array.from(params[name], (v, i) => v + sign * step * direction[i]),
     });
     for (let trial = 0; trial < 3; trial++) {
       const direction = normalArray(random, params[name].length, 1);
-      const numeric = (await lossAt(shifted(direction, 1)) - await lossAt(shifted(direction, -1))) / (2 * step);
+      const numeric = ((await lossAt(shifted(direction, 1))) - (await lossAt(shifted(direction, -1)))) / (2 * step);
       const analytic = dot(grads[name], direction);
-      assert.ok(relativeError(numeric, analytic) < 2e-3, `${name} along a random direction: numeric ${numeric}, analytic ${analytic}`);
+      assert.ok(
+        relativeError(numeric, analytic) < 2e-3,
+        `${name} along a random direction: numeric ${numeric}, analytic ${analytic}`,
+      );
     }
-    const largest = [...grads[name].keys()].sort((a, b) => Math.abs(grads[name][b]) - Math.abs(grads[name][a])).slice(0, 3);
+    const largest = [...grads[name].keys()]
+      .sort((a, b) => Math.abs(grads[name][b]) - Math.abs(grads[name][a]))
+      .slice(0, 3);
     for (const index of largest) {
       const direction = new Float32Array(params[name].length);
       direction[index] = 1;
-      const numeric = (await lossAt(shifted(direction, 1)) - await lossAt(shifted(direction, -1))) / (2 * step);
-      assert.ok(relativeError(numeric, grads[name][index]) < 2e-3, `${name}[${index}]: numeric ${numeric}, analytic ${grads[name][index]}`);
+      const numeric = ((await lossAt(shifted(direction, 1))) - (await lossAt(shifted(direction, -1)))) / (2 * step);
+      assert.ok(
+        relativeError(numeric, grads[name][index]) < 2e-3,
+        `${name}[${index}]: numeric ${numeric}, analytic ${grads[name][index]}`,
+      );
     }
   }
 });
 
 test('the loss gradient through the frozen norm and head matches finite differences', async () => {
   const prediction = normalArray(random, input.hidden.length, 1);
-  const lossOf = async (y: Float32Array) => (await draftLoss(head, y, target, tokens, options, jsMatMul, false)).loss.total;
+  const lossOf = async (y: Float32Array) =>
+    (await draftLoss(head, y, target, tokens, options, jsMatMul, false)).loss.total;
   const { gradient, loss } = await draftLoss(head, prediction, target, tokens, options, jsMatMul, true);
   assert.ok(loss.crossEntropy > 0 && loss.smoothL1 > 0);
   const step = 1e-3;
@@ -84,8 +100,11 @@ test('the loss gradient through the frozen norm and head matches finite differen
     const direction = normalArray(random, prediction.length, 1);
     const plus = Float32Array.from(prediction, (v, i) => v + step * direction[i]);
     const minus = Float32Array.from(prediction, (v, i) => v - step * direction[i]);
-    const numeric = (await lossOf(plus) - await lossOf(minus)) / (2 * step);
-    assert.ok(relativeError(numeric, dot(gradient!, direction)) < 2e-3, `numeric ${numeric}, analytic ${dot(gradient!, direction)}`);
+    const numeric = ((await lossOf(plus)) - (await lossOf(minus))) / (2 * step);
+    assert.ok(
+      relativeError(numeric, dot(gradient!, direction)) < 2e-3,
+      `numeric ${numeric}, analytic ${dot(gradient!, direction)}`,
+    );
   }
   // The CE term alone (Smooth-L1 weight is implicit 1, so check CE by difference of two weights).
   const ceOnly = { ...options, ceWeight: 1 };
@@ -93,8 +112,19 @@ test('the loss gradient through the frozen norm and head matches finite differen
   const ce = (await draftLoss(head, prediction, target, tokens, ceOnly, jsMatMul, true)).gradient!;
   const l1 = (await draftLoss(head, prediction, target, tokens, plain, jsMatMul, true)).gradient!;
   const direction = normalArray(random, prediction.length, 1);
-  const ceAt = async (sign: number) => (await draftLoss(head, Float32Array.from(prediction, (v, i) => v + sign * step * direction[i]), target, tokens, ceOnly, jsMatMul, false)).loss.crossEntropy;
-  const numeric = (await ceAt(1) - await ceAt(-1)) / (2 * step);
+  const ceAt = async (sign: number) =>
+    (
+      await draftLoss(
+        head,
+        Float32Array.from(prediction, (v, i) => v + sign * step * direction[i]),
+        target,
+        tokens,
+        ceOnly,
+        jsMatMul,
+        false,
+      )
+    ).loss.crossEntropy;
+  const numeric = ((await ceAt(1)) - (await ceAt(-1))) / (2 * step);
   const analytic = dot(ce, direction) - dot(l1, direction);
   assert.ok(relativeError(numeric, analytic) < 2e-3, `CE: numeric ${numeric}, analytic ${analytic}`);
 });

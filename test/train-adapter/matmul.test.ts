@@ -10,15 +10,16 @@ function reference(a: Float32Array, b: Float32Array, shape: MatMulShape): Float6
   const batch = shape.batch ?? 1;
   const c = new Float64Array(batch * m * n);
   for (let p = 0; p < batch; p++) {
-    for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
-      let sum = 0;
-      for (let t = 0; t < k; t++) {
-        const av = shape.transA ? a[p * m * k + t * m + i] : a[p * m * k + i * k + t];
-        const bv = shape.transB ? b[p * k * n + j * k + t] : b[p * k * n + t * n + j];
-        sum += av * bv;
+    for (let i = 0; i < m; i++)
+      for (let j = 0; j < n; j++) {
+        let sum = 0;
+        for (let t = 0; t < k; t++) {
+          const av = shape.transA ? a[p * m * k + t * m + i] : a[p * m * k + i * k + t];
+          const bv = shape.transB ? b[p * k * n + j * k + t] : b[p * k * n + t * n + j];
+          sum += av * bv;
+        }
+        c[p * m * n + i * n + j] = sum;
       }
-      c[p * m * n + i * n + j] = sum;
-    }
   }
   return c;
 }
@@ -30,10 +31,11 @@ function maxError(actual: Float32Array, expected: Float64Array): number {
 }
 
 const shapes: MatMulShape[] = [];
-for (const transA of [false, true]) for (const transB of [false, true]) {
-  shapes.push({ m: 7, k: 5, n: 3, transA, transB });
-  shapes.push({ batch: 3, m: 33, k: 70, n: 41, transA, transB });
-}
+for (const transA of [false, true])
+  for (const transB of [false, true]) {
+    shapes.push({ m: 7, k: 5, n: 3, transA, transB });
+    shapes.push({ batch: 3, m: 33, k: 70, n: 41, transA, transB });
+  }
 
 test('JS and onnxruntime matmuls match the definition for every transpose variant and batching', async () => {
   const random = seededRandom(1);
@@ -47,7 +49,10 @@ test('JS and onnxruntime matmuls match the definition for every transpose varian
       for (const engine of [jsMatMul, ort]) {
         const c = await engine.matmul(a, b, shape);
         assert.equal(c.length, batch * shape.m * shape.n);
-        assert.ok(maxError(c, expected) < 1e-4, `${engine.name} ${JSON.stringify(shape)}: error ${maxError(c, expected)}`);
+        assert.ok(
+          maxError(c, expected) < 1e-4,
+          `${engine.name} ${JSON.stringify(shape)}: error ${maxError(c, expected)}`,
+        );
       }
     }
   } finally {

@@ -27,9 +27,11 @@ const contentPart = z.looseObject({ type: z.string(), text: z.string().optional(
 
 const message = z.looseObject({
   role: z.enum(['system', 'developer', 'user', 'assistant', 'tool']),
-  content: z.union([z.string(), z.array(contentPart), z.null()], {
-    error: 'expected a string or an array of content parts',
-  }).optional(),
+  content: z
+    .union([z.string(), z.array(contentPart), z.null()], {
+      error: 'expected a string or an array of content parts',
+    })
+    .optional(),
   name: z.string().optional(),
 });
 
@@ -81,8 +83,10 @@ export function messageText(content: ChatRequest['messages'][number]['content'],
   if (typeof content === 'string') return content;
   const other = content.findIndex((part) => part.type !== 'text' || typeof part.text !== 'string');
   if (other >= 0) {
-    throw new ApiError(400, `content parts of type '${content[other].type}' are not supported (text only)`,
-      { param: `messages[${index}].content[${other}]`, code: 'unsupported_content' });
+    throw new ApiError(400, `content parts of type '${content[other].type}' are not supported (text only)`, {
+      param: `messages[${index}].content[${other}]`,
+      code: 'unsupported_content',
+    });
   }
   return content.map((part) => part.text).join('\n');
 }
@@ -93,8 +97,10 @@ export function completionPrompt(prompt: CompletionRequest['prompt']): string | 
   if (prompt.length > 0 && prompt.every((p) => typeof p === 'number')) return { ids: prompt as number[] };
   if (prompt.length === 0) return '';
   if (prompt.length > 1) {
-    throw new ApiError(400, 'several prompts in one request are not supported: send one per request',
-      { param: 'prompt', code: 'unsupported_parameter' });
+    throw new ApiError(400, 'several prompts in one request are not supported: send one per request', {
+      param: 'prompt',
+      code: 'unsupported_parameter',
+    });
   }
   const only = prompt[0] as string | number[];
   return typeof only === 'string' ? only : { ids: only };

@@ -91,7 +91,7 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
   const perSession = ok.map((s) => {
     const commits = [...s.commits].sort((a, b) => a.at - b.at);
     const gaps = tokenGaps(commits);
-    const ttft = (s.takenAt - s.arrivedAt) + (commits[0].at - s.startedAt);
+    const ttft = s.takenAt - s.arrivedAt + (commits[0].at - s.startedAt);
     return { ttft, gaps, meanGap: gaps.length ? mean(gaps) : 0 };
   });
   const met = perSession.filter((s) => s.ttft <= ctx.sloTtftMs && s.meanGap <= ctx.sloTbtMs).length;

@@ -16,15 +16,49 @@ function histogramLine(h: HistogramCounts, label: (le: number) => string): strin
 }
 
 export function runsTable(runs: readonly FleetRunStats[]): string {
-  const t = plain(['mode', 'max-batch', 'load', 'arrived/s', 'ok/failed', 'tok/s', 'TTFT ms p50', 'p90', 'p99',
-    'TBT ms p50', 'p90', 'p99', 'SLO', 'mean batch', 'padding', 'server CPU cores', 'results = recording']);
+  const t = plain([
+    'mode',
+    'max-batch',
+    'load',
+    'arrived/s',
+    'ok/failed',
+    'tok/s',
+    'TTFT ms p50',
+    'p90',
+    'p99',
+    'TBT ms p50',
+    'p90',
+    'p99',
+    'SLO',
+    'mean batch',
+    'padding',
+    'server CPU cores',
+    'results = recording',
+  ]);
   for (const r of runs) {
-    t.push([r.mode, String(r.maxBatch), loadLabel(r), f(r.arrivedSessionsPerSecond, 2),
-      `${r.sessions.completed}/${r.sessions.failed}`, f(r.throughputTokensPerSecond),
-      f(r.ttftMs.p50), f(r.ttftMs.p90), f(r.ttftMs.p99), f(r.tbtMs.p50, 2), f(r.tbtMs.p90, 2), f(r.tbtMs.p99, 2),
-      pct(r.sloAttainment), f(r.cloud.meanBatchSessions, 2), pct(r.cloud.paddingShare), f(r.server.busyCores, 2),
-      r.results.checked ? `${r.results.identical}/${r.results.checked}${r.results.identical < r.results.checked
-        ? ` (max |Δ| ${r.results.maxAbsDiff.toExponential(1)})` : ''}` : '–']);
+    t.push([
+      r.mode,
+      String(r.maxBatch),
+      loadLabel(r),
+      f(r.arrivedSessionsPerSecond, 2),
+      `${r.sessions.completed}/${r.sessions.failed}`,
+      f(r.throughputTokensPerSecond),
+      f(r.ttftMs.p50),
+      f(r.ttftMs.p90),
+      f(r.ttftMs.p99),
+      f(r.tbtMs.p50, 2),
+      f(r.tbtMs.p90, 2),
+      f(r.tbtMs.p99, 2),
+      pct(r.sloAttainment),
+      f(r.cloud.meanBatchSessions, 2),
+      pct(r.cloud.paddingShare),
+      f(r.server.busyCores, 2),
+      r.results.checked
+        ? `${r.results.identical}/${r.results.checked}${
+            r.results.identical < r.results.checked ? ` (max |Δ| ${r.results.maxAbsDiff.toExponential(1)})` : ''
+          }`
+        : '–',
+    ]);
   }
   return t.toString();
 }
@@ -36,63 +70,91 @@ export function speedups(runs: readonly FleetRunStats[]): string[] {
     const off = runs.find((r) => r.batching === 'off' && r.mode === on.mode && loadLabel(r) === loadLabel(on));
     if (!off || !off.throughputTokensPerSecond) continue;
     const ratio = on.throughputTokensPerSecond / off.throughputTokensPerSecond;
-    lines.push(`${on.mode} at ${loadLabel(on)}: batching on ${f(on.throughputTokensPerSecond)} tok/s vs --max-batch 1 `
-      + `${f(off.throughputTokensPerSecond)} tok/s = ${ratio.toFixed(2)}×`);
+    lines.push(
+      `${on.mode} at ${loadLabel(on)}: batching on ${f(on.throughputTokensPerSecond)} tok/s vs --max-batch 1 ` +
+        `${f(off.throughputTokensPerSecond)} tok/s = ${ratio.toFixed(2)}×`,
+    );
   }
   return lines;
 }
 
 export function renderFleetReport(report: FleetReport): string {
   const h = report.header;
-  const lines = [...headerLines(report).map((l) => l.replace('# hat bench', '# hat bench --fleet')),
-    `devices: ${h.devices}`, `cloud:   ${h.batching}`, `SLO:     ${h.slo}`, ''];
+  const lines = [
+    ...headerLines(report).map((l) => l.replace('# hat bench', '# hat bench --fleet')),
+    `devices: ${h.devices}`,
+    `cloud:   ${h.batching}`,
+    `SLO:     ${h.slo}`,
+    '',
+  ];
   for (const note of report.notes) lines.push(`NOTE: ${note}`);
   if (report.notes.length) lines.push('');
   lines.push('Recorded sessions replayed (real devices of this split, recorded solo):');
   for (const r of report.recordings) {
-    lines.push(`- ${r.mode}: ${r.sessions} sessions, prompts ${r.promptTokens.join('/')} tokens, `
-      + `${r.tokens} tokens in ${r.rounds} rounds (${r.tokensPerRound.toFixed(2)} tokens per round)`
-      + (r.synthetic ? ` — SYNTHETIC rounds: ${r.synthetic}` : ''));
+    lines.push(
+      `- ${r.mode}: ${r.sessions} sessions, prompts ${r.promptTokens.join('/')} tokens, ` +
+        `${r.tokens} tokens in ${r.rounds} rounds (${r.tokensPerRound.toFixed(2)} tokens per round)` +
+        (r.synthetic ? ` — SYNTHETIC rounds: ${r.synthetic}` : ''),
+    );
   }
-  lines.push('',
+  lines.push(
+    '',
     'Measured: a real serve-cloud process; EMULATED devices and link (per run, over the sessions that arrived in it):',
-    runsTable(report.runs), '', 'Batching on / --max-batch 1, cloud throughput (committed tokens/s):',
-    ...speedups(report.runs).map((l) => `- ${l}`), '',
-    'Per run, from serve-cloud\'s /metrics (runs by sessions per run; runs by share of padded rows):');
+    runsTable(report.runs),
+    '',
+    'Batching on / --max-batch 1, cloud throughput (committed tokens/s):',
+    ...speedups(report.runs).map((l) => `- ${l}`),
+    '',
+    "Per run, from serve-cloud's /metrics (runs by sessions per run; runs by share of padded rows):",
+  );
   for (const r of report.runs) {
-    lines.push(`- ${configLabel(r)} (max-batch ${r.maxBatch}), ${loadLabel(r)}: ${r.cloud.runs} runs, `
-      + `${r.cloud.requests.prefillChunk} prefill chunks + ${r.cloud.requests.verification} verifications, `
-      + `queue wait ${f(r.cloud.meanQueueWaitMs, 2)} ms mean, compute ${f(r.cloud.computeSeconds, 2)} s, `
-      + `server CPU ${f(r.server.cpuSeconds, 2)} s`);
+    lines.push(
+      `- ${configLabel(r)} (max-batch ${r.maxBatch}), ${loadLabel(r)}: ${r.cloud.runs} runs, ` +
+        `${r.cloud.requests.prefillChunk} prefill chunks + ${r.cloud.requests.verification} verifications, ` +
+        `queue wait ${f(r.cloud.meanQueueWaitMs, 2)} ms mean, compute ${f(r.cloud.computeSeconds, 2)} s, ` +
+        `server CPU ${f(r.server.cpuSeconds, 2)} s`,
+    );
     const sessions = histogramLine(r.cloud.batchSessions, (le) => (le === Infinity ? '>64' : `≤${le}`));
     const padding = histogramLine(r.cloud.paddingRatio, (le) => (le === 0 ? '0' : le === Infinity ? '>1' : `≤${le}`));
     lines.push(`    batch sessions ${sessions}`, `    padding share  ${padding}`);
   }
-  lines.push('', 'Definitions: tok/s = tokens committed inside the window / the window; TTFT from arrival (waiting for '
-    + 'a free EMULATED device included, the WebSocket handshake not); TBT = a round\'s time / the tokens it committed; '
-    + '"results = recording": results byte-identical to the solo recording (a padded batch can differ from a solo run '
-    + 'in the last bits of fp32, which an fp16 or int8 wire can round to one step of its own).');
+  lines.push(
+    '',
+    'Definitions: tok/s = tokens committed inside the window / the window; TTFT from arrival (waiting for ' +
+      "a free EMULATED device included, the WebSocket handshake not); TBT = a round's time / the tokens it committed; " +
+      '"results = recording": results byte-identical to the solo recording (a padded batch can differ from a solo run ' +
+      'in the last bits of fp32, which an fp16 or int8 wire can round to one step of its own).',
+  );
   return lines.join('\n');
 }
 
 export function fleetResultsJson(report: FleetReport, options: FleetOptions): string {
-  return `${JSON.stringify({
-    header: report.header, notes: report.notes,
-    options: { ...options, link: report.header.link },
-    recordings: report.recordings,
-    runs: report.runs,
-  }, null, 2)}\n`;
+  return `${JSON.stringify(
+    {
+      header: report.header,
+      notes: report.notes,
+      options: { ...options, link: report.header.link },
+      recordings: report.recordings,
+      runs: report.runs,
+    },
+    null,
+    2,
+  )}\n`;
 }
 
 function lineSpec(runs: readonly FleetRunStats[], field: string, title: unknown, yTitle: string): TopLevelSpec {
   const values = runs.map((r) => ({
-    configuration: configLabel(r), load: r.offeredSessionsPerSecond,
+    configuration: configLabel(r),
+    load: r.offeredSessionsPerSecond,
     loop: r.load.kind === 'poisson' ? 'Poisson' : 'closed loop',
     value: field === 'throughput' ? r.throughputTokensPerSecond : r.tbtMs.p99,
   }));
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-    title, width: 380, height: 220, data: { values },
+    title,
+    width: 380,
+    height: 220,
+    data: { values },
     mark: { type: 'line', point: { filled: true, size: 50 } },
     encoding: {
       x: { field: 'load', type: 'quantitative', title: 'offered load (sessions/s; closed loop: as achieved)' },
@@ -110,8 +172,10 @@ export async function renderFleetCharts(report: FleetReport): Promise<Record<str
   const title = (text: string) => ({ text, subtitle, subtitleFontSize: 9 });
   return {
     'fleet-throughput.svg': await render(
-      lineSpec(report.runs, 'throughput', title('Cloud throughput vs offered load'), 'committed tokens/s')),
+      lineSpec(report.runs, 'throughput', title('Cloud throughput vs offered load'), 'committed tokens/s'),
+    ),
     'fleet-tbt-p99.svg': await render(
-      lineSpec(report.runs, 'tbt', title('p99 time between tokens vs offered load'), 'p99 TBT (ms)')),
+      lineSpec(report.runs, 'tbt', title('p99 time between tokens vs offered load'), 'p99 TBT (ms)'),
+    ),
   };
 }

@@ -10,7 +10,9 @@ export type { FleetOptions, FleetReport } from './run-fleet.ts';
 export type { LoadShape } from './load.ts';
 
 export async function fleetToDir(
-  options: FleetOptions, out: string, reporter: Reporter,
+  options: FleetOptions,
+  out: string,
+  reporter: Reporter,
 ): Promise<{ report: FleetReport; text: string; files: string[] }> {
   const report = await runFleet(options, reporter);
   const text = renderFleetReport(report);
@@ -18,7 +20,10 @@ export async function fleetToDir(
   const names = recordingFileNames(report.recorded);
   const recordings = Object.fromEntries(report.recorded.map((r, i) => [names[i], recordingToJson(r)]));
   const files = {
-    'results.json': fleetResultsJson(report, options), 'report.txt': `${text}\n`, ...charts, ...recordings,
+    'results.json': fleetResultsJson(report, options),
+    'report.txt': `${text}\n`,
+    ...charts,
+    ...recordings,
   };
   writeOutDir(out, files);
   const written = Object.keys(files).filter((n) => !n.startsWith('recordings/'));

@@ -61,11 +61,12 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
   const free = Array.from({ length: devices }, (_, i) => devices - 1 - i);
   const waiting: Array<(device: number) => void> = [];
   let started = 0;
-  const takeDevice = () => new Promise<number>((resolve) => {
-    const device = free.pop();
-    if (device !== undefined) resolve(device);
-    else waiting.push(resolve);
-  });
+  const takeDevice = () =>
+    new Promise<number>((resolve) => {
+      const device = free.pop();
+      if (device !== undefined) resolve(device);
+      else waiting.push(resolve);
+    });
   const release = (device: number) => {
     const next = waiting.shift();
     if (next) next(device);
@@ -76,7 +77,11 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
     const takenAt = performance.now();
     const seed = options.seed * 100_003 + started++ * 7 + device;
     const outcome = await replaySession(recording, {
-      url: options.url, link: options.link, seed, token: options.token, signal: stop.signal,
+      url: options.url,
+      link: options.link,
+      seed,
+      token: options.token,
+      signal: stop.signal,
     });
     sessions.push({ ...outcome, arrivedAt, takenAt, device });
     options.onSessionDone?.(sessions.length);
@@ -93,13 +98,15 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
       for (let at = -Math.log(1 - random()) * meanGapMs; at < durationMs; at += -Math.log(1 - random()) * meanGapMs) {
         const due = startedAt + at;
         await new Promise((resolve) => setTimeout(resolve, Math.max(0, due - performance.now())));
-        runs.push(takeDevice().then(async (device) => {
-          try {
-            await replay(device, due);
-          } finally {
-            release(device);
-          }
-        }));
+        runs.push(
+          takeDevice().then(async (device) => {
+            try {
+              await replay(device, due);
+            } finally {
+              release(device);
+            }
+          }),
+        );
       }
     } else {
       // Closed loop: devices start spread over the first quarter of the window (at most 1 s), then back to back.
@@ -107,10 +114,12 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
       const spread = Math.min(1000, durationMs / 4);
       for (let device = 0; device < devices; device++) {
         const offset = random() * spread;
-        runs.push((async () => {
-          await new Promise((resolve) => setTimeout(resolve, offset));
-          while (performance.now() < end) await replay(device, performance.now());
-        })());
+        runs.push(
+          (async () => {
+            await new Promise((resolve) => setTimeout(resolve, offset));
+            while (performance.now() < end) await replay(device, performance.now());
+          })(),
+        );
       }
     }
     await Promise.all(runs);

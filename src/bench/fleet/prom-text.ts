@@ -48,7 +48,9 @@ export interface HistogramCounts {
 
 /** A histogram from one scrape, summed over its other labels (cumulative `le` buckets turned into per-bucket). */
 export function histogram(
-  samples: readonly Sample[], name: string, labels: Record<string, string> = {},
+  samples: readonly Sample[],
+  name: string,
+  labels: Record<string, string> = {},
 ): HistogramCounts {
   const cumulative = new Map<number, number>();
   for (const s of samples) {

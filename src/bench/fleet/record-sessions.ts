@@ -36,14 +36,22 @@ export interface RecordJob {
 
 /** Records every prompt in every job's mode, after one discarded warm-up session per mode. */
 export async function recordSessions(
-  options: RecordOptions, jobs: readonly RecordJob[], prompts: readonly BenchPrompt[],
+  options: RecordOptions,
+  jobs: readonly RecordJob[],
+  prompts: readonly BenchPrompt[],
   onSession: (done: number, total: number, what: string) => void,
 ): Promise<SessionRecording[]> {
   const manifest = readManifest(options.splitDir);
   const runner = await DeviceRunner.open({
-    splitDir: options.splitDir, cloudUrl: options.cloudUrl, link: options.link, wire: options.wire,
-    draftThreshold: options.draftThreshold, maxDraft: options.maxDraft, parallelBranches: options.parallelBranches,
-    threads: options.threads, seed: 1,
+    splitDir: options.splitDir,
+    cloudUrl: options.cloudUrl,
+    link: options.link,
+    wire: options.wire,
+    draftThreshold: options.draftThreshold,
+    maxDraft: options.maxDraft,
+    parallelBranches: options.parallelBranches,
+    threads: options.threads,
+    seed: 1,
   });
   const shortest = prompts.reduce((a, b) => (b.ids.length < a.ids.length ? b : a));
   const recordings: SessionRecording[] = [];
@@ -58,8 +66,11 @@ export async function recordSessions(
       const record = await runner.run(job.scenario, prompt, options.maxNewTokens, extras);
       if (record.error) throw new HatError('NETWORK', `recording a ${job.mode} session failed: ${record.error}`);
       const recording = recorder.finish({
-        manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size, mode: job.mode,
-        promptTokens: prompt.ids.length, link: describeLink(options.link),
+        manifestHash: manifestHash(manifest),
+        hiddenSize: manifest.hidden.size,
+        mode: job.mode,
+        promptTokens: prompt.ids.length,
+        link: describeLink(options.link),
       });
       if (recording.unreplayable) {
         throw new HatError('INTERNAL', `a recorded ${job.mode} session cannot be replayed: ${recording.unreplayable}`);
@@ -75,10 +86,15 @@ export async function recordSessions(
 export function readRecordings(dir: string): SessionRecording[] {
   const folder = existsSync(join(dir, 'recordings')) ? join(dir, 'recordings') : dir;
   if (!existsSync(folder)) throw new HatError('FILE_NOT_FOUND', `recordings folder ${dir} does not exist`);
-  const files = readdirSync(folder).filter((f) => f.endsWith('.json')).sort();
+  const files = readdirSync(folder)
+    .filter((f) => f.endsWith('.json'))
+    .sort();
   if (!files.length) {
-    throw new HatError('FILE_NOT_FOUND', `${folder} holds no recording (*.json)`,
-      'give the --out folder of an earlier `hat bench --fleet`');
+    throw new HatError(
+      'FILE_NOT_FOUND',
+      `${folder} holds no recording (*.json)`,
+      'give the --out folder of an earlier `hat bench --fleet`',
+    );
   }
   return files.map((f) => readRecording(join(folder, f)));
 }

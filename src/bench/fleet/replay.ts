@@ -40,10 +40,11 @@ export interface ReplayOutcome {
   error?: string;
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => {
-  if (ms < 1) setImmediate(resolve);
-  else setTimeout(resolve, ms);
-});
+const sleep = (ms: number) =>
+  new Promise<void>((resolve) => {
+    if (ms < 1) setImmediate(resolve);
+    else setTimeout(resolve, ms);
+  });
 
 /** The largest |a − b| (0 when byte-identical); Infinity when the lengths differ. */
 export function maxDifference(a: Float32Array, b: Float32Array): number {
@@ -70,8 +71,16 @@ export async function replaySession(recording: SessionRecording, options: Replay
     throw new HatError('BAD_OPTION', `this recording cannot be replayed: ${recording.unreplayable}`);
   }
   const outcome: ReplayOutcome = {
-    mode: recording.mode, promptTokens: recording.promptTokens, startedAt: performance.now(), endedAt: 0, commits: [],
-    tokens: 0, checked: 0, identical: 0, maxAbsDiff: 0, lateMs: [],
+    mode: recording.mode,
+    promptTokens: recording.promptTokens,
+    startedAt: performance.now(),
+    endedAt: 0,
+    commits: [],
+    tokens: 0,
+    checked: 0,
+    identical: 0,
+    maxAbsDiff: 0,
+    lateMs: [],
   };
   if (options.signal?.aborted) {
     return { ...outcome, endedAt: performance.now(), error: 'the replay was stopped before the session started' };
@@ -109,10 +118,12 @@ export async function replaySession(recording: SessionRecording, options: Replay
       outcome.maxAbsDiff = Math.max(outcome.maxAbsDiff, diff);
     }
     for (const commit of recorded.commits) {
-      pendingCommits.push(sleep(at + commit.afterMs - performance.now()).then(() => {
-        outcome.commits.push({ at: performance.now(), count: commit.count });
-        outcome.tokens += commit.count;
-      }));
+      pendingCommits.push(
+        sleep(at + commit.afterMs - performance.now()).then(() => {
+          outcome.commits.push({ at: performance.now(), count: commit.count });
+          outcome.tokens += commit.count;
+        }),
+      );
     }
     waiters.get(index)?.();
     waiters.delete(index);
@@ -134,18 +145,22 @@ export async function replaySession(recording: SessionRecording, options: Replay
       }
     });
   });
-  socket.on('close', () => { if (arrived.length < n) fail(new HatError('NETWORK', 'the cloud connection closed')); });
+  socket.on('close', () => {
+    if (arrived.length < n) fail(new HatError('NETWORK', 'the cloud connection closed'));
+  });
   socket.on('error', (error: Error) => {
     fail(new HatError('NETWORK', `cannot reach the cloud at ${options.url}: ${error.message}`));
   });
 
-  const send = (bytes: Uint8Array) => link.up.send(bytes.length, () => {
-    if (socket.readyState === WebSocket.OPEN) socket.send(bytes, { binary: true });
-  });
-  const resultArrived = (index: number) => new Promise<void>((resolve) => {
-    if (arrived.length > index || failure) resolve();
-    else waiters.set(index, resolve);
-  });
+  const send = (bytes: Uint8Array) =>
+    link.up.send(bytes.length, () => {
+      if (socket.readyState === WebSocket.OPEN) socket.send(bytes, { binary: true });
+    });
+  const resultArrived = (index: number) =>
+    new Promise<void>((resolve) => {
+      if (arrived.length > index || failure) resolve();
+      else waiters.set(index, resolve);
+    });
 
   try {
     const sessionId = await new Promise<number>((resolve, reject) => {
@@ -153,9 +168,16 @@ export async function replaySession(recording: SessionRecording, options: Replay
       wake = () => reject(failure);
       socket.once('open', () => {
         (socket as unknown as { _socket?: { setNoDelay(v: boolean): void } })._socket?.setNoDelay(true);
-        send(encodeFrame({ type: 'hello', seq: 0 }, encodeJson({
-          manifestHash: recording.manifestHash, token: options.token, client: `hat-fleet/${process.pid}`,
-        })));
+        send(
+          encodeFrame(
+            { type: 'hello', seq: 0 },
+            encodeJson({
+              manifestHash: recording.manifestHash,
+              token: options.token,
+              client: `hat-fleet/${process.pid}`,
+            }),
+          ),
+        );
       });
     });
     wake = undefined;
@@ -190,4 +212,3 @@ export async function replaySession(recording: SessionRecording, options: Replay
   }
   return outcome;
 }
-

@@ -103,8 +103,12 @@ function summarizeRecordings(recordings: readonly SessionRecording[]): Recording
     const rounds = group.reduce((n, r) => n + r.frames.filter((f) => (frameHeader(f).flags & 2) === 0).length, 0);
     const tokens = group.reduce((n, r) => n + r.tokens, 0);
     return {
-      mode, sessions: group.length, promptTokens: [...new Set(group.map((r) => r.promptTokens))].sort((a, b) => a - b),
-      tokens, rounds, tokensPerRound: rounds ? Number(((tokens - group.length) / rounds).toFixed(2)) : 0,
+      mode,
+      sessions: group.length,
+      promptTokens: [...new Set(group.map((r) => r.promptTokens))].sort((a, b) => a - b),
+      tokens,
+      rounds,
+      tokensPerRound: rounds ? Number(((tokens - group.length) / rounds).toFixed(2)) : 0,
       ...(group[0].synthetic ? { synthetic: group[0].synthetic } : {}),
     };
   });
@@ -123,7 +127,9 @@ function loggedMaxBatch(cloud: SpawnedCloud, asked: number | undefined): { maxBa
     try {
       const entry = JSON.parse(line) as { event?: string; maxBatch?: number; mode?: string };
       if (entry.event === 'batching' && entry.maxBatch) return { maxBatch: entry.maxBatch, mode: entry.mode };
-    } catch { /* a partial line */ }
+    } catch {
+      /* a partial line */
+    }
   }
   return { maxBatch: asked ?? 0 };
 }
@@ -138,8 +144,10 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
   const randomWeights = isRandomWeights(options.splitDir, manifest);
   const notes = randomWeightNotes(options.splitDir, manifest).filter((n) => !n.startsWith('RANDOM WEIGHTS'));
   if (!manifest.adapter) {
-    notes.push('the split has no adapter, so hat sessions cannot draft: only u-shape runs (add one with `hat '
-      + 'train-adapter`; on random weights `--kind linear --self-generate 256` is enough to time drafting).');
+    notes.push(
+      'the split has no adapter, so hat sessions cannot draft: only u-shape runs (add one with `hat ' +
+        'train-adapter`; on random weights `--kind linear --self-generate 256` is enough to time drafting).',
+    );
   }
   const modes = manifest.adapter ? [...MODES] : ['u-shape'];
   const { maxNewTokens, maxDraft } = options;
@@ -157,16 +165,28 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
   }
   const deviceThreads = options.threads ?? cores.devices?.length;
   const cloudArgs = (maxBatch: number | undefined) => [
-    '--workers', String(options.cloudWorkers), '--max-tokens-per-frame', String(Math.max(4096, longest)),
-    '--max-sessions', String(options.devices * 2 + 8), '--idle-timeout', '600',
+    '--workers',
+    String(options.cloudWorkers),
+    '--max-tokens-per-frame',
+    String(Math.max(4096, longest)),
+    '--max-sessions',
+    String(options.devices * 2 + 8),
+    '--idle-timeout',
+    '600',
     ...(options.threads ? ['--threads', String(options.threads)] : []),
     ...(maxBatch !== undefined ? ['--max-batch', String(maxBatch)] : []),
   ];
   const startCloud = (splitDir: string, maxBatch: number | undefined) =>
     spawnCloud(splitDir, cloudArgs(maxBatch), { wrap: (command, args) => onCores(cores.cloud, command, args) });
   const recordOptions = (splitDir: string, cloudUrl: string): RecordOptions => ({
-    splitDir, cloudUrl, link: options.link, wire: options.wire, draftThreshold: options.draftThreshold,
-    maxDraft: options.maxDraft, parallelBranches: options.parallelBranches, threads: deviceThreads,
+    splitDir,
+    cloudUrl,
+    link: options.link,
+    wire: options.wire,
+    draftThreshold: options.draftThreshold,
+    maxDraft: options.maxDraft,
+    parallelBranches: options.parallelBranches,
+    threads: deviceThreads,
     maxNewTokens: options.maxNewTokens,
   });
   const progressOf = (label: string) => {
@@ -180,7 +200,8 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
   // Both configurations live side by side (on the cloud cores; the idle one costs memory only), so their runs can
   // alternate and drifting machine load hits both alike.
   const clouds: Array<{ maxBatchAsked: number | undefined; cloud?: SpawnedCloud }> = [
-    { maxBatchAsked: options.maxBatch }, { maxBatchAsked: 1 },
+    { maxBatchAsked: options.maxBatch },
+    { maxBatchAsked: 1 },
   ];
   const start = async (entry: (typeof clouds)[number], label: string) => {
     const startup = reporter.progress(`starting serve-cloud (${label})`);
@@ -198,17 +219,25 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
       available = readRecordings(options.recordingsDir);
       const foreign = available.find((r) => r.manifestHash !== hash);
       if (foreign) {
-        throw new HatError('BAD_OPTION', `--recordings ${options.recordingsDir} holds sessions of another split `
-          + `(${foreign.manifestHash.slice(0, 12)})`, 'record them from this split (drop --recordings)');
+        throw new HatError(
+          'BAD_OPTION',
+          `--recordings ${options.recordingsDir} holds sessions of another split ` +
+            `(${foreign.manifestHash.slice(0, 12)})`,
+          'record them from this split (drop --recordings)',
+        );
       }
     } else {
-      const jobs: RecordJob[] = modes.map((mode) => (mode === 'hat' && randomWeights
-        ? { mode: 'hat-eta0', scenario: scenario('hat'), draftThreshold: 0 }
-        : { mode, scenario: scenario(mode) }));
+      const jobs: RecordJob[] = modes.map((mode) =>
+        mode === 'hat' && randomWeights
+          ? { mode: 'hat-eta0', scenario: scenario('hat'), draftThreshold: 0 }
+          : { mode, scenario: scenario(mode) },
+      );
       const { progress, step } = progressOf('recording real device sessions');
       recorded = await recordSessions(recordOptions(options.splitDir, cloud.url), jobs, prompts, step);
-      progress.succeed(`recorded ${recorded.length} real device sessions (${jobs.map((j) => j.mode).join(', ')}; `
-        + `${[...new Set(prompts.map((p) => p.ids.length))].join('/')}-token prompts)`);
+      progress.succeed(
+        `recorded ${recorded.length} real device sessions (${jobs.map((j) => j.mode).join(', ')}; ` +
+          `${[...new Set(prompts.map((p) => p.ids.length))].join('/')}-token prompts)`,
+      );
       available = recorded;
     }
     const byMode = (mode: string) => available.filter((r) => r.mode === mode);
@@ -220,12 +249,17 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
         recorded.push(...patterns.recorded);
         const costs = roundCosts(byMode('u-shape'), byMode('hat-eta0'));
         const { hat } = patterns;
-        replayed.set('hat', byMode('hat-eta0').map((own, i) => transplantRounds(own, hat[i % hat.length], costs)));
-        notes.push('RANDOM WEIGHTS (config.json: hat_synthetic.random_weights): the hat sessions\' acceptance — rows '
-          + 'per verification and tokens committed per round — comes from recorded hat sessions of the trained model '
-          + `${patterns.source}; their prompt chunks, hidden states and device times are this split's own (recorded `
-          + 'at η = 0 for the cost of drafting); only the prompt chunks\' results are checked against a recording. '
-          + 'u-shape does not draft and is this split\'s own.');
+        replayed.set(
+          'hat',
+          byMode('hat-eta0').map((own, i) => transplantRounds(own, hat[i % hat.length], costs)),
+        );
+        notes.push(
+          "RANDOM WEIGHTS (config.json: hat_synthetic.random_weights): the hat sessions' acceptance — rows " +
+            'per verification and tokens committed per round — comes from recorded hat sessions of the trained model ' +
+            `${patterns.source}; their prompt chunks, hidden states and device times are this split's own (recorded ` +
+            "at η = 0 for the cost of drafting); only the prompt chunks' results are checked against a recording. " +
+            "u-shape does not draft and is this split's own.",
+        );
       } else {
         replayed.set('hat', byMode('hat'));
       }
@@ -239,10 +273,13 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
     // --- four runs per load: modes × batching on/off, alternating which configuration goes first -----------------
     await start(clouds[1], '--max-batch 1: batching off');
     const configurations = clouds.map(({ maxBatchAsked, cloud: c }) => ({
-      cloud: c!, ...loggedMaxBatch(c!, maxBatchAsked),
+      cloud: c!,
+      ...loggedMaxBatch(c!, maxBatchAsked),
     }));
-    const batchingNote = configurations[0].mode === 'none'
-      ? 'the split cannot batch (manifest batching: none): both configurations run one request per run.' : undefined;
+    const batchingNote =
+      configurations[0].mode === 'none'
+        ? 'the split cannot batch (manifest batching: none): both configurations run one request per run.'
+        : undefined;
     if (options.warmup) {
       for (const { cloud: c } of configurations) {
         for (const mode of modes) {
@@ -259,27 +296,41 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
         const order = turn++ % 2 === 0 ? [0, 1] : [1, 0];
         for (const c of order) {
           const { cloud: target, maxBatch } = configurations[c];
-          const label = `${mode}, --max-batch ${maxBatch}, ${describeLoad(load, options.devices)}, `
-            + `${options.durationS} s`;
+          const label =
+            `${mode}, --max-batch ${maxBatch}, ${describeLoad(load, options.devices)}, ` + `${options.durationS} s`;
           const progress = reporter.progress(`${label}: ${options.devices} EMULATED devices`);
           const before = await scrape(target);
           const cpuBefore = cpuSeconds(target.process.pid!);
           const run = await runLoad({
-            url: target.url, recordings: replayed.get(mode)!, devices: options.devices, load,
-            durationMs: options.durationS * 1000, drainMs: options.drainS * 1000, link: options.link,
+            url: target.url,
+            recordings: replayed.get(mode)!,
+            devices: options.devices,
+            load,
+            durationMs: options.durationS * 1000,
+            drainMs: options.drainS * 1000,
+            link: options.link,
             seed: options.seed,
             onSessionDone: (done) => progress.update(`${label}: ${done} sessions done`),
           });
           const cpuAfter = cpuSeconds(target.process.pid!);
           const after = await scrape(target);
           const stats = fleetRunStats(run, {
-            mode, maxBatch, load, devices: options.devices, sloTtftMs: options.sloTtftMs, sloTbtMs: options.sloTbtMs,
-            before, after, cpuSeconds: cpuBefore === undefined || cpuAfter === undefined ? null : cpuAfter - cpuBefore,
+            mode,
+            maxBatch,
+            load,
+            devices: options.devices,
+            sloTtftMs: options.sloTtftMs,
+            sloTbtMs: options.sloTbtMs,
+            before,
+            after,
+            cpuSeconds: cpuBefore === undefined || cpuAfter === undefined ? null : cpuAfter - cpuBefore,
           });
           // Reported batching on first, then by mode, then by load.
           runs.push({ order: (c * modes.length + m) * options.loads.length + l, stats });
-          progress.succeed(`${label}: ${stats.sessions.completed} sessions, ${stats.throughputTokensPerSecond} tokens/s`
-            + (stats.sessions.failed ? `, ${stats.sessions.failed} FAILED` : ''));
+          progress.succeed(
+            `${label}: ${stats.sessions.completed} sessions, ${stats.throughputTokensPerSecond} tokens/s` +
+              (stats.sessions.failed ? `, ${stats.sessions.failed} FAILED` : ''),
+          );
         }
       }
     }
@@ -293,30 +344,37 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
     }
     const late = Math.max(...ordered.map((r) => r.emulationLateMs.p99));
     if (late > 2) {
-      notes.push(`EMULATED devices sent frames up to ${late.toFixed(1)} ms late (p99 over a run) against their `
-        + 'recorded schedule: this process\'s timers and event loop were busy, which stretches device time in those '
-        + 'runs.');
+      notes.push(
+        `EMULATED devices sent frames up to ${late.toFixed(1)} ms late (p99 over a run) against their ` +
+          "recorded schedule: this process's timers and event loop were busy, which stretches device time in those " +
+          'runs.',
+      );
     }
 
     const loads = options.loads.map((l) => describeLoad(l, options.devices)).join(', ');
     return {
       header: {
         date: new Date().toISOString(),
-        machine: `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${platform()} ${release()}, `
-          + `Node ${process.versions.node}; ${cores.description}`,
+        machine:
+          `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${platform()} ${release()}, ` +
+          `Node ${process.versions.node}; ${cores.description}`,
         model: describeModel(options.splitDir, manifest),
         split: options.splitDir,
         link: `${describeLink(options.link)} (each EMULATED device has its own, both directions)`,
-        load: `${loads}; ${options.durationS} s window per run, sessions drain afterwards `
-          + `(at most ${options.drainS} s)`,
-        prompts: `${prompts.length} held-out prompts (${lengths.join(', ')} tokens; ${prompts[0].source}), `
-          + `${maxNewTokens} new tokens, greedy`,
-        devices: `${options.devices} EMULATED devices in this process, each session its own WebSocket session and `
-          + 'emulated link, replaying recorded sessions of real devices (frames as sent, device compute times, tokens '
-          + 'committed per result)',
+        load:
+          `${loads}; ${options.durationS} s window per run, sessions drain afterwards ` +
+          `(at most ${options.drainS} s)`,
+        prompts:
+          `${prompts.length} held-out prompts (${lengths.join(', ')} tokens; ${prompts[0].source}), ` +
+          `${maxNewTokens} new tokens, greedy`,
+        devices:
+          `${options.devices} EMULATED devices in this process, each session its own WebSocket session and ` +
+          'emulated link, replaying recorded sessions of real devices (frames as sent, device compute times, tokens ' +
+          'committed per result)',
         slo: `TTFT ≤ ${options.sloTtftMs} ms and mean TBT ≤ ${options.sloTbtMs} ms per session`,
-        batching: 'a real serve-cloud process per configuration: batching on (--max-batch '
-          + `${configurations[0].maxBatch}) and --max-batch 1, live side by side, runs alternating`,
+        batching:
+          'a real serve-cloud process per configuration: batching on (--max-batch ' +
+          `${configurations[0].maxBatch}) and --max-batch 1, live side by side, runs alternating`,
       },
       notes,
       recordings: summarizeRecordings([...replayed.values()].flat()),
@@ -331,9 +389,11 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
 
 /** Recorded hat sessions of a trained model, for a random-weight split's acceptance. */
 async function acceptancePatterns(
-  options: FleetOptions, available: readonly SessionRecording[],
+  options: FleetOptions,
+  available: readonly SessionRecording[],
   recordOptions: (splitDir: string, cloudUrl: string) => RecordOptions,
-  startCloud: (splitDir: string, maxBatch: number | undefined) => Promise<SpawnedCloud>, reporter: Reporter,
+  startCloud: (splitDir: string, maxBatch: number | undefined) => Promise<SpawnedCloud>,
+  reporter: Reporter,
 ): Promise<{ hat: SessionRecording[]; recorded: SessionRecording[]; source: string }> {
   const saved = available.filter((r) => r.mode === 'acceptance-hat');
   if (saved.length && !options.acceptanceFrom) {
@@ -347,8 +407,11 @@ async function acceptancePatterns(
   }
   const manifest = readManifest(from);
   if (!manifest.adapter || isRandomWeights(from, manifest)) {
-    throw new HatError('BAD_OPTION', `--acceptance-from ${from} must be a split with a trained adapter`,
-      'the shipped fixtures/default-split is one');
+    throw new HatError(
+      'BAD_OPTION',
+      `--acceptance-from ${from} must be a split with a trained adapter`,
+      'the shipped fixtures/default-split is one',
+    );
   }
   const { lengths } = clampLengths(from, options.promptLengths, options.maxNewTokens, options.maxDraft);
   const vocab = manifest.model?.vocabSize ?? 32;
@@ -357,8 +420,9 @@ async function acceptancePatterns(
   const cloud = await startCloud(from, undefined);
   try {
     const jobs = [{ mode: 'acceptance-hat', scenario: scenario('hat') }];
-    const recorded = await recordSessions(recordOptions(from, cloud.url), jobs, prompts,
-      (done, total, what) => startup.update(`acceptance: ${what} (${done}/${total})`, done / total));
+    const recorded = await recordSessions(recordOptions(from, cloud.url), jobs, prompts, (done, total, what) =>
+      startup.update(`acceptance: ${what} (${done}/${total})`, done / total),
+    );
     startup.succeed(`recorded ${recorded.length} hat sessions of ${from} (acceptance for the random-weight split)`);
     return { hat: recorded, recorded, source: from };
   } finally {

@@ -14,7 +14,10 @@ import { HatError } from '../../errors.ts';
 import { encodeFrame, FrameFlags, HEADER_BYTES } from '../../runtime/protocol/frame.ts';
 import { decodeHidden, encodeHidden } from '../../runtime/protocol/hidden-codec.ts';
 import {
-  frameHeader, type RecordedFrame, type RecordedResult, type SessionRecording,
+  frameHeader,
+  type RecordedFrame,
+  type RecordedResult,
+  type SessionRecording,
 } from '../../runtime/device/session-recorder.ts';
 
 /** One verification round of a recording: rows sent and tokens committed on its result. */
@@ -44,12 +47,15 @@ export interface RoundCosts {
 
 /** The shape's own costs per round: U-shape rounds (1 row) and HAT rounds at η = 0 (the most rows). */
 export function roundCosts(uShape: readonly SessionRecording[], hatAtZero: readonly SessionRecording[]): RoundCosts {
-  const rounds = (recs: readonly SessionRecording[]) => recs.flatMap((r) => r.frames.flatMap((frame, i) => {
-    const header = frameHeader(frame);
-    if (header.flags & FrameFlags.prefill) return [];
-    const commit = r.results[i].commits[0];
-    return [{ rows: header.nTokens, deviceMs: frame.deviceMs, commitMs: commit?.afterMs ?? 0 }];
-  }));
+  const rounds = (recs: readonly SessionRecording[]) =>
+    recs.flatMap((r) =>
+      r.frames.flatMap((frame, i) => {
+        const header = frameHeader(frame);
+        if (header.flags & FrameFlags.prefill) return [];
+        const commit = r.results[i].commits[0];
+        return [{ rows: header.nTokens, deviceMs: frame.deviceMs, commitMs: commit?.afterMs ?? 0 }];
+      }),
+    );
   const one = rounds(uShape);
   const many = rounds(hatAtZero);
   if (!one.length || !many.length) {
@@ -70,7 +76,8 @@ function costFor(costs: RoundCosts, rows: number): { deviceMs: number; commitMs:
   const t = span > 0 ? Math.min(1, Math.max(0, (rows - 1) / span)) : 0;
   const at = (a: number, b: number) => a + t * (b - a);
   return {
-    deviceMs: at(costs.one.deviceMs, costs.many.deviceMs), commitMs: at(costs.one.commitMs, costs.many.commitMs),
+    deviceMs: at(costs.one.deviceMs, costs.many.deviceMs),
+    commitMs: at(costs.one.commitMs, costs.many.commitMs),
   };
 }
 
@@ -91,7 +98,9 @@ function hiddenRows(recording: SessionRecording): Float32Array[] {
  * recorded HAT session), costed with `costs`.
  */
 export function transplantRounds(
-  own: SessionRecording, pattern: SessionRecording, costs: RoundCosts,
+  own: SessionRecording,
+  pattern: SessionRecording,
+  costs: RoundCosts,
 ): SessionRecording {
   const prefill = own.frames.findIndex((f) => !(frameHeader(f).flags & FrameFlags.prefill));
   const chunks = prefill < 0 ? own.frames.length : prefill;
@@ -110,23 +119,41 @@ export function transplantRounds(
     const index = frames.length;
     const cost = costFor(costs, round.rows);
     frames.push({
-      bytes: encodeFrame({
-        type: 'forward', flags: FrameFlags.allPositions, dtype: first.dtype, sessionId: first.sessionId, seq: index + 1,
-        pastLength: past, nTokens: round.rows, hiddenSize: own.hiddenSize,
-      }, encodeHidden(rows, round.rows, own.hiddenSize, first.dtype)),
-      sentMs: 0, after: index - 1, deviceMs: cost.deviceMs,
+      bytes: encodeFrame(
+        {
+          type: 'forward',
+          flags: FrameFlags.allPositions,
+          dtype: first.dtype,
+          sessionId: first.sessionId,
+          seq: index + 1,
+          pastLength: past,
+          nTokens: round.rows,
+          hiddenSize: own.hiddenSize,
+        },
+        encodeHidden(rows, round.rows, own.hiddenSize, first.dtype),
+      ),
+      sentMs: 0,
+      after: index - 1,
+      deviceMs: cost.deviceMs,
     });
     results.push({
-      arrivedMs: 0, rows: round.rows, hidden: new Float32Array(0),
+      arrivedMs: 0,
+      rows: round.rows,
+      hidden: new Float32Array(0),
       commits: round.committed ? [{ afterMs: cost.commitMs, count: round.committed }] : [],
     });
     past += round.committed;
     tokens += round.committed;
   }
   return {
-    ...own, mode: 'hat', frames, results, tokens,
-    synthetic: 'rounds (rows per verification, tokens committed per round) from a recorded session of '
-      + `${pattern.manifestHash.slice(0, 12)} (${pattern.promptTokens}-token prompt); hidden states and device times `
-      + 'from this split\'s own recordings',
+    ...own,
+    mode: 'hat',
+    frames,
+    results,
+    tokens,
+    synthetic:
+      'rounds (rows per verification, tokens committed per round) from a recorded session of ' +
+      `${pattern.manifestHash.slice(0, 12)} (${pattern.promptTokens}-token prompt); hidden states and device times ` +
+      "from this split's own recordings",
   };
 }

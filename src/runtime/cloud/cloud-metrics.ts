@@ -47,8 +47,8 @@ export function kvBytesPerPosition(manifest: SplitManifest): number {
       // where heads or head size are symbolic too, the manifest's attention figures stand in.
       const fixed = spec.shape.filter((d): d is number => typeof d === 'number');
       const { kvHeads, heads, headDim } = manifest.attention;
-      const perPosition = fixed.length >= 2
-        ? fixed.reduce((a, b) => a * b, 1) : (kvHeads ?? heads ?? 0) * (headDim ?? 0);
+      const perPosition =
+        fixed.length >= 2 ? fixed.reduce((a, b) => a * b, 1) : (kvHeads ?? heads ?? 0) * (headDim ?? 0);
       total += perPosition * (BYTES[spec.type] ?? 4);
     }
   }
@@ -82,65 +82,109 @@ export class CloudMetrics {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry });
     this.batchSessions = new Histogram({
-      name: 'hat_cloud_batch_sessions', help: 'Device sessions per middle-part run (batch size)',
-      buckets: BATCH_BUCKETS, registers,
+      name: 'hat_cloud_batch_sessions',
+      help: 'Device sessions per middle-part run (batch size)',
+      buckets: BATCH_BUCKETS,
+      registers,
     });
     this.batchRows = new Histogram({
-      name: 'hat_cloud_batch_rows', help: 'Hidden-state rows the requests of one run carried (real rows)',
-      buckets: ROW_BUCKETS, registers,
+      name: 'hat_cloud_batch_rows',
+      help: 'Hidden-state rows the requests of one run carried (real rows)',
+      buckets: ROW_BUCKETS,
+      registers,
     });
     this.batchPaddedRows = new Histogram({
-      name: 'hat_cloud_batch_padded_rows', help: 'Rows one run computed, padding included',
-      buckets: ROW_BUCKETS, registers,
+      name: 'hat_cloud_batch_padded_rows',
+      help: 'Rows one run computed, padding included',
+      buckets: ROW_BUCKETS,
+      registers,
     });
     this.batchPadding = new Histogram({
-      name: 'hat_cloud_batch_padding_ratio', help: 'Share of the rows of one run that were padding',
-      buckets: PADDING_BUCKETS, registers,
+      name: 'hat_cloud_batch_padding_ratio',
+      help: 'Share of the rows of one run that were padding',
+      buckets: PADDING_BUCKETS,
+      registers,
     });
     this.runs = new Counter({
-      name: 'hat_cloud_runs_total', help: 'Middle-part runs, by scheduler class', labelNames: ['class'], registers,
+      name: 'hat_cloud_runs_total',
+      help: 'Middle-part runs, by scheduler class',
+      labelNames: ['class'],
+      registers,
     });
     this.realRows = new Counter({ name: 'hat_cloud_real_rows_total', help: 'Hidden-state rows requested', registers });
     this.paddedRows = new Counter({
-      name: 'hat_cloud_padded_rows_total', help: 'Rows computed, padding included', registers,
+      name: 'hat_cloud_padded_rows_total',
+      help: 'Rows computed, padding included',
+      registers,
     });
     this.compute = new Histogram({
-      name: 'hat_cloud_compute_seconds', help: 'Time inside onnxruntime per middle-part run, by scheduler class',
-      labelNames: ['class'], buckets: SECONDS_BUCKETS, registers,
+      name: 'hat_cloud_compute_seconds',
+      help: 'Time inside onnxruntime per middle-part run, by scheduler class',
+      labelNames: ['class'],
+      buckets: SECONDS_BUCKETS,
+      registers,
     });
     this.queueWait = new Histogram({
-      name: 'hat_cloud_queue_wait_seconds', help: 'Time a request waited in its worker\'s queue, by request kind',
-      labelNames: ['kind'], buckets: SECONDS_BUCKETS, registers,
+      name: 'hat_cloud_queue_wait_seconds',
+      help: "Time a request waited in its worker's queue, by request kind",
+      labelNames: ['kind'],
+      buckets: SECONDS_BUCKETS,
+      registers,
     });
     this.requests = new Counter({
-      name: 'hat_cloud_requests_total', help: 'Forward frames received, by kind', labelNames: ['kind'], registers,
+      name: 'hat_cloud_requests_total',
+      help: 'Forward frames received, by kind',
+      labelNames: ['kind'],
+      registers,
     });
     this.errors = new Counter({
-      name: 'hat_cloud_errors_total', help: 'Error frames sent to devices, by code', labelNames: ['code'], registers,
+      name: 'hat_cloud_errors_total',
+      help: 'Error frames sent to devices, by code',
+      labelNames: ['code'],
+      registers,
     });
     this.opened = new Counter({ name: 'hat_cloud_sessions_opened_total', help: 'Device sessions opened', registers });
     new Gauge({
-      name: 'hat_cloud_sessions', help: 'Open device sessions', registers,
-      collect() { this.set(options.sessions()); },
+      name: 'hat_cloud_sessions',
+      help: 'Open device sessions',
+      registers,
+      collect() {
+        this.set(options.sessions());
+      },
     });
     new Gauge({
-      name: 'hat_cloud_pending_requests', help: 'Requests queued or running on the middle workers', registers,
-      collect() { this.set(options.pending()); },
+      name: 'hat_cloud_pending_requests',
+      help: 'Requests queued or running on the middle workers',
+      registers,
+      collect() {
+        this.set(options.pending());
+      },
     });
     const positions = this.positions;
     const total = () => [...positions.values()].reduce((a, b) => a + b, 0);
     new Gauge({
-      name: 'hat_cloud_kv_positions', help: 'Cached positions over all sessions', registers,
-      collect() { this.set(total()); },
+      name: 'hat_cloud_kv_positions',
+      help: 'Cached positions over all sessions',
+      registers,
+      collect() {
+        this.set(total());
+      },
     });
     new Gauge({
-      name: 'hat_cloud_kv_bytes', registers,
-      help: 'KV cache bytes in use: cached positions × the middle part\'s KV bytes per position (from the manifest)',
-      collect() { this.set(total() * options.kvBytesPerPosition); },
+      name: 'hat_cloud_kv_bytes',
+      registers,
+      help: "KV cache bytes in use: cached positions × the middle part's KV bytes per position (from the manifest)",
+      collect() {
+        this.set(total() * options.kvBytesPerPosition);
+      },
     });
     new Gauge({
-      name: 'hat_cloud_kv_bytes_per_position', help: 'KV bytes one cached position takes (all middle layers)',
-      registers, collect() { this.set(options.kvBytesPerPosition); },
+      name: 'hat_cloud_kv_bytes_per_position',
+      help: 'KV bytes one cached position takes (all middle layers)',
+      registers,
+      collect() {
+        this.set(options.kvBytesPerPosition);
+      },
     });
   }
 

@@ -89,20 +89,30 @@ export class MiddleEngine {
   private check(request: MiddleRequest): { code: ErrorCode; message: string } | undefined {
     const length = this.cacheOf(request.sessionId)?.length ?? 0;
     if (request.pastLength > length) {
-      return { code: 'BAD_FRAME', message: `past length ${request.pastLength} is beyond the session's cache of ${length} positions` };
+      return {
+        code: 'BAD_FRAME',
+        message: `past length ${request.pastLength} is beyond the session's cache of ${length} positions`,
+      };
     }
     if (request.pastLength + request.nTokens > this.maxContext) {
-      return { code: 'CONTEXT_LIMIT', message: `the session would exceed the server's context limit of ${this.maxContext} positions` };
+      return {
+        code: 'CONTEXT_LIMIT',
+        message: `the session would exceed the server's context limit of ${this.maxContext} positions`,
+      };
     }
     return undefined;
   }
 
   /** One padded run; on failure its message, and each request then runs alone, so only a bad one fails. */
   private async runBatch(
-    requests: readonly MiddleRequest[], results: Map<number, EngineResult>,
+    requests: readonly MiddleRequest[],
+    results: Map<number, EngineResult>,
   ): Promise<string | undefined> {
     const entries = requests.map((r) => ({
-      state: this.caches.get(r.sessionId) ?? this.empty, pastLength: r.pastLength, rows: r.nTokens, hidden: r.hidden,
+      state: this.caches.get(r.sessionId) ?? this.empty,
+      pastLength: r.pastLength,
+      rows: r.nTokens,
+      hidden: r.hidden,
     }));
     let outputs;
     try {
@@ -127,7 +137,12 @@ export class MiddleEngine {
       this.store(request.sessionId, this.runner.snapshot({ exclusive: true }));
       return answer(request, output.data, output.cols);
     } catch (error) {
-      return { sessionId: request.sessionId, ok: false, code: codeOf(error, 'RUN_FAILED'), message: (error as Error).message };
+      return {
+        sessionId: request.sessionId,
+        ok: false,
+        code: codeOf(error, 'RUN_FAILED'),
+        message: (error as Error).message,
+      };
     }
   }
 

@@ -14,7 +14,10 @@ import type { PastLayout } from './padded-batch.ts';
 import type { WorkerReply, WorkerTask } from './worker-messages.ts';
 
 const { splitDir, threads, maxContext, layout } = workerData as {
-  splitDir: string; threads: number; maxContext: number; layout?: PastLayout;
+  splitDir: string;
+  threads: number;
+  maxContext: number;
+  layout?: PastLayout;
 };
 const port = parentPort!;
 const reply = (message: WorkerReply, transfer: ArrayBuffer[] = []) => port.postMessage(message, transfer);

@@ -18,8 +18,15 @@
 import { HatError } from '../../errors.ts';
 import type { KvState, PartIO } from '../part-runner.ts';
 import {
-  declaredIntType, float32ToFloat16, intTensor, makeTensor, tensorToFloat32,
-  type Feeds, type IntType, type ModelSession, type Tensor,
+  declaredIntType,
+  float32ToFloat16,
+  intTensor,
+  makeTensor,
+  tensorToFloat32,
+  type Feeds,
+  type IntType,
+  type ModelSession,
+  type Tensor,
 } from '../session.ts';
 
 export type PastLayout = 'left' | 'right';
@@ -174,8 +181,8 @@ export class PaddedBatchRunner {
     }
     const size = heads * length * d;
     const previous = entry.state.tensors.get(pastName)?.data as KvArray | undefined;
-    const fits = previous && ownedBuffers.has(previous.buffer)
-      && previous.buffer.byteLength >= size * previous.BYTES_PER_ELEMENT;
+    const fits =
+      previous && ownedBuffers.has(previous.buffer) && previous.buffer.byteLength >= size * previous.BYTES_PER_ELEMENT;
     // Overwriting the previous cache is safe: it was copied into the batch's past feed before the run.
     // A new buffer gets headroom, so the session's next rounds reuse it instead of allocating.
     const buffer = fits ? previous.buffer : newKvArray(type, heads * d * (withHeadroom(length) + 16)).buffer;

@@ -60,7 +60,9 @@ export function classify(rows: number, limits: Pick<BatchLimits, 'smallRows'>): 
  * the batch this worker ran last: it decides whose turn it is when both classes wait.
  */
 export function nextBatch(
-  queue: readonly QueuedRequest[], limits: BatchLimits, previous?: RequestClass,
+  queue: readonly QueuedRequest[],
+  limits: BatchLimits,
+  previous?: RequestClass,
 ): BatchPick | undefined {
   // Each session's oldest request, in queue order: the only one of that session that may run now.
   const seen = new Set<number>();
@@ -73,9 +75,8 @@ export function nextBatch(
   if (heads.length === 0) return undefined;
   const small = heads.filter((i) => classify(queue[i].rows, limits) === 'small');
   const chunks = heads.filter((i) => classify(queue[i].rows, limits) === 'chunk');
-  const kind: RequestClass = chunks.length === 0 ? 'small'
-    : small.length === 0 ? 'chunk'
-      : previous === 'small' ? 'chunk' : 'small';
+  const kind: RequestClass =
+    chunks.length === 0 ? 'small' : small.length === 0 ? 'chunk' : previous === 'small' ? 'chunk' : 'small';
   const [oldest, ...rest] = kind === 'small' ? small : chunks;
   const indices = [oldest];
   let maxRows = queue[oldest].rows;

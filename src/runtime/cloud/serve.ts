@@ -55,7 +55,11 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
   const manifest = readManifest(options.splitDir);
   const middle = resolve(options.splitDir, manifest.parts.middle.file);
   if (!existsSync(middle)) {
-    throw new HatError('BAD_MANIFEST', `${options.splitDir} has no ${manifest.parts.middle.file}`, 'serve-cloud needs the full split directory, not a device bundle');
+    throw new HatError(
+      'BAD_MANIFEST',
+      `${options.splitDir} has no ${manifest.parts.middle.file}`,
+      'serve-cloud needs the full split directory, not a device bundle',
+    );
   }
   options.logger.log('loading', { splitDir: options.splitDir, workers: options.workers });
   const limits = sessionLimits(options, manifest);
@@ -64,14 +68,21 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
   // (its graph only: hat splits keep weights in external data), so older splits batch without being split again.
   const batching = manifest.batching ?? decideBatching((await loadModel(middle)).model.graph!, manifest.kv.middle);
   const pool = await WorkerPool.start({
-    splitDir: resolve(options.splitDir), workers: options.workers, threadsPerWorker: options.threadsPerWorker,
-    maxContext: limits.maxContext, batching: batching.mode, maxBatch: options.maxBatch,
-    maxBatchTokens: options.maxBatchTokens, logger: options.logger,
+    splitDir: resolve(options.splitDir),
+    workers: options.workers,
+    threadsPerWorker: options.threadsPerWorker,
+    maxContext: limits.maxContext,
+    batching: batching.mode,
+    maxBatch: options.maxBatch,
+    maxBatchTokens: options.maxBatchTokens,
+    logger: options.logger,
   });
   options.logger.log('batching', {
-    mode: batching.mode, reason: batching.reason,
+    mode: batching.mode,
+    reason: batching.reason,
     decidedBy: manifest.batching ? 'manifest' : 'middle.onnx (the split predates the field)',
-    maxBatch: pool.limits.maxBatch, maxBatchTokens: pool.limits.maxBatchTokens,
+    maxBatch: pool.limits.maxBatch,
+    maxBatchTokens: pool.limits.maxBatchTokens,
   });
   let server: CloudServer | undefined;
   const metrics = new CloudMetrics({
@@ -128,16 +139,21 @@ export function trainedContext(splitDir: string): number | undefined {
  * How long a session may grow and how many fit: the context comes from the model (a cache longer than it was
  * trained for is wasted memory); sessions are admitted so that all of them at full context fit the KV budget.
  */
-export function sessionLimits(options: Pick<ServeOptions, 'splitDir' | 'maxContext' | 'kvMemoryBytes' | 'maxSessions'>,
-  manifest: SplitManifest) {
+export function sessionLimits(
+  options: Pick<ServeOptions, 'splitDir' | 'maxContext' | 'kvMemoryBytes' | 'maxSessions'>,
+  manifest: SplitManifest,
+) {
   const trained = trainedContext(options.splitDir);
   const maxContext = options.maxContext ?? trained ?? FALLBACK_CONTEXT;
   const kvMemoryBytes = options.kvMemoryBytes ?? Math.floor(freemem() / 2);
   const perSession = maxContext * kvBytesPerPosition(manifest);
   const byMemory = perSession > 0 ? Math.max(1, Math.floor(kvMemoryBytes / perSession)) : options.maxSessions;
   return {
-    maxContext, contextFrom: options.maxContext ? '--max-context' : trained ? 'config.json' : 'fallback',
-    kvMemoryBytes, kvBytesPerSession: perSession, maxSessions: Math.min(options.maxSessions, byMemory),
+    maxContext,
+    contextFrom: options.maxContext ? '--max-context' : trained ? 'config.json' : 'fallback',
+    kvMemoryBytes,
+    kvBytesPerSession: perSession,
+    maxSessions: Math.min(options.maxSessions, byMemory),
     sessionsLimitedBy: byMemory < options.maxSessions ? '--kv-memory' : '--max-sessions',
   };
 }

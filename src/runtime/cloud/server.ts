@@ -12,7 +12,15 @@ import { randomInt, timingSafeEqual, createHash } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
 import { HatError, isHatError } from '../../errors.ts';
-import { decodeFrame, decodeJson, encodeFrame, encodeJson, FrameFlags, HEADER_BYTES, type Frame } from '../protocol/frame.ts';
+import {
+  decodeFrame,
+  decodeJson,
+  encodeFrame,
+  encodeJson,
+  FrameFlags,
+  HEADER_BYTES,
+  type Frame,
+} from '../protocol/frame.ts';
 import { decodeHidden, encodeHidden } from '../protocol/hidden-codec.ts';
 import { helloSchema, parseControl, WIRE_ERROR_CODES, type WireErrorCode } from '../protocol/control.ts';
 import type { MiddleExecutor } from './executor.ts';
@@ -100,7 +108,10 @@ export class CloudServer {
 
   constructor(options: CloudServerOptions) {
     this.options = options;
-    this.settings = { ...DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([k, v]) => k in DEFAULTS && v !== undefined)) } as typeof this.settings;
+    this.settings = {
+      ...DEFAULTS,
+      ...Object.fromEntries(Object.entries(options).filter(([k, v]) => k in DEFAULTS && v !== undefined)),
+    } as typeof this.settings;
     this.maxPayloadBytes = options.maxTokensPerFrame * options.hiddenSize * 4 + 1024;
     this.http = createServer((req, res) => this.handleHttp(req, res));
     this.http.on('connection', (socket: Socket) => this.admitConnection(socket));
@@ -117,7 +128,12 @@ export class CloudServer {
       socket.destroy();
       this.refusedSinceLog++;
       if (Date.now() - this.lastRefusalLog > 1000) {
-        this.options.logger.log('connections-refused', { count: this.refusedSinceLog, open: this.connections, cap, draining: !!this.draining });
+        this.options.logger.log('connections-refused', {
+          count: this.refusedSinceLog,
+          open: this.connections,
+          cap,
+          draining: !!this.draining,
+        });
         this.refusedSinceLog = 0;
         this.lastRefusalLog = Date.now();
       }
@@ -128,10 +144,13 @@ export class CloudServer {
       this.connections--;
       this.handshook(socket);
     });
-    this.handshaking.set(socket, setTimeout(() => {
-      this.handshaking.delete(socket);
-      socket.destroy();
-    }, this.settings.handshakeTimeoutMs));
+    this.handshaking.set(
+      socket,
+      setTimeout(() => {
+        this.handshaking.delete(socket);
+        socket.destroy();
+      }, this.settings.handshakeTimeoutMs),
+    );
   }
 
   private handshook(socket: Socket): void {
@@ -150,16 +169,28 @@ export class CloudServer {
 
   async start(): Promise<{ host: string; port: number }> {
     await new Promise<void>((resolve, reject) => {
-      this.http.once('error', (error: NodeJS.ErrnoException) => reject(new HatError('NETWORK',
-        `cannot listen on ${this.options.host}:${this.options.port} (${error.code ?? error.message})`,
-        error.code === 'EADDRINUSE' ? 'pick another --port or stop the process using it' : 'check --host and --port')));
+      this.http.once('error', (error: NodeJS.ErrnoException) =>
+        reject(
+          new HatError(
+            'NETWORK',
+            `cannot listen on ${this.options.host}:${this.options.port} (${error.code ?? error.message})`,
+            error.code === 'EADDRINUSE'
+              ? 'pick another --port or stop the process using it'
+              : 'check --host and --port',
+          ),
+        ),
+      );
       this.http.listen(this.options.port, this.options.host, () => resolve());
     });
     const checkEvery = Math.max(50, Math.min(5000, this.options.idleTimeoutMs / 4));
     this.idleTimer = setInterval(() => this.expireIdle(), checkEvery).unref();
     this.keepaliveTimer = setInterval(() => this.keepalive(), this.settings.keepaliveMs).unref();
     const address = this.http.address() as AddressInfo;
-    this.options.logger.log('listening', { host: address.address, port: address.port, maxSessions: this.options.maxSessions });
+    this.options.logger.log('listening', {
+      host: address.address,
+      port: address.port,
+      maxSessions: this.options.maxSessions,
+    });
     return { host: address.address, port: address.port };
   }
 
@@ -170,9 +201,14 @@ export class CloudServer {
    */
   drain(timeoutMs: number): Promise<void> {
     this.draining ??= (async () => {
-      this.options.logger.log('draining', { sessions: this.sessions.size, pending: this.options.executor.pending, timeoutMs });
+      this.options.logger.log('draining', {
+        sessions: this.sessions.size,
+        pending: this.options.executor.pending,
+        timeoutMs,
+      });
       const deadline = Date.now() + timeoutMs;
-      for (const session of this.sessions.values()) if (session.inflight === 0) this.fail(session, 'GOING_AWAY', 'the server is draining');
+      for (const session of this.sessions.values())
+        if (session.inflight === 0) this.fail(session, 'GOING_AWAY', 'the server is draining');
       while (this.sessions.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
       await this.stop();
     })();
@@ -205,24 +241,36 @@ export class CloudServer {
     } else if (path === '/ready' || path === '/v2/health/ready') {
       const ready = !this.draining && this.options.executor.ready && this.sessions.size < this.options.maxSessions;
       reply(ready ? 200 : 503, {
-        ready, draining: !!this.draining, sessions: this.sessions.size, maxSessions: this.options.maxSessions,
+        ready,
+        draining: !!this.draining,
+        sessions: this.sessions.size,
+        maxSessions: this.options.maxSessions,
         latencyModel: this.options.executor.latencyModel(),
       });
     } else if (path === '/metrics' && this.options.metrics) {
       const { metrics } = this.options;
-      metrics.render().then((text) => {
-        res.writeHead(200, { 'content-type': metrics.contentType });
-        res.end(text);
-      }, (error: unknown) => reply(500, { error: String(error) }));
+      metrics.render().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': metrics.contentType });
+          res.end(text);
+        },
+        (error: unknown) => reply(500, { error: String(error) }),
+      );
     } else {
-      const endpoints = ['/health', '/ready', ...(this.options.metrics ? ['/metrics'] : []), 'ws://…/ (hat protocol v1)'];
+      const endpoints = [
+        '/health',
+        '/ready',
+        ...(this.options.metrics ? ['/metrics'] : []),
+        'ws://…/ (hat protocol v1)',
+      ];
       reply(404, { error: 'not found', endpoints });
     }
   }
 
   private newSessionId(): number {
     let id: number;
-    do id = randomInt(1, 2 ** 31); while (this.sessions.has(id));
+    do id = randomInt(1, 2 ** 31);
+    while (this.sessions.has(id));
     return id;
   }
 
@@ -266,7 +314,9 @@ export class CloudServer {
         }
       }
     };
-    socket.on('pong', () => { if (session) session.alive = true; });
+    socket.on('pong', () => {
+      if (session) session.alive = true;
+    });
     socket.on('close', () => {
       clearTimeout(helloTimeout);
       if (session) this.forget(session, 'closed by device');
@@ -289,13 +339,20 @@ export class CloudServer {
     }
     const hello = parseControl(helloSchema, decodeJson(frame.payload), 'hello');
     // The token first: nothing about this server (not even its split) is revealed to a client without it.
-    if (this.options.token !== undefined && (hello.token === undefined || !sameSecret(hello.token, this.options.token))) {
+    if (
+      this.options.token !== undefined &&
+      (hello.token === undefined || !sameSecret(hello.token, this.options.token))
+    ) {
       this.recordFailure(address);
       this.reject(socket, 'UNAUTHORIZED', 'missing or wrong token');
       return undefined;
     }
     if (hello.manifestHash !== this.options.manifestHash) {
-      this.reject(socket, 'MANIFEST_MISMATCH', `device split ${hello.manifestHash.slice(0, 12)} differs from the cloud's ${this.options.manifestHash.slice(0, 12)}`);
+      this.reject(
+        socket,
+        'MANIFEST_MISMATCH',
+        `device split ${hello.manifestHash.slice(0, 12)} differs from the cloud's ${this.options.manifestHash.slice(0, 12)}`,
+      );
       return undefined;
     }
     if (this.sessions.size >= this.options.maxSessions) {
@@ -303,19 +360,37 @@ export class CloudServer {
       return undefined;
     }
     const session: DeviceSession = {
-      id: this.newSessionId(), socket, link, nextSeqIn: 1, nextSeqOut: 0, lastActive: Date.now(), closed: false, inflight: 0, alive: true,
+      id: this.newSessionId(),
+      socket,
+      link,
+      nextSeqIn: 1,
+      nextSeqOut: 0,
+      lastActive: Date.now(),
+      closed: false,
+      inflight: 0,
+      alive: true,
       backlog: [],
     };
     this.sessions.set(session.id, session);
     this.options.metrics?.sessionOpened(session.id);
-    this.send(session, encodeFrame({ type: 'welcome', sessionId: session.id, seq: session.nextSeqOut++ }, encodeJson({
-      sessionId: session.id,
-      hiddenSize: this.options.hiddenSize,
-      maxTokensPerFrame: this.options.maxTokensPerFrame,
-      ...(this.options.maxContext ? { maxContext: this.options.maxContext } : {}),
-      latencyModel: this.options.executor.latencyModel(),
-    })));
-    this.options.logger.log('session-open', { session: session.id, client: hello.client, sessions: this.sessions.size });
+    this.send(
+      session,
+      encodeFrame(
+        { type: 'welcome', sessionId: session.id, seq: session.nextSeqOut++ },
+        encodeJson({
+          sessionId: session.id,
+          hiddenSize: this.options.hiddenSize,
+          maxTokensPerFrame: this.options.maxTokensPerFrame,
+          ...(this.options.maxContext ? { maxContext: this.options.maxContext } : {}),
+          latencyModel: this.options.executor.latencyModel(),
+        }),
+      ),
+    );
+    this.options.logger.log('session-open', {
+      session: session.id,
+      client: hello.client,
+      sessions: this.sessions.size,
+    });
     return session;
   }
 
@@ -334,31 +409,45 @@ export class CloudServer {
   private handleFrame(session: DeviceSession, frame: Frame): void {
     const { header } = frame;
     session.lastActive = Date.now();
-    if (header.sessionId !== session.id) throw new HatError('PROTOCOL', `unknown session ${header.sessionId} on this connection`);
-    if (header.seq !== session.nextSeqIn) throw new HatError('PROTOCOL', `out-of-order frame: seq ${header.seq}, expected ${session.nextSeqIn}`);
+    if (header.sessionId !== session.id)
+      throw new HatError('PROTOCOL', `unknown session ${header.sessionId} on this connection`);
+    if (header.seq !== session.nextSeqIn)
+      throw new HatError('PROTOCOL', `out-of-order frame: seq ${header.seq}, expected ${session.nextSeqIn}`);
     session.nextSeqIn++;
     if (header.type === 'bye') {
       session.socket.close(1000, 'bye');
       return;
     }
-    if (header.type !== 'forward') throw new HatError('PROTOCOL', `a device may not send ${header.type} frames after the handshake`);
+    if (header.type !== 'forward')
+      throw new HatError('PROTOCOL', `a device may not send ${header.type} frames after the handshake`);
     if (this.draining) {
       this.fail(session, 'GOING_AWAY', 'the server is draining');
       return;
     }
     if (header.hiddenSize !== this.options.hiddenSize) {
-      throw new HatError('PROTOCOL', `hidden size ${header.hiddenSize} does not match the middle part's ${this.options.hiddenSize}`);
+      throw new HatError(
+        'PROTOCOL',
+        `hidden size ${header.hiddenSize} does not match the middle part's ${this.options.hiddenSize}`,
+      );
     }
     if (header.nTokens < 1 || header.nTokens > this.options.maxTokensPerFrame) {
-      throw new HatError('PROTOCOL', `a forward frame must carry 1..${this.options.maxTokensPerFrame} tokens, got ${header.nTokens}`);
+      throw new HatError(
+        'PROTOCOL',
+        `a forward frame must carry 1..${this.options.maxTokensPerFrame} tokens, got ${header.nTokens}`,
+      );
     }
     if (header.pastLength + header.nTokens > this.maxContext) {
-      this.fail(session, 'CONTEXT_LIMIT', `${header.pastLength} + ${header.nTokens} positions exceed this server's context of ${this.maxContext}`);
+      this.fail(
+        session,
+        'CONTEXT_LIMIT',
+        `${header.pastLength} + ${header.nTokens} positions exceed this server's context of ${this.maxContext}`,
+      );
       return;
     }
     const hidden = decodeHidden(frame.payload, header.nTokens, header.hiddenSize, header.dtype);
     for (let i = 0; i < hidden.length; i++) {
-      if (!Number.isFinite(hidden[i])) throw new HatError('PROTOCOL', `hidden state value ${hidden[i]} at ${i} is not finite`);
+      if (!Number.isFinite(hidden[i]))
+        throw new HatError('PROTOCOL', `hidden state value ${hidden[i]} at ${i} is not finite`);
     }
     const allPositions = (header.flags & FrameFlags.allPositions) !== 0;
     const kind: RequestKind = (header.flags & FrameFlags.prefill) !== 0 ? 'prefill_chunk' : 'verification';
@@ -370,15 +459,33 @@ export class CloudServer {
         if (session.closed) return;
         this.options.metrics?.answered(session.id, kind, result.queueMs, header.pastLength + header.nTokens);
         const model = this.options.executor.latencyModel();
-        this.send(session, encodeFrame({
-          type: 'result', flags: header.flags, dtype: header.dtype, sessionId: session.id, seq: session.nextSeqOut++,
-          pastLength: header.pastLength, nTokens: result.rows, hiddenSize: header.hiddenSize,
-          queueMs: result.queueMs, computeMs: result.computeMs, latencyBaseMs: model.baseMs, latencyPerTokenMs: model.perTokenMs,
-        }, encodeHidden(result.hidden, result.rows, header.hiddenSize, header.dtype)));
+        this.send(
+          session,
+          encodeFrame(
+            {
+              type: 'result',
+              flags: header.flags,
+              dtype: header.dtype,
+              sessionId: session.id,
+              seq: session.nextSeqOut++,
+              pastLength: header.pastLength,
+              nTokens: result.rows,
+              hiddenSize: header.hiddenSize,
+              queueMs: result.queueMs,
+              computeMs: result.computeMs,
+              latencyBaseMs: model.baseMs,
+              latencyPerTokenMs: model.perTokenMs,
+            },
+            encodeHidden(result.hidden, result.rows, header.hiddenSize, header.dtype),
+          ),
+        );
       })
       .catch((error: unknown) => {
         // The worker's code, as it crossed the thread and the pool, goes on the wire when it is a wire code.
-        const code = isHatError(error) && (WIRE_ERROR_CODES as readonly string[]).includes(error.code) ? error.code as WireErrorCode : 'RUN_FAILED';
+        const code =
+          isHatError(error) && (WIRE_ERROR_CODES as readonly string[]).includes(error.code)
+            ? (error.code as WireErrorCode)
+            : 'RUN_FAILED';
         this.fail(session, code, isHatError(error) ? error.message : String(error));
       })
       .finally(() => this.finished(session));
@@ -410,8 +517,9 @@ export class CloudServer {
   }
 
   private resumeIfRoom(session: DeviceSession): void {
-    const room = session.inflight < this.settings.maxInflightPerSession
-      && session.socket.bufferedAmount < this.settings.maxBufferedBytes;
+    const room =
+      session.inflight < this.settings.maxInflightPerSession &&
+      session.socket.bufferedAmount < this.settings.maxBufferedBytes;
     if (room && session.socket.isPaused) session.socket.resume();
   }
 
@@ -432,7 +540,9 @@ export class CloudServer {
     this.options.logger.log('rejected', { code, message });
     this.options.metrics?.error(code);
     if (socket.readyState !== socket.OPEN) return;
-    socket.send(encodeFrame({ type: 'error' }, encodeJson({ code, message })), { binary: true }, () => socket.close(1008, code));
+    socket.send(encodeFrame({ type: 'error' }, encodeJson({ code, message })), { binary: true }, () =>
+      socket.close(1008, code),
+    );
     setTimeout(() => socket.terminate(), 1000).unref();
   }
 
@@ -441,7 +551,10 @@ export class CloudServer {
     if (session.closed) return;
     this.options.logger.log('session-error', { session: session.id, code, message });
     this.options.metrics?.error(code);
-    this.send(session, encodeFrame({ type: 'error', sessionId: session.id, seq: session.nextSeqOut++ }, encodeJson({ code, message })));
+    this.send(
+      session,
+      encodeFrame({ type: 'error', sessionId: session.id, seq: session.nextSeqOut++ }, encodeJson({ code, message })),
+    );
     this.forget(session, code);
     session.socket.close(code === 'GOING_AWAY' ? 1001 : 1008, code);
     setTimeout(() => session.socket.terminate(), 1000).unref();
@@ -491,7 +604,13 @@ function guardOversize(socket: WebSocket, limit: () => number): () => void {
   const close = socket.close.bind(socket);
   socket.close = (code?: number, reason?: string | Buffer) => {
     if (code === 1009 && socket.readyState === socket.OPEN) {
-      socket.send(encodeFrame({ type: 'error' }, encodeJson({ code: 'BAD_FRAME', message: `message over the ${limit()}-byte limit` })), { binary: true });
+      socket.send(
+        encodeFrame(
+          { type: 'error' },
+          encodeJson({ code: 'BAD_FRAME', message: `message over the ${limit()}-byte limit` }),
+        ),
+        { binary: true },
+      );
     }
     close(code, reason);
   };

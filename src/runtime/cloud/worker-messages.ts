@@ -5,10 +5,7 @@ import type { EngineRun } from './middle-engine.ts';
 
 export type WorkerTask =
   /** One batch the scheduler picked: at most one request per session, run as one padded run when it can. */
-  | { kind: 'run'; requests: MiddleRequest[] }
-  | { kind: 'drop'; sessionId: number };
+  { kind: 'run'; requests: MiddleRequest[] } | { kind: 'drop'; sessionId: number };
 
 export type WorkerReply =
-  | { kind: 'ready' }
-  | { kind: 'load-failed'; code: ErrorCode; message: string }
-  | ({ kind: 'ran' } & EngineRun);
+  { kind: 'ready' } | { kind: 'load-failed'; code: ErrorCode; message: string } | ({ kind: 'ran' } & EngineRun);

@@ -87,15 +87,18 @@ export class WorkerPool implements MiddleExecutor {
   static async start(options: WorkerPoolOptions): Promise<WorkerPool> {
     const threads = options.threadsPerWorker ?? Math.max(1, Math.floor(availableParallelism() / options.workers));
     const mode = options.batching ?? 'none';
-    const pool = new WorkerPool({
-      maxBatch: mode === 'none' ? 1 : options.maxBatch ?? DEFAULT_MAX_BATCH,
-      maxBatchTokens: options.maxBatchTokens ?? DEFAULT_TOKENS_PER_THREAD * threads,
-      smallRows: DEFAULT_SMALL_ROWS,
-      batchableRows: mode === 'single-row' ? 1 : Infinity,
-    }, options.logger);
+    const pool = new WorkerPool(
+      {
+        maxBatch: mode === 'none' ? 1 : (options.maxBatch ?? DEFAULT_MAX_BATCH),
+        maxBatchTokens: options.maxBatchTokens ?? DEFAULT_TOKENS_PER_THREAD * threads,
+        smallRows: DEFAULT_SMALL_ROWS,
+        batchableRows: mode === 'single-row' ? 1 : Infinity,
+      },
+      options.logger,
+    );
     // --max-batch 1 keeps the worker on exactly the pre-batching path (no padded runner at all).
-    const layout: PastLayout | undefined = pool.limits.maxBatch === 1 ? undefined
-      : mode === 'single-row' ? 'right' : 'left';
+    const layout: PastLayout | undefined =
+      pool.limits.maxBatch === 1 ? undefined : mode === 'single-row' ? 'right' : 'left';
     const starts = Array.from({ length: options.workers }, (_, i) => pool.startLane(i, options, threads, layout));
     await Promise.all(starts);
     return pool;
@@ -105,7 +108,12 @@ export class WorkerPool implements MiddleExecutor {
     // tsx must be registered inside the worker too, so the worker can import TypeScript.
     const worker = new Worker(new URL('./worker-bootstrap.mjs', import.meta.url), {
       workerData: {
-        entry: workerUrl.href, splitDir: options.splitDir, threads, maxContext: options.maxContext, index, layout,
+        entry: workerUrl.href,
+        splitDir: options.splitDir,
+        threads,
+        maxContext: options.maxContext,
+        index,
+        layout,
       },
     });
     const lane: Lane = { worker, queue: [], running: [], sessions: new Set(), ready: false };
@@ -126,7 +134,8 @@ export class WorkerPool implements MiddleExecutor {
         this.failLane(lane, error);
       });
       worker.on('exit', (code) => {
-        if (!this.closing) this.failLane(lane, new HatError('RUNTIME', `middle worker ${index} exited with code ${code}`));
+        if (!this.closing)
+          this.failLane(lane, new HatError('RUNTIME', `middle worker ${index} exited with code ${code}`));
       });
     });
   }
@@ -193,10 +202,16 @@ export class WorkerPool implements MiddleExecutor {
     const running = lane.running;
     lane.running = [];
     if (reply.paddedRows > 0) this.latency.observe(reply.paddedRows, reply.computeMs);
-    this.count(running.map((p) => p.request), reply.paddedRows);
+    this.count(
+      running.map((p) => p.request),
+      reply.paddedRows,
+    );
     this.onRun?.({
-      sessions: running.length, rows: running.reduce((n, p) => n + p.request.nTokens, 0),
-      paddedRows: reply.paddedRows, computeMs: reply.computeMs, kind: lane.lastKind,
+      sessions: running.length,
+      rows: running.reduce((n, p) => n + p.request.nTokens, 0),
+      paddedRows: reply.paddedRows,
+      computeMs: reply.computeMs,
+      kind: lane.lastKind,
     });
     if (reply.batchError) this.logger?.log('batch-failed', { sessions: running.length, message: reply.batchError });
     running.forEach((pending, i) => {

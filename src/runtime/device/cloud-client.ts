@@ -5,7 +5,15 @@
  */
 import WebSocket from 'ws';
 import { HatError } from '../../errors.ts';
-import { decodeFrame, decodeJson, encodeFrame, encodeJson, FrameFlags, type Frame, type WireDTypeName } from '../protocol/frame.ts';
+import {
+  decodeFrame,
+  decodeJson,
+  encodeFrame,
+  encodeJson,
+  FrameFlags,
+  type Frame,
+  type WireDTypeName,
+} from '../protocol/frame.ts';
 import { errorBodySchema, errorFromBody, parseControl, welcomeSchema } from '../protocol/control.ts';
 import { decodeHidden, encodeHidden } from '../protocol/hidden-codec.ts';
 import { EmulatedLink, LINK_PROFILES, type LinkSpec } from '../link.ts';
@@ -75,22 +83,41 @@ export class CloudClient implements Verifier {
         if (!welcomed) reject(this.failure);
       };
       const timer = setTimeout(() => {
-        fail(new HatError('NETWORK', `no answer from the cloud at ${url} within ${connectTimeoutMs} ms`, 'check that serve-cloud is running and reachable'));
+        fail(
+          new HatError(
+            'NETWORK',
+            `no answer from the cloud at ${url} within ${connectTimeoutMs} ms`,
+            'check that serve-cloud is running and reachable',
+          ),
+        );
         this.socket.terminate();
       }, connectTimeoutMs);
       try {
         this.socket = new WebSocket(url, { perMessageDeflate: false });
       } catch (error) {
         clearTimeout(timer);
-        reject(new HatError('BAD_OPTION', `--cloud ${url} is not a WebSocket URL (${(error as Error).message})`, 'use ws://HOST:PORT'));
+        reject(
+          new HatError(
+            'BAD_OPTION',
+            `--cloud ${url} is not a WebSocket URL (${(error as Error).message})`,
+            'use ws://HOST:PORT',
+          ),
+        );
         return;
       }
       this.socket.binaryType = 'nodebuffer';
       this.socket.on('open', () => {
         (this.socket as unknown as { _socket?: { setNoDelay(v: boolean): void } })._socket?.setNoDelay(true);
-        this.sendRaw(encodeFrame({ type: 'hello', seq: this.seq++ }, encodeJson({
-          manifestHash: this.options.manifestHash, token: this.options.token, client: `hat-device/${process.pid}`,
-        })));
+        this.sendRaw(
+          encodeFrame(
+            { type: 'hello', seq: this.seq++ },
+            encodeJson({
+              manifestHash: this.options.manifestHash,
+              token: this.options.token,
+              client: `hat-device/${process.pid}`,
+            }),
+          ),
+        );
       });
       this.socket.on('message', (data: Buffer) => {
         const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
@@ -110,7 +137,10 @@ export class CloudClient implements Verifier {
             } else if (frame.header.type === 'welcome') {
               const body = parseControl(welcomeSchema, decodeJson(frame.payload), 'welcome');
               if (body.hiddenSize !== this.options.hiddenSize) {
-                throw new HatError('MANIFEST_MISMATCH', `the cloud's middle part takes hidden size ${body.hiddenSize}, this device sends ${this.options.hiddenSize}`);
+                throw new HatError(
+                  'MANIFEST_MISMATCH',
+                  `the cloud's middle part takes hidden size ${body.hiddenSize}, this device sends ${this.options.hiddenSize}`,
+                );
               }
               this.sessionId = body.sessionId;
               this.maxTokensPerFrame = body.maxTokensPerFrame;
@@ -132,11 +162,23 @@ export class CloudClient implements Verifier {
       });
       this.socket.on('error', (error: Error) => {
         clearTimeout(timer);
-        fail(new HatError('NETWORK', `cannot reach the cloud at ${url}: ${error.message}`, 'check that serve-cloud is running and the URL is right'));
+        fail(
+          new HatError(
+            'NETWORK',
+            `cannot reach the cloud at ${url}: ${error.message}`,
+            'check that serve-cloud is running and the URL is right',
+          ),
+        );
       });
       this.socket.on('close', () => {
         clearTimeout(timer);
-        fail(new HatError('NETWORK', 'the cloud connection closed', 'the server stopped or dropped this session; see its log'));
+        fail(
+          new HatError(
+            'NETWORK',
+            'the cloud connection closed',
+            'the server stopped or dropped this session; see its log',
+          ),
+        );
       });
     });
   }
@@ -176,10 +218,19 @@ export class CloudClient implements Verifier {
   forward(hidden: Float32Array, nTokens: number, pastLength: number, options: ForwardOptions): Promise<ForwardResult> {
     if (this.failure) return Promise.reject(this.failure);
     const flags = (options.allPositions ? FrameFlags.allPositions : 0) | (options.prefill ? FrameFlags.prefill : 0);
-    const bytes = encodeFrame({
-      type: 'forward', flags, dtype: this.options.wire, sessionId: this.sessionId, seq: this.seq++,
-      pastLength, nTokens, hiddenSize: this.options.hiddenSize,
-    }, encodeHidden(hidden, nTokens, this.options.hiddenSize, this.options.wire));
+    const bytes = encodeFrame(
+      {
+        type: 'forward',
+        flags,
+        dtype: this.options.wire,
+        sessionId: this.sessionId,
+        seq: this.seq++,
+        pastLength,
+        nTokens,
+        hiddenSize: this.options.hiddenSize,
+      },
+      encodeHidden(hidden, nTokens, this.options.hiddenSize, this.options.wire),
+    );
     return new Promise((resolve, reject) => {
       this.waiting.push({ sentAt: performance.now(), bytesUp: bytes.length, resolve, reject });
       this.sendRaw(bytes);

@@ -13,7 +13,10 @@ export interface CacheState {
 
 export class DeviceCaches {
   /** `withAdapter`: the adapter's cache moves with the input part's (while drafting). */
-  constructor(private readonly parts: DeviceParts, readonly withAdapter: boolean) {}
+  constructor(
+    private readonly parts: DeviceParts,
+    readonly withAdapter: boolean,
+  ) {}
 
   /** Whether the output part holds a cache (decoder layers on the device's output side). */
   get outputHasCache(): boolean {
@@ -21,7 +24,10 @@ export class DeviceCaches {
   }
 
   snapshot(): CacheState {
-    return { input: this.parts.input.snapshot(), adapter: this.withAdapter ? this.parts.adapter?.snapshot() : undefined };
+    return {
+      input: this.parts.input.snapshot(),
+      adapter: this.withAdapter ? this.parts.adapter?.snapshot() : undefined,
+    };
   }
 
   restore(state: CacheState): void {

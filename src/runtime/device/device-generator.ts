@@ -57,27 +57,44 @@ export async function connectDeviceGenerator(options: DeviceGeneratorOptions): P
   const { parts } = options;
   const { manifest } = parts;
   if (options.fallbackLocal && !parts.adapter) {
-    throw new HatError('BAD_OPTION', '--fallback local needs the adapter (the small model)', 'run `hat train-adapter <split-dir>` first, or use --fallback none');
+    throw new HatError(
+      'BAD_OPTION',
+      '--fallback local needs the adapter (the small model)',
+      'run `hat train-adapter <split-dir>` first, or use --fallback none',
+    );
   }
   const { recorder } = options;
   const tap = options.cloud.recordUplink;
-  const recordUplink = recorder ? (bytes: Uint8Array) => { tap?.(bytes); recorder.onUplink(bytes); } : tap;
-  const connect = () => CloudClient.connect({
-    ...options.cloud, recordUplink, manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size,
-  });
+  const recordUplink = recorder
+    ? (bytes: Uint8Array) => {
+        tap?.(bytes);
+        recorder.onUplink(bytes);
+      }
+    : tap;
+  const connect = () =>
+    CloudClient.connect({
+      ...options.cloud,
+      recordUplink,
+      manifestHash: manifestHash(manifest),
+      hiddenSize: manifest.hidden.size,
+    });
   const first = await connect();
   const resumable = (options.reconnects ?? 0) > 0 || options.fallbackLocal;
   const cloudVerifier: Verifier = resumable
     ? new ResumingVerifier(first, {
-      connect, reconnects: options.reconnects ?? 0, backoff: options.backoff, onEvent: options.onResume,
-      fallback: options.fallbackLocal ? async () => new LocalVerifier(parts.adapter!, options.cloud.wire) : undefined,
-    })
+        connect,
+        reconnects: options.reconnects ?? 0,
+        backoff: options.backoff,
+        onEvent: options.onResume,
+        fallback: options.fallbackLocal ? async () => new LocalVerifier(parts.adapter!, options.cloud.wire) : undefined,
+      })
     : first;
   const verifier = recorder ? recorder.wrap(cloudVerifier) : cloudVerifier;
   const sampler = createSampler(options.sampling);
-  const policy = typeof options.draftThreshold === 'object'
-    ? options.draftThreshold
-    : draftPolicy(manifest, options.draftThreshold, options.maxDraft);
+  const policy =
+    typeof options.draftThreshold === 'object'
+      ? options.draftThreshold
+      : draftPolicy(manifest, options.draftThreshold, options.maxDraft);
   const generator = new HatGenerator(parts, verifier, sampler, new Drafter(parts, sampler, policy));
   return { generator, verifier, close: () => verifier.close() };
 }

@@ -23,11 +23,16 @@ export interface DeviceParts {
 
 export function adapterIO(manifest: SplitManifest): PartIO {
   const adapter = manifest.adapter;
-  if (!adapter) throw new HatError('BAD_MANIFEST', 'the split has no adapter', 'run `hat train-adapter <split-dir>` first');
+  if (!adapter)
+    throw new HatError('BAD_MANIFEST', 'the split has no adapter', 'run `hat train-adapter <split-dir>` first');
   return { hiddenInput: adapter.input, output: adapter.output, kv: adapter.kv ?? [] };
 }
 
-export async function openDeviceParts(splitDir: string, manifest: SplitManifest, options: SessionOptions & { withAdapter: boolean }): Promise<DeviceParts> {
+export async function openDeviceParts(
+  splitDir: string,
+  manifest: SplitManifest,
+  options: SessionOptions & { withAdapter: boolean },
+): Promise<DeviceParts> {
   const input = await openPart(splitDir, manifest, 'input', options);
   const output = await openPart(splitDir, manifest, 'output', options);
   const draftOutput = manifest.kv.output.length > 0 ? PartRunner.fromSession(output.session, output.io) : output;
@@ -35,7 +40,11 @@ export async function openDeviceParts(splitDir: string, manifest: SplitManifest,
   if (options.withAdapter) {
     const file = resolve(splitDir, manifest.adapter?.file ?? 'adapter.onnx');
     if (!manifest.adapter || !existsSync(file)) {
-      throw new HatError('BAD_MANIFEST', `${join(splitDir, 'adapter.onnx')} is missing`, 'run `hat train-adapter <split-dir>` first, or pass --no-draft');
+      throw new HatError(
+        'BAD_MANIFEST',
+        `${join(splitDir, 'adapter.onnx')} is missing`,
+        'run `hat train-adapter <split-dir>` first, or pass --no-draft',
+      );
     }
     adapter = await PartRunner.open(file, adapterIO(manifest), options, 'adapter');
   }

@@ -51,8 +51,14 @@ export class Drafter {
     const started = performance.now();
     const h = await this.parts.input.step({ ids: [pending] }, 1);
     return {
-      hidden: [h.data.slice()], drafts: [], confidences: [], draftProbs: [], survival: 1, expectedTokens: 1,
-      finished: false, stepMs: [performance.now() - started],
+      hidden: [h.data.slice()],
+      drafts: [],
+      confidences: [],
+      draftProbs: [],
+      survival: 1,
+      expectedTokens: 1,
+      finished: false,
+      stepMs: [performance.now() - started],
     };
   }
 

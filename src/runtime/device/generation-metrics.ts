@@ -45,12 +45,26 @@ export class MetricsRecorder {
   private lastCommitAt = 0;
   private overheadMs = 0;
 
-  constructor(private readonly verifier: Verifier, private readonly policy: DraftPolicy) {
+  constructor(
+    private readonly verifier: Verifier,
+    private readonly policy: DraftPolicy,
+  ) {
     this.bytesAtStart = { up: verifier.bytesUp, down: verifier.bytesDown };
     this.metrics = {
-      ttftMs: 0, tbtMs: summarize([]), rounds: 0, tokensPerRound: 0, bytesUp: 0, bytesDown: 0, chunkSizes: [],
-      prefillChunks: [], draft: policy.describe(), parallelDrafting: { branches: 0, hits: 0 }, cloudComputeMs: 0,
-      cloudQueueMs: 0, deviceOverheadMsPerRound: 0, reconnects: 0,
+      ttftMs: 0,
+      tbtMs: summarize([]),
+      rounds: 0,
+      tokensPerRound: 0,
+      bytesUp: 0,
+      bytesDown: 0,
+      chunkSizes: [],
+      prefillChunks: [],
+      draft: policy.describe(),
+      parallelDrafting: { branches: 0, hits: 0 },
+      cloudComputeMs: 0,
+      cloudQueueMs: 0,
+      deviceOverheadMsPerRound: 0,
+      reconnects: 0,
     };
   }
 

@@ -54,7 +54,10 @@ interface RoundResult {
 function concatRows(rows: readonly Float32Array[]): Float32Array {
   const out = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
   let offset = 0;
-  for (const r of rows) { out.set(r, offset); offset += r.length; }
+  for (const r of rows) {
+    out.set(r, offset);
+    offset += r.length;
+  }
   return out;
 }
 
@@ -77,10 +80,16 @@ export class HatGenerator {
   }
 
   async generate(prompt: readonly number[], options: HatGenerateOptions): Promise<HatGeneration> {
-    if (prompt.length === 0) throw new HatError('BAD_OPTION', 'the prompt encodes to no tokens', 'pass a non-empty prompt, or a tokenizer with a BOS token');
+    if (prompt.length === 0)
+      throw new HatError(
+        'BAD_OPTION',
+        'the prompt encodes to no tokens',
+        'pass a non-empty prompt, or a tokenizer with a BOS token',
+      );
     const recorder = new MetricsRecorder(this.verifier, this.drafter.policy);
     const committer = new TokenCommitter({
-      maxNewTokens: options.maxNewTokens, stopTokenIds: options.eosTokenId === undefined ? [] : [options.eosTokenId],
+      maxNewTokens: options.maxNewTokens,
+      stopTokenIds: options.eosTokenId === undefined ? [] : [options.eosTokenId],
       onTokens: options.onTokens,
     });
     const drafting = options.speculative && this.parts.adapter !== undefined;
@@ -123,13 +132,20 @@ export class HatGenerator {
 
   /** Draft, verify, accept, roll back: one round from the pending token at position `base`. */
   private async round(
-    base: number, pending: number, continued: DraftChain | undefined, caches: DeviceCaches, options: HatGenerateOptions,
+    base: number,
+    pending: number,
+    continued: DraftChain | undefined,
+    caches: DeviceCaches,
+    options: HatGenerateOptions,
     recorder: MetricsRecorder,
   ): Promise<RoundResult> {
     const roundStart = performance.now();
     const modelAtStart = this.modelMs();
-    const chain = continued ?? await this.drafter.start(pending);
-    if (options.speculative) while (await this.drafter.extend(chain)) { /* grow the chain */ }
+    const chain = continued ?? (await this.drafter.start(pending));
+    if (options.speculative)
+      while (await this.drafter.extend(chain)) {
+        /* grow the chain */
+      }
     const rows = chain.hidden.length;
     const candidates = chain.nextCandidates?.slice(0, options.parallelBranches ?? 1);
     const verification = this.verifier.forward(concatRows(chain.hidden), rows, base, { allPositions: true });
@@ -145,7 +161,9 @@ export class HatGenerator {
     const outcome = verifyRound(chain, rowsOf(verified), this.sampler);
     const draftSteps = chain.stepMs.slice(1);
     this.drafter.policy.observe({
-      confidences: chain.confidences, accepted: outcome.accepted, verifyMs: result.roundTripMs,
+      confidences: chain.confidences,
+      accepted: outcome.accepted,
+      verifyMs: result.roundTripMs,
       draftStepMs: draftSteps.length ? draftSteps.reduce((a, b) => a + b, 0) / draftSteps.length : undefined,
     });
     const keptAll = outcome.accepted === chain.drafts.length;

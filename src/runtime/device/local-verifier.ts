@@ -16,11 +16,19 @@ export class LocalVerifier implements Verifier {
   private readonly runner: PartRunner;
 
   /** `adapter`: the device's adapter runner; this verifier keeps a cache of its own over the same session. */
-  constructor(adapter: PartRunner, readonly wire: WireDTypeName) {
+  constructor(
+    adapter: PartRunner,
+    readonly wire: WireDTypeName,
+  ) {
     this.runner = PartRunner.fromSession(adapter.session, adapter.io);
   }
 
-  async forward(hidden: Float32Array, nTokens: number, pastLength: number, options: ForwardOptions): Promise<ForwardResult> {
+  async forward(
+    hidden: Float32Array,
+    nTokens: number,
+    pastLength: number,
+    options: ForwardOptions,
+  ): Promise<ForwardResult> {
     if (pastLength > this.runner.length) {
       throw new HatError('INTERNAL', `local verification at ${pastLength} on a cache of ${this.runner.length}`);
     }
@@ -31,7 +39,14 @@ export class LocalVerifier implements Verifier {
     const data = options.allPositions ? out.data : out.data.slice((nTokens - 1) * out.cols);
     const ms = performance.now() - started;
     return {
-      hidden: data, rows, queueMs: 0, computeMs: ms, latency: this.initialLatency, roundTripMs: ms, bytesUp: 0, bytesDown: 0,
+      hidden: data,
+      rows,
+      queueMs: 0,
+      computeMs: ms,
+      latency: this.initialLatency,
+      roundTripMs: ms,
+      bytesUp: 0,
+      bytesDown: 0,
     };
   }
 

@@ -16,5 +16,10 @@ export function summarize(values: readonly number[]): Summary {
   const sorted = [...values].sort((a, b) => a - b);
   const mean = sorted.length ? sorted.reduce((a, b) => a + b, 0) / sorted.length : 0;
   const round = (x: number) => Number(x.toFixed(3));
-  return { mean: round(mean), p50: round(percentile(sorted, 0.5)), p90: round(percentile(sorted, 0.9)), p99: round(percentile(sorted, 0.99)) };
+  return {
+    mean: round(mean),
+    p50: round(percentile(sorted, 0.5)),
+    p90: round(percentile(sorted, 0.9)),
+    p99: round(percentile(sorted, 0.99)),
+  };
 }

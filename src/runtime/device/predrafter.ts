@@ -38,7 +38,14 @@ export class Predrafter {
   /** Drafts ahead until `verification` settles; a branch the policy has not finished resumes next round if kept. */
   async run(candidates: readonly number[], verification: Promise<unknown>, caches: DeviceCaches): Promise<Branch[]> {
     let arrived = false;
-    verification.then(() => { arrived = true; }, () => { arrived = true; });
+    verification.then(
+      () => {
+        arrived = true;
+      },
+      () => {
+        arrived = true;
+      },
+    );
     const root = caches.snapshot();
     const branches: Branch[] = [];
     for (const token of candidates) {

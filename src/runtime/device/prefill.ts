@@ -19,7 +19,10 @@ export type ChunkOption = 'off' | 'auto' | number;
 export class PrefillPipeline {
   private readonly planner: ChunkPlanner;
 
-  constructor(private readonly parts: DeviceParts, private readonly verifier: Verifier) {
+  constructor(
+    private readonly parts: DeviceParts,
+    private readonly verifier: Verifier,
+  ) {
     this.planner = new ChunkPlanner({
       bytesPerToken: wireBytesPerRow(verifier.wire, parts.manifest.hidden.size),
       maxChunk: Math.max(16, verifier.maxTokensPerFrame || 4096),
@@ -37,7 +40,12 @@ export class PrefillPipeline {
    * Runs the prompt through the split and returns the output part's logits at its last position. While drafting,
    * the adapter's own cache covers the prompt too; that device work overlaps the upload.
    */
-  async run(prompt: readonly number[], chunk: ChunkOption, caches: DeviceCaches, recorder: MetricsRecorder): Promise<Float32Array> {
+  async run(
+    prompt: readonly number[],
+    chunk: ChunkOption,
+    caches: DeviceCaches,
+    recorder: MetricsRecorder,
+  ): Promise<Float32Array> {
     const inFlight: Array<Promise<ForwardResult>> = [];
     let answered = 0;
     let offset = 0;
@@ -55,14 +63,21 @@ export class PrefillPipeline {
       const sent = this.verifier.forward(h.data, size, offset, { allPositions: caches.outputHasCache, prefill: true });
       this.planner.observeDevice(size, deviceMs);
       const sentAt = performance.now();
-      inFlight.push(sent.then((r) => {
-        recorder.chunkAnswered(size, deviceMs, r);
-        this.planner.observeResult({
-          bytesUp: r.bytesUp, sentAt, resultAt: sentAt + r.roundTripMs, queueMs: r.queueMs, computeMs: r.computeMs, latency: r.latency,
-        });
-        answered++;
-        return r;
-      }));
+      inFlight.push(
+        sent.then((r) => {
+          recorder.chunkAnswered(size, deviceMs, r);
+          this.planner.observeResult({
+            bytesUp: r.bytesUp,
+            sentAt,
+            resultAt: sentAt + r.roundTripMs,
+            queueMs: r.queueMs,
+            computeMs: r.computeMs,
+            latency: r.latency,
+          });
+          answered++;
+          return r;
+        }),
+      );
       if (caches.withAdapter) await this.parts.adapter!.step({ hidden: h.data }, size);
       offset += size;
     }

@@ -30,9 +30,12 @@ export interface ResumeOptions {
 
 export function describeResume(event: ResumeEvent): string {
   switch (event.kind) {
-    case 'lost': return `cloud connection lost (${event.error.message}): reconnecting`;
-    case 'resumed': return `resumed on a new cloud session (attempt ${event.attempt}, replayed ${event.replayedRows} positions)`;
-    case 'fallback': return `every reconnect failed (${event.error.message}): continuing with the small model alone`;
+    case 'lost':
+      return `cloud connection lost (${event.error.message}): reconnecting`;
+    case 'resumed':
+      return `resumed on a new cloud session (attempt ${event.attempt}, replayed ${event.replayedRows} positions)`;
+    case 'fallback':
+      return `every reconnect failed (${event.error.message}): continuing with the small model alone`;
   }
 }
 
@@ -50,18 +53,38 @@ export class ResumingVerifier implements Verifier {
   private closed = false;
   private status: ResumeStatus = { reconnects: 0 };
 
-  constructor(first: Verifier, private readonly options: ResumeOptions) {
+  constructor(
+    first: Verifier,
+    private readonly options: ResumeOptions,
+  ) {
     this.current = first;
   }
 
-  get wire() { return this.current.wire; }
-  get maxTokensPerFrame() { return this.current.maxTokensPerFrame; }
-  get initialLatency() { return this.current.initialLatency; }
-  get bytesUp() { return this.bytesBefore.up + this.current.bytesUp; }
-  get bytesDown() { return this.bytesBefore.down + this.current.bytesDown; }
-  get resumeStatus() { return this.status; }
+  get wire() {
+    return this.current.wire;
+  }
+  get maxTokensPerFrame() {
+    return this.current.maxTokensPerFrame;
+  }
+  get initialLatency() {
+    return this.current.initialLatency;
+  }
+  get bytesUp() {
+    return this.bytesBefore.up + this.current.bytesUp;
+  }
+  get bytesDown() {
+    return this.bytesBefore.down + this.current.bytesDown;
+  }
+  get resumeStatus() {
+    return this.status;
+  }
 
-  async forward(hidden: Float32Array, nTokens: number, pastLength: number, options: ForwardOptions): Promise<ForwardResult> {
+  async forward(
+    hidden: Float32Array,
+    nTokens: number,
+    pastLength: number,
+    options: ForwardOptions,
+  ): Promise<ForwardResult> {
     this.record(hidden, nTokens, pastLength);
     for (;;) {
       const epoch = this.epoch;
@@ -101,7 +124,9 @@ export class ResumingVerifier implements Verifier {
     let lastError = error;
     const backoff = this.options.backoff ?? DEFAULT_BACKOFF;
     for (let attempt = 1; attempt <= this.options.reconnects; attempt++) {
-      await new Promise((resolve) => setTimeout(resolve, Math.min(backoff.firstMs * 2 ** (attempt - 1), backoff.maxMs)));
+      await new Promise((resolve) =>
+        setTimeout(resolve, Math.min(backoff.firstMs * 2 ** (attempt - 1), backoff.maxMs)),
+      );
       try {
         const next = await this.options.connect();
         await this.replay(next, replayUpTo);

@@ -57,18 +57,31 @@ export interface RunDeviceResult extends HatGeneration {
 export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceResult> {
   const manifest = readManifest(options.splitDir);
   const hasTokenizer = existsSync(join(options.splitDir, manifest.tokenizer ?? 'tokenizer.json'));
-  const tokenizer = hasTokenizer || typeof options.prompt === 'string' ? splitTokenizer(options.splitDir, manifest) : undefined;
+  const tokenizer =
+    hasTokenizer || typeof options.prompt === 'string' ? splitTokenizer(options.splitDir, manifest) : undefined;
   const special = { bosTokenId: manifest.model?.bosTokenId, eosTokenId: manifest.model?.eosTokenId };
   const prompt = typeof options.prompt === 'string' ? { text: options.prompt } : options.prompt;
   const promptIds = resolvePromptIds(prompt, tokenizer, special, manifest.model?.vocabSize);
   const recorder = options.record ? new SessionRecorder() : undefined;
-  const parts = await openDeviceParts(options.splitDir, manifest, { withAdapter: options.speculative || options.fallbackLocal, threads: options.threads });
+  const parts = await openDeviceParts(options.splitDir, manifest, {
+    withAdapter: options.speculative || options.fallbackLocal,
+    threads: options.threads,
+  });
   const device = await connectDeviceGenerator({
     parts,
-    cloud: { url: options.cloud, wire: options.wire, token: options.token, link: options.link, recordUplink: options.recordUplink },
+    cloud: {
+      url: options.cloud,
+      wire: options.wire,
+      token: options.token,
+      link: options.link,
+      recordUplink: options.recordUplink,
+    },
     sampling: { temperature: options.temperature, topP: options.topP, seed: options.seed },
-    draftThreshold: options.draftThreshold, maxDraft: options.maxDraft,
-    reconnects: options.reconnects ?? 0, fallbackLocal: options.fallbackLocal, onResume: options.onResume,
+    draftThreshold: options.draftThreshold,
+    maxDraft: options.maxDraft,
+    reconnects: options.reconnects ?? 0,
+    fallbackLocal: options.fallbackLocal,
+    onResume: options.onResume,
     recorder,
   });
   const streamer = tokenizer && textStreamer(tokenizer, promptIds);
@@ -87,11 +100,16 @@ export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceRes
       },
     });
     if (recorder) {
-      writeRecording(options.record!, recorder.finish({
-        manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size, promptTokens: promptIds.length,
-        mode: options.speculative ? 'run-device' : 'run-device --no-draft',
-        link: options.link ? describeLink(options.link) : 'none',
-      }));
+      writeRecording(
+        options.record!,
+        recorder.finish({
+          manifestHash: manifestHash(manifest),
+          hiddenSize: manifest.hidden.size,
+          promptTokens: promptIds.length,
+          mode: options.speculative ? 'run-device' : 'run-device --no-draft',
+          link: options.link ? describeLink(options.link) : 'none',
+        }),
+      );
     }
     const rest = streamer?.flush();
     if (rest) options.onText?.(rest);

@@ -72,13 +72,28 @@ export interface RecordingMeta {
 
 /** Verifier decorator: everything goes to the inner verifier; the recorder notes sends, arrivals and timing. */
 class RecordingVerifier implements Verifier {
-  constructor(private readonly inner: Verifier, private readonly recorder: SessionRecorder) {}
-  get wire(): WireDTypeName { return this.inner.wire; }
-  get maxTokensPerFrame(): number { return this.inner.maxTokensPerFrame; }
-  get initialLatency(): LatencyModel { return this.inner.initialLatency; }
-  get bytesUp(): number { return this.inner.bytesUp; }
-  get bytesDown(): number { return this.inner.bytesDown; }
-  get resumeStatus(): ResumeStatus | undefined { return this.inner.resumeStatus; }
+  constructor(
+    private readonly inner: Verifier,
+    private readonly recorder: SessionRecorder,
+  ) {}
+  get wire(): WireDTypeName {
+    return this.inner.wire;
+  }
+  get maxTokensPerFrame(): number {
+    return this.inner.maxTokensPerFrame;
+  }
+  get initialLatency(): LatencyModel {
+    return this.inner.initialLatency;
+  }
+  get bytesUp(): number {
+    return this.inner.bytesUp;
+  }
+  get bytesDown(): number {
+    return this.inner.bytesDown;
+  }
+  get resumeStatus(): ResumeStatus | undefined {
+    return this.inner.resumeStatus;
+  }
 
   forward(hidden: Float32Array, nTokens: number, pastLength: number, options: ForwardOptions): Promise<ForwardResult> {
     const after = this.recorder.awaitedBy(options);
@@ -166,11 +181,19 @@ export class SessionRecorder {
       unreplayable ??= `${this.frames.length - answered} request(s) were never answered`;
     }
     const frames = this.frames.map((f, i) => ({ ...f, bytes: this.uplink[i] ?? new Uint8Array(0) }));
-    const results = Array.from({ length: this.frames.length }, (_, i) => this.results[i]
-      ?? { arrivedMs: 0, rows: 0, hidden: new Float32Array(0), commits: [] });
+    const results = Array.from(
+      { length: this.frames.length },
+      (_, i) => this.results[i] ?? { arrivedMs: 0, rows: 0, hidden: new Float32Array(0), commits: [] },
+    );
     const tokens = results.reduce((n, r) => n + r.commits.reduce((m, c) => m + c.count, 0), 0);
     return {
-      format: RECORDING_FORMAT, ...meta, wire, tokens, recordedAt: new Date().toISOString(), frames, results,
+      format: RECORDING_FORMAT,
+      ...meta,
+      wire,
+      tokens,
+      recordedAt: new Date().toISOString(),
+      frames,
+      results,
       ...(unreplayable ? { unreplayable } : {}),
     };
   }
@@ -208,10 +231,14 @@ const fileSchema = z.object({
   link: z.string(),
   recordedAt: z.string(),
   frames: z.array(z.object({ bytes: z.string(), sentMs: z.number(), after: z.number().int(), deviceMs: z.number() })),
-  results: z.array(z.object({
-    arrivedMs: z.number(), rows: z.number().int().nonnegative(), hidden: z.string(),
-    commits: z.array(z.object({ afterMs: z.number(), count: z.number().int().positive() })),
-  })),
+  results: z.array(
+    z.object({
+      arrivedMs: z.number(),
+      rows: z.number().int().nonnegative(),
+      hidden: z.string(),
+      commits: z.array(z.object({ afterMs: z.number(), count: z.number().int().positive() })),
+    }),
+  ),
   synthetic: z.string().optional(),
   unreplayable: z.string().optional(),
 });
@@ -221,7 +248,8 @@ export function recordingToJson(recording: SessionRecording): string {
     ...recording,
     frames: recording.frames.map((f) => ({ ...f, bytes: base64(f.bytes) })),
     results: recording.results.map((r) => ({
-      ...r, hidden: base64(new Uint8Array(r.hidden.buffer, r.hidden.byteOffset, r.hidden.byteLength)),
+      ...r,
+      hidden: base64(new Uint8Array(r.hidden.buffer, r.hidden.byteOffset, r.hidden.byteLength)),
     })),
   })}\n`;
 }
@@ -231,8 +259,11 @@ export function recordingFromJson(text: string, source: string): SessionRecordin
   try {
     raw = JSON.parse(text);
   } catch {
-    throw new HatError('BAD_OPTION', `${source} is not JSON`,
-      'give a file written by `hat run-device --record` or `hat bench --fleet`');
+    throw new HatError(
+      'BAD_OPTION',
+      `${source} is not JSON`,
+      'give a file written by `hat run-device --record` or `hat bench --fleet`',
+    );
   }
   const parsed = fileSchema.safeParse(raw);
   if (!parsed.success) {

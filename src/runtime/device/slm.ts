@@ -20,11 +20,14 @@ export class SlmCausalLm implements CausalLm {
   static async open(splitDir: string, options: SessionOptions = {}): Promise<SlmCausalLm> {
     const manifest = readManifest(splitDir);
     if (manifest.kv.output.length > 0) {
-      throw new HatError('UNSUPPORTED_MODEL', 'the small model needs an output part without decoder layers (split with --output-layers 0)');
+      throw new HatError(
+        'UNSUPPORTED_MODEL',
+        'the small model needs an output part without decoder layers (split with --output-layers 0)',
+      );
     }
     const parts = await openDeviceParts(splitDir, manifest, { ...options, withAdapter: true });
     const vocab = parts.output.session.outputs.find((o) => o.name === 'logits')?.shape.at(-1);
-    return new SlmCausalLm(parts, typeof vocab === 'number' ? vocab : manifest.model?.vocabSize ?? 0);
+    return new SlmCausalLm(parts, typeof vocab === 'number' ? vocab : (manifest.model?.vocabSize ?? 0));
   }
 
   get length(): number {

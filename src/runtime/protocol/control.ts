@@ -7,8 +7,15 @@ import { z } from 'zod';
 import { HatError, isHatError, type ErrorCode } from '../../errors.ts';
 
 export const WIRE_ERROR_CODES = [
-  'BAD_FRAME', 'MANIFEST_MISMATCH', 'UNAUTHORIZED', 'RATE_LIMITED', 'SESSION_LIMIT', 'CONTEXT_LIMIT', 'IDLE_TIMEOUT',
-  'RUN_FAILED', 'GOING_AWAY',
+  'BAD_FRAME',
+  'MANIFEST_MISMATCH',
+  'UNAUTHORIZED',
+  'RATE_LIMITED',
+  'SESSION_LIMIT',
+  'CONTEXT_LIMIT',
+  'IDLE_TIMEOUT',
+  'RUN_FAILED',
+  'GOING_AWAY',
 ] as const satisfies readonly ErrorCode[];
 export type WireErrorCode = (typeof WIRE_ERROR_CODES)[number];
 
@@ -37,7 +44,7 @@ export type ErrorBody = z.infer<typeof errorBodySchema>;
 
 const HINTS: Partial<Record<WireErrorCode, string>> = {
   MANIFEST_MISMATCH: 'device and cloud must hold parts of the same split',
-  UNAUTHORIZED: 'give the server\'s token (HAT_TOKEN or --token-file)',
+  UNAUTHORIZED: "give the server's token (HAT_TOKEN or --token-file)",
   RATE_LIMITED: 'wait, then retry with the right token',
   SESSION_LIMIT: 'the server is full: retry later or add a replica',
   CONTEXT_LIMIT: 'shorten the prompt or --max-new-tokens',
@@ -48,15 +55,22 @@ export function parseControl<T>(schema: z.ZodType<T>, body: unknown, what: strin
   const parsed = schema.safeParse(body);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    throw new HatError('PROTOCOL', `${what} body is invalid: ${issue.path.join('.') || 'body'}: ${issue.message}`,
-      'the peer speaks a different or broken hat protocol');
+    throw new HatError(
+      'PROTOCOL',
+      `${what} body is invalid: ${issue.path.join('.') || 'body'}: ${issue.message}`,
+      'the peer speaks a different or broken hat protocol',
+    );
   }
   return parsed.data;
 }
 
 /** An error frame's body as the device's HatError: same code (and so the same retryable flag). */
 export function errorFromBody(body: ErrorBody): HatError {
-  return new HatError(body.code, `the cloud closed the session: ${body.code}: ${body.message}`, HINTS[body.code] ?? 'see the server log');
+  return new HatError(
+    body.code,
+    `the cloud closed the session: ${body.code}: ${body.message}`,
+    HINTS[body.code] ?? 'see the server log',
+  );
 }
 
 const CLOUD_CODES = new Set<ErrorCode>(['NETWORK', ...WIRE_ERROR_CODES]);

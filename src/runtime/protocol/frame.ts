@@ -20,11 +20,15 @@ export const FrameType = {
   bye: 6,
 } as const;
 export type FrameTypeName = keyof typeof FrameType;
-const FRAME_TYPE_NAMES = new Map<number, FrameTypeName>(Object.entries(FrameType).map(([k, v]) => [v, k as FrameTypeName]));
+const FRAME_TYPE_NAMES = new Map<number, FrameTypeName>(
+  Object.entries(FrameType).map(([k, v]) => [v, k as FrameTypeName]),
+);
 
 export const WireDType = { none: 0, fp32: 1, fp16: 2, int8: 3 } as const;
 export type WireDTypeName = keyof typeof WireDType;
-const WIRE_DTYPE_NAMES = new Map<number, WireDTypeName>(Object.entries(WireDType).map(([k, v]) => [v, k as WireDTypeName]));
+const WIRE_DTYPE_NAMES = new Map<number, WireDTypeName>(
+  Object.entries(WireDType).map(([k, v]) => [v, k as WireDTypeName]),
+);
 
 export const FrameFlags = {
   /** forward: return the middle output for every position (otherwise only the last). */
@@ -67,7 +71,10 @@ function protocolError(message: string): HatError {
   return new HatError('PROTOCOL', message, 'the peer speaks a different or broken hat protocol');
 }
 
-export function encodeFrame(header: Partial<FrameHeader> & Pick<FrameHeader, 'type'>, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
+export function encodeFrame(
+  header: Partial<FrameHeader> & Pick<FrameHeader, 'type'>,
+  payload: Uint8Array = new Uint8Array(0),
+): Uint8Array {
   const bytes = new Uint8Array(HEADER_BYTES + payload.length);
   const view = new DataView(bytes.buffer);
   view.setUint32(0, MAGIC, true);
@@ -90,22 +97,28 @@ export function encodeFrame(header: Partial<FrameHeader> & Pick<FrameHeader, 'ty
 }
 
 export function decodeFrame(data: Uint8Array, limits: DecodeLimits): Frame {
-  if (data.length < HEADER_BYTES) throw protocolError(`frame of ${data.length} bytes is shorter than the ${HEADER_BYTES}-byte header`);
+  if (data.length < HEADER_BYTES)
+    throw protocolError(`frame of ${data.length} bytes is shorter than the ${HEADER_BYTES}-byte header`);
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   if (view.getUint32(0, true) !== MAGIC) throw protocolError('frame does not start with the HAT1 magic');
   const version = view.getUint16(4, true);
-  if (version !== PROTOCOL_VERSION) throw protocolError(`protocol version ${version} is not supported (this peer speaks ${PROTOCOL_VERSION})`);
+  if (version !== PROTOCOL_VERSION)
+    throw protocolError(`protocol version ${version} is not supported (this peer speaks ${PROTOCOL_VERSION})`);
   const type = FRAME_TYPE_NAMES.get(view.getUint8(6));
   if (!type) throw protocolError(`unknown frame type ${view.getUint8(6)}`);
   const dtype = WIRE_DTYPE_NAMES.get(view.getUint8(8));
   if (!dtype) throw protocolError(`unknown wire dtype ${view.getUint8(8)}`);
   const flags = view.getUint8(7);
   if ((flags & ~KNOWN_FLAGS) !== 0) throw protocolError(`unknown flag bits 0x${(flags & ~KNOWN_FLAGS).toString(16)}`);
-  if (view.getUint8(9) !== 0 || view.getUint16(10, true) !== 0) throw protocolError('reserved header bytes 9–11 are not zero');
+  if (view.getUint8(9) !== 0 || view.getUint16(10, true) !== 0)
+    throw protocolError('reserved header bytes 9–11 are not zero');
   const payloadBytes = view.getUint32(48, true);
-  if (payloadBytes > limits.maxPayloadBytes) throw protocolError(`payload of ${payloadBytes} bytes is over the ${limits.maxPayloadBytes}-byte limit`);
+  if (payloadBytes > limits.maxPayloadBytes)
+    throw protocolError(`payload of ${payloadBytes} bytes is over the ${limits.maxPayloadBytes}-byte limit`);
   if (payloadBytes !== data.length - HEADER_BYTES) {
-    throw protocolError(`header announces ${payloadBytes} payload bytes but the frame carries ${data.length - HEADER_BYTES}`);
+    throw protocolError(
+      `header announces ${payloadBytes} payload bytes but the frame carries ${data.length - HEADER_BYTES}`,
+    );
   }
   const header: FrameHeader = {
     type,

@@ -8,18 +8,25 @@ import type { WireDTypeName } from './frame.ts';
 
 export function wireBytesPerRow(dtype: WireDTypeName, cols: number): number {
   switch (dtype) {
-    case 'fp32': return cols * 4;
-    case 'fp16': return cols * 2;
-    case 'int8': return 4 + cols;
-    default: return 0;
+    case 'fp32':
+      return cols * 4;
+    case 'fp16':
+      return cols * 2;
+    case 'int8':
+      return 4 + cols;
+    default:
+      return 0;
   }
 }
 
 export function encodeHidden(values: Float32Array, rows: number, cols: number, dtype: WireDTypeName): Uint8Array {
-  if (values.length !== rows * cols) throw new HatError('INTERNAL', `hidden state has ${values.length} values, expected ${rows}×${cols}`);
+  if (values.length !== rows * cols)
+    throw new HatError('INTERNAL', `hidden state has ${values.length} values, expected ${rows}×${cols}`);
   switch (dtype) {
-    case 'fp32': return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
-    case 'fp16': return new Uint8Array(float32ToFloat16(values).buffer);
+    case 'fp32':
+      return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
+    case 'fp16':
+      return new Uint8Array(float32ToFloat16(values).buffer);
     case 'int8': {
       const out = new Uint8Array(rows * (4 + cols));
       const scales = new Float32Array(out.buffer, 0, rows);
@@ -33,7 +40,8 @@ export function encodeHidden(values: Float32Array, rows: number, cols: number, d
       }
       return out;
     }
-    default: throw new HatError('INTERNAL', `cannot encode hidden states as ${dtype}`);
+    default:
+      throw new HatError('INTERNAL', `cannot encode hidden states as ${dtype}`);
   }
 }
 
@@ -41,19 +49,25 @@ export function encodeHidden(values: Float32Array, rows: number, cols: number, d
 export function decodeHidden(payload: Uint8Array, rows: number, cols: number, dtype: WireDTypeName): Float32Array {
   const expected = rows * wireBytesPerRow(dtype, cols);
   if (dtype === 'none' || payload.length !== expected) {
-    throw new HatError('PROTOCOL', `hidden-state payload of ${payload.length} bytes does not match ${rows}×${cols} ${dtype} (${expected} bytes)`,
-      'device and cloud must agree on the hidden size and wire dtype');
+    throw new HatError(
+      'PROTOCOL',
+      `hidden-state payload of ${payload.length} bytes does not match ${rows}×${cols} ${dtype} (${expected} bytes)`,
+      'device and cloud must agree on the hidden size and wire dtype',
+    );
   }
   // decodeFrame hands out 4-byte-aligned copies, so typed views are safe.
   const aligned = payload.byteOffset % 4 === 0 ? payload : payload.slice();
   switch (dtype) {
-    case 'fp32': return new Float32Array(aligned.buffer, aligned.byteOffset, rows * cols).slice();
-    case 'fp16': return float16ToFloat32(new Uint16Array(aligned.buffer, aligned.byteOffset, rows * cols));
+    case 'fp32':
+      return new Float32Array(aligned.buffer, aligned.byteOffset, rows * cols).slice();
+    case 'fp16':
+      return float16ToFloat32(new Uint16Array(aligned.buffer, aligned.byteOffset, rows * cols));
     default: {
       const scales = new Float32Array(aligned.buffer, aligned.byteOffset, rows);
       const quantised = new Int8Array(aligned.buffer, aligned.byteOffset + rows * 4, rows * cols);
       const out = new Float32Array(rows * cols);
-      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[r * cols + c] = quantised[r * cols + c] * scales[r];
+      for (let r = 0; r < rows; r++)
+        for (let c = 0; c < cols; c++) out[r * cols + c] = quantised[r * cols + c] * scales[r];
       return out;
     }
   }

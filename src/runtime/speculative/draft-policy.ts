@@ -49,7 +49,8 @@ export class AcceptanceModel {
   }
 
   observe(confidences: readonly number[], accepted: number): void {
-    for (let i = 0; i < Math.min(confidences.length, accepted + 1); i++) this.byDecile[decileOf(confidences[i])].update(i < accepted ? 1 : 0);
+    for (let i = 0; i < Math.min(confidences.length, accepted + 1); i++)
+      this.byDecile[decileOf(confidences[i])].update(i < accepted ? 1 : 0);
   }
 }
 
@@ -103,7 +104,9 @@ export class AutoDraftPolicy implements DraftPolicy {
   }
 
   private get measured(): boolean {
-    return this.rounds >= this.warmupRounds && this.draftStepMs.value !== undefined && this.verifyMs.value !== undefined;
+    return (
+      this.rounds >= this.warmupRounds && this.draftStepMs.value !== undefined && this.verifyMs.value !== undefined
+    );
   }
 
   keep(confidence: number, index: number, survival: number, expectedTokens: number): boolean {
@@ -127,6 +130,10 @@ export class AutoDraftPolicy implements DraftPolicy {
   }
 
   describe() {
-    return { mode: 'auto' as const, threshold: Number(this.effectiveThreshold.valueOr(this.startThreshold).toFixed(3)), maxDraft: this.maxDraft };
+    return {
+      mode: 'auto' as const,
+      threshold: Number(this.effectiveThreshold.valueOr(this.startThreshold).toFixed(3)),
+      maxDraft: this.maxDraft,
+    };
   }
 }

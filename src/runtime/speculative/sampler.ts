@@ -3,7 +3,15 @@
  * processed distribution (temperature, top-p from ../sampling.ts): greedy takes the argmax, with the plain
  * softmax's top-1 probability as the draft's confidence; sampling draws from the processed distribution.
  */
-import { argmax, drawFrom, greedyChoice, samplingDistribution, seededUniform, type SamplingOptions, type Uniform } from '../sampling.ts';
+import {
+  argmax,
+  drawFrom,
+  greedyChoice,
+  samplingDistribution,
+  seededUniform,
+  type SamplingOptions,
+  type Uniform,
+} from '../sampling.ts';
 
 export interface Sampler {
   readonly greedy: boolean;

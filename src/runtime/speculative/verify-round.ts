@@ -17,9 +17,21 @@ export interface VerifiedRound extends RoundOutcome {
   committed: number[];
 }
 
-export function verifyRound(chain: DraftsToVerify, targetRows: readonly Float32Array[], sampler: Sampler): VerifiedRound {
+export function verifyRound(
+  chain: DraftsToVerify,
+  targetRows: readonly Float32Array[],
+  sampler: Sampler,
+): VerifiedRound {
   const outcome = sampler.greedy
-    ? acceptGreedy(chain.drafts, targetRows.map((row) => argmax(row)))
-    : acceptSampled(chain.drafts, chain.draftProbs, targetRows.map((row) => sampler.distribution(row)), sampler.random);
+    ? acceptGreedy(
+        chain.drafts,
+        targetRows.map((row) => argmax(row)),
+      )
+    : acceptSampled(
+        chain.drafts,
+        chain.draftProbs,
+        targetRows.map((row) => sampler.distribution(row)),
+        sampler.random,
+      );
   return { ...outcome, committed: [...chain.drafts.slice(0, outcome.accepted), outcome.next] };
 }

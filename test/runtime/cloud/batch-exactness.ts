@@ -12,18 +12,57 @@ import { normalArray, seededRandom } from '../../../src/random.ts';
 
 /** [session, pastLength, rows]: ragged prefills, verifications with rollbacks, a new session, one-row steps. */
 export const RAGGED_ROUNDS: Array<Array<[number, number, number]>> = [
-  [[1, 0, 3], [2, 0, 7], [3, 0, 1], [4, 0, 12], [5, 0, 5]],
-  [[1, 3, 4], [2, 5, 1], [3, 1, 6], [4, 12, 2], [5, 2, 3]],
-  [[2, 6, 3], [4, 13, 1], [6, 0, 4], [1, 0, 2]],
-  [[3, 7, 1], [6, 4, 1], [1, 2, 1], [5, 5, 1]],
+  [
+    [1, 0, 3],
+    [2, 0, 7],
+    [3, 0, 1],
+    [4, 0, 12],
+    [5, 0, 5],
+  ],
+  [
+    [1, 3, 4],
+    [2, 5, 1],
+    [3, 1, 6],
+    [4, 12, 2],
+    [5, 2, 3],
+  ],
+  [
+    [2, 6, 3],
+    [4, 13, 1],
+    [6, 0, 4],
+    [1, 0, 2],
+  ],
+  [
+    [3, 7, 1],
+    [6, 4, 1],
+    [1, 2, 1],
+    [5, 5, 1],
+  ],
 ];
 
 /** Every session takes one row per round on pasts of different lengths (what 'single-row' splits batch). */
 export const ONE_ROW_ROUNDS: Array<Array<[number, number, number]>> = [
-  [[1, 0, 1], [2, 0, 1], [3, 0, 1]],
-  [[1, 1, 1], [2, 1, 1], [4, 0, 1]],
-  [[1, 2, 1], [2, 0, 1], [3, 1, 1], [4, 1, 1]],
-  [[1, 3, 1], [3, 2, 1], [4, 2, 1]],
+  [
+    [1, 0, 1],
+    [2, 0, 1],
+    [3, 0, 1],
+  ],
+  [
+    [1, 1, 1],
+    [2, 1, 1],
+    [4, 0, 1],
+  ],
+  [
+    [1, 2, 1],
+    [2, 0, 1],
+    [3, 1, 1],
+    [4, 1, 1],
+  ],
+  [
+    [1, 3, 1],
+    [3, 2, 1],
+    [4, 2, 1],
+  ],
 ];
 
 export interface Exactness {
@@ -34,7 +73,9 @@ export interface Exactness {
 }
 
 export async function batchedVersusSolo(
-  splitDir: string, layout: PastLayout, rounds = RAGGED_ROUNDS,
+  splitDir: string,
+  layout: PastLayout,
+  rounds = RAGGED_ROUNDS,
 ): Promise<Exactness> {
   const manifest = readManifest(splitDir);
   const session = await createSession(resolve(splitDir, manifest.parts.middle.file), { threads: 1 }, 'middle part');
@@ -50,7 +91,10 @@ export async function batchedVersusSolo(
   };
   for (const round of rounds) {
     const requests = round.map(([sessionId, pastLength, nTokens], i) => ({
-      sessionId, pastLength, nTokens, allPositions: i % 2 === 0,
+      sessionId,
+      pastLength,
+      nTokens,
+      allPositions: i % 2 === 0,
       hidden: normalArray(random, nTokens * manifest.hidden.size, 1),
     }));
     const together = await batched.run(requests);

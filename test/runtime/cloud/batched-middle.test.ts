@@ -27,7 +27,10 @@ async function builderSplit(dtype: 'float32' | 'float16'): Promise<string> {
   return join(dir, 'split');
 }
 
-for (const [dtype, tolerance] of [['float32', 1e-5], ['float16', 2e-3]] as const) {
+for (const [dtype, tolerance] of [
+  ['float32', 1e-5],
+  ['float16', 2e-3],
+] as const) {
   test(`builder model, ${dtype}: a padded batch equals each session alone within ${tolerance}`, async (t) => {
     const { maxAbsError, batchedRuns } = await batchedVersusSolo(await builderSplit(dtype), 'left');
     t.diagnostic(`max |batched − solo| = ${maxAbsError.toExponential(2)}`);
@@ -43,7 +46,10 @@ test('the shipped default split batches exactly', async (t) => {
   assert.ok(maxAbsError <= 1e-5, `max abs error ${maxAbsError}`);
 });
 
-for (const [name, tolerance] of [['hf-tiny-gpt2-opset17', 1e-5], ['genai-tiny-llama-fp16', 2e-3]] as const) {
+for (const [name, tolerance] of [
+  ['hf-tiny-gpt2-opset17', 1e-5],
+  ['genai-tiny-llama-fp16', 2e-3],
+] as const) {
   const fixture = sharedFixture(name, 'model.onnx');
   test(`the ${name} split batches exactly`, { skip: fixture.skip }, async (t) => {
     const split = join(mkdtempSync(join(tmpdir(), 'hat-batch-fx-')), 'split');

@@ -30,7 +30,11 @@ before(async () => {
 });
 
 const request = (sessionId: number, pastLength: number, nTokens: number): MiddleRequest => ({
-  sessionId, pastLength, nTokens, hidden: normalArray(random, nTokens * hidden, 1), allPositions: true,
+  sessionId,
+  pastLength,
+  nTokens,
+  hidden: normalArray(random, nTokens * hidden, 1),
+  allPositions: true,
 });
 const engine = (layout?: 'left') =>
   new MiddleEngine(middle, partIO(readManifest(split), 'middle'), { maxContext: 256, layout });
@@ -57,7 +61,10 @@ test('a session dropped while its request is in a batch: the batch ends, only it
   batched.drop(2);
   const { results, paddedRows } = await running;
   assert.equal(paddedRows, 3 * 5, 'one padded run');
-  assert.ok(results.every((r) => r.ok), 'the run in flight ends for every session');
+  assert.ok(
+    results.every((r) => r.ok),
+    'the run in flight ends for every session',
+  );
   assert.equal(batched.cacheOf(2), undefined);
   assert.equal(batched.cacheOf(1)?.length, 7);
   assert.equal(batched.cacheOf(3)?.length, 7);
@@ -76,7 +83,12 @@ test('a session dropped while its request is in a batch: the batch ends, only it
 
 async function withPool(maxBatch: number, body: (pool: WorkerPool) => Promise<void>): Promise<void> {
   const pool = await WorkerPool.start({
-    splitDir: split, workers: 1, threadsPerWorker: 1, maxContext: 256, batching: 'padded', maxBatch,
+    splitDir: split,
+    workers: 1,
+    threadsPerWorker: 1,
+    maxContext: 256,
+    batching: 'padded',
+    maxBatch,
   });
   try {
     await body(pool);
@@ -103,7 +115,10 @@ test('requests queued while the worker is busy run as one padded batch that equa
     assert.equal(pool.stats.batchedRuns, 1);
     assert.equal(pool.stats.largestBatch, 3);
     assert.equal(pool.stats.paddedRows, 64 + 3 * 7);
-    assert.ok(results.every((r) => r.computeMs === results[0].computeMs), 'the three share one run');
+    assert.ok(
+      results.every((r) => r.computeMs === results[0].computeMs),
+      'the three share one run',
+    );
     const solo = await soloAnswers(three);
     results.forEach((r, i) => assert.ok(maxAbs(r.hidden, solo[i]) <= 1e-5, `session ${three[i].sessionId}`));
     // Session 2 was dropped with its request in that batch: its cache is gone, 1's and 3's are kept.
@@ -128,15 +143,27 @@ test('serve-cloud logs how it batches at start: from the manifest, or from middl
   const started = async (splitDir: string) => {
     const events: Array<Record<string, unknown>> = [];
     const cloud = await startCloud({
-      splitDir, host: '127.0.0.1', port: 0, workers: 1, threadsPerWorker: 2, maxSessions: 2, idleTimeoutMs: 60_000,
-      maxTokensPerFrame: 64, maxContext: 64, logger: { log: (event, fields) => events.push({ event, ...fields }) },
+      splitDir,
+      host: '127.0.0.1',
+      port: 0,
+      workers: 1,
+      threadsPerWorker: 2,
+      maxSessions: 2,
+      idleTimeoutMs: 60_000,
+      maxTokensPerFrame: 64,
+      maxContext: 64,
+      logger: { log: (event, fields) => events.push({ event, ...fields }) },
     });
     await cloud.server.stop();
     return events.find((e) => e.event === 'batching');
   };
   assert.deepEqual(await started(split), {
-    event: 'batching', mode: 'padded', reason: readManifest(split).batching!.reason, decidedBy: 'manifest',
-    maxBatch: 16, maxBatchTokens: 64,
+    event: 'batching',
+    mode: 'padded',
+    reason: readManifest(split).batching!.reason,
+    decidedBy: 'manifest',
+    maxBatch: 16,
+    maxBatchTokens: 64,
   });
   // The toy split's manifest predates the field; its middle part fixes the batch size to 1.
   const toy = await started(makeToySplitDir());

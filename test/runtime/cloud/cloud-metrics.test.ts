@@ -21,8 +21,15 @@ before(async () => {
   ({ split } = await makeSmallSplit());
   addIdentityAdapter(split);
   cloud = await startCloud({
-    splitDir: split, host: '127.0.0.1', port: 0, workers: 1, maxSessions: 8, idleTimeoutMs: 60_000,
-    maxTokensPerFrame: 512, maxContext: 512, logger: silentLogger,
+    splitDir: split,
+    host: '127.0.0.1',
+    port: 0,
+    workers: 1,
+    maxSessions: 8,
+    idleTimeoutMs: 60_000,
+    maxTokensPerFrame: 512,
+    maxContext: 512,
+    logger: silentLogger,
   });
 });
 after(() => cloud.server.stop());
@@ -36,22 +43,49 @@ async function scrape(): Promise<Sample[]> {
 
 test('/metrics counts what real device sessions sent and what the workers ran', async () => {
   const prompts = [
-    [1, 5, 9, 22, 13, 40, 2, 7, 8, 9, 31, 17], [3, 4, 5, 6, 7], [9, 8, 7, 6, 5, 4, 3, 2, 1, 2, 3, 4, 5, 6],
+    [1, 5, 9, 22, 13, 40, 2, 7, 8, 9, 31, 17],
+    [3, 4, 5, 6, 7],
+    [9, 8, 7, 6, 5, 4, 3, 2, 1, 2, 3, 4, 5, 6],
   ];
-  const results = await Promise.all(prompts.map((ids, i) => runDevice({
-    splitDir: split, cloud: `ws://127.0.0.1:${cloud.port}`, prompt: { ids }, maxNewTokens: 10, temperature: 0,
-    topP: 1, seed: 0, draftThreshold: 0, maxDraft: 3, speculative: i !== 1, parallelDrafting: false,
-    parallelBranches: 1, chunk: 4, wire: 'fp32', fallbackLocal: false, threads: 1,
-  })));
+  const results = await Promise.all(
+    prompts.map((ids, i) =>
+      runDevice({
+        splitDir: split,
+        cloud: `ws://127.0.0.1:${cloud.port}`,
+        prompt: { ids },
+        maxNewTokens: 10,
+        temperature: 0,
+        topP: 1,
+        seed: 0,
+        draftThreshold: 0,
+        maxDraft: 3,
+        speculative: i !== 1,
+        parallelDrafting: false,
+        parallelBranches: 1,
+        chunk: 4,
+        wire: 'fp32',
+        fallbackLocal: false,
+        threads: 1,
+      }),
+    ),
+  );
   const manifest = readManifest(split);
-  await assert.rejects(CloudClient.connect({
-    url: `ws://127.0.0.1:${cloud.port}`, manifestHash: 'f'.repeat(64), hiddenSize: manifest.hidden.size, wire: 'fp32',
-  }), /MANIFEST_MISMATCH/);
+  await assert.rejects(
+    CloudClient.connect({
+      url: `ws://127.0.0.1:${cloud.port}`,
+      manifestHash: 'f'.repeat(64),
+      hiddenSize: manifest.hidden.size,
+      wire: 'fp32',
+    }),
+    /MANIFEST_MISMATCH/,
+  );
 
   // One session left open with 5 cached positions:
   // KV bytes = 5 × (middle layers × key+value × kv heads × head size × 4).
   const held = await CloudClient.connect({
-    url: `ws://127.0.0.1:${cloud.port}`, manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size,
+    url: `ws://127.0.0.1:${cloud.port}`,
+    manifestHash: manifestHash(manifest),
+    hiddenSize: manifest.hidden.size,
     wire: 'fp32',
   });
   const five = new Float32Array(5 * manifest.hidden.size).fill(0.5);
@@ -78,7 +112,10 @@ test('/metrics counts what real device sessions sent and what the workers ran', 
   assert.equal(batch.count, stats.runs);
   assert.equal(batch.sum, stats.requests);
   assert.equal(stats.requests, chunks + rounds);
-  assert.equal(batch.buckets.reduce((n, b) => n + b.count, 0), stats.runs);
+  assert.equal(
+    batch.buckets.reduce((n, b) => n + b.count, 0),
+    stats.runs,
+  );
   assert.equal(sampleValue(samples, 'hat_cloud_runs_total'), stats.runs);
   assert.equal(sampleValue(samples, 'hat_cloud_real_rows_total'), stats.rows);
   assert.equal(sampleValue(samples, 'hat_cloud_padded_rows_total'), stats.paddedRows);
@@ -97,18 +134,33 @@ test('/metrics counts what real device sessions sent and what the workers ran', 
 });
 
 test('parsePrometheus reads labels in any order, escapes and +Inf buckets', () => {
-  const samples = parsePrometheus([
-    '# HELP x_seconds x', '# TYPE x_seconds histogram',
-    'x_seconds_bucket{le="1",kind="a"} 2', 'x_seconds_bucket{kind="a",le="+Inf"} 3',
-    'x_seconds_bucket{le="1",kind="b"} 1',
-    'x_seconds_bucket{le="+Inf",kind="b"} 1', 'x_seconds_sum{kind="a"} 4.5', 'x_seconds_count{kind="a"} 3',
-    'x_seconds_sum{kind="b"} 0.5', 'x_seconds_count{kind="b"} 1', 'odd{msg="a \\"q\\", b"} 7 1700000000000',
-  ].join('\n'));
+  const samples = parsePrometheus(
+    [
+      '# HELP x_seconds x',
+      '# TYPE x_seconds histogram',
+      'x_seconds_bucket{le="1",kind="a"} 2',
+      'x_seconds_bucket{kind="a",le="+Inf"} 3',
+      'x_seconds_bucket{le="1",kind="b"} 1',
+      'x_seconds_bucket{le="+Inf",kind="b"} 1',
+      'x_seconds_sum{kind="a"} 4.5',
+      'x_seconds_count{kind="a"} 3',
+      'x_seconds_sum{kind="b"} 0.5',
+      'x_seconds_count{kind="b"} 1',
+      'odd{msg="a \\"q\\", b"} 7 1700000000000',
+    ].join('\n'),
+  );
   assert.deepEqual(histogram(samples, 'x_seconds'), {
-    buckets: [{ le: 1, count: 3 }, { le: Infinity, count: 1 }], count: 4, sum: 5,
+    buckets: [
+      { le: 1, count: 3 },
+      { le: Infinity, count: 1 },
+    ],
+    count: 4,
+    sum: 5,
   });
-  assert.deepEqual(histogram(samples, 'x_seconds', { kind: 'a' }).buckets,
-    [{ le: 1, count: 2 }, { le: Infinity, count: 1 }]);
+  assert.deepEqual(histogram(samples, 'x_seconds', { kind: 'a' }).buckets, [
+    { le: 1, count: 2 },
+    { le: Infinity, count: 1 },
+  ]);
   assert.deepEqual(samples.at(-1), { name: 'odd', labels: { msg: 'a "q", b' }, value: 7 });
   assert.throws(() => parsePrometheus('not a sample'), /not a Prometheus sample line/);
 });

@@ -21,8 +21,16 @@ const splitDir = makeToySplitDir();
 
 before(async () => {
   const started = await startCloud({
-    splitDir, host: '127.0.0.1', port: 0, token: 'sesame', workers: 2, maxSessions: 4, idleTimeoutMs: 60_000,
-    maxTokensPerFrame: 16, maxContext: 64, logger: silentLogger,
+    splitDir,
+    host: '127.0.0.1',
+    port: 0,
+    token: 'sesame',
+    workers: 2,
+    maxSessions: 4,
+    idleTimeoutMs: 60_000,
+    maxTokensPerFrame: 16,
+    maxContext: 64,
+    logger: silentLogger,
   });
   server = started.server;
   port = started.port;
@@ -35,11 +43,15 @@ const connect = (overrides: Partial<Parameters<typeof CloudClient.connect>[0]> =
   CloudClient.connect({ url, manifestHash: hash, hiddenSize: TOY_HIDDEN, wire: 'fp32', token: 'sesame', ...overrides });
 
 const rows = (...r: number[][]) => Float32Array.from(r.flat());
-const asRows = (data: Float32Array) => Array.from({ length: data.length / TOY_HIDDEN }, (_, i) => [...data.slice(i * TOY_HIDDEN, (i + 1) * TOY_HIDDEN)]);
+const asRows = (data: Float32Array) =>
+  Array.from({ length: data.length / TOY_HIDDEN }, (_, i) => [...data.slice(i * TOY_HIDDEN, (i + 1) * TOY_HIDDEN)]);
 
 test('a session runs the middle part on its own cache and rolls it back to pastLength', async () => {
   const client = await connect();
-  const a = [1, 2, 3, 4], b = [10, 20, 30, 40], c = [5, 5, 5, 5], d = [100, 0, 0, 0];
+  const a = [1, 2, 3, 4],
+    b = [10, 20, 30, 40],
+    c = [5, 5, 5, 5],
+    d = [100, 0, 0, 0];
   const first = await client.forward(rows(a, b, c), 3, 0, { allPositions: true });
   assert.deepEqual(asRows(first.hidden), toyExpected([], [a, b, c]));
   // Keep only `a`, as after a verification that accepted nothing past it.
@@ -74,18 +86,35 @@ test('the handshake rejects another split, a wrong token, and sessions over the 
 });
 
 /** Opens a raw socket, completes the handshake, and returns it with its session id. */
-async function rawSession(): Promise<{ socket: WebSocket; sessionId: number; next: () => Promise<{ type: string; body?: unknown }> }> {
+async function rawSession(): Promise<{
+  socket: WebSocket;
+  sessionId: number;
+  next: () => Promise<{ type: string; body?: unknown }>;
+}> {
   const socket = new WebSocket(url, { perMessageDeflate: false });
   const inbox: Array<(frame: { type: string; body?: unknown }) => void> = [];
   const queued: Array<{ type: string; body?: unknown }> = [];
   socket.on('message', (data: Buffer) => {
     const frame = decodeFrame(new Uint8Array(data), { maxPayloadBytes: 1 << 20 });
-    const item = { type: frame.header.type, body: frame.header.dtype === 'none' && frame.payload.length ? decodeJson(frame.payload) : undefined };
+    const item = {
+      type: frame.header.type,
+      body: frame.header.dtype === 'none' && frame.payload.length ? decodeJson(frame.payload) : undefined,
+    };
     const waiter = inbox.shift();
-    if (waiter) waiter(item); else queued.push(item);
+    if (waiter) waiter(item);
+    else queued.push(item);
   });
-  socket.on('close', () => { const waiter = inbox.shift(); if (waiter) waiter({ type: 'closed' }); else queued.push({ type: 'closed' }); });
-  const next = () => new Promise<{ type: string; body?: unknown }>((resolve) => { const item = queued.shift(); if (item) resolve(item); else inbox.push(resolve); });
+  socket.on('close', () => {
+    const waiter = inbox.shift();
+    if (waiter) waiter({ type: 'closed' });
+    else queued.push({ type: 'closed' });
+  });
+  const next = () =>
+    new Promise<{ type: string; body?: unknown }>((resolve) => {
+      const item = queued.shift();
+      if (item) resolve(item);
+      else inbox.push(resolve);
+    });
   await new Promise((resolve) => socket.once('open', resolve));
   socket.send(encodeFrame({ type: 'hello', seq: 0 }, encodeJson({ manifestHash: hash, token: 'sesame' })));
   const welcome = await next();
@@ -94,12 +123,44 @@ async function rawSession(): Promise<{ socket: WebSocket; sessionId: number; nex
 
 test('every kind of bad frame closes only its own session; a concurrent session is untouched', async () => {
   const bystander = await connect();
-  const forward = (sessionId: number, seq: number, extra: Record<string, number> = {}, payload = new Uint8Array(TOY_HIDDEN * 4)) =>
-    encodeFrame({ type: 'forward', dtype: 'fp32', sessionId, seq, nTokens: 1, hiddenSize: TOY_HIDDEN, ...extra }, payload);
+  const forward = (
+    sessionId: number,
+    seq: number,
+    extra: Record<string, number> = {},
+    payload = new Uint8Array(TOY_HIDDEN * 4),
+  ) =>
+    encodeFrame(
+      { type: 'forward', dtype: 'fp32', sessionId, seq, nTokens: 1, hiddenSize: TOY_HIDDEN, ...extra },
+      payload,
+    );
   const cases: Array<[string, (id: number) => Uint8Array | string, RegExp]> = [
-    ['bad magic', (id) => { const f = forward(id, 1); f[0] = 0; return f; }, /magic/],
-    ['bad version', (id) => { const f = forward(id, 1); f[4] = 9; return f; }, /version/],
-    ['bad dtype', (id) => { const f = forward(id, 1); f[8] = 42; return f; }, /dtype/],
+    [
+      'bad magic',
+      (id) => {
+        const f = forward(id, 1);
+        f[0] = 0;
+        return f;
+      },
+      /magic/,
+    ],
+    [
+      'bad version',
+      (id) => {
+        const f = forward(id, 1);
+        f[4] = 9;
+        return f;
+      },
+      /version/,
+    ],
+    [
+      'bad dtype',
+      (id) => {
+        const f = forward(id, 1);
+        f[8] = 42;
+        return f;
+      },
+      /dtype/,
+    ],
     ['wrong shape', (id) => forward(id, 1, { hiddenSize: 8 }, new Uint8Array(32)), /hidden size 8/],
     ['payload size', (id) => forward(id, 1, {}, new Uint8Array(12)), /does not match/],
     ['over the limit', (id) => forward(id, 1, { nTokens: 17 }, new Uint8Array(17 * TOY_HIDDEN * 4)), /1\.\.16 tokens/],
@@ -124,14 +185,21 @@ test('every kind of bad frame closes only its own session; a concurrent session 
 test('health and readiness endpoints answer over HTTP', async () => {
   const health = await fetch(`http://127.0.0.1:${port}/health`);
   assert.equal(health.status, 200);
-  const ready = await (await fetch(`http://127.0.0.1:${port}/ready`)).json() as { ready: boolean };
+  const ready = (await (await fetch(`http://127.0.0.1:${port}/ready`)).json()) as { ready: boolean };
   assert.equal(ready.ready, true);
 });
 
 test('idle sessions expire', async () => {
   const started = await startCloud({
-    splitDir, host: '127.0.0.1', port: 0, workers: 1, maxSessions: 2, idleTimeoutMs: 200,
-    maxTokensPerFrame: 16, maxContext: 64, logger: silentLogger,
+    splitDir,
+    host: '127.0.0.1',
+    port: 0,
+    workers: 1,
+    maxSessions: 2,
+    idleTimeoutMs: 200,
+    maxTokensPerFrame: 16,
+    maxContext: 64,
+    logger: silentLogger,
   });
   try {
     const url = `ws://127.0.0.1:${started.port}`;
@@ -152,8 +220,16 @@ test('idle sessions expire', async () => {
 test('a server-side emulated link schedules every frame by its latency and serialisation time', async () => {
   const link = parseLinkSpec('up=0.01MB,down=1MB,rtt=40');
   const started = await startCloud({
-    splitDir, host: '127.0.0.1', port: 0, workers: 1, maxSessions: 2, idleTimeoutMs: 60_000,
-    maxTokensPerFrame: 16, maxContext: 64, logger: silentLogger, link,
+    splitDir,
+    host: '127.0.0.1',
+    port: 0,
+    workers: 1,
+    maxSessions: 2,
+    idleTimeoutMs: 60_000,
+    maxTokensPerFrame: 16,
+    maxContext: 64,
+    logger: silentLogger,
+    link,
   });
   // Every delay the link schedules, by direction and frame size: what it delivers late is covered by link.test.ts.
   const delays = mock.method(EmulatedDirection.prototype, 'delayFor');
@@ -161,7 +237,13 @@ test('a server-side emulated link schedules every frame by its latency and seria
     const url = `ws://127.0.0.1:${started.port}`;
     const client = await CloudClient.connect({ url, manifestHash: hash, hiddenSize: TOY_HIDDEN, wire: 'fp32' });
     const result = await client.forward(new Float32Array(16 * TOY_HIDDEN).fill(1), 16, 0, { allPositions: true });
-    assert.deepEqual(asRows(result.hidden), toyExpected([], Array.from({ length: 16 }, () => [1, 1, 1, 1])));
+    assert.deepEqual(
+      asRows(result.hidden),
+      toyExpected(
+        [],
+        Array.from({ length: 16 }, () => [1, 1, 1, 1]),
+      ),
+    );
     const frameBytes = HEADER_BYTES + 16 * TOY_HIDDEN * 4;
     const scheduled = delays.mock.calls.map((call) => ({
       direction: (call.this as unknown as { spec: unknown }).spec === link.up ? 'up' : 'down',
@@ -170,9 +252,14 @@ test('a server-side emulated link schedules every frame by its latency and seria
     }));
     // hello up, welcome down, then the forward frame and its result, each on an idle link: bytes / bandwidth
     // (10 kB/s up, 1 MB/s down) + half the 40 ms round trip.
-    assert.deepEqual(scheduled.map(({ direction, bytes }) => [direction, bytes]).slice(2),
-      [['up', frameBytes], ['down', frameBytes]]);
-    assert.deepEqual(scheduled.slice(0, 2).map((d) => d.direction), ['up', 'down']);
+    assert.deepEqual(scheduled.map(({ direction, bytes }) => [direction, bytes]).slice(2), [
+      ['up', frameBytes],
+      ['down', frameBytes],
+    ]);
+    assert.deepEqual(
+      scheduled.slice(0, 2).map((d) => d.direction),
+      ['up', 'down'],
+    );
     const expectedMs = (bandwidth: number) => (frameBytes / bandwidth) * 1000 + 20;
     assert.ok(Math.abs(scheduled[2].ms - expectedMs(link.up.bandwidth)) < 1e-6, `uplink ${scheduled[2].ms} ms`);
     assert.ok(Math.abs(scheduled[3].ms - expectedMs(link.down.bandwidth)) < 1e-6, `downlink ${scheduled[3].ms} ms`);

@@ -21,15 +21,27 @@ const HASH = 'a'.repeat(64);
 class HeldExecutor implements MiddleExecutor {
   readonly runs: Array<{ request: MiddleRequest; release(): void }> = [];
   closed = false;
-  constructor(private readonly instant = false, private readonly rows = 1) {}
-  get ready() { return true; }
-  get pending() { return this.runs.length; }
-  latencyModel() { return { baseMs: 1, perTokenMs: 0.1 }; }
+  constructor(
+    private readonly instant = false,
+    private readonly rows = 1,
+  ) {}
+  get ready() {
+    return true;
+  }
+  get pending() {
+    return this.runs.length;
+  }
+  latencyModel() {
+    return { baseMs: 1, perTokenMs: 0.1 };
+  }
   drop() {}
-  async close() { this.closed = true; }
+  async close() {
+    this.closed = true;
+  }
   run(request: MiddleRequest): Promise<MiddleResult> {
     return new Promise((resolve) => {
-      const release = () => resolve({ hidden: new Float32Array(this.rows * HIDDEN).fill(1), rows: this.rows, queueMs: 0, computeMs: 1 });
+      const release = () =>
+        resolve({ hidden: new Float32Array(this.rows * HIDDEN).fill(1), rows: this.rows, queueMs: 0, computeMs: 1 });
       this.runs.push({ request, release });
       if (this.instant) release();
     });
@@ -38,14 +50,25 @@ class HeldExecutor implements MiddleExecutor {
 
 async function serve(executor: MiddleExecutor, overrides: Partial<CloudServerOptions> = {}) {
   const server = new CloudServer({
-    host: '127.0.0.1', port: 0, maxSessions: 8, idleTimeoutMs: 60_000, maxTokensPerFrame: 16, manifestHash: HASH,
-    hiddenSize: HIDDEN, executor, logger: silentLogger, ...overrides,
+    host: '127.0.0.1',
+    port: 0,
+    maxSessions: 8,
+    idleTimeoutMs: 60_000,
+    maxTokensPerFrame: 16,
+    manifestHash: HASH,
+    hiddenSize: HIDDEN,
+    executor,
+    logger: silentLogger,
+    ...overrides,
   });
   const { port } = await server.start();
   return { server, port, url: `ws://127.0.0.1:${port}` };
 }
 
-interface Received { type: string; body?: { code?: string; message?: string; sessionId?: number } }
+interface Received {
+  type: string;
+  body?: { code?: string; message?: string; sessionId?: number };
+}
 
 /** A raw WebSocket peer that records every frame the server sends and how the connection ended. */
 class Peer {
@@ -57,24 +80,48 @@ class Peer {
     this.socket.on('message', (data: Buffer) => {
       const frame = decodeFrame(new Uint8Array(data), { maxPayloadBytes: 1 << 24 });
       const control = frame.header.type === 'welcome' || frame.header.type === 'error';
-      this.frames.push({ type: frame.header.type, body: control ? decodeJson(frame.payload) as Received['body'] : undefined });
+      this.frames.push({
+        type: frame.header.type,
+        body: control ? (decodeJson(frame.payload) as Received['body']) : undefined,
+      });
     });
-    this.socket.on('close', (code) => { this.closeCode = code; });
+    this.socket.on('close', (code) => {
+      this.closeCode = code;
+    });
     this.socket.on('error', () => {});
   }
-  opened() { return new Promise<void>((resolve) => this.socket.once('open', () => resolve())); }
-  send(bytes: Uint8Array) { this.socket.send(bytes, { binary: true }); }
+  opened() {
+    return new Promise<void>((resolve) => this.socket.once('open', () => resolve()));
+  }
+  send(bytes: Uint8Array) {
+    this.socket.send(bytes, { binary: true });
+  }
   hello(token?: string, manifestHash = HASH) {
     this.send(encodeFrame({ type: 'hello', seq: 0 }, encodeJson({ manifestHash, token })));
   }
-  get sessionId() { return this.frames.find((f) => f.type === 'welcome')?.body?.sessionId ?? 0; }
+  get sessionId() {
+    return this.frames.find((f) => f.type === 'welcome')?.body?.sessionId ?? 0;
+  }
   forward(seq: number, pastLength = 0, values: number[] = [0.5, 0.5, 0.5, 0.5], patch?: (bytes: Uint8Array) => void) {
-    const bytes = encodeFrame({ type: 'forward', dtype: 'fp32', sessionId: this.sessionId, seq, pastLength, nTokens: values.length / HIDDEN,
-      hiddenSize: HIDDEN, flags: FrameFlags.allPositions }, encodeHidden(Float32Array.from(values), values.length / HIDDEN, HIDDEN, 'fp32'));
+    const bytes = encodeFrame(
+      {
+        type: 'forward',
+        dtype: 'fp32',
+        sessionId: this.sessionId,
+        seq,
+        pastLength,
+        nTokens: values.length / HIDDEN,
+        hiddenSize: HIDDEN,
+        flags: FrameFlags.allPositions,
+      },
+      encodeHidden(Float32Array.from(values), values.length / HIDDEN, HIDDEN, 'fp32'),
+    );
     patch?.(bytes);
     this.send(bytes);
   }
-  errors() { return this.frames.filter((f) => f.type === 'error').map((f) => f.body!.code); }
+  errors() {
+    return this.frames.filter((f) => f.type === 'error').map((f) => f.body!.code);
+  }
 }
 
 async function session(url: string, token?: string): Promise<Peer> {
@@ -86,7 +133,10 @@ async function session(url: string, token?: string): Promise<Peer> {
 }
 
 test('the token is checked before the split, and failed attempts from one address are rate-limited', async () => {
-  const { server, url } = await serve(new HeldExecutor(true), { token: 'sesame', authFailures: { limit: 3, windowMs: 60_000 } });
+  const { server, url } = await serve(new HeldExecutor(true), {
+    token: 'sesame',
+    authFailures: { limit: 3, windowMs: 60_000 },
+  });
   try {
     for (let attempt = 0; attempt < 4; attempt++) {
       const peer = new Peer(url);
@@ -123,8 +173,20 @@ test('strict frames: nonzero reserved bytes, unknown flags and non-finite values
   try {
     const healthy = await session(url);
     const mutations: Array<[string, (p: Peer) => void]> = [
-      ['reserved', (p) => p.forward(1, 0, undefined, (b) => { b[10] = 1; })],
-      ['flags', (p) => p.forward(1, 0, undefined, (b) => { b[7] |= 0x80; })],
+      [
+        'reserved',
+        (p) =>
+          p.forward(1, 0, undefined, (b) => {
+            b[10] = 1;
+          }),
+      ],
+      [
+        'flags',
+        (p) =>
+          p.forward(1, 0, undefined, (b) => {
+            b[7] |= 0x80;
+          }),
+      ],
       ['NaN', (p) => p.forward(1, 0, [0.5, Number.NaN, 0.5, 0.5])],
       ['Infinity', (p) => p.forward(1, 0, [0.5, 0.5, Number.POSITIVE_INFINITY, 0.5])],
     ];
@@ -136,7 +198,7 @@ test('strict frames: nonzero reserved bytes, unknown flags and non-finite values
     }
     assert.equal(executor.runs.length, 0, 'no refused frame reached the middle part');
     healthy.forward(1);
-    await waitFor(() => healthy.frames.some((f) => f.type === 'result'), { what: 'the healthy session\'s result' });
+    await waitFor(() => healthy.frames.some((f) => f.type === 'result'), { what: "the healthy session's result" });
   } finally {
     await server.stop();
   }
@@ -168,10 +230,17 @@ test('deadlines: a socket that never upgrades and one that never says hello are 
   try {
     const raw: Socket = tcpConnect(port, '127.0.0.1');
     let rawClosed = false;
-    raw.on('close', () => { rawClosed = true; }).on('error', () => {});
+    raw
+      .on('close', () => {
+        rawClosed = true;
+      })
+      .on('error', () => {});
     const silent = new Peer(url);
     await silent.opened();
-    await waitFor(() => rawClosed && silent.closeCode !== undefined, { what: 'both sockets to be closed', timeoutMs: 5000 });
+    await waitFor(() => rawClosed && silent.closeCode !== undefined, {
+      what: 'both sockets to be closed',
+      timeoutMs: 5000,
+    });
     assert.deepEqual(silent.errors(), ['BAD_FRAME']);
     assert.match(silent.frames[0].body!.message!, /no hello within 200 ms/);
   } finally {
@@ -185,7 +254,11 @@ test('a connection cap: connections past it are refused at once while health kee
     const closed: boolean[] = [];
     const sockets = Array.from({ length: 5 }, (_, i) => {
       closed[i] = false;
-      return tcpConnect(port, '127.0.0.1').on('close', () => { closed[i] = true; }).on('error', () => {});
+      return tcpConnect(port, '127.0.0.1')
+        .on('close', () => {
+          closed[i] = true;
+        })
+        .on('error', () => {});
     });
     await waitFor(() => closed[3] && closed[4], { what: 'the connections over the cap to be refused' });
     // The held ones expire at the handshake deadline; then /health answers again.
@@ -206,8 +279,14 @@ test('idle means no frame AND nothing queued: a session waiting on its run is no
     peer.forward(1);
     await waitFor(() => executor.runs.length === 1, { what: 'the run to start' });
     // Several idle-check periods pass with the run held: the session stays.
-    await waitFor(() => Date.now() - (server as unknown as { sessions: Map<number, { lastActive: number }> })
-      .sessions.get(peer.sessionId)!.lastActive > 400, { what: 'four idle periods to pass' });
+    await waitFor(
+      () =>
+        Date.now() -
+          (server as unknown as { sessions: Map<number, { lastActive: number }> }).sessions.get(peer.sessionId)!
+            .lastActive >
+        400,
+      { what: 'four idle periods to pass' },
+    );
     assert.equal(server.sessionCount, 1);
     executor.runs[0].release();
     await waitFor(() => peer.frames.some((f) => f.type === 'result'), { what: 'the result' });
@@ -225,11 +304,15 @@ test('one session pipelining many frames has at most --max-inflight requests in 
     for (let seq = 1; seq <= 40; seq++) greedy.forward(seq, 0);
     const other = await session(url);
     other.forward(1);
-    await waitFor(() => executor.runs.some((r) => r.request.sessionId === other.sessionId), { what: 'the other session\'s run' });
+    await waitFor(() => executor.runs.some((r) => r.request.sessionId === other.sessionId), {
+      what: "the other session's run",
+    });
     assert.equal(executor.runs.filter((r) => r.request.sessionId === greedy.sessionId).length, 3);
     // Each answer lets exactly one more in.
     executor.runs[0].release();
-    await waitFor(() => executor.runs.filter((r) => r.request.sessionId === greedy.sessionId).length === 4, { what: 'one more run' });
+    await waitFor(() => executor.runs.filter((r) => r.request.sessionId === greedy.sessionId).length === 4, {
+      what: 'one more run',
+    });
     assert.equal(greedy.errors().length, 0);
   } finally {
     await server.stop();
@@ -244,11 +327,14 @@ test('a device that never reads its results stops getting work: bounded bufferin
     (peer.socket as unknown as { _socket: Socket })._socket.pause(); // stop reading at the TCP level
     for (let seq = 1; seq <= 3000; seq++) peer.forward(seq, 0);
     // The kernel's buffers take some results; after that the server stops reading this session's frames.
-    await waitFor(async () => {
-      const before = executor.runs.length;
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      return executor.runs.length === before && before > 0;
-    }, { what: 'the server to stop taking work', timeoutMs: 20_000 });
+    await waitFor(
+      async () => {
+        const before = executor.runs.length;
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        return executor.runs.length === before && before > 0;
+      },
+      { what: 'the server to stop taking work', timeoutMs: 20_000 },
+    );
     assert.ok(executor.runs.length < 3000, `${executor.runs.length} runs for a reader that reads nothing`);
   } finally {
     await server.stop();
@@ -280,7 +366,10 @@ test('drain: not ready, no new sessions, the run in flight is answered, then GOI
     assert.equal(executor.closed, false, 'workers keep running while a round is in flight');
     executor.runs[0].release();
     await drained;
-    assert.deepEqual(peer.frames.map((f) => f.type), ['welcome', 'result', 'error']);
+    assert.deepEqual(
+      peer.frames.map((f) => f.type),
+      ['welcome', 'result', 'error'],
+    );
     assert.deepEqual(peer.errors(), ['GOING_AWAY']);
     assert.equal(peer.closeCode, 1001);
     assert.equal(executor.closed, true);

@@ -5,7 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  classify, nextBatch, type BatchLimits, type QueuedRequest, type RequestClass,
+  classify,
+  nextBatch,
+  type BatchLimits,
+  type QueuedRequest,
+  type RequestClass,
 } from '../../../src/runtime/cloud/scheduler.ts';
 import { seededRandom } from '../../../src/random.ts';
 
@@ -48,7 +52,11 @@ test('a session gets at most one request per batch, its oldest, so its requests 
   const first = nextBatch(behind, limits)!;
   assert.deepEqual(sessionsOf(behind, first.indices), [2]);
   assert.equal(first.kind, 'small');
-  const second = nextBatch(behind.filter((_, i) => !first.indices.includes(i)), limits, first.kind)!;
+  const second = nextBatch(
+    behind.filter((_, i) => !first.indices.includes(i)),
+    limits,
+    first.kind,
+  )!;
   assert.deepEqual(second, { indices: [0], kind: 'chunk', paddedRows: 40 });
 });
 
@@ -94,7 +102,11 @@ function simulate(initial: QueuedRequest[], steps: number, arrive: (done: Queued
   const served: Served[] = [];
   let batched = 0;
   for (let step = 0; step < steps && queue.length > 0; step++) {
-    const pick = nextBatch(queue.map((q) => q.request), limits, previous)!;
+    const pick = nextBatch(
+      queue.map((q) => q.request),
+      limits,
+      previous,
+    )!;
     const picked = pick.indices.map((i) => queue[i]);
     assert.equal(new Set(picked.map((p) => p.request.sessionId)).size, picked.length, 'one request per session');
     served.push(...picked.map((p) => ({ ...p, ranAt: step })));
@@ -126,9 +138,8 @@ test('a long prompt delays verifications by at most one chunk batch, and its chu
 test('no session starves: under random closed-loop load every request runs within a bounded number of batches', () => {
   const random = seededRandom(13);
   // 30 % prefill chunks of 17–216 rows, the rest verifications of 1–7 rows.
-  const size = () => (random.uniform() < 0.3
-    ? 17 + Math.floor(random.uniform() * 200)
-    : 1 + Math.floor(random.uniform() * 7));
+  const size = () =>
+    random.uniform() < 0.3 ? 17 + Math.floor(random.uniform() * 200) : 1 + Math.floor(random.uniform() * 7);
   const sessions = 24;
   const initial = Array.from({ length: sessions }, (_, i) => ({ sessionId: i + 1, rows: size() }));
   // Like devices: each session sends its next request when the previous one returns.

@@ -18,7 +18,11 @@ const splitDir = makeToySplitDir();
 after(() => rmSync(splitDir, { recursive: true, force: true }));
 
 const request = (sessionId: number, pastLength: number, ...rows: number[][]): MiddleRequest => ({
-  sessionId, pastLength, nTokens: rows.length, hidden: Float32Array.from(rows.flat()), allPositions: true,
+  sessionId,
+  pastLength,
+  nTokens: rows.length,
+  hidden: Float32Array.from(rows.flat()),
+  allPositions: true,
 });
 const asRows = (result: MiddleResult) =>
   Array.from({ length: result.rows }, (_, i) => [...result.hidden.subarray(i * TOY_HIDDEN, (i + 1) * TOY_HIDDEN)]);
@@ -40,10 +44,21 @@ async function withPool(workers: number, body: (pool: WorkerPool) => Promise<voi
 
 test('one worker runs requests in arrival order; each session sees only its own cache', async () => {
   await withPool(1, async (pool) => {
-    const a = [[1, 0, 0, 0], [0, 2, 0, 0], [0, 0, 3, 0]];
-    const b = [[10, 10, 10, 10], [0, 0, 0, 20]];
+    const a = [
+      [1, 0, 0, 0],
+      [0, 2, 0, 0],
+      [0, 0, 3, 0],
+    ];
+    const b = [
+      [10, 10, 10, 10],
+      [0, 0, 0, 20],
+    ];
     const settled: string[] = [];
-    const submit = (label: string, req: MiddleRequest) => pool.run(req).then((r) => { settled.push(label); return r; });
+    const submit = (label: string, req: MiddleRequest) =>
+      pool.run(req).then((r) => {
+        settled.push(label);
+        return r;
+      });
     // Submitted together: each one's pastLength assumes every earlier request of its session has run.
     const runs = [
       submit('a0', request(1, 0, a[0])),
@@ -76,7 +91,8 @@ test('with several workers each session keeps its order and its cache on its own
     const rowsOf = (s: number, i: number) => [s, i, s * i, 1];
     // Interleaved: round i of every session before round i + 1 of any.
     const runs = [0, 1, 2, 3].flatMap((i) =>
-      sessions.map((s) => ({ s, i, result: pool.run(request(s, i, rowsOf(s, i))) })));
+      sessions.map((s) => ({ s, i, result: pool.run(request(s, i, rowsOf(s, i))) })),
+    );
     for (const { s, i, result } of runs) {
       const history = Array.from({ length: i }, (_, j) => rowsOf(s, j));
       assert.deepEqual(asRows(await result), toyExpected(history, [rowsOf(s, i)]), `session ${s} round ${i}`);
@@ -95,8 +111,10 @@ test('a session dropped while it runs: the run in flight ends, queued ones fail,
     assert.deepEqual(asRows(await running), toyExpected([], [x]));
     assert.deepEqual(asRows(await bystander), toyExpected([], [x]));
     // The run that was in flight when the drop arrived did not store its cache: the id starts empty again.
-    await assert.rejects(pool.run(request(1, 1, x)),
-      isHatError('BAD_FRAME', /past length 1 is beyond the session's cache of 0 positions/));
+    await assert.rejects(
+      pool.run(request(1, 1, x)),
+      isHatError('BAD_FRAME', /past length 1 is beyond the session's cache of 0 positions/),
+    );
     assert.deepEqual(asRows(await pool.run(request(1, 0, [5, 5, 5, 5]))), toyExpected([], [[5, 5, 5, 5]]));
     // The bystander's cache survived the drop.
     assert.deepEqual(asRows(await pool.run(request(2, 1, x))), toyExpected([x], [x]));
@@ -104,24 +122,43 @@ test('a session dropped while it runs: the run in flight ends, queued ones fail,
   });
 });
 
-test('a failed run rejects with the worker\'s error and leaves the worker serving', async () => {
-  await withPool(1, async (pool) => {
-    await assert.rejects(pool.run(request(3, 2, [1, 1, 1, 1])),
-      isHatError('BAD_FRAME', /^past length 2 is beyond the session's cache of 0 positions$/));
-    await pool.run(request(3, 0, [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]));
-    await assert.rejects(pool.run(request(3, 3, [1, 1, 1, 1], [1, 1, 1, 1])),
-      isHatError('CONTEXT_LIMIT', /^the session would exceed the server's context limit of 4 positions$/));
-    assert.deepEqual(asRows(await pool.run(request(3, 3, [0, 0, 0, 1]))),
-      toyExpected([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]], [[0, 0, 0, 1]]));
-    assert.equal(pool.ready, true);
-  }, 4);
+test("a failed run rejects with the worker's error and leaves the worker serving", async () => {
+  await withPool(
+    1,
+    async (pool) => {
+      await assert.rejects(
+        pool.run(request(3, 2, [1, 1, 1, 1])),
+        isHatError('BAD_FRAME', /^past length 2 is beyond the session's cache of 0 positions$/),
+      );
+      await pool.run(request(3, 0, [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]));
+      await assert.rejects(
+        pool.run(request(3, 3, [1, 1, 1, 1], [1, 1, 1, 1])),
+        isHatError('CONTEXT_LIMIT', /^the session would exceed the server's context limit of 4 positions$/),
+      );
+      assert.deepEqual(
+        asRows(await pool.run(request(3, 3, [0, 0, 0, 1]))),
+        toyExpected(
+          [
+            [1, 1, 1, 1],
+            [1, 1, 1, 1],
+            [1, 1, 1, 1],
+          ],
+          [[0, 0, 0, 1]],
+        ),
+      );
+      assert.equal(pool.ready, true);
+    },
+    4,
+  );
 });
 
-test('a worker that cannot load its part fails the pool\'s start with the worker\'s own error code', async () => {
+test("a worker that cannot load its part fails the pool's start with the worker's own error code", async () => {
   const empty = mkdtempSync(join(tmpdir(), 'hat-no-split-'));
   try {
-    await assert.rejects(WorkerPool.start({ splitDir: empty, workers: 1, threadsPerWorker: 1, maxContext: 64 }),
-      isHatError('BAD_MANIFEST', /has no manifest\.json/));
+    await assert.rejects(
+      WorkerPool.start({ splitDir: empty, workers: 1, threadsPerWorker: 1, maxContext: 64 }),
+      isHatError('BAD_MANIFEST', /has no manifest\.json/),
+    );
   } finally {
     rmSync(empty, { recursive: true, force: true });
   }
@@ -156,6 +193,8 @@ test('a worker that dies rejects what it was given with a RUNTIME error naming i
 test('a closed pool refuses new requests', async () => {
   const pool = await WorkerPool.start({ splitDir, workers: 1, threadsPerWorker: 1, maxContext: 64 });
   await pool.close();
-  await assert.rejects(pool.run(request(5, 0, [1, 1, 1, 1])),
-    isHatError('GOING_AWAY', /^the worker pool is shutting down$/));
+  await assert.rejects(
+    pool.run(request(5, 0, [1, 1, 1, 1])),
+    isHatError('GOING_AWAY', /^the worker pool is shutting down$/),
+  );
 });

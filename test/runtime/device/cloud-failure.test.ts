@@ -28,21 +28,35 @@ async function generateWhileCloudDies(fallbackLocal: boolean) {
   const { model, split } = await makeSmallSplit();
   addIdentityAdapter(split);
   const { server, port } = await startCloud({
-    splitDir: split, host: '127.0.0.1', port: 0, workers: 1, maxSessions: 2, idleTimeoutMs: 60_000,
-    maxTokensPerFrame: 64, maxContext: 128, logger: silentLogger,
+    splitDir: split,
+    host: '127.0.0.1',
+    port: 0,
+    workers: 1,
+    maxSessions: 2,
+    idleTimeoutMs: 60_000,
+    maxTokensPerFrame: 64,
+    maxContext: 128,
+    logger: silentLogger,
   });
   const manifest = readManifest(split);
   const parts = await openDeviceParts(split, manifest, { withAdapter: true });
   const { generator } = await connectDeviceGenerator({
-    parts, cloud: { url: `ws://127.0.0.1:${port}`, wire: 'fp32' }, sampling: GREEDY,
-    draftThreshold: new FixedThresholdPolicy(0.99, 1), maxDraft: 1, fallbackLocal,
+    parts,
+    cloud: { url: `ws://127.0.0.1:${port}`, wire: 'fp32' },
+    sampling: GREEDY,
+    draftThreshold: new FixedThresholdPolicy(0.99, 1),
+    maxDraft: 1,
+    fallbackLocal,
   });
   let stopping: Promise<void> | undefined;
   // How many tokens were committed when the server began to stop (the round that crossed STOP_AFTER).
   let stoppedAt = 0;
   const streamed: number[] = [];
   const generating = generator.generate(prompt, {
-    maxNewTokens: NEW, speculative: true, parallelDrafting: false, chunk: 'off',
+    maxNewTokens: NEW,
+    speculative: true,
+    parallelDrafting: false,
+    chunk: 'off',
     onTokens: (ids) => {
       streamed.push(...ids);
       if (streamed.length >= STOP_AFTER && !stopping) {
@@ -75,14 +89,26 @@ test('with local fallback the device finishes with its small model and says so',
   // The cloud's tokens are the full model's; the rest are the small model's greedy continuation of them.
   const kept = result.ids.slice(0, stoppedAt);
   assert.deepEqual(kept, await greedy(await OnnxCausalLm.open(model), prompt, stoppedAt));
-  assert.deepEqual(result.ids.slice(stoppedAt), await greedy(await SlmCausalLm.open(split), [...prompt, ...kept], NEW - stoppedAt));
-  assert.equal(result.metrics.fallback, `the cloud failed after ${stoppedAt} tokens (the cloud closed the session: GOING_AWAY: `
-    + 'the server is shutting down); continued with the small model alone');
+  assert.deepEqual(
+    result.ids.slice(stoppedAt),
+    await greedy(await SlmCausalLm.open(split), [...prompt, ...kept], NEW - stoppedAt),
+  );
+  assert.equal(
+    result.metrics.fallback,
+    `the cloud failed after ${stoppedAt} tokens (the cloud closed the session: GOING_AWAY: ` +
+      'the server is shutting down); continued with the small model alone',
+  );
 });
 
 test('an unreachable cloud is a one-line NETWORK error', async () => {
   await assert.rejects(
-    CloudClient.connect({ url: 'ws://127.0.0.1:9', manifestHash: 'x', hiddenSize: 4, wire: 'fp32', connectTimeoutMs: 2000 }),
+    CloudClient.connect({
+      url: 'ws://127.0.0.1:9',
+      manifestHash: 'x',
+      hiddenSize: 4,
+      wire: 'fp32',
+      connectTimeoutMs: 2000,
+    }),
     (e: HatError) => e.code === 'NETWORK' && /cannot reach the cloud/.test(e.message),
   );
 });

@@ -8,7 +8,11 @@ import { openDeviceParts } from '../../../src/runtime/device/device-parts.ts';
 import { CloudClient } from '../../../src/runtime/device/cloud-client.ts';
 import { HatGenerator, type HatGenerateOptions } from '../../../src/runtime/device/hat-generator.ts';
 import { Drafter } from '../../../src/runtime/device/drafter.ts';
-import { AutoDraftPolicy, FixedThresholdPolicy, type DraftPolicy } from '../../../src/runtime/speculative/draft-policy.ts';
+import {
+  AutoDraftPolicy,
+  FixedThresholdPolicy,
+  type DraftPolicy,
+} from '../../../src/runtime/speculative/draft-policy.ts';
 import { OnnxCausalLm } from '../../../src/runtime/full-model.ts';
 import { argmax, greedyChoice, topIndices } from '../../../src/runtime/sampling.ts';
 import { SlmCausalLm } from '../../../src/runtime/device/slm.ts';
@@ -28,7 +32,17 @@ before(async () => {
   const made = await makeSmallSplit();
   split = made.split;
   addIdentityAdapter(split);
-  ({ server, port } = await startCloud({ splitDir: split, host: '127.0.0.1', port: 0, workers: 1, maxSessions: 8, idleTimeoutMs: 60_000, maxTokensPerFrame: 512, maxContext: 512, logger: silentLogger }));
+  ({ server, port } = await startCloud({
+    splitDir: split,
+    host: '127.0.0.1',
+    port: 0,
+    workers: 1,
+    maxSessions: 8,
+    idleTimeoutMs: 60_000,
+    maxTokensPerFrame: 512,
+    maxContext: 512,
+    logger: silentLogger,
+  }));
   const full = await OnnxCausalLm.open(made.model);
   let logits = await full.step(prompt);
   reference = [];
@@ -47,14 +61,18 @@ after(() => server.stop());
  * the drafts the full model agrees with, plus its own next token. A predrafted branch (the likeliest `branches`
  * tokens after the last draft) is used when every draft was kept and the next token is one of them.
  */
-async function expectedRounds(threshold: number, maxDraft: number, branches = 1):
-  Promise<{ rounds: number; hits: number }> {
+async function expectedRounds(
+  threshold: number,
+  maxDraft: number,
+  branches = 1,
+): Promise<{ rounds: number; hits: number }> {
   const slm = await SlmCausalLm.open(split);
   const lastRow = (out: { data: Float32Array; rows: number; cols: number }) =>
     out.data.subarray((out.rows - 1) * out.cols);
   await slm.step(prompt);
   let committed = 1; // the prefill's token
-  let rounds = 0, hits = 0;
+  let rounds = 0,
+    hits = 0;
   while (committed < NEW) {
     slm.truncate(prompt.length + committed - 1);
     let logits = lastRow(await slm.step([reference[committed - 1]]));
@@ -83,13 +101,28 @@ function verifiedRows(out: { metrics: { bytesUp: number; rounds: number; chunkSi
   return (bytesUp - (chunkSizes.length + rounds) * HEADER_BYTES) / rowBytes - prompt.length;
 }
 
-async function runHat(options: Partial<HatGenerateOptions>, policy: DraftPolicy = new FixedThresholdPolicy(0, 4), withAdapter = options.speculative !== false) {
+async function runHat(
+  options: Partial<HatGenerateOptions>,
+  policy: DraftPolicy = new FixedThresholdPolicy(0, 4),
+  withAdapter = options.speculative !== false,
+) {
   const manifest = readManifest(split);
   const parts = await openDeviceParts(split, manifest, { withAdapter });
-  const client = await CloudClient.connect({ url: `ws://127.0.0.1:${port}`, manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size, wire: 'fp32' });
+  const client = await CloudClient.connect({
+    url: `ws://127.0.0.1:${port}`,
+    manifestHash: manifestHash(manifest),
+    hiddenSize: manifest.hidden.size,
+    wire: 'fp32',
+  });
   const generator = new HatGenerator(parts, client, greedy, new Drafter(parts, greedy, policy));
   try {
-    return await generator.generate(prompt, { maxNewTokens: NEW, speculative: true, parallelDrafting: false, chunk: 'off', ...options });
+    return await generator.generate(prompt, {
+      maxNewTokens: NEW,
+      speculative: true,
+      parallelDrafting: false,
+      chunk: 'off',
+      ...options,
+    });
   } finally {
     client.close();
   }
@@ -121,8 +154,10 @@ test('parallel drafting keeps greedy output identical and confirms branches', as
   assert.deepEqual(out.ids, reference);
   const expected = await expectedRounds(0.9, 2);
   assert.ok(expected.hits > 0);
-  assert.deepEqual([out.metrics.rounds, out.metrics.parallelDrafting.branches, out.metrics.parallelDrafting.hits],
-    [expected.rounds, expected.rounds, expected.hits]);
+  assert.deepEqual(
+    [out.metrics.rounds, out.metrics.parallelDrafting.branches, out.metrics.parallelDrafting.hits],
+    [expected.rounds, expected.rounds, expected.hits],
+  );
 });
 
 test('parallel drafting is skipped on rounds where a branch could hardly be used', async () => {
@@ -130,13 +165,18 @@ test('parallel drafting is skipped on rounds where a branch could hardly be used
   const gated = await runHat({ parallelDrafting: true }, new FixedThresholdPolicy(0, 2));
   const always = await runHat({ parallelDrafting: true, predraftAlways: true }, new FixedThresholdPolicy(0, 2));
   assert.deepEqual(gated.ids, reference);
-  assert.ok(gated.metrics.parallelDrafting.branches <= always.metrics.parallelDrafting.branches / 3,
-    `${gated.metrics.parallelDrafting.branches} of ${always.metrics.parallelDrafting.branches} rounds`);
+  assert.ok(
+    gated.metrics.parallelDrafting.branches <= always.metrics.parallelDrafting.branches / 3,
+    `${gated.metrics.parallelDrafting.branches} of ${always.metrics.parallelDrafting.branches} rounds`,
+  );
   // Drafts kept only at ≥ 0.9 are likely kept by the verification too, so branching pays (while the measured
   // candidate hit rate allows: it adapts).
   const confident = await runHat({ parallelDrafting: true }, new FixedThresholdPolicy(0.9, 2));
   assert.deepEqual(confident.ids, reference);
-  assert.ok(confident.metrics.parallelDrafting.branches >= confident.metrics.rounds / 2, `${confident.metrics.parallelDrafting.branches} of ${confident.metrics.rounds} rounds`);
+  assert.ok(
+    confident.metrics.parallelDrafting.branches >= confident.metrics.rounds / 2,
+    `${confident.metrics.parallelDrafting.branches} of ${confident.metrics.rounds} rounds`,
+  );
 });
 
 test('parallel drafting on the top-3 candidates keeps greedy output identical and confirms at least as often', async () => {
@@ -155,7 +195,11 @@ test('chunked prefill (fixed and auto) gives the same first token and continuati
   for (const chunk of [3, 5, 'auto'] as const) {
     const out = await runHat({ chunk, speculative: false });
     assert.deepEqual(out.ids, reference, `chunk ${chunk}`);
-    if (chunk === 'auto') assert.equal(out.metrics.chunkSizes.reduce((a, b) => a + b, 0), prompt.length);
+    if (chunk === 'auto')
+      assert.equal(
+        out.metrics.chunkSizes.reduce((a, b) => a + b, 0),
+        prompt.length,
+      );
     else assert.deepEqual(out.metrics.chunkSizes, expectedChunks[chunk]);
   }
 });

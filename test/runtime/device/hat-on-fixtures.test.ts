@@ -44,15 +44,40 @@ for (const name of ['hf-tiny-gpt2-opset17', 'genai-tiny-llama-fp16']) {
     assert.equal(manifest.multiTokenCachedSteps, true, 'the split repairs the traced mask');
     addIdentityAdapter(split);
     const reference = await tokenByToken(fixture.path);
-    const { server, port } = await startCloud({ splitDir: split, host: '127.0.0.1', port: 0, workers: 1, maxSessions: 2, idleTimeoutMs: 60_000, maxTokensPerFrame: 64, maxContext: 128, logger: silentLogger });
+    const { server, port } = await startCloud({
+      splitDir: split,
+      host: '127.0.0.1',
+      port: 0,
+      workers: 1,
+      maxSessions: 2,
+      idleTimeoutMs: 60_000,
+      maxTokensPerFrame: 64,
+      maxContext: 128,
+      logger: silentLogger,
+    });
     try {
       for (const speculative of [false, true]) {
         const loaded = readManifest(split);
         const parts = await openDeviceParts(split, loaded, { withAdapter: speculative });
-        const client = await CloudClient.connect({ url: `ws://127.0.0.1:${port}`, manifestHash: manifestHash(loaded), hiddenSize: loaded.hidden.size, wire: 'fp32' });
+        const client = await CloudClient.connect({
+          url: `ws://127.0.0.1:${port}`,
+          manifestHash: manifestHash(loaded),
+          hiddenSize: loaded.hidden.size,
+          wire: 'fp32',
+        });
         const sampler = createSampler({ temperature: 0, topP: 1, seed: 0 });
-        const generator = new HatGenerator(parts, client, sampler, new Drafter(parts, sampler, new FixedThresholdPolicy(0, 3)));
-        const out = await generator.generate(prompt, { maxNewTokens: NEW, speculative, parallelDrafting: speculative, chunk: 4 });
+        const generator = new HatGenerator(
+          parts,
+          client,
+          sampler,
+          new Drafter(parts, sampler, new FixedThresholdPolicy(0, 3)),
+        );
+        const out = await generator.generate(prompt, {
+          maxNewTokens: NEW,
+          speculative,
+          parallelDrafting: speculative,
+          chunk: 4,
+        });
         client.close();
         assert.deepEqual(out.ids, reference, `speculative=${speculative}`);
       }

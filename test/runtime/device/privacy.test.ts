@@ -26,19 +26,42 @@ function encodeIds(ids: readonly number[], bytes: 4 | 8): Buffer {
 test('the device uplink carries only hidden states and control integers, never the token ids', async () => {
   const { split } = await makeSmallSplit();
   addIdentityAdapter(split);
-  const { server, port } = await startCloud({ splitDir: split, host: '127.0.0.1', port: 0, workers: 1, maxSessions: 2, idleTimeoutMs: 60_000, maxTokensPerFrame: 512, maxContext: 512, logger: silentLogger });
+  const { server, port } = await startCloud({
+    splitDir: split,
+    host: '127.0.0.1',
+    port: 0,
+    workers: 1,
+    maxSessions: 2,
+    idleTimeoutMs: 60_000,
+    maxTokensPerFrame: 512,
+    maxContext: 512,
+    logger: silentLogger,
+  });
   const manifest = readManifest(split);
   const frames: Uint8Array[] = [];
   const prompt = [41, 7, 33, 12, 59, 3, 27, 50, 18, 44];
   try {
     const parts = await openDeviceParts(split, manifest, { withAdapter: true });
     const client = await CloudClient.connect({
-      url: `ws://127.0.0.1:${port}`, manifestHash: manifestHash(manifest), hiddenSize: manifest.hidden.size, wire: 'fp32',
+      url: `ws://127.0.0.1:${port}`,
+      manifestHash: manifestHash(manifest),
+      hiddenSize: manifest.hidden.size,
+      wire: 'fp32',
       recordUplink: (bytes) => frames.push(bytes.slice()),
     });
     const sampler = createSampler({ temperature: 0, topP: 1, seed: 0 });
-    const generator = new HatGenerator(parts, client, sampler, new Drafter(parts, sampler, new FixedThresholdPolicy(0, 3)));
-    const out = await generator.generate(prompt, { maxNewTokens: 16, speculative: true, parallelDrafting: true, chunk: 4 });
+    const generator = new HatGenerator(
+      parts,
+      client,
+      sampler,
+      new Drafter(parts, sampler, new FixedThresholdPolicy(0, 3)),
+    );
+    const out = await generator.generate(prompt, {
+      maxNewTokens: 16,
+      speculative: true,
+      parallelDrafting: true,
+      chunk: 4,
+    });
     client.close();
 
     const uplink = Buffer.concat(frames);
@@ -46,7 +69,11 @@ test('the device uplink carries only hidden states and control integers, never t
     const sequence = [...prompt, ...out.ids];
     for (let i = 0; i + 3 <= sequence.length; i++) {
       for (const width of [4, 8] as const) {
-        assert.equal(uplink.indexOf(encodeIds(sequence.slice(i, i + 3), width)), -1, `ids ${sequence.slice(i, i + 3)} found as int${width * 8}`);
+        assert.equal(
+          uplink.indexOf(encodeIds(sequence.slice(i, i + 3), width)),
+          -1,
+          `ids ${sequence.slice(i, i + 3)} found as int${width * 8}`,
+        );
       }
     }
     // Structurally: a hello with only the split hash, then forward frames whose payload is exactly hidden rows.
@@ -66,25 +93,54 @@ test('the device uplink carries only hidden states and control integers, never t
 });
 
 const defaultSplit = join(repoRoot, 'fixtures', 'default-split');
-test('on the default model, the uplink holds neither the prompt text nor its token ids', { skip: existsSync(join(defaultSplit, 'manifest.json')) ? false : 'SKIPPED: fixtures/default-split is missing' }, async () => {
-  const { server, port } = await startCloud({ splitDir: defaultSplit, host: '127.0.0.1', port: 0, workers: 1, maxSessions: 2, idleTimeoutMs: 60_000, maxTokensPerFrame: 512, maxContext: 512, logger: silentLogger });
-  const frames: Uint8Array[] = [];
-  const prompt = 'In the beginning God created the heaven and the earth. And the earth was without form, and void';
-  try {
-    const result = await runDevice({
-      splitDir: defaultSplit, cloud: `ws://127.0.0.1:${port}`, prompt, maxNewTokens: 24, temperature: 0, topP: 1, seed: 0,
-      draftThreshold: 'auto', maxDraft: 6, speculative: true, parallelDrafting: true, parallelBranches: 2, chunk: 8, wire: 'fp16', fallbackLocal: false,
-      recordUplink: (bytes) => frames.push(bytes.slice()),
+test(
+  'on the default model, the uplink holds neither the prompt text nor its token ids',
+  { skip: existsSync(join(defaultSplit, 'manifest.json')) ? false : 'SKIPPED: fixtures/default-split is missing' },
+  async () => {
+    const { server, port } = await startCloud({
+      splitDir: defaultSplit,
+      host: '127.0.0.1',
+      port: 0,
+      workers: 1,
+      maxSessions: 2,
+      idleTimeoutMs: 60_000,
+      maxTokensPerFrame: 512,
+      maxContext: 512,
+      logger: silentLogger,
     });
-    const uplink = Buffer.concat(frames);
-    for (const text of [prompt, 'beginning', 'heaven', result.text!.trim().slice(0, 12)]) {
-      for (const encoding of ['utf8', 'utf16le'] as const) assert.equal(uplink.indexOf(Buffer.from(text, encoding)), -1, `"${text}" found as ${encoding}`);
+    const frames: Uint8Array[] = [];
+    const prompt = 'In the beginning God created the heaven and the earth. And the earth was without form, and void';
+    try {
+      const result = await runDevice({
+        splitDir: defaultSplit,
+        cloud: `ws://127.0.0.1:${port}`,
+        prompt,
+        maxNewTokens: 24,
+        temperature: 0,
+        topP: 1,
+        seed: 0,
+        draftThreshold: 'auto',
+        maxDraft: 6,
+        speculative: true,
+        parallelDrafting: true,
+        parallelBranches: 2,
+        chunk: 8,
+        wire: 'fp16',
+        fallbackLocal: false,
+        recordUplink: (bytes) => frames.push(bytes.slice()),
+      });
+      const uplink = Buffer.concat(frames);
+      for (const text of [prompt, 'beginning', 'heaven', result.text!.trim().slice(0, 12)]) {
+        for (const encoding of ['utf8', 'utf16le'] as const)
+          assert.equal(uplink.indexOf(Buffer.from(text, encoding)), -1, `"${text}" found as ${encoding}`);
+      }
+      const sequence = [...result.promptIds, ...result.ids];
+      for (let i = 0; i + 3 <= sequence.length; i++) {
+        for (const width of [4, 8] as const)
+          assert.equal(uplink.indexOf(encodeIds(sequence.slice(i, i + 3), width)), -1);
+      }
+    } finally {
+      await server.stop();
     }
-    const sequence = [...result.promptIds, ...result.ids];
-    for (let i = 0; i + 3 <= sequence.length; i++) {
-      for (const width of [4, 8] as const) assert.equal(uplink.indexOf(encodeIds(sequence.slice(i, i + 3), width)), -1);
-    }
-  } finally {
-    await server.stop();
-  }
-});
+  },
+);

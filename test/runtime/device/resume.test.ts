@@ -31,26 +31,46 @@ before(async () => {
   await full.release();
 });
 
-const serve = (port = 0) => startCloud({
-  splitDir: split, host: '127.0.0.1', port, workers: 1, maxSessions: 4, idleTimeoutMs: 60_000, maxTokensPerFrame: 64,
-  maxContext: 256, logger: silentLogger,
-});
+const serve = (port = 0) =>
+  startCloud({
+    splitDir: split,
+    host: '127.0.0.1',
+    port,
+    workers: 1,
+    maxSessions: 4,
+    idleTimeoutMs: 60_000,
+    maxTokensPerFrame: 64,
+    maxContext: 256,
+    logger: silentLogger,
+  });
 
 /** Generates while `disrupt` runs once `after` tokens were streamed; returns the result, the stream and the events. */
-async function generateThrough(disrupt: (cloud: StartedCloud) => Promise<void>, after: number, options: { reconnects: number; chunk?: number }) {
+async function generateThrough(
+  disrupt: (cloud: StartedCloud) => Promise<void>,
+  after: number,
+  options: { reconnects: number; chunk?: number },
+) {
   const cloud = await serve();
   const parts = await openDeviceParts(split, readManifest(split), { withAdapter: true });
   const events: ResumeEvent[] = [];
   const device = await connectDeviceGenerator({
-    parts, cloud: { url: `ws://127.0.0.1:${cloud.port}`, wire: 'fp32' }, sampling: GREEDY,
-    draftThreshold: new FixedThresholdPolicy(0, 3), maxDraft: 3, reconnects: options.reconnects,
-    backoff: { firstMs: 50, maxMs: 1000 }, onResume: (event) => events.push(event),
+    parts,
+    cloud: { url: `ws://127.0.0.1:${cloud.port}`, wire: 'fp32' },
+    sampling: GREEDY,
+    draftThreshold: new FixedThresholdPolicy(0, 3),
+    maxDraft: 3,
+    reconnects: options.reconnects,
+    backoff: { firstMs: 50, maxMs: 1000 },
+    onResume: (event) => events.push(event),
   });
   const streamed: number[] = [];
   let disruption: Promise<void> | undefined;
   try {
     const result = await device.generator.generate(prompt, {
-      maxNewTokens: NEW, speculative: true, parallelDrafting: true, chunk: options.chunk ?? 'off',
+      maxNewTokens: NEW,
+      speculative: true,
+      parallelDrafting: true,
+      chunk: options.chunk ?? 'off',
       onTokens: (ids) => {
         streamed.push(...ids);
         if (streamed.length >= after) disruption ??= disrupt(cloud);
@@ -77,7 +97,10 @@ test('a device whose cloud restarts mid-generation resumes on the new one with i
     assert.deepEqual(result.ids, reference);
     assert.deepEqual(streamed, reference, 'every token streamed once, in order');
     assert.equal(result.metrics.reconnects, 1);
-    assert.deepEqual(events.map((e) => e.kind), ['lost', 'resumed']);
+    assert.deepEqual(
+      events.map((e) => e.kind),
+      ['lost', 'resumed'],
+    );
     const resumed = events[1] as Extract<ResumeEvent, { kind: 'resumed' }>;
     assert.ok(resumed.replayedRows >= prompt.length + 5, `replayed ${resumed.replayedRows} positions`);
   } finally {
@@ -104,5 +127,8 @@ test('when every reconnect fails the generation stops with a NETWORK error and k
   assert.deepEqual(result.ids, streamed);
   assert.deepEqual(result.ids, reference.slice(0, result.ids.length));
   assert.ok(result.ids.length >= 6 && result.ids.length < NEW, `kept ${result.ids.length}`);
-  assert.deepEqual(events.map((e) => e.kind), ['lost']);
+  assert.deepEqual(
+    events.map((e) => e.kind),
+    ['lost'],
+  );
 });

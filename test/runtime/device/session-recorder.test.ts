@@ -26,16 +26,37 @@ before(async () => {
   ({ split } = await makeSmallSplit());
   addIdentityAdapter(split);
   cloud = await startCloud({
-    splitDir: split, host: '127.0.0.1', port: 0, workers: 1, maxSessions: 8, idleTimeoutMs: 60_000,
-    maxTokensPerFrame: 512, maxContext: 512, logger: silentLogger,
+    splitDir: split,
+    host: '127.0.0.1',
+    port: 0,
+    workers: 1,
+    maxSessions: 8,
+    idleTimeoutMs: 60_000,
+    maxTokensPerFrame: 512,
+    maxContext: 512,
+    logger: silentLogger,
   });
 });
 after(() => cloud.server.stop());
 
 const device = (overrides: Partial<RunDeviceOptions>): RunDeviceOptions => ({
-  splitDir: split, cloud: `ws://127.0.0.1:${cloud.port}`, prompt: { ids: prompt }, maxNewTokens: 16, temperature: 0,
-  topP: 1, seed: 0, draftThreshold: 0, maxDraft: 3, speculative: true, parallelDrafting: true, parallelBranches: 1,
-  chunk: 4, wire: 'fp16', fallbackLocal: false, threads: 1, ...overrides,
+  splitDir: split,
+  cloud: `ws://127.0.0.1:${cloud.port}`,
+  prompt: { ids: prompt },
+  maxNewTokens: 16,
+  temperature: 0,
+  topP: 1,
+  seed: 0,
+  draftThreshold: 0,
+  maxDraft: 3,
+  speculative: true,
+  parallelDrafting: true,
+  parallelBranches: 1,
+  chunk: 4,
+  wire: 'fp16',
+  fallbackLocal: false,
+  threads: 1,
+  ...overrides,
 });
 
 for (const speculative of [true, false]) {
@@ -43,9 +64,14 @@ for (const speculative of [true, false]) {
   test(`a recorded ${mode} session: exact frames, dependencies, commits; a replay gets the same results`, async () => {
     const file = join(dir, `${speculative}.json`);
     const wire: Uint8Array[] = [];
-    const result = await runDevice(device({
-      speculative, chunk: speculative ? 4 : 'off', record: file, recordUplink: (bytes) => wire.push(bytes.slice()),
-    }));
+    const result = await runDevice(
+      device({
+        speculative,
+        chunk: speculative ? 4 : 'off',
+        record: file,
+        recordUplink: (bytes) => wire.push(bytes.slice()),
+      }),
+    );
     const recording = readRecording(file);
     assert.equal(recording.unreplayable, undefined);
     assert.equal(recording.promptTokens, prompt.length);
@@ -79,7 +105,10 @@ for (const speculative of [true, false]) {
 
     // Commits: the first token on the prompt's last result, then each round's tokens on its own result.
     assert.equal(recording.tokens, result.ids.length);
-    assert.deepEqual(recording.results[chunks - 1].commits.map((c) => c.count), [1]);
+    assert.deepEqual(
+      recording.results[chunks - 1].commits.map((c) => c.count),
+      [1],
+    );
     recording.results.slice(0, chunks - 1).forEach((r) => assert.deepEqual(r.commits, []));
     recording.results.slice(chunks).forEach((r, k) => {
       assert.equal(r.commits.reduce((n, c) => n + c.count, 0) > 0, true, `round ${k} committed`);

@@ -11,7 +11,7 @@ test('greedy acceptance commits the matching prefix plus the target token after 
 
 function seeded(seed: number) {
   let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  return () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
 }
 
 test('speculative sampling reproduces the target distribution (chi-square over 20k trials)', () => {
@@ -21,7 +21,14 @@ test('speculative sampling reproduces the target distribution (chi-square over 2
   const counts = [0, 0, 0, 0];
   const trials = 20000;
   for (let t = 0; t < trials; t++) {
-    const draft = (() => { let r = random(); for (let i = 0; i < 4; i++) { r -= q[i]; if (r < 0) return i; } return 3; })();
+    const draft = (() => {
+      let r = random();
+      for (let i = 0; i < 4; i++) {
+        r -= q[i];
+        if (r < 0) return i;
+      }
+      return 3;
+    })();
     const outcome = acceptSampled([draft], [q], [p, p], random);
     // The first committed token: the draft if accepted, else the resampled correction.
     counts[outcome.accepted === 1 ? draft : outcome.next]++;

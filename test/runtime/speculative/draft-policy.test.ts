@@ -1,6 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AcceptanceModel, AutoDraftPolicy, FixedThresholdPolicy, type DraftPolicy } from '../../../src/runtime/speculative/draft-policy.ts';
+import {
+  AcceptanceModel,
+  AutoDraftPolicy,
+  FixedThresholdPolicy,
+  type DraftPolicy,
+} from '../../../src/runtime/speculative/draft-policy.ts';
 
 test('the fixed policy stops below η and at the draft limit', () => {
   const policy = new FixedThresholdPolicy(0.6, 2);
@@ -11,7 +16,9 @@ test('the fixed policy stops below η and at the draft limit', () => {
 
 /** How many drafts the policy keeps for a chain of equally confident drafts. */
 function draftLength(policy: DraftPolicy, confidence: number): number {
-  let survival = 1, expected = 1, k = 0;
+  let survival = 1,
+    expected = 1,
+    k = 0;
   while (policy.keep(confidence, k + 1, survival, expected)) {
     k++;
     survival *= policy.acceptance(confidence);
