@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { HAT_BIN } from '../../src/apps/spawn-cloud.ts';
 import { addIdentityAdapter, makeSmallSplit } from '../helpers/runtime-fixtures.ts';
 
-const hat = (args: string[]) => spawnSync(process.execPath, [HAT_BIN, ...args], { encoding: 'utf8', timeout: 240_000 // a hang guard, not a timing claim: this run takes 40–95 s on a loaded 2-core machine });
+// The timeout is a hang guard, not a timing claim: the end-to-end run takes 40–95 s on a loaded 2-core machine.
+const hat = (args: string[]) => spawnSync(process.execPath, [HAT_BIN, ...args], { encoding: 'utf8', timeout: 240_000 });
 
 test('hat bench end to end on a small split: every scenario, table, results.json, charts, SIMULATION', async () => {
   const { dir, split } = await makeSmallSplit();
