@@ -5,7 +5,8 @@
  *   bound = (device time of the first chunk) + (the slowest stage's total) + (cloud + downlink of the last chunk)
  * with stage totals device Σd_i, uplink Σ(bytes_i/β) + latency, cloud Σ(queue_i + compute_i).
  *
- *   npm run bench:chunking [-- --split DIR] [--hidden 512 --layers 4] [--prompt 1024] [--link wifi] [--wire fp32] [--repeats 3]
+ *   npm run bench:chunking [-- --split DIR] [--hidden 512 --layers 4] [--prompt 1024] [--link wifi] [--wire fp32]
+ *     [--repeats 3]
  *
  * Without --split it generates a random-weight Llama (hidden/layers as given) and splits it 1 / rest / 0.
  * Device and cloud share this machine's cores, so their compute does not overlap as it would on two machines.
@@ -64,7 +65,9 @@ async function prepareSplit(): Promise<{ split: string; model: string; cleanup: 
   );
   return {
     split: join(dir, 'split'),
-    model: `random Llama hidden ${hidden}, ${values.layers} layers (1 device / ${Number(values.layers) - 1} cloud / head)`,
+    model:
+      `random Llama hidden ${hidden}, ${values.layers} layers ` +
+      `(1 device / ${Number(values.layers) - 1} cloud / head)`,
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
   };
 }
@@ -138,10 +141,12 @@ try {
   for (const r of rows)
     console.log(`| ${r.chunk} | ${r.ttftMs.toFixed(1)} | ${(r.ttftMs / off).toFixed(2)} | ${r.chunks} |`);
   console.log(
-    `\npipeline lower bound (from the auto runs' measured stages): ${auto.bound!.toFixed(1)} ms; auto / bound = ${(auto.ttftMs / auto.bound!).toFixed(2)}`,
+    `\npipeline lower bound (from the auto runs' measured stages): ${auto.bound!.toFixed(1)} ms; ` +
+      `auto / bound = ${(auto.ttftMs / auto.bound!).toFixed(2)}`,
   );
   console.log(
-    `best fixed size: ${best.chunk} (${best.ttftMs.toFixed(1)} ms); auto / best fixed = ${(auto.ttftMs / best.ttftMs).toFixed(2)}; auto / off = ${(auto.ttftMs / off).toFixed(2)}`,
+    `best fixed size: ${best.chunk} (${best.ttftMs.toFixed(1)} ms); ` +
+      `auto / best fixed = ${(auto.ttftMs / best.ttftMs).toFixed(2)}; auto / off = ${(auto.ttftMs / off).toFixed(2)}`,
   );
 } finally {
   await cloud.stop();

@@ -5,7 +5,8 @@
  *  2. device: its own time per round outside model runs and outside waiting for the cloud (HatGenerator's
  *     deviceOverheadMsPerRound) over a real generation;
  *  3. the platform's floor (overhead/floor.ts): stand-in servers that only busy-wait the bare run time.
- *   npm run bench:overhead [-- --split DIR | --config qwen2.5-0.5b | --hidden 512 --layers 6] [--rows 5] [--past 128] [--rounds 200]
+ *   npm run bench:overhead [-- --split DIR | --config qwen2.5-0.5b | --hidden 512 --layers 6] [--rows 5] [--past 128]
+ *     [--rounds 200]
  * Without --split it generates a random Llama (a preset's shape, or --hidden 512 --layers 6 by default) and splits it
  * 2 / rest / 0.
  */
@@ -65,7 +66,9 @@ if (!split) {
   await splitModel({ model: join(dir, 'model.onnx'), out: join(dir, 'split'), verify: false }, silentReporter);
   split = join(dir, 'split');
   const shape = values.config ? `${values.config}-shaped Llama` : 'Llama';
-  description = `random ${shape} hidden ${config.hiddenSize}, ${config.layers} layers (2 device / ${config.layers - 2} cloud / head)`;
+  description =
+    `random ${shape} hidden ${config.hiddenSize}, ${config.layers} layers ` +
+    `(2 device / ${config.layers - 2} cloud / head)`;
   cleanup = () => rmSync(dir, { recursive: true, force: true });
 }
 const manifest = readManifest(split);
@@ -157,7 +160,8 @@ try {
   const floor = await measureFloor(b, HEADER_BYTES + rows * d * 4, 300);
   console.log(`# serving overhead, no emulated link — ${new Date().toISOString()}`);
   console.log(
-    `machine: ${cpus()[0]?.model ?? 'unknown'}, ${cpus().length} cores; model: ${description}; ${rounds} rounds of ${rows} rows on a ${past}-position cache, medians`,
+    `machine: ${cpus()[0]?.model ?? 'unknown'}, ${cpus().length} cores; model: ${description}; ` +
+      `${rounds} rounds of ${rows} rows on a ${past}-position cache, medians`,
   );
   console.log('\n| | ms per verification round |');
   console.log('|---|---:|');
@@ -165,17 +169,20 @@ try {
   console.log(`| serve-cloud's own run time (worker thread, reported) | ${c.toFixed(3)} |`);
   console.log(`| round trip through serve-cloud (ws + codec + scheduler + worker) | ${s.toFixed(3)} |`);
   console.log(
-    `\nserve-cloud adds ${fixed.toFixed(3)} ms per round (round trip less its own run, median) = ${((fixed / b) * 100).toFixed(1)} % of the bare run (target ≤ 10 %)`,
+    `\nserve-cloud adds ${fixed.toFixed(3)} ms per round (round trip less its own run, median) ` +
+      `= ${((fixed / b) * 100).toFixed(1)} % of the bare run (target ≤ 10 %)`,
   );
   console.log(`(round trip less the bare run: ${(s - b).toFixed(3)} ms = ${(((s - b) / b) * 100).toFixed(1)} %)`);
   const pct = (ms: number) => `${ms.toFixed(3)} ms = ${((ms / b) * 100).toFixed(1)} %`;
   console.log(
-    `floor on this machine — a stand-in WebSocket server that busy-waits ${b.toFixed(3)} ms per frame (no model, no codec): ` +
+    `floor on this machine — a stand-in WebSocket server that busy-waits ${b.toFixed(3)} ms per frame ` +
+      `(no model, no codec): ` +
       `on its event loop ${pct(floor.eventLoop)}; with one worker-thread hop ${pct(floor.workerHop)}`,
   );
   for (const run of deviceOverhead) {
     console.log(
-      `device time per round outside model runs and cloud waits, ${run.label}: ${run.ms.toFixed(3)} ms over ${run.rounds} rounds, ${run.tokensPerRound} tokens per round (target ≤ 1 ms)`,
+      `device time per round outside model runs and cloud waits, ${run.label}: ` +
+        `${run.ms.toFixed(3)} ms over ${run.rounds} rounds, ${run.tokensPerRound} tokens per round (target ≤ 1 ms)`,
     );
   }
   if (!hasAdapter) console.log('(no adapter in this split: speculative rounds not measured)');

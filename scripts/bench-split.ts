@@ -83,9 +83,12 @@ try {
   const rss = (t: Timed) =>
     t.maxRssKiB === undefined ? 'n/a (no /usr/bin/time)' : `${(t.maxRssKiB / 1024).toFixed(0)} MiB`;
   const lines = [
-    `model: ${layers} layers, hidden ${hidden}, ${gib(bytes)} (model.onnx + model.onnx.data), ${cpus().length} cores (${cpus()[0]?.model ?? '?'})`,
+    `model: ${layers} layers, hidden ${hidden}, ${gib(bytes)} (model.onnx + model.onnx.data), ` +
+      `${cpus().length} cores (${cpus()[0]?.model ?? '?'})`,
     `cp of the files:                    ${cp.seconds.toFixed(2)} s`,
-    `hat split --weights copy:           ${copy.seconds.toFixed(2)} s (${(copy.seconds / cp.seconds).toFixed(2)}× cp, target ≤ 2×), peak RSS ${rss(copy)} (target < 1024 MiB)`,
+    `hat split --weights copy:           ${copy.seconds.toFixed(2)} s ` +
+      `(${(copy.seconds / cp.seconds).toFixed(2)}× cp, target ≤ 2×), ` +
+      `peak RSS ${rss(copy)} (target < 1024 MiB)`,
     `hat split --weights reference:      ${reference.seconds.toFixed(2)} s (target < 2 s), peak RSS ${rss(reference)}`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);

@@ -35,7 +35,8 @@ try {
   const started = performance.now();
   const fuzz = await fuzzServer(target, Number(values.frames), 1, alive);
   console.log(
-    `\nfuzzing: ${fuzz.framesTried} mutated frames over ${fuzz.sessions} sessions in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+    `\nfuzzing: ${fuzz.framesTried} mutated frames over ${fuzz.sessions} sessions ` +
+      `in ${((performance.now() - started) / 1000).toFixed(1)} s`,
   );
   console.log(
     `  by kind: ${Object.entries(fuzz.kinds)
@@ -44,13 +45,16 @@ try {
   );
   console.log(`  server crashed: ${fuzz.serverAlive ? 'no (0 crashes)' : 'YES'}`);
   console.log(
-    `  healthy session: ${fuzz.healthyRounds} rounds during the fuzzing, ${fuzz.healthyMismatches} differing from its first result`,
+    `  healthy session: ${fuzz.healthyRounds} rounds during the fuzzing, ` +
+      `${fuzz.healthyMismatches} differing from its first result`,
   );
   const cycled = await churn(target, Number(values.cycles), sessions);
   const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
   console.log(`\nchurn: ${cycled.cycles} connect/disconnect cycles (${cycled.abrupt} abrupt)`);
   console.log(
-    `  RSS ${mb(cycled.before.rssBytes)} MB before, ${mb(cycled.after.rssBytes)} MB after; open descriptors ${cycled.before.openFds} before, ${cycled.after.openFds} after; sessions left ${await sessions()}`,
+    `  RSS ${mb(cycled.before.rssBytes)} MB before, ${mb(cycled.after.rssBytes)} MB after; ` +
+      `open descriptors ${cycled.before.openFds} before, ${cycled.after.openFds} after; ` +
+      `sessions left ${await sessions()}`,
   );
   failed =
     !fuzz.serverAlive || fuzz.healthyMismatches > 0 || cycled.after.openFds > cycled.before.openFds + 2 || !alive();

@@ -201,10 +201,13 @@ async function client(): Promise<void> {
   for (const r of rows as Array<Record<string, number & string>>) {
     const done =
       r.measuredBurstDone !== undefined
-        ? ` ${fmt(r.measuredBurstDone)} / ${fmt(r.emulatorBurstDone)} (${ratio(r.measuredBurstDone, r.emulatorBurstDone)}) |`
+        ? ` ${fmt(r.measuredBurstDone)} / ${fmt(r.emulatorBurstDone)} ` +
+          `(${ratio(r.measuredBurstDone, r.emulatorBurstDone)}) |`
         : ' – |';
     console.log(
-      `| ${r.link} | ${r.pattern} | ${r.size} | ${r.n} | ${fmt(r.measuredMean)} | ${fmt(r.emulatorMean)} | ${ratio(r.measuredMean, r.emulatorMean)} | ${fmt(r.measuredP90)} | ${fmt(r.emulatorP90)} | ${ratio(r.measuredP90, r.emulatorP90)} |${done}`,
+      `| ${r.link} | ${r.pattern} | ${r.size} | ${r.n} | ` +
+        `${fmt(r.measuredMean)} | ${fmt(r.emulatorMean)} | ${ratio(r.measuredMean, r.emulatorMean)} | ` +
+        `${fmt(r.measuredP90)} | ${fmt(r.emulatorP90)} | ${ratio(r.measuredP90, r.emulatorP90)} |${done}`,
     );
   }
   const jsonPath = opt('json', '');

@@ -42,7 +42,9 @@ export function assignCores(mode: CoreMode, cores = availableParallelism()): Cor
   return {
     cloud,
     devices,
-    description: `pinned with taskset: cloud processes on core(s) ${cloud.join(',')}, device processes on core(s) ${devices.join(',')} (separate machines in HAT)`,
+    description:
+      `pinned with taskset: cloud processes on core(s) ${cloud.join(',')}, ` +
+      `device processes on core(s) ${devices.join(',')} (separate machines in HAT)`,
   };
 }
 

@@ -123,7 +123,8 @@ export class DeviceRunner {
       throw new HatError(
         'BAD_MANIFEST',
         `scenario ${scenario.name} drafts, and the split has no adapter`,
-        'run `hat train-adapter <split-dir>` first, or pick scenarios without drafts (--scenarios u-shape,u-sarathi,chunk-only,cloud-only,device-only)',
+        'run `hat train-adapter <split-dir>` first, ' +
+          'or pick scenarios without drafts (--scenarios u-shape,u-sarathi,chunk-only,cloud-only,device-only)',
       );
     }
     this.resetParts();
@@ -190,7 +191,10 @@ export class DeviceRunner {
     return this.fromArrivals(record, arrivals, started);
   }
 
-  /** The prompt goes up as text (token ids without a tokenizer) and tokens come down, both through the emulated link. */
+  /**
+   * The prompt goes up as text (token ids without a tokenizer) and tokens come down, both through the emulated
+   * link.
+   */
   private async runCloudOnly(scenario: Scenario, prompt: BenchPrompt, maxNewTokens: number): Promise<RequestRecord> {
     if (!this.config.textCloudUrl) throw new HatError('INTERNAL', 'cloud-only needs the text cloud');
     const link = new EmulatedLink(this.config.link, this.config.seed * 7919 + this.requests);

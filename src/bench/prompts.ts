@@ -146,8 +146,10 @@ export function checkContext(
   if (limit && longest + maxNewTokens + maxDraft + 1 > limit) {
     throw new HatError(
       'BAD_OPTION',
-      `the longest prompt (${longest} tokens) + --max-new-tokens ${maxNewTokens} + drafts exceeds the model's context of ${limit}`,
-      `use shorter --prompt-lengths or fewer --max-new-tokens (at most ${limit - maxNewTokens - maxDraft - 1} prompt tokens)`,
+      `the longest prompt (${longest} tokens) + --max-new-tokens ${maxNewTokens} ` +
+        `+ drafts exceeds the model's context of ${limit}`,
+      `use shorter --prompt-lengths or fewer --max-new-tokens ` +
+        `(at most ${limit - maxNewTokens - maxDraft - 1} prompt tokens)`,
     );
   }
 }

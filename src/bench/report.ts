@@ -158,11 +158,14 @@ export function renderReport(report: BenchReport, sloTtftMs: number): string {
     for (const a of report.simulation.assumptions) lines.push(`- ${a}`);
     if (report.simulation.results.some((r) => r.cloudBusyShare > 0.95))
       lines.push(
-        "NOTE: the simulated cloud is saturated (busy > 95 %): this model's measured g(X) cannot serve HAT's load, so queueing dominates and the rows say little about HAT.",
+        'NOTE: the simulated cloud is saturated (busy > 95 %): ' +
+          "this model's measured g(X) cannot serve HAT's load, " +
+          'so queueing dominates and the rows say little about HAT.',
       );
     lines.push(
       simulationTable(report),
-      'paper: SpecBench, Vicuna-7B, 30 Jetson devices, 8×A6000 cloud (hat-method.md §11); U-Medusa is the closest paper baseline to u-spec.',
+      'paper: SpecBench, Vicuna-7B, 30 Jetson devices, 8×A6000 cloud (hat-method.md §11); ' +
+        'U-Medusa is the closest paper baseline to u-spec.',
     );
   }
   return lines.join('\n');

@@ -79,7 +79,11 @@ export function describeModel(splitDir: string, manifest: SplitManifest): string
   const [m0, m1] = manifest.parts.middle.layers;
   const [o0, o1] = manifest.parts.output.layers;
   const adapter = manifest.adapter ? `adapter ${manifest.adapter.kind}` : 'no adapter';
-  return `${manifest.source.file}: ${manifest.source.layers} layers, hidden ${manifest.hidden.size} ${manifest.hidden.dtype}; device ${k} + head${o1 > o0 ? ` + ${o1 - o0}` : ''}, cloud ${m1 - m0}; ${adapter}`;
+  return (
+    `${manifest.source.file}: ${manifest.source.layers} layers, ` +
+    `hidden ${manifest.hidden.size} ${manifest.hidden.dtype}; ` +
+    `device ${k} + head${o1 > o0 ? ` + ${o1 - o0}` : ''}, cloud ${m1 - m0}; ${adapter}`
+  );
 }
 
 /** Why drafts could be meaningless here: random weights (synth's config.json says so) or a placeholder adapter. */
@@ -90,12 +94,15 @@ export function randomWeightNotes(splitDir: string, manifest: SplitManifest): st
     const parsed = JSON.parse(readFileSync(config, 'utf8')) as { hat_synthetic?: { random_weights?: boolean } };
     if (parsed.hat_synthetic?.random_weights)
       notes.push(
-        "RANDOM WEIGHTS (config.json: hat_synthetic.random_weights): the drafts are meaningless, so the speculative scenarios' TBT is not HAT's; TTFT and the non-speculative rows are still real costs of this model's shape.",
+        'RANDOM WEIGHTS (config.json: hat_synthetic.random_weights): ' +
+          "the drafts are meaningless, so the speculative scenarios' TBT is not HAT's; " +
+          "TTFT and the non-speculative rows are still real costs of this model's shape.",
       );
   }
   if (manifest.adapter && JSON.stringify(manifest.adapter.metrics).includes('identity'))
     notes.push(
-      "The adapter is an identity placeholder (manifest.adapter.metrics): drafts are the input part's own guesses, not a trained draft head.",
+      'The adapter is an identity placeholder (manifest.adapter.metrics): ' +
+        "drafts are the input part's own guesses, not a trained draft head.",
     );
   return notes;
 }
@@ -165,7 +172,8 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
     );
     stops.push(() => pool.close());
     startup.succeed(
-      `serve-cloud at ${cloud.url}; ${options.devices} device process(es)${textCloud ? `; cloud-only server at ${textCloud.url}` : ''}`,
+      `serve-cloud at ${cloud.url}; ` +
+        `${options.devices} device process(es)${textCloud ? `; cloud-only server at ${textCloud.url}` : ''}`,
     );
     const scenarios = options.scenarios.filter((s) => {
       if (!s.speculative || pool.hasAdapter) return true;
@@ -263,21 +271,31 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
     const hat = results.find((r) => r.name === 'hat');
     if (hat && hat.tokensPerRound < 1.2)
       notes.push(
-        `HAT committed only ${hat.tokensPerRound} tokens per round: the drafts are rarely accepted, so its TBT is not representative of a trained draft head.`,
+        `HAT committed only ${hat.tokensPerRound} tokens per round: ` +
+          `the drafts are rarely accepted, so its TBT is not representative of a trained draft head.`,
       );
 
     const report: BenchReport = {
       header: {
         date: new Date().toISOString(),
-        machine: `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${platform()} ${release()}, Node ${process.versions.node}; ${cores.description}`,
+        machine:
+          `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${platform()} ${release()}, ` +
+          `Node ${process.versions.node}; ${cores.description}`,
         model: describeModel(options.splitDir, manifest),
         split: options.splitDir,
         link: `${describeLink(options.link)} (applied on each device, both directions, all network scenarios)`,
         load:
           options.rate === undefined
-            ? `closed loop: ${options.devices} device(s), each sends its next request when the last finished; ${options.warmup} warm-up run(s) per device and scenario discarded`
-            : `open loop: ${options.devices} device(s), Poisson arrivals at ${options.rate} req/s per scenario; ${options.warmup} warm-up run(s) per device and scenario discarded`,
-        prompts: `${prompts.length} prompts (${[...new Set(prompts.map((p) => p.ids.length))].join(', ')} tokens; ${prompts[0].source}) × ${options.repeats}, ${options.maxNewTokens} new tokens each (greedy, stop token ignored)`,
+            ? `closed loop: ${options.devices} device(s), ` +
+              `each sends its next request when the last finished; ` +
+              `${options.warmup} warm-up run(s) per device and scenario discarded`
+            : `open loop: ${options.devices} device(s), ` +
+              `Poisson arrivals at ${options.rate} req/s per scenario; ` +
+              `${options.warmup} warm-up run(s) per device and scenario discarded`,
+        prompts:
+          `${prompts.length} prompts (${[...new Set(prompts.map((p) => p.ids.length))].join(', ')} ` +
+          `tokens; ${prompts[0].source}) × ${options.repeats}, ` +
+          `${options.maxNewTokens} new tokens each (greedy, stop token ignored)`,
       },
       notes,
       scenarios: results,
@@ -293,10 +311,21 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
         acceptance,
         results: await simulateTestbed(config),
         assumptions: [
-          `${config.devices} devices, uplink ${config.uplinkMBs.join('–')} MB/s and downlink ${config.downlinkMBs.join('–')} MB/s drawn per device, ${config.oneWayLatencyMs} ms one way`,
-          `Poisson arrivals at ${config.rates.join(' and ')} req/s, ${config.requests} requests each (first 10 % warm-up), prompts exponential with mean ${config.meanPromptTokens} tokens (SpecBench's mean), ${config.maxNewTokens} new tokens`,
-          `device compute = measured device cost × ${options.deviceSlowdown} (device and cloud were measured on the same CPU); cloud g(X) = ${costs.cloud.baseMs.toFixed(2)} + ${costs.cloud.perTokenMs.toFixed(4)}·X ms as measured, iteration-level batches up to ${config.cloudTokenBudget} tokens, no pipeline stages (P = 1)`,
-          `decoding: ${acceptance.tokensPerRound.toFixed(2)} tokens and ${acceptance.rowsPerRound.toFixed(2)} uploaded rows per round, parallel-drafting hit rate ${(acceptance.parallelHitRate * 100).toFixed(0)} % (measured on the hat scenario)`,
+          `${config.devices} devices, uplink ${config.uplinkMBs.join('–')} MB/s ` +
+            `and downlink ${config.downlinkMBs.join('–')} MB/s ` +
+            `drawn per device, ${config.oneWayLatencyMs} ms one way`,
+          `Poisson arrivals at ${config.rates.join(' and ')} req/s, ` +
+            `${config.requests} requests each (first 10 % warm-up), ` +
+            `prompts exponential with mean ${config.meanPromptTokens} tokens (SpecBench's mean), ` +
+            `${config.maxNewTokens} new tokens`,
+          `device compute = measured device cost × ${options.deviceSlowdown} ` +
+            `(device and cloud were measured on the same CPU); ` +
+            `cloud g(X) = ${costs.cloud.baseMs.toFixed(2)} + ${costs.cloud.perTokenMs.toFixed(4)}·X ms as measured, ` +
+            `iteration-level batches up to ${config.cloudTokenBudget} tokens, no pipeline stages (P = 1)`,
+          `decoding: ${acceptance.tokensPerRound.toFixed(2)} tokens ` +
+            `and ${acceptance.rowsPerRound.toFixed(2)} uploaded rows per round, ` +
+            `parallel-drafting hit rate ${(acceptance.parallelHitRate * 100).toFixed(0)} % ` +
+            `(measured on the hat scenario)`,
         ],
       };
       sim.succeed('SIMULATION done');

@@ -151,7 +151,10 @@ class Device {
   }
 }
 
-/** HAT's chunk rule X·A/β = W + g(X) (P = 1), bounded to [16, remaining]; the whole rest when uploading is never the bottleneck. */
+/**
+ * HAT's chunk rule X·A/β = W + g(X) (P = 1), bounded to [16, remaining]; the whole rest when uploading is never
+ * the bottleneck.
+ */
 export function hatChunk(
   remaining: number,
   bytesPerToken: number,

@@ -62,7 +62,12 @@ export function registerDemo(program: Command): void {
       );
       if (options.json) {
         process.stdout.write(
-          `${JSON.stringify({ ids: result.ids, text: result.text, metrics: result.metrics, link: describeLink(link) })}\n`,
+          `${JSON.stringify({
+            ids: result.ids,
+            text: result.text,
+            metrics: result.metrics,
+            link: describeLink(link),
+          })}\n`,
         );
       } else {
         process.stdout.write('\n');

@@ -22,7 +22,8 @@ export function registerDeploy(program: Command): void {
   deploy
     .command('haproxy')
     .description(
-      'HAProxy in front of serve-cloud replicas: least connections, /ready health checks, WebSocket tunnels, optional TLS',
+      'HAProxy in front of serve-cloud replicas: least connections, /ready health checks, ' +
+        'WebSocket tunnels, optional TLS',
     )
     .requiredOption('--backend <host:port>', 'a serve-cloud replica (repeat for each)', collect)
     .option('--listen <addr:port>', 'where devices connect', '0.0.0.0:8765')

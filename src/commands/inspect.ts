@@ -19,8 +19,10 @@ function formatReport(r: InspectReport): string {
     `${r.file} (IR ${r.irVersion}${r.producer ? `, ${r.producer}` : ''})`,
     `layers        ${r.layers.count}: ${r.layers.recognition}`,
     `hidden        ${r.hidden.size} ${r.hidden.dtype}, vocab ${r.vocabSize}`,
-    `attention     heads ${a.heads ?? '?'} (${a.headsFrom}), KV heads ${a.kvHeads ?? '?'}, head size ${a.headDim ?? '?'}`,
-    `KV cache      ${r.kv[0].pastKey} … ${r.kv[r.kv.length - 1].pastValue} → ${r.kv[0].presentKey} … ${r.kv[r.kv.length - 1].presentValue}, layout ${a.kvLayout}`,
+    `attention     heads ${a.heads ?? '?'} (${a.headsFrom}), ` +
+      `KV heads ${a.kvHeads ?? '?'}, head size ${a.headDim ?? '?'}`,
+    `KV cache      ${r.kv[0].pastKey} … ${r.kv[r.kv.length - 1].pastValue} ` +
+      `→ ${r.kv[0].presentKey} … ${r.kv[r.kv.length - 1].presentValue}, layout ${a.kvLayout}`,
     `opsets        ${r.opsets.map((o) => `${o.domain} ${o.version}`).join(', ')}`,
     `contrib ops   ${
       Object.entries(r.contribOps)
@@ -28,9 +30,11 @@ function formatReport(r: InspectReport): string {
         .join(', ') || 'none'
     }`,
     `parameters    ${millions(r.parameters.total)} total: embedding ${millions(r.parameters.embedding)}, ` +
-      `${uniform ? `${millions(perLayer[0])} per layer` : `per layer ${perLayer.map(millions).join(' / ')}`}, head ${millions(r.parameters.head)}, ` +
+      `${uniform ? `${millions(perLayer[0])} per layer` : `per layer ${perLayer.map(millions).join(' / ')}`}, ` +
+      `head ${millions(r.parameters.head)}, ` +
       `shared ${millions(r.parameters.shared)}, prelude ${millions(r.parameters.prelude)}`,
-    `external data ${r.externalData.map((f) => `${f.file} (${millions(f.bytes)} bytes)`).join(', ') || 'none (weights inline)'}`,
+    `external data ` +
+      `${r.externalData.map((f) => `${f.file} (${millions(f.bytes)} bytes)`).join(', ') || 'none (weights inline)'}`,
     `batching      ${r.batching.mode} — ${r.batching.reason}`,
     `multi-token   ${probe.name}: ${
       probe.status === 'passed'

@@ -159,7 +159,14 @@ export function registerRunDevice(program: Command): void {
       });
       if (options.json) {
         process.stdout.write(
-          `${JSON.stringify({ ids: result.ids, promptIds: result.promptIds, text: result.text, metrics: result.metrics, link: link ? describeLink(link) : 'none', error: result.error?.message })}\n`,
+          `${JSON.stringify({
+            ids: result.ids,
+            promptIds: result.promptIds,
+            text: result.text,
+            metrics: result.metrics,
+            link: link ? describeLink(link) : 'none',
+            error: result.error?.message,
+          })}\n`,
         );
       } else {
         process.stdout.write(result.text === undefined ? `${result.ids.join(',')}\n` : '\n');

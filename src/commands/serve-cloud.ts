@@ -49,7 +49,8 @@ export function registerServeCloud(program: Command): void {
     )
     .option(
       '--kv-memory <MB>',
-      'KV-cache memory all sessions may hold at full context; sessions are admitted against it (default: half the free memory)',
+      'KV-cache memory all sessions may hold at full context; ' +
+        'sessions are admitted against it (default: half the free memory)',
     )
     .option(
       '--drain-timeout <seconds>',
@@ -69,11 +70,13 @@ export function registerServeCloud(program: Command): void {
     )
     .option(
       '--max-batch-tokens <n>',
-      `padded rows per middle run: sessions × longest request (default ${DEFAULT_TOKENS_PER_THREAD} × threads per worker)`,
+      `padded rows per middle run: sessions × longest request ` +
+        `(default ${DEFAULT_TOKENS_PER_THREAD} × threads per worker)`,
     )
     .option(
       '--link <profile|spec>',
-      'EMULATED link applied to every session here (use it on one side only): wifi, 4g, lan, or up=5MB,down=10MB,rtt=6,jitter=1',
+      'EMULATED link applied to every session here (use it on one side only): ' +
+        'wifi, 4g, lan, or up=5MB,down=10MB,rtt=6,jitter=1',
     )
     .action(async (splitDir: string, raw: Record<string, unknown>) => {
       const options = parseOptions(schema, raw);

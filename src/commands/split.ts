@@ -20,7 +20,8 @@ export const splitSchema = z.object({
 
 function servingLine(s: NonNullable<NonNullable<SplitManifest['verification']>['serving']>): string {
   return (
-    `  optimized runs (as served) deviate by ≤ ${s.maxAbsError.toExponential(2)} abs, ${s.maxRelError.toExponential(2)} rel; ` +
+    `  optimized runs (as served) deviate by ≤ ${s.maxAbsError.toExponential(2)} abs, ` +
+    `${s.maxRelError.toExponential(2)} rel; ` +
     `greedy choices changed: ${s.argmaxChanges}`
   );
 }
@@ -29,7 +30,8 @@ export function registerSplit(program: Command): void {
   program
     .command('split')
     .description(
-      'cut an ONNX decoder into input.onnx (embedding + first layers), middle.onnx and output.onnx (final norm + LM head)',
+      'cut an ONNX decoder into input.onnx (embedding + first layers), ' +
+        'middle.onnx and output.onnx (final norm + LM head)',
     )
     .argument('<model>', 'decoder .onnx file (external data next to it)')
     .requiredOption('--out <dir>', 'directory to create (written atomically)')
@@ -63,11 +65,14 @@ export function registerSplit(program: Command): void {
       const layers = (p: [number, number]) => (p[1] > p[0] ? `layers ${p[0]}–${p[1] - 1}` : 'no layers');
       process.stdout.write(
         [
-          `split ${m.source.file} (${m.source.layers} layers, hidden ${m.hidden.size} ${m.hidden.dtype}) into ${result.dir}`,
+          `split ${m.source.file} (${m.source.layers} layers, hidden ${m.hidden.size} ${m.hidden.dtype}) ` +
+            `into ${result.dir}`,
           `  input.onnx   embedding + ${layers(m.parts.input.layers)}  → ${m.boundaries.inputToMiddle}`,
           `  middle.onnx  ${layers(m.parts.middle.layers)}  → ${m.boundaries.middleToOutput}`,
           `  output.onnx  ${layers(m.parts.output.layers)} + final norm + LM head → logits`,
-          `  privacy: ${m.privacy.passed ? 'passed' : 'FAILED'}; multi-token cached steps: ${m.multiTokenCachedSteps ? 'yes' : 'no'}${m.verification ? '' : ' (not verified: --no-verify)'}`,
+          `  privacy: ${m.privacy.passed ? 'passed' : 'FAILED'}; ` +
+            `multi-token cached steps: ${m.multiTokenCachedSteps ? 'yes' : 'no'}` +
+            `${m.verification ? '' : ' (not verified: --no-verify)'}`,
           `  serve-cloud batching: ${m.batching ? `${m.batching.mode} — ${m.batching.reason}` : 'none'}`,
           ...(m.verification?.serving ? [servingLine(m.verification.serving)] : []),
           '',

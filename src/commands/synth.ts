@@ -50,7 +50,9 @@ export function registerSynth(program: Command): void {
       });
       const mibPerSecond = result.weightBytes / 2 ** 20 / result.seconds;
       process.stdout.write(
-        `${result.modelPath}: ${(result.parameters / 1e6).toFixed(1)} M parameters, ${formatBytes(result.weightBytes)} in ${result.seconds.toFixed(1)} s (${mibPerSecond.toFixed(0)} MiB/s)\n`,
+        `${result.modelPath}: ${(result.parameters / 1e6).toFixed(1)} M parameters, ` +
+          `${formatBytes(result.weightBytes)} in ${result.seconds.toFixed(1)} s ` +
+          `(${mibPerSecond.toFixed(0)} MiB/s)\n`,
       );
     });
 }

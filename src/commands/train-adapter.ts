@@ -63,7 +63,13 @@ export function registerTrainAdapter(program: Command): void {
       );
       if (options.json) {
         process.stdout.write(
-          `${JSON.stringify({ threshold: result.threshold, rows: result.rows, sweep: result.sweep, cost: result.cost, training: result.training })}\n`,
+          `${JSON.stringify({
+            threshold: result.threshold,
+            rows: result.rows,
+            sweep: result.sweep,
+            cost: result.cost,
+            training: result.training,
+          })}\n`,
         );
         return;
       }
@@ -88,7 +94,10 @@ export function registerTrainAdapter(program: Command): void {
         sweep.push([row.threshold, row.tokensPerRound.toFixed(2), row.msPerToken.toFixed(2)]);
       process.stdout.write(`${evaluation.toString()}\n${sweep.toString()}\n`);
       process.stdout.write(
-        `draft threshold η = ${result.threshold} (lowest expected ms per token; cost model: draft step ${result.cost.draftStepMs} ms, verification ${result.cost.verifyMs} ms incl. an emulated Wi-Fi round trip) — stored in ${splitDir}/manifest.json\n`,
+        `draft threshold η = ${result.threshold} ` +
+          `(lowest expected ms per token; cost model: draft step ${result.cost.draftStepMs} ms, ` +
+          `verification ${result.cost.verifyMs} ms incl. an emulated Wi-Fi round trip) ` +
+          `— stored in ${splitDir}/manifest.json\n`,
       );
     });
 }

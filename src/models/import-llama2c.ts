@@ -39,7 +39,9 @@ export async function importLlama2c(
   const vocabulary = readLlama2cTokenizer(tokenizerPath, config.vocabSize);
   const dir = prepareModelDir(outDir, options.force);
   reporter.info(
-    `llama2.c checkpoint: dim ${config.hiddenSize}, ${config.layers} layers, ${config.heads}/${config.kvHeads} heads, vocab ${config.vocabSize}, ${config.tiedEmbeddings ? 'shared' : 'separate'} classifier`,
+    `llama2.c checkpoint: dim ${config.hiddenSize}, ${config.layers} layers, ` +
+      `${config.heads}/${config.kvHeads} heads, vocab ${config.vocabSize}, ` +
+      `${config.tiedEmbeddings ? 'shared' : 'separate'} classifier`,
   );
   writeJson(join(dir, TOKENIZER_FILE), llama2cTokenizerJson(vocabulary));
   writeJson(join(dir, TOKENIZER_CONFIG_FILE), llama2cTokenizerConfig());

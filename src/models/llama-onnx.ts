@@ -1,6 +1,7 @@
 /**
  * Writes a Llama-family decoder as ONNX in the Hugging Face Optimum layout:
- *   input_ids [B,S], attention_mask [B,past+S], position_ids [B,S], past_key_values.N.key/value [B,kvHeads,past,headDim]
+ *   input_ids [B,S], attention_mask [B,past+S], position_ids [B,S],
+ *   past_key_values.N.key/value [B,kvHeads,past,headDim]
  *   → logits [B,S,vocab], present.N.key/value [B,kvHeads,past+S,headDim]
  * with standard ai.onnx opset-17 ops only (RMSNorm, rotate-half RoPE, grouped-query attention, SwiGLU).
  *

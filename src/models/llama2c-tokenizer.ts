@@ -150,7 +150,10 @@ export function llama2cTokenizerJson(vocabulary: Llama2cVocabulary): Record<stri
   };
 }
 
-/** tokenizer_config.json: names the special tokens and turns off decode-time space clean-up (SentencePiece keeps text as is). */
+/**
+ * tokenizer_config.json: names the special tokens and turns off decode-time space clean-up
+ * (SentencePiece keeps text as is).
+ */
 export function llama2cTokenizerConfig(): Record<string, unknown> {
   return {
     tokenizer_class: 'LlamaTokenizerFast',

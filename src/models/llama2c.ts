@@ -57,7 +57,9 @@ export function readLlama2cCheckpoint(path: string): Llama2cCheckpoint {
   if (!plausible) {
     throw new HatError(
       'BAD_CHECKPOINT',
-      `${path} does not start with a llama2.c header (dim ${dim}, hidden ${hidden}, layers ${layers}, heads ${heads}/${kvHeads}, vocab ${signedVocab}, seq_len ${seqLen})`,
+      `${path} does not start with a llama2.c header ` +
+        `(dim ${dim}, hidden ${hidden}, layers ${layers}, ` +
+        `heads ${heads}/${kvHeads}, vocab ${signedVocab}, seq_len ${seqLen})`,
     );
   }
   const config = llamaConfig({
@@ -96,7 +98,8 @@ export function readLlama2cCheckpoint(path: string): Llama2cCheckpoint {
   if (bytes.length !== expectedBytes) {
     throw new HatError(
       'BAD_CHECKPOINT',
-      `${path} holds ${bytes.length} bytes but its header (dim ${dim}, ${layers} layers, vocab ${vocab}) needs ${expectedBytes}`,
+      `${path} holds ${bytes.length} bytes but its header (dim ${dim}, ${layers} layers, vocab ${vocab}) ` +
+        `needs ${expectedBytes}`,
       bytes.length < expectedBytes
         ? 'the file is truncated: download it again'
         : 'the file is not a legacy llama2.c checkpoint',

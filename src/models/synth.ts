@@ -31,7 +31,9 @@ export async function synthModel(
   const dir = prepareModelDir(outDir, options.force);
   const parameters = parameterCount(config);
   reporter.info(
-    `synthesising ${(parameters / 1e6).toFixed(1)} M parameters: ${config.layers} layers, hidden ${config.hiddenSize}, ${config.heads}/${config.kvHeads} heads, vocab ${config.vocabSize}`,
+    `synthesising ${(parameters / 1e6).toFixed(1)} M parameters: ` +
+      `${config.layers} layers, hidden ${config.hiddenSize}, ` +
+      `${config.heads}/${config.kvHeads} heads, vocab ${config.vocabSize}`,
   );
   writeJson(join(dir, CONFIG_FILE), {
     ...toHfConfig(config),

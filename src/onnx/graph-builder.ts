@@ -56,7 +56,10 @@ export const float = (value: number) => new FloatAttribute(value);
 export type AttributeValue = number | FloatAttribute | number[] | FloatAttribute[] | string;
 
 export interface NodeOptions {
-  /** Node name; outputs are named `${name}/output_${i}` unless `outputs` names them. Defaults to a unique `${opType}_${n}`. */
+  /**
+   * Node name; outputs are named `${name}/output_${i}` unless `outputs` names them.
+   * Defaults to a unique `${opType}_${n}`.
+   */
   name?: string;
   /** Output names, or how many auto-named outputs the node has (default 1). */
   outputs?: string[] | number;
@@ -87,7 +90,10 @@ export const inlineWeights: WeightSink = {
   },
 };
 
-/** Initializers of at least `threshold` bytes go to the external-data file; smaller ones stay inline (ONNX convention). */
+/**
+ * Initializers of at least `threshold` bytes go to the external-data file; smaller ones stay inline
+ * (ONNX convention).
+ */
 export function externalWeights(writer: ExternalDataWriter, threshold = 1024): WeightSink {
   return {
     store(tensor, bytes) {

@@ -48,7 +48,8 @@ export class OnnxCausalLm implements CausalLm {
     }
     const logits = session.outputs.find((o) => o.name === 'logits');
     if (!logits) throw new HatError('NOT_A_DECODER', `${modelPath} has no 'logits' output`);
-    // Some exports lose the vocabulary dimension in shape inference (e.g. after logit soft-capping): config.json has it.
+    // Some exports lose the vocabulary dimension in shape inference (e.g. after logit soft-capping):
+    // config.json has it.
     const vocab = logits.shape[logits.shape.length - 1];
     const vocabSize = typeof vocab === 'number' ? vocab : configVocabSize(dirname(modelPath));
     if (vocabSize === undefined) {

@@ -35,7 +35,8 @@ export function kvLayoutOf(session: ModelSession): KvLayout {
   if (first.shape.length !== 4 || typeof kvHeads !== 'number' || typeof headDim !== 'number') {
     throw new HatError(
       'UNSUPPORTED_MODEL',
-      `${session.label}: KV input ${first.name} is not [batch, kv_heads, past, head_dim] with fixed heads (${JSON.stringify(first.shape)})`,
+      `${session.label}: KV input ${first.name} is not [batch, kv_heads, past, head_dim] ` +
+        `with fixed heads (${JSON.stringify(first.shape)})`,
     );
   }
   if (first.type !== 'float32' && first.type !== 'float16') {

@@ -99,7 +99,10 @@ export function parseLinkSpec(text: string): LinkSpec {
 export function describeLink(spec: LinkSpec): string {
   if (spec.name === 'none') return 'no link emulation';
   const rate = (b: number) => (Number.isFinite(b) ? `${(b / MB).toFixed(1)} MB/s` : 'unlimited');
-  return `EMULATED link "${spec.name}": up ${rate(spec.up.bandwidth)}, down ${rate(spec.down.bandwidth)}, one-way ${spec.up.latencyMs} ms ± ${spec.up.jitterMs} ms`;
+  return (
+    `EMULATED link "${spec.name}": up ${rate(spec.up.bandwidth)}, down ${rate(spec.down.bandwidth)}, ` +
+    `one-way ${spec.up.latencyMs} ms ± ${spec.up.jitterMs} ms`
+  );
 }
 
 /** One direction of an emulated link: schedules each frame's delivery in order. */

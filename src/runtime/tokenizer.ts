@@ -68,7 +68,8 @@ export function loadTokenizer(files: TokenizerFiles): TextTokenizer {
   } catch (error) {
     throw new HatError(
       'BAD_CHECKPOINT',
-      `${files.tokenizer} is not a tokenizer.json this tokenizer library can load (${(error as Error).message.split('\n')[0]})`,
+      `${files.tokenizer} is not a tokenizer.json this tokenizer library can load ` +
+        `(${(error as Error).message.split('\n')[0]})`,
       'save it with Hugging Face tokenizers (tokenizer.save) or transformers (save_pretrained)',
     );
   }

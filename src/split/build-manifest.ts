@@ -87,7 +87,9 @@ export async function buildManifest(inputs: ManifestInputs): Promise<SplitManife
       tokenShape: 'middle/output take the sequence shape from their hidden-state input, never from input_ids',
       inputs: Object.fromEntries(PART_NAMES.map((name) => [name, plan.parts[name].preludeInputs])),
       maskRepair: repair
-        ? `the traced mask ${repair.tensor} is rebuilt from attention_mask as a causal + padding mask${repair.window ? ` with a ${repair.window}-position sliding window` : ''} (the source fails multi-token steps on a non-empty cache)`
+        ? `the traced mask ${repair.tensor} is rebuilt from attention_mask as a causal + padding mask` +
+          `${repair.window ? ` with a ${repair.window}-position sliding window` : ''}` +
+          ` (the source fails multi-token steps on a non-empty cache)`
         : "none: the model's own mask construction is kept",
     },
     privacy,

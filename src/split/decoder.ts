@@ -52,8 +52,11 @@ function rejectMergedDecoder(index: GraphIndex): void {
   if (index.inputs.has('use_cache_branch') || branching) {
     throw new HatError(
       'UNSUPPORTED_MODEL',
-      `merged decoder: ${branching ? `${branching.opType} node '${branching.name || '(unnamed)'}'` : "input 'use_cache_branch'"} switches between cache branches, and hat cannot cut inside a branch`,
-      'export a single decoder graph with past inputs (Optimum: --no-post-process, or use decoder_with_past_model.onnx)',
+      `merged decoder: ` +
+        `${branching ? `${branching.opType} node '${branching.name || '(unnamed)'}'` : "input 'use_cache_branch'"} ` +
+        `switches between cache branches, and hat cannot cut inside a branch`,
+      'export a single decoder graph with past inputs ' +
+        '(Optimum: --no-post-process, or use decoder_with_past_model.onnx)',
     );
   }
 }
@@ -97,7 +100,8 @@ export function analyzeDecoder(model: ModelProto): DecoderStructure {
   if (layers.length === 0) {
     throw new HatError(
       'NOT_A_DECODER',
-      `the model has no past_key_values.N.* inputs / present.N.* outputs (inputs: ${inputNames.slice(0, 6).join(', ')})`,
+      `the model has no past_key_values.N.* inputs / present.N.* outputs ` +
+        `(inputs: ${inputNames.slice(0, 6).join(', ')})`,
       'hat splits decoder-only LLMs exported with a KV cache (Optimum text-generation-with-past or onnxruntime-genai)',
     );
   }
@@ -183,8 +187,10 @@ export function analyzeDecoder(model: ModelProto): DecoderStructure {
     logits,
     embedding: { node: chain[embeddingPos], weight: weight.name!, vocabSize },
     recognition:
-      `${layers.length} layers anchored on past_key_values.{0..${layers.length - 1}}/present.{0..${layers.length - 1}}; ` +
-      `residual stream of ${chain.length} nodes from input_ids to ${logits}${boundaries.some((b) => b.fused) ? ', residual sums inside fused Skip*LayerNormalization nodes' : ''}`,
+      `${layers.length} layers anchored on past_key_values.{0..${layers.length - 1}}` +
+      `/present.{0..${layers.length - 1}}; ` +
+      `residual stream of ${chain.length} nodes from input_ids to ${logits}` +
+      `${boundaries.some((b) => b.fused) ? ', residual sums inside fused Skip*LayerNormalization nodes' : ''}`,
   };
 }
 

@@ -36,7 +36,10 @@ export interface AdapterManifest {
   kind: 'attention' | 'linear';
   file: string;
   dataFiles?: string[];
-  /** The adapter's hidden-state input; its output is named after the output part's input (boundaries.middleToOutput). */
+  /**
+   * The adapter's hidden-state input; its output is named after the output part's input
+   * (boundaries.middleToOutput).
+   */
   input: string;
   output: string;
   /** The adapter's own KV cache (attention adapters). */

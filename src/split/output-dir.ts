@@ -41,7 +41,11 @@ export async function createStaging(out: string, replace: boolean): Promise<Stag
     const code = (error as NodeJS.ErrnoException).code;
     throw new HatError(
       'OUTPUT_EXISTS',
-      `cannot write --out ${out}: ${code === 'ENOENT' ? `its parent folder ${dirname(target)} does not exist` : `${dirname(target)} is not writable (${code})`}`,
+      `cannot write --out ${out}: ${
+        code === 'ENOENT'
+          ? `its parent folder ${dirname(target)} does not exist`
+          : `${dirname(target)} is not writable (${code})`
+      }`,
       'choose a writable location for --out',
     );
   }

@@ -46,7 +46,8 @@ export function checkLayerCounts(layers: number, inputLayers: number, outputLaye
   if (inputLayers + outputLayers > layers - 1) {
     throw new HatError(
       'BAD_SPLIT',
-      `--input-layers ${inputLayers} + --output-layers ${outputLayers} leaves no layer for the middle part (the model has ${layers} layers)`,
+      `--input-layers ${inputLayers} + --output-layers ${outputLayers} ` +
+        `leaves no layer for the middle part (the model has ${layers} layers)`,
       `keep input + output layers ≤ ${layers - 1}`,
     );
   }

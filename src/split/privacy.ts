@@ -37,7 +37,8 @@ export function checkPrivacy(parts: PartGraph[]): PrivacyResult {
       leaking.length === 0,
       leaking.length
         ? `${file}: outputs ${leaking.join(', ')} depend on token-shaped values`
-        : `${file}: no value path from token ids to any output${shapeOnly ? ' (the prelude reads only the sequence shape, taken from the hidden-state input)' : ''}`,
+        : `${file}: no value path from token ids to any output` +
+            `${shapeOnly ? ' (the prelude reads only the sequence shape, taken from the hidden-state input)' : ''}`,
     );
   }
   return { passed, checks };

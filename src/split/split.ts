@@ -182,7 +182,8 @@ async function maskRepairIfNeeded({
   };
   const probe = await probeMultiTokenStep(source.path, kvOnly, structure.embedding.vocabSize, options);
   if (probe.status === 'passed') return undefined;
-  const failure = `the model fails a multi-token step on a non-empty cache (${probe.detail?.split('\n')[0] ?? probe.status})`;
+  const failure =
+    `the model fails a multi-token step on a non-empty cache ` + `(${probe.detail?.split('\n')[0] ?? probe.status})`;
   if (!repair) {
     reporter.info(`${failure}; its attention mask is kept: ${reason}`);
     return undefined;
@@ -240,7 +241,8 @@ async function stageSplit(context: SplitContext, repair?: MaskRepair): Promise<S
             throw new HatError(
               'BAD_SPLIT',
               `the composed parts differ from the model with graph optimizations off: ${failed.name}: max abs error ` +
-                `${failed.maxAbsError?.toExponential(2)} at ${failed.worst} (tolerance atol ${atol} + rtol ${rtol}·max|value|)`,
+                `${failed.maxAbsError?.toExponential(2)} at ${failed.worst} ` +
+                `(tolerance atol ${atol} + rtol ${rtol}·max|value|)`,
               'please report this model; --no-verify writes the split anyway',
             );
           }
@@ -279,8 +281,10 @@ async function stageSplit(context: SplitContext, repair?: MaskRepair): Promise<S
       if (serving && (!serving.withinTolerance || serving.argmaxChanges > 0)) {
         reporter.warn(
           `with graph optimizations on (as run-device and serve-cloud run) the parts deviate from the model by up ` +
-            `to ${serving.maxAbsError.toExponential(2)} (relative ${serving.maxRelError.toExponential(2)}) at ${serving.worst}; ` +
-            `${serving.argmaxChanges} greedy choice(s) changed over the probe steps — recorded in manifest.verification.serving`,
+            `to ${serving.maxAbsError.toExponential(2)} (relative ${serving.maxRelError.toExponential(2)}) ` +
+            `at ${serving.worst}; ` +
+            `${serving.argmaxChanges} greedy choice(s) changed over the probe steps ` +
+            `— recorded in manifest.verification.serving`,
         );
       }
     }

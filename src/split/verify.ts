@@ -7,9 +7,9 @@
  * Structure and numerics are judged apart. onnxruntime's fusions at the default optimization level differ between
  * the whole graph and a part (a cut changes which patterns fuse), which moves fp32 logits by up to ~1e-3 where they
  * are large. So the STRUCTURAL check runs both sides with graph optimizations disabled and must agree to float
- * reassociation (per tensor, max|composed − full| ≤ atol + rtol·max|full|); it alone can fail a split. The SERVING check then runs
- * both as run-device and serve-cloud do (all optimizations) and only measures: max abs / rel deviation and whether
- * any greedy argmax changed — a warning, never a failure.
+ * reassociation (per tensor, max|composed − full| ≤ atol + rtol·max|full|); it alone can fail a split. The SERVING
+ * check then runs both as run-device and serve-cloud do (all optimizations) and only measures: max abs / rel
+ * deviation and whether any greedy argmax changed — a warning, never a failure.
  */
 import { HatError } from '../errors.ts';
 import { PartRunner, type StepOutput } from '../runtime/part-runner.ts';

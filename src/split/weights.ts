@@ -61,7 +61,8 @@ function linkSourceData(source: LoadedModel, location: string, splitDir: string,
     } catch (error) {
       throw new HatError(
         'OUTPUT_EXISTS',
-        `--weights reference could not hard-link ${resolve(source.dir, relative)} into ${splitDir} (${(error as NodeJS.ErrnoException).code})`,
+        `--weights reference could not hard-link ${resolve(source.dir, relative)} ` +
+          `into ${splitDir} (${(error as NodeJS.ErrnoException).code})`,
         'put --out on the same filesystem as the model, or use --weights copy',
       );
     }

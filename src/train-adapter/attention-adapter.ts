@@ -133,7 +133,8 @@ function checkBatch(config: AttentionAdapterConfig, input: SequenceBatch): void 
   if (input.hidden.length !== tokens * config.hidden || input.positions.length !== tokens) {
     throw new HatError(
       'INTERNAL',
-      `batch of ${input.batch}×${input.seq} tokens has ${input.hidden.length} hidden values and ${input.positions.length} positions (width ${config.hidden})`,
+      `batch of ${input.batch}×${input.seq} tokens has ${input.hidden.length} hidden values ` +
+        `and ${input.positions.length} positions (width ${config.hidden})`,
     );
   }
 }

@@ -52,7 +52,9 @@ function checkTrace(trace: DraftTrace): number {
   if (trace.draftTokens.length !== n || trace.draftProbabilities.length !== n) {
     throw new HatError(
       'INTERNAL',
-      `draft trace lengths differ: ${trace.draftTokens.length} drafts, ${trace.draftProbabilities.length} probabilities, ${n} targets`,
+      `draft trace lengths differ: ${trace.draftTokens.length} drafts, ` +
+        `${trace.draftProbabilities.length} probabilities, ` +
+        `${n} targets`,
     );
   }
   return n;

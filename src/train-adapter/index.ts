@@ -2,7 +2,8 @@
  * The adapter-training API that `hat train-adapter` wires to the split parts. Typical flow:
  *   source  = a PairSource over (h_K, h_N, next token) pairs made by the input and middle parts
  *   result  = await trainAttentionAdapter(bufferedSource(source, budget), head, options, reporter)
- *   files   = await exportAdapter(`${dir}/adapter.onnx`, { kind: 'attention', params: result.params, config }, { outputName })
+ *   files   = await exportAdapter(`${dir}/adapter.onnx`, { kind: 'attention', params: result.params, config },
+ *                                 { outputName })
  *   sweep   = sweepThresholds(traces, { draftStepMs, verifyMs })   // traces from topTokens on held-out text
  *   manifest.adapter = adapterManifest({ ..., defaultThreshold: sweep.best })
  */

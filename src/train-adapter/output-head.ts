@@ -115,7 +115,8 @@ export async function draftLoss(
   if (target.length !== prediction.length || targetTokens.length !== total) {
     throw new HatError(
       'INTERNAL',
-      `loss inputs disagree: ${prediction.length} predicted, ${target.length} target values, ${targetTokens.length} tokens`,
+      `loss inputs disagree: ${prediction.length} predicted, ${target.length} target values, ` +
+        `${targetTokens.length} tokens`,
     );
   }
   const gradient = withGradient ? new Float32Array(prediction.length) : undefined;

@@ -18,7 +18,10 @@ export interface TokenPairSourceOptions {
   batch: number;
   seq: number;
   hidden: number;
-  /** Runs [batch][seq] token ids through the input part (→ h_K) and the middle part (→ h_N), each [batch·seq, hidden]. */
+  /**
+   * Runs [batch][seq] token ids through the input part (→ h_K) and the middle part (→ h_N),
+   * each [batch·seq, hidden].
+   */
   computeHidden(ids: number[][]): Promise<{ inputs: Float32Array; targets: Float32Array }>;
   head: OutputHead;
   engine: MatMulEngine;

@@ -136,7 +136,8 @@ export async function trainAttentionAdapter(
   if (!(options.epochs > 0) || !(options.lr > 0) || source.batchesPerPass <= 0) {
     throw new HatError(
       'BAD_OPTION',
-      `training needs epochs > 0, a learning rate > 0 and data (got ${options.epochs}, ${options.lr}, ${source.batchesPerPass} batches)`,
+      `training needs epochs > 0, a learning rate > 0 and data ` +
+        `(got ${options.epochs}, ${options.lr}, ${source.batchesPerPass} batches)`,
     );
   }
   const loss: LossOptions = { ...DEFAULT_LOSS, ...options.loss };
@@ -210,7 +211,9 @@ export async function trainAttentionAdapter(
           tokens += batch.batch * batch.seq;
           refitSchedule();
           progress.update(
-            `epoch ${epoch + 1}/${options.epochs} step ${step}/${schedule.totalSteps} loss ${value.total.toFixed(4)} (L1 ${value.smoothL1.toFixed(4)}, CE ${value.crossEntropy.toFixed(3)}, top-1 ${(value.top1Agreement * 100).toFixed(1)}%)`,
+            `epoch ${epoch + 1}/${options.epochs} step ${step}/${schedule.totalSteps} loss ${value.total.toFixed(4)} ` +
+              `(L1 ${value.smoothL1.toFixed(4)}, CE ${value.crossEntropy.toFixed(3)}, ` +
+              `top-1 ${(value.top1Agreement * 100).toFixed(1)}%)`,
             step / schedule.totalSteps,
           );
           if (outOfTime()) break;

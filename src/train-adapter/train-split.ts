@@ -240,7 +240,8 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
       if (from) initialisedFrom = `layer ${lastMiddle}`;
       else if (options.init === 'layer')
         reporter.warn(
-          `layer ${lastMiddle}'s attention weights were not found in the middle part; starting from a random initialisation`,
+          `layer ${lastMiddle}'s attention weights were not found in the middle part; ` +
+            `starting from a random initialisation`,
         );
       trained = await trainAttentionAdapter(
         source,

@@ -42,24 +42,28 @@ test('token gaps spread each round over the tokens it committed', () => {
   assert.deepEqual(tokenGaps([{ at: 5, count: 1 }]), []);
 });
 
-test('aggregate: percentiles over requests (TTFT) and over tokens (TBT), per-token bytes, SLO share, tokens per round', () => {
-  const records = [
-    record({ ttftMs: 100, gapsMs: [10, 10, 10, 10] }),
-    record({ ttftMs: 300, gapsMs: [20, 20, 20, 20] }),
-    record({ ttftMs: 900, error: 'cloud closed' }),
-  ];
-  const r = aggregate(scenario('u-shape'), records, { sloTtftMs: 200, devices: 1 });
-  assert.equal(r.requests, 2);
-  assert.equal(r.failed, 1);
-  assert.deepEqual(r.ttftMs, { mean: 200, p50: 100, p90: 300, p99: 300 });
-  assert.equal(r.tbtMs.mean, 15);
-  assert.equal(r.tbtMs.p90, 20);
-  assert.equal(r.sloAttainment, 0.5);
-  assert.equal(r.bytesUpPerToken, 200);
-  assert.equal(r.tokensPerRound, 1); // (10 tokens − 2 first tokens) / 8 rounds
-  assert.equal(r.serverTokensPerSecond, 25); // closed loop: 10 tokens per 400 busy ms, one device
-  assert.deepEqual(r.byPromptLength, [{ promptTokens: 16, requests: 2, ttftMs: 200, tbtMs: 15 }]);
-});
+test(
+  'aggregate: percentiles over requests (TTFT) and over tokens (TBT), ' +
+    'per-token bytes, SLO share, tokens per round',
+  () => {
+    const records = [
+      record({ ttftMs: 100, gapsMs: [10, 10, 10, 10] }),
+      record({ ttftMs: 300, gapsMs: [20, 20, 20, 20] }),
+      record({ ttftMs: 900, error: 'cloud closed' }),
+    ];
+    const r = aggregate(scenario('u-shape'), records, { sloTtftMs: 200, devices: 1 });
+    assert.equal(r.requests, 2);
+    assert.equal(r.failed, 1);
+    assert.deepEqual(r.ttftMs, { mean: 200, p50: 100, p90: 300, p99: 300 });
+    assert.equal(r.tbtMs.mean, 15);
+    assert.equal(r.tbtMs.p90, 20);
+    assert.equal(r.sloAttainment, 0.5);
+    assert.equal(r.bytesUpPerToken, 200);
+    assert.equal(r.tokensPerRound, 1); // (10 tokens − 2 first tokens) / 8 rounds
+    assert.equal(r.serverTokensPerSecond, 25); // closed loop: 10 tokens per 400 busy ms, one device
+    assert.deepEqual(r.byPromptLength, [{ promptTokens: 16, requests: 2, ttftMs: 200, tbtMs: 15 }]);
+  },
+);
 
 test('open loop throughput is tokens over the wall time; device-only has no server figure', () => {
   const open = aggregate(scenario('hat'), [record({ scenario: 'hat', tokens: 9, rounds: 4 })], {

@@ -42,16 +42,19 @@ const uploadBound: StageCosts = {
   frameHeaderBytes: 52,
 };
 
-test('SIMULATION on an upload-bound 7B-like cost profile: chunking cuts TTFT, speculation cuts TBT, deterministic', async () => {
-  const config = {
-    ...paperTestbed(uploadBound, { tokensPerRound: 2, rowsPerRound: 3, parallelHitRate: 0.5 }, 1),
-    requests: 40,
-    maxNewTokens: 16,
-  };
-  const shape = await simulateScenario('u-shape', 4, config);
-  const hat = await simulateScenario('hat', 4, config);
-  const spec = await simulateScenario('u-spec', 4, config);
-  assert.ok(hat.ttftMs.mean < 0.8 * shape.ttftMs.mean, `hat ${hat.ttftMs.mean} vs u-shape ${shape.ttftMs.mean}`);
-  assert.ok(spec.tbtMs.mean < shape.tbtMs.mean, `u-spec ${spec.tbtMs.mean} vs u-shape ${shape.tbtMs.mean}`);
-  assert.deepEqual(await simulateScenario('hat', 4, config), hat);
-});
+test(
+  'SIMULATION on an upload-bound 7B-like cost profile: chunking cuts TTFT, ' + 'speculation cuts TBT, deterministic',
+  async () => {
+    const config = {
+      ...paperTestbed(uploadBound, { tokensPerRound: 2, rowsPerRound: 3, parallelHitRate: 0.5 }, 1),
+      requests: 40,
+      maxNewTokens: 16,
+    };
+    const shape = await simulateScenario('u-shape', 4, config);
+    const hat = await simulateScenario('hat', 4, config);
+    const spec = await simulateScenario('u-spec', 4, config);
+    assert.ok(hat.ttftMs.mean < 0.8 * shape.ttftMs.mean, `hat ${hat.ttftMs.mean} vs u-shape ${shape.ttftMs.mean}`);
+    assert.ok(spec.tbtMs.mean < shape.tbtMs.mean, `u-spec ${spec.tbtMs.mean} vs u-shape ${shape.tbtMs.mean}`);
+    assert.deepEqual(await simulateScenario('hat', 4, config), hat);
+  },
+);

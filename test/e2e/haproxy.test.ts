@@ -69,7 +69,8 @@ before(async () => {
   const made = spawnSync('sh', [
     '-c',
     `openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=hat-test -addext ` +
-      `subjectAltName=IP:127.0.0.1 -keyout ${work}/key.pem -out ${work}/cert.pem && cat ${work}/cert.pem ${work}/key.pem > ${cert}`,
+      `subjectAltName=IP:127.0.0.1 -keyout ${work}/key.pem -out ${work}/cert.pem ` +
+      `&& cat ${work}/cert.pem ${work}/key.pem > ${cert}`,
   ]);
   assert.equal(made.status, 0, String(made.stderr));
   deviceEnv = { NODE_EXTRA_CA_CERTS: join(work, 'cert.pem') };

@@ -51,15 +51,18 @@ async function greedyReference(model: string, prompt: number[], count: number, s
   }
 }
 
-test('hat generate --prompt-ids runs a model that has no tokenizer; --json prints prompt and generated ids', async () => {
-  const { stdout } = await hat(['generate', bare, '--prompt-ids', '3, 5,11', '--max-new-tokens', '6', '--json']);
-  const result = JSON.parse(stdout);
-  assert.deepEqual(result.promptIds, [3, 5, 11]);
-  assert.deepEqual(result.ids, await greedyReference(join(bare, 'model.onnx'), [3, 5, 11], 6, []));
-  assert.equal(result.text, undefined);
-  const plain = await hat(['generate', bare, '--prompt-ids', '3,5,11', '--max-new-tokens', '6']);
-  assert.equal(plain.stdout, `${result.ids.join(',')}\n`);
-});
+test(
+  'hat generate --prompt-ids runs a model that has no tokenizer; ' + '--json prints prompt and generated ids',
+  async () => {
+    const { stdout } = await hat(['generate', bare, '--prompt-ids', '3, 5,11', '--max-new-tokens', '6', '--json']);
+    const result = JSON.parse(stdout);
+    assert.deepEqual(result.promptIds, [3, 5, 11]);
+    assert.deepEqual(result.ids, await greedyReference(join(bare, 'model.onnx'), [3, 5, 11], 6, []));
+    assert.equal(result.text, undefined);
+    const plain = await hat(['generate', bare, '--prompt-ids', '3,5,11', '--max-new-tokens', '6']);
+    assert.equal(plain.stdout, `${result.ids.join(',')}\n`);
+  },
+);
 
 test('an empty prompt starts from the BOS id config.json names', async () => {
   const { stdout } = await hat(['generate', withConfig, '--prompt-ids', '', '--max-new-tokens', '4', '--json']);
@@ -104,25 +107,28 @@ async function assertOneLineError(args: string[], pattern: RegExp): Promise<void
   });
 }
 
-test('bad prompts are one-line errors: no BOS anywhere, text without a tokenizer, bad or out-of-vocabulary ids', async () => {
-  await assertOneLineError(
-    ['generate', bare, '--max-new-tokens', '2'],
-    /^error\[BAD_OPTION\]: an empty prompt starts from the BOS token/,
-  );
-  await assertOneLineError(
-    ['generate', bare, '--prompt', 'hello'],
-    /^error\[FILE_NOT_FOUND\]: .*no tokenizer\.json.*--prompt-ids/,
-  );
-  await assertOneLineError(
-    ['generate', bare, '--prompt-ids', '1,x'],
-    /^error\[BAD_OPTION\]: --prompt-ids: 'x' is not a token id/,
-  );
-  await assertOneLineError(
-    ['generate', bare, '--prompt-ids', '1,999'],
-    /^error\[BAD_OPTION\]: prompt token id 999 is outside the vocabulary \(50 tokens\)/,
-  );
-  await assertOneLineError(
-    ['generate', bare, '--prompt', 'a', '--prompt-ids', '1'],
-    /^error\[BAD_OPTION\]: --prompt and --prompt-ids were both given/,
-  );
-});
+test(
+  'bad prompts are one-line errors: no BOS anywhere, ' + 'text without a tokenizer, bad or out-of-vocabulary ids',
+  async () => {
+    await assertOneLineError(
+      ['generate', bare, '--max-new-tokens', '2'],
+      /^error\[BAD_OPTION\]: an empty prompt starts from the BOS token/,
+    );
+    await assertOneLineError(
+      ['generate', bare, '--prompt', 'hello'],
+      /^error\[FILE_NOT_FOUND\]: .*no tokenizer\.json.*--prompt-ids/,
+    );
+    await assertOneLineError(
+      ['generate', bare, '--prompt-ids', '1,x'],
+      /^error\[BAD_OPTION\]: --prompt-ids: 'x' is not a token id/,
+    );
+    await assertOneLineError(
+      ['generate', bare, '--prompt-ids', '1,999'],
+      /^error\[BAD_OPTION\]: prompt token id 999 is outside the vocabulary \(50 tokens\)/,
+    );
+    await assertOneLineError(
+      ['generate', bare, '--prompt', 'a', '--prompt-ids', '1'],
+      /^error\[BAD_OPTION\]: --prompt and --prompt-ids were both given/,
+    );
+  },
+);

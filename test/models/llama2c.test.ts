@@ -149,10 +149,12 @@ test('bad inputs fail with one clear error', () => {
 });
 
 const stories = sharedFixture('llama2c-stories260k');
-const GOLDEN =
-  '403 407 261 378 432 383 286 261 376 298 315 421 395 317 426 338 401 396 267 337 410 408 419 292 411 322 265 282 295 433 426 385 328 432 358 394 261 370 432 352'
-    .split(' ')
-    .map(Number);
+const GOLDEN = (
+  '403 407 261 378 432 383 286 261 376 298 315 421 395 317 426 338 ' +
+  '401 396 267 337 410 408 419 292 411 322 265 282 295 433 426 385 328 432 358 394 261 370 432 352'
+)
+  .split(' ')
+  .map(Number);
 
 test(
   'stories260K imported from llama2.c reproduces the 40 golden greedy ids after BOS',

@@ -47,15 +47,18 @@ for (const family of ['bloom', 'gemma', 'phi', 'mistral', 'gpt-neox', 'qwen2']) 
   });
 }
 
-test('a model-builder layout (int32 ids and mask, no position_ids) generates, equal to its composed split', async () => {
-  const model = await writeGenaiDecoder(scratch);
-  const prompt = [5, 17, 42, 7, 30];
-  const full = await OnnxCausalLm.open(model);
-  const expected = (await generateTokens(full, prompt, { maxNewTokens: 8, sampler: argmax })).ids;
-  await full.release();
-  const split = await splitModel({ model, out: join(scratch, 'split') }, silentReporter);
-  const composed = await ComposedModel.open(split.dir, split.manifest);
-  const viaParts = (await generateTokens(composed, prompt, { maxNewTokens: 8, sampler: argmax })).ids;
-  assert.deepEqual(viaParts, expected);
-  assert.equal(expected.length, 8);
-});
+test(
+  'a model-builder layout (int32 ids and mask, no position_ids) generates, ' + 'equal to its composed split',
+  async () => {
+    const model = await writeGenaiDecoder(scratch);
+    const prompt = [5, 17, 42, 7, 30];
+    const full = await OnnxCausalLm.open(model);
+    const expected = (await generateTokens(full, prompt, { maxNewTokens: 8, sampler: argmax })).ids;
+    await full.release();
+    const split = await splitModel({ model, out: join(scratch, 'split') }, silentReporter);
+    const composed = await ComposedModel.open(split.dir, split.manifest);
+    const viaParts = (await generateTokens(composed, prompt, { maxNewTokens: 8, sampler: argmax })).ids;
+    assert.deepEqual(viaParts, expected);
+    assert.equal(expected.length, 8);
+  },
+);

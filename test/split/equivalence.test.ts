@@ -43,7 +43,8 @@ async function split(model: string, options: Partial<SplitOptions> = {}) {
 
 const gpt2 = sharedFixture('hf-tiny-gpt2-opset17', 'model.onnx');
 test(
-  'gpt2 fixture (standard ops, inline fp32): parts reproduce the model; its broken multi-token mask is reported, then repaired',
+  'gpt2 fixture (standard ops, inline fp32): parts reproduce the model; ' +
+    'its broken multi-token mask is reported, then repaired',
   { skip: gpt2.skip },
   async () => {
     const kept = await split(gpt2.path, { repairMask: false });
@@ -85,7 +86,8 @@ test(
     assertEquivalent(copied.verification, true); // with the traced mask repaired
     assert.match(String(copied.manifest.prelude.maskRepair), /attn_mask_reformat\/Tile\/output_0 is rebuilt/);
     assert.equal(copied.manifest.hidden.dtype, 'float16');
-    // Both cuts sit inside SkipSimplifiedLayerNormalization nodes: the wire is the residual sum, same name on both sides.
+    // Both cuts sit inside SkipSimplifiedLayerNormalization nodes: the wire is the residual sum, same name on both
+    // sides.
     const { inputToMiddle, middleToOutput } = copied.manifest.boundaries;
     assert.equal(inputToMiddle, '/model/layers.1/input_layernorm/output_3');
     assert.equal(copied.manifest.parts.input.outputs[0].name, inputToMiddle);
@@ -96,7 +98,8 @@ test(
       assert.deepEqual(copied.manifest.parts[part].dataFiles, [`${part}.onnx.data`]);
     }
 
-    // --weights reference: no copy; the source data is hard-linked (a private copy of the fixture, not ../shared itself).
+    // --weights reference: no copy; the source data is hard-linked (a private copy of the fixture, not ../shared
+    // itself).
     const source = scratch();
     copyFileSync(genai.path, join(source, 'model.onnx'));
     copyFileSync(`${genai.path}.data`, join(source, 'model.onnx.data'));

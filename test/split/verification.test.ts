@@ -28,45 +28,51 @@ after(() => scratchDirs.forEach((dir) => rmSync(dir, { recursive: true, force: t
 /** Large weights: fused (optimized) runs of the whole graph and of the parts drift apart by ~1e-4. */
 const DRIFTING = { weightScale: 30 };
 
-test('a model whose optimized runs drift by more than 1e-5 splits with default options and records the drift', async () => {
-  const model = await writeTinyDecoder(join(scratch(), 'model.onnx'), DRIFTING);
-  const result = await splitModel({ model, out: join(scratch(), 'split') }, silentReporter);
-  const verification = result.manifest.verification!;
-  assert.equal(verification.passed, true);
-  assert.deepEqual(verification.tolerance, { atol: 1e-5, rtol: 1e-5 });
-  assert.deepEqual(
-    verification.cases.map((c) => c.status),
-    ['passed', 'passed', 'passed'],
-  );
-  // The structural prefill and decode steps are bit-exact with optimizations off.
-  assert.equal(verification.cases[0].maxAbsError, 0);
-  assert.equal(verification.cases[1].maxAbsError, 0);
-  const serving = verification.serving!;
-  assert.equal(serving.optimization, 'all');
-  assert.ok(
-    serving.maxAbsError > 1e-5,
-    `optimized drift ${serving.maxAbsError} (the old absolute check refused above 1e-5)`,
-  );
-  assert.ok(serving.maxRelError > 0 && serving.maxRelError < 1e-4, `relative drift ${serving.maxRelError}`);
-  assert.equal(serving.argmaxChanges, 0);
-  const written: SplitManifest = JSON.parse(readFileSync(join(result.dir, 'manifest.json'), 'utf8'));
-  assert.deepEqual(written.verification, JSON.parse(JSON.stringify(verification)));
-});
+test(
+  'a model whose optimized runs drift by more than 1e-5 splits with default options ' + 'and records the drift',
+  async () => {
+    const model = await writeTinyDecoder(join(scratch(), 'model.onnx'), DRIFTING);
+    const result = await splitModel({ model, out: join(scratch(), 'split') }, silentReporter);
+    const verification = result.manifest.verification!;
+    assert.equal(verification.passed, true);
+    assert.deepEqual(verification.tolerance, { atol: 1e-5, rtol: 1e-5 });
+    assert.deepEqual(
+      verification.cases.map((c) => c.status),
+      ['passed', 'passed', 'passed'],
+    );
+    // The structural prefill and decode steps are bit-exact with optimizations off.
+    assert.equal(verification.cases[0].maxAbsError, 0);
+    assert.equal(verification.cases[1].maxAbsError, 0);
+    const serving = verification.serving!;
+    assert.equal(serving.optimization, 'all');
+    assert.ok(
+      serving.maxAbsError > 1e-5,
+      `optimized drift ${serving.maxAbsError} (the old absolute check refused above 1e-5)`,
+    );
+    assert.ok(serving.maxRelError > 0 && serving.maxRelError < 1e-4, `relative drift ${serving.maxRelError}`);
+    assert.equal(serving.argmaxChanges, 0);
+    const written: SplitManifest = JSON.parse(readFileSync(join(result.dir, 'manifest.json'), 'utf8'));
+    assert.deepEqual(written.verification, JSON.parse(JSON.stringify(verification)));
+  },
+);
 
-test('--atol/--rtol override the tolerance: at 0 the same model is refused with one line and nothing written', async () => {
-  const model = await writeTinyDecoder(join(scratch(), 'model.onnx'), DRIFTING);
-  const out = join(scratch(), 'split');
-  const run = spawnSync(HAT, ['split', model, '--out', out, '--atol', '0', '--rtol', '0'], { encoding: 'utf8' });
-  assert.equal(run.status, 1, run.stderr);
-  const errorLines = run.stderr.split('\n').filter((line) => line.startsWith('error['));
-  assert.equal(errorLines.length, 1, run.stderr);
-  assert.match(
-    errorLines[0],
-    /^error\[BAD_SPLIT\]: the composed parts differ from the model with graph optimizations off: 3-token step/,
-  );
-  assert.match(errorLines[0], /tolerance atol 0 \+ rtol 0/);
-  assert.equal(existsSync(out), false);
-});
+test(
+  '--atol/--rtol override the tolerance: ' + 'at 0 the same model is refused with one line and nothing written',
+  async () => {
+    const model = await writeTinyDecoder(join(scratch(), 'model.onnx'), DRIFTING);
+    const out = join(scratch(), 'split');
+    const run = spawnSync(HAT, ['split', model, '--out', out, '--atol', '0', '--rtol', '0'], { encoding: 'utf8' });
+    assert.equal(run.status, 1, run.stderr);
+    const errorLines = run.stderr.split('\n').filter((line) => line.startsWith('error['));
+    assert.equal(errorLines.length, 1, run.stderr);
+    assert.match(
+      errorLines[0],
+      /^error\[BAD_SPLIT\]: the composed parts differ from the model with graph optimizations off: 3-token step/,
+    );
+    assert.match(errorLines[0], /tolerance atol 0 \+ rtol 0/);
+    assert.equal(existsSync(out), false);
+  },
+);
 
 test('a part with one weight scaled by 1.01 fails the structural check', async () => {
   const model = await writeTinyDecoder(join(scratch(), 'model.onnx'), {});

@@ -46,7 +46,8 @@ test('a round commits the accepted drafts plus one token, with at most 6 drafts'
     0.6,
     3,
   );
-  assert.deepEqual([perfect.rounds, perfect.committed, perfect.accepted], [3, 10, 8]); // 3+1, 3+1, then 2 drafts reach the end
+  // 3+1, 3+1, then 2 drafts reach the end
+  assert.deepEqual([perfect.rounds, perfect.committed, perfect.accepted], [3, 10, 8]);
 });
 
 test('drafting stops at the first draft below the threshold, which still costs a step', () => {

@@ -72,79 +72,83 @@ for (const config of [
   { hidden: 16, heads: 4, kvHeads: 4, headDim: 4, ropeTheta: 10000, normEps: 1e-5 },
   { hidden: 24, heads: 6, kvHeads: 2, headDim: 8, ropeTheta: 500000, normEps: 1e-6 },
 ] satisfies AttentionAdapterConfig[]) {
-  test(`exported attention adapter (${config.heads} heads, ${config.kvHeads} kv) equals the TS forward, in one shot and on a cache`, async () => {
-    const params = initAdapterParams(config, { seed: 1, outputScale: 1 });
-    params.inputNorm = normalArray(random, config.hidden, 1);
-    const batch = 2,
-      seq = 7,
-      width = config.hidden;
-    const hidden = normalArray(random, batch * seq * width, 2);
-    const positions = Array.from({ length: batch * seq }, (_, i) => (i % seq) + 3);
-    const reference = (await adapterForward(params, config, { batch, seq, hidden, positions }, jsMatMul)).output;
+  test(
+    `exported attention adapter (${config.heads} heads, ${config.kvHeads} kv) ` +
+      `equals the TS forward, in one shot and on a cache`,
+    async () => {
+      const params = initAdapterParams(config, { seed: 1, outputScale: 1 });
+      params.inputNorm = normalArray(random, config.hidden, 1);
+      const batch = 2,
+        seq = 7,
+        width = config.hidden;
+      const hidden = normalArray(random, batch * seq * width, 2);
+      const positions = Array.from({ length: batch * seq }, (_, i) => (i % seq) + 3);
+      const reference = (await adapterForward(params, config, { batch, seq, hidden, positions }, jsMatMul)).output;
 
-    const session = await createSession(encodeModel(attentionAdapterModel(params, config, { outputName: OUTPUT })), {
-      threads: 1,
-    });
-    const empty = {
-      key: zerosTensor('float32', [batch, config.kvHeads, 0, config.headDim]),
-      value: zerosTensor('float32', [batch, config.kvHeads, 0, config.headDim]),
-    };
-    const whole = await step(session, hidden, batch, seq, width, positions, new Array(batch * seq).fill(1), empty);
-    assert.ok(maxDifference(whole.output, reference) < 1e-4, `one shot: ${maxDifference(whole.output, reference)}`);
-    assert.deepEqual(whole.key.dims, [batch, config.kvHeads, seq, config.headDim]);
+      const session = await createSession(encodeModel(attentionAdapterModel(params, config, { outputName: OUTPUT })), {
+        threads: 1,
+      });
+      const empty = {
+        key: zerosTensor('float32', [batch, config.kvHeads, 0, config.headDim]),
+        value: zerosTensor('float32', [batch, config.kvHeads, 0, config.headDim]),
+      };
+      const whole = await step(session, hidden, batch, seq, width, positions, new Array(batch * seq).fill(1), empty);
+      assert.ok(maxDifference(whole.output, reference) < 1e-4, `one shot: ${maxDifference(whole.output, reference)}`);
+      assert.deepEqual(whole.key.dims, [batch, config.kvHeads, seq, config.headDim]);
 
-    // 4 tokens, then 3 more on top of that cache.
-    const positionsOf = (from: number, to: number) =>
-      [0, 1].flatMap((b) => positions.slice(b * seq + from, b * seq + to));
-    const first = await step(
-      session,
-      rows(hidden, batch, seq, width, 0, 4),
-      batch,
-      4,
-      width,
-      positionsOf(0, 4),
-      new Array(batch * 4).fill(1),
-      empty,
-    );
-    const second = await step(
-      session,
-      rows(hidden, batch, seq, width, 4, 7),
-      batch,
-      3,
-      width,
-      positionsOf(4, 7),
-      new Array(batch * 7).fill(1),
-      first,
-    );
-    assert.ok(maxDifference(first.output, rows(reference, batch, seq, width, 0, 4)) < 1e-4);
-    assert.ok(
-      maxDifference(second.output, rows(reference, batch, seq, width, 4, 7)) < 1e-4,
-      `cached step: ${maxDifference(second.output, rows(reference, batch, seq, width, 4, 7))}`,
-    );
-    assert.ok(maxDifference(tensorToFloat32(second.key), tensorToFloat32(whole.key)) < 1e-5);
-    assert.ok(maxDifference(tensorToFloat32(second.value), tensorToFloat32(whole.value)) < 1e-5);
+      // 4 tokens, then 3 more on top of that cache.
+      const positionsOf = (from: number, to: number) =>
+        [0, 1].flatMap((b) => positions.slice(b * seq + from, b * seq + to));
+      const first = await step(
+        session,
+        rows(hidden, batch, seq, width, 0, 4),
+        batch,
+        4,
+        width,
+        positionsOf(0, 4),
+        new Array(batch * 4).fill(1),
+        empty,
+      );
+      const second = await step(
+        session,
+        rows(hidden, batch, seq, width, 4, 7),
+        batch,
+        3,
+        width,
+        positionsOf(4, 7),
+        new Array(batch * 7).fill(1),
+        first,
+      );
+      assert.ok(maxDifference(first.output, rows(reference, batch, seq, width, 0, 4)) < 1e-4);
+      assert.ok(
+        maxDifference(second.output, rows(reference, batch, seq, width, 4, 7)) < 1e-4,
+        `cached step: ${maxDifference(second.output, rows(reference, batch, seq, width, 4, 7))}`,
+      );
+      assert.ok(maxDifference(tensorToFloat32(second.key), tensorToFloat32(whole.key)) < 1e-5);
+      assert.ok(maxDifference(tensorToFloat32(second.value), tensorToFloat32(whole.value)) < 1e-5);
 
-    // Left padding: sequence 1's first token masked out behaves as if it were absent.
-    const mask = [...new Array(seq).fill(1), 0, ...new Array(seq - 1).fill(1)];
-    const padded = await step(session, hidden, batch, seq, width, positions, mask, empty);
-    const unpadded = (
-      await adapterForward(
-        params,
-        config,
-        {
-          batch: 1,
-          seq: seq - 1,
-          hidden: rows(hidden, batch, seq, width, 1, seq).subarray((seq - 1) * width),
-          positions: positions.slice(seq + 1),
-        },
-        jsMatMul,
-      )
-    ).output;
-    assert.ok(
-      maxDifference(rows(padded.output, batch, seq, width, 1, seq).subarray((seq - 1) * width), unpadded) < 1e-4,
-    );
-    await session.release();
-  });
+      // Left padding: sequence 1's first token masked out behaves as if it were absent.
+      const mask = [...new Array(seq).fill(1), 0, ...new Array(seq - 1).fill(1)];
+      const padded = await step(session, hidden, batch, seq, width, positions, mask, empty);
+      const unpadded = (
+        await adapterForward(
+          params,
+          config,
+          {
+            batch: 1,
+            seq: seq - 1,
+            hidden: rows(hidden, batch, seq, width, 1, seq).subarray((seq - 1) * width),
+            positions: positions.slice(seq + 1),
+          },
+          jsMatMul,
+        )
+      ).output;
+      assert.ok(
+        maxDifference(rows(padded.output, batch, seq, width, 1, seq).subarray((seq - 1) * width), unpadded) < 1e-4,
+      );
+      await session.release();
+    },
+  );
 }
 
 test('fp16 input and output keep the maths in fp32 and match within half precision', async () => {

@@ -121,8 +121,10 @@ export function renderFleetReport(report: FleetReport): string {
   lines.push(
     '',
     'Definitions: tok/s = tokens committed inside the window / the window; TTFT from arrival (waiting for ' +
-      "a free EMULATED device included, the WebSocket handshake not); TBT = a round's time / the tokens it committed; " +
-      '"results = recording": results byte-identical to the solo recording (a padded batch can differ from a solo run ' +
+      'a free EMULATED device included, the WebSocket handshake not); ' +
+      "TBT = a round's time / the tokens it committed; " +
+      '"results = recording": results byte-identical to the solo recording ' +
+      '(a padded batch can differ from a solo run ' +
       'in the last bits of fp32, which an fp16 or int8 wire can round to one step of its own).',
   );
   return lines.join('\n');

@@ -351,7 +351,8 @@ export class CloudServer {
       this.reject(
         socket,
         'MANIFEST_MISMATCH',
-        `device split ${hello.manifestHash.slice(0, 12)} differs from the cloud's ${this.options.manifestHash.slice(0, 12)}`,
+        `device split ${hello.manifestHash.slice(0, 12)} ` +
+          `differs from the cloud's ${this.options.manifestHash.slice(0, 12)}`,
       );
       return undefined;
     }

@@ -139,7 +139,8 @@ export class CloudClient implements Verifier {
               if (body.hiddenSize !== this.options.hiddenSize) {
                 throw new HatError(
                   'MANIFEST_MISMATCH',
-                  `the cloud's middle part takes hidden size ${body.hiddenSize}, this device sends ${this.options.hiddenSize}`,
+                  `the cloud's middle part takes hidden size ${body.hiddenSize}, ` +
+                    `this device sends ${this.options.hiddenSize}`,
                 );
               }
               this.sessionId = body.sessionId;

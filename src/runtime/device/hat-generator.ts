@@ -102,7 +102,9 @@ export class HatGenerator {
       if (status?.fallback) {
         // The failed request sat at the pending token: committed tokens = its position − prompt + 1.
         const after = Math.max(0, status.fallback.position - prompt.length + 1);
-        metrics.fallback = `the cloud failed after ${after} tokens (${status.fallback.reason}); continued with the small model alone`;
+        metrics.fallback =
+          `the cloud failed after ${after} tokens (${status.fallback.reason}); ` +
+          `continued with the small model alone`;
       }
       return { ids: committer.ids, metrics, error };
     };

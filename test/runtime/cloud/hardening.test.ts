@@ -167,42 +167,46 @@ test('frames pipelined behind a refused hello are not processed; no session open
   }
 });
 
-test('strict frames: nonzero reserved bytes, unknown flags and non-finite values are BAD_FRAME; a healthy session is untouched', async () => {
-  const executor = new HeldExecutor(true);
-  const { server, url } = await serve(executor);
-  try {
-    const healthy = await session(url);
-    const mutations: Array<[string, (p: Peer) => void]> = [
-      [
-        'reserved',
-        (p) =>
-          p.forward(1, 0, undefined, (b) => {
-            b[10] = 1;
-          }),
-      ],
-      [
-        'flags',
-        (p) =>
-          p.forward(1, 0, undefined, (b) => {
-            b[7] |= 0x80;
-          }),
-      ],
-      ['NaN', (p) => p.forward(1, 0, [0.5, Number.NaN, 0.5, 0.5])],
-      ['Infinity', (p) => p.forward(1, 0, [0.5, 0.5, Number.POSITIVE_INFINITY, 0.5])],
-    ];
-    for (const [what, mutate] of mutations) {
-      const peer = await session(url);
-      mutate(peer);
-      await waitFor(() => peer.closeCode !== undefined, { what: `the ${what} frame's refusal` });
-      assert.deepEqual(peer.errors(), ['BAD_FRAME'], what);
+test(
+  'strict frames: nonzero reserved bytes, unknown flags and non-finite values are BAD_FRAME; ' +
+    'a healthy session is untouched',
+  async () => {
+    const executor = new HeldExecutor(true);
+    const { server, url } = await serve(executor);
+    try {
+      const healthy = await session(url);
+      const mutations: Array<[string, (p: Peer) => void]> = [
+        [
+          'reserved',
+          (p) =>
+            p.forward(1, 0, undefined, (b) => {
+              b[10] = 1;
+            }),
+        ],
+        [
+          'flags',
+          (p) =>
+            p.forward(1, 0, undefined, (b) => {
+              b[7] |= 0x80;
+            }),
+        ],
+        ['NaN', (p) => p.forward(1, 0, [0.5, Number.NaN, 0.5, 0.5])],
+        ['Infinity', (p) => p.forward(1, 0, [0.5, 0.5, Number.POSITIVE_INFINITY, 0.5])],
+      ];
+      for (const [what, mutate] of mutations) {
+        const peer = await session(url);
+        mutate(peer);
+        await waitFor(() => peer.closeCode !== undefined, { what: `the ${what} frame's refusal` });
+        assert.deepEqual(peer.errors(), ['BAD_FRAME'], what);
+      }
+      assert.equal(executor.runs.length, 0, 'no refused frame reached the middle part');
+      healthy.forward(1);
+      await waitFor(() => healthy.frames.some((f) => f.type === 'result'), { what: "the healthy session's result" });
+    } finally {
+      await server.stop();
     }
-    assert.equal(executor.runs.length, 0, 'no refused frame reached the middle part');
-    healthy.forward(1);
-    await waitFor(() => healthy.frames.some((f) => f.type === 'result'), { what: "the healthy session's result" });
-  } finally {
-    await server.stop();
-  }
-});
+  },
+);
 
 test('an oversize message gets an error frame before the 1009 close, before and after the hello', async () => {
   const { server, url } = await serve(new HeldExecutor(true));
@@ -354,26 +358,29 @@ test('keepalive: a device that vanished (no pong) is dropped within two ping int
   }
 });
 
-test('drain: not ready, no new sessions, the run in flight is answered, then GOING_AWAY; the executor stops last', async () => {
-  const executor = new HeldExecutor();
-  const { server, port, url } = await serve(executor);
-  try {
-    const peer = await session(url);
-    peer.forward(1);
-    await waitFor(() => executor.runs.length === 1, { what: 'the run' });
-    const drained = server.drain(10_000);
-    assert.equal((await fetch(`http://127.0.0.1:${port}/ready`).catch(() => ({ status: 503 }))).status, 503);
-    assert.equal(executor.closed, false, 'workers keep running while a round is in flight');
-    executor.runs[0].release();
-    await drained;
-    assert.deepEqual(
-      peer.frames.map((f) => f.type),
-      ['welcome', 'result', 'error'],
-    );
-    assert.deepEqual(peer.errors(), ['GOING_AWAY']);
-    assert.equal(peer.closeCode, 1001);
-    assert.equal(executor.closed, true);
-  } finally {
-    await server.stop().catch(() => {});
-  }
-});
+test(
+  'drain: not ready, no new sessions, the run in flight is answered, ' + 'then GOING_AWAY; the executor stops last',
+  async () => {
+    const executor = new HeldExecutor();
+    const { server, port, url } = await serve(executor);
+    try {
+      const peer = await session(url);
+      peer.forward(1);
+      await waitFor(() => executor.runs.length === 1, { what: 'the run' });
+      const drained = server.drain(10_000);
+      assert.equal((await fetch(`http://127.0.0.1:${port}/ready`).catch(() => ({ status: 503 }))).status, 503);
+      assert.equal(executor.closed, false, 'workers keep running while a round is in flight');
+      executor.runs[0].release();
+      await drained;
+      assert.deepEqual(
+        peer.frames.map((f) => f.type),
+        ['welcome', 'result', 'error'],
+      );
+      assert.deepEqual(peer.errors(), ['GOING_AWAY']);
+      assert.equal(peer.closeCode, 1001);
+      assert.equal(executor.closed, true);
+    } finally {
+      await server.stop().catch(() => {});
+    }
+  },
+);

@@ -134,10 +134,13 @@ test('U-shape (no drafts) over the real server equals the full model token for t
   assert.equal(out.metrics.rounds, NEW - 1);
 });
 
-test('an adapter that is loaded but not drafted with leaves U-shape output intact (it used to crash on truncate)', async () => {
-  const out = await runHat({ speculative: false }, undefined, true);
-  assert.deepEqual(out.ids, reference);
-});
+test(
+  'an adapter that is loaded but not drafted with leaves U-shape output intact ' + '(it used to crash on truncate)',
+  async () => {
+    const out = await runHat({ speculative: false }, undefined, true);
+    assert.deepEqual(out.ids, reference);
+  },
+);
 
 test('speculative rounds with forced drafts and rollbacks still equal the full model', async () => {
   const out = await runHat({});
@@ -179,16 +182,19 @@ test('parallel drafting is skipped on rounds where a branch could hardly be used
   );
 });
 
-test('parallel drafting on the top-3 candidates keeps greedy output identical and confirms at least as often', async () => {
-  const options = { parallelDrafting: true, predraftAlways: true };
-  const one = await runHat({ ...options, parallelBranches: 1 }, new FixedThresholdPolicy(0.9, 2));
-  const three = await runHat({ ...options, parallelBranches: 3 }, new FixedThresholdPolicy(0.9, 2));
-  assert.deepEqual(three.ids, reference);
-  const [expectedOne, expectedThree] = [await expectedRounds(0.9, 2, 1), await expectedRounds(0.9, 2, 3)];
-  assert.ok(expectedThree.hits > expectedOne.hits, 'the 2nd and 3rd candidates are confirmed on some rounds');
-  assert.equal(one.metrics.parallelDrafting.hits, expectedOne.hits);
-  assert.equal(three.metrics.parallelDrafting.hits, expectedThree.hits);
-});
+test(
+  'parallel drafting on the top-3 candidates keeps greedy output identical ' + 'and confirms at least as often',
+  async () => {
+    const options = { parallelDrafting: true, predraftAlways: true };
+    const one = await runHat({ ...options, parallelBranches: 1 }, new FixedThresholdPolicy(0.9, 2));
+    const three = await runHat({ ...options, parallelBranches: 3 }, new FixedThresholdPolicy(0.9, 2));
+    assert.deepEqual(three.ids, reference);
+    const [expectedOne, expectedThree] = [await expectedRounds(0.9, 2, 1), await expectedRounds(0.9, 2, 3)];
+    assert.ok(expectedThree.hits > expectedOne.hits, 'the 2nd and 3rd candidates are confirmed on some rounds');
+    assert.equal(one.metrics.parallelDrafting.hits, expectedOne.hits);
+    assert.equal(three.metrics.parallelDrafting.hits, expectedThree.hits);
+  },
+);
 
 test('chunked prefill (fixed and auto) gives the same first token and continuation', async () => {
   const expectedChunks = { 3: [3, 3, 3, 3], 5: [5, 5, 2] };

@@ -54,75 +54,78 @@ after(() => server.stop());
 
 const key = (ids: number[]) => `${ids[1]},${ids[2]}`;
 
-test("HAT with speculative sampling draws from the full model's distribution (chi-square, joint of tokens 2 and 3)", async () => {
-  const full = await OnnxCausalLm.open(model);
-  const expected = new Map<string, number>();
-  for (let seed = 0; seed < TRIALS; seed++) {
-    full.truncate(0);
-    const { ids } = await generateTokens(full, prompt, {
-      maxNewTokens: 3,
-      sampler: makeSampler({ ...sampling, seed: 100_000 + seed }),
-    });
-    expected.set(key(ids), (expected.get(key(ids)) ?? 0) + 1);
-  }
-  const manifest = readManifest(split);
-  const parts: DeviceParts = await openDeviceParts(split, manifest, { withAdapter: true });
-  const client = await CloudClient.connect({
-    url: `ws://127.0.0.1:${port}`,
-    manifestHash: manifestHash(manifest),
-    hiddenSize: manifest.hidden.size,
-    wire: 'fp32',
-  });
-  const observed = new Map<string, number>();
-  let drafted = 0;
-  try {
+test(
+  "HAT with speculative sampling draws from the full model's distribution " + '(chi-square, joint of tokens 2 and 3)',
+  async () => {
+    const full = await OnnxCausalLm.open(model);
+    const expected = new Map<string, number>();
     for (let seed = 0; seed < TRIALS; seed++) {
-      for (const runner of [parts.input, parts.adapter!]) runner.truncate(0);
-      const sampler = createSampler({ ...sampling, seed });
-      const generator = new HatGenerator(
-        parts,
-        client,
-        sampler,
-        new Drafter(parts, sampler, new FixedThresholdPolicy(0, 3)),
-      );
-      const { ids, metrics } = await generator.generate(prompt, {
+      full.truncate(0);
+      const { ids } = await generateTokens(full, prompt, {
         maxNewTokens: 3,
-        speculative: true,
-        parallelDrafting: false,
-        chunk: 'off',
+        sampler: makeSampler({ ...sampling, seed: 100_000 + seed }),
       });
-      drafted += metrics.rounds < 2 ? 1 : 0;
-      observed.set(key(ids), (observed.get(key(ids)) ?? 0) + 1);
+      expected.set(key(ids), (expected.get(key(ids)) ?? 0) + 1);
     }
-  } finally {
-    client.close();
-  }
-  // Every trial is seeded, so the count is fixed: 256 of the 400 kept their first draft and 144 rejected it, so both
-  // outcomes of speculative sampling's acceptance were exercised (it changes if acceptance does).
-  assert.equal(drafted, 256);
-  // Two-sample chi-square over outcomes seen at least 5 times in total; rarer ones are pooled.
-  const keys = new Set([...expected.keys(), ...observed.keys()]);
-  let chi = 0,
-    cells = 0,
-    pooledA = 0,
-    pooledB = 0;
-  for (const k of keys) {
-    const a = expected.get(k) ?? 0,
-      b = observed.get(k) ?? 0;
-    if (a + b < 10) {
-      pooledA += a;
-      pooledB += b;
-      continue;
+    const manifest = readManifest(split);
+    const parts: DeviceParts = await openDeviceParts(split, manifest, { withAdapter: true });
+    const client = await CloudClient.connect({
+      url: `ws://127.0.0.1:${port}`,
+      manifestHash: manifestHash(manifest),
+      hiddenSize: manifest.hidden.size,
+      wire: 'fp32',
+    });
+    const observed = new Map<string, number>();
+    let drafted = 0;
+    try {
+      for (let seed = 0; seed < TRIALS; seed++) {
+        for (const runner of [parts.input, parts.adapter!]) runner.truncate(0);
+        const sampler = createSampler({ ...sampling, seed });
+        const generator = new HatGenerator(
+          parts,
+          client,
+          sampler,
+          new Drafter(parts, sampler, new FixedThresholdPolicy(0, 3)),
+        );
+        const { ids, metrics } = await generator.generate(prompt, {
+          maxNewTokens: 3,
+          speculative: true,
+          parallelDrafting: false,
+          chunk: 'off',
+        });
+        drafted += metrics.rounds < 2 ? 1 : 0;
+        observed.set(key(ids), (observed.get(key(ids)) ?? 0) + 1);
+      }
+    } finally {
+      client.close();
     }
-    chi += (a - b) ** 2 / (a + b);
-    cells++;
-  }
-  if (pooledA + pooledB > 0) {
-    chi += (pooledA - pooledB) ** 2 / (pooledA + pooledB);
-    cells++;
-  }
-  // Critical value of chi-square at p = 0.001 for up to 40 degrees of freedom is below 73.4.
-  const dof = Math.max(1, cells - 1);
-  const critical = dof <= 10 ? 29.6 : dof <= 20 ? 45.3 : dof <= 30 ? 59.7 : 73.4;
-  assert.ok(chi < critical, `chi-square ${chi.toFixed(1)} with ${dof} dof over ${TRIALS} samples each`);
-});
+    // Every trial is seeded, so the count is fixed: 256 of the 400 kept their first draft and 144 rejected it, so both
+    // outcomes of speculative sampling's acceptance were exercised (it changes if acceptance does).
+    assert.equal(drafted, 256);
+    // Two-sample chi-square over outcomes seen at least 5 times in total; rarer ones are pooled.
+    const keys = new Set([...expected.keys(), ...observed.keys()]);
+    let chi = 0,
+      cells = 0,
+      pooledA = 0,
+      pooledB = 0;
+    for (const k of keys) {
+      const a = expected.get(k) ?? 0,
+        b = observed.get(k) ?? 0;
+      if (a + b < 10) {
+        pooledA += a;
+        pooledB += b;
+        continue;
+      }
+      chi += (a - b) ** 2 / (a + b);
+      cells++;
+    }
+    if (pooledA + pooledB > 0) {
+      chi += (pooledA - pooledB) ** 2 / (pooledA + pooledB);
+      cells++;
+    }
+    // Critical value of chi-square at p = 0.001 for up to 40 degrees of freedom is below 73.4.
+    const dof = Math.max(1, cells - 1);
+    const critical = dof <= 10 ? 29.6 : dof <= 20 ? 45.3 : dof <= 30 ? 59.7 : 73.4;
+    assert.ok(chi < critical, `chi-square ${chi.toFixed(1)} with ${dof} dof over ${TRIALS} samples each`);
+  },
+);

@@ -68,65 +68,71 @@ async function assertSameSteps(actual: CausalLm, expected: CausalLm, tolerance: 
   }
 }
 
-test('with the identity adapter the small model is the decoder cut after its input layers, in step and truncate', async () => {
-  addIdentityAdapter(split);
-  const slm = await SlmCausalLm.open(split);
-  const reference = await OnnxCausalLm.open(firstLayers);
-  assert.equal(slm.vocabSize, SMALL_LLAMA.vocabSize);
-  assert.equal(slm.length, 0);
-  await assertSameSteps(slm, reference, 1e-4);
-  // A tolerance that tells models apart: the full decoder gives other logits for the same ids.
-  const full = await OnnxCausalLm.open(model);
-  slm.truncate(0);
-  assert.ok(maxAbsDiff(await slm.step([1, 5, 9]), await full.step([1, 5, 9])) > 0.1);
-  await slm.release();
-});
+test(
+  'with the identity adapter the small model is the decoder cut after its input layers, ' + 'in step and truncate',
+  async () => {
+    addIdentityAdapter(split);
+    const slm = await SlmCausalLm.open(split);
+    const reference = await OnnxCausalLm.open(firstLayers);
+    assert.equal(slm.vocabSize, SMALL_LLAMA.vocabSize);
+    assert.equal(slm.length, 0);
+    await assertSameSteps(slm, reference, 1e-4);
+    // A tolerance that tells models apart: the full decoder gives other logits for the same ids.
+    const full = await OnnxCausalLm.open(model);
+    slm.truncate(0);
+    assert.ok(maxAbsDiff(await slm.step([1, 5, 9]), await full.step([1, 5, 9])) > 0.1);
+    await slm.release();
+  },
+);
 
-test('with an attention adapter (its own KV cache), rolled-back steps equal a small model that never went further', async () => {
-  const manifestPath = join(split, 'manifest.json');
-  const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as SplitManifest;
-  const config: AttentionAdapterConfig = {
-    hidden: SMALL_LLAMA.hiddenSize,
-    heads: 4,
-    kvHeads: 2,
-    headDim: 8,
-    ropeTheta: 10000,
-    normEps: 1e-5,
-  };
-  // A large output scale, so the adapter changes the logits (a near-identity one would hide a stale cache).
-  const params = initAdapterParams(config, { seed: 7, outputScale: 3 });
-  const outputName = manifest.boundaries.middleToOutput;
-  const adapter = { kind: 'attention' as const, params, config };
-  const dataFiles = await exportAdapter(join(split, 'adapter.onnx'), adapter, { outputName });
-  manifest.adapter = adapterManifest({
-    kind: 'attention',
-    file: 'adapter.onnx',
-    dataFiles,
-    outputName,
-    defaultThreshold: 0.6,
-    metrics: {},
-    config,
-  });
-  writeFileSync(manifestPath, JSON.stringify(manifest, null, 2));
-  const slm = await SlmCausalLm.open(split);
-  const fresh = await SlmCausalLm.open(split);
-  // Rolled back and re-stepped, against one prefill of what was kept plus the new tokens.
-  const kept = [1, 5, 9, 22, 13],
-    dropped = [40, 2, 7],
-    next = [31, 17];
-  await slm.step(kept);
-  await slm.step(dropped);
-  slm.truncate(kept.length);
-  const incremental = await slm.step(next);
-  const prefill = await fresh.step([...kept, ...next]);
-  const tail = { data: prefill.data.subarray(kept.length * prefill.cols), rows: next.length, cols: prefill.cols };
-  assert.ok(maxAbsDiff(incremental, tail) < 1e-4, `max |Δlogit| ${maxAbsDiff(incremental, tail)}`);
-  assert.equal(slm.length, kept.length + next.length);
-  // The adapter matters: without it (the identity adapter's small model) the logits differ.
-  const withoutAdapter = await OnnxCausalLm.open(firstLayers);
-  assert.ok(maxAbsDiff(await withoutAdapter.step([...kept, ...next]), prefill) > 0.1);
-  for (const m of [slm, fresh]) await m.release();
-});
+test(
+  'with an attention adapter (its own KV cache), ' + 'rolled-back steps equal a small model that never went further',
+  async () => {
+    const manifestPath = join(split, 'manifest.json');
+    const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as SplitManifest;
+    const config: AttentionAdapterConfig = {
+      hidden: SMALL_LLAMA.hiddenSize,
+      heads: 4,
+      kvHeads: 2,
+      headDim: 8,
+      ropeTheta: 10000,
+      normEps: 1e-5,
+    };
+    // A large output scale, so the adapter changes the logits (a near-identity one would hide a stale cache).
+    const params = initAdapterParams(config, { seed: 7, outputScale: 3 });
+    const outputName = manifest.boundaries.middleToOutput;
+    const adapter = { kind: 'attention' as const, params, config };
+    const dataFiles = await exportAdapter(join(split, 'adapter.onnx'), adapter, { outputName });
+    manifest.adapter = adapterManifest({
+      kind: 'attention',
+      file: 'adapter.onnx',
+      dataFiles,
+      outputName,
+      defaultThreshold: 0.6,
+      metrics: {},
+      config,
+    });
+    writeFileSync(manifestPath, JSON.stringify(manifest, null, 2));
+    const slm = await SlmCausalLm.open(split);
+    const fresh = await SlmCausalLm.open(split);
+    // Rolled back and re-stepped, against one prefill of what was kept plus the new tokens.
+    const kept = [1, 5, 9, 22, 13],
+      dropped = [40, 2, 7],
+      next = [31, 17];
+    await slm.step(kept);
+    await slm.step(dropped);
+    slm.truncate(kept.length);
+    const incremental = await slm.step(next);
+    const prefill = await fresh.step([...kept, ...next]);
+    const tail = { data: prefill.data.subarray(kept.length * prefill.cols), rows: next.length, cols: prefill.cols };
+    assert.ok(maxAbsDiff(incremental, tail) < 1e-4, `max |Δlogit| ${maxAbsDiff(incremental, tail)}`);
+    assert.equal(slm.length, kept.length + next.length);
+    // The adapter matters: without it (the identity adapter's small model) the logits differ.
+    const withoutAdapter = await OnnxCausalLm.open(firstLayers);
+    assert.ok(maxAbsDiff(await withoutAdapter.step([...kept, ...next]), prefill) > 0.1);
+    for (const m of [slm, fresh]) await m.release();
+  },
+);
 
 test('a split whose output part holds decoder layers has no small model: a one-line UNSUPPORTED_MODEL', async () => {
   const withOutputLayers = join(dir, 'split-output-layers');
