@@ -116,6 +116,55 @@ def evaluate(model, stream, ctx, bos_id, bs=16):
     return tot / cnt, tot_nb / cnt_nb, cnt
 
 
+@torch.no_grad()
+def loss_by_position(model, stream, ctx, edges, bs=8):
+    """Mean held-out NLL per position bucket over non-overlapping ctx-token windows: shows whether
+    quality holds across the context (a model that never learned long positions gets worse late)."""
+    model.eval()
+    n = (len(stream) - 1) // ctx
+    x = stream[: n * ctx + 1]
+    inp, tgt = x[:-1].view(n, ctx), x[1:].view(n, ctx)
+    per_pos = torch.zeros(ctx)
+    for i in range(0, n, bs):
+        logits = model.forward_train(inp[i : i + bs])
+        nll = F.cross_entropy(logits.transpose(1, 2), tgt[i : i + bs], reduction="none")  # [b, ctx]
+        per_pos += nll.sum(0)
+    per_pos /= n
+    model.train()
+    return [(lo, hi, per_pos[lo:hi].mean().item()) for lo, hi in zip(edges[:-1], edges[1:])], n
+
+
+def load_onnx_weights(model, path, log):
+    """Extend a committed model instead of starting over: copy the weights of an ONNX export of this
+    architecture (export_onnx's layout) into `model`. Named initializers map by name; the projections were
+    folded by the exporter into `onnx::MatMul_N` copies ([in, out], numbered in trace order: per layer q, k, v,
+    o, gate, up, down); the tied lm_head is the embedding itself."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(path)
+    inits = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in m.graph.initializer}
+    state = model.state_dict()
+    loaded = set()
+    for name in state:
+        if f"model.{name}" in inits:  # OnnxWrapper holds the Llama as `model`
+            state[name].copy_(inits[f"model.{name}"])
+            loaded.add(name)
+    folded = sorted((n for n in inits if n.startswith("onnx::MatMul_")), key=lambda n: int(n.rsplit("_", 1)[1]))
+    order = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+             "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+    targets = [f"layers.{i}.{o}.weight" for i in range(len(model.layers)) for o in order]
+    assert len(folded) == len(targets), f"{path}: {len(folded)} folded projections, expected {len(targets)}"
+    for src, dst in zip(folded, targets):
+        assert tuple(state[dst].shape) == tuple(inits[src].shape[::-1]), (src, dst)
+        state[dst].copy_(inits[src].t())
+        loaded.add(dst)
+    missing = [n for n in state if n not in loaded and not n.endswith("lm_head.weight")]
+    assert not missing, f"not in {path}: {missing}"
+    model.load_state_dict(state)
+    log(f"initialised {len(loaded)} tensors from {path}")
+
+
 def lr_at(step, total, peak, warmup, floor_frac):
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -123,13 +172,21 @@ def lr_at(step, total, peak, warmup, floor_frac):
     return peak * (floor_frac + (1 - floor_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def train(args, cfg, train_stream, held_stream, log):
+def train(args, cfg, train_stream, held_stream, log):  # noqa: C901
     torch.manual_seed(SEED)
     random.seed(SEED)
     model = Llama(cfg)
     if args.resume:
         model.load_state_dict(torch.load(args.resume))
         log(f"resumed weights from {args.resume}")
+    elif args.init_onnx:
+        load_onnx_weights(model, args.init_onnx, log)
+    if args.init_onnx and not args.skip_init_eval:
+        nll, nll_nb, cnt = evaluate(model, held_stream, 256, cfg.bos_token_id)
+        log(f"init eval  heldout_loss@256 {nll:.4f}  ppl@256 {math.exp(nll):.2f}  (excl. <|bos|> targets: loss {nll_nb:.4f})")
+        if args.ctx != 256:
+            nll, _, _ = evaluate(model, held_stream, args.ctx, cfg.bos_token_id)
+            log(f"init eval  heldout_loss@{args.ctx} {nll:.4f}  ppl@{args.ctx} {math.exp(nll):.2f}")
     nparams = sum(p.numel() for p in model.parameters())
     log(f"params {nparams}")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -190,6 +247,9 @@ def train(args, cfg, train_stream, held_stream, log):
             calib_t = time.time()
         if total is not None and step >= total:
             break
+        if args.stop_at_step is not None and step >= args.stop_at_step:
+            log(f"STOP at step {step} (--stop-at-step: replays a run that a hard stop ended)")
+            break
         if time.time() - t0 > args.hard_stop_min * 60:
             log(f"HARD STOP at step {step}: wall clock exceeded {args.hard_stop_min} min")
             break
@@ -228,11 +288,22 @@ def train(args, cfg, train_stream, held_stream, log):
     nll, nll_nb, cnt = evaluate(model, held_stream, ctx, bos_id)
     log(f"final step {step}  heldout_loss {nll:.4f}  ppl {math.exp(nll):.2f}"
         f"  (excl. <|bos|> targets: loss {nll_nb:.4f} ppl {math.exp(nll_nb):.2f})")
+    extra = {}
+    if ctx != 256:  # the figure earlier default models were judged by: windows of 256 positions
+        nll256, nll256_nb, cnt256 = evaluate(model, held_stream, 256, bos_id)
+        log(f"final step {step}  heldout_loss@256 {nll256:.4f}  ppl@256 {math.exp(nll256):.2f}"
+            f"  (excl. <|bos|> targets: loss {nll256_nb:.4f} ppl {math.exp(nll256_nb):.2f}, {cnt256} targets)")
+        extra.update(heldout_nll_at_256=nll256, heldout_ppl_at_256=math.exp(nll256))
+    edges = [0, 64, 128, 256, 384, 512, 640, 768, 896, 1024] if ctx >= 1024 else [0, 32, 64, 128, 192, 256]
+    buckets, windows = loss_by_position(model, held_stream, ctx, [e for e in edges if e <= ctx])
+    for lo, hi, l in buckets:
+        log(f"position bucket {lo:4d}-{hi - 1:4d}  heldout_loss {l:.4f}  ppl {math.exp(l):.2f}  ({windows} windows of {ctx})")
+    extra["loss_by_position"] = [dict(first=lo, last=hi - 1, nll=l) for lo, hi, l in buckets]
     log(f"training wall {wall:.0f}s ({wall / 60:.1f} min), steps {step}, tokens seen {tok_seen}"
         f" ({tok_seen / len(train_stream):.2f} epochs of {len(train_stream)} train tokens)")
     return model, dict(steps=step, wall_s=round(wall), tokens_seen=tok_seen, heldout_nll=nll,
                        heldout_ppl=math.exp(nll), heldout_nll_excl_bos=nll_nb,
-                       heldout_ppl_excl_bos=math.exp(nll_nb), params=nparams)
+                       heldout_ppl_excl_bos=math.exp(nll_nb), params=nparams, **extra)
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -382,6 +453,9 @@ def main():
     ap.add_argument("--replan-every", type=int, default=200)
     ap.add_argument("--resume", default=None, help="phase 2: start from these weights (fresh AdamW, new warmup)")
     ap.add_argument("--seed-offset", type=int, default=0, help="phase 2: data-order seed = SEED + offset")
+    ap.add_argument("--init-onnx", default=None, help="extend: start from the weights of this ONNX export (fresh AdamW)")
+    ap.add_argument("--stop-at-step", type=int, default=None, help="end training at this step (replay a hard stop)")
+    ap.add_argument("--skip-init-eval", action="store_true", help="with --init-onnx: do not evaluate the starting weights")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--export-only", action="store_true")
     args = ap.parse_args()
@@ -389,7 +463,7 @@ def main():
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     os.makedirs(args.work, exist_ok=True)
-    if not args.export_only and not args.resume and os.path.exists(args.log):
+    if not args.export_only and not args.resume and not args.init_onnx and os.path.exists(args.log):
         os.remove(args.log)
     log = log_to(args.log)
     log(f"torch {torch.__version__}, threads {torch.get_num_threads()}, seed {SEED}, args {vars(args)}")
@@ -400,7 +474,11 @@ def main():
         f" verses ({refs[0]}..{refs[cut - 1]}), held-out {len(held_verses)} verses ({refs[cut]}..{refs[-1]})")
 
     tok_path = os.path.join(args.out, "tokenizer.json")
-    if args.export_only or args.resume:
+    if args.init_onnx and not os.path.exists(tok_path):
+        import shutil
+
+        shutil.copy(os.path.join(os.path.dirname(args.init_onnx), "tokenizer.json"), tok_path)
+    if args.export_only or args.resume or args.init_onnx:
         tok = ByteLevelBPE.load(tok_path)
         log(f"tokenizer: loaded {tok_path} ({len(tok.vocab)} tokens)")
     else:
