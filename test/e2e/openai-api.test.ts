@@ -56,7 +56,11 @@ async function hatGenerate(args: string[]): Promise<Reference> {
 function cutAtStop(reference: Reference, stop: string): { text: string; tokens: number } {
   const textOf = (k: number) => continuationText(tokenizer!, reference.promptIds, reference.ids.slice(0, k));
   let k = 1;
-  while (!textOf(k).includes(stop)) k++;
+  while (!textOf(k).includes(stop)) {
+    if (k >= reference.ids.length)
+      throw new Error(`stop ${JSON.stringify(stop)} is not in the reference ${JSON.stringify(reference.text)}`);
+    k++;
+  }
   return { text: reference.text.slice(0, reference.text.indexOf(stop)), tokens: k };
 }
 
@@ -172,10 +176,11 @@ test("max_tokens and stop are exact: text and token counts cut where hat generat
   assert.equal(five.choices[0].finish_reason, 'length');
 
   // A stop string inside a token's text, one over several tokens (whose start appears earlier), a common word.
+  // (Pinned on the default model's greedy text for this prompt: ' unto him, I will not be a man of God, nor a …'.)
   const cuts = {
-    ehol: ' unto him, B',
-    ', but the man': ' unto him, Behold, I will not be a man, but I will not be a man',
-    ' not': ' unto him, Behold, I will',
+    nto: ' u',
+    ', nor his': ' unto him, I will not be a man of God, nor a man of man',
+    ' not': ' unto him, I will',
   };
   for (const [stop, pinned] of Object.entries(cuts)) {
     const expected = cutAtStop(reference, stop);
@@ -302,8 +307,8 @@ test("errors come back in OpenAI's format with the right status", { skip }, asyn
   await expectError(chat({ model: 'gpt-4o' }), 404, 'model', 'model_not_found');
   await expectError(chat({ messages: [] }), 400, 'messages', 'empty_array');
   await expectError(chat({ n: 2 }), 400, 'n', 'unsupported_parameter');
-  await expectError(chat({ max_tokens: 1000 }), 400, 'max_tokens', 'context_length_exceeded');
-  const long = client.completions.create({ model: MODEL, prompt: 'and '.repeat(300), max_tokens: 4 });
+  await expectError(chat({ max_tokens: 5000 }), 400, 'max_tokens', 'context_length_exceeded');
+  const long = client.completions.create({ model: MODEL, prompt: 'and '.repeat(1200), max_tokens: 4 });
   await expectError(long, 400, 'prompt', 'context_length_exceeded');
   await expectError(client.completions.create({ model: MODEL, prompt: [5, 99999] }), 400, 'prompt', null);
   const missing = await post('/completions', JSON.stringify({ prompt: 'x' }));
@@ -378,7 +383,7 @@ test("privacy: nothing the device sent holds the prompts' text or their token id
   const uplink = Buffer.concat(relay.uplink);
   assert.ok(uplink.length > 10_000, `recorded ${uplink.length} bytes`);
   const generated = references.completion!.text.slice(0, 17);
-  assert.equal(generated, ' unto him, Behold');
+  assert.equal(generated, ' unto him, I will');
   for (const text of [CHAT, PROMPT, 'beginning', 'heaven', 'God said', generated]) {
     for (const encoding of ['utf8', 'utf16le'] as const) {
       assert.equal(uplink.indexOf(Buffer.from(text, encoding)), -1, `"${text}" found as ${encoding}`);
