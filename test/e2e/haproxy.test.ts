@@ -64,7 +64,8 @@ async function sessionsOn(cloud: SpawnedCloud): Promise<number> {
 
 before(async () => {
   if (skip) return;
-  for (let i = 0; i < 2; i++) replicas.push(await spawnCloud(split, ['--max-sessions', '8']));
+  // Three: the drain test takes one away, the kill test another.
+  for (let i = 0; i < 3; i++) replicas.push(await spawnCloud(split, ['--max-sessions', '8']));
   const cert = join(work, 'hat.pem');
   const made = spawnSync('sh', [
     '-c',
@@ -140,6 +141,74 @@ test(
     );
     assert.deepEqual(device.ids, reference.ids);
     assert.equal(device.metrics.reconnects, 0);
+  },
+);
+
+/** A run-device process through the balancer; an EMULATED 30 ms round trip stretches it over seconds. */
+function startDevice(tokens: string) {
+  const device = spawn(
+    process.execPath,
+    [
+      HAT_BIN,
+      'run-device',
+      split,
+      '--cloud',
+      cloudUrl,
+      '--prompt',
+      PROMPT,
+      '--max-new-tokens',
+      tokens,
+      '--wire',
+      'fp32',
+      '--link',
+      'up=100MB,down=100MB,rtt=30,jitter=0',
+      '--reconnect',
+      '8',
+      '--json',
+    ],
+    { cwd: repoRoot, env: { ...process.env, ...deviceEnv }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stdout = '';
+  let stderr = '';
+  device.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+  });
+  device.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<number | null>((resolve) => device.once('exit', resolve));
+  return { exited, output: () => ({ stdout, stderr }) };
+}
+
+test(
+  'a replica drained with SIGTERM under load: it exits 0 and no device fails; outputs unchanged',
+  { skip },
+  async () => {
+    const tokens = '120';
+    const reference = JSON.parse(
+      (await hat(['generate', model, '--prompt', PROMPT, '--max-new-tokens', tokens, '--json'])).stdout,
+    );
+    const devices = [startDevice(tokens), startDevice(tokens)];
+    let serving: SpawnedCloud | undefined;
+    await waitFor(
+      async () => {
+        for (const replica of replicas) if ((await sessionsOn(replica)) > 0) serving ??= replica;
+        return serving !== undefined;
+      },
+      { timeoutMs: 30_000, what: 'a device session to appear on a replica' },
+    );
+    const drained = new Promise<number | null>((resolve) => serving!.process.once('exit', resolve));
+    serving!.process.kill('SIGTERM');
+    assert.equal(await drained, 0, 'the drained replica exits 0');
+    for (const device of devices) {
+      const code = await device.exited;
+      const { stdout, stderr } = device.output();
+      assert.equal(code, 0, stderr);
+      const result = JSON.parse(stdout);
+      assert.equal(result.error, undefined);
+      assert.deepEqual(result.ids, reference.ids);
+    }
+    replicas.splice(replicas.indexOf(serving!), 1);
   },
 );
 
