@@ -144,6 +144,19 @@ test(
   },
 );
 
+/** The first live replica holding a device session. */
+async function servingReplica(): Promise<SpawnedCloud> {
+  let serving: SpawnedCloud | undefined;
+  await waitFor(
+    async () => {
+      for (const replica of replicas) if ((await sessionsOn(replica)) > 0) serving ??= replica;
+      return serving !== undefined;
+    },
+    { timeoutMs: 30_000, what: 'a device session to appear on a replica' },
+  );
+  return serving!;
+}
+
 /** A run-device process through the balancer; an EMULATED 30 ms round trip stretches it over seconds. */
 function startDevice(tokens: string) {
   const device = spawn(
@@ -189,16 +202,9 @@ test(
       (await hat(['generate', model, '--prompt', PROMPT, '--max-new-tokens', tokens, '--json'])).stdout,
     );
     const devices = [startDevice(tokens), startDevice(tokens)];
-    let serving: SpawnedCloud | undefined;
-    await waitFor(
-      async () => {
-        for (const replica of replicas) if ((await sessionsOn(replica)) > 0) serving ??= replica;
-        return serving !== undefined;
-      },
-      { timeoutMs: 30_000, what: 'a device session to appear on a replica' },
-    );
-    const drained = new Promise<number | null>((resolve) => serving!.process.once('exit', resolve));
-    serving!.process.kill('SIGTERM');
+    const serving = await servingReplica();
+    const drained = new Promise<number | null>((resolve) => serving.process.once('exit', resolve));
+    serving.process.kill('SIGTERM');
     assert.equal(await drained, 0, 'the drained replica exits 0');
     for (const device of devices) {
       const code = await device.exited;
@@ -208,7 +214,7 @@ test(
       assert.equal(result.error, undefined);
       assert.deepEqual(result.ids, reference.ids);
     }
-    replicas.splice(replicas.indexOf(serving!), 1);
+    replicas.splice(replicas.indexOf(serving), 1);
   },
 );
 
@@ -220,50 +226,13 @@ test(
     const reference = JSON.parse(
       (await hat(['generate', model, '--prompt', PROMPT, '--max-new-tokens', tokens, '--json'])).stdout,
     );
-    // An EMULATED 30 ms round trip stretches the generation over seconds, so the kill lands in the middle of it.
-    const device = spawn(
-      process.execPath,
-      [
-        HAT_BIN,
-        'run-device',
-        split,
-        '--cloud',
-        cloudUrl,
-        '--prompt',
-        PROMPT,
-        '--max-new-tokens',
-        tokens,
-        '--wire',
-        'fp32',
-        '--link',
-        'up=100MB,down=100MB,rtt=30,jitter=0',
-        '--reconnect',
-        '8',
-        '--json',
-      ],
-      { cwd: repoRoot, env: { ...process.env, ...deviceEnv }, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let stdout = '';
-    let stderr = '';
-    device.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-      stdout += chunk;
-    });
-    device.stderr.setEncoding('utf8').on('data', (chunk: string) => {
-      stderr += chunk;
-    });
-    const exited = new Promise<number | null>((resolve) => device.once('exit', resolve));
+    const device = startDevice(tokens);
+    const serving = await servingReplica();
+    serving.process.kill('SIGKILL');
 
-    let serving: SpawnedCloud | undefined;
-    await waitFor(
-      async () => {
-        for (const replica of replicas) if ((await sessionsOn(replica)) > 0) serving = replica;
-        return serving !== undefined;
-      },
-      { timeoutMs: 30_000, what: 'the device session to appear on a replica' },
-    );
-    serving!.process.kill('SIGKILL');
-
-    assert.equal(await exited, 0, stderr);
+    const code = await device.exited;
+    const { stdout, stderr } = device.output();
+    assert.equal(code, 0, stderr);
     const result = JSON.parse(stdout);
     assert.equal(result.error, undefined);
     assert.ok(result.metrics.reconnects >= 1, `reconnects ${result.metrics.reconnects}`);
