@@ -22,15 +22,29 @@ export interface SpawnCloudOptions {
   wrap?: (command: string, args: string[]) => { command: string; args: string[] };
 }
 
-export function spawnCloud(
-  splitDir: string,
-  extraArgs: string[] = [],
+export interface SpawnedHat {
+  /** The first match of `ready` in the process's stdout. */
+  match: RegExpExecArray;
+  process: ChildProcess;
+  /** Lines the process wrote to stderr. */
+  log: string[];
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs `hat <args>` and resolves once its stdout matches `ready` (the line a server prints when it listens); rejects
+ * with NETWORK if it exits first or does not get there within `timeoutMs`. `what` names it in those errors.
+ */
+export function spawnHat(
+  args: string[],
+  ready: RegExp,
+  what: string,
   options: SpawnCloudOptions = {},
-): Promise<SpawnedCloud> {
+): Promise<SpawnedHat> {
   const timeoutMs = options.timeoutMs ?? 60_000;
   const wrap = options.wrap ?? ((command, args) => ({ command, args }));
-  const { command, args } = wrap(process.execPath, [HAT_BIN, 'serve-cloud', splitDir, '--port', '0', ...extraArgs]);
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const { command, args: wrapped } = wrap(process.execPath, [HAT_BIN, ...args]);
+  const child = spawn(command, wrapped, { stdio: ['ignore', 'pipe', 'pipe'] });
   const log: string[] = [];
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => log.push(...chunk.split('\n').filter(Boolean)));
   const stop = () =>
@@ -47,17 +61,17 @@ export function spawnCloud(
       reject(
         new HatError(
           'NETWORK',
-          `serve-cloud did not start within ${timeoutMs} ms`,
+          `${what} did not start within ${timeoutMs} ms`,
           `its log: ${log.slice(-3).join(' | ')}`,
         ),
       );
     }, timeoutMs);
     child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
       stdout += chunk;
-      const match = /listening on (ws:\/\/\S+)/.exec(stdout);
+      const match = ready.exec(stdout);
       if (match) {
         clearTimeout(timer);
-        resolve({ url: match[1], process: child, log, stop });
+        resolve({ match, process: child, log, stop });
       }
     });
     child.once('exit', (code) => {
@@ -65,10 +79,24 @@ export function spawnCloud(
       reject(
         new HatError(
           'NETWORK',
-          `serve-cloud exited with code ${code} before listening`,
+          `${what} exited with code ${code} before listening`,
           log.filter((l) => l.startsWith('error')).pop() ?? log.slice(-1)[0] ?? 'see its log',
         ),
       );
     });
   });
+}
+
+export async function spawnCloud(
+  splitDir: string,
+  extraArgs: string[] = [],
+  options: SpawnCloudOptions = {},
+): Promise<SpawnedCloud> {
+  const started = await spawnHat(
+    ['serve-cloud', splitDir, '--port', '0', ...extraArgs],
+    /listening on (ws:\/\/\S+)/,
+    'serve-cloud',
+    options,
+  );
+  return { url: started.match[1], process: started.process, log: started.log, stop: started.stop };
 }

@@ -3,10 +3,10 @@
  * between device and cloud that records every message the device sends (unmasked, exactly the hat frames) and can
  * slow the cloud's answers down.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
-import { HAT_BIN } from '../../src/apps/spawn-cloud.ts';
+import { spawnHat } from '../../src/apps/spawn-cloud.ts';
 
 export interface DeviceServer {
   /** e.g. http://127.0.0.1:PORT/v1: an OpenAI client's baseURL. */
@@ -19,42 +19,26 @@ export interface DeviceServer {
 }
 
 /** Starts `hat run-device <bundle> --cloud <url> --serve 127.0.0.1:0 …` and resolves once it serves. */
-export function spawnDeviceServer(
+export async function spawnDeviceServer(
   bundle: string,
   cloud: string,
   extraArgs: string[] = [],
   timeoutMs = 60_000,
 ): Promise<DeviceServer> {
-  const args = [HAT_BIN, 'run-device', bundle, '--cloud', cloud, '--serve', '127.0.0.1:0', ...extraArgs];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const stderr: string[] = [];
-  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => stderr.push(...chunk.split('\n').filter(Boolean)));
-  const stop = () =>
-    new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve();
-      child.once('exit', () => resolve());
-      child.kill('SIGTERM');
-      setTimeout(() => child.kill('SIGKILL'), 5000).unref();
-    });
-  return new Promise((resolve, reject) => {
-    let stdout = '';
-    const timer = setTimeout(() => {
-      void stop();
-      reject(new Error(`run-device --serve did not start within ${timeoutMs} ms: ${stderr.join(' | ')}`));
-    }, timeoutMs);
-    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-      stdout += chunk;
-      const match = /serving the OpenAI API on (http:\/\/\S+\/v1)/.exec(stdout);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ baseURL: match[1], origin: match[1].replace(/\/v1$/, ''), process: child, stderr, stop });
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`run-device --serve exited with code ${code}: ${stderr.join(' | ')}`));
-    });
-  });
+  const started = await spawnHat(
+    ['run-device', bundle, '--cloud', cloud, '--serve', '127.0.0.1:0', ...extraArgs],
+    /serving the OpenAI API on (http:\/\/\S+\/v1)/,
+    'run-device --serve',
+    { timeoutMs },
+  );
+  const baseURL = started.match[1];
+  return {
+    baseURL,
+    origin: baseURL.replace(/\/v1$/, ''),
+    process: started.process,
+    stderr: started.log,
+    stop: started.stop,
+  };
 }
 
 export interface Relay {
