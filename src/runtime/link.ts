@@ -134,14 +134,29 @@ export class EmulatedDirection {
     return arrival - now;
   }
 
-  /** Calls `deliver` when the frame would have arrived. Passthrough links deliver synchronously. */
+  /**
+   * Calls `deliver` when the frame would have arrived, strictly in the order frames were sent. Passthrough links
+   * deliver synchronously. One timer for the oldest frame rather than one per frame: Node starts a timer from the
+   * event loop's cached clock, so a frame sent late in a long turn could otherwise fire before an earlier one.
+   */
   send(bytes: number, deliver: () => void): void {
     if (this.passthrough) {
       deliver();
       return;
     }
-    const delay = this.delayFor(bytes);
-    setTimeout(deliver, delay);
+    this.inFlight.push({ arrival: performance.now() + this.delayFor(bytes), deliver });
+    if (this.inFlight.length === 1) this.armTimer();
+  }
+
+  private readonly inFlight: Array<{ arrival: number; deliver: () => void }> = [];
+
+  private armTimer(): void {
+    setTimeout(() => {
+      while (this.inFlight.length > 0 && this.inFlight[0].arrival <= performance.now()) {
+        this.inFlight.shift()!.deliver();
+      }
+      if (this.inFlight.length > 0) this.armTimer();
+    }, this.inFlight[0].arrival - performance.now());
   }
 }
 

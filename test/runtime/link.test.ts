@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EmulatedDirection, parseLinkSpec, LINK_PROFILES } from '../../src/runtime/link.ts';
 import { HatError } from '../../src/errors.ts';
+import { waitFor } from '../helpers/wait-for.ts';
 
 test('serialisation delay is bytes / bandwidth, queued behind earlier frames, plus latency', () => {
   const link = new EmulatedDirection({ bandwidth: 1e6, latencyMs: 10, jitterMs: 0 });
@@ -38,5 +39,23 @@ test('link specs parse from profile names and explicit numbers; bad ones give a 
   assert.throws(
     () => parseLinkSpec('speed=1'),
     (e: HatError) => /unknown key/.test(e.message),
+  );
+});
+
+test('frames arrive in the order they were sent, even when sent late in a busy turn, with jitter', async () => {
+  // Node schedules a timer from the loop's cached clock, not from performance.now(): a frame sent late in a long
+  // turn with a short computed delay could fire before an earlier frame with a longer one.
+  const direction = new EmulatedDirection({ bandwidth: Infinity, latencyMs: 5, jitterMs: 5 }, 7);
+  const arrived: number[] = [];
+  const sent = 60;
+  for (let i = 0; i < sent; i++) {
+    const busyUntil = performance.now() + (i % 3) * 2;
+    while (performance.now() < busyUntil); // the turn goes on: the loop's clock does not move
+    direction.send(100, () => arrived.push(i));
+  }
+  await waitFor(() => arrived.length === sent, { what: 'every frame' });
+  assert.deepEqual(
+    arrived,
+    Array.from({ length: sent }, (_, i) => i),
   );
 });

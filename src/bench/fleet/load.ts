@@ -5,6 +5,7 @@
  * with the same seed), through its own WebSocket session and emulated link (replay.ts). Sessions still running
  * `drainMs` after the window are stopped and count as failed.
  */
+import { setMaxListeners } from 'node:events';
 import { seededUniform } from '../../runtime/sampling.ts';
 import type { LinkSpec } from '../../runtime/link.ts';
 import type { SessionRecording } from '../../runtime/device/session-recorder.ts';
@@ -57,6 +58,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
   const { devices, durationMs } = options;
   const nextRecording = recordingOrder(options.recordings.length, options.seed);
   const stop = new AbortController();
+  setMaxListeners(devices + 8, stop.signal); // one listener per live session: N devices is not a leak
   const sessions: SessionOutcome[] = [];
   const free = Array.from({ length: devices }, (_, i) => devices - 1 - i);
   const waiting: Array<(device: number) => void> = [];

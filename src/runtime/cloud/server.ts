@@ -287,6 +287,7 @@ export class CloudServer {
     }, this.settings.handshakeTimeoutMs);
     const raiseLimit = guardOversize(socket, () => (session ? this.maxPayloadBytes + HEADER_BYTES : HELLO_MAX_BYTES));
     socket.on('message', (data: RawData, isBinary: boolean) => {
+      if (session) session.alive = true; // any frame shows the device is there, not only a pong
       if (link) link.up.send(rawLength(data), () => handle(data, isBinary));
       else handle(data, isBinary);
     });
@@ -583,6 +584,12 @@ export class CloudServer {
   /** A device that vanished without closing (power, Wi-Fi) misses a pong and is dropped within two intervals. */
   private keepalive(): void {
     for (const session of this.sessions.values()) {
+      // While the server itself stops reading a session's socket (too many requests in flight, or a slow reader),
+      // its pong sits unread behind the frames it sent: that is the server's doing, not a vanished device.
+      if (session.socket.isPaused) {
+        session.alive = true;
+        continue;
+      }
       if (!session.alive) {
         this.options.logger.log('session-close', { session: session.id, reason: 'no pong' });
         session.socket.terminate();

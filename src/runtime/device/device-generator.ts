@@ -13,7 +13,7 @@ import type { DeviceParts } from './device-parts.ts';
 import { Drafter } from './drafter.ts';
 import { HatGenerator } from './hat-generator.ts';
 import { LocalVerifier } from './local-verifier.ts';
-import { ResumingVerifier, type ResumeEvent } from './resuming-verifier.ts';
+import { connectWithRetries, ResumingVerifier, type ResumeEvent } from './resuming-verifier.ts';
 import type { SessionRecorder } from './session-recorder.ts';
 import type { Verifier } from './verifier.ts';
 
@@ -78,7 +78,12 @@ export async function connectDeviceGenerator(options: DeviceGeneratorOptions): P
       manifestHash: manifestHash(manifest),
       hiddenSize: manifest.hidden.size,
     });
-  const first = await connect();
+  const first = await connectWithRetries({
+    connect,
+    reconnects: options.reconnects ?? 0,
+    backoff: options.backoff,
+    onEvent: options.onResume,
+  });
   const resumable = (options.reconnects ?? 0) > 0 || options.fallbackLocal;
   const cloudVerifier: Verifier = resumable
     ? new ResumingVerifier(first, {

@@ -13,6 +13,7 @@ import type { ForwardOptions, ForwardResult, ResumeStatus, Verifier } from './ve
 
 export type ResumeEvent =
   | { kind: 'lost'; error: HatError }
+  | { kind: 'retry'; attempt: number; error: HatError }
   | { kind: 'resumed'; attempt: number; replayedRows: number }
   | { kind: 'fallback'; error: HatError; replayedRows: number };
 
@@ -30,6 +31,8 @@ export interface ResumeOptions {
 
 export function describeResume(event: ResumeEvent): string {
   switch (event.kind) {
+    case 'retry':
+      return `cannot open a cloud session (${event.error.message}): retry ${event.attempt}`;
     case 'lost':
       return `cloud connection lost (${event.error.message}): reconnecting`;
     case 'resumed':
@@ -40,6 +43,29 @@ export function describeResume(event: ResumeEvent): string {
 }
 
 const DEFAULT_BACKOFF = { firstMs: 100, maxMs: 2000 };
+
+const backoffMs = (backoff: ResumeOptions['backoff'], attempt: number) => {
+  const { firstMs, maxMs } = backoff ?? DEFAULT_BACKOFF;
+  return Math.min(firstMs * 2 ** (attempt - 1), maxMs);
+};
+
+/**
+ * Opens the first cloud session, retrying retryable failures with the same backoff as a resume: a device that
+ * starts while its replica drains (the balancer has not yet seen /ready turn 503) reaches another one.
+ */
+export async function connectWithRetries(
+  options: Pick<ResumeOptions, 'connect' | 'reconnects' | 'backoff' | 'onEvent'>,
+): Promise<Verifier> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await options.connect();
+    } catch (error) {
+      if (attempt > options.reconnects || !isRetryable(error)) throw error;
+      options.onEvent?.({ kind: 'retry', attempt, error: error as HatError });
+      await new Promise((resolve) => setTimeout(resolve, backoffMs(options.backoff, attempt)));
+    }
+  }
+}
 
 export class ResumingVerifier implements Verifier {
   private current: Verifier;
@@ -122,11 +148,8 @@ export class ResumingVerifier implements Verifier {
     this.bytesBefore = { up: this.bytesUp, down: this.bytesDown };
     this.current.close();
     let lastError = error;
-    const backoff = this.options.backoff ?? DEFAULT_BACKOFF;
     for (let attempt = 1; attempt <= this.options.reconnects; attempt++) {
-      await new Promise((resolve) =>
-        setTimeout(resolve, Math.min(backoff.firstMs * 2 ** (attempt - 1), backoff.maxMs)),
-      );
+      await new Promise((resolve) => setTimeout(resolve, backoffMs(this.options.backoff, attempt)));
       try {
         const next = await this.options.connect();
         await this.replay(next, replayUpTo);

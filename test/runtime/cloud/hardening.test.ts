@@ -384,3 +384,25 @@ test(
     }
   },
 );
+
+test('keepalive: a session the server paused (requests in flight) is not dropped for a missing pong', async () => {
+  const executor = new HeldExecutor();
+  const { server, url } = await serve(executor, { keepaliveMs: 100, maxInflightPerSession: 2 });
+  try {
+    const peer = await session(url);
+    for (let seq = 1; seq <= 5; seq++) peer.forward(seq, 0);
+    await waitFor(() => executor.runs.length === 2, { what: 'two runs in flight (the socket paused)' });
+    // Five ping intervals pass while the server does not read the socket the pongs arrive on.
+    const until = Date.now() + 500;
+    await waitFor(() => Date.now() > until, { what: 'five keepalive intervals' });
+    assert.equal(server.sessionCount, 1, 'the session was dropped while its requests were queued');
+    for (let released = 0; released < 5; released++) {
+      await waitFor(() => executor.runs.length > released, { what: `run ${released + 1}` });
+      executor.runs[released].release();
+    }
+    await waitFor(() => peer.frames.filter((f) => f.type === 'result').length === 5, { what: 'all five results' });
+    assert.deepEqual(peer.errors(), []);
+  } finally {
+    await server.stop();
+  }
+});

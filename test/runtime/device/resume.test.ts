@@ -132,3 +132,39 @@ test('when every reconnect fails the generation stops with a NETWORK error and k
     ['lost'],
   );
 });
+
+test('the first connection is retried too: a device that starts before its cloud listens reaches it', async () => {
+  const probe = await serve();
+  const { port } = probe;
+  await probe.server.stop();
+  const parts = await openDeviceParts(split, readManifest(split), { withAdapter: true });
+  const events: ResumeEvent[] = [];
+  let cloud: Promise<StartedCloud> | undefined;
+  const device = await connectDeviceGenerator({
+    parts,
+    cloud: { url: `ws://127.0.0.1:${port}`, wire: 'fp32' },
+    sampling: GREEDY,
+    draftThreshold: new FixedThresholdPolicy(0, 3),
+    maxDraft: 3,
+    reconnects: 8,
+    backoff: { firstMs: 50, maxMs: 400 },
+    onResume: (event) => {
+      events.push(event);
+      cloud ??= serve(port); // the cloud comes up after the first refused attempt
+    },
+  });
+  try {
+    const result = await device.generator.generate(prompt, {
+      maxNewTokens: NEW,
+      speculative: true,
+      parallelDrafting: true,
+      chunk: 'off',
+    });
+    assert.equal(result.error, undefined);
+    assert.deepEqual(result.ids, reference);
+    assert.ok(events.length >= 1 && events.every((e) => e.kind === 'retry'), JSON.stringify(events.map((e) => e.kind)));
+  } finally {
+    device.close();
+    await (await cloud)?.server.stop();
+  }
+});
