@@ -23,6 +23,8 @@ export interface RunObservation {
   /** Rows the run computed, padding included (sessions × the longest request when padded). */
   paddedRows: number;
   computeMs: number;
+  /** Of computeMs, gathering pasts and splitting presents back in a padded run. */
+  copyMs?: number;
   /** The scheduler's class of the batch: small requests (verifications) or prefill chunks. */
   kind?: 'small' | 'chunk';
 }
@@ -73,6 +75,7 @@ export class CloudMetrics {
   private readonly realRows: Counter;
   private readonly paddedRows: Counter;
   private readonly compute: Histogram;
+  private readonly batchCopy: Counter;
   private readonly queueWait: Histogram;
   private readonly requests: Counter;
   private readonly errors: Counter;
@@ -122,6 +125,11 @@ export class CloudMetrics {
       help: 'Time inside onnxruntime per middle-part run, by scheduler class',
       labelNames: ['class'],
       buckets: SECONDS_BUCKETS,
+      registers,
+    });
+    this.batchCopy = new Counter({
+      name: 'hat_cloud_batch_copy_seconds_total',
+      help: 'Of the compute time, padded runs gathering session caches into the batch and splitting them back',
       registers,
     });
     this.queueWait = new Histogram({
@@ -207,6 +215,7 @@ export class CloudMetrics {
     this.realRows.inc(run.rows);
     this.paddedRows.inc(run.paddedRows);
     this.compute.observe({ class: cls }, run.computeMs / 1000);
+    this.batchCopy.inc((run.copyMs ?? 0) / 1000);
   }
 
   request(kind: RequestKind): void {

@@ -21,6 +21,8 @@ export interface EngineRun {
   computeMs: number;
   /** Rows the run computed: sessions × the largest row count, or the sum of rows of requests run one by one. */
   paddedRows: number;
+  /** Of computeMs, the time a padded run spent gathering pasts and splitting presents back (0 when not padded). */
+  copyMs: number;
   /** Why a padded run failed (its requests then ran one by one). */
   batchError?: string;
 }
@@ -68,8 +70,13 @@ export class MiddleEngine {
     let paddedRows = 0;
     const batched = valid.length > 1 && this.batcher !== undefined;
     let batchError: string | undefined;
+    let copyMs = 0;
     try {
-      if (batched) batchError = await this.runBatch(valid, results);
+      if (batched) {
+        const outcome = await this.runBatch(valid, results);
+        if (typeof outcome === 'string') batchError = outcome;
+        else copyMs = outcome.copyMs;
+      }
       if (batched && batchError === undefined) {
         paddedRows = valid.length * Math.max(...valid.map((r) => r.nTokens));
       } else {
@@ -83,7 +90,8 @@ export class MiddleEngine {
       this.droppedWhileRunning.clear();
     }
     const computeMs = performance.now() - started;
-    return { results: requests.map((r) => results.get(r.sessionId)!), computeMs, paddedRows, batchError };
+    if (batchError !== undefined) copyMs = 0;
+    return { results: requests.map((r) => results.get(r.sessionId)!), computeMs, paddedRows, copyMs, batchError };
   }
 
   private check(request: MiddleRequest): { code: ErrorCode; message: string } | undefined {
@@ -107,25 +115,25 @@ export class MiddleEngine {
   private async runBatch(
     requests: readonly MiddleRequest[],
     results: Map<number, EngineResult>,
-  ): Promise<string | undefined> {
+  ): Promise<string | { copyMs: number }> {
     const entries = requests.map((r) => ({
       state: this.caches.get(r.sessionId) ?? this.empty,
       pastLength: r.pastLength,
       rows: r.nTokens,
       hidden: r.hidden,
     }));
-    let outputs;
+    let batch;
     try {
-      outputs = await this.batcher!.run(entries);
+      batch = await this.batcher!.run(entries);
     } catch (error) {
       return (error as Error).message;
     }
     requests.forEach((request, i) => {
-      const { output, cols, state } = outputs[i];
+      const { output, cols, state } = batch.results[i];
       this.store(request.sessionId, state);
       results.set(request.sessionId, answer(request, output, cols));
     });
-    return undefined;
+    return { copyMs: batch.copyMs };
   }
 
   /** Exactly the path every request took before batching: restore, roll back, step, keep the cache. */

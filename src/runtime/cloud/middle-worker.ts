@@ -42,7 +42,7 @@ async function main(): Promise<void> {
       const message = messageOf(error);
       const code = codeOf(error, 'RUN_FAILED');
       const results = task.requests.map((r) => ({ sessionId: r.sessionId, ok: false as const, code, message }));
-      reply({ kind: 'ran', results, computeMs: 0, paddedRows: 0 });
+      reply({ kind: 'ran', results, computeMs: 0, paddedRows: 0, copyMs: 0 });
     }
   });
   reply({ kind: 'ready' });

@@ -88,7 +88,13 @@ export class PaddedBatchRunner {
     }
   }
 
-  async run(entries: readonly BatchEntry[]): Promise<BatchEntryResult[]> {
+  /**
+   * One padded run. `copyMs` is the time spent outside onnxruntime assembling the batch (pasts gathered, feeds
+   * built) and splitting it back (outputs sliced, each session's present copied into its own cache): the cost of
+   * batching on top of the run itself.
+   */
+  async run(entries: readonly BatchEntry[]): Promise<{ results: BatchEntryResult[]; copyMs: number; runMs: number }> {
+    const assembling = performance.now();
     // A cache's buffer is reused for its session's new cache, so two rows must not share one (new sessions all
     // start from the same empty cache, which owns no buffer).
     const held = entries.map((e) => e.state).filter((state) => state.length > 0);
@@ -127,11 +133,13 @@ export class PaddedBatchRunner {
         throw new HatError('UNSUPPORTED_MODEL', `${this.session.label} has an input '${name}' hat cannot feed`);
       }
     }
+    const running = performance.now();
     const outputs = await this.session.run(feeds);
+    const splitting = performance.now();
     const out = outputs[this.io.output];
     const cols = out.dims[out.dims.length - 1];
     const data = tensorToFloat32(out);
-    return entries.map((entry, b) => {
+    const results = entries.map((entry, b) => {
       const tensors = new Map<string, Tensor>();
       for (const pair of this.io.kv) {
         tensors.set(pair.pastKey, this.present(outputs[pair.presentKey], pair.pastKey, entry, b, starts[b]));
@@ -140,6 +148,8 @@ export class PaddedBatchRunner {
       const output = data.slice(b * maxRows * cols, (b * maxRows + entry.rows) * cols);
       return { output, cols, state: { length: entry.pastLength + entry.rows, tensors } };
     });
+    const done = performance.now();
+    return { results, copyMs: running - assembling + (done - splitting), runMs: splitting - running };
   }
 
   /** [batch, maxRows, hidden]: each session's rows, zeros below them. */

@@ -211,6 +211,7 @@ export class WorkerPool implements MiddleExecutor {
       rows: running.reduce((n, p) => n + p.request.nTokens, 0),
       paddedRows: reply.paddedRows,
       computeMs: reply.computeMs,
+      copyMs: reply.copyMs,
       kind: lane.lastKind,
     });
     if (reply.batchError) this.logger?.log('batch-failed', { sessions: running.length, message: reply.batchError });

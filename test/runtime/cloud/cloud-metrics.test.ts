@@ -123,6 +123,9 @@ test('/metrics counts what real device sessions sent and what the workers ran', 
   assert.equal(histogram(samples, 'hat_cloud_batch_padded_rows').sum, stats.paddedRows);
   assert.equal(histogram(samples, 'hat_cloud_batch_padding_ratio').count, stats.runs);
   assert.equal(histogram(samples, 'hat_cloud_compute_seconds').count, stats.runs);
+  const copySeconds = sampleValue(samples, 'hat_cloud_batch_copy_seconds_total');
+  assert.ok(copySeconds <= histogram(samples, 'hat_cloud_compute_seconds').sum, 'copies are part of the compute time');
+  assert.equal(copySeconds > 0, stats.batchedRuns > 0, `copy ${copySeconds} s over ${stats.batchedRuns} padded runs`);
   assert.equal(histogram(samples, 'hat_cloud_queue_wait_seconds').count, stats.requests);
   assert.equal(histogram(samples, 'hat_cloud_queue_wait_seconds', { kind: 'verification' }).count, rounds);
   assert.equal(sampleValue(samples, 'hat_cloud_sessions_opened_total'), prompts.length + 1);
