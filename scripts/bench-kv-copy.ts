@@ -49,7 +49,8 @@ if (!split) {
   await writeLlamaOnnx(config, randomWeights({ seed: 1 }), join(dir, 'model.onnx'));
   await splitModel({ model: join(dir, 'model.onnx'), out: join(dir, 'split'), verify: false }, silentReporter);
   split = join(dir, 'split');
-  description = `random Qwen2.5-0.5B-shaped Llama (hidden ${config.hiddenSize}, ${config.layers} layers, 2 device / 22 cloud)`;
+  const shape = `hidden ${config.hiddenSize}, ${config.layers} layers`;
+  description = `random Qwen2.5-0.5B-shaped Llama (${shape}, 2 device / ${config.layers - 2} cloud)`;
 }
 
 try {

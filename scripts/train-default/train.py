@@ -198,7 +198,6 @@ def train(args, cfg, train_stream, held_stream, log):  # noqa: C901
     gen = torch.Generator().manual_seed(SEED + args.seed_offset)
     ctx, bs = args.ctx, args.batch
     tok_per_step = bs * ctx
-    max_start = len(train_stream) - ctx - 1
     total = args.steps  # None -> calibrated below
     t0 = time.time()
     calib_t = None
@@ -224,7 +223,7 @@ def train(args, cfg, train_stream, held_stream, log):  # noqa: C901
     def plan_from_rate(rate_steps_per_s):
         remaining = args.budget_min * 60 - (time.time() - t0)
         n = int(step + remaining * rate_steps_per_s * 0.97)  # ~3 % reserve for evals
-        return max(step + 25, n - n % 25)
+        return max(step + 1, n - n % 25)  # never forces more steps once the budget is spent
 
     while True:
         if replay and step in replay:
@@ -257,8 +256,13 @@ def train(args, cfg, train_stream, held_stream, log):  # noqa: C901
         lr = lr_at(step, plan, args.lr, args.warmup, args.lr_floor)
         for g in opt.param_groups:
             g["lr"] = lr
-        starts = torch.randint(0, max_start, (bs,), generator=gen)
-        batch = torch.stack([train_stream[s : s + ctx + 1] for s in starts.tolist()])
+        # Mixed lengths: most steps train on short windows (fast, and they keep the short-context quality the
+        # model was judged by), every --long-every-th step on full-context windows (teaches the new positions).
+        # Both carry the same number of tokens.
+        win = ctx if not args.short_ctx or step % args.long_every == 0 else args.short_ctx
+        nwin = tok_per_step // win
+        starts = torch.randint(0, len(train_stream) - win - 1, (nwin,), generator=gen)
+        batch = torch.stack([train_stream[s : s + win + 1] for s in starts.tolist()])
         logits = model.forward_train(batch[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, cfg.vocab_size), batch[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -282,6 +286,9 @@ def train(args, cfg, train_stream, held_stream, log):  # noqa: C901
             evals.append((step, nll, nll_nb))
             log(f"eval step {step:5d}  heldout_loss {nll:.4f}  ppl {math.exp(nll):.2f}"
                 f"  (excl. <|bos|> targets: loss {nll_nb:.4f} ppl {math.exp(nll_nb):.2f}, {cnt} targets, {time.time() - te:.1f}s)")
+            if ctx != 256:
+                nll256, _, _ = evaluate(model, held_stream, 256, bos_id)
+                log(f"eval step {step:5d}  heldout_loss@256 {nll256:.4f}  ppl@256 {math.exp(nll256):.2f}")
             last_log_t += time.time() - te
             win_eval += time.time() - te
     wall = time.time() - t0
@@ -456,6 +463,8 @@ def main():
     ap.add_argument("--init-onnx", default=None, help="extend: start from the weights of this ONNX export (fresh AdamW)")
     ap.add_argument("--stop-at-step", type=int, default=None, help="end training at this step (replay a hard stop)")
     ap.add_argument("--skip-init-eval", action="store_true", help="with --init-onnx: do not evaluate the starting weights")
+    ap.add_argument("--short-ctx", type=int, default=None, help="train most steps on windows this long (same tokens/step)")
+    ap.add_argument("--long-every", type=int, default=4, help="with --short-ctx: every N-th step uses --ctx windows")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--export-only", action="store_true")
     args = ap.parse_args()
