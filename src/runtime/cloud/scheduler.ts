@@ -10,6 +10,9 @@
  *   one padded batch took 7.7× the chunk alone). A chunk runs alone or with chunks of similar size (the smallest at
  *   least half the largest), and while both classes wait, chunk batches and small batches alternate: a long prompt
  *   delays verifications by at most one chunk batch, and verifications cannot hold a prompt back for ever.
+ * - Past lengths: a padded batch attends over and copies every session's past padded to the longest one, so a
+ *   request joins only while the real past positions fill at least half of the padded pasts (MIN_PAST_FILL): one
+ *   session deep into a long prompt does not make fifteen short ones pay for its length.
  * - Limits: at most `maxBatch` sessions per run, and padded rows (sessions × the largest row count) at most
  *   `maxBatchTokens`; the oldest request of the chosen class always runs, alone if it is over the budget.
  * - Fairness: at most one request per session per run — its oldest, so a session's requests keep their order — and
@@ -21,6 +24,8 @@ export interface QueuedRequest {
   sessionId: number;
   /** New positions this request appends (hidden-state rows). */
   rows: number;
+  /** Cached positions it attends over (its pastLength); absent counts as 0. */
+  past?: number;
 }
 
 export type RequestClass = 'small' | 'chunk';
@@ -50,6 +55,9 @@ export interface BatchPick {
  * leaves prefill chunks, usually longer, out.
  */
 export const DEFAULT_SMALL_ROWS = 8;
+
+/** Real past positions (summed over the batch's sessions) per padded past position, at least. */
+export const MIN_PAST_FILL = 0.5;
 
 export function classify(rows: number, limits: Pick<BatchLimits, 'smallRows'>): RequestClass {
   return rows <= limits.smallRows ? 'small' : 'chunk';
@@ -81,18 +89,23 @@ export function nextBatch(
   const indices = [oldest];
   let maxRows = queue[oldest].rows;
   let minRows = maxRows;
+  let maxPast = queue[oldest].past ?? 0;
+  let realPast = maxPast;
   if (maxRows <= limits.batchableRows) {
     for (const index of rest) {
       if (indices.length >= limits.maxBatch) break;
-      const { rows } = queue[index];
+      const { rows, past = 0 } = queue[index];
       if (rows > limits.batchableRows) continue;
       const max = Math.max(maxRows, rows);
       const min = Math.min(minRows, rows);
       if (kind === 'chunk' && 2 * min < max) continue;
       if ((indices.length + 1) * max > limits.maxBatchTokens) continue;
+      if (realPast + past < MIN_PAST_FILL * (indices.length + 1) * Math.max(maxPast, past)) continue;
       indices.push(index);
       maxRows = max;
       minRows = min;
+      maxPast = Math.max(maxPast, past);
+      realPast += past;
     }
   }
   return { indices, kind, paddedRows: indices.length * maxRows };

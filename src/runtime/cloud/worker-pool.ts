@@ -185,7 +185,11 @@ export class WorkerPool implements MiddleExecutor {
 
   private dispatch(lane: Lane): void {
     if (lane.running.length > 0 || !lane.ready || this.closing) return;
-    const queued = lane.queue.map((p) => ({ sessionId: p.request.sessionId, rows: p.request.nTokens }));
+    const queued = lane.queue.map((p) => ({
+      sessionId: p.request.sessionId,
+      rows: p.request.nTokens,
+      past: p.request.pastLength,
+    }));
     const pick = nextBatch(queued, this.limits, lane.lastKind);
     if (!pick) return;
     const startedAt = performance.now();

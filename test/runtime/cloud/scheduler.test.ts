@@ -152,3 +152,25 @@ test('no session starves: under random closed-loop load every request runs withi
   const worst = Math.max(...served.map((s) => s.ranAt - s.arrivedAt));
   assert.ok(worst <= 2 * sessions, `a request waited ${worst} batches`);
 });
+
+test('a request joins a batch only while real past positions fill at least half of the padded pasts', () => {
+  const withPast = (...triples: Array<[number, number, number]>): QueuedRequest[] =>
+    triples.map(([sessionId, rows, past]) => ({ sessionId, rows, past }));
+  // One session deep into a long prompt, fifteen short ones: padding all to 960 would be mostly padding.
+  const queue = withPast(
+    [1, 1, 960],
+    ...Array.from({ length: 15 }, (_, i) => [i + 2, 1, 100] as [number, number, number]),
+  );
+  const wide = { ...limits, maxBatch: 16, maxBatchTokens: 1024 };
+  const pick = nextBatch(queue, wide)!;
+  const frame = pick.indices.length * 960;
+  const real = pick.indices.reduce((n, i) => n + queue[i].past!, 0);
+  assert.ok(real >= 0.5 * frame, `real ${real} of ${frame} padded past positions`);
+  assert.ok(pick.indices.length > 1 && pick.indices.length < 16, `${pick.indices.length} sessions`);
+  // The short ones left behind batch together at their own length.
+  const rest = queue.filter((_, i) => !pick.indices.includes(i));
+  assert.equal(nextBatch(rest, wide)!.indices.length, rest.length);
+  // Similar pasts all batch; a request without a past counts as 0.
+  assert.equal(nextBatch(withPast([1, 5, 500], [2, 5, 300], [3, 5, 700]), wide)!.indices.length, 3);
+  assert.deepEqual(nextBatch(q([1, 5], [2, 5]), wide)!.indices, [0, 1]);
+});
