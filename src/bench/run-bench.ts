@@ -4,7 +4,7 @@
  * next request when the last one finished; scenarios interleaved per prompt so load drift hits them alike);
  * with a rate, open loop: Poisson arrivals per scenario. Core code: it reports through the Reporter only.
  */
-import { cpus, platform, release } from 'node:os';
+import { availableParallelism, cpus, platform, release } from 'node:os';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Reporter } from '../reporter.ts';
@@ -304,7 +304,11 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
       const sim = reporter.progress("SIMULATION: measuring stage costs, then replaying HAT's testbed");
       const costs = await pool.calibrate();
       const acceptance = acceptanceFrom(records) ?? { tokensPerRound: 1, rowsPerRound: 1, parallelHitRate: 0 };
-      const config = paperTestbed(costs, acceptance, options.deviceSlowdown);
+      // The intra-op threads per worker of the serve-cloud that g(X) was measured on (its own default when the
+      // bench does not pass --threads): the simulated cloud's padded-row budget is serve-cloud's default for it.
+      const cloudThreads =
+        options.threads ?? Math.floor((cores.cloud?.length ?? availableParallelism()) / options.cloudWorkers);
+      const config = paperTestbed(costs, acceptance, options.deviceSlowdown, cloudThreads);
       report.simulation = {
         deviceSlowdown: options.deviceSlowdown,
         costs,
@@ -321,7 +325,12 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
           `device compute = measured device cost × ${options.deviceSlowdown} ` +
             `(device and cloud were measured on the same CPU); ` +
             `cloud g(X) = ${costs.cloud.baseMs.toFixed(2)} + ${costs.cloud.perTokenMs.toFixed(4)}·X ms as measured, ` +
-            `iteration-level batches up to ${config.cloudTokenBudget} tokens, no pipeline stages (P = 1)`,
+            `one cloud worker batching as serve-cloud's scheduler does (verifications first, never padded with ` +
+            `prompt chunks, one request per device, ≤ ${config.maxBatch} sessions and ` +
+            `≤ ${config.maxBatchTokens} padded rows per run, real pasts ≥ half the padded ones, ` +
+            `each run g(padded rows)), no pipeline stages (P = 1)`,
+          `chunk sizes ('chunk-only', 'hat') from each device's ChunkPlanner fed the simulated timings; ` +
+            `links through the EMULATED link's model (FIFO serialisation, no jitter)`,
           `decoding: ${acceptance.tokensPerRound.toFixed(2)} tokens ` +
             `and ${acceptance.rowsPerRound.toFixed(2)} uploaded rows per round, ` +
             `parallel-drafting hit rate ${(acceptance.parallelHitRate * 100).toFixed(0)} % ` +

@@ -2,12 +2,29 @@
  * SIMULATION (not a measurement): HAT's testbed replayed as a discrete-event model fed with costs measured on
  * this machine. 30 devices with Wi-Fi links (uplink 5–10 MB/s, downlink 10–15 MB/s, drawn per device), Poisson
  * arrivals at 4 and 6 requests/s, each request taken by an idle device; the device's compute is the measured
- * device cost × `deviceSlowdown` (device and cloud were measured on the same CPU); the cloud runs iteration-level
- * batches — every queued item (prompt chunk or verification) up to a token budget — in g(X) = g₀ + g₁·X.
- * Decoding commits the measured tokens per round; parallel drafting hides the next round's drafting behind the
- * verification with the measured hit rate.
+ * device cost × `deviceSlowdown` (device and cloud were measured on the same CPU). Decoding commits the measured
+ * tokens per round; parallel drafting hides the next round's drafting behind the verification with the measured
+ * hit rate.
+ *
+ * Three pieces are the real runtime's, driven in simulated time (`loop.now`) instead of performance.now():
+ * - chunk sizes ('chunk-only', 'hat'): each device's own ChunkPlanner (runtime/chunk-planner.ts), kept across its
+ *   requests, seeded with the cloud's g(X), fed the device's input-part time per chunk and every chunk's result
+ *   (sent and answered at, the cloud's queue wait and compute time), with at most MAX_CHUNKS_IN_FLIGHT unanswered
+ *   probes before the link is measured, as prefill.ts does; 'u-sarathi' sends fixed chunks, 'u-shape' and
+ *   'u-spec' the whole prompt;
+ * - links: one EmulatedDirection (runtime/link.ts) per device and direction, jitter 0, through its pure
+ *   `delayFor(bytes, now)` — frames serialise FIFO at the link's bandwidth, then arrive one latency later;
+ * - the cloud's batching: serve-cloud's scheduler (runtime/cloud/scheduler.ts `nextBatch`) over one FIFO queue
+ *   (session = device): verifications first, never padded with prefill chunks, classes alternating, one request
+ *   per session per run, at most `maxBatch` sessions and `maxBatchTokens` padded rows, real pasts filling at least
+ *   MIN_PAST_FILL of the padded ones; a run takes g(padded rows) = g₀ + g₁·X (no attention-length term).
  */
+import { ChunkPlanner, type ChunkResult } from '../runtime/chunk-planner.ts';
+import { DEFAULT_SMALL_ROWS, nextBatch, type BatchLimits, type RequestClass } from '../runtime/cloud/scheduler.ts';
+import { DEFAULT_MAX_BATCH, DEFAULT_TOKENS_PER_THREAD } from '../runtime/cloud/worker-pool.ts';
 import { summarize, type Summary } from '../runtime/device/metrics.ts';
+import { MAX_CHUNKS_IN_FLIGHT } from '../runtime/device/prefill.ts';
+import { EmulatedDirection } from '../runtime/link.ts';
 import { seededUniform } from '../runtime/sampling.ts';
 import type { StageCosts } from './calibrate.ts';
 import { EventLoop } from './event-loop.ts';
@@ -32,7 +49,12 @@ export interface SimulationConfig {
   downlinkMBs: [number, number];
   oneWayLatencyMs: number;
   sarathiChunk: number;
-  cloudTokenBudget: number;
+  /** The cloud's frame limit; the ChunkPlanner's largest chunk, as on a real device. */
+  maxTokensPerFrame: number;
+  /** serve-cloud's --max-batch: sessions per run. */
+  maxBatch: number;
+  /** serve-cloud's --max-batch-tokens: padded rows (sessions × the longest request) per run. */
+  maxBatchTokens: number;
   seed: number;
 }
 
@@ -49,8 +71,42 @@ export interface SimulatedResult {
   cloudBusyShare: number;
 }
 
-/** The HAT paper's testbed (hat-method.md §9) and SpecBench's mean prompt length. */
-export function paperTestbed(costs: StageCosts, acceptance: Acceptance, deviceSlowdown: number): SimulationConfig {
+/** One call a simulated device made on its ChunkPlanner, in order. */
+export type PlannerCall =
+  | { call: 'seed'; latency: { baseMs: number; perTokenMs: number } }
+  | { call: 'observeDevice'; tokens: number; ms: number }
+  | { call: 'observeResult'; result: ChunkResult }
+  | { call: 'next'; remaining: number; size: number };
+
+/** One run of the simulated cloud. */
+export interface SimulatedBatch {
+  startedAt: number;
+  kind: RequestClass;
+  paddedRows: number;
+  computeMs: number;
+  requests: Array<{ device: number; rows: number; past: number; origin: 'prefill' | 'verification' }>;
+}
+
+/** Optional hooks into a simulation, for tests and traces; they do not change what it computes. */
+export interface SimulationObserver {
+  planner?(device: number, call: PlannerCall): void;
+  /** Every prompt chunk a device computes and sends, in every scenario. */
+  chunk?(device: number, size: number, remaining: number): void;
+  batch?(batch: SimulatedBatch): void;
+}
+
+/**
+ * The HAT paper's testbed (hat-method.md §9) and SpecBench's mean prompt length. The cloud's limits are
+ * serve-cloud's defaults: --max-batch DEFAULT_MAX_BATCH, --max-batch-tokens DEFAULT_TOKENS_PER_THREAD × the
+ * intra-op threads per worker of the serve-cloud whose g(X) was measured (`cloudThreads`), and serve-cloud's
+ * default frame limit, 4096 tokens (--max-tokens-per-frame), as the chunk planner's largest chunk.
+ */
+export function paperTestbed(
+  costs: StageCosts,
+  acceptance: Acceptance,
+  deviceSlowdown: number,
+  cloudThreads = 1,
+): SimulationConfig {
   return {
     costs,
     acceptance,
@@ -64,36 +120,59 @@ export function paperTestbed(costs: StageCosts, acceptance: Acceptance, deviceSl
     downlinkMBs: [10, 15],
     oneWayLatencyMs: 3,
     sarathiChunk: 64,
-    cloudTokenBudget: 2048,
+    maxTokensPerFrame: 4096,
+    maxBatch: DEFAULT_MAX_BATCH,
+    maxBatchTokens: DEFAULT_TOKENS_PER_THREAD * Math.max(1, cloudThreads),
     seed: 1,
   };
 }
 
 interface Item {
-  tokens: number;
+  sessionId: number;
+  rows: number;
+  /** Positions the session has cached in the cloud before this request (the scheduler's past-fill rule). */
+  past: number;
+  origin: 'prefill' | 'verification';
   queuedAt: number;
-  done: () => void;
+  done: (timing: { queueMs: number; computeMs: number }) => void;
 }
 
+/** One cloud worker: serve-cloud's scheduler picks each run from the queue whenever the worker is free. */
 class Cloud {
   private queue: Item[] = [];
   private busy = false;
-  /** EMA of queue waits (HAT's W). */
-  waitEstimateMs = 0;
+  private lastKind?: RequestClass;
+  private readonly limits: BatchLimits;
   busyMs = 0;
 
   constructor(
     private readonly loop: EventLoop,
     private readonly config: SimulationConfig,
-  ) {}
-
-  g(tokens: number): number {
-    return this.config.costs.cloud.baseMs + this.config.costs.cloud.perTokenMs * tokens;
+    private readonly observer?: SimulationObserver,
+  ) {
+    // batchableRows Infinity: a 'padded' split, where requests of any length batch.
+    this.limits = {
+      maxBatch: config.maxBatch,
+      maxBatchTokens: config.maxBatchTokens,
+      smallRows: DEFAULT_SMALL_ROWS,
+      batchableRows: Infinity,
+    };
   }
 
-  submit(tokens: number): Promise<void> {
+  /** The latency model the cloud reports with every result. */
+  get latency(): { baseMs: number; perTokenMs: number } {
+    return { baseMs: this.config.costs.cloud.baseMs, perTokenMs: this.config.costs.cloud.perTokenMs };
+  }
+
+  g(rows: number): number {
+    return this.config.costs.cloud.baseMs + this.config.costs.cloud.perTokenMs * rows;
+  }
+
+  submit(
+    request: Pick<Item, 'sessionId' | 'rows' | 'past' | 'origin'>,
+  ): Promise<{ queueMs: number; computeMs: number }> {
     return new Promise((done) => {
-      this.queue.push({ tokens, queuedAt: this.loop.now, done });
+      this.queue.push({ ...request, queuedAt: this.loop.now, done });
       void this.serve();
     });
   }
@@ -101,17 +180,30 @@ class Cloud {
   private async serve(): Promise<void> {
     if (this.busy) return;
     this.busy = true;
-    while (this.queue.length) {
-      const batch: Item[] = [this.queue.shift()!];
-      let tokens = batch[0].tokens;
-      while (this.queue.length && tokens + this.queue[0].tokens <= this.config.cloudTokenBudget) {
-        tokens += this.queue[0].tokens;
-        batch.push(this.queue.shift()!);
-      }
-      for (const item of batch) this.waitEstimateMs = 0.8 * this.waitEstimateMs + 0.2 * (this.loop.now - item.queuedAt);
-      this.busyMs += this.g(tokens);
-      await this.loop.sleep(this.g(tokens));
-      for (const item of batch) item.done();
+    for (;;) {
+      const pick = nextBatch(this.queue, this.limits, this.lastKind);
+      if (!pick) break;
+      this.lastKind = pick.kind;
+      const chosen = new Set(pick.indices);
+      const batch = pick.indices.map((i) => this.queue[i]);
+      this.queue = this.queue.filter((_, i) => !chosen.has(i));
+      const startedAt = this.loop.now;
+      const computeMs = this.g(pick.paddedRows);
+      this.observer?.batch?.({
+        startedAt,
+        kind: pick.kind,
+        paddedRows: pick.paddedRows,
+        computeMs,
+        requests: batch.map((item) => ({
+          device: item.sessionId,
+          rows: item.rows,
+          past: item.past,
+          origin: item.origin,
+        })),
+      });
+      this.busyMs += computeMs;
+      await this.loop.sleep(computeMs);
+      for (const item of batch) item.done({ queueMs: startedAt - item.queuedAt, computeMs });
     }
     this.busy = false;
   }
@@ -120,53 +212,58 @@ class Cloud {
 class Device {
   busy = false;
   private computeFreeAt = 0;
-  private upFreeAt = 0;
-  private downFreeAt = 0;
+  readonly up: EmulatedDirection;
+  readonly down: EmulatedDirection;
+  /** The device's own planner, kept across its requests as a device process keeps its PrefillPipeline. */
+  readonly planner: ChunkPlanner;
 
   constructor(
     private readonly loop: EventLoop,
-    readonly upBytesPerMs: number,
-    readonly downBytesPerMs: number,
-    private readonly latencyMs: number,
-  ) {}
+    readonly index: number,
+    link: { upBytesPerS: number; downBytesPerS: number; latencyMs: number },
+    config: SimulationConfig,
+    cloud: Cloud,
+    private readonly observer?: SimulationObserver,
+  ) {
+    this.up = new EmulatedDirection({ bandwidth: link.upBytesPerS, latencyMs: link.latencyMs, jitterMs: 0 });
+    this.down = new EmulatedDirection({ bandwidth: link.downBytesPerS, latencyMs: link.latencyMs, jitterMs: 0 });
+    this.planner = new ChunkPlanner({
+      bytesPerToken: config.costs.bytesPerToken,
+      maxChunk: Math.max(16, config.maxTokensPerFrame),
+    });
+    this.seed(cloud.latency);
+  }
 
   compute(ms: number): Promise<void> {
     this.computeFreeAt = Math.max(this.loop.now, this.computeFreeAt) + ms;
     return this.loop.until(this.computeFreeAt);
   }
 
-  private transfer(bytes: number, direction: 'up' | 'down'): Promise<void> {
-    const rate = direction === 'up' ? this.upBytesPerMs : this.downBytesPerMs;
-    const leaves = Math.max(this.loop.now, direction === 'up' ? this.upFreeAt : this.downFreeAt) + bytes / rate;
-    if (direction === 'up') this.upFreeAt = leaves;
-    else this.downFreeAt = leaves;
-    return this.loop.until(leaves + this.latencyMs);
+  /** Resolves when a frame of `bytes` sent now would have arrived over `direction`. */
+  send(direction: EmulatedDirection, bytes: number): Promise<void> {
+    return this.loop.until(this.loop.now + direction.delayFor(bytes, this.loop.now));
   }
 
-  up(bytes: number): Promise<void> {
-    return this.transfer(bytes, 'up');
+  seed(latency: { baseMs: number; perTokenMs: number }): void {
+    this.planner.seed(latency);
+    this.observer?.planner?.(this.index, { call: 'seed', latency });
   }
-  down(bytes: number): Promise<void> {
-    return this.transfer(bytes, 'down');
-  }
-}
 
-/**
- * HAT's chunk rule X·A/β = W + g(X) (P = 1), bounded to [16, remaining]; the whole rest when uploading is never
- * the bottleneck.
- */
-export function hatChunk(
-  remaining: number,
-  bytesPerToken: number,
-  upBytesPerMs: number,
-  waitMs: number,
-  cloud: { baseMs: number; perTokenMs: number },
-): number {
-  const perToken = bytesPerToken / upBytesPerMs - cloud.perTokenMs;
-  if (perToken <= 0) return remaining;
-  const x = Math.round((waitMs + cloud.baseMs) / perToken);
-  const size = Math.min(remaining, Math.max(16, x));
-  return remaining - size < 16 ? remaining : size;
+  observeDevice(tokens: number, ms: number): void {
+    this.planner.observeDevice(tokens, ms);
+    this.observer?.planner?.(this.index, { call: 'observeDevice', tokens, ms });
+  }
+
+  observeResult(result: ChunkResult): void {
+    this.planner.observeResult(result);
+    this.observer?.planner?.(this.index, { call: 'observeResult', result });
+  }
+
+  nextChunk(remaining: number): number {
+    const size = this.planner.next(remaining);
+    this.observer?.planner?.(this.index, { call: 'next', remaining, size });
+    return size;
+  }
 }
 
 async function serveRequest(
@@ -177,6 +274,7 @@ async function serveRequest(
   loop: EventLoop,
   config: SimulationConfig,
   random: () => number,
+  observer?: SimulationObserver,
 ): Promise<{ ttftMs: number; gaps: number[] }> {
   const { costs, acceptance, deviceSlowdown: F } = config;
   const A = costs.bytesPerToken,
@@ -186,21 +284,44 @@ async function serveRequest(
   const draftStep = (costs.draftStepMs ?? costs.deviceDecodeStepMs) * F;
   const started = loop.now;
 
+  // Chunked prefill as prefill.ts runs it: size, compute the input part, send; results are observed as they come.
+  const planned = scenario === 'hat' || scenario === 'chunk-only';
   const inFlight: Array<Promise<void>> = [];
+  let answered = 0;
   for (let offset = 0; offset < promptTokens;) {
+    if (planned && !device.planner.measured && inFlight.length - answered >= MAX_CHUNKS_IN_FLIGHT) {
+      await inFlight[answered];
+    }
     const remaining = promptTokens - offset;
     const size =
       scenario === 'u-sarathi'
         ? Math.min(config.sarathiChunk, remaining)
-        : scenario === 'hat' || scenario === 'chunk-only'
-          ? hatChunk(remaining, A, device.upBytesPerMs, cloud.waitEstimateMs, costs.cloud)
+        : planned
+          ? device.nextChunk(remaining)
           : remaining;
-    await device.compute(size * inputStep);
+    observer?.chunk?.(device.index, size, remaining);
+    const deviceMs = size * inputStep;
+    await device.compute(deviceMs);
+    if (planned) device.observeDevice(size, deviceMs);
+    const sentAt = loop.now;
+    const bytesUp = size * A + H;
+    const past = offset;
+    const uploaded = device.send(device.up, bytesUp);
     inFlight.push(
-      device
-        .up(size * A + H)
-        .then(() => cloud.submit(size))
-        .then(() => device.down(A + H)),
+      (async () => {
+        await uploaded;
+        const { queueMs, computeMs } = await cloud.submit({
+          sessionId: device.index,
+          rows: size,
+          past,
+          origin: 'prefill',
+        });
+        await device.send(device.down, A + H);
+        if (planned) {
+          device.observeResult({ bytesUp, sentAt, resultAt: loop.now, queueMs, computeMs, latency: cloud.latency });
+        }
+        answered++;
+      })(),
     );
     offset += size;
   }
@@ -218,9 +339,10 @@ async function serveRequest(
     const drafting = inputStep + (rows - 1) * draftStep;
     await device.compute(Math.max(0, drafting - overlapMs));
     const sent = loop.now;
-    await device.up(rows * A + H);
-    await cloud.submit(rows);
-    await device.down(rows * A + H);
+    await device.send(device.up, rows * A + H);
+    // The cloud has cached the prompt and every committed token but the pending one, which this round uploads.
+    await cloud.submit({ sessionId: device.index, rows, past: promptTokens + generated - 1, origin: 'verification' });
+    await device.send(device.down, rows * A + H);
     const verifyMs = loop.now - sent;
     await device.compute(outputStep * rows);
     const expected = speculative ? acceptance.tokensPerRound : 1;
@@ -241,21 +363,18 @@ export async function simulateScenario(
   scenario: SimulatedScenario,
   rate: number,
   config: SimulationConfig,
+  observer?: SimulationObserver,
 ): Promise<SimulatedResult> {
   const loop = new EventLoop();
   const random = seededUniform(config.seed);
-  const cloud = new Cloud(loop, config);
+  const cloud = new Cloud(loop, config, observer);
   const between = (lo: number, hi: number) => lo + (hi - lo) * random();
-  const devices = Array.from(
-    { length: config.devices },
-    () =>
-      new Device(
-        loop,
-        between(...config.uplinkMBs) * 1000,
-        between(...config.downlinkMBs) * 1000,
-        config.oneWayLatencyMs,
-      ),
-  );
+  const devices = Array.from({ length: config.devices }, (_, index) => {
+    const upBytesPerS = between(...config.uplinkMBs) * 1e6;
+    const downBytesPerS = between(...config.downlinkMBs) * 1e6;
+    const link = { upBytesPerS, downBytesPerS, latencyMs: config.oneWayLatencyMs };
+    return new Device(loop, index, link, config, cloud, observer);
+  });
   const waiting: Array<() => void> = [];
   const results: Array<{ ttftMs: number; gaps: number[]; finishedAt: number }> = [];
   const warmup = Math.floor(config.requests / 10);
@@ -270,7 +389,7 @@ export async function simulateScenario(
     }
     device.busy = true;
     if (index === warmup) firstMeasured = loop.now;
-    const outcome = await serveRequest(scenario, promptTokens, device, cloud, loop, config, random);
+    const outcome = await serveRequest(scenario, promptTokens, device, cloud, loop, config, random, observer);
     device.busy = false;
     waiting.shift()?.();
     if (index >= warmup) results.push({ ...outcome, finishedAt: loop.now });

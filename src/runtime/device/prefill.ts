@@ -12,7 +12,7 @@ import type { MetricsRecorder } from './generation-metrics.ts';
 import type { ForwardResult, Verifier } from './verifier.ts';
 
 /** Probe chunks sent but unanswered before `--chunk auto` waits for a first measurement. */
-const MAX_CHUNKS_IN_FLIGHT = 3;
+export const MAX_CHUNKS_IN_FLIGHT = 3;
 
 export type ChunkOption = 'off' | 'auto' | number;
 
