@@ -4,7 +4,7 @@
  * session's present back into a cache of its own; this times those copies against the onnxruntime run itself, for
  * `--sessions` sessions each verifying `--rows` rows on a past of `--past` positions, and times the same requests
  * run one by one (batching off) for the throughput ratio.
- *   npm run bench:kv [-- --split DIR] [--sessions 16] [--past 1024] [--rows 5] [--runs 5]
+ *   npm run bench:kv [-- --split DIR] [--sessions 16] [--past 1024] [--rows 5] [--runs 5]   (lists: --past 128,1024)
  * Without --split it writes a random-weight Qwen2.5-0.5B-shaped Llama (vocabulary cut to 2,048: only the middle
  * part is run) and splits it 2 / 22 / head. The caches are random finite values of the real shapes: the copies and
  * the run cost the same whatever the values are.
@@ -32,10 +32,8 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '5' },
   },
 });
-const sessions = Number(values.sessions),
-  past = Number(values.past),
-  rows = Number(values.rows),
-  runs = Number(values.runs);
+const list = (text: string) => text.split(',').map(Number);
+const runs = Number(values.runs);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 let split = values.split ? resolve(values.split) : undefined;
@@ -63,7 +61,7 @@ try {
   let seed = 1;
   const random = (n: number) =>
     Float32Array.from({ length: n }, () => (seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5);
-  const cache = (): KvState => {
+  const cache = (past: number): KvState => {
     const tensors = new Map<string, Tensor>();
     for (const pair of io.kv) {
       for (const name of [pair.pastKey, pair.pastValue]) {
@@ -73,57 +71,58 @@ try {
     }
     return { length: past, tensors };
   };
-  const hidden = random(rows * d);
-  let entries: BatchEntry[] = Array.from({ length: sessions }, () => ({
-    state: cache(),
-    pastLength: past,
-    rows,
-    hidden,
-  }));
-  const kvBytes = [...entries[0].state.tensors.values()].reduce((n, t) => n + t.data.length * 4, 0);
+  const batcher = new PaddedBatchRunner(session, io, layout);
+  const solo = PartRunner.fromSession(session, io);
   process.stdout.write(
-    `${description}; ${cpus().length} cores (${cpus()[0]?.model.trim()}), onnxruntime ${cpus().length} threads\n` +
-      `${sessions} sessions × ${rows} rows on a past of ${past} positions (${(kvBytes / 2 ** 20).toFixed(1)} MiB ` +
-      `of KV each, ${((kvBytes * sessions) / 2 ** 20).toFixed(0)} MiB in all), ${runs} runs after a warm-up\n`,
+    `${description}; ${cpus().length} cores (${cpus()[0]?.model.trim()}), onnxruntime ${cpus().length} threads; ` +
+      `medians of ${runs} runs after a warm-up, batched and one-by-one rounds alternating\n`,
   );
 
-  // Batched: each run continues from the caches the previous one returned (rolled back to `past`, as a
-  // verification that rejected its drafts would be), so the reused buffers are what serving reuses.
-  const batcher = new PaddedBatchRunner(session, io, layout);
-  const copy: number[] = [];
-  const run: number[] = [];
-  for (let r = 0; r <= runs; r++) {
-    const batch = await batcher.run(entries);
-    entries = entries.map((e, i) => ({ ...e, state: batch.results[i].state }));
-    if (r === 0) continue;
-    copy.push(batch.copyMs);
-    run.push(batch.runMs);
-  }
-  const share = copy.map((c, i) => c / (c + run[i]));
-
-  // Batching off: the same requests, one onnxruntime run each (restore, roll back, run, keep the cache).
-  const solo = PartRunner.fromSession(session, io);
-  const soloRounds: number[] = [];
-  for (let r = 0; r < Math.min(runs, 3); r++) {
-    const started = performance.now();
-    for (const entry of entries) {
-      solo.restore(entry.state);
-      solo.truncate(past);
-      await solo.step({ hidden }, rows);
-      solo.snapshot({ exclusive: true });
+  /**
+   * One configuration. Batched rounds continue from the caches the previous one returned (rolled back to `past`,
+   * as a verification that rejected its drafts would be), so the reused buffers are what serving reuses; each is
+   * followed by the same requests one onnxruntime run each (restore, roll back, run, keep the cache).
+   */
+  async function measure(sessions: number, past: number, rows: number) {
+    const hidden = random(rows * d);
+    let entries: BatchEntry[] = Array.from({ length: sessions }, () => ({
+      state: cache(past),
+      pastLength: past,
+      rows,
+      hidden,
+    }));
+    const copy: number[] = [];
+    const run: number[] = [];
+    const oneByOne: number[] = [];
+    for (let r = 0; r <= runs; r++) {
+      const batch = await batcher.run(entries);
+      entries = entries.map((e, i) => ({ ...e, state: batch.results[i].state }));
+      const started = performance.now();
+      for (const entry of entries) {
+        solo.restore(entry.state);
+        solo.truncate(past);
+        await solo.step({ hidden }, rows);
+        solo.snapshot({ exclusive: true });
+      }
+      if (r === 0) continue;
+      oneByOne.push(performance.now() - started);
+      copy.push(batch.copyMs);
+      run.push(batch.runMs);
     }
-    soloRounds.push(performance.now() - started);
+    const kvMiB = [...entries[0].state.tensors.values()].reduce((n, t) => n + t.data.length * 4, 0) / 2 ** 20;
+    const batched = median(copy.map((c, i) => c + run[i]));
+    const share = copy.map((c, i) => c / (c + run[i]));
+    process.stdout.write(
+      `${sessions} sessions × ${rows} rows, past ${past} (${kvMiB.toFixed(1)} MiB of KV each): ` +
+        `padded run ${batched.toFixed(1)} ms = onnxruntime ${median(run).toFixed(1)} + copies ` +
+        `${median(copy).toFixed(1)} (copy share ${(median(share) * 100).toFixed(1)} %, runs ` +
+        `${share.map((x) => (x * 100).toFixed(0)).join('/')} %); one by one ${median(oneByOne).toFixed(1)} ms ` +
+        `→ batching ${(median(oneByOne) / batched).toFixed(2)}×\n`,
+    );
   }
-  const batched = median(copy.map((c, i) => c + run[i]));
-  const lines = [
-    `padded batch of ${sessions}: median ${batched.toFixed(0)} ms a run — onnxruntime ${median(run).toFixed(0)} ms, ` +
-      `cache gather + split-back ${median(copy).toFixed(0)} ms`,
-    `  copy share of the batched run: median ${(median(share) * 100).toFixed(1)} % ` +
-      `(runs: ${share.map((s) => (s * 100).toFixed(1)).join(', ')} %)`,
-    `one request per run (batching off): ${median(soloRounds).toFixed(0)} ms for the same ${sessions} requests ` +
-      `→ batching ${(median(soloRounds) / batched).toFixed(2)}× the throughput`,
-  ];
-  process.stdout.write(lines.join('\n') + '\n');
+
+  for (const sessions of list(values.sessions!))
+    for (const past of list(values.past!)) for (const rows of list(values.rows!)) await measure(sessions, past, rows);
   await session.release();
 } finally {
   cleanup();
