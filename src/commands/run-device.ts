@@ -153,7 +153,8 @@ export function registerRunDevice(program: Command): void {
         fallbackLocal: options.fallback === 'local',
         threads: options.threads,
         reconnects: options.reconnect,
-        onResume: (event) => reporter.info(describeResume(event)),
+        // Retries of the first connection stay quiet: the outcome (a session, or one error line) says enough.
+        onResume: (event) => event.kind !== 'retry' && reporter.info(describeResume(event)),
         record: options.record,
         onText: options.json ? undefined : (text) => process.stdout.write(text),
       });

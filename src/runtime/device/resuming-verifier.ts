@@ -60,7 +60,12 @@ export async function connectWithRetries(
     try {
       return await options.connect();
     } catch (error) {
-      if (attempt > options.reconnects || !isRetryable(error)) throw error;
+      if (!isRetryable(error)) throw error;
+      if (attempt > options.reconnects) {
+        if (attempt === 1) throw error;
+        const { code, message, hint } = error as HatError;
+        throw new HatError(code, `${message} (${attempt} attempts)`, hint, { cause: error });
+      }
       options.onEvent?.({ kind: 'retry', attempt, error: error as HatError });
       await new Promise((resolve) => setTimeout(resolve, backoffMs(options.backoff, attempt)));
     }
