@@ -8,6 +8,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { clampLengths } from '../../src/bench/prompts.ts';
+import { atHighestSustainedRate } from '../../src/bench/fleet/fleet-report.ts';
+import type { FleetRunStats } from '../../src/bench/fleet/fleet-metrics.ts';
 import { roundCosts, roundsOf, transplantRounds } from '../../src/bench/fleet/transplant.ts';
 import {
   frameHeader,
@@ -164,4 +166,34 @@ test("a trained model's rounds transplanted into a random-weight session: rows, 
     back.results.map((r) => [...r.hidden]),
     built.results.map((r) => [...r.hidden]),
   );
+});
+
+test('hat against u-shape at the highest Poisson rate u-shape sustains (≥ 90 % within the SLO, none failed)', () => {
+  const run = (mode: string, batching: 'on' | 'off', rate: number | 'closed', slo: number, ttft: number, tbt: number) =>
+    ({
+      mode,
+      batching,
+      load: rate === 'closed' ? { kind: 'closed' } : { kind: 'poisson', rate },
+      sessions: { arrived: 10, completed: 10, failed: 0 },
+      sloAttainment: slo,
+      ttftMs: { mean: ttft, p50: ttft, p90: ttft, p99: ttft },
+      tbtMs: { mean: tbt, p50: tbt, p90: tbt, p99: tbt },
+    }) as unknown as FleetRunStats;
+  const runs = [
+    run('u-shape', 'on', 2, 1, 400, 100),
+    run('u-shape', 'on', 4, 0.95, 500, 120),
+    run('u-shape', 'on', 8, 0.4, 9000, 300), // overloaded: not sustained
+    run('u-shape', 'on', 'closed', 1, 100, 10), // not a Poisson rate
+    run('hat', 'on', 4, 1, 200, 30),
+    run('hat', 'on', 2, 1, 100, 20),
+    run('u-shape', 'off', 2, 0.5, 800, 100),
+    run('hat', 'off', 2, 1, 100, 20),
+  ];
+  const lines = atHighestSustainedRate(runs);
+  assert.equal(lines.length, 2);
+  assert.match(
+    lines[0],
+    /^batching on, 4\/s .* hat TTFT 200\.0 ms vs u-shape 500\.0 ms = 0\.40×, TBT 30\.00 vs 120\.00 ms = 0\.25×/,
+  );
+  assert.equal(lines[1], 'batching off: u-shape sustained none of the Poisson rates run');
 });

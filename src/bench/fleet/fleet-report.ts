@@ -78,6 +78,42 @@ export function speedups(runs: readonly FleetRunStats[]): string[] {
   return lines;
 }
 
+/** A load is sustained when at least this share of its sessions met the SLO and none failed (goodput-style). */
+export const SUSTAINED_SLO_SHARE = 0.9;
+
+/**
+ * hat against u-shape where it matters: at the highest Poisson rate u-shape sustains, per batching setting, the
+ * ratio of hat's mean TTFT and mean TBT to u-shape's at the same load.
+ */
+export function atHighestSustainedRate(runs: readonly FleetRunStats[]): string[] {
+  const lines: string[] = [];
+  for (const batching of ['on', 'off'] as const) {
+    const sustained = runs.filter(
+      (r) =>
+        r.mode === 'u-shape' &&
+        r.batching === batching &&
+        r.load.kind === 'poisson' &&
+        r.sessions.failed === 0 &&
+        r.sloAttainment >= SUSTAINED_SLO_SHARE,
+    );
+    const rate = (r: FleetRunStats) => (r.load.kind === 'poisson' ? r.load.rate : 0);
+    const best = sustained.sort((a, b) => rate(b) - rate(a))[0];
+    if (!best) {
+      lines.push(`batching ${batching}: u-shape sustained none of the Poisson rates run`);
+      continue;
+    }
+    const hat = runs.find((r) => r.mode === 'hat' && r.batching === batching && loadLabel(r) === loadLabel(best));
+    if (!hat) continue;
+    const [ttft, uTtft, tbt, uTbt] = [hat.ttftMs.mean, best.ttftMs.mean, hat.tbtMs.mean, best.tbtMs.mean];
+    lines.push(
+      `batching ${batching}, ${loadLabel(best)} (the highest rate u-shape sustains): hat TTFT ` +
+        `${f(ttft)} ms vs u-shape ${f(uTtft)} ms = ${(ttft / uTtft).toFixed(2)}×, ` +
+        `TBT ${f(tbt, 2)} vs ${f(uTbt, 2)} ms = ${(tbt / uTbt).toFixed(2)}× (means)`,
+    );
+  }
+  return lines;
+}
+
 export function renderFleetReport(report: FleetReport): string {
   const h = report.header;
   const lines = [
@@ -104,6 +140,10 @@ export function renderFleetReport(report: FleetReport): string {
     '',
     'Batching on / --max-batch 1, cloud throughput (committed tokens/s):',
     ...speedups(report.runs).map((l) => `- ${l}`),
+    '',
+    `hat / u-shape at the highest Poisson rate u-shape sustains (≥ ${pct(SUSTAINED_SLO_SHARE)} of sessions within ` +
+      'the SLO, none failed):',
+    ...atHighestSustainedRate(report.runs).map((l) => `- ${l}`),
     '',
     "Per run, from serve-cloud's /metrics (runs by sessions per run; runs by share of padded rows):",
   );
