@@ -468,6 +468,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--export-only", action="store_true")
     args = ap.parse_args()
+    if args.short_ctx is not None and not (0 < args.short_ctx <= args.batch * args.ctx and args.long_every >= 1):
+        ap.error("--short-ctx must be in (0, batch × ctx] and --long-every at least 1")
 
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)

@@ -144,7 +144,8 @@ export class EmulatedDirection {
       deliver();
       return;
     }
-    this.inFlight.push({ arrival: performance.now() + this.delayFor(bytes), deliver });
+    const now = performance.now();
+    this.inFlight.push({ arrival: now + this.delayFor(bytes, now), deliver });
     if (this.inFlight.length === 1) this.armTimer();
   }
 
@@ -152,10 +153,14 @@ export class EmulatedDirection {
 
   private armTimer(): void {
     setTimeout(() => {
-      while (this.inFlight.length > 0 && this.inFlight[0].arrival <= performance.now()) {
-        this.inFlight.shift()!.deliver();
+      try {
+        // Timers fire on whole milliseconds: a frame due within half of one goes now rather than a tick later.
+        while (this.inFlight.length > 0 && this.inFlight[0].arrival <= performance.now() + 0.5) {
+          this.inFlight.shift()!.deliver();
+        }
+      } finally {
+        if (this.inFlight.length > 0) this.armTimer(); // a throwing deliver() must not stall the frames behind it
       }
-      if (this.inFlight.length > 0) this.armTimer();
     }, this.inFlight[0].arrival - performance.now());
   }
 }

@@ -103,12 +103,17 @@ export function atHighestSustainedRate(runs: readonly FleetRunStats[]): string[]
       continue;
     }
     const hat = runs.find((r) => r.mode === 'hat' && r.batching === batching && loadLabel(r) === loadLabel(best));
-    if (!hat) continue;
+    const at = `batching ${batching}, ${loadLabel(best)} (the highest rate u-shape sustains)`;
+    if (!hat) {
+      lines.push(`${at}: no hat run at this load`);
+      continue;
+    }
     const [ttft, uTtft, tbt, uTbt] = [hat.ttftMs.mean, best.ttftMs.mean, hat.tbtMs.mean, best.tbtMs.mean];
+    const ratio = (a: number, b: number) => (b > 0 ? `${(a / b).toFixed(2)}×` : '–');
     lines.push(
-      `batching ${batching}, ${loadLabel(best)} (the highest rate u-shape sustains): hat TTFT ` +
-        `${f(ttft)} ms vs u-shape ${f(uTtft)} ms = ${(ttft / uTtft).toFixed(2)}×, ` +
-        `TBT ${f(tbt, 2)} vs ${f(uTbt, 2)} ms = ${(tbt / uTbt).toFixed(2)}× (means)`,
+      `${at}: hat TTFT ${f(ttft)} ms vs u-shape ${f(uTtft)} ms = ${ratio(ttft, uTtft)}, ` +
+        `TBT ${f(tbt, 2)} vs ${f(uTbt, 2)} ms = ${ratio(tbt, uTbt)} (means; hat ${pct(hat.sloAttainment)} within ` +
+        `the SLO, ${hat.sessions.failed} failed)`,
     );
   }
   return lines;

@@ -522,7 +522,10 @@ export class CloudServer {
     const room =
       session.inflight < this.settings.maxInflightPerSession &&
       session.socket.bufferedAmount < this.settings.maxBufferedBytes;
-    if (room && session.socket.isPaused) session.socket.resume();
+    if (room && session.socket.isPaused) {
+      session.socket.resume();
+      session.alive = true; // a pong may wait in what was not read: one interval to read it
+    }
   }
 
   private send(session: DeviceSession, bytes: Uint8Array): void {
@@ -581,12 +584,16 @@ export class CloudServer {
     }
   }
 
-  /** A device that vanished without closing (power, Wi-Fi) misses a pong and is dropped within two intervals. */
+  /**
+   * A device that vanished without closing (power, Wi-Fi) misses a pong and is dropped within two intervals — or,
+   * when its requests were in flight, within two intervals of the last one being answered.
+   */
   private keepalive(): void {
     for (const session of this.sessions.values()) {
-      // While the server itself stops reading a session's socket (too many requests in flight, or a slow reader),
-      // its pong sits unread behind the frames it sent: that is the server's doing, not a vanished device.
-      if (session.socket.isPaused) {
+      // While the server stops reading a session's socket because its requests are in flight, its pong sits unread
+      // behind the frames it sent: the server's doing, not a vanished device. (A socket paused because the device
+      // does not read its results is pinged as usual: a device that vanished never drains it.)
+      if (session.socket.isPaused && session.inflight >= this.settings.maxInflightPerSession) {
         session.alive = true;
         continue;
       }

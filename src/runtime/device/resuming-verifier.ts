@@ -49,19 +49,24 @@ const backoffMs = (backoff: ResumeOptions['backoff'], attempt: number) => {
   return Math.min(firstMs * 2 ** (attempt - 1), maxMs);
 };
 
+/** A first connection that failed sooner than this was refused or dropped, not left unanswered. */
+const QUICK_FAILURE_MS = 2000;
+
 /**
- * Opens the first cloud session, retrying retryable failures with the same backoff as a resume: a device that
- * starts while its replica drains (the balancer has not yet seen /ready turn 503) reaches another one.
+ * Opens the first cloud session, retrying quick retryable failures with the same backoff as a resume: a device
+ * that starts while its replica drains (the balancer has not yet seen /ready turn 503) reaches another one. An
+ * attempt that got no answer at all (a wrong host: the whole connect timeout) is not repeated.
  */
 export async function connectWithRetries(
   options: Pick<ResumeOptions, 'connect' | 'reconnects' | 'backoff' | 'onEvent'>,
 ): Promise<Verifier> {
   for (let attempt = 1; ; attempt++) {
+    const started = performance.now();
     try {
       return await options.connect();
     } catch (error) {
       if (!isRetryable(error)) throw error;
-      if (attempt > options.reconnects) {
+      if (attempt > options.reconnects || performance.now() - started >= QUICK_FAILURE_MS) {
         if (attempt === 1) throw error;
         const { code, message, hint } = error as HatError;
         throw new HatError(code, `${message} (${attempt} attempts)`, hint, { cause: error });

@@ -406,3 +406,23 @@ test('keepalive: a session the server paused (requests in flight) is not dropped
     await server.stop();
   }
 });
+
+test('keepalive: a vanished device whose unread results paused its socket is still dropped', async () => {
+  const executor = new HeldExecutor(true, 4096); // every result is 4,096 rows: 64 KiB
+  const { server, url } = await serve(executor, {
+    keepaliveMs: 100,
+    maxBufferedBytes: 64 * 1024,
+    maxInflightPerSession: 64,
+  });
+  try {
+    const peer = new Peer(url, { autoPong: false });
+    await peer.opened();
+    peer.hello();
+    await waitFor(() => peer.sessionId > 0, { what: 'the welcome' });
+    (peer.socket as unknown as { _socket: Socket })._socket.pause(); // gone: reads nothing, answers no ping
+    for (let seq = 1; seq <= 400; seq++) peer.forward(seq, 0);
+    await waitFor(() => server.sessionCount === 0, { what: 'the vanished session to be dropped', timeoutMs: 10_000 });
+  } finally {
+    await server.stop();
+  }
+});

@@ -139,32 +139,38 @@ test('the first connection is retried too: a device that starts before its cloud
   await probe.server.stop();
   const parts = await openDeviceParts(split, readManifest(split), { withAdapter: true });
   const events: ResumeEvent[] = [];
-  let cloud: Promise<StartedCloud> | undefined;
-  const device = await connectDeviceGenerator({
-    parts,
-    cloud: { url: `ws://127.0.0.1:${port}`, wire: 'fp32' },
-    sampling: GREEDY,
-    draftThreshold: new FixedThresholdPolicy(0, 3),
-    maxDraft: 3,
-    reconnects: 8,
-    backoff: { firstMs: 50, maxMs: 400 },
-    onResume: (event) => {
-      events.push(event);
-      cloud ??= serve(port); // the cloud comes up after the first refused attempt
-    },
-  });
+  let cloud: Promise<StartedCloud | Error> | undefined;
   try {
-    const result = await device.generator.generate(prompt, {
-      maxNewTokens: NEW,
-      speculative: true,
-      parallelDrafting: true,
-      chunk: 'off',
+    const device = await connectDeviceGenerator({
+      parts,
+      cloud: { url: `ws://127.0.0.1:${port}`, wire: 'fp32' },
+      sampling: GREEDY,
+      draftThreshold: new FixedThresholdPolicy(0, 3),
+      maxDraft: 3,
+      reconnects: 20, // refused attempts fail at once: up to ~30 s of backoff for the cloud to come up
+      backoff: { firstMs: 50, maxMs: 2000 },
+      onResume: (event) => {
+        events.push(event);
+        cloud ??= serve(port).catch((error: Error) => error); // the cloud comes up after the first refusal
+      },
     });
-    assert.equal(result.error, undefined);
-    assert.deepEqual(result.ids, reference);
-    assert.ok(events.length >= 1 && events.every((e) => e.kind === 'retry'), JSON.stringify(events.map((e) => e.kind)));
+    try {
+      const result = await device.generator.generate(prompt, {
+        maxNewTokens: NEW,
+        speculative: true,
+        parallelDrafting: true,
+        chunk: 'off',
+      });
+      assert.equal(result.error, undefined);
+      assert.deepEqual(result.ids, reference);
+      const kinds = events.map((e) => e.kind);
+      assert.ok(kinds.length >= 1 && kinds.every((kind) => kind === 'retry'), JSON.stringify(kinds));
+    } finally {
+      device.close();
+    }
   } finally {
-    device.close();
-    await (await cloud)?.server.stop();
+    const started = await cloud;
+    if (started instanceof Error) throw started;
+    await started?.server.stop();
   }
 });
