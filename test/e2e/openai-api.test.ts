@@ -176,11 +176,11 @@ test("max_tokens and stop are exact: text and token counts cut where hat generat
   assert.equal(five.choices[0].finish_reason, 'length');
 
   // A stop string inside a token's text, one over several tokens (whose start appears earlier), a common word.
-  // (Pinned on the default model's greedy text for this prompt: ' unto him, I will not be a man of God, nor a …'.)
+  // (Pinned on the default model's greedy text for this prompt: ' unto him, Behold, I will not be a man, nor his …'.)
   const cuts = {
     nto: ' u',
-    ', nor his': ' unto him, I will not be a man of God, nor a man of man',
-    ' not': ' unto him, I will',
+    ', nor his': ' unto him, Behold, I will not be a man',
+    ' not': ' unto him, Behold, I will',
   };
   for (const [stop, pinned] of Object.entries(cuts)) {
     const expected = cutAtStop(reference, stop);
@@ -383,7 +383,7 @@ test("privacy: nothing the device sent holds the prompts' text or their token id
   const uplink = Buffer.concat(relay.uplink);
   assert.ok(uplink.length > 10_000, `recorded ${uplink.length} bytes`);
   const generated = references.completion!.text.slice(0, 17);
-  assert.equal(generated, ' unto him, I will');
+  assert.equal(generated, ' unto him, Behold');
   for (const text of [CHAT, PROMPT, 'beginning', 'heaven', 'God said', generated]) {
     for (const encoding of ['utf8', 'utf16le'] as const) {
       assert.equal(uplink.indexOf(Buffer.from(text, encoding)), -1, `"${text}" found as ${encoding}`);
