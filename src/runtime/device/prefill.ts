@@ -63,21 +63,23 @@ export class PrefillPipeline {
       const sent = this.verifier.forward(h.data, size, offset, { allPositions: caches.outputHasCache, prefill: true });
       this.planner.observeDevice(size, deviceMs);
       const sentAt = performance.now();
-      inFlight.push(
-        sent.then((r) => {
-          recorder.chunkAnswered(size, deviceMs, r);
-          this.planner.observeResult({
-            bytesUp: r.bytesUp,
-            sentAt,
-            resultAt: sentAt + r.roundTripMs,
-            queueMs: r.queueMs,
-            computeMs: r.computeMs,
-            latency: r.latency,
-          });
-          answered++;
-          return r;
-        }),
-      );
+      const answer = sent.then((r) => {
+        recorder.chunkAnswered(size, deviceMs, r);
+        this.planner.observeResult({
+          bytesUp: r.bytesUp,
+          sentAt,
+          resultAt: sentAt + r.roundTripMs,
+          queueMs: r.queueMs,
+          computeMs: r.computeMs,
+          latency: r.latency,
+        });
+        answered++;
+        return r;
+      });
+      // Awaited in order below; a chunk refused while the loop still uploads later ones must not count as unhandled
+      // (Node would end the process): its error surfaces when its turn comes.
+      answer.catch(() => {});
+      inFlight.push(answer);
       if (caches.withAdapter) await this.parts.adapter!.step({ hidden: h.data }, size);
       offset += size;
     }

@@ -112,3 +112,46 @@ test('an unreachable cloud is a one-line NETWORK error', async () => {
     (e: HatError) => e.code === 'NETWORK' && /cannot reach the cloud/.test(e.message),
   );
 });
+
+test('a prefill chunk refused while later chunks are in flight ends the generation with its code, no crash', async () => {
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown) => unhandled.push(reason);
+  process.on('unhandledRejection', onUnhandled);
+  const { split } = await makeSmallSplit();
+  const { server, port } = await startCloud({
+    splitDir: split,
+    host: '127.0.0.1',
+    port: 0,
+    workers: 1,
+    maxSessions: 2,
+    idleTimeoutMs: 60_000,
+    maxTokensPerFrame: 64,
+    maxContext: 40,
+    logger: silentLogger,
+  });
+  const parts = await openDeviceParts(split, readManifest(split), { withAdapter: false });
+  const { generator, close } = await connectDeviceGenerator({
+    parts,
+    cloud: { url: `ws://127.0.0.1:${port}`, wire: 'fp32' },
+    sampling: GREEDY,
+    draftThreshold: new FixedThresholdPolicy(0.99, 1),
+    maxDraft: 1,
+  });
+  try {
+    const long = Array.from({ length: 96 }, (_, i) => 2 + (i % 50));
+    const outcome = await generator
+      .generate(long, { maxNewTokens: 4, speculative: false, parallelDrafting: false, chunk: 8 })
+      .then(
+        (result) => result.error,
+        (error: unknown) => error,
+      );
+    assert.ok(outcome instanceof HatError, String(outcome));
+    assert.equal(outcome.code, 'CONTEXT_LIMIT');
+    await new Promise((resolve) => setImmediate(resolve)); // let any unhandled rejection surface
+    assert.deepEqual(unhandled, []);
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+    close();
+    await server.stop();
+  }
+});
