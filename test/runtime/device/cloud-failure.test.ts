@@ -113,7 +113,7 @@ test('an unreachable cloud is a one-line NETWORK error', async () => {
   );
 });
 
-test('a prefill chunk refused while later chunks are in flight ends the generation with its code, no crash', async () => {
+test('a prefill chunk refused while later chunks are in flight ends the generation with its code', async () => {
   const unhandled: unknown[] = [];
   const onUnhandled = (reason: unknown) => unhandled.push(reason);
   process.on('unhandledRejection', onUnhandled);
