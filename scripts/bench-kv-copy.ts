@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { presetConfig } from '../src/models/config.ts';
+import { configFrom } from '../src/models/config.ts';
 import { writeLlamaOnnx } from '../src/models/llama-onnx.ts';
 import { randomWeights } from '../src/models/weights.ts';
 import { splitModel } from '../src/split/split.ts';
@@ -42,7 +42,7 @@ let cleanup = () => {};
 if (!split) {
   const dir = mkdtempSync(join(tmpdir(), 'hat-bench-kv-'));
   cleanup = () => rmSync(dir, { recursive: true, force: true });
-  const config = { ...presetConfig('qwen2.5-0.5b'), vocabSize: 2048 };
+  const config = configFrom('qwen2.5-0.5b', { vocabSize: 2048 });
   process.stdout.write('writing a random Qwen2.5-0.5B-shaped model and splitting it...\n');
   await writeLlamaOnnx(config, randomWeights({ seed: 1 }), join(dir, 'model.onnx'));
   await splitModel({ model: join(dir, 'model.onnx'), out: join(dir, 'split'), verify: false }, silentReporter);

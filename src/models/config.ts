@@ -51,6 +51,11 @@ function validateConfig(c: LlamaConfig): void {
     if (!Number.isInteger(c[key]) || c[key] <= 0)
       throw new HatError('BAD_OPTION', `model config: ${key} must be a positive integer, got ${c[key]}`);
   }
+  for (const key of ['bosTokenId', 'eosTokenId'] as const) {
+    const id = c[key];
+    if (id !== undefined && !(Number.isInteger(id) && id >= 0 && id < c.vocabSize))
+      throw new HatError('BAD_OPTION', `model config: ${key} ${id} is outside the vocabulary of ${c.vocabSize}`);
+  }
   if (c.heads % c.kvHeads !== 0)
     throw new HatError('BAD_OPTION', `model config: ${c.heads} heads are not a multiple of ${c.kvHeads} KV heads`);
   if (c.headDim % 2 !== 0)
@@ -199,7 +204,18 @@ export function configFrom(preset: string | undefined, overrides: Partial<LlamaC
     const headDim =
       overrides.headDim ??
       (reshaped ? (overrides.hiddenSize ?? base.hiddenSize) / (overrides.heads ?? base.heads) : base.headDim);
-    return llamaConfig({ ...base, ...overrides, headDim });
+    // A smaller vocabulary keeps the preset's special tokens at the same distance from its end (Qwen2.5's sit at
+    // 151,643 of 151,936): ids past the vocabulary would make every tool that starts from BOS fail.
+    const vocab = overrides.vocabSize ?? base.vocabSize;
+    const special = (id: number | undefined) =>
+      id === undefined || id < vocab ? id : Math.max(0, vocab - (base.vocabSize - id));
+    return llamaConfig({
+      ...base,
+      bosTokenId: special(base.bosTokenId),
+      eosTokenId: special(base.eosTokenId),
+      ...overrides,
+      headDim,
+    });
   }
   const missing = Object.keys(DIM_FLAGS).filter((key) => overrides[key as keyof LlamaConfig] === undefined);
   if (missing.length) {

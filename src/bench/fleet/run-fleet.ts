@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { HatError } from '../../errors.ts';
 import type { Reporter } from '../../reporter.ts';
 import { spawnCloud, type SpawnedCloud } from '../../apps/spawn-cloud.ts';
+import { trainedContext } from '../../runtime/cloud/serve.ts';
 import { describeLink, type LinkSpec } from '../../runtime/link.ts';
 import type { WireDTypeName } from '../../runtime/protocol/frame.ts';
 import { manifestHash, readManifest } from '../../runtime/split-dir.ts';
@@ -134,6 +135,19 @@ function loggedMaxBatch(cloud: SpawnedCloud, asked: number | undefined): { maxBa
   return { maxBatch: asked ?? 0 };
 }
 
+/** The sessions the cloud admits at once (its 'limits' log line), if it logged them. */
+function loggedSessionLimit(cloud: SpawnedCloud): number | undefined {
+  for (const line of cloud.log) {
+    try {
+      const entry = JSON.parse(line) as { event?: string; maxSessions?: number };
+      if (entry.event === 'limits' && entry.maxSessions) return entry.maxSessions;
+    } catch {
+      /* a partial line */
+    }
+  }
+  return undefined;
+}
+
 function describeLoad(load: LoadShape, devices: number): string {
   return load.kind === 'poisson' ? `Poisson ${load.rate}/s` : `closed loop (${devices} devices, saturated)`;
 }
@@ -164,9 +178,18 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
     notes.push('this process (the recording device and the EMULATED devices) could not be pinned to its cores');
   }
   const deviceThreads = options.threads ?? cores.devices?.length;
+  // Sessions reach at most the longest prompt + the new tokens + one round of drafts: serve-cloud admits sessions
+  // by KV bytes at its context, so a split's full context (32,768 positions for a Qwen2.5 config) would admit a
+  // handful of the N devices.
+  const sessionPositions = Math.min(
+    longest + maxNewTokens + maxDraft + 8,
+    trainedContext(options.splitDir) ?? Number.MAX_SAFE_INTEGER,
+  );
   const cloudArgs = (maxBatch: number | undefined) => [
     '--workers',
     String(options.cloudWorkers),
+    '--max-context',
+    String(sessionPositions),
     '--max-tokens-per-frame',
     String(Math.max(4096, longest)),
     '--max-sessions',
@@ -335,6 +358,16 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
       }
     }
     if (batchingNote) notes.push(batchingNote);
+    for (const { cloud: c, maxBatch } of configurations) {
+      const admitted = loggedSessionLimit(c);
+      if (admitted !== undefined && admitted < options.devices) {
+        notes.push(
+          `the --max-batch ${maxBatch} cloud admits ${admitted} sessions at once (its KV memory at a context of ` +
+            `${sessionPositions} positions), fewer than the ${options.devices} devices: the others are refused ` +
+            'with SESSION_LIMIT (raise serve-cloud --kv-memory, or run fewer devices)',
+        );
+      }
+    }
     const ordered = runs.sort((a, b) => a.order - b.order).map((r) => r.stats);
     for (const r of ordered) {
       const what = `${r.mode}, --max-batch ${r.maxBatch}, ${describeLoad(r.load, r.devices)}`;
