@@ -1,7 +1,8 @@
 /**
  * What cross-device batching costs in cache copies (issue 13 §4; a benchmark, not a test). serve-cloud's padded
- * batch (src/runtime/cloud/padded-batch.ts) gathers every session's past into one batch feed and splits each
- * session's present back into a cache of its own; this times those copies against the onnxruntime run itself, for
+ * batch (src/runtime/cloud/padded-batch.ts) gathers every session's past into one batch feed, and each session keeps
+ * a view into the batch's presents (no copy back while the batch stays in use, as here where the same sessions run
+ * every round; a fleet's copy share is in serve-cloud's /metrics); this times that against the onnxruntime run, for
  * `--sessions` sessions each verifying `--rows` rows on a past of `--past` positions, and times the same requests
  * run one by one (batching off) for the throughput ratio.
  *   npm run bench:kv [-- --split DIR] [--sessions 16] [--past 1024] [--rows 5] [--runs 5]   (lists: --past 128,1024)
@@ -91,6 +92,7 @@ try {
       rows,
       hidden,
     }));
+    let soloStates = entries.map((e) => e.state as KvState);
     const copy: number[] = [];
     const run: number[] = [];
     const oneByOne: number[] = [];
@@ -98,18 +100,20 @@ try {
       const batch = await batcher.run(entries);
       entries = entries.map((e, i) => ({ ...e, state: batch.results[i].state }));
       const started = performance.now();
-      for (const entry of entries) {
-        solo.restore(entry.state);
+      const previous = soloStates;
+      soloStates = [];
+      for (const state of previous) {
+        solo.restore(state);
         solo.truncate(past);
         await solo.step({ hidden }, rows);
-        solo.snapshot({ exclusive: true });
+        soloStates.push(solo.snapshot({ exclusive: true }));
       }
       if (r === 0) continue;
       oneByOne.push(performance.now() - started);
       copy.push(batch.copyMs);
       run.push(batch.runMs);
     }
-    const kvMiB = [...entries[0].state.tensors.values()].reduce((n, t) => n + t.data.length * 4, 0) / 2 ** 20;
+    const kvMiB = [...soloStates[0].tensors.values()].reduce((n, t) => n + t.data.length * 4, 0) / 2 ** 20;
     const batched = median(copy.map((c, i) => c + run[i]));
     const share = copy.map((c, i) => c / (c + run[i]));
     process.stdout.write(

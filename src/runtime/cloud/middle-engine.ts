@@ -1,13 +1,15 @@
 /**
  * What a middle worker does with a batch the scheduler picked: check each request against its session's cache,
  * run one request directly on the part (as before batching existed) or several as one padded run
- * (padded-batch.ts), and keep every session's new cache as its own. No threads here, so tests drive it in-process.
+ * (padded-batch.ts), and keep every session's new cache (session-caches.ts). No threads here, so tests drive it
+ * in-process.
  */
 import { HatError } from '../../errors.ts';
 import { PartRunner, type KvState, type PartIO } from '../part-runner.ts';
 import type { ModelSession } from '../session.ts';
 import type { MiddleRequest } from './executor.ts';
-import { PaddedBatchRunner, type PastLayout } from './padded-batch.ts';
+import { PaddedBatchRunner, type KvSource, type PastLayout } from './padded-batch.ts';
+import { SessionCaches } from './session-caches.ts';
 import { codeOf, type ErrorCode } from '../../errors.ts';
 
 export type EngineResult =
@@ -21,7 +23,10 @@ export interface EngineRun {
   computeMs: number;
   /** Rows the run computed: sessions × the largest row count, or the sum of rows of requests run one by one. */
   paddedRows: number;
-  /** Of computeMs, the time a padded run spent gathering pasts and splitting presents back (0 when not padded). */
+  /**
+   * Of computeMs, the time spent gathering pasts and splitting outputs back for a padded run, and copying caches out
+   * of batches too little used to keep (0 when neither happened).
+   */
   copyMs: number;
   /** Why a padded run failed (its requests then ran one by one). */
   batchError?: string;
@@ -32,7 +37,7 @@ export class MiddleEngine {
   private readonly batcher?: PaddedBatchRunner;
   private readonly maxContext: number;
   private readonly empty: KvState;
-  private readonly caches = new Map<number, KvState>();
+  private readonly caches = new SessionCaches();
   /** Sessions in the run being awaited, and those dropped meanwhile: their new caches must not be stored. */
   private readonly running = new Set<number>();
   private readonly droppedWhileRunning = new Set<number>();
@@ -45,9 +50,14 @@ export class MiddleEngine {
     this.empty = this.runner.snapshot();
   }
 
-  /** A session's cache as it stands; undefined for one never seen or dropped. */
+  /** A session's cache as it stands, contiguous (a view is copied); undefined for one never seen or dropped. */
   cacheOf(sessionId: number): KvState | undefined {
-    return this.caches.get(sessionId);
+    return this.caches.stateOf(sessionId);
+  }
+
+  /** Batches' presents kept alive as sessions' caches. */
+  get sharedPresents(): number {
+    return this.caches.sharedCount;
   }
 
   drop(sessionId: number): void {
@@ -89,13 +99,15 @@ export class MiddleEngine {
       this.running.clear();
       this.droppedWhileRunning.clear();
     }
-    const computeMs = performance.now() - started;
     if (batchError !== undefined) copyMs = 0;
+    const compacting = performance.now();
+    if (this.caches.compact() > 0) copyMs += performance.now() - compacting;
+    const computeMs = performance.now() - started;
     return { results: requests.map((r) => results.get(r.sessionId)!), computeMs, paddedRows, copyMs, batchError };
   }
 
   private check(request: MiddleRequest): { code: ErrorCode; message: string } | undefined {
-    const length = this.cacheOf(request.sessionId)?.length ?? 0;
+    const length = this.caches.lengthOf(request.sessionId);
     if (request.pastLength > length) {
       return {
         code: 'BAD_FRAME',
@@ -139,7 +151,7 @@ export class MiddleEngine {
   /** Exactly the path every request took before batching: restore, roll back, step, keep the cache. */
   private async runAlone(request: MiddleRequest): Promise<EngineResult> {
     try {
-      this.runner.restore(this.caches.get(request.sessionId) ?? this.empty);
+      this.runner.restore(this.caches.stateOf(request.sessionId, request.pastLength) ?? this.empty);
       this.runner.truncate(request.pastLength);
       const output = await this.runner.step({ hidden: request.hidden }, request.nTokens);
       this.store(request.sessionId, this.runner.snapshot({ exclusive: true }));
@@ -154,7 +166,7 @@ export class MiddleEngine {
     }
   }
 
-  private store(sessionId: number, state: KvState): void {
+  private store(sessionId: number, state: KvSource): void {
     if (!this.droppedWhileRunning.has(sessionId)) this.caches.set(sessionId, state);
   }
 }

@@ -4,16 +4,16 @@
  * - its past, truncated to the request's pastLength (the device's rollback), is copied into a padded frame of
  *   maxPast positions, and its new rows are padded on the right to the longest request;
  * - attention_mask is 0 on every padded position, position_ids are the session's own (past + i);
- * - its new cache is then the slice [start, start + past + rows) of its row of every present.*, copied into a buffer
- *   the session owns, so sessions never share a cache (the isolation invariant).
+ * - its new cache is the slice [start, start + past + rows) of its row of every present.*: a PresentView into the
+ *   run's outputs, which nothing writes again (the isolation invariant: a session reads only its own row).
  * Layout 'left' ('padded' splits): every past ends at maxPast, where the new rows begin, so a causal mask built from
  * shapes (query i sits at maxPast + i) is right for every row. Layout 'right' ('single-row' splits, i.e.
  * GroupQueryAttention): GQA takes each row's length as Σmask − 1 and writes the new key there, so pasts start at 0.
  *
- * Copies per batched round: each session's past once into a reused batch buffer, and its present slice once into
- * its own reused buffer (grown with headroom). Padded KV slots are left as they are: the mask hides them, and a
- * reused buffer only ever holds finite cache values. Persistent batch buffers (no per-round gather) would remove the
- * first copy; that is issue 13's KV-memory step and needs the copy cost measured first.
+ * Copies per batched round: each session's past once, into a reused batch buffer. The presents are not copied
+ * back: a session keeps a view into the batch's outputs until its next round reads it (session-caches.ts copies
+ * it out only when too little of that batch is still in use). Padded KV slots are left as they are: the mask
+ * hides them, and a reused buffer only ever holds finite cache values.
  */
 import { HatError } from '../../errors.ts';
 import type { KvState, PartIO } from '../part-runner.ts';
@@ -31,9 +31,31 @@ import {
 
 export type PastLayout = 'left' | 'right';
 
+/** A padded run's present.* outputs, [batch, heads, width, headDim] each, keyed by their past.* input's name. */
+export interface SharedPresent {
+  tensors: Map<string, Tensor>;
+  batch: number;
+  width: number;
+}
+
+/** One session's cache inside a shared present: positions [start, start + length) of batch row `row`. */
+export interface PresentView {
+  shared: SharedPresent;
+  row: number;
+  start: number;
+  length: number;
+}
+
+/** A session's cache: a contiguous state of its own, or its row of a batch's presents. */
+export type KvSource = KvState | PresentView;
+
+export function isView(source: KvSource): source is PresentView {
+  return 'shared' in source;
+}
+
 export interface BatchEntry {
   /** The session's cache; only its first pastLength positions are read. */
-  state: KvState;
+  state: KvSource;
   pastLength: number;
   rows: number;
   /** [rows, hiddenSize] float32. */
@@ -44,8 +66,8 @@ export interface BatchEntryResult {
   /** [rows, cols] float32: every new position's output. */
   output: Float32Array;
   cols: number;
-  /** The session's new cache, pastLength + rows long, in a buffer only this session holds. */
-  state: KvState;
+  /** The session's new cache, pastLength + rows long: its row of the run's presents. */
+  state: PresentView;
 }
 
 type KvArray = Float32Array | Uint16Array;
@@ -55,9 +77,6 @@ interface KvGeometry {
   heads: number;
   headDim: number;
 }
-
-/** Buffers this module allocated for session caches: only these are overwritten in place on a later round. */
-const ownedBuffers = new WeakSet<ArrayBufferLike>();
 
 export class PaddedBatchRunner {
   private readonly session: ModelSession;
@@ -90,15 +109,11 @@ export class PaddedBatchRunner {
 
   /**
    * One padded run. `copyMs` is the time spent outside onnxruntime assembling the batch (pasts gathered, feeds
-   * built) and splitting it back (outputs sliced, each session's present copied into its own cache): the cost of
-   * batching on top of the run itself.
+   * built) and splitting it back (outputs sliced; the presents become views, not copies): the cost of batching on
+   * top of the run itself.
    */
   async run(entries: readonly BatchEntry[]): Promise<{ results: BatchEntryResult[]; copyMs: number; runMs: number }> {
     const assembling = performance.now();
-    // A cache's buffer is reused for its session's new cache, so two rows must not share one (new sessions all
-    // start from the same empty cache, which owns no buffer).
-    const held = entries.map((e) => e.state).filter((state) => state.length > 0);
-    if (new Set(held).size !== held.length) throw new HatError('INTERNAL', 'one cache appears twice in a batch');
     const batch = entries.length;
     const maxPast = Math.max(...entries.map((e) => e.pastLength));
     const maxRows = Math.max(...entries.map((e) => e.rows));
@@ -139,14 +154,10 @@ export class PaddedBatchRunner {
     const out = outputs[this.io.output];
     const cols = out.dims[out.dims.length - 1];
     const data = tensorToFloat32(out);
+    const shared = this.sharedPresent(outputs, batch, starts, entries);
     const results = entries.map((entry, b) => {
-      const tensors = new Map<string, Tensor>();
-      for (const pair of this.io.kv) {
-        tensors.set(pair.pastKey, this.present(outputs[pair.presentKey], pair.pastKey, entry, b, starts[b]));
-        tensors.set(pair.pastValue, this.present(outputs[pair.presentValue], pair.pastValue, entry, b, starts[b]));
-      }
       const output = data.slice(b * maxRows * cols, (b * maxRows + entry.rows) * cols);
-      return { output, cols, state: { length: entry.pastLength + entry.rows, tensors } };
+      return { output, cols, state: { shared, row: b, start: starts[b], length: entry.pastLength + entry.rows } };
     });
     const done = performance.now();
     return { results, copyMs: running - assembling + (done - splitting), runMs: splitting - running };
@@ -169,41 +180,41 @@ export class PaddedBatchRunner {
     const { type, heads, headDim: d } = this.kv.get(name)!;
     const buffer = this.floatBuffer(name, type, entries.length * heads * maxPast * d);
     entries.forEach((entry, b) => {
-      const source = entry.state.tensors.get(name)!;
-      const stride = source.dims[2] * d;
-      const from = source.data as KvArray;
+      const { data, first, headStride } = headsOf(entry.state, name);
       for (let h = 0; h < heads; h++) {
-        const to = ((b * heads + h) * maxPast + starts[b]) * d;
-        buffer.set(from.subarray(h * stride, h * stride + entry.pastLength * d), to);
+        const from = first + h * headStride;
+        buffer.set(data.subarray(from, from + entry.pastLength * d), ((b * heads + h) * maxPast + starts[b]) * d);
       }
     });
     return makeTensor(type, buffer, [entries.length, heads, maxPast, d]);
   }
 
-  /** Session b's slice of a present.* output, copied into a buffer it owns (its previous one when it fits). */
-  private present(tensor: Tensor, pastName: string, entry: BatchEntry, b: number, start: number): Tensor {
-    const { type, heads, headDim: d } = this.kv.get(pastName)!;
-    const total = tensor.dims[2];
-    const length = entry.pastLength + entry.rows;
-    if (start + length > total) {
-      const what = `${this.session.label}: the present of '${pastName}'`;
-      throw new HatError('INTERNAL', `${what} holds ${total} positions, not ${start + length}`);
+  /** The run's presents, checked to hold every session's new cache. */
+  private sharedPresent(
+    outputs: Feeds,
+    batch: number,
+    starts: number[],
+    entries: readonly BatchEntry[],
+  ): SharedPresent {
+    const tensors = new Map<string, Tensor>();
+    for (const pair of this.io.kv) {
+      tensors.set(pair.pastKey, outputs[pair.presentKey]);
+      tensors.set(pair.pastValue, outputs[pair.presentValue]);
     }
-    const size = heads * length * d;
-    const previous = entry.state.tensors.get(pastName)?.data as KvArray | undefined;
-    const fits =
-      previous && ownedBuffers.has(previous.buffer) && previous.buffer.byteLength >= size * previous.BYTES_PER_ELEMENT;
-    // Overwriting the previous cache is safe: it was copied into the batch's past feed before the run.
-    // A new buffer gets headroom, so the session's next rounds reuse it instead of allocating.
-    const buffer = fits ? previous.buffer : newKvArray(type, heads * d * (withHeadroom(length) + 16)).buffer;
-    ownedBuffers.add(buffer);
-    const target = type === 'float16' ? new Uint16Array(buffer, 0, size) : new Float32Array(buffer, 0, size);
-    const source = tensor.data as KvArray;
-    for (let h = 0; h < heads; h++) {
-      const from = ((b * heads + h) * total + start) * d;
-      target.set(source.subarray(from, from + length * d), h * length * d);
+    const width = outputs[this.io.kv[0].presentKey].dims[2];
+    const longest = Math.max(...entries.map((e, b) => starts[b] + e.pastLength + e.rows));
+    for (const [name, tensor] of tensors) {
+      const { heads, headDim } = this.kv.get(name)!;
+      const expected = [batch, heads, width, headDim];
+      if (longest > width || tensor.dims.some((n, i) => n !== expected[i])) {
+        throw new HatError(
+          'INTERNAL',
+          `${this.session.label}: the present for '${name}' is [${tensor.dims}], ` +
+            `not [${expected}] with ${longest} positions`,
+        );
+      }
     }
-    return makeTensor(type, target, [1, heads, length, d]);
+    return { tensors, batch, width };
   }
 
   private floatBuffer(name: string, type: 'float32' | 'float16', length: number): KvArray {
@@ -232,6 +243,39 @@ export class PaddedBatchRunner {
  */
 function withHeadroom(length: number): number {
   return Math.ceil(length * 1.25);
+}
+
+/** Where a cache's heads lie for one KV input: head h's positions start at first + h × headStride. */
+function headsOf(source: KvSource, name: string): { data: KvArray; first: number; headStride: number } {
+  if (isView(source)) {
+    const tensor = source.shared.tensors.get(name)!;
+    const [, heads, width, headDim] = tensor.dims;
+    const headStride = width * headDim;
+    return {
+      data: tensor.data as KvArray,
+      first: source.row * heads * headStride + source.start * headDim,
+      headStride,
+    };
+  }
+  const tensor = source.tensors.get(name)!;
+  return { data: tensor.data as KvArray, first: 0, headStride: tensor.dims[2] * tensor.dims[3] };
+}
+
+/** A view's first `length` positions copied into a contiguous cache of their own ([1, heads, length, headDim]). */
+export function materialize(view: PresentView, length = view.length): KvState {
+  const tensors = new Map<string, Tensor>();
+  for (const [name, present] of view.shared.tensors) {
+    const [, heads, , d] = present.dims;
+    const { data, first, headStride } = headsOf(view, name);
+    const target =
+      data instanceof Uint16Array ? new Uint16Array(heads * length * d) : new Float32Array(heads * length * d);
+    for (let h = 0; h < heads; h++) {
+      const from = first + h * headStride;
+      target.set(data.subarray(from, from + length * d), h * length * d);
+    }
+    tensors.set(name, makeTensor(present.type === 'float16' ? 'float16' : 'float32', target, [1, heads, length, d]));
+  }
+  return { length, tensors };
 }
 
 function newKvArray(type: 'float32' | 'float16', length: number): KvArray {

@@ -16,6 +16,10 @@ import { silentReporter } from '../../../src/reporter.ts';
 import { SMALL_LLAMA } from '../../helpers/runtime-fixtures.ts';
 import { repoRoot, sharedFixture } from '../../helpers/shared-fixtures.ts';
 import { writeGenaiDecoder } from '../../split/genai-decoder.ts';
+import { MiddleEngine } from '../../../src/runtime/cloud/middle-engine.ts';
+import { createSession } from '../../../src/runtime/session.ts';
+import { partIO, readManifest } from '../../../src/runtime/split-dir.ts';
+import { normalArray, seededRandom } from '../../../src/random.ts';
 import { batchedVersusSolo, ONE_ROW_ROUNDS, RAGGED_ROUNDS } from './batch-exactness.ts';
 
 /** A split of a small GQA Llama from hat's builder (weights std 0.15, as the builder's own tests use). */
@@ -92,4 +96,37 @@ test('GroupQueryAttention splits as single-row: one-row requests batch exactly, 
   const left = await batchedVersusSolo(split, 'left', ONE_ROW_ROUNDS);
   t.diagnostic(`left-padded: max |batched − solo| = ${left.maxAbsError.toExponential(2)}`);
   assert.ok(left.maxAbsError > 1e-2, `left padding happened to be exact (${left.maxAbsError})`);
+});
+
+test("sessions keep views into a batch's presents until they use less than half of them", async () => {
+  const split = await builderSplit('float32');
+  const manifest = readManifest(split);
+  const session = await createSession(join(split, manifest.parts.middle.file), { threads: 1 }, 'middle part');
+  const engine = new MiddleEngine(session, partIO(manifest, 'middle'), { maxContext: 256, layout: 'left' });
+  const random = seededRandom(5);
+  const round = async (sessions: number[], pastLength: number, nTokens: number) => {
+    const requests = sessions.map((sessionId) => ({
+      sessionId,
+      pastLength,
+      nTokens,
+      allPositions: true,
+      hidden: normalArray(random, nTokens * manifest.hidden.size, 1),
+    }));
+    const { results } = await engine.run(requests);
+    assert.ok(results.every((r) => r.ok));
+  };
+  // Four sessions, 3 positions each: one batch whose presents hold 4 × 3 positions, all in use.
+  await round([1, 2, 3, 4], 0, 3);
+  assert.equal(engine.sharedPresents, 1);
+  // Sessions 3 and 4 still use half of the first batch: it is kept, beside the second.
+  await round([1, 2], 3, 2);
+  assert.equal(engine.sharedPresents, 2);
+  // Session 3 moves on: session 4 alone uses a quarter of the first batch, so its cache is copied out.
+  await round([3], 3, 1);
+  assert.equal(engine.sharedPresents, 1);
+  assert.equal(engine.cacheOf(4)?.length, 3);
+  engine.drop(1);
+  engine.drop(2);
+  assert.equal(engine.sharedPresents, 0, 'dropping the last sessions of a batch frees its presents');
+  await session.release();
 });
