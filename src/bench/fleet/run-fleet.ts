@@ -122,30 +122,28 @@ async function scrape(cloud: SpawnedCloud): Promise<Sample[]> {
   return parsePrometheus(await response.text());
 }
 
-/** The --max-batch the cloud actually runs with (its 'batching' log line), or the one asked for. */
-function loggedMaxBatch(cloud: SpawnedCloud, asked: number | undefined): { maxBatch: number; mode?: string } {
+/** The first JSON line of serve-cloud's log with this `event`. */
+function loggedEvent(cloud: SpawnedCloud, event: string): Record<string, unknown> | undefined {
   for (const line of cloud.log) {
     try {
-      const entry = JSON.parse(line) as { event?: string; maxBatch?: number; mode?: string };
-      if (entry.event === 'batching' && entry.maxBatch) return { maxBatch: entry.maxBatch, mode: entry.mode };
-    } catch {
-      /* a partial line */
-    }
-  }
-  return { maxBatch: asked ?? 0 };
-}
-
-/** The sessions the cloud admits at once (its 'limits' log line), if it logged them. */
-function loggedSessionLimit(cloud: SpawnedCloud): number | undefined {
-  for (const line of cloud.log) {
-    try {
-      const entry = JSON.parse(line) as { event?: string; maxSessions?: number };
-      if (entry.event === 'limits' && entry.maxSessions) return entry.maxSessions;
+      const entry = JSON.parse(line) as Record<string, unknown>;
+      if (entry.event === event) return entry;
     } catch {
       /* a partial line */
     }
   }
   return undefined;
+}
+
+/** The batch limit the cloud settled on and its split's batching mode (its 'batching' log line). */
+function loggedMaxBatch(cloud: SpawnedCloud, asked: number | undefined): { maxBatch: number; mode?: string } {
+  const entry = loggedEvent(cloud, 'batching') as { maxBatch?: number; mode?: string } | undefined;
+  return entry?.maxBatch ? { maxBatch: entry.maxBatch, mode: entry.mode } : { maxBatch: asked ?? 0 };
+}
+
+/** The sessions the cloud admits at once (its 'limits' log line), if it logged them. */
+function loggedSessionLimit(cloud: SpawnedCloud): number | undefined {
+  return (loggedEvent(cloud, 'limits') as { maxSessions?: number } | undefined)?.maxSessions || undefined;
 }
 
 function describeLoad(load: LoadShape, devices: number): string {
