@@ -14,6 +14,8 @@ import { silentReporter } from '../../src/reporter.ts';
 import { GraphBuilder } from '../../src/onnx/graph-builder.ts';
 import { encodeModel } from '../../src/onnx/model-io.ts';
 import type { SplitManifest } from '../../src/split/manifest.ts';
+import { startCloud, type ServeOptions, type StartedCloud } from '../../src/runtime/cloud/serve.ts';
+import { silentLogger } from '../../src/runtime/cloud/logger.ts';
 
 export const SMALL_LLAMA: LlamaConfig = llamaConfig({
   vocabSize: 64,
@@ -58,4 +60,23 @@ export function addIdentityAdapter(splitDir: string): void {
     metrics: { note: 'identity adapter for tests' },
   };
   writeFileSync(manifestPath, JSON.stringify(manifest, null, 2));
+}
+
+/**
+ * Serves `splitDir` on a loopback port the OS picks, with the defaults a test cloud shares (one worker, two
+ * sessions, small frames and context, no logging) kept in one place; `overrides` names what a test needs otherwise.
+ */
+export function serveSplit(splitDir: string, overrides: Partial<ServeOptions> = {}): Promise<StartedCloud> {
+  return startCloud({
+    splitDir,
+    host: '127.0.0.1',
+    port: 0,
+    workers: 1,
+    maxSessions: 2,
+    idleTimeoutMs: 60_000,
+    maxTokensPerFrame: 64,
+    maxContext: 128,
+    logger: silentLogger,
+    ...overrides,
+  });
 }

@@ -8,11 +8,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { startCloud } from '../../../src/runtime/cloud/serve.ts';
-import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
 import { runDevice } from '../../../src/runtime/device/run-device.ts';
 import { generateText } from '../../../src/apps/generate-text.ts';
 import { repoRoot } from '../../helpers/shared-fixtures.ts';
+import { serveSplit } from '../../helpers/runtime-fixtures.ts';
 
 const split = join(repoRoot, 'fixtures', 'default-split');
 const model = join(repoRoot, 'fixtures', 'default');
@@ -51,17 +50,12 @@ test(`${SESSIONS} concurrent device sessions on one batched serve-cloud equal ha
     const generated = await generateText(model, prompt, { maxNewTokens: NEW_TOKENS, temperature: 0, topP: 1, seed: 0 });
     reference.push(generated.ids);
   }
-  const cloud = await startCloud({
-    splitDir: split,
-    host: '127.0.0.1',
-    port: 0,
-    workers: 1,
+  const cloud = await serveSplit(split, {
     maxSessions: SESSIONS,
     idleTimeoutMs: 120_000,
     maxTokensPerFrame: 512,
     maxContext: 512,
     maxBatch: SESSIONS,
-    logger: silentLogger,
   });
   try {
     const outputs = await Promise.all(

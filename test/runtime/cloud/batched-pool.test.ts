@@ -13,9 +13,8 @@ import { createSession, type ModelSession } from '../../../src/runtime/session.t
 import { partIO, readManifest } from '../../../src/runtime/split-dir.ts';
 import { normalArray, seededRandom } from '../../../src/random.ts';
 import { HatError } from '../../../src/errors.ts';
-import { makeSmallSplit } from '../../helpers/runtime-fixtures.ts';
+import { makeSmallSplit, serveSplit } from '../../helpers/runtime-fixtures.ts';
 import { makeToySplitDir } from '../../helpers/toy-split.ts';
-import { startCloud } from '../../../src/runtime/cloud/serve.ts';
 
 let split: string;
 let hidden: number;
@@ -142,15 +141,8 @@ test('--max-batch 1 runs every request alone, exactly as before batching', async
 test('serve-cloud logs how it batches at start: from the manifest, or from middle.onnx for older splits', async () => {
   const started = async (splitDir: string) => {
     const events: Array<Record<string, unknown>> = [];
-    const cloud = await startCloud({
-      splitDir,
-      host: '127.0.0.1',
-      port: 0,
-      workers: 1,
+    const cloud = await serveSplit(splitDir, {
       threadsPerWorker: 2,
-      maxSessions: 2,
-      idleTimeoutMs: 60_000,
-      maxTokensPerFrame: 64,
       maxContext: 64,
       logger: { log: (event, fields) => events.push({ event, ...fields }) },
     });

@@ -5,13 +5,12 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCloud, type StartedCloud } from '../../../src/runtime/cloud/serve.ts';
-import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
+import type { StartedCloud } from '../../../src/runtime/cloud/serve.ts';
 import { CloudClient } from '../../../src/runtime/device/cloud-client.ts';
 import { runDevice } from '../../../src/runtime/device/run-device.ts';
 import { manifestHash, readManifest } from '../../../src/runtime/split-dir.ts';
 import { histogram, parsePrometheus, sampleValue, type Sample } from '../../../src/bench/fleet/prom-text.ts';
-import { addIdentityAdapter, makeSmallSplit, SMALL_LLAMA } from '../../helpers/runtime-fixtures.ts';
+import { addIdentityAdapter, makeSmallSplit, serveSplit, SMALL_LLAMA } from '../../helpers/runtime-fixtures.ts';
 import { waitFor } from '../../helpers/wait-for.ts';
 
 let cloud: StartedCloud;
@@ -20,17 +19,7 @@ let split: string;
 before(async () => {
   ({ split } = await makeSmallSplit());
   addIdentityAdapter(split);
-  cloud = await startCloud({
-    splitDir: split,
-    host: '127.0.0.1',
-    port: 0,
-    workers: 1,
-    maxSessions: 8,
-    idleTimeoutMs: 60_000,
-    maxTokensPerFrame: 512,
-    maxContext: 512,
-    logger: silentLogger,
-  });
+  cloud = await serveSplit(split, { maxSessions: 8, maxTokensPerFrame: 512, maxContext: 512 });
 });
 after(() => cloud.server.stop());
 

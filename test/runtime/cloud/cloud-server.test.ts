@@ -1,13 +1,12 @@
 import { test, after, before, mock } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { startCloud } from '../../../src/runtime/cloud/serve.ts';
-import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
 import type { CloudServer } from '../../../src/runtime/cloud/server.ts';
 import { CloudClient } from '../../../src/runtime/device/cloud-client.ts';
 import { manifestHash, readManifest } from '../../../src/runtime/split-dir.ts';
 import { decodeFrame, decodeJson, encodeFrame, encodeJson } from '../../../src/runtime/protocol/frame.ts';
 import { makeToySplitDir, TOY_HIDDEN, toyExpected } from '../../helpers/toy-split.ts';
+import { serveSplit } from '../../helpers/runtime-fixtures.ts';
 import { HatError } from '../../../src/errors.ts';
 import { EmulatedDirection, parseLinkSpec } from '../../../src/runtime/link.ts';
 import { HEADER_BYTES } from '../../../src/runtime/protocol/frame.ts';
@@ -20,17 +19,12 @@ let port: number;
 const splitDir = makeToySplitDir();
 
 before(async () => {
-  const started = await startCloud({
-    splitDir,
-    host: '127.0.0.1',
-    port: 0,
+  const started = await serveSplit(splitDir, {
     token: 'sesame',
     workers: 2,
     maxSessions: 4,
-    idleTimeoutMs: 60_000,
     maxTokensPerFrame: 16,
     maxContext: 64,
-    logger: silentLogger,
   });
   server = started.server;
   port = started.port;
@@ -190,17 +184,7 @@ test('health and readiness endpoints answer over HTTP', async () => {
 });
 
 test('idle sessions expire', async () => {
-  const started = await startCloud({
-    splitDir,
-    host: '127.0.0.1',
-    port: 0,
-    workers: 1,
-    maxSessions: 2,
-    idleTimeoutMs: 200,
-    maxTokensPerFrame: 16,
-    maxContext: 64,
-    logger: silentLogger,
-  });
+  const started = await serveSplit(splitDir, { idleTimeoutMs: 200, maxTokensPerFrame: 16, maxContext: 64 });
   try {
     const url = `ws://127.0.0.1:${started.port}`;
     const client = await CloudClient.connect({ url, manifestHash: hash, hiddenSize: TOY_HIDDEN, wire: 'fp32' });
@@ -219,18 +203,7 @@ test('idle sessions expire', async () => {
 
 test('a server-side emulated link schedules every frame by its latency and serialisation time', async () => {
   const link = parseLinkSpec('up=0.01MB,down=1MB,rtt=40');
-  const started = await startCloud({
-    splitDir,
-    host: '127.0.0.1',
-    port: 0,
-    workers: 1,
-    maxSessions: 2,
-    idleTimeoutMs: 60_000,
-    maxTokensPerFrame: 16,
-    maxContext: 64,
-    logger: silentLogger,
-    link,
-  });
+  const started = await serveSplit(splitDir, { maxTokensPerFrame: 16, maxContext: 64, link });
   // Every delay the link schedules, by direction and frame size: what it delivers late is covered by link.test.ts.
   const delays = mock.method(EmulatedDirection.prototype, 'delayFor');
   try {

@@ -1,7 +1,5 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCloud } from '../../../src/runtime/cloud/serve.ts';
-import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
 import { readManifest } from '../../../src/runtime/split-dir.ts';
 import { openDeviceParts } from '../../../src/runtime/device/device-parts.ts';
 import { CloudClient } from '../../../src/runtime/device/cloud-client.ts';
@@ -12,7 +10,7 @@ import { OnnxCausalLm, type CausalLm } from '../../../src/runtime/full-model.ts'
 import { SlmCausalLm } from '../../../src/runtime/device/slm.ts';
 import { generateTokens } from '../../../src/runtime/generate.ts';
 import { argmax } from '../../../src/runtime/sampling.ts';
-import { addIdentityAdapter, makeSmallSplit } from '../../helpers/runtime-fixtures.ts';
+import { addIdentityAdapter, makeSmallSplit, serveSplit } from '../../helpers/runtime-fixtures.ts';
 
 const prompt = [1, 5, 9, 22, 13, 40];
 const NEW = 20;
@@ -27,17 +25,7 @@ async function greedy(model: CausalLm, context: number[], n: number): Promise<nu
 async function generateWhileCloudDies(fallbackLocal: boolean) {
   const { model, split } = await makeSmallSplit();
   addIdentityAdapter(split);
-  const { server, port } = await startCloud({
-    splitDir: split,
-    host: '127.0.0.1',
-    port: 0,
-    workers: 1,
-    maxSessions: 2,
-    idleTimeoutMs: 60_000,
-    maxTokensPerFrame: 64,
-    maxContext: 128,
-    logger: silentLogger,
-  });
+  const { server, port } = await serveSplit(split);
   const manifest = readManifest(split);
   const parts = await openDeviceParts(split, manifest, { withAdapter: true });
   const { generator } = await connectDeviceGenerator({
@@ -118,17 +106,7 @@ test('a prefill chunk refused while later chunks are in flight ends the generati
   const onUnhandled = (reason: unknown) => unhandled.push(reason);
   process.on('unhandledRejection', onUnhandled);
   const { split } = await makeSmallSplit();
-  const { server, port } = await startCloud({
-    splitDir: split,
-    host: '127.0.0.1',
-    port: 0,
-    workers: 1,
-    maxSessions: 2,
-    idleTimeoutMs: 60_000,
-    maxTokensPerFrame: 64,
-    maxContext: 40,
-    logger: silentLogger,
-  });
+  const { server, port } = await serveSplit(split, { maxContext: 40 });
   const parts = await openDeviceParts(split, readManifest(split), { withAdapter: false });
   const { generator, close } = await connectDeviceGenerator({
     parts,

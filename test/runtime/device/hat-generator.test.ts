@@ -1,7 +1,5 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCloud } from '../../../src/runtime/cloud/serve.ts';
-import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
 import type { CloudServer } from '../../../src/runtime/cloud/server.ts';
 import { readManifest, manifestHash } from '../../../src/runtime/split-dir.ts';
 import { openDeviceParts } from '../../../src/runtime/device/device-parts.ts';
@@ -18,7 +16,7 @@ import { argmax, greedyChoice, topIndices } from '../../../src/runtime/sampling.
 import { SlmCausalLm } from '../../../src/runtime/device/slm.ts';
 import { HEADER_BYTES } from '../../../src/runtime/protocol/frame.ts';
 import { createSampler } from '../../../src/runtime/speculative/sampler.ts';
-import { addIdentityAdapter, makeSmallSplit } from '../../helpers/runtime-fixtures.ts';
+import { addIdentityAdapter, makeSmallSplit, serveSplit } from '../../helpers/runtime-fixtures.ts';
 
 const greedy = createSampler({ temperature: 0, topP: 1, seed: 0 });
 const prompt = [1, 5, 9, 22, 13, 40, 2, 7, 8, 9, 31, 17];
@@ -32,17 +30,7 @@ before(async () => {
   const made = await makeSmallSplit();
   split = made.split;
   addIdentityAdapter(split);
-  ({ server, port } = await startCloud({
-    splitDir: split,
-    host: '127.0.0.1',
-    port: 0,
-    workers: 1,
-    maxSessions: 8,
-    idleTimeoutMs: 60_000,
-    maxTokensPerFrame: 512,
-    maxContext: 512,
-    logger: silentLogger,
-  }));
+  ({ server, port } = await serveSplit(split, { maxSessions: 8, maxTokensPerFrame: 512, maxContext: 512 }));
   const full = await OnnxCausalLm.open(made.model);
   let logits = await full.step(prompt);
   reference = [];

@@ -9,8 +9,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { splitModel } from '../../../src/split/split.ts';
 import { silentReporter } from '../../../src/reporter.ts';
-import { startCloud } from '../../../src/runtime/cloud/serve.ts';
-import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
 import { readManifest, manifestHash } from '../../../src/runtime/split-dir.ts';
 import { openDeviceParts } from '../../../src/runtime/device/device-parts.ts';
 import { CloudClient } from '../../../src/runtime/device/cloud-client.ts';
@@ -20,7 +18,7 @@ import { FixedThresholdPolicy } from '../../../src/runtime/speculative/draft-pol
 import { createSampler } from '../../../src/runtime/speculative/sampler.ts';
 import { OnnxCausalLm } from '../../../src/runtime/full-model.ts';
 import { argmax } from '../../../src/runtime/sampling.ts';
-import { addIdentityAdapter } from '../../helpers/runtime-fixtures.ts';
+import { addIdentityAdapter, serveSplit } from '../../helpers/runtime-fixtures.ts';
 import { sharedFixture } from '../../helpers/shared-fixtures.ts';
 
 const NEW = 12;
@@ -44,17 +42,7 @@ for (const name of ['hf-tiny-gpt2-opset17', 'genai-tiny-llama-fp16']) {
     assert.equal(manifest.multiTokenCachedSteps, true, 'the split repairs the traced mask');
     addIdentityAdapter(split);
     const reference = await tokenByToken(fixture.path);
-    const { server, port } = await startCloud({
-      splitDir: split,
-      host: '127.0.0.1',
-      port: 0,
-      workers: 1,
-      maxSessions: 2,
-      idleTimeoutMs: 60_000,
-      maxTokensPerFrame: 64,
-      maxContext: 128,
-      logger: silentLogger,
-    });
+    const { server, port } = await serveSplit(split);
     try {
       for (const speculative of [false, true]) {
         const loaded = readManifest(split);

@@ -1,7 +1,5 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCloud } from '../../../src/runtime/cloud/serve.ts';
-import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
 import { readManifest, manifestHash } from '../../../src/runtime/split-dir.ts';
 import { openDeviceParts } from '../../../src/runtime/device/device-parts.ts';
 import { CloudClient } from '../../../src/runtime/device/cloud-client.ts';
@@ -11,7 +9,7 @@ import { FixedThresholdPolicy } from '../../../src/runtime/speculative/draft-pol
 import { createSampler } from '../../../src/runtime/speculative/sampler.ts';
 import { decodeFrame, decodeJson } from '../../../src/runtime/protocol/frame.ts';
 import { wireBytesPerRow } from '../../../src/runtime/protocol/hidden-codec.ts';
-import { addIdentityAdapter, makeSmallSplit } from '../../helpers/runtime-fixtures.ts';
+import { addIdentityAdapter, makeSmallSplit, serveSplit } from '../../helpers/runtime-fixtures.ts';
 import { repoRoot } from '../../helpers/shared-fixtures.ts';
 import { runDevice } from '../../../src/runtime/device/run-device.ts';
 import { existsSync } from 'node:fs';
@@ -26,17 +24,7 @@ function encodeIds(ids: readonly number[], bytes: 4 | 8): Buffer {
 test('the device uplink carries only hidden states and control integers, never the token ids', async () => {
   const { split } = await makeSmallSplit();
   addIdentityAdapter(split);
-  const { server, port } = await startCloud({
-    splitDir: split,
-    host: '127.0.0.1',
-    port: 0,
-    workers: 1,
-    maxSessions: 2,
-    idleTimeoutMs: 60_000,
-    maxTokensPerFrame: 512,
-    maxContext: 512,
-    logger: silentLogger,
-  });
+  const { server, port } = await serveSplit(split, { maxTokensPerFrame: 512, maxContext: 512 });
   const manifest = readManifest(split);
   const frames: Uint8Array[] = [];
   const prompt = [41, 7, 33, 12, 59, 3, 27, 50, 18, 44];
@@ -97,17 +85,7 @@ test(
   'on the default model, the uplink holds neither the prompt text nor its token ids',
   { skip: existsSync(join(defaultSplit, 'manifest.json')) ? false : 'SKIPPED: fixtures/default-split is missing' },
   async () => {
-    const { server, port } = await startCloud({
-      splitDir: defaultSplit,
-      host: '127.0.0.1',
-      port: 0,
-      workers: 1,
-      maxSessions: 2,
-      idleTimeoutMs: 60_000,
-      maxTokensPerFrame: 512,
-      maxContext: 512,
-      logger: silentLogger,
-    });
+    const { server, port } = await serveSplit(defaultSplit, { maxTokensPerFrame: 512, maxContext: 512 });
     const frames: Uint8Array[] = [];
     const prompt = 'In the beginning God created the heaven and the earth. And the earth was without form, and void';
     try {

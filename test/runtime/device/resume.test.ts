@@ -5,8 +5,7 @@
  */
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCloud, type StartedCloud } from '../../../src/runtime/cloud/serve.ts';
-import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
+import type { StartedCloud } from '../../../src/runtime/cloud/serve.ts';
 import { readManifest } from '../../../src/runtime/split-dir.ts';
 import { openDeviceParts } from '../../../src/runtime/device/device-parts.ts';
 import { connectDeviceGenerator, GREEDY } from '../../../src/runtime/device/device-generator.ts';
@@ -15,7 +14,7 @@ import { FixedThresholdPolicy } from '../../../src/runtime/speculative/draft-pol
 import { OnnxCausalLm } from '../../../src/runtime/full-model.ts';
 import { generateTokens } from '../../../src/runtime/generate.ts';
 import { argmax } from '../../../src/runtime/sampling.ts';
-import { addIdentityAdapter, makeSmallSplit } from '../../helpers/runtime-fixtures.ts';
+import { addIdentityAdapter, makeSmallSplit, serveSplit } from '../../helpers/runtime-fixtures.ts';
 
 const prompt = [1, 5, 9, 22, 13, 40, 2, 7, 8, 9, 31, 17, 4, 44, 12, 6];
 const NEW = 30;
@@ -31,18 +30,7 @@ before(async () => {
   await full.release();
 });
 
-const serve = (port = 0) =>
-  startCloud({
-    splitDir: split,
-    host: '127.0.0.1',
-    port,
-    workers: 1,
-    maxSessions: 4,
-    idleTimeoutMs: 60_000,
-    maxTokensPerFrame: 64,
-    maxContext: 256,
-    logger: silentLogger,
-  });
+const serve = (port = 0) => serveSplit(split, { port, maxSessions: 4, maxContext: 256 });
 
 /** Generates while `disrupt` runs once `after` tokens were streamed; returns the result, the stream and the events. */
 async function generateThrough(

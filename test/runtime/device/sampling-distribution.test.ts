@@ -5,8 +5,6 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCloud } from '../../../src/runtime/cloud/serve.ts';
-import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
 import type { CloudServer } from '../../../src/runtime/cloud/server.ts';
 import { readManifest, manifestHash } from '../../../src/runtime/split-dir.ts';
 import { openDeviceParts, type DeviceParts } from '../../../src/runtime/device/device-parts.ts';
@@ -19,7 +17,7 @@ import { OnnxCausalLm } from '../../../src/runtime/full-model.ts';
 import { generateTokens } from '../../../src/runtime/generate.ts';
 import { makeSampler } from '../../../src/runtime/sampling.ts';
 import { llamaConfig } from '../../../src/models/config.ts';
-import { addIdentityAdapter, makeSmallSplit } from '../../helpers/runtime-fixtures.ts';
+import { addIdentityAdapter, makeSmallSplit, serveSplit } from '../../helpers/runtime-fixtures.ts';
 
 const TRIALS = 400;
 const prompt = [3, 1, 4, 1, 5];
@@ -38,17 +36,7 @@ before(async () => {
   split = made.split;
   model = made.model;
   addIdentityAdapter(split);
-  ({ server, port } = await startCloud({
-    splitDir: split,
-    host: '127.0.0.1',
-    port: 0,
-    workers: 1,
-    maxSessions: 4,
-    idleTimeoutMs: 60_000,
-    maxTokensPerFrame: 64,
-    maxContext: 128,
-    logger: silentLogger,
-  }));
+  ({ server, port } = await serveSplit(split, { maxSessions: 4 }));
 });
 after(() => server.stop());
 

@@ -8,14 +8,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startCloud, type StartedCloud } from '../../../src/runtime/cloud/serve.ts';
-import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
+import type { StartedCloud } from '../../../src/runtime/cloud/serve.ts';
 import { runDevice, type RunDeviceOptions } from '../../../src/runtime/device/run-device.ts';
 import { frameHeader, isPrefillFrame, readRecording } from '../../../src/runtime/device/session-recorder.ts';
 import { FrameFlags } from '../../../src/runtime/protocol/frame.ts';
 import { LINK_PROFILES } from '../../../src/runtime/link.ts';
 import { replaySession } from '../../../src/bench/fleet/replay.ts';
-import { addIdentityAdapter, makeSmallSplit } from '../../helpers/runtime-fixtures.ts';
+import { addIdentityAdapter, makeSmallSplit, serveSplit } from '../../helpers/runtime-fixtures.ts';
 
 let cloud: StartedCloud;
 let split: string;
@@ -25,17 +24,7 @@ const prompt = [1, 5, 9, 22, 13, 40, 2, 7, 8, 9, 31, 17, 3, 3, 4];
 before(async () => {
   ({ split } = await makeSmallSplit());
   addIdentityAdapter(split);
-  cloud = await startCloud({
-    splitDir: split,
-    host: '127.0.0.1',
-    port: 0,
-    workers: 1,
-    maxSessions: 8,
-    idleTimeoutMs: 60_000,
-    maxTokensPerFrame: 512,
-    maxContext: 512,
-    logger: silentLogger,
-  });
+  cloud = await serveSplit(split, { maxSessions: 8, maxTokensPerFrame: 512, maxContext: 512 });
 });
 after(() => cloud.server.stop());
 
