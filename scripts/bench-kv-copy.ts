@@ -5,7 +5,8 @@
  * every round; a fleet's copy share is in serve-cloud's /metrics); this times that against the onnxruntime run, for
  * `--sessions` sessions each verifying `--rows` rows on a past of `--past` positions, and times the same requests
  * run one by one (batching off) for the throughput ratio.
- *   npm run bench:kv [-- --split DIR] [--sessions 16] [--past 1024] [--rows 5] [--runs 5]   (lists: --past 128,1024)
+ *   npm run bench:kv [-- --split DIR] [--sessions 16] [--past 1024] [--rows 5] [--runs 5] [--threads N]
+ *   (lists: --past 128,1024)
  * Without --split it writes a random-weight Qwen2.5-0.5B-shaped Llama (vocabulary cut to 2,048: only the middle
  * part is run) and splits it 2 / 22 / head. The caches are random finite values of the real shapes: the copies and
  * the run cost the same whatever the values are.
@@ -31,10 +32,13 @@ const { values } = parseArgs({
     past: { type: 'string', default: '1024' },
     rows: { type: 'string', default: '5' },
     runs: { type: 'string', default: '5' },
+    threads: { type: 'string' },
   },
 });
 const list = (text: string) => text.split(',').map(Number);
 const runs = Number(values.runs);
+// serve-cloud's default: all cores for one worker (a fleet bench pins its cloud to one core: --threads 1).
+const threads = Number(values.threads ?? cpus().length);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 let split = values.split ? resolve(values.split) : undefined;
@@ -55,7 +59,7 @@ if (!split) {
 try {
   const manifest = readManifest(split);
   const io = partIO(manifest, 'middle');
-  const session = await createSession(join(split, manifest.parts.middle.file), { threads: cpus().length }, 'middle');
+  const session = await createSession(join(split, manifest.parts.middle.file), { threads }, 'middle');
   const layout = manifest.batching?.mode === 'single-row' ? 'right' : 'left';
   const shapes = new Map(session.inputs.map((i) => [i.name, i.shape]));
   const d = manifest.hidden.size;
@@ -75,7 +79,7 @@ try {
   const batcher = new PaddedBatchRunner(session, io, layout);
   const solo = PartRunner.fromSession(session, io);
   process.stdout.write(
-    `${description}; ${cpus().length} cores (${cpus()[0]?.model.trim()}), onnxruntime ${cpus().length} threads; ` +
+    `${description}; ${cpus().length} cores (${cpus()[0]?.model.trim()}), onnxruntime ${threads} thread(s); ` +
       `medians of ${runs} runs after a warm-up, batched and one-by-one rounds alternating\n`,
   );
 
