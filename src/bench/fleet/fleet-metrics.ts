@@ -47,7 +47,12 @@ export interface FleetRunStats {
     batchSessions: HistogramCounts;
     paddingRatio: HistogramCounts;
     meanQueueWaitMs: number;
+    /** Mean queue wait of prompt chunks and of verification rounds (by the frame's prefill flag). */
+    queueWaitMsByKind: { prefillChunk: number; verification: number };
     computeSeconds: number;
+    /** Of computeSeconds: runs of prompt chunks and of small requests (the scheduler's classes), and cache copies. */
+    computeSecondsByClass: { chunk: number; small: number };
+    copySeconds: number;
     errors: Record<string, number>;
   };
   /** The first distinct session errors, if any. */
@@ -71,6 +76,12 @@ const mean = (xs: readonly number[]) => (xs.length ? xs.reduce((a, b) => a + b, 
 
 function counterDelta(ctx: RunContext, name: string, labels: Record<string, string> = {}): number {
   return sampleValue(ctx.after, name, labels) - sampleValue(ctx.before, name, labels);
+}
+
+/** Mean of a labelled histogram over the run, × scale (0 when it observed nothing). */
+function histogramMean(ctx: RunContext, name: string, labels: Record<string, string>, scale = 1): number {
+  const count = counterDelta(ctx, `${name}_count`, labels);
+  return count ? round((counterDelta(ctx, `${name}_sum`, labels) / count) * scale) : 0;
 }
 
 function errorsByCode(ctx: RunContext): Record<string, number> {
@@ -143,7 +154,16 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
       batchSessions: batch,
       paddingRatio: padding,
       meanQueueWaitMs: queue.count ? round((queue.sum / queue.count) * 1000) : 0,
+      queueWaitMsByKind: {
+        prefillChunk: histogramMean(ctx, 'hat_cloud_queue_wait_seconds', { kind: 'prefill_chunk' }, 1000),
+        verification: histogramMean(ctx, 'hat_cloud_queue_wait_seconds', { kind: 'verification' }, 1000),
+      },
       computeSeconds: round(compute.sum, 3),
+      computeSecondsByClass: {
+        chunk: round(counterDelta(ctx, 'hat_cloud_compute_seconds_sum', { class: 'chunk' }), 3),
+        small: round(counterDelta(ctx, 'hat_cloud_compute_seconds_sum', { class: 'small' }), 3),
+      },
+      copySeconds: round(counterDelta(ctx, 'hat_cloud_batch_copy_seconds_total'), 3),
       errors: errorsByCode(ctx),
     },
     errors: distinctErrors,

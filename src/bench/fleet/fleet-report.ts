@@ -156,7 +156,11 @@ export function renderFleetReport(report: FleetReport): string {
     lines.push(
       `- ${configLabel(r)} (max-batch ${r.maxBatch}), ${loadLabel(r)}: ${r.cloud.runs} runs, ` +
         `${r.cloud.requests.prefillChunk} prefill chunks + ${r.cloud.requests.verification} verifications, ` +
-        `queue wait ${f(r.cloud.meanQueueWaitMs, 2)} ms mean, compute ${f(r.cloud.computeSeconds, 2)} s, ` +
+        `queue wait ${f(r.cloud.meanQueueWaitMs, 2)} ms mean (prefill chunks ` +
+        `${f(r.cloud.queueWaitMsByKind.prefillChunk, 2)}, ` +
+        `verifications ${f(r.cloud.queueWaitMsByKind.verification, 2)}), ` +
+        `compute ${f(r.cloud.computeSeconds, 2)} s (chunk runs ${f(r.cloud.computeSecondsByClass.chunk, 2)}, ` +
+        `small runs ${f(r.cloud.computeSecondsByClass.small, 2)}; cache copies ${f(r.cloud.copySeconds, 2)}), ` +
         `server CPU ${f(r.server.cpuSeconds, 2)} s`,
     );
     const sessions = histogramLine(r.cloud.batchSessions, (le) => (le === Infinity ? '>64' : `≤${le}`));

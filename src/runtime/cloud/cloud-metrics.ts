@@ -129,7 +129,9 @@ export class CloudMetrics {
     });
     this.batchCopy = new Counter({
       name: 'hat_cloud_batch_copy_seconds_total',
-      help: 'Of the compute time, padded runs gathering session caches into the batch and splitting them back',
+      help:
+        'Of the compute time, padded runs assembling the batch and splitting outputs back, and session caches ' +
+        'copied out of batches too little used to keep',
       registers,
     });
     this.queueWait = new Histogram({
