@@ -20,7 +20,15 @@
  *   MIN_PAST_FILL of the padded ones; a run takes g(padded rows) = g₀ + g₁·X (no attention-length term).
  */
 import { ChunkPlanner, type ChunkResult } from '../runtime/chunk-planner.ts';
-import { DEFAULT_SMALL_ROWS, nextBatch, type BatchLimits, type RequestClass } from '../runtime/cloud/scheduler.ts';
+import {
+  afterRun,
+  DEFAULT_SMALL_ROWS,
+  FIRST_TURN,
+  nextBatch,
+  type BatchLimits,
+  type RequestClass,
+  type Turn,
+} from '../runtime/cloud/scheduler.ts';
 import { DEFAULT_MAX_BATCH, DEFAULT_TOKENS_PER_THREAD } from '../runtime/cloud/worker-pool.ts';
 import { summarize, type Summary } from '../runtime/device/metrics.ts';
 import { MAX_CHUNKS_IN_FLIGHT } from '../runtime/device/prefill.ts';
@@ -141,7 +149,7 @@ interface Item {
 class Cloud {
   private queue: Item[] = [];
   private busy = false;
-  private lastKind?: RequestClass;
+  private turn: Turn = FIRST_TURN;
   private readonly limits: BatchLimits;
   busyMs = 0;
 
@@ -181,14 +189,14 @@ class Cloud {
     if (this.busy) return;
     this.busy = true;
     for (;;) {
-      const pick = nextBatch(this.queue, this.limits, this.lastKind);
+      const pick = nextBatch(this.queue, this.limits, this.turn);
       if (!pick) break;
-      this.lastKind = pick.kind;
       const chosen = new Set(pick.indices);
       const batch = pick.indices.map((i) => this.queue[i]);
       this.queue = this.queue.filter((_, i) => !chosen.has(i));
       const startedAt = this.loop.now;
       const computeMs = this.g(pick.paddedRows);
+      this.turn = afterRun(this.turn, pick, computeMs);
       this.observer?.batch?.({
         startedAt,
         kind: pick.kind,

@@ -8,8 +8,13 @@
  *   that flag on prefill chunks when its output part keeps a cache.
  * - Prefill chunks are never padded together with small requests (one 256-row chunk + eight 5-row verifications as
  *   one padded batch took 7.7× the chunk alone). A chunk runs alone or with chunks of similar size (the smallest at
- *   least half the largest), and while both classes wait, chunk batches and small batches alternate: a long prompt
- *   delays verifications by at most one chunk batch, and verifications cannot hold a prompt back for ever.
+ *   least half the largest). While both classes wait they take turns (`Turn`): a chunk batch after every small
+ *   batch, and further chunk batches until chunks have had as much compute time as the small batches they waited
+ *   behind. Turns alone starved prompts once verifications batched: one small batch of several verifications takes
+ *   several times a single one, so prompts got a third of the worker instead of two thirds, and hat's prompt chunks
+ *   waited 627 ms on average against 71 ms with `--max-batch 1` (fleet bench, default model, 4 sessions/s). So a
+ *   prompt delays verifications by at most one chunk batch beyond the time verifications themselves just had, and
+ *   verifications cannot hold a prompt back for ever.
  * - Past lengths: a padded batch attends over and copies every session's past padded to the longest one, so a
  *   request joins only while the real past positions fill at least half of the padded pasts (MIN_PAST_FILL): one
  *   session deep into a long prompt does not make fifteen short ones pay for its length.
@@ -17,7 +22,8 @@
  *   `maxBatchTokens`; the oldest request of the chosen class always runs, alone if it is over the budget.
  * - Fairness: at most one request per session per run — its oldest, so a session's requests keep their order — and
  *   requests are taken oldest first. The oldest request of a class runs in the next batch of that class, which comes
- *   at least every other batch while it waits, so every request runs after finitely many batches: none starves.
+ *   after finitely many batches of the other class (one, for chunks; for small requests, as many chunk batches as
+ *   fit in the last small batch's time, plus one), so none starves.
  */
 
 export interface QueuedRequest {
@@ -47,6 +53,25 @@ export interface BatchPick {
   kind: RequestClass;
   /** What the run computes: sessions × the largest row count. */
   paddedRows: number;
+  /** Both classes were waiting when this batch was picked (its time then counts in the turn). */
+  contended: boolean;
+}
+
+/** Whose turn it is when small requests and chunks both wait; a worker keeps one, updated by `afterRun`. */
+export interface Turn {
+  /** The class of the batch the worker ran last. */
+  previous?: RequestClass;
+  /** Compute time small batches have had beyond chunk batches while both waited (never below 0), ms. */
+  smallLeadMs: number;
+}
+
+export const FIRST_TURN: Turn = { smallLeadMs: 0 };
+
+/** The turn after running `pick` for `computeMs`. */
+export function afterRun(turn: Turn, pick: BatchPick, computeMs: number): Turn {
+  if (!pick.contended) return { previous: pick.kind, smallLeadMs: 0 };
+  const lead = turn.smallLeadMs + (pick.kind === 'small' ? computeMs : -computeMs);
+  return { previous: pick.kind, smallLeadMs: Math.max(0, lead) };
 }
 
 /**
@@ -64,13 +89,13 @@ export function classify(rows: number, limits: Pick<BatchLimits, 'smallRows'>): 
 }
 
 /**
- * The next batch from a FIFO queue (index 0 = oldest), or undefined when it is empty. `previous` is the class of
- * the batch this worker ran last: it decides whose turn it is when both classes wait.
+ * The next batch from a FIFO queue (index 0 = oldest), or undefined when it is empty. `turn` decides which class
+ * goes when both wait.
  */
 export function nextBatch(
   queue: readonly QueuedRequest[],
   limits: BatchLimits,
-  previous?: RequestClass,
+  turn: Turn = FIRST_TURN,
 ): BatchPick | undefined {
   // Each session's oldest request, in queue order: the only one of that session that may run now.
   const seen = new Set<number>();
@@ -83,8 +108,9 @@ export function nextBatch(
   if (heads.length === 0) return undefined;
   const small = heads.filter((i) => classify(queue[i].rows, limits) === 'small');
   const chunks = heads.filter((i) => classify(queue[i].rows, limits) === 'chunk');
-  const kind: RequestClass =
-    chunks.length === 0 ? 'small' : small.length === 0 ? 'chunk' : previous === 'small' ? 'chunk' : 'small';
+  const contended = small.length > 0 && chunks.length > 0;
+  const chunksTurn = turn.previous === 'small' || turn.smallLeadMs > 0;
+  const kind: RequestClass = small.length === 0 || (contended && chunksTurn) ? 'chunk' : 'small';
   const [oldest, ...rest] = kind === 'small' ? small : chunks;
   const indices = [oldest];
   let maxRows = queue[oldest].rows;
@@ -108,5 +134,5 @@ export function nextBatch(
       realPast += past;
     }
   }
-  return { indices, kind, paddedRows: indices.length * maxRows };
+  return { indices, kind, paddedRows: indices.length * maxRows, contended };
 }

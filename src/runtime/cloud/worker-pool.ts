@@ -16,7 +16,15 @@ import type { BatchingMode } from '../../split/manifest.ts';
 import type { MiddleExecutor, MiddleRequest, MiddleResult } from './executor.ts';
 import type { Logger } from './logger.ts';
 import type { PastLayout } from './padded-batch.ts';
-import { DEFAULT_SMALL_ROWS, nextBatch, type BatchLimits, type RequestClass } from './scheduler.ts';
+import {
+  afterRun,
+  DEFAULT_SMALL_ROWS,
+  FIRST_TURN,
+  nextBatch,
+  type BatchLimits,
+  type BatchPick,
+  type Turn,
+} from './scheduler.ts';
 import type { WorkerReply, WorkerTask } from './worker-messages.ts';
 import type { RunObservation } from './cloud-metrics.ts';
 
@@ -32,8 +40,10 @@ interface Lane {
   queue: Pending[];
   /** The batch the worker is running, in the order it was sent. */
   running: Array<Pending & { startedAt: number }>;
-  /** The class of the last batch: decides whose turn it is when verifications and chunks both wait. */
-  lastKind?: RequestClass;
+  /** Whose turn it is when verifications and chunks both wait. */
+  turn: Turn;
+  /** What the scheduler picked for the run in progress. */
+  pick?: BatchPick;
   sessions: Set<number>;
   ready: boolean;
   /** Why the worker stopped; requests routed to it afterwards are rejected with it rather than queued forever. */
@@ -116,7 +126,7 @@ export class WorkerPool implements MiddleExecutor {
         layout,
       },
     });
-    const lane: Lane = { worker, queue: [], running: [], sessions: new Set(), ready: false };
+    const lane: Lane = { worker, queue: [], running: [], sessions: new Set(), ready: false, turn: FIRST_TURN };
     this.lanes.push(lane);
     return new Promise((resolve, reject) => {
       worker.on('message', (reply: WorkerReply) => {
@@ -190,13 +200,13 @@ export class WorkerPool implements MiddleExecutor {
       rows: p.request.nTokens,
       past: p.request.pastLength,
     }));
-    const pick = nextBatch(queued, this.limits, lane.lastKind);
+    const pick = nextBatch(queued, this.limits, lane.turn);
     if (!pick) return;
     const startedAt = performance.now();
     lane.running = pick.indices.map((i) => ({ ...lane.queue[i], startedAt }));
     const picked = new Set(pick.indices);
     lane.queue = lane.queue.filter((_, i) => !picked.has(i));
-    lane.lastKind = pick.kind;
+    lane.pick = pick;
     const task: WorkerTask = { kind: 'run', requests: lane.running.map((p) => p.request) };
     lane.worker.postMessage(task);
   }
@@ -206,6 +216,7 @@ export class WorkerPool implements MiddleExecutor {
     const running = lane.running;
     lane.running = [];
     if (reply.paddedRows > 0) this.latency.observe(reply.paddedRows, reply.computeMs);
+    if (lane.pick) lane.turn = afterRun(lane.turn, lane.pick, reply.computeMs);
     this.count(
       running.map((p) => p.request),
       reply.paddedRows,
@@ -216,7 +227,7 @@ export class WorkerPool implements MiddleExecutor {
       paddedRows: reply.paddedRows,
       computeMs: reply.computeMs,
       copyMs: reply.copyMs,
-      kind: lane.lastKind,
+      kind: lane.pick?.kind,
     });
     if (reply.batchError) this.logger?.log('batch-failed', { sessions: running.length, message: reply.batchError });
     running.forEach((pending, i) => {

@@ -5,11 +5,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  afterRun,
   classify,
+  FIRST_TURN,
   nextBatch,
   type BatchLimits,
   type QueuedRequest,
   type RequestClass,
+  type Turn,
 } from '../../../src/runtime/cloud/scheduler.ts';
 import { seededRandom } from '../../../src/random.ts';
 
@@ -17,10 +20,12 @@ const limits: BatchLimits = { maxBatch: 8, maxBatchTokens: 64, smallRows: 16, ba
 const q = (...pairs: Array<[number, number]>): QueuedRequest[] =>
   pairs.map(([sessionId, rows]) => ({ sessionId, rows }));
 const sessionsOf = (queue: QueuedRequest[], indices: number[]) => indices.map((i) => queue[i].sessionId);
+/** The turn after a small batch that took no time: chunks go next. */
+const afterSmall: Turn = { previous: 'small', smallLeadMs: 0 };
 
 test('an empty queue gives no batch; one request runs alone', () => {
   assert.equal(nextBatch([], limits), undefined);
-  assert.deepEqual(nextBatch(q([1, 5]), limits), { indices: [0], kind: 'small', paddedRows: 5 });
+  assert.deepEqual(nextBatch(q([1, 5]), limits), { indices: [0], kind: 'small', paddedRows: 5, contended: false });
 });
 
 test('padded rows stay within --max-batch-tokens and sessions within --max-batch', () => {
@@ -52,12 +57,13 @@ test('a session gets at most one request per batch, its oldest, so its requests 
   const first = nextBatch(behind, limits)!;
   assert.deepEqual(sessionsOf(behind, first.indices), [2]);
   assert.equal(first.kind, 'small');
+  assert.equal(first.contended, true);
   const second = nextBatch(
     behind.filter((_, i) => !first.indices.includes(i)),
     limits,
-    first.kind,
+    afterSmall,
   )!;
-  assert.deepEqual(second, { indices: [0], kind: 'chunk', paddedRows: 40 });
+  assert.deepEqual(second, { indices: [0], kind: 'chunk', paddedRows: 40, contended: false });
 });
 
 test('verifications go first and are never padded up to a prefill chunk', () => {
@@ -68,7 +74,7 @@ test('verifications go first and are never padded up to a prefill chunk', () => 
   assert.equal(first.paddedRows, 21);
   // Then the chunks, which batch with chunks of similar size (64 and 48) but not with verifications.
   const rest = queue.filter((_, i) => !first.indices.includes(i));
-  const second = nextBatch(rest, { ...limits, maxBatchTokens: 256 }, first.kind)!;
+  const second = nextBatch(rest, { ...limits, maxBatchTokens: 256 }, afterSmall)!;
   assert.equal(second.kind, 'chunk');
   assert.deepEqual(sessionsOf(rest, second.indices), [1, 4]);
   for (const pick of [first, second]) {
@@ -77,7 +83,7 @@ test('verifications go first and are never padded up to a prefill chunk', () => 
   }
   // A chunk under half the largest is not padded up to it.
   const wide = { ...limits, maxBatchTokens: 1024 };
-  assert.deepEqual(nextBatch(q([1, 64], [2, 24], [3, 40]), wide, 'small')!.indices, [0, 2]);
+  assert.deepEqual(nextBatch(q([1, 64], [2, 24], [3, 40]), wide, afterSmall)!.indices, [0, 2]);
 });
 
 test('single-row splits batch one-row requests only; longer ones run alone', () => {
@@ -94,29 +100,39 @@ interface Served {
   ranAt: number;
 }
 
-/** A worker loop: each step runs one batch; `arrive` adds what finished requests' sessions send next. */
-function simulate(initial: QueuedRequest[], steps: number, arrive: (done: QueuedRequest[]) => QueuedRequest[]) {
+/**
+ * A worker loop: each step runs one batch, which takes `costMs` (by default 1 ms per padded row); `arrive` adds
+ * what finished requests' sessions send next.
+ */
+function simulate(
+  initial: QueuedRequest[],
+  steps: number,
+  arrive: (done: QueuedRequest[]) => QueuedRequest[],
+  costMs = (paddedRows: number) => paddedRows,
+) {
   let queue = initial.map((request) => ({ request, arrivedAt: 0 }));
-  let previous: RequestClass | undefined;
+  let turn = FIRST_TURN;
   const kinds: RequestClass[] = [];
+  const costs: number[] = [];
   const served: Served[] = [];
   let batched = 0;
   for (let step = 0; step < steps && queue.length > 0; step++) {
     const pick = nextBatch(
       queue.map((q) => q.request),
       limits,
-      previous,
+      turn,
     )!;
     const picked = pick.indices.map((i) => queue[i]);
     assert.equal(new Set(picked.map((p) => p.request.sessionId)).size, picked.length, 'one request per session');
     served.push(...picked.map((p) => ({ ...p, ranAt: step })));
     if (picked.length > 1) batched++;
     queue = queue.filter((_, i) => !pick.indices.includes(i));
-    previous = pick.kind;
+    turn = afterRun(turn, pick, costMs(pick.paddedRows));
     kinds.push(pick.kind);
+    costs.push(costMs(pick.paddedRows));
     queue.push(...arrive(picked.map((p) => p.request)).map((request) => ({ request, arrivedAt: step + 1 })));
   }
-  return { kinds, served, batched, left: queue };
+  return { kinds, costs, served, batched, left: queue };
 }
 
 test('a long prompt delays verifications by at most one chunk batch, and its chunks keep going', () => {
@@ -132,6 +148,24 @@ test('a long prompt delays verifications by at most one chunk batch, and its chu
   for (const s of served.filter((s) => s.request.sessionId !== 1)) {
     const chunkBatches = kinds.slice(s.arrivedAt, s.ranAt).filter((k) => k === 'chunk').length;
     assert.ok(chunkBatches <= 1, `a verification waited behind ${chunkBatches} chunk batches`);
+  }
+});
+
+test('chunks catch up on the time of a long verification batch before verifications run again', () => {
+  // Session 1 sends a prompt as eight 24-row chunks; sessions 2–9 verify 7 rows back to back: one batch of them
+  // (8 × 7 = 56 padded rows, 56 ms) takes as long as 2.3 chunks (24 ms each).
+  const chunks = q(...Array.from({ length: 8 }, () => [1, 24] as [number, number]));
+  const verifying = q(...Array.from({ length: 8 }, (_, i) => [i + 2, 7] as [number, number]));
+  const resend = (done: QueuedRequest[]) => done.filter((r) => r.sessionId !== 1);
+  const { kinds, costs, served } = simulate([...chunks, ...verifying], 12, resend);
+  // Turns alone would give one chunk per verification batch; time gives the prompt three (72 ms ≥ 56 ms).
+  assert.deepEqual(kinds.slice(0, 6), ['small', 'chunk', 'chunk', 'chunk', 'small', 'chunk']);
+  // Verifications wait at most their own last batch's time plus one chunk.
+  for (const s of served.filter((s) => s.request.sessionId !== 1)) {
+    const chunkMs = kinds
+      .map((kind, step) => (kind === 'chunk' && step >= s.arrivedAt && step < s.ranAt ? costs[step] : 0))
+      .reduce((a, b) => a + b, 0);
+    assert.ok(chunkMs <= 56 + 24, `a verification waited behind ${chunkMs} ms of chunks`);
   }
 });
 
