@@ -52,6 +52,8 @@ export class CloudClient implements Verifier {
   bytesUp = 0;
   bytesDown = 0;
   maxTokensPerFrame = 0;
+  /** The largest cache this server lets a session grow to (its welcome), when it says. */
+  maxContext?: number;
   initialLatency = { baseMs: 0, perTokenMs: 0 };
 
   private constructor(options: CloudClientOptions) {
@@ -145,6 +147,7 @@ export class CloudClient implements Verifier {
               }
               this.sessionId = body.sessionId;
               this.maxTokensPerFrame = body.maxTokensPerFrame;
+              this.maxContext = body.maxContext;
               this.initialLatency = body.latencyModel;
               welcomed = true;
               clearTimeout(timer);

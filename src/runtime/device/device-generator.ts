@@ -44,6 +44,8 @@ export const GREEDY = { temperature: 0, topP: 1, seed: 0 } as const;
 export interface DeviceGenerator {
   generator: HatGenerator;
   verifier: Verifier;
+  /** The cloud's context limit in positions (its welcome), when it says. */
+  cloudContext?: number;
   close(): void;
 }
 
@@ -71,13 +73,17 @@ export async function connectDeviceGenerator(options: DeviceGeneratorOptions): P
         recorder.onUplink(bytes);
       }
     : tap;
-  const connect = () =>
-    CloudClient.connect({
+  let cloudContext: number | undefined;
+  const connect = async () => {
+    const client = await CloudClient.connect({
       ...options.cloud,
       recordUplink,
       manifestHash: manifestHash(manifest),
       hiddenSize: manifest.hidden.size,
     });
+    cloudContext = client.maxContext;
+    return client;
+  };
   const first = await connectWithRetries({
     connect,
     reconnects: options.reconnects ?? 0,
@@ -101,5 +107,5 @@ export async function connectDeviceGenerator(options: DeviceGeneratorOptions): P
       ? options.draftThreshold
       : draftPolicy(manifest, options.draftThreshold, options.maxDraft);
   const generator = new HatGenerator(parts, verifier, sampler, new Drafter(parts, sampler, policy));
-  return { generator, verifier, close: () => verifier.close() };
+  return { generator, verifier, cloudContext, close: () => verifier.close() };
 }

@@ -27,6 +27,21 @@ export interface DraftChain {
   stepMs: number[];
 }
 
+/**
+ * Keeps at most `maxDrafts` drafts of a chain (a branch drafted ahead can hold more than a round may still use).
+ * What the small model guessed after the cut is unknown, so the chain offers no candidates to branch on.
+ */
+export function capDrafts(chain: DraftChain, maxDrafts: number): void {
+  if (chain.drafts.length <= maxDrafts) return;
+  chain.drafts.length = maxDrafts;
+  chain.confidences.length = maxDrafts;
+  chain.draftProbs.length = Math.min(chain.draftProbs.length, maxDrafts);
+  chain.hidden.length = 1 + maxDrafts;
+  chain.nextGuess = undefined;
+  chain.nextCandidates = undefined;
+  chain.finished = true;
+}
+
 /** Most candidate continuations a parallel-drafting device keeps. */
 export const MAX_BRANCHES = 4;
 
@@ -63,10 +78,11 @@ export class Drafter {
   }
 
   /**
-   * Grows the chain by one draft if the policy keeps it. Returns false when the chain is finished.
+   * Grows the chain by one draft if the policy keeps it and the chain holds fewer than `maxDrafts` (what the round
+   * can still commit). Returns false when the chain is finished.
    * The adapter and input part caches advance with the chain; callers truncate them on rejection.
    */
-  async extend(chain: DraftChain): Promise<boolean> {
+  async extend(chain: DraftChain, maxDrafts = Infinity): Promise<boolean> {
     if (chain.finished || !this.parts.adapter) {
       chain.finished = true;
       return false;
@@ -79,7 +95,9 @@ export class Drafter {
     const logits = await this.parts.draftOutput.step({ hidden: lastRow(adapted) }, 1);
     const choice = choose(this.sampler, lastRow(logits));
     const index = chain.drafts.length + 1;
-    if (!this.policy.keep(choice.confidence, index, chain.survival, chain.expectedTokens)) {
+    // Over `maxDrafts` the draft is declined like one the policy turns down, after the adapter step, so the
+    // adapter's cache stays one position ahead of the chain as every round's rollback expects.
+    if (index > maxDrafts || !this.policy.keep(choice.confidence, index, chain.survival, chain.expectedTokens)) {
       chain.nextGuess = choice;
       chain.nextCandidates = likeliest(lastRow(logits), MAX_BRANCHES, choice.token);
       chain.finished = true;

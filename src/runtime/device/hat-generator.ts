@@ -13,7 +13,7 @@ import { verifyRound } from '../speculative/verify-round.ts';
 import { TokenCommitter } from '../token-commit.ts';
 import { DeviceCaches } from './device-caches.ts';
 import type { DeviceParts } from './device-parts.ts';
-import type { DraftChain, Drafter } from './drafter.ts';
+import { capDrafts, type DraftChain, type Drafter } from './drafter.ts';
 import { MetricsRecorder, type DeviceMetrics } from './generation-metrics.ts';
 import { Predrafter, type Branch } from './predrafter.ts';
 import { PrefillPipeline, type ChunkOption } from './prefill.ts';
@@ -115,7 +115,9 @@ export class HatGenerator {
       let chain: DraftChain | undefined;
       while (!committer.done && !options.signal?.aborted) {
         const base = prompt.length + committer.ids.length - 1; // the pending token's position = the middle's length
-        const round = await this.round(base, pending, chain, caches, options, recorder);
+        // A round commits at most its drafts + 1 tokens: drafting past what is left only grows the cache.
+        const maxDrafts = options.maxNewTokens - committer.ids.length - 1;
+        const round = await this.round(base, pending, chain, maxDrafts, caches, options, recorder);
         committer.commit(round.committed);
         pending = round.committed[round.committed.length - 1];
         chain = round.chain;
@@ -137,6 +139,7 @@ export class HatGenerator {
     base: number,
     pending: number,
     continued: DraftChain | undefined,
+    maxDrafts: number,
     caches: DeviceCaches,
     options: HatGenerateOptions,
     recorder: MetricsRecorder,
@@ -145,9 +148,10 @@ export class HatGenerator {
     const modelAtStart = this.modelMs();
     const chain = continued ?? (await this.drafter.start(pending));
     if (options.speculative)
-      while (await this.drafter.extend(chain)) {
+      while (await this.drafter.extend(chain, maxDrafts)) {
         /* grow the chain */
       }
+    capDrafts(chain, Math.max(0, maxDrafts));
     const rows = chain.hidden.length;
     const candidates = chain.nextCandidates?.slice(0, options.parallelBranches ?? 1);
     const verification = this.verifier.forward(concatRows(chain.hidden), rows, base, { allPositions: true });

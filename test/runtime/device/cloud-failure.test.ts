@@ -6,6 +6,7 @@ import { CloudClient } from '../../../src/runtime/device/cloud-client.ts';
 import { connectDeviceGenerator, GREEDY } from '../../../src/runtime/device/device-generator.ts';
 import { FixedThresholdPolicy } from '../../../src/runtime/speculative/draft-policy.ts';
 import { HatError } from '../../../src/errors.ts';
+import { runDevice } from '../../../src/runtime/device/run-device.ts';
 import { OnnxCausalLm, type CausalLm } from '../../../src/runtime/full-model.ts';
 import { SlmCausalLm } from '../../../src/runtime/device/slm.ts';
 import { generateTokens } from '../../../src/runtime/generate.ts';
@@ -130,6 +131,49 @@ test('a prefill chunk refused while later chunks are in flight ends the generati
   } finally {
     process.off('unhandledRejection', onUnhandled);
     close();
+    await server.stop();
+  }
+});
+
+test("run-device refuses prompt + --max-new-tokens over the cloud's context before generating anything", async () => {
+  const { split } = await makeSmallSplit();
+  addIdentityAdapter(split);
+  const { server, port } = await serveSplit(split, { maxContext: 40 });
+  const written: string[] = [];
+  const run = (length: number) =>
+    runDevice({
+      splitDir: split,
+      cloud: `ws://127.0.0.1:${port}`,
+      prompt: { ids: Array.from({ length }, (_, i) => 2 + (i % 50)) },
+      maxNewTokens: 16,
+      temperature: 0,
+      topP: 1,
+      seed: 0,
+      draftThreshold: 0,
+      maxDraft: 3,
+      speculative: true,
+      parallelDrafting: true,
+      parallelBranches: 1,
+      chunk: 8,
+      wire: 'fp32',
+      fallbackLocal: false,
+      threads: 1,
+      onText: (text) => written.push(text),
+    });
+  try {
+    await assert.rejects(
+      run(25),
+      (e: HatError) =>
+        e.code === 'CONTEXT_LIMIT' &&
+        /= 41 positions exceed the cloud's context of 40/.test(e.message) &&
+        /at most 15/.test(e.hint ?? ''),
+    );
+    assert.deepEqual(written, []);
+    // Exactly at the limit it runs to the end, drafts included.
+    const fits = await run(24);
+    assert.equal(fits.error, undefined);
+    assert.equal(fits.ids.length, 16);
+  } finally {
     await server.stop();
   }
 });

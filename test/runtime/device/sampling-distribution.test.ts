@@ -87,9 +87,10 @@ test(
     } finally {
       client.close();
     }
-    // Every trial is seeded, so the count is fixed: 256 of the 400 kept their first draft and 144 rejected it, so both
-    // outcomes of speculative sampling's acceptance were exercised (it changes if acceptance does).
-    assert.equal(drafted, 256);
+    // Every trial is seeded, so the count is fixed: 254 of the 400 kept their first draft and 146 rejected it, so both
+    // outcomes of speculative sampling's acceptance were exercised (it changes if acceptance or drafting does: with
+    // 3 tokens to generate, a round drafts at most what it can commit).
+    assert.equal(drafted, 254);
     // Two-sample chi-square over outcomes seen at least 5 times in total; rarer ones are pooled.
     const keys = new Set([...expected.keys(), ...observed.keys()]);
     let chi = 0,
