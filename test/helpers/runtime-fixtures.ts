@@ -16,6 +16,7 @@ import { encodeModel } from '../../src/onnx/model-io.ts';
 import type { SplitManifest } from '../../src/split/manifest.ts';
 import { startCloud, type ServeOptions, type StartedCloud } from '../../src/runtime/cloud/serve.ts';
 import { silentLogger } from '../../src/runtime/cloud/logger.ts';
+import type { RunDeviceOptions } from '../../src/runtime/device/run-device.ts';
 
 export const SMALL_LLAMA: LlamaConfig = llamaConfig({
   vocabSize: 64,
@@ -79,4 +80,33 @@ export function serveSplit(splitDir: string, overrides: Partial<ServeOptions> = 
     logger: silentLogger,
     ...overrides,
   });
+}
+
+/**
+ * run-device's options for a test device of `splitDir` talking to a loopback cloud on `port`: greedy, drafting at
+ * η = 0 up to 3 drafts, 4-token chunks, fp16 wire, one thread; `overrides` names the prompt and what else differs.
+ */
+export function deviceOptions(
+  splitDir: string,
+  port: number,
+  overrides: Partial<RunDeviceOptions> & Pick<RunDeviceOptions, 'prompt'>,
+): RunDeviceOptions {
+  return {
+    splitDir,
+    cloud: `ws://127.0.0.1:${port}`,
+    maxNewTokens: 16,
+    temperature: 0,
+    topP: 1,
+    seed: 0,
+    draftThreshold: 0,
+    maxDraft: 3,
+    speculative: true,
+    parallelDrafting: true,
+    parallelBranches: 1,
+    chunk: 4,
+    wire: 'fp16',
+    fallbackLocal: false,
+    threads: 1,
+    ...overrides,
+  };
 }

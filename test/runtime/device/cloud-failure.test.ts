@@ -11,7 +11,7 @@ import { OnnxCausalLm, type CausalLm } from '../../../src/runtime/full-model.ts'
 import { SlmCausalLm } from '../../../src/runtime/device/slm.ts';
 import { generateTokens } from '../../../src/runtime/generate.ts';
 import { argmax } from '../../../src/runtime/sampling.ts';
-import { addIdentityAdapter, makeSmallSplit, serveSplit } from '../../helpers/runtime-fixtures.ts';
+import { addIdentityAdapter, deviceOptions, makeSmallSplit, serveSplit } from '../../helpers/runtime-fixtures.ts';
 
 const prompt = [1, 5, 9, 22, 13, 40];
 const NEW = 20;
@@ -141,25 +141,14 @@ test("run-device refuses prompt + --max-new-tokens over the cloud's context befo
   const { server, port } = await serveSplit(split, { maxContext: 40 });
   const written: string[] = [];
   const run = (length: number) =>
-    runDevice({
-      splitDir: split,
-      cloud: `ws://127.0.0.1:${port}`,
-      prompt: { ids: Array.from({ length }, (_, i) => 2 + (i % 50)) },
-      maxNewTokens: 16,
-      temperature: 0,
-      topP: 1,
-      seed: 0,
-      draftThreshold: 0,
-      maxDraft: 3,
-      speculative: true,
-      parallelDrafting: true,
-      parallelBranches: 1,
-      chunk: 8,
-      wire: 'fp32',
-      fallbackLocal: false,
-      threads: 1,
-      onText: (text) => written.push(text),
-    });
+    runDevice(
+      deviceOptions(split, port, {
+        prompt: { ids: Array.from({ length }, (_, i) => 2 + (i % 50)) },
+        chunk: 8,
+        wire: 'fp32',
+        onText: (text) => written.push(text),
+      }),
+    );
   try {
     await assert.rejects(
       run(25),

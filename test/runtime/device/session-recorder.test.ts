@@ -14,7 +14,7 @@ import { frameHeader, isPrefillFrame, readRecording } from '../../../src/runtime
 import { FrameFlags } from '../../../src/runtime/protocol/frame.ts';
 import { LINK_PROFILES } from '../../../src/runtime/link.ts';
 import { replaySession } from '../../../src/bench/fleet/replay.ts';
-import { addIdentityAdapter, makeSmallSplit, serveSplit } from '../../helpers/runtime-fixtures.ts';
+import { addIdentityAdapter, deviceOptions, makeSmallSplit, serveSplit } from '../../helpers/runtime-fixtures.ts';
 
 let cloud: StartedCloud;
 let split: string;
@@ -28,25 +28,8 @@ before(async () => {
 });
 after(() => cloud.server.stop());
 
-const device = (overrides: Partial<RunDeviceOptions>): RunDeviceOptions => ({
-  splitDir: split,
-  cloud: `ws://127.0.0.1:${cloud.port}`,
-  prompt: { ids: prompt },
-  maxNewTokens: 16,
-  temperature: 0,
-  topP: 1,
-  seed: 0,
-  draftThreshold: 0,
-  maxDraft: 3,
-  speculative: true,
-  parallelDrafting: true,
-  parallelBranches: 1,
-  chunk: 4,
-  wire: 'fp16',
-  fallbackLocal: false,
-  threads: 1,
-  ...overrides,
-});
+const device = (overrides: Partial<RunDeviceOptions>): RunDeviceOptions =>
+  deviceOptions(split, cloud.port, { prompt: { ids: prompt }, ...overrides });
 
 for (const speculative of [true, false]) {
   const mode = speculative ? 'HAT (chunks, drafts)' : 'U-shape (--no-draft, --chunk off)';
