@@ -180,11 +180,7 @@ export class PaddedBatchRunner {
     const { type, heads, headDim: d } = this.kv.get(name)!;
     const buffer = this.floatBuffer(name, type, entries.length * heads * maxPast * d);
     entries.forEach((entry, b) => {
-      const { data, first, headStride } = headsOf(entry.state, name);
-      for (let h = 0; h < heads; h++) {
-        const from = first + h * headStride;
-        buffer.set(data.subarray(from, from + entry.pastLength * d), ((b * heads + h) * maxPast + starts[b]) * d);
-      }
+      copyHeads(entry.state, name, entry.pastLength, buffer, (b * heads * maxPast + starts[b]) * d, maxPast * d);
     });
     return makeTensor(type, buffer, [entries.length, heads, maxPast, d]);
   }
@@ -246,19 +242,34 @@ function withHeadroom(length: number): number {
 }
 
 /** Where a cache's heads lie for one KV input: head h's positions start at first + h × headStride. */
-function headsOf(source: KvSource, name: string): { data: KvArray; first: number; headStride: number } {
-  if (isView(source)) {
-    const tensor = source.shared.tensors.get(name)!;
-    const [, heads, width, headDim] = tensor.dims;
-    const headStride = width * headDim;
-    return {
-      data: tensor.data as KvArray,
-      first: source.row * heads * headStride + source.start * headDim,
-      headStride,
-    };
+function headsOf(
+  source: KvSource,
+  name: string,
+): { data: KvArray; first: number; headStride: number; heads: number; headDim: number } {
+  const tensor = isView(source) ? source.shared.tensors.get(name)! : source.tensors.get(name)!;
+  const [, heads, positions, headDim] = tensor.dims;
+  const headStride = positions * headDim;
+  const first = isView(source) ? source.row * heads * headStride + source.start * headDim : 0;
+  return { data: tensor.data as KvArray, first, headStride, heads, headDim };
+}
+
+/**
+ * The first `length` positions of every head of a cache's KV input `name`, copied into `target`: head h's go to
+ * targetFirst + h × targetHeadStride.
+ */
+function copyHeads(
+  source: KvSource,
+  name: string,
+  length: number,
+  target: KvArray,
+  targetFirst: number,
+  targetHeadStride: number,
+): void {
+  const { data, first, headStride, heads, headDim } = headsOf(source, name);
+  for (let h = 0; h < heads; h++) {
+    const from = first + h * headStride;
+    target.set(data.subarray(from, from + length * headDim), targetFirst + h * targetHeadStride);
   }
-  const tensor = source.tensors.get(name)!;
-  return { data: tensor.data as KvArray, first: 0, headStride: tensor.dims[2] * tensor.dims[3] };
 }
 
 /** A view's first `length` positions copied into a contiguous cache of their own ([1, heads, length, headDim]). */
@@ -266,14 +277,10 @@ export function materialize(view: PresentView, length = view.length): KvState {
   const tensors = new Map<string, Tensor>();
   for (const [name, present] of view.shared.tensors) {
     const [, heads, , d] = present.dims;
-    const { data, first, headStride } = headsOf(view, name);
-    const target =
-      data instanceof Uint16Array ? new Uint16Array(heads * length * d) : new Float32Array(heads * length * d);
-    for (let h = 0; h < heads; h++) {
-      const from = first + h * headStride;
-      target.set(data.subarray(from, from + length * d), h * length * d);
-    }
-    tensors.set(name, makeTensor(present.type === 'float16' ? 'float16' : 'float32', target, [1, heads, length, d]));
+    const type = present.type === 'float16' ? 'float16' : 'float32';
+    const target = newKvArray(type, heads * length * d);
+    copyHeads(view, name, length, target, 0, length * d);
+    tensors.set(name, makeTensor(type, target, [1, heads, length, d]));
   }
   return { length, tensors };
 }
