@@ -5,8 +5,10 @@
  * every round; a fleet's copy share is in serve-cloud's /metrics); this times that against the onnxruntime run, for
  * `--sessions` sessions each verifying `--rows` rows on a past of `--past` positions, and times the same requests
  * run one by one (batching off) for the throughput ratio.
- *   npm run bench:kv [-- --split DIR] [--sessions 16] [--past 1024] [--rows 5] [--runs 5] [--threads N]
- *   (lists: --past 128,1024)
+ *   npm run bench:kv [-- --split DIR] [--sessions 16] [--past 1024] [--rows 5] [--runs 5] [--warmup 2] [--threads N]
+ *   [--gather]
+ *   (lists: --past 128,1024). The same sessions batch every round, so their presents are fed back in place as the
+ *   next pasts where the split allows it (padded-batch.ts); --gather gathers every past every round instead.
  * Without --split it writes a random-weight Qwen2.5-0.5B-shaped Llama (vocabulary cut to 2,048: only the middle
  * part is run) and splits it 2 / 22 / head. The caches are random finite values of the real shapes: the copies and
  * the run cost the same whatever the values are.
@@ -24,6 +26,7 @@ import { partIO, readManifest } from '../src/runtime/split-dir.ts';
 import { createSession, makeTensor, type Tensor } from '../src/runtime/session.ts';
 import { PartRunner, type KvState } from '../src/runtime/part-runner.ts';
 import { PaddedBatchRunner, type BatchEntry } from '../src/runtime/cloud/padded-batch.ts';
+import { batchesInPlace } from '../src/runtime/cloud/serve.ts';
 
 const { values } = parseArgs({
   options: {
@@ -32,11 +35,16 @@ const { values } = parseArgs({
     past: { type: 'string', default: '1024' },
     rows: { type: 'string', default: '5' },
     runs: { type: 'string', default: '5' },
+    warmup: { type: 'string', default: '2' },
     threads: { type: 'string' },
+    gather: { type: 'boolean', default: false },
   },
 });
 const list = (text: string) => text.split(',').map(Number);
 const runs = Number(values.runs);
+// The first runs of a configuration are several times slower (memory first touched; 4–5 s against 0.2–0.3 s for a
+// 16 × 1,024 batch on this VM), so they are discarded.
+const warmup = Number(values.warmup);
 // serve-cloud's default: all cores for one worker (a fleet bench pins its cloud to one core: --threads 1).
 const threads = Number(values.threads ?? cpus().length);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -76,11 +84,14 @@ try {
     }
     return { length: past, tensors };
   };
-  const batcher = new PaddedBatchRunner(session, io, layout);
+  // As serve-cloud does, unless --gather asks for the gather every round (the cost in-place feeding removes).
+  const inPlace =
+    !values.gather && manifest.batching !== undefined && batchesInPlace(manifest.batching, split, manifest);
+  const batcher = new PaddedBatchRunner(session, io, layout, { inPlace });
   const solo = PartRunner.fromSession(session, io);
   process.stdout.write(
     `${description}; ${cpus().length} cores (${cpus()[0]?.model.trim()}), onnxruntime ${threads} thread(s); ` +
-      `medians of ${runs} runs after a warm-up, batched and one-by-one rounds alternating\n`,
+      `medians of ${runs} runs after ${warmup} warm-up runs, batched and one-by-one rounds alternating\n`,
   );
 
   /**
@@ -88,7 +99,7 @@ try {
    * as a verification that rejected its drafts would be), so the reused buffers are what serving reuses; each is
    * followed by the same requests one onnxruntime run each (restore, roll back, run, keep the cache).
    */
-  async function measure(sessions: number, past: number, rows: number) {
+  async function measure(sessions: number, past: number, rows: number, report = true) {
     const hidden = random(rows * d);
     let entries: BatchEntry[] = Array.from({ length: sessions }, () => ({
       state: cache(past),
@@ -100,7 +111,8 @@ try {
     const copy: number[] = [];
     const run: number[] = [];
     const oneByOne: number[] = [];
-    for (let r = 0; r <= runs; r++) {
+    let inPlaceRuns = 0;
+    for (let r = 0; r < warmup + runs; r++) {
       const batch = await batcher.run(entries);
       entries = entries.map((e, i) => ({ ...e, state: batch.results[i].state }));
       const started = performance.now();
@@ -112,11 +124,13 @@ try {
         await solo.step({ hidden }, rows);
         soloStates.push(solo.snapshot({ exclusive: true }));
       }
-      if (r === 0) continue;
+      if (r < warmup) continue;
       oneByOne.push(performance.now() - started);
       copy.push(batch.copyMs);
+      if (batch.inPlace) inPlaceRuns++;
       run.push(batch.runMs);
     }
+    if (!report) return;
     const kvMiB = [...soloStates[0].tensors.values()].reduce((n, t) => n + t.data.length * 4, 0) / 2 ** 20;
     const batched = median(copy.map((c, i) => c + run[i]));
     const share = copy.map((c, i) => c / (c + run[i]));
@@ -124,11 +138,14 @@ try {
       `${sessions} sessions × ${rows} rows, past ${past} (${kvMiB.toFixed(1)} MiB of KV each): ` +
         `padded run ${batched.toFixed(1)} ms = onnxruntime ${median(run).toFixed(1)} + copies ` +
         `${median(copy).toFixed(1)} (copy share ${(median(share) * 100).toFixed(1)} %, runs ` +
-        `${share.map((x) => (x * 100).toFixed(0)).join('/')} %); one by one ${median(oneByOne).toFixed(1)} ms ` +
+        `${share.map((x) => (x * 100).toFixed(0)).join('/')} %; pasts fed in place in ${inPlaceRuns}/${runs}); ` +
+        `one by one ${median(oneByOne).toFixed(1)} ms ` +
         `→ batching ${(median(oneByOne) / batched).toFixed(2)}×\n`,
     );
   }
 
+  // A process's first runs are slower still, whatever their configuration: the first one is run once unreported.
+  await measure(list(values.sessions!)[0], list(values.past!)[0], list(values.rows!)[0], false);
   for (const sessions of list(values.sessions!))
     for (const past of list(values.past!)) for (const rows of list(values.rows!)) await measure(sessions, past, rows);
   await session.release();

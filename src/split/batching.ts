@@ -10,6 +10,9 @@
  * - GroupQueryAttention: 'single-row'. It reads each row's length as Σmask − 1, and onnxruntime refuses a batch of
  *   several rows per session over a past; one-row requests batch exactly with pasts padded on the right;
  * - otherwise 'padded'.
+ * And whether a batch's presents may be fed back in place as the next pasts (padded-batch.ts), which leaves holes
+ * inside a past: yes, unless the model has a sliding window — it hides keys by their index distance from the
+ * query, which holes stretch. ('single-row' pasts never have holes: each row's length is read from the mask.)
  * serve-cloud recomputes this for splits written before the manifest had the field (serve.ts).
  */
 import { toNumber, type GraphProto } from '../onnx/model-io.ts';
@@ -21,7 +24,8 @@ const ATTENTION_OPS = new Set(['Softmax', 'Attention', 'MultiHeadAttention', 'Gr
 /** Ops that turn positions into rotations: they must read position_ids. */
 const POSITION_OPS = new Set(['RotaryEmbedding', 'Sin', 'Cos']);
 
-export function decideBatching(graph: GraphProto, kv: readonly KvPair[]): BatchingDecision {
+/** `window`: the sliding window config.json declares or the split's mask repair found, if any. */
+export function decideBatching(graph: GraphProto, kv: readonly KvPair[], window?: number): BatchingDecision {
   const index = new GraphIndex(graph);
   const none = (reason: string): BatchingDecision => ({ mode: 'none', reason });
   for (const input of graph.input ?? []) {
@@ -54,7 +58,16 @@ export function decideBatching(graph: GraphProto, kv: readonly KvPair[]): Batchi
       reason:
         "GroupQueryAttention takes each row's length from attention_mask and refuses several rows per session " +
         `over a past: one-row requests batch, pasts padded on the right; ${positions}`,
+      inPlace: true,
     };
   }
-  return { mode: 'padded', reason: `every attention reads attention_mask; ${positions}` };
+  if (window === undefined)
+    return { mode: 'padded', reason: `every attention reads attention_mask; ${positions}`, inPlace: true };
+  return {
+    mode: 'padded',
+    reason:
+      `every attention reads attention_mask; ${positions}; its ${window}-position sliding window counts keys by ` +
+      'index, so every batch gathers its pasts (none fed back in place with holes)',
+    inPlace: false,
+  };
 }

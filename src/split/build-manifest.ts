@@ -9,7 +9,7 @@ import type { LoadedModel } from '../onnx/model-io.ts';
 import { decideBatching } from './batching.ts';
 import type { DecoderStructure } from './decoder.ts';
 import { MANIFEST_FORMAT, type PartManifest, type SplitManifest } from './manifest.ts';
-import type { MaskRepair } from './mask-repair.ts';
+import { declaredWindow, type MaskRepair } from './mask-repair.ts';
 import { attentionFacts, hiddenDType, tensorSpec } from './model-facts.ts';
 import { PART_NAMES, type PartGraph, type PartName, type PartPlan } from './parts.ts';
 import type { PartWeights, WeightsMode } from './weights.ts';
@@ -94,7 +94,11 @@ export async function buildManifest(inputs: ManifestInputs): Promise<SplitManife
     },
     privacy,
     multiTokenCachedSteps: false,
-    batching: decideBatching(plan.parts.middle.graph, plan.parts.middle.kv),
+    batching: decideBatching(
+      plan.parts.middle.graph,
+      plan.parts.middle.kv,
+      repair?.window ?? declaredWindow(source.dir),
+    ),
     ...(companions.includes('tokenizer.json') ? { tokenizer: 'tokenizer.json' } : {}),
     extraFiles: companions.filter((file) => file !== 'tokenizer.json'),
     model: modelFacts(source, structure),

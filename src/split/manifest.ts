@@ -115,4 +115,10 @@ export type BatchingMode = 'padded' | 'single-row' | 'none';
 export interface BatchingDecision {
   mode: BatchingMode;
   reason: string;
+  /**
+   * serve-cloud may feed a batch's presents back as the same sessions' next pasts, holes (rolled-back or padded
+   * positions, masked) and all: true unless a sliding window counts positions by index. Absent in splits written
+   * before the field: serve-cloud decides at load (serve.ts).
+   */
+  inPlace?: boolean;
 }

@@ -133,7 +133,7 @@ export function causalMaskRepair(
 }
 
 /** The sliding window config.json beside the model declares, if any (Hugging Face field names). */
-function declaredWindow(dir: string): number | undefined {
+export function declaredWindow(dir: string): number | undefined {
   try {
     const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
     const window = config.sliding_window;

@@ -53,6 +53,8 @@ export interface FleetRunStats {
     /** Of computeSeconds: runs of prompt chunks and of small requests (the scheduler's classes), and cache copies. */
     computeSecondsByClass: { chunk: number; small: number };
     copySeconds: number;
+    /** Padded runs that fed the previous run's presents back as pasts (no gather). */
+    inPlaceRuns: number;
     errors: Record<string, number>;
   };
   /** The first distinct session errors, if any. */
@@ -164,6 +166,7 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
         small: round(counterDelta(ctx, 'hat_cloud_compute_seconds_sum', { class: 'small' }), 3),
       },
       copySeconds: round(counterDelta(ctx, 'hat_cloud_batch_copy_seconds_total'), 3),
+      inPlaceRuns: counterDelta(ctx, 'hat_cloud_batches_in_place_total'),
       errors: errorsByCode(ctx),
     },
     errors: distinctErrors,

@@ -25,6 +25,8 @@ export interface RunObservation {
   computeMs: number;
   /** Of computeMs, gathering pasts and splitting presents back in a padded run. */
   copyMs?: number;
+  /** A padded run fed the previous run's presents back as its pasts (nothing gathered). */
+  inPlace?: boolean;
   /** The scheduler's class of the batch: small requests (verifications) or prefill chunks. */
   kind?: 'small' | 'chunk';
 }
@@ -76,6 +78,7 @@ export class CloudMetrics {
   private readonly paddedRows: Counter;
   private readonly compute: Histogram;
   private readonly batchCopy: Counter;
+  private readonly inPlaceRuns: Counter;
   private readonly queueWait: Histogram;
   private readonly requests: Counter;
   private readonly errors: Counter;
@@ -132,6 +135,11 @@ export class CloudMetrics {
       help:
         'Of the compute time, padded runs assembling the batch and splitting outputs back, and session caches ' +
         'copied out of batches too little used to keep',
+      registers,
+    });
+    this.inPlaceRuns = new Counter({
+      name: 'hat_cloud_batches_in_place_total',
+      help: "Padded runs that fed the previous run's presents back as their pasts, gathering nothing",
       registers,
     });
     this.queueWait = new Histogram({
@@ -218,6 +226,7 @@ export class CloudMetrics {
     this.paddedRows.inc(run.paddedRows);
     this.compute.observe({ class: cls }, run.computeMs / 1000);
     this.batchCopy.inc((run.copyMs ?? 0) / 1000);
+    if (run.inPlace) this.inPlaceRuns.inc();
   }
 
   request(kind: RequestKind): void {

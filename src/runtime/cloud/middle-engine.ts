@@ -28,6 +28,8 @@ export interface EngineRun {
    * of batches too little used to keep (0 when neither happened).
    */
   copyMs: number;
+  /** The padded run fed the previous run's presents back as its pasts (no gather; padded-batch.ts). */
+  inPlace: boolean;
   /** Why a padded run failed (its requests then ran one by one). */
   batchError?: string;
 }
@@ -42,10 +44,19 @@ export class MiddleEngine {
   private readonly running = new Set<number>();
   private readonly droppedWhileRunning = new Set<number>();
 
-  /** `layout` undefined: the split cannot batch, so several requests run one after another. */
-  constructor(session: ModelSession, io: PartIO, options: { maxContext: number; layout?: PastLayout }) {
+  /**
+   * `layout` undefined: the split cannot batch, so several requests run one after another. `inPlace`: the split
+   * lets a batch's presents be fed back as the same sessions' next pasts (manifest `batching.inPlace`).
+   */
+  constructor(
+    session: ModelSession,
+    io: PartIO,
+    options: { maxContext: number; layout?: PastLayout; inPlace?: boolean },
+  ) {
     this.runner = PartRunner.fromSession(session, io);
-    this.batcher = options.layout ? new PaddedBatchRunner(session, io, options.layout) : undefined;
+    this.batcher = options.layout
+      ? new PaddedBatchRunner(session, io, options.layout, { inPlace: options.inPlace ?? false })
+      : undefined;
     this.maxContext = options.maxContext;
     this.empty = this.runner.snapshot();
   }
@@ -81,11 +92,12 @@ export class MiddleEngine {
     const batched = valid.length > 1 && this.batcher !== undefined;
     let batchError: string | undefined;
     let copyMs = 0;
+    let inPlace = false;
     try {
       if (batched) {
         const outcome = await this.runBatch(valid, results);
         if (typeof outcome === 'string') batchError = outcome;
-        else copyMs = outcome.copyMs;
+        else ({ copyMs, inPlace } = outcome);
       }
       if (batched && batchError === undefined) {
         paddedRows = valid.length * Math.max(...valid.map((r) => r.nTokens));
@@ -103,7 +115,8 @@ export class MiddleEngine {
     const compacting = performance.now();
     if (this.caches.compact() > 0) copyMs += performance.now() - compacting;
     const computeMs = performance.now() - started;
-    return { results: requests.map((r) => results.get(r.sessionId)!), computeMs, paddedRows, copyMs, batchError };
+    const ordered = requests.map((r) => results.get(r.sessionId)!);
+    return { results: ordered, computeMs, paddedRows, copyMs, inPlace, batchError };
   }
 
   private check(request: MiddleRequest): { code: ErrorCode; message: string } | undefined {
@@ -127,7 +140,7 @@ export class MiddleEngine {
   private async runBatch(
     requests: readonly MiddleRequest[],
     results: Map<number, EngineResult>,
-  ): Promise<string | { copyMs: number }> {
+  ): Promise<string | { copyMs: number; inPlace: boolean }> {
     const entries = requests.map((r) => ({
       state: this.caches.get(r.sessionId) ?? this.empty,
       pastLength: r.pastLength,
@@ -145,7 +158,7 @@ export class MiddleEngine {
       this.store(request.sessionId, state);
       results.set(request.sessionId, answer(request, output, cols));
     });
-    return { copyMs: batch.copyMs };
+    return { copyMs: batch.copyMs, inPlace: batch.inPlace };
   }
 
   /** Exactly the path every request took before batching: restore, roll back, step, keep the cache. */

@@ -13,11 +13,12 @@ import { MiddleEngine } from './middle-engine.ts';
 import type { PastLayout } from './padded-batch.ts';
 import type { WorkerReply, WorkerTask } from './worker-messages.ts';
 
-const { splitDir, threads, maxContext, layout } = workerData as {
+const { splitDir, threads, maxContext, layout, inPlace } = workerData as {
   splitDir: string;
   threads: number;
   maxContext: number;
   layout?: PastLayout;
+  inPlace: boolean;
 };
 const port = parentPort!;
 const reply = (message: WorkerReply, transfer: ArrayBuffer[] = []) => port.postMessage(message, transfer);
@@ -26,7 +27,7 @@ const messageOf = (error: unknown) => (error as Error).message;
 async function main(): Promise<void> {
   const manifest = readManifest(splitDir);
   const session = await createSession(resolve(splitDir, manifest.parts.middle.file), { threads }, 'middle part');
-  const engine = new MiddleEngine(session, partIO(manifest, 'middle'), { maxContext, layout });
+  const engine = new MiddleEngine(session, partIO(manifest, 'middle'), { maxContext, layout, inPlace });
 
   // A drop arrives while a batch is awaited too: the engine then does not keep that session's new cache.
   port.on('message', async (task: WorkerTask) => {
@@ -42,7 +43,7 @@ async function main(): Promise<void> {
       const message = messageOf(error);
       const code = codeOf(error, 'RUN_FAILED');
       const results = task.requests.map((r) => ({ sessionId: r.sessionId, ok: false as const, code, message }));
-      reply({ kind: 'ran', results, computeMs: 0, paddedRows: 0, copyMs: 0 });
+      reply({ kind: 'ran', results, computeMs: 0, paddedRows: 0, copyMs: 0, inPlace: false });
     }
   });
   reply({ kind: 'ready' });

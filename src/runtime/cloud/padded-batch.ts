@@ -4,8 +4,8 @@
  * - its past, truncated to the request's pastLength (the device's rollback), is copied into a padded frame of
  *   maxPast positions, and its new rows are padded on the right to the longest request;
  * - attention_mask is 0 on every padded position, position_ids are the session's own (past + i);
- * - its new cache is the slice [start, start + past + rows) of its row of every present.*: a PresentView into the
- *   run's outputs, which nothing writes again (the isolation invariant: a session reads only its own row).
+ * - its new cache is its positions in its row of every present.*: a PresentView into the run's outputs, which
+ *   nothing writes again (the isolation invariant: a session reads only its own row).
  * Layout 'left' ('padded' splits): every past ends at maxPast, where the new rows begin, so a causal mask built from
  * shapes (query i sits at maxPast + i) is right for every row. Layout 'right' ('single-row' splits, i.e.
  * GroupQueryAttention): GQA takes each row's length as Σmask − 1 and writes the new key there, so pasts start at 0.
@@ -14,6 +14,13 @@
  * back: a session keeps a view into the batch's outputs until its next round reads it (session-caches.ts copies
  * it out only when too little of that batch is still in use). Padded KV slots are left as they are: the mask
  * hides them, and a reused buffer only ever holds finite cache values.
+ *
+ * No copy at all when the same sessions batch again (every row of one run's presents, in any order, as a busy
+ * fleet's saturated rounds often are): the presents are fed back as the pasts where they lie. A row then carries
+ * holes — positions its session rolled back (rejected drafts) or never had (padded rows) — which the mask hides
+ * like left padding, so a view is a list of spans. Each such round widens the pasts by the longest request while a
+ * session keeps only what it commits, so pasts are fed in place only while real positions fill at least
+ * MIN_IN_PLACE_FILL of them; below that the next round gathers them (which closes the holes).
  */
 import { HatError } from '../../errors.ts';
 import type { KvState, PartIO } from '../part-runner.ts';
@@ -38,13 +45,27 @@ export interface SharedPresent {
   width: number;
 }
 
-/** One session's cache inside a shared present: positions [start, start + length) of batch row `row`. */
-export interface PresentView {
-  shared: SharedPresent;
-  row: number;
+/** Positions [start, start + length) of a batch row. */
+export interface Span {
   start: number;
   length: number;
 }
+
+/** One session's cache inside a shared present: `length` positions of batch row `row`, in order along `spans`. */
+export interface PresentView {
+  shared: SharedPresent;
+  row: number;
+  spans: readonly Span[];
+  length: number;
+}
+
+/**
+ * Real past positions per padded one, at least, for a batch's presents to be fed back in place. A hole costs the
+ * run about three passes over it (concatenated into the presents, read by attention for keys and values) where a
+ * gather costs two (read, write) once per real position, so in place pays down to about 0.6; 0.75 keeps a margin
+ * for the attention compute holes add.
+ */
+export const MIN_IN_PLACE_FILL = 0.75;
 
 /** A session's cache: a contiguous state of its own, or its row of a batch's presents. */
 export type KvSource = KvState | PresentView;
@@ -82,16 +103,19 @@ export class PaddedBatchRunner {
   private readonly session: ModelSession;
   private readonly io: PartIO;
   private readonly layout: PastLayout;
+  private readonly inPlace: boolean;
   private readonly hiddenType: string;
   private readonly intTypes = new Map<string, IntType>();
   private readonly kv = new Map<string, KvGeometry>();
   /** Reused feed buffers, one per input, grown as needed: the batch's inputs are rebuilt every round. */
   private readonly scratch = new Map<string, Float32Array | Uint16Array | Int32Array | BigInt64Array>();
 
-  constructor(session: ModelSession, io: PartIO, layout: PastLayout) {
+  /** `inPlace`: the split allows feeding a batch's presents back as pasts (manifest `batching.inPlace`). */
+  constructor(session: ModelSession, io: PartIO, layout: PastLayout, options: { inPlace: boolean }) {
     this.session = session;
     this.io = io;
     this.layout = layout;
+    this.inPlace = options.inPlace;
     const inputs = new Map(session.inputs.map((i) => [i.name, i]));
     if (!io.hiddenInput) throw new HatError('INTERNAL', 'a padded batch feeds hidden states: this part takes none');
     this.hiddenType = inputs.get(io.hiddenInput)?.type ?? 'float32';
@@ -110,40 +134,54 @@ export class PaddedBatchRunner {
   /**
    * One padded run. `copyMs` is the time spent outside onnxruntime assembling the batch (pasts gathered, feeds
    * built) and splitting it back (outputs sliced; the presents become views, not copies): the cost of batching on
-   * top of the run itself.
+   * top of the run itself. `inPlace`: the pasts were the previous run's presents, fed as they lie (no gather).
    */
-  async run(entries: readonly BatchEntry[]): Promise<{ results: BatchEntryResult[]; copyMs: number; runMs: number }> {
+  async run(
+    entries: readonly BatchEntry[],
+  ): Promise<{ results: BatchEntryResult[]; copyMs: number; runMs: number; inPlace: boolean }> {
     const assembling = performance.now();
-    const batch = entries.length;
-    const maxPast = Math.max(...entries.map((e) => e.pastLength));
-    const maxRows = Math.max(...entries.map((e) => e.rows));
+    const inPlaceOrder = this.inPlaceOrder(entries);
+    // Batch row b runs entries[order[b]]: in place, each session keeps the row it had.
+    const order = inPlaceOrder ?? entries.map((_, i) => i);
+    const rows = order.map((i) => entries[i]);
+    const batch = rows.length;
+    const maxRows = Math.max(...rows.map((e) => e.rows));
     if (this.layout === 'right' && maxRows !== 1) {
       throw new HatError('INTERNAL', 'a right-padded batch holds one row per session');
     }
-    const starts = entries.map((e) => (this.layout === 'left' ? maxPast - e.pastLength : 0));
-    const width = maxPast + maxRows;
+    const shared = inPlaceOrder ? (rows[0].state as PresentView).shared : undefined;
+    const pastWidth = shared?.width ?? Math.max(...rows.map((e) => e.pastLength));
+    // Where each session's past lies in its row of the past feed, and where its new rows go.
+    const pasts = rows.map((e): Span[] =>
+      shared
+        ? leading((e.state as PresentView).spans, e.pastLength)
+        : spansOf(this.layout === 'left' ? pastWidth - e.pastLength : 0, e.pastLength),
+    );
+    const newStarts = rows.map((e) => (this.layout === 'left' ? pastWidth : e.pastLength));
+    const width = pastWidth + maxRows;
     const feeds: Feeds = {};
     for (const name of this.session.inputNames) {
       const intType = this.intTypes.get(name)!;
       if (name === this.io.hiddenInput) {
-        feeds[name] = this.hiddenFeed(name, entries, maxRows);
+        feeds[name] = this.hiddenFeed(name, rows, maxRows);
       } else if (name === 'attention_mask') {
         const mask = this.intBuffer(name, batch * width);
         fillInt(mask, 0);
-        entries.forEach((e, b) => {
-          const first = b * width + starts[b];
-          fillInt(mask, 1, first, first + e.pastLength + e.rows);
+        rows.forEach((e, b) => {
+          for (const span of [...pasts[b], { start: newStarts[b], length: e.rows }]) {
+            fillInt(mask, 1, b * width + span.start, b * width + span.start + span.length);
+          }
         });
         feeds[name] = intTensor(intType, mask, [batch, width]);
       } else if (name === 'position_ids') {
         // Padded rows get positions too (past + i): finite, and masked out of every real row's attention.
         const positions = this.intBuffer(name, batch * maxRows);
         for (let i = 0; i < positions.length; i++) {
-          fillInt(positions, entries[Math.floor(i / maxRows)].pastLength + (i % maxRows), i, i + 1);
+          fillInt(positions, rows[Math.floor(i / maxRows)].pastLength + (i % maxRows), i, i + 1);
         }
         feeds[name] = intTensor(intType, positions, [batch, maxRows]);
       } else if (this.kv.has(name)) {
-        feeds[name] = this.pastFeed(name, entries, starts, maxPast);
+        feeds[name] = shared ? shared.tensors.get(name)! : this.pastFeed(name, rows, pasts, pastWidth);
       } else {
         throw new HatError('UNSUPPORTED_MODEL', `${this.session.label} has an input '${name}' hat cannot feed`);
       }
@@ -154,13 +192,40 @@ export class PaddedBatchRunner {
     const out = outputs[this.io.output];
     const cols = out.dims[out.dims.length - 1];
     const data = tensorToFloat32(out);
-    const shared = this.sharedPresent(outputs, batch, starts, entries);
-    const results = entries.map((entry, b) => {
+    const spans = rows.map((e, b) => [...pasts[b], ...spansOf(newStarts[b], e.rows)]);
+    const present = this.sharedPresent(outputs, batch, spans);
+    const results: BatchEntryResult[] = new Array(batch);
+    rows.forEach((entry, b) => {
       const output = data.slice(b * maxRows * cols, (b * maxRows + entry.rows) * cols);
-      return { output, cols, state: { shared, row: b, start: starts[b], length: entry.pastLength + entry.rows } };
+      const state = { shared: present, row: b, spans: merged(spans[b]), length: entry.pastLength + entry.rows };
+      results[order[b]] = { output, cols, state };
     });
     const done = performance.now();
-    return { results, copyMs: running - assembling + (done - splitting), runMs: splitting - running };
+    return {
+      results,
+      copyMs: running - assembling + (done - splitting),
+      runMs: splitting - running,
+      inPlace: shared !== undefined,
+    };
+  }
+
+  /**
+   * When `entries` are every row of one run's presents (each session's cache a view into them, in any order) and
+   * their real pasts fill at least MIN_IN_PLACE_FILL of those presents: which entry each batch row runs.
+   */
+  private inPlaceOrder(entries: readonly BatchEntry[]): number[] | undefined {
+    const first = entries[0].state;
+    if (!this.inPlace || !isView(first) || entries.length !== first.shared.batch) return undefined;
+    const { shared } = first;
+    const order: number[] = [];
+    let real = 0;
+    for (const [i, entry] of entries.entries()) {
+      const { state } = entry;
+      if (!isView(state) || state.shared !== shared || order[state.row] !== undefined) return undefined;
+      order[state.row] = i;
+      real += entry.pastLength;
+    }
+    return real >= MIN_IN_PLACE_FILL * shared.batch * shared.width ? order : undefined;
   }
 
   /** [batch, maxRows, hidden]: each session's rows, zeros below them. */
@@ -175,30 +240,26 @@ export class PaddedBatchRunner {
     return makeTensor(type, buffer, [entries.length, maxRows, cols]);
   }
 
-  /** [batch, heads, maxPast, headDim]: each session's first pastLength positions at its start. */
-  private pastFeed(name: string, entries: readonly BatchEntry[], starts: number[], maxPast: number): Tensor {
+  /** [batch, heads, maxPast, headDim]: each session's first pastLength positions gathered where `pasts` says. */
+  private pastFeed(name: string, entries: readonly BatchEntry[], pasts: Span[][], maxPast: number): Tensor {
     const { type, heads, headDim: d } = this.kv.get(name)!;
     const buffer = this.floatBuffer(name, type, entries.length * heads * maxPast * d);
     entries.forEach((entry, b) => {
-      copyHeads(entry.state, name, entry.pastLength, buffer, (b * heads * maxPast + starts[b]) * d, maxPast * d);
+      const start = pasts[b][0]?.start ?? 0;
+      copyHeads(entry.state, name, entry.pastLength, buffer, (b * heads * maxPast + start) * d, maxPast * d);
     });
     return makeTensor(type, buffer, [entries.length, heads, maxPast, d]);
   }
 
   /** The run's presents, checked to hold every session's new cache. */
-  private sharedPresent(
-    outputs: Feeds,
-    batch: number,
-    starts: number[],
-    entries: readonly BatchEntry[],
-  ): SharedPresent {
+  private sharedPresent(outputs: Feeds, batch: number, spans: Span[][]): SharedPresent {
     const tensors = new Map<string, Tensor>();
     for (const pair of this.io.kv) {
       tensors.set(pair.pastKey, outputs[pair.presentKey]);
       tensors.set(pair.pastValue, outputs[pair.presentValue]);
     }
     const width = outputs[this.io.kv[0].presentKey].dims[2];
-    const longest = Math.max(...entries.map((e, b) => starts[b] + e.pastLength + e.rows));
+    const longest = Math.max(...spans.flat().map((span) => span.start + span.length));
     for (const [name, tensor] of tensors) {
       const { heads, headDim } = this.kv.get(name)!;
       const expected = [batch, heads, width, headDim];
@@ -241,21 +302,25 @@ function withHeadroom(length: number): number {
   return Math.ceil(length * 1.25);
 }
 
-/** Where a cache's heads lie for one KV input: head h's positions start at first + h × headStride. */
+/**
+ * A cache's spans for one KV input, in the tensor that holds it: head h's position p lies at
+ * base + h × headStride + p × headDim.
+ */
 function headsOf(
   source: KvSource,
   name: string,
-): { data: KvArray; first: number; headStride: number; heads: number; headDim: number } {
+): { data: KvArray; base: number; headStride: number; heads: number; headDim: number; spans: readonly Span[] } {
   const tensor = isView(source) ? source.shared.tensors.get(name)! : source.tensors.get(name)!;
   const [, heads, positions, headDim] = tensor.dims;
   const headStride = positions * headDim;
-  const first = isView(source) ? source.row * heads * headStride + source.start * headDim : 0;
-  return { data: tensor.data as KvArray, first, headStride, heads, headDim };
+  const base = isView(source) ? source.row * heads * headStride : 0;
+  const spans = isView(source) ? source.spans : spansOf(0, source.length);
+  return { data: tensor.data as KvArray, base, headStride, heads, headDim, spans };
 }
 
 /**
- * The first `length` positions of every head of a cache's KV input `name`, copied into `target`: head h's go to
- * targetFirst + h × targetHeadStride.
+ * The first `length` positions of every head of a cache's KV input `name`, copied contiguously into `target`:
+ * head h's go to targetFirst + h × targetHeadStride.
  */
 function copyHeads(
   source: KvSource,
@@ -265,11 +330,43 @@ function copyHeads(
   targetFirst: number,
   targetHeadStride: number,
 ): void {
-  const { data, first, headStride, heads, headDim } = headsOf(source, name);
+  const { data, base, headStride, heads, headDim, spans } = headsOf(source, name);
   for (let h = 0; h < heads; h++) {
-    const from = first + h * headStride;
-    target.set(data.subarray(from, from + length * headDim), targetFirst + h * targetHeadStride);
+    let to = targetFirst + h * targetHeadStride;
+    for (const span of leading(spans, length)) {
+      const from = base + h * headStride + span.start * headDim;
+      target.set(data.subarray(from, from + span.length * headDim), to);
+      to += span.length * headDim;
+    }
   }
+}
+
+/** [start, start + length) as spans (none when empty). */
+function spansOf(start: number, length: number): Span[] {
+  return length > 0 ? [{ start, length }] : [];
+}
+
+/** The spans that hold the first `length` positions along `spans`. */
+function leading(spans: readonly Span[], length: number): Span[] {
+  const taken: Span[] = [];
+  for (const span of spans) {
+    if (length <= 0) break;
+    taken.push({ start: span.start, length: Math.min(span.length, length) });
+    length -= span.length;
+  }
+  return taken;
+}
+
+/** Adjacent spans joined: a gathered past and its new rows are one span. */
+function merged(spans: readonly Span[]): Span[] {
+  const joined: Span[] = [];
+  for (const span of spans) {
+    const last = joined[joined.length - 1];
+    if (last && last.start + last.length === span.start)
+      joined[joined.length - 1] = { ...last, length: last.length + span.length };
+    else joined.push(span);
+  }
+  return joined;
 }
 
 /** A view's first `length` positions copied into a contiguous cache of their own ([1, heads, length, headDim]). */

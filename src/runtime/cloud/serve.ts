@@ -5,8 +5,9 @@ import { join, resolve } from 'node:path';
 import { HatError } from '../../errors.ts';
 import { loadModel } from '../../onnx/model-io.ts';
 import { decideBatching } from '../../split/batching.ts';
+import { declaredWindow } from '../../split/mask-repair.ts';
 import { manifestHash, readManifest } from '../split-dir.ts';
-import type { SplitManifest } from '../../split/manifest.ts';
+import type { BatchingDecision, SplitManifest } from '../../split/manifest.ts';
 import { CloudServer } from './server.ts';
 import { CloudMetrics, kvBytesPerPosition } from './cloud-metrics.ts';
 import { WorkerPool } from './worker-pool.ts';
@@ -67,12 +68,14 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
   // Splits written before the manifest recorded it: the decision is a function of middle.onnx, which is right here
   // (its graph only: hat splits keep weights in external data), so older splits batch without being split again.
   const batching = manifest.batching ?? decideBatching((await loadModel(middle)).model.graph!, manifest.kv.middle);
+  const inPlace = batchesInPlace(batching, options.splitDir, manifest);
   const pool = await WorkerPool.start({
     splitDir: resolve(options.splitDir),
     workers: options.workers,
     threadsPerWorker: options.threadsPerWorker,
     maxContext: limits.maxContext,
     batching: batching.mode,
+    inPlace,
     maxBatch: options.maxBatch,
     maxBatchTokens: options.maxBatchTokens,
     logger: options.logger,
@@ -80,6 +83,7 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
   options.logger.log('batching', {
     mode: batching.mode,
     reason: batching.reason,
+    inPlace,
     decidedBy: manifest.batching ? 'manifest' : 'middle.onnx (the split predates the field)',
     maxBatch: pool.limits.maxBatch,
     maxBatchTokens: pool.limits.maxBatchTokens,
@@ -156,4 +160,16 @@ export function sessionLimits(
     maxSessions: Math.min(options.maxSessions, byMemory),
     sessionsLimitedBy: byMemory < options.maxSessions ? '--kv-memory' : '--max-sessions',
   };
+}
+
+/**
+ * Whether serve-cloud may feed a batch's presents back in place as the same sessions' next pasts: the manifest's
+ * `batching.inPlace`, or for a split written before that field, as `hat split` now decides — from the sliding window
+ * its config.json declares or its mask repair rebuilt.
+ */
+export function batchesInPlace(batching: BatchingDecision, splitDir: string, manifest: SplitManifest): boolean {
+  if (batching.inPlace !== undefined) return batching.inPlace;
+  if (batching.mode === 'single-row') return true;
+  const repairedWindow = /sliding window/.test(String(manifest.prelude.maskRepair ?? ''));
+  return batching.mode === 'padded' && declaredWindow(splitDir) === undefined && !repairedWindow;
 }

@@ -59,6 +59,8 @@ export interface WorkerPoolOptions {
   maxContext: number;
   /** How the split batches (manifest `batching`); 'none' runs one request at a time. */
   batching?: BatchingMode;
+  /** Whether a batch's presents may be fed back as the same sessions' next pasts (manifest `batching.inPlace`). */
+  inPlace?: boolean;
   /** Sessions per run (1: batching off). */
   maxBatch?: number;
   /** Padded rows per run; default DEFAULT_TOKENS_PER_THREAD × intra-op threads per worker. */
@@ -124,6 +126,7 @@ export class WorkerPool implements MiddleExecutor {
         maxContext: options.maxContext,
         index,
         layout,
+        inPlace: options.inPlace ?? false,
       },
     });
     const lane: Lane = { worker, queue: [], running: [], sessions: new Set(), ready: false, turn: FIRST_TURN };
@@ -227,6 +230,7 @@ export class WorkerPool implements MiddleExecutor {
       paddedRows: reply.paddedRows,
       computeMs: reply.computeMs,
       copyMs: reply.copyMs,
+      inPlace: reply.inPlace,
       kind: lane.pick?.kind,
     });
     if (reply.batchError) this.logger?.log('batch-failed', { sessions: running.length, message: reply.batchError });

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { resolve } from 'node:path';
 import { MiddleEngine } from '../../../src/runtime/cloud/middle-engine.ts';
 import type { PastLayout } from '../../../src/runtime/cloud/padded-batch.ts';
+import { batchesInPlace } from '../../../src/runtime/cloud/serve.ts';
 import { createSession, tensorToFloat32 } from '../../../src/runtime/session.ts';
 import { partIO, readManifest } from '../../../src/runtime/split-dir.ts';
 import { normalArray, seededRandom } from '../../../src/random.ts';
@@ -65,26 +66,83 @@ export const ONE_ROW_ROUNDS: Array<Array<[number, number, number]>> = [
   ],
 ];
 
+/**
+ * The same four sessions every round, in a different order each time, with rejected drafts, row counts that
+ * leave padded rows, and a rollback: every round after the first can feed the last run's presents back in place
+ * (real pasts fill 14/16, 22/28 and 25/32 of them), so views with holes are read and extended.
+ */
+export const IN_PLACE_ROUNDS: Array<Array<[number, number, number]>> = [
+  [
+    [1, 0, 4],
+    [2, 0, 4],
+    [3, 0, 4],
+    [4, 0, 4],
+  ],
+  [
+    [3, 3, 3],
+    [1, 4, 2],
+    [4, 3, 2],
+    [2, 4, 1],
+  ],
+  [
+    [2, 5, 1],
+    [4, 5, 1],
+    [1, 6, 1],
+    [3, 6, 1],
+  ],
+  [
+    [1, 7, 1],
+    [3, 7, 1],
+    [2, 6, 1],
+    [4, 5, 1],
+  ],
+];
+
+/** One-row steps of the same three sessions (GQA's 'single-row' batches), fed in place after the first round. */
+export const IN_PLACE_ONE_ROW_ROUNDS: Array<Array<[number, number, number]>> = [
+  [
+    [1, 0, 1],
+    [2, 0, 1],
+    [3, 0, 1],
+  ],
+  [
+    [2, 1, 1],
+    [1, 1, 1],
+    [3, 1, 1],
+  ],
+  [
+    [3, 2, 1],
+    [1, 2, 1],
+    [2, 1, 1],
+  ],
+];
+
 export interface Exactness {
   /** Largest |batched − solo| over every real output row and every cached position. */
   maxAbsError: number;
   /** Runs that went through the padded path (rows computed = sessions × the longest request). */
   batchedRuns: number;
+  /** Padded runs that fed the previous run's presents back as their pasts. */
+  inPlaceRuns: number;
 }
 
+/** `inPlace` defaults to what serve-cloud would do with the split. */
 export async function batchedVersusSolo(
   splitDir: string,
   layout: PastLayout,
   rounds = RAGGED_ROUNDS,
+  inPlace?: boolean,
 ): Promise<Exactness> {
   const manifest = readManifest(splitDir);
   const session = await createSession(resolve(splitDir, manifest.parts.middle.file), { threads: 1 }, 'middle part');
   const io = partIO(manifest, 'middle');
-  const batched = new MiddleEngine(session, io, { maxContext: 256, layout });
+  const allowed = inPlace ?? (manifest.batching !== undefined && batchesInPlace(manifest.batching, splitDir, manifest));
+  const batched = new MiddleEngine(session, io, { maxContext: 256, layout, inPlace: allowed });
   const solo = new MiddleEngine(session, io, { maxContext: 256 });
   const random = seededRandom(7);
   let maxAbsError = 0;
   let batchedRuns = 0;
+  let inPlaceRuns = 0;
   const worst = (a: ArrayLike<number>, b: ArrayLike<number>) => {
     assert.equal(a.length, b.length);
     for (let i = 0; i < a.length; i++) maxAbsError = Math.max(maxAbsError, Math.abs(a[i] - b[i]));
@@ -99,6 +157,7 @@ export async function batchedVersusSolo(
     }));
     const together = await batched.run(requests);
     if (together.paddedRows === requests.length * Math.max(...requests.map((r) => r.nTokens))) batchedRuns++;
+    if (together.inPlace) inPlaceRuns++;
     for (const [i, request] of requests.entries()) {
       const [alone] = (await solo.run([request])).results;
       const joint = together.results[i];
@@ -119,5 +178,5 @@ export async function batchedVersusSolo(
     }
   }
   await session.release();
-  return { maxAbsError, batchedRuns };
+  return { maxAbsError, batchedRuns, inPlaceRuns };
 }

@@ -2,9 +2,10 @@
  * Batched middle runs equal solo runs: ragged pasts, ragged row counts, rollbacks and new sessions in one padded
  * run give every session the outputs and the cache it gets alone (fp32 ≤ 1e-5, fp16 ≤ 2e-3), on hat's own
  * builder, the shipped default split, the decoder families in test/fixtures/families, and the shared fixtures'
- * splits (skipped without ../shared). A GroupQueryAttention split batches one-row requests with right-padded pasts.
+ * splits (skipped without ../shared), whether the pasts are gathered or the same sessions' last presents are fed
+ * back in place. A GroupQueryAttention split batches one-row requests with right-padded pasts.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,7 +21,13 @@ import { MiddleEngine } from '../../../src/runtime/cloud/middle-engine.ts';
 import { createSession } from '../../../src/runtime/session.ts';
 import { partIO, readManifest } from '../../../src/runtime/split-dir.ts';
 import { normalArray, seededRandom } from '../../../src/random.ts';
-import { batchedVersusSolo, ONE_ROW_ROUNDS, RAGGED_ROUNDS } from './batch-exactness.ts';
+import {
+  batchedVersusSolo,
+  IN_PLACE_ONE_ROW_ROUNDS,
+  IN_PLACE_ROUNDS,
+  ONE_ROW_ROUNDS,
+  RAGGED_ROUNDS,
+} from './batch-exactness.ts';
 
 /** A split of a small GQA Llama from hat's builder (weights std 0.15, as the builder's own tests use). */
 async function builderSplit(dtype: 'float32' | 'float16'): Promise<string> {
@@ -36,18 +43,29 @@ for (const [dtype, tolerance] of [
   ['float16', 2e-3],
 ] as const) {
   test(`builder model, ${dtype}: a padded batch equals each session alone within ${tolerance}`, async (t) => {
-    const { maxAbsError, batchedRuns } = await batchedVersusSolo(await builderSplit(dtype), 'left');
-    t.diagnostic(`max |batched − solo| = ${maxAbsError.toExponential(2)}`);
-    assert.equal(batchedRuns, RAGGED_ROUNDS.length, 'every round ran as one padded batch');
-    assert.ok(maxAbsError <= tolerance, `max abs error ${maxAbsError}`);
+    await assertBatchesExactly(t, await builderSplit(dtype), tolerance);
   });
 }
 
+/**
+ * Ragged rounds (pasts gathered) and the same sessions batched again (the last run's presents read in place, holes
+ * and all) both equal each session alone; left padding.
+ */
+async function assertBatchesExactly(t: TestContext, split: string, tolerance: number): Promise<void> {
+  const ragged = await batchedVersusSolo(split, 'left');
+  t.diagnostic(`gathered: max |batched − solo| = ${ragged.maxAbsError.toExponential(2)}`);
+  assert.equal(ragged.batchedRuns, RAGGED_ROUNDS.length, 'every round ran as one padded batch');
+  assert.ok(ragged.maxAbsError <= tolerance, `max abs error ${ragged.maxAbsError}`);
+  const inPlace = await batchedVersusSolo(split, 'left', IN_PLACE_ROUNDS);
+  t.diagnostic(`in place: max |batched − solo| = ${inPlace.maxAbsError.toExponential(2)}`);
+  assert.equal(inPlace.batchedRuns, IN_PLACE_ROUNDS.length);
+  const expected = readManifest(split).batching?.inPlace === false ? 0 : IN_PLACE_ROUNDS.length - 1;
+  assert.equal(inPlace.inPlaceRuns, expected, 'every round after the first fed its pasts in place, where allowed');
+  assert.ok(inPlace.maxAbsError <= tolerance, `max abs error in place ${inPlace.maxAbsError}`);
+}
+
 test('the shipped default split batches exactly', async (t) => {
-  const { maxAbsError, batchedRuns } = await batchedVersusSolo(join(repoRoot, 'fixtures', 'default-split'), 'left');
-  t.diagnostic(`max |batched − solo| = ${maxAbsError.toExponential(2)}`);
-  assert.equal(batchedRuns, RAGGED_ROUNDS.length);
-  assert.ok(maxAbsError <= 1e-5, `max abs error ${maxAbsError}`);
+  await assertBatchesExactly(t, join(repoRoot, 'fixtures', 'default-split'), 1e-5);
 });
 
 for (const [name, tolerance] of [
@@ -58,10 +76,7 @@ for (const [name, tolerance] of [
   test(`the ${name} split batches exactly`, { skip: fixture.skip }, async (t) => {
     const split = join(mkdtempSync(join(tmpdir(), 'hat-batch-fx-')), 'split');
     await splitModel({ model: fixture.path, out: split }, silentReporter);
-    const { maxAbsError, batchedRuns } = await batchedVersusSolo(split, 'left');
-    t.diagnostic(`max |batched − solo| = ${maxAbsError.toExponential(2)}`);
-    assert.equal(batchedRuns, RAGGED_ROUNDS.length);
-    assert.ok(maxAbsError <= tolerance, `max abs error ${maxAbsError}`);
+    await assertBatchesExactly(t, split, tolerance);
   });
 }
 
@@ -78,12 +93,23 @@ async function splitExpecting(model: string, mode: string): Promise<string> {
 for (const family of ['bloom', 'gemma', 'phi', 'mistral', 'gpt-neox', 'qwen2']) {
   test(`the ${family} family splits as 'padded' and batches exactly`, async (t) => {
     const split = await splitExpecting(join(repoRoot, 'test', 'fixtures', 'families', family, 'model.onnx'), 'padded');
-    const { maxAbsError, batchedRuns } = await batchedVersusSolo(split, 'left');
-    t.diagnostic(`max |batched − solo| = ${maxAbsError.toExponential(2)}`);
-    assert.equal(batchedRuns, RAGGED_ROUNDS.length);
-    assert.ok(maxAbsError <= 1e-5, `max abs error ${maxAbsError}`);
+    await assertBatchesExactly(t, split, 1e-5);
   });
 }
+
+test('a sliding-window split gathers its pasts every round: holes would stretch the window', async (t) => {
+  const split = await splitExpecting(join(repoRoot, 'test', 'fixtures', 'families', 'mistral', 'model.onnx'), 'padded');
+  const { batching } = readManifest(split);
+  assert.equal(batching?.inPlace, false, batching?.reason);
+  assert.match(batching!.reason, /4-position sliding window/);
+  // Why: the window hides keys by index distance, and a fed-back present puts holes between a past and new rows.
+  const forced = await batchedVersusSolo(split, 'left', IN_PLACE_ROUNDS, true);
+  t.diagnostic(`fed in place anyway: max |batched − solo| = ${forced.maxAbsError.toExponential(2)}`);
+  assert.ok(
+    forced.inPlaceRuns > 0 && forced.maxAbsError > 1e-2,
+    `in place happened to be exact (${forced.maxAbsError})`,
+  );
+});
 
 test('GroupQueryAttention splits as single-row: one-row requests batch exactly, pasts right-padded', async (t) => {
   const model = await writeGenaiDecoder(mkdtempSync(join(tmpdir(), 'hat-batch-gqa-')));
@@ -92,6 +118,10 @@ test('GroupQueryAttention splits as single-row: one-row requests batch exactly, 
   t.diagnostic(`right-padded: max |batched − solo| = ${right.maxAbsError.toExponential(2)}`);
   assert.equal(right.batchedRuns, ONE_ROW_ROUNDS.length);
   assert.ok(right.maxAbsError <= 1e-5, `max abs error ${right.maxAbsError}`);
+  const inPlace = await batchedVersusSolo(split, 'right', IN_PLACE_ONE_ROW_ROUNDS);
+  t.diagnostic(`right-padded, in place: max |batched − solo| = ${inPlace.maxAbsError.toExponential(2)}`);
+  assert.equal(inPlace.inPlaceRuns, IN_PLACE_ONE_ROW_ROUNDS.length - 1);
+  assert.ok(inPlace.maxAbsError <= 1e-5, `max abs error ${inPlace.maxAbsError}`);
   // Why the layout matters: GQA reads each row's length from Σmask, so a left-padded past is read wrongly.
   const left = await batchedVersusSolo(split, 'left', ONE_ROW_ROUNDS);
   t.diagnostic(`left-padded: max |batched − solo| = ${left.maxAbsError.toExponential(2)}`);

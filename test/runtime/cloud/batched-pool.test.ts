@@ -5,7 +5,9 @@
  */
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { resolve } from 'node:path';
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { WorkerPool } from '../../../src/runtime/cloud/worker-pool.ts';
 import { MiddleEngine } from '../../../src/runtime/cloud/middle-engine.ts';
 import type { MiddleRequest, MiddleResult } from '../../../src/runtime/cloud/executor.ts';
@@ -153,6 +155,7 @@ test('serve-cloud logs how it batches at start: from the manifest, or from middl
     event: 'batching',
     mode: 'padded',
     reason: readManifest(split).batching!.reason,
+    inPlace: true,
     decidedBy: 'manifest',
     maxBatch: 16,
     maxBatchTokens: 64,
@@ -162,4 +165,16 @@ test('serve-cloud logs how it batches at start: from the manifest, or from middl
   assert.equal(toy?.mode, 'none');
   assert.equal(toy?.decidedBy, 'middle.onnx (the split predates the field)');
   assert.equal(toy?.maxBatch, 1);
+  // A split written before `batching.inPlace`: fed in place unless its config.json declares a sliding window.
+  const older = (window?: number) => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'hat-older-split-')), 'split');
+    cpSync(split, dir, { recursive: true });
+    const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
+    delete manifest.batching.inPlace;
+    writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'llama', sliding_window: window ?? null }));
+    return dir;
+  };
+  assert.equal((await started(older()))?.inPlace, true);
+  assert.equal((await started(older(32)))?.inPlace, false);
 });
