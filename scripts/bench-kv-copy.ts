@@ -3,12 +3,14 @@
  * batch (src/runtime/cloud/padded-batch.ts) gathers every session's past into one batch feed, and each session keeps
  * a view into the batch's presents (no copy back while the batch stays in use, as here where the same sessions run
  * every round; a fleet's copy share is in serve-cloud's /metrics); this times that against the onnxruntime run, for
- * `--sessions` sessions each verifying `--rows` rows on a past of `--past` positions, and times the same requests
+ * `--sessions` sessions each verifying `--rows` rows on a past of `--past` positions (growing by `--keep` per
+ * round), and times the same requests
  * run one by one (batching off) for the throughput ratio.
- *   npm run bench:kv [-- --split DIR] [--sessions 16] [--past 1024] [--rows 5] [--runs 5] [--warmup 2] [--threads N]
- *   [--gather]
+ *   npm run bench:kv [-- --split DIR] [--sessions 16] [--past 1024] [--rows 5] [--runs 5] [--warmup 2] [--keep 1]
+ *   [--threads N] [--gather]
  *   (lists: --past 128,1024). The same sessions batch every round, so their presents are fed back in place as the
  *   next pasts where the split allows it (padded-batch.ts); --gather gathers every past every round instead.
+ * `npm run bench:kv` starts it with serve-cloud's glibc malloc settings (src/runtime/cloud/malloc-tunables.ts).
  * Without --split it writes a random-weight Qwen2.5-0.5B-shaped Llama (vocabulary cut to 2,048: only the middle
  * part is run) and splits it 2 / 22 / head. The caches are random finite values of the real shapes: the copies and
  * the run cost the same whatever the values are.
@@ -27,6 +29,7 @@ import { createSession, makeTensor, type Tensor } from '../src/runtime/session.t
 import { PartRunner, type KvState } from '../src/runtime/part-runner.ts';
 import { PaddedBatchRunner, type BatchEntry } from '../src/runtime/cloud/padded-batch.ts';
 import { batchesInPlace } from '../src/runtime/cloud/serve.ts';
+import { missingMallocTunables } from '../src/runtime/cloud/malloc-tunables.ts';
 
 const { values } = parseArgs({
   options: {
@@ -36,6 +39,7 @@ const { values } = parseArgs({
     rows: { type: 'string', default: '5' },
     runs: { type: 'string', default: '5' },
     warmup: { type: 'string', default: '2' },
+    keep: { type: 'string', default: '1' },
     threads: { type: 'string' },
     gather: { type: 'boolean', default: false },
   },
@@ -45,6 +49,8 @@ const runs = Number(values.runs);
 // The first runs of a configuration are several times slower (memory first touched; 4–5 s against 0.2–0.3 s for a
 // 16 × 1,024 batch on this VM), so they are discarded.
 const warmup = Number(values.warmup);
+// Positions each session keeps per round: 1 = the verified token only (every draft rejected), up to --rows.
+const keep = Number(values.keep);
 // serve-cloud's default: all cores for one worker (a fleet bench pins its cloud to one core: --threads 1).
 const threads = Number(values.threads ?? cpus().length);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -90,14 +96,16 @@ try {
   const batcher = new PaddedBatchRunner(session, io, layout, { inPlace });
   const solo = PartRunner.fromSession(session, io);
   process.stdout.write(
-    `${description}; ${cpus().length} cores (${cpus()[0]?.model.trim()}), onnxruntime ${threads} thread(s); ` +
+    `${description}; ${cpus().length} cores (${cpus()[0]?.model.trim()}), onnxruntime ${threads} thread(s), ` +
+      `${missingMallocTunables().length === 0 ? "serve-cloud's" : 'WITHOUT serve-cloud’s'} glibc malloc settings; ` +
       `medians of ${runs} runs after ${warmup} warm-up runs, batched and one-by-one rounds alternating\n`,
   );
 
   /**
-   * One configuration. Batched rounds continue from the caches the previous one returned (rolled back to `past`,
-   * as a verification that rejected its drafts would be), so the reused buffers are what serving reuses; each is
-   * followed by the same requests one onnxruntime run each (restore, roll back, run, keep the cache).
+   * One configuration. Batched rounds continue from the caches the previous one returned, each session keeping
+   * `keep` of its new positions (the rest rolled back, as a verification's rejected drafts are), so pasts grow as
+   * serving's do; each is followed by the same requests one onnxruntime run each (restore, roll back, run, keep the
+   * cache).
    */
   async function measure(sessions: number, past: number, rows: number, report = true) {
     const hidden = random(rows * d);
@@ -113,14 +121,15 @@ try {
     const oneByOne: number[] = [];
     let inPlaceRuns = 0;
     for (let r = 0; r < warmup + runs; r++) {
+      const pastLength = past + r * keep;
       const batch = await batcher.run(entries);
-      entries = entries.map((e, i) => ({ ...e, state: batch.results[i].state }));
+      entries = entries.map((e, i) => ({ ...e, state: batch.results[i].state, pastLength: pastLength + keep }));
       const started = performance.now();
       const previous = soloStates;
       soloStates = [];
       for (const state of previous) {
         solo.restore(state);
-        solo.truncate(past);
+        solo.truncate(pastLength);
         await solo.step({ hidden }, rows);
         soloStates.push(solo.snapshot({ exclusive: true }));
       }

@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { HatError } from '../errors.ts';
+import { withMallocTunables } from '../runtime/cloud/malloc-tunables.ts';
 
 export const HAT_BIN = fileURLToPath(new URL('../../bin/hat', import.meta.url));
 
@@ -20,6 +21,8 @@ export interface SpawnCloudOptions {
   timeoutMs?: number;
   /** Wraps the command (e.g. taskset -c 0): how the bench pins the cloud to its own cores. */
   wrap?: (command: string, args: string[]) => { command: string; args: string[] };
+  /** The process's environment (default: this one's). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface SpawnedHat {
@@ -44,7 +47,7 @@ export function spawnHat(
   const timeoutMs = options.timeoutMs ?? 60_000;
   const wrap = options.wrap ?? ((command, args) => ({ command, args }));
   const { command, args: wrapped } = wrap(process.execPath, [HAT_BIN, ...args]);
-  const child = spawn(command, wrapped, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(command, wrapped, { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
   const log: string[] = [];
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => log.push(...chunk.split('\n').filter(Boolean)));
   const stop = () =>
@@ -92,11 +95,12 @@ export async function spawnCloud(
   extraArgs: string[] = [],
   options: SpawnCloudOptions = {},
 ): Promise<SpawnedCloud> {
+  // serve-cloud's malloc settings (malloc-tunables.ts) are set here, as a deployment sets them.
   const started = await spawnHat(
     ['serve-cloud', splitDir, '--port', '0', ...extraArgs],
     /listening on (ws:\/\/\S+)/,
     'serve-cloud',
-    options,
+    { ...options, env: withMallocTunables(options.env) },
   );
   return { url: started.match[1], process: started.process, log: started.log, stop: started.stop };
 }

@@ -405,7 +405,8 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
         slo: `TTFT ≤ ${options.sloTtftMs} ms and mean TBT ≤ ${options.sloTbtMs} ms per session`,
         batching:
           'a real serve-cloud process per configuration: batching on (--max-batch ' +
-          `${configurations[0].maxBatch}) and --max-batch 1, live side by side, runs alternating`,
+          `${configurations[0].maxBatch}) and --max-batch 1, live side by side, runs alternating; both started ` +
+          "with serve-cloud's glibc malloc settings (README)",
       },
       notes,
       recordings: summarizeRecordings([...replayed.values()].flat()),

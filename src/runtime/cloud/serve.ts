@@ -9,6 +9,7 @@ import { declaredWindow } from '../../split/mask-repair.ts';
 import { manifestHash, readManifest } from '../split-dir.ts';
 import type { BatchingDecision, SplitManifest } from '../../split/manifest.ts';
 import { CloudServer } from './server.ts';
+import { MALLOC_TUNABLES, missingMallocTunables } from './malloc-tunables.ts';
 import { CloudMetrics, kvBytesPerPosition } from './cloud-metrics.ts';
 import { WorkerPool } from './worker-pool.ts';
 import type { Logger } from './logger.ts';
@@ -65,6 +66,15 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
   options.logger.log('loading', { splitDir: options.splitDir, workers: options.workers });
   const limits = sessionLimits(options, manifest);
   options.logger.log('limits', limits);
+  const missing = missingMallocTunables();
+  if (missing.length > 0) {
+    options.logger.log('hint', {
+      message:
+        `started without ${missing.join(', ')}: runs whose pasts grow may fault in fresh memory every round ` +
+        '(README: "serve-cloud\'s memory settings")',
+      set: Object.fromEntries(missing.map((name) => [name, MALLOC_TUNABLES[name]])),
+    });
+  }
   // Splits written before the manifest recorded it: the decision is a function of middle.onnx, which is right here
   // (its graph only: hat splits keep weights in external data), so older splits batch without being split again.
   const batching = manifest.batching ?? decideBatching((await loadModel(middle)).model.graph!, manifest.kv.middle);
