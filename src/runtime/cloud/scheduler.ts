@@ -20,6 +20,9 @@
  *   session deep into a long prompt does not make fifteen short ones pay for its length.
  * - Limits: at most `maxBatch` sessions per run, and padded rows (sessions × the largest row count) at most
  *   `maxBatchTokens`; the oldest request of the chosen class always runs, alone if it is over the budget.
+ * - Repeats: when every session of the padded run that last computed the oldest small request's session is queued
+ *   again, and no larger batch would run instead, exactly those sessions run — the worker then feeds that run's
+ *   presents back in place instead of gathering every past (padded-batch.ts).
  * - Fairness: at most one request per session per run — its oldest, so a session's requests keep their order — and
  *   requests are taken oldest first. The oldest request of a class runs in the next batch of that class, which comes
  *   after finitely many batches of the other class (one, for chunks; for small requests, as many chunk batches as
@@ -32,6 +35,8 @@ export interface QueuedRequest {
   rows: number;
   /** Cached positions it attends over (its pastLength); absent counts as 0. */
   past?: number;
+  /** The padded run that last computed the session's cache, and how many sessions it held. */
+  group?: { id: number; size: number };
 }
 
 export type RequestClass = 'small' | 'chunk';
@@ -134,5 +139,25 @@ export function nextBatch(
       realPast += past;
     }
   }
+  const repeat = kind === 'small' ? repeatedGroup(queue, small, limits) : undefined;
+  if (repeat && repeat.indices.length >= indices.length) return { ...repeat, kind, contended };
   return { indices, kind, paddedRows: indices.length * maxRows, contended };
+}
+
+/**
+ * The sessions of the run that last computed the oldest small request's session, when every one of them has a small
+ * request queued (at the head of its session) and they fit the limits together.
+ */
+function repeatedGroup(
+  queue: readonly QueuedRequest[],
+  smallHeads: readonly number[],
+  limits: BatchLimits,
+): { indices: number[]; paddedRows: number } | undefined {
+  const group = queue[smallHeads[0]].group;
+  if (!group || group.size > limits.maxBatch) return undefined;
+  const indices = smallHeads.filter((i) => queue[i].group?.id === group.id);
+  if (indices.length !== group.size) return undefined;
+  const maxRows = Math.max(...indices.map((i) => queue[i].rows));
+  if (maxRows > limits.batchableRows || indices.length * maxRows > limits.maxBatchTokens) return undefined;
+  return { indices, paddedRows: indices.length * maxRows };
 }

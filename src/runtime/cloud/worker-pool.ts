@@ -45,6 +45,8 @@ interface Lane {
   /** What the scheduler picked for the run in progress. */
   pick?: BatchPick;
   sessions: Set<number>;
+  /** Each session's last padded run (scheduler.ts repeats a run's sessions so its presents are fed in place). */
+  groups: Map<number, { id: number; size: number }>;
   ready: boolean;
   /** Why the worker stopped; requests routed to it afterwards are rejected with it rather than queued forever. */
   failure?: Error;
@@ -83,6 +85,8 @@ export class WorkerPool implements MiddleExecutor {
   private readonly laneOfSession = new Map<number, Lane>();
   private readonly latency = new LinearLatencyModel();
   private closing = false;
+  /** Padded runs so far: group ids. */
+  private runCount = 0;
   /** What the scheduler may put in one run. */
   readonly limits: BatchLimits;
   /** Counts over every run since start: requests, runs, runs of several sessions, the largest, real and padded rows. */
@@ -129,7 +133,15 @@ export class WorkerPool implements MiddleExecutor {
         inPlace: options.inPlace ?? false,
       },
     });
-    const lane: Lane = { worker, queue: [], running: [], sessions: new Set(), ready: false, turn: FIRST_TURN };
+    const lane: Lane = {
+      worker,
+      queue: [],
+      running: [],
+      sessions: new Set(),
+      groups: new Map(),
+      ready: false,
+      turn: FIRST_TURN,
+    };
     this.lanes.push(lane);
     return new Promise((resolve, reject) => {
       worker.on('message', (reply: WorkerReply) => {
@@ -186,6 +198,7 @@ export class WorkerPool implements MiddleExecutor {
     if (!lane) return;
     this.laneOfSession.delete(sessionId);
     lane.sessions.delete(sessionId);
+    lane.groups.delete(sessionId);
     lane.queue = lane.queue.filter((p) => {
       if (p.request.sessionId !== sessionId) return true;
       p.reject(new HatError('RUNTIME', 'session closed'));
@@ -202,6 +215,7 @@ export class WorkerPool implements MiddleExecutor {
       sessionId: p.request.sessionId,
       rows: p.request.nTokens,
       past: p.request.pastLength,
+      group: lane.groups.get(p.request.sessionId),
     }));
     const pick = nextBatch(queued, this.limits, lane.turn);
     if (!pick) return;
@@ -214,12 +228,23 @@ export class WorkerPool implements MiddleExecutor {
     lane.worker.postMessage(task);
   }
 
+  /** After a padded run its sessions form a group; after a solo run (or a failed batch) a session has none. */
+  private rememberGroup(lane: Lane, running: readonly Pending[], reply: WorkerReply & { kind: 'ran' }): void {
+    const padded = running.length > 1 && reply.batchError === undefined && reply.paddedRows > 0;
+    const group = padded ? { id: ++this.runCount, size: running.length } : undefined;
+    for (const { request } of running) {
+      if (group) lane.groups.set(request.sessionId, group);
+      else lane.groups.delete(request.sessionId);
+    }
+  }
+
   private finish(lane: Lane, reply: WorkerReply): void {
     if (reply.kind !== 'ran') return;
     const running = lane.running;
     lane.running = [];
     if (reply.paddedRows > 0) this.latency.observe(reply.paddedRows, reply.computeMs);
     if (lane.pick) lane.turn = afterRun(lane.turn, lane.pick, reply.computeMs);
+    this.rememberGroup(lane, running, reply);
     this.count(
       running.map((p) => p.request),
       reply.paddedRows,

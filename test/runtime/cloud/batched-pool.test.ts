@@ -9,6 +9,7 @@ import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { WorkerPool } from '../../../src/runtime/cloud/worker-pool.ts';
+import type { RunObservation } from '../../../src/runtime/cloud/cloud-metrics.ts';
 import { MiddleEngine } from '../../../src/runtime/cloud/middle-engine.ts';
 import type { MiddleRequest, MiddleResult } from '../../../src/runtime/cloud/executor.ts';
 import { createSession, type ModelSession } from '../../../src/runtime/session.ts';
@@ -89,6 +90,7 @@ async function withPool(maxBatch: number, body: (pool: WorkerPool) => Promise<vo
     threadsPerWorker: 1,
     maxContext: 256,
     batching: 'padded',
+    inPlace: true,
     maxBatch,
   });
   try {
@@ -177,4 +179,28 @@ test('serve-cloud logs how it batches at start: from the manifest, or from middl
   };
   assert.equal((await started(older()))?.inPlace, true);
   assert.equal((await started(older(32)))?.inPlace, false);
+});
+
+test('sessions batched together again run as that batch, fed its presents in place, equal to solo runs', async () => {
+  await withPool(3, async (pool) => {
+    const seen: RunObservation[] = [];
+    pool.onRun = (run) => seen.push(run);
+    /** Queues `requests` while `blocker` keeps the worker busy. */
+    const behind = async (blocker: MiddleRequest, requests: MiddleRequest[]) => {
+      const busy = pool.run(blocker);
+      const runs = requests.map((r) => pool.run(r));
+      await busy;
+      return Promise.all(runs);
+    };
+    const first = [request(1, 0, 4), request(2, 0, 4), request(3, 0, 4)];
+    await behind(request(9, 0, 32), first);
+    // Session 4 queues between 1 and 2: oldest first would run 1, 4 and 2; the repeat runs 1, 2 and 3.
+    const second = [request(1, 4, 1), request(4, 0, 1), request(2, 3, 2), request(3, 4, 1)];
+    const results = await behind(request(9, 32, 32), second);
+    const repeat = seen.find((run) => run.inPlace);
+    assert.ok(repeat, `no run was fed in place: ${JSON.stringify(seen)}`);
+    assert.equal(repeat.sessions, 3);
+    const solo = await soloAnswers([...first, ...second]);
+    results.forEach((r, i) => assert.ok(maxAbs(r.hidden, solo[3 + i]) <= 1e-5, `session ${second[i].sessionId}`));
+  });
 });

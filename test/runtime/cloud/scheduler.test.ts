@@ -208,3 +208,28 @@ test('a request joins a batch only while real past positions fill at least half 
   assert.equal(nextBatch(withPast([1, 5, 500], [2, 5, 300], [3, 5, 700]), wide)!.indices.length, 3);
   assert.deepEqual(nextBatch(q([1, 5], [2, 5]), wide)!.indices, [0, 1]);
 });
+
+test("an earlier padded run's sessions, all queued again, run together when no larger batch would run", () => {
+  const group = { id: 7, size: 3 };
+  const three = { maxBatch: 3, maxBatchTokens: 64, smallRows: 16, batchableRows: Infinity };
+  // Oldest first: 1 (group), 4 (none), 2 and 3 (group). Oldest-first filling would take 1, 4, 2.
+  const queue: QueuedRequest[] = [
+    { sessionId: 1, rows: 2, group },
+    { sessionId: 4, rows: 2 },
+    { sessionId: 2, rows: 3, group },
+    { sessionId: 3, rows: 1, group },
+  ];
+  const repeat = nextBatch(queue, three)!;
+  assert.deepEqual(sessionsOf(queue, repeat.indices), [1, 2, 3]);
+  assert.equal(repeat.paddedRows, 9);
+  // A larger batch wins: with room for four, everyone runs.
+  assert.deepEqual(sessionsOf(queue, nextBatch(queue, { ...three, maxBatch: 4 })!.indices), [1, 4, 2, 3]);
+  // A member missing (3 not queued): oldest first again.
+  const partial = queue.slice(0, 3);
+  assert.deepEqual(sessionsOf(partial, nextBatch(partial, three)!.indices), [1, 4, 2]);
+  // Over the token budget together (3 × 3 rows > 8): oldest first, 2 left out for its rows.
+  assert.deepEqual(sessionsOf(queue, nextBatch(queue, { ...three, maxBatchTokens: 8 })!.indices), [1, 4, 3]);
+  // Only the oldest request's group counts, and a session's later request is not its head.
+  const behind: QueuedRequest[] = [{ sessionId: 4, rows: 2 }, ...queue];
+  assert.deepEqual(sessionsOf(behind, nextBatch(behind, three)!.indices), [4, 1, 2]);
+});
