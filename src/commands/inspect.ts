@@ -1,6 +1,7 @@
 /** `hat inspect <model.onnx> [--json]`: what the splitter sees in a decoder, and whether multi-token steps run. */
 import type { Command } from 'commander';
 import { inspectModel, type InspectReport } from '../split/inspect.ts';
+import { inPlaceNote } from '../split/batching.ts';
 import { parseOptions, z } from './common.ts';
 
 export const inspectSchema = z.object({
@@ -35,7 +36,7 @@ function formatReport(r: InspectReport): string {
       `shared ${millions(r.parameters.shared)}, prelude ${millions(r.parameters.prelude)}`,
     `external data ` +
       `${r.externalData.map((f) => `${f.file} (${millions(f.bytes)} bytes)`).join(', ') || 'none (weights inline)'}`,
-    `batching      ${r.batching.mode} — ${r.batching.reason}`,
+    `batching      ${r.batching.mode} — ${r.batching.reason}${inPlaceNote(r.batching)}`,
     `multi-token   ${probe.name}: ${
       probe.status === 'passed'
         ? 'runs and matches token-by-token steps'

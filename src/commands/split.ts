@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { terminalReporter } from '../reporter.ts';
 import type { SplitManifest } from '../split/manifest.ts';
 import { splitModel } from '../split/split.ts';
+import { inPlaceNote } from '../split/batching.ts';
 import { intOption, numberOption, parseOptions, z } from './common.ts';
 
 export const splitSchema = z.object({
@@ -73,10 +74,14 @@ export function registerSplit(program: Command): void {
           `  privacy: ${m.privacy.passed ? 'passed' : 'FAILED'}; ` +
             `multi-token cached steps: ${m.multiTokenCachedSteps ? 'yes' : 'no'}` +
             `${m.verification ? '' : ' (not verified: --no-verify)'}`,
-          `  serve-cloud batching: ${m.batching ? `${m.batching.mode} — ${m.batching.reason}` : 'none'}`,
+          `  serve-cloud batching: ${batchingLine(m.batching)}`,
           ...(m.verification?.serving ? [servingLine(m.verification.serving)] : []),
           '',
         ].join('\n'),
       );
     });
+}
+
+function batchingLine(batching: SplitManifest['batching']): string {
+  return batching ? `${batching.mode} — ${batching.reason}${inPlaceNote(batching)}` : 'none';
 }

@@ -71,3 +71,8 @@ export function decideBatching(graph: GraphProto, kv: readonly KvPair[], window?
     inPlace: false,
   };
 }
+
+/** What `hat split` and `hat inspect` print after the reason (a sliding window's reason already says it gathers). */
+export function inPlaceNote(decision: BatchingDecision): string {
+  return decision.mode !== 'none' && decision.inPlace ? '; the same sessions batched again are fed in place' : '';
+}

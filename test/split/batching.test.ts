@@ -92,8 +92,11 @@ test('hat split records the decision in the manifest; hat split and hat inspect 
   await writeLlamaOnnx(SMALL_LLAMA, randomWeights({ seed: 1, std: 0.15 }), model);
   const { manifest } = await splitModel({ model, out: join(dir, 'split') }, silentReporter);
   assert.equal(manifest.batching?.mode, 'padded');
+  assert.equal(manifest.batching?.inPlace, true, 'no sliding window: batches of the same sessions are fed in place');
   const hat = (...args: string[]) => execFileSync(process.execPath, [HAT_BIN, ...args], { encoding: 'utf8' });
-  const line = 'padded — every attention reads attention_mask; rotary positions from position_ids';
+  const line =
+    'padded — every attention reads attention_mask; rotary positions from position_ids; ' +
+    'the same sessions batched again are fed in place';
   assert.ok(hat('split', model, '--out', join(dir, 'cli-split')).includes(`serve-cloud batching: ${line}`));
   assert.match(hat('inspect', model, '--no-probe'), new RegExp(`^batching +${line}$`, 'm'));
 });
