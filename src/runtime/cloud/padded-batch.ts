@@ -2,7 +2,8 @@
  * One onnxruntime run of the middle part for several device sessions, each on its own KV cache, with ragged past
  * lengths and row counts (measured in ../shared/docs/fleet-serving.md §1). Batch row b is session b:
  * - its past, truncated to the request's pastLength (the device's rollback), is copied into a padded frame of
- *   maxPast positions, and its new rows are padded on the right to the longest request;
+ *   maxPast positions (the longest past, rounded up by `bucketed`), and its new rows are padded on the right to the
+ *   longest request;
  * - attention_mask is 0 on every padded position, position_ids are the session's own (past + i);
  * - its new cache is its positions in its row of every present.*: a PresentView into the run's outputs, which
  *   nothing writes again (the isolation invariant: a session reads only its own row).
