@@ -28,7 +28,7 @@ import { partIO, readManifest } from '../src/runtime/split-dir.ts';
 import { createSession, makeTensor, type Tensor } from '../src/runtime/session.ts';
 import { PartRunner, type KvState } from '../src/runtime/part-runner.ts';
 import { PaddedBatchRunner, type BatchEntry } from '../src/runtime/cloud/padded-batch.ts';
-import { batchesInPlace } from '../src/runtime/cloud/serve.ts';
+import { batchingOf } from '../src/runtime/cloud/serve.ts';
 import { missingMallocTunables } from '../src/runtime/cloud/malloc-tunables.ts';
 
 const { values } = parseArgs({
@@ -91,8 +91,7 @@ try {
     return { length: past, tensors };
   };
   // As serve-cloud does, unless --gather asks for the gather every round (the cost in-place feeding removes).
-  const inPlace =
-    !values.gather && manifest.batching !== undefined && batchesInPlace(manifest.batching, split, manifest);
+  const inPlace = !values.gather && (await batchingOf(split, manifest)).inPlace;
   const batcher = new PaddedBatchRunner(session, io, layout, { inPlace });
   const solo = PartRunner.fromSession(session, io);
   process.stdout.write(

@@ -17,7 +17,7 @@
  */
 import { toNumber, type GraphProto } from '../onnx/model-io.ts';
 import { GraphIndex } from './graph.ts';
-import type { BatchingDecision, KvPair } from './manifest.ts';
+import type { BatchingDecision, BatchingMode, KvPair } from './manifest.ts';
 
 /** Ops that weigh the cache's positions against each other: the mask must reach them. */
 const ATTENTION_OPS = new Set(['Softmax', 'Attention', 'MultiHeadAttention', 'GroupQueryAttention', 'SparseAttention']);
@@ -58,21 +58,30 @@ export function decideBatching(graph: GraphProto, kv: readonly KvPair[], window?
       reason:
         "GroupQueryAttention takes each row's length from attention_mask and refuses several rows per session " +
         `over a past: one-row requests batch, pasts padded on the right; ${positions}`,
-      inPlace: true,
+      inPlace: inPlaceFor('single-row', window),
     };
   }
-  if (window === undefined)
-    return { mode: 'padded', reason: `every attention reads attention_mask; ${positions}`, inPlace: true };
+  const gathers =
+    window === undefined
+      ? ''
+      : `; its ${window}-position sliding window counts keys by index, so every batch gathers its pasts (none fed ` +
+        'back in place with holes)';
   return {
     mode: 'padded',
-    reason:
-      `every attention reads attention_mask; ${positions}; its ${window}-position sliding window counts keys by ` +
-      'index, so every batch gathers its pasts (none fed back in place with holes)',
-    inPlace: false,
+    reason: `every attention reads attention_mask; ${positions}${gathers}`,
+    inPlace: inPlaceFor('padded', window),
   };
+}
+
+/**
+ * Whether a split that batches as `mode` may have a batch's presents fed back in place: 'single-row' pasts never
+ * have holes; 'padded' ones may, unless a sliding window (`window`) counts keys by index.
+ */
+export function inPlaceFor(mode: BatchingMode, window: number | undefined): boolean {
+  return mode === 'single-row' || (mode === 'padded' && window === undefined);
 }
 
 /** What `hat split` and `hat inspect` print after the reason (a sliding window's reason already says it gathers). */
 export function inPlaceNote(decision: BatchingDecision): string {
-  return decision.mode !== 'none' && decision.inPlace ? '; the same sessions batched again are fed in place' : '';
+  return decision.inPlace ? '; the same sessions batched again are fed in place' : '';
 }

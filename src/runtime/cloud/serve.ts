@@ -4,7 +4,7 @@ import { freemem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { HatError } from '../../errors.ts';
 import { loadModel } from '../../onnx/model-io.ts';
-import { decideBatching } from '../../split/batching.ts';
+import { decideBatching, inPlaceFor } from '../../split/batching.ts';
 import { declaredWindow } from '../../split/mask-repair.ts';
 import { manifestHash, readManifest } from '../split-dir.ts';
 import type { BatchingDecision, SplitManifest } from '../../split/manifest.ts';
@@ -77,8 +77,8 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
   }
   // Splits written before the manifest recorded it: the decision is a function of middle.onnx, which is right here
   // (its graph only: hat splits keep weights in external data), so older splits batch without being split again.
-  const batching = manifest.batching ?? decideBatching((await loadModel(middle)).model.graph!, manifest.kv.middle);
-  const inPlace = batchesInPlace(batching, options.splitDir, manifest);
+  const batching = await batchingOf(options.splitDir, manifest);
+  const { inPlace } = batching;
   const pool = await WorkerPool.start({
     splitDir: resolve(options.splitDir),
     workers: options.workers,
@@ -173,13 +173,22 @@ export function sessionLimits(
 }
 
 /**
- * Whether serve-cloud may feed a batch's presents back in place as the same sessions' next pasts: the manifest's
- * `batching.inPlace`, or for a split written before that field, as `hat split` now decides — from the sliding window
- * its config.json declares or its mask repair rebuilt.
+ * The sliding window of a split's model, as `hat split` finds it: the one its config.json declares, or the one its
+ * mask repair rebuilt (recorded in the manifest's prelude).
  */
-export function batchesInPlace(batching: BatchingDecision, splitDir: string, manifest: SplitManifest): boolean {
-  if (batching.inPlace !== undefined) return batching.inPlace;
-  if (batching.mode === 'single-row') return true;
-  const repairedWindow = /sliding window/.test(String(manifest.prelude.maskRepair ?? ''));
-  return batching.mode === 'padded' && declaredWindow(splitDir) === undefined && !repairedWindow;
+function splitWindow(splitDir: string, manifest: SplitManifest): number | undefined {
+  const repaired = /(\d+)-position sliding window/.exec(String(manifest.prelude.maskRepair ?? ''));
+  return declaredWindow(splitDir) ?? (repaired ? Number(repaired[1]) : undefined);
+}
+
+/**
+ * How serve-cloud batches a split: the manifest's `batching`, or for a split written before that field (or before
+ * its `inPlace`), the decision `hat split` now makes, from `middle.onnx` and the model's sliding window.
+ */
+export async function batchingOf(splitDir: string, manifest: SplitManifest): Promise<Required<BatchingDecision>> {
+  const window = splitWindow(splitDir, manifest);
+  const middle = join(splitDir, manifest.parts.middle.file);
+  const batching =
+    manifest.batching ?? decideBatching((await loadModel(middle)).model.graph!, manifest.kv.middle, window);
+  return { ...batching, inPlace: batching.inPlace ?? inPlaceFor(batching.mode, window) };
 }

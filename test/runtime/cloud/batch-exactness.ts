@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { resolve } from 'node:path';
 import { MiddleEngine } from '../../../src/runtime/cloud/middle-engine.ts';
 import type { PastLayout } from '../../../src/runtime/cloud/padded-batch.ts';
-import { batchesInPlace } from '../../../src/runtime/cloud/serve.ts';
+import { batchingOf } from '../../../src/runtime/cloud/serve.ts';
 import { createSession, tensorToFloat32 } from '../../../src/runtime/session.ts';
 import { partIO, readManifest } from '../../../src/runtime/split-dir.ts';
 import { normalArray, seededRandom } from '../../../src/random.ts';
@@ -136,7 +136,7 @@ export async function batchedVersusSolo(
   const manifest = readManifest(splitDir);
   const session = await createSession(resolve(splitDir, manifest.parts.middle.file), { threads: 1 }, 'middle part');
   const io = partIO(manifest, 'middle');
-  const allowed = inPlace ?? (manifest.batching !== undefined && batchesInPlace(manifest.batching, splitDir, manifest));
+  const allowed = inPlace ?? (await batchingOf(splitDir, manifest)).inPlace;
   const batched = new MiddleEngine(session, io, { maxContext: 256, layout, inPlace: allowed });
   const solo = new MiddleEngine(session, io, { maxContext: 256 });
   const random = seededRandom(7);

@@ -167,18 +167,25 @@ test('serve-cloud logs how it batches at start: from the manifest, or from middl
   assert.equal(toy?.mode, 'none');
   assert.equal(toy?.decidedBy, 'middle.onnx (the split predates the field)');
   assert.equal(toy?.maxBatch, 1);
-  // A split written before `batching.inPlace`: fed in place unless its config.json declares a sliding window.
-  const older = (window?: number) => {
+  // A split written before `batching.inPlace` (or before `batching`): fed in place unless its config.json declares a
+  // sliding window.
+  const older = (window?: number, field: 'inPlace' | 'batching' = 'inPlace') => {
     const dir = join(mkdtempSync(join(tmpdir(), 'hat-older-split-')), 'split');
     cpSync(split, dir, { recursive: true });
     const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
-    delete manifest.batching.inPlace;
+    if (field === 'inPlace') delete manifest.batching.inPlace;
+    else delete manifest.batching;
     writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'llama', sliding_window: window ?? null }));
     return dir;
   };
   assert.equal((await started(older()))?.inPlace, true);
   assert.equal((await started(older(32)))?.inPlace, false);
+  assert.equal((await started(older(undefined, 'batching')))?.inPlace, true);
+  const noField = await started(older(32, 'batching'));
+  assert.equal(noField?.decidedBy, 'middle.onnx (the split predates the field)');
+  assert.equal(noField?.inPlace, false, 'the window counts when the whole field is decided again');
+  assert.match(String(noField?.reason), /32-position sliding window/);
 });
 
 test('sessions batched together again run as that batch, fed its presents in place, equal to solo runs', async () => {
