@@ -7,6 +7,7 @@
 import { HatError } from '../errors.ts';
 import {
   onnx,
+  toNumber,
   type GraphProto,
   type ModelProto,
   type NodeProto,
@@ -16,6 +17,7 @@ import {
 import { type DecoderStructure, TOKEN_INPUT } from './decoder.ts';
 import { extract } from './extract.ts';
 import { unfuseResidualNorm } from './fused-norm.ts';
+import { groupQueriesOverCache } from './grouped-attention.ts';
 import type { KvPair } from './manifest.ts';
 import type { MaskRepair } from './mask-repair.ts';
 import { rewritePrelude } from './prelude.ts';
@@ -40,6 +42,8 @@ export interface PartGraph {
 export interface PartPlan {
   parts: Record<PartName, PartGraph>;
   boundaries: { inputToMiddle: string; middleToOutput: string };
+  /** Attention MatMuls rewritten to read the cache without widening it to every query head (grouped-attention.ts). */
+  groupedMatMuls: number;
 }
 
 export function checkLayerCounts(layers: number, inputLayers: number, outputLayers: number): void {
@@ -113,7 +117,7 @@ export function planParts(
   const layerCount = structure.layers.length;
   checkLayerCounts(layerCount, inputLayers, outputLayers);
   const cuts = [inputLayers, layerCount - outputLayers];
-  const { nodes, wires } = cutNodes(structure, cuts, repair);
+  const cut = cutNodes(structure, cuts, repair);
   const initializers = new Map(
     [...(graph.initializer ?? []), ...(repair?.initializers ?? [])].map((t) => [t.name ?? '', t]),
   );
@@ -121,6 +125,16 @@ export function planParts(
   const valueInfo = new Map(
     [...(graph.input ?? []), ...(graph.output ?? []), ...(graph.valueInfo ?? [])].map((v) => [v.name ?? '', v]),
   );
+  const caches = new Set(structure.layers.flatMap((p) => [p.pastKey, p.pastValue, p.presentKey, p.presentValue]));
+  const kvHeadsOf = (tensor: string) => {
+    const dim = caches.has(tensor) ? valueInfo.get(tensor)?.type?.tensorType?.shape?.dim?.[1]?.dimValue : undefined;
+    const heads = dim === undefined || dim === null ? 0 : toNumber(dim);
+    return heads > 0 ? heads : undefined;
+  };
+  const grouped = groupQueriesOverCache(cut.nodes, initializers, kvHeadsOf);
+  for (const t of grouped.initializers) initializers.set(t.name!, t);
+  const { nodes } = grouped;
+  const { wires } = cut;
   const dims = symbolicDims(graph);
   const embeddingNode = structure.index.nodes[structure.embedding.node];
 
@@ -196,6 +210,7 @@ export function planParts(
       output: build('output', [last, layerCount], wires[1], structure.logits, last),
     },
     boundaries: { inputToMiddle: wires[0], middleToOutput: wires[1] },
+    groupedMatMuls: grouped.rewritten,
   };
 }
 

@@ -197,6 +197,12 @@ async function maskRepairIfNeeded({
 async function stageSplit(context: SplitContext, repair?: MaskRepair): Promise<StagedSplit> {
   const { options, mode, source, structure, reporter } = context;
   const plan = planParts(source.model, structure, ...context.layerCounts, repair);
+  if (plan.groupedMatMuls > 0) {
+    reporter.info(
+      `grouped-query attention: ${plan.groupedMatMuls} attention MatMuls read the cache as it is ` +
+        `(the export widened it to every query head on every run)`,
+    );
+  }
   const privacy = checkPrivacy([plan.parts.middle, plan.parts.output]);
   if (!privacy.passed) {
     throw new HatError(
