@@ -38,7 +38,7 @@ export function registerTrainAdapter(program: Command): void {
     .option('--kind <kind>', 'attention (HAT/Kangaroo: one attention block) or linear (closed-form ridge)', 'attention')
     .option('--epochs <n>', 'passes over the training text', '4')
     .option('--lr <rate>', 'peak AdamW learning rate', '2e-3')
-    .option('--seq <n>', 'tokens per training window', '128')
+    .option('--seq <n>', 'tokens per training window (drafts degrade past it: match the prompts devices send)', '128')
     .option('--batch <n>', 'windows per step', '8')
     .option('--max-tokens <n>', 'corpus tokens read per pass', '150000')
     .option('--max-seconds <s>', 'training time budget (the schedule fits itself to it)', '240')

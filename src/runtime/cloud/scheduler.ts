@@ -23,11 +23,20 @@
  * - Repeats: when every session of the padded run that last computed the oldest small request's session is queued
  *   again, and no larger batch would run instead, exactly those sessions run — the worker then feeds that run's
  *   presents back in place instead of gathering every past (padded-batch.ts).
+ * - Cost: with a run-cost estimate (run-cost.ts, learnt from the worker's own runs), a request joins only if the
+ *   batch with it is predicted to cost no more than the batch without it plus its own run, and a repeated group
+ *   runs only if it costs no more than its sessions' separate runs: batching where it pays, not by default. Without
+ *   an estimate (too few runs seen yet) every request that fits the limits joins.
  * - Fairness: at most one request per session per run — its oldest, so a session's requests keep their order — and
  *   requests are taken oldest first. The oldest request of a class runs in the next batch of that class, which comes
  *   after finitely many batches of the other class (one, for chunks; for small requests, as many chunk batches as
  *   fit in the last small batch's time, plus one), so none starves.
  */
+
+import type { RunShape } from './run-cost.ts';
+
+/** Predicted ms of one run of a shape, or undefined while unknown. */
+export type RunCost = (shape: RunShape) => number | undefined;
 
 export interface QueuedRequest {
   sessionId: number;
@@ -101,6 +110,7 @@ export function nextBatch(
   queue: readonly QueuedRequest[],
   limits: BatchLimits,
   turn: Turn = FIRST_TURN,
+  cost?: RunCost,
 ): BatchPick | undefined {
   // Each session's oldest request, in queue order: the only one of that session that may run now.
   const seen = new Set<number>();
@@ -132,6 +142,9 @@ export function nextBatch(
       if (kind === 'chunk' && 2 * min < max) continue;
       if ((indices.length + 1) * max > limits.maxBatchTokens) continue;
       if (realPast + past < MIN_PAST_FILL * (indices.length + 1) * Math.max(maxPast, past)) continue;
+      const without = { sessions: indices.length, rows: maxRows, past: maxPast };
+      const joined = { sessions: indices.length + 1, rows: max, past: Math.max(maxPast, past) };
+      if (!pays(cost, joined, [without, { sessions: 1, rows, past }])) continue;
       indices.push(index);
       maxRows = max;
       minRows = min;
@@ -140,8 +153,32 @@ export function nextBatch(
     }
   }
   const repeat = kind === 'small' ? repeatedGroup(queue, small, limits) : undefined;
-  if (repeat && repeat.indices.length >= indices.length) return { ...repeat, kind, contended };
+  if (repeat && repeat.indices.length >= indices.length && repeatPays(queue, repeat.indices, cost)) {
+    return { ...repeat, kind, contended };
+  }
   return { indices, kind, paddedRows: indices.length * maxRows, contended };
+}
+
+/** Whether one run of `together` is predicted to cost no more than the runs of `apart`; true while unknown. */
+function pays(cost: RunCost | undefined, together: RunShape, apart: RunShape[]): boolean {
+  const predicted = cost?.(together);
+  const separate = apart.map((shape) => cost?.(shape));
+  if (predicted === undefined || separate.some((ms) => ms === undefined)) return true;
+  return predicted <= separate.reduce((sum: number, ms) => sum + ms!, 0);
+}
+
+function repeatPays(queue: readonly QueuedRequest[], indices: number[], cost: RunCost | undefined): boolean {
+  const requests = indices.map((i) => ({ rows: queue[i].rows, past: queue[i].past ?? 0 }));
+  const together = {
+    sessions: requests.length,
+    rows: Math.max(...requests.map((r) => r.rows)),
+    past: Math.max(...requests.map((r) => r.past)),
+  };
+  return pays(
+    cost,
+    together,
+    requests.map((r) => ({ sessions: 1, ...r })),
+  );
 }
 
 /**

@@ -27,6 +27,7 @@ import {
 } from './scheduler.ts';
 import type { WorkerReply, WorkerTask } from './worker-messages.ts';
 import type { RunObservation } from './cloud-metrics.ts';
+import { RunCostModel, type RunShape } from './run-cost.ts';
 
 interface Pending {
   request: MiddleRequest;
@@ -47,6 +48,8 @@ interface Lane {
   sessions: Set<number>;
   /** Each session's last padded run (scheduler.ts repeats a run's sessions so its presents are fed in place). */
   groups: Map<number, { id: number; size: number }>;
+  /** What this worker's runs cost, by shape: the scheduler batches where it pays. */
+  cost: RunCostModel;
   ready: boolean;
   /** Why the worker stopped; requests routed to it afterwards are rejected with it rather than queued forever. */
   failure?: Error;
@@ -139,6 +142,7 @@ export class WorkerPool implements MiddleExecutor {
       running: [],
       sessions: new Set(),
       groups: new Map(),
+      cost: new RunCostModel(),
       ready: false,
       turn: FIRST_TURN,
     };
@@ -217,7 +221,7 @@ export class WorkerPool implements MiddleExecutor {
       past: p.request.pastLength,
       group: lane.groups.get(p.request.sessionId),
     }));
-    const pick = nextBatch(queued, this.limits, lane.turn);
+    const pick = nextBatch(queued, this.limits, lane.turn, (shape) => lane.cost.predict(shape));
     if (!pick) return;
     const startedAt = performance.now();
     lane.running = pick.indices.map((i) => ({ ...lane.queue[i], startedAt }));
@@ -243,6 +247,7 @@ export class WorkerPool implements MiddleExecutor {
     const running = lane.running;
     lane.running = [];
     if (reply.paddedRows > 0) this.latency.observe(reply.paddedRows, reply.computeMs);
+    if (reply.paddedRows > 0 && reply.batchError === undefined) lane.cost.observe(shapeOf(running), reply.computeMs);
     if (lane.pick) lane.turn = afterRun(lane.turn, lane.pick, reply.computeMs);
     this.rememberGroup(lane, running, reply);
     this.count(
@@ -304,4 +309,12 @@ export class WorkerPool implements MiddleExecutor {
     for (const lane of this.lanes) this.failLane(lane, shuttingDown);
     await Promise.all(this.lanes.map((lane) => lane.worker.terminate()));
   }
+}
+
+function shapeOf(running: readonly Pending[]): RunShape {
+  return {
+    sessions: running.length,
+    rows: Math.max(...running.map((p) => p.request.nTokens)),
+    past: Math.max(...running.map((p) => p.request.pastLength)),
+  };
 }

@@ -233,3 +233,40 @@ test("an earlier padded run's sessions, all queued again, run together when no l
   const behind: QueuedRequest[] = [{ sessionId: 4, rows: 2 }, ...queue];
   assert.deepEqual(sessionsOf(behind, nextBatch(behind, three)!.indices), [4, 1, 2]);
 });
+
+test('with a run-cost estimate a request joins only where batching pays', () => {
+  // Per run 2 ms shared, per session 1 ms, per padded cache position 0.01 ms (padding included).
+  const cost = (perRunMs: number) => (shape: { sessions: number; rows: number; past: number }) =>
+    perRunMs + shape.sessions * (1 + 0.01 * (shape.past + shape.rows));
+  const queue: QueuedRequest[] = [
+    { sessionId: 1, rows: 5, past: 100 },
+    { sessionId: 2, rows: 5, past: 120 },
+    { sessionId: 3, rows: 5, past: 900 },
+    { sessionId: 4, rows: 5, past: 110 },
+  ];
+  const all = { ...limits, maxBatchTokens: 1024 };
+  // Without an estimate (or while it is unknown) everything the limits allow joins; the past-fill rule keeps 3 out.
+  assert.deepEqual(sessionsOf(queue, nextBatch(queue, all)!.indices), [1, 2, 4]);
+  assert.deepEqual(sessionsOf(queue, nextBatch(queue, all, FIRST_TURN, () => undefined)!.indices), [1, 2, 4]);
+  // Sharing 2 ms pays for short pasts; padding 100 positions to 900 would cost 8 ms more than it saves.
+  const relaxed = queue.map((r) => ({ ...r, past: r.sessionId === 3 ? 200 : r.past }));
+  assert.deepEqual(sessionsOf(relaxed, nextBatch(relaxed, all, FIRST_TURN, cost(2))!.indices), [1, 2, 3, 4]);
+  const far = queue.map((r) => ({ ...r, past: r.sessionId === 3 ? 240 : r.past }));
+  assert.deepEqual(sessionsOf(far, nextBatch(far, all, FIRST_TURN, cost(0.5))!.indices), [1, 2, 4]);
+  // Nothing shared per run: every session runs alone.
+  assert.deepEqual(nextBatch(queue, all, FIRST_TURN, cost(0))!.indices, [0]);
+});
+
+test('a repeated group runs together only if that is predicted to cost no more than its separate runs', () => {
+  const group = { id: 3, size: 2 };
+  const queue: QueuedRequest[] = [
+    { sessionId: 1, rows: 1, past: 10, group },
+    { sessionId: 9, rows: 1, past: 1000 },
+    { sessionId: 2, rows: 1, past: 10, group },
+  ];
+  const two = { ...limits, maxBatch: 2 };
+  const sharing = () => 1; // every run 1 ms, whatever it holds
+  assert.deepEqual(sessionsOf(queue, nextBatch(queue, two, FIRST_TURN, sharing)!.indices), [1, 2]);
+  const perSession = (shape: { sessions: number }) => shape.sessions * 1.1 - 0.05;
+  assert.deepEqual(sessionsOf(queue, nextBatch(queue, two, FIRST_TURN, perSession)!.indices), [1]);
+});

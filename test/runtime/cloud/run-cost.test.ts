@@ -1,0 +1,46 @@
+/** The run-cost model the scheduler consults (src/runtime/cloud/run-cost.ts). */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { RunCostModel, type RunShape } from '../../../src/runtime/cloud/run-cost.ts';
+import { seededRandom } from '../../../src/random.ts';
+
+const truth = ({ sessions, rows, past }: RunShape) =>
+  0.8 + 0.3 * sessions + 0.05 * sessions * rows + 0.002 * sessions * (past + rows);
+
+test('it answers only after runs of one session and of several, then recovers a linear cost exactly', () => {
+  const model = new RunCostModel();
+  const random = seededRandom(5);
+  const shape = (sessions: number): RunShape => ({
+    sessions,
+    rows: 1 + Math.floor(random.uniform() * 7),
+    past: Math.floor(random.uniform() * 1000),
+  });
+  for (let i = 0; i < 20; i++) {
+    const solo = shape(1);
+    model.observe(solo, truth(solo));
+  }
+  assert.equal(model.predict(shape(1)), undefined, 'no batched run seen yet');
+  for (let i = 0; i < 200; i++) {
+    const s = shape(i % 3 === 0 ? 1 : 2 + (i % 9));
+    model.observe(s, truth(s));
+  }
+  assert.ok(model.ready);
+  for (const s of [shape(1), shape(4), shape(16), { sessions: 8, rows: 5, past: 1024 }]) {
+    assert.ok(Math.abs(model.predict(s)! - truth(s)) < 1e-3 * truth(s), JSON.stringify(s));
+  }
+});
+
+test('recent runs outweigh old ones: after a slowdown the predictions follow', () => {
+  const model = new RunCostModel();
+  const random = seededRandom(9);
+  const observe = (factor: number, n: number) => {
+    for (let i = 0; i < n; i++) {
+      const s = { sessions: 1 + (i % 5), rows: 1 + (i % 4), past: Math.floor(random.uniform() * 800) };
+      model.observe(s, factor * truth(s));
+    }
+  };
+  observe(1, 300);
+  observe(2, 2000);
+  const s = { sessions: 4, rows: 5, past: 500 };
+  assert.ok(Math.abs(model.predict(s)! / truth(s) - 2) < 0.01, String(model.predict(s)! / truth(s)));
+});
