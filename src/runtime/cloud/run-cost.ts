@@ -5,9 +5,11 @@
  * middle part at long contexts that can cost more than the sessions' separate runs (the fleet benchmark measured
  * hat's batched verifications at 2.63 ms each against 2.44 ms one by one on the default model).
  *
- * Model: ms = c₀ + c₁·B + c₂·B·R + c₃·B·(P + R) for B sessions padded to R rows and P past positions — per run,
- * per session, per padded row, per padded cache position — fitted by exponentially weighted least squares (recent
- * runs count most, as load and context lengths drift) with a small ridge. It answers only once it has seen enough
+ * Model: ms = c₀ + c₁·B + c₂·B·R + c₃·B·(P + R) + c₄·B·R·(P + R) for B sessions padded to R rows and P past
+ * positions — per run, per session, per padded row (weights), per padded cache position (reading and copying the
+ * cache), per query row × cache position (attention scores, which dominate long prefill chunks) — fitted by
+ * exponentially weighted least squares (recent runs count most, as load and context lengths drift) with a small
+ * ridge. It answers only once it has seen enough
  * runs of one session and of several.
  */
 
@@ -19,7 +21,7 @@ export interface RunShape {
   past: number;
 }
 
-const FEATURES = 4;
+const FEATURES = 5;
 /** Each observation's weight decays by this per later observation: the last few hundred runs count. */
 const HISTORY_WEIGHT = 0.995;
 /** Runs of one session and of several (decayed counts) needed before the model answers. */
@@ -27,7 +29,7 @@ const MIN_RUNS_EACH = 8;
 const RIDGE = 1e-6;
 
 function features({ sessions, rows, past }: RunShape): number[] {
-  return [1, sessions, sessions * rows, sessions * (past + rows)];
+  return [1, sessions, sessions * rows, sessions * (past + rows), sessions * rows * (past + rows)];
 }
 
 export class RunCostModel {
@@ -61,7 +63,7 @@ export class RunCostModel {
   }
 }
 
-/** Solves (A + ridge·diag(A)) c = b by Gaussian elimination with partial pivoting (A is 4 × 4). */
+/** Solves (A + ridge·diag(A)) c = b by Gaussian elimination with partial pivoting (A is 5 × 5). */
 function solve(a: number[][], b: number[]): number[] {
   const n = b.length;
   const m = a.map((row, i) => [...row.map((v, j) => v + (i === j ? RIDGE * v : 0)), b[i]]);

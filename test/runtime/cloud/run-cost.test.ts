@@ -5,14 +5,18 @@ import { RunCostModel, type RunShape } from '../../../src/runtime/cloud/run-cost
 import { seededRandom } from '../../../src/random.ts';
 
 const truth = ({ sessions, rows, past }: RunShape) =>
-  0.8 + 0.3 * sessions + 0.05 * sessions * rows + 0.002 * sessions * (past + rows);
+  0.8 +
+  0.3 * sessions +
+  0.05 * sessions * rows +
+  0.002 * sessions * (past + rows) +
+  1e-5 * sessions * rows * (past + rows);
 
-test('it answers only after runs of one session and of several, then recovers a linear cost exactly', () => {
+test('it answers after runs of one session and of several, then recovers a cost of its form (verifications, chunks)', () => {
   const model = new RunCostModel();
   const random = seededRandom(5);
   const shape = (sessions: number): RunShape => ({
     sessions,
-    rows: 1 + Math.floor(random.uniform() * 7),
+    rows: random.uniform() < 0.2 ? 32 + Math.floor(random.uniform() * 64) : 1 + Math.floor(random.uniform() * 7),
     past: Math.floor(random.uniform() * 1000),
   });
   for (let i = 0; i < 20; i++) {
@@ -25,7 +29,13 @@ test('it answers only after runs of one session and of several, then recovers a 
     model.observe(s, truth(s));
   }
   assert.ok(model.ready);
-  for (const s of [shape(1), shape(4), shape(16), { sessions: 8, rows: 5, past: 1024 }]) {
+  for (const s of [
+    shape(1),
+    shape(4),
+    shape(16),
+    { sessions: 8, rows: 5, past: 1024 },
+    { sessions: 2, rows: 64, past: 800 },
+  ]) {
     assert.ok(Math.abs(model.predict(s)! - truth(s)) < 1e-3 * truth(s), JSON.stringify(s));
   }
 });
