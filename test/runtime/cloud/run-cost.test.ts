@@ -11,7 +11,7 @@ const truth = ({ sessions, rows, past }: RunShape) =>
   0.002 * sessions * (past + rows) +
   1e-5 * sessions * rows * (past + rows);
 
-test('it answers after runs of one session and of several, then recovers a cost of its form (verifications, chunks)', () => {
+test('after runs of one session and of several it recovers a cost of its form (verifications, chunks)', () => {
   const model = new RunCostModel();
   const random = seededRandom(5);
   const shape = (sessions: number): RunShape => ({
