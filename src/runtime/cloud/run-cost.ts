@@ -5,12 +5,13 @@
  * middle part at long contexts that can cost more than the sessions' separate runs (the fleet benchmark measured
  * hat's batched verifications at 2.63 ms each against 2.44 ms one by one on the default model).
  *
- * Model: ms = c₀ + c₁·B + c₂·B·R + c₃·B·(P + R) + c₄·B·R·(P + R) for B sessions padded to R rows and P past
- * positions — per run, per session, per padded row (weights), per padded cache position (reading and copying the
- * cache), per query row × cache position (attention scores, which dominate long prefill chunks) — fitted by
- * exponentially weighted least squares (recent runs count most, as load and context lengths drift) with a small
- * ridge. It answers only once it has seen enough
- * runs of one session and of several.
+ * Model: ms = c₀ + c₁·B + c₂·B·R + c₃·B·(P + R) + c₄·B·R·(P + R) + c₅·[B > 1] + c₆·[gathered]·B·P for B sessions
+ * padded to R rows and P past positions — per run, per session, per padded row (weights), per padded cache
+ * position (reading the cache), per query row × cache position (attention scores, which dominate long prefill
+ * chunks), per padded run (masks, splitting outputs back) and per gathered cache position (a padded run not fed in
+ * place first copies every past into one tensor; a session alone is fed its own cache) — fitted by exponentially
+ * weighted least squares (recent runs count most, as load and context lengths drift) with a small ridge. It answers
+ * only once it has seen enough runs of one session and of several.
  */
 
 export interface RunShape {
@@ -19,17 +20,21 @@ export interface RunShape {
   rows: number;
   /** Past of the longest session (every past is padded to it). */
   past: number;
+  /** A padded run fed its sessions' last presents where they lie, so nothing is gathered. */
+  inPlace?: boolean;
 }
 
-const FEATURES = 5;
+const FEATURES = 7;
 /** Each observation's weight decays by this per later observation: the last few hundred runs count. */
 const HISTORY_WEIGHT = 0.995;
 /** Runs of one session and of several (decayed counts) needed before the model answers. */
 const MIN_RUNS_EACH = 8;
 const RIDGE = 1e-6;
 
-function features({ sessions, rows, past }: RunShape): number[] {
-  return [1, sessions, sessions * rows, sessions * (past + rows), sessions * rows * (past + rows)];
+function features({ sessions, rows, past, inPlace }: RunShape): number[] {
+  const padded = sessions > 1 ? 1 : 0;
+  const gathered = padded && !inPlace ? sessions * past : 0;
+  return [1, sessions, sessions * rows, sessions * (past + rows), sessions * rows * (past + rows), padded, gathered];
 }
 
 export class RunCostModel {
@@ -63,7 +68,7 @@ export class RunCostModel {
   }
 }
 
-/** Solves (A + ridge·diag(A)) c = b by Gaussian elimination with partial pivoting (A is 5 × 5). */
+/** Solves (A + ridge·diag(A)) c = b by Gaussian elimination with partial pivoting (A is 7 × 7). */
 function solve(a: number[][], b: number[]): number[] {
   const n = b.length;
   const m = a.map((row, i) => [...row.map((v, j) => v + (i === j ? RIDGE * v : 0)), b[i]]);

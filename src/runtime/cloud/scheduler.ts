@@ -170,6 +170,7 @@ function pays(cost: RunCost | undefined, together: RunShape, apart: RunShape[]):
 function repeatPays(queue: readonly QueuedRequest[], indices: number[], cost: RunCost | undefined): boolean {
   const requests = indices.map((i) => ({ rows: queue[i].rows, past: queue[i].past ?? 0 }));
   const together = {
+    inPlace: true,
     sessions: requests.length,
     rows: Math.max(...requests.map((r) => r.rows)),
     past: Math.max(...requests.map((r) => r.past)),

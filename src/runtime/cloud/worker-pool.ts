@@ -247,7 +247,9 @@ export class WorkerPool implements MiddleExecutor {
     const running = lane.running;
     lane.running = [];
     if (reply.paddedRows > 0) this.latency.observe(reply.paddedRows, reply.computeMs);
-    if (reply.paddedRows > 0 && reply.batchError === undefined) lane.cost.observe(shapeOf(running), reply.computeMs);
+    if (reply.paddedRows > 0 && reply.batchError === undefined) {
+      lane.cost.observe({ ...shapeOf(running), inPlace: reply.inPlace }, reply.computeMs);
+    }
     if (lane.pick) lane.turn = afterRun(lane.turn, lane.pick, reply.computeMs);
     this.rememberGroup(lane, running, reply);
     this.count(

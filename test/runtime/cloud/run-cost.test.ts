@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { RunCostModel, type RunShape } from '../../../src/runtime/cloud/run-cost.ts';
 import { seededRandom } from '../../../src/random.ts';
 
-const truth = ({ sessions, rows, past }: RunShape) =>
+const truth = ({ sessions, rows, past, inPlace }: RunShape) =>
+  (sessions > 1 ? 0.4 + (inPlace ? 0 : 0.001 * sessions * past) : 0) +
   0.8 +
   0.3 * sessions +
   0.05 * sessions * rows +
@@ -18,6 +19,7 @@ test('after runs of one session and of several it recovers a cost of its form (v
     sessions,
     rows: random.uniform() < 0.2 ? 32 + Math.floor(random.uniform() * 64) : 1 + Math.floor(random.uniform() * 7),
     past: Math.floor(random.uniform() * 1000),
+    inPlace: sessions > 1 && random.uniform() < 0.3,
   });
   for (let i = 0; i < 20; i++) {
     const solo = shape(1);
@@ -35,6 +37,7 @@ test('after runs of one session and of several it recovers a cost of its form (v
     shape(16),
     { sessions: 8, rows: 5, past: 1024 },
     { sessions: 2, rows: 64, past: 800 },
+    { sessions: 6, rows: 3, past: 700, inPlace: true },
   ]) {
     assert.ok(Math.abs(model.predict(s)! - truth(s)) < 1e-3 * truth(s), JSON.stringify(s));
   }
