@@ -207,6 +207,14 @@ export function tensorBytes(loaded: Pick<LoadedModel, 'dir'>, tensor: TensorProt
   return out;
 }
 
+/** A 1-D int64 constant (shapes, axes, indices) as an initializer, its values in raw_data. */
+export function int64Tensor(name: string, values: number[]): TensorProto {
+  const bytes = new Uint8Array(values.length * 8);
+  const view = new DataView(bytes.buffer);
+  values.forEach((v, i) => view.setBigInt64(i * 8, BigInt(v), true));
+  return onnx.TensorProto.create({ name, dataType: DataType.INT64, dims: [values.length], rawData: bytes });
+}
+
 /** Makes the tensor read its bytes from `location` (relative to the model's folder) at offset/length. */
 export function pointAtExternalData(tensor: TensorProto, where: ExternalLocation): void {
   tensor.rawData = new Uint8Array(0);

@@ -9,7 +9,15 @@
  * order repeat_kv produces), multiplied with the cache as it is, and the product reshaped back to
  * [B, heads, S, Y]. The same dot products, no cache copy; the widening nodes become dead and are not extracted.
  */
-import { onnx, tensorBytes, type AttributeProto, type NodeProto, type TensorProto } from '../onnx/model-io.ts';
+import {
+  int64Tensor,
+  onnx,
+  tensorBytes,
+  type AttributeProto,
+  type NodeProto,
+  type TensorProto,
+} from '../onnx/model-io.ts';
+import { GraphIndex } from './graph.ts';
 
 export interface GroupedAttention {
   nodes: NodeProto[];
@@ -28,18 +36,15 @@ export function groupQueriesOverCache(
   initializers: Map<string, TensorProto>,
   kvHeadsOf: (tensor: string) => number | undefined,
 ): GroupedAttention {
-  const producer = new Map<string, NodeProto>();
-  const consumers = new Map<string, NodeProto[]>();
-  for (const node of nodes) {
-    for (const name of node.output ?? []) if (name) producer.set(name, node);
-    for (const name of node.input ?? []) if (name) consumers.set(name, [...(consumers.get(name) ?? []), node]);
-  }
+  const index = new GraphIndex(onnx.GraphProto.create({ node: nodes }));
+  const readers = (tensor: string) => index.consumersOf(tensor).map((i) => nodes[i]);
   const sole = (tensor: string, opType: string): NodeProto | undefined => {
-    const list = consumers.get(tensor) ?? [];
+    const list = readers(tensor);
     return list.length === 1 && list[0].opType === opType && !list[0].domain ? list[0] : undefined;
   };
   const constant = (tensor: string): number[] | undefined => {
-    const node = producer.get(tensor);
+    const producer = index.producer.get(tensor);
+    const node = producer === undefined ? undefined : nodes[producer];
     if (node?.opType === 'Constant') return int64Values(node.attribute?.find((a) => a.name === 'value')?.t);
     return int64Values(initializers.get(tensor));
   };
@@ -55,7 +60,7 @@ export function groupQueriesOverCache(
     const expand = sole(unsqueeze.output![0], 'Expand');
     const reshape = expand && sole(expand.output![0], 'Reshape');
     // Any other reader of the widened cache would still need it: such a layer is left as exported.
-    const uses = reshape && matmulsReading(reshape.output![0], consumers);
+    const uses = reshape && matmulsReading(reshape.output![0], readers);
     for (const [matmul, transposed] of uses ?? []) widened.set(matmul, { cache, kvHeads, transposed });
   }
   if (widened.size === 0) return { nodes, initializers: [], rewritten: 0 };
@@ -63,8 +68,10 @@ export function groupQueriesOverCache(
   const name = (label: string) => `hat/grouped_attention/${label}`;
   const kvHeadCounts = new Set([...widened.values()].map((use) => use.kvHeads));
   const constants = [
-    int64(name('last_dim'), [-1]),
-    ...[...kvHeadCounts].map((kvHeads) => int64(name(`grouped_shape_${kvHeads}`), [0, kvHeads, -1, 0])),
+    int64Tensor(name('zero'), [0]),
+    int64Tensor(name('three'), [3]),
+    int64Tensor(name('last_dim'), [-1]),
+    ...[...kvHeadCounts].map((kvHeads) => int64Tensor(name(`grouped_shape_${kvHeads}`), [0, kvHeads, -1, 0])),
   ];
   const out: NodeProto[] = [];
   for (const node of nodes) {
@@ -94,21 +101,23 @@ export function groupQueriesOverCache(
     const shape = add('Concat', [lead, name('last_dim')], 'shape', [int('axis', 0)]);
     add('Reshape', [product, shape], 'ungroup', [], node.output![0]);
   }
-  constants.push(int64(name('zero'), [0]), int64(name('three'), [3]));
   return { nodes: out, initializers: constants, rewritten: widened.size };
 }
 
 /** The MatMuls reading `tensor` as their right operand, directly (false) or through a last-two-axes Transpose
  * (true); undefined when anything else reads it. */
-function matmulsReading(tensor: string, consumers: Map<string, NodeProto[]>): [NodeProto, boolean][] | undefined {
+function matmulsReading(
+  tensor: string,
+  readersOf: (tensor: string) => NodeProto[],
+): [NodeProto, boolean][] | undefined {
   const uses: [NodeProto, boolean][] = [];
-  for (const reader of consumers.get(tensor) ?? []) {
+  for (const reader of readersOf(tensor)) {
     if (isMatMulReading(reader, tensor)) {
       uses.push([reader, false]);
       continue;
     }
     const transposed = reader.output?.[0] ?? '';
-    const readers = consumers.get(transposed) ?? [];
+    const readers = readersOf(transposed);
     const swapsLastAxes = reader.opType === 'Transpose' && attributeInts(reader, 'perm')?.join() === '0,1,3,2';
     if (!swapsLastAxes || readers.length === 0 || !readers.every((m) => isMatMulReading(m, transposed)))
       return undefined;
@@ -128,15 +137,6 @@ function int64Values(tensor: TensorProto | null | undefined): number[] | undefin
   if (!tensor || tensor.dataType !== onnx.TensorProto.DataType.INT64) return undefined;
   const bytes = tensorBytes({ dir: '' }, tensor);
   return [...new BigInt64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8)].map(Number);
-}
-
-function int64(name: string, values: number[]): TensorProto {
-  return onnx.TensorProto.create({
-    name,
-    dataType: onnx.TensorProto.DataType.INT64,
-    dims: [values.length],
-    int64Data: values,
-  });
 }
 
 const int = (name: string, value: number) =>

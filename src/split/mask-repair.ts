@@ -13,6 +13,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   DataType,
+  int64Tensor,
   onnx,
   toNumber,
   type LoadedModel,
@@ -43,12 +44,6 @@ function scalar(name: string, dataType: number, value: number): TensorProto {
   else if (dataType === DataType.FLOAT) view.setFloat32(0, value, true);
   else view.setUint16(0, value === 0 ? 0 : 0xfbff, true); // fp16: 0 or -65504, the only values used here
   return onnx.TensorProto.create({ name, dataType, dims: [], rawData: bytes });
-}
-
-function axes(name: string, values: number[]): TensorProto {
-  const bytes = new Uint8Array(values.length * 8);
-  values.forEach((v, i) => new DataView(bytes.buffer).setBigInt64(i * 8, BigInt(v), true));
-  return onnx.TensorProto.create({ name, dataType: DataType.INT64, dims: [values.length], rawData: bytes });
 }
 
 /**
@@ -90,9 +85,9 @@ export function causalMaskRepair(
     scalar(`${p}/one_i`, DataType.INT64, 1),
     scalar(`${p}/lowest`, dataType, LOWEST[dataType]),
     scalar(`${p}/zero`, dataType, 0),
-    axes(`${p}/axis0`, [0]),
-    axes(`${p}/axis1`, [1]),
-    axes(`${p}/axes12`, [1, 2]),
+    int64Tensor(`${p}/axis0`, [0]),
+    int64Tensor(`${p}/axis1`, [1]),
+    int64Tensor(`${p}/axes12`, [1, 2]),
     ...(window ? [scalar(`${p}/window`, DataType.INT64, window)] : []),
   ];
   const node = (name: string, opType: string, input: string[], attribute: object[] = []) =>

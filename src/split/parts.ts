@@ -7,7 +7,6 @@
 import { HatError } from '../errors.ts';
 import {
   onnx,
-  toNumber,
   type GraphProto,
   type ModelProto,
   type NodeProto,
@@ -20,6 +19,7 @@ import { unfuseResidualNorm } from './fused-norm.ts';
 import { groupQueriesOverCache } from './grouped-attention.ts';
 import type { KvPair } from './manifest.ts';
 import type { MaskRepair } from './mask-repair.ts';
+import { tensorSpec } from './model-facts.ts';
 import { rewritePrelude } from './prelude.ts';
 
 export type PartName = 'input' | 'middle' | 'output';
@@ -127,9 +127,9 @@ export function planParts(
   );
   const caches = new Set(structure.layers.flatMap((p) => [p.pastKey, p.pastValue, p.presentKey, p.presentValue]));
   const kvHeadsOf = (tensor: string) => {
-    const dim = caches.has(tensor) ? valueInfo.get(tensor)?.type?.tensorType?.shape?.dim?.[1]?.dimValue : undefined;
-    const heads = dim === undefined || dim === null ? 0 : toNumber(dim);
-    return heads > 0 ? heads : undefined;
+    const info = caches.has(tensor) ? valueInfo.get(tensor) : undefined;
+    const heads = info && tensorSpec(info).shape[1];
+    return typeof heads === 'number' ? heads : undefined;
   };
   const grouped = groupQueriesOverCache(cut.nodes, initializers, kvHeadsOf);
   for (const t of grouped.initializers) initializers.set(t.name!, t);

@@ -10,7 +10,7 @@
  *    only its shape (Shape, Reshape then Shape, ...) still works; the privacy check then proves that no value
  *    of that stand-in reaches an output.
  */
-import { DataType, onnx, type NodeProto, type TensorProto } from '../onnx/model-io.ts';
+import { DataType, int64Tensor, onnx, type NodeProto, type TensorProto } from '../onnx/model-io.ts';
 import { isShapeReader } from './graph.ts';
 import { TOKEN_INPUT } from './decoder.ts';
 import type { KvPair } from './manifest.ts';
@@ -31,13 +31,6 @@ export interface PreludeContext {
   allLayers: KvPair[];
   ownLayers: KvPair[];
   partName: string;
-}
-
-function int64Initializer(name: string, values: number[]): TensorProto {
-  const bytes = new Uint8Array(values.length * 8);
-  const view = new DataView(bytes.buffer);
-  values.forEach((v, i) => view.setBigInt64(i * 8, BigInt(v), true));
-  return onnx.TensorProto.create({ name, dataType: DataType.INT64, dims: [values.length], rawData: bytes });
 }
 
 function tokenStandIn(hiddenInput: string): PreludeRewrite {
@@ -63,7 +56,7 @@ function tokenStandIn(hiddenInput: string): PreludeRewrite {
         ],
       }),
     ],
-    initializers: [int64Initializer('hat/prelude/zero', [0]), int64Initializer('hat/prelude/two', [2])],
+    initializers: [int64Tensor('hat/prelude/zero', [0]), int64Tensor('hat/prelude/two', [2])],
   };
 }
 
