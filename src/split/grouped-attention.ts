@@ -11,6 +11,7 @@
  */
 import {
   int64Tensor,
+  isExternal,
   onnx,
   tensorBytes,
   type AttributeProto,
@@ -133,8 +134,9 @@ function attributeInts(node: NodeProto, name: string): number[] | undefined {
   return node.attribute?.find((a) => a.name === name)?.ints?.map(Number);
 }
 
+/** An inline int64 constant's values; undefined for anything else (a tensor in external data is not read here). */
 function int64Values(tensor: TensorProto | null | undefined): number[] | undefined {
-  if (!tensor || tensor.dataType !== onnx.TensorProto.DataType.INT64) return undefined;
+  if (!tensor || tensor.dataType !== onnx.TensorProto.DataType.INT64 || isExternal(tensor)) return undefined;
   const bytes = tensorBytes({ dir: '' }, tensor);
   return [...new BigInt64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8)].map(Number);
 }

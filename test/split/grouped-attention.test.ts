@@ -5,7 +5,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { onnx, tensorBytes, type AttributeProto, type NodeProto, type TensorProto } from '../../src/onnx/model-io.ts';
+import {
+  onnx,
+  pointAtExternalData,
+  tensorBytes,
+  type AttributeProto,
+  type NodeProto,
+  type TensorProto,
+} from '../../src/onnx/model-io.ts';
 import { groupQueriesOverCache } from '../../src/split/grouped-attention.ts';
 
 const node = (opType: string, input: string[], output: string, attribute: AttributeProto[] = []): NodeProto =>
@@ -22,6 +29,13 @@ const axes = (values: number[]): TensorProto =>
     dims: [values.length],
     int64Data: values,
   });
+
+/** Unsqueeze axes stored in a data file (not read by the rewrite: the layer is left as exported). */
+function externalAxes(): TensorProto {
+  const tensor = axes([2]);
+  pointAtExternalData(tensor, { location: 'missing.data', offset: 0, length: 8 });
+  return tensor;
+}
 
 /** One layer's attention as torch exports it: keys and values widened, scores and outputs read them. */
 function layer(extra: NodeProto[] = []): NodeProto[] {
@@ -64,6 +78,7 @@ test('a widening read by anything but MatMuls, on another axis, or of a non-cach
     ['another reader', layer([node('Identity', ['v_wide'], 'leak')]), new Map([['axes', axes([2])]]), kvHeadsOf],
     ['axis 1', layer(), new Map([['axes', axes([1])]]), kvHeadsOf],
     ['not a cache', layer(), new Map([['axes', axes([2])]]), () => undefined],
+    ['axes in external data', layer(), new Map([['axes', externalAxes()]]), kvHeadsOf],
   ];
   for (const [label, nodes, initializers, heads] of cases) {
     const result = groupQueriesOverCache(nodes, initializers, heads);
