@@ -8,8 +8,10 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { clampLengths } from '../../src/bench/prompts.ts';
-import { atHighestSustainedRate } from '../../src/bench/fleet/fleet-report.ts';
-import type { FleetRunStats } from '../../src/bench/fleet/fleet-metrics.ts';
+import { atHighestSustainedRate, capacities } from '../../src/bench/fleet/fleet-report.ts';
+import { fleetRunStats, type FleetRunStats } from '../../src/bench/fleet/fleet-metrics.ts';
+import type { LoadRun } from '../../src/bench/fleet/load.ts';
+import { parsePrometheus } from '../../src/bench/fleet/prom-text.ts';
 import { roundCosts, roundsOf, transplantRounds } from '../../src/bench/fleet/transplant.ts';
 import {
   frameHeader,
@@ -196,4 +198,87 @@ test('hat against u-shape at the highest Poisson rate u-shape sustains (≥ 90 %
     /^batching on, 4\/s .* hat TTFT 200\.0 ms vs u-shape 500\.0 ms = 0\.40×, TBT 30\.00 vs 120\.00 ms = 0\.25×/,
   );
   assert.equal(lines[1], 'batching off: u-shape sustained none of the Poisson rates run');
+});
+
+test('cost per token counts the whole run: commits after the window and of failed sessions, compute by class', () => {
+  const session = (commits: Array<[number, number]>, error?: string) => ({
+    arrivedAt: 0,
+    takenAt: 0,
+    startedAt: 0,
+    endedAt: 0,
+    device: 0,
+    commits: commits.map(([at, count]) => ({ at, count })),
+    lateMs: [],
+    checked: 0,
+    identical: 0,
+    maxAbsDiff: 0,
+    error,
+  });
+  // A 1-s window: 3 + 2 tokens inside it, 5 after it (the drain), 2 from a session that failed.
+  const run = {
+    startedAt: 0,
+    durationMs: 1000,
+    endedAt: 4000,
+    sessions: [
+      session([
+        [100, 3],
+        [500, 2],
+        [2500, 5],
+      ]),
+      session([[300, 2]], 'stopped'),
+    ],
+  } as unknown as LoadRun;
+  const after = parsePrometheus(
+    [
+      'hat_cloud_compute_seconds_bucket{class="chunk",le="+Inf"} 3',
+      'hat_cloud_compute_seconds_bucket{class="small",le="+Inf"} 9',
+      'hat_cloud_compute_seconds_sum{class="chunk"} 0.5',
+      'hat_cloud_compute_seconds_sum{class="small"} 0.7',
+      'hat_cloud_compute_seconds_count{class="chunk"} 3',
+      'hat_cloud_compute_seconds_count{class="small"} 9',
+    ].join('\n'),
+  );
+  const stats = fleetRunStats(run, {
+    mode: 'hat',
+    maxBatch: 16,
+    load: { kind: 'closed-loop' },
+    devices: 2,
+    sloTtftMs: 1000,
+    sloTbtMs: 200,
+    before: [],
+    after,
+    cpuSeconds: 1.8,
+  });
+  assert.equal(stats.throughputTokensPerSecond, 7);
+  assert.deepEqual(stats.cost, {
+    tokens: 12,
+    computeMsPerToken: 100,
+    chunkMsPerToken: 41.6667,
+    smallMsPerToken: 58.3333,
+    cpuMsPerToken: 150,
+  });
+});
+
+test('capacity: batched over --max-batch 1 cost per token, and the ceiling if verifications cost nothing', () => {
+  const run = (batching: 'on' | 'off', chunk: number, small: number, cpu: number | null) =>
+    ({
+      mode: 'hat',
+      batching,
+      load: { kind: 'closed-loop' },
+      cost: {
+        tokens: 100,
+        computeMsPerToken: chunk + small,
+        chunkMsPerToken: chunk,
+        smallMsPerToken: small,
+        cpuMsPerToken: cpu,
+      },
+    }) as unknown as FleetRunStats;
+  const lines = capacities([run('on', 1, 1, 2.5), run('off', 1, 3, 5)]);
+  assert.deepEqual(lines, [
+    'hat at closed loop: 2.000 vs 4.000 compute ms per token = 2.00× (server CPU 2.500 vs 5.000 ms = 2.00×); ' +
+      'prompt chunks 1.000 vs 1.000, verifications 1.000 vs 3.000 ms per token; ' +
+      'at most 4.00× if verifications cost nothing',
+  ]);
+  assert.deepEqual(capacities([run('on', 1, 1, null)]), [], 'no --max-batch 1 run to compare with');
+  assert.match(capacities([run('on', 1, 1, null), run('off', 1, 3, 5)])[0], /server CPU – vs 5\.000 ms = –\)/);
 });

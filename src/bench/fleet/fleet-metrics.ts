@@ -6,7 +6,12 @@
  * - TTFT: from a session's arrival to its first token, less the WebSocket handshake (so it includes waiting for a
  *   free emulated device); TBT: a round's time spread over the tokens it committed, as `hat bench` does;
  * - SLO attainment: share of the sessions that arrived with TTFT ≤ the TTFT SLO and mean TBT ≤ the TBT SLO
- *   (a failed session misses it).
+ *   (a failed session misses it);
+ * - cost per token: the cloud's compute and CPU over the whole run (window and drain) per token committed by all of
+ *   the run's sessions. A saturated cloud serves 1 / this cost per core, free of the window's start-up transient:
+ *   a closed loop's window opens with every device's prompt at once, so tokens inside the window can reward a
+ *   configuration for leaving prompts to the drain (on the Qwen shape, u-shape's window ratio equalled the ratio
+ *   it would reach if verifications cost nothing).
  */
 import { summarize, type Summary } from '../../runtime/device/metrics.ts';
 import { tokenGaps } from '../record.ts';
@@ -38,6 +43,17 @@ export interface FleetRunStats {
   results: { checked: number; identical: number; maxAbsDiff: number };
   /** serve-cloud's CPU over the run (all its threads), and cores kept busy on average. */
   server: { cpuSeconds: number | null; busyCores: number | null };
+  /**
+   * The cloud's cost per committed token over the whole run (window and drain; every session's commits, failed ones
+   * included): compute time, split into prompt-chunk runs and small runs, and serve-cloud's CPU.
+   */
+  cost: {
+    tokens: number;
+    computeMsPerToken: number;
+    chunkMsPerToken: number;
+    smallMsPerToken: number;
+    cpuMsPerToken: number | null;
+  };
   cloud: {
     runs: number;
     requests: { prefillChunk: number; verification: number };
@@ -120,6 +136,10 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
   const wallS = (run.endedAt - run.startedAt) / 1000;
   const distinctErrors = [...new Set(failed.map((s) => s.error!))].slice(0, 3);
   const arrivedPerSecond = run.sessions.filter((s) => s.arrivedAt < windowEnd).length / (run.durationMs / 1000);
+  const chunkSeconds = counterDelta(ctx, 'hat_cloud_compute_seconds_sum', { class: 'chunk' });
+  const smallSeconds = counterDelta(ctx, 'hat_cloud_compute_seconds_sum', { class: 'small' });
+  const tokens = run.sessions.reduce((n, s) => n + s.commits.reduce((m, c) => m + c.count, 0), 0);
+  const perToken = (seconds: number) => (tokens ? round((seconds * 1000) / tokens, 4) : 0);
   return {
     mode: ctx.mode,
     maxBatch: ctx.maxBatch,
@@ -145,6 +165,13 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
       cpuSeconds: ctx.cpuSeconds === null ? null : round(ctx.cpuSeconds, 2),
       busyCores: ctx.cpuSeconds === null || wallS <= 0 ? null : round(ctx.cpuSeconds / wallS, 2),
     },
+    cost: {
+      tokens,
+      computeMsPerToken: perToken(compute.sum),
+      chunkMsPerToken: perToken(chunkSeconds),
+      smallMsPerToken: perToken(smallSeconds),
+      cpuMsPerToken: ctx.cpuSeconds === null ? null : perToken(ctx.cpuSeconds),
+    },
     cloud: {
       runs: batch.count,
       requests: {
@@ -161,10 +188,7 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
         verification: histogramMean(ctx, 'hat_cloud_queue_wait_seconds', { kind: 'verification' }, 1000),
       },
       computeSeconds: round(compute.sum, 3),
-      computeSecondsByClass: {
-        chunk: round(counterDelta(ctx, 'hat_cloud_compute_seconds_sum', { class: 'chunk' }), 3),
-        small: round(counterDelta(ctx, 'hat_cloud_compute_seconds_sum', { class: 'small' }), 3),
-      },
+      computeSecondsByClass: { chunk: round(chunkSeconds, 3), small: round(smallSeconds, 3) },
       copySeconds: round(counterDelta(ctx, 'hat_cloud_batch_copy_seconds_total'), 3),
       inPlaceRuns: counterDelta(ctx, 'hat_cloud_batches_in_place_total'),
       errors: errorsByCode(ctx),

@@ -78,6 +78,31 @@ export function speedups(runs: readonly FleetRunStats[]): string[] {
   return lines;
 }
 
+/**
+ * Batched over --max-batch 1 capacity: the cloud's cost per committed token over every session of the run (window
+ * and drain), compute and server CPU, split into prompt chunks and verifications; and the most batching could give
+ * on this workload if verifications cost nothing and prompt chunks what they cost one by one.
+ */
+export function capacities(runs: readonly FleetRunStats[]): string[] {
+  const lines: string[] = [];
+  for (const on of runs.filter((r) => r.batching === 'on')) {
+    const off = runs.find((r) => r.batching === 'off' && r.mode === on.mode && loadLabel(r) === loadLabel(on));
+    if (!off?.cost?.tokens || !on.cost?.tokens) continue;
+    const ratio = (a: number | null, b: number | null) => (a && b ? `${(b / a).toFixed(2)}×` : '–');
+    const ms = (x: number | null) => (x === null ? '–' : f(x, 3));
+    const ceiling = off.cost.chunkMsPerToken ? off.cost.computeMsPerToken / off.cost.chunkMsPerToken : Infinity;
+    lines.push(
+      `${on.mode} at ${loadLabel(on)}: ${ms(on.cost.computeMsPerToken)} vs ${ms(off.cost.computeMsPerToken)} ` +
+        `compute ms per token = ${ratio(on.cost.computeMsPerToken, off.cost.computeMsPerToken)} ` +
+        `(server CPU ${ms(on.cost.cpuMsPerToken)} vs ${ms(off.cost.cpuMsPerToken)} ms = ` +
+        `${ratio(on.cost.cpuMsPerToken, off.cost.cpuMsPerToken)}); prompt chunks ${ms(on.cost.chunkMsPerToken)} vs ` +
+        `${ms(off.cost.chunkMsPerToken)}, verifications ${ms(on.cost.smallMsPerToken)} vs ` +
+        `${ms(off.cost.smallMsPerToken)} ms per token; at most ${ceiling.toFixed(2)}× if verifications cost nothing`,
+    );
+  }
+  return lines;
+}
+
 /** A load is sustained when at least this share of its sessions met the SLO and none failed (goodput-style). */
 export const SUSTAINED_SLO_SHARE = 0.9;
 
@@ -146,6 +171,10 @@ export function renderFleetReport(report: FleetReport): string {
     'Batching on / --max-batch 1, cloud throughput (committed tokens/s):',
     ...speedups(report.runs).map((l) => `- ${l}`),
     '',
+    'Batching on / --max-batch 1, capacity (cloud cost per committed token over every session of the run, window ' +
+      "and drain; a saturated cloud serves 1 / cost per core, without the window's start-up transient):",
+    ...capacities(report.runs).map((l) => `- ${l}`),
+    '',
     `hat / u-shape at the highest Poisson rate u-shape sustains (≥ ${pct(SUSTAINED_SLO_SHARE)} of sessions within ` +
       'the SLO, none failed):',
     ...atHighestSustainedRate(report.runs).map((l) => `- ${l}`),
@@ -173,6 +202,7 @@ export function renderFleetReport(report: FleetReport): string {
     'Definitions: tok/s = tokens committed inside the window / the window; TTFT from arrival (waiting for ' +
       'a free EMULATED device included, the WebSocket handshake not); ' +
       "TBT = a round's time / the tokens it committed; " +
+      'cost per token = compute (or CPU) over the whole run / tokens committed by all its sessions; ' +
       '"results = recording": results byte-identical to the solo recording ' +
       '(a padded batch can differ from a solo run ' +
       'in the last bits of fp32, which an fp16 or int8 wire can round to one step of its own).',
