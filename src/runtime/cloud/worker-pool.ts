@@ -36,11 +36,20 @@ interface Pending {
   reject(error: Error): void;
 }
 
+/**
+ * One request of a run as the worker sees it: a queued request, or a session's consecutive prompt chunks sent as one
+ * (scheduler.ts `follow`), whose result is split back per chunk.
+ */
+interface RunningRequest {
+  request: MiddleRequest;
+  parts: Array<Pending & { startedAt: number }>;
+}
+
 interface Lane {
   worker: Worker;
   queue: Pending[];
   /** The batch the worker is running, in the order it was sent. */
-  running: Array<Pending & { startedAt: number }>;
+  running: RunningRequest[];
   /** Whose turn it is when verifications and chunks both wait. */
   turn: Turn;
   /** What the scheduler picked for the run in progress. */
@@ -174,7 +183,7 @@ export class WorkerPool implements MiddleExecutor {
   }
 
   get pending(): number {
-    return this.lanes.reduce((n, lane) => n + lane.queue.length + lane.running.length, 0);
+    return this.lanes.reduce((n, lane) => n + lane.queue.length + partsOf(lane.running).length, 0);
   }
 
   latencyModel(): { baseMs: number; perTokenMs: number } {
@@ -224,8 +233,11 @@ export class WorkerPool implements MiddleExecutor {
     const pick = nextBatch(queued, this.limits, lane.turn, (shape) => lane.cost.predict(shape));
     if (!pick) return;
     const startedAt = performance.now();
-    lane.running = pick.indices.map((i) => ({ ...lane.queue[i], startedAt }));
-    const picked = new Set(pick.indices);
+    const taken = (i: number) => ({ ...lane.queue[i], startedAt });
+    lane.running = pick.follow
+      ? [joined([pick.indices[0], ...pick.follow].map(taken))]
+      : pick.indices.map((i) => ({ request: lane.queue[i].request, parts: [taken(i)] }));
+    const picked = new Set([...pick.indices, ...(pick.follow ?? [])]);
     lane.queue = lane.queue.filter((_, i) => !picked.has(i));
     lane.pick = pick;
     const task: WorkerTask = { kind: 'run', requests: lane.running.map((p) => p.request) };
@@ -233,7 +245,7 @@ export class WorkerPool implements MiddleExecutor {
   }
 
   /** After a padded run its sessions form a group; after a solo run (or a failed batch) a session has none. */
-  private rememberGroup(lane: Lane, running: readonly Pending[], reply: WorkerReply & { kind: 'ran' }): void {
+  private rememberGroup(lane: Lane, running: readonly RunningRequest[], reply: WorkerReply & { kind: 'ran' }): void {
     const padded = running.length > 1 && reply.batchError === undefined && reply.paddedRows > 0;
     const group = padded ? { id: ++this.runCount, size: running.length } : undefined;
     for (const { request } of running) {
@@ -253,7 +265,7 @@ export class WorkerPool implements MiddleExecutor {
     if (lane.pick) lane.turn = afterRun(lane.turn, lane.pick, reply.computeMs);
     this.rememberGroup(lane, running, reply);
     this.count(
-      running.map((p) => p.request),
+      partsOf(running).map((p) => p.request),
       reply.paddedRows,
     );
     this.onRun?.({
@@ -266,11 +278,17 @@ export class WorkerPool implements MiddleExecutor {
       kind: lane.pick?.kind,
     });
     if (reply.batchError) this.logger?.log('batch-failed', { sessions: running.length, message: reply.batchError });
-    running.forEach((pending, i) => {
+    running.forEach(({ parts }, i) => {
       const result = reply.results[i];
-      const queueMs = pending.startedAt - pending.enqueuedAt;
-      if (result.ok) pending.resolve({ hidden: result.hidden, rows: result.rows, queueMs, computeMs: reply.computeMs });
-      else pending.reject(new HatError(result.code, result.message));
+      if (!result.ok) {
+        for (const pending of parts) pending.reject(new HatError(result.code, result.message));
+        return;
+      }
+      const answers = parts.length === 1 ? [result] : splitRows(parts, result.hidden, result.rows);
+      parts.forEach((pending, j) => {
+        const { hidden, rows } = answers[j];
+        pending.resolve({ hidden, rows, queueMs: pending.startedAt - pending.enqueuedAt, computeMs: reply.computeMs });
+      });
     });
     this.dispatch(lane);
   }
@@ -287,7 +305,7 @@ export class WorkerPool implements MiddleExecutor {
   private failLane(lane: Lane, error: Error): void {
     lane.ready = false;
     lane.failure ??= error;
-    const failed = [...lane.running, ...lane.queue];
+    const failed = [...partsOf(lane.running), ...lane.queue];
     lane.running = [];
     lane.queue = [];
     for (const p of failed) p.reject(error);
@@ -313,7 +331,37 @@ export class WorkerPool implements MiddleExecutor {
   }
 }
 
-function shapeOf(running: readonly Pending[]): RunShape {
+const partsOf = (running: readonly RunningRequest[]) => running.flatMap((r) => r.parts);
+
+/** A session's consecutive chunks as one request: their rows in order, every position's output kept to split back. */
+function joined(parts: Array<Pending & { startedAt: number }>): RunningRequest {
+  const first = parts[0].request;
+  const hidden = new Float32Array(parts.reduce((n, p) => n + p.request.hidden.length, 0));
+  let offset = 0;
+  for (const { request } of parts) {
+    hidden.set(request.hidden, offset);
+    offset += request.hidden.length;
+  }
+  const nTokens = parts.reduce((n, p) => n + p.request.nTokens, 0);
+  return { request: { ...first, nTokens, hidden, allPositions: true }, parts };
+}
+
+/** Each chunk's answer from the joined request's every-position output: its rows, or only its last one. */
+function splitRows(
+  parts: readonly Pending[],
+  output: Float32Array,
+  rows: number,
+): Array<{ hidden: Float32Array; rows: number }> {
+  const cols = output.length / rows;
+  let end = 0;
+  return parts.map(({ request }) => {
+    end += request.nTokens;
+    const kept = request.allPositions ? request.nTokens : 1;
+    return { hidden: output.slice((end - kept) * cols, end * cols), rows: kept };
+  });
+}
+
+function shapeOf(running: readonly RunningRequest[]): RunShape {
   return {
     sessions: running.length,
     rows: Math.max(...running.map((p) => p.request.nTokens)),

@@ -132,6 +132,34 @@ test('requests queued while the worker is busy run as one padded batch that equa
   });
 });
 
+test("a prompt's chunks queued behind a busy worker run as one request, each answered as its solo run", async () => {
+  await withPool(16, async (pool) => {
+    const blocker = request(9, 0, 64);
+    // A prefill chunk asks for its last row only; the 5-row tail is small by rows but continues the prompt.
+    const chunks = [request(1, 0, 20), { ...request(1, 20, 20), allPositions: false }, request(1, 40, 5)];
+    const busy = pool.run(blocker);
+    const runs = chunks.map((r) => pool.run(r));
+    await busy;
+    const results = await Promise.all(runs);
+    assert.equal(pool.stats.runs, 2, 'the blocker, then the three chunks in one run');
+    assert.equal(pool.stats.requests, 4);
+    assert.deepEqual(
+      results.map((r) => r.rows),
+      [20, 1, 5],
+    );
+    const solo = await soloAnswers(chunks);
+    results.forEach((r, i) => {
+      assert.equal(r.hidden.length, solo[i].length);
+      assert.ok(maxAbs(r.hidden, solo[i]) <= 1e-5, `chunk ${i}`);
+    });
+    // The session's cache holds all 45 positions: its next round continues from there.
+    const round = request(1, 45, 2);
+    const next = await pool.run(round);
+    const [expected] = (await soloAnswers([...chunks, round])).slice(3);
+    assert.ok(maxAbs(next.hidden, expected) <= 1e-5);
+  });
+});
+
 test('--max-batch 1 runs every request alone, exactly as before batching', async () => {
   await withPool(1, async (pool) => {
     const { three, results } = await busyThenThree(pool);

@@ -8,6 +8,7 @@ import {
   afterRun,
   classify,
   FIRST_TURN,
+  MAX_MERGED_ROWS,
   nextBatch,
   type BatchLimits,
   type QueuedRequest,
@@ -269,4 +270,27 @@ test('a repeated group runs together only if that is predicted to cost no more t
   assert.deepEqual(sessionsOf(queue, nextBatch(queue, two, FIRST_TURN, sharing)!.indices), [1, 2]);
   const perSession = (shape: { sessions: number }) => shape.sessions * 1.1 - 0.05;
   assert.deepEqual(sessionsOf(queue, nextBatch(queue, two, FIRST_TURN, perSession)!.indices), [1]);
+});
+
+test("a lone chunk takes its session's next queued chunks, within MAX_MERGED_ROWS, batching on only", () => {
+  const chunk = (sessionId: number, past: number, rows: number): QueuedRequest => ({ sessionId, rows, past });
+  // Session 1's prompt: chunks at 0, 40, 80 and a 5-row tail at 120 (small by rows: still the prompt's next chunk).
+  const queue = [chunk(1, 0, 40), chunk(2, 0, 100), chunk(1, 40, 40), chunk(1, 80, 40), chunk(1, 120, 5)];
+  const pick = nextBatch(queue, limits)!;
+  assert.equal(pick.kind, 'chunk');
+  assert.deepEqual(pick.indices, [0]);
+  assert.deepEqual(pick.follow, [2, 3, 4]);
+  assert.equal(pick.paddedRows, 125);
+  // Not contiguous (the device rolled back), another session's request in between does not matter.
+  assert.equal(nextBatch([chunk(1, 0, 40), chunk(1, 30, 40)], limits)!.follow, undefined);
+  // The cap: 40 + 80 fits 128, a further 40 does not.
+  assert.deepEqual(nextBatch([chunk(1, 0, 40), chunk(1, 40, 80), chunk(1, 120, 40)], limits)!.follow, [1]);
+  assert.equal(MAX_MERGED_ROWS, 128);
+  // --max-batch 1 keeps one request per run; a chunk batched with another session's chunk takes no followers.
+  assert.equal(nextBatch(queue, { ...limits, maxBatch: 1 })!.follow, undefined);
+  const two = nextBatch([chunk(1, 0, 30), chunk(2, 0, 30), chunk(1, 30, 30)], limits)!;
+  assert.deepEqual(two.indices, [0, 1]);
+  assert.equal(two.follow, undefined);
+  // A verification picked as small never takes followers.
+  assert.equal(nextBatch([chunk(1, 0, 3), chunk(1, 3, 40)], limits)!.follow, undefined);
 });
