@@ -16,7 +16,7 @@
  *   `delayFor(bytes, now)` — frames serialise FIFO at the link's bandwidth, then arrive one latency later;
  * - the cloud's batching: serve-cloud's scheduler (runtime/cloud/scheduler.ts `nextBatch`) over one FIFO queue
  *   (session = device): verifications first, never padded with prefill chunks, classes alternating, one request
- *   per session per run, at most `maxBatch` sessions and `maxBatchTokens` padded rows, real pasts filling at least
+ *   per session per run (a lone chunk joined by its device's next queued chunks, as serve-cloud's pool does), at most `maxBatch` sessions and `maxBatchTokens` padded rows, real pasts filling at least
  *   MIN_PAST_FILL of the padded ones; a run takes g(padded rows) = g₀ + g₁·X (no attention-length term).
  */
 import { ChunkPlanner, type ChunkResult } from '../runtime/chunk-planner.ts';
@@ -191,8 +191,11 @@ class Cloud {
     for (;;) {
       const pick = nextBatch(this.queue, this.limits, this.turn);
       if (!pick) break;
-      const chosen = new Set(pick.indices);
+      const chosen = new Set([...pick.indices, ...(pick.follow ?? [])]);
       const batch = pick.indices.map((i) => this.queue[i]);
+      // A lone chunk's device's next chunks run with it as one request, as serve-cloud's pool joins them.
+      const joined = (pick.follow ?? []).map((i) => this.queue[i]);
+      const joinedRows = joined.reduce((n, item) => n + item.rows, 0);
       this.queue = this.queue.filter((_, i) => !chosen.has(i));
       const startedAt = this.loop.now;
       const computeMs = this.g(pick.paddedRows);
@@ -204,14 +207,14 @@ class Cloud {
         computeMs,
         requests: batch.map((item) => ({
           device: item.sessionId,
-          rows: item.rows,
+          rows: item.rows + (item === batch[0] ? joinedRows : 0),
           past: item.past,
           origin: item.origin,
         })),
       });
       this.busyMs += computeMs;
       await this.loop.sleep(computeMs);
-      for (const item of batch) item.done({ queueMs: startedAt - item.queuedAt, computeMs });
+      for (const item of [...batch, ...joined]) item.done({ queueMs: startedAt - item.queuedAt, computeMs });
     }
     this.busy = false;
   }
