@@ -401,6 +401,7 @@ export class HatDevice {
     });
     timing.connectMs = performance.now() - started;
     try {
+      checkCloudContext(promptIds.length, maxTokens, device.cloudContext);
       return await device.generator.generate(promptIds, {
         maxNewTokens: maxTokens,
         eosTokenId: this.tokenizer.eosTokenId ?? this.manifest.model?.eosTokenId,
@@ -426,4 +427,20 @@ export class HatDevice {
     for (const session of sessions) await session?.release();
     release();
   }
+}
+
+/**
+ * A cloud started with a smaller --max-context than the model's refuses the session part-way; refused before any
+ * token instead, with the code the model's own context gives (an OpenAI client gets 400 context_length_exceeded).
+ */
+function checkCloudContext(promptTokens: number, maxTokens: number, cloudContext: number | undefined): void {
+  if (cloudContext === undefined || promptTokens + maxTokens <= cloudContext) return;
+  throw new HatError(
+    'CONTEXT_LENGTH',
+    `the cloud serves at most ${cloudContext} positions per session, and ${promptTokens + maxTokens} were asked ` +
+      `for (${promptTokens} in the prompt, ${maxTokens} to generate)`,
+    promptTokens < cloudContext
+      ? `ask for at most ${cloudContext - promptTokens} tokens, or send a shorter prompt`
+      : 'send a shorter prompt',
+  );
 }

@@ -325,6 +325,33 @@ test("errors come back in OpenAI's format with the right status", { skip }, asyn
   );
 });
 
+test(
+  "a cloud with a smaller context than the model's: 400 context_length_exceeded before any token",
+  { skip },
+  async () => {
+    const small = await spawnCloud(split, ['--max-context', '64']);
+    const smallDevice = await spawnDeviceServer(split, small.url);
+    try {
+      const smallClient = new OpenAI({ baseURL: smallDevice.baseURL, apiKey: 'not-needed', maxRetries: 0 });
+      // Fits the model's context (1,024), not the cloud's 64: refused whole, not cut off part-way.
+      const request = smallClient.completions.create({ model: MODEL, prompt: PROMPT, max_tokens: 80 });
+      await assert.rejects(request, (error: unknown) => {
+        assert.ok(error instanceof OpenAI.APIError, String(error));
+        assert.equal(error.status, 400, error.message);
+        assert.equal(error.code, 'context_length_exceeded', error.message);
+        assert.match(error.message, /the cloud serves at most 64 positions per session/);
+        return true;
+      });
+      // Within it, the same device answers.
+      const ok = await smallClient.completions.create({ model: MODEL, prompt: PROMPT, max_tokens: 8 });
+      assert.equal(ok.usage?.completion_tokens, 8);
+    } finally {
+      await smallDevice.stop();
+      await small.stop();
+    }
+  },
+);
+
 test('no chat template: chat is 400, completions work; a cloud lost mid-stream, then 503', { skip }, async () => {
   const bundle = mkdtempSync(join(tmpdir(), 'hat-no-template-'));
   for (const name of readdirSync(split)) {
