@@ -16,8 +16,9 @@
  *   `delayFor(bytes, now)` — frames serialise FIFO at the link's bandwidth, then arrive one latency later;
  * - the cloud's batching: serve-cloud's scheduler (runtime/cloud/scheduler.ts `nextBatch`) over one FIFO queue
  *   (session = device): verifications first, never padded with prefill chunks, classes alternating, one request
- *   per session per run (a lone chunk joined by its device's next queued chunks, as serve-cloud's pool does), at most `maxBatch` sessions and `maxBatchTokens` padded rows, real pasts filling at least
- *   MIN_PAST_FILL of the padded ones; a run takes g(padded rows) = g₀ + g₁·X (no attention-length term).
+ *   per session per run (a lone chunk joined by its device's next queued chunks, as serve-cloud's pool does), at
+ *   most `maxBatch` sessions and `maxBatchTokens` padded rows, real pasts filling at least MIN_PAST_FILL of the
+ *   padded ones; a run takes g(padded rows) = g₀ + g₁·X (no attention-length term).
  */
 import { ChunkPlanner, type ChunkResult } from '../runtime/chunk-planner.ts';
 import {
