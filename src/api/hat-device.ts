@@ -97,6 +97,8 @@ export interface GenerationResult {
 export interface PreparedRequest {
   promptIds: number[];
   maxTokens: number;
+  /** Whether maxTokens was asked for; if not, it is the model's room, which a smaller cloud context lowers. */
+  budgetGiven: boolean;
   stop: string[];
 }
 
@@ -232,7 +234,12 @@ export class HatDevice {
         `ask for at most ${context - ids.length} tokens, or send a shorter prompt`,
       );
     }
-    return { promptIds: ids, maxTokens, stop: (options.stop ?? []).filter((s) => s.length > 0) };
+    return {
+      promptIds: ids,
+      maxTokens,
+      budgetGiven: options.maxTokens !== undefined,
+      stop: (options.stop ?? []).filter((s) => s.length > 0),
+    };
   }
 
   /** The whole generation at once. */
@@ -280,7 +287,8 @@ export class HatDevice {
     options: GenerateOptions,
     queuedMs: number,
   ): AsyncGenerator<string, GenerationResult, void> {
-    const { promptIds, maxTokens } = request;
+    const { promptIds } = request;
+    const budget = { maxTokens: request.maxTokens, given: request.budgetGiven };
     const abort = new AbortController();
     const onAbort = () => abort.abort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
@@ -303,7 +311,7 @@ export class HatDevice {
     };
     let outcome: { generation: HatGeneration } | { error: unknown } | undefined;
     const timing = { connectMs: 0 };
-    const running = this.generateOnCloud(promptIds, maxTokens, options, abort.signal, onTokens, timing)
+    const running = this.generateOnCloud(promptIds, budget, options, abort.signal, onTokens, timing)
       .then(
         (generation) => {
           outcome = { generation };
@@ -345,7 +353,7 @@ export class HatDevice {
       } else if (committed.length > 0 && committed[committed.length - 1] === eos) {
         finishReason = 'stop';
       } else {
-        finishReason = committed.length >= maxTokens ? 'length' : 'cancelled';
+        finishReason = committed.length >= budget.maxTokens ? 'length' : 'cancelled';
       }
       return {
         text: stop.output,
@@ -385,7 +393,7 @@ export class HatDevice {
   /** One generation over its own cloud session, on fresh caches. */
   private async generateOnCloud(
     promptIds: number[],
-    maxTokens: number,
+    budget: { maxTokens: number; given: boolean },
     options: GenerateOptions,
     signal: AbortSignal,
     onTokens: (ids: number[]) => void,
@@ -401,9 +409,13 @@ export class HatDevice {
     });
     timing.connectMs = performance.now() - started;
     try {
-      checkCloudContext(promptIds.length, maxTokens, device.cloudContext);
+      const cloudContext = device.cloudContext;
+      if (!budget.given && cloudContext !== undefined && cloudContext > promptIds.length) {
+        budget.maxTokens = Math.min(budget.maxTokens, cloudContext - promptIds.length);
+      }
+      checkCloudContext(promptIds.length, budget.maxTokens, cloudContext);
       return await device.generator.generate(promptIds, {
-        maxNewTokens: maxTokens,
+        maxNewTokens: budget.maxTokens,
         eosTokenId: this.tokenizer.eosTokenId ?? this.manifest.model?.eosTokenId,
         speculative,
         parallelDrafting: (o.parallelDrafting ?? true) && speculative,

@@ -345,6 +345,12 @@ test(
       // Within it, the same device answers.
       const ok = await smallClient.completions.create({ model: MODEL, prompt: PROMPT, max_tokens: 8 });
       assert.equal(ok.usage?.completion_tokens, 8);
+      // Without max_tokens the budget is the room the cloud leaves, not the model's (which was refused before).
+      const open = await smallClient.completions.create({ model: MODEL, prompt: PROMPT });
+      const room = 64 - open.usage!.prompt_tokens;
+      const reason = open.choices[0].finish_reason;
+      assert.ok(open.usage!.completion_tokens <= room, `${open.usage!.completion_tokens} tokens of ${room}`);
+      assert.ok(open.usage!.completion_tokens === room || reason === 'stop', `${reason}`);
     } finally {
       await smallDevice.stop();
       await small.stop();

@@ -228,7 +228,8 @@ async function generate(
     } catch (error) {
       throw fromError(error, params.budget ?? params.prompt);
     }
-    pieces = device.stream({ ids: prepared.promptIds }, { ...options, maxTokens: prepared.maxTokens });
+    // The caller's budget as given: without one, the device fits it to the model's and the cloud's context.
+    pieces = device.stream({ ids: prepared.promptIds }, options);
     // Queueing, the cloud connection and the prompt happen before the first piece: their errors get a status.
     first = await pieces.next();
   } catch (error) {
