@@ -277,7 +277,7 @@ test('capacity: batched over --max-batch 1 cost per token, and the ceiling if ve
   assert.deepEqual(lines, [
     'hat at closed loop: 2.000 vs 4.000 compute ms per token = 2.00× (server CPU 2.500 vs 5.000 ms = 2.00×); ' +
       'prompt chunks 1.000 vs 1.000, verifications 1.000 vs 3.000 ms per token; ' +
-      'at most 4.00× if verifications cost nothing',
+      'at most 4.00× if verifications cost nothing and prompt chunks what they cost one by one',
   ]);
   assert.deepEqual(capacities([run('on', 1, 1, null)]), [], 'no --max-batch 1 run to compare with');
   assert.match(capacities([run('on', 1, 1, null), run('off', 1, 3, 5)])[0], /server CPU – vs 5\.000 ms = –\)/);

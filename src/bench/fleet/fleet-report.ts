@@ -97,7 +97,9 @@ export function capacities(runs: readonly FleetRunStats[]): string[] {
         `(server CPU ${ms(on.cost.cpuMsPerToken)} vs ${ms(off.cost.cpuMsPerToken)} ms = ` +
         `${ratio(on.cost.cpuMsPerToken, off.cost.cpuMsPerToken)}); prompt chunks ${ms(on.cost.chunkMsPerToken)} vs ` +
         `${ms(off.cost.chunkMsPerToken)}, verifications ${ms(on.cost.smallMsPerToken)} vs ` +
-        `${ms(off.cost.smallMsPerToken)} ms per token; at most ${ceiling.toFixed(2)}× if verifications cost nothing`,
+        `${ms(off.cost.smallMsPerToken)} ms per token; at most ` +
+        `${Number.isFinite(ceiling) ? `${ceiling.toFixed(2)}×` : '–'} if verifications cost nothing and prompt ` +
+        'chunks what they cost one by one',
     );
   }
   return lines;

@@ -264,10 +264,7 @@ export class WorkerPool implements MiddleExecutor {
     }
     if (lane.pick) lane.turn = afterRun(lane.turn, lane.pick, reply.computeMs);
     this.rememberGroup(lane, running, reply);
-    this.count(
-      partsOf(running).map((p) => p.request),
-      reply.paddedRows,
-    );
+    this.count(running, reply.paddedRows);
     this.onRun?.({
       sessions: running.length,
       rows: running.reduce((n, p) => n + p.request.nTokens, 0),
@@ -293,11 +290,13 @@ export class WorkerPool implements MiddleExecutor {
     this.dispatch(lane);
   }
 
-  private count(requests: MiddleRequest[], paddedRows: number): void {
+  /** Sessions per run count a session's joined chunks once; requests count each chunk. */
+  private count(running: readonly RunningRequest[], paddedRows: number): void {
+    const requests = partsOf(running).map((p) => p.request);
     this.stats.requests += requests.length;
     this.stats.runs += 1;
-    if (requests.length > 1) this.stats.batchedRuns += 1;
-    this.stats.largestBatch = Math.max(this.stats.largestBatch, requests.length);
+    if (running.length > 1) this.stats.batchedRuns += 1;
+    this.stats.largestBatch = Math.max(this.stats.largestBatch, running.length);
     this.stats.rows += requests.reduce((n, r) => n + r.nTokens, 0);
     this.stats.paddedRows += paddedRows;
   }

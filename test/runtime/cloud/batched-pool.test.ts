@@ -143,6 +143,8 @@ test("a prompt's chunks queued behind a busy worker run as one request, each ans
     const results = await Promise.all(runs);
     assert.equal(pool.stats.runs, 2, 'the blocker, then the three chunks in one run');
     assert.equal(pool.stats.requests, 4);
+    assert.equal(pool.stats.batchedRuns, 0, 'one session is not a batch');
+    assert.equal(pool.stats.largestBatch, 1);
     assert.deepEqual(
       results.map((r) => r.rows),
       [20, 1, 5],
