@@ -22,6 +22,7 @@ import { checkContext, promptsFromFile, promptsOfLengths, splitTokenizerIfAny, t
 import type { RequestRecord } from './record.ts';
 import { BASELINE, type Scenario } from './scenarios.ts';
 import { paperTestbed, simulateTestbed, type Acceptance, type SimulatedResult } from './simulate.ts';
+import { MAX_MERGED_ROWS } from '../runtime/cloud/scheduler.ts';
 import { spawnTextCloud } from './text-cloud.ts';
 
 export interface BenchOptions {
@@ -327,7 +328,8 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
             `cloud g(X) = ${costs.cloud.baseMs.toFixed(2)} + ${costs.cloud.perTokenMs.toFixed(4)}·X ms as measured, ` +
             `one cloud worker batching as serve-cloud's scheduler does (verifications first, never padded with ` +
             `prompt chunks, one request per device, ≤ ${config.maxBatch} sessions and ` +
-            `≤ ${config.maxBatchTokens} padded rows per run, real pasts ≥ half the padded ones, ` +
+            `≤ ${config.maxBatchTokens} padded rows per run (a device's queued chunks joined: up to ` +
+            `${MAX_MERGED_ROWS}), real pasts ≥ half the padded ones, ` +
             `each run g(padded rows)), no pipeline stages (P = 1)`,
           `chunk sizes ('chunk-only', 'hat') from each device's ChunkPlanner fed the simulated timings; ` +
             `links through the EMULATED link's model (FIFO serialisation, no jitter)`,
