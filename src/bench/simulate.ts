@@ -18,8 +18,8 @@
  *   (session = device): verifications first, never padded with prefill chunks, classes alternating, one request
  *   per session per run (a lone chunk joined by its device's next queued chunks, as serve-cloud's pool does), at
  *   most `maxBatch` sessions and `maxBatchTokens` padded rows (a joined chunk: up to MAX_MERGED_ROWS), real pasts
- *   filling at least MIN_PAST_FILL of the
- *   padded ones; a run takes g(padded rows) = g₀ + g₁·X (no attention-length term).
+ *   filling at least MIN_PAST_FILL of the padded ones; a run takes g(padded rows) = g₀ + g₁·X (no attention-length
+ *   term).
  */
 import { ChunkPlanner, type ChunkResult } from '../runtime/chunk-planner.ts';
 import {

@@ -171,16 +171,16 @@ export function nextBatch(
   if (repeat && repeat.indices.length >= indices.length && repeatPays(queue, repeat.indices, cost)) {
     return { ...repeat, kind, contended };
   }
-  const follow = kind === 'chunk' && indices.length === 1 && limits.maxBatch > 1 ? following(queue, oldest) : [];
-  if (follow.length > 0) {
-    const rows = follow.reduce((n, i) => n + queue[i].rows, maxRows);
-    return { indices, kind, paddedRows: rows, contended, follow };
-  }
+  const merge = kind === 'chunk' && indices.length === 1 && limits.maxBatch > 1 ? following(queue, oldest) : undefined;
+  if (merge?.follow.length) return { indices, kind, paddedRows: merge.rows, contended, follow: merge.follow };
   return { indices, kind, paddedRows: indices.length * maxRows, contended };
 }
 
-/** The queued chunks of `head`'s session that continue it position by position, within MAX_MERGED_ROWS. */
-function following(queue: readonly QueuedRequest[], head: number): number[] {
+/**
+ * The queued chunks of `head`'s session that continue it position by position, within MAX_MERGED_ROWS, and the rows
+ * of `head` and them together.
+ */
+function following(queue: readonly QueuedRequest[], head: number): { follow: number[]; rows: number } {
   const { sessionId } = queue[head];
   const follow: number[] = [];
   let end = (queue[head].past ?? 0) + queue[head].rows;
@@ -195,7 +195,7 @@ function following(queue: readonly QueuedRequest[], head: number): number[] {
     end += next.rows;
     rows += next.rows;
   }
-  return follow;
+  return { follow, rows };
 }
 
 /** Whether one run of `together` is predicted to cost no more than the runs of `apart`; true while unknown. */
