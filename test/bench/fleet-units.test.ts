@@ -236,6 +236,10 @@ test('cost per token counts the whole run: commits after the window and of faile
       'hat_cloud_compute_seconds_sum{class="small"} 0.7',
       'hat_cloud_compute_seconds_count{class="chunk"} 3',
       'hat_cloud_compute_seconds_count{class="small"} 9',
+      'hat_cloud_real_rows_total{class="chunk"} 96',
+      'hat_cloud_real_rows_total{class="small"} 30',
+      'hat_cloud_padded_rows_total{class="chunk"} 100',
+      'hat_cloud_padded_rows_total{class="small"} 35',
     ].join('\n'),
   );
   const stats = fleetRunStats(run, {
@@ -256,6 +260,8 @@ test('cost per token counts the whole run: commits after the window and of faile
     chunkMsPerToken: 41.6667,
     smallMsPerToken: 58.3333,
     cpuMsPerToken: 150,
+    rowsPerToken: { chunk: 8, small: 2.5 },
+    msPerPaddedRow: { chunk: 5, small: 20 },
   });
 });
 
@@ -271,6 +277,9 @@ test('capacity: batched over --max-batch 1 cost per token, and the ceiling if ve
         chunkMsPerToken: chunk,
         smallMsPerToken: small,
         cpuMsPerToken: cpu,
+        // 3 verification rows per token; prompt-chunk rows cost 0.1 ms batched, 0.125 alone; verification rows more.
+        rowsPerToken: { chunk: 10, small: 3 },
+        msPerPaddedRow: { chunk: batching === 'on' ? 0.1 : 0.125, small: small / 3 },
       },
     }) as unknown as FleetRunStats;
   const lines = capacities([run('on', 1, 1, 2.5), run('off', 1, 3, 5)]);
@@ -278,6 +287,10 @@ test('capacity: batched over --max-batch 1 cost per token, and the ceiling if ve
     'hat at closed loop: 2.000 vs 4.000 compute ms per token = 2.00× (server CPU 2.500 vs 5.000 ms = 2.00×); ' +
       'prompt chunks 1.000 vs 1.000, verifications 1.000 vs 3.000 ms per token; ' +
       'at most 4.00× if verifications cost nothing and prompt chunks what they cost one by one',
+    // Floor: chunks 1 + 3 rows × 0.1 ms = 1.3 ms per token; 4 / 1.3 = 3.08×.
+    'hat at closed loop, by rows: verifications carry 3.00 rows per committed token; at the cheapest cost per row ' +
+      'of these two runs (0.100 ms, prompt-chunk rows, batching on) they cost at least 0.300 ms per token, so ' +
+      'batching gives at most 3.08× at this acceptance',
   ]);
   assert.deepEqual(capacities([run('on', 1, 1, null)]), [], 'no --max-batch 1 run to compare with');
   assert.match(capacities([run('on', 1, 1, null), run('off', 1, 3, 5)])[0], /server CPU – vs 5\.000 ms = –\)/);

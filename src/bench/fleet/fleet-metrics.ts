@@ -53,6 +53,10 @@ export interface FleetRunStats {
     chunkMsPerToken: number;
     smallMsPerToken: number;
     cpuMsPerToken: number | null;
+    /** Hidden-state rows requested per committed token, by scheduler class (verification rows: drafts + 1). */
+    rowsPerToken: { chunk: number; small: number };
+    /** Compute per row computed (padding included), by scheduler class; 0 where the class never ran. */
+    msPerPaddedRow: { chunk: number; small: number };
   };
   cloud: {
     runs: number;
@@ -140,6 +144,9 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
   const smallSeconds = counterDelta(ctx, 'hat_cloud_compute_seconds_sum', { class: 'small' });
   const tokens = run.sessions.reduce((n, s) => n + s.commits.reduce((m, c) => m + c.count, 0), 0);
   const perToken = (seconds: number) => (tokens ? round((seconds * 1000) / tokens, 4) : 0);
+  const rows = (cls: string) => counterDelta(ctx, 'hat_cloud_real_rows_total', { class: cls });
+  const padded = (cls: string) => counterDelta(ctx, 'hat_cloud_padded_rows_total', { class: cls });
+  const perRow = (seconds: number, cls: string) => (padded(cls) ? round((seconds * 1000) / padded(cls), 4) : 0);
   return {
     mode: ctx.mode,
     maxBatch: ctx.maxBatch,
@@ -171,6 +178,11 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
       chunkMsPerToken: perToken(chunkSeconds),
       smallMsPerToken: perToken(smallSeconds),
       cpuMsPerToken: ctx.cpuSeconds === null ? null : perToken(ctx.cpuSeconds),
+      rowsPerToken: {
+        chunk: tokens ? round(rows('chunk') / tokens, 4) : 0,
+        small: tokens ? round(rows('small') / tokens, 4) : 0,
+      },
+      msPerPaddedRow: { chunk: perRow(chunkSeconds, 'chunk'), small: perRow(smallSeconds, 'small') },
     },
     cloud: {
       runs: batch.count,

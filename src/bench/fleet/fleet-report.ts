@@ -101,8 +101,37 @@ export function capacities(runs: readonly FleetRunStats[]): string[] {
         `${Number.isFinite(ceiling) ? `${ceiling.toFixed(2)}×` : '–'} if verifications cost nothing and prompt ` +
         'chunks what they cost one by one',
     );
+    const floor = rowFloor(on, off);
+    if (floor)
+      lines.push(
+        `${on.mode} at ${loadLabel(on)}, by rows: verifications carry ${f(on.cost.rowsPerToken.small, 2)} rows per ` +
+          `committed token; at the cheapest cost per row of these two runs (${f(floor.msPerRow, 3)} ms, ` +
+          `${floor.of}) they cost at least ${f(floor.smallMs, 3)} ms per token, so batching gives at most ` +
+          `${(off.cost.computeMsPerToken / floor.totalMs).toFixed(2)}× at this acceptance`,
+      );
   }
   return lines;
+}
+
+/**
+ * The least a batched run could cost per committed token at the workload's acceptance: prompt chunks at the lower of
+ * their two measured costs, and every verification row (drafts + 1, per committed token) at the cheapest cost per
+ * computed row measured in either run — on one core that is a large prompt-chunk run's, where adding rows no longer
+ * gets cheaper. Verifying drafts that get rejected costs rows; batching cannot make rows cheaper than that.
+ */
+function rowFloor(on: FleetRunStats, off: FleetRunStats) {
+  if (!on.cost.rowsPerToken || !on.cost.msPerPaddedRow || !off.cost.msPerPaddedRow) return undefined;
+  const candidates = [
+    { msPerRow: on.cost.msPerPaddedRow.chunk, of: 'prompt-chunk rows, batching on' },
+    { msPerRow: off.cost.msPerPaddedRow.chunk, of: 'prompt-chunk rows, --max-batch 1' },
+    { msPerRow: on.cost.msPerPaddedRow.small, of: 'verification rows, batching on' },
+    { msPerRow: off.cost.msPerPaddedRow.small, of: 'verification rows, --max-batch 1' },
+  ].filter((c) => c.msPerRow > 0);
+  if (!candidates.length || !on.cost.rowsPerToken.small) return undefined;
+  const cheapest = candidates.reduce((a, b) => (b.msPerRow < a.msPerRow ? b : a));
+  const smallMs = on.cost.rowsPerToken.small * cheapest.msPerRow;
+  const chunkMs = Math.min(on.cost.chunkMsPerToken, off.cost.chunkMsPerToken);
+  return { ...cheapest, smallMs, totalMs: chunkMs + smallMs };
 }
 
 /** A load is sustained when at least this share of its sessions met the SLO and none failed (goodput-style). */

@@ -117,10 +117,16 @@ export class CloudMetrics {
       labelNames: ['class'],
       registers,
     });
-    this.realRows = new Counter({ name: 'hat_cloud_real_rows_total', help: 'Hidden-state rows requested', registers });
+    this.realRows = new Counter({
+      name: 'hat_cloud_real_rows_total',
+      help: 'Hidden-state rows requested, by scheduler class',
+      labelNames: ['class'],
+      registers,
+    });
     this.paddedRows = new Counter({
       name: 'hat_cloud_padded_rows_total',
-      help: 'Rows computed, padding included',
+      help: 'Rows computed, padding included, by scheduler class',
+      labelNames: ['class'],
       registers,
     });
     this.compute = new Histogram({
@@ -222,8 +228,8 @@ export class CloudMetrics {
     this.batchRows.observe(run.rows);
     this.batchPaddedRows.observe(run.paddedRows);
     this.batchPadding.observe(Math.max(0, run.paddedRows - run.rows) / run.paddedRows);
-    this.realRows.inc(run.rows);
-    this.paddedRows.inc(run.paddedRows);
+    this.realRows.inc({ class: cls }, run.rows);
+    this.paddedRows.inc({ class: cls }, run.paddedRows);
     this.compute.observe({ class: cls }, run.computeMs / 1000);
     this.batchCopy.inc((run.copyMs ?? 0) / 1000);
     if (run.inPlace) this.inPlaceRuns.inc();

@@ -9,6 +9,7 @@ import type { StartedCloud } from '../../../src/runtime/cloud/serve.ts';
 import { CloudClient } from '../../../src/runtime/device/cloud-client.ts';
 import { runDevice } from '../../../src/runtime/device/run-device.ts';
 import { manifestHash, readManifest } from '../../../src/runtime/split-dir.ts';
+import { DEFAULT_SMALL_ROWS } from '../../../src/runtime/cloud/scheduler.ts';
 import { histogram, parsePrometheus, sampleValue, type Sample } from '../../../src/bench/fleet/prom-text.ts';
 import { addIdentityAdapter, makeSmallSplit, serveSplit, SMALL_LLAMA } from '../../helpers/runtime-fixtures.ts';
 import { waitFor } from '../../helpers/wait-for.ts';
@@ -51,7 +52,7 @@ test('/metrics counts what real device sessions sent and what the workers ran', 
         speculative: i !== 1,
         parallelDrafting: false,
         parallelBranches: 1,
-        chunk: 4,
+        chunk: i === 2 ? 12 : 4, // one chunk over DEFAULT_SMALL_ROWS: the 'chunk' class
         wire: 'fp32',
         fallbackLocal: false,
         threads: 1,
@@ -108,6 +109,14 @@ test('/metrics counts what real device sessions sent and what the workers ran', 
   assert.equal(sampleValue(samples, 'hat_cloud_runs_total'), stats.runs);
   assert.equal(sampleValue(samples, 'hat_cloud_real_rows_total'), stats.rows);
   assert.equal(sampleValue(samples, 'hat_cloud_padded_rows_total'), stats.paddedRows);
+  // Rows by the scheduler's class: requests of more than DEFAULT_SMALL_ROWS rows are prompt chunks.
+  const chunkRows = results
+    .flatMap((r) => r.metrics.chunkSizes)
+    .filter((rows) => rows > DEFAULT_SMALL_ROWS)
+    .reduce((a, b) => a + b, 0);
+  assert.ok(chunkRows > 0);
+  assert.equal(sampleValue(samples, 'hat_cloud_real_rows_total', { class: 'chunk' }), chunkRows);
+  assert.equal(sampleValue(samples, 'hat_cloud_real_rows_total', { class: 'small' }), stats.rows - chunkRows);
   assert.equal(histogram(samples, 'hat_cloud_batch_rows').sum, stats.rows);
   assert.equal(histogram(samples, 'hat_cloud_batch_padded_rows').sum, stats.paddedRows);
   assert.equal(histogram(samples, 'hat_cloud_batch_padding_ratio').count, stats.runs);
