@@ -16,6 +16,7 @@ import { PartRunner } from '../runtime/part-runner.ts';
 import { promptIds as resolvePromptIds } from '../runtime/prompt.ts';
 import { readManifest, splitTokenizer } from '../runtime/split-dir.ts';
 import { continuationText, textStreamer, type TextTokenizer } from '../runtime/tokenizer.ts';
+import { budgetWithinCloudContext, type TokenBudget } from '../runtime/device/cloud-context.ts';
 import { connectDeviceGenerator } from '../runtime/device/device-generator.ts';
 import { openDeviceParts, type DeviceParts } from '../runtime/device/device-parts.ts';
 import type { DeviceMetrics, HatGeneration } from '../runtime/device/hat-generator.ts';
@@ -288,7 +289,7 @@ export class HatDevice {
     queuedMs: number,
   ): AsyncGenerator<string, GenerationResult, void> {
     const { promptIds } = request;
-    const budget = { maxTokens: request.maxTokens, given: request.budgetGiven };
+    const budget: TokenBudget = { maxTokens: request.maxTokens, given: request.budgetGiven };
     const abort = new AbortController();
     const onAbort = () => abort.abort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
@@ -309,12 +310,12 @@ export class HatDevice {
       emit(stop.push(streamer.push(...ids)));
       if (stop.stopped) abort.abort();
     };
-    let outcome: { generation: HatGeneration } | { error: unknown } | undefined;
+    let outcome: { generation: HatGeneration; maxTokens: number } | { error: unknown } | undefined;
     const timing = { connectMs: 0 };
     const running = this.generateOnCloud(promptIds, budget, options, abort.signal, onTokens, timing)
       .then(
-        (generation) => {
-          outcome = { generation };
+        (done) => {
+          outcome = done;
         },
         (error: unknown) => {
           outcome = { error };
@@ -334,7 +335,7 @@ export class HatDevice {
         wake = undefined;
       }
       if ('error' in outcome) throw outcome.error;
-      const { generation } = outcome;
+      const { generation, maxTokens } = outcome;
       if (!stop.stopped) {
         const rest = stop.push(streamer.flush());
         const tail = rest + stop.flush();
@@ -353,7 +354,7 @@ export class HatDevice {
       } else if (committed.length > 0 && committed[committed.length - 1] === eos) {
         finishReason = 'stop';
       } else {
-        finishReason = committed.length >= budget.maxTokens ? 'length' : 'cancelled';
+        finishReason = committed.length >= maxTokens ? 'length' : 'cancelled';
       }
       return {
         text: stop.output,
@@ -393,12 +394,12 @@ export class HatDevice {
   /** One generation over its own cloud session, on fresh caches. */
   private async generateOnCloud(
     promptIds: number[],
-    budget: { maxTokens: number; given: boolean },
+    budget: TokenBudget,
     options: GenerateOptions,
     signal: AbortSignal,
     onTokens: (ids: number[]) => void,
     timing: { connectMs: number },
-  ): Promise<HatGeneration> {
+  ): Promise<{ generation: HatGeneration; maxTokens: number }> {
     const o = this.options;
     const speculative = o.speculative ?? true;
     const started = performance.now();
@@ -409,13 +410,12 @@ export class HatDevice {
     });
     timing.connectMs = performance.now() - started;
     try {
-      const cloudContext = device.cloudContext;
-      if (!budget.given && cloudContext !== undefined && cloudContext > promptIds.length) {
-        budget.maxTokens = Math.min(budget.maxTokens, cloudContext - promptIds.length);
-      }
-      checkCloudContext(promptIds.length, budget.maxTokens, cloudContext);
-      return await device.generator.generate(promptIds, {
-        maxNewTokens: budget.maxTokens,
+      const maxTokens = budgetWithinCloudContext(promptIds.length, budget, device.cloudContext, {
+        code: 'CONTEXT_LENGTH',
+        option: 'max_tokens',
+      });
+      const generation = await device.generator.generate(promptIds, {
+        maxNewTokens: maxTokens,
         eosTokenId: this.tokenizer.eosTokenId ?? this.manifest.model?.eosTokenId,
         speculative,
         parallelDrafting: (o.parallelDrafting ?? true) && speculative,
@@ -424,6 +424,7 @@ export class HatDevice {
         signal,
         onTokens,
       });
+      return { generation, maxTokens };
     } finally {
       device.close();
     }
@@ -439,20 +440,4 @@ export class HatDevice {
     for (const session of sessions) await session?.release();
     release();
   }
-}
-
-/**
- * A cloud started with a smaller --max-context than the model's refuses the session part-way; refused before any
- * token instead, with the code the model's own context gives (an OpenAI client gets 400 context_length_exceeded).
- */
-function checkCloudContext(promptTokens: number, maxTokens: number, cloudContext: number | undefined): void {
-  if (cloudContext === undefined || promptTokens + maxTokens <= cloudContext) return;
-  throw new HatError(
-    'CONTEXT_LENGTH',
-    `the cloud serves at most ${cloudContext} positions per session, and ${promptTokens + maxTokens} were asked ` +
-      `for (${promptTokens} in the prompt, ${maxTokens} to generate)`,
-    promptTokens < cloudContext
-      ? `ask for at most ${cloudContext - promptTokens} tokens, or send a shorter prompt`
-      : 'send a shorter prompt',
-  );
 }

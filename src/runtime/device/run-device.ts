@@ -2,7 +2,6 @@
  * run-device's core: open the device's parts and tokenizer, connect to the cloud, generate with HAT and stream
  * the text. Works from a device bundle (input, output, adapter, manifest, tokenizer) — no middle part needed.
  */
-import { HatError } from '../../errors.ts';
 import type { LinkSpec } from '../link.ts';
 import type { WireDTypeName } from '../protocol/frame.ts';
 import { readManifest, splitTokenizer } from '../split-dir.ts';
@@ -10,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promptIds as resolvePromptIds, type PromptInput } from '../prompt.ts';
 import { continuationText, textStreamer } from '../tokenizer.ts';
+import { budgetWithinCloudContext } from './cloud-context.ts';
 import { openDeviceParts } from './device-parts.ts';
 import { connectDeviceGenerator } from './device-generator.ts';
 import type { HatGeneration } from './hat-generator.ts';
@@ -87,7 +87,10 @@ export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceRes
   });
   const streamer = tokenizer && textStreamer(tokenizer, promptIds);
   try {
-    checkContext(promptIds.length, options.maxNewTokens, device.cloudContext);
+    budgetWithinCloudContext(promptIds.length, { maxTokens: options.maxNewTokens, given: true }, device.cloudContext, {
+      code: 'CONTEXT_LIMIT',
+      option: '--max-new-tokens',
+    });
     const result = await device.generator.generate(promptIds, {
       maxNewTokens: options.maxNewTokens,
       eosTokenId: tokenizer?.eosTokenId ?? special.eosTokenId,
@@ -119,15 +122,4 @@ export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceRes
   } finally {
     device.close();
   }
-}
-
-/** Refuses, before any token, a generation the cloud would stop part-way for its context limit. */
-function checkContext(promptTokens: number, maxNewTokens: number, cloudContext: number | undefined): void {
-  if (cloudContext === undefined || promptTokens + maxNewTokens <= cloudContext) return;
-  throw new HatError(
-    'CONTEXT_LIMIT',
-    `the prompt (${promptTokens} tokens) + --max-new-tokens ${maxNewTokens} = ${promptTokens + maxNewTokens} ` +
-      `positions exceed the cloud's context of ${cloudContext}`,
-    `shorten the prompt or lower --max-new-tokens to at most ${Math.max(0, cloudContext - promptTokens)}`,
-  );
 }

@@ -154,7 +154,7 @@ test("run-device refuses prompt + --max-new-tokens over the cloud's context befo
       run(25),
       (e: HatError) =>
         e.code === 'CONTEXT_LIMIT' &&
-        /= 41 positions exceed the cloud's context of 40/.test(e.message) &&
+        /at most 40 positions per session: the prompt \(25 tokens\) \+ 16 to generate = 41$/.test(e.message) &&
         /at most 15/.test(e.hint ?? ''),
     );
     assert.deepEqual(written, []);
