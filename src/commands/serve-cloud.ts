@@ -70,8 +70,9 @@ export function registerServeCloud(program: Command): void {
     )
     .option(
       '--max-batch-tokens <n>',
-      `padded rows per middle run: sessions × longest request ` +
-        `(default ${DEFAULT_TOKENS_PER_THREAD} × threads per worker)`,
+      'padded rows per middle run: sessions × longest request (default: the knee measured on the middle part at ' +
+        'start — where more rows stop getting cheaper per row; ' +
+        `${DEFAULT_TOKENS_PER_THREAD} × threads per worker if that fails)`,
     )
     .option(
       '--link <profile|spec>',

@@ -71,6 +71,16 @@ export class MiddleEngine {
     return this.caches.sharedCount;
   }
 
+  /** One run of `rows` zero hidden states on an empty cache, kept nowhere: its ms (serve-cloud's knee probe). */
+  async timeRows(rows: number, hiddenSize: number): Promise<number> {
+    this.runner.restore(this.empty);
+    const started = performance.now();
+    await this.runner.step({ hidden: new Float32Array(rows * hiddenSize) }, rows);
+    const ms = performance.now() - started;
+    this.runner.restore(this.empty);
+    return ms;
+  }
+
   drop(sessionId: number): void {
     this.caches.delete(sessionId);
     if (this.running.has(sessionId)) this.droppedWhileRunning.add(sessionId);

@@ -12,6 +12,7 @@ import { partIO, readManifest } from '../split-dir.ts';
 import { MiddleEngine } from './middle-engine.ts';
 import type { PastLayout } from './padded-batch.ts';
 import type { WorkerReply, WorkerTask } from './worker-messages.ts';
+import type { ProbeTime } from './batch-knee.ts';
 
 const { splitDir, threads, maxContext, layout, inPlace } = workerData as {
   splitDir: string;
@@ -35,6 +36,14 @@ async function main(): Promise<void> {
       engine.drop(task.sessionId);
       return;
     }
+    if (task.kind === 'probe') {
+      try {
+        reply({ kind: 'probed', times: await probe(engine, task.rows, manifest.hidden.size) });
+      } catch (error) {
+        reply({ kind: 'probe-failed', message: messageOf(error) });
+      }
+      return;
+    }
     try {
       const ran = await engine.run(task.requests);
       const buffers = ran.results.flatMap((r) => (r.ok ? [r.hidden.buffer as ArrayBuffer] : []));
@@ -47,6 +56,17 @@ async function main(): Promise<void> {
     }
   });
   reply({ kind: 'ready' });
+}
+
+/** Each row count's best of two runs, after one warm-up run (onnxruntime's first run allocates). */
+async function probe(engine: MiddleEngine, rows: readonly number[], hiddenSize: number): Promise<ProbeTime[]> {
+  await engine.timeRows(rows[0], hiddenSize);
+  const times: ProbeTime[] = [];
+  for (const n of rows) {
+    const ms = Math.min(await engine.timeRows(n, hiddenSize), await engine.timeRows(n, hiddenSize));
+    times.push({ rows: n, ms });
+  }
+  return times;
 }
 
 main().catch((error) => {

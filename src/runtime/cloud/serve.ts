@@ -97,6 +97,8 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
     decidedBy: manifest.batching ? 'manifest' : 'middle.onnx (the split predates the field)',
     maxBatch: pool.limits.maxBatch,
     maxBatchTokens: pool.limits.maxBatchTokens,
+    // How the default budget was found: each probe run's rows and ms, and the knee taken (batch-knee.ts).
+    ...(pool.knee ? { knee: pool.knee } : {}),
   });
   let server: CloudServer | undefined;
   const metrics = new CloudMetrics({

@@ -2,10 +2,18 @@
 import type { ErrorCode } from '../../errors.ts';
 import type { MiddleRequest } from './executor.ts';
 import type { EngineRun } from './middle-engine.ts';
+import type { ProbeTime } from './batch-knee.ts';
 
 export type WorkerTask =
   /** One batch the scheduler picked: at most one request per session, run as one padded run when it can. */
-  { kind: 'run'; requests: MiddleRequest[] } | { kind: 'drop'; sessionId: number };
+  | { kind: 'run'; requests: MiddleRequest[] }
+  | { kind: 'drop'; sessionId: number }
+  /** Time one run of each row count (batch-knee.ts), before any session arrives. */
+  | { kind: 'probe'; rows: number[] };
 
 export type WorkerReply =
-  { kind: 'ready' } | { kind: 'load-failed'; code: ErrorCode; message: string } | ({ kind: 'ran' } & EngineRun);
+  | { kind: 'ready' }
+  | { kind: 'load-failed'; code: ErrorCode; message: string }
+  | ({ kind: 'ran' } & EngineRun)
+  | { kind: 'probed'; times: ProbeTime[] }
+  | { kind: 'probe-failed'; message: string };

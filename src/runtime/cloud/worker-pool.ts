@@ -28,6 +28,7 @@ import {
 import type { WorkerReply, WorkerTask } from './worker-messages.ts';
 import type { RunObservation } from './cloud-metrics.ts';
 import { RunCostModel, type RunShape } from './run-cost.ts';
+import { kneeOf, probeRows, type ProbeTime } from './batch-knee.ts';
 
 interface Pending {
   request: MiddleRequest;
@@ -60,6 +61,8 @@ interface Lane {
   /** What this worker's runs cost, by shape: the scheduler batches where it pays. */
   cost: RunCostModel;
   ready: boolean;
+  /** Waiting for the worker's knee probe (batch-knee.ts). */
+  probed?: (reply: WorkerReply) => void;
   /** Why the worker stopped; requests routed to it afterwards are rejected with it rather than queued forever. */
   failure?: Error;
 }
@@ -77,15 +80,18 @@ export interface WorkerPoolOptions {
   inPlace?: boolean;
   /** Sessions per run (1: batching off). */
   maxBatch?: number;
-  /** Padded rows per run; default DEFAULT_TOKENS_PER_THREAD × intra-op threads per worker. */
+  /**
+   * Padded rows per run; by default the knee measured on the first worker at start (batch-knee.ts), or
+   * DEFAULT_TOKENS_PER_THREAD × intra-op threads per worker where that probe fails.
+   */
   maxBatchTokens?: number;
   logger?: Logger;
 }
 
 /**
- * Padded rows per intra-op thread in one run. Batched throughput on a Qwen2.5-0.5B-shaped middle with 2 threads
- * stopped rising between 40 and 80 padded rows (../shared/docs/fleet-serving.md §1): 32 per thread puts 2 threads
- * at 64, inside that knee, and scales the budget with the cores a worker computes on.
+ * Padded rows per intra-op thread in one run where the knee could not be measured (and in `hat bench --simulate`).
+ * Batched throughput on a 5-layer Qwen2.5-0.5B-shaped middle with 2 threads stopped rising between 40 and 80 padded
+ * rows (../shared/docs/fleet-serving.md §1): 32 per thread puts 2 threads at 64.
  */
 export const DEFAULT_TOKENS_PER_THREAD = 32;
 export const DEFAULT_MAX_BATCH = 16;
@@ -101,6 +107,8 @@ export class WorkerPool implements MiddleExecutor {
   private runCount = 0;
   /** What the scheduler may put in one run. */
   readonly limits: BatchLimits;
+  /** The knee probe's figures when --max-batch-tokens was left to its default (batch-knee.ts). */
+  knee?: { rows: number; times: ProbeTime[] } | { failed: string };
   /** Counts over every run since start: requests, runs, runs of several sessions, the largest, real and padded rows. */
   readonly stats = { requests: 0, runs: 0, batchedRuns: 0, largestBatch: 0, rows: 0, paddedRows: 0 };
   private readonly logger?: Logger;
@@ -129,7 +137,35 @@ export class WorkerPool implements MiddleExecutor {
       pool.limits.maxBatch === 1 ? undefined : mode === 'single-row' ? 'right' : 'left';
     const starts = Array.from({ length: options.workers }, (_, i) => pool.startLane(i, options, threads, layout));
     await Promise.all(starts);
+    if (options.maxBatchTokens === undefined && pool.limits.maxBatch > 1) await pool.measureKnee(options.maxContext);
     return pool;
+  }
+
+  /**
+   * Times runs of the first worker's middle part at each probe row count and takes the knee as the batch budget;
+   * the same runs seed the latency model g(X) that devices receive before any session has run.
+   */
+  private async measureKnee(maxContext: number): Promise<void> {
+    const lane = this.lanes[0];
+    const rows = probeRows(maxContext);
+    if (!rows.length) return; // a context too short to probe: the fallback budget stands
+    const reply = await new Promise<WorkerReply>((resolve) => {
+      lane.probed = resolve;
+      const task: WorkerTask = { kind: 'probe', rows };
+      lane.worker.postMessage(task);
+    });
+    lane.probed = undefined;
+    if (reply.kind !== 'probed') {
+      this.knee = { failed: reply.kind === 'probe-failed' ? reply.message : 'the worker stopped' };
+      this.logger?.log('batch-knee-failed', { message: this.knee.failed, maxBatchTokens: this.limits.maxBatchTokens });
+      return;
+    }
+    for (const { rows, ms } of reply.times) this.latency.observe(rows, ms);
+    const knee = kneeOf(reply.times);
+    if (knee !== undefined) {
+      this.limits.maxBatchTokens = knee;
+      this.knee = { rows: knee, times: reply.times };
+    }
   }
 
   private startLane(index: number, options: WorkerPoolOptions, threads: number, layout?: PastLayout): Promise<void> {
@@ -163,6 +199,8 @@ export class WorkerPool implements MiddleExecutor {
           resolve();
         } else if (reply.kind === 'load-failed') {
           reject(new HatError(reply.code, reply.message));
+        } else if (reply.kind === 'probed' || reply.kind === 'probe-failed') {
+          lane.probed?.(reply);
         } else {
           this.finish(lane, reply);
         }
@@ -302,6 +340,7 @@ export class WorkerPool implements MiddleExecutor {
   }
 
   private failLane(lane: Lane, error: Error): void {
+    lane.probed?.({ kind: 'probe-failed', message: error.message });
     lane.ready = false;
     lane.failure ??= error;
     const failed = [...partsOf(lane.running), ...lane.queue];

@@ -9,6 +9,7 @@ import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { WorkerPool } from '../../../src/runtime/cloud/worker-pool.ts';
+import { kneeOf } from '../../../src/runtime/cloud/batch-knee.ts';
 import type { RunObservation } from '../../../src/runtime/cloud/cloud-metrics.ts';
 import { MiddleEngine } from '../../../src/runtime/cloud/middle-engine.ts';
 import type { MiddleRequest, MiddleResult } from '../../../src/runtime/cloud/executor.ts';
@@ -92,6 +93,7 @@ async function withPool(maxBatch: number, body: (pool: WorkerPool) => Promise<vo
     batching: 'padded',
     inPlace: true,
     maxBatch,
+    maxBatchTokens: 32, // fixed: the measured default would make the batches depend on this machine's timings
   });
   try {
     await body(pool);
@@ -183,15 +185,24 @@ test('serve-cloud logs how it batches at start: from the manifest, or from middl
     await cloud.server.stop();
     return events.find((e) => e.event === 'batching');
   };
-  assert.deepEqual(await started(split), {
+  const { knee, ...logged } = (await started(split))!;
+  assert.deepEqual(logged, {
     event: 'batching',
     mode: 'padded',
     reason: readManifest(split).batching!.reason,
     inPlace: true,
     decidedBy: 'manifest',
     maxBatch: 16,
-    maxBatchTokens: 64,
+    maxBatchTokens: (knee as { rows: number }).rows,
   });
+  // --max-batch-tokens left to its default: the knee probe timed a run of each row count that fits the context.
+  const { times } = knee as { times: Array<{ rows: number; ms: number }> };
+  assert.deepEqual(
+    times.map((t) => t.rows),
+    [8, 16, 32, 64],
+  );
+  assert.ok(times.every((t) => t.ms > 0));
+  assert.equal((knee as { rows: number }).rows, kneeOf(times));
   // The toy split's manifest predates the field; its middle part fixes the batch size to 1.
   const toy = await started(makeToySplitDir());
   assert.equal(toy?.mode, 'none');

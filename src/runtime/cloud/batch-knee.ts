@@ -1,0 +1,33 @@
+/**
+ * serve-cloud's default --max-batch-tokens, measured at start on the middle part it serves: a run's cost per row
+ * falls as rows are added (the part's weights are read once per run) until the run is compute-bound — the knee.
+ * A batch budget below the knee leaves throughput unused under load; far past it, runs only grow longer (every
+ * session in them waits for the whole run). The knee depends on the part and the machine: on this 2-core VM with
+ * one intra-op thread, a Qwen2.5-0.5B-shaped 22-layer middle cost 12.3 ms per row in a padded run of 10 rows,
+ * 6.7 at 40 and 4.7 at 80 (`npm run bench:kv -- --sessions 2,4,8,16 --rows 5 --past 128 --threads 1`), so a fixed
+ * 32 rows per thread held hat's verification batches to 4 sessions.
+ */
+
+/** Rows per probe run, smallest first: one session's rows on an empty cache, the shape of a GEMM of that many rows. */
+export const KNEE_PROBE_ROWS = [8, 16, 32, 64, 128];
+
+/** A run is at the knee once its cost per row is within this share of the cheapest row measured. */
+export const KNEE_TOLERANCE = 0.25;
+
+export interface ProbeTime {
+  rows: number;
+  ms: number;
+}
+
+/** The fewest rows whose cost per row is within KNEE_TOLERANCE of the cheapest per-row cost probed. */
+export function kneeOf(times: readonly ProbeTime[]): number | undefined {
+  const measured = times.filter((t) => t.rows > 0 && t.ms > 0).sort((a, b) => a.rows - b.rows);
+  if (!measured.length) return undefined;
+  const cheapest = Math.min(...measured.map((t) => t.ms / t.rows));
+  return measured.find((t) => t.ms / t.rows <= cheapest * (1 + KNEE_TOLERANCE))!.rows;
+}
+
+/** The probe's rows that fit a session's context. */
+export function probeRows(maxContext: number): number[] {
+  return KNEE_PROBE_ROWS.filter((rows) => rows <= maxContext);
+}

@@ -1,0 +1,26 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { KNEE_PROBE_ROWS, kneeOf, probeRows } from '../../../src/runtime/cloud/batch-knee.ts';
+
+const times = (msPerRun: number[]) => msPerRun.map((ms, i) => ({ rows: KNEE_PROBE_ROWS[i], ms }));
+
+test('the knee: the fewest rows whose cost per row is within 25 % of the cheapest row probed', () => {
+  // Measured on this VM at start of serve-cloud (one core): the Qwen2.5-0.5B-shaped middle, 10.3 … 4.26 ms per row.
+  assert.equal(kneeOf(times([82.4, 111.6, 168.2, 299.9, 545.6])), 32);
+  // A fixed 50 ms per run over 2 ms per row: 64 rows (2.78 ms per row) are within 25 % of 128's 2.39; 32 are not.
+  assert.equal(kneeOf(times([66, 82, 114, 178, 306])), 64);
+  // A part whose runs cost the same per row at every size: the smallest probe is already at the knee.
+  assert.equal(kneeOf(times([8, 16, 32, 64, 128])), 8);
+  // Runs that get dearer per row past some size (caches overflow): the knee is below the cheapest size.
+  assert.equal(kneeOf(times([40, 48, 64, 120, 400])), 32);
+  // Order does not matter; failed or empty probes are ignored.
+  assert.equal(kneeOf([...times([66, 82, 114, 178, 306])].reverse()), 64);
+  assert.equal(kneeOf([{ rows: 16, ms: 0 }]), undefined);
+  assert.equal(kneeOf([]), undefined);
+});
+
+test("the probe's rows fit the session context", () => {
+  assert.deepEqual(probeRows(4096), KNEE_PROBE_ROWS);
+  assert.deepEqual(probeRows(64), [8, 16, 32, 64]);
+  assert.deepEqual(probeRows(4), []);
+});
