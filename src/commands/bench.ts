@@ -43,6 +43,7 @@ const schema = z.object({
   drain: numberOption(0, 86400),
   sloTbt: numberOption(0),
   maxBatch: intOption(1, 1024).optional(),
+  maxBatchTokens: intOption(1, 1_000_000).optional(),
   recordings: z.string().optional(),
   acceptanceFrom: z.string().optional(),
   scenarios: z.string().optional(),
@@ -106,6 +107,10 @@ export function registerBench(program: Command): void {
     .option('--drain <s>', '--fleet: seconds sessions may run on after the window before they count as failed', '120')
     .option('--slo-tbt <ms>', '--fleet: mean TBT SLO per session', '200')
     .option('--max-batch <n>', "--fleet: serve-cloud's --max-batch in the batched runs (default: its own)")
+    .option(
+      '--max-batch-tokens <n>',
+      "--fleet: serve-cloud's --max-batch-tokens in the batched runs (default: the knee it measures)",
+    )
     .option('--recordings <dir>', '--fleet: replay the recordings an earlier --fleet run wrote to its --out')
     .option(
       '--acceptance-from <dir>',
@@ -210,6 +215,7 @@ function fleetOptions(splitDir: string, o: z.infer<typeof schema>, devices: numb
     cores: o.cores,
     cloudWorkers: o.cloudWorkers,
     maxBatch: o.maxBatch,
+    maxBatchTokens: o.maxBatchTokens,
     promptLengths: o.promptLengths ?? FLEET_DEFAULTS.promptLengths,
     promptsPerLength: o.promptsPerLength,
     maxNewTokens: o.maxNewTokens ?? FLEET_DEFAULTS.maxNewTokens,

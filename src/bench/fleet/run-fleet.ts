@@ -53,6 +53,8 @@ export interface FleetOptions {
   cloudWorkers: number;
   /** --max-batch of the batched runs (default: serve-cloud's). */
   maxBatch?: number;
+  /** --max-batch-tokens of the batched runs (default: serve-cloud's measured knee). */
+  maxBatchTokens?: number;
   promptLengths: number[];
   promptsPerLength: number;
   maxNewTokens: number;
@@ -135,10 +137,29 @@ function loggedEvent(cloud: SpawnedCloud, event: string): Record<string, unknown
   return undefined;
 }
 
-/** The batch limit the cloud settled on and its split's batching mode (its 'batching' log line). */
-function loggedMaxBatch(cloud: SpawnedCloud, asked: number | undefined): { maxBatch: number; mode?: string } {
-  const entry = loggedEvent(cloud, 'batching') as { maxBatch?: number; mode?: string } | undefined;
-  return entry?.maxBatch ? { maxBatch: entry.maxBatch, mode: entry.mode } : { maxBatch: asked ?? 0 };
+interface LoggedBatching {
+  maxBatch: number;
+  mode?: string;
+  maxBatchTokens?: number;
+  /** The knee probe serve-cloud ran at start when --max-batch-tokens was left to its default. */
+  knee?: { rows?: number; times?: Array<{ rows: number; ms: number }> };
+}
+
+/** The batch limits the cloud settled on and its split's batching mode (its 'batching' log line). */
+function loggedMaxBatch(cloud: SpawnedCloud, asked: number | undefined): LoggedBatching {
+  const entry = loggedEvent(cloud, 'batching') as Partial<LoggedBatching> | undefined;
+  return entry?.maxBatch ? { ...entry, maxBatch: entry.maxBatch } : { maxBatch: asked ?? 0 };
+}
+
+/** How the batched cloud's --max-batch-tokens came about, for the report's header. */
+function describeBudget(batching: LoggedBatching, asked: number | undefined): string {
+  if (batching.maxBatchTokens === undefined) return '';
+  if (asked !== undefined) return `, --max-batch-tokens ${batching.maxBatchTokens}`;
+  const times = batching.knee?.times?.map((t) => `${t.rows}: ${(t.ms / t.rows).toFixed(2)}`).join(', ');
+  return (
+    `, --max-batch-tokens ${batching.maxBatchTokens}` +
+    (times ? ` (the knee serve-cloud measured at start; ms per row of a run of n rows: ${times})` : '')
+  );
 }
 
 /** The sessions the cloud admits at once (its 'limits' log line), if it logged them. */
@@ -196,6 +217,9 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
     '600',
     ...(options.threads ? ['--threads', String(options.threads)] : []),
     ...(maxBatch !== undefined ? ['--max-batch', String(maxBatch)] : []),
+    ...(maxBatch !== 1 && options.maxBatchTokens !== undefined
+      ? ['--max-batch-tokens', String(options.maxBatchTokens)]
+      : []),
   ];
   const startCloud = (splitDir: string, maxBatch: number | undefined) =>
     spawnCloud(splitDir, cloudArgs(maxBatch), { wrap: (command, args) => onCores(cores.cloud, command, args) });
@@ -405,7 +429,8 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
         slo: `TTFT ≤ ${options.sloTtftMs} ms and mean TBT ≤ ${options.sloTbtMs} ms per session`,
         batching:
           'a real serve-cloud process per configuration: batching on (--max-batch ' +
-          `${configurations[0].maxBatch}) and --max-batch 1, live side by side, runs alternating; both started ` +
+          `${configurations[0].maxBatch}${describeBudget(configurations[0], options.maxBatchTokens)}) and ` +
+          '--max-batch 1, live side by side, runs alternating; both started ' +
           "with serve-cloud's glibc malloc settings (README)",
       },
       notes,
