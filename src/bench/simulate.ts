@@ -106,9 +106,10 @@ export interface SimulationObserver {
 }
 
 /**
- * The HAT paper's testbed (hat-method.md §9) and SpecBench's mean prompt length. The cloud's limits are
- * serve-cloud's defaults: --max-batch DEFAULT_MAX_BATCH, --max-batch-tokens DEFAULT_TOKENS_PER_THREAD × the
- * intra-op threads per worker of the serve-cloud whose g(X) was measured (`cloudThreads`), and serve-cloud's
+ * The HAT paper's testbed (hat-method.md §9) and SpecBench's mean prompt length. The cloud's limits: serve-cloud's
+ * --max-batch DEFAULT_MAX_BATCH; --max-batch-tokens DEFAULT_TOKENS_PER_THREAD × the intra-op threads per worker of
+ * the serve-cloud whose g(X) was measured (`cloudThreads`) — serve-cloud's fallback, where a real one measures its
+ * knee at start (batch-knee.ts; 32 rows for the default split on one core, the same); and serve-cloud's
  * default frame limit, 4096 tokens (--max-tokens-per-frame), as the chunk planner's largest chunk.
  */
 export function paperTestbed(

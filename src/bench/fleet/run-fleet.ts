@@ -142,7 +142,7 @@ interface LoggedBatching {
   mode?: string;
   maxBatchTokens?: number;
   /** The knee probe serve-cloud ran at start when --max-batch-tokens was left to its default. */
-  knee?: { rows?: number; times?: Array<{ rows: number; ms: number }> };
+  knee?: { rows?: number; bracketed?: boolean; times?: Array<{ rows: number; ms: number }>; failed?: string };
 }
 
 /** The batch limits the cloud settled on and its split's batching mode (its 'batching' log line). */
@@ -155,11 +155,14 @@ function loggedMaxBatch(cloud: SpawnedCloud, asked: number | undefined): LoggedB
 function describeBudget(batching: LoggedBatching, asked: number | undefined): string {
   if (batching.maxBatchTokens === undefined) return '';
   if (asked !== undefined) return `, --max-batch-tokens ${batching.maxBatchTokens}`;
-  const times = batching.knee?.times?.map((t) => `${t.rows}: ${(t.ms / t.rows).toFixed(2)}`).join(', ');
-  return (
-    `, --max-batch-tokens ${batching.maxBatchTokens}` +
-    (times ? ` (the knee serve-cloud measured at start; ms per row of a run of n rows: ${times})` : '')
-  );
+  const budget = `, --max-batch-tokens ${batching.maxBatchTokens}`;
+  const { knee } = batching;
+  if (knee?.failed) return `${budget} (serve-cloud's fallback: its knee probe failed: ${knee.failed})`;
+  const times = knee?.times?.map((t) => `${t.rows}: ${(t.ms / t.rows).toFixed(2)}`).join(', ');
+  if (!times) return budget;
+  const how =
+    knee?.bracketed === false ? 'at least the fallback: cost per row still fell at the largest probe' : 'the knee';
+  return `${budget} (${how} serve-cloud measured at start; ms per row of a run of n rows: ${times})`;
 }
 
 /** The sessions the cloud admits at once (its 'limits' log line), if it logged them. */

@@ -27,6 +27,26 @@ export function kneeOf(times: readonly ProbeTime[]): number | undefined {
   return measured.find((t) => t.ms / t.rows <= cheapest * (1 + KNEE_TOLERANCE))!.rows;
 }
 
+/**
+ * The batch budget from the probe: the knee, or where cost per row was still falling at the largest size probed (the
+ * knee lies beyond it, as with many intra-op threads) at least `fallback` — the budget serve-cloud used before it
+ * measured. Undefined when nothing was measured.
+ */
+export function budgetFromProbe(
+  times: readonly ProbeTime[],
+  fallback: number,
+): { rows: number; bracketed: boolean } | undefined {
+  const knee = kneeOf(times);
+  if (knee === undefined) return undefined;
+  const measured = times.filter((t) => t.rows > 0 && t.ms > 0);
+  const cheapest = measured.reduce((a, b) => (b.ms / b.rows < a.ms / a.rows ? b : a));
+  const bracketed = cheapest.rows < Math.max(...measured.map((t) => t.rows));
+  return { rows: bracketed ? knee : Math.max(knee, fallback), bracketed };
+}
+
+/** A probe run slower than this ends the probe: larger sizes would only take longer to start serve-cloud. */
+export const PROBE_RUN_LIMIT_MS = 1000;
+
 /** The probe's rows that fit a session's context. */
 export function probeRows(maxContext: number): number[] {
   return KNEE_PROBE_ROWS.filter((rows) => rows <= maxContext);

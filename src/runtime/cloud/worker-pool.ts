@@ -28,7 +28,7 @@ import {
 import type { WorkerReply, WorkerTask } from './worker-messages.ts';
 import type { RunObservation } from './cloud-metrics.ts';
 import { RunCostModel, type RunShape } from './run-cost.ts';
-import { kneeOf, probeRows, type ProbeTime } from './batch-knee.ts';
+import { budgetFromProbe, probeRows, type ProbeTime } from './batch-knee.ts';
 
 interface Pending {
   request: MiddleRequest;
@@ -95,6 +95,8 @@ export interface WorkerPoolOptions {
  */
 export const DEFAULT_TOKENS_PER_THREAD = 32;
 export const DEFAULT_MAX_BATCH = 16;
+/** How long serve-cloud's start waits for the knee probe before it keeps the fallback budget. */
+const PROBE_TIMEOUT_MS = 120_000;
 
 const workerUrl = new URL('./middle-worker.ts', import.meta.url);
 
@@ -108,7 +110,7 @@ export class WorkerPool implements MiddleExecutor {
   /** What the scheduler may put in one run. */
   readonly limits: BatchLimits;
   /** The knee probe's figures when --max-batch-tokens was left to its default (batch-knee.ts). */
-  knee?: { rows: number; times: ProbeTime[] } | { failed: string };
+  knee?: { rows: number; bracketed: boolean; times: ProbeTime[] } | { failed: string };
   /** Counts over every run since start: requests, runs, runs of several sessions, the largest, real and padded rows. */
   readonly stats = { requests: 0, runs: 0, batchedRuns: 0, largestBatch: 0, rows: 0, paddedRows: 0 };
   private readonly logger?: Logger;
@@ -142,30 +144,35 @@ export class WorkerPool implements MiddleExecutor {
   }
 
   /**
-   * Times runs of the first worker's middle part at each probe row count and takes the knee as the batch budget;
-   * the same runs seed the latency model g(X) that devices receive before any session has run.
+   * Times runs of the first worker's middle part at each probe row count and takes the knee as the batch budget
+   * (batch-knee.ts); the fallback stands where the probe cannot run, fails or gets no answer.
    */
   private async measureKnee(maxContext: number): Promise<void> {
     const lane = this.lanes[0];
     const rows = probeRows(maxContext);
     if (!rows.length) return; // a context too short to probe: the fallback budget stands
+    const fail = (message: string) => {
+      this.knee = { failed: message };
+      this.logger?.log('batch-knee-failed', { message, maxBatchTokens: this.limits.maxBatchTokens });
+    };
+    if (lane.failure) return fail(lane.failure.message);
+    let timer: NodeJS.Timeout | undefined;
     const reply = await new Promise<WorkerReply>((resolve) => {
       lane.probed = resolve;
+      timer = setTimeout(
+        () => resolve({ kind: 'probe-failed', message: `no answer within ${PROBE_TIMEOUT_MS / 1000} s` }),
+        PROBE_TIMEOUT_MS,
+      );
       const task: WorkerTask = { kind: 'probe', rows };
       lane.worker.postMessage(task);
     });
+    clearTimeout(timer);
     lane.probed = undefined;
-    if (reply.kind !== 'probed') {
-      this.knee = { failed: reply.kind === 'probe-failed' ? reply.message : 'the worker stopped' };
-      this.logger?.log('batch-knee-failed', { message: this.knee.failed, maxBatchTokens: this.limits.maxBatchTokens });
-      return;
-    }
-    for (const { rows, ms } of reply.times) this.latency.observe(rows, ms);
-    const knee = kneeOf(reply.times);
-    if (knee !== undefined) {
-      this.limits.maxBatchTokens = knee;
-      this.knee = { rows: knee, times: reply.times };
-    }
+    if (reply.kind !== 'probed') return fail(reply.kind === 'probe-failed' ? reply.message : reply.kind);
+    const budget = budgetFromProbe(reply.times, this.limits.maxBatchTokens);
+    if (!budget) return fail('no probe run was timed');
+    this.limits.maxBatchTokens = budget.rows;
+    this.knee = { ...budget, times: reply.times };
   }
 
   private startLane(index: number, options: WorkerPoolOptions, threads: number, layout?: PastLayout): Promise<void> {

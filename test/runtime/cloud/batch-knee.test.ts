@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { KNEE_PROBE_ROWS, kneeOf, probeRows } from '../../../src/runtime/cloud/batch-knee.ts';
+import { budgetFromProbe, KNEE_PROBE_ROWS, kneeOf, probeRows } from '../../../src/runtime/cloud/batch-knee.ts';
 
 const times = (msPerRun: number[]) => msPerRun.map((ms, i) => ({ rows: KNEE_PROBE_ROWS[i], ms }));
 
@@ -23,4 +23,15 @@ test("the probe's rows fit the session context", () => {
   assert.deepEqual(probeRows(4096), KNEE_PROBE_ROWS);
   assert.deepEqual(probeRows(64), [8, 16, 32, 64]);
   assert.deepEqual(probeRows(4), []);
+});
+
+test('the budget: the knee where the probe bracketed it, else at least the fallback', () => {
+  // Cheapest per row at 64 rows, dearer at 128: bracketed, the knee stands even below the fallback.
+  assert.deepEqual(budgetFromProbe(times([40, 48, 64, 120, 400]), 64), { rows: 32, bracketed: true });
+  // Still getting cheaper at 128 rows (the knee lies beyond the probe): at least the fallback.
+  assert.deepEqual(budgetFromProbe(times([66, 82, 114, 178, 306]), 512), { rows: 512, bracketed: false });
+  assert.deepEqual(budgetFromProbe(times([66, 82, 114, 178, 306]), 32), { rows: 64, bracketed: false });
+  // A probe cut short by a slow run: judged on what it timed.
+  assert.deepEqual(budgetFromProbe(times([900, 1600]), 32), { rows: 32, bracketed: false });
+  assert.equal(budgetFromProbe([], 32), undefined);
 });
