@@ -75,6 +75,8 @@ export interface FleetRunStats {
     copySeconds: number;
     /** Padded runs that fed the previous run's presents back as pasts (no gather). */
     inPlaceRuns: number;
+    /** Queued requests that fit a batch's limits but the cost rule kept out of it. */
+    costRefusedJoins: number;
     errors: Record<string, number>;
   };
   /** The first distinct session errors, if any. */
@@ -203,6 +205,7 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
       computeSecondsByClass: { chunk: round(chunkSeconds, 3), small: round(smallSeconds, 3) },
       copySeconds: round(counterDelta(ctx, 'hat_cloud_batch_copy_seconds_total'), 3),
       inPlaceRuns: counterDelta(ctx, 'hat_cloud_batches_in_place_total'),
+      costRefusedJoins: counterDelta(ctx, 'hat_cloud_cost_refused_joins_total'),
       errors: errorsByCode(ctx),
     },
     errors: distinctErrors,

@@ -221,7 +221,8 @@ export function renderFleetReport(report: FleetReport): string {
         `verifications ${f(r.cloud.queueWaitMsByKind.verification, 2)}), ` +
         `compute ${f(r.cloud.computeSeconds, 2)} s (chunk runs ${f(r.cloud.computeSecondsByClass.chunk, 2)}, ` +
         `small runs ${f(r.cloud.computeSecondsByClass.small, 2)}; cache copies ${f(r.cloud.copySeconds, 2)}; ` +
-        `${r.cloud.inPlaceRuns ?? 0} runs fed their pasts in place), ` +
+        `${r.cloud.inPlaceRuns ?? 0} runs fed their pasts in place; ` +
+        `${r.cloud.costRefusedJoins ?? 0} joins the cost rule refused), ` +
         `server CPU ${f(r.server.cpuSeconds, 2)} s`,
     );
     const sessions = histogramLine(r.cloud.batchSessions, (le) => (le === Infinity ? '>64' : `≤${le}`));

@@ -29,6 +29,8 @@ export interface RunObservation {
   inPlace?: boolean;
   /** The scheduler's class of the batch: small requests (verifications) or prefill chunks. */
   kind?: 'small' | 'chunk';
+  /** Queued requests that fit the batch's limits but the cost rule kept out of it (scheduler.ts). */
+  costRefused?: number;
 }
 
 const BATCH_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64];
@@ -79,6 +81,7 @@ export class CloudMetrics {
   private readonly compute: Histogram;
   private readonly batchCopy: Counter;
   private readonly inPlaceRuns: Counter;
+  private readonly costRefused: Counter;
   private readonly queueWait: Histogram;
   private readonly requests: Counter;
   private readonly errors: Counter;
@@ -146,6 +149,13 @@ export class CloudMetrics {
     this.inPlaceRuns = new Counter({
       name: 'hat_cloud_batches_in_place_total',
       help: "Padded runs that fed the previous run's presents back as their pasts, gathering nothing",
+      registers,
+    });
+    this.costRefused = new Counter({
+      name: 'hat_cloud_cost_refused_joins_total',
+      help:
+        'Queued requests that fit a batch within --max-batch and --max-batch-tokens but were kept out because the ' +
+        "worker's run-cost model predicted the batch with them dearer than apart",
       registers,
     });
     this.queueWait = new Histogram({
@@ -233,6 +243,7 @@ export class CloudMetrics {
     this.compute.observe({ class: cls }, run.computeMs / 1000);
     this.batchCopy.inc((run.copyMs ?? 0) / 1000);
     if (run.inPlace) this.inPlaceRuns.inc();
+    if (run.costRefused) this.costRefused.inc(run.costRefused);
   }
 
   request(kind: RequestKind): void {

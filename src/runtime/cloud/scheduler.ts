@@ -76,6 +76,8 @@ export interface BatchPick {
   contended: boolean;
   /** A lone chunk's session's next chunks, oldest first, to run with it as one request (the rows follow on). */
   follow?: number[];
+  /** Requests that fit every limit of this batch but the cost rule kept out (predicted dearer together). */
+  costRefused?: number;
 }
 
 /** Whose turn it is when small requests and chunks both wait; a worker keeps one, updated by `afterRun`. */
@@ -147,6 +149,7 @@ export function nextBatch(
   let minRows = maxRows;
   let maxPast = queue[oldest].past ?? 0;
   let realPast = maxPast;
+  let costRefused = 0;
   if (maxRows <= limits.batchableRows) {
     for (const index of rest) {
       if (indices.length >= limits.maxBatch) break;
@@ -159,7 +162,10 @@ export function nextBatch(
       if (realPast + past < MIN_PAST_FILL * (indices.length + 1) * Math.max(maxPast, past)) continue;
       const without = { sessions: indices.length, rows: maxRows, past: maxPast };
       const joined = { sessions: indices.length + 1, rows: max, past: Math.max(maxPast, past) };
-      if (!pays(cost, joined, [without, { sessions: 1, rows, past }])) continue;
+      if (!pays(cost, joined, [without, { sessions: 1, rows, past }])) {
+        costRefused++;
+        continue;
+      }
       indices.push(index);
       maxRows = max;
       minRows = min;
@@ -172,8 +178,11 @@ export function nextBatch(
     return { ...repeat, kind, contended };
   }
   const merge = kind === 'chunk' && indices.length === 1 && limits.maxBatch > 1 ? following(queue, oldest) : undefined;
-  if (merge?.follow.length) return { indices, kind, paddedRows: merge.rows, contended, follow: merge.follow };
-  return { indices, kind, paddedRows: indices.length * maxRows, contended };
+  const refused = costRefused ? { costRefused } : {};
+  if (merge?.follow.length) {
+    return { indices, kind, paddedRows: merge.rows, contended, follow: merge.follow, ...refused };
+  }
+  return { indices, kind, paddedRows: indices.length * maxRows, contended, ...refused };
 }
 
 /**

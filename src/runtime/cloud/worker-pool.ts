@@ -318,6 +318,7 @@ export class WorkerPool implements MiddleExecutor {
       copyMs: reply.copyMs,
       inPlace: reply.inPlace,
       kind: lane.pick?.kind,
+      costRefused: lane.pick?.costRefused,
     });
     if (reply.batchError) this.logger?.log('batch-failed', { sessions: running.length, message: reply.batchError });
     running.forEach(({ parts }, i) => {

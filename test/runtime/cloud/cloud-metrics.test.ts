@@ -10,6 +10,7 @@ import { CloudClient } from '../../../src/runtime/device/cloud-client.ts';
 import { runDevice } from '../../../src/runtime/device/run-device.ts';
 import { manifestHash, readManifest } from '../../../src/runtime/split-dir.ts';
 import { DEFAULT_SMALL_ROWS } from '../../../src/runtime/cloud/scheduler.ts';
+import { CloudMetrics } from '../../../src/runtime/cloud/cloud-metrics.ts';
 import { histogram, parsePrometheus, sampleValue, type Sample } from '../../../src/bench/fleet/prom-text.ts';
 import { addIdentityAdapter, makeSmallSplit, serveSplit, SMALL_LLAMA } from '../../helpers/runtime-fixtures.ts';
 import { waitFor } from '../../helpers/wait-for.ts';
@@ -166,4 +167,15 @@ test('parsePrometheus reads labels in any order, escapes and +Inf buckets', () =
   ]);
   assert.deepEqual(samples.at(-1), { name: 'odd', labels: { msg: 'a "q", b' }, value: 7 });
   assert.throws(() => parsePrometheus('not a sample'), /not a Prometheus sample line/);
+});
+
+test('joins the cost rule refused are counted per run', async () => {
+  const metrics = new CloudMetrics({ kvBytesPerPosition: 0, sessions: () => 0, pending: () => 0 });
+  const run = { sessions: 1, rows: 5, paddedRows: 5, computeMs: 2, kind: 'small' as const };
+  metrics.observeRun({ ...run, costRefused: 3 });
+  metrics.observeRun(run);
+  metrics.observeRun({ ...run, costRefused: 2 });
+  const samples = parsePrometheus(await metrics.render());
+  assert.equal(sampleValue(samples, 'hat_cloud_cost_refused_joins_total'), 5);
+  assert.equal(sampleValue(samples, 'hat_cloud_runs_total', { class: 'small' }), 3);
 });

@@ -256,6 +256,12 @@ test('with a run-cost estimate a request joins only where batching pays', () => 
   assert.deepEqual(sessionsOf(far, nextBatch(far, all, FIRST_TURN, cost(0.5))!.indices), [1, 2, 4]);
   // Nothing shared per run: every session runs alone.
   assert.deepEqual(nextBatch(queue, all, FIRST_TURN, cost(0))!.indices, [0]);
+  // What the cost rule kept out is counted (serve-cloud's hat_cloud_cost_refused_joins_total): beside session 1 alone,
+  // 2, 3 and 4 each fit every other limit (3's past fills half of the pair's padded pasts). With cost(0.5), only 3 is
+  // refused for cost. Nothing refused, nothing counted.
+  assert.equal(nextBatch(queue, all, FIRST_TURN, cost(0))!.costRefused, 3);
+  assert.equal(nextBatch(far, all, FIRST_TURN, cost(0.5))!.costRefused, 1);
+  assert.equal(nextBatch(queue, all)!.costRefused, undefined);
 });
 
 test('a repeated group runs together only if that is predicted to cost no more than its separate runs', () => {
