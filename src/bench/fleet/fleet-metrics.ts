@@ -147,8 +147,10 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
   const tokens = run.sessions.reduce((n, s) => n + s.commits.reduce((m, c) => m + c.count, 0), 0);
   const perToken = (seconds: number) => (tokens ? round((seconds * 1000) / tokens, 4) : 0);
   const rows = (cls: string) => counterDelta(ctx, 'hat_cloud_real_rows_total', { class: cls });
-  const padded = (cls: string) => counterDelta(ctx, 'hat_cloud_padded_rows_total', { class: cls });
-  const perRow = (seconds: number, cls: string) => (padded(cls) ? round((seconds * 1000) / padded(cls), 4) : 0);
+  const perRow = (seconds: number, cls: string) => {
+    const padded = counterDelta(ctx, 'hat_cloud_padded_rows_total', { class: cls });
+    return padded ? round((seconds * 1000) / padded, 4) : 0;
+  };
   return {
     mode: ctx.mode,
     maxBatch: ctx.maxBatch,

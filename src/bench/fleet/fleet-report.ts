@@ -120,7 +120,6 @@ export function capacities(runs: readonly FleetRunStats[]): string[] {
  * gets cheaper. Verifying drafts that get rejected costs rows; batching cannot make rows cheaper than that.
  */
 function rowFloor(on: FleetRunStats, off: FleetRunStats) {
-  if (!on.cost.rowsPerToken || !on.cost.msPerPaddedRow || !off.cost.msPerPaddedRow) return undefined;
   const candidates = [
     { msPerRow: on.cost.msPerPaddedRow.chunk, of: 'prompt-chunk rows, batching on' },
     { msPerRow: off.cost.msPerPaddedRow.chunk, of: 'prompt-chunk rows, --max-batch 1' },

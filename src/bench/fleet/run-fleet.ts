@@ -154,8 +154,8 @@ function loggedMaxBatch(cloud: SpawnedCloud, asked: number | undefined): LoggedB
 /** How the batched cloud's --max-batch-tokens came about, for the report's header. */
 function describeBudget(batching: LoggedBatching, asked: number | undefined): string {
   if (batching.maxBatchTokens === undefined) return '';
-  if (asked !== undefined) return `, --max-batch-tokens ${batching.maxBatchTokens}`;
   const budget = `, --max-batch-tokens ${batching.maxBatchTokens}`;
+  if (asked !== undefined) return budget;
   const { knee } = batching;
   if (knee?.failed) return `${budget} (serve-cloud's fallback: its knee probe failed: ${knee.failed})`;
   const times = knee?.times?.map((t) => `${t.rows}: ${(t.ms / t.rows).toFixed(2)}`).join(', ');

@@ -2,10 +2,10 @@
  * serve-cloud's default --max-batch-tokens, measured at start on the middle part it serves: a run's cost per row
  * falls as rows are added (the part's weights are read once per run) until the run is compute-bound — the knee.
  * A batch budget below the knee leaves throughput unused under load; far past it, runs only grow longer (every
- * session in them waits for the whole run). The knee depends on the part and the machine: on this 2-core VM with
- * one intra-op thread, a Qwen2.5-0.5B-shaped 22-layer middle cost 12.3 ms per row in a padded run of 10 rows,
- * 6.7 at 40 and 4.7 at 80 (`npm run bench:kv -- --sessions 2,4,8,16 --rows 5 --past 128 --threads 1`), so a fixed
- * 32 rows per thread held hat's verification batches to 4 sessions.
+ * session in them waits for the whole run). The knee depends on the part and the machine, so it is measured rather
+ * than assumed: on this 2-core VM with one intra-op thread, a Qwen2.5-0.5B-shaped 22-layer middle cost 12.3 ms per
+ * row in a padded run of 10 rows, 6.7 at 40 and 4.7 at 80 (`npm run bench:kv -- --split <split> --sessions 2,4,8,16
+ * --rows 5 --past 128 --threads 1 --gather`), while the default split's is within 25 % of its cheapest at 32 rows.
  */
 
 /** Rows per probe run, smallest first: one session's rows on an empty cache, the shape of a GEMM of that many rows. */
@@ -19,12 +19,19 @@ export interface ProbeTime {
   ms: number;
 }
 
-/** The fewest rows whose cost per row is within KNEE_TOLERANCE of the cheapest per-row cost probed. */
-export function kneeOf(times: readonly ProbeTime[]): number | undefined {
+/** The knee, and whether the probe bracketed it (a larger size probed cost more per row than the cheapest). */
+function kneeIn(times: readonly ProbeTime[]): { knee: number; bracketed: boolean } | undefined {
   const measured = times.filter((t) => t.rows > 0 && t.ms > 0).sort((a, b) => a.rows - b.rows);
   if (!measured.length) return undefined;
-  const cheapest = Math.min(...measured.map((t) => t.ms / t.rows));
-  return measured.find((t) => t.ms / t.rows <= cheapest * (1 + KNEE_TOLERANCE))!.rows;
+  const perRow = (t: ProbeTime) => t.ms / t.rows;
+  const cheapest = measured.reduce((a, b) => (perRow(b) < perRow(a) ? b : a));
+  const knee = measured.find((t) => perRow(t) <= perRow(cheapest) * (1 + KNEE_TOLERANCE))!.rows;
+  return { knee, bracketed: cheapest !== measured[measured.length - 1] };
+}
+
+/** The fewest rows whose cost per row is within KNEE_TOLERANCE of the cheapest per-row cost probed. */
+export function kneeOf(times: readonly ProbeTime[]): number | undefined {
+  return kneeIn(times)?.knee;
 }
 
 /**
@@ -36,11 +43,9 @@ export function budgetFromProbe(
   times: readonly ProbeTime[],
   fallback: number,
 ): { rows: number; bracketed: boolean } | undefined {
-  const knee = kneeOf(times);
-  if (knee === undefined) return undefined;
-  const measured = times.filter((t) => t.rows > 0 && t.ms > 0);
-  const cheapest = measured.reduce((a, b) => (b.ms / b.rows < a.ms / a.rows ? b : a));
-  const bracketed = cheapest.rows < Math.max(...measured.map((t) => t.rows));
+  const found = kneeIn(times);
+  if (!found) return undefined;
+  const { knee, bracketed } = found;
   return { rows: bracketed ? knee : Math.max(knee, fallback), bracketed };
 }
 
