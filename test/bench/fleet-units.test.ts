@@ -13,6 +13,7 @@ import { fleetRunStats, type FleetRunStats } from '../../src/bench/fleet/fleet-m
 import type { LoadRun } from '../../src/bench/fleet/load.ts';
 import { parsePrometheus } from '../../src/bench/fleet/prom-text.ts';
 import { roundCosts, roundsOf, transplantRounds } from '../../src/bench/fleet/transplant.ts';
+import { splitRound } from '../../src/bench/fleet/replay.ts';
 import {
   frameHeader,
   recordingFromJson,
@@ -212,6 +213,7 @@ test('cost per token counts the whole run: commits after the window and of faile
     checked: 0,
     identical: 0,
     maxAbsDiff: 0,
+    split: { rounds: 0, into: 0 },
     error,
   });
   // A 1-s window: 3 + 2 tokens inside it, 5 after it (the drain), 2 from a session that failed.
@@ -294,4 +296,32 @@ test('capacity: batched over --max-batch 1 cost per token, and the ceiling if ve
   ]);
   assert.deepEqual(capacities([run('on', 1, 1, null)]), [], 'no --max-batch 1 run to compare with');
   assert.match(capacities([run('on', 1, 1, null), run('off', 1, 3, 5)])[0], /server CPU – vs 5\.000 ms = –\)/);
+});
+
+test('a recorded round split at the advised rows: parts of true tokens only, committing the recorded total', () => {
+  // 7 rows (pending token + 6 drafts), 4 committed: drafts 1–3 accepted, draft 4 rejected. Advice: 2 rows.
+  const parts: Array<{ from: number; to: number; count: number }> = [];
+  for (let from = 0, last = false; !last;) {
+    const part = splitRound(7, 4, from, 2);
+    parts.push({ from, to: part.to, count: part.count });
+    last = part.last;
+    from += part.count;
+  }
+  assert.deepEqual(parts, [
+    { from: 0, to: 2, count: 2 },
+    { from: 2, to: 4, count: 2 },
+  ]);
+  // All accepted (7 committed from 7 rows), advice 3: 3 + 3 + 1.
+  assert.deepEqual(
+    [0, 3, 6].map((from) => splitRound(7, 7, from, 3)),
+    [
+      { to: 3, count: 3, last: false },
+      { to: 6, count: 3, last: false },
+      { to: 7, count: 1, last: true },
+    ],
+  );
+  // Nothing accepted: one part of the advised rows, committing the target's token.
+  assert.deepEqual(splitRound(5, 1, 0, 2), { to: 2, count: 1, last: true });
+  // Advice 1 row: U-shape, one token per part.
+  assert.deepEqual(splitRound(4, 3, 1, 1), { to: 2, count: 1, last: false });
 });

@@ -41,6 +41,11 @@ export interface FleetRunStats {
   emulationLateMs: { p50: number; p99: number };
   /** Results compared with the recording: byte-identical ones, and the largest difference. */
   results: { checked: number; identical: number; maxAbsDiff: number };
+  /**
+   * Recorded verification rounds the devices sent as several because the cloud advised fewer rows (SIMULATION of
+   * drafting fewer, replay.ts splitRound), the rounds they became, and all recorded rounds replayed.
+   */
+  advice: { splitRounds: number; into: number };
   /** serve-cloud's CPU over the run (all its threads), and cores kept busy on average. */
   server: { cpuSeconds: number | null; busyCores: number | null };
   /**
@@ -171,6 +176,10 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
       checked: run.sessions.reduce((n, s) => n + s.checked, 0),
       identical: run.sessions.reduce((n, s) => n + s.identical, 0),
       maxAbsDiff: run.sessions.reduce((m, s) => Math.max(m, s.maxAbsDiff), 0),
+    },
+    advice: {
+      splitRounds: run.sessions.reduce((n, s) => n + s.split.rounds, 0),
+      into: run.sessions.reduce((n, s) => n + s.split.into, 0),
     },
     server: {
       cpuSeconds: ctx.cpuSeconds === null ? null : round(ctx.cpuSeconds, 2),

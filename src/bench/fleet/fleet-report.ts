@@ -222,7 +222,10 @@ export function renderFleetReport(report: FleetReport): string {
         `small runs ${f(r.cloud.computeSecondsByClass.small, 2)}; cache copies ${f(r.cloud.copySeconds, 2)}; ` +
         `${r.cloud.inPlaceRuns ?? 0} runs fed their pasts in place; ` +
         `${r.cloud.costRefusedJoins ?? 0} joins the cost rule refused), ` +
-        `server CPU ${f(r.server.cpuSeconds, 2)} s`,
+        `server CPU ${f(r.server.cpuSeconds, 2)} s` +
+        (r.advice.splitRounds
+          ? `; SIMULATION: ${r.advice.splitRounds} recorded rounds split into ${r.advice.into} as the cloud advised`
+          : ''),
     );
     const sessions = histogramLine(r.cloud.batchSessions, (le) => (le === Infinity ? '>64' : `≤${le}`));
     const padding = histogramLine(r.cloud.paddingRatio, (le) => (le === 0 ? '0' : le === Infinity ? '>1' : `≤${le}`));

@@ -9,7 +9,7 @@ import { setMaxListeners } from 'node:events';
 import { seededUniform } from '../../runtime/sampling.ts';
 import type { LinkSpec } from '../../runtime/link.ts';
 import type { SessionRecording } from '../../runtime/device/session-recorder.ts';
-import { replaySession, type ReplayOutcome } from './replay.ts';
+import { replaySession, type ReplayOptions, type ReplayOutcome } from './replay.ts';
 
 export type LoadShape = { kind: 'poisson'; rate: number } | { kind: 'closed-loop' };
 
@@ -23,6 +23,8 @@ export interface LoadOptions {
   link: LinkSpec;
   seed: number;
   token?: string;
+  /** The devices follow the cloud's rows advice (replay.ts, SIMULATION of drafting fewer). */
+  advice?: ReplayOptions['advice'];
   onSessionDone?: (done: number) => void;
 }
 
@@ -84,6 +86,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
       seed,
       token: options.token,
       signal: stop.signal,
+      advice: options.advice,
     });
     sessions.push({ ...outcome, arrivedAt, takenAt, device });
     options.onSessionDone?.(sessions.length);

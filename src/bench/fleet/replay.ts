@@ -8,9 +8,18 @@
 import WebSocket from 'ws';
 import { HatError } from '../../errors.ts';
 import { EmulatedLink, type LinkSpec } from '../../runtime/link.ts';
-import { decodeFrame, decodeJson, encodeFrame, encodeJson } from '../../runtime/protocol/frame.ts';
-import { decodeHidden } from '../../runtime/protocol/hidden-codec.ts';
-import type { SessionRecording } from '../../runtime/device/session-recorder.ts';
+import {
+  decodeFrame,
+  decodeJson,
+  encodeFrame,
+  encodeJson,
+  FrameFlags,
+  HEADER_BYTES,
+  type FrameHeader,
+} from '../../runtime/protocol/frame.ts';
+import { ROWS_ADVICE } from '../../runtime/protocol/control.ts';
+import { decodeHidden, encodeHidden } from '../../runtime/protocol/hidden-codec.ts';
+import { frameHeader, type SessionRecording } from '../../runtime/device/session-recorder.ts';
 
 export interface ReplayOptions {
   url: string;
@@ -20,6 +29,13 @@ export interface ReplayOptions {
   token?: string;
   /** Aborts the session (it then fails) when signalled. */
   signal?: AbortSignal;
+  /**
+   * Follow the cloud's rows advice (SIMULATION, see splitRound): the hello lists 'rows-advice', and a recorded
+   * verification of more rows than the latest result advised is sent as consecutive rounds of at most that many.
+   * `oneRow` is the split's own cost of a 1-row round (its U-shape sessions' median device time and commit delay):
+   * a split round's device time and commit delay are interpolated between it and the recorded round's by rows.
+   */
+  advice?: { oneRow: { deviceMs: number; commitMs: number } };
 }
 
 export interface ReplayOutcome {
@@ -37,6 +53,8 @@ export interface ReplayOutcome {
   maxAbsDiff: number;
   /** How late each frame left against its replay schedule (timer and event-loop delay of the emulation). */
   lateMs: number[];
+  /** Recorded verification rounds sent as several because the cloud advised fewer rows, and the rounds sent. */
+  split: { rounds: number; into: number };
   error?: string;
 }
 
@@ -59,11 +77,44 @@ export function maxDifference(a: Float32Array, b: Float32Array): number {
   return max;
 }
 
-/** The recorded frame with this session's id (everything else — seq included — is as the device sent it). */
-function withSession(bytes: Uint8Array, sessionId: number): Uint8Array {
+/** The recorded frame with this session's id and sequence number (everything else is as the device sent it). */
+function withSession(bytes: Uint8Array, sessionId: number, seq: number): Uint8Array {
   const copy = bytes.slice();
   new DataView(copy.buffer).setUint32(12, sessionId, true);
+  new DataView(copy.buffer).setUint32(16, seq, true);
   return copy;
+}
+
+/** One request as sent: rows [from, to) of recorded frame `frame`, with its own commit when a round was split. */
+interface Sent {
+  frame: number;
+  from: number;
+  to: number;
+  /** Set for a part of a split round: what it commits and when; else the recording's commits stand. */
+  commit?: { count: number; afterMs: number };
+  /** The frame's last part: its arrival is the recorded result's. */
+  last: boolean;
+}
+
+/**
+ * The next part of a recorded verification round when the cloud advises at most `advice` rows (SIMULATION of a
+ * device that drafts fewer). Row j of a round is the input part's output for the token at past + j: the pending
+ * token, then the drafts; the round committed c tokens, so its first c − 1 drafts were accepted (greedy). A part
+ * of rows [from, to), from ≤ c − 1, holds only true tokens, so the device could have sent exactly it: it commits
+ * the accepted drafts among its rows plus the target's next token, min(to − 1, c − 1) − from + 1 tokens, and the
+ * next part starts where it stopped. The parts commit c tokens in all, and each part's result rows are the
+ * recorded result's rows [from, to) (causal attention over the same cache), so they are still checked.
+ */
+export function splitRound(
+  rows: number,
+  committed: number,
+  from: number,
+  advice: number,
+): { to: number; count: number; last: boolean } {
+  const accepted = committed - 1;
+  const to = Math.min(rows, from + Math.max(1, advice));
+  const end = Math.min(to - 1, accepted);
+  return { to, count: end - from + 1, last: end >= accepted };
 }
 
 export async function replaySession(recording: SessionRecording, options: ReplayOptions): Promise<ReplayOutcome> {
@@ -81,6 +132,7 @@ export async function replaySession(recording: SessionRecording, options: Replay
     identical: 0,
     maxAbsDiff: 0,
     lateMs: [],
+    split: { rounds: 0, into: 0 },
   };
   if (options.signal?.aborted) {
     return { ...outcome, endedAt: performance.now(), error: 'the replay was stopped before the session started' };
@@ -88,8 +140,13 @@ export async function replaySession(recording: SessionRecording, options: Replay
   const link = new EmulatedLink(options.link, options.seed);
   const socket = new WebSocket(options.url, { perMessageDeflate: false });
   const n = recording.frames.length;
+  const sent: Sent[] = [];
+  /** Arrival of each sent request's result, in send order. */
   const arrived: number[] = [];
+  /** Arrival of each recorded frame's (last part's) result. */
+  const done = new Map<number, number>();
   const waiters = new Map<number, () => void>();
+  let advice = 0;
   let failure: Error | undefined;
   let wake: (() => void) | undefined;
   let welcome: ((sessionId: number) => void) | undefined;
@@ -102,29 +159,37 @@ export async function replaySession(recording: SessionRecording, options: Replay
   const onAbort = () => fail(new HatError('NETWORK', 'the replay was stopped before the session ended'));
   options.signal?.addEventListener('abort', onAbort, { once: true });
 
-  const onResult = (payload: Uint8Array, rows: number, dtype: ReturnType<typeof decodeFrame>['header']['dtype']) => {
+  const commitLater = (at: number, commit: { afterMs: number; count: number }) =>
+    pendingCommits.push(
+      sleep(at + commit.afterMs - performance.now()).then(() => {
+        outcome.commits.push({ at: performance.now(), count: commit.count });
+        outcome.tokens += commit.count;
+      }),
+    );
+
+  const onResult = (payload: Uint8Array, header: FrameHeader) => {
     const index = arrived.length;
     const at = performance.now();
     arrived.push(at);
-    const recorded = recording.results[index];
-    if (!recorded) return fail(new HatError('PROTOCOL', `result ${index} of a session that sent ${n} frames`));
-    if (rows !== recorded.rows) {
-      return fail(new HatError('PROTOCOL', `result ${index} has ${rows} rows, recorded ${recorded.rows}`));
+    const part = sent[index];
+    if (!part) return fail(new HatError('PROTOCOL', `result ${index} of a session that sent ${sent.length} frames`));
+    const recorded = recording.results[part.frame];
+    const whole = part.commit === undefined;
+    const rows = whole ? recorded.rows : part.to - part.from;
+    if (header.nTokens !== rows) {
+      return fail(new HatError('PROTOCOL', `result ${index} has ${header.nTokens} rows, expected ${rows}`));
     }
     if (recorded.hidden.length) {
-      const diff = maxDifference(decodeHidden(payload, rows, recording.hiddenSize, dtype), recorded.hidden);
+      const size = recording.hiddenSize;
+      const expected = whole ? recorded.hidden : recorded.hidden.subarray(part.from * size, part.to * size);
+      const diff = maxDifference(decodeHidden(payload, rows, size, header.dtype), expected);
       outcome.checked++;
       if (diff === 0) outcome.identical++;
       outcome.maxAbsDiff = Math.max(outcome.maxAbsDiff, diff);
     }
-    for (const commit of recorded.commits) {
-      pendingCommits.push(
-        sleep(at + commit.afterMs - performance.now()).then(() => {
-          outcome.commits.push({ at: performance.now(), count: commit.count });
-          outcome.tokens += commit.count;
-        }),
-      );
-    }
+    advice = header.advisedRows;
+    for (const commit of whole ? recorded.commits : part.commit!.count ? [part.commit!] : []) commitLater(at, commit);
+    if (part.last) done.set(part.frame, at);
     waiters.get(index)?.();
     waiters.delete(index);
   };
@@ -135,7 +200,7 @@ export async function replaySession(recording: SessionRecording, options: Replay
       try {
         const frame = decodeFrame(bytes, { maxPayloadBytes: 1 << 30 });
         if (frame.header.type === 'welcome') welcome?.((decodeJson(frame.payload) as { sessionId: number }).sessionId);
-        else if (frame.header.type === 'result') onResult(frame.payload, frame.header.nTokens, frame.header.dtype);
+        else if (frame.header.type === 'result') onResult(frame.payload, frame.header);
         else if (frame.header.type === 'error') {
           const body = decodeJson(frame.payload) as { code?: string; message?: string };
           fail(new HatError('NETWORK', `the cloud closed the session: ${body.code ?? 'ERROR'}: ${body.message ?? ''}`));
@@ -146,21 +211,30 @@ export async function replaySession(recording: SessionRecording, options: Replay
     });
   });
   socket.on('close', () => {
-    if (arrived.length < n) fail(new HatError('NETWORK', 'the cloud connection closed'));
+    if (!done.has(n - 1)) fail(new HatError('NETWORK', 'the cloud connection closed'));
   });
   socket.on('error', (error: Error) => {
     fail(new HatError('NETWORK', `cannot reach the cloud at ${options.url}: ${error.message}`));
   });
 
+  let seq = 0;
   const send = (bytes: Uint8Array) =>
     link.up.send(bytes.length, () => {
       if (socket.readyState === WebSocket.OPEN) socket.send(bytes, { binary: true });
     });
-  const resultArrived = (index: number) =>
-    new Promise<void>((resolve) => {
-      if (arrived.length > index || failure) resolve();
-      else waiters.set(index, resolve);
+  const arrival = (index: number) =>
+    new Promise<number>((resolve) => {
+      if (arrived.length > index || failure) resolve(arrived[index]);
+      else waiters.set(index, () => resolve(arrived[index]));
     });
+  /** When the result of recorded frame `frame` (its last part) arrived. */
+  const frameDone = async (frame: number): Promise<number> => {
+    for (;;) {
+      const at = done.get(frame);
+      if (at !== undefined || failure) return at ?? 0;
+      await arrival(arrived.length);
+    }
+  };
 
   try {
     const sessionId = await new Promise<number>((resolve, reject) => {
@@ -170,11 +244,12 @@ export async function replaySession(recording: SessionRecording, options: Replay
         (socket as unknown as { _socket?: { setNoDelay(v: boolean): void } })._socket?.setNoDelay(true);
         send(
           encodeFrame(
-            { type: 'hello', seq: 0 },
+            { type: 'hello', seq: seq++ },
             encodeJson({
               manifestHash: recording.manifestHash,
               token: options.token,
               client: `hat-fleet/${process.pid}`,
+              ...(options.advice ? { features: [ROWS_ADVICE] } : {}),
             }),
           ),
         );
@@ -183,26 +258,72 @@ export async function replaySession(recording: SessionRecording, options: Replay
     wake = undefined;
     outcome.startedAt = performance.now();
     let previousSend = outcome.startedAt;
-    for (let i = 0; i < n && !failure; i++) {
-      const frame = recording.frames[i];
-      if (frame.after >= 0) await resultArrived(frame.after);
-      if (failure) break;
-      const ready = Math.max(previousSend, frame.after >= 0 ? arrived[frame.after] : outcome.startedAt);
-      const due = ready + frame.deviceMs;
+    /** Waits out the device time before a send, then sends. */
+    const sendAt = async (ready: number, deviceMs: number, bytes: Uint8Array) => {
+      const due = ready + deviceMs;
       await sleep(due - performance.now());
       const now = performance.now();
       outcome.lateMs.push(Math.max(0, now - due));
       previousSend = now;
-      send(withSession(frame.bytes, sessionId));
+      send(withSession(bytes, sessionId, seq++));
+    };
+    for (let i = 0; i < n && !failure; i++) {
+      const frame = recording.frames[i];
+      const awaited = frame.after >= 0 ? await frameDone(frame.after) : outcome.startedAt;
+      if (failure) break;
+      const ready = Math.max(previousSend, awaited);
+      const header = frameHeader(frame);
+      const committed = recording.results[i].commits.reduce((sum, c) => sum + c.count, 0);
+      const splittable =
+        options.advice !== undefined &&
+        !(header.flags & FrameFlags.prefill) &&
+        header.flags & FrameFlags.allPositions &&
+        committed >= 1;
+      if (!splittable || advice === 0 || header.nTokens <= advice) {
+        sent.push({ frame: i, from: 0, to: header.nTokens, last: true });
+        await sendAt(ready, frame.deviceMs, frame.bytes);
+      } else {
+        await sendSplit(i, ready, committed);
+      }
     }
-    if (!failure) await resultArrived(n - 1);
+    if (!failure) await frameDone(n - 1);
     await Promise.all(pendingCommits);
     if (failure) throw failure;
     outcome.endedAt = outcome.commits.at(-1)?.at ?? performance.now();
     if (outcome.tokens !== recording.tokens) {
       throw new HatError('INTERNAL', `replayed ${outcome.tokens} tokens of a recording of ${recording.tokens}`);
     }
-    send(encodeFrame({ type: 'bye', sessionId, seq: n + 1 }));
+    send(encodeFrame({ type: 'bye', sessionId, seq: seq++ }));
+
+    /** Recorded round `i` as consecutive rounds of at most the advised rows, each sent after the last's result. */
+    async function sendSplit(i: number, ready: number, committed: number): Promise<void> {
+      const frame = recording.frames[i];
+      const header = frameHeader(frame);
+      const size = header.hiddenSize;
+      const hidden = decodeHidden(frame.bytes.subarray(HEADER_BYTES), header.nTokens, size, header.dtype);
+      const oneRow = options.advice!.oneRow;
+      const recordedCommitMs = recording.results[i].commits[0]?.afterMs ?? oneRow.commitMs;
+      const byRows = (rows: number, one: number, all: number) =>
+        header.nTokens > 1 ? one + ((all - one) * (rows - 1)) / (header.nTokens - 1) : all;
+      outcome.split.rounds++;
+      let from = 0;
+      for (;;) {
+        const part = splitRound(header.nTokens, committed, from, advice);
+        const rows = part.to - from;
+        const bytes = encodeFrame(
+          { ...header, pastLength: header.pastLength + from, nTokens: rows },
+          encodeHidden(hidden.subarray(from * size, part.to * size), rows, size, header.dtype),
+        );
+        const commit = { count: part.count, afterMs: byRows(rows, oneRow.commitMs, recordedCommitMs) };
+        sent.push({ frame: i, from, to: part.to, commit, last: part.last });
+        outcome.split.into++;
+        await sendAt(ready, byRows(rows, oneRow.deviceMs, frame.deviceMs), bytes);
+        if (part.last || failure) return;
+        ready = await arrival(sent.length - 1);
+        if (failure) return;
+        from += part.count;
+      }
+    }
   } catch (error) {
     outcome.error = (error as Error).message;
     outcome.endedAt = performance.now();

@@ -30,7 +30,7 @@ import { parsePrometheus, type Sample } from './prom-text.ts';
 import { readRecordings, recordSessions, type RecordJob, type RecordOptions } from './record-sessions.ts';
 import { replaySession } from './replay.ts';
 import { cpuSeconds, ownCores, pinSelf } from './server-cpu.ts';
-import { roundCosts, transplantRounds } from './transplant.ts';
+import { oneRowCost, roundCosts, transplantRounds } from './transplant.ts';
 
 export const DEFAULT_SPLIT = fileURLToPath(new URL('../../../fixtures/default-split', import.meta.url));
 
@@ -312,6 +312,17 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
         replayed.set('hat', byMode('hat'));
       }
     }
+    // hat devices follow the cloud's rows advice: a recorded round of more rows is split (replay.ts, SIMULATION).
+    const advice = { oneRow: oneRowCost(byMode('u-shape')) };
+    if (modes.includes('hat')) {
+      notes.push(
+        "SIMULATION of drafting fewer: hat devices follow the cloud's rows advice (result advisedRows). A recorded " +
+          'round of more rows than advised is sent as consecutive rounds of at most that many, each committing the ' +
+          "accepted drafts among its rows plus one (greedy, so its results still match the recording's rows); their " +
+          "device times and commit delays are interpolated by rows between this split's 1-row (U-shape) round and " +
+          'the recorded one.',
+      );
+    }
     for (const mode of modes) {
       if (!replayed.get(mode)?.length) {
         throw new HatError('BAD_OPTION', `no ${mode} recordings to replay`, 'record them (drop --recordings)');
@@ -358,6 +369,7 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
             drainMs: options.drainS * 1000,
             link: options.link,
             seed: options.seed,
+            advice: mode === 'hat' ? advice : undefined,
             onSessionDone: (done) => progress.update(`${label}: ${done} sessions done`),
           });
           const cpuAfter = cpuSeconds(target.process.pid!);

@@ -45,24 +45,31 @@ export interface RoundCosts {
   many: { rows: number; deviceMs: number; commitMs: number };
 }
 
+/** Verification rounds of recordings: rows, device time before the send and the delay to the first commit. */
+function timedRounds(recs: readonly SessionRecording[]) {
+  return recs.flatMap((r) =>
+    r.frames.flatMap((frame, i) => {
+      const header = frameHeader(frame);
+      if (header.flags & FrameFlags.prefill) return [];
+      const commit = r.results[i].commits[0];
+      return [{ rows: header.nTokens, deviceMs: frame.deviceMs, commitMs: commit?.afterMs ?? 0 }];
+    }),
+  );
+}
+
+/** A split's cost of a 1-row round: its U-shape sessions' median device time and commit delay. */
+export function oneRowCost(uShape: readonly SessionRecording[]): RoundCosts['one'] {
+  const one = timedRounds(uShape);
+  if (!one.length) throw new HatError('INTERNAL', 'the cost of a 1-row round needs recorded U-shape rounds');
+  return { deviceMs: median(one.map((r) => r.deviceMs)), commitMs: median(one.map((r) => r.commitMs)) };
+}
+
 /** The shape's own costs per round: U-shape rounds (1 row) and HAT rounds at η = 0 (the most rows). */
 export function roundCosts(uShape: readonly SessionRecording[], hatAtZero: readonly SessionRecording[]): RoundCosts {
-  const rounds = (recs: readonly SessionRecording[]) =>
-    recs.flatMap((r) =>
-      r.frames.flatMap((frame, i) => {
-        const header = frameHeader(frame);
-        if (header.flags & FrameFlags.prefill) return [];
-        const commit = r.results[i].commits[0];
-        return [{ rows: header.nTokens, deviceMs: frame.deviceMs, commitMs: commit?.afterMs ?? 0 }];
-      }),
-    );
-  const one = rounds(uShape);
-  const many = rounds(hatAtZero);
-  if (!one.length || !many.length) {
-    throw new HatError('INTERNAL', 'costs per round need recorded U-shape and HAT rounds of the shape');
-  }
+  const many = timedRounds(hatAtZero);
+  if (!many.length) throw new HatError('INTERNAL', 'costs per round need recorded HAT rounds of the shape');
   return {
-    one: { deviceMs: median(one.map((r) => r.deviceMs)), commitMs: median(one.map((r) => r.commitMs)) },
+    one: oneRowCost(uShape),
     many: {
       rows: median(many.map((r) => r.rows)),
       deviceMs: median(many.map((r) => r.deviceMs)),

@@ -20,6 +20,8 @@ export interface MiddleResult {
   rows: number;
   queueMs: number;
   computeMs: number;
+  /** Rows the next verification of this session should carry at most (worker-pool.ts `adviseRows`); absent: any. */
+  advisedRows?: number;
 }
 
 export interface MiddleExecutor {

@@ -22,7 +22,7 @@ import {
   type Frame,
 } from '../protocol/frame.ts';
 import { decodeHidden, encodeHidden } from '../protocol/hidden-codec.ts';
-import { helloSchema, parseControl, WIRE_ERROR_CODES, type WireErrorCode } from '../protocol/control.ts';
+import { helloSchema, parseControl, ROWS_ADVICE, WIRE_ERROR_CODES, type WireErrorCode } from '../protocol/control.ts';
 import type { MiddleExecutor } from './executor.ts';
 import type { Logger } from './logger.ts';
 import { EmulatedLink, type LinkSpec } from '../link.ts';
@@ -81,6 +81,8 @@ interface DeviceSession {
   alive: boolean;
   /** Frames read while --max-inflight requests were out (ws still emits what it had buffered when paused). */
   backlog: Frame[];
+  /** The device's hello listed 'rows-advice': its results carry the executor's advisedRows. */
+  takesAdvice: boolean;
 }
 
 function sameSecret(a: string, b: string): boolean {
@@ -372,6 +374,7 @@ export class CloudServer {
       inflight: 0,
       alive: true,
       backlog: [],
+      takesAdvice: hello.features?.includes(ROWS_ADVICE) ?? false,
     };
     this.sessions.set(session.id, session);
     this.options.metrics?.sessionOpened(session.id);
@@ -477,6 +480,7 @@ export class CloudServer {
               computeMs: result.computeMs,
               latencyBaseMs: model.baseMs,
               latencyPerTokenMs: model.perTokenMs,
+              advisedRows: session.takesAdvice ? Math.min(0xffff, result.advisedRows ?? 0) : 0,
             },
             encodeHidden(result.hidden, result.rows, header.hiddenSize, header.dtype),
           ),

@@ -6,18 +6,19 @@
  * its queue the next batch — at most one request per session, within --max-batch and --max-batch-tokens — and
  * the worker runs it as one padded run (padded-batch.ts) when the split can batch (manifest `batching`), else one
  * by one. The time a request waits is measured here (queueMs); the latency model g(X) is fitted on whole runs,
- * X = padded rows.
+ * X = padded rows. Every result carries the worker's rows advice (rows-advice.ts) from the sessions verifying on it.
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { HatError } from '../../errors.ts';
-import { LinearLatencyModel } from '../ema.ts';
+import { Ema, LinearLatencyModel } from '../ema.ts';
 import type { BatchingMode } from '../../split/manifest.ts';
 import type { MiddleExecutor, MiddleRequest, MiddleResult } from './executor.ts';
 import type { Logger } from './logger.ts';
 import type { PastLayout } from './padded-batch.ts';
 import {
   afterRun,
+  classify,
   DEFAULT_SMALL_ROWS,
   FIRST_TURN,
   nextBatch,
@@ -29,6 +30,7 @@ import type { WorkerReply, WorkerTask } from './worker-messages.ts';
 import type { RunObservation } from './cloud-metrics.ts';
 import { RunCostModel, type RunShape } from './run-cost.ts';
 import { budgetFromProbe, probeRows, type ProbeTime } from './batch-knee.ts';
+import { adviseRows } from './rows-advice.ts';
 
 interface Pending {
   request: MiddleRequest;
@@ -60,6 +62,8 @@ interface Lane {
   groups: Map<number, { id: number; size: number }>;
   /** What this worker's runs cost, by shape: the scheduler batches where it pays. */
   cost: RunCostModel;
+  /** Sessions with a verification running or queued, smoothed over the worker's small runs (rows-advice.ts). */
+  demand: Ema;
   ready: boolean;
   /** Waiting for the worker's knee probe (batch-knee.ts). */
   probed?: (reply: WorkerReply) => void;
@@ -195,6 +199,7 @@ export class WorkerPool implements MiddleExecutor {
       sessions: new Set(),
       groups: new Map(),
       cost: new RunCostModel(),
+      demand: new Ema(),
       ready: false,
       turn: FIRST_TURN,
     };
@@ -308,6 +313,8 @@ export class WorkerPool implements MiddleExecutor {
       lane.cost.observe({ ...shapeOf(running), inPlace: reply.inPlace }, reply.computeMs);
     }
     if (lane.pick) lane.turn = afterRun(lane.turn, lane.pick, reply.computeMs);
+    if (lane.pick?.kind === 'small') lane.demand.update(this.verifyingSessions(lane, running));
+    const advisedRows = adviseRows(this.limits, lane.demand.valueOr(1));
     this.rememberGroup(lane, running, reply);
     this.count(running, reply.paddedRows);
     this.onRun?.({
@@ -330,10 +337,20 @@ export class WorkerPool implements MiddleExecutor {
       const answers = parts.length === 1 ? [result] : splitRows(parts, result.hidden, result.rows);
       parts.forEach((pending, j) => {
         const { hidden, rows } = answers[j];
-        pending.resolve({ hidden, rows, queueMs: pending.startedAt - pending.enqueuedAt, computeMs: reply.computeMs });
+        const queueMs = pending.startedAt - pending.enqueuedAt;
+        pending.resolve({ hidden, rows, queueMs, computeMs: reply.computeMs, advisedRows });
       });
     });
     this.dispatch(lane);
+  }
+
+  /** Sessions of a small run just finished plus other sessions with a small request queued behind it. */
+  private verifyingSessions(lane: Lane, running: readonly RunningRequest[]): number {
+    const sessions = new Set(running.map((r) => r.request.sessionId));
+    for (const { request } of lane.queue) {
+      if (classify(request.nTokens, this.limits) === 'small') sessions.add(request.sessionId);
+    }
+    return sessions.size;
   }
 
   /** Sessions per run count a session's joined chunks once; requests count each chunk. */

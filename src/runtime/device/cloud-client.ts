@@ -14,7 +14,7 @@ import {
   type Frame,
   type WireDTypeName,
 } from '../protocol/frame.ts';
-import { errorBodySchema, errorFromBody, parseControl, welcomeSchema } from '../protocol/control.ts';
+import { errorBodySchema, errorFromBody, parseControl, ROWS_ADVICE, welcomeSchema } from '../protocol/control.ts';
 import { decodeHidden, encodeHidden } from '../protocol/hidden-codec.ts';
 import { EmulatedLink, LINK_PROFILES, type LinkSpec } from '../link.ts';
 import type { ForwardOptions, ForwardResult, Verifier } from './verifier.ts';
@@ -117,6 +117,7 @@ export class CloudClient implements Verifier {
               manifestHash: this.options.manifestHash,
               token: this.options.token,
               client: `hat-device/${process.pid}`,
+              features: [ROWS_ADVICE],
             }),
           ),
         );
@@ -198,6 +199,7 @@ export class CloudClient implements Verifier {
         queueMs: header.queueMs,
         computeMs: header.computeMs,
         latency: { baseMs: header.latencyBaseMs, perTokenMs: header.latencyPerTokenMs },
+        ...(header.advisedRows ? { advisedRows: header.advisedRows } : {}),
         roundTripMs: performance.now() - waiting.sentAt,
         bytesUp: waiting.bytesUp,
         bytesDown,

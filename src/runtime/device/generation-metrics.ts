@@ -28,6 +28,8 @@ export interface DeviceMetrics {
   prefillChunks: PrefillChunkMetrics[];
   draft: { mode: string; threshold: number; maxDraft: number };
   parallelDrafting: { branches: number; hits: number };
+  /** Rounds whose draft limit was the cloud's advice (advisedRows − 1) rather than the device's own. */
+  advisedRounds: number;
   cloudComputeMs: number;
   cloudQueueMs: number;
   /** Mean per verification round of the device's own time outside model runs and outside waiting for the cloud. */
@@ -61,6 +63,7 @@ export class MetricsRecorder {
       prefillChunks: [],
       draft: policy.describe(),
       parallelDrafting: { branches: 0, hits: 0 },
+      advisedRounds: 0,
       cloudComputeMs: 0,
       cloudQueueMs: 0,
       deviceOverheadMsPerRound: 0,
@@ -84,8 +87,15 @@ export class MetricsRecorder {
   }
 
   /** A verification round ended with `committed` tokens; `ownMs` is the device's time outside runs and waiting. */
-  round(result: ForwardResult, committed: number, ownMs: number, predrafted: boolean, branchUsed: boolean): void {
+  round(
+    result: ForwardResult,
+    committed: number,
+    ownMs: number,
+    flags: { predrafted: boolean; branchUsed: boolean; advised: boolean },
+  ): void {
+    const { predrafted, branchUsed, advised } = flags;
     this.metrics.rounds++;
+    if (advised) this.metrics.advisedRounds++;
     this.cloudTime(result);
     if (predrafted) this.metrics.parallelDrafting.branches++;
     if (branchUsed) this.metrics.parallelDrafting.hits++;

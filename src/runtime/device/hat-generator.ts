@@ -49,6 +49,8 @@ interface RoundResult {
   committed: number[];
   /** The chain to continue from: a confirmed parallel-drafting branch, or none (start from the next token). */
   chain?: DraftChain;
+  /** The cloud's advice for the next round's rows (src/runtime/cloud/rows-advice.ts), if it gave one. */
+  advisedRows?: number;
 }
 
 function concatRows(rows: readonly Float32Array[]): Float32Array {
@@ -113,14 +115,19 @@ export class HatGenerator {
       recorder.firstToken();
       committer.commit([pending]);
       let chain: DraftChain | undefined;
+      let advisedRows: number | undefined;
       while (!committer.done && !options.signal?.aborted) {
         const base = prompt.length + committer.ids.length - 1; // the pending token's position = the middle's length
         // A round commits at most its drafts + 1 tokens: drafting past what is left only grows the cache.
-        const maxDrafts = options.maxNewTokens - committer.ids.length - 1;
-        const round = await this.round(base, pending, chain, maxDrafts, caches, options, recorder);
+        const left = options.maxNewTokens - committer.ids.length - 1;
+        // A busy cloud advises fewer rows: there every draft costs other sessions compute (rows-advice.ts).
+        const advised = advisedRows !== undefined && advisedRows - 1 < Math.min(left, this.drafter.policy.maxDraft);
+        const maxDrafts = advised ? advisedRows! - 1 : left;
+        const round = await this.round(base, pending, chain, { maxDrafts, advised }, caches, options, recorder);
         committer.commit(round.committed);
         pending = round.committed[round.committed.length - 1];
         chain = round.chain;
+        advisedRows = round.advisedRows;
       }
       return finish();
     } catch (error) {
@@ -139,13 +146,14 @@ export class HatGenerator {
     base: number,
     pending: number,
     continued: DraftChain | undefined,
-    maxDrafts: number,
+    limit: { maxDrafts: number; advised: boolean },
     caches: DeviceCaches,
     options: HatGenerateOptions,
     recorder: MetricsRecorder,
   ): Promise<RoundResult> {
     const roundStart = performance.now();
     const modelAtStart = this.modelMs();
+    const { maxDrafts } = limit;
     const chain = continued ?? (await this.drafter.start(pending));
     if (options.speculative)
       while (await this.drafter.extend(chain, maxDrafts)) {
@@ -181,7 +189,11 @@ export class HatGenerator {
     if (confirmed) caches.restore(confirmed.state);
     else caches.rollbackDrafting(keep);
     const ownMs = performance.now() - roundStart - waitedMs - (this.modelMs() - modelAtStart);
-    recorder.round(result, outcome.committed.length, ownMs, branches.length > 0, confirmed !== undefined);
-    return { committed: outcome.committed, chain: confirmed?.chain };
+    recorder.round(result, outcome.committed.length, ownMs, {
+      predrafted: branches.length > 0,
+      branchUsed: confirmed !== undefined,
+      advised: limit.advised && options.speculative,
+    });
+    return { committed: outcome.committed, chain: confirmed?.chain, advisedRows: result.advisedRows };
   }
 }

@@ -24,6 +24,8 @@ export interface ForwardResult {
   computeMs: number;
   /** Latency model g(X) reported with this result. */
   latency: LatencyModel;
+  /** The most rows the cloud advises the next verification to carry (src/runtime/cloud/rows-advice.ts); absent: any. */
+  advisedRows?: number;
   /** From send to the result's arrival on the device, including emulated link time. */
   roundTripMs: number;
   bytesUp: number;

@@ -23,8 +23,13 @@ export const helloSchema = z.object({
   manifestHash: z.string().max(128),
   token: z.string().max(4096).optional(),
   client: z.string().max(256).optional(),
+  /** Protocol extensions the device understands; 'rows-advice': results may carry advisedRows. */
+  features: z.array(z.string().max(64)).max(16).optional(),
 });
 export type Hello = z.infer<typeof helloSchema>;
+
+/** The hello feature that lets the cloud advise how many rows a verification should carry (advisedRows). */
+export const ROWS_ADVICE = 'rows-advice';
 
 export const welcomeSchema = z.object({
   sessionId: z.number().int().positive(),

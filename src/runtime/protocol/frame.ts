@@ -56,6 +56,11 @@ export interface FrameHeader {
   /** result: the cloud's fitted latency model g(X) = latencyBaseMs + latencyPerTokenMs · X for X tokens. */
   latencyBaseMs: number;
   latencyPerTokenMs: number;
+  /**
+   * result: the most rows the cloud advises this session's next verification to carry (0: no advice). Sent only to
+   * devices whose hello lists the 'rows-advice' feature (docs/protocol.md).
+   */
+  advisedRows: number;
 }
 
 export interface Frame {
@@ -82,6 +87,7 @@ export function encodeFrame(
   view.setUint8(6, FrameType[header.type]);
   view.setUint8(7, header.flags ?? 0);
   view.setUint8(8, WireDType[header.dtype ?? 'none']);
+  view.setUint16(10, header.advisedRows ?? 0, true);
   view.setUint32(12, header.sessionId ?? 0, true);
   view.setUint32(16, header.seq ?? 0, true);
   view.setUint32(20, header.pastLength ?? 0, true);
@@ -110,8 +116,8 @@ export function decodeFrame(data: Uint8Array, limits: DecodeLimits): Frame {
   if (!dtype) throw protocolError(`unknown wire dtype ${view.getUint8(8)}`);
   const flags = view.getUint8(7);
   if ((flags & ~KNOWN_FLAGS) !== 0) throw protocolError(`unknown flag bits 0x${(flags & ~KNOWN_FLAGS).toString(16)}`);
-  if (view.getUint8(9) !== 0 || view.getUint16(10, true) !== 0)
-    throw protocolError('reserved header bytes 9–11 are not zero');
+  if (view.getUint8(9) !== 0) throw protocolError('reserved header byte 9 is not zero');
+  if (type !== 'result' && view.getUint16(10, true) !== 0) throw protocolError(`a ${type} frame carries advisedRows`);
   const payloadBytes = view.getUint32(48, true);
   if (payloadBytes > limits.maxPayloadBytes)
     throw protocolError(`payload of ${payloadBytes} bytes is over the ${limits.maxPayloadBytes}-byte limit`);
@@ -133,6 +139,7 @@ export function decodeFrame(data: Uint8Array, limits: DecodeLimits): Frame {
     computeMs: view.getFloat32(36, true),
     latencyBaseMs: view.getFloat32(40, true),
     latencyPerTokenMs: view.getFloat32(44, true),
+    advisedRows: view.getUint16(10, true),
   };
   // Copy so the payload is 4-byte aligned and independent of the socket's buffer.
   return { header, payload: data.slice(HEADER_BYTES) };

@@ -168,7 +168,8 @@ test('frames pipelined behind a refused hello are not processed; no session open
 });
 
 test(
-  'strict frames: nonzero reserved bytes, unknown flags and non-finite values are BAD_FRAME; ' +
+  'strict frames: nonzero reserved bytes, advisedRows on a forward, unknown flags and non-finite values are ' +
+    'BAD_FRAME; ' +
     'a healthy session is untouched',
   async () => {
     const executor = new HeldExecutor(true);
@@ -178,6 +179,13 @@ test(
       const mutations: Array<[string, (p: Peer) => void]> = [
         [
           'reserved',
+          (p) =>
+            p.forward(1, 0, undefined, (b) => {
+              b[9] = 1;
+            }),
+        ],
+        [
+          'advisedRows',
           (p) =>
             p.forward(1, 0, undefined, (b) => {
               b[10] = 1;

@@ -64,10 +64,13 @@ test('the device uplink carries only hidden states and control integers, never t
         );
       }
     }
-    // Structurally: a hello with only the split hash, then forward frames whose payload is exactly hidden rows.
+    // Structurally: a hello with only the split hash, a client name and protocol features, then forward frames whose
+    // payload is exactly hidden rows.
     const decoded = frames.map((f) => decodeFrame(f, { maxPayloadBytes: 1 << 30 }));
     assert.equal(decoded[0].header.type, 'hello');
-    assert.deepEqual(Object.keys(decodeJson(decoded[0].payload) as object).sort(), ['client', 'manifestHash']);
+    const hello = decodeJson(decoded[0].payload) as { features: unknown };
+    assert.deepEqual(Object.keys(hello).sort(), ['client', 'features', 'manifestHash']);
+    assert.deepEqual(hello.features, ['rows-advice']);
     for (const frame of decoded.slice(1)) {
       assert.ok(frame.header.type === 'forward' || frame.header.type === 'bye');
       if (frame.header.type === 'forward') {

@@ -104,3 +104,58 @@ test('a recording file that is not one is refused with the field that is wrong',
   writeFileSync(file, 'nope');
   assert.throws(() => readRecording(file), /is not JSON/);
 });
+
+const ADVICE_TEST =
+  'a cloud that advises fewer rows: the device drafts within the advice; a replay that follows it splits the ' +
+  'recorded rounds and gets the recorded rows back';
+test(ADVICE_TEST, async () => {
+  // A 2-row batch budget: alone on the worker, a session is advised 2 rows (rows-advice.ts); unadvised rounds carry 4.
+  const advising = await serveSplit(split, {
+    maxSessions: 8,
+    maxTokensPerFrame: 512,
+    maxContext: 512,
+    maxBatchTokens: 2,
+  });
+  try {
+    const file = join(dir, 'unadvised.json');
+    const unadvised = await runDevice(device({ record: file }));
+    const recording = readRecording(file);
+    const rounds = recording.frames.filter((f) => !isPrefillFrame(f)).map((f) => frameHeader(f).nTokens);
+    assert.ok(
+      rounds.some((rows) => rows > 2),
+      `unadvised rounds carry up to 4 rows: ${rounds}`,
+    );
+    assert.equal(unadvised.metrics.advisedRounds, 0);
+
+    const advisedFile = join(dir, 'advised.json');
+    const advised = await runDevice(
+      deviceOptions(split, advising.port, { prompt: { ids: prompt }, record: advisedFile }),
+    );
+    assert.deepEqual(advised.ids, unadvised.ids, 'drafting fewer does not change greedy output');
+    const advisedRounds = readRecording(advisedFile)
+      .frames.filter((f) => !isPrefillFrame(f))
+      .map((f) => frameHeader(f).nTokens);
+    // The first round follows the prompt's results, which the device does not take advice from.
+    assert.ok(
+      advisedRounds.slice(1).every((rows) => rows <= 2),
+      `advised rounds: ${advisedRounds}`,
+    );
+    assert.ok(advised.metrics.advisedRounds > 0);
+
+    // The unadvised recording replayed on the advising cloud: rounds over 2 rows go as parts of at most 2.
+    const replay = await replaySession(recording, {
+      url: `ws://127.0.0.1:${advising.port}`,
+      link: LINK_PROFILES.none,
+      seed: 1,
+      advice: { oneRow: { deviceMs: 1, commitMs: 0 } },
+    });
+    assert.equal(replay.error, undefined);
+    assert.ok(replay.split.rounds > 0 && replay.split.into > replay.split.rounds, JSON.stringify(replay.split));
+    assert.equal(replay.tokens, recording.tokens);
+    const sent = recording.frames.length - replay.split.rounds + replay.split.into;
+    assert.equal(replay.checked, sent, 'every part checked against its rows of the recorded result');
+    assert.ok(replay.maxAbsDiff <= 1e-2, `largest difference ${replay.maxAbsDiff}`);
+  } finally {
+    await advising.server.stop();
+  }
+});

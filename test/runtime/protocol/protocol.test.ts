@@ -39,8 +39,12 @@ test('a frame round-trips every header field and its payload', () => {
     computeMs: 2.5,
     latencyBaseMs: 0.5,
     latencyPerTokenMs: 0.25,
+    advisedRows: 0,
   });
   assert.deepEqual([...frame.payload], [1, 2, 3, 4, 5]);
+  // A result carries the cloud's rows advice (u16).
+  const result = decodeFrame(encodeFrame({ type: 'result', advisedRows: 300 }), limits);
+  assert.equal(result.header.advisedRows, 300);
 });
 
 function expectProtocolError(bytes: Uint8Array, pattern: RegExp) {
@@ -67,6 +71,13 @@ test('bad frames are rejected with a message naming the problem', () => {
   expectProtocolError(badDtype, /unknown wire dtype/);
   expectProtocolError(encodeFrame({ type: 'forward' }, new Uint8Array(2048)), /over the 1024-byte limit/);
   expectProtocolError(good.slice(0, HEADER_BYTES + 4), /announces 8 payload bytes/);
+  const reserved = good.slice();
+  reserved[9] = 1;
+  expectProtocolError(reserved, /reserved header byte 9/);
+  expectProtocolError(
+    encodeFrame({ type: 'forward', advisedRows: 2 }, new Uint8Array(8)),
+    /forward frame carries advisedRows/,
+  );
   assert.equal(new DataView(good.buffer).getUint32(0, true), MAGIC);
 });
 
