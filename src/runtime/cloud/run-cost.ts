@@ -11,8 +11,14 @@
  * chunks), per padded run (masks, splitting outputs back) and per gathered cache position (a padded run not fed in
  * place first copies every past into one tensor; a session alone is fed its own cache) — fitted by exponentially
  * weighted least squares (recent runs count most, as load and context lengths drift) with a small ridge. It answers
- * only once it has seen enough runs of one session and of several.
+ * only once it has seen enough runs of one session and of several, and only while it predicts the runs it then sees
+ * within MAX_ERROR: on a Qwen2.5-0.5B-shaped middle the fit was off by half to 2× (its solo runs are mostly long
+ * prompt chunks, its batched ones short verifications at similar pasts, so the terms are barely separable), and in
+ * the fleet benchmark it kept 286 verifications out of batches they fitted in one run where every probe of the part
+ * said a run's fixed cost dominates. Without an answer the scheduler batches whatever fits the limits.
  */
+
+import { Ema } from '../ema.ts';
 
 export interface RunShape {
   sessions: number;
@@ -30,6 +36,8 @@ const HISTORY_WEIGHT = 0.995;
 /** Runs of one session and of several (decayed counts) needed before the model answers. */
 const MIN_RUNS_EACH = 8;
 const RIDGE = 1e-6;
+/** Mean relative error of recent predictions (each made just before its run was observed) above which none is given. */
+export const MAX_ERROR = 0.25;
 
 function features({ sessions, rows, past, inPlace }: RunShape): number[] {
   const padded = sessions > 1 ? 1 : 0;
@@ -43,8 +51,12 @@ export class RunCostModel {
   private soloRuns = 0;
   private batchedRuns = 0;
   private coefficients: number[] | undefined;
+  /** Smoothed |predicted − measured| / measured of the runs observed while the model was ready (~10 runs). */
+  private readonly error = new Ema(0.9);
 
   observe(shape: RunShape, ms: number): void {
+    const predicted = this.fitted(shape);
+    if (predicted !== undefined && ms > 0) this.error.update(Math.abs(predicted - ms) / ms);
     const x = features(shape);
     for (let i = 0; i < FEATURES; i++) {
       this.xty[i] = HISTORY_WEIGHT * this.xty[i] + x[i] * ms;
@@ -59,8 +71,20 @@ export class RunCostModel {
     return this.soloRuns >= MIN_RUNS_EACH && this.batchedRuns >= MIN_RUNS_EACH;
   }
 
-  /** Predicted ms of one run of this shape; undefined until the model is ready. */
+  /** How far off recent predictions were (mean relative error), once the model has made some. */
+  get recentError(): number | undefined {
+    return this.error.value;
+  }
+
+  /** Predicted ms of one run of this shape; undefined until the model is ready, and while it predicts badly. */
   predict(shape: RunShape): number | undefined {
+    const error = this.error.value;
+    if (error === undefined || error > MAX_ERROR) return undefined;
+    return this.fitted(shape);
+  }
+
+  /** The fit's prediction once enough runs of each kind were seen, whatever its recent error. */
+  private fitted(shape: RunShape): number | undefined {
     if (!this.ready) return undefined;
     this.coefficients ??= solve(this.xtx, this.xty);
     const ms = features(shape).reduce((sum, value, i) => sum + value * this.coefficients![i], 0);

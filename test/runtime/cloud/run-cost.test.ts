@@ -1,7 +1,7 @@
 /** The run-cost model the scheduler consults (src/runtime/cloud/run-cost.ts). */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RunCostModel, type RunShape } from '../../../src/runtime/cloud/run-cost.ts';
+import { MAX_ERROR, RunCostModel, type RunShape } from '../../../src/runtime/cloud/run-cost.ts';
 import { seededRandom } from '../../../src/random.ts';
 
 const truth = ({ sessions, rows, past, inPlace }: RunShape) =>
@@ -56,4 +56,25 @@ test('recent runs outweigh old ones: after a slowdown the predictions follow', (
   observe(2, 2000);
   const s = { sessions: 4, rows: 5, past: 500 };
   assert.ok(Math.abs(model.predict(s)! / truth(s) - 2) < 0.01, String(model.predict(s)! / truth(s)));
+});
+
+test('a model that mispredicts the runs it then sees gives no answer (the scheduler then batches what fits)', () => {
+  const model = new RunCostModel();
+  const random = seededRandom(11);
+  const shape = (i: number): RunShape => ({ sessions: 1 + (i % 6), rows: 1 + (i % 4), past: 100 + (i % 50) });
+  // Costs the form cannot follow: each run 0.5× or 2× its shape's cost at random.
+  for (let i = 0; i < 300; i++) {
+    const s = shape(i);
+    model.observe(s, truth(s) * (random.uniform() < 0.5 ? 0.5 : 2));
+  }
+  assert.ok(model.ready);
+  assert.ok(model.recentError! > MAX_ERROR, String(model.recentError));
+  assert.equal(model.predict(shape(1)), undefined);
+  // Once the runs it sees match its fit again, it answers again.
+  for (let i = 0; i < 2000; i++) {
+    const s = shape(i);
+    model.observe(s, truth(s));
+  }
+  assert.ok(model.recentError! < 0.01, String(model.recentError));
+  assert.ok(Math.abs(model.predict(shape(3))! / truth(shape(3)) - 1) < 0.01);
 });
