@@ -11,11 +11,14 @@
  * chunks), per padded run (masks, splitting outputs back) and per gathered cache position (a padded run not fed in
  * place first copies every past into one tensor; a session alone is fed its own cache) — fitted by exponentially
  * weighted least squares (recent runs count most, as load and context lengths drift) with a small ridge. It answers
- * only once it has seen enough runs of one session and of several, and only while it predicts the runs it then sees
- * within MAX_ERROR: on a Qwen2.5-0.5B-shaped middle the fit was off by half to 2× (its solo runs are mostly long
- * prompt chunks, its batched ones short verifications at similar pasts, so the terms are barely separable), and in
- * the fleet benchmark it kept 286 verifications out of batches they fitted in one run where every probe of the part
- * said a run's fixed cost dominates. Without an answer the scheduler batches whatever fits the limits.
+ * only once it has seen enough runs of one session and of several, and only while it predicts both kinds of run it
+ * then sees within MAX_ERROR. On a Qwen2.5-0.5B-shaped middle its fit was off by half to 2× (its solo runs are
+ * mostly long prompt chunks, its batched ones short verifications at similar pasts, so the terms are barely
+ * separable), and in the fleet benchmark it kept 286 verifications out of batches they fitted in one run where
+ * every probe of the part said a run's fixed cost dominates. A rule that refuses batches then sees only solo runs,
+ * predicts those well, and goes on refusing (3,674 refusals in a run where only solo runs were checked), so the
+ * worker pool also lets every EXPLORE_EVERY-th batch form without it (worker-pool.ts), and the batched runs that
+ * yields keep its batched error measured. Without an answer the scheduler batches whatever fits the limits.
  */
 
 import { Ema } from '../ema.ts';
@@ -51,12 +54,14 @@ export class RunCostModel {
   private soloRuns = 0;
   private batchedRuns = 0;
   private coefficients: number[] | undefined;
-  /** Smoothed |predicted − measured| / measured of the runs observed while the model was ready (~10 runs). */
-  private readonly error = new Ema(0.9);
+  /** Smoothed |predicted − measured| / measured of solo and of batched runs seen while the model was ready. */
+  private readonly error = { solo: new Ema(0.9), batched: new Ema(0.9) };
 
   observe(shape: RunShape, ms: number): void {
     const predicted = this.fitted(shape);
-    if (predicted !== undefined && ms > 0) this.error.update(Math.abs(predicted - ms) / ms);
+    if (predicted !== undefined && ms > 0) {
+      this.error[shape.sessions > 1 ? 'batched' : 'solo'].update(Math.abs(predicted - ms) / ms);
+    }
     const x = features(shape);
     for (let i = 0; i < FEATURES; i++) {
       this.xty[i] = HISTORY_WEIGHT * this.xty[i] + x[i] * ms;
@@ -71,14 +76,15 @@ export class RunCostModel {
     return this.soloRuns >= MIN_RUNS_EACH && this.batchedRuns >= MIN_RUNS_EACH;
   }
 
-  /** How far off recent predictions were (mean relative error), once the model has made some. */
+  /** How far off recent predictions were (mean relative error) for the kind it predicts worse, once it made both. */
   get recentError(): number | undefined {
-    return this.error.value;
+    const { solo, batched } = this.error;
+    return solo.value === undefined || batched.value === undefined ? undefined : Math.max(solo.value, batched.value);
   }
 
   /** Predicted ms of one run of this shape; undefined until the model is ready, and while it predicts badly. */
   predict(shape: RunShape): number | undefined {
-    const error = this.error.value;
+    const error = this.recentError;
     if (error === undefined || error > MAX_ERROR) return undefined;
     return this.fitted(shape);
   }

@@ -64,6 +64,8 @@ interface Lane {
   cost: RunCostModel;
   /** Sessions with a verification running or queued, smoothed over the worker's small runs (rows-advice.ts). */
   demand: Ema;
+  /** Batches picked so far: every EXPLORE_EVERY-th is picked without the cost rule. */
+  picks: number;
   ready: boolean;
   /** Waiting for the worker's knee probe (batch-knee.ts). */
   probed?: (reply: WorkerReply) => void;
@@ -99,6 +101,11 @@ export interface WorkerPoolOptions {
  */
 export const DEFAULT_TOKENS_PER_THREAD = 32;
 export const DEFAULT_MAX_BATCH = 16;
+/**
+ * Every this many picks one ignores the cost rule (batches what fits the limits), so a rule that has stopped
+ * batching still sees batched runs and can find out it was wrong (run-cost.ts).
+ */
+export const EXPLORE_EVERY = 8;
 /** How long serve-cloud's start waits for the knee probe before it keeps the fallback budget. */
 const PROBE_TIMEOUT_MS = 120_000;
 
@@ -200,6 +207,7 @@ export class WorkerPool implements MiddleExecutor {
       groups: new Map(),
       cost: new RunCostModel(),
       demand: new Ema(),
+      picks: 0,
       ready: false,
       turn: FIRST_TURN,
     };
@@ -280,7 +288,8 @@ export class WorkerPool implements MiddleExecutor {
       past: p.request.pastLength,
       group: lane.groups.get(p.request.sessionId),
     }));
-    const pick = nextBatch(queued, this.limits, lane.turn, (shape) => lane.cost.predict(shape));
+    const explore = ++lane.picks % EXPLORE_EVERY === 0;
+    const pick = nextBatch(queued, this.limits, lane.turn, explore ? undefined : (shape) => lane.cost.predict(shape));
     if (!pick) return;
     const startedAt = performance.now();
     const taken = (i: number) => ({ ...lane.queue[i], startedAt });

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { WorkerPool } from '../../../src/runtime/cloud/worker-pool.ts';
+import { EXPLORE_EVERY, WorkerPool } from '../../../src/runtime/cloud/worker-pool.ts';
 import { budgetFromProbe } from '../../../src/runtime/cloud/batch-knee.ts';
 import type { RunObservation } from '../../../src/runtime/cloud/cloud-metrics.ts';
 import { MiddleEngine } from '../../../src/runtime/cloud/middle-engine.ts';
@@ -131,6 +131,18 @@ test('requests queued while the worker is busy run as one padded batch that equa
     const next: MiddleResult = await pool.run(request(1, 5, 2));
     assert.equal(next.rows, 2);
     assert.equal(pool.pending, 0);
+  });
+});
+
+test('a cost rule that refuses every batch still lets every few batches form (so it can learn otherwise)', async () => {
+  await withPool(16, async (pool) => {
+    // The worker's run-cost model, replaced by one sure that batching never pays (a locked-in fit).
+    const lane = (pool as unknown as { lanes: Array<{ cost: unknown }> }).lanes[0];
+    lane.cost = { predict: (shape: { sessions: number }) => (shape.sessions > 1 ? 1e9 : 1), observe() {} };
+    for (let round = 0; round < 16; round++) await busyThenThree(pool);
+    // 64 picks: the three queued requests form one batch on exploring picks (every EXPLORE_EVERY-th) only.
+    assert.ok(pool.stats.batchedRuns >= 1, 'no batch formed: the rule locked batching out');
+    assert.ok(pool.stats.batchedRuns <= 64 / EXPLORE_EVERY, `${pool.stats.batchedRuns} batched runs`);
   });
 });
 

@@ -78,3 +78,17 @@ test('a model that mispredicts the runs it then sees gives no answer (the schedu
   assert.ok(model.recentError! < 0.01, String(model.recentError));
   assert.ok(Math.abs(model.predict(shape(3))! / truth(shape(3)) - 1) < 0.01);
 });
+
+test('solo runs it predicts well do not vouch for batched runs it predicts badly', () => {
+  const model = new RunCostModel();
+  const shape = (i: number): RunShape => ({ sessions: i % 2 ? 1 : 2 + (i % 5), rows: 1 + (i % 4), past: 100 + i });
+  for (let i = 0; i < 200; i++) model.observe(shape(i), truth(shape(i)));
+  assert.ok(model.predict(shape(1)) !== undefined);
+  // Batched runs now cost 3× what the fit says; solo runs stay as predicted.
+  for (let i = 0; i < 20; i++) {
+    const s = shape(2 * i);
+    model.observe(s, 3 * truth(s));
+    model.observe(shape(2 * i + 1), truth(shape(2 * i + 1)));
+  }
+  assert.equal(model.predict(shape(1)), undefined, `recent error ${model.recentError}`);
+});
