@@ -44,6 +44,7 @@ const schema = z.object({
   sloTbt: numberOption(0),
   maxBatch: intOption(1, 1024).optional(),
   maxBatchTokens: intOption(1, 1_000_000).optional(),
+  costRule: z.enum(['on', 'off']),
   recordings: z.string().optional(),
   acceptanceFrom: z.string().optional(),
   scenarios: z.string().optional(),
@@ -111,6 +112,7 @@ export function registerBench(program: Command): void {
       '--max-batch-tokens <n>',
       "--fleet: serve-cloud's --max-batch-tokens in the batched runs (default: the knee it measures)",
     )
+    .option('--cost-rule <on|off>', "--fleet: serve-cloud's --cost-rule in the batched runs", 'off')
     .option('--recordings <dir>', '--fleet: replay the recordings an earlier --fleet run wrote to its --out')
     .option(
       '--acceptance-from <dir>',
@@ -216,6 +218,7 @@ function fleetOptions(splitDir: string, o: z.infer<typeof schema>, devices: numb
     cloudWorkers: o.cloudWorkers,
     maxBatch: o.maxBatch,
     maxBatchTokens: o.maxBatchTokens,
+    costRule: o.costRule === 'on',
     promptLengths: o.promptLengths ?? FLEET_DEFAULTS.promptLengths,
     promptsPerLength: o.promptsPerLength,
     maxNewTokens: o.maxNewTokens ?? FLEET_DEFAULTS.maxNewTokens,

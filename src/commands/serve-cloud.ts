@@ -23,6 +23,7 @@ const schema = z.object({
   maxInflight: intOption(1, 1024),
   maxBatch: intOption(1, 1024),
   maxBatchTokens: intOption(1).optional(),
+  costRule: z.enum(['on', 'off']),
   link: z.string().optional(),
 });
 
@@ -75,6 +76,11 @@ export function registerServeCloud(program: Command): void {
         `${DEFAULT_TOKENS_PER_THREAD} × threads per worker if that fails)`,
     )
     .option(
+      '--cost-rule <on|off>',
+      'batch a request only where the fitted run cost says it pays (off: batch whatever fits the limits)',
+      'off',
+    )
+    .option(
       '--link <profile|spec>',
       'EMULATED link applied to every session here (use it on one side only): ' +
         'wifi, 4g, lan, or up=5MB,down=10MB,rtt=6,jitter=1',
@@ -101,6 +107,7 @@ export function registerServeCloud(program: Command): void {
         maxInflightPerSession: options.maxInflight,
         maxBatch: options.maxBatch,
         maxBatchTokens: options.maxBatchTokens,
+        costRule: options.costRule === 'on',
         logger,
         link,
       });

@@ -55,6 +55,8 @@ export interface FleetOptions {
   maxBatch?: number;
   /** --max-batch-tokens of the batched runs (default: serve-cloud's measured knee). */
   maxBatchTokens?: number;
+  /** --cost-rule on for the batched runs (serve-cloud's default: off). */
+  costRule?: boolean;
   promptLengths: number[];
   promptsPerLength: number;
   maxNewTokens: number;
@@ -223,6 +225,7 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
     ...(maxBatch !== 1 && options.maxBatchTokens !== undefined
       ? ['--max-batch-tokens', String(options.maxBatchTokens)]
       : []),
+    ...(maxBatch !== 1 && options.costRule ? ['--cost-rule', 'on'] : []),
   ];
   const startCloud = (splitDir: string, maxBatch: number | undefined) =>
     spawnCloud(splitDir, cloudArgs(maxBatch), { wrap: (command, args) => onCores(cores.cloud, command, args) });
@@ -444,7 +447,8 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
         slo: `TTFT ≤ ${options.sloTtftMs} ms and mean TBT ≤ ${options.sloTbtMs} ms per session`,
         batching:
           'a real serve-cloud process per configuration: batching on (--max-batch ' +
-          `${configurations[0].maxBatch}${describeBudget(configurations[0], options.maxBatchTokens)}) and ` +
+          `${configurations[0].maxBatch}${describeBudget(configurations[0], options.maxBatchTokens)}, ` +
+          `--cost-rule ${options.costRule ? 'on' : 'off'}) and ` +
           '--max-batch 1, live side by side, runs alternating; both started ' +
           "with serve-cloud's glibc malloc settings (README)",
       },

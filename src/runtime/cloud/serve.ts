@@ -39,6 +39,8 @@ export interface ServeOptions {
   maxBatch?: number;
   /** Padded rows per middle run; default from the intra-op threads (worker-pool.ts). */
   maxBatchTokens?: number;
+  /** Consult each worker's fitted run cost before joining a request to a batch (run-cost.ts); default off. */
+  costRule?: boolean;
   logger: Logger;
   link?: LinkSpec;
 }
@@ -88,6 +90,7 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
     inPlace,
     maxBatch: options.maxBatch,
     maxBatchTokens: options.maxBatchTokens,
+    costRule: options.costRule,
     logger: options.logger,
   });
   options.logger.log('batching', {
@@ -97,6 +100,7 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
     decidedBy: manifest.batching ? 'manifest' : 'middle.onnx (the split predates the field)',
     maxBatch: pool.limits.maxBatch,
     maxBatchTokens: pool.limits.maxBatchTokens,
+    costRule: pool.costRule ? 'on' : 'off',
     // How the default budget was found: each probe run's rows and ms, and the knee taken (batch-knee.ts).
     ...(pool.knee ? { knee: pool.knee } : {}),
   });

@@ -91,6 +91,8 @@ export interface WorkerPoolOptions {
    * DEFAULT_TOKENS_PER_THREAD × intra-op threads per worker where that probe fails.
    */
   maxBatchTokens?: number;
+  /** Join a request to a batch only where the worker's fitted run cost says it pays (run-cost.ts). */
+  costRule?: boolean;
   logger?: Logger;
 }
 
@@ -120,6 +122,8 @@ export class WorkerPool implements MiddleExecutor {
   private runCount = 0;
   /** What the scheduler may put in one run. */
   readonly limits: BatchLimits;
+  /** Whether the scheduler consults each worker's fitted run cost (--cost-rule). */
+  costRule = false;
   /** The knee probe's figures when --max-batch-tokens was left to its default (batch-knee.ts). */
   knee?: { rows: number; bracketed: boolean; times: ProbeTime[] } | { failed: string };
   /** Counts over every run since start: requests, runs, runs of several sessions, the largest, real and padded rows. */
@@ -145,6 +149,7 @@ export class WorkerPool implements MiddleExecutor {
       },
       options.logger,
     );
+    pool.costRule = options.costRule ?? false;
     // --max-batch 1 keeps the worker on exactly the pre-batching path (no padded runner at all).
     const layout: PastLayout | undefined =
       pool.limits.maxBatch === 1 ? undefined : mode === 'single-row' ? 'right' : 'left';
@@ -288,8 +293,8 @@ export class WorkerPool implements MiddleExecutor {
       past: p.request.pastLength,
       group: lane.groups.get(p.request.sessionId),
     }));
-    const explore = ++lane.picks % EXPLORE_EVERY === 0;
-    const pick = nextBatch(queued, this.limits, lane.turn, explore ? undefined : (shape) => lane.cost.predict(shape));
+    const consult = this.costRule && ++lane.picks % EXPLORE_EVERY !== 0;
+    const pick = nextBatch(queued, this.limits, lane.turn, consult ? (shape) => lane.cost.predict(shape) : undefined);
     if (!pick) return;
     const startedAt = performance.now();
     const taken = (i: number) => ({ ...lane.queue[i], startedAt });

@@ -84,8 +84,9 @@ test('a session dropped while its request is in a batch: the batch ends, only it
   assert.ok(!again.ok && /beyond the session's cache of 0 positions/.test(again.message));
 });
 
-async function withPool(maxBatch: number, body: (pool: WorkerPool) => Promise<void>): Promise<void> {
+async function withPool(maxBatch: number, body: (pool: WorkerPool) => Promise<void>, costRule = false): Promise<void> {
   const pool = await WorkerPool.start({
+    costRule,
     splitDir: split,
     workers: 1,
     threadsPerWorker: 1,
@@ -134,17 +135,27 @@ test('requests queued while the worker is busy run as one padded batch that equa
   });
 });
 
-test('a cost rule that refuses every batch still lets every few batches form (so it can learn otherwise)', async () => {
-  await withPool(16, async (pool) => {
-    // The worker's run-cost model, replaced by one sure that batching never pays (a locked-in fit).
-    const lane = (pool as unknown as { lanes: Array<{ cost: unknown }> }).lanes[0];
-    lane.cost = { predict: (shape: { sessions: number }) => (shape.sessions > 1 ? 1e9 : 1), observe() {} };
-    for (let round = 0; round < 16; round++) await busyThenThree(pool);
-    // 64 picks: the three queued requests form one batch on exploring picks (every EXPLORE_EVERY-th) only.
-    assert.ok(pool.stats.batchedRuns >= 1, 'no batch formed: the rule locked batching out');
-    assert.ok(pool.stats.batchedRuns <= 64 / EXPLORE_EVERY, `${pool.stats.batchedRuns} batched runs`);
+for (const costRule of [true, false]) {
+  const what = costRule
+    ? 'with --cost-rule on, a rule that refuses every batch still lets every few batches form (so it can learn)'
+    : 'with --cost-rule off (the default) the fitted run cost is not consulted';
+  test(what, async () => {
+    await withPool(
+      16,
+      async (pool) => {
+        // The worker's run-cost model, replaced by one sure that batching never pays (a locked-in fit).
+        const lane = (pool as unknown as { lanes: Array<{ cost: unknown }> }).lanes[0];
+        lane.cost = { predict: (shape: { sessions: number }) => (shape.sessions > 1 ? 1e9 : 1), observe() {} };
+        for (let round = 0; round < 16; round++) await busyThenThree(pool);
+        if (!costRule) return assert.equal(pool.stats.batchedRuns, 16);
+        // 64 picks: the three queued requests form one batch on exploring picks (every EXPLORE_EVERY-th) only.
+        assert.ok(pool.stats.batchedRuns >= 1, 'no batch formed: the rule locked batching out');
+        assert.ok(pool.stats.batchedRuns <= 64 / EXPLORE_EVERY, `${pool.stats.batchedRuns} batched runs`);
+      },
+      costRule,
+    );
   });
-});
+}
 
 test("a prompt's chunks queued behind a busy worker run as one request, each answered as its solo run", async () => {
   await withPool(16, async (pool) => {
