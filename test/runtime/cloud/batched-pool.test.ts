@@ -217,6 +217,7 @@ test('serve-cloud logs how it batches at start: from the manifest, or from middl
     decidedBy: 'manifest',
     maxBatch: 16,
     maxBatchTokens: (knee as { rows: number }).rows,
+    costRule: 'off',
   });
   // --max-batch-tokens left to its default: the knee probe timed a run of each row count that fits the context.
   const { times } = knee as { times: Array<{ rows: number; ms: number }> };
