@@ -42,8 +42,9 @@ export interface FleetRunStats {
   /** Results compared with the recording: byte-identical ones, and the largest difference. */
   results: { checked: number; identical: number; maxAbsDiff: number };
   /**
-   * Recorded verification rounds the devices sent as several because the cloud advised fewer rows (SIMULATION of
-   * drafting fewer, replay.ts splitRound), the rounds they became, and all recorded rounds replayed.
+   * Recorded verification rounds of more rows than the cloud advised (SIMULATION of drafting fewer, replay.ts
+   * splitRound), and the rounds sent for them: as many where only the rows past a rejected draft were cut, more
+   * where accepted drafts were split over several rounds.
    */
   advice: { splitRounds: number; into: number };
   /** serve-cloud's CPU over the run (all its threads), and cores kept busy on average. */

@@ -224,7 +224,8 @@ export function renderFleetReport(report: FleetReport): string {
         `${r.cloud.costRefusedJoins ?? 0} joins the cost rule refused), ` +
         `server CPU ${f(r.server.cpuSeconds, 2)} s` +
         (r.advice.splitRounds
-          ? `; SIMULATION: ${r.advice.splitRounds} recorded rounds split into ${r.advice.into} as the cloud advised`
+          ? `; SIMULATION: ${r.advice.splitRounds} recorded rounds over the cloud's rows advice sent as ` +
+            `${r.advice.into} (cut where drafts were rejected, split where they were kept)`
           : ''),
     );
     const sessions = histogramLine(r.cloud.batchSessions, (le) => (le === Infinity ? '>64' : `≤${le}`));

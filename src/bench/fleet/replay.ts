@@ -100,9 +100,10 @@ interface Sent {
  * The next part of a recorded verification round when the cloud advises at most `advice` rows (SIMULATION of a
  * device that drafts fewer). Row j of a round is the input part's output for the token at past + j: the pending
  * token, then the drafts; the round committed c tokens, so its first c − 1 drafts were accepted (greedy). A part
- * of rows [from, to), from ≤ c − 1, holds only true tokens, so the device could have sent exactly it: it commits
- * the accepted drafts among its rows plus the target's next token, min(to − 1, c − 1) − from + 1 tokens, and the
- * next part starts where it stopped. The parts commit c tokens in all, and each part's result rows are the
+ * of rows [from, to) starts at a committed token (from ≤ c − 1) and holds the drafts the device drafted after it,
+ * so a device drafting at most to − from − 1 could have sent exactly it: it commits the accepted drafts among its
+ * rows plus the target's next token, min(to − 1, c − 1) − from + 1 tokens, and the next part starts where it
+ * stopped. The parts commit c tokens in all, and each part's result rows are the
  * recorded result's rows [from, to) (causal attention over the same cache), so they are still checked.
  */
 export function splitRound(
