@@ -298,7 +298,25 @@ test('capacity: batched over --max-batch 1 cost per token, and the ceiling if ve
   assert.match(capacities([run('on', 1, 1, null), run('off', 1, 3, 5)])[0], /server CPU – vs 5\.000 ms = –\)/);
 });
 
-test('a recorded round split at the advised rows: parts of true tokens only, committing the recorded total', () => {
+test('a recorded round split at the advised rows: parts start at committed tokens, commit the recorded total', () => {
+  // Every round shape and advice: parts are consecutive, start at or before the last accepted draft, commit ≥ 1 each
+  // and the recorded total in all, and carry at most the advised rows.
+  for (let rows = 1; rows <= 8; rows++) {
+    for (let committed = 1; committed <= rows; committed++) {
+      for (let advice = 1; advice <= 9; advice++) {
+        let total = 0;
+        for (let from = 0, last = false; !last;) {
+          assert.ok(from <= committed - 1, `part from ${from} (${rows}/${committed}/${advice})`);
+          const part = splitRound(rows, committed, from, advice);
+          assert.ok(part.count >= 1 && part.to - from <= advice && part.to <= rows);
+          total += part.count;
+          last = part.last;
+          from += part.count;
+        }
+        assert.equal(total, committed, `${rows} rows, ${committed} committed, advice ${advice}`);
+      }
+    }
+  }
   // 7 rows (pending token + 6 drafts), 4 committed: drafts 1–3 accepted, draft 4 rejected. Advice: 2 rows.
   const parts: Array<{ from: number; to: number; count: number }> = [];
   for (let from = 0, last = false; !last;) {

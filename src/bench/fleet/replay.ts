@@ -279,7 +279,8 @@ export async function replaySession(recording: SessionRecording, options: Replay
         options.advice !== undefined &&
         !(header.flags & FrameFlags.prefill) &&
         header.flags & FrameFlags.allPositions &&
-        committed >= 1;
+        committed >= 1 &&
+        committed <= header.nTokens;
       if (!splittable || advice === 0 || header.nTokens <= advice) {
         sent.push({ frame: i, from: 0, to: header.nTokens, last: true });
         await sendAt(ready, frame.deviceMs, frame.bytes);
@@ -309,7 +310,8 @@ export async function replaySession(recording: SessionRecording, options: Replay
       outcome.split.rounds++;
       let from = 0;
       for (;;) {
-        const part = splitRound(header.nTokens, committed, from, advice);
+        // Advice withdrawn mid-round (0): the rest goes as one part.
+        const part = splitRound(header.nTokens, committed, from, advice || header.nTokens);
         const rows = part.to - from;
         const bytes = encodeFrame(
           { ...header, pastLength: header.pastLength + from, nTokens: rows },

@@ -315,9 +315,14 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
         replayed.set('hat', byMode('hat'));
       }
     }
+    for (const mode of modes) {
+      if (!replayed.get(mode)?.length) {
+        throw new HatError('BAD_OPTION', `no ${mode} recordings to replay`, 'record them (drop --recordings)');
+      }
+    }
     // hat devices follow the cloud's rows advice: a recorded round of more rows is split (replay.ts, SIMULATION).
-    const advice = { oneRow: oneRowCost(byMode('u-shape')) };
-    if (modes.includes('hat')) {
+    const advice = modes.includes('hat') ? { oneRow: oneRowCost(byMode('u-shape')) } : undefined;
+    if (advice) {
       notes.push(
         "SIMULATION of drafting fewer: hat devices follow the cloud's rows advice (result advisedRows). A recorded " +
           'round of more rows than advised is sent as consecutive rounds of at most that many, each committing the ' +
@@ -325,11 +330,6 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
           "device times and commit delays are interpolated by rows between this split's 1-row (U-shape) round and " +
           'the recorded one.',
       );
-    }
-    for (const mode of modes) {
-      if (!replayed.get(mode)?.length) {
-        throw new HatError('BAD_OPTION', `no ${mode} recordings to replay`, 'record them (drop --recordings)');
-      }
     }
 
     // --- four runs per load: modes × batching on/off, alternating which configuration goes first -----------------

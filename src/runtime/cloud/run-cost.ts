@@ -60,7 +60,8 @@ export class RunCostModel {
   observe(shape: RunShape, ms: number): void {
     const predicted = this.fitted(shape);
     if (predicted !== undefined && ms > 0) {
-      this.error[shape.sessions > 1 ? 'batched' : 'solo'].update(Math.abs(predicted - ms) / ms);
+      // Capped at 1, so one very fast run does not switch the rule off for dozens of runs.
+      this.error[shape.sessions > 1 ? 'batched' : 'solo'].update(Math.min(1, Math.abs(predicted - ms) / ms));
     }
     const x = features(shape);
     for (let i = 0; i < FEATURES; i++) {
@@ -76,10 +77,15 @@ export class RunCostModel {
     return this.soloRuns >= MIN_RUNS_EACH && this.batchedRuns >= MIN_RUNS_EACH;
   }
 
-  /** How far off recent predictions were (mean relative error) for the kind it predicts worse, once it made both. */
+  /** How far off recent predictions of solo and of batched runs were (mean relative error, each sample ≤ 1). */
+  get recentErrors(): { solo?: number; batched?: number } {
+    return { solo: this.error.solo.value, batched: this.error.batched.value };
+  }
+
+  /** The worse of the two, once it has made both kinds of prediction. */
   get recentError(): number | undefined {
-    const { solo, batched } = this.error;
-    return solo.value === undefined || batched.value === undefined ? undefined : Math.max(solo.value, batched.value);
+    const { solo, batched } = this.recentErrors;
+    return solo === undefined || batched === undefined ? undefined : Math.max(solo, batched);
   }
 
   /** Predicted ms of one run of this shape; undefined until the model is ready, and while it predicts badly. */

@@ -64,7 +64,7 @@ interface Lane {
   cost: RunCostModel;
   /** Sessions with a verification running or queued, smoothed over the worker's small runs (rows-advice.ts). */
   demand: Ema;
-  /** Batches picked so far: every EXPLORE_EVERY-th is picked without the cost rule. */
+  /** Picks made with several sessions queued: every EXPLORE_EVERY-th of them ignores the cost rule. */
   picks: number;
   ready: boolean;
   /** Waiting for the worker's knee probe (batch-knee.ts). */
@@ -104,8 +104,8 @@ export interface WorkerPoolOptions {
 export const DEFAULT_TOKENS_PER_THREAD = 32;
 export const DEFAULT_MAX_BATCH = 16;
 /**
- * Every this many picks one ignores the cost rule (batches what fits the limits), so a rule that has stopped
- * batching still sees batched runs and can find out it was wrong (run-cost.ts).
+ * Of the picks made with several sessions queued, every this many ignores the cost rule (batches what fits the
+ * limits), so a rule that has stopped batching still sees batched runs and can find out it was wrong (run-cost.ts).
  */
 export const EXPLORE_EVERY = 8;
 /** How long serve-cloud's start waits for the knee probe before it keeps the fallback budget. */
@@ -293,7 +293,9 @@ export class WorkerPool implements MiddleExecutor {
       past: p.request.pastLength,
       group: lane.groups.get(p.request.sessionId),
     }));
-    const consult = this.costRule && ++lane.picks % EXPLORE_EVERY !== 0;
+    // Only picks where a batch could form count towards exploring: a lone request runs alone either way.
+    const choice = new Set(queued.map((q) => q.sessionId)).size > 1;
+    const consult = this.costRule && !(choice && ++lane.picks % EXPLORE_EVERY === 0);
     const pick = nextBatch(queued, this.limits, lane.turn, consult ? (shape) => lane.cost.predict(shape) : undefined);
     if (!pick) return;
     const startedAt = performance.now();

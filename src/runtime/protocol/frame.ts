@@ -80,6 +80,10 @@ export function encodeFrame(
   header: Partial<FrameHeader> & Pick<FrameHeader, 'type'>,
   payload: Uint8Array = new Uint8Array(0),
 ): Uint8Array {
+  const advisedRows = header.advisedRows ?? 0;
+  if (!Number.isInteger(advisedRows) || advisedRows < 0 || advisedRows > 0xffff) {
+    throw new HatError('INTERNAL', `advisedRows ${advisedRows} does not fit the header's u16`);
+  }
   const bytes = new Uint8Array(HEADER_BYTES + payload.length);
   const view = new DataView(bytes.buffer);
   view.setUint32(0, MAGIC, true);
@@ -87,7 +91,7 @@ export function encodeFrame(
   view.setUint8(6, FrameType[header.type]);
   view.setUint8(7, header.flags ?? 0);
   view.setUint8(8, WireDType[header.dtype ?? 'none']);
-  view.setUint16(10, header.advisedRows ?? 0, true);
+  view.setUint16(10, advisedRows, true);
   view.setUint32(12, header.sessionId ?? 0, true);
   view.setUint32(16, header.seq ?? 0, true);
   view.setUint32(20, header.pastLength ?? 0, true);

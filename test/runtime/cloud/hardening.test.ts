@@ -24,6 +24,7 @@ class HeldExecutor implements MiddleExecutor {
   constructor(
     private readonly instant = false,
     private readonly rows = 1,
+    private readonly advisedRows?: number,
   ) {}
   get ready() {
     return true;
@@ -41,7 +42,13 @@ class HeldExecutor implements MiddleExecutor {
   run(request: MiddleRequest): Promise<MiddleResult> {
     return new Promise((resolve) => {
       const release = () =>
-        resolve({ hidden: new Float32Array(this.rows * HIDDEN).fill(1), rows: this.rows, queueMs: 0, computeMs: 1 });
+        resolve({
+          hidden: new Float32Array(this.rows * HIDDEN).fill(1),
+          rows: this.rows,
+          queueMs: 0,
+          computeMs: 1,
+          advisedRows: this.advisedRows,
+        });
       this.runs.push({ request, release });
       if (this.instant) release();
     });
@@ -68,6 +75,7 @@ async function serve(executor: MiddleExecutor, overrides: Partial<CloudServerOpt
 interface Received {
   type: string;
   body?: { code?: string; message?: string; sessionId?: number };
+  advisedRows: number;
 }
 
 /** A raw WebSocket peer that records every frame the server sends and how the connection ended. */
@@ -83,6 +91,7 @@ class Peer {
       this.frames.push({
         type: frame.header.type,
         body: control ? (decodeJson(frame.payload) as Received['body']) : undefined,
+        advisedRows: frame.header.advisedRows,
       });
     });
     this.socket.on('close', (code) => {
@@ -96,8 +105,8 @@ class Peer {
   send(bytes: Uint8Array) {
     this.socket.send(bytes, { binary: true });
   }
-  hello(token?: string, manifestHash = HASH) {
-    this.send(encodeFrame({ type: 'hello', seq: 0 }, encodeJson({ manifestHash, token })));
+  hello(token?: string, manifestHash = HASH, features?: string[]) {
+    this.send(encodeFrame({ type: 'hello', seq: 0 }, encodeJson({ manifestHash, token, features })));
   }
   get sessionId() {
     return this.frames.find((f) => f.type === 'welcome')?.body?.sessionId ?? 0;
@@ -146,6 +155,27 @@ test('the token is checked before the split, and failed attempts from one addres
       assert.deepEqual(peer.errors(), [attempt < 3 ? 'UNAUTHORIZED' : 'RATE_LIMITED']);
       assert.doesNotMatch(JSON.stringify(peer.frames), /aaaaaa|bbbbbb/, 'nothing of either hash is echoed');
     }
+  } finally {
+    await server.stop();
+  }
+});
+
+test("rows advice goes only to devices whose hello lists 'rows-advice'; others get 0 (older devices)", async () => {
+  const { server, url } = await serve(new HeldExecutor(true, 1, 5));
+  try {
+    const results = async (features?: string[]) => {
+      const peer = new Peer(url);
+      await peer.opened();
+      peer.hello(undefined, HASH, features);
+      await waitFor(() => peer.sessionId > 0, { what: 'the welcome' });
+      peer.forward(1);
+      await waitFor(() => peer.frames.some((f) => f.type === 'result'), { what: 'the result' });
+      peer.socket.close();
+      return peer.frames.filter((f) => f.type === 'result').map((f) => f.advisedRows);
+    };
+    assert.deepEqual(await results(['rows-advice']), [5]);
+    assert.deepEqual(await results(), [0]);
+    assert.deepEqual(await results(['something-newer']), [0], 'unknown features are ignored');
   } finally {
     await server.stop();
   }

@@ -45,6 +45,7 @@ test('a frame round-trips every header field and its payload', () => {
   // A result carries the cloud's rows advice (u16).
   const result = decodeFrame(encodeFrame({ type: 'result', advisedRows: 300 }), limits);
   assert.equal(result.header.advisedRows, 300);
+  assert.throws(() => encodeFrame({ type: 'result', advisedRows: 70_000 }), /does not fit the header's u16/);
 });
 
 function expectProtocolError(bytes: Uint8Array, pattern: RegExp) {
