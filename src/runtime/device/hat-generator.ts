@@ -111,11 +111,12 @@ export class HatGenerator {
       return { ids: committer.ids, metrics, error };
     };
     try {
-      let pending = choose(this.sampler, await this.prefill.run(prompt, options.chunk, caches, recorder)).token;
+      const prefilled = await this.prefill.run(prompt, options.chunk, caches, recorder);
+      let pending = choose(this.sampler, prefilled.logits).token;
       recorder.firstToken();
       committer.commit([pending]);
       let chain: DraftChain | undefined;
-      let advisedRows: number | undefined;
+      let advisedRows = prefilled.advisedRows;
       while (!committer.done && !options.signal?.aborted) {
         const base = prompt.length + committer.ids.length - 1; // the pending token's position = the middle's length
         // A round commits at most its drafts + 1 tokens: drafting past what is left only grows the cache.

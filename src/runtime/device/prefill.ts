@@ -37,15 +37,16 @@ export class PrefillPipeline {
   }
 
   /**
-   * Runs the prompt through the split and returns the output part's logits at its last position. While drafting,
-   * the adapter's own cache covers the prompt too; that device work overlaps the upload.
+   * Runs the prompt through the split and returns the output part's logits at its last position, with the cloud's
+   * rows advice from the last chunk's result (for the first verification). While drafting, the adapter's own cache
+   * covers the prompt too; that device work overlaps the upload.
    */
   async run(
     prompt: readonly number[],
     chunk: ChunkOption,
     caches: DeviceCaches,
     recorder: MetricsRecorder,
-  ): Promise<Float32Array> {
+  ): Promise<{ logits: Float32Array; advisedRows?: number }> {
     const inFlight: Array<Promise<ForwardResult>> = [];
     let answered = 0;
     let offset = 0;
@@ -84,12 +85,14 @@ export class PrefillPipeline {
       offset += size;
     }
     let logits: StepOutput | undefined;
+    let advisedRows: number | undefined;
     for (const pending of inFlight) {
       const result = await pending;
       if (caches.outputHasCache || pending === inFlight[inFlight.length - 1]) {
         logits = await this.parts.output.step({ hidden: result.hidden }, result.rows);
       }
+      advisedRows = result.advisedRows;
     }
-    return lastRow(logits!);
+    return { logits: lastRow(logits!), advisedRows };
   }
 }
