@@ -20,6 +20,7 @@ import {
 import { ROWS_ADVICE } from '../../runtime/protocol/control.ts';
 import { decodeHidden, encodeHidden } from '../../runtime/protocol/hidden-codec.ts';
 import { frameHeader, type SessionRecording } from '../../runtime/device/session-recorder.ts';
+import { costFor } from './transplant.ts';
 
 export interface ReplayOptions {
   url: string;
@@ -85,7 +86,10 @@ function withSession(bytes: Uint8Array, sessionId: number, seq: number): Uint8Ar
   return copy;
 }
 
-/** One request as sent: rows [from, to) of recorded frame `frame`, with its own commit when a round was split. */
+/**
+ * One request as sent: result rows [from, to) of recorded frame `frame` (a whole frame: all its recorded result
+ * rows), with its own commit when a round was split.
+ */
 interface Sent {
   frame: number;
   from: number;
@@ -175,21 +179,21 @@ export async function replaySession(recording: SessionRecording, options: Replay
     const part = sent[index];
     if (!part) return fail(new HatError('PROTOCOL', `result ${index} of a session that sent ${sent.length} frames`));
     const recorded = recording.results[part.frame];
-    const whole = part.commit === undefined;
-    const rows = whole ? recorded.rows : part.to - part.from;
+    const rows = part.to - part.from;
     if (header.nTokens !== rows) {
       return fail(new HatError('PROTOCOL', `result ${index} has ${header.nTokens} rows, expected ${rows}`));
     }
     if (recorded.hidden.length) {
       const size = recording.hiddenSize;
-      const expected = whole ? recorded.hidden : recorded.hidden.subarray(part.from * size, part.to * size);
+      // A split part checks its rows of the recorded result; a whole frame all of it, as recorded.
+      const expected = part.commit ? recorded.hidden.subarray(part.from * size, part.to * size) : recorded.hidden;
       const diff = maxDifference(decodeHidden(payload, rows, size, header.dtype), expected);
       outcome.checked++;
       if (diff === 0) outcome.identical++;
       outcome.maxAbsDiff = Math.max(outcome.maxAbsDiff, diff);
     }
     advice = header.advisedRows;
-    for (const commit of whole ? recorded.commits : part.commit!.count ? [part.commit!] : []) commitLater(at, commit);
+    for (const commit of part.commit ? [part.commit] : recorded.commits) commitLater(at, commit);
     if (part.last) done.set(part.frame, at);
     waiters.get(index)?.();
     waiters.delete(index);
@@ -273,19 +277,21 @@ export async function replaySession(recording: SessionRecording, options: Replay
       const awaited = frame.after >= 0 ? await frameDone(frame.after) : outcome.startedAt;
       if (failure) break;
       const ready = Math.max(previousSend, awaited);
-      const header = frameHeader(frame);
+      // Only a device that follows advice, and has some, looks into the frame.
+      const header = options.advice && advice > 0 ? frameHeader(frame) : undefined;
       const committed = recording.results[i].commits.reduce((sum, c) => sum + c.count, 0);
       const splittable =
-        options.advice !== undefined &&
+        header !== undefined &&
         !(header.flags & FrameFlags.prefill) &&
         header.flags & FrameFlags.allPositions &&
         committed >= 1 &&
-        committed <= header.nTokens;
-      if (!splittable || advice === 0 || header.nTokens <= advice) {
-        sent.push({ frame: i, from: 0, to: header.nTokens, last: true });
-        await sendAt(ready, frame.deviceMs, frame.bytes);
+        committed <= header.nTokens &&
+        header.nTokens > advice;
+      if (splittable) {
+        await sendSplit(i, header, ready, committed);
       } else {
-        await sendSplit(i, ready, committed);
+        sent.push({ frame: i, from: 0, to: recording.results[i].rows, last: true });
+        await sendAt(ready, frame.deviceMs, frame.bytes);
       }
     }
     if (!failure) await frameDone(n - 1);
@@ -298,15 +304,19 @@ export async function replaySession(recording: SessionRecording, options: Replay
     send(encodeFrame({ type: 'bye', sessionId, seq: seq++ }));
 
     /** Recorded round `i` as consecutive rounds of at most the advised rows, each sent after the last's result. */
-    async function sendSplit(i: number, ready: number, committed: number): Promise<void> {
+    async function sendSplit(i: number, header: FrameHeader, ready: number, committed: number): Promise<void> {
       const frame = recording.frames[i];
-      const header = frameHeader(frame);
       const size = header.hiddenSize;
       const hidden = decodeHidden(frame.bytes.subarray(HEADER_BYTES), header.nTokens, size, header.dtype);
-      const oneRow = options.advice!.oneRow;
-      const recordedCommitMs = recording.results[i].commits[0]?.afterMs ?? oneRow.commitMs;
-      const byRows = (rows: number, one: number, all: number) =>
-        header.nTokens > 1 ? one + ((all - one) * (rows - 1)) / (header.nTokens - 1) : all;
+      const one = options.advice!.oneRow;
+      const costs = {
+        one,
+        many: {
+          rows: header.nTokens,
+          deviceMs: frame.deviceMs,
+          commitMs: recording.results[i].commits[0]?.afterMs ?? one.commitMs,
+        },
+      };
       outcome.split.rounds++;
       let from = 0;
       for (;;) {
@@ -317,10 +327,16 @@ export async function replaySession(recording: SessionRecording, options: Replay
           { ...header, pastLength: header.pastLength + from, nTokens: rows },
           encodeHidden(hidden.subarray(from * size, part.to * size), rows, size, header.dtype),
         );
-        const commit = { count: part.count, afterMs: byRows(rows, oneRow.commitMs, recordedCommitMs) };
-        sent.push({ frame: i, from, to: part.to, commit, last: part.last });
+        const cost = costFor(costs, rows);
+        sent.push({
+          frame: i,
+          from,
+          to: part.to,
+          commit: { count: part.count, afterMs: cost.commitMs },
+          last: part.last,
+        });
         outcome.split.into++;
-        await sendAt(ready, byRows(rows, oneRow.deviceMs, frame.deviceMs), bytes);
+        await sendAt(ready, cost.deviceMs, bytes);
         if (part.last || failure) return;
         ready = await arrival(sent.length - 1);
         if (failure) return;

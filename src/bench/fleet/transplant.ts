@@ -78,7 +78,8 @@ export function roundCosts(uShape: readonly SessionRecording[], hatAtZero: reado
   };
 }
 
-function costFor(costs: RoundCosts, rows: number): { deviceMs: number; commitMs: number } {
+/** A round of `rows` rows: interpolated by rows between the 1-row round's costs and the many-row round's. */
+export function costFor(costs: RoundCosts, rows: number): { deviceMs: number; commitMs: number } {
   const span = costs.many.rows - 1;
   const t = span > 0 ? Math.min(1, Math.max(0, (rows - 1) / span)) : 0;
   const at = (a: number, b: number) => a + t * (b - a);
