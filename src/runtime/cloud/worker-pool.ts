@@ -294,8 +294,8 @@ export class WorkerPool implements MiddleExecutor {
       group: lane.groups.get(p.request.sessionId),
     }));
     // Only picks where a batch could form count towards exploring: a lone request runs alone either way.
-    const choice = new Set(queued.map((q) => q.sessionId)).size > 1;
-    const consult = this.costRule && !(choice && ++lane.picks % EXPLORE_EVERY === 0);
+    const choice = () => queued.some((q) => q.sessionId !== queued[0].sessionId);
+    const consult = this.costRule && !(choice() && ++lane.picks % EXPLORE_EVERY === 0);
     const pick = nextBatch(queued, this.limits, lane.turn, consult ? (shape) => lane.cost.predict(shape) : undefined);
     if (!pick) return;
     const startedAt = performance.now();
