@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { clampLengths } from '../../src/bench/prompts.ts';
-import { atHighestSustainedRate, capacities } from '../../src/bench/fleet/fleet-report.ts';
+import { atHighestSustainedRate, capacities, tbtDecomposition } from '../../src/bench/fleet/fleet-report.ts';
 import { fleetRunStats, type FleetRunStats } from '../../src/bench/fleet/fleet-metrics.ts';
 import type { LoadRun } from '../../src/bench/fleet/load.ts';
 import { parsePrometheus } from '../../src/bench/fleet/prom-text.ts';
@@ -201,6 +201,20 @@ test('hat against u-shape at the highest Poisson rate u-shape sustains (≥ 90 %
   assert.equal(lines[1], 'batching off: u-shape sustained none of the Poisson rates run');
 });
 
+test('the TBT ratio decomposed: round times over tokens per round, and the tokens per round 0.5× needs', () => {
+  const run = (mode: string, tokensPerRound: number, roundMs: number) =>
+    ({ mode, rounds: { count: 10, tokensPerRound, roundMs, deviceMs: 1, roundTripMs: roundMs - 2 } }) as FleetRunStats;
+  // hat: 2 tokens per 30 ms round, u-shape 1 per 20 ms: 1.5× as long / 2× the tokens = 0.75×; 0.5× needs 3 tokens.
+  assert.equal(
+    tbtDecomposition(run('hat', 2, 30), run('u-shape', 1, 20)),
+    'TBT = round time / tokens per round: hat 2.00 tokens per 30.00 ms round (device 1.00 ms, send to result ' +
+      "28.00 ms), u-shape 1.00 tokens per 20.00 ms round (device 1.00 ms, send to result 18.00 ms); hat's rounds " +
+      'take 1.50× as long and commit 2.00× the tokens (1.50 / 2.00 = 0.75×); at these round times TBT 0.5× needs ' +
+      '3.00 tokens per hat round',
+  );
+  assert.equal(tbtDecomposition(run('hat', 2, 30), run('u-shape', 0, 0)), undefined, 'no u-shape rounds');
+});
+
 test('cost per token counts the whole run: commits after the window and of failed sessions, compute by class', () => {
   const session = (commits: Array<[number, number]>, error?: string) => ({
     arrivedAt: 0,
@@ -214,6 +228,7 @@ test('cost per token counts the whole run: commits after the window and of faile
     identical: 0,
     maxAbsDiff: 0,
     split: { rounds: 0, into: 0 },
+    decode: { rounds: commits.length - 1, deviceMs: 2 * (commits.length - 1), roundTripMs: 5 * (commits.length - 1) },
     error,
   });
   // A 1-s window: 3 + 2 tokens inside it, 5 after it (the drain), 2 from a session that failed.
@@ -256,6 +271,9 @@ test('cost per token counts the whole run: commits after the window and of faile
     cpuSeconds: 1.8,
   });
   assert.equal(stats.throughputTokensPerSecond, 7);
+  // Rounds after the first token, of the completed session only: 2 + 5 tokens over 400 + 2,000 ms.
+  assert.deepEqual(stats.rounds, { count: 2, tokensPerRound: 3.5, roundMs: 1200, deviceMs: 2, roundTripMs: 5 });
+  assert.equal(stats.tbtMs.mean.toFixed(3), (stats.rounds.roundMs / stats.rounds.tokensPerRound).toFixed(3));
   assert.deepEqual(stats.cost, {
     tokens: 12,
     computeMsPerToken: 100,

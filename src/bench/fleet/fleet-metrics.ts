@@ -36,6 +36,12 @@ export interface FleetRunStats {
   ttftMs: Summary;
   tbtMs: Summary;
   sloAttainment: number;
+  /**
+   * Rounds after the first token, over the completed sessions: mean TBT is exactly roundMs / tokensPerRound (a
+   * round's time spread over its tokens). roundMs is from commit to commit; of it, deviceMs went on the device
+   * before the send and roundTripMs from send to result (EMULATED link and serve-cloud), the rest on committing.
+   */
+  rounds: { count: number; tokensPerRound: number; roundMs: number; deviceMs: number; roundTripMs: number };
   meanDeviceWaitMs: number;
   /** How late EMULATED devices sent frames against their recorded schedule (this process's timers). */
   emulationLateMs: { p50: number; p99: number };
@@ -124,6 +130,29 @@ function errorsByCode(ctx: RunContext): Record<string, number> {
   return out;
 }
 
+/** The rounds after each session's first token, in sums over `sessions` (see FleetRunStats.rounds). */
+function decodeRounds(sessions: readonly LoadRun['sessions'][number][]): FleetRunStats['rounds'] {
+  let intervals = 0;
+  let spanMs = 0;
+  let tokens = 0;
+  for (const { commits } of sessions) {
+    if (commits.length < 2) continue;
+    const times = commits.map((c) => c.at);
+    intervals += commits.length - 1;
+    spanMs += Math.max(...times) - Math.min(...times);
+    tokens += commits.reduce((n, c) => n + c.count, 0) - commits[times.indexOf(Math.min(...times))].count;
+  }
+  const sent = sessions.reduce((n, s) => n + s.decode.rounds, 0);
+  const sum = (key: 'deviceMs' | 'roundTripMs') => sessions.reduce((n, s) => n + s.decode[key], 0);
+  return {
+    count: intervals,
+    tokensPerRound: intervals ? round(tokens / intervals) : 0,
+    roundMs: intervals ? round(spanMs / intervals) : 0,
+    deviceMs: sent ? round(sum('deviceMs') / sent) : 0,
+    roundTripMs: sent ? round(sum('roundTripMs') / sent) : 0,
+  };
+}
+
 export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
   const windowEnd = run.startedAt + run.durationMs;
   const ok = run.sessions.filter((s) => !s.error);
@@ -136,6 +165,7 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
     return { ttft, gaps, meanGap: gaps.length ? mean(gaps) : 0 };
   });
   const met = perSession.filter((s) => s.ttft <= ctx.sloTtftMs && s.meanGap <= ctx.sloTbtMs).length;
+  const rounds = decodeRounds(ok);
   const late = run.sessions.flatMap((s) => s.lateMs);
   const lateSummary = summarize(late);
   const delta = (name: string) => histogramDelta(histogram(ctx.before, name), histogram(ctx.after, name));
@@ -171,6 +201,7 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
     ttftMs: summarize(perSession.map((s) => s.ttft)),
     tbtMs: summarize(perSession.flatMap((s) => s.gaps)),
     sloAttainment: run.sessions.length ? round(met / run.sessions.length) : 0,
+    rounds,
     meanDeviceWaitMs: round(mean(run.sessions.map((s) => s.takenAt - s.arrivedAt))),
     emulationLateMs: { p50: lateSummary.p50, p99: lateSummary.p99 },
     results: {

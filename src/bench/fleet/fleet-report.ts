@@ -170,8 +170,31 @@ export function atHighestSustainedRate(runs: readonly FleetRunStats[]): string[]
         `TBT ${f(tbt, 2)} vs ${f(uTbt, 2)} ms = ${ratio(tbt, uTbt)} (means; hat ${pct(hat.sloAttainment)} within ` +
         `the SLO, ${hat.sessions.failed} failed)`,
     );
+    const decomposed = tbtDecomposition(hat, best);
+    if (decomposed) lines.push(`  ${decomposed}`);
   }
   return lines;
+}
+
+/**
+ * Mean TBT is a round's time over the tokens it commits, so hat's TBT ratio to u-shape's is the ratio of their
+ * round times over the ratio of their tokens per round: which of the two a target needs, and how much.
+ */
+export function tbtDecomposition(hat: FleetRunStats, uShape: FleetRunStats): string | undefined {
+  const [h, u] = [hat.rounds, uShape.rounds];
+  if (!h?.count || !u?.count || !u.roundMs) return undefined;
+  const round = (r: FleetRunStats['rounds']) =>
+    `${f(r.tokensPerRound, 2)} tokens per ${f(r.roundMs, 2)} ms round (device ${f(r.deviceMs, 2)} ms, send to ` +
+    `result ${f(r.roundTripMs, 2)} ms)`;
+  const timeRatio = h.roundMs / u.roundMs;
+  const tokensRatio = h.tokensPerRound / u.tokensPerRound;
+  const needed = 2 * timeRatio * u.tokensPerRound;
+  return (
+    `TBT = round time / tokens per round: hat ${round(h)}, u-shape ${round(u)}; hat's rounds take ` +
+    `${timeRatio.toFixed(2)}× as long and commit ${tokensRatio.toFixed(2)}× the tokens (${timeRatio.toFixed(2)} / ` +
+    `${tokensRatio.toFixed(2)} = ${(timeRatio / tokensRatio).toFixed(2)}×); at these round times TBT 0.5× needs ` +
+    `${needed.toFixed(2)} tokens per hat round`
+  );
 }
 
 export function renderFleetReport(report: FleetReport): string {

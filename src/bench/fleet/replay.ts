@@ -56,6 +56,12 @@ export interface ReplayOutcome {
   lateMs: number[];
   /** Recorded verification rounds sent as several because the cloud advised fewer rows, and the rounds sent. */
   split: { rounds: number; into: number };
+  /**
+   * Rounds after the first token (requests sent once a result had committed tokens; each part of a split round is
+   * one): how many, and the sums of their device time before the send and of their round trips (send to result:
+   * the EMULATED link both ways and serve-cloud's queue and compute).
+   */
+  decode: { rounds: number; deviceMs: number; roundTripMs: number };
   error?: string;
 }
 
@@ -98,6 +104,11 @@ interface Sent {
   commit?: { count: number; afterMs: number };
   /** The frame's last part: its arrival is the recorded result's. */
   last: boolean;
+  /** Sent after a result that committed tokens (a decode round, not a prompt chunk). */
+  decode: boolean;
+  /** The device time waited before it went, and when it went (performance.now()). */
+  deviceMs?: number;
+  sentAt?: number;
 }
 
 /**
@@ -138,6 +149,7 @@ export async function replaySession(recording: SessionRecording, options: Replay
     maxAbsDiff: 0,
     lateMs: [],
     split: { rounds: 0, into: 0 },
+    decode: { rounds: 0, deviceMs: 0, roundTripMs: 0 },
   };
   if (options.signal?.aborted) {
     return { ...outcome, endedAt: performance.now(), error: 'the replay was stopped before the session started' };
@@ -193,6 +205,11 @@ export async function replaySession(recording: SessionRecording, options: Replay
       outcome.maxAbsDiff = Math.max(outcome.maxAbsDiff, diff);
     }
     advice = header.advisedRows;
+    if (part.decode && part.sentAt !== undefined) {
+      outcome.decode.rounds++;
+      outcome.decode.deviceMs += part.deviceMs ?? 0;
+      outcome.decode.roundTripMs += at - part.sentAt;
+    }
     for (const commit of part.commit ? [part.commit] : recorded.commits) commitLater(at, commit);
     if (part.last) done.set(part.frame, at);
     waiters.get(index)?.();
@@ -263,13 +280,15 @@ export async function replaySession(recording: SessionRecording, options: Replay
     wake = undefined;
     outcome.startedAt = performance.now();
     let previousSend = outcome.startedAt;
-    /** Waits out the device time before a send, then sends. */
-    const sendAt = async (ready: number, deviceMs: number, bytes: Uint8Array) => {
+    /** Waits out the device time before a send, then sends `entry`'s bytes. */
+    const sendAt = async (ready: number, deviceMs: number, bytes: Uint8Array, entry: Sent) => {
       const due = ready + deviceMs;
       await sleep(due - performance.now());
       const now = performance.now();
       outcome.lateMs.push(Math.max(0, now - due));
       previousSend = now;
+      entry.deviceMs = deviceMs;
+      entry.sentAt = now;
       send(withSession(bytes, sessionId, seq++));
     };
     for (let i = 0; i < n && !failure; i++) {
@@ -287,11 +306,13 @@ export async function replaySession(recording: SessionRecording, options: Replay
         committed >= 1 &&
         committed <= header.nTokens &&
         header.nTokens > advice;
+      const decode = frame.after >= 0 && recording.results[frame.after].commits.length > 0;
       if (splittable) {
-        await sendSplit(i, header, ready, committed);
+        await sendSplit(i, header, ready, committed, decode);
       } else {
-        sent.push({ frame: i, from: 0, to: recording.results[i].rows, last: true });
-        await sendAt(ready, frame.deviceMs, frame.bytes);
+        const entry: Sent = { frame: i, from: 0, to: recording.results[i].rows, last: true, decode };
+        sent.push(entry);
+        await sendAt(ready, frame.deviceMs, frame.bytes, entry);
       }
     }
     if (!failure) await frameDone(n - 1);
@@ -304,7 +325,13 @@ export async function replaySession(recording: SessionRecording, options: Replay
     send(encodeFrame({ type: 'bye', sessionId, seq: seq++ }));
 
     /** Recorded round `i` as consecutive rounds of at most the advised rows, each sent after the last's result. */
-    async function sendSplit(i: number, header: FrameHeader, ready: number, committed: number): Promise<void> {
+    async function sendSplit(
+      i: number,
+      header: FrameHeader,
+      ready: number,
+      committed: number,
+      decode: boolean,
+    ): Promise<void> {
       const frame = recording.frames[i];
       const size = header.hiddenSize;
       const hidden = decodeHidden(frame.bytes.subarray(HEADER_BYTES), header.nTokens, size, header.dtype);
@@ -328,15 +355,18 @@ export async function replaySession(recording: SessionRecording, options: Replay
           encodeHidden(hidden.subarray(from * size, part.to * size), rows, size, header.dtype),
         );
         const cost = costFor(costs, rows);
-        sent.push({
+        const entry: Sent = {
           frame: i,
           from,
           to: part.to,
           commit: { count: part.count, afterMs: cost.commitMs },
           last: part.last,
-        });
+          // A later part follows its predecessor's result, which committed tokens.
+          decode: decode || from > 0,
+        };
+        sent.push(entry);
         outcome.split.into++;
-        await sendAt(ready, cost.deviceMs, bytes);
+        await sendAt(ready, cost.deviceMs, bytes, entry);
         if (part.last || failure) return;
         ready = await arrival(sent.length - 1);
         if (failure) return;

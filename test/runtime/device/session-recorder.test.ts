@@ -94,6 +94,9 @@ for (const speculative of [true, false]) {
     assert.equal(replay.checked, recording.frames.length);
     assert.equal(replay.identical, recording.frames.length);
     assert.equal(replay.tokens, result.ids.length);
+    // Its decode rounds are every frame after the prompt's chunks, each timed from send to result.
+    assert.equal(replay.decode.rounds, recording.frames.length - chunks);
+    assert.ok(replay.decode.roundTripMs > 0 && replay.decode.deviceMs >= 0, JSON.stringify(replay.decode));
   });
 }
 
@@ -154,6 +157,8 @@ test(ADVICE_TEST, async () => {
     assert.equal(replay.tokens, recording.tokens);
     const sent = recording.frames.length - replay.split.rounds + replay.split.into;
     assert.equal(replay.checked, sent, 'every part checked against its rows of the recorded result');
+    const chunks = recording.frames.filter((f) => isPrefillFrame(f)).length;
+    assert.equal(replay.decode.rounds, sent - chunks, 'every part of a split round is a round of its own');
     assert.ok(replay.maxAbsDiff <= 1e-2, `largest difference ${replay.maxAbsDiff}`);
   } finally {
     await advising.server.stop();
