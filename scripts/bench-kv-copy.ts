@@ -27,7 +27,7 @@ import { silentReporter } from '../src/reporter.ts';
 import { partIO, readManifest } from '../src/runtime/split-dir.ts';
 import { createSession, makeTensor, type Tensor } from '../src/runtime/session.ts';
 import { PartRunner, type KvState } from '../src/runtime/part-runner.ts';
-import { PaddedBatchRunner, type BatchEntry } from '../src/runtime/cloud/padded-batch.ts';
+import { PaddedBatchRunner, bucketed, type BatchEntry } from '../src/runtime/cloud/padded-batch.ts';
 import { batchingOf } from '../src/runtime/cloud/serve.ts';
 import { missingMallocTunables } from '../src/runtime/cloud/malloc-tunables.ts';
 
@@ -139,6 +139,9 @@ try {
       run.push(batch.runMs);
     }
     if (!report) return;
+    // The plain-copy floor of a gather, at the longest past these rounds gathered.
+    const longest = past + (warmup + runs) * keep;
+    const floor = inPlaceRuns < runs ? copyFloor(sessions, bucketed(longest), longest) : undefined;
     const kvMiB = [...soloStates[0].tensors.values()].reduce((n, t) => n + t.data.length * 4, 0) / 2 ** 20;
     const batched = median(copy.map((c, i) => c + run[i]));
     const share = copy.map((c, i) => c / (c + run[i]));
@@ -150,6 +153,44 @@ try {
         `one by one ${median(oneByOne).toFixed(1)} ms ` +
         `→ batching ${(median(oneByOne) / batched).toFixed(2)}×\n`,
     );
+    if (floor !== undefined) {
+      process.stdout.write(
+        `  floor: the same gather as plain typed-array copies (${floor.mib.toFixed(0)} MiB from fresh buffers into ` +
+          `reused ones, this thread) takes ${floor.ms.toFixed(1)} ms, ` +
+          `${((floor.ms / (floor.ms + median(run))) * 100).toFixed(1)} % of a run with this onnxruntime time\n`,
+      );
+    }
+  }
+
+  /**
+   * What gathering `sessions` pasts of `past` positions into a `width`-wide feed costs as nothing but copies: for
+   * every KV input, each session's heads copied from a buffer written just before (as a run's presents are) into a
+   * reused one. Median of --runs.
+   */
+  function copyFloor(sessions: number, width: number, past: number): { ms: number; mib: number } {
+    const inputs = io.kv.flatMap((pair) => [pair.pastKey, pair.pastValue]);
+    const targets = inputs.map((name) => {
+      const [, heads, , headDim] = shapes.get(name) as number[];
+      return { heads, headDim, data: new Float32Array(sessions * heads * width * headDim) };
+    });
+    const times: number[] = [];
+    let bytes = 0;
+    for (let r = 0; r < warmup + runs; r++) {
+      const sources = targets.map((t) => new Float32Array(t.data.length).fill(r + 1));
+      const started = performance.now();
+      bytes = 0;
+      targets.forEach(({ heads, headDim, data }, k) => {
+        for (let b = 0; b < sessions; b++) {
+          for (let h = 0; h < heads; h++) {
+            const at = ((b * heads + h) * width + (width - past)) * headDim;
+            data.set(sources[k].subarray(at, at + past * headDim), at);
+            bytes += past * headDim * 4;
+          }
+        }
+      });
+      if (r >= warmup) times.push(performance.now() - started);
+    }
+    return { ms: median(times), mib: bytes / 2 ** 20 };
   }
 
   // A process's first runs are slower still, whatever their configuration: the first one is run once unreported.
