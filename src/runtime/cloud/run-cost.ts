@@ -2,23 +2,24 @@
  * What a run of the middle part costs, learnt from the runs a worker makes, so the scheduler batches only where
  * batching pays. A padded batch shares the weights and the per-run overhead, but every session's past is still read
  * (and copied) and every session pays for the padding up to the longest request and the longest past. On a small
- * middle part at long contexts that can cost more than the sessions' separate runs (the fleet benchmark measured
- * hat's batched verifications at 2.63 ms each against 2.44 ms one by one on the default model).
+ * middle part that often costs more than the sessions' separate runs: on the default model a fleet benchmark
+ * measured u-shape's verifications at 7.18 s of compute batched against 4.91 s one by one at 4 sessions/s, where
+ * most batches held two to four sessions with ragged pasts.
  *
- * Model: ms = c₀ + c₁·B + c₂·B·R + c₃·B·(P + R) + c₄·B·R·(P + R) + c₅·[B > 1] + c₆·[gathered]·B·P for B sessions
- * padded to R rows and P past positions — per run, per session, per padded row (weights), per padded cache
- * position (reading the cache), per query row × cache position (attention scores, which dominate long prefill
- * chunks), per padded run (masks, splitting outputs back) and per gathered cache position (a padded run not fed in
- * place first copies every past into one tensor; a session alone is fed its own cache) — fitted by exponentially
- * weighted least squares (recent runs count most, as load and context lengths drift) with a small ridge. It answers
- * only once it has seen enough runs of one session and of several, and only while it predicts both kinds of run it
- * then sees within MAX_ERROR. On a Qwen2.5-0.5B-shaped middle its fit was off by half to 2× (its solo runs are
- * mostly long prompt chunks, its batched ones short verifications at similar pasts, so the terms are barely
- * separable), and in the fleet benchmark it kept 286 verifications out of batches they fitted in one run where
- * every probe of the part said a run's fixed cost dominates. A rule that refuses batches then sees only solo runs,
- * predicts those well, and goes on refusing (3,674 refusals in a run where only solo runs were checked), so the
- * worker pool also lets every EXPLORE_EVERY-th batch form without it (worker-pool.ts), and the batched runs that
- * yields keep its batched error measured. Without an answer the scheduler batches whatever fits the limits.
+ * Model, fitted on solo runs only: ms = f + a·R + c·P + d·R·P for one session of R rows on P past positions — per
+ * run, per row (weights), per cache position (reading and copying the cache), per row × position (attention
+ * scores, which dominate long prefill chunks) — by exponentially weighted least squares (recent runs count most, as
+ * load and context lengths drift) with a small ridge. Solo runs make this identifiable: verifications and prompt
+ * chunks span rows and pasts independently. A padded run of B sessions is then composed from it, as its
+ * construction says it costs: one run's f, every session padded to the longest request R and the longest past P,
+ * plus gathering each session's real past into the batch (g per position, measured on the batched runs that
+ * gathered): f + B·(a·R + c·P + d·R·P) + g·Σpast. A fit on batched runs as well (the model before, 7 collinear
+ * features) was off by half to 2× on a Qwen2.5-0.5B-shaped middle, and a rule that refused batches then saw only
+ * solo runs and refused more.
+ *
+ * It answers once it has seen MIN_SOLO_RUNS solo runs, and only while its recent predictions of solo runs and of
+ * batched runs were both within MAX_ERROR (batched runs that the composition mispredicts, e.g. where a run's cost
+ * per row falls as rows are added, switch it off; the worker pool's exploration keeps batched runs measured).
  */
 
 import { Ema } from '../ema.ts';
@@ -29,52 +30,59 @@ export interface RunShape {
   rows: number;
   /** Past of the longest session (every past is padded to it). */
   past: number;
+  /** The sessions' real pasts summed (what a gather copies); absent: sessions × past. */
+  pastSum?: number;
   /** A padded run fed its sessions' last presents where they lie, so nothing is gathered. */
   inPlace?: boolean;
 }
 
-const FEATURES = 7;
+const FEATURES = 4;
 /** Each observation's weight decays by this per later observation: the last few hundred runs count. */
 const HISTORY_WEIGHT = 0.995;
-/** Runs of one session and of several (decayed counts) needed before the model answers. */
-const MIN_RUNS_EACH = 8;
+/** Solo runs (decayed count) needed before the model answers. */
+export const MIN_SOLO_RUNS = 8;
 const RIDGE = 1e-6;
 /** Mean relative error of recent predictions (each made just before its run was observed) above which none is given. */
 export const MAX_ERROR = 0.25;
 
-function features({ sessions, rows, past, inPlace }: RunShape): number[] {
-  const padded = sessions > 1 ? 1 : 0;
-  const gathered = padded && !inPlace ? sessions * past : 0;
-  return [1, sessions, sessions * rows, sessions * (past + rows), sessions * rows * (past + rows), padded, gathered];
+/** One session's run: [1, R, P, R·P]. */
+function features(rows: number, past: number): number[] {
+  return [1, rows, past, rows * past];
 }
 
 export class RunCostModel {
   private readonly xtx = Array.from({ length: FEATURES }, () => new Array<number>(FEATURES).fill(0));
   private readonly xty = new Array<number>(FEATURES).fill(0);
   private soloRuns = 0;
-  private batchedRuns = 0;
   private coefficients: number[] | undefined;
+  /** ms per gathered cache position, from the batched runs that gathered (0 until one did). */
+  private readonly gatherMs = new Ema(0.9);
   /** Smoothed |predicted − measured| / measured of solo and of batched runs seen while the model was ready. */
   private readonly error = { solo: new Ema(0.9), batched: new Ema(0.9) };
 
-  observe(shape: RunShape, ms: number): void {
+  /** A run of `shape` took `ms`, of which `copyMs` went on gathering pasts and copying caches (batched runs). */
+  observe(shape: RunShape, ms: number, copyMs = 0): void {
     const predicted = this.fitted(shape);
     if (predicted !== undefined && ms > 0) {
       // Capped at 1, so one very fast run does not switch the rule off for dozens of runs.
       this.error[shape.sessions > 1 ? 'batched' : 'solo'].update(Math.min(1, Math.abs(predicted - ms) / ms));
     }
-    const x = features(shape);
+    if (shape.sessions > 1) {
+      const gathered = gatheredPositions(shape);
+      if (gathered > 0) this.gatherMs.update(copyMs / gathered);
+      return;
+    }
+    const x = features(shape.rows, shape.past);
     for (let i = 0; i < FEATURES; i++) {
       this.xty[i] = HISTORY_WEIGHT * this.xty[i] + x[i] * ms;
       for (let j = 0; j < FEATURES; j++) this.xtx[i][j] = HISTORY_WEIGHT * this.xtx[i][j] + x[i] * x[j];
     }
-    this.soloRuns = HISTORY_WEIGHT * this.soloRuns + (shape.sessions === 1 ? 1 : 0);
-    this.batchedRuns = HISTORY_WEIGHT * this.batchedRuns + (shape.sessions > 1 ? 1 : 0);
+    this.soloRuns = HISTORY_WEIGHT * this.soloRuns + 1;
     this.coefficients = undefined;
   }
 
   get ready(): boolean {
-    return this.soloRuns >= MIN_RUNS_EACH && this.batchedRuns >= MIN_RUNS_EACH;
+    return this.soloRuns >= MIN_SOLO_RUNS;
   }
 
   /** How far off recent predictions of solo and of batched runs were (mean relative error, each sample ≤ 1). */
@@ -95,16 +103,25 @@ export class RunCostModel {
     return this.fitted(shape);
   }
 
-  /** The fit's prediction once enough runs of each kind were seen, whatever its recent error. */
+  /** The composition's prediction once enough solo runs were seen, whatever its recent error. */
   private fitted(shape: RunShape): number | undefined {
     if (!this.ready) return undefined;
     this.coefficients ??= solve(this.xtx, this.xty);
-    const ms = features(shape).reduce((sum, value, i) => sum + value * this.coefficients![i], 0);
+    const [f, ...perSession] = this.coefficients;
+    const session = features(shape.rows, shape.past)
+      .slice(1)
+      .reduce((sum, value, i) => sum + value * perSession[i], 0);
+    const ms = f + shape.sessions * session + this.gatherMs.valueOr(0) * gatheredPositions(shape);
     return Number.isFinite(ms) ? ms : undefined;
   }
 }
 
-/** Solves (A + ridge·diag(A)) c = b by Gaussian elimination with partial pivoting (A is 7 × 7). */
+/** Cache positions a padded run copies into its batch before running (none alone or fed in place). */
+function gatheredPositions(shape: RunShape): number {
+  return shape.sessions > 1 && !shape.inPlace ? (shape.pastSum ?? shape.sessions * shape.past) : 0;
+}
+
+/** Solves (A + ridge·diag(A)) c = b by Gaussian elimination with partial pivoting (A is 4 × 4). */
 function solve(a: number[][], b: number[]): number[] {
   const n = b.length;
   const m = a.map((row, i) => [...row.map((v, j) => v + (i === j ? RIDGE * v : 0)), b[i]]);

@@ -160,9 +160,14 @@ export function nextBatch(
       if (kind === 'chunk' && 2 * min < max) continue;
       if ((indices.length + 1) * max > limits.maxBatchTokens) continue;
       if (realPast + past < MIN_PAST_FILL * (indices.length + 1) * Math.max(maxPast, past)) continue;
-      const without = { sessions: indices.length, rows: maxRows, past: maxPast };
-      const joined = { sessions: indices.length + 1, rows: max, past: Math.max(maxPast, past) };
-      if (!pays(cost, joined, [without, { sessions: 1, rows, past }])) {
+      const without = { sessions: indices.length, rows: maxRows, past: maxPast, pastSum: realPast };
+      const joined = {
+        sessions: indices.length + 1,
+        rows: max,
+        past: Math.max(maxPast, past),
+        pastSum: realPast + past,
+      };
+      if (!pays(cost, joined, [without, { sessions: 1, rows, past, pastSum: past }])) {
         costRefused++;
         continue;
       }
@@ -222,6 +227,7 @@ function repeatPays(queue: readonly QueuedRequest[], indices: number[], cost: Ru
     sessions: requests.length,
     rows: Math.max(...requests.map((r) => r.rows)),
     past: Math.max(...requests.map((r) => r.past)),
+    pastSum: requests.reduce((n, r) => n + r.past, 0),
   };
   return pays(
     cost,

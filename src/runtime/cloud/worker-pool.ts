@@ -326,7 +326,7 @@ export class WorkerPool implements MiddleExecutor {
     lane.running = [];
     if (reply.paddedRows > 0) this.latency.observe(reply.paddedRows, reply.computeMs);
     if (reply.paddedRows > 0 && reply.batchError === undefined) {
-      lane.cost.observe({ ...shapeOf(running), inPlace: reply.inPlace }, reply.computeMs);
+      lane.cost.observe({ ...shapeOf(running), inPlace: reply.inPlace }, reply.computeMs, reply.copyMs);
     }
     if (lane.pick) lane.turn = afterRun(lane.turn, lane.pick, reply.computeMs);
     if (lane.pick?.kind === 'small') lane.demand.update(this.verifyingSessions(lane, running));
@@ -445,5 +445,6 @@ function shapeOf(running: readonly RunningRequest[]): RunShape {
     sessions: running.length,
     rows: Math.max(...running.map((p) => p.request.nTokens)),
     past: Math.max(...running.map((p) => p.request.pastLength)),
+    pastSum: running.reduce((n, p) => n + p.request.pastLength, 0),
   };
 }
