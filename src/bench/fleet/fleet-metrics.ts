@@ -89,6 +89,8 @@ export interface FleetRunStats {
     inPlaceRuns: number;
     /** Queued requests that fit a batch's limits but the cost rule kept out of it. */
     costRefusedJoins: number;
+    /** --cost-rule on: picks with several sessions queued where the run-cost model answered, and where it was silent. */
+    costRulePicks?: { answered: number; silent: number };
     errors: Record<string, number>;
   };
   /** The first distinct session errors, if any. */
@@ -249,6 +251,10 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
       copySeconds: round(counterDelta(ctx, 'hat_cloud_batch_copy_seconds_total'), 3),
       inPlaceRuns: counterDelta(ctx, 'hat_cloud_batches_in_place_total'),
       costRefusedJoins: counterDelta(ctx, 'hat_cloud_cost_refused_joins_total'),
+      costRulePicks: {
+        answered: counterDelta(ctx, 'hat_cloud_cost_rule_picks_total', { answer: 'answered' }),
+        silent: counterDelta(ctx, 'hat_cloud_cost_rule_picks_total', { answer: 'silent' }),
+      },
       errors: errorsByCode(ctx),
     },
     errors: distinctErrors,

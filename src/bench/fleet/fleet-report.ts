@@ -197,6 +197,14 @@ export function tbtDecomposition(hat: FleetRunStats, uShape: FleetRunStats): str
   );
 }
 
+/** ", of N picks with a choice the rule answered A" where the cost rule was consulted (--cost-rule on). */
+function costRuleAnswers(r: FleetRunStats): string {
+  const { answered = 0, silent = 0 } = r.cloud.costRulePicks ?? {};
+  return answered + silent
+    ? ` (it answered ${answered} of ${answered + silent} picks with several sessions queued)`
+    : '';
+}
+
 export function renderFleetReport(report: FleetReport): string {
   const h = report.header;
   const lines = [
@@ -244,7 +252,7 @@ export function renderFleetReport(report: FleetReport): string {
         `compute ${f(r.cloud.computeSeconds, 2)} s (chunk runs ${f(r.cloud.computeSecondsByClass.chunk, 2)}, ` +
         `small runs ${f(r.cloud.computeSecondsByClass.small, 2)}; cache copies ${f(r.cloud.copySeconds, 2)}; ` +
         `${r.cloud.inPlaceRuns ?? 0} runs fed their pasts in place; ` +
-        `${r.cloud.costRefusedJoins ?? 0} joins the cost rule refused), ` +
+        `${r.cloud.costRefusedJoins ?? 0} joins the cost rule refused${costRuleAnswers(r)}), ` +
         `server CPU ${f(r.server.cpuSeconds, 2)} s` +
         (r.advice.splitRounds
           ? `; SIMULATION: ${r.advice.splitRounds} recorded rounds over the cloud's rows advice sent as ` +

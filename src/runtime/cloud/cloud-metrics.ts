@@ -31,6 +31,8 @@ export interface RunObservation {
   kind?: 'small' | 'chunk';
   /** Queued requests that fit the batch's limits but the cost rule kept out of it (scheduler.ts). */
   costRefused?: number;
+  /** With --cost-rule on and several sessions queued: whether the worker's run-cost model answered this pick. */
+  costRule?: 'answered' | 'silent';
 }
 
 const BATCH_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64];
@@ -66,6 +68,8 @@ export interface CloudMetricsOptions {
   /** Open device sessions and queued + running requests, read at scrape time. */
   sessions: () => number;
   pending: () => number;
+  /** Each worker's run-cost model's recent relative error, by kind of run (worker-pool.ts costErrors). */
+  costErrors?: () => { solo?: number; batched?: number }[];
 }
 
 export class CloudMetrics {
@@ -82,6 +86,7 @@ export class CloudMetrics {
   private readonly batchCopy: Counter;
   private readonly inPlaceRuns: Counter;
   private readonly costRefused: Counter;
+  private readonly costRulePicks: Counter;
   private readonly queueWait: Histogram;
   private readonly requests: Counter;
   private readonly errors: Counter;
@@ -158,6 +163,14 @@ export class CloudMetrics {
         "worker's run-cost model predicted the batch with them dearer than apart",
       registers,
     });
+    this.costRulePicks = new Counter({
+      name: 'hat_cloud_cost_rule_picks_total',
+      help:
+        'With --cost-rule on, batch picks made with several sessions queued, by whether the run-cost model answered ' +
+        '(it is silent until it has seen enough solo runs and while its recent predictions are off by over 25 %)',
+      labelNames: ['answer'],
+      registers,
+    });
     this.queueWait = new Histogram({
       name: 'hat_cloud_queue_wait_seconds',
       help: "Time a request waited in its worker's queue, by request kind",
@@ -192,6 +205,22 @@ export class CloudMetrics {
       registers,
       collect() {
         this.set(options.pending());
+      },
+    });
+    new Gauge({
+      name: 'hat_cloud_cost_model_error',
+      help:
+        "Mean relative error of each worker's recent run-cost predictions, solo and batched runs " +
+        '(--cost-rule answers only while both are at most 0.25)',
+      labelNames: ['worker', 'runs'],
+      registers,
+      collect() {
+        (options.costErrors?.() ?? []).forEach((errors, worker) => {
+          for (const runs of ['solo', 'batched'] as const) {
+            const value = errors[runs];
+            if (value !== undefined) this.set({ worker: String(worker), runs }, value);
+          }
+        });
       },
     });
     const positions = this.positions;
@@ -244,6 +273,7 @@ export class CloudMetrics {
     this.batchCopy.inc((run.copyMs ?? 0) / 1000);
     if (run.inPlace) this.inPlaceRuns.inc();
     if (run.costRefused) this.costRefused.inc(run.costRefused);
+    if (run.costRule) this.costRulePicks.inc({ answer: run.costRule });
   }
 
   request(kind: RequestKind): void {

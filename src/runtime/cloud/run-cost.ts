@@ -96,11 +96,15 @@ export class RunCostModel {
     return solo === undefined || batched === undefined ? undefined : Math.max(solo, batched);
   }
 
+  /** Whether predict() answers now: enough solo runs seen, and recent predictions within MAX_ERROR. */
+  get answering(): boolean {
+    const error = this.recentError;
+    return this.ready && error !== undefined && error <= MAX_ERROR;
+  }
+
   /** Predicted ms of one run of this shape; undefined until the model is ready, and while it predicts badly. */
   predict(shape: RunShape): number | undefined {
-    const error = this.recentError;
-    if (error === undefined || error > MAX_ERROR) return undefined;
-    return this.fitted(shape);
+    return this.answering ? this.fitted(shape) : undefined;
   }
 
   /** The composition's prediction once enough solo runs were seen, whatever its recent error. */

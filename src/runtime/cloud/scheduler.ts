@@ -78,6 +78,8 @@ export interface BatchPick {
   follow?: number[];
   /** Requests that fit every limit of this batch but the cost rule kept out (predicted dearer together). */
   costRefused?: number;
+  /** Set by the worker pool where the cost rule was consulted with several sessions queued: did it answer. */
+  costRule?: 'answered' | 'silent';
 }
 
 /** Whose turn it is when small requests and chunks both wait; a worker keeps one, updated by `afterRun`. */

@@ -109,6 +109,7 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
     kvBytesPerPosition: kvBytesPerPosition(manifest),
     sessions: () => server?.sessionCount ?? 0,
     pending: () => pool.pending,
+    costErrors: () => pool.costErrors,
   });
   pool.onRun = (run) => metrics.observeRun(run);
   server = new CloudServer({

@@ -245,6 +245,11 @@ export class WorkerPool implements MiddleExecutor {
     return this.lanes.length > 0 && this.lanes.every((lane) => lane.ready);
   }
 
+  /** Each worker's run-cost model: how far off its recent predictions of solo and of batched runs were. */
+  get costErrors(): { solo?: number; batched?: number }[] {
+    return this.lanes.map((lane) => lane.cost.recentErrors);
+  }
+
   get pending(): number {
     return this.lanes.reduce((n, lane) => n + lane.queue.length + partsOf(lane.running).length, 0);
   }
@@ -298,6 +303,8 @@ export class WorkerPool implements MiddleExecutor {
     const consult = this.costRule && !(choice() && ++lane.picks % EXPLORE_EVERY === 0);
     const pick = nextBatch(queued, this.limits, lane.turn, consult ? (shape) => lane.cost.predict(shape) : undefined);
     if (!pick) return;
+    // Reported per pick so /metrics shows why a rule that is on refuses nothing (still learning, or off the mark).
+    if (consult && choice()) pick.costRule = lane.cost.answering ? 'answered' : 'silent';
     const startedAt = performance.now();
     const taken = (i: number) => ({ ...lane.queue[i], startedAt });
     lane.running = pick.follow
@@ -342,6 +349,7 @@ export class WorkerPool implements MiddleExecutor {
       inPlace: reply.inPlace,
       kind: lane.pick?.kind,
       costRefused: lane.pick?.costRefused,
+      costRule: lane.pick?.costRule,
     });
     if (reply.batchError) this.logger?.log('batch-failed', { sessions: running.length, message: reply.batchError });
     running.forEach(({ parts }, i) => {

@@ -145,7 +145,11 @@ for (const costRule of [true, false]) {
       async (pool) => {
         // The worker's run-cost model, replaced by one sure that batching never pays (a locked-in fit).
         const lane = (pool as unknown as { lanes: Array<{ cost: unknown }> }).lanes[0];
-        lane.cost = { predict: (shape: { sessions: number }) => (shape.sessions > 1 ? 1e9 : 1), observe() {} };
+        lane.cost = {
+          answering: true,
+          predict: (shape: { sessions: number }) => (shape.sessions > 1 ? 1e9 : 1),
+          observe() {},
+        };
         for (let round = 0; round < 16; round++) await busyThenThree(pool);
         if (!costRule) return assert.equal(pool.stats.batchedRuns, 16);
         // Picks with several sessions queued: at most two a round (three queued, then two). Only the exploring ones

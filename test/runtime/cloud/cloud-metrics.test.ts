@@ -179,3 +179,27 @@ test('joins the cost rule refused are counted per run', async () => {
   assert.equal(sampleValue(samples, 'hat_cloud_cost_refused_joins_total'), 5);
   assert.equal(sampleValue(samples, 'hat_cloud_runs_total', { class: 'small' }), 3);
 });
+
+test("the cost rule's answers per pick and each worker's recent prediction error are exported", async () => {
+  const errors = [{ solo: 0.1, batched: 0.4 }, { solo: 0.2 }];
+  const metrics = new CloudMetrics({
+    kvBytesPerPosition: 0,
+    sessions: () => 0,
+    pending: () => 0,
+    costErrors: () => errors,
+  });
+  const run = { sessions: 2, rows: 5, paddedRows: 6, computeMs: 2, kind: 'small' as const };
+  metrics.observeRun({ ...run, costRule: 'silent' });
+  metrics.observeRun({ ...run, costRule: 'silent' });
+  metrics.observeRun({ ...run, costRule: 'answered' });
+  metrics.observeRun(run);
+  const samples = parsePrometheus(await metrics.render());
+  assert.equal(sampleValue(samples, 'hat_cloud_cost_rule_picks_total', { answer: 'silent' }), 2);
+  assert.equal(sampleValue(samples, 'hat_cloud_cost_rule_picks_total', { answer: 'answered' }), 1);
+  assert.equal(sampleValue(samples, 'hat_cloud_cost_model_error', { worker: '0', runs: 'batched' }), 0.4);
+  assert.equal(sampleValue(samples, 'hat_cloud_cost_model_error', { worker: '1', runs: 'solo' }), 0.2);
+  const batchedOfWorker1 = samples.filter(
+    (s) => s.name === 'hat_cloud_cost_model_error' && s.labels.worker === '1' && s.labels.runs === 'batched',
+  );
+  assert.equal(batchedOfWorker1.length, 0, 'no batched prediction yet: no sample');
+});

@@ -75,9 +75,11 @@ test('a model that mispredicts the runs it then sees gives no answer (the schedu
   assert.ok(model.ready);
   assert.ok(model.recentError! > MAX_ERROR, String(model.recentError));
   assert.equal(model.predict(shape(1)), undefined);
+  assert.equal(model.answering, false);
   // Once the runs it sees match its fit again, it answers again.
   for (let i = 0; i < 6000; i++) observe(model, shape(i));
   assert.ok(model.recentError! < 0.01, String(model.recentError));
+  assert.equal(model.answering, true);
   assert.ok(Math.abs(model.predict(shape(3))! / truth(shape(3)) - 1) < 0.01);
 });
 
