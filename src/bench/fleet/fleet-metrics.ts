@@ -89,7 +89,7 @@ export interface FleetRunStats {
     inPlaceRuns: number;
     /** Queued requests that fit a batch's limits but the cost rule kept out of it. */
     costRefusedJoins: number;
-    /** --cost-rule on: picks with several sessions queued where the run-cost model answered, and where it was silent. */
+    /** --cost-rule on: picks with several sessions queued where the run-cost model answered, and where silent. */
     costRulePicks?: { answered: number; silent: number };
     errors: Record<string, number>;
   };
