@@ -52,6 +52,40 @@ export function budgetFromProbe(
 /** A probe run slower than this ends the probe: larger sizes would only take longer to start serve-cloud. */
 export const PROBE_RUN_LIMIT_MS = 1000;
 
+/**
+ * Rounds over every probe size; each size keeps its fastest run. Sizes are interleaved, round after round, so that a
+ * slow spell of the machine (this VM's timings swing by a third between identical runs) costs one sample of several
+ * sizes rather than every sample of one: with each size's best of two back-to-back runs, the default split's budget
+ * came out 32 rows in some fleet runs and 64 in others at the same commit, and with it the rows advice and padding.
+ */
+export const PROBE_ROUNDS = 3;
+
+/**
+ * Times `rows` (smallest first) by `timeRun` after one warm-up run (onnxruntime's first run allocates): PROBE_ROUNDS
+ * interleaved rounds, each size its fastest. A size whose run takes longer than PROBE_RUN_LIMIT_MS is the last one
+ * probed in that and later rounds.
+ */
+export async function probeTimes(
+  rows: readonly number[],
+  timeRun: (rows: number) => Promise<number>,
+): Promise<ProbeTime[]> {
+  if (!rows.length) return [];
+  await timeRun(rows[0]);
+  const best = new Map<number, number>();
+  let sizes = [...rows];
+  for (let round = 0; round < PROBE_ROUNDS; round++) {
+    for (const [i, n] of sizes.entries()) {
+      const ms = await timeRun(n);
+      best.set(n, Math.min(best.get(n) ?? Infinity, ms));
+      if (ms > PROBE_RUN_LIMIT_MS) {
+        sizes = sizes.slice(0, i + 1);
+        break;
+      }
+    }
+  }
+  return sizes.map((n) => ({ rows: n, ms: best.get(n)! }));
+}
+
 /** The probe's rows that fit a session's context. */
 export function probeRows(maxContext: number): number[] {
   return KNEE_PROBE_ROWS.filter((rows) => rows <= maxContext);

@@ -12,7 +12,7 @@ import { partIO, readManifest } from '../split-dir.ts';
 import { MiddleEngine } from './middle-engine.ts';
 import type { PastLayout } from './padded-batch.ts';
 import type { WorkerReply, WorkerTask } from './worker-messages.ts';
-import { PROBE_RUN_LIMIT_MS, type ProbeTime } from './batch-knee.ts';
+import { probeTimes } from './batch-knee.ts';
 
 const { splitDir, threads, maxContext, layout, inPlace } = workerData as {
   splitDir: string;
@@ -38,7 +38,7 @@ async function main(): Promise<void> {
     }
     if (task.kind === 'probe') {
       try {
-        reply({ kind: 'probed', times: await probe(engine, task.rows, manifest.hidden.size) });
+        reply({ kind: 'probed', times: await probeTimes(task.rows, (n) => engine.timeRows(n, manifest.hidden.size)) });
       } catch (error) {
         reply({ kind: 'probe-failed', message: messageOf(error) });
       }
@@ -56,21 +56,6 @@ async function main(): Promise<void> {
     }
   });
   reply({ kind: 'ready' });
-}
-
-/**
- * Each row count's best of two runs, after one warm-up run (onnxruntime's first run allocates), smallest first, up to
- * the first that takes longer than PROBE_RUN_LIMIT_MS.
- */
-async function probe(engine: MiddleEngine, rows: readonly number[], hiddenSize: number): Promise<ProbeTime[]> {
-  await engine.timeRows(rows[0], hiddenSize);
-  const times: ProbeTime[] = [];
-  for (const n of rows) {
-    const ms = Math.min(await engine.timeRows(n, hiddenSize), await engine.timeRows(n, hiddenSize));
-    times.push({ rows: n, ms });
-    if (ms > PROBE_RUN_LIMIT_MS) break;
-  }
-  return times;
 }
 
 main().catch((error) => {

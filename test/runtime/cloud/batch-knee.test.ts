@@ -1,6 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { budgetFromProbe, KNEE_PROBE_ROWS, kneeOf, probeRows } from '../../../src/runtime/cloud/batch-knee.ts';
+import {
+  budgetFromProbe,
+  KNEE_PROBE_ROWS,
+  kneeOf,
+  PROBE_ROUNDS,
+  PROBE_RUN_LIMIT_MS,
+  probeRows,
+  probeTimes,
+} from '../../../src/runtime/cloud/batch-knee.ts';
 
 const times = (msPerRun: number[]) => msPerRun.map((ms, i) => ({ rows: KNEE_PROBE_ROWS[i], ms }));
 
@@ -34,4 +42,48 @@ test('the budget: the knee where the probe bracketed it, else at least the fallb
   // A probe cut short by a slow run: judged on what it timed.
   assert.deepEqual(budgetFromProbe(times([900, 1600]), 32), { rows: 32, bracketed: false });
   assert.equal(budgetFromProbe([], 32), undefined);
+});
+
+test('the probe interleaves its sizes, so a slow spell of the machine does not move the knee', async () => {
+  // The default split's probe on this VM (8: 0.27, 16: 0.18, 32: 0.12, 64: 0.12, 128: 0.10 ms per row): knee 32.
+  const truth = new Map([
+    [8, 2.16],
+    [16, 2.88],
+    [32, 3.84],
+    [64, 7.68],
+    [128, 12.8],
+  ]);
+  assert.equal(kneeOf([...truth].map(([rows, ms]) => ({ rows, ms }))), 32);
+  const calls = 1 + PROBE_ROUNDS * KNEE_PROBE_ROWS.length;
+  // A spell that makes two consecutive runs 1.5x slower, wherever it falls. The probe before took each size's best of
+  // two back-to-back runs: a spell over both of 32's made its budget 64.
+  for (let spell = 0; spell < calls - 1; spell++) {
+    const order: number[] = [];
+    const times = await probeTimes(KNEE_PROBE_ROWS, async (rows) => {
+      order.push(rows);
+      const slow = order.length - 1 === spell || order.length - 1 === spell + 1;
+      return truth.get(rows)! * (slow ? 1.5 : 1);
+    });
+    assert.deepEqual(order, [8, ...Array.from({ length: PROBE_ROUNDS }, () => KNEE_PROBE_ROWS).flat()]);
+    assert.deepEqual(
+      times,
+      [...truth].map(([rows, ms]) => ({ rows, ms })),
+    );
+    assert.equal(kneeOf(times), 32, `spell at call ${spell}`);
+  }
+});
+
+test('a probe run over the time limit is the last size probed', async () => {
+  const order: number[] = [];
+  const times = await probeTimes(KNEE_PROBE_ROWS, async (rows) => {
+    order.push(rows);
+    return rows >= 32 ? PROBE_RUN_LIMIT_MS + rows : rows;
+  });
+  assert.deepEqual(times, [
+    { rows: 8, ms: 8 },
+    { rows: 16, ms: 16 },
+    { rows: 32, ms: PROBE_RUN_LIMIT_MS + 32 },
+  ]);
+  assert.deepEqual(order, [8, ...Array.from({ length: PROBE_ROUNDS }, () => [8, 16, 32]).flat()]);
+  assert.deepEqual(await probeTimes([], async () => 1), []);
 });
