@@ -62,8 +62,9 @@ export const PROBE_ROUNDS = 3;
 
 /**
  * Times `rows` (smallest first) by `timeRun` after one warm-up run (onnxruntime's first run allocates): PROBE_ROUNDS
- * interleaved rounds, each size its fastest. A size whose run takes longer than PROBE_RUN_LIMIT_MS is the last one
- * probed in that and later rounds.
+ * interleaved rounds, each size its fastest. A size whose best of at least two runs takes longer than
+ * PROBE_RUN_LIMIT_MS is the last one probed: one slow run (a size's first is its first run at that shape) does not
+ * cut the probe, and a size that once ran within the limit is never dropped.
  */
 export async function probeTimes(
   rows: readonly number[],
@@ -72,12 +73,13 @@ export async function probeTimes(
   if (!rows.length) return [];
   await timeRun(rows[0]);
   const best = new Map<number, number>();
+  const sample = async (n: number) => best.set(n, Math.min(best.get(n) ?? Infinity, await timeRun(n)));
   let sizes = [...rows];
   for (let round = 0; round < PROBE_ROUNDS; round++) {
     for (const [i, n] of sizes.entries()) {
-      const ms = await timeRun(n);
-      best.set(n, Math.min(best.get(n) ?? Infinity, ms));
-      if (ms > PROBE_RUN_LIMIT_MS) {
+      await sample(n);
+      if (round === 0 && best.get(n)! > PROBE_RUN_LIMIT_MS) await sample(n);
+      if (best.get(n)! > PROBE_RUN_LIMIT_MS) {
         sizes = sizes.slice(0, i + 1);
         break;
       }
