@@ -10,6 +10,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { SplitManifest } from '../../split/manifest.ts';
+import { MAX_ERROR } from './run-cost.ts';
 
 /** Forward frames by what the device sent: a prompt chunk (prefill flag) or a verification round. */
 export type RequestKind = 'prefill_chunk' | 'verification';
@@ -31,7 +32,7 @@ export interface RunObservation {
   kind?: 'small' | 'chunk';
   /** Queued requests that fit the batch's limits but the cost rule kept out of it (scheduler.ts). */
   costRefused?: number;
-  /** With --cost-rule on and several sessions queued: whether the worker's run-cost model answered this pick. */
+  /** With --cost-rule on, where the scheduler asked the run-cost model about a join or a repeat: did it answer. */
   costRule?: 'answered' | 'silent';
 }
 
@@ -166,8 +167,9 @@ export class CloudMetrics {
     this.costRulePicks = new Counter({
       name: 'hat_cloud_cost_rule_picks_total',
       help:
-        'With --cost-rule on, batch picks made with several sessions queued, by whether the run-cost model answered ' +
-        '(it is silent until it has seen enough solo runs and while its recent predictions are off by over 25 %)',
+        'With --cost-rule on, batch picks in which the scheduler asked the run-cost model about a join or a repeat, ' +
+        'by whether it answered (silent until it has seen enough solo runs and predicted both solo and batched ' +
+        `runs, and while its recent predictions are off by more than ${MAX_ERROR * 100} %)`,
       labelNames: ['answer'],
       registers,
     });
@@ -211,7 +213,7 @@ export class CloudMetrics {
       name: 'hat_cloud_cost_model_error',
       help:
         "Mean relative error of each worker's recent run-cost predictions, solo and batched runs " +
-        '(--cost-rule answers only while both are at most 0.25)',
+        `(--cost-rule answers only while both are at most ${MAX_ERROR})`,
       labelNames: ['worker', 'runs'],
       registers,
       collect() {

@@ -9,8 +9,10 @@
  * Model, fitted on solo runs only: ms = f + a·R + c·P + d·R·P for one session of R rows on P past positions — per
  * run, per row (weights), per cache position (reading and copying the cache), per row × position (attention
  * scores, which dominate long prefill chunks) — by exponentially weighted least squares (recent runs count most, as
- * load and context lengths drift) with a small ridge. Solo runs make this identifiable: verifications and prompt
- * chunks span rows and pasts independently. A padded run of B sessions is then composed from it, as its
+ * load and context lengths drift) with a small ridge. Solo runs make this identifiable where they span rows and pasts
+ * independently (verifications and prompt chunks of sessions at many pasts); during long stretches of one-row steps
+ * the split between the per-run and per-row terms rests on older, decayed chunk runs, and only the error gate below
+ * guards the composition. A padded run of B sessions is then composed from it, as its
  * construction says it costs: one run's f, every session padded to the longest request R and the longest past P,
  * plus gathering each session's real past into the batch (g per position, measured on the batched runs that
  * gathered): f + B·(a·R + c·P + d·R·P) + g·Σpast. A fit on batched runs as well (the model before, 7 collinear
@@ -37,9 +39,9 @@ export interface RunShape {
 }
 
 const FEATURES = 4;
-/** Each observation's weight decays by this per later observation: the last few hundred runs count. */
+/** Each solo run's weight decays by this per later solo run: the last few hundred count. */
 const HISTORY_WEIGHT = 0.995;
-/** Solo runs (decayed count) needed before the model answers. */
+/** Solo runs (decayed count, so in practice one more) needed before the model answers. */
 export const MIN_SOLO_RUNS = 8;
 const RIDGE = 1e-6;
 /** Mean relative error of recent predictions (each made just before its run was observed) above which none is given. */
@@ -55,7 +57,12 @@ export class RunCostModel {
   private readonly xty = new Array<number>(FEATURES).fill(0);
   private soloRuns = 0;
   private coefficients: number[] | undefined;
-  /** ms per gathered cache position, from the batched runs that gathered (0 until one did). */
+  /**
+   * ms per gathered cache position, from the batched runs that gathered (0 until one did): their copyMs over the
+   * positions gathered. copyMs is the engine's whole batch assembly (gathering pasts, building the other feeds,
+   * splitting outputs, compacting caches), so this overstates the gather alone and a compaction spike lifts it for a
+   * while; in-place runs, which assemble too, are modelled at 0.
+   */
   private readonly gatherMs = new Ema(0.9);
   /** Smoothed |predicted − measured| / measured of solo and of batched runs seen while the model was ready. */
   private readonly error = { solo: new Ema(0.9), batched: new Ema(0.9) };

@@ -78,7 +78,7 @@ export interface BatchPick {
   follow?: number[];
   /** Requests that fit every limit of this batch but the cost rule kept out (predicted dearer together). */
   costRefused?: number;
-  /** Set by the worker pool where the cost rule was consulted with several sessions queued: did it answer. */
+  /** Set by the worker pool where the scheduler asked the cost rule about a join or a repeat: did it answer. */
   costRule?: 'answered' | 'silent';
 }
 

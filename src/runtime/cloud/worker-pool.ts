@@ -301,10 +301,19 @@ export class WorkerPool implements MiddleExecutor {
     // Only picks where a batch could form count towards exploring: a lone request runs alone either way.
     const choice = () => queued.some((q) => q.sessionId !== queued[0].sessionId);
     const consult = this.costRule && !(choice() && ++lane.picks % EXPLORE_EVERY === 0);
-    const pick = nextBatch(queued, this.limits, lane.turn, consult ? (shape) => lane.cost.predict(shape) : undefined);
+    // Whether the scheduler asked the rule about a join or a repeat in this pick, and whether it gave an answer:
+    // reported per pick so /metrics shows why a rule that is on refuses nothing (still learning, or off the mark).
+    let asked = false;
+    let answered = false;
+    const cost = (shape: RunShape) => {
+      asked = true;
+      const ms = lane.cost.predict(shape);
+      answered ||= ms !== undefined;
+      return ms;
+    };
+    const pick = nextBatch(queued, this.limits, lane.turn, consult ? cost : undefined);
     if (!pick) return;
-    // Reported per pick so /metrics shows why a rule that is on refuses nothing (still learning, or off the mark).
-    if (consult && choice()) pick.costRule = lane.cost.answering ? 'answered' : 'silent';
+    if (asked) pick.costRule = answered ? 'answered' : 'silent';
     const startedAt = performance.now();
     const taken = (i: number) => ({ ...lane.queue[i], startedAt });
     lane.running = pick.follow

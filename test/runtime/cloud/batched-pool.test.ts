@@ -146,12 +146,18 @@ for (const costRule of [true, false]) {
         // The worker's run-cost model, replaced by one sure that batching never pays (a locked-in fit).
         const lane = (pool as unknown as { lanes: Array<{ cost: unknown }> }).lanes[0];
         lane.cost = {
-          answering: true,
           predict: (shape: { sessions: number }) => (shape.sessions > 1 ? 1e9 : 1),
           observe() {},
         };
+        const labels: Array<string | undefined> = [];
+        pool.onRun = (run) => labels.push(run.costRule);
         for (let round = 0; round < 16; round++) await busyThenThree(pool);
-        if (!costRule) return assert.equal(pool.stats.batchedRuns, 16);
+        if (!costRule) {
+          assert.ok(labels.every((label) => label === undefined));
+          return assert.equal(pool.stats.batchedRuns, 16);
+        }
+        // Every pick in which the scheduler asked the rule is labelled; this rule always answers.
+        assert.ok(labels.includes('answered') && !labels.includes('silent'), labels.join());
         // Picks with several sessions queued: at most two a round (three queued, then two). Only the exploring ones
         // (every EXPLORE_EVERY-th) form a batch.
         assert.ok(pool.stats.batchedRuns >= 1, 'no batch formed: the rule locked batching out');
@@ -281,4 +287,20 @@ test('sessions batched together again run as that batch, fed its presents in pla
     const solo = await soloAnswers([...first, ...second]);
     results.forEach((r, i) => assert.ok(maxAbs(r.hidden, solo[3 + i]) <= 1e-5, `session ${second[i].sessionId}`));
   });
+});
+
+test('a cost rule that has no answer yet is reported silent in the picks that asked it, and batches form', async () => {
+  await withPool(
+    16,
+    async (pool) => {
+      const lane = (pool as unknown as { lanes: Array<{ cost: unknown }> }).lanes[0];
+      lane.cost = { predict: () => undefined, observe() {} };
+      const labels: Array<string | undefined> = [];
+      pool.onRun = (run) => labels.push(run.costRule);
+      await busyThenThree(pool);
+      assert.deepEqual(labels, [undefined, 'silent'], 'the blocker ran alone without asking; the three asked');
+      assert.equal(pool.stats.batchedRuns, 1);
+    },
+    true,
+  );
 });
