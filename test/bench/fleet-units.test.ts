@@ -202,8 +202,8 @@ test('hat against u-shape at the highest Poisson rate u-shape sustains (≥ 90 %
 });
 
 test('the TBT ratio decomposed: round times over tokens per round, and the tokens per round 0.5× needs', () => {
-  const run = (mode: string, tokensPerRound: number, roundMs: number) =>
-    ({ mode, rounds: { count: 10, tokensPerRound, roundMs, deviceMs: 1, roundTripMs: roundMs - 2 } }) as FleetRunStats;
+  const run = (mode: string, tokensPerRound: number, roundMs: number, count = 10) =>
+    ({ mode, rounds: { count, tokensPerRound, roundMs, deviceMs: 1, roundTripMs: roundMs - 2 } }) as FleetRunStats;
   // hat: 2 tokens per 30 ms round, u-shape 1 per 20 ms: 1.5× as long / 2× the tokens = 0.75×; 0.5× needs 3 tokens.
   assert.equal(
     tbtDecomposition(run('hat', 2, 30), run('u-shape', 1, 20)),
@@ -212,7 +212,10 @@ test('the TBT ratio decomposed: round times over tokens per round, and the token
       'take 1.50× as long and commit 2.00× the tokens (1.50 / 2.00 = 0.75×); at these round times TBT 0.5× needs ' +
       '3.00 tokens per hat round',
   );
-  assert.equal(tbtDecomposition(run('hat', 2, 30), run('u-shape', 0, 0)), undefined, 'no u-shape rounds');
+  assert.equal(tbtDecomposition(run('hat', 2, 30), run('u-shape', 1, 20, 0)), undefined, 'no u-shape rounds');
+  assert.equal(tbtDecomposition(run('hat', 2, 30, 0), run('u-shape', 1, 20)), undefined, 'no hat rounds');
+  assert.equal(tbtDecomposition(run('hat', 2, 30), run('u-shape', 1, 0)), undefined, 'u-shape rounds of no time');
+  assert.equal(tbtDecomposition(run('hat', 0, 30), run('u-shape', 1, 20)), undefined, 'hat rounds of no tokens');
 });
 
 test('cost per token counts the whole run: commits after the window and of failed sessions, compute by class', () => {
@@ -231,7 +234,7 @@ test('cost per token counts the whole run: commits after the window and of faile
     decode: { rounds: commits.length - 1, deviceMs: 2 * (commits.length - 1), roundTripMs: 5 * (commits.length - 1) },
     error,
   });
-  // A 1-s window: 3 + 2 tokens inside it, 5 after it (the drain), 2 from a session that failed.
+  // A 1-s window: 3 + 2 + 1 tokens inside it, 5 + 1 after it (the drain); 2 of them from a session that failed.
   const run = {
     startedAt: 0,
     durationMs: 1000,
@@ -242,7 +245,13 @@ test('cost per token counts the whole run: commits after the window and of faile
         [500, 2],
         [2500, 5],
       ]),
-      session([[300, 2]], 'stopped'),
+      session(
+        [
+          [300, 1],
+          [2000, 1],
+        ],
+        'stopped',
+      ),
     ],
   } as unknown as LoadRun;
   const after = parsePrometheus(
@@ -270,8 +279,9 @@ test('cost per token counts the whole run: commits after the window and of faile
     after,
     cpuSeconds: 1.8,
   });
-  assert.equal(stats.throughputTokensPerSecond, 7);
-  // Rounds after the first token, of the completed session only: 2 + 5 tokens over 400 + 2,000 ms.
+  assert.equal(stats.throughputTokensPerSecond, 6);
+  // Rounds after the first token, of the completed session only (the failed one's 1,700-ms round is left out):
+  // 2 + 5 tokens over 400 + 2,000 ms.
   assert.deepEqual(stats.rounds, { count: 2, tokensPerRound: 3.5, roundMs: 1200, deviceMs: 2, roundTripMs: 5 });
   assert.equal(stats.tbtMs.mean.toFixed(3), (stats.rounds.roundMs / stats.rounds.tokensPerRound).toFixed(3));
   assert.deepEqual(stats.cost, {

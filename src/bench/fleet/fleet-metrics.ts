@@ -89,7 +89,7 @@ export interface FleetRunStats {
     inPlaceRuns: number;
     /** Queued requests that fit a batch's limits but the cost rule kept out of it. */
     costRefusedJoins: number;
-    /** --cost-rule on: picks with several sessions queued where the run-cost model answered, and where silent. */
+    /** --cost-rule on: picks that asked the run-cost model about a join or a repeat, by whether it answered. */
     costRulePicks?: { answered: number; silent: number };
     errors: Record<string, number>;
   };
@@ -132,7 +132,13 @@ function errorsByCode(ctx: RunContext): Record<string, number> {
   return out;
 }
 
-/** The rounds after each session's first token, in sums over `sessions` (see FleetRunStats.rounds). */
+/**
+ * The rounds after each session's first token, in sums over `sessions` (see FleetRunStats.rounds). Round time and
+ * tokens per round are per commit interval, device and send-to-result times per decode frame sent: the two agree
+ * while each result commits once (not in hat's local fallback after a lost cloud: many commits on one result). The
+ * device time is the recording's, as scheduled; send-to-result starts at the actual send, so a late emulated send is
+ * in neither and shows as the round time's remainder.
+ */
 function decodeRounds(sessions: readonly LoadRun['sessions'][number][]): FleetRunStats['rounds'] {
   let intervals = 0;
   let spanMs = 0;

@@ -182,7 +182,7 @@ export function atHighestSustainedRate(runs: readonly FleetRunStats[]): string[]
  */
 export function tbtDecomposition(hat: FleetRunStats, uShape: FleetRunStats): string | undefined {
   const [h, u] = [hat.rounds, uShape.rounds];
-  if (!h?.count || !u?.count || !u.roundMs) return undefined;
+  if (!h?.count || !u?.count || !u.roundMs || !h.tokensPerRound || !u.tokensPerRound) return undefined;
   const round = (r: FleetRunStats['rounds']) =>
     `${f(r.tokensPerRound, 2)} tokens per ${f(r.roundMs, 2)} ms round (device ${f(r.deviceMs, 2)} ms, send to ` +
     `result ${f(r.roundTripMs, 2)} ms)`;
@@ -197,12 +197,10 @@ export function tbtDecomposition(hat: FleetRunStats, uShape: FleetRunStats): str
   );
 }
 
-/** ", of N picks with a choice the rule answered A" where the cost rule was consulted (--cost-rule on). */
+/** How often the cost rule answered when the scheduler asked it (--cost-rule on). */
 function costRuleAnswers(r: FleetRunStats): string {
   const { answered = 0, silent = 0 } = r.cloud.costRulePicks ?? {};
-  return answered + silent
-    ? ` (it answered ${answered} of ${answered + silent} picks with several sessions queued)`
-    : '';
+  return answered + silent ? ` (it answered in ${answered} of the ${answered + silent} picks that asked it)` : '';
 }
 
 export function renderFleetReport(report: FleetReport): string {
