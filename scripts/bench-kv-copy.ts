@@ -139,8 +139,8 @@ try {
       run.push(batch.runMs);
     }
     if (!report) return;
-    // The plain-copy floor of a gather, at the longest past these rounds gathered.
-    const longest = past + (warmup + runs) * keep;
+    // The plain-copy floor of a gather, at the longest past these rounds gathered (round r ran at past + r·keep).
+    const longest = past + (warmup + runs - 1) * keep;
     const floor = inPlaceRuns < runs ? copyFloor(sessions, bucketed(longest), longest) : undefined;
     const kvMiB = [...soloStates[0].tensors.values()].reduce((n, t) => n + t.data.length * 4, 0) / 2 ** 20;
     const batched = median(copy.map((c, i) => c + run[i]));
