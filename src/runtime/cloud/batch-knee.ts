@@ -55,8 +55,9 @@ export const PROBE_RUN_LIMIT_MS = 1000;
 /**
  * Rounds over every probe size; each size keeps its fastest run. Sizes are interleaved, round after round, so that a
  * slow spell of the machine (this VM's timings swing by a third between identical runs) costs one sample of several
- * sizes rather than every sample of one: with each size's best of two back-to-back runs, the default split's budget
- * came out 32 rows in some fleet runs and 64 in others at the same commit, and with it the rows advice and padding.
+ * sizes rather than every sample of one (before, each size took its best of two back-to-back runs). It does not make
+ * the budget stable where a size sits near KNEE_TOLERANCE: the default split's 32 rows measured 1.24–1.59× the
+ * cheapest row over eight starts in a row on this VM, and the budget came out 64 seven times, 32 once.
  */
 export const PROBE_ROUNDS = 3;
 
