@@ -8,8 +8,13 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { clampLengths } from '../../src/bench/prompts.ts';
-import { atHighestSustainedRate, capacities, tbtDecomposition } from '../../src/bench/fleet/fleet-report.ts';
-import { fleetRunStats, type FleetRunStats } from '../../src/bench/fleet/fleet-metrics.ts';
+import {
+  atHighestSustainedRate,
+  capacities,
+  tbtDecomposition,
+  ttftByPrompt,
+} from '../../src/bench/fleet/fleet-report.ts';
+import { fleetRunStats, type FleetRunStats, type RunContext } from '../../src/bench/fleet/fleet-metrics.ts';
 import type { LoadRun } from '../../src/bench/fleet/load.ts';
 import { parsePrometheus } from '../../src/bench/fleet/prom-text.ts';
 import { roundCosts, roundsOf, transplantRounds } from '../../src/bench/fleet/transplant.ts';
@@ -216,6 +221,52 @@ test('the TBT ratio decomposed: round times over tokens per round, and the token
   assert.equal(tbtDecomposition(run('hat', 2, 30, 0), run('u-shape', 1, 20)), undefined, 'no hat rounds');
   assert.equal(tbtDecomposition(run('hat', 2, 30), run('u-shape', 1, 0)), undefined, 'u-shape rounds of no time');
   assert.equal(tbtDecomposition(run('hat', 0, 30), run('u-shape', 1, 20)), undefined, 'hat rounds of no tokens');
+});
+
+test('TTFT by prompt length: completed sessions only, each length its own mean, hat against u-shape', () => {
+  const session = (promptTokens: number, arrivedAt: number, firstCommit: number, error?: string) => ({
+    promptTokens,
+    arrivedAt,
+    takenAt: arrivedAt + 10,
+    startedAt: arrivedAt + 20,
+    endedAt: 0,
+    device: 0,
+    commits: [{ at: firstCommit, count: 1 }],
+    lateMs: [],
+    checked: 0,
+    identical: 0,
+    maxAbsDiff: 0,
+    split: { rounds: 0, into: 0 },
+    decode: { rounds: 0, deviceMs: 0, roundTripMs: 0 },
+    error,
+  });
+  // TTFT = (takenAt − arrivedAt) + (first commit − startedAt): 10 + 100, 10 + 300; 10 + 40; the failed one left out.
+  const run = {
+    startedAt: 0,
+    durationMs: 1000,
+    endedAt: 2000,
+    sessions: [session(896, 0, 120), session(896, 100, 420), session(128, 200, 260), session(128, 300, 900, 'lost')],
+  } as unknown as LoadRun;
+  const ctx: RunContext = {
+    mode: 'hat',
+    maxBatch: 16,
+    load: { kind: 'closed-loop' },
+    devices: 2,
+    sloTtftMs: 1000,
+    sloTbtMs: 200,
+    before: [],
+    after: [],
+    cpuSeconds: null,
+  };
+  const hat = fleetRunStats(run, ctx);
+  assert.deepEqual(hat.ttftMsByPrompt, { 128: { sessions: 1, mean: 50 }, 896: { sessions: 2, mean: 210 } });
+  const uShape = { ttftMsByPrompt: { 128: { sessions: 2, mean: 40 }, 896: { sessions: 1, mean: 420 } } };
+  assert.equal(
+    ttftByPrompt(hat, uShape as unknown as FleetRunStats),
+    'TTFT by prompt length, hat vs u-shape: 128 tokens 50.0 vs 40.0 ms = 1.25× (1 / 2 sessions); ' +
+      '896 tokens 210.0 vs 420.0 ms = 0.50× (2 / 1 sessions)',
+  );
+  assert.equal(ttftByPrompt(hat, {} as FleetRunStats), undefined, 'a run without the field (older results.json)');
 });
 
 test('cost per token counts the whole run: commits after the window and of failed sessions, compute by class', () => {

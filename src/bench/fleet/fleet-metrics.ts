@@ -34,6 +34,8 @@ export interface FleetRunStats {
   /** Committed tokens per second of the window (the cloud's throughput). */
   throughputTokensPerSecond: number;
   ttftMs: Summary;
+  /** Mean TTFT of the completed sessions by prompt length in tokens (hat's chunking gains most on long prompts). */
+  ttftMsByPrompt?: Record<string, { sessions: number; mean: number }>;
   tbtMs: Summary;
   sloAttainment: number;
   /**
@@ -163,6 +165,18 @@ function decodeRounds(sessions: readonly LoadRun['sessions'][number][]): FleetRu
   };
 }
 
+function meansByPrompt(
+  sessions: ReadonlyArray<{ promptTokens: number; ttft: number }>,
+): Record<string, { sessions: number; mean: number }> {
+  const out: Record<string, { sessions: number; mean: number }> = {};
+  const lengths = [...new Set(sessions.map((s) => s.promptTokens))].sort((a, b) => a - b);
+  for (const length of lengths) {
+    const ttfts = sessions.filter((s) => s.promptTokens === length).map((s) => s.ttft);
+    out[length] = { sessions: ttfts.length, mean: round(mean(ttfts)) };
+  }
+  return out;
+}
+
 export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
   const windowEnd = run.startedAt + run.durationMs;
   const ok = run.sessions.filter((s) => !s.error);
@@ -172,7 +186,7 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
     const commits = [...s.commits].sort((a, b) => a.at - b.at);
     const gaps = tokenGaps(commits);
     const ttft = s.takenAt - s.arrivedAt + (commits[0].at - s.startedAt);
-    return { ttft, gaps, meanGap: gaps.length ? mean(gaps) : 0 };
+    return { ttft, gaps, meanGap: gaps.length ? mean(gaps) : 0, promptTokens: s.promptTokens };
   });
   const met = perSession.filter((s) => s.ttft <= ctx.sloTtftMs && s.meanGap <= ctx.sloTbtMs).length;
   const rounds = decodeRounds(ok);
@@ -209,6 +223,7 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
     sessions: { arrived: run.sessions.length, completed: ok.length, failed: failed.length },
     throughputTokensPerSecond: round(inWindow.reduce((n, c) => n + c.count, 0) / (run.durationMs / 1000), 2),
     ttftMs: summarize(perSession.map((s) => s.ttft)),
+    ttftMsByPrompt: meansByPrompt(perSession),
     tbtMs: summarize(perSession.flatMap((s) => s.gaps)),
     sloAttainment: run.sessions.length ? round(met / run.sessions.length) : 0,
     rounds,

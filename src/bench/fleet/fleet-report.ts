@@ -170,10 +170,26 @@ export function atHighestSustainedRate(runs: readonly FleetRunStats[]): string[]
         `TBT ${f(tbt, 2)} vs ${f(uTbt, 2)} ms = ${ratio(tbt, uTbt)} (means; hat ${pct(hat.sloAttainment)} within ` +
         `the SLO, ${hat.sessions.failed} failed)`,
     );
+    const byPrompt = ttftByPrompt(hat, best);
+    if (byPrompt) lines.push(`  ${byPrompt}`);
     const decomposed = tbtDecomposition(hat, best);
     if (decomposed) lines.push(`  ${decomposed}`);
   }
   return lines;
+}
+
+/** Mean TTFT per prompt length, hat against u-shape: where chunking gains and where it does not. */
+export function ttftByPrompt(hat: FleetRunStats, uShape: FleetRunStats): string | undefined {
+  const [h, u] = [hat.ttftMsByPrompt, uShape.ttftMsByPrompt];
+  if (!h || !u) return undefined;
+  const lengths = Object.keys(h).filter((length) => u[length]?.sessions && h[length].sessions);
+  if (lengths.length === 0) return undefined;
+  const parts = lengths.map((length) => {
+    const [a, b] = [h[length].mean, u[length].mean];
+    const ratio = b > 0 ? ` = ${(a / b).toFixed(2)}×` : '';
+    return `${length} tokens ${f(a)} vs ${f(b)} ms${ratio} (${h[length].sessions} / ${u[length].sessions} sessions)`;
+  });
+  return `TTFT by prompt length, hat vs u-shape: ${parts.join('; ')}`;
 }
 
 /**

@@ -19,7 +19,7 @@
  *   request joins only while the real past positions fill at least half of the padded pasts (MIN_PAST_FILL): one
  *   session deep into a long prompt does not make fifteen short ones pay for its length.
  * - Limits: at most `maxBatch` sessions per run, and padded rows (sessions × the largest row count) at most
- *   `maxBatchTokens`; the oldest request of the chosen class always runs, alone if it is over the budget.
+ *   `maxBatchTokens`; the first request of the chosen class (see below) always runs, alone if it is over the budget.
  * - Repeats: when every session of the padded run that last computed the oldest small request's session is queued
  *   again, and no larger batch would run instead, exactly those sessions run — the worker then feeds that run's
  *   presents back in place instead of gathering every past (padded-batch.ts).
@@ -32,10 +32,15 @@
  *   long prompt's chunks faster than a busy cloud computes them; one at a time, each waited for its own chunk turn
  *   behind other sessions' verifications (an 896-token prompt is ~18 chunks), which is what made hat's TTFT grow
  *   under load.
- * - Fairness: at most one request per session per run — its oldest, so a session's requests keep their order — and
- *   requests are taken oldest first. The oldest request of a class runs in the next batch of that class, which comes
- *   after finitely many batches of the other class (one, for chunks; for small requests, as many chunk batches as
- *   fit in the last small batch's time, plus one), so none starves.
+ * - Shortest prompt first: among prefill chunks, the session with the fewest rows queued goes first (its prompt is
+ *   nearest its first token; devices upload faster than a busy cloud computes, so a session's queued rows are most of
+ *   what its prompt has left). Mean TTFT is what it minimises: first come, first served made a 128-token prompt
+ *   wait behind every queued chunk of an 896-token one. A chunk that has waited CHUNK_AGING_MS goes before every
+ *   fresher one, oldest first, so a long prompt is never overtaken for longer than that.
+ * - Fairness: at most one request per session per run — its oldest, so a session's requests keep their order.
+ *   Small requests are taken oldest first: the oldest runs in the next small batch, which comes after finitely many
+ *   chunk batches (as many as fit in the last small batch's time, plus one). Chunks: once the oldest has waited
+ *   CHUNK_AGING_MS it runs in the next chunk batch, which comes after at most one small batch; so none starves.
  */
 
 import type { RunShape } from './run-cost.ts';
@@ -51,6 +56,8 @@ export interface QueuedRequest {
   past?: number;
   /** The padded run that last computed the session's cache, and how many sessions it held. */
   group?: { id: number; size: number };
+  /** How long it has been queued, ms; absent counts as 0 (it never ages). */
+  waitedMs?: number;
 }
 
 export type RequestClass = 'small' | 'chunk';
@@ -67,7 +74,7 @@ export interface BatchLimits {
 }
 
 export interface BatchPick {
-  /** Indices into the queue, oldest first. */
+  /** Indices into the queue: first the request the batch formed around, then those that joined it. */
   indices: number[];
   kind: RequestClass;
   /** What the run computes: sessions × the largest row count. */
@@ -114,6 +121,13 @@ export const DEFAULT_SMALL_ROWS = 8;
  */
 export const MAX_MERGED_ROWS = 128;
 
+/**
+ * A prefill chunk queued this long goes before every fresher chunk, whatever its session's queued rows. Long enough
+ * that a short prompt arriving behind a long one's chunks passes them at a light load (at 2 sessions/s on the
+ * default model chunks waited ~40 ms on average), short enough to bound how long a long prompt is held back.
+ */
+export const CHUNK_AGING_MS = 250;
+
 /** Real past positions (summed over the batch's sessions) per padded past position, at least. */
 export const MIN_PAST_FILL = 0.5;
 
@@ -145,11 +159,11 @@ export function nextBatch(
   const contended = small.length > 0 && chunks.length > 0;
   const chunksTurn = turn.previous === 'small' || turn.smallLeadMs > 0;
   const kind: RequestClass = small.length === 0 || (contended && chunksTurn) ? 'chunk' : 'small';
-  const [oldest, ...rest] = kind === 'small' ? small : chunks;
-  const indices = [oldest];
-  let maxRows = queue[oldest].rows;
+  const [first, ...rest] = kind === 'small' ? small : chunkOrder(queue, chunks);
+  const indices = [first];
+  let maxRows = queue[first].rows;
   let minRows = maxRows;
-  let maxPast = queue[oldest].past ?? 0;
+  let maxPast = queue[first].past ?? 0;
   let realPast = maxPast;
   let costRefused = 0;
   if (maxRows <= limits.batchableRows) {
@@ -184,12 +198,25 @@ export function nextBatch(
   if (repeat && repeat.indices.length >= indices.length && repeatPays(queue, repeat.indices, cost)) {
     return { ...repeat, kind, contended };
   }
-  const merge = kind === 'chunk' && indices.length === 1 && limits.maxBatch > 1 ? following(queue, oldest) : undefined;
+  const merge = kind === 'chunk' && indices.length === 1 && limits.maxBatch > 1 ? following(queue, first) : undefined;
   const refused = costRefused ? { costRefused } : {};
   if (merge?.follow.length) {
     return { indices, kind, paddedRows: merge.rows, contended, follow: merge.follow, ...refused };
   }
   return { indices, kind, paddedRows: indices.length * maxRows, contended, ...refused };
+}
+
+/**
+ * Chunk heads in the order they are considered: those queued CHUNK_AGING_MS or longer first, oldest first; then the
+ * others by their session's queued rows, fewest first, ties oldest first.
+ */
+function chunkOrder(queue: readonly QueuedRequest[], heads: readonly number[]): number[] {
+  const queuedRows = new Map<number, number>();
+  for (const { sessionId, rows } of queue) queuedRows.set(sessionId, (queuedRows.get(sessionId) ?? 0) + rows);
+  const aged = (i: number) => (queue[i].waitedMs ?? 0) >= CHUNK_AGING_MS;
+  const remaining = (i: number) => queuedRows.get(queue[i].sessionId)!;
+  const fresh = heads.filter((i) => !aged(i)).sort((a, b) => remaining(a) - remaining(b) || a - b);
+  return [...heads.filter(aged), ...fresh];
 }
 
 /**

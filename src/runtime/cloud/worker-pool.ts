@@ -292,11 +292,13 @@ export class WorkerPool implements MiddleExecutor {
 
   private dispatch(lane: Lane): void {
     if (lane.running.length > 0 || !lane.ready || this.closing) return;
+    const now = performance.now();
     const queued = lane.queue.map((p) => ({
       sessionId: p.request.sessionId,
       rows: p.request.nTokens,
       past: p.request.pastLength,
       group: lane.groups.get(p.request.sessionId),
+      waitedMs: now - p.enqueuedAt,
     }));
     // Only picks where a batch could form count towards exploring: a lone request runs alone either way.
     const choice = () => queued.some((q) => q.sessionId !== queued[0].sessionId);

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   afterRun,
+  CHUNK_AGING_MS,
   classify,
   FIRST_TURN,
   MAX_MERGED_ROWS,
@@ -73,18 +74,20 @@ test('verifications go first and are never padded up to a prefill chunk', () => 
   assert.equal(first.kind, 'small');
   assert.deepEqual(sessionsOf(queue, first.indices), [2, 3, 5]);
   assert.equal(first.paddedRows, 21);
-  // Then the chunks, which batch with chunks of similar size (64 and 48) but not with verifications.
+  // Then the chunks, which batch with chunks of similar size (64 and 48) but not with verifications; the session
+  // with fewer rows queued first.
   const rest = queue.filter((_, i) => !first.indices.includes(i));
   const second = nextBatch(rest, { ...limits, maxBatchTokens: 256 }, afterSmall)!;
   assert.equal(second.kind, 'chunk');
-  assert.deepEqual(sessionsOf(rest, second.indices), [1, 4]);
+  assert.deepEqual(sessionsOf(rest, second.indices), [4, 1]);
   for (const pick of [first, second]) {
     const classes = new Set(pick.indices.map((i) => classify((pick === first ? queue : rest)[i].rows, limits)));
     assert.equal(classes.size, 1, 'one class per batch');
   }
-  // A chunk under half the largest is not padded up to it.
+  // A chunk under half the largest is not padded up to it (session 1's 64-row chunk, aged, goes first).
   const wide = { ...limits, maxBatchTokens: 1024 };
-  assert.deepEqual(nextBatch(q([1, 64], [2, 24], [3, 40]), wide, afterSmall)!.indices, [0, 2]);
+  const aged = [{ sessionId: 1, rows: 64, waitedMs: CHUNK_AGING_MS }, ...q([2, 24], [3, 40])];
+  assert.deepEqual(nextBatch(aged, wide, afterSmall)!.indices, [0, 2]);
 });
 
 test('single-row splits batch one-row requests only; longer ones run alone', () => {
@@ -111,7 +114,8 @@ function simulate(
   arrive: (done: QueuedRequest[]) => QueuedRequest[],
   costMs = (paddedRows: number) => paddedRows,
 ) {
-  let queue = initial.map((request) => ({ request, arrivedAt: 0 }));
+  let queue = initial.map((request) => ({ request, arrivedAt: 0, arrivedMs: 0 }));
+  let clockMs = 0;
   let turn = FIRST_TURN;
   const kinds: RequestClass[] = [];
   const costs: number[] = [];
@@ -119,7 +123,7 @@ function simulate(
   let batched = 0;
   for (let step = 0; step < steps && queue.length > 0; step++) {
     const pick = nextBatch(
-      queue.map((q) => q.request),
+      queue.map((q) => ({ ...q.request, waitedMs: clockMs - q.arrivedMs })),
       limits,
       turn,
     )!;
@@ -131,7 +135,9 @@ function simulate(
     turn = afterRun(turn, pick, costMs(pick.paddedRows));
     kinds.push(pick.kind);
     costs.push(costMs(pick.paddedRows));
-    queue.push(...arrive(picked.map((p) => p.request)).map((request) => ({ request, arrivedAt: step + 1 })));
+    clockMs += costMs(pick.paddedRows);
+    const next = arrive(picked.map((p) => p.request));
+    queue.push(...next.map((request) => ({ request, arrivedAt: step + 1, arrivedMs: clockMs })));
   }
   return { kinds, costs, served, batched, left: queue };
 }
@@ -186,6 +192,26 @@ test('no session starves: under random closed-loop load every request runs withi
   // request waits for at most one batch per session ahead of it in its class, twice over: 2 × 24.
   const worst = Math.max(...served.map((s) => s.ranAt - s.arrivedAt));
   assert.ok(worst <= 2 * sessions, `a request waited ${worst} batches`);
+});
+
+test('shortest prompt first: the chunk of the session with the fewest rows queued runs first, until chunks age', () => {
+  const chunk = (sessionId: number, past: number, rows: number, waitedMs = 0): QueuedRequest => ({
+    sessionId,
+    rows,
+    past,
+    waitedMs,
+  });
+  // Session 1, an 896-token prompt, has six 128-row chunks queued; session 2's 128-token prompt arrives behind them.
+  const long = Array.from({ length: 6 }, (_, i) => chunk(1, 128 * i, 128, 100));
+  const solo = { ...limits, maxBatch: 1, maxBatchTokens: 512 };
+  const pick = nextBatch([...long, chunk(2, 0, 64, 5), chunk(2, 64, 64, 5)], solo)!;
+  assert.deepEqual(pick.indices, [6], "session 2's first chunk (128 rows queued against 768)");
+  // Ties go to the older request; a chunk that has waited CHUNK_AGING_MS goes before any fresher one, oldest first.
+  assert.deepEqual(nextBatch([chunk(1, 0, 64, 10), chunk(2, 0, 64, 20)], solo)!.indices, [0]);
+  const agedLong = long.map((c, i) => (i === 0 ? { ...c, waitedMs: CHUNK_AGING_MS } : c));
+  assert.deepEqual(nextBatch([...agedLong, chunk(2, 0, 64, 5)], solo)!.indices, [0]);
+  const twoAged = [chunk(3, 0, 64), chunk(1, 0, 300, 2 * CHUNK_AGING_MS), chunk(2, 0, 200, CHUNK_AGING_MS)];
+  assert.deepEqual(nextBatch(twoAged, solo)!.indices, [1], 'aged ones in queue order, before fresh ones');
 });
 
 test('a request joins a batch only while real past positions fill at least half of the padded pasts', () => {
@@ -281,7 +307,7 @@ test('a repeated group runs together only if that is predicted to cost no more t
 test("a lone chunk takes its session's next queued chunks, within MAX_MERGED_ROWS, batching on only", () => {
   const chunk = (sessionId: number, past: number, rows: number): QueuedRequest => ({ sessionId, rows, past });
   // Session 1's prompt: chunks at 0, 40, 80 and a 5-row tail at 120 (small by rows: still the prompt's next chunk).
-  const queue = [chunk(1, 0, 40), chunk(2, 0, 100), chunk(1, 40, 40), chunk(1, 80, 40), chunk(1, 120, 5)];
+  const queue = [chunk(1, 0, 40), chunk(2, 0, 200), chunk(1, 40, 40), chunk(1, 80, 40), chunk(1, 120, 5)];
   const pick = nextBatch(queue, limits)!;
   assert.equal(pick.kind, 'chunk');
   assert.deepEqual(pick.indices, [0]);
@@ -295,7 +321,7 @@ test("a lone chunk takes its session's next queued chunks, within MAX_MERGED_ROW
   // --max-batch 1 keeps one request per run; a chunk batched with another session's chunk takes no followers.
   assert.equal(nextBatch(queue, { ...limits, maxBatch: 1 })!.follow, undefined);
   const two = nextBatch([chunk(1, 0, 30), chunk(2, 0, 30), chunk(1, 30, 30)], limits)!;
-  assert.deepEqual(two.indices, [0, 1]);
+  assert.deepEqual(two.indices, [1, 0], 'session 2, fewer rows queued, first');
   assert.equal(two.follow, undefined);
   // A verification picked as small never takes followers.
   assert.equal(nextBatch([chunk(1, 0, 3), chunk(1, 3, 40)], limits)!.follow, undefined);
