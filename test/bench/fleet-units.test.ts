@@ -15,6 +15,7 @@ import {
   ttftByPrompt,
 } from '../../src/bench/fleet/fleet-report.ts';
 import { fleetRunStats, type FleetRunStats, type RunContext } from '../../src/bench/fleet/fleet-metrics.ts';
+import { foreignRecording } from '../../src/bench/fleet/run-fleet.ts';
 import type { LoadRun } from '../../src/bench/fleet/load.ts';
 import { parsePrometheus } from '../../src/bench/fleet/prom-text.ts';
 import { roundCosts, roundsOf, transplantRounds } from '../../src/bench/fleet/transplant.ts';
@@ -267,6 +268,15 @@ test('TTFT by prompt length: completed sessions only, each length its own mean, 
       '896 tokens 210.0 vs 420.0 ms = 0.50× (2 / 1 sessions)',
   );
   assert.equal(ttftByPrompt(hat, {} as FleetRunStats), undefined, 'a run without the field (older results.json)');
+});
+
+test("--recordings: another split's sessions are refused, a random-weight run's saved acceptance sessions are not", () => {
+  const of = (mode: string, manifestHash: string) => ({ mode, manifestHash }) as SessionRecording;
+  // What `bench:fleet:qwen` leaves in its --out: its own sessions and the trained default model's hat sessions.
+  const saved = [of('acceptance-hat', 'trained'), of('hat-eta0', 'qwen'), of('u-shape', 'qwen')];
+  assert.equal(foreignRecording(saved, 'qwen'), undefined);
+  assert.equal(foreignRecording([...saved, of('u-shape', 'other')], 'qwen')?.manifestHash, 'other');
+  assert.equal(foreignRecording([of('hat', 'trained')], 'qwen')?.mode, 'hat');
 });
 
 test('cost per token counts the whole run: commits after the window and of failed sessions, compute by class', () => {

@@ -268,7 +268,7 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
     let available: SessionRecording[];
     if (options.recordingsDir) {
       available = readRecordings(options.recordingsDir);
-      const foreign = available.find((r) => r.manifestHash !== hash);
+      const foreign = foreignRecording(available, hash);
       if (foreign) {
         throw new HatError(
           'BAD_OPTION',
@@ -461,6 +461,17 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
     for (const entry of clouds) await entry.cloud?.stop();
     if (pinned && original) pinSelf(original);
   }
+}
+
+/**
+ * The first recording in an earlier run's --out that this split cannot replay: one of another split, except the
+ * trained model's hat sessions a random-weight run saved for its acceptance (they come from that other split).
+ */
+export function foreignRecording(
+  recordings: readonly SessionRecording[],
+  manifestHash: string,
+): SessionRecording | undefined {
+  return recordings.find((r) => r.manifestHash !== manifestHash && r.mode !== 'acceptance-hat');
 }
 
 /** Recorded hat sessions of a trained model, for a random-weight split's acceptance. */
