@@ -270,7 +270,7 @@ test('TTFT by prompt length: completed sessions only, each length its own mean, 
   assert.equal(ttftByPrompt(hat, {} as FleetRunStats), undefined, 'a run without the field (older results.json)');
 });
 
-test("--recordings: another split's sessions are refused, a random-weight run's saved acceptance sessions are not", () => {
+test("--recordings: another split's sessions are refused, a random-weight run's acceptance sessions are not", () => {
   const of = (mode: string, manifestHash: string) => ({ mode, manifestHash }) as SessionRecording;
   // What `bench:fleet:qwen` leaves in its --out: its own sessions and the trained default model's hat sessions.
   const saved = [of('acceptance-hat', 'trained'), of('hat-eta0', 'qwen'), of('u-shape', 'qwen')];
