@@ -94,7 +94,8 @@ export interface SimulatedBatch {
   kind: RequestClass;
   paddedRows: number;
   computeMs: number;
-  requests: Array<{ device: number; rows: number; past: number; origin: 'prefill' | 'verification' }>;
+  /** waitedMs: how long the request was queued when the run started (a joined chunk's rows count with its head's). */
+  requests: Array<{ device: number; rows: number; past: number; origin: 'prefill' | 'verification'; waitedMs: number }>;
 }
 
 /** Optional hooks into a simulation, for tests and traces; they do not change what it computes. */
@@ -192,7 +193,9 @@ class Cloud {
     if (this.busy) return;
     this.busy = true;
     for (;;) {
-      const pick = nextBatch(this.queue, this.limits, this.turn);
+      // Queue times as serve-cloud's pool passes them: prompt chunks age (scheduler.ts CHUNK_AGING_MS).
+      const queued = this.queue.map((item) => ({ ...item, waitedMs: this.loop.now - item.queuedAt }));
+      const pick = nextBatch(queued, this.limits, this.turn);
       if (!pick) break;
       const chosen = new Set([...pick.indices, ...(pick.follow ?? [])]);
       const batch = pick.indices.map((i) => this.queue[i]);
@@ -213,6 +216,7 @@ class Cloud {
           rows: item.rows + (item === batch[0] ? joinedRows : 0),
           past: item.past,
           origin: item.origin,
+          waitedMs: startedAt - item.queuedAt,
         })),
       });
       this.busyMs += computeMs;

@@ -9,7 +9,7 @@ import {
   type SimulationConfig,
 } from '../../src/bench/simulate.ts';
 import { ChunkPlanner } from '../../src/runtime/chunk-planner.ts';
-import { DEFAULT_SMALL_ROWS, MIN_PAST_FILL } from '../../src/runtime/cloud/scheduler.ts';
+import { CHUNK_AGING_MS, DEFAULT_SMALL_ROWS, MIN_PAST_FILL } from '../../src/runtime/cloud/scheduler.ts';
 import type { StageCosts } from '../../src/bench/calibrate.ts';
 import { fitLine } from '../../src/bench/calibrate.ts';
 
@@ -141,6 +141,29 @@ test("SIMULATION: the cloud batches with serve-cloud's scheduler: verifications 
   }
   assert.ok(batched > 0, 'some runs batch several devices');
   assert.ok(batches.some((b) => b.kind === 'chunk'));
+});
+
+test('SIMULATION: chunks age as in serve-cloud: no fresh chunk runs first while one has waited', async () => {
+  // Overloaded, so queues grow and chunks wait past CHUNK_AGING_MS.
+  const config = small({ maxBatch: 4, maxBatchTokens: 24 });
+  const batches: SimulatedBatch[] = [];
+  await simulateScenario('hat', 40, config, { batch: (b) => batches.push(b) });
+  const chunkRuns = batches.filter((b) => b.kind === 'chunk');
+  const queuedAt = chunkRuns.flatMap((b) =>
+    b.requests.map((r) => ({ at: b.startedAt, queued: b.startedAt - r.waitedMs })),
+  );
+  const longest = Math.max(...chunkRuns.flatMap((b) => b.requests.map((r) => r.waitedMs)));
+  assert.ok(longest > CHUNK_AGING_MS, `overloaded: the longest chunk wait was ${longest} ms`);
+  for (const b of chunkRuns) {
+    if (b.requests[0].waitedMs >= CHUNK_AGING_MS) continue;
+    // The batch formed around a fresh chunk: no chunk that ran later had waited CHUNK_AGING_MS by then.
+    const aged = queuedAt.find((c) => c.at > b.startedAt && c.queued <= b.startedAt - CHUNK_AGING_MS);
+    assert.equal(
+      aged,
+      undefined,
+      `at ${b.startedAt.toFixed(0)} ms a fresh chunk ran before one queued since ${aged?.queued}`,
+    );
+  }
 });
 
 test('SIMULATION: the same seed gives the same results, chunks and batches; another seed does not', async () => {
