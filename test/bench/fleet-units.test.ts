@@ -16,7 +16,7 @@ import {
 } from '../../src/bench/fleet/fleet-report.ts';
 import { fleetRunStats, type FleetRunStats, type RunContext } from '../../src/bench/fleet/fleet-metrics.ts';
 import { foreignRecording } from '../../src/bench/fleet/run-fleet.ts';
-import type { LoadRun } from '../../src/bench/fleet/load.ts';
+import type { LoadRun, SessionOutcome } from '../../src/bench/fleet/load.ts';
 import { parsePrometheus } from '../../src/bench/fleet/prom-text.ts';
 import { roundCosts, roundsOf, transplantRounds } from '../../src/bench/fleet/transplant.ts';
 import { splitRound } from '../../src/bench/fleet/replay.ts';
@@ -224,42 +224,58 @@ test('the TBT ratio decomposed: round times over tokens per round, and the token
   assert.equal(tbtDecomposition(run('hat', 0, 30), run('u-shape', 1, 20)), undefined, 'hat rounds of no tokens');
 });
 
+/** A replayed session's outcome as the load generator reports it; each test sets what it measures. */
+const outcome = (over: Partial<SessionOutcome>): SessionOutcome => ({
+  mode: 'hat',
+  promptTokens: 0,
+  arrivedAt: 0,
+  takenAt: 0,
+  startedAt: 0,
+  endedAt: 0,
+  device: 0,
+  commits: [],
+  tokens: 0,
+  lateMs: [],
+  checked: 0,
+  identical: 0,
+  maxAbsDiff: 0,
+  split: { rounds: 0, into: 0 },
+  decode: { rounds: 0, deviceMs: 0, roundTripMs: 0 },
+  ...over,
+});
+
+/** A batched hat run's context with no /metrics samples and no CPU reading unless a test gives them. */
+const context = (over: Partial<RunContext> = {}): RunContext => ({
+  mode: 'hat',
+  maxBatch: 16,
+  load: { kind: 'closed-loop' },
+  devices: 2,
+  sloTtftMs: 1000,
+  sloTbtMs: 200,
+  before: [],
+  after: [],
+  cpuSeconds: null,
+  ...over,
+});
+
 test('TTFT by prompt length: completed sessions only, each length its own mean, hat against u-shape', () => {
-  const session = (promptTokens: number, arrivedAt: number, firstCommit: number, error?: string) => ({
-    promptTokens,
-    arrivedAt,
-    takenAt: arrivedAt + 10,
-    startedAt: arrivedAt + 20,
-    endedAt: 0,
-    device: 0,
-    commits: [{ at: firstCommit, count: 1 }],
-    lateMs: [],
-    checked: 0,
-    identical: 0,
-    maxAbsDiff: 0,
-    split: { rounds: 0, into: 0 },
-    decode: { rounds: 0, deviceMs: 0, roundTripMs: 0 },
-    error,
-  });
+  const session = (promptTokens: number, arrivedAt: number, firstCommit: number, error?: string) =>
+    outcome({
+      promptTokens,
+      arrivedAt,
+      takenAt: arrivedAt + 10,
+      startedAt: arrivedAt + 20,
+      commits: [{ at: firstCommit, count: 1 }],
+      error,
+    });
   // TTFT = (takenAt − arrivedAt) + (first commit − startedAt): 10 + 100, 10 + 300; 10 + 40; the failed one left out.
-  const run = {
+  const run: LoadRun = {
     startedAt: 0,
     durationMs: 1000,
     endedAt: 2000,
     sessions: [session(896, 0, 120), session(896, 100, 420), session(128, 200, 260), session(128, 300, 900, 'lost')],
-  } as unknown as LoadRun;
-  const ctx: RunContext = {
-    mode: 'hat',
-    maxBatch: 16,
-    load: { kind: 'closed-loop' },
-    devices: 2,
-    sloTtftMs: 1000,
-    sloTbtMs: 200,
-    before: [],
-    after: [],
-    cpuSeconds: null,
   };
-  const hat = fleetRunStats(run, ctx);
+  const hat = fleetRunStats(run, context());
   assert.deepEqual(hat.ttftMsByPrompt, { 128: { sessions: 1, mean: 50 }, 896: { sessions: 2, mean: 210 } });
   const uShape = { ttftMsByPrompt: { 128: { sessions: 2, mean: 40 }, 896: { sessions: 1, mean: 420 } } };
   assert.equal(
@@ -280,23 +296,14 @@ test("--recordings: another split's sessions are refused, a random-weight run's 
 });
 
 test('cost per token counts the whole run: commits after the window and of failed sessions, compute by class', () => {
-  const session = (commits: Array<[number, number]>, error?: string) => ({
-    arrivedAt: 0,
-    takenAt: 0,
-    startedAt: 0,
-    endedAt: 0,
-    device: 0,
-    commits: commits.map(([at, count]) => ({ at, count })),
-    lateMs: [],
-    checked: 0,
-    identical: 0,
-    maxAbsDiff: 0,
-    split: { rounds: 0, into: 0 },
-    decode: { rounds: commits.length - 1, deviceMs: 2 * (commits.length - 1), roundTripMs: 5 * (commits.length - 1) },
-    error,
-  });
+  const session = (commits: Array<[number, number]>, error?: string) =>
+    outcome({
+      commits: commits.map(([at, count]) => ({ at, count })),
+      decode: { rounds: commits.length - 1, deviceMs: 2 * (commits.length - 1), roundTripMs: 5 * (commits.length - 1) },
+      error,
+    });
   // A 1-s window: 3 + 2 + 1 tokens inside it, 5 + 1 after it (the drain); 2 of them from a session that failed.
-  const run = {
+  const run: LoadRun = {
     startedAt: 0,
     durationMs: 1000,
     endedAt: 4000,
@@ -314,7 +321,7 @@ test('cost per token counts the whole run: commits after the window and of faile
         'stopped',
       ),
     ],
-  } as unknown as LoadRun;
+  };
   const after = parsePrometheus(
     [
       'hat_cloud_compute_seconds_bucket{class="chunk",le="+Inf"} 3',
@@ -329,17 +336,7 @@ test('cost per token counts the whole run: commits after the window and of faile
       'hat_cloud_padded_rows_total{class="small"} 35',
     ].join('\n'),
   );
-  const stats = fleetRunStats(run, {
-    mode: 'hat',
-    maxBatch: 16,
-    load: { kind: 'closed-loop' },
-    devices: 2,
-    sloTtftMs: 1000,
-    sloTbtMs: 200,
-    before: [],
-    after,
-    cpuSeconds: 1.8,
-  });
+  const stats = fleetRunStats(run, context({ after, cpuSeconds: 1.8 }));
   assert.equal(stats.throughputTokensPerSecond, 6);
   // Rounds after the first token, of the completed session only (the failed one's 1,700-ms round is left out):
   // 2 + 5 tokens over 400 + 2,000 ms.
