@@ -17,9 +17,11 @@ import { promptIds as resolvePromptIds } from '../runtime/prompt.ts';
 import { readManifest, splitTokenizer } from '../runtime/split-dir.ts';
 import { continuationText, textStreamer, type TextTokenizer } from '../runtime/tokenizer.ts';
 import { budgetWithinCloudContext, type TokenBudget } from '../runtime/device/cloud-context.ts';
+import type { ChunkPlanner } from '../runtime/chunk-planner.ts';
 import { connectDeviceGenerator } from '../runtime/device/device-generator.ts';
 import { openDeviceParts, type DeviceParts } from '../runtime/device/device-parts.ts';
 import type { DeviceMetrics, HatGeneration } from '../runtime/device/hat-generator.ts';
+import { devicePlanner } from '../runtime/device/prefill.ts';
 import { loadChatTemplate, type ChatMessage, type ChatTemplate } from './chat-template.ts';
 import { CANCELLED_WHILE_QUEUED, RequestQueue } from './request-queue.ts';
 import { StopText, tokensUntilStop } from './stop-text.ts';
@@ -143,6 +145,8 @@ export class HatDevice {
   private readonly link?: LinkSpec;
   private readonly parts: DeviceParts;
   private readonly queue: RequestQueue;
+  /** Kept across requests: each opens its own cloud session, but the link and this device stay the same. */
+  private readonly planner: ChunkPlanner;
   private closed = false;
 
   private constructor(
@@ -162,6 +166,7 @@ export class HatDevice {
     this.modelId = options.modelId ?? basename(resolve(bundle));
     this.link = typeof options.link === 'string' ? parseLinkSpec(options.link) : options.link;
     this.queue = new RequestQueue(options.maxQueue ?? 16);
+    this.planner = devicePlanner(manifest, options.wire ?? 'fp16');
   }
 
   /** Opens a split directory or device bundle (input, output, adapter, manifest, tokenizer; no middle part). */
@@ -388,6 +393,7 @@ export class HatDevice {
       maxDraft: o.maxDraft ?? 6,
       reconnects: o.reconnects ?? 0,
       fallbackLocal: o.fallbackLocal ?? false,
+      planner: this.planner,
     });
   }
 

@@ -10,6 +10,8 @@ import { wireBytesPerRow } from '../runtime/protocol/hidden-codec.ts';
 import { readManifest } from '../runtime/split-dir.ts';
 import { openDeviceParts, type DeviceParts } from '../runtime/device/device-parts.ts';
 import { connectDeviceGenerator } from '../runtime/device/device-generator.ts';
+import { devicePlanner } from '../runtime/device/prefill.ts';
+import type { ChunkPlanner } from '../runtime/chunk-planner.ts';
 import type { SplitManifest } from '../split/manifest.ts';
 import { ComposedModel } from '../runtime/composed-model.ts';
 import { generateGreedy } from './full-model.ts';
@@ -68,12 +70,16 @@ function emptyRecord(scenario: string, prompt: BenchPrompt): RequestRecord {
 export class DeviceRunner {
   private fullModel?: ComposedModel;
   private requests = 0;
+  /** This device's chunk planner, kept across its sessions as a device process keeps it (HatDevice). */
+  private readonly planner: ChunkPlanner;
 
   private constructor(
     readonly config: DeviceConfig,
     readonly manifest: SplitManifest,
     private readonly parts: DeviceParts,
-  ) {}
+  ) {
+    this.planner = devicePlanner(manifest, config.wire);
+  }
 
   static async open(config: DeviceConfig): Promise<DeviceRunner> {
     const manifest = readManifest(config.splitDir);
@@ -138,6 +144,7 @@ export class DeviceRunner {
       draftThreshold: extras.draftThreshold ?? config.draftThreshold,
       maxDraft: config.maxDraft,
       recorder: extras.recorder,
+      planner: this.planner,
     });
     const record = emptyRecord(scenario.name, prompt);
     const arrivals: Arrival[] = [];

@@ -13,7 +13,8 @@
  * compute and queue time), counting only the time the link was busy with that chunk; W from chunks that did
  * not queue behind the device's own previous chunk. Until the device and the link are measured, chunks are
  * 64-token probes, and the device keeps at most a few chunks in flight so later chunks are sized with the link
- * and cloud measurements of earlier ones.
+ * and cloud measurements of earlier ones. A device keeps one planner across its sessions (prefill.ts), so only its
+ * first prompt pays for the probes: the link and the device do not change between requests.
  */
 import { Ema } from './ema.ts';
 
@@ -22,7 +23,8 @@ const PROBE_CHUNK = 64;
 export interface ChunkPlannerOptions {
   bytesPerToken: number;
   minChunk?: number;
-  maxChunk: number;
+  /** The largest chunk when `next` is given no frame limit of its own. */
+  maxChunk?: number;
 }
 
 export interface ChunkResult {
@@ -45,7 +47,7 @@ export class ChunkPlanner {
   private lastResultAt = -Infinity;
 
   constructor(options: ChunkPlannerOptions) {
-    this.options = { minChunk: 32, ...options };
+    this.options = { minChunk: 32, maxChunk: 4096, ...options };
   }
 
   /** Seeds the cloud's latency model, e.g. from the welcome frame. */
@@ -83,8 +85,9 @@ export class ChunkPlanner {
     return d + u + (Math.ceil(tokens / size) - 1) * Math.max(d, u, c) + c;
   }
 
-  next(remaining: number): number {
-    const { minChunk, maxChunk } = this.options;
+  /** The next chunk's size for a prompt with `remaining` tokens left, at most `maxChunk` (the cloud's frame limit). */
+  next(remaining: number, maxChunk = this.options.maxChunk): number {
+    const { minChunk } = this.options;
     if (remaining <= minChunk) return remaining;
     // Until the device has timed its input part and the link has been measured, send probe-sized chunks: a
     // large chunk sized on a guess is what costs most (the pipeline then waits for results before going on).

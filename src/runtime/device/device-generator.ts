@@ -5,6 +5,7 @@
  */
 import { HatError } from '../../errors.ts';
 import type { SplitManifest } from '../../split/manifest.ts';
+import type { ChunkPlanner } from '../chunk-planner.ts';
 import { manifestHash } from '../split-dir.ts';
 import { AutoDraftPolicy, FixedThresholdPolicy, type DraftPolicy } from '../speculative/draft-policy.ts';
 import { createSampler } from '../speculative/sampler.ts';
@@ -36,6 +37,11 @@ export interface DeviceGeneratorOptions {
    * generator talks to. The caller reports commits (`recorder.committed`) from its onTokens.
    */
   recorder?: SessionRecorder;
+  /**
+   * The device's chunk planner (prefill.ts devicePlanner), for a device that opens many sessions: its link, speed
+   * and cloud measurements carry over, so later prompts skip the probe chunks. A fresh one per session when absent.
+   */
+  planner?: ChunkPlanner;
 }
 
 /** Greedy sampling (the setting every equivalence check and benchmark uses). */
@@ -106,6 +112,6 @@ export async function connectDeviceGenerator(options: DeviceGeneratorOptions): P
     typeof options.draftThreshold === 'object'
       ? options.draftThreshold
       : draftPolicy(manifest, options.draftThreshold, options.maxDraft);
-  const generator = new HatGenerator(parts, verifier, sampler, new Drafter(parts, sampler, policy));
+  const generator = new HatGenerator(parts, verifier, sampler, new Drafter(parts, sampler, policy), options.planner);
   return { generator, verifier, cloudContext, close: () => verifier.close() };
 }

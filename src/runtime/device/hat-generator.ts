@@ -17,6 +17,7 @@ import { capDrafts, type DraftChain, type Drafter } from './drafter.ts';
 import { MetricsRecorder, type DeviceMetrics } from './generation-metrics.ts';
 import { Predrafter, type Branch } from './predrafter.ts';
 import { PrefillPipeline, type ChunkOption } from './prefill.ts';
+import type { ChunkPlanner } from '../chunk-planner.ts';
 import type { ForwardResult, Verifier } from './verifier.ts';
 
 export type { DeviceMetrics } from './generation-metrics.ts';
@@ -76,8 +77,9 @@ export class HatGenerator {
     private readonly verifier: Verifier,
     private readonly sampler: Sampler,
     private readonly drafter: Drafter,
+    planner?: ChunkPlanner,
   ) {
-    this.prefill = new PrefillPipeline(parts, verifier);
+    this.prefill = new PrefillPipeline(parts, verifier, planner);
     this.predrafter = new Predrafter(drafter);
   }
 

@@ -1,7 +1,9 @@
 /**
  * Chunked prefill (HAT §4.2): the prompt goes through the input part chunk by chunk, each chunk's hidden states
  * are uploaded as soon as they exist, so device compute, upload and cloud compute overlap. Chunk sizes come from
- * the ChunkPlanner (`auto`), a fixed size, or the whole prompt (`off`).
+ * the ChunkPlanner (`auto`), a fixed size, or the whole prompt (`off`). The planner belongs to the device, not the
+ * session: a device process passes one planner to every session (devicePlanner), so what it measured of its link,
+ * its own speed and the cloud's queue sizes the next prompt's chunks from the first one.
  */
 import { ChunkPlanner } from '../chunk-planner.ts';
 import { lastRow, type StepOutput } from '../part-runner.ts';
@@ -10,29 +12,37 @@ import type { DeviceCaches } from './device-caches.ts';
 import type { DeviceParts } from './device-parts.ts';
 import type { MetricsRecorder } from './generation-metrics.ts';
 import type { ForwardResult, Verifier } from './verifier.ts';
+import type { SplitManifest } from '../../split/manifest.ts';
+import type { WireDTypeName } from '../protocol/frame.ts';
 
 /** Probe chunks sent but unanswered before `--chunk auto` waits for a first measurement. */
 export const MAX_CHUNKS_IN_FLIGHT = 3;
 
 export type ChunkOption = 'off' | 'auto' | number;
 
+/** A chunk planner for one device: its rows go up in `wire` at the split's hidden size. */
+export function devicePlanner(manifest: SplitManifest, wire: WireDTypeName): ChunkPlanner {
+  return new ChunkPlanner({ bytesPerToken: wireBytesPerRow(wire, manifest.hidden.size) });
+}
+
 export class PrefillPipeline {
   private readonly planner: ChunkPlanner;
+  private readonly maxChunk: number;
 
+  /** `planner`: the device's own (devicePlanner), kept across sessions; a fresh one when absent. */
   constructor(
     private readonly parts: DeviceParts,
     private readonly verifier: Verifier,
+    planner?: ChunkPlanner,
   ) {
-    this.planner = new ChunkPlanner({
-      bytesPerToken: wireBytesPerRow(verifier.wire, parts.manifest.hidden.size),
-      maxChunk: Math.max(16, verifier.maxTokensPerFrame || 4096),
-    });
+    this.planner = planner ?? devicePlanner(parts.manifest, verifier.wire);
+    this.maxChunk = Math.max(16, verifier.maxTokensPerFrame || 4096);
     this.planner.seed(verifier.initialLatency);
   }
 
   private chunkSize(option: ChunkOption, remaining: number): number {
     if (option === 'off') return remaining;
-    if (option === 'auto') return this.planner.next(remaining);
+    if (option === 'auto') return this.planner.next(remaining, this.maxChunk);
     return Math.min(option, remaining);
   }
 
