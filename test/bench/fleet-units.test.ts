@@ -15,6 +15,7 @@ import {
   ttftByPrompt,
 } from '../../src/bench/fleet/fleet-report.ts';
 import { fleetRunStats, type FleetRunStats, type RunContext } from '../../src/bench/fleet/fleet-metrics.ts';
+import { fleetSpread, renderSpread, spreadOf } from '../../src/bench/fleet/fleet-spread.ts';
 import { foreignRecording } from '../../src/bench/fleet/run-fleet.ts';
 import type { LoadRun, SessionOutcome } from '../../src/bench/fleet/load.ts';
 import { parsePrometheus } from '../../src/bench/fleet/prom-text.ts';
@@ -428,4 +429,57 @@ test('a recorded round split at the advised rows: parts start at committed token
   assert.deepEqual(splitRound(5, 1, 0, 2), { to: 2, count: 1, last: true });
   // Advice 1 row: U-shape, one token per part.
   assert.deepEqual(splitRound(4, 3, 1, 1), { to: 2, count: 1, last: false });
+});
+
+test('the spread over repeated fleet runs: medians and ranges of the report ratios, per mode, load and setting', () => {
+  const run = (mode: string, batching: 'on' | 'off', rate: number | 'closed', tokS: number, msPerToken: number) =>
+    ({
+      mode,
+      batching,
+      load: rate === 'closed' ? { kind: 'closed-loop' } : { kind: 'poisson', rate },
+      sessions: { arrived: 10, completed: 10, failed: 0 },
+      sloAttainment: mode === 'u-shape' && tokS > 100 ? 0.5 : 1,
+      throughputTokensPerSecond: tokS,
+      ttftMs: { mean: msPerToken * 100, p50: 0, p90: 0, p99: 0 },
+      tbtMs: { mean: msPerToken * 10, p50: 0, p90: 0, p99: 0 },
+      cost: { computeMsPerToken: msPerToken },
+    }) as unknown as FleetRunStats;
+  // Three repeats; batched hat gains 1.2×, 1.5×, 1.3× in the window; u-shape's 2/s run is overloaded in the last.
+  const repeat = (gain: number, uShapeTokS: number) => [
+    run('hat', 'on', 'closed', 100 * gain, 2),
+    run('hat', 'off', 'closed', 100, 3),
+    run('hat', 'on', 2, 50, 2),
+    run('hat', 'off', 2, 50, 2),
+    run('u-shape', 'on', 2, uShapeTokS, 4),
+    run('u-shape', 'off', 2, 50, 5),
+  ];
+  const spread = fleetSpread([repeat(1.2, 50), repeat(1.5, 50), repeat(1.3, 150)]);
+  assert.equal(spread.repeats, 3);
+  assert.deepEqual(spread.sessions, { arrived: 180, failed: 0 });
+  const hatClosed = spread.batching.find((b) => b.mode === 'hat' && b.load === 'closed loop')!;
+  assert.deepEqual(
+    hatClosed.window.values.map((v) => +v.toFixed(6)),
+    [1.2, 1.5, 1.3],
+  );
+  assert.equal(+hatClosed.window.median.toFixed(6), 1.3);
+  assert.equal(hatClosed.window.min, 1.2);
+  assert.equal(hatClosed.window.max, 1.5);
+  assert.equal(hatClosed.capacity.median, 1.5, 'capacity: 3 ms per token one by one over 2 batched');
+  const versus = spread.versusUShape.find((v) => v.batching === 'on' && v.load === '2/s')!;
+  assert.equal(versus.ttft.median, 0.5, 'hat 200 ms over u-shape 400 ms');
+  assert.equal(versus.sustained, 2, 'u-shape missed the SLO in the third repeat');
+  assert.ok(!spread.versusUShape.some((v) => v.load === 'closed loop'), 'only Poisson rates compare TTFT');
+  assert.equal(spreadOf([3, 1, 2, 10]).median, 2.5);
+  const lines = renderSpread(spread);
+  assert.equal(lines[0], '3 repeats, 180 sessions, 0 failed');
+  assert.ok(
+    lines.includes(
+      '- hat at closed loop: window median 1.30× (1.20×–1.50×; 1.20×, 1.50×, 1.30×); ' +
+        'capacity median 1.50× (1.50×–1.50×; 1.50×, 1.50×, 1.50×)',
+    ),
+    lines.join('\n'),
+  );
+  // A ratio that a repeat lacks (its run missing) is left out rather than taken over fewer repeats.
+  const partial = fleetSpread([repeat(1.2, 50), repeat(1.5, 50).slice(2)]);
+  assert.ok(!partial.batching.some((b) => b.mode === 'hat' && b.load === 'closed loop'));
 });

@@ -7,7 +7,7 @@ import type { HistogramCounts } from './prom-text.ts';
 import type { FleetOptions, FleetReport } from './run-fleet.ts';
 
 const pct = (x: number) => `${(x * 100).toFixed(0)} %`;
-const loadLabel = (r: FleetRunStats) => (r.load.kind === 'poisson' ? `${r.load.rate}/s` : 'closed loop');
+export const loadLabel = (r: FleetRunStats) => (r.load.kind === 'poisson' ? `${r.load.rate}/s` : 'closed loop');
 const configLabel = (r: FleetRunStats) => `${r.mode}, batching ${r.batching}`;
 
 function histogramLine(h: HistogramCounts, label: (le: number) => string): string {

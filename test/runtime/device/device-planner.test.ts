@@ -52,6 +52,7 @@ async function session(planner?: ChunkPlanner): Promise<{ chunks: number[]; ids:
     const { ids, metrics } = await device.generator.generate(prompt, {
       maxNewTokens: 4,
       speculative: false,
+      parallelDrafting: false,
       chunk: 'auto',
     });
     return { chunks: metrics.prefillChunks.map((c) => c.tokens), ids };

@@ -1,0 +1,129 @@
+/**
+ * The fleet benchmark's ratios over repeated runs of the same recordings (scripts/bench-fleet-spread.ts). On this
+ * VM one run's ratios move by a fifth or more between identical runs, so a single run cannot tell a target met
+ * from one missed by less than that; the median and the range over several runs can. Ratios are those of the
+ * report (fleet-report.ts): window = batched tok/s over `--max-batch 1` tok/s, capacity = `--max-batch 1` compute
+ * per committed token over batched, and hat's mean TTFT and mean TBT over u-shape's at each Poisson rate.
+ */
+import { loadLabel, SUSTAINED_SLO_SHARE } from './fleet-report.ts';
+import type { FleetRunStats } from './fleet-metrics.ts';
+
+export interface Spread {
+  values: number[];
+  median: number;
+  min: number;
+  max: number;
+}
+
+export interface FleetSpread {
+  repeats: number;
+  sessions: { arrived: number; failed: number };
+  /** Batching on over `--max-batch 1`, per mode and load. */
+  batching: Array<{ mode: string; load: string; window: Spread; capacity: Spread }>;
+  /**
+   * hat over u-shape at each Poisson rate, per batching setting; `sustained` counts the repeats in which u-shape
+   * sustained that rate (the report's rule: no failed session, SUSTAINED_SLO_SHARE within the SLO).
+   */
+  versusUShape: Array<{ batching: 'on' | 'off'; load: string; ttft: Spread; tbt: Spread; sustained: number }>;
+}
+
+export function spreadOf(values: readonly number[]): Spread {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  return { values: [...values], median, min: sorted[0], max: sorted[sorted.length - 1] };
+}
+
+/** `repeats[i]` holds every run of repeat i (results.json `runs`); a ratio is kept where every repeat has it. */
+export function fleetSpread(repeats: ReadonlyArray<readonly FleetRunStats[]>): FleetSpread {
+  const find = (runs: readonly FleetRunStats[], mode: string, batching: string, load: string) =>
+    runs.find((r) => r.mode === mode && r.batching === batching && loadLabel(r) === load);
+  const first = repeats[0] ?? [];
+  const keys = (filter: (r: FleetRunStats) => boolean, key: (r: FleetRunStats) => string) => [
+    ...new Set(first.filter(filter).map(key)),
+  ];
+  const collect = (ratio: (runs: readonly FleetRunStats[]) => number | undefined): Spread | undefined => {
+    const values = repeats.map(ratio);
+    return values.every((v) => v !== undefined && Number.isFinite(v)) ? spreadOf(values as number[]) : undefined;
+  };
+
+  const batching: FleetSpread['batching'] = [];
+  for (const key of keys(
+    (r) => r.batching === 'on',
+    (r) => `${r.mode}\n${loadLabel(r)}`,
+  )) {
+    const [mode, load] = key.split('\n');
+    const pair = (runs: readonly FleetRunStats[]) => {
+      const on = find(runs, mode, 'on', load);
+      const off = find(runs, mode, 'off', load);
+      return on && off ? { on, off } : undefined;
+    };
+    const window = collect((runs) => {
+      const p = pair(runs);
+      return p && p.off.throughputTokensPerSecond > 0
+        ? p.on.throughputTokensPerSecond / p.off.throughputTokensPerSecond
+        : undefined;
+    });
+    const capacity = collect((runs) => {
+      const p = pair(runs);
+      return p && p.on.cost.computeMsPerToken > 0
+        ? p.off.cost.computeMsPerToken / p.on.cost.computeMsPerToken
+        : undefined;
+    });
+    if (window && capacity) batching.push({ mode, load, window, capacity });
+  }
+
+  const versusUShape: FleetSpread['versusUShape'] = [];
+  for (const setting of ['on', 'off'] as const) {
+    for (const load of keys(
+      (r) => r.mode === 'hat' && r.batching === setting && r.load.kind === 'poisson',
+      loadLabel,
+    )) {
+      const ratio = (pick: (r: FleetRunStats) => number) => (runs: readonly FleetRunStats[]) => {
+        const hat = find(runs, 'hat', setting, load);
+        const uShape = find(runs, 'u-shape', setting, load);
+        return hat && uShape && pick(uShape) > 0 ? pick(hat) / pick(uShape) : undefined;
+      };
+      const ttft = collect(ratio((r) => r.ttftMs.mean));
+      const tbt = collect(ratio((r) => r.tbtMs.mean));
+      if (!ttft || !tbt) continue;
+      const sustained = repeats.filter((runs) => {
+        const u = find(runs, 'u-shape', setting, load);
+        return u !== undefined && u.sessions.failed === 0 && u.sloAttainment >= SUSTAINED_SLO_SHARE;
+      }).length;
+      versusUShape.push({ batching: setting, load, ttft, tbt, sustained });
+    }
+  }
+
+  const all = repeats.flat();
+  return {
+    repeats: repeats.length,
+    sessions: {
+      arrived: all.reduce((s, r) => s + r.sessions.arrived, 0),
+      failed: all.reduce((s, r) => s + r.sessions.failed, 0),
+    },
+    batching,
+    versusUShape,
+  };
+}
+
+const x = (v: number) => `${v.toFixed(2)}×`;
+const describe = (s: Spread) => `median ${x(s.median)} (${x(s.min)}–${x(s.max)}; ${s.values.map(x).join(', ')})`;
+
+export function renderSpread(spread: FleetSpread): string[] {
+  const lines = [
+    `${spread.repeats} repeats, ${spread.sessions.arrived} sessions, ${spread.sessions.failed} failed`,
+    'Batching on over --max-batch 1 (window: tok/s; capacity: compute per committed token):',
+  ];
+  for (const b of spread.batching) {
+    lines.push(`- ${b.mode} at ${b.load}: window ${describe(b.window)}; capacity ${describe(b.capacity)}`);
+  }
+  lines.push('hat over u-shape (mean TTFT, mean TBT) at each Poisson rate:');
+  for (const v of spread.versusUShape) {
+    lines.push(
+      `- batching ${v.batching}, ${v.load} (u-shape sustained it in ${v.sustained} of ${spread.repeats}): ` +
+        `TTFT ${describe(v.ttft)}; TBT ${describe(v.tbt)}`,
+    );
+  }
+  return lines;
+}
