@@ -232,7 +232,7 @@ class Device {
   private computeFreeAt = 0;
   readonly up: EmulatedDirection;
   readonly down: EmulatedDirection;
-  /** The device's own planner, kept across its requests as a device process keeps its own (prefill.ts devicePlanner). */
+  /** The device's own planner, kept across its requests as a device process keeps its own (devicePlanner). */
   readonly planner: ChunkPlanner;
 
   constructor(
