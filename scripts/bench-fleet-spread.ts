@@ -11,7 +11,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { join } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { checkOutDir } from '../src/bench/output.ts';
 import { isHatError } from '../src/errors.ts';
 import { fleetSpread, renderSpread } from '../src/bench/fleet/fleet-spread.ts';
@@ -40,6 +40,11 @@ const take = (name: string): string | undefined => {
 const repeat = Number(take('--repeat') ?? 'NaN');
 if (!Number.isInteger(repeat) || repeat < 2) usage('--repeat must be an integer of at least 2');
 const out = take('--out') ?? usage('--out DIR is required');
+let recordings = take('--recordings');
+if (!args.includes('--fleet')) usage('pass --fleet N (and the other `hat bench --fleet` options)');
+if (recordings && !relative(resolve(out), resolve(recordings)).startsWith('..')) {
+  usage(`--recordings ${recordings} lies inside --out ${out}, which is replaced: copy them elsewhere first`);
+}
 const forceAt = args.indexOf('--force');
 if (forceAt >= 0) args.splice(forceAt, 1);
 try {
@@ -51,7 +56,6 @@ try {
 }
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
-let recordings = take('--recordings');
 const commit = (() => {
   try {
     return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
@@ -79,7 +83,11 @@ async function runOnce(i: number): Promise<FleetRunStats[]> {
     process.exit(1);
   }
   console.log(`run ${i} of ${repeat}: ${((Date.now() - started) / 1000).toFixed(0)} s (${dir})`);
-  const results = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as { runs: FleetRunStats[] };
+  const results = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as { runs?: FleetRunStats[] };
+  if (!Array.isArray(results.runs)) {
+    console.error(`bench-fleet-spread: ${dir}/results.json holds no fleet runs (was --fleet given?)`);
+    process.exit(1);
+  }
   return results.runs;
 }
 
@@ -87,7 +95,14 @@ const repeats: FleetRunStats[][] = [];
 const started = new Date();
 for (let i = 1; i <= repeat; i++) {
   repeats.push(await runOnce(i));
-  if (!recordings && existsSync(join(out, 'run-1', 'recordings'))) recordings = join(out, 'run-1', 'recordings');
+  if (!recordings) {
+    // The later runs must replay these sessions: recording again would vary the workload, not only the machine.
+    recordings = join(out, 'run-1', 'recordings');
+    if (!existsSync(recordings)) {
+      console.error(`bench-fleet-spread: run 1 wrote no ${recordings} to replay`);
+      process.exit(1);
+    }
+  }
 }
 const cpu = cpus();
 const header = [

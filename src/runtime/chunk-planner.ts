@@ -13,8 +13,9 @@
  * compute and queue time), counting only the time the link was busy with that chunk; W from chunks that did
  * not queue behind the device's own previous chunk. Until the device and the link are measured, chunks are
  * 64-token probes, and the device keeps at most a few chunks in flight so later chunks are sized with the link
- * and cloud measurements of earlier ones. A device keeps one planner across its sessions (prefill.ts), so only its
- * first prompt pays for the probes: the link and the device do not change between requests.
+ * and cloud measurements of earlier ones. A device keeps one planner across its sessions, one session at a time
+ * (prefill.ts), so only its first prompt pays for the probes. Every chunk updates the estimates, so a link that
+ * changed between requests shows within a few chunks; only a session's first chunk is sized on the last one's.
  */
 import { Ema } from './ema.ts';
 
@@ -48,6 +49,11 @@ export class ChunkPlanner {
 
   constructor(options: ChunkPlannerOptions) {
     this.options = { minChunk: 32, maxChunk: 4096, ...options };
+  }
+
+  /** Wire bytes per row the planner's link estimate is for. */
+  get bytesPerToken(): number {
+    return this.options.bytesPerToken;
   }
 
   /** Seeds the cloud's latency model, e.g. from the welcome frame. */

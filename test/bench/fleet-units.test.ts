@@ -453,9 +453,14 @@ test('the spread over repeated fleet runs: medians and ranges of the report rati
     run('u-shape', 'on', 2, uShapeTokS, 4),
     run('u-shape', 'off', 2, 50, 5),
   ];
-  const spread = fleetSpread([repeat(1.2, 50), repeat(1.5, 50), repeat(1.3, 150)]);
+  const third = repeat(1.3, 150);
+  third[5] = { ...third[5], sessions: { arrived: 10, completed: 7, failed: 3 } };
+  const spread = fleetSpread([repeat(1.2, 50), repeat(1.5, 50), third]);
   assert.equal(spread.repeats, 3);
-  assert.deepEqual(spread.sessions, { arrived: 180, failed: 0 });
+  assert.deepEqual(spread.sessions, { arrived: 180, failed: 3 });
+  assert.deepEqual(spread.failedRuns, [
+    { repeat: 3, mode: 'u-shape', batching: 'off', load: '2/s', failed: 3, of: 10 },
+  ]);
   const hatClosed = spread.batching.find((b) => b.mode === 'hat' && b.load === 'closed loop')!;
   assert.deepEqual(
     hatClosed.window.values.map((v) => +v.toFixed(6)),
@@ -471,7 +476,14 @@ test('the spread over repeated fleet runs: medians and ranges of the report rati
   assert.ok(!spread.versusUShape.some((v) => v.load === 'closed loop'), 'only Poisson rates compare TTFT');
   assert.equal(spreadOf([3, 1, 2, 10]).median, 2.5);
   const lines = renderSpread(spread);
-  assert.equal(lines[0], '3 repeats, 180 sessions, 0 failed');
+  assert.equal(lines[0], '3 repeats, 180 sessions, 3 failed');
+  assert.equal(
+    lines[1],
+    '- FAILED sessions in run 3: u-shape, batching off, 2/s: 3 of 10 (its ratios below still count)',
+  );
+  const off = spread.versusUShape.find((v) => v.batching === 'off' && v.load === '2/s')!;
+  assert.equal(off.ttft.median, 0.4, 'batching off: hat 200 ms over u-shape 500 ms');
+  assert.equal(off.sustained, 2, 'a run with failed sessions is not sustained');
   assert.ok(
     lines.includes(
       '- hat at closed loop: window median 1.30× (1.20×–1.50×; 1.20×, 1.50×, 1.30×); ' +

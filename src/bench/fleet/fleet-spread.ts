@@ -18,6 +18,8 @@ export interface Spread {
 export interface FleetSpread {
   repeats: number;
   sessions: { arrived: number; failed: number };
+  /** Runs with failed sessions (repeat from 1): their ratios still count, so the rendering names them. */
+  failedRuns: Array<{ repeat: number; mode: string; batching: 'on' | 'off'; load: string; failed: number; of: number }>;
   /** Batching on over `--max-batch 1`, per mode and load. */
   batching: Array<{ mode: string; load: string; window: Spread; capacity: Spread }>;
   /**
@@ -96,12 +98,25 @@ export function fleetSpread(repeats: ReadonlyArray<readonly FleetRunStats[]>): F
   }
 
   const all = repeats.flat();
+  const failedRuns = repeats.flatMap((runs, i) =>
+    runs
+      .filter((r) => r.sessions.failed > 0)
+      .map((r) => ({
+        repeat: i + 1,
+        mode: r.mode,
+        batching: r.batching,
+        load: loadLabel(r),
+        failed: r.sessions.failed,
+        of: r.sessions.arrived,
+      })),
+  );
   return {
     repeats: repeats.length,
     sessions: {
       arrived: all.reduce((s, r) => s + r.sessions.arrived, 0),
       failed: all.reduce((s, r) => s + r.sessions.failed, 0),
     },
+    failedRuns,
     batching,
     versusUShape,
   };
@@ -113,6 +128,11 @@ const describe = (s: Spread) => `median ${x(s.median)} (${x(s.min)}–${x(s.max)
 export function renderSpread(spread: FleetSpread): string[] {
   const lines = [
     `${spread.repeats} repeats, ${spread.sessions.arrived} sessions, ${spread.sessions.failed} failed`,
+    ...spread.failedRuns.map(
+      (f) =>
+        `- FAILED sessions in run ${f.repeat}: ${f.mode}, batching ${f.batching}, ${f.load}: ${f.failed} of ${f.of} ` +
+        '(its ratios below still count)',
+    ),
     'Batching on over --max-batch 1 (window: tok/s; capacity: compute per committed token):',
   ];
   for (const b of spread.batching) {

@@ -13,6 +13,7 @@ import { CloudClient, type CloudClientOptions } from './cloud-client.ts';
 import type { DeviceParts } from './device-parts.ts';
 import { Drafter } from './drafter.ts';
 import { HatGenerator } from './hat-generator.ts';
+import { checkPlannerWire } from './prefill.ts';
 import { LocalVerifier } from './local-verifier.ts';
 import { connectWithRetries, ResumingVerifier, type ResumeEvent } from './resuming-verifier.ts';
 import type { SessionRecorder } from './session-recorder.ts';
@@ -40,6 +41,7 @@ export interface DeviceGeneratorOptions {
   /**
    * The device's chunk planner (prefill.ts devicePlanner), for a device that opens many sessions: its link, speed
    * and cloud measurements carry over, so later prompts skip the probe chunks. A fresh one per session when absent.
+   * One session at a time (HatDevice's request queue): the link estimate assumes no other session's chunks share it.
    */
   planner?: ChunkPlanner;
 }
@@ -71,6 +73,7 @@ export async function connectDeviceGenerator(options: DeviceGeneratorOptions): P
       'run `hat train-adapter <split-dir>` first, or use --fallback none',
     );
   }
+  if (options.planner) checkPlannerWire(options.planner, manifest, options.cloud.wire);
   const { recorder } = options;
   const tap = options.cloud.recordUplink;
   const recordUplink = recorder

@@ -5,6 +5,7 @@
  * session: a device process passes one planner to every session (devicePlanner), so what it measured of its link,
  * its own speed and the cloud's queue sizes the next prompt's chunks from the first one.
  */
+import { HatError } from '../../errors.ts';
 import { ChunkPlanner } from '../chunk-planner.ts';
 import { lastRow, type StepOutput } from '../part-runner.ts';
 import { wireBytesPerRow } from '../protocol/hidden-codec.ts';
@@ -23,6 +24,18 @@ export type ChunkOption = 'off' | 'auto' | number;
 /** A chunk planner for one device: its rows go up in `wire` at the split's hidden size. */
 export function devicePlanner(manifest: SplitManifest, wire: WireDTypeName): ChunkPlanner {
   return new ChunkPlanner({ bytesPerToken: wireBytesPerRow(wire, manifest.hidden.size) });
+}
+
+/** A planner built for another wire would time the link wrongly for every chunk. */
+export function checkPlannerWire(planner: ChunkPlanner, manifest: SplitManifest, wire: WireDTypeName): void {
+  const rowBytes = wireBytesPerRow(wire, manifest.hidden.size);
+  if (planner.bytesPerToken !== rowBytes) {
+    throw new HatError(
+      'INTERNAL',
+      `the device's chunk planner is for ${planner.bytesPerToken} bytes per row; the ${wire} wire sends ${rowBytes}`,
+      'build it with devicePlanner(manifest, wire) for the wire this device sends',
+    );
+  }
 }
 
 export class PrefillPipeline {

@@ -100,3 +100,13 @@ test('HatDevice keeps one planner across requests, each on its own cloud session
     await cloud.server.stop();
   }
 });
+
+test('a planner built for another wire is refused before any cloud session opens', async () => {
+  const before = server.sessionCount;
+  await assert.rejects(session(devicePlanner(manifest, 'fp16')), (error: Error & { code?: string }) => {
+    assert.equal(error.code, 'INTERNAL');
+    assert.match(error.message, /planner is for 64 bytes per row; the fp32 wire sends 128/);
+    return true;
+  });
+  assert.equal(server.sessionCount, before);
+});
