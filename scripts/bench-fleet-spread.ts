@@ -3,7 +3,8 @@
  * report's ratios as median and range over the runs (src/bench/fleet/fleet-spread.ts). The first run records the
  * sessions unless --recordings is given; the later runs replay its recordings, so only the machine varies.
  *
- *   node --import tsx scripts/bench-fleet-spread.ts <split-dir> --repeat N --out DIR [--force] [hat bench options]
+ *   node --import tsx scripts/bench-fleet-spread.ts <split-dir> --repeat N --out DIR --fleet N [--force]
+ *     [other hat bench options]
  *
  * Writes DIR/run-<i>/ (each run's own report.txt, results.json, charts), DIR/run-<i>.log (its output),
  * DIR/spread.txt and DIR/spread.json.
@@ -21,7 +22,7 @@ import { HAT_BIN } from '../src/apps/spawn-cloud.ts';
 function usage(problem: string): never {
   console.error(
     `bench-fleet-spread: ${problem}\n` +
-      'usage: bench-fleet-spread.ts <split-dir> --repeat N --out DIR [--force] [hat bench --fleet options]',
+      'usage: bench-fleet-spread.ts <split-dir> --repeat N --out DIR --fleet N [--force] [hat bench options]',
   );
   process.exit(2);
 }
