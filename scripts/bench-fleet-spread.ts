@@ -109,7 +109,7 @@ const cpu = cpus();
 const header = [
   `fleet benchmark, ${repeat} runs on the same recordings (EMULATED devices and link, a real serve-cloud process)`,
   `commit ${commit}; ${started.toISOString()}; ${cpu.length} cores (${cpu[0]?.model.trim() ?? 'unknown CPU'})`,
-  `each run: hat bench ${split} ${args.join(' ')} (recordings: ${recordings ?? 'recorded by run 1'})`,
+  `each run: hat bench ${split} ${args.join(' ')} (recordings: ${recordings})`,
   '',
 ];
 const spread = fleetSpread(repeats);

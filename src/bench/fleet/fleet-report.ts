@@ -136,6 +136,8 @@ function rowFloor(on: FleetRunStats, off: FleetRunStats) {
 /** A load is sustained when at least this share of its sessions met the SLO and none failed (goodput-style). */
 export const SUSTAINED_SLO_SHARE = 0.9;
 
+export const sustained = (r: FleetRunStats) => r.sessions.failed === 0 && r.sloAttainment >= SUSTAINED_SLO_SHARE;
+
 /**
  * hat against u-shape where it matters: at the highest Poisson rate u-shape sustains, per batching setting, the
  * ratio of hat's mean TTFT and mean TBT to u-shape's at the same load.
@@ -143,16 +145,11 @@ export const SUSTAINED_SLO_SHARE = 0.9;
 export function atHighestSustainedRate(runs: readonly FleetRunStats[]): string[] {
   const lines: string[] = [];
   for (const batching of ['on', 'off'] as const) {
-    const sustained = runs.filter(
-      (r) =>
-        r.mode === 'u-shape' &&
-        r.batching === batching &&
-        r.load.kind === 'poisson' &&
-        r.sessions.failed === 0 &&
-        r.sloAttainment >= SUSTAINED_SLO_SHARE,
+    const uShapeSustained = runs.filter(
+      (r) => r.mode === 'u-shape' && r.batching === batching && r.load.kind === 'poisson' && sustained(r),
     );
     const rate = (r: FleetRunStats) => (r.load.kind === 'poisson' ? r.load.rate : 0);
-    const best = sustained.sort((a, b) => rate(b) - rate(a))[0];
+    const best = uShapeSustained.sort((a, b) => rate(b) - rate(a))[0];
     if (!best) {
       lines.push(`batching ${batching}: u-shape sustained none of the Poisson rates run`);
       continue;

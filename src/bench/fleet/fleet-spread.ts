@@ -5,7 +5,7 @@
  * report (fleet-report.ts): window = batched tok/s over `--max-batch 1` tok/s, capacity = `--max-batch 1` compute
  * per committed token over batched, and hat's mean TTFT and mean TBT over u-shape's at each Poisson rate.
  */
-import { loadLabel, SUSTAINED_SLO_SHARE } from './fleet-report.ts';
+import { loadLabel, sustained } from './fleet-report.ts';
 import type { FleetRunStats } from './fleet-metrics.ts';
 
 export interface Spread {
@@ -24,7 +24,7 @@ export interface FleetSpread {
   batching: Array<{ mode: string; load: string; window: Spread; capacity: Spread }>;
   /**
    * hat over u-shape at each Poisson rate, per batching setting; `sustained` counts the repeats in which u-shape
-   * sustained that rate (the report's rule: no failed session, SUSTAINED_SLO_SHARE within the SLO).
+   * sustained that rate (the report's rule, fleet-report.ts `sustained`).
    */
   versusUShape: Array<{ batching: 'on' | 'off'; load: string; ttft: Spread; tbt: Spread; sustained: number }>;
 }
@@ -89,11 +89,11 @@ export function fleetSpread(repeats: ReadonlyArray<readonly FleetRunStats[]>): F
       const ttft = collect(ratio((r) => r.ttftMs.mean));
       const tbt = collect(ratio((r) => r.tbtMs.mean));
       if (!ttft || !tbt) continue;
-      const sustained = repeats.filter((runs) => {
+      const uShapeSustained = repeats.filter((runs) => {
         const u = find(runs, 'u-shape', setting, load);
-        return u !== undefined && u.sessions.failed === 0 && u.sloAttainment >= SUSTAINED_SLO_SHARE;
+        return u !== undefined && sustained(u);
       }).length;
-      versusUShape.push({ batching: setting, load, ttft, tbt, sustained });
+      versusUShape.push({ batching: setting, load, ttft, tbt, sustained: uShapeSustained });
     }
   }
 
