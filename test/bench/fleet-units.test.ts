@@ -13,7 +13,9 @@ import {
   capacities,
   tbtDecomposition,
   ttftByPrompt,
+  ttftDecomposition,
 } from '../../src/bench/fleet/fleet-report.ts';
+import { ttftPath, TTFT_SEGMENTS, type TtftPath } from '../../src/bench/fleet/ttft-path.ts';
 import { fleetRunStats, type FleetRunStats, type RunContext } from '../../src/bench/fleet/fleet-metrics.ts';
 import { fleetSpread, renderSpread, spreadOf } from '../../src/bench/fleet/fleet-spread.ts';
 import { foreignRecording } from '../../src/bench/fleet/run-fleet.ts';
@@ -285,6 +287,95 @@ test('TTFT by prompt length: completed sessions only, each length its own mean, 
       '896 tokens 210.0 vs 420.0 ms = 0.50× (2 / 1 sessions)',
   );
   assert.equal(ttftByPrompt(hat, {} as FleetRunStats), undefined, 'a run without the field (older results.json)');
+});
+
+test('the TTFT critical path: device, uplink, cloud queue and compute, downlink; it adds up to the TTFT', () => {
+  const sum = (p: TtftPath) => TTFT_SEGMENTS.reduce((n, k) => n + p[k], 0);
+  // u-shape: one request. Device 0→40, uplink 40→60, queue 60→70, compute 70→100, downlink and output 100→110.
+  const one = ttftPath([{ sentAt: 40, deliveredAt: 60, receivedAt: 100, computeMs: 30 }], 0, 110)!;
+  assert.deepEqual(one, { deviceMs: 40, uplinkMs: 20, cloudQueueMs: 10, cloudComputeMs: 30, afterMs: 10 });
+  // A cloud-bound prompt: chunk 2 reached the cloud (30) while chunk 1 still ran (until 50), so the path goes
+  // through chunk 1's run: queue 50→55 behind another session, compute 55→80, then chunk 1's own wait from 15.
+  const cloudBound = ttftPath(
+    [
+      { sentAt: 10, deliveredAt: 15, receivedAt: 50, computeMs: 25 },
+      { sentAt: 20, deliveredAt: 30, receivedAt: 80, computeMs: 25 },
+    ],
+    0,
+    90,
+  )!;
+  assert.deepEqual(cloudBound, { deviceMs: 10, uplinkMs: 5, cloudQueueMs: 15, cloudComputeMs: 50, afterMs: 10 });
+  assert.equal(sum(cloudBound), 90);
+  // A device-bound prompt: chunk 2 reached the cloud (70) after chunk 1's result (50); the path leaves the cloud at
+  // chunk 2's arrival and the device at its send (60).
+  const deviceBound = ttftPath(
+    [
+      { sentAt: 10, deliveredAt: 15, receivedAt: 50, computeMs: 25 },
+      { sentAt: 60, deliveredAt: 70, receivedAt: 90, computeMs: 15 },
+    ],
+    0,
+    95,
+  )!;
+  assert.deepEqual(deviceBound, { deviceMs: 60, uplinkMs: 10, cloudQueueMs: 5, cloudComputeMs: 15, afterMs: 5 });
+  // Chunks joined in one run (both answered at its end, each told the whole run's compute): counted once, and the
+  // run waited for the first of them.
+  const joined = ttftPath(
+    [
+      { sentAt: 10, deliveredAt: 20, receivedAt: 60, computeMs: 30 },
+      { sentAt: 15, deliveredAt: 25, receivedAt: 60.5, computeMs: 30 },
+    ],
+    0,
+    70,
+  )!;
+  assert.deepEqual(joined, { deviceMs: 10, uplinkMs: 10, cloudQueueMs: 10.5, cloudComputeMs: 30, afterMs: 9.5 });
+  assert.equal(ttftPath([], 0, 10), undefined);
+});
+
+test('the TTFT path in a run: means with the device wait, by prompt length, and how far hat is from 0.6×', () => {
+  const path = (scale: number): TtftPath => ({
+    deviceMs: 10 * scale,
+    uplinkMs: 20 * scale,
+    cloudQueueMs: 30 * scale,
+    cloudComputeMs: 40 * scale,
+    afterMs: 5 * scale,
+  });
+  const session = (promptTokens: number, scale: number, error?: string) =>
+    outcome({
+      promptTokens,
+      arrivedAt: 0,
+      takenAt: 4,
+      startedAt: 10,
+      commits: [{ at: 10 + 105 * scale, count: 1 }],
+      ttftPath: error ? undefined : path(scale),
+      error,
+    });
+  const run = (sessions: SessionOutcome[]): LoadRun => ({ startedAt: 0, durationMs: 1000, endedAt: 2000, sessions });
+  const hat = fleetRunStats(run([session(128, 1), session(896, 3), session(896, 5, 'lost')]), context());
+  assert.deepEqual(hat.ttftPath!.all, {
+    sessions: 2,
+    deviceWaitMs: 4,
+    deviceMs: 20,
+    uplinkMs: 40,
+    cloudQueueMs: 60,
+    cloudComputeMs: 80,
+    afterMs: 10,
+  });
+  assert.equal(hat.ttftPath!.byPrompt[896].cloudComputeMs, 120);
+  assert.equal(hat.ttftMs.mean, 4 + 210, 'the segments and the device wait add up to the mean TTFT');
+  const uShape = fleetRunStats(run([session(128, 2), session(896, 4)]), context({ mode: 'u-shape' }));
+  const lines = ttftDecomposition(hat, uShape);
+  assert.equal(lines.length, 3);
+  assert.equal(
+    lines[0],
+    "TTFT along each session's critical path, ms (means): hat 214.0 = device wait 4.0 + device 20.0 + uplink 40.0 " +
+      '+ cloud queue 60.0 + cloud compute 80.0 + downlink and output 10.0; u-shape 319.0 = device wait 4.0 + device ' +
+      '30.0 + uplink 60.0 + cloud queue 90.0 + cloud compute 120.0 + downlink and output 15.0; TTFT 0.6× needs ' +
+      'hat ≤ 191.4 ms, 22.6 ms less',
+  );
+  assert.match(lines[2], /^ {2}896 tokens: hat 319\.0 = .*; u-shape 424\.0 = /);
+  const slowUShape = fleetRunStats(run([session(128, 4), session(896, 6)]), context({ mode: 'u-shape' }));
+  assert.match(ttftDecomposition(hat, slowUShape)[0], /; within TTFT 0\.6× \(≤ 317\.4 ms\)$/);
+  assert.deepEqual(ttftDecomposition(hat, {} as FleetRunStats), [], 'a run without the field (older results.json)');
 });
 
 test("--recordings: another split's sessions are refused, a random-weight run's acceptance sessions are not", () => {

@@ -16,6 +16,7 @@
 import { summarize, type Summary } from '../../runtime/device/metrics.ts';
 import { tokenGaps } from '../record.ts';
 import type { LoadRun, LoadShape } from './load.ts';
+import { TTFT_SEGMENTS, type TtftPath } from './ttft-path.ts';
 import { histogram, histogramDelta, sampleValue, type HistogramCounts, type Sample } from './prom-text.ts';
 
 export interface FleetRunStats {
@@ -36,6 +37,11 @@ export interface FleetRunStats {
   ttftMs: Summary;
   /** Mean TTFT of the completed sessions by prompt length in tokens (hat's chunking gains most on long prompts). */
   ttftMsByPrompt?: Record<string, { sessions: number; mean: number }>;
+  /**
+   * Mean TTFT split along each session's critical path (ttft-path.ts), over the completed sessions and by prompt
+   * length: waiting for a free EMULATED device, then the path's segments. They add up to the mean TTFT.
+   */
+  ttftPath?: { all: TtftPathMeans; byPrompt: Record<string, TtftPathMeans> };
   tbtMs: Summary;
   sloAttainment: number;
   /**
@@ -98,6 +104,8 @@ export interface FleetRunStats {
   /** The first distinct session errors, if any. */
   errors: string[];
 }
+
+export type TtftPathMeans = TtftPath & { sessions: number; deviceWaitMs: number };
 
 export interface RunContext {
   mode: string;
@@ -177,6 +185,25 @@ function meansByPrompt(
   return out;
 }
 
+function pathMeans(sessions: ReadonlyArray<{ path: TtftPath; deviceWaitMs: number }>): TtftPathMeans {
+  const out = { sessions: sessions.length, deviceWaitMs: round(mean(sessions.map((s) => s.deviceWaitMs))) };
+  const segments = Object.fromEntries(TTFT_SEGMENTS.map((k) => [k, round(mean(sessions.map((s) => s.path[k])))]));
+  return { ...out, ...(segments as unknown as TtftPath) };
+}
+
+/** TTFT paths of the completed sessions that have one, overall and by prompt length. */
+function ttftPaths(sessions: readonly LoadRun['sessions'][number][]): FleetRunStats['ttftPath'] {
+  const withPath = sessions.flatMap((s) =>
+    s.ttftPath ? [{ path: s.ttftPath, deviceWaitMs: s.takenAt - s.arrivedAt, promptTokens: s.promptTokens }] : [],
+  );
+  if (withPath.length === 0) return undefined;
+  const byPrompt: Record<string, TtftPathMeans> = {};
+  for (const length of [...new Set(withPath.map((s) => s.promptTokens))].sort((a, b) => a - b)) {
+    byPrompt[length] = pathMeans(withPath.filter((s) => s.promptTokens === length));
+  }
+  return { all: pathMeans(withPath), byPrompt };
+}
+
 export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
   const windowEnd = run.startedAt + run.durationMs;
   const ok = run.sessions.filter((s) => !s.error);
@@ -224,6 +251,7 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
     throughputTokensPerSecond: round(inWindow.reduce((n, c) => n + c.count, 0) / (run.durationMs / 1000), 2),
     ttftMs: summarize(perSession.map((s) => s.ttft)),
     ttftMsByPrompt: meansByPrompt(perSession),
+    ttftPath: ttftPaths(ok),
     tbtMs: summarize(perSession.flatMap((s) => s.gaps)),
     sloAttainment: run.sessions.length ? round(met / run.sessions.length) : 0,
     rounds,

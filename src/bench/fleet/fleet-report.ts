@@ -2,9 +2,10 @@
 import type { TopLevelSpec } from 'vega-lite';
 import { render } from '../charts.ts';
 import { f, headerLines, plain } from '../report.ts';
-import type { FleetRunStats } from './fleet-metrics.ts';
+import type { FleetRunStats, TtftPathMeans } from './fleet-metrics.ts';
 import type { HistogramCounts } from './prom-text.ts';
 import type { FleetOptions, FleetReport } from './run-fleet.ts';
+import { TTFT_SEGMENTS } from './ttft-path.ts';
 
 const pct = (x: number) => `${(x * 100).toFixed(0)} %`;
 export const loadLabel = (r: FleetRunStats) => (r.load.kind === 'poisson' ? `${r.load.rate}/s` : 'closed loop');
@@ -169,6 +170,7 @@ export function atHighestSustainedRate(runs: readonly FleetRunStats[]): string[]
     );
     const byPrompt = ttftByPrompt(hat, best);
     if (byPrompt) lines.push(`  ${byPrompt}`);
+    for (const line of ttftDecomposition(hat, best)) lines.push(`  ${line}`);
     const decomposed = tbtDecomposition(hat, best);
     if (decomposed) lines.push(`  ${decomposed}`);
   }
@@ -187,6 +189,35 @@ export function ttftByPrompt(hat: FleetRunStats, uShape: FleetRunStats): string 
     return `${length} tokens ${f(a)} vs ${f(b)} ms${ratio} (${h[length].sessions} / ${u[length].sessions} sessions)`;
   });
   return `TTFT by prompt length, hat vs u-shape: ${parts.join('; ')}`;
+}
+
+/** The TTFT ratio the fleet target asks for (hat's mean TTFT at most this share of u-shape's). */
+export const TTFT_TARGET = 0.6;
+
+/**
+ * Mean TTFT along the sessions' critical paths (ttft-path.ts), hat against u-shape, overall and by prompt length:
+ * which segment keeps hat from the target, and by how much it misses.
+ */
+export function ttftDecomposition(hat: FleetRunStats, uShape: FleetRunStats): string[] {
+  const [h, u] = [hat.ttftPath, uShape.ttftPath];
+  if (!h || !u) return [];
+  const total = (p: TtftPathMeans) => p.deviceWaitMs + TTFT_SEGMENTS.reduce((n, k) => n + p[k], 0);
+  const path = (p: TtftPathMeans) =>
+    `${f(total(p))} = device wait ${f(p.deviceWaitMs)} + device ${f(p.deviceMs)} + uplink ${f(p.uplinkMs)} + ` +
+    `cloud queue ${f(p.cloudQueueMs)} + cloud compute ${f(p.cloudComputeMs)} + downlink and output ${f(p.afterMs)}`;
+  const needs = TTFT_TARGET * total(u.all);
+  const gap = total(h.all) - needs;
+  const lines = [
+    `TTFT along each session's critical path, ms (means): hat ${path(h.all)}; u-shape ${path(u.all)}; ` +
+      (gap > 0
+        ? `TTFT ${TTFT_TARGET}× needs hat ≤ ${f(needs)} ms, ${f(gap)} ms less`
+        : `within TTFT ${TTFT_TARGET}× (≤ ${f(needs)} ms)`),
+  ];
+  for (const length of Object.keys(h.byPrompt)) {
+    const [a, b] = [h.byPrompt[length], u.byPrompt[length]];
+    if (a?.sessions && b?.sessions) lines.push(`  ${length} tokens: hat ${path(a)}; u-shape ${path(b)}`);
+  }
+  return lines;
 }
 
 /**

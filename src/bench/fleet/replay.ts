@@ -21,6 +21,7 @@ import { ROWS_ADVICE } from '../../runtime/protocol/control.ts';
 import { decodeHidden, encodeHidden } from '../../runtime/protocol/hidden-codec.ts';
 import { frameHeader, type SessionRecording } from '../../runtime/device/session-recorder.ts';
 import { costFor } from './transplant.ts';
+import { ttftPath, type PromptRequestTimes, type TtftPath } from './ttft-path.ts';
 
 export interface ReplayOptions {
   url: string;
@@ -62,6 +63,8 @@ export interface ReplayOutcome {
    * the EMULATED link both ways and serve-cloud's queue and compute).
    */
   decode: { rounds: number; deviceMs: number; roundTripMs: number };
+  /** Where the time from the session's start to its first token went (ttft-path.ts); absent on a failed session. */
+  ttftPath?: TtftPath;
   error?: string;
 }
 
@@ -109,6 +112,10 @@ interface Sent {
   /** The device time waited before it went, and when it went (performance.now()). */
   deviceMs?: number;
   sentAt?: number;
+  /** When it left the EMULATED uplink, when its result left the cloud's socket, and the cloud's compute for it. */
+  deliveredAt?: number;
+  receivedAt?: number;
+  computeMs?: number;
 }
 
 /**
@@ -184,12 +191,14 @@ export async function replaySession(recording: SessionRecording, options: Replay
       }),
     );
 
-  const onResult = (payload: Uint8Array, header: FrameHeader) => {
+  const onResult = (payload: Uint8Array, header: FrameHeader, receivedAt: number) => {
     const index = arrived.length;
     const at = performance.now();
     arrived.push(at);
     const part = sent[index];
     if (!part) return fail(new HatError('PROTOCOL', `result ${index} of a session that sent ${sent.length} frames`));
+    part.receivedAt = receivedAt;
+    part.computeMs = header.computeMs;
     const recorded = recording.results[part.frame];
     const rows = part.to - part.from;
     if (header.nTokens !== rows) {
@@ -218,11 +227,12 @@ export async function replaySession(recording: SessionRecording, options: Replay
 
   socket.on('message', (data: Buffer) => {
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const receivedAt = performance.now();
     link.down.send(bytes.length, () => {
       try {
         const frame = decodeFrame(bytes, { maxPayloadBytes: 1 << 30 });
         if (frame.header.type === 'welcome') welcome?.((decodeJson(frame.payload) as { sessionId: number }).sessionId);
-        else if (frame.header.type === 'result') onResult(frame.payload, frame.header);
+        else if (frame.header.type === 'result') onResult(frame.payload, frame.header, receivedAt);
         else if (frame.header.type === 'error') {
           const body = decodeJson(frame.payload) as { code?: string; message?: string };
           fail(new HatError('NETWORK', `the cloud closed the session: ${body.code ?? 'ERROR'}: ${body.message ?? ''}`));
@@ -240,8 +250,9 @@ export async function replaySession(recording: SessionRecording, options: Replay
   });
 
   let seq = 0;
-  const send = (bytes: Uint8Array) =>
+  const send = (bytes: Uint8Array, entry?: Sent) =>
     link.up.send(bytes.length, () => {
+      if (entry) entry.deliveredAt = performance.now();
       if (socket.readyState === WebSocket.OPEN) socket.send(bytes, { binary: true });
     });
   const arrival = (index: number) =>
@@ -289,7 +300,7 @@ export async function replaySession(recording: SessionRecording, options: Replay
       previousSend = now;
       entry.deviceMs = deviceMs;
       entry.sentAt = now;
-      send(withSession(bytes, sessionId, seq++));
+      send(withSession(bytes, sessionId, seq++), entry);
     };
     for (let i = 0; i < n && !failure; i++) {
       const frame = recording.frames[i];
@@ -319,6 +330,7 @@ export async function replaySession(recording: SessionRecording, options: Replay
     await Promise.all(pendingCommits);
     if (failure) throw failure;
     outcome.endedAt = outcome.commits.at(-1)?.at ?? performance.now();
+    outcome.ttftPath = promptPath(sent, outcome);
     if (outcome.tokens !== recording.tokens) {
       throw new HatError('INTERNAL', `replayed ${outcome.tokens} tokens of a recording of ${recording.tokens}`);
     }
@@ -381,4 +393,19 @@ export async function replaySession(recording: SessionRecording, options: Replay
     setTimeout(() => socket.terminate(), 50 + link.spec.up.latencyMs * 4).unref();
   }
   return outcome;
+}
+
+/** The critical path to the first token over the requests sent before it (the prompt's chunks). */
+function promptPath(sent: readonly Sent[], outcome: ReplayOutcome): TtftPath | undefined {
+  const prompt: PromptRequestTimes[] = [];
+  for (const entry of sent) {
+    if (entry.decode) break;
+    const { sentAt, deliveredAt, receivedAt, computeMs } = entry;
+    if (sentAt === undefined || deliveredAt === undefined || receivedAt === undefined || computeMs === undefined) {
+      return undefined;
+    }
+    prompt.push({ sentAt, deliveredAt, receivedAt, computeMs });
+  }
+  if (outcome.commits.length === 0) return undefined;
+  return ttftPath(prompt, outcome.startedAt, Math.min(...outcome.commits.map((c) => c.at)));
 }
