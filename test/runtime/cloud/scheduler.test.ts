@@ -316,9 +316,9 @@ test("a lone chunk takes its session's next queued chunks, within MAX_MERGED_ROW
   assert.equal(pick.paddedRows, 125);
   // Not contiguous (the device rolled back), another session's request in between does not matter.
   assert.equal(nextBatch([chunk(1, 0, 40), chunk(1, 30, 40)], limits)!.follow, undefined);
-  // The cap: 40 + 80 fits 128, a further 40 does not.
-  assert.deepEqual(nextBatch([chunk(1, 0, 40), chunk(1, 40, 80), chunk(1, 120, 40)], limits)!.follow, [1]);
-  assert.equal(MAX_MERGED_ROWS, 128);
+  // The cap: 40 + 200 fits 256, a further 40 does not.
+  assert.deepEqual(nextBatch([chunk(1, 0, 40), chunk(1, 40, 200), chunk(1, 240, 40)], limits)!.follow, [1]);
+  assert.equal(MAX_MERGED_ROWS, 256);
   // --max-batch 1 keeps one request per run; a chunk batched with another session's chunk takes no followers.
   assert.equal(nextBatch(queue, { ...limits, maxBatch: 1 })!.follow, undefined);
   const two = nextBatch([chunk(1, 0, 30), chunk(2, 0, 30), chunk(1, 30, 30)], limits)!;
