@@ -317,8 +317,8 @@ test('the TTFT critical path: device, uplink, cloud queue and compute, downlink;
     95,
   )!;
   assert.deepEqual(deviceBound, { deviceMs: 60, uplinkMs: 10, cloudQueueMs: 5, cloudComputeMs: 15, afterMs: 5 });
-  // Chunks joined in one run (both answered at its end, each told the whole run's compute): counted once, and the
-  // run waited for the first of them.
+  // Chunks joined in one run (both answered at its end, each told the whole run's compute): counted once; the time
+  // since the first of them arrived is queue.
   const joined = ttftPath(
     [
       { sentAt: 10, deliveredAt: 20, receivedAt: 60, computeMs: 30 },
@@ -328,6 +328,29 @@ test('the TTFT critical path: device, uplink, cloud queue and compute, downlink;
     70,
   )!;
   assert.deepEqual(joined, { deviceMs: 10, uplinkMs: 10, cloudQueueMs: 10.5, cloudComputeMs: 30, afterMs: 9.5 });
+  // Back-to-back runs: run 2 began (at 50) as run 1's result left, but that result was stamped 0.25 ms late. Their
+  // different compute times tell two runs from one merged run, so both computes count.
+  const backToBack = ttftPath(
+    [
+      { sentAt: 10, deliveredAt: 15, receivedAt: 50.25, computeMs: 25 },
+      { sentAt: 20, deliveredAt: 30, receivedAt: 70, computeMs: 20 },
+    ],
+    0,
+    75,
+  )!;
+  assert.equal(backToBack.cloudComputeMs, 45);
+  assert.equal(sum(backToBack), 75);
+  // Three chunks: 1 alone (cloud-bound from 2's view), then 2 and 3 joined in one run.
+  const chain = ttftPath(
+    [
+      { sentAt: 10, deliveredAt: 12, receivedAt: 40, computeMs: 20 },
+      { sentAt: 20, deliveredAt: 25, receivedAt: 90, computeMs: 40 },
+      { sentAt: 30, deliveredAt: 35, receivedAt: 90.5, computeMs: 40 },
+    ],
+    0,
+    100,
+  )!;
+  assert.deepEqual(chain, { deviceMs: 10, uplinkMs: 2, cloudQueueMs: 18.5, cloudComputeMs: 60, afterMs: 9.5 });
   assert.equal(ttftPath([], 0, 10), undefined);
 });
 
@@ -377,6 +400,9 @@ test('the TTFT path in a run: means with the device wait, by prompt length, and 
   const slowUShape = fleetRunStats(run([session(128, 4), session(896, 6)]), context({ mode: 'u-shape' }));
   assert.match(ttftDecomposition(hat, slowUShape)[0], /; within TTFT 0\.6× \(≤ 317\.4 ms\); /);
   assert.deepEqual(ttftDecomposition(hat, {} as FleetRunStats), [], 'a run without the field (older results.json)');
+  const pathless = { ...session(128, 1), ttftPath: undefined };
+  const partly = fleetRunStats(run([session(128, 1), session(896, 3), pathless]), context());
+  assert.match(ttftDecomposition(partly, uShape)[0], /^TTFT .*: hat [^;]* \(over 2 of 3 sessions\); u-shape [^(]*; /);
 });
 
 test("--recordings: another split's sessions are refused, a random-weight run's acceptance sessions are not", () => {

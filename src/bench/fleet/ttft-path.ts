@@ -20,7 +20,10 @@ export interface PromptRequestTimes {
   deliveredAt: number;
   /** Its result came out of the WebSocket (the cloud sent it; before the EMULATED downlink). */
   receivedAt: number;
-  /** The cloud's own run time for it (a run of several chunks reports the whole run to each). */
+  /**
+   * The cloud's own time for the run that answered it: a run of several chunks reports the same whole-run figure to
+   * each, which is how the walk tells one merged run from back-to-back runs (a float32 of a measured time).
+   */
   computeMs: number;
 }
 
@@ -59,9 +62,10 @@ export function ttftPath(
   handTo('afterMs', requests[i].receivedAt);
   for (;;) {
     handTo('cloudComputeMs', t - requests[i].computeMs);
-    // Earlier chunks answered after this run began ran in it (the cloud joins a session's queued chunks): the run
-    // waited for the first of them.
-    while (i > 0 && requests[i - 1].receivedAt >= t) i--;
+    // Earlier chunks answered by this same run (the cloud joins a session's queued chunks; each answer carries the
+    // run's compute): the path goes on from the first of them. The time since it arrived counts as queue: a chunk
+    // joins only if it was still queued, so the cloud was busy with other runs while it waited.
+    while (i > 0 && requests[i - 1].computeMs === requests[i].computeMs && requests[i - 1].receivedAt >= t) i--;
     const previousEnd = i > 0 ? requests[i - 1].receivedAt : -Infinity;
     if (previousEnd >= requests[i].deliveredAt) {
       // Held behind its own previous chunk's run: the cloud was this prompt's bottleneck there.

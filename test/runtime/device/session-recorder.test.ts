@@ -97,6 +97,12 @@ for (const speculative of [true, false]) {
     // Its decode rounds are every frame after the prompt's chunks, each timed from send to result.
     assert.equal(replay.decode.rounds, recording.frames.length - chunks);
     assert.ok(replay.decode.roundTripMs > 0 && replay.decode.deviceMs >= 0, JSON.stringify(replay.decode));
+    // Its TTFT along the critical path: the segments add up to start → first token, the cloud's compute among them.
+    const path = replay.ttftPath!;
+    const firstToken = Math.min(...replay.commits.map((c) => c.at));
+    const total = Object.values(path).reduce((n, ms) => n + ms, 0);
+    assert.ok(Math.abs(total - (firstToken - replay.startedAt)) < 1e-6, JSON.stringify(path));
+    assert.ok(path.cloudComputeMs > 0 && path.afterMs >= 0, JSON.stringify(path));
   });
 }
 
