@@ -118,11 +118,11 @@ export const DEFAULT_SMALL_ROWS = 8;
  * verifications that arrive during a merged run wait for all of it. 128 rows suited devices that opened every
  * prompt with 64-token probes (then 256 rows doubled verifications' queue wait at 6 sessions/s). Since a device keeps
  * its chunk planner across sessions its chunks are 96–196 rows on the default split, and 128 merged almost none: an
- * 896-token prompt's 8–10 chunks each queued behind the verifications that go first, 217 ms of its TTFT's critical
- * path against u-shape's 57 ms (fleet bench at 2/s, batching on, 6e195bd). At 256, one set of recordings replayed six
- * times per cap, alternating (2/s, batching on), hat's prompts queued 87 ms on their critical path against 136
- * (medians), its mean TTFT was 224 ms against 278 (0.74× u-shape's against 0.87×), and verifications waited no
- * longer (16.3 ms against 18.3; hat's TBT 27.9 ms against 30.4).
+ * 896-token prompt's 8–10 chunks each queued for a turn of their own behind the verifications that go first (fleet
+ * bench at 2/s, batching on, 6e195bd: hat's prompt chunks queued 94.5 ms on average, u-shape's whole prompts 58.8).
+ * At 256, one set of recordings replayed six times per cap, alternating (2/s, batching on), hat's prompt chunks
+ * queued 58 ms on average against 99 (medians), its mean TTFT was 224 ms against 278 (0.74× u-shape's against
+ * 0.87×), and verifications waited no longer (16.3 ms against 18.3; hat's TBT 27.9 ms against 30.4).
  */
 export const MAX_MERGED_ROWS = 256;
 
