@@ -231,6 +231,7 @@ test('the TBT ratio decomposed: round times over tokens per round, and the token
 const outcome = (over: Partial<SessionOutcome>): SessionOutcome => ({
   mode: 'hat',
   promptTokens: 0,
+  arrival: 0,
   arrivedAt: 0,
   takenAt: 0,
   startedAt: 0,
@@ -287,6 +288,49 @@ test('TTFT by prompt length: completed sessions only, each length its own mean, 
       '896 tokens 210.0 vs 420.0 ms = 0.50× (2 / 1 sessions)',
   );
   assert.equal(ttftByPrompt(hat, {} as FleetRunStats), undefined, 'a run without the field (older results.json)');
+});
+
+test('session points by arrival, and the paired interval line at the highest rate u-shape sustains', () => {
+  // Arrival 0: TTFT 10 + 90, gaps 20, 20 (two tokens at 160); arrival 1 failed; arrival 2: TTFT 10 + 40, no gap.
+  const session = (arrival: number, commits: Array<{ at: number; count: number }>, error?: string) =>
+    outcome({ arrival, promptTokens: 128, arrivedAt: 0, takenAt: 10, startedAt: 20, commits, error });
+  const run: LoadRun = {
+    startedAt: 0,
+    durationMs: 1000,
+    endedAt: 2000,
+    sessions: [
+      session(2, [{ at: 60, count: 1 }]),
+      session(0, [
+        { at: 110, count: 1 },
+        { at: 150, count: 2 },
+      ]),
+      session(1, [{ at: 70, count: 1 }], 'lost'),
+    ],
+  };
+  const stats = fleetRunStats(run, context());
+  assert.deepEqual(stats.sessionPoints, [
+    { arrival: 2, promptTokens: 128, ttftMs: 50, gapSumMs: 0, gaps: 0 },
+    { arrival: 0, promptTokens: 128, ttftMs: 100, gapSumMs: 40, gaps: 2 },
+  ]);
+  const sustainedRun = (mode: string, sessionPoints?: FleetRunStats['sessionPoints']) =>
+    ({
+      ...stats,
+      mode,
+      load: { kind: 'poisson', rate: 2 },
+      sessions: { arrived: 2, completed: 2, failed: 0 },
+      sloAttainment: 1,
+      sessionPoints,
+    }) as FleetRunStats;
+  const doubled = stats.sessionPoints!.map((p) => ({ ...p, ttftMs: 2 * p.ttftMs, gapSumMs: 4 * p.gapSumMs }));
+  const lines = atHighestSustainedRate([sustainedRun('hat', stats.sessionPoints), sustainedRun('u-shape', doubled)]);
+  assert.equal(
+    lines[1],
+    '  95 % intervals over the arrivals (a paired bootstrap: the 2 arrivals both completed, each the same prompt at ' +
+      "the same time in both, resampled 2,000 times; sampling within this run only, not the machine's drift " +
+      'between runs): TTFT 0.50–0.50×, TBT 0.25–0.25×',
+  );
+  const older = atHighestSustainedRate([sustainedRun('hat'), sustainedRun('u-shape', doubled)]);
+  assert.ok(!older.some((line) => line.includes('intervals')), 'an older results.json has no session points');
 });
 
 test('the TTFT critical path: device, uplink, cloud queue and compute, downlink; it adds up to the TTFT', () => {

@@ -17,6 +17,7 @@ import { summarize, type Summary } from '../../runtime/device/metrics.ts';
 import { tokenGaps } from '../record.ts';
 import type { LoadRun, LoadShape } from './load.ts';
 import { TTFT_SEGMENTS, type TtftPath } from './ttft-path.ts';
+import type { SessionPoint } from './paired-ratio.ts';
 import { histogram, histogramDelta, sampleValue, type HistogramCounts, type Sample } from './prom-text.ts';
 
 export interface FleetRunStats {
@@ -43,6 +44,8 @@ export interface FleetRunStats {
    */
   ttftPath?: { all: TtftPathMeans; byPrompt: Record<string, TtftPathMeans> };
   tbtMs: Summary;
+  /** Each completed session's TTFT and gaps by arrival, for the paired hat / u-shape intervals (paired-ratio.ts). */
+  sessionPoints?: SessionPoint[];
   sloAttainment: number;
   /**
    * Rounds after the first token, over the completed sessions: mean TBT is exactly roundMs / tokensPerRound (a
@@ -213,7 +216,7 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
     const commits = [...s.commits].sort((a, b) => a.at - b.at);
     const gaps = tokenGaps(commits);
     const ttft = s.takenAt - s.arrivedAt + (commits[0].at - s.startedAt);
-    return { ttft, gaps, meanGap: gaps.length ? mean(gaps) : 0, promptTokens: s.promptTokens };
+    return { ttft, gaps, meanGap: gaps.length ? mean(gaps) : 0, promptTokens: s.promptTokens, arrival: s.arrival };
   });
   const met = perSession.filter((s) => s.ttft <= ctx.sloTtftMs && s.meanGap <= ctx.sloTbtMs).length;
   const rounds = decodeRounds(ok);
@@ -253,6 +256,13 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
     ttftMsByPrompt: meansByPrompt(perSession),
     ttftPath: ttftPaths(ok),
     tbtMs: summarize(perSession.flatMap((s) => s.gaps)),
+    sessionPoints: perSession.map((s) => ({
+      arrival: s.arrival,
+      promptTokens: s.promptTokens,
+      ttftMs: round(s.ttft),
+      gapSumMs: round(s.gaps.reduce((a, b) => a + b, 0)),
+      gaps: s.gaps.length,
+    })),
     sloAttainment: run.sessions.length ? round(met / run.sessions.length) : 0,
     rounds,
     meanDeviceWaitMs: round(mean(run.sessions.map((s) => s.takenAt - s.arrivedAt))),

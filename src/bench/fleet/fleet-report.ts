@@ -6,6 +6,7 @@ import type { FleetRunStats, TtftPathMeans } from './fleet-metrics.ts';
 import type { HistogramCounts } from './prom-text.ts';
 import type { FleetOptions, FleetReport } from './run-fleet.ts';
 import { TTFT_SEGMENTS } from './ttft-path.ts';
+import { pairedRatios, type RatioInterval } from './paired-ratio.ts';
 
 const pct = (x: number) => `${(x * 100).toFixed(0)} %`;
 export const loadLabel = (r: FleetRunStats) => (r.load.kind === 'poisson' ? `${r.load.rate}/s` : 'closed loop');
@@ -168,6 +169,8 @@ export function atHighestSustainedRate(runs: readonly FleetRunStats[]): string[]
         `TBT ${f(tbt, 2)} vs ${f(uTbt, 2)} ms = ${ratio(tbt, uTbt)} (means; hat ${pct(hat.sloAttainment)} within ` +
         `the SLO, ${hat.sessions.failed} failed)`,
     );
+    const interval = pairedIntervalLine(hat, best);
+    if (interval) lines.push(`  ${interval}`);
     const byPrompt = ttftByPrompt(hat, best);
     if (byPrompt) lines.push(`  ${byPrompt}`);
     for (const line of ttftDecomposition(hat, best)) lines.push(`  ${line}`);
@@ -175,6 +178,20 @@ export function atHighestSustainedRate(runs: readonly FleetRunStats[]): string[]
     if (decomposed) lines.push(`  ${decomposed}`);
   }
   return lines;
+}
+
+/** How far the two ratios could move with the sessions that arrived (paired-ratio.ts); absent in older results. */
+export function pairedIntervalLine(hat: FleetRunStats, uShape: FleetRunStats): string | undefined {
+  if (!hat.sessionPoints || !uShape.sessionPoints) return undefined;
+  const paired = pairedRatios(hat.sessionPoints, uShape.sessionPoints);
+  if (!paired) return undefined;
+  const range = (r: RatioInterval) => `${r.low.toFixed(2)}–${r.high.toFixed(2)}×`;
+  return (
+    `${pct(paired.level)} intervals over the arrivals (a paired bootstrap: the ${paired.pairs} arrivals both ` +
+    `completed, each the same prompt at the same time in both, resampled ${paired.resamples.toLocaleString('en')} ` +
+    `times; sampling within this run only, not the machine's drift between runs): TTFT ${range(paired.ttft)}` +
+    (paired.tbt ? `, TBT ${range(paired.tbt)}` : '')
+  );
 }
 
 /** Mean TTFT per prompt length, hat against u-shape: where chunking gains and where it does not. */

@@ -29,6 +29,11 @@ export interface LoadOptions {
 }
 
 export interface SessionOutcome extends ReplayOutcome {
+  /**
+   * Its place in the run's arrival order, from 0 (closed loop: in the order devices started sessions). A Poisson
+   * run's i-th arrival replays the same recording at the same time in every run with the same seed.
+   */
+  arrival: number;
   /** performance.now() when the session arrived and when an emulated device took it. */
   arrivedAt: number;
   takenAt: number;
@@ -76,7 +81,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
     if (next) next(device);
     else free.push(device);
   };
-  const replay = async (device: number, arrivedAt: number): Promise<void> => {
+  let arrivals = 0;
+  const replay = async (device: number, arrivedAt: number, arrival: number): Promise<void> => {
     const recording = options.recordings[nextRecording()];
     const takenAt = performance.now();
     const seed = options.seed * 100_003 + started++ * 7 + device;
@@ -88,7 +94,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
       signal: stop.signal,
       advice: options.advice,
     });
-    sessions.push({ ...outcome, arrivedAt, takenAt, device });
+    sessions.push({ ...outcome, arrival, arrivedAt, takenAt, device });
     options.onSessionDone?.(sessions.length);
   };
 
@@ -103,10 +109,11 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
       for (let at = -Math.log(1 - random()) * meanGapMs; at < durationMs; at += -Math.log(1 - random()) * meanGapMs) {
         const due = startedAt + at;
         await new Promise((resolve) => setTimeout(resolve, Math.max(0, due - performance.now())));
+        const arrival = arrivals++;
         runs.push(
           takeDevice().then(async (device) => {
             try {
-              await replay(device, due);
+              await replay(device, due, arrival);
             } finally {
               release(device);
             }
@@ -122,7 +129,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
         runs.push(
           (async () => {
             await new Promise((resolve) => setTimeout(resolve, offset));
-            while (performance.now() < end) await replay(device, performance.now());
+            while (performance.now() < end) await replay(device, performance.now(), arrivals++);
           })(),
         );
       }
