@@ -40,7 +40,6 @@ const schema = z.object({
   rate: rates.optional(),
   fleet: intOption(1, 1000).optional(),
   duration: numberOption(0.1, 86400),
-  blocks: intOption(1, 1000),
   drain: numberOption(0, 86400),
   sloTbt: numberOption(0),
   maxBatch: intOption(1, 1024).optional(),
@@ -106,11 +105,6 @@ export function registerBench(program: Command): void {
         'against serve-cloud with batching on and with --max-batch 1',
     )
     .option('--duration <s>', '--fleet: seconds of arrivals per run', '20')
-    .option(
-      '--blocks <n>',
-      "--fleet: Poisson rates: each run's window in n blocks, the configurations' blocks alternating (machine drift)",
-      '1',
-    )
     .option('--drain <s>', '--fleet: seconds sessions may run on after the window before they count as failed', '120')
     .option('--slo-tbt <ms>', '--fleet: mean TBT SLO per session', '200')
     .option('--max-batch <n>', "--fleet: serve-cloud's --max-batch in the batched runs (default: its own)")
@@ -213,7 +207,6 @@ function fleetOptions(splitDir: string, o: z.infer<typeof schema>, devices: numb
     devices,
     loads: o.rate ?? [{ kind: 'closed-loop' }],
     durationS: o.duration,
-    blocks: o.blocks,
     drainS: o.drain,
     link: parseLinkSpec(o.link),
     wire: o.wire,

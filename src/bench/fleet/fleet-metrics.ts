@@ -15,7 +15,7 @@
  */
 import { summarize, type Summary } from '../../runtime/device/metrics.ts';
 import { tokenGaps } from '../record.ts';
-import { windowsOf, type LoadRun, type LoadShape } from './load.ts';
+import type { LoadRun, LoadShape } from './load.ts';
 import { TTFT_SEGMENTS, type TtftPath } from './ttft-path.ts';
 import type { SessionPoint } from './paired-ratio.ts';
 import { histogram, histogramDelta, sampleValue, type HistogramCounts, type Sample } from './prom-text.ts';
@@ -208,11 +208,10 @@ function ttftPaths(sessions: readonly LoadRun['sessions'][number][]): FleetRunSt
 }
 
 export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
-  const windows = windowsOf(run);
-  const inAWindow = (t: number) => windows.some((w) => t >= w.start && t < w.end);
+  const windowEnd = run.startedAt + run.durationMs;
   const ok = run.sessions.filter((s) => !s.error);
   const failed = run.sessions.filter((s) => s.error);
-  const inWindow = run.sessions.flatMap((s) => s.commits).filter((c) => inAWindow(c.at));
+  const inWindow = run.sessions.flatMap((s) => s.commits).filter((c) => c.at >= run.startedAt && c.at < windowEnd);
   const perSession = ok.map((s) => {
     const commits = [...s.commits].sort((a, b) => a.at - b.at);
     const gaps = tokenGaps(commits);
@@ -232,7 +231,7 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
   const paddedRows = counterDelta(ctx, 'hat_cloud_padded_rows_total');
   const wallS = (run.endedAt - run.startedAt) / 1000;
   const distinctErrors = [...new Set(failed.map((s) => s.error!))].slice(0, 3);
-  const arrivedPerSecond = run.sessions.filter((s) => inAWindow(s.arrivedAt)).length / (run.durationMs / 1000);
+  const arrivedPerSecond = run.sessions.filter((s) => s.arrivedAt < windowEnd).length / (run.durationMs / 1000);
   const chunkSeconds = counterDelta(ctx, 'hat_cloud_compute_seconds_sum', { class: 'chunk' });
   const smallSeconds = counterDelta(ctx, 'hat_cloud_compute_seconds_sum', { class: 'small' });
   const tokens = run.sessions.reduce((n, s) => n + s.commits.reduce((m, c) => m + c.count, 0), 0);

@@ -43,50 +43,10 @@ export interface SessionOutcome extends ReplayOutcome {
 export interface LoadRun {
   /** performance.now() at the window's start; the window is [startedAt, startedAt + durationMs). */
   startedAt: number;
-  /** The window's length; for blocks joined into one run (joinBlocks), their windows' lengths together. */
   durationMs: number;
   /** When the last session ended (the drain included). */
   endedAt: number;
   sessions: SessionOutcome[];
-  /** Joined blocks: each block's window, on the joined time line (instead of [startedAt, startedAt + durationMs)). */
-  windows?: Array<{ start: number; end: number }>;
-}
-
-/** A run's load windows: its blocks', or the one from its start. */
-export function windowsOf(run: LoadRun): Array<{ start: number; end: number }> {
-  return run.windows ?? [{ start: run.startedAt, end: run.startedAt + run.durationMs }];
-}
-
-/**
- * Blocks of one configuration (run-fleet.ts --blocks: the window cut into blocks that alternate with the other
- * configurations' so the machine's drift meets them alike) as one run: laid back to back on one time line, each
- * block from its window's start to the later of its window's end and its last session's end, and block b's
- * arrivals numbered from b × `arrivalStride` (every configuration's block b has the same arrivals, so they still
- * pair across configurations).
- */
-export function joinBlocks(blocks: readonly LoadRun[], arrivalStride: number): LoadRun {
-  if (blocks.length === 1) return blocks[0];
-  const sessions: SessionOutcome[] = [];
-  const windows: Array<{ start: number; end: number }> = [];
-  let at = blocks[0].startedAt;
-  blocks.forEach((block, b) => {
-    const shift = at - block.startedAt;
-    windows.push({ start: at, end: at + block.durationMs });
-    for (const s of block.sessions) {
-      sessions.push({
-        ...s,
-        arrival: b * arrivalStride + s.arrival,
-        arrivedAt: s.arrivedAt + shift,
-        takenAt: s.takenAt + shift,
-        startedAt: s.startedAt + shift,
-        endedAt: s.endedAt + shift,
-        commits: s.commits.map((c) => ({ ...c, at: c.at + shift })),
-      });
-    }
-    at += Math.max(block.durationMs, block.endedAt - block.startedAt);
-  });
-  const durationMs = blocks.reduce((n, b) => n + b.durationMs, 0);
-  return { startedAt: blocks[0].startedAt, durationMs, endedAt: at, sessions, windows };
 }
 
 /** A seeded permutation of 0..n-1, repeated: which recording each successive session replays. */

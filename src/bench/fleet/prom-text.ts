@@ -79,26 +79,3 @@ export function histogramDelta(before: HistogramCounts, after: HistogramCounts):
     sum: after.sum - before.sum,
   };
 }
-
-/**
- * What several pairs of scrapes observed together, as one scrape taken from zero: each sample's increase within each
- * pair, summed (a run cut into blocks scrapes around every block, and other runs happen on the server in between).
- * Counters and histograms only: a gauge's differences mean nothing summed.
- */
-export function summedIncreases(
-  pairs: ReadonlyArray<{ before: readonly Sample[]; after: readonly Sample[] }>,
-): Sample[] {
-  const key = (s: Sample) => `${s.name}${JSON.stringify(Object.entries(s.labels).sort())}`;
-  const total = new Map<string, Sample>();
-  for (const { before, after } of pairs) {
-    const earlier = new Map(before.map((s) => [key(s), s.value]));
-    for (const s of after) {
-      const k = key(s);
-      const increase = s.value - (earlier.get(k) ?? 0);
-      const sum = total.get(k);
-      if (sum) sum.value += increase;
-      else total.set(k, { name: s.name, labels: s.labels, value: increase });
-    }
-  }
-  return [...total.values()];
-}

@@ -25,8 +25,8 @@ import { clampLengths, promptsOfLengths, splitTokenizerIfAny } from '../prompts.
 import { describeModel, randomWeightNotes, type BenchHeader } from '../run-bench.ts';
 import { allScenarios, type Scenario } from '../scenarios.ts';
 import { fleetRunStats, type FleetRunStats } from './fleet-metrics.ts';
-import { joinBlocks, runLoad, type LoadRun, type LoadShape } from './load.ts';
-import { parsePrometheus, summedIncreases, type Sample } from './prom-text.ts';
+import { runLoad, type LoadShape } from './load.ts';
+import { parsePrometheus, type Sample } from './prom-text.ts';
 import { readRecordings, recordSessions, type RecordJob, type RecordOptions } from './record-sessions.ts';
 import { replaySession } from './replay.ts';
 import { cpuSeconds, ownCores, pinSelf } from './server-cpu.ts';
@@ -69,39 +69,6 @@ export interface FleetOptions {
   acceptanceFrom?: string;
   /** One discarded solo replay per mode before each configuration's runs. */
   warmup: boolean;
-  /**
-   * Poisson loads: each run's window cut into this many blocks, the configurations' blocks alternating (1: one
-   * block). This VM's speed drifts by a fifth and more within minutes; blocks make the drift meet every
-   * configuration alike instead of whichever ran in a slow spell. The closed loop always runs as one block (every
-   * block would open with all devices' prompts at once).
-   */
-  blocks?: number;
-}
-
-/** One block of a run: its sessions, serve-cloud's /metrics around it and its CPU seconds. */
-interface BlockRun {
-  run: LoadRun;
-  before: Sample[];
-  after: Sample[];
-  cpu: number | null;
-}
-
-/** Arrival numbers of block b start at b × this (paired-ratio.ts pairs arrivals across configurations). */
-export const BLOCK_ARRIVAL_STRIDE = 1_000_000;
-const BLOCK_SEED_STEP = 7919;
-
-function blocksLine(options: FleetOptions): string {
-  const blocks = options.blocks ?? 1;
-  if (blocks <= 1) return '';
-  const seconds = Number((options.durationS / blocks).toFixed(1));
-  return (
-    `; at Poisson rates each run in ${blocks} blocks of ${seconds} s (each drained before the next), the four ` +
-    "configurations' blocks alternating so the machine's drift meets them alike"
-  );
-}
-
-export function blocksOf(load: LoadShape, blocks = 1): number {
-  return load.kind === 'poisson' ? Math.max(1, Math.floor(blocks)) : 1;
 }
 
 export interface RecordingSummary {
@@ -387,17 +354,12 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
     const runs: Array<{ order: number; stats: FleetRunStats }> = [];
     let turn = 0;
     for (const [l, load] of options.loads.entries()) {
-      const blocks = blocksOf(load, options.blocks);
-      const blockMs = (options.durationS * 1000) / blocks;
-      const measured = new Map<string, BlockRun[]>();
-      for (let b = 0; b < blocks; b++) {
-        // Every other block runs the configurations in reverse, so none is always first or last.
-        const slots = modes.flatMap((mode, m) => (turn++ % 2 === 0 ? [0, 1] : [1, 0]).map((c) => ({ mode, m, c })));
-        for (const { mode, m, c } of b % 2 === 0 ? slots : slots.reverse()) {
+      for (const [m, mode] of modes.entries()) {
+        const order = turn++ % 2 === 0 ? [0, 1] : [1, 0];
+        for (const c of order) {
           const { cloud: target, maxBatch } = configurations[c];
           const label =
-            `${mode}, --max-batch ${maxBatch}, ${describeLoad(load, options.devices)}, ${options.durationS} s` +
-            (blocks > 1 ? `, block ${b + 1}/${blocks}` : '');
+            `${mode}, --max-batch ${maxBatch}, ${describeLoad(load, options.devices)}, ` + `${options.durationS} s`;
           const progress = reporter.progress(`${label}: ${options.devices} EMULATED devices`);
           const before = await scrape(target);
           const cpuBefore = cpuSeconds(target.process.pid!);
@@ -406,48 +368,32 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
             recordings: replayed.get(mode)!,
             devices: options.devices,
             load,
-            durationMs: blockMs,
+            durationMs: options.durationS * 1000,
             drainMs: options.drainS * 1000,
             link: options.link,
-            // Block b's arrivals are the same in every configuration; block 0's are those of an unblocked run.
-            seed: options.seed + b * BLOCK_SEED_STEP,
+            seed: options.seed,
             advice: mode === 'hat' ? advice : undefined,
             onSessionDone: (done) => progress.update(`${label}: ${done} sessions done`),
           });
           const cpuAfter = cpuSeconds(target.process.pid!);
           const after = await scrape(target);
-          const key = `${m}/${c}`;
-          const cpu = cpuBefore === undefined || cpuAfter === undefined ? null : cpuAfter - cpuBefore;
-          measured.set(key, [...(measured.get(key) ?? []), { run, before, after, cpu }]);
-          progress.succeed(
-            `${label}: ${run.sessions.filter((s) => !s.error).length} sessions` +
-              (run.sessions.some((s) => s.error) ? `, ${run.sessions.filter((s) => s.error).length} FAILED` : ''),
-          );
-        }
-      }
-      for (const [m, mode] of modes.entries()) {
-        for (const c of [0, 1]) {
-          const parts = measured.get(`${m}/${c}`)!;
-          const cpus = parts.map((p) => p.cpu);
-          const stats = fleetRunStats(
-            joinBlocks(
-              parts.map((p) => p.run),
-              BLOCK_ARRIVAL_STRIDE,
-            ),
-            {
-              mode,
-              maxBatch: configurations[c].maxBatch,
-              load,
-              devices: options.devices,
-              sloTtftMs: options.sloTtftMs,
-              sloTbtMs: options.sloTbtMs,
-              before: [],
-              after: summedIncreases(parts),
-              cpuSeconds: cpus.some((x) => x === null) ? null : cpus.reduce((n: number, x) => n + x!, 0),
-            },
-          );
+          const stats = fleetRunStats(run, {
+            mode,
+            maxBatch,
+            load,
+            devices: options.devices,
+            sloTtftMs: options.sloTtftMs,
+            sloTbtMs: options.sloTbtMs,
+            before,
+            after,
+            cpuSeconds: cpuBefore === undefined || cpuAfter === undefined ? null : cpuAfter - cpuBefore,
+          });
           // Reported batching on first, then by mode, then by load.
           runs.push({ order: (c * modes.length + m) * options.loads.length + l, stats });
+          progress.succeed(
+            `${label}: ${stats.sessions.completed} sessions, ${stats.throughputTokensPerSecond} tokens/s` +
+              (stats.sessions.failed ? `, ${stats.sessions.failed} FAILED` : ''),
+          );
         }
       }
     }
@@ -490,8 +436,7 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
         link: `${describeLink(options.link)} (each EMULATED device has its own, both directions)`,
         load:
           `${loads}; ${options.durationS} s window per run, sessions drain afterwards ` +
-          `(at most ${options.drainS} s)` +
-          blocksLine(options),
+          `(at most ${options.drainS} s)`,
         prompts:
           `${prompts.length} held-out prompts (${lengths.join(', ')} tokens; ${prompts[0].source}), ` +
           `${maxNewTokens} new tokens, greedy`,
