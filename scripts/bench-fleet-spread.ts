@@ -19,10 +19,11 @@ import { fleetSpread, renderSpread } from '../src/bench/fleet/fleet-spread.ts';
 import type { FleetRunStats } from '../src/bench/fleet/fleet-metrics.ts';
 import { HAT_BIN } from '../src/apps/spawn-cloud.ts';
 
+/** Bad input: one line naming the problem, with the usage as what to do. */
 function usage(problem: string): never {
   console.error(
-    `bench-fleet-spread: ${problem}\n` +
-      'usage: bench-fleet-spread.ts <split-dir> --repeat N --out DIR --fleet N [--force] [hat bench options]',
+    `bench-fleet-spread: ${problem} ` +
+      '(usage: bench-fleet-spread.ts <split-dir> --repeat N --out DIR --fleet N [--force] [hat bench options])',
   );
   process.exit(2);
 }
