@@ -143,6 +143,8 @@ interface LoggedBatching {
   maxBatch: number;
   mode?: string;
   maxBatchTokens?: number;
+  /** Rows a prompt's queued chunks may be merged up to (scheduler.ts mergedRowsFor). */
+  mergedRows?: number;
   /** The knee probe serve-cloud ran at start when --max-batch-tokens was left to its default. */
   knee?: { rows?: number; bracketed?: boolean; times?: Array<{ rows: number; ms: number }>; failed?: string };
 }
@@ -448,6 +450,9 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
         batching:
           'a real serve-cloud process per configuration: batching on (--max-batch ' +
           `${configurations[0].maxBatch}${describeBudget(configurations[0], options.maxBatchTokens)}, ` +
+          (configurations[0].mergedRows !== undefined
+            ? `a prompt's queued chunks merged up to ${configurations[0].mergedRows} rows, `
+            : '') +
           `--cost-rule ${options.costRule ? 'on' : 'off'}) and ` +
           '--max-batch 1, live side by side, runs alternating; both started ' +
           "with serve-cloud's glibc malloc settings (README)",

@@ -29,6 +29,12 @@ function kneeIn(times: readonly ProbeTime[]): { knee: number; bracketed: boolean
   return { knee, bracketed: cheapest !== measured[measured.length - 1] };
 }
 
+/** The cheapest cost per row the probe measured, ms (undefined when nothing was measured). */
+export function cheapestMsPerRow(times: readonly ProbeTime[]): number | undefined {
+  const perRow = times.filter((t) => t.rows > 0 && t.ms > 0).map((t) => t.ms / t.rows);
+  return perRow.length ? Math.min(...perRow) : undefined;
+}
+
 /** The fewest rows whose cost per row is within KNEE_TOLERANCE of the cheapest per-row cost probed. */
 export function kneeOf(times: readonly ProbeTime[]): number | undefined {
   return kneeIn(times)?.knee;

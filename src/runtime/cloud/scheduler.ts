@@ -28,7 +28,8 @@
  *   runs only if it costs no more than its sessions' separate runs: batching where it pays, not by default. Without
  *   an estimate (too few runs seen yet) every request that fits the limits joins.
  * - Consecutive chunks: a prefill chunk that runs alone takes with it the session's next queued chunks that continue
- *   it (up to MAX_MERGED_ROWS rows; batching on only), as one request of their rows together. The device uploads a
+ *   it (up to `mergedRows` rows: MAX_MERGED_ROWS, fewer on a part whose rows cost more, see mergedRowsFor; batching
+ *   on only), as one request of their rows together. The device uploads a
  *   long prompt's chunks faster than a busy cloud computes them; one at a time, each waited for its own chunk turn
  *   behind other sessions' verifications (an 896-token prompt was ~18 chunks when this was written, 8–10 now), which
  *   is what made hat's TTFT grow under load.
@@ -71,6 +72,8 @@ export interface BatchLimits {
   smallRows: number;
   /** Requests of more rows than this always run alone (1 on 'single-row' splits, Infinity on 'padded' ones). */
   batchableRows: number;
+  /** Rows a lone chunk and the queued chunks continuing it may add up to (mergedRowsFor); absent: MAX_MERGED_ROWS. */
+  mergedRows?: number;
 }
 
 export interface BatchPick {
@@ -125,6 +128,23 @@ export const DEFAULT_SMALL_ROWS = 8;
  * 0.87×), and verifications waited no longer (16.3 ms against 18.3; hat's TBT 27.9 ms against 30.4).
  */
 export const MAX_MERGED_ROWS = 256;
+
+/**
+ * The longest a merged run of a prompt's chunks may be predicted to take, ms: a verification that arrives during it
+ * waits for all of it. The default split's 256-row runs cost about 33–46 ms (0.13–0.18 ms per row in serve-cloud's
+ * knee probe at 128 rows), well within it; on the Qwen2.5-0.5B shape (8.9 ms per row at 128 rows) a second chunk
+ * would hold every verification queued behind it for another second, so there a chunk runs on its own.
+ */
+export const MERGE_BUDGET_MS = 64;
+
+/**
+ * Rows a merged run may hold on a part whose rows cost `msPerRow` at best (the knee probe's cheapest): as many as fit
+ * MERGE_BUDGET_MS, at most MAX_MERGED_ROWS; MAX_MERGED_ROWS where the cost is unknown.
+ */
+export function mergedRowsFor(msPerRow: number | undefined): number {
+  if (!msPerRow || !(msPerRow > 0)) return MAX_MERGED_ROWS;
+  return Math.min(MAX_MERGED_ROWS, Math.floor(MERGE_BUDGET_MS / msPerRow));
+}
 
 /**
  * A prefill chunk queued this long goes before every fresher chunk, whatever its session's queued rows: a long
@@ -204,7 +224,10 @@ export function nextBatch(
   if (repeat && repeat.indices.length >= indices.length && repeatPays(queue, repeat.indices, cost)) {
     return { ...repeat, kind, contended };
   }
-  const merge = kind === 'chunk' && indices.length === 1 && limits.maxBatch > 1 ? following(queue, first) : undefined;
+  const merge =
+    kind === 'chunk' && indices.length === 1 && limits.maxBatch > 1
+      ? following(queue, first, limits.mergedRows ?? MAX_MERGED_ROWS)
+      : undefined;
   const refused = costRefused ? { costRefused } : {};
   if (merge?.follow.length) {
     return { indices, kind, paddedRows: merge.rows, contended, follow: merge.follow, ...refused };
@@ -226,10 +249,10 @@ function chunkOrder(queue: readonly QueuedRequest[], heads: readonly number[]): 
 }
 
 /**
- * The queued chunks of `head`'s session that continue it position by position, within MAX_MERGED_ROWS, and the rows
- * of `head` and them together.
+ * The queued chunks of `head`'s session that continue it position by position, within `cap` rows with `head`, and
+ * the rows of `head` and them together.
  */
-function following(queue: readonly QueuedRequest[], head: number): { follow: number[]; rows: number } {
+function following(queue: readonly QueuedRequest[], head: number, cap: number): { follow: number[]; rows: number } {
   const { sessionId } = queue[head];
   const follow: number[] = [];
   let end = (queue[head].past ?? 0) + queue[head].rows;
@@ -239,7 +262,7 @@ function following(queue: readonly QueuedRequest[], head: number): { follow: num
     if (next.sessionId !== sessionId) continue;
     // Only the prompt's next chunk can continue a chunk (a verification needs the prompt's answer first); its last
     // chunk may be short enough to count as small.
-    if (next.past !== end || rows + next.rows > MAX_MERGED_ROWS) break;
+    if (next.past !== end || rows + next.rows > cap) break;
     follow.push(i);
     end += next.rows;
     rows += next.rows;

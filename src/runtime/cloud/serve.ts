@@ -100,6 +100,7 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
     decidedBy: manifest.batching ? 'manifest' : 'middle.onnx (the split predates the field)',
     maxBatch: pool.limits.maxBatch,
     maxBatchTokens: pool.limits.maxBatchTokens,
+    mergedRows: pool.limits.maxBatch > 1 ? pool.limits.mergedRows : undefined,
     costRule: pool.costRule ? 'on' : 'off',
     // How the default budget was found: each probe run's rows and ms, and the knee taken (batch-knee.ts).
     ...(pool.knee ? { knee: pool.knee } : {}),

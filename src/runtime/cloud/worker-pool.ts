@@ -21,6 +21,8 @@ import {
   classify,
   DEFAULT_SMALL_ROWS,
   FIRST_TURN,
+  MAX_MERGED_ROWS,
+  mergedRowsFor,
   nextBatch,
   type BatchLimits,
   type BatchPick,
@@ -29,7 +31,7 @@ import {
 import type { WorkerReply, WorkerTask } from './worker-messages.ts';
 import type { RunObservation } from './cloud-metrics.ts';
 import { RunCostModel, type RunShape } from './run-cost.ts';
-import { budgetFromProbe, probeRows, type ProbeTime } from './batch-knee.ts';
+import { budgetFromProbe, cheapestMsPerRow, probeRows, type ProbeTime } from './batch-knee.ts';
 import { adviseRows } from './rows-advice.ts';
 
 interface Pending {
@@ -146,6 +148,8 @@ export class WorkerPool implements MiddleExecutor {
         maxBatchTokens: options.maxBatchTokens ?? DEFAULT_TOKENS_PER_THREAD * threads,
         smallRows: DEFAULT_SMALL_ROWS,
         batchableRows: mode === 'single-row' ? 1 : Infinity,
+        // Fewer where the knee probe finds rows dear (mergedRowsFor); without the probe (--max-batch-tokens given).
+        mergedRows: MAX_MERGED_ROWS,
       },
       options.logger,
     );
@@ -188,6 +192,7 @@ export class WorkerPool implements MiddleExecutor {
     const budget = budgetFromProbe(reply.times, this.limits.maxBatchTokens);
     if (!budget) return fail('no probe run was timed');
     this.limits.maxBatchTokens = budget.rows;
+    this.limits.mergedRows = mergedRowsFor(cheapestMsPerRow(reply.times));
     this.knee = { ...budget, times: reply.times };
   }
 

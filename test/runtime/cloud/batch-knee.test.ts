@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   budgetFromProbe,
+  cheapestMsPerRow,
   KNEE_PROBE_ROWS,
   kneeOf,
   PROBE_ROUNDS,
@@ -25,6 +26,17 @@ test('the knee: the fewest rows whose cost per row is within 25 % of the cheapes
   assert.equal(kneeOf([...times([66, 82, 114, 178, 306])].reverse()), 64);
   assert.equal(kneeOf([{ rows: 16, ms: 0 }]), undefined);
   assert.equal(kneeOf([]), undefined);
+});
+
+test('the cheapest cost per row the probe measured', () => {
+  const times = [
+    { rows: 8, ms: 4 },
+    { rows: 64, ms: 9.6 },
+    { rows: 128, ms: 19.2 },
+    { rows: 32, ms: 0 }, // not timed
+  ];
+  assert.equal(cheapestMsPerRow(times), 0.15);
+  assert.equal(cheapestMsPerRow([]), undefined);
 });
 
 test("the probe's rows fit the session context", () => {

@@ -9,7 +9,8 @@ import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { EXPLORE_EVERY, WorkerPool } from '../../../src/runtime/cloud/worker-pool.ts';
-import { budgetFromProbe } from '../../../src/runtime/cloud/batch-knee.ts';
+import { budgetFromProbe, cheapestMsPerRow, type ProbeTime } from '../../../src/runtime/cloud/batch-knee.ts';
+import { mergedRowsFor } from '../../../src/runtime/cloud/scheduler.ts';
 import type { RunObservation } from '../../../src/runtime/cloud/cloud-metrics.ts';
 import { MiddleEngine } from '../../../src/runtime/cloud/middle-engine.ts';
 import type { MiddleRequest, MiddleResult } from '../../../src/runtime/cloud/executor.ts';
@@ -228,6 +229,7 @@ test('serve-cloud logs how it batches at start: from the manifest, or from middl
     decidedBy: 'manifest',
     maxBatch: 16,
     maxBatchTokens: (knee as { rows: number }).rows,
+    mergedRows: mergedRowsFor(cheapestMsPerRow((knee as { times: ProbeTime[] }).times)),
     costRule: 'off',
   });
   // --max-batch-tokens left to its default: the knee probe timed a run of each row count that fits the context.

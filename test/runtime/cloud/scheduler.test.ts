@@ -10,6 +10,8 @@ import {
   classify,
   FIRST_TURN,
   MAX_MERGED_ROWS,
+  MERGE_BUDGET_MS,
+  mergedRowsFor,
   nextBatch,
   type BatchLimits,
   type QueuedRequest,
@@ -326,4 +328,18 @@ test("a lone chunk takes its session's next queued chunks, within MAX_MERGED_ROW
   assert.equal(two.follow, undefined);
   // A verification picked as small never takes followers.
   assert.equal(nextBatch([chunk(1, 0, 3), chunk(1, 3, 40)], limits)!.follow, undefined);
+});
+
+test('the merge cap follows what rows cost: as many as fit MERGE_BUDGET_MS, at most MAX_MERGED_ROWS', () => {
+  assert.equal(MERGE_BUDGET_MS, 64);
+  assert.equal(mergedRowsFor(undefined), MAX_MERGED_ROWS, 'no probe: the row cap alone');
+  assert.equal(mergedRowsFor(0.13), MAX_MERGED_ROWS, "the default split's rows: 256 fit in 33 ms");
+  assert.equal(mergedRowsFor(0.5), 128);
+  assert.equal(mergedRowsFor(8.9), 7, 'the Qwen2.5-0.5B shape: no second chunk joins');
+  const chunk = (past: number, rows: number): QueuedRequest => ({ sessionId: 1, rows, past });
+  const prompt = [chunk(0, 96), chunk(96, 96), chunk(192, 96)];
+  assert.deepEqual(nextBatch(prompt, { ...limits, mergedRows: 200 })!.follow, [1], '96 + 96 fit 200, + 96 not');
+  assert.deepEqual(nextBatch(prompt, { ...limits, mergedRows: 288 })!.follow, [1, 2]);
+  const alone = nextBatch(prompt, { ...limits, mergedRows: mergedRowsFor(8.9) })!;
+  assert.deepEqual([alone.indices, alone.follow, alone.paddedRows], [[0], undefined, 96], 'the head chunk runs alone');
 });
