@@ -131,7 +131,7 @@ export const MAX_MERGED_ROWS = 256;
 
 /**
  * The longest a merged run of a prompt's chunks may be predicted to take, ms: a verification that arrives during it
- * waits for all of it. The default split's 256-row runs cost about 33–46 ms (0.13–0.18 ms per row in serve-cloud's
+ * waits for all of it. The default split's 256-row runs cost about 33–48 ms (0.13–0.19 ms per row in serve-cloud's
  * knee probe at 128 rows), well within it; on the Qwen2.5-0.5B shape (8.9 ms per row at 128 rows) a second chunk
  * would hold every verification queued behind it for another second, so there a chunk runs on its own.
  */
