@@ -29,10 +29,9 @@
  *   an estimate (too few runs seen yet) every request that fits the limits joins.
  * - Consecutive chunks: a prefill chunk that runs alone takes with it the session's next queued chunks that continue
  *   it (up to `mergedRows` rows: MAX_MERGED_ROWS, fewer on a part whose rows cost more, see mergedRowsFor; batching
- *   on only), as one request of their rows together. The device uploads a
- *   long prompt's chunks faster than a busy cloud computes them; one at a time, each waited for its own chunk turn
- *   behind other sessions' verifications (an 896-token prompt was ~18 chunks when this was written, 8–10 now), which
- *   is what made hat's TTFT grow under load.
+ *   on only), as one request of their rows together. The device uploads a long prompt's chunks faster than a busy
+ *   cloud computes them; one at a time, each waited for its own chunk turn behind other sessions' verifications (an
+ *   896-token prompt was ~18 chunks when this was written, 8–10 now), which is what made hat's TTFT grow under load.
  * - Shortest prompt first: among prefill chunks, the session with the fewest rows queued goes first (its prompt is
  *   nearest its first token; devices upload faster than a busy cloud computes, so a session's queued rows are most of
  *   what its prompt has left). Mean TTFT is what it minimises: first come, first served made a 128-token prompt

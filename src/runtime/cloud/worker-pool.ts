@@ -148,7 +148,7 @@ export class WorkerPool implements MiddleExecutor {
         maxBatchTokens: options.maxBatchTokens ?? DEFAULT_TOKENS_PER_THREAD * threads,
         smallRows: DEFAULT_SMALL_ROWS,
         batchableRows: mode === 'single-row' ? 1 : Infinity,
-        // Fewer where the knee probe finds rows dear (mergedRowsFor); without the probe (--max-batch-tokens given).
+        // Lowered where the knee probe finds rows dear (mergedRowsFor); kept with no probe (--max-batch-tokens given).
         mergedRows: MAX_MERGED_ROWS,
       },
       options.logger,
