@@ -326,8 +326,8 @@ test('session points by arrival, and the paired interval line at the highest rat
   assert.equal(
     lines[1],
     '  95 % intervals over the arrivals (a paired bootstrap: the 2 arrivals both completed, each the same prompt at ' +
-      "the same time in both, resampled 2,000 times; sampling within this run only, not the machine's drift " +
-      'between runs): TTFT 0.50–0.50×, TBT 0.25–0.25×',
+      'the same time in both, resampled 2,000 times; sampling within this run only; runs vary more than this): ' +
+      'TTFT 0.50–0.50×, TBT 0.25–0.25×',
   );
   const older = atHighestSustainedRate([sustainedRun('hat'), sustainedRun('u-shape', doubled)]);
   assert.ok(!older.some((line) => line.includes('intervals')), 'an older results.json has no session points');

@@ -189,7 +189,7 @@ export function pairedIntervalLine(hat: FleetRunStats, uShape: FleetRunStats): s
   return (
     `${pct(paired.level)} intervals over the arrivals (a paired bootstrap: the ${paired.pairs} arrivals both ` +
     `completed, each the same prompt at the same time in both, resampled ${paired.resamples.toLocaleString('en')} ` +
-    `times; sampling within this run only, not the machine's drift between runs): TTFT ${range(paired.ttft)}` +
+    `times; sampling within this run only; runs vary more than this): TTFT ${range(paired.ttft)}` +
     (paired.tbt ? `, TBT ${range(paired.tbt)}` : '')
   );
 }

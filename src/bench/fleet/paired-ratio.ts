@@ -4,8 +4,9 @@
  * replays the same prompt in every configuration (load.ts: one seed, one recording order), so hat's arrival i and
  * u-shape's arrival i form a pair; resampling arrivals with replacement keeps the pairs, and with them the prompt
  * mix both sides share. A run of 37 sessions at 2/s holds a few 896-token prompts that meet a busy cloud, and its
- * means move with them. The interval covers that sampling only, not the machine's drift from run to run (repeat
- * runs for that: `npm run bench:fleet:spread`).
+ * means move with them. The interval covers that sampling only. Runs of the same arrivals vary more (the cloud's
+ * speed drifts, and a busy queue amplifies small timing differences): repeat runs for that, `npm run
+ * bench:fleet:spread`.
  */
 import { seededUniform } from '../../runtime/sampling.ts';
 
