@@ -81,11 +81,13 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
     if (next) next(device);
     else free.push(device);
   };
-  let arrivals = 0;
-  const replay = async (device: number, arrivedAt: number, arrival: number): Promise<void> => {
+  const replay = async (device: number, arrivedAt: number): Promise<void> => {
+    // Devices are taken in arrival order (waiting sessions first come, first served), so the sessions started so far
+    // number the arrival, as they pick its recording.
+    const arrival = started++;
     const recording = options.recordings[nextRecording()];
     const takenAt = performance.now();
-    const seed = options.seed * 100_003 + started++ * 7 + device;
+    const seed = options.seed * 100_003 + arrival * 7 + device;
     const outcome = await replaySession(recording, {
       url: options.url,
       link: options.link,
@@ -109,11 +111,10 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
       for (let at = -Math.log(1 - random()) * meanGapMs; at < durationMs; at += -Math.log(1 - random()) * meanGapMs) {
         const due = startedAt + at;
         await new Promise((resolve) => setTimeout(resolve, Math.max(0, due - performance.now())));
-        const arrival = arrivals++;
         runs.push(
           takeDevice().then(async (device) => {
             try {
-              await replay(device, due, arrival);
+              await replay(device, due);
             } finally {
               release(device);
             }
@@ -129,7 +130,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
         runs.push(
           (async () => {
             await new Promise((resolve) => setTimeout(resolve, offset));
-            while (performance.now() < end) await replay(device, performance.now(), arrivals++);
+            while (performance.now() < end) await replay(device, performance.now());
           })(),
         );
       }

@@ -19,20 +19,28 @@ export interface ProbeTime {
   ms: number;
 }
 
-/** The knee, and whether the probe bracketed it (a larger size probed cost more per row than the cheapest). */
-function kneeIn(times: readonly ProbeTime[]): { knee: number; bracketed: boolean } | undefined {
+const perRow = (t: ProbeTime) => t.ms / t.rows;
+
+/** The timed probe runs, fewest rows first, and the one that cost least per row (undefined when none was timed). */
+function measuredRuns(times: readonly ProbeTime[]): { measured: ProbeTime[]; cheapest: ProbeTime } | undefined {
   const measured = times.filter((t) => t.rows > 0 && t.ms > 0).sort((a, b) => a.rows - b.rows);
   if (!measured.length) return undefined;
-  const perRow = (t: ProbeTime) => t.ms / t.rows;
-  const cheapest = measured.reduce((a, b) => (perRow(b) < perRow(a) ? b : a));
+  return { measured, cheapest: measured.reduce((a, b) => (perRow(b) < perRow(a) ? b : a)) };
+}
+
+/** The knee, and whether the probe bracketed it (a larger size probed cost more per row than the cheapest). */
+function kneeIn(times: readonly ProbeTime[]): { knee: number; bracketed: boolean } | undefined {
+  const runs = measuredRuns(times);
+  if (!runs) return undefined;
+  const { measured, cheapest } = runs;
   const knee = measured.find((t) => perRow(t) <= perRow(cheapest) * (1 + KNEE_TOLERANCE))!.rows;
   return { knee, bracketed: cheapest !== measured[measured.length - 1] };
 }
 
 /** The cheapest cost per row the probe measured, ms (undefined when nothing was measured). */
 export function cheapestMsPerRow(times: readonly ProbeTime[]): number | undefined {
-  const perRow = times.filter((t) => t.rows > 0 && t.ms > 0).map((t) => t.ms / t.rows);
-  return perRow.length ? Math.min(...perRow) : undefined;
+  const runs = measuredRuns(times);
+  return runs && perRow(runs.cheapest);
 }
 
 /** The fewest rows whose cost per row is within KNEE_TOLERANCE of the cheapest per-row cost probed. */

@@ -141,7 +141,7 @@ export const MERGE_BUDGET_MS = 64;
  * MERGE_BUDGET_MS, at most MAX_MERGED_ROWS; MAX_MERGED_ROWS where the cost is unknown.
  */
 export function mergedRowsFor(msPerRow: number | undefined): number {
-  if (!msPerRow || !(msPerRow > 0)) return MAX_MERGED_ROWS;
+  if (msPerRow === undefined || !(msPerRow > 0)) return MAX_MERGED_ROWS;
   return Math.min(MAX_MERGED_ROWS, Math.floor(MERGE_BUDGET_MS / msPerRow));
 }
 
