@@ -21,6 +21,11 @@ export interface RoundObservation {
   draftStepMs?: number;
   /** Send-to-result time of the verification, ms. */
   verifyMs: number;
+  /**
+   * The first draft made but not uploaded, when every uploaded one was accepted: its confidence and its acceptance
+   * as the last verified row tells it (verify-round.ts declinedAcceptance).
+   */
+  declined?: { confidence: number; acceptance: number };
 }
 
 export interface DraftPolicy {
@@ -48,9 +53,12 @@ export class AcceptanceModel {
     return this.byDecile[decileOf(confidence)].valueOr(confidence);
   }
 
-  observe(confidences: readonly number[], accepted: number): void {
+  observe(round: Pick<RoundObservation, 'confidences' | 'accepted' | 'declined'>): void {
+    const { confidences, accepted, declined } = round;
     for (let i = 0; i < Math.min(confidences.length, accepted + 1); i++)
       this.byDecile[decileOf(confidences[i])].update(i < accepted ? 1 : 0);
+    if (declined && accepted === confidences.length)
+      this.byDecile[decileOf(declined.confidence)].update(declined.acceptance);
   }
 }
 
@@ -73,7 +81,7 @@ export class FixedThresholdPolicy implements DraftPolicy {
   }
 
   observe(round: RoundObservation): void {
-    this.accepted.observe(round.confidences, round.accepted);
+    this.accepted.observe(round);
   }
 
   describe() {
@@ -124,7 +132,7 @@ export class AutoDraftPolicy implements DraftPolicy {
 
   observe(round: RoundObservation): void {
     this.rounds++;
-    this.accepted.observe(round.confidences, round.accepted);
+    this.accepted.observe(round);
     if (round.draftStepMs !== undefined) this.draftStepMs.update(round.draftStepMs);
     this.verifyMs.update(round.verifyMs);
   }

@@ -4,7 +4,7 @@
  */
 import { argmax } from '../sampling.ts';
 import { acceptGreedy, acceptSampled, type RoundOutcome } from './acceptance.ts';
-import type { Sampler } from './sampler.ts';
+import type { Choice, Sampler } from './sampler.ts';
 
 export interface DraftsToVerify {
   drafts: readonly number[];
@@ -34,4 +34,16 @@ export function verifyRound(
         sampler.random,
       );
   return { ...outcome, committed: [...chain.drafts.slice(0, outcome.accepted), outcome.next] };
+}
+
+/**
+ * The chance the first draft the device made but did not upload would have been accepted, read from the last
+ * verified row (the target at that draft's position) when every uploaded draft was accepted: 1 or 0 greedy,
+ * min(1, p/q) sampling. Without it a confidence the policy stops at is never verified again, so a low early
+ * estimate there would stand for the whole session.
+ */
+export function declinedAcceptance(guess: Choice, lastTargetRow: Float32Array, sampler: Sampler): number {
+  if (sampler.greedy) return argmax(lastTargetRow) === guess.token ? 1 : 0;
+  const q = guess.probs?.[guess.token] ?? 0;
+  return q > 0 ? Math.min(1, sampler.distribution(lastTargetRow)[guess.token] / q) : 0;
 }

@@ -10,6 +10,7 @@ import {
   AutoDraftPolicy,
   FixedThresholdPolicy,
   type DraftPolicy,
+  type RoundObservation,
 } from '../../../src/runtime/speculative/draft-policy.ts';
 import { OnnxCausalLm } from '../../../src/runtime/full-model.ts';
 import { argmax, greedyChoice, topIndices } from '../../../src/runtime/sampling.ts';
@@ -206,4 +207,22 @@ test('chunked prefill (fixed and auto) gives the same first token and continuati
 test('the auto draft policy keeps greedy output identical', async () => {
   const out = await runHat({ parallelDrafting: true }, new AutoDraftPolicy(0.3, 6, 1));
   assert.deepEqual(out.ids, reference);
+});
+
+test('a round that keeps every draft tells the policy whether the draft it stopped at was right', async () => {
+  const observed: RoundObservation[] = [];
+  class Recording extends FixedThresholdPolicy {
+    override observe(round: RoundObservation): void {
+      observed.push(round);
+      super.observe(round);
+    }
+  }
+  const out = await runHat({}, new Recording(0.9, 2));
+  assert.deepEqual(out.ids, reference);
+  const expected = await expectedRounds(0.9, 2);
+  const declined = observed.filter((o) => o.declined);
+  assert.ok(declined.every((o) => o.accepted === o.confidences.length));
+  // The declined draft is the small model's top-1 after the last draft: right exactly when a branch on it would hit.
+  assert.equal(declined.filter((o) => o.declined!.acceptance === 1).length, expected.hits);
+  assert.ok(expected.hits > 0 && declined.length > expected.hits, 'both outcomes occur');
 });

@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { acceptGreedy, acceptSampled } from '../../../src/runtime/speculative/acceptance.ts';
+import { declinedAcceptance } from '../../../src/runtime/speculative/verify-round.ts';
+import { createSampler } from '../../../src/runtime/speculative/sampler.ts';
 
 test('greedy acceptance commits the matching prefix plus the target token after it', () => {
   assert.deepEqual(acceptGreedy([5, 6, 7], [5, 6, 9, 1]), { accepted: 2, next: 9 });
@@ -41,4 +43,16 @@ test('identical draft and target distributions accept every draft', () => {
   const p = Float64Array.from([0.25, 0.25, 0.5]);
   const outcome = acceptSampled([2, 0, 1], [p, p, p], [p, p, p, p], seeded(1));
   assert.equal(outcome.accepted, 3);
+});
+
+test("a declined draft's acceptance from the target's row: the argmax greedy, min(1, p/q) sampling", () => {
+  const row = new Float32Array([0, 2, 1]);
+  const greedy = createSampler({ temperature: 0, topP: 1, seed: 0 });
+  assert.equal(declinedAcceptance({ token: 1, confidence: 0.2 }, row, greedy), 1);
+  assert.equal(declinedAcceptance({ token: 2, confidence: 0.5 }, row, greedy), 0);
+  const sampling = createSampler({ temperature: 1, topP: 1, seed: 0 });
+  const p = sampling.distribution(row);
+  const q = Float64Array.from([0.1, 0.1, 0.8]);
+  assert.ok(Math.abs(declinedAcceptance({ token: 2, confidence: 0.8, probs: q }, row, sampling) - p[2] / 0.8) < 1e-12);
+  assert.equal(declinedAcceptance({ token: 1, confidence: 0.8, probs: q }, row, sampling), 1, 'p > q: always kept');
 });
