@@ -9,7 +9,7 @@ import { HatError } from '../../errors.ts';
 import { isCloudFailure } from '../protocol/control.ts';
 import type { StepOutput } from '../part-runner.ts';
 import { choose, type Sampler } from '../speculative/sampler.ts';
-import { declinedAcceptance, verifyRound } from '../speculative/verify-round.ts';
+import { verifyRound } from '../speculative/verify-round.ts';
 import { TokenCommitter } from '../token-commit.ts';
 import { DeviceCaches } from './device-caches.ts';
 import type { DeviceParts } from './device-parts.ts';
@@ -175,20 +175,15 @@ export class HatGenerator {
     const waitedMs = performance.now() - waitStart;
 
     const verified = await this.parts.output.step({ hidden: result.hidden }, rows);
-    const targetRows = rowsOf(verified);
-    const outcome = verifyRound(chain, targetRows, this.sampler);
+    const outcome = verifyRound(chain, rowsOf(verified), this.sampler);
     const keptAll = outcome.accepted === chain.drafts.length;
-    const guess = keptAll ? chain.nextGuess : undefined;
     const draftSteps = chain.stepMs.slice(1);
     this.drafter.policy.observe({
       confidences: chain.confidences,
       accepted: outcome.accepted,
       verifyMs: result.roundTripMs,
       draftStepMs: draftSteps.length ? draftSteps.reduce((a, b) => a + b, 0) / draftSteps.length : undefined,
-      declined: guess && {
-        confidence: guess.confidence,
-        acceptance: declinedAcceptance(guess, targetRows[targetRows.length - 1], this.sampler),
-      },
+      declined: outcome.declined,
     });
     if (candidates && keptAll) this.predrafter.observe(candidates, outcome.next);
     const keep = base + 1 + outcome.accepted;

@@ -23,7 +23,7 @@ export interface RoundObservation {
   verifyMs: number;
   /**
    * The first draft made but not uploaded, when every uploaded one was accepted: its confidence and its acceptance
-   * as the last verified row tells it (verify-round.ts declinedAcceptance).
+   * as the last verified row tells it (verify-round.ts VerifiedRound.declined).
    */
   declined?: { confidence: number; acceptance: number };
 }

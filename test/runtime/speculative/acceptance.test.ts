@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { acceptGreedy, acceptSampled } from '../../../src/runtime/speculative/acceptance.ts';
-import { declinedAcceptance } from '../../../src/runtime/speculative/verify-round.ts';
-import { createSampler } from '../../../src/runtime/speculative/sampler.ts';
+import { verifyRound } from '../../../src/runtime/speculative/verify-round.ts';
+import { createSampler, type Choice, type Sampler } from '../../../src/runtime/speculative/sampler.ts';
 
 test('greedy acceptance commits the matching prefix plus the target token after it', () => {
   assert.deepEqual(acceptGreedy([5, 6, 7], [5, 6, 9, 1]), { accepted: 2, next: 9 });
@@ -47,12 +47,22 @@ test('identical draft and target distributions accept every draft', () => {
 
 test("a declined draft's acceptance from the target's row: the argmax greedy, min(1, p/q) sampling", () => {
   const row = new Float32Array([0, 2, 1]);
+  // No draft uploaded, so the round keeps every one and its only row is the target at the declined draft.
+  const declinedAcceptance = (nextGuess: Choice, sampler: Sampler) =>
+    verifyRound({ drafts: [], draftProbs: [], nextGuess }, [row], sampler).declined?.acceptance;
   const greedy = createSampler({ temperature: 0, topP: 1, seed: 0 });
-  assert.equal(declinedAcceptance({ token: 1, confidence: 0.2 }, row, greedy), 1);
-  assert.equal(declinedAcceptance({ token: 2, confidence: 0.5 }, row, greedy), 0);
+  assert.equal(declinedAcceptance({ token: 1, confidence: 0.2 }, greedy), 1);
+  assert.equal(declinedAcceptance({ token: 2, confidence: 0.5 }, greedy), 0);
   const sampling = createSampler({ temperature: 1, topP: 1, seed: 0 });
   const p = sampling.distribution(row);
   const q = Float64Array.from([0.1, 0.1, 0.8]);
-  assert.ok(Math.abs(declinedAcceptance({ token: 2, confidence: 0.8, probs: q }, row, sampling) - p[2] / 0.8) < 1e-12);
-  assert.equal(declinedAcceptance({ token: 1, confidence: 0.8, probs: q }, row, sampling), 1, 'p > q: always kept');
+  assert.ok(Math.abs(declinedAcceptance({ token: 2, confidence: 0.8, probs: q }, sampling)! - p[2] / 0.8) < 1e-12);
+  assert.equal(declinedAcceptance({ token: 1, confidence: 0.8, probs: q }, sampling), 1, 'p > q: always kept');
+  // A round that rejects an uploaded draft judges no declined draft.
+  const rejected = verifyRound(
+    { drafts: [2], draftProbs: [], nextGuess: { token: 1, confidence: 0.9 } },
+    [row, row],
+    greedy,
+  );
+  assert.equal(rejected.declined, undefined);
 });
