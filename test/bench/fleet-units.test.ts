@@ -657,3 +657,39 @@ test('the spread over repeated fleet runs: medians and ranges of the report rati
   const partial = fleetSpread([repeat(1.2, 50), repeat(1.5, 50).slice(2)]);
   assert.ok(!partial.batching.some((b) => b.mode === 'hat' && b.load === 'closed loop'));
 });
+
+test('the spread at the limit: hat over u-shape at the highest rate u-shape sustained in each run', () => {
+  const run = (mode: string, batching: 'on' | 'off', rate: number, ttftMs: number, slo = 1) =>
+    ({
+      mode,
+      batching,
+      load: { kind: 'poisson', rate },
+      sessions: { arrived: 10, completed: 10, failed: 0 },
+      sloAttainment: slo,
+      throughputTokensPerSecond: 50,
+      ttftMs: { mean: ttftMs, p50: 0, p90: 0, p99: 0 },
+      tbtMs: { mean: ttftMs / 10, p50: 0, p90: 0, p99: 0 },
+      cost: { computeMsPerToken: 1 },
+    }) as unknown as FleetRunStats;
+  // u-shape (batching on) sustains 3/s in the first run, only 2/s in the second (80 % within the SLO at 3/s), none in
+  // the third; hat is 0.5× u-shape at 2/s and 1.0× at 3/s in every run.
+  const repeat = (uShapeSloAt2: number, uShapeSloAt3: number) => [
+    run('hat', 'on', 2, 100),
+    run('u-shape', 'on', 2, 200, uShapeSloAt2),
+    run('hat', 'on', 3, 300),
+    run('u-shape', 'on', 3, 300, uShapeSloAt3),
+  ];
+  const spread = fleetSpread([repeat(1, 0.95), repeat(1, 0.8), repeat(0.5, 0.5)]);
+  assert.deepEqual(
+    spread.atLimit.map((a) => ({ batching: a.batching, loads: a.loads, runs: a.runs, ttft: a.ttft.values })),
+    [{ batching: 'on', loads: ['3/s', '2/s'], runs: 2, ttft: [1, 0.5] }],
+  );
+  assert.equal(spread.atLimit[0].tbt.median, 0.75);
+  assert.ok(
+    renderSpread(spread).includes(
+      '- batching on, 2 of 3 runs (at 3/s, 2/s): TTFT median 0.75× (0.50×–1.00×; 1.00×, 0.50×); ' +
+        'TBT median 0.75× (0.50×–1.00×; 1.00×, 0.50×)',
+    ),
+    renderSpread(spread).join('\n'),
+  );
+});

@@ -144,19 +144,29 @@ export const sustained = (r: FleetRunStats) => r.sessions.failed === 0 && r.sloA
  * hat against u-shape where it matters: at the highest Poisson rate u-shape sustains, per batching setting, the
  * ratio of hat's mean TTFT and mean TBT to u-shape's at the same load.
  */
+/** u-shape's run at the highest Poisson rate it sustained with this batching setting, and hat's at that rate. */
+export function highestSustained(
+  runs: readonly FleetRunStats[],
+  batching: 'on' | 'off',
+): { uShape: FleetRunStats; hat?: FleetRunStats } | undefined {
+  const rate = (r: FleetRunStats) => (r.load.kind === 'poisson' ? r.load.rate : 0);
+  const uShape = runs
+    .filter((r) => r.mode === 'u-shape' && r.batching === batching && r.load.kind === 'poisson' && sustained(r))
+    .sort((a, b) => rate(b) - rate(a))[0];
+  if (!uShape) return undefined;
+  const hat = runs.find((r) => r.mode === 'hat' && r.batching === batching && loadLabel(r) === loadLabel(uShape));
+  return { uShape, hat };
+}
+
 export function atHighestSustainedRate(runs: readonly FleetRunStats[]): string[] {
   const lines: string[] = [];
   for (const batching of ['on', 'off'] as const) {
-    const uShapeSustained = runs.filter(
-      (r) => r.mode === 'u-shape' && r.batching === batching && r.load.kind === 'poisson' && sustained(r),
-    );
-    const rate = (r: FleetRunStats) => (r.load.kind === 'poisson' ? r.load.rate : 0);
-    const best = uShapeSustained.sort((a, b) => rate(b) - rate(a))[0];
-    if (!best) {
+    const limit = highestSustained(runs, batching);
+    if (!limit) {
       lines.push(`batching ${batching}: u-shape sustained none of the Poisson rates run`);
       continue;
     }
-    const hat = runs.find((r) => r.mode === 'hat' && r.batching === batching && loadLabel(r) === loadLabel(best));
+    const { uShape: best, hat } = limit;
     const at = `batching ${batching}, ${loadLabel(best)} (the highest rate u-shape sustains)`;
     if (!hat) {
       lines.push(`${at}: no hat run at this load`);

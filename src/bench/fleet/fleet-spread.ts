@@ -5,7 +5,7 @@
  * report (fleet-report.ts): window = batched tok/s over `--max-batch 1` tok/s, capacity = `--max-batch 1` compute
  * per committed token over batched, and hat's mean TTFT and mean TBT over u-shape's at each Poisson rate.
  */
-import { loadLabel, sustained } from './fleet-report.ts';
+import { highestSustained, loadLabel, sustained } from './fleet-report.ts';
 import type { FleetRunStats } from './fleet-metrics.ts';
 
 export interface Spread {
@@ -27,6 +27,12 @@ export interface FleetSpread {
    * sustained that rate (the report's rule, fleet-report.ts `sustained`).
    */
   versusUShape: Array<{ batching: 'on' | 'off'; load: string; ttft: Spread; tbt: Spread; sustained: number }>;
+  /**
+   * What the targets are about: hat over u-shape at the highest Poisson rate u-shape sustained in each run (the
+   * report's rule), which can differ between runs; `loads` is that rate per counted run, in run order. Runs where
+   * u-shape sustained none, or hat has no run at that rate, are left out (`runs` counts those kept).
+   */
+  atLimit: Array<{ batching: 'on' | 'off'; loads: string[]; runs: number; ttft: Spread; tbt: Spread }>;
 }
 
 export function spreadOf(values: readonly number[]): Spread {
@@ -97,6 +103,21 @@ export function fleetSpread(repeats: ReadonlyArray<readonly FleetRunStats[]>): F
     }
   }
 
+  const atLimit: FleetSpread['atLimit'] = [];
+  for (const setting of ['on', 'off'] as const) {
+    const limits = repeats
+      .map((runs) => highestSustained(runs, setting))
+      .filter((l) => l?.hat !== undefined && l.uShape.ttftMs.mean > 0 && l.uShape.tbtMs.mean > 0);
+    if (limits.length === 0) continue;
+    atLimit.push({
+      batching: setting,
+      loads: limits.map((l) => loadLabel(l!.uShape)),
+      runs: limits.length,
+      ttft: spreadOf(limits.map((l) => l!.hat!.ttftMs.mean / l!.uShape.ttftMs.mean)),
+      tbt: spreadOf(limits.map((l) => l!.hat!.tbtMs.mean / l!.uShape.tbtMs.mean)),
+    });
+  }
+
   const all = repeats.flat();
   const failedRuns = repeats.flatMap((runs, i) =>
     runs
@@ -119,6 +140,7 @@ export function fleetSpread(repeats: ReadonlyArray<readonly FleetRunStats[]>): F
     failedRuns,
     batching,
     versusUShape,
+    atLimit,
   };
 }
 
@@ -143,6 +165,13 @@ export function renderSpread(spread: FleetSpread): string[] {
     lines.push(
       `- batching ${v.batching}, ${v.load} (u-shape sustained it in ${v.sustained} of ${spread.repeats}): ` +
         `TTFT ${describe(v.ttft)}; TBT ${describe(v.tbt)}`,
+    );
+  }
+  if (spread.atLimit.length) lines.push('hat over u-shape at the highest Poisson rate u-shape sustained in each run:');
+  for (const a of spread.atLimit) {
+    lines.push(
+      `- batching ${a.batching}, ${a.runs} of ${spread.repeats} runs (at ${a.loads.join(', ')}): ` +
+        `TTFT ${describe(a.ttft)}; TBT ${describe(a.tbt)}`,
     );
   }
   return lines;
