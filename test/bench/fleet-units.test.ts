@@ -681,7 +681,7 @@ test('the spread at the limit: hat over u-shape at the highest rate u-shape sust
   ];
   const spread = fleetSpread([repeat(1, 0.95), repeat(1, 0.8), repeat(0.5, 0.5)]);
   assert.deepEqual(
-    spread.atLimit.map((a) => ({ batching: a.batching, loads: a.loads, runs: a.runs, ttft: a.ttft.values })),
+    spread.atLimit.map((a) => ({ batching: a.batching, loads: a.loads, runs: a.loads.length, ttft: a.ttft.values })),
     [{ batching: 'on', loads: ['3/s', '2/s'], runs: 2, ttft: [1, 0.5] }],
   );
   assert.equal(spread.atLimit[0].tbt.median, 0.75);

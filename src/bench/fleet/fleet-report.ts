@@ -140,10 +140,6 @@ export const SUSTAINED_SLO_SHARE = 0.9;
 
 export const sustained = (r: FleetRunStats) => r.sessions.failed === 0 && r.sloAttainment >= SUSTAINED_SLO_SHARE;
 
-/**
- * hat against u-shape where it matters: at the highest Poisson rate u-shape sustains, per batching setting, the
- * ratio of hat's mean TTFT and mean TBT to u-shape's at the same load.
- */
 /** u-shape's run at the highest Poisson rate it sustained with this batching setting, and hat's at that rate. */
 export function highestSustained(
   runs: readonly FleetRunStats[],
@@ -158,6 +154,10 @@ export function highestSustained(
   return { uShape, hat };
 }
 
+/**
+ * hat against u-shape where it matters: at the highest Poisson rate u-shape sustains, per batching setting, the
+ * ratio of hat's mean TTFT and mean TBT to u-shape's at the same load.
+ */
 export function atHighestSustainedRate(runs: readonly FleetRunStats[]): string[] {
   const lines: string[] = [];
   for (const batching of ['on', 'off'] as const) {

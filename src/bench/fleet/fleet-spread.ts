@@ -30,9 +30,9 @@ export interface FleetSpread {
   /**
    * What the targets are about: hat over u-shape at the highest Poisson rate u-shape sustained in each run (the
    * report's rule), which can differ between runs; `loads` is that rate per counted run, in run order. Runs where
-   * u-shape sustained none, or hat has no run at that rate, are left out (`runs` counts those kept).
+   * u-shape sustained none, or hat has no run at that rate, are left out.
    */
-  atLimit: Array<{ batching: 'on' | 'off'; loads: string[]; runs: number; ttft: Spread; tbt: Spread }>;
+  atLimit: Array<{ batching: 'on' | 'off'; loads: string[]; ttft: Spread; tbt: Spread }>;
 }
 
 export function spreadOf(values: readonly number[]): Spread {
@@ -105,16 +105,17 @@ export function fleetSpread(repeats: ReadonlyArray<readonly FleetRunStats[]>): F
 
   const atLimit: FleetSpread['atLimit'] = [];
   for (const setting of ['on', 'off'] as const) {
-    const limits = repeats
-      .map((runs) => highestSustained(runs, setting))
-      .filter((l) => l?.hat !== undefined && l.uShape.ttftMs.mean > 0 && l.uShape.tbtMs.mean > 0);
+    const limits = repeats.flatMap((runs) => {
+      const limit = highestSustained(runs, setting);
+      const { hat, uShape } = limit ?? {};
+      return hat && uShape && uShape.ttftMs.mean > 0 && uShape.tbtMs.mean > 0 ? [{ hat, uShape }] : [];
+    });
     if (limits.length === 0) continue;
     atLimit.push({
       batching: setting,
-      loads: limits.map((l) => loadLabel(l!.uShape)),
-      runs: limits.length,
-      ttft: spreadOf(limits.map((l) => l!.hat!.ttftMs.mean / l!.uShape.ttftMs.mean)),
-      tbt: spreadOf(limits.map((l) => l!.hat!.tbtMs.mean / l!.uShape.tbtMs.mean)),
+      loads: limits.map((l) => loadLabel(l.uShape)),
+      ttft: spreadOf(limits.map((l) => l.hat.ttftMs.mean / l.uShape.ttftMs.mean)),
+      tbt: spreadOf(limits.map((l) => l.hat.tbtMs.mean / l.uShape.tbtMs.mean)),
     });
   }
 
@@ -170,7 +171,7 @@ export function renderSpread(spread: FleetSpread): string[] {
   if (spread.atLimit.length) lines.push('hat over u-shape at the highest Poisson rate u-shape sustained in each run:');
   for (const a of spread.atLimit) {
     lines.push(
-      `- batching ${a.batching}, ${a.runs} of ${spread.repeats} runs (at ${a.loads.join(', ')}): ` +
+      `- batching ${a.batching}, ${a.loads.length} of ${spread.repeats} runs (at ${a.loads.join(', ')}): ` +
         `TTFT ${describe(a.ttft)}; TBT ${describe(a.tbt)}`,
     );
   }
