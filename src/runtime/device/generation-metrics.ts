@@ -30,6 +30,7 @@ export interface DeviceMetrics {
   parallelDrafting: { branches: number; hits: number };
   /** Rounds whose draft limit was the cloud's advice (advisedRows − 1) rather than the device's own. */
   advisedRounds: number;
+  /** The cloud's compute for this generation's requests: each run once, also where it answered several chunks. */
   cloudComputeMs: number;
   cloudQueueMs: number;
   /** Mean per verification round of the device's own time outside model runs and outside waiting for the cloud. */
@@ -46,6 +47,8 @@ export class MetricsRecorder {
   private readonly perToken: number[] = [];
   private lastCommitAt = 0;
   private overheadMs = 0;
+  /** The last prompt chunk's answer: its run's compute and when it arrived (performance.now()). */
+  private lastChunk?: { computeMs: number; resultAt: number };
 
   constructor(
     private readonly verifier: Verifier,
@@ -75,10 +78,16 @@ export class MetricsRecorder {
     this.metrics.chunkSizes.push(size);
   }
 
-  chunkAnswered(tokens: number, deviceMs: number, result: ForwardResult): void {
+  /** A prompt chunk's result arrived at `resultAt` (performance.now()). */
+  chunkAnswered(tokens: number, deviceMs: number, result: ForwardResult, resultAt: number): void {
     const { bytesUp, queueMs, computeMs, roundTripMs } = result;
     this.metrics.prefillChunks.push({ tokens, deviceMs, bytesUp, queueMs, computeMs, roundTripMs });
-    this.cloudTime(result);
+    // The cloud runs a session's queued chunks as one run and answers each with that whole run's time, back to back.
+    // The same figure again, sooner than a run of that length could have followed, is that run: count it once.
+    const previous = this.lastChunk;
+    const sameRun = previous?.computeMs === computeMs && resultAt - previous.resultAt < computeMs;
+    this.lastChunk = { computeMs, resultAt };
+    this.cloudTime(result, sameRun);
   }
 
   firstToken(): void {
@@ -96,7 +105,7 @@ export class MetricsRecorder {
     const { predrafted, branchUsed, advised } = flags;
     this.metrics.rounds++;
     if (advised) this.metrics.advisedRounds++;
-    this.cloudTime(result);
+    this.cloudTime(result, false);
     if (predrafted) this.metrics.parallelDrafting.branches++;
     if (branchUsed) this.metrics.parallelDrafting.hits++;
     const now = performance.now();
@@ -105,8 +114,8 @@ export class MetricsRecorder {
     this.overheadMs += ownMs;
   }
 
-  private cloudTime(result: ForwardResult): void {
-    this.metrics.cloudComputeMs += result.computeMs;
+  private cloudTime(result: ForwardResult, runCounted: boolean): void {
+    if (!runCounted) this.metrics.cloudComputeMs += result.computeMs;
     this.metrics.cloudQueueMs += result.queueMs;
   }
 

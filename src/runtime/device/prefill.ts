@@ -88,11 +88,12 @@ export class PrefillPipeline {
       this.planner.observeDevice(size, deviceMs);
       const sentAt = performance.now();
       const answer = sent.then((r) => {
-        recorder.chunkAnswered(size, deviceMs, r);
+        const resultAt = sentAt + r.roundTripMs;
+        recorder.chunkAnswered(size, deviceMs, r, resultAt);
         this.planner.observeResult({
           bytesUp: r.bytesUp,
           sentAt,
-          resultAt: sentAt + r.roundTripMs,
+          resultAt,
           queueMs: r.queueMs,
           computeMs: r.computeMs,
           latency: r.latency,
