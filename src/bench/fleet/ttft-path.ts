@@ -12,6 +12,8 @@
  * cloud's own measure, so the server's handling (parsing, dispatch, sending the result) lands in `cloudQueueMs`.
  */
 
+import { answeredBySameRun } from '../../runtime/device/verifier.ts';
+
 /** One prompt request as sent and answered, instants in ms on the replaying process's clock. */
 export interface PromptRequestTimes {
   /** The device finished it and it entered the EMULATED uplink. */
@@ -61,11 +63,13 @@ export function ttftPath(
   };
   handTo('afterMs', requests[i].receivedAt);
   for (;;) {
+    const run = { computeMs: requests[i].computeMs, at: t };
     handTo('cloudComputeMs', t - requests[i].computeMs);
-    // Earlier chunks answered by this same run (the cloud joins a session's queued chunks; each answer carries the
-    // run's compute): the path goes on from the first of them. The time since it arrived counts as queue: a chunk
-    // joins only if it was still queued, so the cloud was busy with other runs while it waited.
-    while (i > 0 && requests[i - 1].computeMs === requests[i].computeMs && requests[i - 1].receivedAt >= t) i--;
+    // Earlier chunks answered by this same run (the cloud joins a session's queued chunks): the path goes on from the
+    // first of them. The time since it arrived counts as queue: a chunk joins only if it was still queued, so the
+    // cloud was busy with other runs while it waited.
+    while (i > 0 && answeredBySameRun({ computeMs: requests[i - 1].computeMs, at: requests[i - 1].receivedAt }, run))
+      i--;
     const previousEnd = i > 0 ? requests[i - 1].receivedAt : -Infinity;
     if (previousEnd >= requests[i].deliveredAt) {
       // Held behind its own previous chunk's run: the cloud was this prompt's bottleneck there.

@@ -4,7 +4,7 @@
  */
 import type { DraftPolicy } from '../speculative/draft-policy.ts';
 import { summarize, type Summary } from './metrics.ts';
-import type { ForwardResult, Verifier } from './verifier.ts';
+import { answeredBySameRun, type ForwardResult, type Verifier } from './verifier.ts';
 
 export interface PrefillChunkMetrics {
   tokens: number;
@@ -48,7 +48,7 @@ export class MetricsRecorder {
   private lastCommitAt = 0;
   private overheadMs = 0;
   /** The last prompt chunk's answer: its run's compute and when it arrived (performance.now()). */
-  private lastChunk?: { computeMs: number; resultAt: number };
+  private lastChunk?: { computeMs: number; at: number };
 
   constructor(
     private readonly verifier: Verifier,
@@ -82,11 +82,10 @@ export class MetricsRecorder {
   chunkAnswered(tokens: number, deviceMs: number, result: ForwardResult, resultAt: number): void {
     const { bytesUp, queueMs, computeMs, roundTripMs } = result;
     this.metrics.prefillChunks.push({ tokens, deviceMs, bytesUp, queueMs, computeMs, roundTripMs });
-    // The cloud runs a session's queued chunks as one run and answers each with that whole run's time, back to back.
-    // The same figure again, sooner than a run of that length could have followed, is that run: count it once.
-    const previous = this.lastChunk;
-    const sameRun = previous?.computeMs === computeMs && resultAt - previous.resultAt < computeMs;
-    this.lastChunk = { computeMs, resultAt };
+    // A run that answered several queued chunks reports its whole compute to each: count it once.
+    const answer = { computeMs, at: resultAt };
+    const sameRun = this.lastChunk !== undefined && answeredBySameRun(this.lastChunk, answer);
+    this.lastChunk = answer;
     this.cloudTime(result, sameRun);
   }
 

@@ -32,6 +32,19 @@ export interface ForwardResult {
   bytesDown: number;
 }
 
+/**
+ * Whether a result of a session's prompt chunk that arrived at `earlierAt` was answered by the run whose answer
+ * reports `computeMs` and arrived at `laterAt`. The cloud runs a session's queued chunks as one run and answers each
+ * with that whole run's compute, back to back; a session's runs are serial, so an answer from an earlier run arrives
+ * before this run started. (The figure is a float32 of a measured time: two runs rarely report the same.)
+ */
+export function answeredBySameRun(
+  earlier: { computeMs: number; at: number },
+  later: { computeMs: number; at: number },
+): boolean {
+  return earlier.computeMs === later.computeMs && earlier.at >= later.at - later.computeMs;
+}
+
 export interface Verifier {
   readonly wire: WireDTypeName;
   /** Most rows one request may carry (0: no limit announced). */
