@@ -13,8 +13,8 @@ import type { LinkSpec } from '../runtime/link.ts';
 import { parseLinkSpec } from '../runtime/link.ts';
 import type { WireDTypeName } from '../runtime/protocol/frame.ts';
 import { PartRunner } from '../runtime/part-runner.ts';
-import { promptIds as resolvePromptIds } from '../runtime/prompt.ts';
-import { readManifest, splitTokenizer } from '../runtime/split-dir.ts';
+import { promptIds as resolvePromptIds, stopTokenIds } from '../runtime/prompt.ts';
+import { readManifest, splitSpecialIds, splitTokenizer } from '../runtime/split-dir.ts';
 import { continuationText, textStreamer, type TextTokenizer } from '../runtime/tokenizer.ts';
 import { budgetWithinCloudContext, type TokenBudget } from '../runtime/device/cloud-context.ts';
 import type { ChunkPlanner } from '../runtime/chunk-planner.ts';
@@ -141,6 +141,8 @@ export class HatDevice {
   readonly chatTemplate?: ChatTemplate;
   readonly contextLength?: number;
   readonly modelId: string;
+  /** Every id that ends a generation (eos_token, and all generation_config.json and config.json list). */
+  readonly stopTokenIds: readonly number[];
   private readonly options: HatDeviceOptions;
   private readonly link?: LinkSpec;
   private readonly parts: DeviceParts;
@@ -164,6 +166,7 @@ export class HatDevice {
     this.chatTemplate = loadChatTemplate(bundle);
     this.contextLength = options.contextLength ?? configContextLength(bundle);
     this.modelId = options.modelId ?? basename(resolve(bundle));
+    this.stopTokenIds = stopTokenIds(tokenizer, splitSpecialIds(bundle, manifest));
     this.link = typeof options.link === 'string' ? parseLinkSpec(options.link) : options.link;
     this.queue = new RequestQueue(options.maxQueue ?? 16);
     this.planner = devicePlanner(manifest, options.wire ?? 'fp16');
@@ -346,7 +349,6 @@ export class HatDevice {
         const tail = rest + stop.flush();
         if (tail) yield tail;
       }
-      const eos = this.tokenizer.eosTokenId ?? this.manifest.model?.eosTokenId;
       let completion = committed;
       let finishReason: FinishReason;
       if (stop.stopped) {
@@ -356,7 +358,7 @@ export class HatDevice {
       } else if (generation.error) {
         // The cloud was lost (after any reconnects): the text so far has been streamed; the request fails.
         throw generation.error;
-      } else if (committed.length > 0 && committed[committed.length - 1] === eos) {
+      } else if (committed.length > 0 && this.stopTokenIds.includes(committed[committed.length - 1])) {
         finishReason = 'stop';
       } else {
         finishReason = committed.length >= maxTokens ? 'length' : 'cancelled';
@@ -422,7 +424,7 @@ export class HatDevice {
       });
       const generation = await device.generator.generate(promptIds, {
         maxNewTokens: maxTokens,
-        eosTokenId: this.tokenizer.eosTokenId ?? this.manifest.model?.eosTokenId,
+        stopTokenIds: this.stopTokenIds,
         speculative,
         parallelDrafting: (o.parallelDrafting ?? true) && speculative,
         parallelBranches: o.parallelBranches ?? 1,

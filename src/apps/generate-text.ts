@@ -11,12 +11,13 @@ import { generateTokens, type TokenLoopResult } from '../runtime/generate.ts';
 import {
   configSpecialIds,
   promptIds as resolvePromptIds,
+  stopTokenIds,
   type PromptInput,
   type SpecialIds,
 } from '../runtime/prompt.ts';
 import { makeSampler, type SamplingOptions } from '../runtime/sampling.ts';
 import type { SessionOptions } from '../runtime/session.ts';
-import { readManifest, splitTokenizer } from '../runtime/split-dir.ts';
+import { readManifest, splitSpecialIds, splitTokenizer } from '../runtime/split-dir.ts';
 import { continuationText, loadTokenizer, textStreamer, type TextTokenizer } from '../runtime/tokenizer.ts';
 
 export interface GenerateTextOptions extends SamplingOptions {
@@ -39,7 +40,12 @@ interface OpenedModel {
 async function openFullModel(modelPath: string, session?: SessionOptions): Promise<OpenedModel> {
   const files = resolveModelFiles(modelPath);
   const tokenizer = files.tokenizer
-    ? loadTokenizer({ tokenizer: files.tokenizer, tokenizerConfig: files.tokenizerConfig, config: files.config })
+    ? loadTokenizer({
+        tokenizer: files.tokenizer,
+        tokenizerConfig: files.tokenizerConfig,
+        config: files.config,
+        generationConfig: files.generationConfig,
+      })
     : undefined;
   return {
     model: await OnnxCausalLm.open(files.model, session),
@@ -53,8 +59,7 @@ async function openSlm(splitDir: string, session?: SessionOptions): Promise<Open
   const tokenizer = existsSync(join(splitDir, manifest.tokenizer ?? 'tokenizer.json'))
     ? splitTokenizer(splitDir, manifest)
     : undefined;
-  const special = { bosTokenId: manifest.model?.bosTokenId, eosTokenId: manifest.model?.eosTokenId };
-  return { model: await SlmCausalLm.open(splitDir, session), tokenizer, special };
+  return { model: await SlmCausalLm.open(splitDir, session), tokenizer, special: splitSpecialIds(splitDir, manifest) };
 }
 
 export interface GenerateTextResult extends TokenLoopResult {
@@ -85,11 +90,10 @@ export async function generateText(
     const { onText } = options;
     // Streaming decodes the text so far after every token; without a listener, skip that work (it counts in tbtMs).
     const streamer = onText && tokenizer ? textStreamer(tokenizer, promptIds) : undefined;
-    const eos = tokenizer?.eosTokenId ?? special.eosTokenId;
     const result = await generateTokens(model, promptIds, {
       maxNewTokens: options.maxNewTokens,
       sampler: makeSampler(options),
-      stopTokenIds: eos === undefined ? [] : [eos],
+      stopTokenIds: stopTokenIds(tokenizer, special),
       onToken:
         streamer && onText
           ? (id) => {

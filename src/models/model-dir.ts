@@ -1,6 +1,7 @@
 /**
  * A model directory, as `hat synth`, `hat import-llama2c` and the trained default write it and `hat generate`
- * reads it: model.onnx (+ model.onnx_data), tokenizer.json (+ tokenizer_config.json), config.json.
+ * reads it: model.onnx (+ model.onnx_data), tokenizer.json (+ tokenizer_config.json), config.json (+
+ * generation_config.json).
  */
 import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -10,6 +11,7 @@ export const MODEL_FILE = 'model.onnx';
 export const TOKENIZER_FILE = 'tokenizer.json';
 export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
 export const CONFIG_FILE = 'config.json';
+export const GENERATION_CONFIG_FILE = 'generation_config.json';
 
 export interface ModelFiles {
   model: string;
@@ -17,6 +19,7 @@ export interface ModelFiles {
   tokenizer?: string;
   tokenizerConfig?: string;
   config?: string;
+  generationConfig?: string;
 }
 
 /** Accepts a model.onnx path or a folder holding one; tokenizer and config files are looked up beside the model. */
@@ -41,6 +44,7 @@ export function resolveModelFiles(path: string): ModelFiles {
     tokenizer: beside(TOKENIZER_FILE),
     tokenizerConfig: beside(TOKENIZER_CONFIG_FILE),
     config: beside(CONFIG_FILE),
+    generationConfig: beside(GENERATION_CONFIG_FILE),
   };
 }
 

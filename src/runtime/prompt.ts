@@ -1,12 +1,13 @@
 /**
  * What a generation starts from: prompt text through the tokenizer, or token ids given directly (`--prompt-ids`),
  * so third-party and random-weight models without a tokenizer can be run and compared. An empty prompt starts
- * from the BOS id — the tokenizer's, else the one config.json / generation_config.json names.
+ * from the BOS id — the tokenizer's, else the one config.json / generation_config.json names. Generation stops on
+ * every EOS id those files list (stopTokenIds).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HatError } from '../errors.ts';
-import type { TextTokenizer } from './tokenizer.ts';
+import { configTokenIds, uniqueIds, type TextTokenizer } from './tokenizer.ts';
 
 export interface PromptInput {
   /** Prompt text (needs a tokenizer). */
@@ -18,6 +19,8 @@ export interface PromptInput {
 export interface SpecialIds {
   bosTokenId?: number;
   eosTokenId?: number;
+  /** Every EOS id the config files list (generation_config.json's eos_token_id is often a list). */
+  stopTokenIds?: readonly number[];
 }
 
 const CONFIG_FILES = ['generation_config.json', 'config.json'];
@@ -28,9 +31,13 @@ function firstId(value: unknown): number | undefined {
   return undefined;
 }
 
-/** bos/eos ids named by generation_config.json, then config.json, in `dir` (unreadable files are skipped). */
+/**
+ * bos/eos ids named by generation_config.json, then config.json, in `dir` (unreadable files are skipped), and
+ * every eos id either lists.
+ */
 export function configSpecialIds(dir: string): SpecialIds {
   const found: SpecialIds = {};
+  const stops: number[] = [];
   for (const file of CONFIG_FILES) {
     const path = join(dir, file);
     if (!existsSync(path)) continue;
@@ -42,8 +49,15 @@ export function configSpecialIds(dir: string): SpecialIds {
     }
     found.bosTokenId ??= firstId(json.bos_token_id);
     found.eosTokenId ??= firstId(json.eos_token_id);
+    stops.push(...configTokenIds(json.eos_token_id));
   }
+  found.stopTokenIds = uniqueIds(stops);
   return found;
+}
+
+/** The ids a generation stops on: the tokenizer's, the config files' and the model's eos id, deduplicated. */
+export function stopTokenIds(tokenizer: TextTokenizer | undefined, special: SpecialIds): number[] {
+  return uniqueIds([...(tokenizer?.stopTokenIds ?? []), ...(special.stopTokenIds ?? []), special.eosTokenId]);
 }
 
 /** `--prompt-ids "1,2,3"` → [1, 2, 3]; "" → [] (start from BOS). */

@@ -9,6 +9,7 @@ import { HatError } from '../errors.ts';
 import { MANIFEST_FORMAT, type SplitManifest } from '../split/manifest.ts';
 import { PartRunner, type PartIO } from './part-runner.ts';
 import type { SessionOptions } from './session.ts';
+import { configSpecialIds, type SpecialIds } from './prompt.ts';
 import { loadTokenizer, type TextTokenizer } from './tokenizer.ts';
 
 export type PartName = 'input' | 'middle' | 'output';
@@ -96,7 +97,10 @@ export async function openPart(
   return PartRunner.open(file, partIO(manifest, part), options, `${part} part`);
 }
 
-/** The tokenizer a split directory or device bundle carries (copied there by `hat split`). */
+/**
+ * The tokenizer a split directory or device bundle carries, with the tokenizer_config.json, config.json and
+ * generation_config.json beside it (all copied there by `hat split`).
+ */
 export function splitTokenizer(splitDir: string, manifest: SplitManifest): TextTokenizer {
   const file = join(splitDir, manifest.tokenizer ?? 'tokenizer.json');
   if (!existsSync(file))
@@ -110,5 +114,18 @@ export function splitTokenizer(splitDir: string, manifest: SplitManifest): TextT
     tokenizer: file,
     tokenizerConfig: beside('tokenizer_config.json'),
     config: beside('config.json'),
+    generationConfig: beside('generation_config.json'),
   });
+}
+
+/**
+ * The special ids of a split directory or device bundle without its tokenizer: BOS/EOS from the manifest, and every
+ * EOS id the generation_config.json and config.json that `hat split` copied there list.
+ */
+export function splitSpecialIds(splitDir: string, manifest: SplitManifest): SpecialIds {
+  return {
+    bosTokenId: manifest.model?.bosTokenId,
+    eosTokenId: manifest.model?.eosTokenId,
+    stopTokenIds: configSpecialIds(splitDir).stopTokenIds,
+  };
 }

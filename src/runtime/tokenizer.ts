@@ -1,7 +1,9 @@
 /**
  * Text ↔ token ids through a Hugging Face tokenizer.json, loaded with @huggingface/tokenizers — the same path
  * a user's own Hugging Face model takes. BOS/EOS come from tokenizer_config.json, then config.json, then the
- * well-known special-token names.
+ * well-known special-token names; generation stops on every id generation_config.json and config.json list too.
+ * Text is decoded as the tokens spell it, without transformers' clean_up_tokenization_spaces (" ," → ","), so
+ * the text of more tokens only ever extends the text of fewer: streamed pieces add up to the final text.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { Tokenizer } from '@huggingface/tokenizers';
@@ -10,9 +12,14 @@ import { HatError } from '../errors.ts';
 export interface TextTokenizer {
   readonly bosTokenId?: number;
   readonly eosTokenId?: number;
+  /**
+   * Every id that ends a generation: eos_token and the ids generation_config.json and config.json name (chat models
+   * end a turn with one, e.g. Qwen2.5-Instruct's <|im_end|> and <|endoftext|>), deduplicated.
+   */
+  readonly stopTokenIds: readonly number[];
   /** Token ids of `text`, with the tokenizer's own special tokens (e.g. BOS) when `addSpecialTokens`. */
   encode(text: string, addSpecialTokens?: boolean): number[];
-  /** Text of `ids`, special tokens left out. */
+  /** Text of `ids`, special tokens left out, spaces as the tokens have them (no clean-up). */
   decode(ids: readonly number[]): string;
 }
 
@@ -21,6 +28,8 @@ export interface TokenizerFiles {
   tokenizerConfig?: string;
   /** The model's config.json, consulted for bos_token_id / eos_token_id. */
   config?: string;
+  /** generation_config.json, consulted for the eos_token_id (one id or a list) that generation stops on. */
+  generationConfig?: string;
 }
 
 const BOS_NAMES = ['<s>', '<|begin_of_text|>', '<bos>', '<|startoftext|>'];
@@ -52,6 +61,17 @@ function firstId(value: unknown): number | undefined {
   return undefined;
 }
 
+/** The token ids a config's eos_token_id (or similar) names: one id or a list; anything else is skipped. */
+export function configTokenIds(value: unknown): number[] {
+  const all = Array.isArray(value) ? (value as unknown[]) : [value];
+  return all.filter((id): id is number => typeof id === 'number' && Number.isSafeInteger(id) && id >= 0);
+}
+
+/** The ids given, in order, without repeats and without undefined. */
+export function uniqueIds(ids: Iterable<number | undefined>): number[] {
+  return [...new Set([...ids].filter((id): id is number => id !== undefined))];
+}
+
 export function loadTokenizer(files: TokenizerFiles): TextTokenizer {
   if (!existsSync(files.tokenizer))
     throw new HatError(
@@ -62,6 +82,7 @@ export function loadTokenizer(files: TokenizerFiles): TextTokenizer {
   const json = readJson(files.tokenizer, 'tokenizer');
   const tokenizerConfig = files.tokenizerConfig ? readJson(files.tokenizerConfig, 'tokenizer config') : {};
   const modelConfig = files.config ? readJson(files.config, 'model config') : {};
+  const generationConfig = files.generationConfig ? readJson(files.generationConfig, 'generation config') : {};
   let tokenizer: Tokenizer;
   try {
     tokenizer = new Tokenizer(json, tokenizerConfig);
@@ -79,12 +100,24 @@ export function loadTokenizer(files: TokenizerFiles): TextTokenizer {
     firstId(modelConfig[idKey]) ??
     names.map(idOf).find((id) => id !== undefined);
 
+  const eosTokenId = special('eos_token', 'eos_token_id', EOS_NAMES);
   return {
     bosTokenId: special('bos_token', 'bos_token_id', BOS_NAMES),
-    eosTokenId: special('eos_token', 'eos_token_id', EOS_NAMES),
+    eosTokenId,
+    stopTokenIds: uniqueIds([
+      eosTokenId,
+      idOf(tokenName(tokenizerConfig.eos_token)),
+      ...configTokenIds(generationConfig.eos_token_id),
+      ...configTokenIds(modelConfig.eos_token_id),
+    ]),
     encode: (text, addSpecialTokens = true) => tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids,
-    // The library rejects an empty id list; empty in, empty out.
-    decode: (ids) => (ids.length === 0 ? '' : tokenizer.decode([...ids], { skip_special_tokens: true })),
+    // The library rejects an empty id list; empty in, empty out. The library cleans up spaces by default (as
+    // transformers' clean_up_tokenization_spaces: " ," → ",", " 's" → "'s"), which rewrites text already streamed
+    // when the next token arrives; hat's text is what the tokens spell, streamed or not (as vLLM and TGI give it).
+    decode: (ids) =>
+      ids.length === 0
+        ? ''
+        : tokenizer.decode([...ids], { skip_special_tokens: true, clean_up_tokenization_spaces: false }),
   };
 }
 
@@ -105,7 +138,8 @@ export function continuationText(
 /**
  * Turns a growing list of ids into text deltas for streaming. Decoding the ids after a few tokens of context keeps
  * multi-token characters (byte-fallback UTF-8, merged spaces) right; a trailing U+FFFD means a character is still
- * incomplete, so it is held back until the next token. The decoded window restarts every WINDOW tokens (at a
+ * incomplete, so it is held back until the next token. The deltas add up to continuationText of all the ids, since
+ * decode never rewrites text it has given (no space clean-up). The decoded window restarts every WINDOW tokens (at a
  * complete character) so each token costs a bounded decode: decoding the whole prompt and text again for every
  * token had cost a device over 1 ms per round on long runs.
  */
@@ -122,8 +156,19 @@ export function textStreamer(
   const delta = (final: boolean) => {
     const text = continuationText(tokenizer, tail, ids, tailText);
     if (!final && text.endsWith('\uFFFD')) return '';
-    const fresh = text.startsWith(emitted) ? text.slice(emitted.length) : '';
-    emitted = text;
+    let fresh = '';
+    if (text.startsWith(emitted)) {
+      fresh = text.slice(emitted.length);
+      emitted = text;
+    } else if (!emitted.startsWith(text)) {
+      // A decoder that rewrote text already sent (loadTokenizer's does not): send all that follows the part both
+      // agree on rather than drop it. Text that only shrank (a trimmed space) stands until the text grows past it.
+      let same = 0;
+      while (same < text.length && text[same] === emitted[same]) same++;
+      if (same > 0 && /[\uD800-\uDBFF]/.test(text[same - 1])) same--; // never split a surrogate pair
+      fresh = text.slice(same);
+      emitted = text;
+    }
     if (ids.length >= WINDOW) {
       tail = ids.slice(-TAIL);
       tailText = tokenizer.decode(tail);

@@ -165,6 +165,7 @@ export class MiddleEngine {
     }
     requests.forEach((request, i) => {
       const { output, cols, state } = batch.results[i];
+      if (!allFinite(output)) return results.set(request.sessionId, this.poisoned(request.sessionId));
       this.store(request.sessionId, state);
       results.set(request.sessionId, answer(request, output, cols));
     });
@@ -177,6 +178,7 @@ export class MiddleEngine {
       this.runner.restore(this.caches.stateOf(request.sessionId, request.pastLength) ?? this.empty);
       this.runner.truncate(request.pastLength);
       const output = await this.runner.step({ hidden: request.hidden }, request.nTokens);
+      if (!allFinite(output.data)) return this.poisoned(request.sessionId);
       this.store(request.sessionId, this.runner.snapshot({ exclusive: true }));
       return answer(request, output.data, output.cols);
     } catch (error) {
@@ -189,6 +191,21 @@ export class MiddleEngine {
     }
   }
 
+  /**
+   * A run that gave this session non-finite values (its cache now holds them too): the session fails and its cache
+   * is dropped. Kept, such a cache could reach other sessions: its past is copied into the reused batch buffer, whose
+   * stale slots later batches read as masked left padding — and a NaN stays NaN under an additive mask.
+   */
+  private poisoned(sessionId: number): EngineResult {
+    this.caches.delete(sessionId);
+    return {
+      sessionId,
+      ok: false,
+      code: 'RUN_FAILED',
+      message: "the middle part gave non-finite values for this session's hidden states; its cache is dropped",
+    };
+  }
+
   private store(sessionId: number, state: KvSource): void {
     if (!this.droppedWhileRunning.has(sessionId)) this.caches.set(sessionId, state);
   }
@@ -198,4 +215,9 @@ export class MiddleEngine {
 function answer(request: MiddleRequest, output: Float32Array, cols: number): EngineResult {
   const rows = request.allPositions ? request.nTokens : 1;
   return { sessionId: request.sessionId, ok: true, hidden: output.slice((request.nTokens - rows) * cols), rows };
+}
+
+function allFinite(values: Float32Array): boolean {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return false;
+  return true;
 }

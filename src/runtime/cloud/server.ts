@@ -107,6 +107,8 @@ export class CloudServer {
   /** Recent failed hellos per remote address. */
   private readonly authFailures = new Map<string, number[]>();
   private draining?: Promise<void>;
+  /** Set by the first stop(): later calls wait for the same shutdown. */
+  private stopping?: Promise<void>;
 
   constructor(options: CloudServerOptions) {
     this.options = options;
@@ -126,7 +128,7 @@ export class CloudServer {
   /** Caps open connections and gives each a deadline to upgrade (or make an HTTP request). */
   private admitConnection(socket: Socket): void {
     const cap = this.options.maxConnections ?? this.options.maxSessions + 64;
-    if (this.connections >= cap || this.draining) {
+    if (this.connections >= cap || this.draining || this.stopping) {
       socket.destroy();
       this.refusedSinceLog++;
       if (Date.now() - this.lastRefusalLog > 1000) {
@@ -217,19 +219,30 @@ export class CloudServer {
     return this.draining;
   }
 
-  async stop(): Promise<void> {
-    clearInterval(this.idleTimer);
-    clearInterval(this.keepaliveTimer);
-    for (const session of this.sessions.values()) this.fail(session, 'GOING_AWAY', 'the server is shutting down');
-    for (const [socket, timer] of this.handshaking) {
-      clearTimeout(timer);
-      socket.destroy();
-    }
-    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
-    await new Promise<void>((resolve) => this.http.close(() => resolve()));
-    this.http.closeAllConnections?.();
-    await this.options.executor.close();
-    this.options.logger.log('stopped');
+  /**
+   * Closes every session (GOING_AWAY) and every connection that has not become one yet — a hello that arrives
+   * meanwhile gets no session —, then the workers. Calling it again waits for the same shutdown.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      clearInterval(this.idleTimer);
+      clearInterval(this.keepaliveTimer);
+      const sessionSockets = new Set([...this.sessions.values()].map((session) => session.socket));
+      for (const session of this.sessions.values()) this.fail(session, 'GOING_AWAY', 'the server is shutting down');
+      for (const socket of this.wss.clients) {
+        if (!sessionSockets.has(socket)) this.reject(socket, 'GOING_AWAY', 'the server is shutting down');
+      }
+      for (const [socket, timer] of this.handshaking) {
+        clearTimeout(timer);
+        socket.destroy();
+      }
+      await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+      await new Promise<void>((resolve) => this.http.close(() => resolve()));
+      this.http.closeAllConnections?.();
+      await this.options.executor.close();
+      this.options.logger.log('stopped');
+    })();
+    return this.stopping;
   }
 
   private handleHttp(req: IncomingMessage, res: ServerResponse): void {
@@ -332,8 +345,8 @@ export class CloudServer {
     if (frame.header.type !== 'hello' || frame.header.seq !== 0) {
       throw new HatError('PROTOCOL', `expected hello with seq 0, got ${frame.header.type} seq ${frame.header.seq}`);
     }
-    if (this.draining) {
-      this.reject(socket, 'GOING_AWAY', 'the server is draining');
+    if (this.draining || this.stopping) {
+      this.reject(socket, 'GOING_AWAY', this.stopping ? 'the server is shutting down' : 'the server is draining');
       return undefined;
     }
     if (this.tooManyFailures(address)) {
@@ -426,7 +439,9 @@ export class CloudServer {
     if (header.type !== 'forward')
       throw new HatError('PROTOCOL', `a device may not send ${header.type} frames after the handshake`);
     if (this.draining) {
-      this.fail(session, 'GOING_AWAY', 'the server is draining');
+      // Work already in flight is answered first (finished() then sends GOING_AWAY); this frame is not run: the
+      // device sends it again to the replica it resumes on.
+      if (session.inflight === 0) this.fail(session, 'GOING_AWAY', 'the server is draining');
       return;
     }
     if (header.hiddenSize !== this.options.hiddenSize) {
@@ -565,8 +580,13 @@ export class CloudServer {
       encodeFrame({ type: 'error', sessionId: session.id, seq: session.nextSeqOut++ }, encodeJson({ code, message })),
     );
     this.forget(session, code);
-    session.socket.close(code === 'GOING_AWAY' ? 1001 : 1008, code);
-    setTimeout(() => session.socket.terminate(), 1000).unref();
+    const close = () => {
+      session.socket.close(code === 'GOING_AWAY' ? 1001 : 1008, code);
+      setTimeout(() => session.socket.terminate(), 1000).unref();
+    };
+    // Through an emulated link the error frame is delayed: the close must not overtake it.
+    if (session.link) session.link.down.send(0, close);
+    else close();
   }
 
   private forget(session: DeviceSession, reason: string): void {

@@ -237,11 +237,10 @@ export class WorkerPool implements MiddleExecutor {
       });
       worker.on('error', (error) => {
         reject(error);
-        this.failLane(lane, error);
+        this.failLane(lane, workerLost(index, `failed: ${error.message}`));
       });
       worker.on('exit', (code) => {
-        if (!this.closing)
-          this.failLane(lane, new HatError('RUNTIME', `middle worker ${index} exited with code ${code}`));
+        if (!this.closing) this.failLane(lane, workerLost(index, `exited with code ${code}`));
       });
     });
   }
@@ -267,7 +266,9 @@ export class WorkerPool implements MiddleExecutor {
     if (this.closing) return Promise.reject(new HatError('GOING_AWAY', 'the worker pool is shutting down'));
     let lane = this.laneOfSession.get(request.sessionId);
     if (!lane) {
-      lane = this.lanes.reduce((best, l) => (l.sessions.size < best.sessions.size ? l : best));
+      // A failed worker holds no sessions (they were failed with it), so it would look least loaded: skip it.
+      const alive = this.lanes.filter((l) => !l.failure);
+      lane = (alive.length ? alive : this.lanes).reduce((best, l) => (l.sessions.size < best.sessions.size ? l : best));
       lane.sessions.add(request.sessionId);
       this.laneOfSession.set(request.sessionId, lane);
     }
@@ -433,6 +434,17 @@ export class WorkerPool implements MiddleExecutor {
     await Promise.all(this.lanes.map((lane) => lane.worker.terminate()));
   }
 }
+
+/**
+ * A worker that stopped took its sessions' caches with it. GOING_AWAY (retryable) lets their devices resume: a new
+ * session is placed on a live worker, or on another replica (this one no longer answers /ready).
+ */
+const workerLost = (index: number, how: string) =>
+  new HatError(
+    'GOING_AWAY',
+    `middle worker ${index} ${how}; the sessions it held lost their caches`,
+    'devices resume their sessions on a live worker or another replica; restart serve-cloud to recover the worker',
+  );
 
 const partsOf = (running: readonly RunningRequest[]) => running.flatMap((r) => r.parts);
 

@@ -165,23 +165,29 @@ export class CloudClient implements Verifier {
           }
         });
       });
+      // A socket's end travels the emulated link like a frame: an error frame the cloud sent just before closing
+      // still arrives first, so the device reports the cloud's reason (and its code's retryability).
       this.socket.on('error', (error: Error) => {
         clearTimeout(timer);
-        fail(
-          new HatError(
-            'NETWORK',
-            `cannot reach the cloud at ${url}: ${error.message}`,
-            'check that serve-cloud is running and the URL is right',
+        this.link.down.send(0, () =>
+          fail(
+            new HatError(
+              'NETWORK',
+              `cannot reach the cloud at ${url}: ${error.message}`,
+              'check that serve-cloud is running and the URL is right',
+            ),
           ),
         );
       });
       this.socket.on('close', () => {
         clearTimeout(timer);
-        fail(
-          new HatError(
-            'NETWORK',
-            'the cloud connection closed',
-            'the server stopped or dropped this session; see its log',
+        this.link.down.send(0, () =>
+          fail(
+            new HatError(
+              'NETWORK',
+              'the cloud connection closed',
+              'the server stopped or dropped this session; see its log',
+            ),
           ),
         );
       });

@@ -24,6 +24,9 @@ export type { DeviceMetrics } from './generation-metrics.ts';
 
 export interface HatGenerateOptions {
   maxNewTokens: number;
+  /** Generation stops after one of these (kept in the output): every EOS id the model names (prompt.ts). */
+  stopTokenIds?: readonly number[];
+  /** One more stop id (callers that know only the tokenizer's eos_token). */
   eosTokenId?: number;
   /** Draft with the small model (off = U-shape: one round trip per token). */
   speculative: boolean;
@@ -93,7 +96,10 @@ export class HatGenerator {
     const recorder = new MetricsRecorder(this.verifier, this.drafter.policy);
     const committer = new TokenCommitter({
       maxNewTokens: options.maxNewTokens,
-      stopTokenIds: options.eosTokenId === undefined ? [] : [options.eosTokenId],
+      stopTokenIds: [
+        ...(options.stopTokenIds ?? []),
+        ...(options.eosTokenId === undefined ? [] : [options.eosTokenId]),
+      ],
       onTokens: options.onTokens,
     });
     const drafting = options.speculative && this.parts.adapter !== undefined;

@@ -4,10 +4,10 @@
  */
 import type { LinkSpec } from '../link.ts';
 import type { WireDTypeName } from '../protocol/frame.ts';
-import { readManifest, splitTokenizer } from '../split-dir.ts';
+import { readManifest, splitSpecialIds, splitTokenizer } from '../split-dir.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { promptIds as resolvePromptIds, type PromptInput } from '../prompt.ts';
+import { promptIds as resolvePromptIds, stopTokenIds, type PromptInput } from '../prompt.ts';
 import { continuationText, textStreamer } from '../tokenizer.ts';
 import { budgetWithinCloudContext } from './cloud-context.ts';
 import { openDeviceParts } from './device-parts.ts';
@@ -60,7 +60,7 @@ export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceRes
   const hasTokenizer = existsSync(join(options.splitDir, manifest.tokenizer ?? 'tokenizer.json'));
   const tokenizer =
     hasTokenizer || typeof options.prompt === 'string' ? splitTokenizer(options.splitDir, manifest) : undefined;
-  const special = { bosTokenId: manifest.model?.bosTokenId, eosTokenId: manifest.model?.eosTokenId };
+  const special = splitSpecialIds(options.splitDir, manifest);
   const prompt = typeof options.prompt === 'string' ? { text: options.prompt } : options.prompt;
   const promptIds = resolvePromptIds(prompt, tokenizer, special, manifest.model?.vocabSize);
   const recorder = options.record ? new SessionRecorder() : undefined;
@@ -93,7 +93,7 @@ export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceRes
     });
     const result = await device.generator.generate(promptIds, {
       maxNewTokens: options.maxNewTokens,
-      eosTokenId: tokenizer?.eosTokenId ?? special.eosTokenId,
+      stopTokenIds: stopTokenIds(tokenizer, special),
       speculative: options.speculative,
       parallelDrafting: options.parallelDrafting && options.speculative,
       parallelBranches: options.parallelBranches,

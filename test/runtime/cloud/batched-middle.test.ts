@@ -160,3 +160,44 @@ test("sessions keep views into a batch's presents until they use less than half 
   assert.equal(engine.sharedPresents, 0, 'dropping the last sessions of a batch frees its presents');
   await session.release();
 });
+
+test('a session whose run gives non-finite values fails and keeps no cache: later batches never see it', async () => {
+  const split = await builderSplit('float32');
+  const manifest = readManifest(split);
+  const session = await createSession(join(split, manifest.parts.middle.file), { threads: 1 }, 'middle part');
+  const engine = new MiddleEngine(session, partIO(manifest, 'middle'), { maxContext: 256, layout: 'left' });
+  const solo = new MiddleEngine(session, partIO(manifest, 'middle'), { maxContext: 256 });
+  const size = manifest.hidden.size;
+  const random = seededRandom(9);
+  const rows = (n: number) => normalArray(random, n * size, 1);
+  const request = (sessionId: number, pastLength: number, hidden: Float32Array) => ({
+    sessionId,
+    pastLength,
+    nTokens: hidden.length / size,
+    allPositions: true,
+    hidden,
+  });
+  // The server refuses non-finite wire values, but finite ones can still overflow inside a part (a float16 input
+  // past 65,504, a large activation): feed a NaN straight to the engine to stand for that.
+  const [poisoned] = (await engine.run([request(1, 0, new Float32Array(size).fill(Number.NaN))])).results;
+  assert.equal(poisoned.ok, false);
+  assert.equal(!poisoned.ok && poisoned.code, 'RUN_FAILED');
+  assert.equal(engine.cacheOf(1), undefined, 'the poisoned cache was kept');
+  // Had it been kept, session 1's past would sit in row 0 of the reused past buffer, and session 2's shorter past
+  // in a later batch would read its stale slots as left padding.
+  const followUp = await engine.run([request(1, 1, rows(8)), request(3, 0, rows(2))]);
+  assert.equal(followUp.results[0].ok, false);
+  const inputs = { 2: rows(2), 4: rows(9) };
+  for (const [id, hidden] of Object.entries(inputs)) {
+    await engine.run([request(Number(id), 0, hidden)]);
+    await solo.run([request(Number(id), 0, hidden)]);
+  }
+  const next = { 2: rows(1), 4: rows(1) };
+  const batched = await engine.run([request(2, 2, next[2]), request(4, 9, next[4])]);
+  const alone = await solo.run([request(2, 2, next[2])]);
+  assert.ok(batched.results.every((r) => r.ok && r.hidden.every(Number.isFinite)));
+  const got = batched.results[0].ok ? batched.results[0].hidden : new Float32Array();
+  const want = alone.results[0].ok ? alone.results[0].hidden : new Float32Array();
+  assert.ok(Math.max(...got.map((v, i) => Math.abs(v - want[i]))) <= 1e-5);
+  await session.release();
+});

@@ -176,6 +176,23 @@ test('every kind of bad frame closes only its own session; a concurrent session 
   bystander.close();
 });
 
+test("through an emulated link the device still gets the cloud's reason, not a bare closed connection", async () => {
+  const link = parseLinkSpec('4g'); // 25 ms one way: the close used to overtake the delayed error frame
+  await assert.rejects(connect({ token: 'wrong', link }), (e: HatError) => e.code === 'UNAUTHORIZED');
+  const started = await serveSplit(splitDir, { idleTimeoutMs: 200, maxTokensPerFrame: 16, maxContext: 64, link });
+  try {
+    const url = `ws://127.0.0.1:${started.port}`;
+    const client = await CloudClient.connect({ url, manifestHash: hash, hiddenSize: TOY_HIDDEN, wire: 'fp32', link });
+    await waitFor(() => client.closed, { what: 'the idle session to expire' });
+    await assert.rejects(client.forward(rows([1, 1, 1, 1]), 1, 0, { allPositions: true }), (e: HatError) => {
+      assert.equal(e.code, 'IDLE_TIMEOUT');
+      return true;
+    });
+  } finally {
+    await started.server.stop();
+  }
+});
+
 test('health and readiness endpoints answer over HTTP', async () => {
   const health = await fetch(`http://127.0.0.1:${port}/health`);
   assert.equal(health.status, 200);

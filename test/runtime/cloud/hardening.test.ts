@@ -464,3 +464,45 @@ test('keepalive: a vanished device whose unread results paused its socket is sti
     await server.stop();
   }
 });
+
+test('drain: a frame that arrives while a run is in flight does not discard that run’s answer', async () => {
+  const executor = new HeldExecutor();
+  const { server, url } = await serve(executor);
+  try {
+    const peer = await session(url);
+    peer.forward(1);
+    await waitFor(() => executor.runs.length === 1, { what: 'the run' });
+    const drained = server.drain(10_000);
+    peer.forward(2, 1); // a device uploads its next prompt chunk ahead of the answer
+    // The server reads a connection's messages in order: once a ping sent after the frame is answered, it was handled.
+    await new Promise((resolve) => {
+      peer.socket.once('pong', resolve);
+      peer.socket.ping();
+    });
+    executor.runs[0].release();
+    await drained;
+    assert.deepEqual(
+      peer.frames.map((f) => f.type),
+      ['welcome', 'result', 'error'],
+    );
+    assert.deepEqual(peer.errors(), ['GOING_AWAY']);
+    assert.equal(executor.runs.length, 1, 'no new work starts while draining');
+  } finally {
+    await server.stop().catch(() => {});
+  }
+});
+
+test('stop: a connection that has not said hello yet is closed, and a hello after stop gets no session', async () => {
+  const executor = new HeldExecutor(true);
+  const { server, url } = await serve(executor, { handshakeTimeoutMs: 30_000 });
+  const peer = new Peer(url);
+  await peer.opened();
+  const started = Date.now();
+  const stopped = server.stop();
+  peer.hello();
+  await stopped;
+  assert.ok(Date.now() - started < 2000, `stop took ${Date.now() - started} ms`);
+  await waitFor(() => peer.closeCode !== undefined, { what: 'the connection to close' });
+  assert.equal(peer.sessionId, 0, 'a session was opened while the server stopped');
+  assert.equal(server.sessionCount, 0);
+});

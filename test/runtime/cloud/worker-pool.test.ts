@@ -164,7 +164,7 @@ test("a worker that cannot load its part fails the pool's start with the worker'
   }
 });
 
-test('a worker that dies rejects what it was given with a RUNTIME error naming it', async () => {
+test('a worker that dies rejects what it was given with a GOING_AWAY error naming it (devices resume)', async () => {
   await withPool(1, async (pool) => {
     // No request can crash a worker (every run is caught inside it), so end its thread from outside — while it is
     // idle: ending a thread during an onnxruntime run aborts the whole process (onnxruntime-node), which is why the
@@ -173,7 +173,10 @@ test('a worker that dies rejects what it was given with a RUNTIME error naming i
     const lanes = (pool as unknown as { lanes: Array<{ worker: Worker }> }).lanes;
     const exited = lanes[0].worker.terminate();
     const given = pool.run(request(4, 4, [1, 1, 1, 1]));
-    const died = isHatError('RUNTIME', /^middle worker 0 exited with code 1$/);
+    const died = isHatError(
+      'GOING_AWAY',
+      /^middle worker 0 exited with code 1; the sessions it held lost their caches$/,
+    );
     await assert.rejects(given, died);
     assert.equal(await exited, 1);
     assert.equal(pool.ready, false);
@@ -185,6 +188,23 @@ test('a worker that dies rejects what it was given with a RUNTIME error naming i
       await assert.rejects(withinDeadline(late, { what: 'a request to a dead worker' }), died);
     }
     assert.equal(pool.pending, 0);
+  });
+});
+
+test('after one of two workers dies, new sessions go to the live one; its own sessions are unharmed', async () => {
+  await withPool(2, async (pool) => {
+    // Sessions 1 and 2 land on workers 0 and 1 (least loaded first).
+    assert.deepEqual(asRows(await pool.run(request(1, 0, [1, 1, 1, 1]))), toyExpected([], [[1, 1, 1, 1]]));
+    assert.deepEqual(asRows(await pool.run(request(2, 0, [2, 2, 2, 2]))), toyExpected([], [[2, 2, 2, 2]]));
+    const lanes = (pool as unknown as { lanes: Array<{ worker: Worker }> }).lanes;
+    assert.equal(await lanes[0].worker.terminate(), 1);
+    await assert.rejects(pool.run(request(1, 1, [1, 1, 1, 1])), isHatError('GOING_AWAY', /middle worker 0/));
+    for (const sessionId of [3, 4, 5]) {
+      const fresh = await withinDeadline(pool.run(request(sessionId, 0, [3, 3, 3, 3])), { what: 'a new session' });
+      assert.deepEqual(asRows(fresh), toyExpected([], [[3, 3, 3, 3]]));
+    }
+    const own = await pool.run(request(2, 1, [0, 0, 0, 2]));
+    assert.deepEqual(asRows(own), toyExpected([[2, 2, 2, 2]], [[0, 0, 0, 2]]));
   });
 });
 
