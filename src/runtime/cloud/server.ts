@@ -601,6 +601,8 @@ export class CloudServer {
   /** Idle means no frame for the timeout and nothing queued or running for the session. */
   private expireIdle(): void {
     const now = Date.now();
+    // Addresses that failed once and never came back would otherwise stay in the map for good.
+    for (const address of this.authFailures.keys()) this.tooManyFailures(address);
     for (const session of this.sessions.values()) {
       if (session.inflight === 0 && now - session.lastActive > this.options.idleTimeoutMs) {
         this.fail(session, 'IDLE_TIMEOUT', `no frame for ${this.options.idleTimeoutMs} ms`);

@@ -158,7 +158,14 @@ export class WorkerPool implements MiddleExecutor {
     const layout: PastLayout | undefined =
       pool.limits.maxBatch === 1 ? undefined : mode === 'single-row' ? 'right' : 'left';
     const starts = Array.from({ length: options.workers }, (_, i) => pool.startLane(i, options, threads, layout));
-    await Promise.all(starts);
+    // Every worker settles first (ending a thread inside onnxruntime aborts the process), then a failed start ends
+    // them all: a caller that handles the error keeps no threads behind.
+    const failed = (await Promise.allSettled(starts)).find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) {
+      pool.closing = true;
+      await Promise.all(pool.lanes.map((lane) => lane.worker.terminate()));
+      throw failed.reason;
+    }
     if (options.maxBatchTokens === undefined && pool.limits.maxBatch > 1) await pool.measureKnee(options.maxContext);
     return pool;
   }
@@ -240,6 +247,8 @@ export class WorkerPool implements MiddleExecutor {
         this.failLane(lane, workerLost(index, `failed: ${error.message}`));
       });
       worker.on('exit', (code) => {
+        if (!lane.ready)
+          reject(new HatError('RUNTIME', `middle worker ${index} exited with code ${code} while loading`));
         if (!this.closing) this.failLane(lane, workerLost(index, `exited with code ${code}`));
       });
     });

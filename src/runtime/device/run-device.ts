@@ -14,7 +14,7 @@ import { openDeviceParts } from './device-parts.ts';
 import { connectDeviceGenerator } from './device-generator.ts';
 import type { HatGeneration } from './hat-generator.ts';
 import type { ResumeEvent } from './resuming-verifier.ts';
-import { SessionRecorder, writeRecording } from './session-recorder.ts';
+import { assertRecordingTarget, SessionRecorder, writeRecording } from './session-recorder.ts';
 import { describeLink } from '../link.ts';
 import { manifestHash } from '../split-dir.ts';
 
@@ -63,6 +63,7 @@ export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceRes
   const special = splitSpecialIds(options.splitDir, manifest);
   const prompt = typeof options.prompt === 'string' ? { text: options.prompt } : options.prompt;
   const promptIds = resolvePromptIds(prompt, tokenizer, special, manifest.model?.vocabSize);
+  if (options.record) assertRecordingTarget(options.record);
   const recorder = options.record ? new SessionRecorder() : undefined;
   const parts = await openDeviceParts(options.splitDir, manifest, {
     withAdapter: options.speculative || options.fallbackLocal,
@@ -104,7 +105,10 @@ export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceRes
         if (text) options.onText?.(text);
       },
     });
-    if (recorder) {
+    const rest = streamer?.flush();
+    if (rest) options.onText?.(rest);
+    // A failed session's recording would replay as a shorter session than it was: none is written.
+    if (recorder && !result.error) {
       writeRecording(
         options.record!,
         recorder.finish({
@@ -116,8 +120,6 @@ export async function runDevice(options: RunDeviceOptions): Promise<RunDeviceRes
         }),
       );
     }
-    const rest = streamer?.flush();
-    if (rest) options.onText?.(rest);
     return { ...result, promptIds, text: tokenizer && continuationText(tokenizer, promptIds, result.ids) };
   } finally {
     device.close();

@@ -12,7 +12,8 @@
  * `--chunk auto` before its first measurement — a fourth probe chunk held until the first result — is kept as
  * device time, as it took in the recording.) Device time = send − max(previous send, awaited result's arrival).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { HatError } from '../../errors.ts';
 import { decodeFrame, FrameFlags, FrameType, type WireDTypeName } from '../protocol/frame.ts';
@@ -279,11 +280,33 @@ export function recordingFromJson(text: string, source: string): SessionRecordin
   };
 }
 
+/**
+ * Checked before the session starts, so a bad --record path fails at once rather than after the whole generation:
+ * an existing file is not replaced, and the folder must exist.
+ */
+export function assertRecordingTarget(file: string): void {
+  if (existsSync(file)) {
+    throw new HatError('OUTPUT_EXISTS', `--record ${file} already exists`, 'pick a new file name, or delete it first');
+  }
+  const folder = dirname(resolve(file));
+  if (!existsSync(folder) || !statSync(folder).isDirectory()) {
+    throw new HatError('OUTPUT_EXISTS', `--record ${file}: folder ${folder} does not exist`, 'create it first');
+  }
+}
+
+/** Written whole or not at all: to a temporary file beside it, then renamed. */
 export function writeRecording(file: string, recording: SessionRecording): void {
+  const partial = `${file}.partial-${process.pid}`;
   try {
-    writeFileSync(file, recordingToJson(recording));
+    writeFileSync(partial, recordingToJson(recording));
+    renameSync(partial, file);
   } catch (error) {
-    throw new HatError('OUTPUT_EXISTS', `cannot write the recording to ${file}: ${(error as Error).message}`);
+    rmSync(partial, { force: true });
+    throw new HatError(
+      'OUTPUT_EXISTS',
+      `cannot write the recording to ${file}: ${(error as Error).message}`,
+      'check that its folder is writable and has space',
+    );
   }
 }
 

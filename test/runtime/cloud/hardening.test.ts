@@ -160,6 +160,25 @@ test('the token is checked before the split, and failed attempts from one addres
   }
 });
 
+test('an address whose failed attempts aged out of the window is forgotten (the record does not grow)', async () => {
+  const { server, url } = await serve(new HeldExecutor(true), {
+    token: 'sesame',
+    authFailures: { limit: 3, windowMs: 50 },
+    idleTimeoutMs: 200, // the idle sweep, every 50 ms, also ages the failures out
+  });
+  try {
+    const peer = new Peer(url);
+    await peer.opened();
+    peer.hello('wrong');
+    await waitFor(() => peer.closeCode !== undefined, { what: 'the refusal' });
+    const failures = (server as unknown as { authFailures: Map<string, number[]> }).authFailures;
+    assert.equal(failures.size, 1);
+    await waitFor(() => failures.size === 0, { what: 'the aged-out address to be forgotten', timeoutMs: 2000 });
+  } finally {
+    await server.stop();
+  }
+});
+
 test("rows advice goes only to devices whose hello lists 'rows-advice'; others get 0 (older devices)", async () => {
   const { server, url } = await serve(new HeldExecutor(true, 1, 5));
   try {

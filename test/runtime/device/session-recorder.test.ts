@@ -5,13 +5,14 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { StartedCloud } from '../../../src/runtime/cloud/serve.ts';
 import { runDevice, type RunDeviceOptions } from '../../../src/runtime/device/run-device.ts';
 import { frameHeader, isPrefillFrame, readRecording } from '../../../src/runtime/device/session-recorder.ts';
 import { FrameFlags } from '../../../src/runtime/protocol/frame.ts';
+import type { HatError } from '../../../src/errors.ts';
 import { LINK_PROFILES } from '../../../src/runtime/link.ts';
 import { replaySession } from '../../../src/bench/fleet/replay.ts';
 import { addIdentityAdapter, deviceOptions, makeSmallSplit, serveSplit } from '../../helpers/runtime-fixtures.ts';
@@ -169,4 +170,21 @@ test(ADVICE_TEST, async () => {
   } finally {
     await advising.server.stop();
   }
+});
+
+test('--record refuses an existing file or a missing folder before anything is sent; the file is kept', async () => {
+  const existing = join(dir, 'existing.json');
+  writeFileSync(existing, 'keep me');
+  for (const [record, message] of [
+    [existing, /already exists/],
+    [join(dir, 'no-such-folder', 'r.json'), /does not exist/],
+  ] as const) {
+    const wire: Uint8Array[] = [];
+    await assert.rejects(
+      runDevice(device({ record, recordUplink: (bytes) => wire.push(bytes) })),
+      (e: HatError) => e.code === 'OUTPUT_EXISTS' && message.test(e.message) && e.hint !== undefined,
+    );
+    assert.equal(wire.length, 0, 'frames went up before the path was checked');
+  }
+  assert.equal(readFileSync(existing, 'utf8'), 'keep me');
 });
