@@ -24,6 +24,7 @@ import type { DeviceMetrics, HatGeneration } from '../runtime/device/hat-generat
 import { devicePlanner } from '../runtime/device/prefill.ts';
 import { loadChatTemplate, type ChatMessage, type ChatTemplate } from './chat-template.ts';
 import { CANCELLED_WHILE_QUEUED, RequestQueue } from './request-queue.ts';
+import { GENERATION_CANCELLED, untilAborted } from '../runtime/device/abortable.ts';
 import { StopText, tokensUntilStop } from './stop-text.ts';
 
 export type { ChatMessage } from './chat-template.ts';
@@ -122,6 +123,11 @@ function configContextLength(dir: string): number | undefined {
 }
 
 /** New runners (empty caches) over the already-loaded onnxruntime sessions. */
+/** A request whose client went away before any token. */
+function cancelledResult(promptTokens: number, queuedMs: number): GenerationResult {
+  return { text: '', ids: [], promptTokens, completionTokens: 0, finishReason: 'cancelled', queuedMs, connectMs: 0 };
+}
+
 function freshParts(base: DeviceParts): DeviceParts {
   const fresh = (runner: PartRunner) => PartRunner.fromSession(runner.session, runner.io);
   const output = fresh(base.output);
@@ -268,15 +274,7 @@ export class HatDevice {
     if (this.closed) throw new HatError('BAD_OPTION', 'this HatDevice is closed');
     const request = this.prepare(prompt, options);
     const queuedAt = performance.now();
-    const cancelled = (): GenerationResult => ({
-      text: '',
-      ids: [],
-      promptTokens: request.promptIds.length,
-      completionTokens: 0,
-      finishReason: 'cancelled',
-      queuedMs: performance.now() - queuedAt,
-      connectMs: 0,
-    });
+    const cancelled = () => cancelledResult(request.promptIds.length, performance.now() - queuedAt);
     let release: () => void;
     try {
       release = await this.queue.acquire(options.signal);
@@ -341,6 +339,9 @@ export class HatDevice {
           wake = resolve;
         });
         wake = undefined;
+      }
+      if ('error' in outcome && outcome.error === GENERATION_CANCELLED) {
+        return { ...cancelledResult(promptIds.length, queuedMs), connectMs: timing.connectMs };
       }
       if ('error' in outcome) throw outcome.error;
       const { generation, maxTokens } = outcome;
@@ -411,10 +412,20 @@ export class HatDevice {
     const o = this.options;
     const speculative = o.speculative ?? true;
     const started = performance.now();
-    const device = await this.connect({
+    const connecting = this.connect({
       temperature: options.temperature ?? 0,
       topP: options.topP ?? 1,
       seed: options.seed ?? randomInt(2 ** 31),
+    });
+    // A client gone while the cloud session opens (retries and backoff included) frees the slot at once; the session,
+    // when it opens, is closed.
+    const device = await untilAborted(connecting, signal).catch((error: unknown) => {
+      if (error === GENERATION_CANCELLED)
+        connecting.then(
+          (d) => d.close(),
+          () => {},
+        );
+      throw error;
     });
     timing.connectMs = performance.now() - started;
     try {

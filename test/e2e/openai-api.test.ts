@@ -273,6 +273,29 @@ test('a client that disconnects mid-stream cancels its generation and frees its 
   assert.equal(after.usage?.completion_tokens, 5);
 });
 
+test('a client that goes away while the cloud session opens frees the request slot at once', { skip }, async () => {
+  relay.delayMs = 3000; // the welcome (and every result) comes 3 s late
+  try {
+    const abort = new AbortController();
+    const before = relay.messagesUp;
+    const request = client.completions
+      .create({ ...greedy, prompt: PROMPT, stream: true }, { signal: abort.signal })
+      .catch(() => undefined);
+    await waitFor(() => relay.messagesUp > before, { what: 'the hello to go up' });
+    abort.abort();
+    await request;
+    // Before, the slot stayed taken until the welcome, then the prompt's results, had come (3 s each).
+    await waitFor(async () => (await getJson<{ running: number }>(`${device.origin}/health`)).running === 0, {
+      what: 'the device to give up the request',
+      timeoutMs: 1500,
+    });
+  } finally {
+    relay.delayMs = 0;
+  }
+  const after = await client.completions.create({ ...greedy, prompt: PROMPT, max_tokens: 3 });
+  assert.equal(after.usage?.completion_tokens, 3);
+});
+
 test("errors come back in OpenAI's format with the right status", { skip }, async () => {
   const post = async (path: string, body: string) => {
     const response = await fetch(`${device.baseURL}${path}`, {

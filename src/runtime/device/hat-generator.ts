@@ -5,6 +5,7 @@
  * `hat generate`) → roll the device caches back (DeviceCaches). While a verification is in flight the device
  * keeps drafting on its best guesses for the next token (Predrafter, HAT Fig. 5).
  */
+import { GENERATION_CANCELLED, untilAborted } from './abortable.ts';
 import { HatError } from '../../errors.ts';
 import { isCloudFailure } from '../protocol/control.ts';
 import type { StepOutput } from '../part-runner.ts';
@@ -119,7 +120,7 @@ export class HatGenerator {
       return { ids: committer.ids, metrics, error };
     };
     try {
-      const prefilled = await this.prefill.run(prompt, options.chunk, caches, recorder);
+      const prefilled = await this.prefill.run(prompt, options.chunk, caches, recorder, options.signal);
       let pending = choose(this.sampler, prefilled.logits).token;
       recorder.firstToken();
       committer.commit([pending]);
@@ -140,6 +141,7 @@ export class HatGenerator {
       }
       return finish();
     } catch (error) {
+      if (error === GENERATION_CANCELLED) return finish();
       if (!isCloudFailure(error)) throw error;
       return finish(error);
     }
@@ -177,7 +179,7 @@ export class HatGenerator {
       branches = await this.predrafter.run(candidates, verification, caches);
     }
     const waitStart = performance.now();
-    const result: ForwardResult = await verification;
+    const result: ForwardResult = await untilAborted(verification, options.signal);
     const waitedMs = performance.now() - waitStart;
 
     const verified = await this.parts.output.step({ hidden: result.hidden }, rows);

@@ -5,6 +5,7 @@
  * session: a device process passes one planner to every session (devicePlanner), so what it measured of its link,
  * its own speed and the cloud's queue sizes the next prompt's chunks from the first one.
  */
+import { GENERATION_CANCELLED, untilAborted } from './abortable.ts';
 import { HatError } from '../../errors.ts';
 import { ChunkPlanner } from '../chunk-planner.ts';
 import { lastRow, type StepOutput } from '../part-runner.ts';
@@ -69,15 +70,17 @@ export class PrefillPipeline {
     chunk: ChunkOption,
     caches: DeviceCaches,
     recorder: MetricsRecorder,
+    signal?: AbortSignal,
   ): Promise<{ logits: Float32Array; advisedRows?: number }> {
     const inFlight: Array<Promise<ForwardResult>> = [];
     let answered = 0;
     let offset = 0;
     while (offset < prompt.length) {
+      if (signal?.aborted) throw GENERATION_CANCELLED; // the chunks in flight are left: their failures are caught
       // Before the link is measured, sizing waits for a result once a few probes are in flight: the link or the
       // cloud is then the bottleneck, so waiting costs little and the next sizes are informed.
       if (chunk === 'auto' && !this.planner.measured && inFlight.length - answered >= MAX_CHUNKS_IN_FLIGHT) {
-        await inFlight[answered];
+        await untilAborted(inFlight[answered], signal);
       }
       const size = this.chunkSize(chunk, prompt.length - offset);
       recorder.chunkPlanned(size);
@@ -111,7 +114,7 @@ export class PrefillPipeline {
     let logits: StepOutput | undefined;
     let advisedRows: number | undefined;
     for (const pending of inFlight) {
-      const result = await pending;
+      const result = await untilAborted(pending, signal);
       if (caches.outputHasCache || pending === inFlight[inFlight.length - 1]) {
         logits = await this.parts.output.step({ hidden: result.hidden }, result.rows);
       }

@@ -160,8 +160,13 @@ export class ResumingVerifier implements Verifier {
     let lastError = error;
     for (let attempt = 1; attempt <= this.options.reconnects; attempt++) {
       await new Promise((resolve) => setTimeout(resolve, backoffMs(this.options.backoff, attempt)));
+      if (this.closed) throw lastError; // the generation ended (an aborted request): no new cloud session
       try {
         const next = await this.options.connect();
+        if (this.closed) {
+          next.close();
+          throw lastError;
+        }
         await this.replay(next, replayUpTo);
         this.install(next);
         this.status.reconnects++;

@@ -18,6 +18,8 @@ import { SlmCausalLm } from '../../../src/runtime/device/slm.ts';
 import { HEADER_BYTES } from '../../../src/runtime/protocol/frame.ts';
 import { createSampler } from '../../../src/runtime/speculative/sampler.ts';
 import { addIdentityAdapter, makeSmallSplit, serveSplit } from '../../helpers/runtime-fixtures.ts';
+import { withinDeadline } from '../../helpers/wait-for.ts';
+import type { ForwardResult, Verifier } from '../../../src/runtime/device/verifier.ts';
 
 const greedy = createSampler({ temperature: 0, topP: 1, seed: 0 });
 const prompt = [1, 5, 9, 22, 13, 40, 2, 7, 8, 9, 31, 17];
@@ -225,4 +227,36 @@ test('a round that keeps every draft tells the policy whether the draft it stopp
   // The declined draft is the small model's top-1 after the last draft: right exactly when a branch on it would hit.
   assert.equal(declined.filter((o) => o.declined!.acceptance === 1).length, expected.hits);
   assert.ok(expected.hits > 0 && declined.length > expected.hits, 'both outcomes occur');
+});
+
+test('an aborted signal ends a generation that waits on its prompt at once, with what it committed', async () => {
+  const manifest = readManifest(split);
+  const parts = await openDeviceParts(split, manifest, { withAdapter: true });
+  // A cloud that takes the frames and never answers: the generation waits on the network until it is aborted.
+  const silent: Verifier = {
+    wire: 'fp32',
+    maxTokensPerFrame: 0,
+    initialLatency: { baseMs: 1, perTokenMs: 0.1 },
+    bytesUp: 0,
+    bytesDown: 0,
+    forward: () => new Promise<ForwardResult>(() => {}),
+    close: () => {},
+  };
+  const generator = new HatGenerator(parts, silent, greedy, new Drafter(parts, greedy, new FixedThresholdPolicy(0, 4)));
+  for (const chunk of [4, 'off'] as const) {
+    const abort = new AbortController();
+    setTimeout(() => abort.abort(), 50);
+    const out = await withinDeadline(
+      generator.generate(prompt, {
+        maxNewTokens: NEW,
+        speculative: true,
+        parallelDrafting: false,
+        chunk,
+        signal: abort.signal,
+      }),
+      { what: `the aborted generation (chunk ${chunk})`, timeoutMs: 2000 },
+    );
+    assert.deepEqual(out.ids, []);
+    assert.equal(out.error, undefined);
+  }
 });

@@ -9,7 +9,9 @@ import type { StartedCloud } from '../../../src/runtime/cloud/serve.ts';
 import { readManifest } from '../../../src/runtime/split-dir.ts';
 import { openDeviceParts } from '../../../src/runtime/device/device-parts.ts';
 import { connectDeviceGenerator, GREEDY } from '../../../src/runtime/device/device-generator.ts';
-import type { ResumeEvent } from '../../../src/runtime/device/resuming-verifier.ts';
+import { ResumingVerifier, type ResumeEvent } from '../../../src/runtime/device/resuming-verifier.ts';
+import type { Verifier } from '../../../src/runtime/device/verifier.ts';
+import { HatError } from '../../../src/errors.ts';
 import { FixedThresholdPolicy } from '../../../src/runtime/speculative/draft-policy.ts';
 import { OnnxCausalLm } from '../../../src/runtime/full-model.ts';
 import { generateTokens } from '../../../src/runtime/generate.ts';
@@ -161,4 +163,33 @@ test('the first connection is retried too: a device that starts before its cloud
     if (started instanceof Error) throw started;
     await started?.server.stop();
   }
+});
+
+test('a generation that ends while its verifier reconnects opens no new cloud session', async () => {
+  const lost = new HatError('NETWORK', 'the cloud connection closed');
+  const fake = (onClose: () => void = () => {}): Verifier => ({
+    wire: 'fp32',
+    maxTokensPerFrame: 0,
+    initialLatency: { baseMs: 1, perTokenMs: 0.1 },
+    bytesUp: 0,
+    bytesDown: 0,
+    forward: () => Promise.reject(lost),
+    close: onClose,
+  });
+  let opened = 0;
+  let closedAfterOpening = 0;
+  const verifier: ResumingVerifier = new ResumingVerifier(fake(), {
+    reconnects: 3,
+    backoff: { firstMs: 50, maxMs: 50 },
+    connect: async () => {
+      opened++;
+      return fake(() => closedAfterOpening++);
+    },
+    // The request is cancelled as the loss is noticed, before the first backoff ends.
+    onEvent: (event) => {
+      if (event.kind === 'lost') verifier.close();
+    },
+  });
+  await assert.rejects(verifier.forward(new Float32Array(4), 1, 0, { allPositions: true }));
+  assert.equal(opened - closedAfterOpening, 0, 'a cloud session was opened and left open');
 });
