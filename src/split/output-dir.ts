@@ -1,10 +1,12 @@
 /**
  * All-or-nothing output: everything is written into a hidden staging directory beside --out and renamed into
- * place at the end (same filesystem, so the rename is atomic), so a failure leaves no half-written split.
+ * place at the end (same filesystem, so the rename is atomic), so a failure leaves no half-written split. An
+ * output being replaced (--force) is moved aside first and deleted only once the new one is in place, and never
+ * when it holds the files being read.
  */
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { chmod, mkdtemp, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
 import { HatError } from '../errors.ts';
 
 export interface Staging {
@@ -16,8 +18,24 @@ export interface Staging {
   discard(): Promise<void>;
 }
 
-export async function createStaging(out: string, replace: boolean): Promise<Staging> {
+/** Whether `path` is `folder` or lies inside it (links resolved). */
+function isWithin(path: string, folder: string): boolean {
+  const real = (p: string) => (existsSync(p) ? realpathSync(p) : resolve(p));
+  const rel = relative(real(folder), real(path));
+  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+}
+
+/** `inputs`: files the run reads (the model and its data); --out may not hold them, even with --force. */
+export async function createStaging(out: string, replace: boolean, inputs: readonly string[] = []): Promise<Staging> {
   const target = resolve(out);
+  const held = inputs.find((input) => isWithin(input, target));
+  if (held) {
+    throw new HatError(
+      'OUTPUT_EXISTS',
+      `--out ${out} holds ${held}, which this run reads: replacing it would delete it`,
+      'choose an --out outside the model folder',
+    );
+  }
   if (existsSync(target)) {
     if (!statSync(target).isDirectory()) {
       throw new HatError(
@@ -54,8 +72,18 @@ export async function createStaging(out: string, replace: boolean): Promise<Stag
     target,
     async publish() {
       await chmod(dir, 0o755); // mkdtemp creates it private; the published split is an ordinary folder
-      if (existsSync(target)) await rm(target, { recursive: true, force: true });
-      await rename(dir, target);
+      if (!existsSync(target)) return rename(dir, target);
+      // The old output goes aside, the new one in, and only then is the old one deleted: a failure on the way
+      // leaves one complete output in place, never a half-deleted one.
+      const aside = await mkdtemp(join(dirname(target), `.${basename(target)}.hat-old-`));
+      await rename(target, join(aside, 'old'));
+      try {
+        await rename(dir, target);
+      } catch (error) {
+        await rename(join(aside, 'old'), target);
+        throw error;
+      }
+      await rm(aside, { recursive: true, force: true });
     },
     async discard() {
       await rm(dir, { recursive: true, force: true });

@@ -211,7 +211,7 @@ async function stageSplit(context: SplitContext, repair?: MaskRepair): Promise<S
       'this graph feeds token values past the input part; it cannot be split safely',
     );
   }
-  const staging = await createStaging(options.out, options.force ?? false);
+  const staging = await createStaging(options.out, options.force ?? false, [source.path]);
   try {
     const linked = new Set<string>();
     const written = {} as Record<PartName, PartWeights>;

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import {
   existsSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -186,6 +187,33 @@ test('hat split rejects an unwritable --out and cleans up when writing fails mid
     assertRejected(['split', model, '--out', out, '--weights', 'reference'], out, 'OUTPUT_EXISTS', /hard-link/);
     rmSync(dirname(out), { recursive: true });
   }
+});
+
+test('hat split --force never replaces a folder that holds the model it reads', async () => {
+  const dir = scratch();
+  mkdirSync(join(dir, 'model'));
+  const model = await writeTinyDecoder(join(dir, 'model', 'model.onnx'), {}, 'external');
+  for (const out of [join(dir, 'model'), dir]) {
+    assertOneErrorLine(['split', model, '--out', out, '--force'], 'OUTPUT_EXISTS', /holds .*model\.onnx/);
+    assert.ok(existsSync(model), `--out ${out} --force deleted the model`);
+  }
+});
+
+test('hat split --force replaces an earlier split: the old one goes aside and is deleted after', async () => {
+  const dir = scratch();
+  const model = await writeTinyDecoder(join(dir, 'model.onnx'));
+  const out = join(dir, 'split');
+  assert.equal(hat('split', model, '--out', out).status, 0);
+  writeFileSync(join(out, 'stale.txt'), 'from before');
+  const run = hat('split', model, '--out', out, '--force');
+  assert.equal(run.status, 0, run.stderr);
+  assert.ok(existsSync(join(out, 'manifest.json')));
+  assert.ok(!existsSync(join(out, 'stale.txt')));
+  assert.deepEqual(
+    readdirSync(dir).filter((f) => f.startsWith('.')),
+    [],
+    'nothing left beside it',
+  );
 });
 
 test('hat split writes the parts and hat inspect reports the model', async () => {
