@@ -201,14 +201,18 @@ function weightBytes(adapter: AdapterToExport): number {
   return arrays.reduce((sum, a) => sum + a.byteLength, 0);
 }
 
-/** Writes adapter.onnx (and `<file>.data` for big adapters); returns the data files written, relative to the model. */
+/**
+ * Writes adapter.onnx (and `<path>.data` for big adapters); returns the data files the model names, relative to it.
+ * `publishedName`: the file name the model is renamed to once written (a staged export); the model names its data
+ * `<publishedName>.data`, which the caller renames `<path>.data` to.
+ */
 export async function exportAdapter(
   path: string,
   adapter: AdapterToExport,
-  options: Omit<AdapterExportOptions, 'weights'> & { inlineLimitBytes?: number },
+  options: Omit<AdapterExportOptions, 'weights'> & { inlineLimitBytes?: number; publishedName?: string },
 ): Promise<string[]> {
   const external = weightBytes(adapter) > (options.inlineLimitBytes ?? INLINE_LIMIT);
-  const location = `${basename(path)}.data`;
+  const location = `${options.publishedName ?? basename(path)}.data`;
   const writer = external ? new ExternalDataWriter(`${path}.data`, location) : undefined;
   try {
     const weights = writer ? externalWeights(writer) : inlineWeights;

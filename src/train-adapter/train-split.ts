@@ -48,6 +48,8 @@ export interface TrainSplitOptions {
   evalTokens: number;
   seed: number;
   threads?: number;
+  /** Adapters with more weight bytes than this keep them in adapter.onnx.data (default 512 MiB; tests lower it). */
+  inlineLimitBytes?: number;
 }
 
 export interface EvaluationRow {
@@ -284,26 +286,23 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
     // Export, then publish the manifest entry.
     const file = 'adapter.onnx';
     const staged = join(splitDir, `.${file}.partial`);
+    const exportOptions = {
+      outputName: manifest.boundaries.middleToOutput,
+      publishedName: file,
+      inlineLimitBytes: options.inlineLimitBytes,
+    };
     const dataFiles =
       options.kind === 'attention'
-        ? await exportAdapter(
-            staged,
-            { kind: 'attention', params: trained!.params, config: attention },
-            { outputName: manifest.boundaries.middleToOutput },
-          )
-        : await exportAdapter(
-            staged,
-            { kind: 'linear', adapter: linear },
-            { outputName: manifest.boundaries.middleToOutput },
-          );
-    for (const data of dataFiles)
-      renameSync(join(splitDir, data), join(splitDir, data.replace(`.${file}.partial`, file)));
+        ? await exportAdapter(staged, { kind: 'attention', params: trained!.params, config: attention }, exportOptions)
+        : await exportAdapter(staged, { kind: 'linear', adapter: linear }, exportOptions);
+    // The model already names its data by the published name (it used to name the staged file, gone after this).
+    for (const data of dataFiles) renameSync(`${staged}.data`, join(splitDir, data));
     renameSync(staged, join(splitDir, file));
     const final = rows[rows.length - 1];
     manifest.adapter = adapterManifest({
       kind: options.kind,
       file,
-      dataFiles: dataFiles.map((d) => d.replace(`.${file}.partial`, file)),
+      dataFiles,
       outputName: manifest.boundaries.middleToOutput,
       defaultThreshold: sweep.best,
       config: options.kind === 'attention' ? attention : undefined,
@@ -364,7 +363,8 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
         : { seconds: 0, tokens: totalTokens, parameters: hidden * hidden + hidden },
     };
   } catch (error) {
-    rmSync(join(splitDir, '.adapter.onnx.partial'), { force: true });
+    for (const staged of ['.adapter.onnx.partial', '.adapter.onnx.partial.data'])
+      rmSync(join(splitDir, staged), { force: true });
     throw error;
   } finally {
     await engine.release();
