@@ -5,9 +5,10 @@
  * Text is decoded as the tokens spell it, without transformers' clean_up_tokenization_spaces (" ," → ","), so
  * the text of more tokens only ever extends the text of fewer: streamed pieces add up to the final text.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { HatError } from '../errors.ts';
+import { readJsonFile } from '../json-file.ts';
 
 export interface TextTokenizer {
   readonly bosTokenId?: number;
@@ -34,18 +35,6 @@ export interface TokenizerFiles {
 
 const BOS_NAMES = ['<s>', '<|begin_of_text|>', '<bos>', '<|startoftext|>'];
 const EOS_NAMES = ['</s>', '<|end_of_text|>', '<|endoftext|>', '<eos>', '<|im_end|>'];
-
-function readJson(path: string, what: string): Record<string, unknown> {
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
-  } catch (error) {
-    throw new HatError(
-      'BAD_CHECKPOINT',
-      `${what} ${path} is not valid JSON (${(error as Error).message.split('\n')[0]})`,
-      'regenerate or re-download it',
-    );
-  }
-}
 
 /** A special token named in tokenizer_config.json: a string, or an AddedToken object with `content`. */
 function tokenName(value: unknown): string | undefined {
@@ -79,10 +68,10 @@ export function loadTokenizer(files: TokenizerFiles): TextTokenizer {
       `tokenizer not found: ${files.tokenizer}`,
       'put a Hugging Face tokenizer.json beside the model',
     );
-  const json = readJson(files.tokenizer, 'tokenizer');
-  const tokenizerConfig = files.tokenizerConfig ? readJson(files.tokenizerConfig, 'tokenizer config') : {};
-  const modelConfig = files.config ? readJson(files.config, 'model config') : {};
-  const generationConfig = files.generationConfig ? readJson(files.generationConfig, 'generation config') : {};
+  const json = readJsonFile(files.tokenizer, 'tokenizer');
+  const tokenizerConfig = files.tokenizerConfig ? readJsonFile(files.tokenizerConfig, 'tokenizer config') : {};
+  const modelConfig = files.config ? readJsonFile(files.config, 'model config') : {};
+  const generationConfig = files.generationConfig ? readJsonFile(files.generationConfig, 'generation config') : {};
   let tokenizer: Tokenizer;
   try {
     tokenizer = new Tokenizer(json, tokenizerConfig);

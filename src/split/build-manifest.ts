@@ -2,8 +2,9 @@
  * manifest.json of a freshly written split: source identity, cuts, boundaries, each part's IO, KV ownership,
  * prelude handling, privacy result, model facts from config.json, and how the weights were written.
  */
+import { readJsonFile } from '../json-file.ts';
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import type { LoadedModel } from '../onnx/model-io.ts';
 import { decideBatching } from './batching.ts';
@@ -22,9 +23,7 @@ async function sha256(path: string): Promise<string> {
 
 function modelFacts(source: LoadedModel, structure: DecoderStructure): NonNullable<SplitManifest['model']> {
   const configPath = join(source.dir, 'config.json');
-  const config = existsSync(configPath)
-    ? (JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>)
-    : {};
+  const config = existsSync(configPath) ? readJsonFile(configPath, 'the model config') : {};
   const id = (value: unknown) => (Array.isArray(value) ? value[0] : value) as number | undefined;
   return {
     vocabSize: (config.vocab_size as number | undefined) ?? structure.embedding.vocabSize,

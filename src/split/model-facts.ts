@@ -1,4 +1,5 @@
 /** Facts about a recognised decoder that both `hat inspect` and the manifest report. */
+import { HatError } from '../errors.ts';
 import { DataType, dataTypeName, toNumber, type ModelProto, type ValueInfoProto } from '../onnx/model-io.ts';
 import type { DecoderStructure } from './decoder.ts';
 import type { HiddenDType, SplitManifest, TensorSpec } from './manifest.ts';
@@ -35,7 +36,11 @@ export function tensorSpec(info: ValueInfoProto): TensorSpec {
 export function hiddenDType(dataType: number): HiddenDType {
   if (dataType === DataType.FLOAT) return 'float32';
   if (dataType === DataType.FLOAT16) return 'float16';
-  throw new Error(`unsupported hidden-state dtype ${dataTypeName(dataType)}`);
+  throw new HatError(
+    'UNSUPPORTED_MODEL',
+    `hidden states of type ${dataTypeName(dataType)}: hat splits float32 and float16 models`,
+    'export the model in float32 or float16',
+  );
 }
 
 const ATTENTION_OPS = new Set(['MultiHeadAttention', 'GroupQueryAttention', 'Attention', 'PackedAttention']);

@@ -3,7 +3,8 @@
  * model against the full one on held-out text, pick the draft threshold, export adapter.onnx and record it in
  * manifest.json. Text comes from a corpus file or is written by the full model itself (self-distillation).
  */
-import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { readJsonFile } from '../json-file.ts';
+import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { HatError } from '../errors.ts';
 import type { Reporter } from '../reporter.ts';
@@ -74,7 +75,7 @@ const PAIR_BUFFER_BYTES = 512 * 1024 * 1024;
 
 function modelConfig(splitDir: string): Record<string, unknown> {
   const path = join(splitDir, 'config.json');
-  return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>) : {};
+  return existsSync(path) ? readJsonFile(path, 'the model config') : {};
 }
 
 function attentionConfig(manifest: SplitManifest, config: Record<string, unknown>): AttentionAdapterConfig {

@@ -189,6 +189,14 @@ test('hat split rejects an unwritable --out and cleans up when writing fails mid
   }
 });
 
+test('hat split names a malformed config.json beside the model (it crashed as INTERNAL)', async () => {
+  const dir = scratch();
+  const model = await writeTinyDecoder(join(dir, 'model.onnx'));
+  writeFileSync(join(dir, 'config.json'), '{"vocab_size": 50,');
+  const out = join(dir, 'split');
+  assertRejected(['split', model, '--out', out], out, 'BAD_CHECKPOINT', /config\.json is not valid JSON/);
+});
+
 test('hat split --force never replaces a folder that holds the model it reads', async () => {
   const dir = scratch();
   mkdirSync(join(dir, 'model'));
