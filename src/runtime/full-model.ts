@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { HatError } from '../errors.ts';
 import { kvLayoutOf } from './kv-cache.ts';
+import { logitsOutputOf } from '../split/kv-names.ts';
 import { PartRunner, type StepOutput } from './part-runner.ts';
 import { createSession, type SessionOptions } from './session.ts';
 
@@ -46,8 +47,15 @@ export class OnnxCausalLm implements CausalLm {
         'hat expects the Optimum decoder layout (input_ids, attention_mask, position_ids, past_key_values.N.*)',
       );
     }
-    const logits = session.outputs.find((o) => o.name === 'logits');
-    if (!logits) throw new HatError('NOT_A_DECODER', `${modelPath} has no 'logits' output`);
+    const logitsName = logitsOutputOf(session.outputNames);
+    const logits = session.outputs.find((o) => o.name === logitsName);
+    if (!logits) {
+      throw new HatError(
+        'NOT_A_DECODER',
+        `${modelPath} has no logits output (one named 'logits', or one output besides present.*)`,
+        'export the decoder with its LM head',
+      );
+    }
     // Some exports lose the vocabulary dimension in shape inference (e.g. after logit soft-capping):
     // config.json has it.
     const vocab = logits.shape[logits.shape.length - 1];
@@ -61,7 +69,7 @@ export class OnnxCausalLm implements CausalLm {
     }
     const runner = PartRunner.fromSession(session, {
       idsInput: 'input_ids',
-      output: 'logits',
+      output: logits.name,
       kv: kvLayoutOf(session).pairs,
     });
     return new OnnxCausalLm(runner, vocabSize);

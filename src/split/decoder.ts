@@ -9,7 +9,7 @@
 import { HatError } from '../errors.ts';
 import { DataType, tensorDims, toNumber, type ModelProto, type NodeProto } from '../onnx/model-io.ts';
 import type { KvPair } from './manifest.ts';
-import { findKvPairs, PRESENT } from './kv-names.ts';
+import { findKvPairs, logitsOutputOf, PRESENT } from './kv-names.ts';
 import { GraphIndex, nodeInputs } from './graph.ts';
 
 /** Residual+norm nodes whose 4th output is the residual sum: a layer boundary can sit inside them. */
@@ -111,7 +111,7 @@ export function analyzeDecoder(model: ModelProto): DecoderStructure {
       `the model has no '${TOKEN_INPUT}' input`,
       'export the decoder with token ids as input',
     );
-  const logits = index.outputs.has('logits') ? 'logits' : outputNames.find((name) => !PRESENT.test(name));
+  const logits = logitsOutputOf(outputNames);
   const logitsNode = logits === undefined ? undefined : index.producer.get(logits);
   if (logits === undefined || logitsNode === undefined)
     throw new HatError('NOT_A_DECODER', 'the model has no logits output', 'export the decoder with its LM head');

@@ -9,6 +9,16 @@ import type { KvPair } from './manifest.ts';
 const PAST = /^(?:past_key_values|past)\.(\d+)\.(key|value)$/;
 export const PRESENT = /^present\.(\d+)\.(key|value)$/;
 
+/**
+ * A decoder's logits output: the one named `logits`, else its only output that is not a present.* (some exports
+ * name it otherwise, e.g. `lm_logits`). A split's output part always names it `logits`.
+ */
+export function logitsOutputOf(outputs: readonly string[]): string | undefined {
+  if (outputs.includes('logits')) return 'logits';
+  const others = outputs.filter((name) => !PRESENT.test(name));
+  return others.length === 1 ? others[0] : undefined;
+}
+
 export function findKvPairs(inputs: string[], outputs: string[]): KvPair[] {
   const pairs = new Map<number, Partial<KvPair>>();
   const slot = (layer: number) => pairs.get(layer) ?? pairs.set(layer, { layer }).get(layer)!;

@@ -93,6 +93,9 @@ function symbolicDims(graph: GraphProto): [string, string] {
   return [dims[0]?.dimParam || 'batch_size', dims[1]?.dimParam || 'sequence_length'];
 }
 
+/** The name of the output part's logits, whatever the source calls them. */
+const LOGITS = 'logits';
+
 function hiddenValueInfo(name: string, dataType: number, hiddenSize: number, dims: [string, string]): ValueInfoProto {
   return onnx.ValueInfoProto.create({
     name,
@@ -178,17 +181,24 @@ export function planParts(
     const outputInfos = outputs.map((tensor, i) =>
       i === 0 && name !== 'output' ? boundaryInfo(tensor, layers[1]) : valueInfo.get(tensor)!,
     );
+    // Whatever the export calls its logits (e.g. lm_logits), the output part names them `logits`, the name every
+    // runtime reader of a split expects.
+    const renamed = name === 'output' && mainOutput !== LOGITS;
+    const finalNodes = renamed
+      ? [...found.nodes, onnx.NodeProto.create({ opType: 'Identity', input: [mainOutput], output: [LOGITS] })]
+      : found.nodes;
+    if (renamed) outputInfos[0] = onnx.ValueInfoProto.create({ ...outputInfos[0], name: LOGITS });
     const declared = new Set([...inputs, ...outputInfos].map((v) => v.name));
     const produced = new Set(found.nodes.flatMap((n) => n.output ?? []));
     return {
       name,
       layers,
       hiddenInput,
-      mainOutput,
+      mainOutput: renamed ? LOGITS : mainOutput,
       kv,
       graph: onnx.GraphProto.create({
         name: `${graph.name || 'decoder'} (${name} part)`,
-        node: found.nodes,
+        node: finalNodes,
         input: inputs,
         output: outputInfos,
         valueInfo: (graph.valueInfo ?? []).filter((v) => produced.has(v.name ?? '') && !declared.has(v.name)),

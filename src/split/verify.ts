@@ -14,7 +14,8 @@
 import { HatError } from '../errors.ts';
 import { PartRunner, type StepOutput } from '../runtime/part-runner.ts';
 import { openPart } from '../runtime/split-dir.ts';
-import { tensorToFloat32, type SessionOptions, type Tensor } from '../runtime/session.ts';
+import { createSession, tensorToFloat32, type SessionOptions, type Tensor } from '../runtime/session.ts';
+import { logitsOutputOf } from './kv-names.ts';
 import type { HiddenDType, SplitManifest } from './manifest.ts';
 
 export type CaseStatus = 'passed' | 'failed' | 'unsupported';
@@ -209,13 +210,16 @@ export function pseudoRandomTokens(count: number, vocabSize: number, seed = 1234
   });
 }
 
-export function fullModelRunner(
+export async function fullModelRunner(
   sourcePath: string,
   manifest: Pick<SplitManifest, 'kv'>,
   options: SessionOptions = STRUCTURAL,
 ): Promise<PartRunner> {
   const kv = [...manifest.kv.input, ...manifest.kv.middle, ...manifest.kv.output];
-  return PartRunner.open(sourcePath, { idsInput: 'input_ids', output: 'logits', kv }, options, 'full model');
+  const session = await createSession(sourcePath, options, 'full model');
+  // The source may name its logits otherwise; the split's output part names them `logits` (parts.ts).
+  const output = logitsOutputOf(session.outputNames) ?? 'logits';
+  return PartRunner.fromSession(session, { idsInput: 'input_ids', output, kv });
 }
 
 interface ProbeResult {

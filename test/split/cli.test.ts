@@ -18,9 +18,9 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { onnx, saveModel } from '../../src/onnx/model-io.ts';
+import { loadModel, onnx, saveModel } from '../../src/onnx/model-io.ts';
 import { repoRoot } from '../helpers/shared-fixtures.ts';
-import { writeTinyDecoder } from './tiny-decoders.ts';
+import { buildTinyDecoder, writeTinyDecoder } from './tiny-decoders.ts';
 
 const scratchDirs: string[] = [];
 const scratch = () => {
@@ -260,4 +260,22 @@ test('hat split writes the parts and hat inspect reports the model', async () =>
   assert.equal(report.attention.kvHeads, 2);
   assert.deepEqual(report.contribOps, { 'com.microsoft::SkipSimplifiedLayerNormalization': 8 });
   assert.equal(report.multiTokenStep.status, 'passed');
+});
+
+test('hat split and hat generate take a decoder whose logits output has another name (lm_logits)', async () => {
+  const dir = scratch();
+  const model = buildTinyDecoder({});
+  const graph = model.graph!;
+  const logits = graph.output!.find((o) => !o.name!.startsWith('present'))!;
+  for (const node of graph.node ?? []) node.output = node.output!.map((n) => (n === logits.name ? 'lm_logits' : n));
+  logits.name = 'lm_logits';
+  const path = join(dir, 'model.onnx');
+  await saveModel(model, path);
+  const split = hat('split', path, '--out', join(dir, 'split'));
+  assert.equal(split.status, 0, split.stderr);
+  const generate = hat('generate', path, '--prompt-ids', '1,2,3', '--max-new-tokens', '4', '--json');
+  assert.equal(generate.status, 0, generate.stderr);
+  // The split verified its parts against the model (which runs the output part's `logits`); it names them so.
+  const output = await loadModel(join(dir, 'split', 'output.onnx'));
+  assert.ok(output.model.graph!.output!.some((o) => o.name === 'logits'));
 });
