@@ -6,17 +6,23 @@ import { parsePromptIds, type PromptInput } from '../runtime/prompt.ts';
 
 export { z };
 
+/** Options where an empty value means something (start from BOS); anywhere else `--x ""` is a mistake. */
+const EMPTY_ALLOWED = new Set(['prompt', 'promptIds']);
+
+const flag = (key: string) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+
 /** Validates commander's raw options against a command's schema; the first problem becomes one HatError line. */
 export function parseOptions<T extends z.ZodType>(schema: T, raw: unknown): z.infer<T> {
+  // An empty string would otherwise pass as a number 0 (z.coerce) or fall back to a default path.
+  for (const [key, value] of Object.entries((raw ?? {}) as Record<string, unknown>)) {
+    if (typeof value === 'string' && value.trim() === '' && !EMPTY_ALLOWED.has(key)) {
+      throw new HatError('BAD_OPTION', `${flag(key)} is empty`, 'give it a value, or leave the option out');
+    }
+  }
   const result = schema.safeParse(raw);
   if (result.success) return result.data;
   const issue = result.error.issues[0];
-  const field = issue.path.length
-    ? `--${issue.path
-        .map(String)
-        .join('.')
-        .replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`
-    : 'options';
+  const field = issue.path.length ? flag(issue.path.map(String).join('.')) : 'options';
   throw new HatError('BAD_OPTION', `${field}: ${issue.message}`, 'run the command with --help for the accepted values');
 }
 

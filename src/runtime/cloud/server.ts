@@ -123,6 +123,8 @@ export class CloudServer {
     this.http.on('upgrade', (req: IncomingMessage) => this.handshook(req.socket));
     this.wss = new WebSocketServer({ server: this.http, perMessageDeflate: false, maxPayload: HELLO_MAX_BYTES });
     this.wss.on('connection', (socket, req) => this.accept(socket, req.socket.remoteAddress ?? '?'));
+    // ws re-emits the HTTP server's errors (a port in use): start() reports them; unheard, they would crash.
+    this.wss.on('error', () => {});
   }
 
   /** Caps open connections and gives each a deadline to upgrade (or make an HTTP request). */

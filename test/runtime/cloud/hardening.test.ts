@@ -13,6 +13,7 @@ import type { MiddleExecutor, MiddleRequest, MiddleResult } from '../../../src/r
 import { decodeFrame, decodeJson, encodeFrame, encodeJson, FrameFlags } from '../../../src/runtime/protocol/frame.ts';
 import { encodeHidden } from '../../../src/runtime/protocol/hidden-codec.ts';
 import { waitFor } from '../../helpers/wait-for.ts';
+import type { HatError } from '../../../src/errors.ts';
 
 const HIDDEN = 4;
 const HASH = 'a'.repeat(64);
@@ -524,4 +525,24 @@ test('stop: a connection that has not said hello yet is closed, and a hello afte
   await waitFor(() => peer.closeCode !== undefined, { what: 'the connection to close' });
   assert.equal(peer.sessionId, 0, 'a session was opened while the server stopped');
   assert.equal(server.sessionCount, 0);
+});
+
+test('a port in use is a NETWORK error from start(), not a crash', async () => {
+  const { server, port } = await serve(new HeldExecutor(true));
+  try {
+    const second = new CloudServer({
+      host: '127.0.0.1',
+      port,
+      maxSessions: 8,
+      idleTimeoutMs: 60_000,
+      maxTokensPerFrame: 16,
+      manifestHash: HASH,
+      hiddenSize: HIDDEN,
+      executor: new HeldExecutor(true),
+      logger: silentLogger,
+    });
+    await assert.rejects(second.start(), (e: HatError) => e.code === 'NETWORK' && /EADDRINUSE/.test(e.message));
+  } finally {
+    await server.stop();
+  }
 });

@@ -1,0 +1,63 @@
+/**
+ * The real CLI on mistakes every user makes once: each is one `error[CODE]: message — hint` line and exit 1 —
+ * commander's own parse errors too (they printed two lines and no code) — and serve-cloud on a port in use
+ * (it crashed with a stack trace).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { repoRoot } from './helpers/shared-fixtures.ts';
+
+const SPLIT = join(repoRoot, 'fixtures', 'default-split');
+
+function hat(...args: string[]) {
+  const run = spawnSync(process.execPath, [join(repoRoot, 'bin', 'hat'), ...args], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+    env: { ...process.env, CI: '1' },
+    timeout: 60_000,
+  });
+  return { status: run.status, stderr: run.stderr.trim() };
+}
+
+/** One error line, the last (serve-cloud's JSON log lines may precede it); `only`: nothing else on stderr. */
+function assertOneLine(args: string[], code: string, pattern: RegExp, only = true): void {
+  const { status, stderr } = hat(...args);
+  assert.equal(status, 1, stderr);
+  const lines = stderr.split('\n');
+  if (only) assert.equal(lines.length, 1, `one line, got:\n${stderr}`);
+  assert.equal(lines.filter((l) => l.startsWith('error')).length, 1, stderr);
+  const last = lines[lines.length - 1];
+  assert.match(last, new RegExp(`^error\\[${code}\\]: `), stderr);
+  assert.match(last, / — /, 'with a hint');
+  assert.match(last, pattern);
+}
+
+test('parse errors are one BAD_OPTION line with a hint', () => {
+  assertOneLine(['split', 'model.onnx'], 'BAD_OPTION', /required option '--out <dir>' not specified/);
+  assertOneLine(['inspect', SPLIT, '--bogus'], 'BAD_OPTION', /unknown option '--bogus'/);
+  assertOneLine(['nonsense'], 'BAD_OPTION', /unknown command 'nonsense'/);
+});
+
+test('an empty option value is refused, not read as 0 or as the default', () => {
+  assertOneLine(['serve-cloud', SPLIT, '--port', ''], 'BAD_OPTION', /--port is empty/);
+  assertOneLine(['generate', SPLIT, '--slm', '--seed', ' '], 'BAD_OPTION', /--seed is empty/);
+});
+
+test('serve-cloud on a port in use says so in one line', async () => {
+  const holder = createServer();
+  await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+  const { port } = holder.address() as { port: number };
+  try {
+    assertOneLine(
+      ['serve-cloud', SPLIT, '--host', '127.0.0.1', '--port', String(port)],
+      'NETWORK',
+      /EADDRINUSE/,
+      false,
+    );
+  } finally {
+    holder.close();
+  }
+});
