@@ -7,6 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from './helpers/shared-fixtures.ts';
 
@@ -19,7 +21,7 @@ function hat(...args: string[]) {
     env: { ...process.env, CI: '1' },
     timeout: 60_000,
   });
-  return { status: run.status, stderr: run.stderr.trim() };
+  return { status: run.status, stdout: run.stdout, stderr: run.stderr.trim() };
 }
 
 /** One error line, the last (serve-cloud's JSON log lines may precede it); `only`: nothing else on stderr. */
@@ -60,4 +62,27 @@ test('serve-cloud on a port in use says so in one line', async () => {
   } finally {
     holder.close();
   }
+});
+
+test('hat split checks --out before it loads the model (a big model takes minutes)', () => {
+  const out = mkdtempSync(join(tmpdir(), 'hat-cli-out-'));
+  try {
+    writeFileSync(join(out, 'keep.txt'), 'x');
+    const model = join(repoRoot, 'fixtures', 'default', 'model.onnx');
+    // One line: nothing of the model (its analysis prints info lines) comes before the refusal.
+    assertOneLine(['split', model, '--out', out], 'OUTPUT_EXISTS', /not empty/);
+    assertOneLine(
+      ['split', model, '--out', join(out, 'no', 'such')],
+      'OUTPUT_EXISTS',
+      /parent folder .* does not exist/,
+    );
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('hat inspect takes a model folder, as hat generate does (it said "model file not found")', () => {
+  const run = hat('inspect', join(repoRoot, 'fixtures', 'default'), '--json');
+  assert.equal(run.status, 0, run.stderr);
+  assertOneLine(['inspect', tmpdir()], 'FILE_NOT_FOUND', /is a folder without model\.onnx/);
 });

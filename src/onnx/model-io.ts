@@ -4,7 +4,7 @@
  */
 import { closeSync, existsSync, fstatSync, openSync, readSync, statSync, writeSync } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import pkg from 'onnx-proto';
 import { HatError } from '../errors.ts';
 
@@ -71,11 +71,20 @@ export function dataTypeName(dataType: number): string {
   return (onnx.TensorProto.DataType as unknown as Record<number, string>)[dataType]?.toLowerCase() ?? `type${dataType}`;
 }
 
-export async function loadModel(path: string): Promise<LoadedModel> {
+/** A model path as users give it: the .onnx file, or the folder holding model.onnx (as `hat generate` takes). */
+export function modelFilePath(path: string): string {
   const absolute = resolve(path);
-  if (!existsSync(absolute) || !statSync(absolute).isFile()) {
-    throw new HatError('FILE_NOT_FOUND', `model file not found: ${path}`, 'check the path');
+  if (existsSync(absolute) && statSync(absolute).isDirectory()) {
+    const inside = join(absolute, 'model.onnx');
+    if (existsSync(inside)) return inside;
+    throw new HatError('FILE_NOT_FOUND', `${path} is a folder without model.onnx`, 'give the .onnx file itself');
   }
+  if (!existsSync(absolute)) throw new HatError('FILE_NOT_FOUND', `model file not found: ${path}`, 'check the path');
+  return absolute;
+}
+
+export async function loadModel(path: string): Promise<LoadedModel> {
+  const absolute = modelFilePath(path);
   if (statSync(absolute).size > PROTOBUF_LIMIT) {
     throw new HatError(
       'UNSUPPORTED_MODEL',

@@ -25,8 +25,11 @@ function isWithin(path: string, folder: string): boolean {
   return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
 }
 
-/** `inputs`: files the run reads (the model and its data); --out may not hold them, even with --force. */
-export async function createStaging(out: string, replace: boolean, inputs: readonly string[] = []): Promise<Staging> {
+/**
+ * Whether --out may be written: checked before any work (a big model takes minutes to load and verify) and again
+ * when staging. `inputs`: files the run reads (the model); --out may not hold them, even with --force.
+ */
+export function assertOutputTarget(out: string, replace: boolean, inputs: readonly string[] = []): void {
   const target = resolve(out);
   const held = inputs.find((input) => isWithin(input, target));
   if (held) {
@@ -34,6 +37,13 @@ export async function createStaging(out: string, replace: boolean, inputs: reado
       'OUTPUT_EXISTS',
       `--out ${out} holds ${held}, which this run reads: replacing it would delete it`,
       'choose an --out outside the model folder',
+    );
+  }
+  if (!existsSync(dirname(target))) {
+    throw new HatError(
+      'OUTPUT_EXISTS',
+      `cannot write --out ${out}: its parent folder ${dirname(target)} does not exist`,
+      'create it first, or choose another --out',
     );
   }
   if (existsSync(target)) {
@@ -52,6 +62,11 @@ export async function createStaging(out: string, replace: boolean, inputs: reado
       );
     }
   }
+}
+
+export async function createStaging(out: string, replace: boolean, inputs: readonly string[] = []): Promise<Staging> {
+  assertOutputTarget(out, replace, inputs);
+  const target = resolve(out);
   let dir: string;
   try {
     dir = await mkdtemp(join(dirname(target), `.${basename(target)}.hat-partial-`));

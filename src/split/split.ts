@@ -14,7 +14,7 @@ import { buildManifest } from './build-manifest.ts';
 import type { SplitManifest } from './manifest.ts';
 import { hiddenDType } from './model-facts.ts';
 import { checkedMaskRepair, type MaskRepair } from './mask-repair.ts';
-import { createStaging, type Staging } from './output-dir.ts';
+import { assertOutputTarget, createStaging, type Staging } from './output-dir.ts';
 import { checkLayerCounts, PART_NAMES, planParts, type PartGraph, type PartName } from './parts.ts';
 import { checkPrivacy } from './privacy.ts';
 import { probeMultiTokenStep, verifySplit, type VerifyReport } from './verify.ts';
@@ -125,6 +125,7 @@ interface StagedSplit {
 }
 
 export async function splitModel(options: SplitOptions, reporter: Reporter): Promise<SplitResult> {
+  assertOutputTarget(options.out, options.force ?? false, [options.model]);
   const source = await loadModel(options.model);
   const dataFiles = checkExternalData(source);
   const structure = analyzeDecoder(source.model);
