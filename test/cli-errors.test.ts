@@ -86,3 +86,17 @@ test('hat inspect takes a model folder, as hat generate does (it said "model fil
   assert.equal(run.status, 0, run.stderr);
   assertOneLine(['inspect', tmpdir()], 'FILE_NOT_FOUND', /is a folder without model\.onnx/);
 });
+
+test('a folder for a file or a file for a folder is named (they were EISDIR / ENOTDIR as INTERNAL)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hat-cli-paths-'));
+  try {
+    const file = join(dir, 'a-file');
+    writeFileSync(file, 'x');
+    assertOneLine(['serve-cloud', SPLIT, '--token-file', dir], 'BAD_OPTION', /--token-file .* is a folder/, false);
+    assertOneLine(['deploy', 'haproxy', '--backend', 'a:1', '--out', dir, '--force'], 'OUTPUT_EXISTS', /is a folder/);
+    assertOneLine(['bench', SPLIT, '--out', file], 'OUTPUT_EXISTS', /--out .* is a file/);
+    assertOneLine(['import-llama2c', dir, file, '--out', join(dir, 'out')], 'BAD_OPTION', /checkpoint .* is a folder/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

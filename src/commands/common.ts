@@ -1,5 +1,6 @@
 /** What every thin command shares: option validation with zod, turned into HatError. */
-import { existsSync, readFileSync } from 'node:fs';
+import { assertReadableFile } from '../file-checks.ts';
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { HatError } from '../errors.ts';
 import { parsePromptIds, type PromptInput } from '../runtime/prompt.ts';
@@ -54,13 +55,7 @@ export const PROMPT_HELP = {
  */
 export function readToken(options: { token?: string; tokenFile?: string }): string | undefined {
   if (options.tokenFile !== undefined) {
-    if (!existsSync(options.tokenFile)) {
-      throw new HatError(
-        'FILE_NOT_FOUND',
-        `--token-file ${options.tokenFile} does not exist`,
-        'give a file holding the shared secret',
-      );
-    }
+    assertReadableFile(options.tokenFile, `--token-file ${options.tokenFile}`, 'give a file holding the shared secret');
     const token = readFileSync(options.tokenFile, 'utf8').trim();
     if (!token)
       throw new HatError('BAD_OPTION', `--token-file ${options.tokenFile} is empty`, 'put the shared secret in it');

@@ -1,4 +1,5 @@
 /** `hat deploy haproxy`: write a load-balancer configuration for serve-cloud replicas. */
+import { assertWritableFile } from '../file-checks.ts';
 import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { HatError } from '../errors.ts';
@@ -52,6 +53,7 @@ export function registerDeploy(program: Command): void {
         process.stdout.write(config);
         return;
       }
+      assertWritableFile(options.out, `--out ${options.out}`);
       if (existsSync(options.out) && !options.force) {
         throw new HatError(
           'OUTPUT_EXISTS',

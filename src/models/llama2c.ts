@@ -7,7 +7,8 @@
  * wv, wo, rms_ffn, w1, w2, w3, rms_final, freq_cis_real, freq_cis_imag [, wcls]. Matrices are PyTorch
  * [out, in] and stacked over layers.
  */
-import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
+import { assertReadableFile } from '../file-checks.ts';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { HatError } from '../errors.ts';
 import { llamaConfig, type LlamaConfig } from './config.ts';
 import type { WeightMap } from './weights.ts';
@@ -22,7 +23,7 @@ export interface Llama2cCheckpoint {
 }
 
 function readAll(path: string): Buffer {
-  if (!existsSync(path)) throw new HatError('FILE_NOT_FOUND', `checkpoint not found: ${path}`, 'check the path');
+  assertReadableFile(path, `checkpoint ${path}`, 'give the llama2.c .bin checkpoint file');
   const fd = openSync(path, 'r');
   try {
     const size = fstatSync(fd).size;

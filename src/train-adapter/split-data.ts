@@ -3,9 +3,9 @@
  * held out), or text the full model writes itself; h_K and h_N come from running windows through the split's
  * own input and middle parts, one window at a time, so memory holds one batch whatever the corpus size.
  */
-import { createReadStream, existsSync } from 'node:fs';
+import { assertReadableFile } from '../file-checks.ts';
+import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { HatError } from '../errors.ts';
 import type { ComposedModel, SplitRunners } from '../runtime/composed-model.ts';
 import { generateTokens } from '../runtime/generate.ts';
 import { makeSampler } from '../runtime/sampling.ts';
@@ -20,8 +20,7 @@ export async function* corpusTokens(
   heldOut: boolean,
   maxTokens = Infinity,
 ): AsyncIterable<number[]> {
-  if (!existsSync(file))
-    throw new HatError('FILE_NOT_FOUND', `--corpus ${file} does not exist`, 'pass a UTF-8 text file');
+  assertReadableFile(file, `--corpus ${file}`, 'pass a UTF-8 text file');
   const lines = createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
   let index = 0,
     produced = 0;
