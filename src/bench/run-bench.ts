@@ -18,7 +18,14 @@ import type { SplitManifest } from '../split/manifest.ts';
 import type { StageCosts } from './calibrate.ts';
 import { DevicePool } from './device-pool.ts';
 import { aggregate, withRatios, type ScenarioResult } from './metrics.ts';
-import { checkContext, promptsFromFile, promptsOfLengths, splitTokenizerIfAny, type BenchPrompt } from './prompts.ts';
+import {
+  checkContext,
+  clampLengths,
+  promptsFromFile,
+  promptsOfLengths,
+  splitTokenizerIfAny,
+  type BenchPrompt,
+} from './prompts.ts';
 import type { RequestRecord } from './record.ts';
 import { BASELINE, type Scenario } from './scenarios.ts';
 import { paperTestbed, simulateTestbed, type Acceptance, type SimulatedResult } from './simulate.ts';
@@ -123,12 +130,18 @@ function acceptanceFrom(records: readonly RequestRecord[]): Acceptance | undefin
 export async function runBench(options: BenchOptions, reporter: Reporter): Promise<BenchReport> {
   const manifest = readManifest(options.splitDir);
   const tokenizer = splitTokenizerIfAny(options.splitDir);
-  const prompts: BenchPrompt[] = options.promptsFile
-    ? promptsFromFile(options.promptsFile, tokenizer)
-    : promptsOfLengths(options.promptLengths, options.promptsPerLength, tokenizer, manifest.model?.vocabSize ?? 32);
+  // Lengths past the model's context are clamped to the longest that fits, as --fleet does (the defaults' 1,024
+  // did not fit the bundled 1,024-position model with 128 new tokens); a prompts file is checked as it is.
+  const clamped = options.promptsFile
+    ? undefined
+    : clampLengths(options.splitDir, options.promptLengths, options.maxNewTokens, options.maxDraft);
+  const prompts: BenchPrompt[] = clamped
+    ? promptsOfLengths(clamped.lengths, options.promptsPerLength, tokenizer, manifest.model?.vocabSize ?? 32)
+    : promptsFromFile(options.promptsFile!, tokenizer);
   checkContext(options.splitDir, prompts, options.maxNewTokens, options.maxDraft);
   const longest = Math.max(...prompts.map((p) => p.ids.length));
   const notes = randomWeightNotes(options.splitDir, manifest);
+  if (clamped?.note) notes.push(clamped.note);
 
   const startup = reporter.progress(
     'starting serve-cloud, the device processes and (for cloud-only) the full-model server',

@@ -82,7 +82,7 @@ export function registerBench(program: Command): void {
     .option('--prompts <file.jsonl>', 'one {"prompt": "..."} or {"ids": [...]} per line (instead of --prompt-lengths)')
     .option(
       '--prompt-lengths <list>',
-      'prompt lengths in tokens (default 128,512,1024; --fleet: 128,384,896, ' + "clamped to the model's context)",
+      "prompt lengths in tokens (default 128,512,1024; --fleet: 128,384,896; clamped to the model's context)",
     )
     .option('--prompts-per-length <n>', 'different prompts of each length', '2')
     .option('--max-new-tokens <n>', 'tokens generated per request, the stop token ignored (default 128; --fleet: 64)')

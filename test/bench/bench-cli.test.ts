@@ -1,10 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HAT_BIN } from '../../src/apps/spawn-cloud.ts';
 import { addIdentityAdapter, makeSmallSplit } from '../helpers/runtime-fixtures.ts';
+import { repoRoot } from '../helpers/shared-fixtures.ts';
 
 // The timeout is a hang guard, not a timing claim: the end-to-end run takes 40–95 s on a loaded 2-core machine.
 const hat = (args: string[]) => spawnSync(process.execPath, [HAT_BIN, ...args], { encoding: 'utf8', timeout: 240_000 });
@@ -99,6 +101,31 @@ test('hat bench refuses bad input in one line, before running, and leaves --out 
     assert.equal(noAdapter.status, 0, noAdapter.stderr);
     assert.match(noAdapter.stdout, /hat skipped: the split has no adapter/);
     assert.ok(!existsSync(join(dir, '.new.partial-')));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("prompt lengths past the model's context are clamped, with a note, as --fleet does (the defaults failed)", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hat-bench-clamp-'));
+  try {
+    const split = join(repoRoot, 'fixtures', 'default-split'); // config.json: 1,024 positions
+    const run = hat([
+      'bench',
+      split,
+      '--scenarios',
+      'u-shape',
+      '--prompt-lengths',
+      '1024',
+      '--prompts-per-length',
+      '1',
+      '--max-new-tokens',
+      '4',
+      '--out',
+      join(dir, 'out'),
+    ]);
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, /prompt lengths 1024 clamped to \d+ tokens/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
