@@ -100,3 +100,11 @@ test('a folder for a file or a file for a folder is named (they were EISDIR / EN
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('hat bench --fleet reads --recordings before it starts any serve-cloud', () => {
+  const missing = join(tmpdir(), 'hat-no-such-recordings');
+  const run = hat('bench', SPLIT, '--fleet', '2', '--recordings', missing);
+  assert.equal(run.status, 1);
+  assert.equal(run.stderr.split('\n').length, 1, `one line, nothing started first:\n${run.stderr}`);
+  assert.match(run.stderr, /^error\[FILE_NOT_FOUND\]: recordings folder .* does not exist — /);
+});

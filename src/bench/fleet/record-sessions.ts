@@ -85,7 +85,13 @@ export async function recordSessions(
 /** Every recording in `dir` (or its `recordings/` folder), in file-name order. */
 export function readRecordings(dir: string): SessionRecording[] {
   const folder = existsSync(join(dir, 'recordings')) ? join(dir, 'recordings') : dir;
-  if (!existsSync(folder)) throw new HatError('FILE_NOT_FOUND', `recordings folder ${dir} does not exist`);
+  if (!existsSync(folder)) {
+    throw new HatError(
+      'FILE_NOT_FOUND',
+      `recordings folder ${dir} does not exist`,
+      "give a fleet run's --out (or its recordings folder), or drop --recordings to record",
+    );
+  }
   const files = readdirSync(folder)
     .filter((f) => f.endsWith('.json'))
     .sort();

@@ -262,14 +262,16 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
     startup.succeed(`serve-cloud at ${entry.cloud.url} (${label})`);
     return entry.cloud;
   };
+  // Given recordings are read before any serve-cloud starts: a wrong folder fails at once.
+  const given = options.recordingsDir ? readRecordings(options.recordingsDir) : undefined;
   try {
     const cloud = await start(clouds[0], 'batching on');
 
     // --- recordings -------------------------------------------------------------------------------------------
     let recorded: SessionRecording[] = [];
     let available: SessionRecording[];
-    if (options.recordingsDir) {
-      available = readRecordings(options.recordingsDir);
+    if (given) {
+      available = given;
       const foreign = foreignRecording(available, hash);
       if (foreign) {
         throw new HatError(
