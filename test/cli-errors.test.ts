@@ -108,3 +108,7 @@ test('hat bench --fleet reads --recordings before it starts any serve-cloud', ()
   assert.equal(run.stderr.split('\n').length, 1, `one line, nothing started first:\n${run.stderr}`);
   assert.match(run.stderr, /^error\[FILE_NOT_FOUND\]: recordings folder .* does not exist — /);
 });
+
+test('hat demo --split <no split> is one line (its link line came first)', () => {
+  assertOneLine(['demo', '--split', join(tmpdir(), 'hat-no-such-split')], 'BAD_MANIFEST', /holds no split/);
+});

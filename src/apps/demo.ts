@@ -3,6 +3,7 @@
  * middle part, this process as the device (input part, adapter, output part), text streamed as it is committed.
  * Everything it needs ships in fixtures/default-split, so it starts writing within seconds of a fresh clone.
  */
+import { describeLink } from '../runtime/link.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +24,7 @@ export async function runDemo(options: DemoOptions, reporter: Reporter): Promise
       'run `hat split <model.onnx> --out DIR` and `hat train-adapter DIR`, then `hat demo --split DIR`',
     );
   }
+  if (options.link) reporter.info(describeLink(options.link));
   const progress = reporter.progress('starting serve-cloud (middle part) in its own process');
   const cloud = await spawnCloud(options.splitDir);
   progress.succeed(`serve-cloud listening on ${cloud.url}; this process is the device`);

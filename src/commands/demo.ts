@@ -31,7 +31,6 @@ export function registerDemo(program: Command): void {
       const options = parseOptions(schema, raw);
       const reporter = terminalReporter({ quiet: options.json });
       const link = parseLinkSpec(options.link);
-      reporter.info(describeLink(link));
       // The prompt is echoed with the first committed text, after the server's start-up lines.
       let echoed = false;
       const write = (text: string) => {
