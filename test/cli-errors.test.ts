@@ -112,3 +112,11 @@ test('hat bench --fleet reads --recordings before it starts any serve-cloud', ()
 test('hat demo --split <no split> is one line (its link line came first)', () => {
   assertOneLine(['demo', '--split', join(tmpdir(), 'hat-no-such-split')], 'BAD_MANIFEST', /holds no split/);
 });
+
+test('errors that had no hint now say what to do', () => {
+  const out = join(tmpdir(), 'hat-synth-no-hint');
+  const shape = ['--hidden-size', '10', '--heads', '3', '--kv-heads', '3', '--layers', '1', '--vocab-size', '32'];
+  assertOneLine(['synth', ...shape, '--intermediate-size', '8', '--out', out], 'BAD_OPTION', /headDim/);
+  assertOneLine(['bench', SPLIT, '--fleet', '2', '--prompts', 'p.jsonl'], 'BAD_OPTION', /not --prompts/);
+  assertOneLine(['bench', SPLIT, '--prompts', join(tmpdir(), 'no-such.jsonl')], 'FILE_NOT_FOUND', /does not exist/);
+});

@@ -28,7 +28,13 @@ export function splitTokenizerIfAny(splitDir: string): TextTokenizer | undefined
 const PASSAGE = new URL('./held-out-passage.txt', import.meta.url);
 
 export function promptsFromFile(file: string, tokenizer: TextTokenizer | undefined): BenchPrompt[] {
-  if (!existsSync(file)) throw new HatError('FILE_NOT_FOUND', `--prompts ${file} does not exist`);
+  if (!existsSync(file)) {
+    throw new HatError(
+      'FILE_NOT_FOUND',
+      `--prompts ${file} does not exist`,
+      'give a JSONL file with one {"prompt": ...} or {"ids": [...]} per line',
+    );
+  }
   const lines = readFileSync(file, 'utf8')
     .split('\n')
     .map((l) => l.trim())

@@ -201,7 +201,12 @@ export function registerBench(program: Command): void {
 
 /** --fleet's options, with its own defaults where `hat bench`'s do not fit. */
 function fleetOptions(splitDir: string, o: z.infer<typeof schema>, devices: number): FleetOptions {
-  if (o.prompts) throw new HatError('BAD_OPTION', '--fleet picks held-out prompts of --prompt-lengths, not --prompts');
+  if (o.prompts)
+    throw new HatError(
+      'BAD_OPTION',
+      '--fleet picks held-out prompts of --prompt-lengths, not --prompts',
+      'drop --prompts, and give --prompt-lengths if the defaults do not suit',
+    );
   return {
     splitDir,
     devices,

@@ -49,15 +49,27 @@ function validateConfig(c: LlamaConfig): void {
   const positive = ['vocabSize', 'hiddenSize', 'intermediateSize', 'layers', 'heads', 'kvHeads', 'headDim'] as const;
   for (const key of positive) {
     if (!Number.isInteger(c[key]) || c[key] <= 0)
-      throw new HatError('BAD_OPTION', `model config: ${key} must be a positive integer, got ${c[key]}`);
+      throw new HatError(
+        'BAD_OPTION',
+        `model config: ${key} must be a positive integer, got ${c[key]}`,
+        'fix the option (--head-dim defaults to hidden size / heads, which must divide evenly)',
+      );
   }
   for (const key of ['bosTokenId', 'eosTokenId'] as const) {
     const id = c[key];
     if (id !== undefined && !(Number.isInteger(id) && id >= 0 && id < c.vocabSize))
-      throw new HatError('BAD_OPTION', `model config: ${key} ${id} is outside the vocabulary of ${c.vocabSize}`);
+      throw new HatError(
+        'BAD_OPTION',
+        `model config: ${key} ${id} is outside the vocabulary of ${c.vocabSize}`,
+        'give an id below the vocabulary size',
+      );
   }
   if (c.heads % c.kvHeads !== 0)
-    throw new HatError('BAD_OPTION', `model config: ${c.heads} heads are not a multiple of ${c.kvHeads} KV heads`);
+    throw new HatError(
+      'BAD_OPTION',
+      `model config: ${c.heads} heads are not a multiple of ${c.kvHeads} KV heads`,
+      'pick KV heads that divide the heads',
+    );
   if (c.headDim % 2 !== 0)
     throw new HatError('BAD_OPTION', `model config: head size ${c.headDim} must be even for rotary embeddings`);
 }

@@ -39,7 +39,11 @@ function readAll(path: string): Buffer {
 export function readLlama2cCheckpoint(path: string): Llama2cCheckpoint {
   const bytes = readAll(path);
   if (bytes.length < HEADER_BYTES)
-    throw new HatError('BAD_CHECKPOINT', `${path} is ${bytes.length} bytes, too short for a llama2.c header`);
+    throw new HatError(
+      'BAD_CHECKPOINT',
+      `${path} is ${bytes.length} bytes, too short for a llama2.c header`,
+      'give a llama2.c .bin checkpoint (e.g. stories260K.bin)',
+    );
   if (bytes.readUInt32LE(0) === VERSIONED_MAGIC) {
     throw new HatError(
       'BAD_CHECKPOINT',
