@@ -95,7 +95,6 @@ export function loadTokenizer(files: TokenizerFiles): TextTokenizer {
     eosTokenId,
     stopTokenIds: uniqueIds([
       eosTokenId,
-      idOf(tokenName(tokenizerConfig.eos_token)),
       ...configTokenIds(generationConfig.eos_token_id),
       ...configTokenIds(modelConfig.eos_token_id),
     ]),

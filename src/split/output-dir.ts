@@ -71,14 +71,11 @@ export async function createStaging(out: string, replace: boolean, inputs: reado
   try {
     dir = await mkdtemp(join(dirname(target), `.${basename(target)}.hat-partial-`));
   } catch (error) {
+    // A missing parent was refused by assertOutputTarget; what is left is a folder that cannot be written.
     const code = (error as NodeJS.ErrnoException).code;
     throw new HatError(
       'OUTPUT_EXISTS',
-      `cannot write --out ${out}: ${
-        code === 'ENOENT'
-          ? `its parent folder ${dirname(target)} does not exist`
-          : `${dirname(target)} is not writable (${code})`
-      }`,
+      `cannot write --out ${out}: ${dirname(target)} is not writable (${code})`,
       'choose a writable location for --out',
     );
   }

@@ -27,8 +27,6 @@ export interface HatGenerateOptions {
   maxNewTokens: number;
   /** Generation stops after one of these (kept in the output): every EOS id the model names (prompt.ts). */
   stopTokenIds?: readonly number[];
-  /** One more stop id (callers that know only the tokenizer's eos_token). */
-  eosTokenId?: number;
   /** Draft with the small model (off = U-shape: one round trip per token). */
   speculative: boolean;
   parallelDrafting: boolean;
@@ -97,10 +95,7 @@ export class HatGenerator {
     const recorder = new MetricsRecorder(this.verifier, this.drafter.policy);
     const committer = new TokenCommitter({
       maxNewTokens: options.maxNewTokens,
-      stopTokenIds: [
-        ...(options.stopTokenIds ?? []),
-        ...(options.eosTokenId === undefined ? [] : [options.eosTokenId]),
-      ],
+      stopTokenIds: options.stopTokenIds ?? [],
       onTokens: options.onTokens,
     });
     const drafting = options.speculative && this.parts.adapter !== undefined;
