@@ -6,25 +6,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { configSpecialIds, stopTokenIds } from '../../src/runtime/prompt.ts';
 import { loadTokenizer } from '../../src/runtime/tokenizer.ts';
+import { wordLevelTokenizerJson } from '../helpers/word-level-tokenizer.ts';
 
 /** A folder with a word-level tokenizer.json over `words` (id = index) and the given config files. */
 function modelDir(words: string[], files: Record<string, unknown>): string {
   const dir = mkdtempSync(join(tmpdir(), 'hat-stop-ids-'));
   const vocab = Object.fromEntries(words.map((w, i) => [w, i]));
-  writeFileSync(
-    join(dir, 'tokenizer.json'),
-    JSON.stringify({
-      version: '1.0',
-      truncation: null,
-      padding: null,
-      added_tokens: [],
-      normalizer: null,
-      pre_tokenizer: { type: 'Whitespace' },
-      post_processor: null,
-      decoder: null,
-      model: { type: 'WordLevel', vocab, unk_token: '<unk>' },
-    }),
-  );
+  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(wordLevelTokenizerJson(vocab, '<unk>')));
   for (const [name, json] of Object.entries(files)) writeFileSync(join(dir, name), JSON.stringify(json));
   return dir;
 }

@@ -4,24 +4,12 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { continuationText, loadTokenizer, textStreamer } from '../../src/runtime/tokenizer.ts';
+import { wordLevelTokenizerJson } from '../helpers/word-level-tokenizer.ts';
 
 function wordLevelTokenizer() {
   const dir = mkdtempSync(join(tmpdir(), 'hat-tok-'));
   const vocab = { '<unk>': 0, hello: 1, world: 2, again: 3 };
-  writeFileSync(
-    join(dir, 'tokenizer.json'),
-    JSON.stringify({
-      version: '1.0',
-      truncation: null,
-      padding: null,
-      added_tokens: [],
-      normalizer: null,
-      pre_tokenizer: { type: 'Whitespace' },
-      post_processor: null,
-      decoder: null,
-      model: { type: 'WordLevel', vocab, unk_token: '<unk>' },
-    }),
-  );
+  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(wordLevelTokenizerJson(vocab, '<unk>')));
   return loadTokenizer({ tokenizer: join(dir, 'tokenizer.json') });
 }
 

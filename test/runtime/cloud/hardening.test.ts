@@ -56,8 +56,8 @@ class HeldExecutor implements MiddleExecutor {
   }
 }
 
-async function serve(executor: MiddleExecutor, overrides: Partial<CloudServerOptions> = {}) {
-  const server = new CloudServer({
+function newServer(executor: MiddleExecutor, overrides: Partial<CloudServerOptions> = {}): CloudServer {
+  return new CloudServer({
     host: '127.0.0.1',
     port: 0,
     maxSessions: 8,
@@ -69,6 +69,10 @@ async function serve(executor: MiddleExecutor, overrides: Partial<CloudServerOpt
     logger: silentLogger,
     ...overrides,
   });
+}
+
+async function serve(executor: MiddleExecutor, overrides: Partial<CloudServerOptions> = {}) {
+  const server = newServer(executor, overrides);
   const { port } = await server.start();
   return { server, port, url: `ws://127.0.0.1:${port}` };
 }
@@ -530,17 +534,7 @@ test('stop: a connection that has not said hello yet is closed, and a hello afte
 test('a port in use is a NETWORK error from start(), not a crash', async () => {
   const { server, port } = await serve(new HeldExecutor(true));
   try {
-    const second = new CloudServer({
-      host: '127.0.0.1',
-      port,
-      maxSessions: 8,
-      idleTimeoutMs: 60_000,
-      maxTokensPerFrame: 16,
-      manifestHash: HASH,
-      hiddenSize: HIDDEN,
-      executor: new HeldExecutor(true),
-      logger: silentLogger,
-    });
+    const second = newServer(new HeldExecutor(true), { port });
     await assert.rejects(second.start(), (e: HatError) => e.code === 'NETWORK' && /EADDRINUSE/.test(e.message));
   } finally {
     await server.stop();

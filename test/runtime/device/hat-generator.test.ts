@@ -13,6 +13,7 @@ import {
   type RoundObservation,
 } from '../../../src/runtime/speculative/draft-policy.ts';
 import { OnnxCausalLm } from '../../../src/runtime/full-model.ts';
+import { generateTokens } from '../../../src/runtime/generate.ts';
 import { argmax, greedyChoice, topIndices } from '../../../src/runtime/sampling.ts';
 import { SlmCausalLm } from '../../../src/runtime/device/slm.ts';
 import { HEADER_BYTES } from '../../../src/runtime/protocol/frame.ts';
@@ -35,14 +36,8 @@ before(async () => {
   addIdentityAdapter(split);
   ({ server, port } = await serveSplit(split, { maxSessions: 8, maxTokensPerFrame: 512, maxContext: 512 }));
   const full = await OnnxCausalLm.open(made.model);
-  let logits = await full.step(prompt);
-  reference = [];
-  let token = argmax(logits.data.subarray((logits.rows - 1) * logits.cols));
-  for (let i = 0; i < NEW; i++) {
-    reference.push(token);
-    logits = await full.step([token]);
-    token = argmax(logits.data);
-  }
+  reference = (await generateTokens(full, prompt, { maxNewTokens: NEW, sampler: argmax })).ids;
+  await full.release();
 });
 after(() => server.stop());
 

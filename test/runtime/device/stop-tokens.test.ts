@@ -16,10 +16,12 @@ import { randomWeights } from '../../../src/models/weights.ts';
 import { silentReporter } from '../../../src/reporter.ts';
 import type { CloudServer } from '../../../src/runtime/cloud/server.ts';
 import { OnnxCausalLm } from '../../../src/runtime/full-model.ts';
+import { generateTokens } from '../../../src/runtime/generate.ts';
 import { argmax } from '../../../src/runtime/sampling.ts';
 import type { SplitManifest } from '../../../src/split/manifest.ts';
 import { splitModel } from '../../../src/split/split.ts';
 import { addIdentityAdapter, serveSplit, SMALL_LLAMA } from '../../helpers/runtime-fixtures.ts';
+import { wordLevelTokenizerJson } from '../../helpers/word-level-tokenizer.ts';
 
 const prompt = [1, 5, 9, 22, 13, 40, 2, 7, 8, 9, 31, 17];
 const NEW = 24;
@@ -41,14 +43,7 @@ before(async () => {
   const model = join(modelDir, 'model.onnx');
   await writeLlamaOnnx(SMALL_LLAMA, randomWeights({ seed: 3, std: 0.3 }), model);
   const full = await OnnxCausalLm.open(model);
-  let logits = await full.step(prompt);
-  reference = [];
-  let token = argmax(logits.data.subarray((logits.rows - 1) * logits.cols));
-  for (let i = 0; i < NEW; i++) {
-    reference.push(token);
-    logits = await full.step([token]);
-    token = argmax(logits.data);
-  }
+  reference = (await generateTokens(full, prompt, { maxNewTokens: NEW, sampler: argmax })).ids;
   await full.release();
   const at = reference.findIndex((id, i) => i >= 2 && !reference.slice(0, i).includes(id));
   assert.ok(at > 0 && at < NEW - 2, `greedy output ${reference.join(' ')} has a fresh token to stop on`);
@@ -57,17 +52,7 @@ before(async () => {
 
   const words = Array.from({ length: SMALL_LLAMA.vocabSize }, (_, i) => `w${i}`);
   const json = (name: string, value: unknown) => writeFileSync(join(modelDir, name), JSON.stringify(value));
-  json('tokenizer.json', {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: [],
-    normalizer: null,
-    pre_tokenizer: { type: 'Whitespace' },
-    post_processor: null,
-    decoder: null,
-    model: { type: 'WordLevel', vocab: Object.fromEntries(words.map((w, i) => [w, i])), unk_token: 'w0' },
-  });
+  json('tokenizer.json', wordLevelTokenizerJson(Object.fromEntries(words.map((w, i) => [w, i])), 'w0'));
   json('tokenizer_config.json', { bos_token: 'w1', eos_token: `w${eos}` });
   json('config.json', { vocab_size: SMALL_LLAMA.vocabSize, bos_token_id: 1, eos_token_id: eos });
   json('generation_config.json', { bos_token_id: 1, eos_token_id: [eos, turnEnd] });
