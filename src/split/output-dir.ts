@@ -4,7 +4,7 @@
  * output being replaced (--force) is moved aside first and deleted only once the new one is in place, and never
  * when it holds the files being read.
  */
-import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { chmod, mkdtemp, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
 import { HatError } from '../errors.ts';
@@ -64,6 +64,31 @@ export function assertOutputTarget(out: string, replace: boolean, inputs: readon
   }
 }
 
+/**
+ * Staging folders not yet published or discarded. An interrupt (Ctrl-C) or SIGTERM during a long split would
+ * otherwise leave a hidden half-written folder beside --out: they are removed, then the signal is raised again
+ * so the process ends as it would have without hat's handler.
+ */
+const liveStagings = new Set<string>();
+const INTERRUPTS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+function removeLiveStagingsAndReraise(signal: NodeJS.Signals): void {
+  for (const dir of liveStagings) rmSync(dir, { recursive: true, force: true });
+  liveStagings.clear();
+  for (const other of INTERRUPTS) process.off(other, removeLiveStagingsAndReraise);
+  process.kill(process.pid, signal);
+}
+
+function track(dir: string): void {
+  if (liveStagings.size === 0) for (const signal of INTERRUPTS) process.on(signal, removeLiveStagingsAndReraise);
+  liveStagings.add(dir);
+}
+
+function untrack(dir: string): void {
+  if (!liveStagings.delete(dir) || liveStagings.size > 0) return;
+  for (const signal of INTERRUPTS) process.off(signal, removeLiveStagingsAndReraise);
+}
+
 export async function createStaging(out: string, replace: boolean, inputs: readonly string[] = []): Promise<Staging> {
   assertOutputTarget(out, replace, inputs);
   const target = resolve(out);
@@ -79,10 +104,13 @@ export async function createStaging(out: string, replace: boolean, inputs: reado
       'choose a writable location for --out',
     );
   }
+  track(dir);
   return {
     dir,
     target,
     async publish() {
+      // From here an interrupt leaves the staged output (and any old one set aside) as it is, never deleted.
+      untrack(dir);
       await chmod(dir, 0o755); // mkdtemp creates it private; the published split is an ordinary folder
       if (!existsSync(target)) return rename(dir, target);
       // The old output goes aside, the new one in, and only then is the old one deleted: a failure on the way
@@ -99,6 +127,7 @@ export async function createStaging(out: string, replace: boolean, inputs: reado
     },
     async discard() {
       await rm(dir, { recursive: true, force: true });
+      untrack(dir);
     },
   };
 }

@@ -4,7 +4,9 @@
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { setTimeout as delay } from 'node:timers/promises';
 import {
   existsSync,
   mkdirSync,
@@ -278,4 +280,25 @@ test('hat split and hat generate take a decoder whose logits output has another 
   // The split verified its parts against the model (which runs the output part's `logits`); it names them so.
   const output = await loadModel(join(dir, 'split', 'output.onnx'));
   assert.ok(output.model.graph!.output!.some((o) => o.name === 'logits'));
+});
+
+test('hat split interrupted (Ctrl-C) leaves no staging folder behind', async () => {
+  const dir = scratch();
+  const model = await writeTinyDecoder(join(dir, 'model.onnx'));
+  const out = join(dir, 'split');
+  const child = spawn(process.execPath, [join(repoRoot, 'bin', 'hat'), 'split', model, '--out', out], {
+    cwd: repoRoot,
+    env: { ...process.env, CI: '1' },
+    stdio: 'ignore',
+  });
+  const exited = once(child, 'exit');
+  const staging = () => readdirSync(dir).filter((f) => f.includes('hat-partial'));
+  const deadline = Date.now() + 30_000;
+  while (staging().length === 0 && child.exitCode === null && Date.now() < deadline) await delay(2);
+  assert.equal(staging().length, 1, 'the split was interrupted while staging');
+  child.kill('SIGINT');
+  const [code, signal] = await exited;
+  assert.equal(signal, 'SIGINT', `ended by the interrupt (exit code ${code})`);
+  assert.deepEqual(staging(), []);
+  assert.ok(!existsSync(out));
 });
