@@ -24,27 +24,45 @@ export interface FuzzReport {
   sessions: number;
   /** Mutations by kind. */
   kinds: Record<string, number>;
+  /** False if the server process died, or stopped accepting sessions, during the fuzzing. */
   serverAlive: boolean;
   healthyRounds: number;
+  /** Healthy-session results that differed from the first one, or failed (one for a failed session). */
   healthyMismatches: number;
+  /** Why the fuzzing ended before `frames` mutated frames, if it did. */
+  stoppedEarly?: string;
 }
 
-/** The header fields a mutation may hit (offset, width) and payload-level mutations. */
-const FIELDS: Array<[string, number, 1 | 2 | 4]> = [
+/**
+ * The header fields a mutation may hit (offset, width in bytes, or 'f32' for the float fields) — every field of
+ * the 52-byte header (src/runtime/protocol/frame.ts) — and payload-level mutations.
+ */
+const FIELDS: Array<[string, number, 1 | 2 | 4 | 'f32']> = [
   ['magic', 0, 4],
   ['version', 4, 2],
   ['type', 6, 1],
   ['flags', 7, 1],
   ['dtype', 8, 1],
   ['reserved', 9, 1],
+  ['advisedRows', 10, 2],
   ['sessionId', 12, 4],
   ['seq', 16, 4],
   ['pastLength', 20, 4],
   ['nTokens', 24, 4],
   ['hiddenSize', 28, 4],
-  ['queueMs', 32, 4],
+  ['queueMs', 32, 'f32'],
+  ['computeMs', 36, 'f32'],
+  ['latencyBaseMs', 40, 'f32'],
+  ['latencyPerTokenMs', 44, 'f32'],
   ['payloadBytes', 48, 4],
 ];
+const FLOAT_BOUNDARIES = [0, -1, Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 3.4e38, -3.4e38];
+/** A session that neither opens nor is refused within this long counts as refused. */
+const SESSION_OPEN_TIMEOUT_MS = 5_000;
+/** This many refused sessions in a row: the server no longer accepts sessions, and the fuzzing stops. */
+const MAX_REFUSED_IN_A_ROW = 20;
+/** How long the healthy session's request in flight may take to finish once the fuzzing has stopped. */
+const HEALTHY_DRAIN_MS = 10_000;
 const PAYLOAD_KINDS = ['truncate', 'extend', 'nan', 'random-bytes', 'empty', 'text'];
 
 function forwardFrame(
@@ -78,6 +96,11 @@ function mutate(frame: Uint8Array, random: () => number): { bytes: Uint8Array | 
     const [name, offset, width] = FIELDS[pick];
     const bytes = frame.slice();
     const view = new DataView(bytes.buffer);
+    if (width === 'f32') {
+      const boundary = FLOAT_BOUNDARIES[Math.floor(random() * FLOAT_BOUNDARIES.length)];
+      view.setFloat32(offset, random() < 0.5 ? boundary : (random() - 0.5) * 2e6, true);
+      return { bytes, kind: name };
+    }
     const boundary = [0, 1, 0xff, 0x7fffffff, 0xffffffff][Math.floor(random() * 5)];
     const value = random() < 0.5 ? boundary : Math.floor(random() * 2 ** (8 * width));
     if (width === 1) view.setUint8(offset, value & 0xff);
@@ -112,19 +135,30 @@ function mutate(frame: Uint8Array, random: () => number): { bytes: Uint8Array | 
   }
 }
 
-/** Opens a session over a raw socket; resolves with the socket and its session id, or undefined if refused. */
+/**
+ * Opens a session over a raw socket; resolves with the socket and its session id, or undefined if refused or if
+ * the server does not answer the hello within SESSION_OPEN_TIMEOUT_MS (the socket is then terminated).
+ */
 function rawSession(target: FuzzTarget): Promise<{ socket: WebSocket; sessionId: number } | undefined> {
   return new Promise((resolve) => {
     const socket = new WebSocket(target.url, { perMessageDeflate: false });
-    socket.on('error', () => resolve(undefined));
-    socket.on('close', () => resolve(undefined));
+    const timer = setTimeout(() => {
+      socket.terminate();
+      resolve(undefined);
+    }, SESSION_OPEN_TIMEOUT_MS);
+    const settle = (opened: { socket: WebSocket; sessionId: number } | undefined) => {
+      clearTimeout(timer);
+      resolve(opened);
+    };
+    socket.on('error', () => settle(undefined));
+    socket.on('close', () => settle(undefined));
     socket.once('open', () =>
       socket.send(encodeFrame({ type: 'hello', seq: 0 }, encodeJson({ manifestHash: target.manifestHash })), {
         binary: true,
       }),
     );
     socket.once('message', (data: Buffer) =>
-      resolve({ socket, sessionId: new DataView(data.buffer, data.byteOffset).getUint32(12, true) }),
+      settle({ socket, sessionId: new DataView(data.buffer, data.byteOffset).getUint32(12, true) }),
     );
   });
 }
@@ -138,7 +172,9 @@ const closed = (socket: WebSocket) =>
 /**
  * Fuzzes `frames` mutated frames over `sessions` sessions (each: a valid first forward, then mutations until the
  * server closes it, then a new session). Meanwhile a healthy session repeats a fixed request and every result must
- * equal the first one bit for bit.
+ * equal the first one bit for bit. Stops early, with `stoppedEarly` saying why, when the server process dies
+ * (`isAlive`), when it refuses MAX_REFUSED_IN_A_ROW sessions in a row (both: serverAlive false), or when the
+ * healthy session fails (counted in healthyMismatches).
  */
 export async function fuzzServer(
   target: FuzzTarget,
@@ -164,22 +200,46 @@ export async function fuzzServer(
     healthyMismatches: 0,
   };
   let fuzzing = true;
+  let reported = false;
+  let unreachable = false;
+  const stop = (reason: string) => {
+    if (fuzzing) report.stoppedEarly ??= reason;
+    fuzzing = false;
+  };
+  // The catch is attached here, not when awaited: the healthy session fails the moment the server dies, and the
+  // fuzzing loop must hear of it (and the rejection must never go unhandled).
   const checkHealthy = (async () => {
     while (fuzzing) {
       const { hidden } = await healthy.forward(request, 3, 0, { allPositions: true });
       report.healthyRounds++;
       if (hidden.length !== reference.length || hidden.some((v, i) => v !== reference[i])) report.healthyMismatches++;
     }
-  })();
+  })().catch((error: unknown) => {
+    if (reported) return;
+    report.healthyMismatches++;
+    stop(`the healthy session failed: ${(error as Error).message}`);
+  });
   try {
-    while (report.framesTried < frames) {
+    let refusedInARow = 0;
+    while (fuzzing && report.framesTried < frames) {
+      if (!isAlive()) {
+        stop('the server process died');
+        break;
+      }
       const opened = await rawSession(target);
-      if (!opened) continue;
+      if (!opened) {
+        if (++refusedInARow >= MAX_REFUSED_IN_A_ROW) {
+          unreachable = true;
+          stop(`the server refused ${refusedInARow} sessions in a row`);
+        }
+        continue;
+      }
+      refusedInARow = 0;
       report.sessions++;
       const { socket, sessionId } = opened;
       let seq = 1;
       socket.send(forwardFrame(sessionId, seq++, 0, 2, target.hiddenSize, random), { binary: true });
-      while (socket.readyState === WebSocket.OPEN && report.framesTried < frames) {
+      while (fuzzing && socket.readyState === WebSocket.OPEN && report.framesTried < frames) {
         const { bytes, kind } = mutate(
           forwardFrame(sessionId, seq++, 0, 1 + Math.floor(random() * 3), target.hiddenSize, random),
           random,
@@ -195,11 +255,26 @@ export async function fuzzServer(
     }
   } finally {
     fuzzing = false;
-    await checkHealthy.catch(() => {
+    let drainTimer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([
+      checkHealthy.then(() => true),
+      new Promise<boolean>((resolve) => (drainTimer = setTimeout(() => resolve(false), HEALTHY_DRAIN_MS))),
+    ]);
+    clearTimeout(drainTimer);
+    if (!drained) {
       report.healthyMismatches++;
-    });
+      report.stoppedEarly ??= `the healthy session's request got no answer within ${HEALTHY_DRAIN_MS} ms`;
+    }
+    reported = true;
     healthy.close();
-    report.serverAlive = isAlive();
+    // Stopped early but the server not yet seen dead (its exit may be heard after the healthy session's close):
+    // one more session tells whether it still accepts any.
+    if (report.stoppedEarly && !unreachable) {
+      const probe = await rawSession(target);
+      probe?.socket.terminate();
+      unreachable = probe === undefined;
+    }
+    report.serverAlive = isAlive() && !unreachable;
   }
   return report;
 }
