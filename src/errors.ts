@@ -5,7 +5,7 @@
 /**
  * Every error code, with whether trying again (a new cloud session, possibly on another replica) can help. The
  * wire codes are the ones serve-cloud sends in error frames; they travel worker → pool → server → wire → device
- * unchanged (src/runtime/protocol/wire-errors.ts).
+ * unchanged (WIRE_ERROR_CODES in src/runtime/protocol/control.ts).
  */
 export const ERROR_TABLE = {
   BAD_OPTION: { description: 'an option failed validation', retryable: false },

@@ -1,7 +1,8 @@
 /**
  * The KV-cache naming every hat decoder follows (Optimum layout): `past_key_values.N.key/value` (or `past.N.*`)
  * inputs pair with `present.N.key/value` outputs. Layer recognition in `hat split` and the runtime's KV discovery
- * both pair them here; this module has no dependencies so the device runtime loads nothing of the splitter.
+ * both pair them here; it imports only errors.ts and the manifest's KvPair type, so the device runtime loads
+ * nothing of the splitter.
  */
 import { HatError } from '../errors.ts';
 import type { KvPair } from './manifest.ts';
