@@ -3,7 +3,7 @@ import { assertWritableFile } from '../file-checks.ts';
 import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { HatError } from '../errors.ts';
-import { haproxyConfig } from '../deploy/haproxy.ts';
+import { haproxyConfig, MIN_TUNNEL_TIMEOUT_MS } from '../deploy/haproxy.ts';
 import { intOption, parseOptions, z } from './common.ts';
 
 const schema = z.object({
@@ -11,7 +11,8 @@ const schema = z.object({
   listen: z.string(),
   cert: z.string().optional(),
   maxconn: intOption(1, 10_000_000),
-  tunnelTimeout: z.string().regex(/^\d+(ms|s|m|h|d)?$/, 'must be an HAProxy time such as 1h or 600s'),
+  // Checked (an HAProxy time, at least MIN_TUNNEL_TIMEOUT_MS) by haproxyConfig.
+  tunnelTimeout: z.string(),
   out: z.string().optional(),
   force: z.boolean().default(false),
 });
@@ -30,7 +31,11 @@ export function registerDeploy(program: Command): void {
     .option('--listen <addr:port>', 'where devices connect', '0.0.0.0:8765')
     .option('--cert <pem>', 'certificate + key PEM: terminate TLS here so devices use wss://')
     .option('--maxconn <n>', 'most concurrent connections', '4096')
-    .option('--tunnel-timeout <time>', 'how long an open WebSocket may stay silent', '1h')
+    .option(
+      '--tunnel-timeout <time>',
+      `how long an open WebSocket may stay silent (at least ${MIN_TUNNEL_TIMEOUT_MS / 1000}s)`,
+      '1h',
+    )
     .option('--out <file>', 'write the configuration here (default: print it)')
     .option('--force', 'replace --out if it exists')
     .action((raw: Record<string, unknown>) => {

@@ -3,6 +3,7 @@
  * @huggingface/jinja (a maintained Jinja implementation, the one the chat templates use).
  */
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { HatError } from '../errors.ts';
 
@@ -11,12 +12,78 @@ export interface HaproxyOptions {
   backends: string[];
   /** ADDRESS:PORT devices connect to. */
   listen: string;
-  /** PEM with certificate and key: HAProxy terminates TLS and devices use wss://. */
+  /**
+   * PEM with certificate and key: HAProxy terminates TLS and devices use wss://. Written as an absolute path
+   * (resolved against this process's directory), single-quoted.
+   */
   cert?: string;
   maxconn?: number;
-  /** How long an upgraded WebSocket may stay quiet (HAProxy time format). */
+  /** How long an upgraded WebSocket may stay quiet (HAProxy time format), at least MIN_TUNNEL_TIMEOUT_MS. */
   tunnelTimeout?: string;
+  /** How often HAProxy checks each replica's /ready (HAProxy time format). */
   checkInterval?: string;
+}
+
+/**
+ * serve-cloud pings every device each 5 s (its keepaliveMs, src/runtime/cloud/server.ts) and the pong answers: that
+ * traffic keeps an idle session's tunnel open only if the tunnel timeout spans a few pings. Any shorter, and HAProxy
+ * may cut a session whose device is between generations.
+ */
+export const MIN_TUNNEL_TIMEOUT_MS = 15_000;
+/** HAProxy refuses longer timeouts (a signed 32-bit count of milliseconds, about 24.8 days). */
+const MAX_HAPROXY_TIME_MS = 2 ** 31 - 1;
+
+const HAPROXY_TIME = /^(\d+)(ms|s|m|h|d)?$/;
+const TIME_UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** An HAProxy time (a number with an optional unit; no unit means milliseconds) in ms, or undefined if malformed. */
+export function haproxyTimeMs(value: string): number | undefined {
+  const match = HAPROXY_TIME.exec(value);
+  return match ? Number(match[1]) * TIME_UNIT_MS[match[2] ?? 'ms'] : undefined;
+}
+
+function checkTime(value: string, option: string, minMs: number): string {
+  const ms = haproxyTimeMs(value);
+  if (ms === undefined || ms > MAX_HAPROXY_TIME_MS) {
+    throw new HatError(
+      'BAD_OPTION',
+      `${option} ${value} is not an HAProxy time${ms === undefined ? '' : ' (at most 24d)'}`,
+      `give a number with a unit (ms, s, m, h, d), e.g. ${option} 1h or 600s`,
+    );
+  }
+  if (ms < minMs) {
+    throw new HatError(
+      'BAD_OPTION',
+      `${option} ${value} is shorter than ${minMs / 1000}s`,
+      option === '--tunnel-timeout'
+        ? `serve-cloud's keepalive pings come every 5 s; give at least ${minMs / 1000}s, e.g. ${option} 1h`
+        : `give at least ${minMs} ms`,
+    );
+  }
+  return value;
+}
+
+/**
+ * The certificate path as one HAProxy argument: absolute (HAProxy may run from any directory) and in single
+ * quotes, inside which HAProxy takes everything literally (spaces, #, $, backslashes, double quotes). A single
+ * quote or a control character (a newline would start a new configuration line) cannot be written there.
+ */
+function quoteCertPath(path: string): string {
+  if (/['\x00-\x1f\x7f]/.test(path)) {
+    throw new HatError(
+      'BAD_OPTION',
+      `--cert ${JSON.stringify(path)} holds a single quote or a control character`,
+      'HAProxy cannot read that path from its configuration; rename or move the PEM file',
+    );
+  }
+  return `'${resolve(path)}'`;
+}
+
+function checkMaxconn(value: number): number {
+  if (!Number.isInteger(value) || value < 1) {
+    throw new HatError('BAD_OPTION', `--maxconn ${value} is not a positive integer`, 'e.g. --maxconn 4096');
+  }
+  return value;
 }
 
 const HOST_PORT = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
@@ -37,10 +104,10 @@ export function haproxyConfig(options: HaproxyOptions): string {
     .render({
       backends: options.backends.map((b) => checkHostPort(b, '--backend')),
       listen: checkHostPort(options.listen, '--listen'),
-      cert: options.cert,
-      maxconn: options.maxconn ?? 4096,
-      tunnelTimeout: options.tunnelTimeout ?? '1h',
-      checkInterval: options.checkInterval ?? '1s',
+      cert: options.cert === undefined ? undefined : quoteCertPath(options.cert),
+      maxconn: checkMaxconn(options.maxconn ?? 4096),
+      tunnelTimeout: checkTime(options.tunnelTimeout ?? '1h', '--tunnel-timeout', MIN_TUNNEL_TIMEOUT_MS),
+      checkInterval: checkTime(options.checkInterval ?? '1s', 'checkInterval', 1),
     })
     .trim()}\n`;
 }
