@@ -197,6 +197,18 @@ export function toHfConfig(c: LlamaConfig): Record<string, unknown> {
   };
 }
 
+/** KV heads for `heads` query heads grouped as in `base`: an error when the groups do not divide them. */
+function groupedKvHeads(base: LlamaConfig, heads: number): number {
+  const group = base.heads / base.kvHeads;
+  if (heads % group !== 0)
+    throw new HatError(
+      'BAD_OPTION',
+      `--heads ${heads} cannot keep the preset's ${group} query heads per KV head (${base.heads}/${base.kvHeads})`,
+      `give --heads a multiple of ${group}, or set --kv-heads too`,
+    );
+  return heads / group;
+}
+
 const DIM_FLAGS: Record<string, string> = {
   vocabSize: '--vocab-size',
   hiddenSize: '--hidden-size',
@@ -207,11 +219,15 @@ const DIM_FLAGS: Record<string, string> = {
 
 /**
  * A preset with some dimensions overridden (e.g. llama-7b with 2 layers), or explicit dimensions alone.
- * KV heads default to heads; the head size is re-derived when hidden size or heads change.
+ * KV heads default to heads without a preset; with one, overriding heads keeps the preset's query heads per KV
+ * head (multi-head stays multi-head, grouped-query keeps its groups). The head size is re-derived when hidden
+ * size or heads change.
  */
 export function configFrom(preset: string | undefined, overrides: Partial<LlamaConfig>): LlamaConfig {
   if (preset) {
     const base = presetConfig(preset);
+    const kvHeads =
+      overrides.kvHeads ?? (overrides.heads === undefined ? base.kvHeads : groupedKvHeads(base, overrides.heads));
     const reshaped = overrides.hiddenSize !== undefined || overrides.heads !== undefined;
     const headDim =
       overrides.headDim ??
@@ -226,6 +242,7 @@ export function configFrom(preset: string | undefined, overrides: Partial<LlamaC
       bosTokenId: special(base.bosTokenId),
       eosTokenId: special(base.eosTokenId),
       ...overrides,
+      kvHeads,
       headDim,
     });
   }
