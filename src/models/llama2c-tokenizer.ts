@@ -7,11 +7,17 @@
  *  - normalizer: prepend "▁" and turn spaces into "▁" (SentencePiece's dummy prefix);
  *  - post-processor: BOS before the text; decoder: "▁" → space, bytes → UTF-8, drop the dummy prefix's space.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { HatError } from '../errors.ts';
+import { assertReadableFile } from '../file-checks.ts';
 
 export const SPACE_MARK = '▁';
-const SPECIAL_PIECES: Record<string, string> = { '<unk>': '<unk>', '\n<s>\n': '<s>', '\n</s>\n': '</s>' };
+// A Map, not an object literal: a piece named "constructor" or "toString" must not find Object.prototype's.
+const SPECIAL_PIECES = new Map([
+  ['<unk>', '<unk>'],
+  ['\n<s>\n', '<s>'],
+  ['\n</s>\n', '</s>'],
+]);
 
 export interface Llama2cVocabulary {
   pieces: string[];
@@ -19,7 +25,7 @@ export interface Llama2cVocabulary {
 }
 
 export function readLlama2cTokenizer(path: string, vocabSize: number): Llama2cVocabulary {
-  if (!existsSync(path)) throw new HatError('FILE_NOT_FOUND', `tokenizer not found: ${path}`, 'check the path');
+  assertReadableFile(path, `tokenizer ${path}`, 'give the tokenizer.bin exported with the checkpoint');
   const bytes = readFileSync(path);
   const bad = (why: string) =>
     new HatError(
@@ -48,13 +54,14 @@ export function readLlama2cTokenizer(path: string, vocabSize: number): Llama2cVo
       throw bad(`token ${id} is not valid UTF-8`);
     }
     offset += length;
-    pieces.push(SPECIAL_PIECES[piece] ?? piece.replaceAll(' ', SPACE_MARK));
+    pieces.push(SPECIAL_PIECES.get(piece) ?? piece.replaceAll(' ', SPACE_MARK));
     scores.push(score);
   }
   if (offset !== bytes.length) throw bad(`${bytes.length - offset} bytes are left after ${vocabSize} tokens`);
   return { pieces, scores };
 }
 
+const SPECIAL_NAMES = new Set(SPECIAL_PIECES.values());
 const isByteToken = (piece: string) => /^<0x[0-9A-F]{2}>$/.test(piece);
 
 /** Every (a, b) with a, b and a+b in the vocabulary, best merged score first (ties: lower id of a+b first). */
@@ -62,7 +69,7 @@ export function mergesFromScores(vocabulary: Llama2cVocabulary): Array<[string, 
   const ids = new Map(vocabulary.pieces.map((piece, id) => [piece, id]));
   const merges: Array<{ pair: [string, string]; score: number; id: number }> = [];
   vocabulary.pieces.forEach((piece, id) => {
-    if (Object.values(SPECIAL_PIECES).includes(piece) || isByteToken(piece)) return;
+    if (SPECIAL_NAMES.has(piece) || isByteToken(piece)) return;
     const chars = Array.from(piece);
     for (let cut = 1; cut < chars.length; cut++) {
       const left = chars.slice(0, cut).join('');
@@ -98,10 +105,13 @@ export function llama2cTokenizerJson(vocabulary: Llama2cVocabulary): Record<stri
         'this is not a llama2.c SentencePiece tokenizer',
       );
   }
-  const vocab: Record<string, number> = {};
+  // A Map, not `{}` and `in`: pieces named like Object.prototype members ("toString", "__proto__") would be
+  // dropped. The first id of a repeated piece wins.
+  const ids = new Map<string, number>();
   pieces.forEach((piece, id) => {
-    if (!(piece in vocab)) vocab[piece] = id;
+    if (!ids.has(piece)) ids.set(piece, id);
   });
+  const vocab = Object.fromEntries(ids);
   return {
     version: '1.0',
     truncation: null,

@@ -8,43 +8,64 @@
  * [out, in] and stacked over layers.
  */
 import { assertReadableFile } from '../file-checks.ts';
+import { constants } from 'node:buffer';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { endianness } from 'node:os';
 import { HatError } from '../errors.ts';
 import { llamaConfig, type LlamaConfig } from './config.ts';
-import type { WeightMap } from './weights.ts';
+import { materialize, type WeightMap, type WeightSource } from './weights.ts';
 
 const HEADER_BYTES = 7 * 4;
 /** llama2.c's newer export formats start with this magic ("ak42"); only the legacy format is supported. */
 const VERSIONED_MAGIC = 0x616b3432;
+/** Bytes one readSync call may ask for (Node refuses more than 2 GiB - 1). */
+const READ_CHUNK = 1 << 30;
 
 export interface Llama2cCheckpoint {
   config: LlamaConfig;
   weights: WeightMap;
 }
 
-function readAll(path: string): Buffer {
-  assertReadableFile(path, `checkpoint ${path}`, 'give the llama2.c .bin checkpoint file');
-  const fd = openSync(path, 'r');
-  try {
-    const size = fstatSync(fd).size;
-    const buffer = Buffer.alloc(size);
-    let done = 0;
-    while (done < size) done += readSync(fd, buffer, done, size - done, done);
-    return buffer;
-  } finally {
-    closeSync(fd);
+/** An open checkpoint: its header checked against the file size, its tensors read one at a time on demand. */
+export interface Llama2cReader {
+  config: LlamaConfig;
+  /** Reads each tensor from the file when asked (a 7B checkpoint is 27 GB: it is never read whole). */
+  source: WeightSource;
+  close(): void;
+}
+
+/** Fills `target` from the file at `position`; a file that shrank since it was checked is a bad checkpoint. */
+function readAt(fd: number, path: string, target: Uint8Array, position: number): void {
+  for (let done = 0; done < target.length;) {
+    const read = readSync(fd, target, done, Math.min(READ_CHUNK, target.length - done), position + done);
+    if (read === 0) throw new HatError('BAD_CHECKPOINT', `${path} ended while it was read`, 'check the file');
+    done += read;
   }
 }
 
-export function readLlama2cCheckpoint(path: string): Llama2cCheckpoint {
-  const bytes = readAll(path);
-  if (bytes.length < HEADER_BYTES)
+export function openLlama2cCheckpoint(path: string): Llama2cReader {
+  assertReadableFile(path, `checkpoint ${path}`, 'give the llama2.c .bin checkpoint file');
+  const fd = openSync(path, 'r');
+  try {
+    return { ...checkHeader(fd, path), close: () => closeSync(fd) };
+  } catch (error) {
+    closeSync(fd);
+    throw error;
+  }
+}
+
+/** The header is read and checked against the file's size first, so a bad or truncated file costs no big read. */
+function checkHeader(fd: number, path: string): Omit<Llama2cReader, 'close'> {
+  const size = fstatSync(fd).size;
+  if (size < HEADER_BYTES)
     throw new HatError(
       'BAD_CHECKPOINT',
-      `${path} is ${bytes.length} bytes, too short for a llama2.c header`,
+      `${path} is ${size} bytes, too short for a llama2.c header`,
       'give a llama2.c .bin checkpoint (e.g. stories260K.bin)',
     );
-  if (bytes.readUInt32LE(0) === VERSIONED_MAGIC) {
+  const header = Buffer.alloc(HEADER_BYTES);
+  readAt(fd, path, header, 0);
+  if (header.readUInt32LE(0) === VERSIONED_MAGIC) {
     throw new HatError(
       'BAD_CHECKPOINT',
       `${path} is a versioned llama2.c export, not the legacy format`,
@@ -52,7 +73,7 @@ export function readLlama2cCheckpoint(path: string): Llama2cCheckpoint {
     );
   }
   const [dim, hidden, layers, heads, kvHeads, signedVocab, seqLen] = Array.from({ length: 7 }, (_, i) =>
-    bytes.readInt32LE(i * 4),
+    header.readInt32LE(i * 4),
   );
   const vocab = Math.abs(signedVocab);
   const plausible =
@@ -82,68 +103,89 @@ export function readLlama2cCheckpoint(path: string): Llama2cCheckpoint {
   const headDim = config.headDim;
   const kvDim = kvHeads * headDim;
 
-  const sizes = {
+  // Floats per layer (or in all, for the unstacked arrays), in file order.
+  const perLayer = {
     embedding: vocab * dim,
-    rmsAtt: layers * dim,
-    wq: layers * dim * dim,
-    wk: layers * kvDim * dim,
-    wv: layers * kvDim * dim,
-    wo: layers * dim * dim,
-    rmsFfn: layers * dim,
-    w1: layers * hidden * dim,
-    w2: layers * dim * hidden,
-    w3: layers * hidden * dim,
+    rmsAtt: dim,
+    wq: dim * dim,
+    wk: kvDim * dim,
+    wv: kvDim * dim,
+    wo: dim * dim,
+    rmsFfn: dim,
+    w1: hidden * dim,
+    w2: dim * hidden,
+    w3: hidden * dim,
     rmsFinal: dim,
     freqReal: seqLen * (headDim / 2),
     freqImag: seqLen * (headDim / 2),
     classifier: signedVocab > 0 ? 0 : vocab * dim,
   };
-  const floats = Object.values(sizes).reduce((a, b) => a + b, 0);
-  const expectedBytes = HEADER_BYTES + floats * 4;
-  if (bytes.length !== expectedBytes) {
+  const stacked = new Set(['rmsAtt', 'wq', 'wk', 'wv', 'wo', 'rmsFfn', 'w1', 'w2', 'w3']);
+  const offsets = {} as Record<keyof typeof perLayer, number>;
+  let end = HEADER_BYTES;
+  for (const [name, count] of Object.entries(perLayer) as Array<[keyof typeof perLayer, number]>) {
+    offsets[name] = end;
+    end += count * 4 * (stacked.has(name) ? layers : 1);
+  }
+  if (size !== end) {
     throw new HatError(
       'BAD_CHECKPOINT',
-      `${path} holds ${bytes.length} bytes but its header (dim ${dim}, ${layers} layers, vocab ${vocab}) ` +
-        `needs ${expectedBytes}`,
-      bytes.length < expectedBytes
-        ? 'the file is truncated: download it again'
-        : 'the file is not a legacy llama2.c checkpoint',
+      `${path} holds ${size} bytes but its header (dim ${dim}, ${layers} layers, vocab ${vocab}) needs ${end}`,
+      size < end ? 'the file is truncated: download it again' : 'the file is not a legacy llama2.c checkpoint',
     );
   }
-  // Copy out of the file buffer: its float data starts at byte 28, and typed views need 4-byte alignment anyway.
-  const data = new Float32Array(floats);
-  for (let i = 0; i < floats; i++) data[i] = bytes.readFloatLE(HEADER_BYTES + i * 4);
-  let offset = 0;
-  const take = (count: number) => data.subarray(offset, (offset += count));
-  const arrays = Object.fromEntries(Object.entries(sizes).map(([name, count]) => [name, take(count)])) as Record<
-    keyof typeof sizes,
-    Float32Array
-  >;
+  const largest = Math.max(...Object.values(perLayer)) * 4;
+  if (largest > constants.MAX_LENGTH)
+    throw new HatError(
+      'UNSUPPORTED_MODEL',
+      `${path} has a tensor of ${largest} bytes, more than one buffer can hold (${constants.MAX_LENGTH})`,
+      'hat imports llama2.c checkpoints whose largest tensor fits in memory',
+    );
 
-  const weights: WeightMap = new Map();
-  weights.set('model.embed_tokens.weight', arrays.embedding.slice());
-  const perLayer = (all: Float32Array, l: number, count: number) => all.subarray(l * count, (l + 1) * count);
+  /** One layer's slice (layer 0 for the unstacked arrays), copied out as fp32 (typed views need alignment). */
+  const read = (name: keyof typeof perLayer, layer = 0): Float32Array => {
+    const values = new Float32Array(perLayer[name]);
+    const bytes = new Uint8Array(values.buffer);
+    readAt(fd, path, bytes, offsets[name] + layer * bytes.length);
+    if (endianness() === 'BE') Buffer.from(values.buffer).swap32(); // the file is little-endian
+    return values;
+  };
+  const tensors = new Map<string, () => Float32Array>();
+  tensors.set('model.embed_tokens.weight', () => read('embedding'));
   for (let l = 0; l < layers; l++) {
     const p = `model.layers.${l}`;
-    weights.set(`${p}.input_layernorm.weight`, perLayer(arrays.rmsAtt, l, dim).slice());
-    weights.set(
-      `${p}.self_attn.q_proj.weight`,
-      transpose(interleavedToHalves(perLayer(arrays.wq, l, dim * dim), heads, headDim, dim), dim, dim),
+    tensors.set(`${p}.input_layernorm.weight`, () => read('rmsAtt', l));
+    tensors.set(`${p}.self_attn.q_proj.weight`, () =>
+      transpose(interleavedToHalves(read('wq', l), heads, headDim, dim), dim, dim),
     );
-    weights.set(
-      `${p}.self_attn.k_proj.weight`,
-      transpose(interleavedToHalves(perLayer(arrays.wk, l, kvDim * dim), kvHeads, headDim, dim), kvDim, dim),
+    tensors.set(`${p}.self_attn.k_proj.weight`, () =>
+      transpose(interleavedToHalves(read('wk', l), kvHeads, headDim, dim), kvDim, dim),
     );
-    weights.set(`${p}.self_attn.v_proj.weight`, transpose(perLayer(arrays.wv, l, kvDim * dim), kvDim, dim));
-    weights.set(`${p}.self_attn.o_proj.weight`, transpose(perLayer(arrays.wo, l, dim * dim), dim, dim));
-    weights.set(`${p}.post_attention_layernorm.weight`, perLayer(arrays.rmsFfn, l, dim).slice());
-    weights.set(`${p}.mlp.gate_proj.weight`, transpose(perLayer(arrays.w1, l, hidden * dim), hidden, dim));
-    weights.set(`${p}.mlp.down_proj.weight`, transpose(perLayer(arrays.w2, l, dim * hidden), dim, hidden));
-    weights.set(`${p}.mlp.up_proj.weight`, transpose(perLayer(arrays.w3, l, hidden * dim), hidden, dim));
+    tensors.set(`${p}.self_attn.v_proj.weight`, () => transpose(read('wv', l), kvDim, dim));
+    tensors.set(`${p}.self_attn.o_proj.weight`, () => transpose(read('wo', l), dim, dim));
+    tensors.set(`${p}.post_attention_layernorm.weight`, () => read('rmsFfn', l));
+    tensors.set(`${p}.mlp.gate_proj.weight`, () => transpose(read('w1', l), hidden, dim));
+    tensors.set(`${p}.mlp.down_proj.weight`, () => transpose(read('w2', l), dim, hidden));
+    tensors.set(`${p}.mlp.up_proj.weight`, () => transpose(read('w3', l), hidden, dim));
   }
-  weights.set('model.norm.weight', arrays.rmsFinal.slice());
-  if (!config.tiedEmbeddings) weights.set('lm_head.weight', transpose(arrays.classifier, vocab, dim));
-  return { config, weights };
+  tensors.set('model.norm.weight', () => read('rmsFinal'));
+  if (!config.tiedEmbeddings) tensors.set('lm_head.weight', () => transpose(read('classifier'), vocab, dim));
+  const source: WeightSource = function* (spec) {
+    const tensor = tensors.get(spec.name);
+    if (!tensor) throw new HatError('INTERNAL', `llama2.c checkpoint has no tensor for ${spec.name}`);
+    yield tensor();
+  };
+  return { config, source };
+}
+
+/** The whole checkpoint in memory (small models: tests, the reference forward, training experiments). */
+export function readLlama2cCheckpoint(path: string): Llama2cCheckpoint {
+  const checkpoint = openLlama2cCheckpoint(path);
+  try {
+    return { config: checkpoint.config, weights: materialize(checkpoint.config, checkpoint.source) };
+  } finally {
+    checkpoint.close();
+  }
 }
 
 /** [rows, cols] → [cols, rows]: PyTorch's [out, in] to hat's [in, out]. */

@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HatError } from '../../src/errors.ts';
 import { importLlama2c } from '../../src/models/import-llama2c.ts';
-import { readLlama2cCheckpoint } from '../../src/models/llama2c.ts';
-import { readLlama2cTokenizer } from '../../src/models/llama2c-tokenizer.ts';
+import { openLlama2cCheckpoint, readLlama2cCheckpoint } from '../../src/models/llama2c.ts';
+import { llama2cTokenizerJson, readLlama2cTokenizer } from '../../src/models/llama2c-tokenizer.ts';
 import { referenceForward } from '../../src/models/reference.ts';
 import { OnnxCausalLm } from '../../src/runtime/full-model.ts';
 import { generateTokens } from '../../src/runtime/generate.ts';
@@ -190,3 +190,53 @@ test(
     await model.release();
   },
 );
+
+test('pieces named like Object.prototype members keep their ids (the vocabulary was a plain object)', () => {
+  const names = ['toString', 'constructor', 'valueOf', '__proto__', 'hasOwnProperty'];
+  const path = join(work, 'prototype-tok.bin');
+  const vocab = writeLlama2cTokenizer(path, names);
+  const vocabulary = readLlama2cTokenizer(path, vocab);
+  const first = vocab - names.length;
+  assert.deepEqual(vocabulary.pieces.slice(first), names);
+  // Through JSON, as the file is read back.
+  const json = JSON.parse(JSON.stringify(llama2cTokenizerJson(vocabulary)));
+  names.forEach((name, i) => assert.equal(Object.hasOwn(json.model.vocab, name) && json.model.vocab[name], first + i));
+  assert.equal(Object.keys(json.model.vocab).length, vocab);
+});
+
+test('a checkpoint past 4 GiB is checked from its header and read tensor by tensor, never whole', () => {
+  // Sparse: a valid header and the size it asks for, without the disk. It was read into one Buffer, which
+  // fails past 4 GiB with "size out of range" (INTERNAL).
+  const c = { dim: 256, hidden: 768, layers: 1300, heads: 4, kvHeads: 4, vocab: 256, seqLen: 16 };
+  const headDim = c.dim / c.heads;
+  const floats =
+    c.vocab * c.dim + c.layers * (2 * c.dim + 4 * c.dim * c.dim + 3 * c.hidden * c.dim) + c.dim + c.seqLen * headDim;
+  const size = 28 + floats * 4;
+  assert.ok(size > 2 ** 32);
+  const path = join(work, 'sparse.bin');
+  const header = Int32Array.of(c.dim, c.hidden, c.layers, c.heads, c.kvHeads, c.vocab, c.seqLen);
+  writeFileSync(path, Buffer.from(header.buffer));
+  truncateSync(path, size);
+  const held = process.memoryUsage().arrayBuffers;
+  const checkpoint = openLlama2cCheckpoint(path);
+  try {
+    assert.equal(checkpoint.config.layers, 1300);
+    const spec = { name: 'model.layers.1299.mlp.down_proj.weight', dims: [c.hidden, c.dim], kind: 'matrix' as const };
+    const [tensor] = checkpoint.source(spec);
+    assert.equal(tensor.length, c.hidden * c.dim);
+    assert.ok(process.memoryUsage().arrayBuffers - held < 64 * 2 ** 20, 'one tensor in memory, not the file');
+  } finally {
+    checkpoint.close();
+  }
+  // A size that does not match the header is refused from the header alone.
+  truncateSync(path, size - 4);
+  assert.throws(
+    () => readLlama2cCheckpoint(path),
+    (error: unknown) =>
+      error instanceof HatError &&
+      error.code === 'BAD_CHECKPOINT' &&
+      /holds \d+ bytes but its header .* needs \d+/.test(error.message) &&
+      /truncated/.test(error.hint ?? ''),
+  );
+  rmSync(path);
+});
