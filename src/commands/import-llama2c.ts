@@ -20,7 +20,10 @@ export function registerImportLlama2c(program: Command): void {
       'folder to write model.onnx, tokenizer.json, tokenizer_config.json and config.json into',
     )
     .option('--dtype <type>', 'fp32 or fp16', 'fp32')
-    .option('--force', 'overwrite a model already in --out')
+    .option(
+      '--force',
+      'replace --out when it holds a model or other files (the whole folder, once the new one is complete)',
+    )
     .action(async (checkpoint: string, tokenizer: string, raw: Record<string, unknown>) => {
       const options = parseOptions(schema, raw);
       const { dir } = await importLlama2c(checkpoint, tokenizer, options.out, {

@@ -36,10 +36,13 @@ export function registerSynth(program: Command): void {
     .option('--hidden-size <n>', 'hidden size')
     .option('--intermediate-size <n>', 'MLP size')
     .option('--layers <n>', 'decoder layers')
-    .option('--heads <n>', 'attention heads')
+    .option('--heads <n>', "attention heads (with --config, KV heads follow the preset's grouping)")
     .option('--kv-heads <n>', 'KV heads (grouped-query attention when fewer than heads)')
     .option('--head-dim <n>', 'per-head size (default hidden size / heads)')
-    .option('--force', 'overwrite a model already in --out')
+    .option(
+      '--force',
+      'replace --out when it holds a model or other files (the whole folder, once the new one is complete)',
+    )
     .action(async (raw: Record<string, unknown>) => {
       const { config: preset, out, dtype, seed, force, ...overrides } = parseOptions(schema, raw);
       const result = await synthModel(configFrom(preset, overrides), out, {

@@ -16,7 +16,8 @@
  */
 import { basename, dirname, join } from 'node:path';
 import { renameSync, rmSync } from 'node:fs';
-import { ExternalDataWriter, saveModel } from '../onnx/model-io.ts';
+import { writeFile } from 'node:fs/promises';
+import { ExternalDataWriter, encodeModel } from '../onnx/model-io.ts';
 import {
   GraphBuilder,
   externalWeights,
@@ -71,8 +72,10 @@ export async function writeLlamaOnnx(
       : options.externalData;
   const dataName = `${basename(modelPath)}_data`;
   const dataPath = join(dirname(modelPath), dataName);
-  // Written under a temporary name, so an interrupted run never leaves a data file that looks complete.
+  // Both files are written under temporary names and renamed in only once both are complete, so a failure never
+  // leaves a data file that looks complete, nor a new data file beside an old model.onnx.
   const writer = external ? new ExternalDataWriter(`${dataPath}.partial`, dataName) : undefined;
+  const partialModel = `${modelPath}.partial`;
   const progress = (options.reporter ?? silentReporter).progress(`writing ${formatBytes(total)} of ${dtype} weights`);
   let written = 0;
   const tracked: WeightSource = function* (spec) {
@@ -86,19 +89,21 @@ export async function writeLlamaOnnx(
     const builder = new GraphBuilder('llama', { weights: writer ? externalWeights(writer) : inlineWeights });
     buildLlamaGraph(builder, config, tracked, dtype);
     writer?.close();
+    const description =
+      `Llama-family decoder written by hat ` + `(${config.layers} layers, hidden ${config.hiddenSize}, ${dtype})`;
+    await writeFile(partialModel, encodeModel(builder.build(description)));
     if (writer) renameSync(writer.path, dataPath);
-    await saveModel(
-      builder.build(
-        `Llama-family decoder written by hat (${config.layers} layers, hidden ${config.hiddenSize}, ${dtype})`,
-      ),
-      modelPath,
+    renameSync(partialModel, modelPath);
+    // The file name only: callers may write into a staging folder that is renamed afterwards.
+    progress.succeed(
+      `wrote ${basename(modelPath)}${external ? ` + ${dataName}` : ''} (${formatBytes(total)} of weights)`,
     );
-    progress.succeed(`wrote ${modelPath}${external ? ` + ${dataName}` : ''} (${formatBytes(total)} of weights)`);
     return { modelPath, dataPath: external ? dataPath : undefined, weightBytes: total };
   } catch (error) {
     progress.fail();
     writer?.close();
     if (writer) rmSync(writer.path, { force: true });
+    rmSync(partialModel, { force: true });
     throw error;
   }
 }

@@ -3,9 +3,10 @@
  * reads it: model.onnx (+ model.onnx_data), tokenizer.json (+ tokenizer_config.json), config.json (+
  * generation_config.json).
  */
-import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { HatError } from '../errors.ts';
+import { assertOutputTarget, createStaging, type Staging } from '../split/output-dir.ts';
 
 export const MODEL_FILE = 'model.onnx';
 export const TOKENIZER_FILE = 'tokenizer.json';
@@ -48,20 +49,106 @@ export function resolveModelFiles(path: string): ModelFiles {
   };
 }
 
-/** Creates `dir` for a new model; refuses to overwrite one unless `force`. */
-export function prepareModelDir(dir: string, force = false): string {
-  const absolute = resolve(dir);
-  if (existsSync(absolute) && !statSync(absolute).isDirectory())
-    throw new HatError('OUTPUT_EXISTS', `${dir} exists and is not a folder`, 'choose another --out');
-  if (existsSync(join(absolute, MODEL_FILE)) && !force) {
+/**
+ * Whether a model may be written to `out`, checked before anything is created: a missing or empty folder is
+ * fine; one holding files (a model.onnx or anything else) is replaced as a whole, and only with `force`, since
+ * the new model's files cannot be merged into an old folder without leaving stale ones (an old tokenizer.json,
+ * an old model.onnx_data). `inputs`: files the run reads, which `out` may not hold even with `force`.
+ */
+function assertModelTarget(out: string, force: boolean, inputs: readonly string[]): void {
+  const target = resolve(out);
+  if (!existsSync(target)) return;
+  if (!statSync(target).isDirectory())
+    throw new HatError('OUTPUT_EXISTS', `--out ${out} exists and is not a folder`, 'choose a folder path for --out');
+  assertOutputTarget(out, true, inputs);
+  if (force || readdirSync(target).length === 0) return;
+  if (existsSync(join(target, MODEL_FILE)))
     throw new HatError(
       'OUTPUT_EXISTS',
-      `${dir} already holds a ${MODEL_FILE}`,
-      'choose another --out, or pass --force to overwrite it',
+      `--out ${out} already holds a ${MODEL_FILE}`,
+      'choose another --out, or pass --force to replace that folder and everything in it',
+    );
+  throw new HatError(
+    'OUTPUT_EXISTS',
+    `--out ${out} is not empty (it holds no ${MODEL_FILE}, but other files)`,
+    'choose a new or empty folder, or pass --force to replace that folder and everything in it',
+  );
+}
+
+/**
+ * Creates the missing folders above `out`, one level at a time (a recursive mkdir never returns under /proc),
+ * and returns them outermost first so a failed write can take them away again.
+ */
+function createParents(out: string): string[] {
+  const missing: string[] = [];
+  let folder = dirname(resolve(out));
+  while (!existsSync(folder) && dirname(folder) !== folder) {
+    missing.unshift(folder);
+    folder = dirname(folder);
+  }
+  if (!statSync(folder).isDirectory())
+    throw new HatError(
+      'OUTPUT_EXISTS',
+      `cannot create --out ${out}: ${folder} is a file, not a folder`,
+      'choose an --out inside a folder',
+    );
+  const created: string[] = [];
+  try {
+    for (const level of missing) {
+      mkdirSync(level);
+      created.push(level);
+    }
+  } catch (error) {
+    removeCreated(created);
+    throw new HatError(
+      'OUTPUT_EXISTS',
+      `cannot create --out ${out}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+      'choose a writable location for --out',
     );
   }
-  mkdirSync(absolute, { recursive: true });
-  return absolute;
+  return created;
+}
+
+/** Removes the folders this run created, innermost first, while they are empty (something else may be there). */
+function removeCreated(created: readonly string[]): void {
+  for (const folder of [...created].reverse()) {
+    try {
+      rmdirSync(folder);
+    } catch {
+      return;
+    }
+  }
+}
+
+/**
+ * Writes a model folder all or nothing: `write` fills a hidden staging folder beside `out`, which replaces `out`
+ * only once it is complete (src/split/output-dir.ts: an old folder is set aside and deleted last, and an
+ * interrupt removes the staging folder). A failure leaves `out` as it was and removes the folders it created.
+ */
+export async function writeModelDir<T>(
+  out: string,
+  force: boolean,
+  inputs: readonly string[],
+  write: (dir: string) => Promise<T>,
+): Promise<{ dir: string; result: T }> {
+  assertModelTarget(out, force, inputs);
+  const created = createParents(out);
+  let staging: Staging;
+  try {
+    staging = await createStaging(out, force, inputs);
+  } catch (error) {
+    removeCreated(created);
+    throw error;
+  }
+  try {
+    const result = await write(staging.dir);
+    await staging.publish();
+    return { dir: staging.target, result };
+  } catch (error) {
+    await staging.discard();
+    removeCreated(created);
+    throw error;
+  }
 }
 
 export function writeJson(path: string, value: unknown): void {
