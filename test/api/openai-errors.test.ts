@@ -32,7 +32,7 @@ test('zod problems become invalid_type / invalid_value / missing_required_parame
   assert.ok(chatRequestSchema.safeParse({ model: 'm', messages, frequency_penalty: 0, metadata: {} }).success);
 });
 
-test('device errors map to statuses: 400, 429 with Retry-After, 503 with the one-line reason, 500', () => {
+test('device errors map to statuses: 400, 429 and 503 with Retry-After, 502 and 500 with x-should-retry: false', () => {
   const status = (error: unknown) => fromError(error, 'prompt');
   assert.equal(status(new HatError('BAD_OPTION', 'x')).status, 400);
   assert.equal(status(new HatError('CONTEXT_LENGTH', 'x')).code, 'context_length_exceeded');
@@ -42,10 +42,36 @@ test('device errors map to statuses: 400, 429 with Retry-After, 503 with the one
   const cloud = status(new HatError('NETWORK', 'cannot reach the cloud at ws://h:1: ECONNREFUSED', 'check it'));
   assert.deepEqual([cloud.status, cloud.code], [503, 'cloud_unreachable']);
   assert.equal(cloud.message, 'cannot reach the cloud at ws://h:1: ECONNREFUSED — check it');
+  assert.equal(cloud.headers['retry-after'], '1');
+  // Retryable cloud codes (ERROR_TABLE) are 503 with Retry-After; the cloud's CONTEXT_LIMIT is the client's 400;
+  // a configuration the cloud refuses is 502 and, like other non-retryable failures, says x-should-retry: false.
+  for (const code of ['SESSION_LIMIT', 'GOING_AWAY', 'IDLE_TIMEOUT'] as const) {
+    const full = status(new HatError(code, 'x', 'later'));
+    assert.deepEqual([full.status, full.code, full.headers['retry-after']], [503, code.toLowerCase(), '1'], code);
+  }
+  const limit = status(new HatError('CONTEXT_LIMIT', 'x'));
+  assert.deepEqual([limit.status, limit.code, limit.param], [400, 'context_length_exceeded', 'prompt']);
+  for (const code of ['UNAUTHORIZED', 'MANIFEST_MISMATCH'] as const) {
+    const refused = status(new HatError(code, 'x'));
+    assert.deepEqual([refused.status, refused.headers['x-should-retry']], [502, 'false'], code);
+  }
+  assert.deepEqual(status(new HatError('RUN_FAILED', 'x')).headers, { 'x-should-retry': 'false' });
   assert.equal(status(new Error('boom\nstack')).status, 500);
   assert.equal(status(new Error('boom\nstack')).message, 'internal error: boom');
   const own = new ApiError(404, 'nope');
   assert.equal(status(own), own);
+});
+
+test('seeds: any integer-valued number, 64-bit ones included (OpenAI takes them); not fractions', () => {
+  const seed = (value: unknown) => chatRequestSchema.safeParse({ model: 'm', messages: [], seed: value }).success;
+  for (const value of [0, -1, 2 ** 32, 2 ** 53, 2 ** 63, -(2 ** 63), 18446744073709551615, null]) {
+    assert.ok(seed(value), String(value));
+  }
+  assert.equal(seed(1.5), false);
+  assert.equal(
+    zodError({ model: 'm', messages: [], seed: 1.5 }).message,
+    "Invalid value for 'seed': expected an integer.",
+  );
 });
 
 test('what the device cannot honour is refused by name; prompts and content are read as text or ids', () => {

@@ -1,9 +1,10 @@
 /**
  * Errors in OpenAI's format, `{ error: { message, type, param, code } }`, with the HTTP status OpenAI's clients
- * map to their error classes (400 BadRequestError, 404 NotFoundError, 429 RateLimitError, 5xx InternalServerError).
+ * map to their error classes (400 BadRequestError, 404 NotFoundError, 429 RateLimitError, 5xx InternalServerError)
+ * and the headers their retry logic reads (retry-after, x-should-retry).
  */
 import type { z } from 'zod';
-import { isHatError } from '../../errors.ts';
+import { isHatError, isRetryable, type ErrorCode } from '../../errors.ts';
 
 export interface OpenAIErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };
@@ -70,9 +71,26 @@ export function fromZodError(error: z.ZodError, body: unknown): ApiError {
 }
 
 /**
- * A HatError from the device, as an HTTP answer (`param`: the request field it concerns): a request the model
- * cannot take is the client's (400), a full
- * queue is 429 (retry later), an unreachable or lost cloud is 503 with the one-line reason, the rest is 500.
+ * Cloud codes that mean the device and the cloud are set up for each other wrongly (token, split, the lockout a
+ * wrong token earns): no retry can succeed until someone changes a configuration.
+ */
+const MISCONFIGURED = new Set<ErrorCode>(['UNAUTHORIZED', 'MANIFEST_MISMATCH', 'RATE_LIMITED']);
+
+/** How long a client should wait before retrying what a full, draining or restarting cloud refused. */
+const RETRY_AFTER_S = '1';
+
+/**
+ * A HatError from the device, as an HTTP answer (`param`: the request field it concerns):
+ * - a request the model cannot take is the client's: 400 (CONTEXT_LENGTH, and the cloud's CONTEXT_LIMIT, as
+ *   OpenAI's context_length_exceeded);
+ * - a full request queue is 429 with Retry-After;
+ * - an unreachable or lost cloud (NETWORK) and every code ERROR_TABLE calls retryable (SESSION_LIMIT,
+ *   GOING_AWAY, IDLE_TIMEOUT: the cloud is full, draining or dropped an idle session) are 503 with Retry-After
+ *   and the one-line reason;
+ * - a cloud that refuses this device's configuration (MISCONFIGURED) is 502: the device is a gateway whose
+ *   upstream refused it, which no client can fix. The openai SDKs retry every 5xx (twice by default) unless the
+ *   answer says `x-should-retry: false`, so it says that — as does every other non-retryable HatError's 500;
+ * - the rest is 500.
  */
 export function fromError(error: unknown, param: string): ApiError {
   if (error instanceof ApiError) return error;
@@ -81,18 +99,38 @@ export function fromError(error: unknown, param: string): ApiError {
     return new ApiError(500, `internal error: ${message}`, { code: 'internal_error' });
   }
   const line = `${error.message}${error.hint ? ` — ${error.hint}` : ''}`;
+  const code = error.code.toLowerCase();
   switch (error.code) {
     case 'BAD_OPTION':
       return new ApiError(400, line, { param });
     case 'CONTEXT_LENGTH':
+    case 'CONTEXT_LIMIT':
       return new ApiError(400, line, { param, code: 'context_length_exceeded' });
     case 'NO_CHAT_TEMPLATE':
       return new ApiError(400, line, { param: 'messages', code: 'chat_template_missing' });
     case 'BUSY':
-      return new ApiError(429, line, { type: 'rate_limit_error', code: 'queue_full', headers: { 'retry-after': '1' } });
+      return new ApiError(429, line, {
+        type: 'rate_limit_error',
+        code: 'queue_full',
+        headers: { 'retry-after': RETRY_AFTER_S },
+      });
     case 'NETWORK':
-      return new ApiError(503, line, { type: 'service_unavailable_error', code: 'cloud_unreachable' });
-    default:
-      return new ApiError(500, `error[${error.code}]: ${line}`, { code: error.code.toLowerCase() });
+      return new ApiError(503, line, {
+        type: 'service_unavailable_error',
+        code: 'cloud_unreachable',
+        headers: { 'retry-after': RETRY_AFTER_S },
+      });
   }
+  if (isRetryable(error)) {
+    return new ApiError(503, `error[${error.code}]: ${line}`, {
+      type: 'service_unavailable_error',
+      code,
+      headers: { 'retry-after': RETRY_AFTER_S },
+    });
+  }
+  const noRetry = { 'x-should-retry': 'false' };
+  if (MISCONFIGURED.has(error.code)) {
+    return new ApiError(502, `error[${error.code}]: ${line}`, { code, headers: noRetry });
+  }
+  return new ApiError(500, `error[${error.code}]: ${line}`, { code, headers: noRetry });
 }

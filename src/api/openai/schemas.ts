@@ -15,7 +15,9 @@ const sampling = {
   max_tokens: z.number().int().min(1).nullish(),
   temperature: z.number().min(0).max(2).nullish(),
   top_p: z.number().min(0).max(1).nullish(),
-  seed: z.number().int().nullish(),
+  // Any integer-valued number, not only a safe integer (zod's int()): OpenAI takes 64-bit seeds, which JSON
+  // brings here as doubles; the server reduces them modulo 2^32 (the device's PRNG seed).
+  seed: z.number().refine(Number.isInteger, { error: 'expected an integer' }).nullish(),
   stop: stopSchema.nullish(),
   stream: z.boolean().nullish(),
   stream_options: z.looseObject({ include_usage: z.boolean().nullish() }).nullish(),
