@@ -14,7 +14,10 @@ const PERCENTILES = ['mean', 'p50', 'p90', 'p99'] as const;
 
 /** Grouped bars: one group per scenario, one bar per statistic. */
 function latencySpec(results: readonly ScenarioResult[], field: 'ttftMs' | 'tbtMs', title: string): TopLevelSpec {
-  const values = results.flatMap((r) => PERCENTILES.map((stat) => ({ scenario: r.name, stat, ms: r[field][stat] })));
+  const values = results.flatMap((r) => {
+    const summary = r[field];
+    return summary ? PERCENTILES.map((stat) => ({ scenario: r.name, stat, ms: summary[stat] })) : [];
+  });
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title,

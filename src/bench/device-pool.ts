@@ -32,10 +32,13 @@ class DeviceProcess {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve(r: DeviceReply): void; reject(e: Error): void }>();
   busy = false;
+  /** False once the process exited or its channel broke: it is never handed a request again. */
+  alive = true;
 
   constructor(
     readonly child: ChildProcess,
     readonly index: number,
+    onDeath: () => void,
   ) {
     child.on('message', (message: DeviceReply) => {
       const waiter = this.pending.get(message.id);
@@ -48,31 +51,47 @@ class DeviceProcess {
         waiter.resolve(message);
       }
     });
-    child.once('exit', (code) => {
+    const die = (why: string) => {
+      if (!this.alive) return;
+      this.alive = false;
       for (const waiter of this.pending.values())
-        waiter.reject(new HatError('INTERNAL', `device process ${index} exited (code ${code})`));
+        waiter.reject(
+          new HatError('RUNTIME', `device process ${index} ${why}`, 'see its error above; the run cannot go on'),
+        );
       this.pending.clear();
-    });
+      onDeath();
+    };
+    // Without an 'error' listener a send to a dead process would throw from an event and end the bench.
+    child.on('error', (error) => die(`failed (${error.message})`));
+    child.once('exit', (code, signal) => die(`exited (${signal ?? `code ${code}`})`));
   }
 
   ask<T extends DeviceReply>(request: Unnumbered<DeviceRequest>): Promise<T> {
+    if (!this.alive || !this.child.connected)
+      return Promise.reject(new HatError('RUNTIME', `device process ${this.index} is gone`));
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (r: DeviceReply) => void, reject });
       this.child.send({ ...request, id });
     });
   }
+
+  close(): void {
+    if (this.child.connected) this.child.disconnect();
+  }
 }
 
 export class DevicePool {
-  private readonly idleWaiters: Array<() => void> = [];
-
   private constructor(
     private readonly devices: DeviceProcess[],
     readonly hasAdapter: boolean,
+    private readonly idleWaiters: Array<() => void>,
   ) {}
 
   static async start(count: number, config: Omit<DeviceConfig, 'seed'>, cores?: number[]): Promise<DevicePool> {
+    const idleWaiters: Array<() => void> = [];
+    // A device that dies wakes every request waiting for one: they pick another or fail.
+    const wakeAll = () => idleWaiters.splice(0).forEach((wake) => wake());
     const devices = Array.from(
       { length: count },
       (_, i) =>
@@ -83,6 +102,7 @@ export class DevicePool {
             stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
           }),
           i,
+          wakeAll,
         ),
     );
     try {
@@ -97,6 +117,7 @@ export class DevicePool {
       return new DevicePool(
         devices,
         replies.every((r) => r.hasAdapter),
+        idleWaiters,
       );
     } catch (error) {
       for (const d of devices) d.child.kill();
@@ -110,7 +131,9 @@ export class DevicePool {
 
   private async acquire(): Promise<DeviceProcess> {
     for (;;) {
-      const idle = this.devices.find((d) => !d.busy);
+      if (!this.devices.some((d) => d.alive))
+        throw new HatError('RUNTIME', 'every device process has exited', 'see their errors above');
+      const idle = this.devices.find((d) => d.alive && !d.busy);
       if (idle) {
         idle.busy = true;
         return idle;
@@ -128,6 +151,7 @@ export class DevicePool {
   async run(scenario: Scenario, prompt: BenchPrompt, maxNewTokens: number): Promise<RequestRecord> {
     const arrived = performance.now();
     const device = await this.acquire();
+    const waitMs = performance.now() - arrived;
     try {
       const reply = await device.ask<{ type: 'record'; id: number; record: RequestRecord }>({
         type: 'run',
@@ -135,7 +159,7 @@ export class DevicePool {
         prompt,
         maxNewTokens,
       });
-      return { ...reply.record, waitMs: performance.now() - arrived };
+      return { ...reply.record, waitMs };
     } finally {
       this.release(device);
     }
@@ -165,6 +189,6 @@ export class DevicePool {
   }
 
   close(): void {
-    for (const d of this.devices) d.child.disconnect();
+    for (const d of this.devices) d.close();
   }
 }

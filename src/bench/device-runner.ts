@@ -205,15 +205,18 @@ export class DeviceRunner {
   private async runCloudOnly(scenario: Scenario, prompt: BenchPrompt, maxNewTokens: number): Promise<RequestRecord> {
     if (!this.config.textCloudUrl) throw new HatError('INTERNAL', 'cloud-only needs the text cloud');
     const link = new EmulatedLink(this.config.link, this.config.seed * 7919 + this.requests);
-    const socket = new WebSocket(this.config.textCloudUrl, { perMessageDeflate: false });
-    await new Promise<void>((resolve, reject) => {
-      socket.once('open', resolve);
-      socket.once('error', reject);
-    });
     const record = emptyRecord(scenario.name, prompt);
     const arrivals: Arrival[] = [];
     const started = performance.now();
+    const socket = new WebSocket(this.config.textCloudUrl, { perMessageDeflate: false });
+    socket.on('error', () => {}); // a broken connection is reported by 'close' below, or by the connect
     try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once('open', resolve);
+        socket.once('error', (error) =>
+          reject(new HatError('NETWORK', `cannot reach the cloud-only server: ${error.message}`)),
+        );
+      });
       await new Promise<void>((resolve, reject) => {
         socket.on('message', (data: Buffer) => {
           record.bytesDown += data.length;
@@ -225,10 +228,17 @@ export class DeviceRunner {
           });
         });
         socket.once('close', () => reject(new HatError('NETWORK', 'the cloud-only server closed the connection')));
-        const message = JSON.stringify({ prompt: prompt.text ?? prompt.ids, maxNewTokens });
+        const message = JSON.stringify(
+          prompt.text === undefined
+            ? { prompt: prompt.ids, maxNewTokens }
+            : { prompt: prompt.text, addSpecialTokens: prompt.textAddsSpecialTokens, maxNewTokens },
+        );
         record.bytesUp = Buffer.byteLength(message);
         link.up.send(record.bytesUp, () => socket.send(message));
       });
+    } catch (error) {
+      // As the split scenarios do: a failed request is recorded (and counted a miss), the run goes on.
+      record.error = (error as Error).message;
     } finally {
       socket.removeAllListeners('close');
       socket.close();

@@ -28,13 +28,14 @@ export async function benchToDir(
   options: BenchOptions,
   out: string,
   reporter: Reporter,
-): Promise<{ report: BenchReport; text: string }> {
+): Promise<{ report: BenchReport; text: string; json: string }> {
   const report = await runBench(options, reporter);
   const text = renderReport(report, options.sloTtftMs);
   const charts = await renderCharts(
     report.scenarios,
     `${report.header.model.split(':')[0]} — ${report.header.link.split(' (')[0]} — ${report.header.date.slice(0, 10)}`,
   );
-  writeOutDir(out, { 'results.json': resultsJson(report, options), 'report.txt': `${text}\n`, ...charts });
-  return { report, text };
+  const json = resultsJson(report, options);
+  writeOutDir(out, { 'results.json': json, 'report.txt': `${text}\n`, ...charts });
+  return { report, text, json };
 }

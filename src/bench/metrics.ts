@@ -9,17 +9,18 @@ export interface ScenarioResult {
   kind: Scenario['kind'];
   requests: number;
   failed: number;
-  ttftMs: Summary;
-  tbtMs: Summary;
-  tokensPerRound: number;
+  /** Null (as the per-request figures below) when no request of the scenario succeeded. */
+  ttftMs: Summary | null;
+  tbtMs: Summary | null;
+  tokensPerRound: number | null;
   bytesUpPerToken: number;
   bytesDownPerToken: number;
   /** Generated tokens per second of wall time (see docs/benchmarks.md); null for device-only (no server). */
   serverTokensPerSecond: number | null;
-  /** Share of requests with TTFT ≤ the SLO. */
+  /** Share of requests with TTFT ≤ the SLO; a failed request is a miss. */
   sloAttainment: number;
-  cloudComputeMsPerToken: number;
-  cloudQueueMsPerRequest: number;
+  cloudComputeMsPerToken: number | null;
+  cloudQueueMsPerRequest: number | null;
   parallelDraftHitRate: number | null;
   meanWaitMs: number;
   /** TTFT and TBT means per prompt length. */
@@ -45,7 +46,8 @@ export function aggregate(
   const tokens = sum(ok.map((r) => r.tokens));
   const rounds = sum(ok.map((r) => r.rounds));
   const branches = sum(ok.map((r) => r.parallelDrafting.branches));
-  const busyMs = sum(ok.map((r) => r.durationMs));
+  // A failed request held its device too: closed-loop throughput counts that time.
+  const busyMs = sum(records.map((r) => r.durationMs));
   const throughput =
     scenario.kind === 'device-only' || !tokens
       ? null
@@ -59,15 +61,15 @@ export function aggregate(
     kind: scenario.kind,
     requests: ok.length,
     failed: records.length - ok.length,
-    ttftMs: summarize(ok.map((r) => r.ttftMs)),
-    tbtMs: summarize(ok.flatMap((r) => r.gapsMs)),
-    tokensPerRound: rounds ? round((tokens - ok.length) / rounds) : 1,
+    ttftMs: ok.length ? summarize(ok.map((r) => r.ttftMs)) : null,
+    tbtMs: ok.length ? summarize(ok.flatMap((r) => r.gapsMs)) : null,
+    tokensPerRound: rounds ? round((tokens - ok.length) / rounds) : ok.length ? 1 : null,
     bytesUpPerToken: tokens ? round(sum(ok.map((r) => r.bytesUp)) / tokens, 1) : 0,
     bytesDownPerToken: tokens ? round(sum(ok.map((r) => r.bytesDown)) / tokens, 1) : 0,
     serverTokensPerSecond: throughput === null ? null : round(throughput, 2),
-    sloAttainment: ok.length ? round(ok.filter((r) => r.ttftMs <= options.sloTtftMs).length / ok.length) : 0,
-    cloudComputeMsPerToken: tokens ? round(sum(ok.map((r) => r.cloudComputeMs)) / tokens) : 0,
-    cloudQueueMsPerRequest: round(mean(ok.map((r) => r.cloudQueueMs))),
+    sloAttainment: records.length ? round(ok.filter((r) => r.ttftMs <= options.sloTtftMs).length / records.length) : 0,
+    cloudComputeMsPerToken: tokens ? round(sum(ok.map((r) => r.cloudComputeMs)) / tokens) : null,
+    cloudQueueMsPerRequest: ok.length ? round(mean(ok.map((r) => r.cloudQueueMs))) : null,
     parallelDraftHitRate: branches ? round(sum(ok.map((r) => r.parallelDrafting.hits)) / branches) : null,
     meanWaitMs: round(mean(ok.map((r) => r.waitMs))),
     byPromptLength: lengths.map((length) => {
@@ -83,14 +85,14 @@ export function aggregate(
 }
 
 const RATIO_FIELDS: Array<[string, (r: ScenarioResult) => number | null]> = [
-  ['ttftMean', (r) => r.ttftMs.mean],
-  ['ttftP50', (r) => r.ttftMs.p50],
-  ['ttftP90', (r) => r.ttftMs.p90],
-  ['ttftP99', (r) => r.ttftMs.p99],
-  ['tbtMean', (r) => r.tbtMs.mean],
-  ['tbtP50', (r) => r.tbtMs.p50],
-  ['tbtP90', (r) => r.tbtMs.p90],
-  ['tbtP99', (r) => r.tbtMs.p99],
+  ['ttftMean', (r) => r.ttftMs?.mean ?? null],
+  ['ttftP50', (r) => r.ttftMs?.p50 ?? null],
+  ['ttftP90', (r) => r.ttftMs?.p90 ?? null],
+  ['ttftP99', (r) => r.ttftMs?.p99 ?? null],
+  ['tbtMean', (r) => r.tbtMs?.mean ?? null],
+  ['tbtP50', (r) => r.tbtMs?.p50 ?? null],
+  ['tbtP90', (r) => r.tbtMs?.p90 ?? null],
+  ['tbtP99', (r) => r.tbtMs?.p99 ?? null],
   ['tokensPerRound', (r) => r.tokensPerRound],
   ['bytesUpPerToken', (r) => r.bytesUpPerToken],
   ['bytesDownPerToken', (r) => r.bytesDownPerToken],

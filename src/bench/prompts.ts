@@ -12,8 +12,10 @@ import { seededUniform } from '../runtime/sampling.ts';
 
 export interface BenchPrompt {
   ids: number[];
-  /** The prompt as text, when known (cloud-only sends it). */
+  /** The prompt as text, when known (cloud-only sends it): it encodes back to exactly `ids`. */
   text?: string;
+  /** Whether `text` encodes to `ids` with the tokenizer's special tokens (BOS) added. */
+  textAddsSpecialTokens?: boolean;
   /** Where it came from, for the report. */
   source: string;
 }
@@ -27,7 +29,30 @@ export function splitTokenizerIfAny(splitDir: string): TextTokenizer | undefined
 
 const PASSAGE = new URL('./held-out-passage.txt', import.meta.url);
 
-export function promptsFromFile(file: string, tokenizer: TextTokenizer | undefined): BenchPrompt[] {
+/**
+ * `ids` as text that the cloud-only server encodes back to the same ids: a passage slice that does not start at
+ * the passage's BOS encodes without special tokens. Undefined when neither way round-trips (ids are sent then).
+ */
+function asText(ids: readonly number[], tokenizer: TextTokenizer): Pick<BenchPrompt, 'text' | 'textAddsSpecialTokens'> {
+  const text = tokenizer.decode([...ids]);
+  const same = (other: number[]) => other.length === ids.length && other.every((id, i) => id === ids[i]);
+  for (const addSpecialTokens of [true, false])
+    if (same(tokenizer.encode(text, addSpecialTokens))) return { text, textAddsSpecialTokens: addSpecialTokens };
+  return {};
+}
+
+/** Every id a token of the vocabulary, or a BAD_OPTION naming the line. */
+function checkIds(ids: readonly number[], vocabSize: number, where: string): void {
+  const bad = ids.find((id) => id >= vocabSize);
+  if (bad !== undefined)
+    throw new HatError(
+      'BAD_OPTION',
+      `${where}: token id ${bad} is outside the vocabulary (${vocabSize} tokens)`,
+      "give ids of this split's tokenizer",
+    );
+}
+
+export function promptsFromFile(file: string, tokenizer: TextTokenizer | undefined, vocabSize: number): BenchPrompt[] {
   if (!existsSync(file)) {
     throw new HatError(
       'FILE_NOT_FOUND',
@@ -58,9 +83,12 @@ export function promptsFromFile(file: string, tokenizer: TextTokenizer | undefin
           `--prompts ${file}:${i + 1} is text, and the split has no tokenizer.json`,
           'give {"ids": [...]} lines instead',
         );
-      return { ids: tokenizer.encode(text), text, source: `${file}:${i + 1}` };
+      const ids = tokenizer.encode(text);
+      checkIds(ids, vocabSize, `--prompts ${file}:${i + 1}`);
+      return { ids, text, textAddsSpecialTokens: true, source: `${file}:${i + 1}` };
     }
     if (Array.isArray(entry.ids) && entry.ids.length && entry.ids.every((x) => Number.isInteger(x) && x >= 0)) {
+      checkIds(entry.ids as number[], vocabSize, `--prompts ${file}:${i + 1}`);
       return { ids: entry.ids as number[], source: `${file}:${i + 1}` };
     }
     throw new HatError(
@@ -88,7 +116,7 @@ export function promptsOfLengths(
         const wrapped = k * 97 + length > passage.length ? ' (passage repeated)' : '';
         prompts.push({
           ids,
-          text: tokenizer.decode(ids),
+          ...asText(ids, tokenizer),
           source: `1 John 1–5, ${length} tokens from token ${k * 97}${wrapped}`,
         });
       } else {

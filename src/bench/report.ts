@@ -63,15 +63,15 @@ export function scenarioTable(results: readonly ScenarioResult[], sloTtftMs: num
   for (const r of results) {
     t.push([
       r.name,
-      f(r.ttftMs.mean),
-      f(r.ttftMs.p50),
-      f(r.ttftMs.p90),
-      f(r.ttftMs.p99),
+      f(r.ttftMs?.mean),
+      f(r.ttftMs?.p50),
+      f(r.ttftMs?.p90),
+      f(r.ttftMs?.p99),
       ratio(r, 'ttftMean'),
-      f(r.tbtMs.mean, 2),
-      f(r.tbtMs.p50, 2),
-      f(r.tbtMs.p90, 2),
-      f(r.tbtMs.p99, 2),
+      f(r.tbtMs?.mean, 2),
+      f(r.tbtMs?.p50, 2),
+      f(r.tbtMs?.p90, 2),
+      f(r.tbtMs?.p99, 2),
       ratio(r, 'tbtMean'),
       f(r.tokensPerRound, 2),
       f(r.bytesUpPerToken, 0),
@@ -90,8 +90,8 @@ export function ablationTable(results: readonly ScenarioResult[]): string {
     t.push([
       row,
       scenario,
-      r ? f(r.ttftMs.mean) : 'not run',
-      r ? f(r.tbtMs.mean, 2) : 'not run',
+      r ? f(r.ttftMs?.mean) : 'not run',
+      r ? f(r.tbtMs?.mean, 2) : 'not run',
       `${PAPER.ablation7B[i][0]} / ${PAPER.ablation7B[i][1]}`,
     ]);
   });

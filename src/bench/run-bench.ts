@@ -137,7 +137,7 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
     : clampLengths(options.splitDir, options.promptLengths, options.maxNewTokens, options.maxDraft);
   const prompts: BenchPrompt[] = clamped
     ? promptsOfLengths(clamped.lengths, options.promptsPerLength, tokenizer, manifest.model?.vocabSize ?? 32)
-    : promptsFromFile(options.promptsFile!, tokenizer);
+    : promptsFromFile(options.promptsFile!, tokenizer, manifest.model?.vocabSize ?? Infinity);
   checkContext(options.splitDir, prompts, options.maxNewTokens, options.maxDraft);
   const longest = Math.max(...prompts.map((p) => p.ids.length));
   const notes = randomWeightNotes(options.splitDir, manifest);
@@ -164,6 +164,7 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
     { wrap: (command, args) => onCores(cores.cloud, command, args) },
   );
   const stops: Array<() => unknown> = [() => cloud.stop()];
+  let failed = false;
   try {
     const textCloud = options.scenarios.some((s) => s.kind === 'cloud-only')
       ? await spawnTextCloud(options.splitDir, cloudThreads, cores.cloud)
@@ -230,7 +231,12 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
       await Promise.all(
         Array.from({ length: pool.size }, async () => {
           for (let job = jobs.shift(); job; job = jobs.shift()) {
-            records.push(await pool.run(job.scenario, job.prompt, options.maxNewTokens));
+            try {
+              records.push(await pool.run(job.scenario, job.prompt, options.maxNewTokens));
+            } catch (error) {
+              jobs.length = 0; // the run is over: the other devices take no new request
+              throw error;
+            }
             step(job.scenario.name);
           }
         }),
@@ -241,21 +247,27 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
         const started = performance.now();
         let at = 0;
         const runs: Array<Promise<void>> = [];
+        const timers: NodeJS.Timeout[] = [];
         for (let r = 0; r < options.repeats; r++) {
           for (const prompt of prompts) {
             at += -Math.log(1 - random()) * (1000 / options.rate);
             const due = at;
             runs.push(
-              new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, started + due - performance.now()))).then(
-                async () => {
-                  records.push(await pool.run(scenario, prompt, options.maxNewTokens));
-                  step(scenario.name);
-                },
-              ),
+              new Promise<void>((resolve) =>
+                timers.push(setTimeout(resolve, Math.max(0, started + due - performance.now()))),
+              ).then(async () => {
+                records.push(await pool.run(scenario, prompt, options.maxNewTokens));
+                step(scenario.name);
+              }),
             );
           }
         }
-        await Promise.all(runs);
+        try {
+          await Promise.all(runs);
+        } catch (error) {
+          timers.forEach(clearTimeout); // arrivals still due would otherwise fire at the closed pool
+          throw error;
+        }
         wallMs.set(scenario.name, performance.now() - started);
       }
     }
@@ -283,7 +295,7 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
           `${r.name}: ${r.failed} request(s) failed: ${records.find((x) => x.scenario === r.name && x.error)?.error}`,
         );
     const hat = results.find((r) => r.name === 'hat');
-    if (hat && hat.tokensPerRound < 1.2)
+    if (hat?.tokensPerRound != null && hat.tokensPerRound < 1.2)
       notes.push(
         `HAT committed only ${hat.tokensPerRound} tokens per round: ` +
           `the drafts are rarely accepted, so its TBT is not representative of a trained draft head.`,
@@ -317,7 +329,8 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
     if (options.simulate) {
       const sim = reporter.progress("SIMULATION: measuring stage costs, then replaying HAT's testbed");
       const costs = await pool.calibrate();
-      const acceptance = acceptanceFrom(records) ?? { tokensPerRound: 1, rowsPerRound: 1, parallelHitRate: 0 };
+      const measuredAcceptance = acceptanceFrom(records);
+      const acceptance = measuredAcceptance ?? { tokensPerRound: 1, rowsPerRound: 1, parallelHitRate: 0 };
       // The intra-op threads per worker of the serve-cloud that g(X) was measured on (its own default when the
       // bench does not pass --threads): the simulated cloud's padded-row budget is serve-cloud's default for it.
       const cloudThreads =
@@ -349,13 +362,34 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
           `decoding: ${acceptance.tokensPerRound.toFixed(2)} tokens ` +
             `and ${acceptance.rowsPerRound.toFixed(2)} uploaded rows per round, ` +
             `parallel-drafting hit rate ${(acceptance.parallelHitRate * 100).toFixed(0)} % ` +
-            `(measured on the hat scenario)`,
+            (measuredAcceptance
+              ? '(measured on the hat scenario)'
+              : '(ASSUMED: the hat scenario did not run or every request failed, so its rows are not HAT)'),
         ],
       };
       sim.succeed('SIMULATION done');
     }
     return report;
+  } catch (error) {
+    failed = true;
+    throw error;
   } finally {
-    for (const stop of stops.reverse()) await stop();
+    await stopAll(stops, !failed);
   }
+}
+
+/**
+ * Runs every stop, last started first, even when one throws: a device that died must not leave serve-cloud
+ * running. A stop's error is thrown only when the run itself succeeded; otherwise the run's error is the one told.
+ */
+async function stopAll(stops: ReadonlyArray<() => unknown>, throwFirstError: boolean): Promise<void> {
+  let first: unknown;
+  for (const stop of [...stops].reverse()) {
+    try {
+      await stop();
+    } catch (error) {
+      first ??= error;
+    }
+  }
+  if (throwFirstError && first !== undefined) throw first;
 }

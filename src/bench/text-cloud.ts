@@ -20,6 +20,8 @@ import { argmax } from '../runtime/sampling.ts';
 
 export interface TextRequest {
   prompt: string | number[];
+  /** For a text prompt: whether encoding adds the tokenizer's special tokens (default true). */
+  addSpecialTokens?: boolean;
   maxNewTokens: number;
 }
 
@@ -42,17 +44,27 @@ export async function startTextCloud(
   const pump = async () => {
     if (running) return;
     running = true;
-    while (queue.length) {
-      const job = queue.shift()!;
-      if (job.socket.readyState !== job.socket.OPEN) continue;
-      if (job.state) model.restore(job.state);
-      else model.truncate(0);
-      const token = argmax(lastRow(await model.step(job.ids, { lastOnly: true })));
-      job.state = model.snapshot();
-      job.socket.send(JSON.stringify({ token }));
-      if (--job.remaining > 0) queue.push({ ...job, ids: [token] });
+    try {
+      while (queue.length) {
+        const job = queue.shift()!;
+        if (job.socket.readyState !== job.socket.OPEN) continue;
+        if (job.state) model.restore(job.state);
+        else model.truncate(0);
+        let token: number;
+        try {
+          token = argmax(lastRow(await model.step(job.ids, { lastOnly: true })));
+        } catch (error) {
+          // This request fails; the server and everyone else's requests go on.
+          job.socket.send(JSON.stringify({ error: (error as Error).message }));
+          continue;
+        }
+        job.state = model.snapshot();
+        job.socket.send(JSON.stringify({ token }));
+        if (--job.remaining > 0) queue.push({ ...job, ids: [token] });
+      }
+    } finally {
+      running = false;
     }
-    running = false;
   };
 
   const server = new WebSocketServer({ host: '127.0.0.1', port: options.port ?? 0, perMessageDeflate: false });
@@ -60,11 +72,16 @@ export async function startTextCloud(
     socket.on('message', (data: Buffer) => {
       try {
         const request = JSON.parse(data.toString('utf8')) as TextRequest;
-        const ids = typeof request.prompt === 'string' ? tokenizer?.encode(request.prompt) : request.prompt;
+        const ids =
+          typeof request.prompt === 'string'
+            ? tokenizer?.encode(request.prompt, request.addSpecialTokens ?? true)
+            : request.prompt;
         if (!ids?.length)
           throw new Error(
             typeof request.prompt === 'string' ? 'this split has no tokenizer: send token ids' : 'empty prompt',
           );
+        if (!ids.every((id) => Number.isInteger(id) && id >= 0 && id < model.vocabSize))
+          throw new Error(`a prompt token id is outside the vocabulary (${model.vocabSize} tokens)`);
         queue.push({ ids, remaining: request.maxNewTokens, socket });
         void pump();
       } catch (error) {
@@ -97,7 +114,8 @@ export function spawnTextCloud(
   });
   return new Promise((resolve, reject) => {
     child.once('message', (message: { type: string; url?: string; message?: string }) => {
-      if (message.type === 'listening') resolve({ url: message.url!, stop: () => child.disconnect() });
+      if (message.type === 'listening')
+        resolve({ url: message.url!, stop: () => (child.connected ? child.disconnect() : undefined) });
       else reject(new HatError('RUNTIME', `the cloud-only server failed to start: ${message.message}`));
     });
     child.once('exit', (code) =>

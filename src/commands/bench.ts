@@ -145,16 +145,18 @@ export function registerBench(program: Command): void {
     .option('--seed <n>', 'arrival-time seed', '1')
     .option('--out <dir>', 'results.json, report.txt and charts go here', 'bench-results')
     .option('--force', 'replace a non-empty --out')
-    .option('--json', 'print results.json instead of the table')
+    .option('--json', 'print results.json (written to --out as well) instead of the table')
     .action(async (splitDir: string, raw: Record<string, unknown>) => {
       const o = parseOptions(schema, raw);
-      checkOutDir(o.out, Boolean(o.force));
+      checkOutDir(
+        o.out,
+        Boolean(o.force),
+        [splitDir, o.prompts, o.recordings, o.acceptanceFrom].filter((p): p is string => p !== undefined),
+      );
       const reporter = terminalReporter({ quiet: o.json });
       if (o.fleet !== undefined) {
-        const { text, files } = await fleetToDir(fleetOptions(splitDir, o, o.fleet), o.out, reporter);
-        process.stdout.write(
-          o.json ? `${JSON.stringify({ out: o.out })}\n` : `${text}\n\nwritten: ${o.out}/${files.join(', ')}\n`,
-        );
+        const { text, json, files } = await fleetToDir(fleetOptions(splitDir, o, o.fleet), o.out, reporter);
+        process.stdout.write(o.json ? json : `${text}\n\nwritten: ${o.out}/${files.join(', ')}\n`);
         return;
       }
       const rate = o.rate?.[0];
@@ -189,10 +191,10 @@ export function registerBench(program: Command): void {
         deviceSlowdown: o.deviceSlowdown,
         seed: o.seed,
       };
-      const { text } = await benchToDir(options, o.out, reporter);
+      const { text, json } = await benchToDir(options, o.out, reporter);
       process.stdout.write(
         o.json
-          ? `${JSON.stringify({ out: o.out })}\n`
+          ? json
           : `${text}\n\nwritten: ${o.out}/results.json, report.txt, ttft-by-scenario.svg, tbt-by-scenario.svg, ` +
               'ttft-vs-prompt-length.svg\n',
       );

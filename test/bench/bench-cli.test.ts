@@ -81,6 +81,13 @@ test('hat bench refuses bad input in one line, before running, and leaves --out 
     assert.notEqual(taken.status, 0);
     assert.match(taken.stderr.trim(), /^error\[OUTPUT_EXISTS\]: --out .* is not empty — [^\n]*$/);
     assert.deepEqual(readdirSync(out), ['keep.txt']);
+    // --force used to delete any folder, this one or one holding the split (or the checkout, with --out .).
+    const forced = hat(['bench', split, '--out', out, '--force']);
+    assert.match(forced.stderr.trim(), /^error\[OUTPUT_EXISTS\]: --out .* is not an earlier bench's output/);
+    assert.deepEqual(readdirSync(out), ['keep.txt']);
+    const holdsSplit = hat(['bench', split, '--out', dir, '--force']);
+    assert.match(holdsSplit.stderr.trim(), /^error\[OUTPUT_EXISTS\]: --out .* holds .*, which replacing it would/);
+    assert.ok(existsSync(join(split, 'manifest.json')));
     const unknown = hat(['bench', split, '--scenarios', 'hat,u-medusa', '--out', join(dir, 'new')]);
     assert.notEqual(unknown.status, 0);
     assert.match(unknown.stderr.trim(), /^error\[BAD_OPTION\]: --scenarios: unknown scenario "u-medusa"/);
@@ -106,7 +113,7 @@ test('hat bench refuses bad input in one line, before running, and leaves --out 
   }
 });
 
-test("prompt lengths past the model's context are clamped, with a note, as --fleet does (the defaults failed)", () => {
+test("prompt lengths past the model's context are clamped, with a note, as --fleet does; --json prints results.json", () => {
   const dir = mkdtempSync(join(tmpdir(), 'hat-bench-clamp-'));
   try {
     const split = join(repoRoot, 'fixtures', 'default-split'); // config.json: 1,024 positions
@@ -123,9 +130,12 @@ test("prompt lengths past the model's context are clamped, with a note, as --fle
       '4',
       '--out',
       join(dir, 'out'),
+      '--json',
     ]);
     assert.equal(run.status, 0, run.stderr);
-    assert.match(run.stdout, /prompt lengths 1024 clamped to \d+ tokens/);
+    // --json prints results.json itself (it printed only {"out": ...}).
+    assert.equal(run.stdout, readFileSync(join(dir, 'out', 'results.json'), 'utf8'));
+    assert.match(JSON.parse(run.stdout).notes.join('\n'), /prompt lengths 1024 clamped to \d+ tokens/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

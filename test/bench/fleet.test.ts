@@ -7,41 +7,51 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { runFleet } from '../../src/bench/fleet/run-fleet.ts';
-import { frameHeader } from '../../src/runtime/device/session-recorder.ts';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { recordingFileNames } from '../../src/bench/fleet/record-sessions.ts';
+import { runFleet, type FleetOptions } from '../../src/bench/fleet/run-fleet.ts';
+import { frameHeader, recordingToJson } from '../../src/runtime/device/session-recorder.ts';
 import { LINK_PROFILES } from '../../src/runtime/link.ts';
 import { silentReporter } from '../../src/reporter.ts';
 import { addIdentityAdapter, makeSmallSplit } from '../helpers/runtime-fixtures.ts';
 
 const TITLE = '4 EMULATED devices replay recorded sessions on serve-cloud, batched and not: no errors, exact results';
 
+/** The first test's split and its recordings, written as a fleet run's --out holds them, for the second test. */
+let recorded: { split: string; recordingsDir: string } | undefined;
+
+const options = (splitDir: string): FleetOptions => ({
+  splitDir,
+  devices: 4,
+  loads: [{ kind: 'closed-loop' }],
+  durationS: 2,
+  drainS: 60,
+  link: LINK_PROFILES.none,
+  wire: 'fp32',
+  draftThreshold: 'auto',
+  maxDraft: 3,
+  parallelBranches: 1,
+  cores: 'shared',
+  cloudWorkers: 1,
+  promptLengths: [8, 24],
+  promptsPerLength: 1,
+  maxNewTokens: 12,
+  sloTtftMs: 1000,
+  sloTbtMs: 200,
+  seed: 1,
+  warmup: false,
+});
+
 test(TITLE, async (t) => {
-  const { split } = await makeSmallSplit();
+  const { dir, split } = await makeSmallSplit();
   addIdentityAdapter(split);
-  const report = await runFleet(
-    {
-      splitDir: split,
-      devices: 4,
-      loads: [{ kind: 'closed-loop' }],
-      durationS: 2,
-      drainS: 60,
-      link: LINK_PROFILES.none,
-      wire: 'fp32',
-      draftThreshold: 'auto',
-      maxDraft: 3,
-      parallelBranches: 1,
-      cores: 'shared',
-      cloudWorkers: 1,
-      promptLengths: [8, 24],
-      promptsPerLength: 1,
-      maxNewTokens: 12,
-      sloTtftMs: 1000,
-      sloTbtMs: 200,
-      seed: 1,
-      warmup: false,
-    },
-    silentReporter,
-  );
+  const report = await runFleet(options(split), silentReporter);
+  const recordingsDir = join(dir, 'recordings');
+  mkdirSync(recordingsDir);
+  const names = recordingFileNames(report.recorded);
+  report.recorded.forEach((r, i) => writeFileSync(join(dir, names[i]), recordingToJson(r)));
+  recorded = { split, recordingsDir };
 
   assert.deepEqual(
     report.recorded.map((r) => [r.mode, r.promptTokens]),
@@ -98,4 +108,24 @@ test(TITLE, async (t) => {
     report.notes.every((n) => !/failed|error frames/.test(n)),
     report.notes.join('\n'),
   );
+});
+
+test('--recordings made with other lengths: serve-cloud is sized and the report described by the recordings', async (t) => {
+  if (!recorded) return t.skip('the first test did not record');
+  // Options that would size serve-cloud for 4 + 2 tokens: the recordings hold 24-token prompts and 12 new tokens.
+  const report = await runFleet(
+    {
+      ...options(recorded.split),
+      recordingsDir: recorded.recordingsDir,
+      promptLengths: [4],
+      maxNewTokens: 2,
+      durationS: 1,
+    },
+    silentReporter,
+  );
+  for (const run of report.runs) {
+    assert.equal(run.sessions.failed, 0, `${run.mode}, batching ${run.batching}: ${run.errors.join(' | ')}`);
+    assert.deepEqual(run.cloud.errors, {});
+  }
+  assert.match(report.header.prompts, /^4 recorded sessions from .* \(prompts of 8, 24 tokens, 12–12 tokens committed/);
 });

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { aggregate, withRatios } from '../../src/bench/metrics.ts';
+import { scenarioTable } from '../../src/bench/report.ts';
 import { tokenGaps, type RequestRecord } from '../../src/bench/record.ts';
 import { allScenarios, selectScenarios } from '../../src/bench/scenarios.ts';
 
@@ -55,12 +56,12 @@ test(
     assert.equal(r.requests, 2);
     assert.equal(r.failed, 1);
     assert.deepEqual(r.ttftMs, { mean: 200, p50: 100, p90: 300, p99: 300 });
-    assert.equal(r.tbtMs.mean, 15);
-    assert.equal(r.tbtMs.p90, 20);
-    assert.equal(r.sloAttainment, 0.5);
+    assert.equal(r.tbtMs?.mean, 15);
+    assert.equal(r.tbtMs?.p90, 20);
+    assert.equal(r.sloAttainment, 0.333, 'the failed request is a miss');
     assert.equal(r.bytesUpPerToken, 200);
     assert.equal(r.tokensPerRound, 1); // (10 tokens − 2 first tokens) / 8 rounds
-    assert.equal(r.serverTokensPerSecond, 25); // closed loop: 10 tokens per 400 busy ms, one device
+    assert.equal(r.serverTokensPerSecond, 16.67); // closed loop: 10 tokens per 600 busy ms (the failed one's too)
     assert.deepEqual(r.byPromptLength, [{ promptTokens: 16, requests: 2, ttftMs: 200, tbtMs: 15 }]);
   },
 );
@@ -93,6 +94,28 @@ test('ratios are taken to u-shape, null where u-shape has no figure', () => {
   assert.equal(h.ratioToUShape!.ttftMean, 0.5);
   assert.equal(h.ratioToUShape!.tbtMean, 0.5);
   assert.equal(d.ratioToUShape!.serverTokensPerSecond, null);
+});
+
+test('a scenario whose every request failed has no latency figures and no ratios, not zeros', () => {
+  const base = aggregate(scenario('u-shape'), [record({ ttftMs: 200 })], { sloTtftMs: 500, devices: 1 });
+  const failed = aggregate(
+    scenario('hat'),
+    [record({ scenario: 'hat', error: 'cloud closed' }), record({ scenario: 'hat', error: 'cloud closed' })],
+    { sloTtftMs: 500, devices: 1 },
+  );
+  assert.equal(failed.requests, 0);
+  assert.equal(failed.failed, 2);
+  assert.equal(failed.ttftMs, null);
+  assert.equal(failed.tbtMs, null);
+  assert.equal(failed.tokensPerRound, null);
+  assert.equal(failed.sloAttainment, 0);
+  const [, h] = withRatios([base, failed], 'u-shape');
+  assert.equal(h.ratioToUShape!.ttftMean, null);
+  assert.equal(h.ratioToUShape!.tbtMean, null);
+  const row = scenarioTable([base, h], 500)
+    .split('\n')
+    .find((line) => line.includes(' hat '))!;
+  assert.doesNotMatch(row, /\b0\.0\b|0\.00/, `no zero figures for a scenario that never ran: ${row}`);
 });
 
 test('--scenarios always keeps the u-shape baseline and rejects unknown names', () => {

@@ -13,19 +13,20 @@ export async function fleetToDir(
   options: FleetOptions,
   out: string,
   reporter: Reporter,
-): Promise<{ report: FleetReport; text: string; files: string[] }> {
+): Promise<{ report: FleetReport; text: string; json: string; files: string[] }> {
   const report = await runFleet(options, reporter);
   const text = renderFleetReport(report);
   const charts = await renderFleetCharts(report);
   const names = recordingFileNames(report.recorded);
   const recordings = Object.fromEntries(report.recorded.map((r, i) => [names[i], recordingToJson(r)]));
+  const json = fleetResultsJson(report, options);
   const files = {
-    'results.json': fleetResultsJson(report, options),
+    'results.json': json,
     'report.txt': `${text}\n`,
     ...charts,
     ...recordings,
   };
   writeOutDir(out, files);
   const written = Object.keys(files).filter((n) => !n.startsWith('recordings/'));
-  return { report, text, files: names.length ? [...written, 'recordings/'] : written };
+  return { report, text, json, files: names.length ? [...written, 'recordings/'] : written };
 }

@@ -121,7 +121,19 @@ function summarizeRecordings(recordings: readonly SessionRecording[]): Recording
 
 async function scrape(cloud: SpawnedCloud): Promise<Sample[]> {
   const url = cloud.url.replace(/^ws/, 'http').replace(/\/?$/, '/metrics');
-  const response = await fetch(url);
+  let response: Response;
+  try {
+    response = await fetch(url);
+  } catch (error) {
+    throw new HatError(
+      'NETWORK',
+      `cannot read ${url}: ${(error as Error).message}`,
+      'did serve-cloud exit? see its log',
+      {
+        cause: error,
+      },
+    );
+  }
   if (!response.ok) throw new HatError('NETWORK', `${url} answered ${response.status}`);
   return parsePrometheus(await response.text());
 }
@@ -195,7 +207,11 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
   if (note) notes.push(note);
   const tokenizer = splitTokenizerIfAny(options.splitDir);
   const prompts = promptsOfLengths(lengths, options.promptsPerLength, tokenizer, manifest.model?.vocabSize ?? 32);
-  const longest = Math.max(...prompts.map((p) => p.ids.length));
+  // Given recordings are read before any serve-cloud starts (a wrong folder fails at once); their sessions, not
+  // --prompt-lengths and --max-new-tokens, size serve-cloud's limits and the report's prompt line.
+  const given = options.recordingsDir ? readRecordings(options.recordingsDir) : undefined;
+  const longest = given ? Math.max(...given.map((r) => r.promptTokens)) : Math.max(...prompts.map((p) => p.ids.length));
+  const longestSession = given ? Math.max(...given.map((r) => r.promptTokens + r.tokens)) : longest + maxNewTokens;
 
   const cores = assignCores(options.cores);
   const original = ownCores();
@@ -208,7 +224,7 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
   // by KV bytes at its context, so a split's full context (32,768 positions for a Qwen2.5 config) would admit a
   // handful of the N devices.
   const sessionPositions = Math.min(
-    longest + maxNewTokens + maxDraft + 8,
+    longestSession + maxDraft + 8,
     trainedContext(options.splitDir) ?? Number.MAX_SAFE_INTEGER,
   );
   const cloudArgs = (maxBatch: number | undefined) => [
@@ -262,8 +278,6 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
     startup.succeed(`serve-cloud at ${entry.cloud.url} (${label})`);
     return entry.cloud;
   };
-  // Given recordings are read before any serve-cloud starts: a wrong folder fails at once.
-  const given = options.recordingsDir ? readRecordings(options.recordingsDir) : undefined;
   try {
     const cloud = await start(clouds[0], 'batching on');
 
@@ -441,9 +455,13 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
         load:
           `${loads}; ${options.durationS} s window per run, sessions drain afterwards ` +
           `(at most ${options.drainS} s)`,
-        prompts:
-          `${prompts.length} held-out prompts (${lengths.join(', ')} tokens; ${prompts[0].source}), ` +
-          `${maxNewTokens} new tokens, greedy`,
+        prompts: given
+          ? `${given.length} recorded sessions from ${options.recordingsDir} (prompts of ` +
+            `${[...new Set(given.map((r) => r.promptTokens))].sort((a, b) => a - b).join(', ')} tokens, ` +
+            `${Math.min(...given.map((r) => r.tokens))}–${Math.max(...given.map((r) => r.tokens))} tokens committed ` +
+            'each, greedy)'
+          : `${prompts.length} held-out prompts (${lengths.join(', ')} tokens; ${prompts[0].source}), ` +
+            `${maxNewTokens} new tokens, greedy`,
         devices:
           `${options.devices} EMULATED devices in this process, each session its own WebSocket session and ` +
           'emulated link, replaying recorded sessions of real devices (frames as sent, device compute times, tokens ' +

@@ -1,0 +1,51 @@
+/**
+ * The cloud-only baseline: its server answers a bad request with an error and goes on serving, and the prompt it
+ * gets as text is the one the split scenarios get as ids.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { WebSocket } from 'ws';
+import { promptsOfLengths, splitTokenizerIfAny } from '../../src/bench/prompts.ts';
+import { startTextCloud } from '../../src/bench/text-cloud.ts';
+import { readManifest } from '../../src/runtime/split-dir.ts';
+import { repoRoot } from '../helpers/shared-fixtures.ts';
+
+/** Sends one request and collects replies until `count` tokens or an error. */
+async function ask(url: string, request: object, count: number): Promise<Array<{ token?: number; error?: string }>> {
+  const socket = new WebSocket(url);
+  await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
+  const replies: Array<{ token?: number; error?: string }> = [];
+  await new Promise<void>((resolve) => {
+    socket.on('message', (data: Buffer) => {
+      const reply = JSON.parse(data.toString('utf8')) as { token?: number; error?: string };
+      replies.push(reply);
+      if (reply.error || replies.length === count) resolve();
+    });
+    socket.send(JSON.stringify(request));
+  });
+  socket.close();
+  return replies;
+}
+
+test('a prompt id outside the vocabulary is answered with an error; the next request is served', async () => {
+  const cloud = await startTextCloud(join(repoRoot, 'fixtures', 'default-split'), { threads: 1 });
+  try {
+    const [bad] = await ask(cloud.url, { prompt: [0, 99_999], maxNewTokens: 2 }, 2);
+    assert.match(bad.error ?? '', /outside the vocabulary/);
+    const good = await ask(cloud.url, { prompt: [0, 5, 6], maxNewTokens: 2 }, 2);
+    assert.equal(good.filter((r) => typeof r.token === 'number').length, 2);
+  } finally {
+    await cloud.close();
+  }
+});
+
+test("every passage prompt's text encodes back to exactly its ids (k ≥ 1 slices used to gain a BOS)", () => {
+  const splitDir = join(repoRoot, 'fixtures', 'default-split');
+  const tokenizer = splitTokenizerIfAny(splitDir)!;
+  const prompts = promptsOfLengths([128, 384], 3, tokenizer, readManifest(splitDir).model?.vocabSize ?? 0);
+  for (const prompt of prompts) {
+    assert.ok(prompt.text !== undefined, prompt.source);
+    assert.deepEqual(tokenizer.encode(prompt.text, prompt.textAddsSpecialTokens), prompt.ids, prompt.source);
+  }
+});
