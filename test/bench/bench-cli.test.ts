@@ -113,7 +113,7 @@ test('hat bench refuses bad input in one line, before running, and leaves --out 
   }
 });
 
-test("prompt lengths past the model's context are clamped, with a note, as --fleet does; --json prints results.json", () => {
+test("prompt lengths past the model's context are clamped, as --fleet does; --json prints results.json", () => {
   const dir = mkdtempSync(join(tmpdir(), 'hat-bench-clamp-'));
   try {
     const split = join(repoRoot, 'fixtures', 'default-split'); // config.json: 1,024 positions

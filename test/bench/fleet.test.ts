@@ -110,7 +110,7 @@ test(TITLE, async (t) => {
   );
 });
 
-test('--recordings made with other lengths: serve-cloud is sized and the report described by the recordings', async (t) => {
+test('--recordings made with other lengths size serve-cloud and the report', async (t) => {
   if (!recorded) return t.skip('the first test did not record');
   // Options that would size serve-cloud for 4 + 2 tokens: the recordings hold 24-token prompts and 12 new tokens.
   const report = await runFleet(
