@@ -44,6 +44,7 @@ try {
       .join(', ')}`,
   );
   console.log(`  server crashed: ${fuzz.serverAlive ? 'no (0 crashes)' : 'YES'}`);
+  if (fuzz.stoppedEarly) console.log(`  fuzzing stopped early: ${fuzz.stoppedEarly}`);
   console.log(
     `  healthy session: ${fuzz.healthyRounds} rounds during the fuzzing, ` +
       `${fuzz.healthyMismatches} differing from its first result`,
