@@ -122,12 +122,15 @@ function configContextLength(dir: string): number | undefined {
   }
 }
 
-/** New runners (empty caches) over the already-loaded onnxruntime sessions. */
 /** A request whose client went away before any token. */
 function cancelledResult(promptTokens: number, queuedMs: number): GenerationResult {
   return { text: '', ids: [], promptTokens, completionTokens: 0, finishReason: 'cancelled', queuedMs, connectMs: 0 };
 }
 
+/**
+ * New runners (caches of their own) over the already-loaded onnxruntime sessions: no request's caches are another's,
+ * even while a cancelled one still finishes a part run.
+ */
 function freshParts(base: DeviceParts): DeviceParts {
   const fresh = (runner: PartRunner) => PartRunner.fromSession(runner.session, runner.io);
   const output = fresh(base.output);

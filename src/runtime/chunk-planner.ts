@@ -94,10 +94,10 @@ export class ChunkPlanner {
   /** The next chunk's size for a prompt with `remaining` tokens left, at most `maxChunk` (the cloud's frame limit). */
   next(remaining: number, maxChunk = this.options.maxChunk): number {
     const { minChunk } = this.options;
-    if (remaining <= minChunk) return remaining;
+    if (remaining <= minChunk) return Math.min(remaining, maxChunk);
     // Until the device has timed its input part and the link has been measured, send probe-sized chunks: a
     // large chunk sized on a guess is what costs most (the pipeline then waits for results before going on).
-    if (!this.measured && remaining > PROBE_CHUNK + minChunk) return PROBE_CHUNK;
+    if (!this.measured && remaining > PROBE_CHUNK + minChunk) return Math.min(PROBE_CHUNK, maxChunk);
     let best = Math.min(remaining, maxChunk);
     let bestMs = this.predictMs(remaining, best);
     // Candidate sizes on a geometric grid (ratio ~1.19): fine enough, and a handful of evaluations.

@@ -35,6 +35,18 @@ export class DeviceCaches {
     if (state.adapter) this.parts.adapter!.restore(state.adapter);
   }
 
+  /**
+   * Every part's cache emptied: a generation starts from nothing, whatever an earlier one on the same parts left
+   * (a reused generator, a device serving prompt after prompt).
+   */
+  clear(): void {
+    const { input, output, draftOutput, adapter } = this.parts;
+    for (const part of new Set([input, output, draftOutput, adapter])) {
+      part?.dropSnapshots();
+      part?.truncate(0);
+    }
+  }
+
   /** The output part's verified cache keeps `length` positions. */
   rollbackOutput(length: number): void {
     if (this.outputHasCache) this.parts.output.truncate(length);

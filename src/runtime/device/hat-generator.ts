@@ -101,6 +101,7 @@ export class HatGenerator {
     const drafting = options.speculative && this.parts.adapter !== undefined;
     // The adapter's cache advances only while drafting (a fallback verifier keeps a cache of its own).
     const caches = new DeviceCaches(this.parts, drafting);
+    caches.clear();
     const finish = (error?: HatError): HatGeneration => {
       const metrics = recorder.finish(committer.ids.length);
       const status = this.verifier.resumeStatus;
@@ -123,8 +124,10 @@ export class HatGenerator {
       let advisedRows = prefilled.advisedRows;
       while (!committer.done && !options.signal?.aborted) {
         const base = prompt.length + committer.ids.length - 1; // the pending token's position = the middle's length
-        // A round commits at most its drafts + 1 tokens: drafting past what is left only grows the cache.
-        const left = options.maxNewTokens - committer.ids.length - 1;
+        // A round commits at most its drafts + 1 tokens: drafting past what is left only grows the cache. And its
+        // verification frame carries drafts + 1 rows, no more than the cloud takes in one frame.
+        const frameRoom = this.verifier.maxTokensPerFrame > 0 ? this.verifier.maxTokensPerFrame - 1 : Infinity;
+        const left = Math.min(options.maxNewTokens - committer.ids.length - 1, frameRoom);
         // A busy cloud advises fewer rows: there every draft costs other sessions compute (rows-advice.ts).
         const advised = advisedRows !== undefined && advisedRows - 1 < Math.min(left, this.drafter.policy.maxDraft);
         const maxDrafts = advised ? advisedRows! - 1 : left;

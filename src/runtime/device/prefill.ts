@@ -50,14 +50,15 @@ export class PrefillPipeline {
     planner?: ChunkPlanner,
   ) {
     this.planner = planner ?? devicePlanner(parts.manifest, verifier.wire);
-    this.maxChunk = Math.max(16, verifier.maxTokensPerFrame || 4096);
+    this.maxChunk = verifier.maxTokensPerFrame > 0 ? verifier.maxTokensPerFrame : 4096;
     this.planner.seed(verifier.initialLatency);
   }
 
+  /** Every size, `off` and a fixed one included, within the cloud's frame limit: a larger frame fails the session. */
   private chunkSize(option: ChunkOption, remaining: number): number {
-    if (option === 'off') return remaining;
+    if (option === 'off') return Math.min(remaining, this.maxChunk);
     if (option === 'auto') return this.planner.next(remaining, this.maxChunk);
-    return Math.min(option, remaining);
+    return Math.min(option, remaining, this.maxChunk);
   }
 
   /**

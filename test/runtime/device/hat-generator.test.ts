@@ -255,3 +255,62 @@ test('an aborted signal ends a generation that waits on its prompt at once, with
     assert.equal(out.error, undefined);
   }
 });
+
+test("no frame exceeds the cloud's --max-tokens-per-frame: prompt chunks of any --chunk, verifications", async () => {
+  // 3 rows a frame: the 12-token prompt in any chunking, and rounds of 4 drafts + 1, used to be refused.
+  const small = await serveSplit(split, { maxSessions: 8, maxTokensPerFrame: 3, maxContext: 512 });
+  const manifest = readManifest(split);
+  try {
+    for (const chunk of ['auto', 'off', 8] as const) {
+      const parts = await openDeviceParts(split, manifest, { withAdapter: true });
+      const client = await CloudClient.connect({
+        url: `ws://127.0.0.1:${small.port}`,
+        manifestHash: manifestHash(manifest),
+        hiddenSize: manifest.hidden.size,
+        wire: 'fp32',
+      });
+      const drafter = new Drafter(parts, greedy, new FixedThresholdPolicy(0, 4));
+      try {
+        const out = await new HatGenerator(parts, client, greedy, drafter).generate(prompt, {
+          maxNewTokens: NEW,
+          speculative: true,
+          parallelDrafting: false,
+          chunk,
+        });
+        assert.equal(out.error, undefined, `chunk ${chunk}: ${out.error?.message}`);
+        assert.deepEqual(out.ids, reference, `chunk ${chunk}`);
+        assert.ok(Math.max(...out.metrics.chunkSizes) <= 3, `chunk ${chunk}: ${out.metrics.chunkSizes}`);
+      } finally {
+        client.close();
+      }
+    }
+  } finally {
+    await small.server.stop();
+  }
+});
+
+test('a generation on device parts used before starts from empty caches (it ran on what was left)', async () => {
+  const manifest = readManifest(split);
+  const parts = await openDeviceParts(split, manifest, { withAdapter: true });
+  // The first generation leaves its caches full; the next two run on the same parts, each with its cloud session.
+  for (const chunk of ['auto', 'off', 8] as const) {
+    const client = await CloudClient.connect({
+      url: `ws://127.0.0.1:${port}`,
+      manifestHash: manifestHash(manifest),
+      hiddenSize: manifest.hidden.size,
+      wire: 'fp32',
+    });
+    const drafter = new Drafter(parts, greedy, new FixedThresholdPolicy(0, 4));
+    try {
+      const out = await new HatGenerator(parts, client, greedy, drafter).generate(prompt, {
+        maxNewTokens: NEW,
+        speculative: true,
+        parallelDrafting: false,
+        chunk,
+      });
+      assert.deepEqual(out.ids, reference, `chunk ${chunk}`);
+    } finally {
+      client.close();
+    }
+  }
+});
