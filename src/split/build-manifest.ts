@@ -58,7 +58,7 @@ export interface ManifestInputs {
 /** The manifest of a freshly written split; the caller adds the verification results. */
 export async function buildManifest(inputs: ManifestInputs): Promise<SplitManifest> {
   const { source, structure, dataFiles, mode, plan, written, privacy, companions, repair } = inputs;
-  const attention = attentionFacts(source.model, structure);
+  const attention = attentionFacts(source.model, structure, source.dir);
   return {
     format: MANIFEST_FORMAT,
     source: {

@@ -94,7 +94,7 @@ export async function inspectModel(path: string, options: { probe?: boolean } = 
     },
     hidden: { size: structure.hiddenSize, dtype },
     vocabSize: structure.embedding.vocabSize,
-    attention: attentionFacts(model, structure),
+    attention: attentionFacts(model, structure, loaded.dir),
     kv: structure.layers,
     opsets: (model.opsetImport ?? []).map((o) => ({ domain: o.domain || 'ai.onnx', version: toNumber(o.version) })),
     contribOps,

@@ -1,4 +1,6 @@
 /** Facts about a recognised decoder that both `hat inspect` and the manifest report. */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { HatError } from '../errors.ts';
 import { DataType, dataTypeName, toNumber, type ModelProto, type ValueInfoProto } from '../onnx/model-io.ts';
 import type { DecoderStructure } from './decoder.ts';
@@ -45,9 +47,25 @@ export function hiddenDType(dataType: number): HiddenDType {
 
 const ATTENTION_OPS = new Set(['MultiHeadAttention', 'GroupQueryAttention', 'Attention', 'PackedAttention']);
 
+/** config.json's num_attention_heads beside the model, if it declares one (Hugging Face field name). */
+function declaredHeads(dir: string): number | undefined {
+  try {
+    const heads = (JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>)
+      .num_attention_heads;
+    return typeof heads === 'number' && Number.isInteger(heads) && heads > 0 ? heads : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Heads from the attention op's num_heads, else config.json's num_attention_heads, else hidden size / head size
+ * (wrong where heads × head size ≠ hidden size, as in Qwen3: 16 heads of 128 over a hidden size of 1,024).
+ */
 export function attentionFacts(
   model: ModelProto,
   structure: DecoderStructure,
+  modelDir: string,
 ): SplitManifest['attention'] & { headsFrom: string } {
   const past = model.graph!.input!.find((v) => v.name === structure.layers[0].pastKey)!;
   const shape = tensorSpec(past).shape;
@@ -55,12 +73,19 @@ export function attentionFacts(
   const headDim = typeof shape[3] === 'number' ? shape[3] : undefined;
   const attention = structure.index.nodes.find((n) => ATTENTION_OPS.has(n.opType ?? ''));
   const numHeads = attention?.attribute?.find((a) => a.name === 'num_heads');
-  const heads = numHeads ? toNumber(numHeads.i) : headDim ? structure.hiddenSize / headDim : undefined;
+  const configured = numHeads ? undefined : declaredHeads(modelDir);
+  const heads = numHeads
+    ? toNumber(numHeads.i)
+    : (configured ?? (headDim ? structure.hiddenSize / headDim : undefined));
   return {
     heads: heads !== undefined && Number.isInteger(heads) ? heads : undefined,
     kvHeads,
     headDim,
     kvLayout: `[${shape.map((d, i) => (i === 1 ? `kv_heads=${d}` : i === 3 ? `head_dim=${d}` : d)).join(', ')}]`,
-    headsFrom: numHeads ? `${attention!.opType} num_heads` : 'hidden size / head size',
+    headsFrom: numHeads
+      ? `${attention!.opType} num_heads`
+      : configured
+        ? 'config.json num_attention_heads'
+        : 'hidden size / head size',
   };
 }

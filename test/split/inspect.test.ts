@@ -1,9 +1,11 @@
 /** `hat inspect` on the shared fixtures (their multi-token defect must be reported) and the bundled default model. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { llamaConfig } from '../../src/models/config.ts';
+import { synthModel } from '../../src/models/synth.ts';
 import { silentReporter } from '../../src/reporter.ts';
 import { inspectModel } from '../../src/split/inspect.ts';
 import { splitModel } from '../../src/split/split.ts';
@@ -59,3 +61,23 @@ test(
       assert.equal(result.manifest.tokenizer, 'tokenizer.json');
   },
 );
+
+test('heads come from config.json where heads × head size ≠ hidden size (Qwen3-like: 4 heads of 16 over 32)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hat-inspect-heads-'));
+  try {
+    const config = llamaConfig({
+      vocabSize: 32,
+      hiddenSize: 32,
+      intermediateSize: 48,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+    });
+    await synthModel({ ...config, headDim: 16 }, join(dir, 'model'));
+    const report = await inspectModel(join(dir, 'model', 'model.onnx'), { probe: false });
+    assert.deepEqual([report.attention.heads, report.attention.kvHeads, report.attention.headDim], [4, 2, 16]);
+    assert.equal(report.attention.headsFrom, 'config.json num_attention_heads');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
