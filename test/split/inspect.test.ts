@@ -62,7 +62,7 @@ test(
   },
 );
 
-test('heads come from config.json where heads × head size ≠ hidden size (Qwen3-like: 4 heads of 16 over 32)', async () => {
+test('heads come from config.json where heads × head size ≠ hidden (Qwen3-like: 4 heads of 16 over 32)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'hat-inspect-heads-'));
   try {
     const config = llamaConfig({
