@@ -8,7 +8,7 @@ import type { SplitManifest } from '../split/manifest.ts';
 import type { CausalLm, StepOutput } from './full-model.ts';
 import { lastRow, type KvState, type PartRunner } from './part-runner.ts';
 import type { SessionOptions } from './session.ts';
-import { openPart } from './split-dir.ts';
+import { openAll, openPart } from './split-dir.ts';
 
 export interface SplitRunners {
   input: PartRunner;
@@ -31,8 +31,8 @@ export class ComposedModel implements CausalLm {
   }
 
   static async open(splitDir: string, manifest: SplitManifest, options: SessionOptions = {}): Promise<ComposedModel> {
-    const [input, middle, output] = await Promise.all(
-      (['input', 'middle', 'output'] as const).map((name) => openPart(splitDir, manifest, name, options)),
+    const [input, middle, output] = await openAll(
+      (['input', 'middle', 'output'] as const).map((name) => () => openPart(splitDir, manifest, name, options)),
     );
     return new ComposedModel({ input, middle, output }, manifest);
   }

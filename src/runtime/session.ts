@@ -33,13 +33,19 @@ export interface SessionOptions {
   spinning?: boolean;
 }
 
+/** Sessions created and not yet released: what a failed open must give back (tests check it). */
+let openSessions = 0;
+export const openSessionCount = (): number => openSessions;
+
 export class ModelSession {
   readonly label: string;
   private readonly session: ort.InferenceSession;
+  private released = false;
 
   constructor(label: string, session: ort.InferenceSession) {
     this.label = label;
     this.session = session;
+    openSessions++;
   }
 
   get inputNames(): readonly string[] {
@@ -73,6 +79,9 @@ export class ModelSession {
   }
 
   async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    openSessions--;
     await this.session.release();
   }
 }

@@ -98,6 +98,20 @@ export async function openPart(
 }
 
 /**
+ * Several things opened together (parts, a full model): all of them, or — when one fails — none, the others'
+ * sessions released before the first failure is thrown (a long-lived process would otherwise keep their memory).
+ */
+export async function openAll<T extends { session: { release(): Promise<void> } }>(
+  opens: ReadonlyArray<() => Promise<T>>,
+): Promise<T[]> {
+  const settled = await Promise.allSettled(opens.map((open) => open()));
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (!failed) return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
+  for (const s of settled) if (s.status === 'fulfilled') await s.value.session.release();
+  throw failed.reason;
+}
+
+/**
  * The tokenizer a split directory or device bundle carries, with the tokenizer_config.json, config.json and
  * generation_config.json beside it (all copied there by `hat split`).
  */

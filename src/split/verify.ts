@@ -13,7 +13,7 @@
  */
 import { HatError } from '../errors.ts';
 import { PartRunner, type StepOutput } from '../runtime/part-runner.ts';
-import { openPart } from '../runtime/split-dir.ts';
+import { openAll, openPart } from '../runtime/split-dir.ts';
 import { createSession, tensorToFloat32, type SessionOptions, type Tensor } from '../runtime/session.ts';
 import { logitsOutputOf } from './kv-names.ts';
 import type { HiddenDType, SplitManifest } from './manifest.ts';
@@ -239,12 +239,11 @@ async function probeSplit(
   sessionOptions: SessionOptions,
 ): Promise<ProbeResult> {
   const { prefill, decodeSteps, chunk } = counts;
-  const full = await fullModelRunner(sourcePath, manifest, sessionOptions);
-  const parts: Composed = {
-    input: await openPart(splitDir, manifest, 'input', sessionOptions),
-    middle: await openPart(splitDir, manifest, 'middle', sessionOptions),
-    output: await openPart(splitDir, manifest, 'output', sessionOptions),
-  };
+  const [full, input, middle, output] = await openAll([
+    () => fullModelRunner(sourcePath, manifest, sessionOptions),
+    ...(['input', 'middle', 'output'] as const).map((name) => () => openPart(splitDir, manifest, name, sessionOptions)),
+  ]);
+  const parts: Composed = { input, middle, output };
   const all = [parts.input, parts.middle, parts.output];
   const cases: CaseResult[] = [];
   const comparisons: Comparison[] = [];

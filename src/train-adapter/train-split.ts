@@ -119,18 +119,20 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
   const config = modelConfig(splitDir);
   const session = { threads: options.threads };
   const full = await ComposedModel.open(splitDir, manifest, session);
-  const parts = full.parts;
-  const hidden = manifest.hidden.size;
-  const vocab = parts.output.session.outputs.find((o) => o.name === 'logits')?.shape.at(-1);
-  if (typeof vocab !== 'number')
-    throw new HatError('UNSUPPORTED_MODEL', "the output part's vocabulary size is symbolic");
-  const head = await probeOutputHead(parts.output, hidden, {
-    vocab,
-    eps: typeof config.rms_norm_eps === 'number' ? config.rms_norm_eps : undefined,
-  });
-  const engine = await createOrtMatMul({ threads: options.threads });
-
+  let engineToRelease: Awaited<ReturnType<typeof createOrtMatMul>> | undefined;
   try {
+    const parts = full.parts;
+    const hidden = manifest.hidden.size;
+    const vocab = parts.output.session.outputs.find((o) => o.name === 'logits')?.shape.at(-1);
+    if (typeof vocab !== 'number')
+      throw new HatError('UNSUPPORTED_MODEL', "the output part's vocabulary size is symbolic");
+    const head = await probeOutputHead(parts.output, hidden, {
+      vocab,
+      eps: typeof config.rms_norm_eps === 'number' ? config.rms_norm_eps : undefined,
+    });
+    const engine = await createOrtMatMul({ threads: options.threads });
+    engineToRelease = engine;
+
     // Training text: the corpus, or the full model's own samples from BOS (self-distillation).
     let texts: () => AsyncIterable<number[]> | Iterable<number[]>;
     let totalTokens: number;
@@ -368,7 +370,8 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
       rmSync(join(splitDir, staged), { force: true });
     throw error;
   } finally {
-    await engine.release();
+    await engineToRelease?.release();
+    await full.release(); // its sessions, on success too: the API may be called again in one process
   }
 }
 

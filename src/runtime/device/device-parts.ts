@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { HatError } from '../../errors.ts';
 import type { SplitManifest } from '../../split/manifest.ts';
 import { PartRunner, type PartIO } from '../part-runner.ts';
-import { openPart } from '../split-dir.ts';
+import { openAll, openPart } from '../split-dir.ts';
 import type { SessionOptions } from '../session.ts';
 
 export interface DeviceParts {
@@ -33,20 +33,19 @@ export async function openDeviceParts(
   manifest: SplitManifest,
   options: SessionOptions & { withAdapter: boolean },
 ): Promise<DeviceParts> {
-  const input = await openPart(splitDir, manifest, 'input', options);
-  const output = await openPart(splitDir, manifest, 'output', options);
-  const draftOutput = manifest.kv.output.length > 0 ? PartRunner.fromSession(output.session, output.io) : output;
-  let adapter: PartRunner | undefined;
-  if (options.withAdapter) {
-    const file = resolve(splitDir, manifest.adapter?.file ?? 'adapter.onnx');
-    if (!manifest.adapter || !existsSync(file)) {
-      throw new HatError(
-        'BAD_MANIFEST',
-        `${join(splitDir, 'adapter.onnx')} is missing`,
-        'run `hat train-adapter <split-dir>` first, or pass --no-draft',
-      );
-    }
-    adapter = await PartRunner.open(file, adapterIO(manifest), options, 'adapter');
+  const adapterFile = resolve(splitDir, manifest.adapter?.file ?? 'adapter.onnx');
+  if (options.withAdapter && (!manifest.adapter || !existsSync(adapterFile))) {
+    throw new HatError(
+      'BAD_MANIFEST',
+      `${join(splitDir, 'adapter.onnx')} is missing`,
+      'run `hat train-adapter <split-dir>` first, or pass --no-draft',
+    );
   }
+  const [input, output, adapter] = await openAll([
+    () => openPart(splitDir, manifest, 'input', options),
+    () => openPart(splitDir, manifest, 'output', options),
+    ...(options.withAdapter ? [() => PartRunner.open(adapterFile, adapterIO(manifest), options, 'adapter')] : []),
+  ]);
+  const draftOutput = manifest.kv.output.length > 0 ? PartRunner.fromSession(output.session, output.io) : output;
   return { manifest, input, output, draftOutput, adapter };
 }
