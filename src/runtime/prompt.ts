@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HatError } from '../errors.ts';
-import { configTokenIds, uniqueIds, type TextTokenizer } from './tokenizer.ts';
+import { configTokenIds, firstId, uniqueIds, type TextTokenizer } from './tokenizer.ts';
 
 export interface PromptInput {
   /** Prompt text (needs a tokenizer). */
@@ -24,12 +24,6 @@ export interface SpecialIds {
 }
 
 const CONFIG_FILES = ['generation_config.json', 'config.json'];
-
-function firstId(value: unknown): number | undefined {
-  if (typeof value === 'number' && Number.isInteger(value) && value >= 0) return value;
-  if (Array.isArray(value)) return firstId(value[0]);
-  return undefined;
-}
 
 /**
  * bos/eos ids named by generation_config.json, then config.json, in `dir` (unreadable files are skipped), and

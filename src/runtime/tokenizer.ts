@@ -44,9 +44,10 @@ function tokenName(value: unknown): string | undefined {
   return undefined;
 }
 
-function firstId(value: unknown): number | undefined {
-  if (typeof value === 'number') return value;
-  if (Array.isArray(value) && typeof value[0] === 'number') return value[0];
+/** A config's token id (bos_token_id, …): one id, or the first of a list; anything but a token id is skipped. */
+export function firstId(value: unknown): number | undefined {
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 0) return value;
+  if (Array.isArray(value)) return firstId(value[0]);
   return undefined;
 }
 
