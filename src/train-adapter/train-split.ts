@@ -181,7 +181,8 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
     // Held-out evaluation text: held-out prompts continued greedily by the full model, so a replay of draft
     // rounds along it is exact.
     const evalProgress = reporter.progress('preparing held-out evaluation text (full-model greedy continuations)');
-    const evalTexts: number[][] = [];
+    // Each text with its prompt's length: a corpus line may be shorter than EVAL_PROMPT_TOKENS.
+    const evalTexts: Array<{ ids: number[]; promptTokens: number }> = [];
     const prompts = options.corpus ? corpusTokens(options.corpus, tokenizer!, true) : undefined;
     for (let i = 0; i < options.evalPrompts; i++) {
       let prompt: number[];
@@ -196,12 +197,12 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
         });
       }
       const continuation = await continueWithFullModel(full, prompt, options.evalTokens, { sample: false, seed: 0 });
-      evalTexts.push([...prompt, ...continuation]);
+      evalTexts.push({ ids: [...prompt, ...continuation], promptTokens: prompt.length });
       evalProgress.update(`held-out continuations: ${i + 1}/${options.evalPrompts}`, (i + 1) / options.evalPrompts);
     }
     evalProgress.succeed(`held-out evaluation text: ${evalTexts.length} prompts × ${options.evalTokens} greedy tokens`);
-    const evalBatches: PairBatch[] = [];
-    for (const text of evalTexts) {
+    const evalBatches: Array<PairBatch & { promptTokens: number }> = [];
+    for (const { ids: text, promptTokens } of evalTexts) {
       const { inputs, targets } = await windowHidden(parts, [text]);
       const { tokens } = await topTokens(head, targets, engine);
       evalBatches.push({
@@ -211,20 +212,24 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
         target: targets,
         targetTokens: tokens,
         positions: Int32Array.from({ length: text.length }, (_, p) => p),
+        promptTokens,
       });
     }
+    let draftPositions = 0; // what the evaluation covered: every greedy token of every held-out text
     const traces = async (predict: (batch: PairBatch) => Promise<Float32Array>): Promise<DraftTrace[]> => {
       const out: DraftTrace[] = [];
       for (const batch of evalBatches) {
         const { tokens, probabilities } = await topTokens(head, await predict(batch), engine);
         // Only the greedy continuation is an exact replay; the prompt is the user's text.
         // A draft at position p predicts the token after p, compared with the full model's choice there.
+        const first = batch.promptTokens - 1;
         out.push({
-          draftTokens: tokens.subarray(EVAL_PROMPT_TOKENS - 1, batch.seq - 1),
-          draftProbabilities: probabilities.subarray(EVAL_PROMPT_TOKENS - 1, batch.seq - 1),
-          targetTokens: batch.targetTokens.subarray(EVAL_PROMPT_TOKENS - 1, batch.seq - 1),
+          draftTokens: tokens.subarray(first, batch.seq - 1),
+          draftProbabilities: probabilities.subarray(first, batch.seq - 1),
+          targetTokens: batch.targetTokens.subarray(first, batch.seq - 1),
         });
       }
+      draftPositions = out.reduce((sum, trace) => sum + trace.draftTokens.length, 0);
       return out;
     };
 
@@ -313,6 +318,7 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
         heldOut: {
           prompts: evalTexts.length,
           greedyTokens: options.evalTokens,
+          draftPositions,
           source: options.corpus ? `every ${HELD_OUT_EVERY}th line of ${options.corpus}` : 'self-generated',
         },
         top1Agreement: final.top1Agreement,
