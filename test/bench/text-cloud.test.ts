@@ -10,21 +10,34 @@ import { promptsOfLengths, splitTokenizerIfAny } from '../../src/bench/prompts.t
 import { startTextCloud } from '../../src/bench/text-cloud.ts';
 import { readManifest } from '../../src/runtime/split-dir.ts';
 import { repoRoot } from '../helpers/shared-fixtures.ts';
+import { withinDeadline } from '../helpers/wait-for.ts';
 
-/** Sends one request and collects replies until `count` tokens or an error. */
+/**
+ * Sends one request and collects replies until `count` tokens or an error; fails if the connection closes first or
+ * the replies have not come within 60 s.
+ */
 async function ask(url: string, request: object, count: number): Promise<Array<{ token?: number; error?: string }>> {
   const socket = new WebSocket(url);
-  await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
   const replies: Array<{ token?: number; error?: string }> = [];
-  await new Promise<void>((resolve) => {
-    socket.on('message', (data: Buffer) => {
-      const reply = JSON.parse(data.toString('utf8')) as { token?: number; error?: string };
-      replies.push(reply);
-      if (reply.error || replies.length === count) resolve();
-    });
-    socket.send(JSON.stringify(request));
-  });
-  socket.close();
+  try {
+    await withinDeadline(
+      new Promise<void>((resolve, reject) => {
+        socket.once('error', reject);
+        socket.once('close', () => reject(new Error(`the connection closed after ${replies.length} replies`)));
+        socket.once('open', () => socket.send(JSON.stringify(request)));
+        socket.on('message', (data: Buffer) => {
+          const reply = JSON.parse(data.toString('utf8')) as { token?: number; error?: string };
+          replies.push(reply);
+          if (reply.error || replies.length === count) resolve();
+        });
+      }),
+      { what: `${count} replies from the text cloud`, timeoutMs: 60_000 },
+    );
+  } finally {
+    socket.removeAllListeners();
+    socket.on('error', () => {});
+    socket.terminate();
+  }
   return replies;
 }
 
@@ -44,6 +57,10 @@ test("every passage prompt's text encodes back to exactly its ids (k ≥ 1 slice
   const splitDir = join(repoRoot, 'fixtures', 'default-split');
   const tokenizer = splitTokenizerIfAny(splitDir)!;
   const prompts = promptsOfLengths([128, 384], 3, tokenizer, readManifest(splitDir).model?.vocabSize ?? 0);
+  assert.deepEqual(
+    prompts.map((prompt) => prompt.ids.length),
+    [128, 128, 128, 384, 384, 384],
+  );
   for (const prompt of prompts) {
     assert.ok(prompt.text !== undefined, prompt.source);
     assert.deepEqual(tokenizer.encode(prompt.text, prompt.textAddsSpecialTokens), prompt.ids, prompt.source);

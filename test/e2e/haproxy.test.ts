@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { HAT_BIN, spawnCloud, type SpawnedCloud } from '../../src/apps/spawn-cloud.ts';
 import { repoRoot } from '../helpers/shared-fixtures.ts';
-import { waitFor } from '../helpers/wait-for.ts';
+import { waitFor, withinDeadline } from '../helpers/wait-for.ts';
 
 const run = promisify(execFile);
 const split = join(repoRoot, 'fixtures', 'default-split');
@@ -37,8 +37,14 @@ let cloudUrl = '';
 /** The device trusts the balancer's self-signed certificate as a user would trust their CA. */
 let deviceEnv: NodeJS.ProcessEnv = {};
 
+/** A hat command to its end; killed (and failing) if it has not ended within 5 minutes. */
 const hat = (args: string[], env: NodeJS.ProcessEnv = {}) =>
-  run(process.execPath, [HAT_BIN, ...args], { cwd: repoRoot, maxBuffer: 16 << 20, env: { ...process.env, ...env } });
+  run(process.execPath, [HAT_BIN, ...args], {
+    cwd: repoRoot,
+    maxBuffer: 16 << 20,
+    env: { ...process.env, ...env },
+    timeout: 300_000,
+  });
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -190,7 +196,15 @@ function startDevice(tokens: string) {
     stderr += chunk;
   });
   const exited = new Promise<number | null>((resolve) => device.once('exit', resolve));
-  return { exited, output: () => ({ stdout, stderr }) };
+  return {
+    /** Its exit code, or a rejection if it has not exited within 2 minutes (a few seconds normally). */
+    exited: () => withinDeadline(exited, { what: 'run-device to exit', timeoutMs: 120_000 }),
+    output: () => ({ stdout, stderr }),
+    /** For a test's finally: a device still running after a failure does not outlive the test. */
+    kill: () => {
+      if (device.exitCode === null && device.signalCode === null) device.kill('SIGKILL');
+    },
+  };
 }
 
 test(
@@ -202,19 +216,24 @@ test(
       (await hat(['generate', model, '--prompt', PROMPT, '--max-new-tokens', tokens, '--json'])).stdout,
     );
     const devices = [startDevice(tokens), startDevice(tokens)];
-    const serving = await servingReplica();
-    const drained = new Promise<number | null>((resolve) => serving.process.once('exit', resolve));
-    serving.process.kill('SIGTERM');
-    assert.equal(await drained, 0, 'the drained replica exits 0');
-    for (const device of devices) {
-      const code = await device.exited;
-      const { stdout, stderr } = device.output();
-      assert.equal(code, 0, stderr);
-      const result = JSON.parse(stdout);
-      assert.equal(result.error, undefined);
-      assert.deepEqual(result.ids, reference.ids);
+    try {
+      const serving = await servingReplica();
+      const drained = new Promise<number | null>((resolve) => serving.process.once('exit', resolve));
+      serving.process.kill('SIGTERM');
+      const drainedCode = await withinDeadline(drained, { what: 'the drained replica to exit', timeoutMs: 60_000 });
+      assert.equal(drainedCode, 0, 'the drained replica exits 0');
+      for (const device of devices) {
+        const code = await device.exited();
+        const { stdout, stderr } = device.output();
+        assert.equal(code, 0, stderr);
+        const result = JSON.parse(stdout);
+        assert.equal(result.error, undefined);
+        assert.deepEqual(result.ids, reference.ids);
+      }
+      replicas.splice(replicas.indexOf(serving), 1);
+    } finally {
+      for (const device of devices) device.kill();
     }
-    replicas.splice(replicas.indexOf(serving), 1);
   },
 );
 
@@ -227,17 +246,21 @@ test(
       (await hat(['generate', model, '--prompt', PROMPT, '--max-new-tokens', tokens, '--json'])).stdout,
     );
     const device = startDevice(tokens);
-    const serving = await servingReplica();
-    serving.process.kill('SIGKILL');
+    try {
+      const serving = await servingReplica();
+      serving.process.kill('SIGKILL');
 
-    const code = await device.exited;
-    const { stdout, stderr } = device.output();
-    assert.equal(code, 0, stderr);
-    const result = JSON.parse(stdout);
-    assert.equal(result.error, undefined);
-    assert.ok(result.metrics.reconnects >= 1, `reconnects ${result.metrics.reconnects}`);
-    assert.deepEqual(result.ids, reference.ids);
-    const survivor = replicas.find((r) => r !== serving)!;
-    assert.equal(survivor.process.exitCode, null, 'the other replica kept serving');
+      const code = await device.exited();
+      const { stdout, stderr } = device.output();
+      assert.equal(code, 0, stderr);
+      const result = JSON.parse(stdout);
+      assert.equal(result.error, undefined);
+      assert.ok(result.metrics.reconnects >= 1, `reconnects ${result.metrics.reconnects}`);
+      assert.deepEqual(result.ids, reference.ids);
+      const survivor = replicas.find((r) => r !== serving)!;
+      assert.equal(survivor.process.exitCode, null, 'the other replica kept serving');
+    } finally {
+      device.kill();
+    }
   },
 );
