@@ -1,7 +1,7 @@
 /**
- * The device's three caches — input part, adapter, and the output part when it owns decoder layers — moved
- * together: a snapshot / restore for parallel-drafting branches, and one rollback to the committed length after
- * each verification round.
+ * The device's caches — input part, adapter, and the output part when it owns decoder layers (its verified cache
+ * and the drafts' copy of it) — moved together: a snapshot / restore for parallel-drafting branches, and one
+ * rollback to the committed length after each verification round.
  */
 import type { KvState } from '../part-runner.ts';
 import type { DeviceParts } from './device-parts.ts';
@@ -9,6 +9,8 @@ import type { DeviceParts } from './device-parts.ts';
 export interface CacheState {
   input: KvState;
   adapter?: KvState;
+  /** The drafting copy of the output part's cache, when the output part has decoder layers (J > 0). */
+  draftOutput?: KvState;
 }
 
 export class DeviceCaches {
@@ -23,16 +25,31 @@ export class DeviceCaches {
     return this.parts.manifest.kv.output.length > 0;
   }
 
+  /** Whether drafts run the output part's layers on a cache of their own (J > 0). */
+  private get draftsOwnOutput(): boolean {
+    return this.withAdapter && this.parts.draftOutput !== this.parts.output;
+  }
+
   snapshot(): CacheState {
     return {
       input: this.parts.input.snapshot(),
       adapter: this.withAdapter ? this.parts.adapter?.snapshot() : undefined,
+      draftOutput: this.draftsOwnOutput ? this.parts.draftOutput.snapshot() : undefined,
     };
   }
 
   restore(state: CacheState): void {
     this.parts.input.restore(state.input);
     if (state.adapter) this.parts.adapter!.restore(state.adapter);
+    if (state.draftOutput) this.parts.draftOutput.restore(state.draftOutput);
+  }
+
+  /**
+   * A new chain of drafts starts on the verified output cache: the drafting copy takes it, then grows with each
+   * draft (adapter rows on top of the verified positions), as the adapter's cache does.
+   */
+  startDrafting(): void {
+    if (this.draftsOwnOutput) this.parts.draftOutput.restore(this.parts.output.snapshot());
   }
 
   /**

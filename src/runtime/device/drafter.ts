@@ -90,8 +90,8 @@ export class Drafter {
     const started = performance.now();
     const x = chain.hidden[chain.hidden.length - 1];
     const adapted = await this.parts.adapter.step({ hidden: x }, 1);
-    // With decoder layers in the output part (J > 0), draft on a copy of the verified cache.
-    if (this.parts.draftOutput !== this.parts.output) this.parts.draftOutput.restore(this.parts.output.snapshot());
+    // With decoder layers in the output part (J > 0) the drafts run them on their own copy of its cache, taken
+    // from the verified one when the chain started (DeviceCaches.startDrafting) and grown draft by draft.
     const logits = await this.parts.draftOutput.step({ hidden: lastRow(adapted) }, 1);
     const choice = choose(this.sampler, lastRow(logits));
     const index = chain.drafts.length + 1;

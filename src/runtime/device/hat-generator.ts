@@ -163,6 +163,8 @@ export class HatGenerator {
     const roundStart = performance.now();
     const modelAtStart = this.modelMs();
     const { maxDrafts } = limit;
+    // A branch confirmed last round continues with its caches; a new chain drafts on the verified output cache.
+    if (!continued) caches.startDrafting();
     const chain = continued ?? (await this.drafter.start(pending));
     if (options.speculative)
       while (await this.drafter.extend(chain, maxDrafts)) {
