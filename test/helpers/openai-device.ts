@@ -88,7 +88,8 @@ export async function recordingRelay(target: string): Promise<Relay> {
       const deliver = () => {
         if (device.readyState === WebSocket.OPEN) device.send(data, { binary: true });
       };
-      if (relay.delayMs > 0) setTimeout(deliver, relay.delayMs);
+      // Unreferenced: a message still held when the tests end does not keep the process alive for the delay.
+      if (relay.delayMs > 0) setTimeout(deliver, relay.delayMs).unref();
       else deliver();
     });
     const closeBoth = () => {
