@@ -5,7 +5,7 @@ import { readManifest, manifestHash } from '../../../src/runtime/split-dir.ts';
 import { openDeviceParts } from '../../../src/runtime/device/device-parts.ts';
 import { CloudClient } from '../../../src/runtime/device/cloud-client.ts';
 import { HatGenerator, type HatGenerateOptions } from '../../../src/runtime/device/hat-generator.ts';
-import { Drafter } from '../../../src/runtime/device/drafter.ts';
+import { Drafter, type DraftChain } from '../../../src/runtime/device/drafter.ts';
 import {
   AutoDraftPolicy,
   FixedThresholdPolicy,
@@ -19,7 +19,7 @@ import { SlmCausalLm } from '../../../src/runtime/device/slm.ts';
 import { HEADER_BYTES } from '../../../src/runtime/protocol/frame.ts';
 import { createSampler } from '../../../src/runtime/speculative/sampler.ts';
 import { addIdentityAdapter, makeSmallSplit, serveSplit } from '../../helpers/runtime-fixtures.ts';
-import { withinDeadline } from '../../helpers/wait-for.ts';
+import { waitFor, withinDeadline } from '../../helpers/wait-for.ts';
 import type { ForwardResult, Verifier } from '../../../src/runtime/device/verifier.ts';
 
 const greedy = createSampler({ temperature: 0, topP: 1, seed: 0 });
@@ -90,10 +90,48 @@ function verifiedRows(out: { metrics: { bytesUp: number; rounds: number; chunkSi
   return (bytesUp - (chunkSizes.length + rounds) * HEADER_BYTES) / rowBytes - prompt.length;
 }
 
+/** A drafter that counts the chains it starts and remembers the chain it last drafted on. */
+class CountingDrafter extends Drafter {
+  starts = 0;
+  last?: DraftChain;
+  override async start(pending: number): Promise<DraftChain> {
+    this.starts++;
+    return (this.last = await super.start(pending));
+  }
+  override async extend(chain: DraftChain, maxDrafts?: number): Promise<boolean> {
+    this.last = chain;
+    return super.extend(chain, maxDrafts);
+  }
+}
+
+/**
+ * `verifier`, with each verification's result held back until the predrafter has started a branch on every
+ * candidate of the round (the first `branches` of the chain's nextCandidates). The predrafter stops starting
+ * branches once the result is in, so without this how many it starts depends on how fast the cloud answers.
+ */
+function holdUntilBranched(verifier: Verifier, drafter: CountingDrafter, branches: number): Verifier {
+  const forward: Verifier['forward'] = async (hidden, nTokens, pastLength, options) => {
+    const expected = options.allPositions ? (drafter.last?.nextCandidates?.slice(0, branches).length ?? 0) : 0;
+    const from = drafter.starts;
+    const result = await verifier.forward(hidden, nTokens, pastLength, options);
+    await waitFor(() => drafter.starts - from >= expected, { what: `the predrafter to start ${expected} branches` });
+    return result;
+  };
+  return new Proxy(verifier, {
+    get: (target, key) => {
+      if (key === 'forward') return forward;
+      const value: unknown = Reflect.get(target, key, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
 async function runHat(
   options: Partial<HatGenerateOptions>,
   policy: DraftPolicy = new FixedThresholdPolicy(0, 4),
   withAdapter = options.speculative !== false,
+  /** Every predrafted round starts all its branches (holdUntilBranched). */
+  allBranches = false,
 ) {
   const manifest = readManifest(split);
   const parts = await openDeviceParts(split, manifest, { withAdapter });
@@ -103,7 +141,9 @@ async function runHat(
     hiddenSize: manifest.hidden.size,
     wire: 'fp32',
   });
-  const generator = new HatGenerator(parts, client, greedy, new Drafter(parts, greedy, policy));
+  const drafter = new CountingDrafter(parts, greedy, policy);
+  const verifier = allBranches ? holdUntilBranched(client, drafter, options.parallelBranches ?? 1) : client;
+  const generator = new HatGenerator(parts, verifier, greedy, drafter);
   try {
     return await generator.generate(prompt, {
       maxNewTokens: NEW,
@@ -177,8 +217,9 @@ test(
   'parallel drafting on the top-3 candidates keeps greedy output identical ' + 'and confirms at least as often',
   async () => {
     const options = { parallelDrafting: true, predraftAlways: true };
-    const one = await runHat({ ...options, parallelBranches: 1 }, new FixedThresholdPolicy(0.9, 2));
-    const three = await runHat({ ...options, parallelBranches: 3 }, new FixedThresholdPolicy(0.9, 2));
+    // Each round starts all its branches before its verification is taken in: the hits do not depend on a race.
+    const one = await runHat({ ...options, parallelBranches: 1 }, new FixedThresholdPolicy(0.9, 2), true, true);
+    const three = await runHat({ ...options, parallelBranches: 3 }, new FixedThresholdPolicy(0.9, 2), true, true);
     assert.deepEqual(three.ids, reference);
     const [expectedOne, expectedThree] = [await expectedRounds(0.9, 2, 1), await expectedRounds(0.9, 2, 3)];
     assert.ok(expectedThree.hits > expectedOne.hits, 'the 2nd and 3rd candidates are confirmed on some rounds');
@@ -228,19 +269,27 @@ test('an aborted signal ends a generation that waits on its prompt at once, with
   const manifest = readManifest(split);
   const parts = await openDeviceParts(split, manifest, { withAdapter: true });
   // A cloud that takes the frames and never answers: the generation waits on the network until it is aborted.
+  let sent: (() => void) | undefined;
   const silent: Verifier = {
     wire: 'fp32',
     maxTokensPerFrame: 0,
     initialLatency: { baseMs: 1, perTokenMs: 0.1 },
     bytesUp: 0,
     bytesDown: 0,
-    forward: () => new Promise<ForwardResult>(() => {}),
+    forward: () => {
+      sent?.();
+      return new Promise<ForwardResult>(() => {});
+    },
     close: () => {},
   };
   const generator = new HatGenerator(parts, silent, greedy, new Drafter(parts, greedy, new FixedThresholdPolicy(0, 4)));
   for (const chunk of [4, 'off'] as const) {
     const abort = new AbortController();
-    setTimeout(() => abort.abort(), 50);
+    // Aborted once the first frame went up (on the next turn of the event loop: the generation waits on it by then).
+    let frames = 0;
+    sent = () => {
+      if (frames++ === 0) setImmediate(() => abort.abort());
+    };
     const out = await withinDeadline(
       generator.generate(prompt, {
         maxNewTokens: NEW,
@@ -249,8 +298,9 @@ test('an aborted signal ends a generation that waits on its prompt at once, with
         chunk,
         signal: abort.signal,
       }),
-      { what: `the aborted generation (chunk ${chunk})`, timeoutMs: 2000 },
+      { what: `the aborted generation (chunk ${chunk})` },
     );
+    assert.ok(frames > 0, 'a frame went up before the abort');
     assert.deepEqual(out.ids, []);
     assert.equal(out.error, undefined);
   }
