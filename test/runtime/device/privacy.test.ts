@@ -53,6 +53,9 @@ test('the device uplink carries only hidden states and control integers, never t
     client.close();
 
     const uplink = Buffer.concat(frames);
+    // Something was captured: at least the prompt's hidden rows (the checks below pass trivially on nothing).
+    const rowBytes = wireBytesPerRow('fp32', manifest.hidden.size);
+    assert.ok(uplink.length > prompt.length * rowBytes, `${uplink.length} bytes captured`);
     // Any window of three consecutive prompt or generated ids, as int32 or int64, would be a leak.
     const sequence = [...prompt, ...out.ids];
     for (let i = 0; i + 3 <= sequence.length; i++) {
@@ -75,9 +78,15 @@ test('the device uplink carries only hidden states and control integers, never t
       assert.ok(frame.header.type === 'forward' || frame.header.type === 'bye');
       if (frame.header.type === 'forward') {
         assert.equal(frame.header.hiddenSize, manifest.hidden.size);
-        assert.equal(frame.payload.length, frame.header.nTokens * wireBytesPerRow('fp32', manifest.hidden.size));
+        assert.equal(frame.payload.length, frame.header.nTokens * rowBytes);
       }
     }
+    // Every frame went through the recorder: one per prompt chunk and one per round, between the hello and the bye.
+    const { chunkSizes, rounds } = out.metrics;
+    assert.deepEqual(chunkSizes, [4, 4, 2]);
+    assert.equal(decoded.filter((f) => f.header.type === 'forward').length, chunkSizes.length + rounds);
+    assert.equal(decoded.length, 1 + chunkSizes.length + rounds + 1);
+    assert.equal(decoded.at(-1)!.header.type, 'bye');
   } finally {
     await server.stop();
   }
@@ -111,6 +120,13 @@ test(
         recordUplink: (bytes) => frames.push(bytes.slice()),
       });
       const uplink = Buffer.concat(frames);
+      // Something was captured: the hello, then a frame per prompt chunk and per round, each with hidden rows.
+      const forwards = frames
+        .map((f) => decodeFrame(f, { maxPayloadBytes: 1 << 30 }))
+        .filter((f) => f.header.type === 'forward');
+      assert.equal(forwards.length, result.metrics.chunkSizes.length + result.metrics.rounds);
+      const rowBytes = wireBytesPerRow('fp16', readManifest(defaultSplit).hidden.size);
+      assert.ok(uplink.length > result.promptIds.length * rowBytes, `${uplink.length} bytes captured`);
       for (const text of [prompt, 'beginning', 'heaven', result.text!.trim().slice(0, 12)]) {
         for (const encoding of ['utf8', 'utf16le'] as const)
           assert.equal(uplink.indexOf(Buffer.from(text, encoding)), -1, `"${text}" found as ${encoding}`);
