@@ -87,10 +87,12 @@ test(
     } finally {
       client.close();
     }
-    // Every trial is seeded, so the count is fixed: 254 of the 400 kept their first draft and 146 rejected it, so both
-    // outcomes of speculative sampling's acceptance were exercised (it changes if acceptance or drafting does: with
-    // 3 tokens to generate, a round drafts at most what it can commit).
-    assert.equal(drafted, 254);
+    // Both outcomes of speculative sampling's acceptance must be exercised often, or the chi-square says little about
+    // it: with 3 tokens to generate the round after the prefill drafts one token (at most what it can commit), kept in
+    // one round, rejected in two. 254 of 400 kept it when measured (binomial spread about ±10); at least a quarter
+    // each way leaves room for a change in how acceptance draws its randomness.
+    assert.ok(drafted >= TRIALS / 4, `${drafted} of ${TRIALS} trials kept their draft`);
+    assert.ok(TRIALS - drafted >= TRIALS / 4, `${TRIALS - drafted} of ${TRIALS} trials rejected their draft`);
     // Two-sample chi-square over outcomes seen at least 5 times in total; rarer ones are pooled.
     const keys = new Set([...expected.keys(), ...observed.keys()]);
     let chi = 0,
