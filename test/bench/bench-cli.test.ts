@@ -107,7 +107,12 @@ test('hat bench refuses bad input in one line, before running, and leaves --out 
     ]);
     assert.equal(noAdapter.status, 0, noAdapter.stderr);
     assert.match(noAdapter.stdout, /hat skipped: the split has no adapter/);
-    assert.ok(!existsSync(join(dir, '.new.partial-')));
+    assert.ok(existsSync(join(dir, 'new', 'results.json')));
+    // The staging folders (.<name>.partial-<pid>, and .old beside it while replacing) are gone.
+    assert.deepEqual(
+      readdirSync(dir).filter((name) => name.includes('.partial-')),
+      [],
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
