@@ -153,6 +153,7 @@ test('64-bit seeds are accepted and reduced modulo 2^32: the same seed, the same
   assert.equal(big, zero);
   assert.equal(past, eight);
   assert.notEqual(zero, eight, 'different seeds sample differently (else the test shows nothing)');
-  const negative = await sample(-(2 ** 60));
-  assert.equal(typeof negative, 'string');
+  // Negative seeds too, as two's complement: -2^60 ≡ 0, -2^52 + 8 (a double exactly) ≡ 8.
+  assert.equal(await sample(-(2 ** 60)), zero);
+  assert.equal(await sample(-(2 ** 52) + 8), eight);
 });

@@ -83,7 +83,14 @@ test('a session without the device planner probes again', async () => {
 test('HatDevice keeps one planner across requests, each on its own cloud session', async (t) => {
   const split = join(repoRoot, 'fixtures', 'default-split');
   if (!existsSync(join(split, 'manifest.json'))) return t.skip('SKIPPED: fixtures/default-split is missing');
-  const cloud = await serveSplit(split, { maxSessions: 2, maxTokensPerFrame: 512, maxContext: 512 });
+  const opened: unknown[] = [];
+  // The cloud's log names each session it opens.
+  const logger = {
+    log: (event: string, fields?: Record<string, unknown>) => {
+      if (event === 'session-open') opened.push(fields?.session);
+    },
+  };
+  const cloud = await serveSplit(split, { maxSessions: 2, maxTokensPerFrame: 512, maxContext: 512, logger });
   const device = await HatDevice.open(split, {
     cloud: `ws://127.0.0.1:${cloud.port}`,
     link: SLOW_UPLINK,
@@ -95,6 +102,8 @@ test('HatDevice keeps one planner across requests, each on its own cloud session
     assert.equal((await chunks())[0], 64, 'the first request probes');
     const second = await chunks();
     assert.equal(second[0], 32, `the second request is sized from the first's measurements: ${second.join(' ')}`);
+    assert.equal(opened.length, 2, 'one cloud session per request');
+    assert.notEqual(opened[0], opened[1]);
   } finally {
     await device.close();
     await cloud.server.stop();
