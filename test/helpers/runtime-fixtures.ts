@@ -3,8 +3,7 @@
  * output part applied straight to the input part's hidden state), for runtime tests that need drafts without
  * waiting for adapter training.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { llamaConfig, type LlamaConfig } from '../../src/models/config.ts';
 import { writeLlamaOnnx } from '../../src/models/llama-onnx.ts';
@@ -17,6 +16,7 @@ import type { SplitManifest } from '../../src/split/manifest.ts';
 import { startCloud, type ServeOptions, type StartedCloud } from '../../src/runtime/cloud/serve.ts';
 import { silentLogger } from '../../src/runtime/cloud/logger.ts';
 import type { RunDeviceOptions } from '../../src/runtime/device/run-device.ts';
+import { tempDirRemovedAtExit } from './temp-dir.ts';
 
 export const SMALL_LLAMA: LlamaConfig = llamaConfig({
   vocabSize: 64,
@@ -31,7 +31,7 @@ export async function makeSmallSplit(
   config = SMALL_LLAMA,
   seed = 3,
 ): Promise<{ dir: string; model: string; split: string }> {
-  const dir = mkdtempSync(join(tmpdir(), 'hat-rt-'));
+  const dir = tempDirRemovedAtExit('hat-rt-'); // for the whole test file: removed when its process exits
   const model = join(dir, 'model.onnx');
   // A large weight scale makes the random model's greedy path non-trivial (no single repeated token).
   await writeLlamaOnnx(config, randomWeights({ seed, std: 0.3 }), model);

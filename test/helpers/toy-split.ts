@@ -2,11 +2,11 @@
  * A toy split directory for server tests: middle.onnx keeps every hidden state it sees in a one-layer KV cache
  * and returns h_i + Σ_cache h_j, so results reveal exactly which positions the cloud's cache holds.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeModel, onnx } from '../../src/onnx/model-io.ts';
 import { MANIFEST_FORMAT, type SplitManifest } from '../../src/split/manifest.ts';
+import { tempDirRemovedAtExit } from './temp-dir.ts';
 
 export const TOY_HIDDEN = 4;
 
@@ -79,7 +79,7 @@ export function toyExpected(cache: number[][], rows: number[][]): number[][] {
 }
 
 export function makeToySplitDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'hat-toy-split-'));
+  const dir = tempDirRemovedAtExit('hat-toy-split-'); // for the whole test file: removed when its process exits
   writeFileSync(join(dir, 'middle.onnx'), toyMiddleModel());
   const pair = {
     layer: 1,
