@@ -3,6 +3,7 @@
  * greedy argmax, the sampling distribution (temperature, then top-p), and drawing from it with a seeded RNG —
  * so a run with a given seed repeats exactly, and speculative acceptance can compare the same distributions.
  */
+import { HatError } from '../errors.ts';
 import { seededRandom } from '../random.ts';
 
 /** Uniform in [0, 1). */
@@ -13,9 +14,40 @@ export function seededUniform(seed: number): Uniform {
   return () => random.uniform();
 }
 
+/**
+ * Throws for a row no token can be chosen from: a NaN or +Infinity logit, or no finite one. Left through, a NaN
+ * makes every comparison false (argmax answers 0) and +Infinity makes softmax all NaN (the draw answers the last id).
+ * −Infinity alone is a masked token, probability 0, and stays allowed.
+ */
+function rejectLogits(logits: ArrayLike<number>): never {
+  let at = 0;
+  while (at < logits.length && !Number.isNaN(logits[at]) && logits[at] !== Infinity) at++;
+  const what =
+    logits.length === 0
+      ? 'the logits row is empty'
+      : at < logits.length
+        ? `logit ${at} of ${logits.length} is ${logits[at]}`
+        : `all ${logits.length} logits are -Infinity`;
+  throw new HatError(
+    'RUNTIME',
+    `cannot choose the next token: ${what}`,
+    'the model computed non-finite values: check its weights (an fp16 model can overflow where fp32 does not)',
+  );
+}
+
+/** The first largest logit's index; throws HatError('RUNTIME') on a non-finite row (see rejectLogits). */
 export function argmax(logits: ArrayLike<number>): number {
   let best = 0;
-  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+  let top = logits[0];
+  for (let i = 1; i < logits.length; i++) {
+    const x = logits[i];
+    if (x > top) {
+      best = i;
+      top = x;
+    } else if (x !== x) rejectLogits(logits); // NaN: no comparison sees it
+  }
+  // A NaN first, a +Infinity, nothing finite, or an empty row.
+  if (!(top > -Infinity && top < Infinity)) rejectLogits(logits);
   return best;
 }
 
@@ -56,6 +88,8 @@ export function softmax(logits: ArrayLike<number>, temperature = 1): Float64Arra
   const out = new Float64Array(logits.length);
   let max = -Infinity;
   for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]);
+  // Math.max carries a NaN through, so this one check covers the row (see rejectLogits).
+  if (!(max > -Infinity && max < Infinity)) rejectLogits(logits);
   let total = 0;
   for (let i = 0; i < logits.length; i++) total += out[i] = Math.exp((logits[i] - max) / temperature);
   for (let i = 0; i < out.length; i++) out[i] /= total;

@@ -39,7 +39,9 @@ export interface DraftPolicy {
 }
 
 const DECILES = 10;
-const decileOf = (confidence: number) => Math.min(DECILES - 1, Math.max(0, Math.floor(confidence * DECILES)));
+// A confidence that is not a number (NaN from a broken row) counts in the lowest decile: indexing with NaN would
+// crash the generation in observe().
+const decileOf = (confidence: number) => (confidence > 0 ? Math.min(DECILES - 1, Math.floor(confidence * DECILES)) : 0);
 
 /**
  * a(c): the measured chance that a draft of confidence c is kept, given that the drafts before it were — per
