@@ -96,19 +96,85 @@ export function softmax(logits: ArrayLike<number>, temperature = 1): Float64Arra
   return out;
 }
 
-/** Zeroes everything outside the top-p nucleus and renormalises. */
+/**
+ * Zeroes everything outside the top-p nucleus and renormalises: the largest probabilities, taken in descending order
+ * (ties lowest index first) until their running sum reaches topP.
+ */
 export function nucleus(probabilities: Float64Array, topP: number): Float64Array {
   if (topP >= 1) return probabilities;
-  const order = Array.from(probabilities.keys()).sort((a, b) => probabilities[b] - probabilities[a]);
+  const { cutoff, tiesKept, kept } = nucleusCut(probabilities, topP);
   const out = new Float64Array(probabilities.length);
+  let ties = tiesKept;
+  for (let i = 0; i < out.length; i++) {
+    const p = probabilities[i];
+    if (p > cutoff || (p === cutoff && ties-- > 0)) out[i] = p / kept;
+  }
+  return out;
+}
+
+interface Cut {
+  /** The smallest probability kept, how many entries of exactly that value are kept, and the kept mass. */
+  cutoff: number;
+  tiesKept: number;
+  kept: number;
+}
+
+/** Which 32-bit half of a float64 holds its sign and exponent: the second on little-endian machines. */
+const HIGH_WORD = new Uint32Array(Float64Array.of(1).buffer)[1] === 0x3ff00000 ? 1 : 0;
+
+/**
+ * Where the nucleus ends. Summing the sorted values in the same order as a full sort gives the same float mass, so
+ * the result (and every seeded draw) is bit-identical to sorting the whole vocabulary. But only the head of that
+ * order is sorted (native numeric sort, no comparator): one pass sums the mass per binary exponent, the entries
+ * whose exponent reaches the bucket where that mass passes topP are gathered — exactly the head of the full order,
+ * so if their walk reaches topP it stops where the full walk would — and when rounding says otherwise, all of them.
+ */
+function nucleusCut(probabilities: Float64Array, topP: number): Cut {
+  const n = probabilities.length;
+  const words = new Uint32Array(probabilities.buffer, probabilities.byteOffset, 2 * n);
+  const massAt = new Float64Array(2048);
+  const countAt = new Uint32Array(2048);
+  for (let i = 0; i < n; i++) {
+    const exponent = (words[2 * i + HIGH_WORD] >>> 20) & 0x7ff;
+    massAt[exponent] += probabilities[i];
+    countAt[exponent]++;
+  }
+  let lowest = 2047;
+  let mass = massAt[lowest];
+  let count = countAt[lowest];
+  // At least one entry, as the walk always keeps the first (topP ≤ 0 keeps just the top one).
+  while (lowest > 0 && (count === 0 || !(mass >= topP))) {
+    lowest--;
+    mass += massAt[lowest];
+    count += countAt[lowest];
+  }
+  if (lowest > 0 && count < n) {
+    const head = new Float64Array(count);
+    for (let i = 0, j = 0; i < n; i++)
+      if (((words[2 * i + HIGH_WORD] >>> 20) & 0x7ff) >= lowest) head[j++] = probabilities[i];
+    const cut = walkDescending(head, topP);
+    if (cut.kept >= topP) return cut;
+  }
+  return walkDescending(Float64Array.from(probabilities), topP);
+}
+
+/** Sorts `values` (a scratch copy) and sums them largest first until topP; all of them when it is never reached. */
+function walkDescending(values: Float64Array, topP: number): Cut {
+  values.sort();
   let kept = 0;
-  for (const id of order) {
-    out[id] = probabilities[id];
-    kept += probabilities[id];
+  let cutoff = 0;
+  let tiesKept = 0;
+  for (let i = values.length - 1; i >= 0; i--) {
+    const p = values[i];
+    kept += p;
+    if (p === cutoff) tiesKept++;
+    else {
+      cutoff = p;
+      tiesKept = 1;
+    }
     if (kept >= topP) break;
   }
-  for (let i = 0; i < out.length; i++) out[i] /= kept;
-  return out;
+  return { cutoff, tiesKept, kept };
 }
 
 /** The distribution a sampler draws from (one-hot on the argmax when greedy). */

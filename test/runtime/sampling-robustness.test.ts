@@ -1,11 +1,22 @@
 /**
  * The sampler's boundary: a row with a NaN or +Infinity logit (or none finite) is refused with HatError('RUNTIME')
- * instead of quietly choosing token 0 or the last id; and a non-finite draft confidence does not crash the policy.
+ * instead of quietly choosing token 0 or the last id; a non-finite draft confidence does not crash the policy; and
+ * top-p, sorted only where the nucleus can be, keeps exactly what the whole-vocabulary sort kept.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HatError } from '../../src/errors.ts';
-import { argmax, greedyChoice, makeSampler, samplingDistribution, softmax } from '../../src/runtime/sampling.ts';
+import { seededRandom } from '../../src/random.ts';
+import {
+  argmax,
+  drawFrom,
+  greedyChoice,
+  makeSampler,
+  nucleus,
+  samplingDistribution,
+  seededUniform,
+  softmax,
+} from '../../src/runtime/sampling.ts';
 import { choose, createSampler } from '../../src/runtime/speculative/sampler.ts';
 import { verifyRound } from '../../src/runtime/speculative/verify-round.ts';
 import { AcceptanceModel, AutoDraftPolicy, FixedThresholdPolicy } from '../../src/runtime/speculative/draft-policy.ts';
@@ -82,4 +93,76 @@ test('a NaN confidence does not crash the acceptance model or the policies (it c
     [0.95, 0.3, 0.39, 0.01, 0.5].map((c) => deciles.acceptance(c)),
     [1, 1, 1, 0, 0.5],
   );
+});
+
+/** The whole-vocabulary top-p as it was: a comparator sort of every index (stable, so ties keep index order). */
+function nucleusBySortingEverything(probabilities: Float64Array, topP: number): Float64Array {
+  if (topP >= 1) return probabilities;
+  const order = Array.from(probabilities.keys()).sort((a, b) => probabilities[b] - probabilities[a]);
+  const out = new Float64Array(probabilities.length);
+  let kept = 0;
+  for (const id of order) {
+    out[id] = probabilities[id];
+    kept += probabilities[id];
+    if (kept >= topP) break;
+  }
+  for (let i = 0; i < out.length; i++) out[i] /= kept;
+  return out;
+}
+
+const identical = (a: Float64Array, b: Float64Array) => a.length === b.length && a.every((x, i) => Object.is(x, b[i]));
+
+test('top-p keeps bit-for-bit what sorting the whole vocabulary kept, ties lowest index first', () => {
+  const random = seededRandom(11);
+  const rows: Array<[string, Float32Array]> = [];
+  for (const vocab of [1, 2, 7, 64, 3000, 20000]) {
+    rows.push([`normal ${vocab}`, Float32Array.from({ length: vocab }, () => random.normal() * 3)]);
+    // Few distinct values: ties everywhere, and at the cutoff.
+    rows.push([`ties ${vocab}`, Float32Array.from({ length: vocab }, () => Math.floor(random.uniform() * 4))]);
+    rows.push([
+      `peaked ${vocab}`,
+      Float32Array.from({ length: vocab }, (_, i) => (i % 97 === 5 ? 12 : random.normal())),
+    ]);
+  }
+  rows.push(['all equal', new Float32Array(1000).fill(0.25)]);
+  rows.push(['one far ahead', Float32Array.from({ length: 5000 }, (_, i) => (i === 4321 ? 60 : random.normal()))]);
+  rows.push(['masked', Float32Array.from({ length: 500 }, (_, i) => (i % 3 ? Number.NEGATIVE_INFINITY : i / 100))]);
+  const topPs = [0, 1e-9, 0.1, 0.5, 0.9, 0.95, 0.999, 1 - 1e-16, 0.9999999999999999];
+  for (const [name, logits] of rows) {
+    for (const temperature of [0.3, 1, 5]) {
+      const p = softmax(logits, temperature);
+      for (const topP of topPs) {
+        assert.ok(
+          identical(nucleus(p, topP), nucleusBySortingEverything(p, topP)),
+          `${name} T=${temperature} p=${topP}`,
+        );
+      }
+    }
+  }
+  // Exact ties at the cutoff: the lowest indices are kept.
+  assert.deepEqual(Array.from(nucleus(Float64Array.of(0.25, 0.25, 0.25, 0.25), 0.5)), [0.5, 0.5, 0, 0]);
+  assert.deepEqual(Array.from(nucleus(Float64Array.of(0.1, 0.3, 0.3, 0.3), 0.5)), [0, 0.5, 0.5, 0]);
+  // Raw probability rows with zeros, and ones that do not sum to 1.
+  for (let trial = 0; trial < 200; trial++) {
+    const p = Float64Array.from({ length: 1 + Math.floor(random.uniform() * 300) }, () =>
+      random.uniform() < 0.3 ? 0 : Math.round(random.uniform() * 8) / 64,
+    );
+    for (const topP of [0, 0.3, 0.7, 0.99, 2]) {
+      assert.ok(identical(nucleus(p, topP), nucleusBySortingEverything(p, topP)), `raw row ${trial} p=${topP}`);
+    }
+  }
+});
+
+test('seeded top-p sampling draws the same tokens as with the whole-vocabulary sort', () => {
+  const random = seededRandom(5);
+  const logits = Array.from({ length: 40 }, () => Float32Array.from({ length: 4096 }, () => random.normal() * 2.5));
+  for (const topP of [0.5, 0.9, 0.95]) {
+    const options = { temperature: 0.8, topP, seed: 9 };
+    const sampler = makeSampler(options);
+    const uniform = seededUniform(options.seed);
+    for (const row of logits) {
+      const reference = drawFrom(nucleusBySortingEverything(softmax(row, options.temperature), topP), uniform);
+      assert.equal(sampler(row), reference);
+    }
+  }
 });
