@@ -72,6 +72,15 @@ export interface DecodeLimits {
   maxPayloadBytes: number;
 }
 
+/**
+ * DataView's setters wrap what does not fit (2^32 + 5 goes out as 5, −1 as 2^32 − 1, 1.7 as 1), so the peer would act
+ * on another number. Every header integer comes from this process's own state, not from a peer: INTERNAL.
+ */
+function fits(field: string, value: number, max: number, type: string): void {
+  if (!Number.isInteger(value) || value < 0 || value > max)
+    throw new HatError('INTERNAL', `${field} ${value} does not fit the header's ${type}`);
+}
+
 function protocolError(message: string): HatError {
   return new HatError('PROTOCOL', message, 'the peer speaks a different or broken hat protocol');
 }
@@ -81,15 +90,21 @@ export function encodeFrame(
   payload: Uint8Array = new Uint8Array(0),
 ): Uint8Array {
   const advisedRows = header.advisedRows ?? 0;
-  if (!Number.isInteger(advisedRows) || advisedRows < 0 || advisedRows > 0xffff) {
-    throw new HatError('INTERNAL', `advisedRows ${advisedRows} does not fit the header's u16`);
-  }
+  fits('advisedRows', advisedRows, 0xffff, 'u16');
+  const flags = header.flags ?? 0;
+  fits('flags', flags, 0xff, 'u8');
+  for (const field of ['sessionId', 'seq', 'pastLength', 'nTokens', 'hiddenSize'] as const)
+    fits(field, header[field] ?? 0, 0xffffffff, 'u32');
+  // A name outside the tables would go out as type or dtype 0 (setUint8 of undefined).
+  if (typeof FrameType[header.type] !== 'number') throw new HatError('INTERNAL', `unknown frame type '${header.type}'`);
+  if (typeof WireDType[header.dtype ?? 'none'] !== 'number')
+    throw new HatError('INTERNAL', `unknown wire dtype '${header.dtype}'`);
   const bytes = new Uint8Array(HEADER_BYTES + payload.length);
   const view = new DataView(bytes.buffer);
   view.setUint32(0, MAGIC, true);
   view.setUint16(4, PROTOCOL_VERSION, true);
   view.setUint8(6, FrameType[header.type]);
-  view.setUint8(7, header.flags ?? 0);
+  view.setUint8(7, flags);
   view.setUint8(8, WireDType[header.dtype ?? 'none']);
   view.setUint16(10, advisedRows, true);
   view.setUint32(12, header.sessionId ?? 0, true);
@@ -145,8 +160,9 @@ export function decodeFrame(data: Uint8Array, limits: DecodeLimits): Frame {
     latencyPerTokenMs: view.getFloat32(44, true),
     advisedRows: view.getUint16(10, true),
   };
-  // Copy so the payload is 4-byte aligned and independent of the socket's buffer.
-  return { header, payload: data.slice(HEADER_BYTES) };
+  // Copy so the payload is 4-byte aligned and independent of the socket's buffer. Not data.slice(): on a Node
+  // Buffer that is a view, at whatever offset the frame had in the socket's pooled memory.
+  return { header, payload: new Uint8Array(data.subarray(HEADER_BYTES)) };
 }
 
 export function encodeJson(value: unknown): Uint8Array {
