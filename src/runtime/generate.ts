@@ -1,6 +1,6 @@
 /**
- * Full-model generation: prefill the prompt, then one token per step until EOS or the token budget. It runs
- * over the abstract CausalLm (step ids → logits), so the split runtime can drive the same loop.
+ * Full-model generation: prefill the prompt on an empty cache, then one token per step until EOS or the token
+ * budget. It runs over the abstract CausalLm (step ids → logits), so the split runtime can drive the same loop.
  */
 import { HatError } from '../errors.ts';
 import type { CausalLm } from './full-model.ts';
@@ -31,6 +31,8 @@ export async function generateTokens(
   options: TokenLoopOptions,
 ): Promise<TokenLoopResult> {
   if (promptIds.length === 0) throw new HatError('INTERNAL', 'generation needs at least one prompt token');
+  // The prompt is the whole context: a cache left by an earlier generation on this model would sit in front of it.
+  model.truncate(0);
   const committer = new TokenCommitter({
     maxNewTokens: options.maxNewTokens,
     stopTokenIds: options.stopTokenIds,

@@ -54,8 +54,8 @@ export function parseLinkSpec(text: string): LinkSpec {
   if (profile) return profile;
   const fields = new Map<string, string>();
   for (const part of text.split(',')) {
-    const [key, value] = part.split('=');
-    if (!key || value === undefined) {
+    const [key, value, extra] = part.split('=');
+    if (!key || value === undefined || extra !== undefined) {
       throw new HatError(
         'BAD_OPTION',
         `--link "${text}" is neither a profile nor key=value pairs`,
@@ -75,7 +75,15 @@ export function parseLinkSpec(text: string): LinkSpec {
         'write e.g. 5MB (10^6 bytes/s) or 800kB',
       );
     const unit = { kb: 1e3, mb: 1e6, gb: 1e9 }[(match[2] ?? 'mb').toLowerCase() as 'kb' | 'mb' | 'gb'];
-    return Number(match[1]) * unit;
+    const bytesPerSecond = Number(match[1]) * unit;
+    // 0 would hold every frame forever (its timer re-arming each millisecond) and "1.2.3" reads as NaN.
+    if (!Number.isFinite(bytesPerSecond) || bytesPerSecond <= 0)
+      throw new HatError(
+        'BAD_OPTION',
+        `--link ${key}=${raw} is not a positive bandwidth`,
+        'write e.g. 5MB (10^6 bytes/s) or 800kB; leave the key out for no bandwidth limit',
+      );
+    return bytesPerSecond;
   };
   const number = (key: string) => {
     const value = Number(fields.get(key) ?? 0);

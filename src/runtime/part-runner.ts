@@ -52,6 +52,11 @@ export interface KvState {
   length: number;
   tensors: Map<string, Tensor>;
   frozen?: boolean;
+  /**
+   * A rollback compacted this state's buffers in place to make the next one: its tensors now hold another cache.
+   * Restoring it throws rather than running on corrupt keys and values.
+   */
+  consumed?: boolean;
 }
 
 export class PartRunner {
@@ -132,6 +137,13 @@ export class PartRunner {
   }
 
   restore(state: KvState): void {
+    if (state.consumed) {
+      throw new HatError(
+        'INTERNAL',
+        `${this.session.label}: a KV cache state was restored after a rollback compacted it in place`,
+        'an exclusive snapshot (or one whose snapshots were dropped) is used again after a rollback',
+      );
+    }
     this.state = state;
   }
 
@@ -143,6 +155,7 @@ export class PartRunner {
     const tensors = new Map<string, Tensor>();
     const cut = this.state.frozen ? sliceSequence : compactSequence;
     for (const [name, tensor] of this.state.tensors) tensors.set(name, cut(tensor, length));
+    if (!this.state.frozen) this.state.consumed = true;
     this.state = { length, tensors };
   }
 

@@ -106,6 +106,16 @@ export function promptIds(
     }
     ids = [bos];
   }
+  // A negative id would be read by the model's Gather as counting back from the end of the vocabulary, and a
+  // fraction fails inside onnxruntime's int64 conversion: refused here, as an id past the vocabulary is.
+  const invalid = ids.find((id) => !Number.isSafeInteger(id) || id < 0);
+  if (invalid !== undefined) {
+    throw new HatError(
+      'BAD_OPTION',
+      `prompt token id ${invalid} is not a token id`,
+      'token ids are whole numbers from 0 (e.g. --prompt-ids 1,2,3)',
+    );
+  }
   const outside = vocabSize === undefined ? undefined : ids.find((id) => id >= vocabSize);
   if (outside !== undefined) {
     throw new HatError(
