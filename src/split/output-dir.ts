@@ -4,7 +4,7 @@
  * output being replaced (--force) is moved aside first and deleted only once the new one is in place, and never
  * when it holds the files being read.
  */
-import { existsSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { chmod, mkdtemp, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
 import { HatError } from '../errors.ts';
@@ -94,7 +94,9 @@ export async function createStaging(out: string, replace: boolean, inputs: reado
   const target = resolve(out);
   let dir: string;
   try {
-    dir = await mkdtemp(join(dirname(target), `.${basename(target)}.hat-partial-`));
+    // Created and tracked in one synchronous step: an interrupt between the two would leave the folder behind.
+    dir = mkdtempSync(join(dirname(target), `.${basename(target)}.hat-partial-`));
+    track(dir);
   } catch (error) {
     // A missing parent was refused by assertOutputTarget; what is left is a folder that cannot be written.
     const code = (error as NodeJS.ErrnoException).code;
@@ -104,7 +106,6 @@ export async function createStaging(out: string, replace: boolean, inputs: reado
       'choose a writable location for --out',
     );
   }
-  track(dir);
   return {
     dir,
     target,
