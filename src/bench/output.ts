@@ -13,7 +13,8 @@ function isWithin(path: string, folder: string): boolean {
 /**
  * Checked before the run starts, so a bad --out costs nothing. `inputs`: what the run reads (the split,
  * recordings, a prompts file) — --out may not hold them, nor the current folder, even with --force; and --force
- * replaces only an earlier bench's output (one holding results.json), never some other folder.
+ * replaces only an earlier bench's output (one holding results.json, or a spread's spread.json), never some other
+ * folder.
  */
 export function checkOutDir(out: string, force: boolean, inputs: readonly string[] = []): void {
   if (existsSync(out) && !statSync(out).isDirectory()) {
@@ -34,7 +35,8 @@ export function checkOutDir(out: string, force: boolean, inputs: readonly string
         `--out ${out} is not empty`,
         'pick a new folder or pass --force to replace it',
       );
-    if (!existsSync(join(out, 'results.json')))
+    // results.json: `hat bench`'s own output; spread.json: scripts/bench-fleet-spread.ts's.
+    if (!['results.json', 'spread.json'].some((file) => existsSync(join(out, file))))
       throw new HatError(
         'OUTPUT_EXISTS',
         `--out ${out} is not an earlier bench's output (it has no results.json)`,
