@@ -2,7 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CloudServer } from '../../../src/runtime/cloud/server.ts';
 import { readManifest, manifestHash } from '../../../src/runtime/split-dir.ts';
-import { openDeviceParts } from '../../../src/runtime/device/device-parts.ts';
+import { openDeviceParts, type DeviceParts } from '../../../src/runtime/device/device-parts.ts';
 import { CloudClient } from '../../../src/runtime/device/cloud-client.ts';
 import { HatGenerator, type HatGenerateOptions } from '../../../src/runtime/device/hat-generator.ts';
 import { Drafter, type DraftChain } from '../../../src/runtime/device/drafter.ts';
@@ -126,19 +126,19 @@ function holdUntilBranched(verifier: Verifier, drafter: CountingDrafter, branche
   });
 }
 
-async function runHat(
+/** One generation by `parts` on a new session of the cloud at `cloudPort` (greedy, NEW tokens, no chunking). */
+async function generateOn(
+  parts: DeviceParts,
+  cloudPort: number,
   options: Partial<HatGenerateOptions>,
   policy: DraftPolicy = new FixedThresholdPolicy(0, 4),
-  withAdapter = options.speculative !== false,
   /** Every predrafted round starts all its branches (holdUntilBranched). */
   allBranches = false,
 ) {
-  const manifest = readManifest(split);
-  const parts = await openDeviceParts(split, manifest, { withAdapter });
   const client = await CloudClient.connect({
-    url: `ws://127.0.0.1:${port}`,
-    manifestHash: manifestHash(manifest),
-    hiddenSize: manifest.hidden.size,
+    url: `ws://127.0.0.1:${cloudPort}`,
+    manifestHash: manifestHash(parts.manifest),
+    hiddenSize: parts.manifest.hidden.size,
     wire: 'fp32',
   });
   const drafter = new CountingDrafter(parts, greedy, policy);
@@ -155,6 +155,17 @@ async function runHat(
   } finally {
     client.close();
   }
+}
+
+/** generateOn with device parts of its own, against the shared server. */
+async function runHat(
+  options: Partial<HatGenerateOptions>,
+  policy: DraftPolicy = new FixedThresholdPolicy(0, 4),
+  withAdapter = options.speculative !== false,
+  allBranches = false,
+) {
+  const parts = await openDeviceParts(split, readManifest(split), { withAdapter });
+  return generateOn(parts, port, options, policy, allBranches);
 }
 
 test('U-shape (no drafts) over the real server equals the full model token for token', async () => {
@@ -309,30 +320,13 @@ test('an aborted signal ends a generation that waits on its prompt at once, with
 test("no frame exceeds the cloud's --max-tokens-per-frame: prompt chunks of any --chunk, verifications", async () => {
   // 3 rows a frame: the 12-token prompt in any chunking, and rounds of 4 drafts + 1, used to be refused.
   const small = await serveSplit(split, { maxSessions: 8, maxTokensPerFrame: 3, maxContext: 512 });
-  const manifest = readManifest(split);
   try {
     for (const chunk of ['auto', 'off', 8] as const) {
-      const parts = await openDeviceParts(split, manifest, { withAdapter: true });
-      const client = await CloudClient.connect({
-        url: `ws://127.0.0.1:${small.port}`,
-        manifestHash: manifestHash(manifest),
-        hiddenSize: manifest.hidden.size,
-        wire: 'fp32',
-      });
-      const drafter = new Drafter(parts, greedy, new FixedThresholdPolicy(0, 4));
-      try {
-        const out = await new HatGenerator(parts, client, greedy, drafter).generate(prompt, {
-          maxNewTokens: NEW,
-          speculative: true,
-          parallelDrafting: false,
-          chunk,
-        });
-        assert.equal(out.error, undefined, `chunk ${chunk}: ${out.error?.message}`);
-        assert.deepEqual(out.ids, reference, `chunk ${chunk}`);
-        assert.ok(Math.max(...out.metrics.chunkSizes) <= 3, `chunk ${chunk}: ${out.metrics.chunkSizes}`);
-      } finally {
-        client.close();
-      }
+      const parts = await openDeviceParts(split, readManifest(split), { withAdapter: true });
+      const out = await generateOn(parts, small.port, { chunk });
+      assert.equal(out.error, undefined, `chunk ${chunk}: ${out.error?.message}`);
+      assert.deepEqual(out.ids, reference, `chunk ${chunk}`);
+      assert.ok(Math.max(...out.metrics.chunkSizes) <= 3, `chunk ${chunk}: ${out.metrics.chunkSizes}`);
     }
   } finally {
     await small.server.stop();
@@ -340,27 +334,8 @@ test("no frame exceeds the cloud's --max-tokens-per-frame: prompt chunks of any 
 });
 
 test('a generation on device parts used before starts from empty caches (it ran on what was left)', async () => {
-  const manifest = readManifest(split);
-  const parts = await openDeviceParts(split, manifest, { withAdapter: true });
+  const parts = await openDeviceParts(split, readManifest(split), { withAdapter: true });
   // The first generation leaves its caches full; the next two run on the same parts, each with its cloud session.
-  for (const chunk of ['auto', 'off', 8] as const) {
-    const client = await CloudClient.connect({
-      url: `ws://127.0.0.1:${port}`,
-      manifestHash: manifestHash(manifest),
-      hiddenSize: manifest.hidden.size,
-      wire: 'fp32',
-    });
-    const drafter = new Drafter(parts, greedy, new FixedThresholdPolicy(0, 4));
-    try {
-      const out = await new HatGenerator(parts, client, greedy, drafter).generate(prompt, {
-        maxNewTokens: NEW,
-        speculative: true,
-        parallelDrafting: false,
-        chunk,
-      });
-      assert.deepEqual(out.ids, reference, `chunk ${chunk}`);
-    } finally {
-      client.close();
-    }
-  }
+  for (const chunk of ['auto', 'off', 8] as const)
+    assert.deepEqual((await generateOn(parts, port, { chunk })).ids, reference, `chunk ${chunk}`);
 });
