@@ -2,8 +2,8 @@
  * Path checks at the edges, so a folder given for a file (or a file for a folder, or a missing parent) is a
  * one-line HatError naming the option, not an EISDIR / ENOTDIR surfacing as INTERNAL.
  */
-import { existsSync, statSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { existsSync, realpathSync, statSync } from 'node:fs';
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { HatError } from './errors.ts';
 
 /** `what`: how the message names it, e.g. "--corpus /data". */
@@ -21,4 +21,11 @@ export function assertWritableFile(path: string, what: string): void {
   if (!existsSync(folder) || !statSync(folder).isDirectory()) {
     throw new HatError('OUTPUT_EXISTS', `${what}: folder ${folder} does not exist`, 'create it first');
   }
+}
+
+/** Whether `path` is `folder` or lies inside it (links resolved): what replacing `folder` would delete. */
+export function isWithin(path: string, folder: string): boolean {
+  const real = (p: string) => (existsSync(p) ? realpathSync(p) : resolve(p));
+  const rel = relative(real(folder), real(path));
+  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
 }

@@ -36,6 +36,6 @@ export async function benchToDir(
     `${report.header.model.split(':')[0]} — ${report.header.link.split(' (')[0]} — ${report.header.date.slice(0, 10)}`,
   );
   const json = resultsJson(report, options);
-  writeOutDir(out, { 'results.json': json, 'report.txt': `${text}\n`, ...charts });
+  await writeOutDir(out, { 'results.json': json, 'report.txt': `${text}\n`, ...charts });
   return { report, text, json };
 }

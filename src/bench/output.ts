@@ -1,14 +1,9 @@
 /** --out: results.json, report.txt and the SVG charts, staged beside --out and renamed into place at the end. */
-import { existsSync, mkdirSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { HatError } from '../errors.ts';
-
-/** Whether `path` is `folder` or lies inside it (links resolved). */
-function isWithin(path: string, folder: string): boolean {
-  const real = (p: string) => (existsSync(p) ? realpathSync(p) : resolve(p));
-  const rel = relative(real(folder), real(path));
-  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
-}
+import { isWithin } from '../file-checks.ts';
+import { createStaging } from '../split/output-dir.ts';
 
 /**
  * Checked before the run starts, so a bad --out costs nothing. `inputs`: what the run reads (the split,
@@ -47,28 +42,20 @@ export function checkOutDir(out: string, force: boolean, inputs: readonly string
     throw new HatError('OUTPUT_EXISTS', `the parent of --out ${out} does not exist`, 'create it first');
 }
 
-export function writeOutDir(out: string, files: Record<string, string>): void {
-  const target = resolve(out);
-  const staging = join(dirname(target), `.${target.split('/').pop()}.partial-${process.pid}`);
-  rmSync(staging, { recursive: true, force: true });
-  mkdirSync(staging);
+/**
+ * The files, written all or nothing through the staging `hat split` uses (src/split/output-dir.ts): an old output
+ * goes aside and is deleted only once the new one is in place, and an interrupt removes the staging folder.
+ */
+export async function writeOutDir(out: string, files: Record<string, string>): Promise<void> {
+  const staging = await createStaging(out, true);
   try {
     for (const [name, text] of Object.entries(files)) {
-      mkdirSync(dirname(join(staging, name)), { recursive: true }); // names may hold a folder (recordings/…)
-      writeFileSync(join(staging, name), text);
+      mkdirSync(dirname(join(staging.dir, name)), { recursive: true }); // names may hold a folder (recordings/…)
+      writeFileSync(join(staging.dir, name), text);
     }
-    // The old output goes aside and is deleted only once the new one is in place.
-    const aside = existsSync(target) ? `${staging}.old` : undefined;
-    if (aside) renameSync(target, aside);
-    try {
-      renameSync(staging, target);
-    } catch (error) {
-      if (aside) renameSync(aside, target);
-      throw error;
-    }
-    if (aside) rmSync(aside, { recursive: true, force: true });
+    await staging.publish();
   } catch (error) {
-    rmSync(staging, { recursive: true, force: true });
+    await staging.discard();
     throw new HatError('OUTPUT_EXISTS', `cannot write ${out}: ${(error as Error).message}`);
   }
 }

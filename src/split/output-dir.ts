@@ -4,10 +4,11 @@
  * output being replaced (--force) is moved aside first and deleted only once the new one is in place, and never
  * when it holds the files being read.
  */
-import { existsSync, mkdtempSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { chmod, mkdtemp, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { HatError } from '../errors.ts';
+import { isWithin } from '../file-checks.ts';
 
 export interface Staging {
   /** Where to write. */
@@ -16,13 +17,6 @@ export interface Staging {
   target: string;
   publish(): Promise<void>;
   discard(): Promise<void>;
-}
-
-/** Whether `path` is `folder` or lies inside it (links resolved). */
-function isWithin(path: string, folder: string): boolean {
-  const real = (p: string) => (existsSync(p) ? realpathSync(p) : resolve(p));
-  const rel = relative(real(folder), real(path));
-  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
 }
 
 /**

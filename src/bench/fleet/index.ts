@@ -26,7 +26,7 @@ export async function fleetToDir(
     ...charts,
     ...recordings,
   };
-  writeOutDir(out, files);
+  await writeOutDir(out, files);
   const written = Object.keys(files).filter((n) => !n.startsWith('recordings/'));
   return { report, text, json, files: names.length ? [...written, 'recordings/'] : written };
 }
