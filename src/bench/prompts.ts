@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HatError } from '../errors.ts';
 import { readManifest, splitTokenizer } from '../runtime/split-dir.ts';
+import { assertTokenIds } from '../runtime/prompt.ts';
 import type { TextTokenizer } from '../runtime/tokenizer.ts';
 import { seededUniform } from '../runtime/sampling.ts';
 
@@ -41,16 +42,7 @@ function asText(ids: readonly number[], tokenizer: TextTokenizer): Pick<BenchPro
   return {};
 }
 
-/** Every id a token of the vocabulary, or a BAD_OPTION naming the line. */
-function checkIds(ids: readonly number[], vocabSize: number, where: string): void {
-  const bad = ids.find((id) => id >= vocabSize);
-  if (bad !== undefined)
-    throw new HatError(
-      'BAD_OPTION',
-      `${where}: token id ${bad} is outside the vocabulary (${vocabSize} tokens)`,
-      "give ids of this split's tokenizer",
-    );
-}
+const HINT_IDS = "give ids of this split's tokenizer";
 
 export function promptsFromFile(file: string, tokenizer: TextTokenizer | undefined, vocabSize: number): BenchPrompt[] {
   if (!existsSync(file)) {
@@ -84,11 +76,11 @@ export function promptsFromFile(file: string, tokenizer: TextTokenizer | undefin
           'give {"ids": [...]} lines instead',
         );
       const ids = tokenizer.encode(text);
-      checkIds(ids, vocabSize, `--prompts ${file}:${i + 1}`);
+      assertTokenIds(ids, vocabSize, `--prompts ${file}:${i + 1}:`, HINT_IDS);
       return { ids, text, textAddsSpecialTokens: true, source: `${file}:${i + 1}` };
     }
     if (Array.isArray(entry.ids) && entry.ids.length && entry.ids.every((x) => Number.isInteger(x) && x >= 0)) {
-      checkIds(entry.ids as number[], vocabSize, `--prompts ${file}:${i + 1}`);
+      assertTokenIds(entry.ids as number[], vocabSize, `--prompts ${file}:${i + 1}:`, HINT_IDS);
       return { ids: entry.ids as number[], source: `${file}:${i + 1}` };
     }
     throw new HatError(

@@ -106,13 +106,27 @@ export function promptIds(
     }
     ids = [bos];
   }
+  assertTokenIds(ids, vocabSize, 'prompt');
+  return ids;
+}
+
+/**
+ * Every id a token id (a whole number from 0) and, when `vocabSize` is known, below it; else a BAD_OPTION naming
+ * `what` (e.g. "prompt", "--prompts file.jsonl:3:").
+ */
+export function assertTokenIds(
+  ids: readonly number[],
+  vocabSize: number | undefined,
+  what: string,
+  hint = vocabSize === undefined ? undefined : `give ids below ${vocabSize}`,
+): void {
   // A negative id would be read by the model's Gather as counting back from the end of the vocabulary, and a
   // fraction fails inside onnxruntime's int64 conversion: refused here, as an id past the vocabulary is.
   const invalid = ids.find((id) => !Number.isSafeInteger(id) || id < 0);
   if (invalid !== undefined) {
     throw new HatError(
       'BAD_OPTION',
-      `prompt token id ${invalid} is not a token id`,
+      `${what} token id ${invalid} is not a token id`,
       'token ids are whole numbers from 0 (e.g. --prompt-ids 1,2,3)',
     );
   }
@@ -120,9 +134,8 @@ export function promptIds(
   if (outside !== undefined) {
     throw new HatError(
       'BAD_OPTION',
-      `prompt token id ${outside} is outside the vocabulary (${vocabSize} tokens)`,
-      `give ids below ${vocabSize}`,
+      `${what} token id ${outside} is outside the vocabulary (${vocabSize} tokens)`,
+      hint,
     );
   }
-  return ids;
 }
