@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { HatError } from '../errors.ts';
+import { DEFAULT_KEEPALIVE_MS } from '../runtime/cloud/server.ts';
 
 export interface HaproxyOptions {
   /** serve-cloud replicas as HOST:PORT. */
@@ -25,11 +26,11 @@ export interface HaproxyOptions {
 }
 
 /**
- * serve-cloud pings every device each 5 s (its keepaliveMs, src/runtime/cloud/server.ts) and the pong answers: that
- * traffic keeps an idle session's tunnel open only if the tunnel timeout spans a few pings. Any shorter, and HAProxy
- * may cut a session whose device is between generations.
+ * serve-cloud pings every device each DEFAULT_KEEPALIVE_MS and the pong answers: that traffic keeps an idle
+ * session's tunnel open only if the tunnel timeout spans a few pings. Any shorter, and HAProxy may cut a session
+ * whose device is between generations.
  */
-export const MIN_TUNNEL_TIMEOUT_MS = 15_000;
+export const MIN_TUNNEL_TIMEOUT_MS = 3 * DEFAULT_KEEPALIVE_MS;
 /** HAProxy refuses longer timeouts (a signed 32-bit count of milliseconds, about 24.8 days). */
 const MAX_HAPROXY_TIME_MS = 2 ** 31 - 1;
 
@@ -56,7 +57,8 @@ function checkTime(value: string, option: string, minMs: number): string {
       'BAD_OPTION',
       `${option} ${value} is shorter than ${minMs / 1000}s`,
       option === '--tunnel-timeout'
-        ? `serve-cloud's keepalive pings come every 5 s; give at least ${minMs / 1000}s, e.g. ${option} 1h`
+        ? `serve-cloud's keepalive pings come every ${DEFAULT_KEEPALIVE_MS / 1000} s; ` +
+            `give at least ${minMs / 1000}s, e.g. ${option} 1h`
         : `give at least ${minMs} ms`,
     );
   }

@@ -65,7 +65,14 @@ export type ErrorFrameCode = WireErrorCode;
 
 /** Before the hello is accepted a connection may send only small messages (the hello is a short JSON object). */
 const HELLO_MAX_BYTES = 8 * 1024;
-const DEFAULTS = { handshakeTimeoutMs: 5000, maxInflightPerSession: 4, maxBufferedBytes: 8 << 20, keepaliveMs: 5000 };
+/** How often the server pings each device (a load balancer's tunnel timeout must span a few: src/deploy). */
+export const DEFAULT_KEEPALIVE_MS = 5000;
+const DEFAULTS = {
+  handshakeTimeoutMs: 5000,
+  maxInflightPerSession: 4,
+  maxBufferedBytes: 8 << 20,
+  keepaliveMs: DEFAULT_KEEPALIVE_MS,
+};
 
 interface DeviceSession {
   id: number;
