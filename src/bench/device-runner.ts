@@ -188,7 +188,6 @@ export class DeviceRunner {
 
   private async runDeviceOnly(scenario: Scenario, prompt: BenchPrompt, maxNewTokens: number): Promise<RequestRecord> {
     this.fullModel ??= await ComposedModel.open(this.config.splitDir, this.manifest, { threads: this.config.threads });
-    this.fullModel.truncate(0);
     const record = emptyRecord(scenario.name, prompt);
     const arrivals: Arrival[] = [];
     const started = performance.now();

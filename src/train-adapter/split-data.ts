@@ -69,7 +69,6 @@ export async function continueWithFullModel(
   tokens: number,
   options: { sample: boolean; seed: number },
 ): Promise<number[]> {
-  model.truncate(0);
   const sampler = makeSampler({ temperature: options.sample ? 1 : 0, topP: 1, seed: options.seed });
   return (await generateTokens(model, prompt, { maxNewTokens: tokens, sampler })).ids;
 }
