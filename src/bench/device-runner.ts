@@ -133,7 +133,7 @@ export class DeviceRunner {
           'or pick scenarios without drafts (--scenarios u-shape,u-sarathi,chunk-only,cloud-only,device-only)',
       );
     }
-    this.resetParts();
+    // The generation clears the parts' caches itself (HatGenerator), whatever the last request left.
     const { config, manifest } = this;
     // Without drafts the device holds no adapter, as `hat run-device --no-draft` (its prefill skips the adapter too).
     const parts = scenario.speculative ? this.parts : { ...this.parts, adapter: undefined };
