@@ -52,7 +52,7 @@ export async function probeOutputHead(
     throw new HatError(
       'UNSUPPORTED_MODEL',
       'the output part holds decoder layers (J > 0); the adapter is trained against a norm + LM head output part',
-      'split again with --output-layers 0, or use --kind linear',
+      'split again with --output-layers 0',
     );
   }
   const eps = options.eps ?? (await probeEps(part, hidden));

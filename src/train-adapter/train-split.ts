@@ -106,6 +106,16 @@ function writeAtomically(path: string, text: string): void {
 export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Reporter): Promise<TrainSplitResult> {
   const splitDir = resolve(options.splitDir);
   const manifest = readManifest(splitDir);
+  const [firstOutputLayer, outputEnd] = manifest.parts.output.layers;
+  // Both kinds fit against the output part as a per-row head (targets, the CE term, the held-out replay).
+  if (outputEnd > firstOutputLayer)
+    throw new HatError(
+      'UNSUPPORTED_MODEL',
+      `${splitDir}'s output part holds decoder layers ${firstOutputLayer}–${outputEnd - 1} (--output-layers ` +
+        `${outputEnd - firstOutputLayer}); hat train-adapter trains adapters only for an output part of ` +
+        'final norm + LM head',
+      'split the model again without --output-layers (J = 0) to train an adapter',
+    );
   // A corpus needs the tokenizer; self-generated text only needs a start token (random-weight models ship none).
   const hasTokenizer = existsSync(join(splitDir, manifest.tokenizer ?? 'tokenizer.json'));
   if (options.corpus && !hasTokenizer)

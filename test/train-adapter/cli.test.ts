@@ -60,3 +60,26 @@ test('a missing corpus is a one-line error and leaves the split untouched', asyn
   );
   assert.equal(readFileSync(join(split, 'manifest.json'), 'utf8'), before);
 });
+
+test('a split with decoder layers in its output part is refused at once, with a hint that works', async () => {
+  const { dir } = await makeSmallSplit(); // its model.onnx, split again with one layer in the output part
+  const withLayers = join(dir, 'split-j1');
+  await run(process.execPath, [HAT_BIN, 'split', join(dir, 'model.onnx'), '--out', withLayers, '--output-layers', '1']);
+  const before = readFileSync(join(withLayers, 'manifest.json'), 'utf8');
+  // Both kinds: the hint used to suggest --kind linear, which failed the same way.
+  for (const kind of ['attention', 'linear'])
+    await assert.rejects(
+      run(process.execPath, [HAT_BIN, 'train-adapter', withLayers, '--kind', kind, '--self-generate', '64']),
+      (error: { code: number; stderr: string }) => {
+        assert.equal(error.code, 1);
+        const line = error.stderr.trim().split('\n').pop()!;
+        assert.match(line, /^error\[UNSUPPORTED_MODEL\]: .*output part holds decoder layers 3–3 \(--output-layers 1\)/);
+        assert.match(line, /split the model again without --output-layers/);
+        assert.doesNotMatch(line, /--kind linear/);
+        assert.doesNotMatch(error.stderr, /self-generat/, 'refused before any work');
+        return true;
+      },
+    );
+  assert.equal(readFileSync(join(withLayers, 'manifest.json'), 'utf8'), before);
+  assert.ok(!existsSync(join(withLayers, 'adapter.onnx')));
+});
