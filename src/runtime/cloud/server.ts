@@ -485,6 +485,8 @@ export class CloudServer {
         if (session.closed) return;
         this.options.metrics?.answered(session.id, kind, result.queueMs, header.pastLength + header.nTokens);
         const model = this.options.executor.latencyModel();
+        // The payload first: a result that cannot be encoded (fp16 range) fails the session without using a seq.
+        const payload = encodeHidden(result.hidden, result.rows, header.hiddenSize, header.dtype);
         this.send(
           session,
           encodeFrame(
@@ -503,7 +505,7 @@ export class CloudServer {
               latencyPerTokenMs: model.perTokenMs,
               advisedRows: session.takesAdvice ? Math.min(0xffff, result.advisedRows ?? 0) : 0,
             },
-            encodeHidden(result.hidden, result.rows, header.hiddenSize, header.dtype),
+            payload,
           ),
         );
       })

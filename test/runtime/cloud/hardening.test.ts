@@ -34,6 +34,7 @@ class HeldExecutor implements MiddleExecutor {
     private readonly instant = false,
     private readonly rows = 1,
     private readonly advisedRows?: number,
+    private readonly value = 1,
   ) {}
   get ready() {
     return true;
@@ -52,7 +53,7 @@ class HeldExecutor implements MiddleExecutor {
     return new Promise((resolve) => {
       const release = () =>
         resolve({
-          hidden: new Float32Array(this.rows * HIDDEN).fill(1),
+          hidden: new Float32Array(this.rows * HIDDEN).fill(this.value),
           rows: this.rows,
           queueMs: 0,
           computeMs: 1,
@@ -87,6 +88,7 @@ async function serve(executor: MiddleExecutor, overrides: Partial<CloudServerOpt
 
 interface Received {
   type: string;
+  seq: number;
   body?: { code?: string; message?: string; sessionId?: number };
   advisedRows: number;
 }
@@ -103,6 +105,7 @@ class Peer {
       const control = frame.header.type === 'welcome' || frame.header.type === 'error';
       this.frames.push({
         type: frame.header.type,
+        seq: frame.header.seq,
         body: control ? (decodeJson(frame.payload) as Received['body']) : undefined,
         advisedRows: frame.header.advisedRows,
       });
@@ -296,6 +299,30 @@ test(
     }
   },
 );
+
+test('a result the wire cannot carry (fp16 overflow) fails its session with the next seq, not a gap', async () => {
+  const executor = new HeldExecutor(true, 1, undefined, 1e6); // 1e6 is beyond fp16's ±65504
+  const { server, url } = await serve(executor);
+  try {
+    const peer = await session(url);
+    const hidden = Float32Array.from([0.5, 0.5, 0.5, 0.5]);
+    const header = { type: 'forward', dtype: 'fp16', sessionId: peer.sessionId, seq: 1 } as const;
+    const shape = { pastLength: 0, nTokens: 1, hiddenSize: HIDDEN, flags: FrameFlags.allPositions };
+    peer.send(encodeFrame({ ...header, ...shape }, encodeHidden(hidden, 1, HIDDEN, 'fp16')));
+    await waitFor(() => peer.errors().length === 1, { what: 'the error frame' });
+    assert.deepEqual(
+      peer.frames.map((f) => [f.type, f.seq]),
+      [
+        ['welcome', 0],
+        ['error', 1],
+      ],
+    );
+    assert.equal(peer.errors()[0], 'RUN_FAILED');
+    assert.match(peer.frames[1].body!.message!, /fp16/);
+  } finally {
+    await server.stop();
+  }
+});
 
 test('an oversize message gets an error frame before the 1009 close, before and after the hello', async () => {
   const { server, url } = await serve(new HeldExecutor(true));
