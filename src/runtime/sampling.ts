@@ -63,6 +63,7 @@ export function greedyChoice(logits: ArrayLike<number>): { token: number; probab
 /** The `count` largest logits' indices, largest first (one pass; ties keep the lower index). */
 export function topIndices(logits: ArrayLike<number>, count: number): number[] {
   const top: number[] = [];
+  if (count <= 0) return top;
   for (let i = 0; i < logits.length; i++) {
     if (top.length === count && logits[i] <= logits[top[count - 1]]) continue;
     let at = Math.min(top.length, count - 1);

@@ -61,4 +61,7 @@ test('greedyChoice gives the argmax and its softmax probability; topIndices the 
   const random = Float32Array.from({ length: 3000 }, (_, i) => (Math.sin(i * 12.9898) * 43758.5453) % 7);
   const sorted = [...random.keys()].sort((a, b) => random[b] - random[a] || a - b);
   assert.deepEqual(topIndices(random, 4), sorted.slice(0, 4));
+  // No entries, and no stray ones: count 0 used to store an index at top[-1].
+  assert.deepEqual(topIndices(tied, 0), []);
+  assert.deepEqual(Object.keys(topIndices(tied, 0)), []);
 });
