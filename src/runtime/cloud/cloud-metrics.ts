@@ -148,8 +148,8 @@ export class CloudMetrics {
     this.batchCopy = new Counter({
       name: 'hat_cloud_batch_copy_seconds_total',
       help:
-        'Of the compute time, padded runs assembling the batch and splitting outputs back, and session caches ' +
-        'copied out of batches too little used to keep',
+        'Of the compute time, padded runs assembling the batch and splitting outputs back, session caches ' +
+        "copied out of batches too little used to keep, and a session's cache copied out of a batch for a solo run",
       registers,
     });
     this.inPlaceRuns = new Counter({

@@ -24,8 +24,9 @@ export interface EngineRun {
   /** Rows the run computed: sessions × the largest row count, or the sum of rows of requests run one by one. */
   paddedRows: number;
   /**
-   * Of computeMs, the time spent gathering pasts and splitting outputs back for a padded run, and copying caches out
-   * of batches too little used to keep (0 when neither happened).
+   * Of computeMs, the time spent gathering pasts and splitting outputs back for a padded run, copying caches out
+   * of batches too little used to keep, and copying a cache out of a batch's presents for a solo run (0 when none
+   * of these happened).
    */
   copyMs: number;
   /** The padded run fed the previous run's presents back as its pasts (no gather; padded-batch.ts). */
@@ -113,7 +114,9 @@ export class MiddleEngine {
         paddedRows = valid.length * Math.max(...valid.map((r) => r.nTokens));
       } else {
         for (const request of valid) {
-          results.set(request.sessionId, await this.runAlone(request));
+          const alone = await this.runAlone(request);
+          results.set(request.sessionId, alone.result);
+          copyMs += alone.copyMs;
           paddedRows += request.nTokens;
         }
       }
@@ -121,7 +124,6 @@ export class MiddleEngine {
       this.running.clear();
       this.droppedWhileRunning.clear();
     }
-    if (batchError !== undefined) copyMs = 0;
     const compacting = performance.now();
     if (this.caches.compact() > 0) copyMs += performance.now() - compacting;
     const computeMs = performance.now() - started;
@@ -172,21 +174,27 @@ export class MiddleEngine {
     return { copyMs: batch.copyMs, inPlace: batch.inPlace };
   }
 
-  /** Exactly the path every request took before batching: restore, roll back, step, keep the cache. */
-  private async runAlone(request: MiddleRequest): Promise<EngineResult> {
+  /**
+   * Exactly the path every request took before batching: restore, roll back, step, keep the cache. A cache that is
+   * still a view into a batch's presents is copied out first; that copy is batching's cost, so it is `copyMs`.
+   */
+  private async runAlone(request: MiddleRequest): Promise<{ result: EngineResult; copyMs: number }> {
+    let copyMs = 0;
     try {
-      this.runner.restore(this.caches.stateOf(request.sessionId, request.pastLength) ?? this.empty);
+      const copying = performance.now();
+      const state = this.caches.stateOf(request.sessionId, request.pastLength);
+      if (this.caches.isView(request.sessionId)) copyMs = performance.now() - copying;
+      this.runner.restore(state ?? this.empty);
       this.runner.truncate(request.pastLength);
       const output = await this.runner.step({ hidden: request.hidden }, request.nTokens);
-      if (!allFinite(output.data)) return this.poisoned(request.sessionId);
+      if (!allFinite(output.data)) return { result: this.poisoned(request.sessionId), copyMs };
       this.store(request.sessionId, this.runner.snapshot({ exclusive: true }));
-      return answer(request, output.data, output.cols);
+      return { result: answer(request, output.data, output.cols), copyMs };
     } catch (error) {
+      const message = (error as Error).message;
       return {
-        sessionId: request.sessionId,
-        ok: false,
-        code: codeOf(error, 'RUN_FAILED'),
-        message: (error as Error).message,
+        result: { sessionId: request.sessionId, ok: false, code: codeOf(error, 'RUN_FAILED'), message },
+        copyMs,
       };
     }
   }

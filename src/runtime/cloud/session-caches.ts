@@ -23,6 +23,12 @@ export class SessionCaches {
     return this.bySession.get(sessionId);
   }
 
+  /** Whether the session's cache is a view into a batch's presents (stateOf then copies it). */
+  isView(sessionId: number): boolean {
+    const source = this.bySession.get(sessionId);
+    return source !== undefined && isView(source);
+  }
+
   lengthOf(sessionId: number): number {
     return this.bySession.get(sessionId)?.length ?? 0;
   }

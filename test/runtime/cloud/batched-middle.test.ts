@@ -161,6 +161,32 @@ test("sessions keep views into a batch's presents until they use less than half 
   await session.release();
 });
 
+test("a solo run that copies a session's cache out of a batch's presents counts the copy in copyMs", async () => {
+  const split = await builderSplit('float32');
+  const manifest = readManifest(split);
+  const session = await createSession(join(split, manifest.parts.middle.file), { threads: 1 }, 'middle part');
+  const engine = new MiddleEngine(session, partIO(manifest, 'middle'), { maxContext: 256, layout: 'left' });
+  const random = seededRandom(7);
+  const run = (sessions: number[], pastLength: number, nTokens: number) =>
+    engine.run(
+      sessions.map((sessionId) => ({
+        sessionId,
+        pastLength,
+        nTokens,
+        allPositions: true,
+        hidden: normalArray(random, nTokens * manifest.hidden.size, 1),
+      })),
+    );
+  await run([1, 2], 0, 3); // both caches are now views into this batch's presents
+  const fromView = await run([1], 3, 1);
+  assert.ok(fromView.results[0].ok);
+  assert.ok(fromView.copyMs > 0, 'the copy out of the presents was not counted');
+  assert.equal(engine.sharedPresents, 1, 'session 2 still uses half of the batch: nothing was compacted');
+  const ownCache = await run([1], 4, 1);
+  assert.equal(ownCache.copyMs, 0, 'a cache of its own is fed as it is');
+  await session.release();
+});
+
 test('a session whose run gives non-finite values fails and keeps no cache: later batches never see it', async () => {
   const split = await builderSplit('float32');
   const manifest = readManifest(split);
