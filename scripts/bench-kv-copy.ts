@@ -7,9 +7,11 @@
  * round), and times the same requests
  * run one by one (batching off) for the throughput ratio.
  *   npm run bench:kv [-- --split DIR] [--sessions 16] [--past 1024] [--rows 5] [--runs 5] [--warmup 2] [--keep 1]
- *   [--threads N] [--gather]
+ *   [--threads N] [--gather] [--shortest F]
  *   (lists: --past 128,1024). The same sessions batch every round, so their presents are fed back in place as the
  *   next pasts where the split allows it (padded-batch.ts); --gather gathers every past every round instead.
+ *   --shortest F spreads the sessions' pasts evenly from --past down to F × --past (ragged pasts, padded to the
+ *   longest, as a fleet's are; default 1: all equal).
  * `npm run bench:kv` starts it with serve-cloud's glibc malloc settings (src/runtime/cloud/malloc-tunables.ts).
  * Without --split it writes a random-weight Qwen2.5-0.5B-shaped Llama (vocabulary cut to 2,048: only the middle
  * part is run) and splits it 2 / 22 / head. The caches are random finite values of the real shapes: the copies and
@@ -42,6 +44,7 @@ const { values } = parseArgs({
     keep: { type: 'string', default: '1' },
     threads: { type: 'string' },
     gather: { type: 'boolean', default: false },
+    shortest: { type: 'string', default: '1' },
   },
 });
 const list = (text: string) => text.split(',').map(Number);
@@ -108,9 +111,13 @@ try {
    */
   async function measure(sessions: number, past: number, rows: number, report = true) {
     const hidden = random(rows * d);
-    let entries: BatchEntry[] = Array.from({ length: sessions }, () => ({
-      state: cache(past),
-      pastLength: past,
+    const shortest = Number(values.shortest);
+    const pasts = Array.from({ length: sessions }, (_, i) =>
+      Math.round(past * (1 - (1 - shortest) * (sessions > 1 ? i / (sessions - 1) : 0))),
+    );
+    let entries: BatchEntry[] = pasts.map((p) => ({
+      state: cache(p),
+      pastLength: p,
       rows,
       hidden,
     }));
@@ -120,15 +127,15 @@ try {
     const oneByOne: number[] = [];
     let inPlaceRuns = 0;
     for (let r = 0; r < warmup + runs; r++) {
-      const pastLength = past + r * keep;
       const batch = await batcher.run(entries);
-      entries = entries.map((e, i) => ({ ...e, state: batch.results[i].state, pastLength: pastLength + keep }));
+      const lengths = entries.map((e) => e.pastLength);
+      entries = entries.map((e, i) => ({ ...e, state: batch.results[i].state, pastLength: e.pastLength + keep }));
       const started = performance.now();
       const previous = soloStates;
       soloStates = [];
-      for (const state of previous) {
+      for (const [i, state] of previous.entries()) {
         solo.restore(state);
-        solo.truncate(pastLength);
+        solo.truncate(lengths[i]);
         await solo.step({ hidden }, rows);
         soloStates.push(solo.snapshot({ exclusive: true }));
       }
@@ -140,13 +147,15 @@ try {
     }
     if (!report) return;
     // The plain-copy floor of a gather, at the longest past these rounds gathered (round r ran at past + r·keep).
-    const longest = past + (warmup + runs - 1) * keep;
-    const floor = inPlaceRuns < runs ? copyFloor(sessions, bucketed(longest), longest) : undefined;
+    const grown = (warmup + runs - 1) * keep;
+    const lastPasts = pasts.map((p) => p + grown);
+    const floor = inPlaceRuns < runs ? copyFloor(bucketed(past + grown), lastPasts) : undefined;
+    const pastText = pasts.at(-1)! < past ? `${pasts.at(-1)}–${past}` : `${past}`;
     const kvMiB = [...soloStates[0].tensors.values()].reduce((n, t) => n + t.data.length * 4, 0) / 2 ** 20;
     const batched = median(copy.map((c, i) => c + run[i]));
     const share = copy.map((c, i) => c / (c + run[i]));
     process.stdout.write(
-      `${sessions} sessions × ${rows} rows, past ${past} (${kvMiB.toFixed(1)} MiB of KV each): ` +
+      `${sessions} sessions × ${rows} rows, past ${pastText} (${kvMiB.toFixed(1)} MiB of KV for the longest): ` +
         `padded run ${batched.toFixed(1)} ms = onnxruntime ${median(run).toFixed(1)} + copies ` +
         `${median(copy).toFixed(1)} (copy share ${(median(share) * 100).toFixed(1)} %, runs ` +
         `${share.map((x) => (x * 100).toFixed(0)).join('/')} %; pasts fed in place in ${inPlaceRuns}/${runs}); ` +
@@ -167,7 +176,8 @@ try {
    * every KV input, each session's heads copied from a buffer written just before (as a run's presents are) into a
    * reused one. Median of --runs.
    */
-  function copyFloor(sessions: number, width: number, past: number): { ms: number; mib: number } {
+  function copyFloor(width: number, pasts: number[]): { ms: number; mib: number } {
+    const sessions = pasts.length;
     const inputs = io.kv.flatMap((pair) => [pair.pastKey, pair.pastValue]);
     const targets = inputs.map((name) => {
       const [, heads, , headDim] = shapes.get(name) as number[];
@@ -182,9 +192,9 @@ try {
       targets.forEach(({ heads, headDim, data }, k) => {
         for (let b = 0; b < sessions; b++) {
           for (let h = 0; h < heads; h++) {
-            const at = ((b * heads + h) * width + (width - past)) * headDim;
-            data.set(sources[k].subarray(at, at + past * headDim), at);
-            bytes += past * headDim * 4;
+            const at = ((b * heads + h) * width + (width - pasts[b])) * headDim;
+            data.set(sources[k].subarray(at, at + pasts[b] * headDim), at);
+            bytes += pasts[b] * headDim * 4;
           }
         }
       });
