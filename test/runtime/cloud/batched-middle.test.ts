@@ -128,21 +128,33 @@ test('GroupQueryAttention splits as single-row: one-row requests batch exactly, 
   assert.ok(left.maxAbsError > 1e-2, `left padding happened to be exact (${left.maxAbsError})`);
 });
 
-test("sessions keep views into a batch's presents until they use less than half of them", async () => {
+/**
+ * A batching engine on the builder split's middle part, and `run`: one engine run of random rows for each listed
+ * session, all at `pastLength` with `nTokens` rows.
+ */
+async function builderEngine(seed: number) {
   const split = await builderSplit('float32');
   const manifest = readManifest(split);
   const session = await createSession(join(split, manifest.parts.middle.file), { threads: 1 }, 'middle part');
   const engine = new MiddleEngine(session, partIO(manifest, 'middle'), { maxContext: 256, layout: 'left' });
-  const random = seededRandom(5);
+  const random = seededRandom(seed);
+  const run = (sessions: number[], pastLength: number, nTokens: number) =>
+    engine.run(
+      sessions.map((sessionId) => ({
+        sessionId,
+        pastLength,
+        nTokens,
+        allPositions: true,
+        hidden: normalArray(random, nTokens * manifest.hidden.size, 1),
+      })),
+    );
+  return { session, engine, run };
+}
+
+test("sessions keep views into a batch's presents until they use less than half of them", async () => {
+  const { session, engine, run } = await builderEngine(5);
   const round = async (sessions: number[], pastLength: number, nTokens: number) => {
-    const requests = sessions.map((sessionId) => ({
-      sessionId,
-      pastLength,
-      nTokens,
-      allPositions: true,
-      hidden: normalArray(random, nTokens * manifest.hidden.size, 1),
-    }));
-    const { results } = await engine.run(requests);
+    const { results } = await run(sessions, pastLength, nTokens);
     assert.ok(results.every((r) => r.ok));
   };
   // Four sessions, 3 positions each: one batch whose presents hold 4 × 3 positions, all in use.
@@ -162,21 +174,7 @@ test("sessions keep views into a batch's presents until they use less than half 
 });
 
 test("a solo run that copies a session's cache out of a batch's presents counts the copy in copyMs", async () => {
-  const split = await builderSplit('float32');
-  const manifest = readManifest(split);
-  const session = await createSession(join(split, manifest.parts.middle.file), { threads: 1 }, 'middle part');
-  const engine = new MiddleEngine(session, partIO(manifest, 'middle'), { maxContext: 256, layout: 'left' });
-  const random = seededRandom(7);
-  const run = (sessions: number[], pastLength: number, nTokens: number) =>
-    engine.run(
-      sessions.map((sessionId) => ({
-        sessionId,
-        pastLength,
-        nTokens,
-        allPositions: true,
-        hidden: normalArray(random, nTokens * manifest.hidden.size, 1),
-      })),
-    );
+  const { session, engine, run } = await builderEngine(7);
   await run([1, 2], 0, 3); // both caches are now views into this batch's presents
   const fromView = await run([1], 3, 1);
   assert.ok(fromView.results[0].ok);
