@@ -54,6 +54,12 @@ const runs = Number(values.runs);
 const warmup = Number(values.warmup);
 // Positions each session keeps per round: 1 = the verified token only (every draft rejected), up to --rows.
 const keep = Number(values.keep);
+// The shortest session's past as a share of --past (1: all equal).
+const shortest = Number(values.shortest);
+if (!(shortest > 0 && shortest <= 1)) {
+  process.stderr.write(`bench-kv: --shortest ${values.shortest} is not a share in (0, 1] (e.g. --shortest 0.5)\n`);
+  process.exit(2);
+}
 // serve-cloud's default: all cores for one worker (a fleet bench pins its cloud to one core: --threads 1).
 const threads = Number(values.threads ?? cpus().length);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -111,7 +117,6 @@ try {
    */
   async function measure(sessions: number, past: number, rows: number, report = true) {
     const hidden = random(rows * d);
-    const shortest = Number(values.shortest);
     const pasts = Array.from({ length: sessions }, (_, i) =>
       Math.round(past * (1 - (1 - shortest) * (sessions > 1 ? i / (sessions - 1) : 0))),
     );
