@@ -5,7 +5,7 @@
  * when it holds the files being read.
  */
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { chmod, mkdtemp, rename, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rename, rm, rmdir } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { HatError } from '../errors.ts';
 import { isWithin } from '../file-checks.ts';
@@ -61,26 +61,59 @@ export function assertOutputTarget(out: string, replace: boolean, inputs: readon
 /**
  * Staging folders not yet published or discarded. An interrupt (Ctrl-C) or SIGTERM during a long split would
  * otherwise leave a hidden half-written folder beside --out: they are removed, then the signal is raised again
- * so the process ends as it would have without hat's handler.
+ * so the process ends as it would have without hat's handler. An interrupt during a publish (a few renames) waits
+ * for it to finish instead: the process then ends with the complete output in place, never with the staged one
+ * left under its hidden name or the old one set aside.
  */
 const liveStagings = new Set<string>();
 const INTERRUPTS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+let publishing = 0;
+let deferredSignal: NodeJS.Signals | undefined;
+
+function onInterrupt(signal: NodeJS.Signals): void {
+  if (publishing > 0) deferredSignal ??= signal;
+  else removeLiveStagingsAndReraise(signal);
+}
 
 function removeLiveStagingsAndReraise(signal: NodeJS.Signals): void {
   for (const dir of liveStagings) rmSync(dir, { recursive: true, force: true });
   liveStagings.clear();
-  for (const other of INTERRUPTS) process.off(other, removeLiveStagingsAndReraise);
+  for (const other of INTERRUPTS) process.off(other, onInterrupt);
   process.kill(process.pid, signal);
 }
 
 function track(dir: string): void {
-  if (liveStagings.size === 0) for (const signal of INTERRUPTS) process.on(signal, removeLiveStagingsAndReraise);
+  if (liveStagings.size === 0) for (const signal of INTERRUPTS) process.on(signal, onInterrupt);
   liveStagings.add(dir);
 }
 
 function untrack(dir: string): void {
   if (!liveStagings.delete(dir) || liveStagings.size > 0) return;
-  for (const signal of INTERRUPTS) process.off(signal, removeLiveStagingsAndReraise);
+  for (const signal of INTERRUPTS) process.off(signal, onInterrupt);
+}
+
+/** Moves the staged folder to `target`, replacing an existing output only once the new one is in place. */
+async function moveIntoPlace(dir: string, target: string): Promise<void> {
+  await chmod(dir, 0o755); // mkdtemp creates it private; the published split is an ordinary folder
+  if (!existsSync(target)) return rename(dir, target);
+  // The old output goes aside, the new one in, and only then is the old one deleted: a failure on the way
+  // leaves one complete output in place, never a half-deleted one.
+  const aside = await mkdtemp(join(dirname(target), `.${basename(target)}.hat-old-`));
+  const old = join(aside, 'old');
+  try {
+    await rename(target, old);
+    try {
+      await rename(dir, target);
+    } catch (error) {
+      await rename(old, target);
+      throw error;
+    }
+  } catch (error) {
+    // Empty by now, unless the old output could not be put back: then it stays there, never deleted.
+    await rmdir(aside).catch(() => undefined);
+    throw error;
+  }
+  await rm(aside, { recursive: true, force: true });
 }
 
 export async function createStaging(out: string, replace: boolean, inputs: readonly string[] = []): Promise<Staging> {
@@ -104,21 +137,21 @@ export async function createStaging(out: string, replace: boolean, inputs: reado
     dir,
     target,
     async publish() {
-      // From here an interrupt leaves the staged output (and any old one set aside) as it is, never deleted.
-      untrack(dir);
-      await chmod(dir, 0o755); // mkdtemp creates it private; the published split is an ordinary folder
-      if (!existsSync(target)) return rename(dir, target);
-      // The old output goes aside, the new one in, and only then is the old one deleted: a failure on the way
-      // leaves one complete output in place, never a half-deleted one.
-      const aside = await mkdtemp(join(dirname(target), `.${basename(target)}.hat-old-`));
-      await rename(target, join(aside, 'old'));
+      publishing += 1;
       try {
-        await rename(dir, target);
+        await moveIntoPlace(dir, target);
       } catch (error) {
-        await rename(join(aside, 'old'), target);
+        await rm(dir, { recursive: true, force: true }); // what is left of a publish that failed is not an output
         throw error;
+      } finally {
+        publishing -= 1;
+        untrack(dir);
+        const signal = deferredSignal;
+        if (signal && publishing === 0) {
+          deferredSignal = undefined;
+          removeLiveStagingsAndReraise(signal);
+        }
       }
-      await rm(aside, { recursive: true, force: true });
     },
     async discard() {
       await rm(dir, { recursive: true, force: true });
