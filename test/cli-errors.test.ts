@@ -48,6 +48,11 @@ test('an empty option value is refused, not read as 0 or as the default', () => 
   assertOneLine(['generate', SPLIT, '--slm', '--seed', ' '], 'BAD_OPTION', /--seed is empty/);
 });
 
+test('serve-cloud refuses a --min-batch no verification batch could reach', () => {
+  assertOneLine(['serve-cloud', SPLIT, '--max-batch', '4', '--min-batch', '5'], 'BAD_OPTION', /--min-batch: must not/);
+  assertOneLine(['serve-cloud', SPLIT, '--min-batch', '1'], 'BAD_OPTION', /--min-batch/);
+});
+
 test('serve-cloud on a port in use says so in one line', async () => {
   const holder = createServer();
   await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));

@@ -45,6 +45,7 @@ const schema = z.object({
   maxBatch: intOption(1, 1024).optional(),
   maxBatchTokens: intOption(1, 1_000_000).optional(),
   costRule: z.enum(['on', 'off']),
+  minBatch: intOption(2, 1024).optional(),
   recordings: z.string().optional(),
   acceptanceFrom: z.string().optional(),
   scenarios: z.string().optional(),
@@ -113,6 +114,7 @@ export function registerBench(program: Command): void {
       "--fleet: serve-cloud's --max-batch-tokens in the batched runs (default: the knee it measures)",
     )
     .option('--cost-rule <on|off>', "--fleet: serve-cloud's --cost-rule in the batched runs", 'off')
+    .option('--min-batch <n>', "--fleet: serve-cloud's --min-batch in the batched runs (default: its own)")
     .option('--recordings <dir>', '--fleet: replay the recordings an earlier --fleet run wrote to its --out')
     .option(
       '--acceptance-from <dir>',
@@ -226,6 +228,7 @@ function fleetOptions(splitDir: string, o: z.infer<typeof schema>, devices: numb
     maxBatch: o.maxBatch,
     maxBatchTokens: o.maxBatchTokens,
     costRule: o.costRule === 'on',
+    minBatch: o.minBatch,
     promptLengths: o.promptLengths ?? FLEET_DEFAULTS.promptLengths,
     promptsPerLength: o.promptsPerLength,
     maxNewTokens: o.maxNewTokens ?? FLEET_DEFAULTS.maxNewTokens,

@@ -2,30 +2,36 @@ import type { Command } from 'commander';
 import { intOption, parseOptions, readToken, z } from './common.ts';
 import { startCloud } from '../runtime/cloud/serve.ts';
 import { jsonLineLogger } from '../runtime/cloud/logger.ts';
-import { DEFAULT_MAX_BATCH, DEFAULT_TOKENS_PER_THREAD } from '../runtime/cloud/worker-pool.ts';
+import { DEFAULT_MAX_BATCH, DEFAULT_MIN_BATCH, DEFAULT_TOKENS_PER_THREAD } from '../runtime/cloud/worker-pool.ts';
 import { describeLink, parseLinkSpec } from '../runtime/link.ts';
 
-const schema = z.object({
-  port: intOption(0, 65535),
-  host: z.string().min(1),
-  token: z.string().min(1).optional(),
-  tokenFile: z.string().optional(),
-  workers: intOption(1, 64),
-  threads: intOption(1, 256).optional(),
-  maxSessions: intOption(1, 100000),
-  idleTimeout: intOption(1),
-  maxTokensPerFrame: intOption(1, 65536),
-  maxContext: intOption(1).optional(),
-  kvMemory: intOption(1).optional(),
-  drainTimeout: intOption(0, 3600),
-  maxConnections: intOption(1, 1_000_000).optional(),
-  handshakeTimeout: intOption(1, 600),
-  maxInflight: intOption(1, 1024),
-  maxBatch: intOption(1, 1024),
-  maxBatchTokens: intOption(1).optional(),
-  costRule: z.enum(['on', 'off']),
-  link: z.string().optional(),
-});
+const schema = z
+  .object({
+    port: intOption(0, 65535),
+    host: z.string().min(1),
+    token: z.string().min(1).optional(),
+    tokenFile: z.string().optional(),
+    workers: intOption(1, 64),
+    threads: intOption(1, 256).optional(),
+    maxSessions: intOption(1, 100000),
+    idleTimeout: intOption(1),
+    maxTokensPerFrame: intOption(1, 65536),
+    maxContext: intOption(1).optional(),
+    kvMemory: intOption(1).optional(),
+    drainTimeout: intOption(0, 3600),
+    maxConnections: intOption(1, 1_000_000).optional(),
+    handshakeTimeout: intOption(1, 600),
+    maxInflight: intOption(1, 1024),
+    maxBatch: intOption(1, 1024),
+    maxBatchTokens: intOption(1).optional(),
+    costRule: z.enum(['on', 'off']),
+    minBatch: intOption(2, 1024),
+    link: z.string().optional(),
+  })
+  .refine((o) => o.maxBatch === 1 || o.minBatch <= o.maxBatch, {
+    message: 'must not exceed --max-batch (a verification batch could never form)',
+    path: ['minBatch'],
+  });
 
 export function registerServeCloud(program: Command): void {
   program
@@ -76,6 +82,11 @@ export function registerServeCloud(program: Command): void {
         `${DEFAULT_TOKENS_PER_THREAD} × threads per worker if that fails)`,
     )
     .option(
+      '--min-batch <n>',
+      'sessions a batch of verifications must hold when it gathers their caches; fewer run one by one (2: any)',
+      String(DEFAULT_MIN_BATCH),
+    )
+    .option(
       '--cost-rule <on|off>',
       'batch a request only where the fitted run cost says it pays (off: batch whatever fits the limits)',
       'off',
@@ -108,6 +119,7 @@ export function registerServeCloud(program: Command): void {
         maxBatch: options.maxBatch,
         maxBatchTokens: options.maxBatchTokens,
         costRule: options.costRule === 'on',
+        minBatch: options.minBatch,
         logger,
         link,
       });

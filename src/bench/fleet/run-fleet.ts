@@ -57,6 +57,8 @@ export interface FleetOptions {
   maxBatchTokens?: number;
   /** --cost-rule on for the batched runs (serve-cloud's default: off). */
   costRule?: boolean;
+  /** --min-batch of the batched runs (default: serve-cloud's). */
+  minBatch?: number;
   promptLengths: number[];
   promptsPerLength: number;
   maxNewTokens: number;
@@ -157,6 +159,8 @@ interface LoggedBatching {
   maxBatchTokens?: number;
   /** Rows a prompt's queued chunks may be merged up to (scheduler.ts mergedRowsFor). */
   mergedRows?: number;
+  /** Sessions a gathered batch of verifications must hold (--min-batch). */
+  minBatch?: number;
   /** The knee probe serve-cloud ran at start when --max-batch-tokens was left to its default. */
   knee?: { rows?: number; bracketed?: boolean; times?: Array<{ rows: number; ms: number }>; failed?: string };
 }
@@ -244,6 +248,7 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
       ? ['--max-batch-tokens', String(options.maxBatchTokens)]
       : []),
     ...(maxBatch !== 1 && options.costRule ? ['--cost-rule', 'on'] : []),
+    ...(maxBatch !== 1 && options.minBatch !== undefined ? ['--min-batch', String(options.minBatch)] : []),
   ];
   const startCloud = (splitDir: string, maxBatch: number | undefined) =>
     spawnCloud(splitDir, cloudArgs(maxBatch), { wrap: (command, args) => onCores(cores.cloud, command, args) });
@@ -473,6 +478,7 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
           (configurations[0].mergedRows !== undefined
             ? `a prompt's queued chunks merged up to ${configurations[0].mergedRows} rows, `
             : '') +
+          (configurations[0].minBatch !== undefined ? `--min-batch ${configurations[0].minBatch}, ` : '') +
           `--cost-rule ${options.costRule ? 'on' : 'off'}) and ` +
           '--max-batch 1, live side by side, runs alternating; both started ' +
           "with serve-cloud's glibc malloc settings (README)",

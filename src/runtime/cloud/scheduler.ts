@@ -20,6 +20,9 @@
  *   session deep into a long prompt does not make fifteen short ones pay for its length.
  * - Limits: at most `maxBatch` sessions per run, and padded rows (sessions × the largest row count) at most
  *   `maxBatchTokens`; the first request of the chosen class (see below) always runs, alone if it is over the budget.
+ *   A gathered batch of small requests needs `minBatch` sessions (--min-batch; default 2, any): a batch interleaved
+ *   with solo runs slows them by streaming memory that they then read again (a padded batch of 2–4 sessions between
+ *   solo runs of the default split slowed them 1.21–1.33×), and on a small middle part a pair saves less than that.
  * - Repeats: when every session of the padded run that last computed the oldest small request's session is queued
  *   again, and no larger batch would run instead, exactly those sessions run — the worker then feeds that run's
  *   presents back in place instead of gathering every past (padded-batch.ts).
@@ -73,6 +76,11 @@ export interface BatchLimits {
   batchableRows: number;
   /** Rows a lone chunk and the queued chunks continuing it may add up to (mergedRowsFor); absent: MAX_MERGED_ROWS. */
   mergedRows?: number;
+  /**
+   * Sessions a batch of small requests that gathers its pasts must hold; with fewer, the first runs alone (a repeated
+   * group fed in place is exempt: it copies nothing). Absent or 2: any batch runs.
+   */
+  minBatch?: number;
 }
 
 export interface BatchPick {
@@ -218,6 +226,10 @@ export function nextBatch(
       maxPast = Math.max(maxPast, past);
       realPast += past;
     }
+  }
+  if (kind === 'small' && indices.length > 1 && indices.length < (limits.minBatch ?? 2)) {
+    indices.splice(1);
+    maxRows = queue[first].rows;
   }
   const repeat = kind === 'small' ? repeatedGroup(queue, small, limits) : undefined;
   if (repeat && repeat.indices.length >= indices.length && repeatPays(queue, repeat.indices, cost)) {

@@ -41,6 +41,8 @@ export interface ServeOptions {
   maxBatchTokens?: number;
   /** Consult each worker's fitted run cost before joining a request to a batch (run-cost.ts); default off. */
   costRule?: boolean;
+  /** Sessions a gathered batch of verifications must hold (worker-pool.ts); default 2. */
+  minBatch?: number;
   logger: Logger;
   link?: LinkSpec;
 }
@@ -91,6 +93,7 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
     maxBatch: options.maxBatch,
     maxBatchTokens: options.maxBatchTokens,
     costRule: options.costRule,
+    minBatch: options.minBatch,
     logger: options.logger,
   });
   options.logger.log('batching', {
@@ -101,6 +104,7 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
     maxBatch: pool.limits.maxBatch,
     maxBatchTokens: pool.limits.maxBatchTokens,
     mergedRows: pool.limits.maxBatch > 1 ? pool.limits.mergedRows : undefined,
+    minBatch: pool.limits.maxBatch > 1 ? pool.limits.minBatch : undefined,
     costRule: pool.costRule ? 'on' : 'off',
     // How the default budget was found: each probe run's rows and ms, and the knee taken (batch-knee.ts).
     ...(pool.knee ? { knee: pool.knee } : {}),

@@ -210,11 +210,12 @@ test('--max-batch 1 runs every request alone, exactly as before batching', async
 });
 
 test('serve-cloud logs how it batches at start: from the manifest, or from middle.onnx for older splits', async () => {
-  const started = async (splitDir: string) => {
+  const started = async (splitDir: string, more: { minBatch?: number; maxBatchTokens?: number } = {}) => {
     const events: Array<Record<string, unknown>> = [];
     const cloud = await serveSplit(splitDir, {
       threadsPerWorker: 2,
       maxContext: 64,
+      ...more,
       logger: { log: (event, fields) => events.push({ event, ...fields }) },
     });
     await cloud.server.stop();
@@ -230,6 +231,7 @@ test('serve-cloud logs how it batches at start: from the manifest, or from middl
     maxBatch: 16,
     maxBatchTokens: (knee as { rows: number }).rows,
     mergedRows: mergedRowsFor(cheapestMsPerRow((knee as { times: ProbeTime[] }).times)),
+    minBatch: 2,
     costRule: 'off',
   });
   // --max-batch-tokens left to its default: the knee probe timed a run of each row count that fits the context.
@@ -241,6 +243,8 @@ test('serve-cloud logs how it batches at start: from the manifest, or from middl
   assert.ok(times.every((t) => t.ms > 0));
   // Two threads per worker: the fallback is 64 rows, the least budget when the probe did not bracket the knee.
   assert.equal((knee as { rows: number }).rows, budgetFromProbe(times, 64)!.rows);
+  // --min-batch reaches the scheduler's limits (scheduler.test.ts checks what it does there).
+  assert.equal((await started(split, { minBatch: 3, maxBatchTokens: 32 }))?.minBatch, 3);
   // The toy split's manifest predates the field; its middle part fixes the batch size to 1.
   const toy = await started(makeToySplitDir());
   assert.equal(toy?.mode, 'none');

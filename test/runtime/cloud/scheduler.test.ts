@@ -264,6 +264,31 @@ test("an earlier padded run's sessions, all queued again, run together when no l
   assert.deepEqual(sessionsOf(behind, nextBatch(behind, three)!.indices), [4, 1, 2]);
 });
 
+test('--min-batch: a gathered verification batch of fewer sessions runs its first request alone', () => {
+  const three = { ...limits, minBatch: 3 };
+  // Two verifications: below the minimum, the oldest runs alone (padded to its own rows only), the other next.
+  const pair = q([1, 5], [2, 2]);
+  const alone = nextBatch(pair, three)!;
+  assert.deepEqual(alone.indices, [0]);
+  assert.equal(alone.paddedRows, 5);
+  assert.deepEqual(nextBatch(pair.slice(1), three)!.indices, [0]);
+  // Three or more batch as before.
+  assert.deepEqual(nextBatch(q([1, 5], [2, 2], [3, 1]), three)!.indices, [0, 1, 2]);
+  // The default (2) batches a pair.
+  assert.deepEqual(nextBatch(pair, limits)!.indices, [0, 1]);
+  // Prefill chunks are not held to it: two similar chunks still batch.
+  const chunks = nextBatch(q([1, 100], [2, 90]), { ...three, maxBatchTokens: 256 })!;
+  assert.equal(chunks.kind, 'chunk');
+  assert.deepEqual([...chunks.indices].sort(), [0, 1]);
+  // A repeated pair is fed in place (no gather) and runs together whatever the minimum.
+  const group = { id: 3, size: 2 };
+  const repeated: QueuedRequest[] = [
+    { sessionId: 1, rows: 2, group },
+    { sessionId: 2, rows: 3, group },
+  ];
+  assert.deepEqual(sessionsOf(repeated, nextBatch(repeated, three)!.indices), [1, 2]);
+});
+
 test('with a run-cost estimate a request joins only where batching pays', () => {
   // Per run 2 ms shared, per session 1 ms, per padded cache position 0.01 ms (padding included).
   const cost = (perRunMs: number) => (shape: { sessions: number; rows: number; past: number }) =>
