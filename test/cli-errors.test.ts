@@ -53,6 +53,15 @@ test('serve-cloud refuses a --min-batch no verification batch could reach', () =
   assertOneLine(['serve-cloud', SPLIT, '--min-batch', '1'], 'BAD_OPTION', /--min-batch/);
 });
 
+test("a serve-cloud that hat bench starts keeps its error's code when it refuses its options", () => {
+  assertOneLine(
+    ['bench', SPLIT, '--fleet', '2', '--rate', 'closed', '--duration', '1', '--max-batch', '2', '--min-batch', '3'],
+    'BAD_OPTION',
+    /serve-cloud exited with code 1 before listening: --min-batch: must not exceed --max-batch/,
+    false,
+  );
+});
+
 test('serve-cloud on a port in use says so in one line', async () => {
   const holder = createServer();
   await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));

@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { HatError } from '../errors.ts';
+import { ERROR_TABLE, HatError, type ErrorCode } from '../errors.ts';
 import { withMallocTunables } from '../runtime/cloud/malloc-tunables.ts';
 
 export const HAT_BIN = fileURLToPath(new URL('../../bin/hat', import.meta.url));
@@ -36,7 +36,8 @@ export interface SpawnedHat {
 
 /**
  * Runs `hat <args>` and resolves once its stdout matches `ready` (the line a server prints when it listens); rejects
- * with NETWORK if it exits first or does not get there within `timeoutMs`. `what` names it in those errors.
+ * if it exits first (with the code of its own error line, exitedError) or with NETWORK if it does not get there within
+ * `timeoutMs`. `what` names it in those errors.
  */
 export function spawnHat(
   args: string[],
@@ -79,15 +80,25 @@ export function spawnHat(
     });
     child.once('exit', (code) => {
       clearTimeout(timer);
-      reject(
-        new HatError(
-          'NETWORK',
-          `${what} exited with code ${code} before listening`,
-          log.filter((l) => l.startsWith('error')).pop() ?? log.slice(-1)[0] ?? 'see its log',
-        ),
-      );
+      reject(exitedError(what, code, log));
     });
   });
+}
+
+/**
+ * Why a hat process ended before it listened. Its own `error[CODE]: message — hint` line keeps its code (a
+ * serve-cloud refusing its options is BAD_OPTION, not a network failure); without one it is NETWORK.
+ */
+function exitedError(what: string, code: number | null, log: readonly string[]): HatError {
+  const exited = `${what} exited with code ${code} before listening`;
+  const line = log.filter((l) => l.startsWith('error')).pop();
+  const own = line && /^error\[([A-Z_]+)\]: (.*)$/.exec(line);
+  if (own && own[1] in ERROR_TABLE) {
+    const at = own[2].lastIndexOf(' — ');
+    const [message, hint] = at < 0 ? [own[2], undefined] : [own[2].slice(0, at), own[2].slice(at + 3)];
+    return new HatError(own[1] as ErrorCode, `${exited}: ${message}`, hint);
+  }
+  return new HatError('NETWORK', exited, line ?? log.slice(-1)[0] ?? 'see its log');
 }
 
 export async function spawnCloud(
