@@ -107,7 +107,10 @@ export interface WorkerPoolOptions {
  */
 export const DEFAULT_TOKENS_PER_THREAD = 32;
 export const DEFAULT_MAX_BATCH = 16;
-/** Any batch runs; 3 cut hat's TTFT at moderate load on the default split but not its saturated throughput (README). */
+/**
+ * Any batch runs; 3 lowered hat's TTFT at moderate load on the default split but may cost saturated throughput
+ * (README).
+ */
 export const DEFAULT_MIN_BATCH = 2;
 /**
  * Of the picks made with several sessions queued, every this many ignores the cost rule (batches what fits the
