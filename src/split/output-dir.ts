@@ -82,9 +82,21 @@ function removeLiveStagingsAndReraise(signal: NodeJS.Signals): void {
   process.kill(process.pid, signal);
 }
 
-function track(dir: string): void {
+/**
+ * Makes a staging folder with `create` and tracks it. The handlers go in first: a signal that arrived while none was
+ * installed would end the process by its default action at once, leaving the folder just made; one that arrives
+ * after they are in waits for this synchronous step, then finds the folder tracked.
+ */
+function createTracked(create: () => string): string {
   if (liveStagings.size === 0) for (const signal of INTERRUPTS) process.on(signal, onInterrupt);
-  liveStagings.add(dir);
+  try {
+    const dir = create();
+    liveStagings.add(dir);
+    return dir;
+  } catch (error) {
+    if (liveStagings.size === 0) for (const signal of INTERRUPTS) process.off(signal, onInterrupt);
+    throw error;
+  }
 }
 
 function untrack(dir: string): void {
@@ -121,9 +133,7 @@ export async function createStaging(out: string, replace: boolean, inputs: reado
   const target = resolve(out);
   let dir: string;
   try {
-    // Created and tracked in one synchronous step: an interrupt between the two would leave the folder behind.
-    dir = mkdtempSync(join(dirname(target), `.${basename(target)}.hat-partial-`));
-    track(dir);
+    dir = createTracked(() => mkdtempSync(join(dirname(target), `.${basename(target)}.hat-partial-`)));
   } catch (error) {
     // A missing parent was refused by assertOutputTarget; what is left is a folder that cannot be written.
     const code = (error as NodeJS.ErrnoException).code;

@@ -81,3 +81,28 @@ test('a publish that fails leaves the old output in place and removes the staged
   assert.deepEqual(readdirSync(dir), ['split']);
   assert.equal(readFileSync(join(out, 'manifest.json'), 'utf8'), '{"old":true}');
 });
+
+test('an interrupt the moment the staging folder is created removes it (the handler is in place before it)', () => {
+  const dir = tempDirRemovedAtExit('hat-output-dir-');
+  const script = `
+    import fs from 'node:fs';
+    import { syncBuiltinESMExports } from 'node:module';
+    const real = fs.mkdtempSync;
+    fs.mkdtempSync = (...args) => {
+      const made = real(...args);
+      process.kill(process.pid, 'SIGINT'); // lands before createStaging's next line runs
+      return made;
+    };
+    syncBuiltinESMExports();
+    const { createStaging } = await import(${JSON.stringify(join(repoRoot, 'src', 'split', 'output-dir.ts'))});
+    await createStaging(${JSON.stringify(join(dir, 'split'))}, false);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    console.log('not interrupted');
+  `;
+  const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+  });
+  assert.equal(child.signal, 'SIGINT', `ended by the interrupt (status ${child.status}, ${child.stderr})`);
+  assert.deepEqual(readdirSync(dir), []);
+});
