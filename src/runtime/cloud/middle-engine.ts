@@ -33,6 +33,18 @@ export interface EngineRun {
   inPlace: boolean;
   /** Why a padded run failed (its requests then ran one by one). */
   batchError?: string;
+  /**
+   * The padded run, when one ran: the sessions it ran (those it answered keep a view of its presents as their cache),
+   * and the presents' batch rows and width — what the scheduler needs to know whether those sessions could be fed in
+   * place if they batch again.
+   */
+  padded?: PaddedRun;
+}
+
+export interface PaddedRun {
+  sessions: number[];
+  batch: number;
+  width: number;
 }
 
 export class MiddleEngine {
@@ -85,6 +97,9 @@ export class MiddleEngine {
   drop(sessionId: number): void {
     this.caches.delete(sessionId);
     if (this.running.has(sessionId)) this.droppedWhileRunning.add(sessionId);
+    // Its rows may have been most of a batch's presents that other sessions still view: copy those out now rather
+    // than at the next run, which an idle worker may never get (admission already counts this session's memory free).
+    else if (this.running.size === 0) this.caches.compact();
   }
 
   async run(requests: readonly MiddleRequest[]): Promise<EngineRun> {
@@ -104,11 +119,12 @@ export class MiddleEngine {
     let batchError: string | undefined;
     let copyMs = 0;
     let inPlace = false;
+    let padded: PaddedRun | undefined;
     try {
       if (batched) {
         const outcome = await this.runBatch(valid, results);
         if (typeof outcome === 'string') batchError = outcome;
-        else ({ copyMs, inPlace } = outcome);
+        else ({ copyMs, inPlace, padded } = outcome);
       }
       if (batched && batchError === undefined) {
         paddedRows = valid.length * Math.max(...valid.map((r) => r.nTokens));
@@ -128,7 +144,7 @@ export class MiddleEngine {
     if (this.caches.compact() > 0) copyMs += performance.now() - compacting;
     const computeMs = performance.now() - started;
     const ordered = requests.map((r) => results.get(r.sessionId)!);
-    return { results: ordered, computeMs, paddedRows, copyMs, inPlace, batchError };
+    return { results: ordered, computeMs, paddedRows, copyMs, inPlace, batchError, ...(padded ? { padded } : {}) };
   }
 
   private check(request: MiddleRequest): { code: ErrorCode; message: string } | undefined {
@@ -152,7 +168,7 @@ export class MiddleEngine {
   private async runBatch(
     requests: readonly MiddleRequest[],
     results: Map<number, EngineResult>,
-  ): Promise<string | { copyMs: number; inPlace: boolean }> {
+  ): Promise<string | { copyMs: number; inPlace: boolean; padded: PaddedRun }> {
     const entries = requests.map((r) => ({
       state: this.caches.get(r.sessionId) ?? this.empty,
       pastLength: r.pastLength,
@@ -171,7 +187,9 @@ export class MiddleEngine {
       this.store(request.sessionId, state);
       results.set(request.sessionId, answer(request, output, cols));
     });
-    return { copyMs: batch.copyMs, inPlace: batch.inPlace };
+    const { batch: rows, width } = batch.results[0].state.shared;
+    const sessions = requests.map((r) => r.sessionId);
+    return { copyMs: batch.copyMs, inPlace: batch.inPlace, padded: { sessions, batch: rows, width } };
   }
 
   /**
@@ -180,17 +198,22 @@ export class MiddleEngine {
    */
   private async runAlone(request: MiddleRequest): Promise<{ result: EngineResult; copyMs: number }> {
     let copyMs = 0;
+    let rolledBack = false;
     try {
       const copying = performance.now();
       const state = this.caches.stateOf(request.sessionId, request.pastLength);
       if (this.caches.isView(request.sessionId)) copyMs = performance.now() - copying;
       this.runner.restore(state ?? this.empty);
       this.runner.truncate(request.pastLength);
+      rolledBack = request.pastLength < (state?.length ?? 0);
       const output = await this.runner.step({ hidden: request.hidden }, request.nTokens);
       if (!allFinite(output.data)) return { result: this.poisoned(request.sessionId), copyMs };
       this.store(request.sessionId, this.runner.snapshot({ exclusive: true }));
       return { result: answer(request, output.data, output.cols), copyMs };
     } catch (error) {
+      // A rollback compacts the session's own cache in place, so the one stored is spent: keep the rolled-back one
+      // (the failed run appended nothing), so that one failed request does not break the session for good.
+      if (rolledBack) this.store(request.sessionId, this.runner.snapshot({ exclusive: true }));
       const message = (error as Error).message;
       return {
         result: { sessionId: request.sessionId, ok: false, code: codeOf(error, 'RUN_FAILED'), message },

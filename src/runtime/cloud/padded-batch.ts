@@ -21,10 +21,11 @@
  * holes — positions its session rolled back (rejected drafts) or never had (padded rows) — which the mask hides
  * like left padding, so a view is a list of spans. Each such round widens the pasts by the longest request while a
  * session keeps only what it commits, so pasts are fed in place only while real positions fill at least
- * MIN_IN_PLACE_FILL of them; below that the next round gathers them (which closes the holes).
+ * MIN_IN_PLACE_FILL of them (scheduler.ts); below that the next round gathers them (which closes the holes).
  */
 import { HatError } from '../../errors.ts';
 import type { KvState, PartIO } from '../part-runner.ts';
+import { fillsForInPlace } from './scheduler.ts';
 import {
   declaredIntType,
   float32ToFloat16,
@@ -59,14 +60,6 @@ export interface PresentView {
   spans: readonly Span[];
   length: number;
 }
-
-/**
- * Real past positions per padded one, at least, for a batch's presents to be fed back in place. A hole costs the
- * run about three passes over it (concatenated into the presents, read by attention for keys and values) where a
- * gather costs two (read, write) once per real position, so in place pays down to about 0.6; 0.75 keeps a margin
- * for the attention compute holes add.
- */
-export const MIN_IN_PLACE_FILL = 0.75;
 
 /** A session's cache: a contiguous state of its own, or its row of a batch's presents. */
 export type KvSource = KvState | PresentView;
@@ -212,7 +205,7 @@ export class PaddedBatchRunner {
 
   /**
    * When `entries` are every row of one run's presents (each session's cache a view into them, in any order) and
-   * their real pasts fill at least MIN_IN_PLACE_FILL of those presents: which entry each batch row runs.
+   * their real pasts fill enough of those presents (fillsForInPlace): which entry each batch row runs.
    */
   private inPlaceOrder(entries: readonly BatchEntry[]): number[] | undefined {
     const first = entries[0].state;
@@ -226,7 +219,7 @@ export class PaddedBatchRunner {
       order[state.row] = i;
       real += entry.pastLength;
     }
-    return real >= MIN_IN_PLACE_FILL * shared.batch * shared.width ? order : undefined;
+    return fillsForInPlace(real, shared.batch, shared.width) ? order : undefined;
   }
 
   /** [batch, maxRows, hidden]: each session's rows, zeros below them. */

@@ -57,10 +57,18 @@ export interface QueuedRequest {
   rows: number;
   /** Cached positions it attends over (its pastLength); absent counts as 0. */
   past?: number;
-  /** The padded run that last computed the session's cache, and how many sessions it held. */
-  group?: { id: number; size: number };
+  /** The padded run that last computed the session's cache. */
+  group?: RunGroup;
   /** How long it has been queued, ms; absent counts as 0 (it never ages). */
   waitedMs?: number;
+}
+
+/** A padded run whose presents its sessions' caches are views of: its batch rows and the presents' width. */
+export interface RunGroup {
+  id: number;
+  size: number;
+  /** Positions per row of its presents; absent: unknown (its sessions are then not counted as fed in place). */
+  width?: number;
 }
 
 export type RequestClass = 'small' | 'chunk';
@@ -81,6 +89,8 @@ export interface BatchLimits {
    * group fed in place is exempt: it copies nothing). Absent or 2: any batch runs.
    */
   minBatch?: number;
+  /** The split lets a repeated group's presents be fed back as its pasts (manifest `batching.inPlace`). */
+  inPlace?: boolean;
 }
 
 export interface BatchPick {
@@ -164,6 +174,22 @@ export const CHUNK_AGING_MS = 1000;
 /** Real past positions (summed over the batch's sessions) per padded past position, at least. */
 export const MIN_PAST_FILL = 0.5;
 
+/**
+ * Real past positions per padded one, at least, for a batch's presents to be fed back in place. A hole costs the
+ * run about three passes over it (concatenated into the presents, read by attention for keys and values) where a
+ * gather costs two (read, write) once per real position, so in place pays down to about 0.6; 0.75 keeps a margin
+ * for the attention compute holes add.
+ */
+export const MIN_IN_PLACE_FILL = 0.75;
+
+/**
+ * Whether pasts of `realPast` positions in all fill enough of presents of `batch` rows × `width` positions to be fed
+ * back in place: the rule the engine applies (padded-batch.ts), so the scheduler knows which repeats it applies to.
+ */
+export function fillsForInPlace(realPast: number, batch: number, width: number): boolean {
+  return realPast >= MIN_IN_PLACE_FILL * batch * width;
+}
+
 export function classify(rows: number, limits: Pick<BatchLimits, 'smallRows'>): RequestClass {
   return rows <= limits.smallRows ? 'small' : 'chunk';
 }
@@ -232,8 +258,11 @@ export function nextBatch(
     maxRows = queue[first].rows;
   }
   const repeat = kind === 'small' ? repeatedGroup(queue, small, limits) : undefined;
-  if (repeat && repeat.indices.length >= indices.length && repeatPays(queue, repeat.indices, cost)) {
-    return { ...repeat, kind, contended };
+  // A repeat that will be gathered after all (its pasts fill too little of the presents, or the split forbids feeding
+  // them back) is a gathered batch like any other: --min-batch holds for it.
+  const allowed = repeat && (repeat.inPlace || repeat.indices.length >= (limits.minBatch ?? 2));
+  if (allowed && repeat.indices.length >= indices.length && repeatPays(queue, repeat, cost)) {
+    return { indices: repeat.indices, paddedRows: repeat.paddedRows, kind, contended };
   }
   const merge =
     kind === 'chunk' && indices.length === 1 && limits.maxBatch > 1
@@ -289,10 +318,10 @@ function pays(cost: RunCost | undefined, together: RunShape, apart: RunShape[]):
   return predicted <= separate.reduce((sum: number, ms) => sum + ms!, 0);
 }
 
-function repeatPays(queue: readonly QueuedRequest[], indices: number[], cost: RunCost | undefined): boolean {
-  const requests = indices.map((i) => ({ rows: queue[i].rows, past: queue[i].past ?? 0 }));
+function repeatPays(queue: readonly QueuedRequest[], repeat: RepeatedGroup, cost: RunCost | undefined): boolean {
+  const requests = repeat.indices.map((i) => ({ rows: queue[i].rows, past: queue[i].past ?? 0 }));
   const together = {
-    inPlace: true,
+    inPlace: repeat.inPlace,
     sessions: requests.length,
     rows: Math.max(...requests.map((r) => r.rows)),
     past: Math.max(...requests.map((r) => r.past)),
@@ -305,6 +334,13 @@ function repeatPays(queue: readonly QueuedRequest[], indices: number[], cost: Ru
   );
 }
 
+interface RepeatedGroup {
+  indices: number[];
+  paddedRows: number;
+  /** The engine will feed the group's presents back as its pasts (padded-batch.ts inPlaceOrder). */
+  inPlace: boolean;
+}
+
 /**
  * The sessions of the run that last computed the oldest small request's session, when every one of them has a small
  * request queued (at the head of its session) and they fit the limits together.
@@ -313,12 +349,15 @@ function repeatedGroup(
   queue: readonly QueuedRequest[],
   smallHeads: readonly number[],
   limits: BatchLimits,
-): { indices: number[]; paddedRows: number } | undefined {
+): RepeatedGroup | undefined {
   const group = queue[smallHeads[0]].group;
   if (!group || group.size > limits.maxBatch) return undefined;
   const indices = smallHeads.filter((i) => queue[i].group?.id === group.id);
   if (indices.length !== group.size) return undefined;
   const maxRows = Math.max(...indices.map((i) => queue[i].rows));
   if (maxRows > limits.batchableRows || indices.length * maxRows > limits.maxBatchTokens) return undefined;
-  return { indices, paddedRows: indices.length * maxRows };
+  const realPast = indices.reduce((n, i) => n + (queue[i].past ?? 0), 0);
+  const inPlace =
+    limits.inPlace === true && group.width !== undefined && fillsForInPlace(realPast, group.size, group.width);
+  return { indices, paddedRows: indices.length * maxRows, inPlace };
 }

@@ -26,6 +26,7 @@ import {
   nextBatch,
   type BatchLimits,
   type BatchPick,
+  type RunGroup,
   type Turn,
 } from './scheduler.ts';
 import type { WorkerReply, WorkerTask } from './worker-messages.ts';
@@ -61,7 +62,7 @@ interface Lane {
   pick?: BatchPick;
   sessions: Set<number>;
   /** Each session's last padded run (scheduler.ts repeats a run's sessions so its presents are fed in place). */
-  groups: Map<number, { id: number; size: number }>;
+  groups: Map<number, RunGroup>;
   /** What this worker's runs cost, by shape: the scheduler batches where it pays. */
   cost: RunCostModel;
   /** Sessions with a verification running or queued, smoothed over the worker's small runs (rows-advice.ts). */
@@ -158,6 +159,7 @@ export class WorkerPool implements MiddleExecutor {
         // Lowered where the knee probe finds rows dear (mergedRowsFor); kept with no probe (--max-batch-tokens given).
         mergedRows: MAX_MERGED_ROWS,
         minBatch: options.minBatch ?? DEFAULT_MIN_BATCH,
+        inPlace: options.inPlace ?? false,
       },
       options.logger,
     );
@@ -351,14 +353,18 @@ export class WorkerPool implements MiddleExecutor {
     lane.worker.postMessage(task);
   }
 
-  /** After a padded run its sessions form a group; after a solo run (or a failed batch) a session has none. */
+  /**
+   * The sessions whose cache is now a view of a padded run's presents form a group; the others of the batch (run
+   * alone, refused, failed) have none, and nor does a session dropped while it ran (it would stay in `groups`).
+   */
   private rememberGroup(lane: Lane, running: readonly RunningRequest[], reply: WorkerReply & { kind: 'ran' }): void {
-    const padded = running.length > 1 && reply.batchError === undefined && reply.paddedRows > 0;
-    const group = padded ? { id: ++this.runCount, size: running.length } : undefined;
-    for (const { request } of running) {
-      if (group) lane.groups.set(request.sessionId, group);
-      else lane.groups.delete(request.sessionId);
-    }
+    const { padded } = reply;
+    const group = padded ? { id: ++this.runCount, size: padded.batch, width: padded.width } : undefined;
+    running.forEach(({ request: { sessionId } }, i) => {
+      const viewed = padded?.sessions.includes(sessionId) && reply.results[i].ok && lane.sessions.has(sessionId);
+      if (group && viewed) lane.groups.set(sessionId, group);
+      else lane.groups.delete(sessionId);
+    });
   }
 
   private finish(lane: Lane, reply: WorkerReply): void {
@@ -366,8 +372,11 @@ export class WorkerPool implements MiddleExecutor {
     const running = lane.running;
     lane.running = [];
     if (reply.paddedRows > 0) this.latency.observe(reply.paddedRows, reply.computeMs);
-    if (reply.paddedRows > 0 && reply.batchError === undefined) {
-      lane.cost.observe({ ...shapeOf(running), inPlace: reply.inPlace }, reply.computeMs, reply.copyMs);
+    // The cost model learns from runs whose shape is known: one padded run, or a lone request run alone (a batch
+    // the engine cut down to one request, or that fell back to solo runs, is neither).
+    const ran = reply.padded ? running.filter((r) => reply.padded!.sessions.includes(r.request.sessionId)) : running;
+    if (reply.paddedRows > 0 && reply.batchError === undefined && (reply.padded || running.length === 1)) {
+      lane.cost.observe({ ...shapeOf(ran), inPlace: reply.inPlace }, reply.computeMs, reply.copyMs);
     }
     if (lane.pick) lane.turn = afterRun(lane.turn, lane.pick, reply.computeMs);
     if (lane.pick?.kind === 'small') lane.demand.update(this.verifyingSessions(lane, running));

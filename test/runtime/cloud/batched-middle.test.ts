@@ -173,6 +173,61 @@ test("sessions keep views into a batch's presents until they use less than half 
   await session.release();
 });
 
+test('dropping sessions copies the rest out of a batch they leave too little of, not waiting for a run', async () => {
+  const { session, engine, run } = await builderEngine(6);
+  await run([1, 2, 3, 4], 0, 3);
+  engine.drop(2);
+  assert.equal(engine.sharedPresents, 1, 'three of four rows still in use: the presents are kept');
+  engine.drop(3);
+  engine.drop(4);
+  // Session 1 alone would keep 4 × 3 positions alive for its 3 (held KV is meant to stay within twice the need).
+  assert.equal(engine.sharedPresents, 0);
+  assert.equal(engine.cacheOf(1)?.length, 3);
+  const next = await run([1], 3, 1);
+  assert.ok(next.results[0].ok);
+  await session.release();
+});
+
+test('a solo run that fails after rolling its cache back keeps the session usable at that length', async () => {
+  const split = await builderSplit('float32');
+  const manifest = readManifest(split);
+  const session = await createSession(join(split, manifest.parts.middle.file), { threads: 1 }, 'middle part');
+  const io = partIO(manifest, 'middle');
+  const engine = new MiddleEngine(session, io, { maxContext: 256, layout: 'left' });
+  const solo = new MiddleEngine(session, io, { maxContext: 256 });
+  const random = seededRandom(11);
+  const request = (sessionId: number, pastLength: number, nTokens: number) => ({
+    sessionId,
+    pastLength,
+    nTokens,
+    allPositions: true,
+    hidden: normalArray(random, nTokens * manifest.hidden.size, 1),
+  });
+  const setup = [request(1, 0, 6), request(2, 0, 2)];
+  for (const e of [engine, solo]) for (const r of setup) await e.run([r]);
+  // The rollback (6 → 5) compacts session 1's own cache in place; then onnxruntime fails (out of memory, say).
+  const run = session.run.bind(session);
+  session.run = async () => {
+    session.run = run;
+    throw new Error('injected onnxruntime failure');
+  };
+  const [failed] = (await engine.run([request(1, 5, 1)])).results;
+  assert.equal(!failed.ok && failed.code, 'RUN_FAILED');
+  assert.equal(engine.cacheOf(1)?.length, 5, 'the cache is the rolled-back one');
+  // The device retries, batched with session 2 (the cache is read by the gather) and then alone.
+  const retry = request(1, 5, 1);
+  const batched = (await engine.run([retry, request(2, 2, 1)])).results[0];
+  const [alone] = (await solo.run([retry])).results;
+  assert.ok(batched.ok && alone.ok, `retry: ${!batched.ok ? batched.message : ''}`);
+  assert.ok(Math.max(...batched.hidden.map((v, i) => Math.abs(v - alone.hidden[i]))) <= 1e-5);
+  const again = request(1, 6, 1);
+  const [next] = (await engine.run([again])).results;
+  const [nextAlone] = (await solo.run([again])).results;
+  assert.ok(next.ok && nextAlone.ok);
+  assert.ok(Math.max(...next.hidden.map((v, i) => Math.abs(v - nextAlone.hidden[i]))) <= 1e-5);
+  await session.release();
+});
+
 test("a solo run that copies a session's cache out of a batch's presents counts the copy in copyMs", async () => {
   const { session, engine, run } = await builderEngine(7);
   await run([1, 2], 0, 3); // both caches are now views into this batch's presents

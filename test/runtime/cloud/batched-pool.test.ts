@@ -136,6 +136,27 @@ test('requests queued while the worker is busy run as one padded batch that equa
   });
 });
 
+test("a padded run's group is remembered only for sessions left with a view of it (repeats read it)", async () => {
+  await withPool(16, async (pool) => {
+    const groups = (pool as unknown as { lanes: Array<{ groups: Map<number, unknown> }> }).lanes[0].groups;
+    // Session 2 is dropped while its request is in the padded run: no group comes back for it afterwards.
+    await busyThenThree(pool, 2);
+    assert.deepEqual([...groups.keys()].sort(), [1, 3]);
+    assert.deepEqual(groups.get(1), groups.get(3));
+    assert.match(JSON.stringify(groups.get(1)), /"size":3,"width":\d+/);
+    // A batch of two whose second request the engine refuses (a past beyond its cache): the first runs alone, so
+    // neither is in a group, and the cost model is not taught a batched run.
+    const busy = pool.run(request(9, 64, 32));
+    const alone = pool.run(request(1, 5, 2));
+    const refused = pool.run(request(4, 5, 2));
+    await busy;
+    await alone;
+    await assert.rejects(refused, (e: HatError) => e.code === 'BAD_FRAME');
+    assert.equal(groups.has(1), false, `session 1 ran alone but has group ${JSON.stringify(groups.get(1))}`);
+    assert.equal(groups.has(4), false);
+  });
+});
+
 for (const costRule of [true, false]) {
   const what = costRule
     ? 'with --cost-rule on, a rule that refuses every batch still lets every few batches form (so it can learn)'

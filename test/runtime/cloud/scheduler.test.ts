@@ -280,13 +280,40 @@ test('--min-batch: a gathered verification batch of fewer sessions runs its firs
   const chunks = nextBatch(q([1, 100], [2, 90]), { ...three, maxBatchTokens: 256 })!;
   assert.equal(chunks.kind, 'chunk');
   assert.deepEqual([...chunks.indices].sort(), [0, 1]);
-  // A repeated pair is fed in place (no gather) and runs together whatever the minimum.
-  const group = { id: 3, size: 2 };
-  const repeated: QueuedRequest[] = [
-    { sessionId: 1, rows: 2, group },
-    { sessionId: 2, rows: 3, group },
+  // A repeated pair fed in place (no gather) runs together whatever the minimum: the split allows it and the pasts
+  // fill at least MIN_IN_PLACE_FILL of the presents (30 of 2 × 20 positions).
+  const group = { id: 3, size: 2, width: 20 };
+  const repeated = (pasts: [number, number], g: QueuedRequest['group'] = group): QueuedRequest[] => [
+    { sessionId: 1, rows: 2, past: pasts[0], group: g },
+    { sessionId: 2, rows: 3, past: pasts[1], group: g },
   ];
-  assert.deepEqual(sessionsOf(repeated, nextBatch(repeated, three)!.indices), [1, 2]);
+  const inPlace = { ...three, inPlace: true };
+  assert.deepEqual(sessionsOf(repeated([15, 15]), nextBatch(repeated([15, 15]), inPlace)!.indices), [1, 2]);
+  // A repeat the engine would gather after all is held to the minimum like any gathered batch: its pasts fill too
+  // little of the presents (20 of 40, rolled back), the split forbids feeding them back, or the width is unknown.
+  assert.deepEqual(nextBatch(repeated([10, 10]), inPlace)!.indices, [0]);
+  assert.deepEqual(nextBatch(repeated([15, 15]), three)!.indices, [0]);
+  assert.deepEqual(nextBatch(repeated([15, 15], { id: 3, size: 2 }), inPlace)!.indices, [0]);
+  // With the default minimum such a repeat still runs together.
+  assert.deepEqual(sessionsOf(repeated([10, 10]), nextBatch(repeated([10, 10]), limits)!.indices), [1, 2]);
+});
+
+test('a repeat is priced as fed in place only when it will be', () => {
+  const group = { id: 3, size: 2, width: 20 };
+  const queue: QueuedRequest[] = [
+    { sessionId: 1, rows: 1, past: 15, group },
+    { sessionId: 2, rows: 1, past: 15, group },
+  ];
+  const seen: boolean[] = [];
+  const cost = (shape: { sessions: number; inPlace?: boolean }) => {
+    if (shape.sessions > 1) seen.push(shape.inPlace === true);
+    return 1;
+  };
+  // The repeat is priced last in a pick (after the joins, which are gathered batches).
+  nextBatch(queue, { ...limits, inPlace: true }, FIRST_TURN, cost);
+  assert.equal(seen.at(-1), true);
+  nextBatch(queue, limits, FIRST_TURN, cost);
+  assert.equal(seen.at(-1), false);
 });
 
 test('with a run-cost estimate a request joins only where batching pays', () => {
