@@ -63,3 +63,14 @@ export function readToken(options: { token?: string; tokenFile?: string }): stri
   }
   return options.token ?? (process.env.HAT_TOKEN || undefined);
 }
+
+/**
+ * Resolves with the first SIGINT or SIGTERM. A server calls it before it prints where it listens: a signal sent the
+ * moment that line is read would otherwise end the process by its default action, with no drain.
+ */
+export function firstSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+}

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { deviceMetricsTable } from './metrics-table.ts';
 import {
+  firstSignal,
   intOption,
   numberOption,
   parseOptions,
@@ -123,12 +124,10 @@ export function registerRunDevice(program: Command): void {
           parseServeAddress(options.serve),
           reporter,
         );
+        const signal = firstSignal();
         // The one line tools and tests wait for: where to point an OpenAI client.
         process.stdout.write(`hat device serving the OpenAI API on ${server.url} (model ${device.modelId})\n`);
-        await new Promise<void>((resolve) => {
-          process.once('SIGINT', resolve);
-          process.once('SIGTERM', resolve);
-        });
+        await signal;
         await server.close();
         await device.close();
         return;

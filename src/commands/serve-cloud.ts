@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { intOption, parseOptions, readToken, z } from './common.ts';
+import { firstSignal, intOption, parseOptions, readToken, z } from './common.ts';
 import { startCloud } from '../runtime/cloud/serve.ts';
 import { jsonLineLogger } from '../runtime/cloud/logger.ts';
 import { DEFAULT_MAX_BATCH, DEFAULT_MIN_BATCH, DEFAULT_TOKENS_PER_THREAD } from '../runtime/cloud/worker-pool.ts';
@@ -123,15 +123,10 @@ export function registerServeCloud(program: Command): void {
         logger,
         link,
       });
+      const signal = firstSignal();
       // The one line tools and tests wait for: where to connect.
       process.stdout.write(`serve-cloud listening on ws://${host}:${port}\n`);
-      await new Promise<void>((resolve) => {
-        const shutdown = (signal: string) => {
-          logger.log('signal', { signal });
-          server.drain(options.drainTimeout * 1000).finally(resolve);
-        };
-        process.once('SIGINT', () => shutdown('SIGINT'));
-        process.once('SIGTERM', () => shutdown('SIGTERM'));
-      });
+      logger.log('signal', { signal: await signal });
+      await server.drain(options.drainTimeout * 1000);
     });
 }

@@ -5,7 +5,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { isHatError } from '../../src/errors.ts';
 import { spawnCloud } from '../../src/apps/spawn-cloud.ts';
@@ -13,6 +14,7 @@ import { CloudClient } from '../../src/runtime/device/cloud-client.ts';
 import { manifestHash, readManifest } from '../../src/runtime/split-dir.ts';
 import { repoRoot } from '../helpers/shared-fixtures.ts';
 import { waitFor, withinDeadline } from '../helpers/wait-for.ts';
+import { tempDirRemovedAtExit } from '../helpers/temp-dir.ts';
 
 const split = join(repoRoot, 'fixtures', 'default-split');
 const skip = existsSync(join(split, 'manifest.json')) ? false : 'SKIPPED: fixtures/default-split is missing';
@@ -92,3 +94,40 @@ test('SIGTERM under load drains: answered rounds, GOING_AWAY to every device, ex
     await cloud.stop();
   }
 });
+
+test(
+  'a SIGTERM sent the moment serve-cloud says where it listens drains it (exit 0), not the default kill',
+  { skip },
+  async () => {
+    // Deterministic: the process signals itself right after writing that line, as a supervisor reading it might.
+    const preload = join(tempDirRemovedAtExit('hat-signal-'), 'signal-on-listening.mjs');
+    writeFileSync(
+      preload,
+      `const write = process.stdout.write.bind(process.stdout);
+     process.stdout.write = (chunk, ...rest) => {
+       const written = write(chunk, ...rest);
+       if (String(chunk).includes('listening on')) process.kill(process.pid, 'SIGTERM');
+       return written;
+     };`,
+    );
+    const bin = join(repoRoot, 'bin', 'hat');
+    const child = spawn(
+      process.execPath,
+      ['--import', preload, bin, 'serve-cloud', split, '--port', '0', '--max-batch', '1'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk));
+    const { code, signal } = await withinDeadline(
+      new Promise<{ code: number | null; signal: string | null }>((resolve) =>
+        child.once('exit', (code, signal) => resolve({ code, signal })),
+      ),
+      { what: 'serve-cloud to exit', timeoutMs: 60_000 },
+    );
+    assert.equal(signal, null, 'ended by the default action of SIGTERM');
+    assert.equal(code, 0, stderr);
+    assert.match(stderr, /"event":"stopped"/);
+  },
+);

@@ -65,6 +65,8 @@ export type ErrorFrameCode = WireErrorCode;
 
 /** Before the hello is accepted a connection may send only small messages (the hello is a short JSON object). */
 const HELLO_MAX_BYTES = 8 * 1024;
+/** How long stop() lets connections end on their own before it cuts them (sessions are destroyed after 1 s). */
+const STOP_GRACE_MS = 1500;
 /** How often the server pings each device (a load balancer's tunnel timeout must span a few: src/deploy). */
 export const DEFAULT_KEEPALIVE_MS = 5000;
 const DEFAULTS = {
@@ -246,8 +248,13 @@ export class CloudServer {
         socket.destroy();
       }
       await new Promise<void>((resolve) => this.wss.close(() => resolve()));
-      await new Promise<void>((resolve) => this.http.close(() => resolve()));
-      this.http.closeAllConnections?.();
+      const httpClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
+      // close() waits for every connection to end, and stops Node's request timeouts: a peer half-way through an
+      // HTTP request (a slow or hostile one) would hold the shutdown for as long as it likes. Past the sessions' own
+      // close (an error frame, then 1 s before they are destroyed), what is left is cut.
+      const cut = setTimeout(() => this.http.closeAllConnections(), STOP_GRACE_MS);
+      await httpClosed;
+      clearTimeout(cut);
       await this.options.executor.close();
       this.options.logger.log('stopped');
     })();
@@ -309,14 +316,23 @@ export class CloudServer {
         this.reject(socket, 'BAD_FRAME', `no hello within ${this.settings.handshakeTimeoutMs} ms`);
       }
     }, this.settings.handshakeTimeoutMs);
-    const raiseLimit = guardOversize(socket, () => (session ? this.maxPayloadBytes + HEADER_BYTES : HELLO_MAX_BYTES));
+    const raiseLimit = guardOversize(
+      socket,
+      () => (session ? this.maxPayloadBytes + HEADER_BYTES : HELLO_MAX_BYTES),
+      (message) => {
+        if (session && !session.closed) return this.fail(session, 'BAD_FRAME', message, { wsCloses: true });
+        refused = true;
+        this.reject(socket, 'BAD_FRAME', message, { wsCloses: true });
+      },
+    );
     socket.on('message', (data: RawData, isBinary: boolean) => {
       if (session) session.alive = true; // any frame shows the device is there, not only a pong
       if (link) link.up.send(rawLength(data), () => handle(data, isBinary));
       else handle(data, isBinary);
     });
     const handle = (data: RawData, isBinary: boolean) => {
-      if (refused || session?.closed) return;
+      // Through an emulated link a frame arrives late: the device may have closed the socket meanwhile.
+      if (refused || session?.closed || socket.readyState !== socket.OPEN) return;
       try {
         if (!isBinary) throw new HatError('PROTOCOL', 'text message received; hat frames are binary');
         const frame = decodeFrame(toBytes(data), { maxPayloadBytes: session ? this.maxPayloadBytes : HELLO_MAX_BYTES });
@@ -442,7 +458,11 @@ export class CloudServer {
       throw new HatError('PROTOCOL', `out-of-order frame: seq ${header.seq}, expected ${session.nextSeqIn}`);
     session.nextSeqIn++;
     if (header.type === 'bye') {
+      // The session ends here: frames pipelined behind the bye are not run, and its cache and slot are freed now,
+      // not when the peer completes the close (destroyed if it stalls, as every close the server starts).
+      this.forget(session, 'bye');
       session.socket.close(1000, 'bye');
+      setTimeout(() => session.socket.terminate(), 1000).unref();
       return;
     }
     if (header.type !== 'forward')
@@ -567,26 +587,37 @@ export class CloudServer {
     else deliver();
   }
 
-  /** Refuses a connection that has no session: an error frame, then the socket is closed (destroyed if it stalls). */
-  private reject(socket: WebSocket, code: ErrorFrameCode, message: string): void {
+  /**
+   * Refuses a connection that has no session: an error frame, then the socket is closed (destroyed if it stalls).
+   * `wsCloses`: ws is closing it itself (1009, an oversize message), so only the frame is sent, ahead of that close.
+   */
+  private reject(socket: WebSocket, code: ErrorFrameCode, message: string, { wsCloses = false } = {}): void {
     this.options.logger.log('rejected', { code, message });
     this.options.metrics?.error(code);
     if (socket.readyState !== socket.OPEN) return;
-    socket.send(encodeFrame({ type: 'error' }, encodeJson({ code, message })), { binary: true }, () =>
-      socket.close(1008, code),
-    );
+    const frame = encodeFrame({ type: 'error' }, encodeJson({ code, message }));
+    if (wsCloses) return socket.send(frame, { binary: true });
+    socket.send(frame, { binary: true }, () => socket.close(1008, code));
     setTimeout(() => socket.terminate(), 1000).unref();
   }
 
-  /** Sends an error frame and closes this session only. */
-  private fail(session: DeviceSession, code: ErrorFrameCode, message: string): void {
+  /**
+   * Sends an error frame and closes this session only. `wsCloses`: ws is closing the socket itself (1009), so the
+   * frame goes straight onto it (not through an emulated link, which that close would overtake).
+   */
+  private fail(session: DeviceSession, code: ErrorFrameCode, message: string, { wsCloses = false } = {}): void {
     if (session.closed) return;
     this.options.logger.log('session-error', { session: session.id, code, message });
     this.options.metrics?.error(code);
-    this.send(
-      session,
-      encodeFrame({ type: 'error', sessionId: session.id, seq: session.nextSeqOut++ }, encodeJson({ code, message })),
+    const frame = encodeFrame(
+      { type: 'error', sessionId: session.id, seq: session.nextSeqOut++ },
+      encodeJson({ code, message }),
     );
+    if (wsCloses) {
+      session.socket.send(frame, { binary: true });
+      return this.forget(session, code);
+    }
+    this.send(session, frame);
     this.forget(session, code);
     const close = () => {
       session.socket.close(code === 'GOING_AWAY' ? 1001 : 1008, code);
@@ -644,23 +675,16 @@ export class CloudServer {
 }
 
 /**
- * ws refuses a message over its limit by closing with 1009; this sends hat's error frame first, so the device
- * learns why. The limit is small until the hello is accepted (an unauthenticated peer cannot make the server
- * buffer megabytes), then the frame limit. `_receiver._maxPayload` is ws's own per-connection limit (ws 8).
+ * ws refuses a message over its limit by closing with 1009; `refuse` first sends hat's error frame (and counts and
+ * logs it as any other), so the device learns why. The limit is small until the hello is accepted (an
+ * unauthenticated peer cannot make the server buffer megabytes), then the frame limit. `_receiver._maxPayload` is
+ * ws's own per-connection limit (ws 8).
  */
-function guardOversize(socket: WebSocket, limit: () => number): () => void {
+function guardOversize(socket: WebSocket, limit: () => number, refuse: (message: string) => void): () => void {
   const internals = socket as unknown as { _receiver?: { _maxPayload: number } };
   const close = socket.close.bind(socket);
   socket.close = (code?: number, reason?: string | Buffer) => {
-    if (code === 1009 && socket.readyState === socket.OPEN) {
-      socket.send(
-        encodeFrame(
-          { type: 'error' },
-          encodeJson({ code: 'BAD_FRAME', message: `message over the ${limit()}-byte limit` }),
-        ),
-        { binary: true },
-      );
-    }
+    if (code === 1009 && socket.readyState === socket.OPEN) refuse(`message over the ${limit()}-byte limit`);
     close(code, reason);
   };
   return () => {

@@ -10,6 +10,8 @@ import { Agent, get as httpGet } from 'node:http';
 import WebSocket from 'ws';
 import { CloudServer, type CloudServerOptions } from '../../../src/runtime/cloud/server.ts';
 import { silentLogger } from '../../../src/runtime/cloud/logger.ts';
+import { CloudMetrics } from '../../../src/runtime/cloud/cloud-metrics.ts';
+import { parseLinkSpec } from '../../../src/runtime/link.ts';
 import type { MiddleExecutor, MiddleRequest, MiddleResult } from '../../../src/runtime/cloud/executor.ts';
 import {
   decodeFrame,
@@ -342,6 +344,97 @@ test('an oversize message gets an error frame before the 1009 close, before and 
     assert.equal(peer.closeCode, 1009);
   } finally {
     await server.stop();
+  }
+});
+
+test('an oversize message after the hello fails its session as any bad frame: counted, logged, next seq', async () => {
+  const events: Array<{ event: string; fields: Record<string, unknown> }> = [];
+  const logger = { log: (event: string, fields: Record<string, unknown> = {}) => events.push({ event, fields }) };
+  const metrics = new CloudMetrics({ kvBytesPerPosition: 1, sessions: () => 0, pending: () => 0 });
+  const executor = new HeldExecutor(true);
+  const { server, url } = await serve(executor, { logger, metrics });
+  try {
+    const peer = await session(url);
+    peer.forward(1);
+    await waitFor(() => peer.frames.some((f) => f.type === 'result'), { what: 'the result' });
+    peer.send(new Uint8Array(16 * HIDDEN * 4 + 1024 + 52 + 4096));
+    await waitFor(() => peer.closeCode !== undefined, { what: 'the close' });
+    assert.deepEqual(peer.errors(), ['BAD_FRAME']);
+    assert.equal(peer.closeCode, 1009);
+    assert.deepEqual(
+      peer.frames.map((f) => f.seq),
+      [0, 1, 2],
+      "welcome, result, then the error frame: the session's next seq",
+    );
+    assert.match(await metrics.render(), /hat_cloud_errors_total\{code="BAD_FRAME"\} 1/);
+    const closed = events.find((e) => e.event === 'session-close');
+    assert.equal(closed?.fields.reason, 'BAD_FRAME');
+    assert.ok(events.some((e) => e.event === 'session-error' && e.fields.code === 'BAD_FRAME'));
+    assert.equal(server.sessionCount, 0);
+  } finally {
+    await server.stop();
+  }
+});
+
+test('bye ends the session at once: frames pipelined behind it are not run, its slot is free', async () => {
+  const executor = new HeldExecutor(true);
+  const { server, url } = await serve(executor);
+  try {
+    const peer = await session(url);
+    peer.send(encodeFrame({ type: 'bye', sessionId: peer.sessionId, seq: 1 }));
+    peer.forward(2);
+    // A peer that stops reading never completes the close: the session must not wait for it.
+    (peer.socket as unknown as { _socket: { pause(): void } })._socket.pause();
+    await waitFor(() => server.sessionCount === 0, { what: 'the session to end', timeoutMs: 5000 });
+    const other = await session(url);
+    other.forward(1);
+    await waitFor(() => executor.runs.length > 0, { what: 'the other session to run' });
+    assert.deepEqual(
+      executor.runs.map((r) => r.request.sessionId),
+      [other.sessionId],
+      'a forward sent after bye ran',
+    );
+  } finally {
+    await server.stop();
+  }
+});
+
+test('through an emulated link, a hello still on its way when the device disconnects opens no session', async () => {
+  const { server, url } = await serve(new HeldExecutor(true), { link: parseLinkSpec('rtt=400') });
+  try {
+    const peer = new Peer(url);
+    await peer.opened();
+    peer.hello();
+    peer.socket.terminate();
+    // The hello lands about 200 ms later (one way): watch past it.
+    for (const until = Date.now() + 1000; Date.now() < until; await new Promise((r) => setTimeout(r, 20))) {
+      assert.equal(server.sessionCount, 0, 'a session was opened for a closed socket');
+    }
+  } finally {
+    await server.stop();
+  }
+});
+
+test('stop cuts an HTTP connection that holds a request half-sent: the shutdown is not at its mercy', async () => {
+  const { server, port } = await serve(new HeldExecutor(true));
+  const socket = tcpConnect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  await new Promise((resolve) => socket.once('connect', resolve));
+  socket.write('GET /health HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n');
+  await new Promise((resolve) => socket.once('data', resolve));
+  // A second request, never finished; one more header line every 100 ms keeps the connection busy (not idle, which
+  // close() would end by itself).
+  socket.write('GET /health HTTP/1.1\r\nHost: x\r\n');
+  let lines = 0;
+  const trickle = setInterval(() => socket.writable && socket.write('X-Slow: 1\r\n') && lines++, 100);
+  try {
+    await waitFor(() => lines >= 3, { what: 'the request to be half-sent' });
+    const started = Date.now();
+    await withinDeadline(server.stop(), { what: 'stop', timeoutMs: 10_000 });
+    assert.ok(Date.now() - started < 5000, `stop took ${Date.now() - started} ms`);
+  } finally {
+    clearInterval(trickle);
+    socket.destroy();
   }
 });
 
