@@ -53,6 +53,7 @@ export class MiddleEngine {
   private readonly maxContext: number;
   private readonly empty: KvState;
   private readonly caches = new SessionCaches();
+  private readonly maxHeldPositions: number;
   /** Sessions in the run being awaited, and those dropped meanwhile: their new caches must not be stored. */
   private readonly running = new Set<number>();
   private readonly droppedWhileRunning = new Set<number>();
@@ -60,17 +61,21 @@ export class MiddleEngine {
   /**
    * `layout` undefined: the split cannot batch, so several requests run one after another. `inPlace`: the split
    * lets a batch's presents be fed back as the same sessions' next pasts (manifest `batching.inPlace`).
+   * `maxHeldPositions`: this worker's share of --kv-memory, in cache positions; while its caches and the batch
+   * presents kept for views hold more, every view is copied out after each run, so the worker holds what its sessions
+   * need (which admission kept within --kv-memory) rather than up to twice that.
    */
   constructor(
     session: ModelSession,
     io: PartIO,
-    options: { maxContext: number; layout?: PastLayout; inPlace?: boolean },
+    options: { maxContext: number; layout?: PastLayout; inPlace?: boolean; maxHeldPositions?: number },
   ) {
     this.runner = PartRunner.fromSession(session, io);
     this.batcher = options.layout
       ? new PaddedBatchRunner(session, io, options.layout, { inPlace: options.inPlace ?? false })
       : undefined;
     this.maxContext = options.maxContext;
+    this.maxHeldPositions = options.maxHeldPositions ?? Infinity;
     this.empty = this.runner.snapshot();
   }
 
@@ -141,7 +146,8 @@ export class MiddleEngine {
       this.droppedWhileRunning.clear();
     }
     const compacting = performance.now();
-    if (this.caches.compact() > 0) copyMs += performance.now() - compacting;
+    const overBudget = this.caches.heldPositions > this.maxHeldPositions;
+    if (this.caches.compact(overBudget ? Infinity : undefined) > 0) copyMs += performance.now() - compacting;
     const computeMs = performance.now() - started;
     const ordered = requests.map((r) => results.get(r.sessionId)!);
     return { results: ordered, computeMs, paddedRows, copyMs, inPlace, batchError, ...(padded ? { padded } : {}) };

@@ -14,10 +14,11 @@ import type { PastLayout } from './padded-batch.ts';
 import type { WorkerReply, WorkerTask } from './worker-messages.ts';
 import { probeTimes } from './batch-knee.ts';
 
-const { splitDir, threads, maxContext, layout, inPlace } = workerData as {
+const { splitDir, threads, maxContext, layout, inPlace, maxHeldPositions } = workerData as {
   splitDir: string;
   threads: number;
   maxContext: number;
+  maxHeldPositions?: number;
   layout?: PastLayout;
   inPlace: boolean;
 };
@@ -28,7 +29,12 @@ const messageOf = (error: unknown) => (error as Error).message;
 async function main(): Promise<void> {
   const manifest = readManifest(splitDir);
   const session = await createSession(resolve(splitDir, manifest.parts.middle.file), { threads }, 'middle part');
-  const engine = new MiddleEngine(session, partIO(manifest, 'middle'), { maxContext, layout, inPlace });
+  const engine = new MiddleEngine(session, partIO(manifest, 'middle'), {
+    maxContext,
+    layout,
+    inPlace,
+    maxHeldPositions,
+  });
 
   // A drop arrives while a batch is awaited too: the engine then does not keep that session's new cache.
   port.on('message', async (task: WorkerTask) => {

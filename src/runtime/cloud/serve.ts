@@ -88,6 +88,8 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
     workers: options.workers,
     threadsPerWorker: options.threadsPerWorker,
     maxContext: limits.maxContext,
+    kvPositions:
+      limits.kvBytesPerSession > 0 ? (limits.kvMemoryBytes / limits.kvBytesPerSession) * limits.maxContext : undefined,
     batching: batching.mode,
     inPlace,
     maxBatch: options.maxBatch,

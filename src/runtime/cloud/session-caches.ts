@@ -6,7 +6,9 @@
  * A view keeps its whole batch's presents alive, padding and other sessions' rows included. So that memory stays
  * bounded, a batch's presents are kept only while the views into them cover at least half of their positions;
  * below that, the remaining views are copied out into caches of their own (`compact`) and the presents are freed.
- * Held KV memory is therefore at most twice what the sessions' caches need.
+ * Held KV memory is therefore at most twice what the sessions' caches need — and no more than they need once it
+ * passes the worker's share of --kv-memory, which admitted the sessions at their need (middle-engine.ts copies every
+ * view out then).
  */
 import type { KvState } from '../part-runner.ts';
 import { isView, materialize, type KvSource, type PresentView, type SharedPresent } from './padded-batch.ts';
@@ -59,15 +61,23 @@ export class SessionCaches {
     return this.users.size;
   }
 
+  /** Cache positions held: every cache of its own, and every batch's presents kept for views, whole. */
+  get heldPositions(): number {
+    let held = 0;
+    for (const source of this.bySession.values()) if (!isView(source)) held += source.length;
+    for (const shared of this.users.keys()) held += shared.batch * shared.width;
+    return held;
+  }
+
   /**
-   * Copies the views out of every batch's presents that they use too little of, so those presents are freed.
-   * Returns how many views were copied.
+   * Copies the views out of every batch's presents that they use less than `minUse` of (Infinity: of all), so those
+   * presents are freed. Returns how many views were copied.
    */
-  compact(): number {
+  compact(minUse = MIN_SHARED_USE): number {
     let copied = 0;
     for (const [shared, sessions] of this.users) {
       const used = [...sessions].reduce((n, id) => n + this.bySession.get(id)!.length, 0);
-      if (used >= MIN_SHARED_USE * shared.batch * shared.width) continue;
+      if (used >= minUse * shared.batch * shared.width) continue;
       for (const id of sessions) {
         this.bySession.set(id, materialize(this.bySession.get(id) as PresentView));
         copied++;

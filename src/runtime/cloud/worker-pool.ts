@@ -87,6 +87,11 @@ export interface WorkerPoolOptions {
   batching?: BatchingMode;
   /** Whether a batch's presents may be fed back as the same sessions' next pasts (manifest `batching.inPlace`). */
   inPlace?: boolean;
+  /**
+   * --kv-memory in cache positions, shared evenly by the workers (new sessions go to the least loaded one): each
+   * copies views out of batches' presents rather than hold more than its share (middle-engine.ts).
+   */
+  kvPositions?: number;
   /** Sessions per run (1: batching off). */
   maxBatch?: number;
   /**
@@ -221,6 +226,7 @@ export class WorkerPool implements MiddleExecutor {
         splitDir: options.splitDir,
         threads,
         maxContext: options.maxContext,
+        maxHeldPositions: options.kvPositions === undefined ? undefined : options.kvPositions / options.workers,
         index,
         layout,
         inPlace: options.inPlace ?? false,

@@ -188,6 +188,38 @@ test('dropping sessions copies the rest out of a batch they leave too little of,
   await session.release();
 });
 
+test('past its share of --kv-memory, a worker copies every view out: it holds what its sessions need', async () => {
+  const split = await builderSplit('float32');
+  const manifest = readManifest(split);
+  const session = await createSession(join(split, manifest.parts.middle.file), { threads: 1 }, 'middle part');
+  const random = seededRandom(12);
+  const engineWith = (maxHeldPositions?: number) =>
+    new MiddleEngine(session, partIO(manifest, 'middle'), { maxContext: 256, layout: 'left', maxHeldPositions });
+  const run = (engine: MiddleEngine, sessions: number[], pastLength: number, nTokens: number) =>
+    engine.run(
+      sessions.map((sessionId) => ({
+        sessionId,
+        pastLength,
+        nTokens,
+        allPositions: true,
+        hidden: normalArray(random, nTokens * manifest.hidden.size, 1),
+      })),
+    );
+  for (const [budget, kept] of [
+    [undefined, 1],
+    [16, 1],
+    [15, 0],
+  ] as const) {
+    const engine = engineWith(budget);
+    await run(engine, [1, 2, 3, 4], 0, 3);
+    // Session 1 moves on alone: its own 4 positions beside the batch's 4 × 3, which 2, 3 and 4 still use 9 of.
+    await run(engine, [1], 3, 1);
+    assert.equal(engine.sharedPresents, kept, `budget ${budget}`);
+    for (const id of [2, 3, 4]) assert.equal(engine.cacheOf(id)?.length, 3);
+  }
+  await session.release();
+});
+
 test('a solo run that fails after rolling its cache back keeps the session usable at that length', async () => {
   const split = await builderSplit('float32');
   const manifest = readManifest(split);
