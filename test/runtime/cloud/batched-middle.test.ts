@@ -132,11 +132,11 @@ test('GroupQueryAttention splits as single-row: one-row requests batch exactly, 
  * A batching engine on the builder split's middle part, and `run`: one engine run of random rows for each listed
  * session, all at `pastLength` with `nTokens` rows.
  */
-async function builderEngine(seed: number) {
+async function builderEngine(seed: number, options: { maxHeldPositions?: number } = {}) {
   const split = await builderSplit('float32');
   const manifest = readManifest(split);
   const session = await createSession(join(split, manifest.parts.middle.file), { threads: 1 }, 'middle part');
-  const engine = new MiddleEngine(session, partIO(manifest, 'middle'), { maxContext: 256, layout: 'left' });
+  const engine = new MiddleEngine(session, partIO(manifest, 'middle'), { maxContext: 256, layout: 'left', ...options });
   const random = seededRandom(seed);
   const run = (sessions: number[], pastLength: number, nTokens: number) =>
     engine.run(
@@ -189,35 +189,19 @@ test('dropping sessions copies the rest out of a batch they leave too little of,
 });
 
 test('past its share of --kv-memory, a worker copies every view out: it holds what its sessions need', async () => {
-  const split = await builderSplit('float32');
-  const manifest = readManifest(split);
-  const session = await createSession(join(split, manifest.parts.middle.file), { threads: 1 }, 'middle part');
-  const random = seededRandom(12);
-  const engineWith = (maxHeldPositions?: number) =>
-    new MiddleEngine(session, partIO(manifest, 'middle'), { maxContext: 256, layout: 'left', maxHeldPositions });
-  const run = (engine: MiddleEngine, sessions: number[], pastLength: number, nTokens: number) =>
-    engine.run(
-      sessions.map((sessionId) => ({
-        sessionId,
-        pastLength,
-        nTokens,
-        allPositions: true,
-        hidden: normalArray(random, nTokens * manifest.hidden.size, 1),
-      })),
-    );
-  for (const [budget, kept] of [
+  for (const [maxHeldPositions, kept] of [
     [undefined, 1],
     [16, 1],
     [15, 0],
   ] as const) {
-    const engine = engineWith(budget);
-    await run(engine, [1, 2, 3, 4], 0, 3);
+    const { session, engine, run } = await builderEngine(12, { maxHeldPositions });
+    await run([1, 2, 3, 4], 0, 3);
     // Session 1 moves on alone: its own 4 positions beside the batch's 4 × 3, which 2, 3 and 4 still use 9 of.
-    await run(engine, [1], 3, 1);
-    assert.equal(engine.sharedPresents, kept, `budget ${budget}`);
+    await run([1], 3, 1);
+    assert.equal(engine.sharedPresents, kept, `budget ${maxHeldPositions}`);
     for (const id of [2, 3, 4]) assert.equal(engine.cacheOf(id)?.length, 3);
+    await session.release();
   }
-  await session.release();
 });
 
 test('a solo run that fails after rolling its cache back keeps the session usable at that length', async () => {
