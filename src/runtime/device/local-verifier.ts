@@ -14,6 +14,8 @@ export class LocalVerifier implements Verifier {
   readonly bytesUp = 0;
   readonly bytesDown = 0;
   private readonly runner: PartRunner;
+  /** The last request's run: requests arrive pipelined (a prompt's chunks back to back), and run one after another. */
+  private previous: Promise<unknown> = Promise.resolve();
 
   /** `adapter`: the device's adapter runner; this verifier keeps a cache of its own over the same session. */
   constructor(
@@ -23,7 +25,14 @@ export class LocalVerifier implements Verifier {
     this.runner = PartRunner.fromSession(adapter.session, adapter.io);
   }
 
-  async forward(
+  forward(hidden: Float32Array, nTokens: number, pastLength: number, options: ForwardOptions): Promise<ForwardResult> {
+    // A request's past is what the ones before it leave: it runs once they have (each is checked against that).
+    const run = this.previous.then(() => this.run(hidden, nTokens, pastLength, options));
+    this.previous = run.catch(() => undefined);
+    return run;
+  }
+
+  private async run(
     hidden: Float32Array,
     nTokens: number,
     pastLength: number,

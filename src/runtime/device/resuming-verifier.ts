@@ -87,6 +87,8 @@ export class ResumingVerifier implements Verifier {
   private readonly history: Float32Array[] = [];
   private bytesBefore = { up: 0, down: 0 };
   private closed = false;
+  /** The session being opened or replayed by a resume: close() ends it too (it is not `current` yet). */
+  private replacing?: Verifier;
   private status: ResumeStatus = { reconnects: 0 };
 
   constructor(
@@ -161,25 +163,36 @@ export class ResumingVerifier implements Verifier {
     for (let attempt = 1; attempt <= this.options.reconnects; attempt++) {
       await new Promise((resolve) => setTimeout(resolve, backoffMs(this.options.backoff, attempt)));
       if (this.closed) throw lastError; // the generation ended (an aborted request): no new cloud session
+      let next: Verifier | undefined;
       try {
-        const next = await this.options.connect();
-        if (this.closed) {
-          next.close();
-          throw lastError;
-        }
-        await this.replay(next, replayUpTo);
-        this.install(next);
-        this.status.reconnects++;
-        this.options.onEvent?.({ kind: 'resumed', attempt, replayedRows: replayUpTo });
-        return;
+        next = this.replacing = await this.options.connect();
+        if (!this.closed) await this.replay(next, replayUpTo);
       } catch (retryError) {
+        next?.close();
+        if (this.closed) throw lastError;
         if (!isRetryable(retryError)) throw retryError;
         lastError = retryError as HatError;
+        continue;
+      } finally {
+        this.replacing = undefined;
       }
+      // The generation ended while the session was opened or replayed: it is not kept (nor sent anything more).
+      if (this.closed) {
+        next.close();
+        throw lastError;
+      }
+      this.install(next);
+      this.status.reconnects++;
+      this.options.onEvent?.({ kind: 'resumed', attempt, replayedRows: replayUpTo });
+      return;
     }
     if (!this.options.fallback) throw lastError;
     const local = await this.options.fallback();
     await this.replay(local, replayUpTo);
+    if (this.closed) {
+      local.close();
+      throw lastError;
+    }
     this.install(local);
     this.status.fallback = { position: replayUpTo, reason: lastError.message };
     this.options.onEvent?.({ kind: 'fallback', error: lastError, replayedRows: replayUpTo });
@@ -206,5 +219,6 @@ export class ResumingVerifier implements Verifier {
   close(): void {
     this.closed = true;
     this.current.close();
+    this.replacing?.close();
   }
 }

@@ -89,6 +89,48 @@ test('with local fallback the device finishes with its small model and says so',
   );
 });
 
+test('with local fallback, a cloud lost while prompt chunks are in flight: the small model takes all of them', async () => {
+  const { split } = await makeSmallSplit();
+  addIdentityAdapter(split);
+  const cloud = await serveSplit(split, { maxSessions: 4 });
+  const parts = await openDeviceParts(split, readManifest(split), { withAdapter: true });
+  const slow = { bandwidth: Infinity, latencyMs: 100, jitterMs: 0 };
+  let forwards = 0;
+  let stopping: Promise<void> | undefined;
+  const { generator, close } = await connectDeviceGenerator({
+    parts,
+    cloud: {
+      url: `ws://127.0.0.1:${cloud.port}`,
+      wire: 'fp32',
+      // 100 ms each way: all four chunks are sent before the first is answered; the cloud stops as the last goes up.
+      link: { name: 'slow', up: slow, down: slow },
+      recordUplink: (bytes) => {
+        if (bytes[6] === 3 && ++forwards === 4) stopping ??= cloud.server.stop();
+      },
+    },
+    sampling: GREEDY,
+    draftThreshold: new FixedThresholdPolicy(0, 3),
+    maxDraft: 3,
+    fallbackLocal: true,
+  });
+  const long = [1, 5, 9, 22, 13, 40, 2, 7, 8, 9, 31, 17, 4, 44, 12, 6];
+  try {
+    const result = await generator.generate(long, {
+      maxNewTokens: 8,
+      speculative: true,
+      parallelDrafting: false,
+      chunk: 4,
+    });
+    // The four unanswered chunks were sent again to the local verifier back to back; each ran after the one before.
+    assert.equal(result.error, undefined, String(result.error));
+    assert.deepEqual(result.ids, await greedy(await SlmCausalLm.open(split), long, 8));
+    assert.match(result.metrics.fallback ?? '', /continued with the small model alone/);
+  } finally {
+    close();
+    await (stopping ?? cloud.server.stop());
+  }
+});
+
 test('an unreachable cloud is a one-line NETWORK error', async () => {
   await assert.rejects(
     CloudClient.connect({

@@ -17,6 +17,7 @@ import { OnnxCausalLm } from '../../../src/runtime/full-model.ts';
 import { generateTokens } from '../../../src/runtime/generate.ts';
 import { argmax } from '../../../src/runtime/sampling.ts';
 import { addIdentityAdapter, makeSmallSplit, serveSplit } from '../../helpers/runtime-fixtures.ts';
+import { waitFor } from '../../helpers/wait-for.ts';
 
 const prompt = [1, 5, 9, 22, 13, 40, 2, 7, 8, 9, 31, 17, 4, 44, 12, 6];
 const NEW = 30;
@@ -193,4 +194,54 @@ test('a generation that ends while its verifier reconnects opens no new cloud se
   await assert.rejects(verifier.forward(new Float32Array(4), 1, 0, { allPositions: true }));
   // Not one opened (then closed): the close came before the first backoff ended.
   assert.equal(opened, 0, `${opened} cloud sessions opened after the generation ended (${closedAfterOpening} closed)`);
+});
+
+test('a generation that ends while a reconnect replays closes that new session and sends it nothing more', async () => {
+  const lost = new HatError('NETWORK', 'the cloud connection closed');
+  const answer = (rows: number) => ({
+    hidden: new Float32Array(rows),
+    rows,
+    queueMs: 0,
+    computeMs: 0,
+    latency: { baseMs: 1, perTokenMs: 0.1 },
+    roundTripMs: 0,
+    bytesUp: 0,
+    bytesDown: 0,
+  });
+  const verifierOf = (forward: Verifier['forward'], onClose: () => void = () => {}): Verifier => ({
+    wire: 'fp32',
+    maxTokensPerFrame: 0,
+    initialLatency: { baseMs: 1, perTokenMs: 0.1 },
+    bytesUp: 0,
+    bytesDown: 0,
+    forward,
+    close: onClose,
+  });
+  // The first session answers the prompt and loses the first verification.
+  let calls = 0;
+  const first = verifierOf(() => (calls++ === 0 ? Promise.resolve(answer(1)) : Promise.reject(lost)));
+  // The replacement's replay is answered only when the test says so; count what it is sent and whether it is closed.
+  let sentToReplacement = 0;
+  let replacementClosed = false;
+  let answerReplay = () => {};
+  const replacement = verifierOf(
+    (_hidden, nTokens) => {
+      sentToReplacement++;
+      return new Promise((resolve) => (answerReplay = () => resolve(answer(nTokens))));
+    },
+    () => (replacementClosed = true),
+  );
+  const verifier = new ResumingVerifier(first, {
+    reconnects: 3,
+    backoff: { firstMs: 1, maxMs: 1 },
+    connect: async () => replacement,
+  });
+  await verifier.forward(new Float32Array(8), 8, 0, { allPositions: false, prefill: true });
+  const verification = verifier.forward(new Float32Array(2), 2, 8, { allPositions: true });
+  await waitFor(() => sentToReplacement === 1, { what: 'the replay to be sent' });
+  verifier.close(); // the request's client went away mid-replay
+  assert.equal(replacementClosed, true, 'the session opened for the resume was left open');
+  answerReplay();
+  await assert.rejects(verification, (error: HatError) => error.code === 'NETWORK');
+  assert.equal(sentToReplacement, 1, 'the unanswered verification was sent again on the closed session');
 });
