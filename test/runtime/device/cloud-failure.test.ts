@@ -89,7 +89,7 @@ test('with local fallback the device finishes with its small model and says so',
   );
 });
 
-test('with local fallback, a cloud lost while prompt chunks are in flight: the small model takes them all', async () => {
+test('local fallback, the cloud lost while prompt chunks are in flight: the small model takes them all', async () => {
   const { split } = await makeSmallSplit();
   addIdentityAdapter(split);
   const cloud = await serveSplit(split, { maxSessions: 4 });
