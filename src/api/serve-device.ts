@@ -2,7 +2,7 @@
  * `hat run-device <bundle> --serve [HOST:]PORT`: open the device once, warn if the cloud cannot be reached now
  * (requests then answer 503 until it can), and serve the OpenAI-compatible API on loopback by default.
  */
-import { HatError } from '../errors.ts';
+import { HatError, isRetryable } from '../errors.ts';
 import type { Reporter } from '../reporter.ts';
 import { HatDevice, type HatDeviceOptions } from './hat-device.ts';
 import { serveOpenAI, type OpenAIServer } from './openai/server.ts';
@@ -37,8 +37,13 @@ export async function serveDevice(
   try {
     await device.checkCloud();
   } catch (error) {
-    if (!(error instanceof HatError) || error.code !== 'NETWORK') throw error;
-    reporter.warn(`${error.message} — requests will answer 503 until the cloud can be reached`);
+    // A cloud that cannot take this device now (unreachable, full, draining) is what each request answers 503 for;
+    // anything else (a split it does not serve, a bad token) will not pass by itself.
+    if (!isRetryable(error)) {
+      await device.close();
+      throw error;
+    }
+    reporter.warn(`${(error as HatError).message} — requests will answer 503 until the cloud can take them`);
   }
   if (!device.chatTemplate) {
     reporter.warn(`${device.modelId} has no chat template: /v1/chat/completions will answer 400`);

@@ -15,6 +15,9 @@ import OpenAI from 'openai';
 import { WebSocketServer } from 'ws';
 import { HatDevice } from '../../src/api/hat-device.ts';
 import { serveOpenAI, type OpenAIServer } from '../../src/api/openai/server.ts';
+import { serveDevice } from '../../src/api/serve-device.ts';
+import { silentReporter } from '../../src/reporter.ts';
+import type { HatError } from '../../src/errors.ts';
 import { spawnCloud, type SpawnedCloud } from '../../src/apps/spawn-cloud.ts';
 import { encodeFrame, encodeJson } from '../../src/runtime/protocol/frame.ts';
 import type { WireErrorCode } from '../../src/runtime/protocol/control.ts';
@@ -129,6 +132,35 @@ test('a cloud that refuses the device by configuration is 502, which the SDK doe
   const { error, requests } = await refusedWith('RUN_FAILED');
   assert.deepEqual([error.status, error.code, requests], [500, 'run_failed', 1]);
 });
+
+test(
+  'run-device --serve starts beside a cloud that is full now (a warning) but not one that refuses it',
+  { skip },
+  async () => {
+    const { port } = refusing.address() as AddressInfo;
+    const start = (warnings: string[]) =>
+      serveDevice(
+        split,
+        { cloud: `ws://127.0.0.1:${port}`, modelId: MODEL, threads: 1 },
+        { host: '127.0.0.1', port: 0 },
+        { ...silentReporter, warn: (message) => warnings.push(message) },
+      );
+    try {
+      for (const code of ['SESSION_LIMIT', 'GOING_AWAY'] as const) {
+        refusal = code;
+        const warnings: string[] = [];
+        const { device, server } = await start(warnings);
+        await server.close();
+        await device.close();
+        assert.match(warnings.join('\n'), new RegExp(`${code}.*503`), code);
+      }
+      refusal = 'MANIFEST_MISMATCH';
+      await assert.rejects(start([]), (error: HatError) => error.code === 'MANIFEST_MISMATCH');
+    } finally {
+      refusal = 'SESSION_LIMIT';
+    }
+  },
+);
 
 test("the cloud's CONTEXT_LIMIT is the client's 400 context_length_exceeded", { skip }, async () => {
   const { error, requests } = await refusedWith('CONTEXT_LIMIT');
