@@ -426,6 +426,7 @@ export class CloudServer {
           maxTokensPerFrame: this.options.maxTokensPerFrame,
           ...(this.options.maxContext ? { maxContext: this.options.maxContext } : {}),
           latencyModel: this.options.executor.latencyModel(),
+          keepaliveMs: this.settings.keepaliveMs,
         }),
       ),
     );
@@ -660,6 +661,8 @@ export class CloudServer {
       // does not read its results is pinged as usual: a device that vanished never drains it.)
       if (session.socket.isPaused && session.inflight >= this.settings.maxInflightPerSession) {
         session.alive = true;
+        // Still pinged, with no pong expected: the device hears that the server is there (cloud-client.ts).
+        session.socket.ping();
         continue;
       }
       if (!session.alive) {

@@ -33,6 +33,13 @@ export interface CloudClientOptions {
   connectTimeoutMs?: number;
 }
 
+/**
+ * Keepalive intervals (the welcome's keepaliveMs) with nothing at all from the cloud — no frame, no ping — after which
+ * the device takes the link for dead: a partition or a vanished host sends no FIN or RST, and the requests waiting on
+ * it would never settle (nor would a resume start). The server pings every session each interval, a busy one too.
+ */
+export const SILENT_INTERVALS = 3;
+
 interface Waiting {
   sentAt: number;
   bytesUp: number;
@@ -49,6 +56,9 @@ export class CloudClient implements Verifier {
   private seq = 0;
   private readonly waiting: Waiting[] = [];
   private failure?: HatError;
+  /** When anything last arrived from the cloud, and the check that it keeps arriving (armed by the welcome). */
+  private lastHeard = performance.now();
+  private watchdog?: NodeJS.Timeout;
   bytesUp = 0;
   bytesDown = 0;
   maxTokensPerFrame = 0;
@@ -80,6 +90,7 @@ export class CloudClient implements Verifier {
     return new Promise((resolve, reject) => {
       let welcomed = false;
       const fail = (error: HatError) => {
+        clearInterval(this.watchdog);
         this.failure ??= error;
         for (const w of this.waiting.splice(0)) w.reject(this.failure);
         if (!welcomed) reject(this.failure);
@@ -122,7 +133,9 @@ export class CloudClient implements Verifier {
           ),
         );
       });
+      this.socket.on('ping', () => (this.lastHeard = performance.now()));
       this.socket.on('message', (data: Buffer) => {
+        this.lastHeard = performance.now();
         const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
         this.bytesDown += bytes.length;
         this.link.down.send(bytes.length, () => {
@@ -150,6 +163,7 @@ export class CloudClient implements Verifier {
               this.maxTokensPerFrame = body.maxTokensPerFrame;
               this.maxContext = body.maxContext;
               this.initialLatency = body.latencyModel;
+              if (body.keepaliveMs) this.watchSilence(body.keepaliveMs, fail);
               welcomed = true;
               clearTimeout(timer);
               resolve();
@@ -192,6 +206,21 @@ export class CloudClient implements Verifier {
         );
       });
     });
+  }
+
+  private watchSilence(keepaliveMs: number, fail: (error: HatError) => void): void {
+    const limitMs = SILENT_INTERVALS * keepaliveMs;
+    this.watchdog = setInterval(() => {
+      if (performance.now() - this.lastHeard <= limitMs) return;
+      fail(
+        new HatError(
+          'NETWORK',
+          `nothing from the cloud for ${limitMs} ms (it pings every ${keepaliveMs} ms): the link or the server is gone`,
+          'the device resumes on another session with --reconnect',
+        ),
+      );
+      this.socket.terminate();
+    }, keepaliveMs).unref();
   }
 
   private settle(frame: Frame, bytesDown: number): void {
@@ -254,6 +283,7 @@ export class CloudClient implements Verifier {
       this.sendRaw(encodeFrame({ type: 'bye', sessionId: this.sessionId, seq: this.seq++ }));
     }
     this.failure ??= new HatError('NETWORK', 'the connection was closed by this device');
+    clearInterval(this.watchdog);
     setTimeout(() => this.socket.terminate(), 50).unref();
   }
 }

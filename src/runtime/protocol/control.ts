@@ -38,6 +38,11 @@ export const welcomeSchema = z.object({
   /** Largest cache a session may grow to on this server. */
   maxContext: z.number().int().positive().optional(),
   latencyModel: z.object({ baseMs: z.number(), perTokenMs: z.number() }),
+  /**
+   * How often the server pings the session (absent from older servers): a device that hears nothing at all for a
+   * few of these takes the link for dead (cloud-client.ts), even when no FIN or RST ever comes.
+   */
+  keepaliveMs: z.number().int().positive().optional(),
 });
 export type Welcome = z.infer<typeof welcomeSchema>;
 

@@ -91,7 +91,7 @@ async function serve(executor: MiddleExecutor, overrides: Partial<CloudServerOpt
 interface Received {
   type: string;
   seq: number;
-  body?: { code?: string; message?: string; sessionId?: number };
+  body?: { code?: string; message?: string; sessionId?: number; keepaliveMs?: number };
   advisedRows: number;
 }
 
@@ -638,12 +638,18 @@ test('keepalive: a session the server paused (requests in flight) is not dropped
   const { server, url } = await serve(executor, { keepaliveMs: 100, maxInflightPerSession: 2 });
   try {
     const peer = await session(url);
+    let pings = 0;
+    peer.socket.on('ping', () => pings++);
     for (let seq = 1; seq <= 5; seq++) peer.forward(seq, 0);
     await waitFor(() => executor.runs.length === 2, { what: 'two runs in flight (the socket paused)' });
     // Five ping intervals pass while the server does not read the socket the pongs arrive on.
+    const pingsBefore = pings;
     const until = Date.now() + 500;
     await waitFor(() => Date.now() > until, { what: 'five keepalive intervals' });
     assert.equal(server.sessionCount, 1, 'the session was dropped while its requests were queued');
+    // Still pinged meanwhile (no pong expected): a device hearing nothing for a few intervals takes the link for dead.
+    assert.ok(pings - pingsBefore >= 3, `${pings - pingsBefore} pings in five intervals while paused`);
+    assert.equal(peer.frames.find((f) => f.type === 'welcome')?.body?.keepaliveMs, 100, 'the welcome says how often');
     for (let released = 0; released < 5; released++) {
       await waitFor(() => executor.runs.length > released, { what: `run ${released + 1}` });
       executor.runs[released].release();

@@ -5,6 +5,7 @@
  */
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer, connect as tcpConnect, type AddressInfo, type Socket } from 'node:net';
 import type { StartedCloud } from '../../../src/runtime/cloud/serve.ts';
 import { readManifest } from '../../../src/runtime/split-dir.ts';
 import { openDeviceParts } from '../../../src/runtime/device/device-parts.ts';
@@ -17,7 +18,7 @@ import { OnnxCausalLm } from '../../../src/runtime/full-model.ts';
 import { generateTokens } from '../../../src/runtime/generate.ts';
 import { argmax } from '../../../src/runtime/sampling.ts';
 import { addIdentityAdapter, makeSmallSplit, serveSplit } from '../../helpers/runtime-fixtures.ts';
-import { waitFor } from '../../helpers/wait-for.ts';
+import { waitFor, withinDeadline } from '../../helpers/wait-for.ts';
 
 const prompt = [1, 5, 9, 22, 13, 40, 2, 7, 8, 9, 31, 17, 4, 44, 12, 6];
 const NEW = 30;
@@ -244,4 +245,74 @@ test('a generation that ends while a reconnect replays closes that new session a
   answerReplay();
   await assert.rejects(verification, (error: HatError) => error.code === 'NETWORK');
   assert.equal(sentToReplacement, 1, 'the unanswered verification was sent again on the closed session');
+});
+
+/** A TCP relay to `port` whose connections, once silenced, carry nothing either way and never close (a partition). */
+async function silenceableRelay(port: number) {
+  const links: Array<{ silent: boolean; sockets: Socket[] }> = [];
+  const relay = createServer((device) => {
+    const upstream = tcpConnect(port, '127.0.0.1');
+    const link = { silent: false, sockets: [device, upstream] };
+    links.push(link);
+    device.on('data', (data) => link.silent || upstream.write(data));
+    upstream.on('data', (data) => link.silent || device.write(data));
+    for (const socket of link.sockets) {
+      socket.on('error', () => {});
+      socket.on('close', () => link.silent || link.sockets.forEach((s) => s.destroy()));
+    }
+  });
+  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (relay.address() as AddressInfo).port,
+    silence: () => links.forEach((link) => (link.silent = true)),
+    close: () => {
+      links.forEach((link) => link.sockets.forEach((socket) => socket.destroy()));
+      relay.close();
+    },
+  };
+}
+
+test('a link that goes silent (no FIN, no RST) is noticed within three keepalives and resumed from', async () => {
+  const cloud = await serveSplit(split, { maxSessions: 4, maxContext: 256, keepaliveMs: 100 });
+  const relay = await silenceableRelay(cloud.port);
+  const parts = await openDeviceParts(split, readManifest(split), { withAdapter: true });
+  const events: ResumeEvent[] = [];
+  const device = await connectDeviceGenerator({
+    parts,
+    cloud: { url: `ws://127.0.0.1:${relay.port}`, wire: 'fp32' },
+    sampling: GREEDY,
+    draftThreshold: new FixedThresholdPolicy(0, 3),
+    maxDraft: 3,
+    reconnects: 3,
+    backoff: { firstMs: 50, maxMs: 500 },
+    onResume: (event) => events.push(event),
+  });
+  try {
+    let silenced = false;
+    const result = await withinDeadline(
+      device.generator.generate(prompt, {
+        maxNewTokens: NEW,
+        speculative: true,
+        parallelDrafting: false,
+        chunk: 'off',
+        onTokens: (ids) => {
+          if (!silenced && ids.length > 0) relay.silence();
+          silenced = true;
+        },
+      }),
+      { what: 'the generation to notice the silent link', timeoutMs: 30_000 },
+    );
+    assert.equal(result.error, undefined, String(result.error));
+    assert.deepEqual(result.ids, reference);
+    assert.deepEqual(
+      events.map((event) => event.kind),
+      ['lost', 'resumed'],
+    );
+    const lost = events[0];
+    assert.match(lost.kind === 'lost' ? lost.error.message : '', /nothing from the cloud for 300 ms/);
+  } finally {
+    device.close();
+    relay.close();
+    await cloud.server.stop();
+  }
 });
