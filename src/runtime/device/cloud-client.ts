@@ -43,6 +43,8 @@ export const SILENT_INTERVALS = 3;
 interface Waiting {
   sentAt: number;
   bytesUp: number;
+  /** Rows its result must carry: every position's, or the last one's (a prefill chunk). */
+  rows: number;
   resolve(result: ForwardResult): void;
   reject(error: Error): void;
 }
@@ -174,8 +176,12 @@ export class CloudClient implements Verifier {
             return;
           }
           if (frame.header.type === 'result') {
-            this.settle(frame, bytes.length);
-            return;
+            try {
+              this.settle(frame, bytes.length);
+            } catch (error) {
+              fail(error as HatError);
+              this.socket.close();
+            }
           }
         });
       });
@@ -223,10 +229,21 @@ export class CloudClient implements Verifier {
     }, keepaliveMs).unref();
   }
 
+  /** Resolves the oldest request with this result; a result that cannot be its answer breaks the protocol. */
   private settle(frame: Frame, bytesDown: number): void {
-    const waiting = this.waiting.shift();
-    if (!waiting) return;
     const { header } = frame;
+    const waiting = this.waiting[0];
+    if (!waiting || header.nTokens !== waiting.rows || header.hiddenSize !== this.options.hiddenSize) {
+      throw new HatError(
+        'PROTOCOL',
+        waiting
+          ? `a result of ${header.nTokens} × ${header.hiddenSize} answers a request of ${waiting.rows} × ` +
+              `${this.options.hiddenSize}`
+          : 'a result arrived with no request waiting for it',
+        'device and cloud disagree about the protocol: check that both run the same hat version',
+      );
+    }
+    this.waiting.shift();
     try {
       waiting.resolve({
         hidden: decodeHidden(frame.payload, header.nTokens, header.hiddenSize, header.dtype),
@@ -273,7 +290,8 @@ export class CloudClient implements Verifier {
       encodeHidden(hidden, nTokens, this.options.hiddenSize, this.options.wire),
     );
     return new Promise((resolve, reject) => {
-      this.waiting.push({ sentAt: performance.now(), bytesUp: bytes.length, resolve, reject });
+      const rows = options.allPositions ? nTokens : 1;
+      this.waiting.push({ sentAt: performance.now(), bytesUp: bytes.length, rows, resolve, reject });
       this.sendRaw(bytes);
     });
   }

@@ -1,5 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer } from 'ws';
+import { decodeFrame, encodeFrame, encodeJson } from '../../../src/runtime/protocol/frame.ts';
+import { encodeHidden } from '../../../src/runtime/protocol/hidden-codec.ts';
 import { readManifest } from '../../../src/runtime/split-dir.ts';
 import { openDeviceParts } from '../../../src/runtime/device/device-parts.ts';
 import { CloudClient } from '../../../src/runtime/device/cloud-client.ts';
@@ -128,6 +132,51 @@ test('local fallback, the cloud lost while prompt chunks are in flight: the smal
   } finally {
     close();
     await (stopping ?? cloud.server.stop());
+  }
+});
+
+test('a result that cannot answer the request waiting for it fails the session with PROTOCOL', async () => {
+  // A cloud (or something between) that welcomes the device, then answers every forward with one row.
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false });
+  await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
+  wss.on('connection', (socket) => {
+    socket.on('message', (data: Buffer) => {
+      const { header } = decodeFrame(new Uint8Array(data), { maxPayloadBytes: 1 << 20 });
+      const welcome = {
+        sessionId: 1,
+        hiddenSize: 4,
+        maxTokensPerFrame: 16,
+        latencyModel: { baseMs: 1, perTokenMs: 0 },
+      };
+      const reply =
+        header.type === 'hello'
+          ? encodeFrame({ type: 'welcome', sessionId: 1, seq: 0 }, encodeJson(welcome))
+          : encodeFrame(
+              { type: 'result', dtype: 'fp32', sessionId: 1, seq: header.seq, nTokens: 1, hiddenSize: 4 },
+              encodeHidden(new Float32Array(4), 1, 4, 'fp32'),
+            );
+      socket.send(reply, { binary: true });
+    });
+  });
+  const { port } = wss.address() as AddressInfo;
+  const client = await CloudClient.connect({
+    url: `ws://127.0.0.1:${port}`,
+    manifestHash: 'x',
+    hiddenSize: 4,
+    wire: 'fp32',
+  });
+  try {
+    // A prefill chunk is answered with its last row: right. A 3-row verification answered with 1 row: not.
+    assert.equal((await client.forward(new Float32Array(8), 2, 0, { allPositions: false })).rows, 1);
+    await assert.rejects(
+      client.forward(new Float32Array(12), 3, 2, { allPositions: true }),
+      (error: HatError) =>
+        error.code === 'PROTOCOL' && /a result of 1 × 4 answers a request of 3 × 4/.test(error.message),
+    );
+    assert.equal(client.closed, true);
+  } finally {
+    client.close();
+    wss.close();
   }
 });
 
