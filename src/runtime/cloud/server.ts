@@ -22,7 +22,14 @@ import {
   type Frame,
 } from '../protocol/frame.ts';
 import { decodeHidden, encodeHidden } from '../protocol/hidden-codec.ts';
-import { helloSchema, parseControl, ROWS_ADVICE, WIRE_ERROR_CODES, type WireErrorCode } from '../protocol/control.ts';
+import {
+  errorBody,
+  helloSchema,
+  parseControl,
+  ROWS_ADVICE,
+  WIRE_ERROR_CODES,
+  type WireErrorCode,
+} from '../protocol/control.ts';
 import type { MiddleExecutor } from './executor.ts';
 import type { Logger } from './logger.ts';
 import { EmulatedLink, type LinkSpec } from '../link.ts';
@@ -596,7 +603,7 @@ export class CloudServer {
     this.options.logger.log('rejected', { code, message });
     this.options.metrics?.error(code);
     if (socket.readyState !== socket.OPEN) return;
-    const frame = encodeFrame({ type: 'error' }, encodeJson({ code, message }));
+    const frame = encodeFrame({ type: 'error' }, encodeJson(errorBody(code, message)));
     if (wsCloses) return socket.send(frame, { binary: true });
     socket.send(frame, { binary: true }, () => socket.close(1008, code));
     setTimeout(() => socket.terminate(), 1000).unref();
@@ -612,7 +619,7 @@ export class CloudServer {
     this.options.metrics?.error(code);
     const frame = encodeFrame(
       { type: 'error', sessionId: session.id, seq: session.nextSeqOut++ },
-      encodeJson({ code, message }),
+      encodeJson(errorBody(code, message)),
     );
     if (wsCloses) {
       session.socket.send(frame, { binary: true });

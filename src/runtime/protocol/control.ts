@@ -46,11 +46,22 @@ export const welcomeSchema = z.object({
 });
 export type Welcome = z.infer<typeof welcomeSchema>;
 
+/** The longest error message a frame carries: a peer refuses a longer one as a protocol break. */
+export const ERROR_MESSAGE_MAX = 4096;
+
 export const errorBodySchema = z.object({
   code: z.enum(WIRE_ERROR_CODES),
-  message: z.string().max(4096),
+  message: z.string().max(ERROR_MESSAGE_MAX),
 });
 export type ErrorBody = z.infer<typeof errorBodySchema>;
+
+/** An error frame's body, its message cut to what the schema takes (a long one would turn any code into PROTOCOL). */
+export function errorBody(code: WireErrorCode, message: string): ErrorBody {
+  return {
+    code,
+    message: message.length > ERROR_MESSAGE_MAX ? `${message.slice(0, ERROR_MESSAGE_MAX - 1)}…` : message,
+  };
+}
 
 const HINTS: Partial<Record<WireErrorCode, string>> = {
   MANIFEST_MISMATCH: 'device and cloud must hold parts of the same split',

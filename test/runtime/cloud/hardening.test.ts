@@ -23,7 +23,8 @@ import {
 } from '../../../src/runtime/protocol/frame.ts';
 import { encodeHidden } from '../../../src/runtime/protocol/hidden-codec.ts';
 import { waitFor, withinDeadline } from '../../helpers/wait-for.ts';
-import type { HatError } from '../../../src/errors.ts';
+import { HatError } from '../../../src/errors.ts';
+import { CloudClient } from '../../../src/runtime/device/cloud-client.ts';
 
 const HIDDEN = 4;
 const HASH = 'a'.repeat(64);
@@ -372,6 +373,29 @@ test('an oversize message after the hello fails its session as any bad frame: co
     assert.ok(events.some((e) => e.event === 'session-error' && e.fields.code === 'BAD_FRAME'));
     assert.equal(server.sessionCount, 0);
   } finally {
+    await server.stop();
+  }
+});
+
+test("a failure whose message is over an error frame's limit reaches the device with its own code", async () => {
+  const long = `the middle part failed: ${'x'.repeat(5000)}`;
+  const failing: MiddleExecutor = {
+    ready: true,
+    pending: 0,
+    latencyModel: () => ({ baseMs: 1, perTokenMs: 0.1 }),
+    drop() {},
+    close: async () => {},
+    run: () => Promise.reject(new HatError('RUN_FAILED', long)),
+  };
+  const { server, url } = await serve(failing);
+  const client = await CloudClient.connect({ url, manifestHash: HASH, hiddenSize: HIDDEN, wire: 'fp32' });
+  try {
+    await assert.rejects(
+      client.forward(new Float32Array(HIDDEN), 1, 0, { allPositions: true }),
+      (error: HatError) => error.code === 'RUN_FAILED' && error.message.includes('the middle part failed: xxx'),
+    );
+  } finally {
+    client.close();
     await server.stop();
   }
 });
