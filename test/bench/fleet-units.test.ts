@@ -11,6 +11,7 @@ import { clampLengths } from '../../src/bench/prompts.ts';
 import {
   atHighestSustainedRate,
   capacities,
+  sustained,
   tbtDecomposition,
   ttftByPrompt,
   ttftDecomposition,
@@ -18,7 +19,7 @@ import {
 import { ttftPath, TTFT_SEGMENTS, type TtftPath } from '../../src/bench/fleet/ttft-path.ts';
 import { fleetRunStats, type FleetRunStats, type RunContext } from '../../src/bench/fleet/fleet-metrics.ts';
 import { fleetSpread, renderSpread, spreadOf } from '../../src/bench/fleet/fleet-spread.ts';
-import { foreignRecording } from '../../src/bench/fleet/run-fleet.ts';
+import { foreignRecording, runOrder } from '../../src/bench/fleet/run-fleet.ts';
 import type { LoadRun, SessionOutcome } from '../../src/bench/fleet/load.ts';
 import { parsePrometheus } from '../../src/bench/fleet/prom-text.ts';
 import { roundCosts, roundsOf, transplantRounds } from '../../src/bench/fleet/transplant.ts';
@@ -260,6 +261,43 @@ const context = (over: Partial<RunContext> = {}): RunContext => ({
   after: [],
   cpuSeconds: null,
   ...over,
+});
+
+test('runs are counterbalanced: over two loads each configuration of a mode goes first, after either process', () => {
+  const label = (r: { m: number; c: number }) => `${['hat', 'u'][r.m]}-${['on', 'off'][r.c]}`;
+  const sequence = [0, 1].flatMap((load) => runOrder(2, load).map(label));
+  assert.deepEqual(sequence, ['hat-on', 'hat-off', 'u-off', 'u-on', 'u-on', 'u-off', 'hat-off', 'hat-on']);
+  for (const mode of ['hat', 'u']) {
+    const firsts = [0, 1].map((load) => label(runOrder(2, load).find((r) => label(r).startsWith(mode))!));
+    assert.deepEqual(new Set(firsts).size, 2, `${mode} ran the same configuration first at both loads`);
+  }
+  // The run before each configuration's (across the two loads, the previous load's last run included).
+  const before = new Map<string, string[]>();
+  sequence.forEach((run, i) => i > 0 && before.set(run, [...(before.get(run) ?? []), sequence[i - 1]]));
+  const sameProcess = (a: string, b: string) => a.endsWith('-on') === b.endsWith('-on');
+  assert.deepEqual(
+    before.get('hat-off')!.map((previous) => sameProcess(previous, 'hat-off')),
+    [false, true],
+    'hat-off follows the other process once and its own once',
+  );
+  // One mode: on and off alternate which goes first.
+  assert.deepEqual(
+    [0, 1, 2].map((load) => runOrder(1, load).map(label).join()),
+    ['hat-on,hat-off', 'hat-off,hat-on', 'hat-on,hat-off'],
+  );
+});
+
+test('a rate is sustained from the exact share within the SLO: 188 of 209 (89.95 %) is not 90 %', () => {
+  const session = (arrival: number, ttft: number) =>
+    outcome({ arrival, promptTokens: 128, arrivedAt: 0, takenAt: 0, startedAt: 0, commits: [{ at: ttft, count: 1 }] });
+  const run = (within: number): LoadRun => ({
+    startedAt: 0,
+    durationMs: 60_000,
+    endedAt: 70_000,
+    sessions: Array.from({ length: 209 }, (_, i) => session(i, i < within ? 100 : 5000)),
+  });
+  assert.equal(sustained(fleetRunStats(run(188), context())), false);
+  assert.equal(sustained(fleetRunStats(run(189), context())), true);
 });
 
 test('TTFT by prompt length: completed sessions only, each length its own mean, hat against u-shape', () => {

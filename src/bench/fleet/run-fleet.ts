@@ -355,7 +355,7 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
       );
     }
 
-    // --- four runs per load: modes × batching on/off, alternating which configuration goes first -----------------
+    // --- four runs per load: modes × batching on/off, in a counterbalanced order (runOrder) -----------------------
     await start(clouds[1], '--max-batch 1: batching off');
     const configurations = clouds.map(({ maxBatchAsked, cloud: c }) => ({
       cloud: c!,
@@ -375,49 +375,46 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
       }
     }
     const runs: Array<{ order: number; stats: FleetRunStats }> = [];
-    let turn = 0;
     for (const [l, load] of options.loads.entries()) {
-      for (const [m, mode] of modes.entries()) {
-        const order = turn++ % 2 === 0 ? [0, 1] : [1, 0];
-        for (const c of order) {
-          const { cloud: target, maxBatch } = configurations[c];
-          const label =
-            `${mode}, --max-batch ${maxBatch}, ${describeLoad(load, options.devices)}, ` + `${options.durationS} s`;
-          const progress = reporter.progress(`${label}: ${options.devices} EMULATED devices`);
-          const before = await scrape(target);
-          const cpuBefore = cpuSeconds(target.process.pid!);
-          const run = await runLoad({
-            url: target.url,
-            recordings: replayed.get(mode)!,
-            devices: options.devices,
-            load,
-            durationMs: options.durationS * 1000,
-            drainMs: options.drainS * 1000,
-            link: options.link,
-            seed: options.seed,
-            advice: mode === 'hat' ? advice : undefined,
-            onSessionDone: (done) => progress.update(`${label}: ${done} sessions done`),
-          });
-          const cpuAfter = cpuSeconds(target.process.pid!);
-          const after = await scrape(target);
-          const stats = fleetRunStats(run, {
-            mode,
-            maxBatch,
-            load,
-            devices: options.devices,
-            sloTtftMs: options.sloTtftMs,
-            sloTbtMs: options.sloTbtMs,
-            before,
-            after,
-            cpuSeconds: cpuBefore === undefined || cpuAfter === undefined ? null : cpuAfter - cpuBefore,
-          });
-          // Reported batching on first, then by mode, then by load.
-          runs.push({ order: (c * modes.length + m) * options.loads.length + l, stats });
-          progress.succeed(
-            `${label}: ${stats.sessions.completed} sessions, ${stats.throughputTokensPerSecond} tokens/s` +
-              (stats.sessions.failed ? `, ${stats.sessions.failed} FAILED` : ''),
-          );
-        }
+      for (const { m, c } of runOrder(modes.length, l)) {
+        const mode = modes[m];
+        const { cloud: target, maxBatch } = configurations[c];
+        const label =
+          `${mode}, --max-batch ${maxBatch}, ${describeLoad(load, options.devices)}, ` + `${options.durationS} s`;
+        const progress = reporter.progress(`${label}: ${options.devices} EMULATED devices`);
+        const before = await scrape(target);
+        const cpuBefore = cpuSeconds(target.process.pid!);
+        const run = await runLoad({
+          url: target.url,
+          recordings: replayed.get(mode)!,
+          devices: options.devices,
+          load,
+          durationMs: options.durationS * 1000,
+          drainMs: options.drainS * 1000,
+          link: options.link,
+          seed: options.seed,
+          advice: mode === 'hat' ? advice : undefined,
+          onSessionDone: (done) => progress.update(`${label}: ${done} sessions done`),
+        });
+        const cpuAfter = cpuSeconds(target.process.pid!);
+        const after = await scrape(target);
+        const stats = fleetRunStats(run, {
+          mode,
+          maxBatch,
+          load,
+          devices: options.devices,
+          sloTtftMs: options.sloTtftMs,
+          sloTbtMs: options.sloTbtMs,
+          before,
+          after,
+          cpuSeconds: cpuBefore === undefined || cpuAfter === undefined ? null : cpuAfter - cpuBefore,
+        });
+        // Reported batching on first, then by mode, then by load.
+        runs.push({ order: (c * modes.length + m) * options.loads.length + l, stats });
+        progress.succeed(
+          `${label}: ${stats.sessions.completed} sessions, ${stats.throughputTokensPerSecond} tokens/s` +
+            (stats.sessions.failed ? `, ${stats.sessions.failed} FAILED` : ''),
+        );
       }
     }
     if (batchingNote) notes.push(batchingNote);
@@ -546,4 +543,17 @@ async function acceptancePatterns(
   } finally {
     await cloud.stop();
   }
+}
+
+/**
+ * The runs of load `load` (its index), as mode and configuration indices (0: batching on, 1: --max-batch 1). Within a
+ * load each mode runs both configurations, the second mode in the other order (on, off, off, on), so the process that
+ * just ran goes straight on; odd loads run that block backwards. So across two loads each configuration of each mode
+ * runs first once, and after its own process once and after the other's once, and each mode goes first once: drift
+ * and a process's warmth from its last run hit batching on and off, hat and u-shape alike. (Until this order, every
+ * load ran hat on, hat off, u-shape off, u-shape on: hat always ran batching on first and u-shape --max-batch 1 first.)
+ */
+export function runOrder(modes: number, load: number): Array<{ m: number; c: number }> {
+  const block = Array.from({ length: modes }, (_, m) => (m % 2 === 0 ? [0, 1] : [1, 0]).map((c) => ({ m, c }))).flat();
+  return load % 2 === 0 ? block : block.reverse();
 }
