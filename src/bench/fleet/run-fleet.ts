@@ -4,7 +4,8 @@
  * prompt in one request, one round trip per token, no drafts) — then replays them as N EMULATED devices from this
  * process (replay.ts, load.ts) against a real serve-cloud process, once with batching on (the split's default or
  * --max-batch) and once with --max-batch 1 (both processes live, their runs in a counterbalanced order: runOrder):
- * four runs (mode × batching) per offered load. Each run is measured from the devices' side (throughput, TTFT, TBT, SLO,
+ * four runs (mode × batching) per offered load. Each run is measured from the devices' side (throughput, TTFT, TBT,
+ * SLO,
  * exactness against the recording) and from the cloud's (/metrics before and after: batch sizes, padding; /proc:
  * CPU). Core code: it reports through the Reporter only.
  */
