@@ -106,3 +106,34 @@ test('an interrupt the moment the staging folder is created removes it (the hand
   assert.equal(child.signal, 'SIGINT', `ended by the interrupt (status ${child.status}, ${child.stderr})`);
   assert.deepEqual(readdirSync(dir), []);
 });
+
+test('an interrupt while writes still land in the staging folder (ENOTEMPTY) still removes it and ends', () => {
+  const dir = tempDirRemovedAtExit('hat-output-dir-');
+  const script = `
+    import fs from 'node:fs';
+    import { syncBuiltinESMExports } from 'node:module';
+    const real = fs.rmSync;
+    let raced = false;
+    // The first removal meets a file a write under way (libuv's threads) created meanwhile, as rmdir would.
+    fs.rmSync = (...args) => {
+      if (!raced) {
+        raced = true;
+        throw Object.assign(new Error('ENOTEMPTY: directory not empty'), { code: 'ENOTEMPTY' });
+      }
+      return real(...args);
+    };
+    syncBuiltinESMExports();
+    const { createStaging } = await import(${JSON.stringify(join(repoRoot, 'src', 'split', 'output-dir.ts'))});
+    const staging = await createStaging(${JSON.stringify(join(dir, 'split'))}, false);
+    fs.writeFileSync(staging.dir + '/part.onnx', 'x');
+    process.kill(process.pid, 'SIGINT');
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    console.log('not interrupted');
+  `;
+  const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+  });
+  assert.equal(child.signal, 'SIGINT', `ended by the interrupt (status ${child.status}, ${child.stderr})`);
+  assert.deepEqual(readdirSync(dir), []);
+});
