@@ -20,6 +20,7 @@ import { ttftPath, TTFT_SEGMENTS, type TtftPath } from '../../src/bench/fleet/tt
 import { fleetRunStats, type FleetRunStats, type RunContext } from '../../src/bench/fleet/fleet-metrics.ts';
 import { fleetSpread, renderSpread, spreadOf } from '../../src/bench/fleet/fleet-spread.ts';
 import { foreignRecording, runOrder } from '../../src/bench/fleet/run-fleet.ts';
+import { inRecordingOrder, recordingFileNames } from '../../src/bench/fleet/record-sessions.ts';
 import type { LoadRun, SessionOutcome } from '../../src/bench/fleet/load.ts';
 import { parsePrometheus } from '../../src/bench/fleet/prom-text.ts';
 import { roundCosts, roundsOf, transplantRounds } from '../../src/bench/fleet/transplant.ts';
@@ -285,6 +286,15 @@ test('runs are counterbalanced: over two loads each configuration of a mode goes
     [0, 1, 2].map((load) => runOrder(1, load).map(label).join()),
     ['hat-on,hat-off', 'hat-off,hat-on', 'hat-on,hat-off'],
   );
+});
+
+test('recordings read back in the order their run replayed them: prompt lengths and indices as numbers', () => {
+  const recorded = [64, 64, 64, 128].map((promptTokens) => ({ mode: 'hat', promptTokens }));
+  const names = recordingFileNames([...recorded, ...Array(11).fill({ mode: 'hat', promptTokens: 896 })] as never);
+  const files = names.map((name) => name.replace('recordings/', ''));
+  const byString = [...files].sort(); // the order readRecordings used: hat-128-0 first, hat-896-10 before hat-896-2
+  assert.notDeepEqual(byString, files);
+  assert.deepEqual(inRecordingOrder(byString), files);
 });
 
 test('a rate is sustained from the exact share within the SLO: 188 of 209 (89.95 %) is not 90 %', () => {

@@ -82,7 +82,16 @@ export async function recordSessions(
   return recordings;
 }
 
-/** Every recording in `dir` (or its `recordings/` folder), in file-name order. */
+/**
+ * Recording file names (recordingFileNames) in the order the recording run replayed them: by mode, prompt length and
+ * index as numbers. Plain string order put `hat-128-0` before `hat-64-0` (and `-10` before `-2`), so a replay of a
+ * recording run met its prompts in another order than that run did, and the spread's pairing of runs broke.
+ */
+export function inRecordingOrder(files: readonly string[]): string[] {
+  return [...files].sort(new Intl.Collator('en', { numeric: true }).compare);
+}
+
+/** Every recording in `dir` (or its `recordings/` folder), in the order the run that recorded them replayed them. */
 export function readRecordings(dir: string): SessionRecording[] {
   const folder = existsSync(join(dir, 'recordings')) ? join(dir, 'recordings') : dir;
   if (!existsSync(folder)) {
@@ -92,9 +101,7 @@ export function readRecordings(dir: string): SessionRecording[] {
       "give a fleet run's --out (or its recordings folder), or drop --recordings to record",
     );
   }
-  const files = readdirSync(folder)
-    .filter((f) => f.endsWith('.json'))
-    .sort();
+  const files = inRecordingOrder(readdirSync(folder).filter((f) => f.endsWith('.json')));
   if (!files.length) {
     throw new HatError(
       'FILE_NOT_FOUND',
