@@ -10,6 +10,16 @@ import { join } from 'node:path';
 import { repoRoot } from '../helpers/shared-fixtures.ts';
 import { tempDirRemovedAtExit } from '../helpers/temp-dir.ts';
 
+const OUTPUT_DIR_MODULE = JSON.stringify(join(repoRoot, 'src', 'split', 'output-dir.ts'));
+
+/** Runs `script` (an ES module, TypeScript imports allowed) in a child process from the repository root. */
+function runModule(script: string) {
+  return spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+  });
+}
+
 /**
  * Runs createStaging + publish in a child. Inside the first call of the fs/promises function named, the child
  * either interrupts itself (SIGINT) or that call fails.
@@ -32,16 +42,13 @@ function publishWith(step: 'chmod' | 'rename', out: string, event: 'interrupt' |
       return real(...args);
     };
     syncBuiltinESMExports();
-    const { createStaging } = await import(${JSON.stringify(join(repoRoot, 'src', 'split', 'output-dir.ts'))});
+    const { createStaging } = await import(${OUTPUT_DIR_MODULE});
     const staging = await createStaging(${JSON.stringify(out)}, true);
     writeFileSync(staging.dir + '/manifest.json', '{"new":true}');
     await staging.publish();
     console.log('published without interruption');
   `;
-  return spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-    cwd: repoRoot,
-    encoding: 'utf8',
-  });
+  return runModule(script);
 }
 
 for (const step of ['chmod', 'rename'] as const) {
@@ -94,15 +101,12 @@ test('an interrupt the moment the staging folder is created removes it (the hand
       return made;
     };
     syncBuiltinESMExports();
-    const { createStaging } = await import(${JSON.stringify(join(repoRoot, 'src', 'split', 'output-dir.ts'))});
+    const { createStaging } = await import(${OUTPUT_DIR_MODULE});
     await createStaging(${JSON.stringify(join(dir, 'split'))}, false);
     await new Promise((resolve) => setTimeout(resolve, 1000));
     console.log('not interrupted');
   `;
-  const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-    cwd: repoRoot,
-    encoding: 'utf8',
-  });
+  const child = runModule(script);
   assert.equal(child.signal, 'SIGINT', `ended by the interrupt (status ${child.status}, ${child.stderr})`);
   assert.deepEqual(readdirSync(dir), []);
 });
@@ -123,17 +127,14 @@ test('an interrupt while writes still land in the staging folder (ENOTEMPTY) sti
       return real(...args);
     };
     syncBuiltinESMExports();
-    const { createStaging } = await import(${JSON.stringify(join(repoRoot, 'src', 'split', 'output-dir.ts'))});
+    const { createStaging } = await import(${OUTPUT_DIR_MODULE});
     const staging = await createStaging(${JSON.stringify(join(dir, 'split'))}, false);
     fs.writeFileSync(staging.dir + '/part.onnx', 'x');
     process.kill(process.pid, 'SIGINT');
     await new Promise((resolve) => setTimeout(resolve, 1000));
     console.log('not interrupted');
   `;
-  const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-    cwd: repoRoot,
-    encoding: 'utf8',
-  });
+  const child = runModule(script);
   assert.equal(child.signal, 'SIGINT', `ended by the interrupt (status ${child.status}, ${child.stderr})`);
   assert.deepEqual(readdirSync(dir), []);
 });
