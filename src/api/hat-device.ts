@@ -4,8 +4,7 @@
  * (opened for the request, closed after it: the cloud frees its cache), so requests never share state.
  * Requests run one at a time in arrival order (RequestQueue); text streams as verification rounds commit it.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { basename, join, resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { randomInt } from 'node:crypto';
 import { HatError } from '../errors.ts';
 import type { SplitManifest } from '../split/manifest.ts';
@@ -14,6 +13,7 @@ import { parseLinkSpec } from '../runtime/link.ts';
 import type { WireDTypeName } from '../runtime/protocol/frame.ts';
 import { PartRunner } from '../runtime/part-runner.ts';
 import { promptIds as resolvePromptIds, stopTokenIds } from '../runtime/prompt.ts';
+import { configContext } from '../runtime/model-config.ts';
 import { readManifest, splitSpecialIds, splitTokenizer } from '../runtime/split-dir.ts';
 import { continuationText, textStreamer, type TextTokenizer } from '../runtime/tokenizer.ts';
 import { budgetWithinCloudContext, type TokenBudget } from '../runtime/device/cloud-context.ts';
@@ -107,21 +107,6 @@ export interface PreparedRequest {
 }
 
 const DEFAULT_MAX_TOKENS = 256;
-const CONTEXT_KEYS = ['max_position_embeddings', 'n_positions', 'max_sequence_length', 'seq_length', 'n_ctx'];
-
-/** The context a bundle's config.json names, if any. */
-function configContextLength(dir: string): number | undefined {
-  const path = join(dir, 'config.json');
-  if (!existsSync(path)) return undefined;
-  try {
-    const config = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
-    const value = CONTEXT_KEYS.map((k) => config[k]).find((v) => typeof v === 'number' && Number.isInteger(v) && v > 0);
-    return value as number | undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** A request whose client went away before any token. */
 function cancelledResult(promptTokens: number, queuedMs: number): GenerationResult {
   return { text: '', ids: [], promptTokens, completionTokens: 0, finishReason: 'cancelled', queuedMs, connectMs: 0 };
@@ -173,7 +158,7 @@ export class HatDevice {
     this.parts = parts;
     this.options = options;
     this.chatTemplate = loadChatTemplate(bundle);
-    this.contextLength = options.contextLength ?? configContextLength(bundle);
+    this.contextLength = options.contextLength ?? configContext(bundle);
     this.modelId = options.modelId ?? basename(resolve(bundle));
     this.stopTokenIds = stopTokenIds(tokenizer, splitSpecialIds(bundle, manifest));
     this.link = typeof options.link === 'string' ? parseLinkSpec(options.link) : options.link;

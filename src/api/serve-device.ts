@@ -1,6 +1,8 @@
 /**
- * `hat run-device <bundle> --serve [HOST:]PORT`: open the device once, warn if the cloud cannot be reached now
- * (requests then answer 503 until it can), and serve the OpenAI-compatible API on loopback by default.
+ * `hat run-device <bundle> --serve [HOST:]PORT`: open the device once, check the cloud (a refusal that can pass —
+ * unreachable, full, draining — is a warning, and requests answer 503 until it passes; one that cannot, such as a
+ * split the cloud does not serve or a bad token, stops the start), and serve the OpenAI-compatible API on loopback
+ * by default.
  */
 import { HatError, isRetryable } from '../errors.ts';
 import type { Reporter } from '../reporter.ts';

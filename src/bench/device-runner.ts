@@ -4,7 +4,7 @@
  */
 import WebSocket from 'ws';
 import { HatError } from '../errors.ts';
-import { EmulatedLink, LINK_PROFILES, type LinkSpec } from '../runtime/link.ts';
+import { EmulatedLink, type LinkSpec } from '../runtime/link.ts';
 import type { WireDTypeName } from '../runtime/protocol/frame.ts';
 import { wireBytesPerRow } from '../runtime/protocol/hidden-codec.ts';
 import { readManifest } from '../runtime/split-dir.ts';

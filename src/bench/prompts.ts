@@ -10,6 +10,7 @@ import { readManifest, splitTokenizer } from '../runtime/split-dir.ts';
 import { assertTokenIds } from '../runtime/prompt.ts';
 import type { TextTokenizer } from '../runtime/tokenizer.ts';
 import { seededUniform } from '../runtime/sampling.ts';
+import { configContext } from '../runtime/model-config.ts';
 
 export interface BenchPrompt {
   ids: number[];
@@ -121,13 +122,6 @@ export function promptsOfLengths(
   return prompts;
 }
 
-/** The model's context (config.json's max_position_embeddings), or undefined when the split does not say. */
-export function contextLimit(splitDir: string): number | undefined {
-  const config = join(splitDir, 'config.json');
-  if (!existsSync(config)) return undefined;
-  return (JSON.parse(readFileSync(config, 'utf8')) as { max_position_embeddings?: number }).max_position_embeddings;
-}
-
 /**
  * Prompt lengths that fit the context with the new tokens and a round of drafts: longer ones are clamped to the
  * longest that fits (duplicates dropped), with a note saying so.
@@ -138,7 +132,7 @@ export function clampLengths(
   maxNewTokens: number,
   maxDraft: number,
 ): { lengths: number[]; note?: string } {
-  const limit = contextLimit(splitDir);
+  const limit = configContext(splitDir);
   if (!limit) return { lengths: [...lengths] };
   const longest = limit - maxNewTokens - maxDraft - 1;
   if (longest < 1) {
@@ -153,21 +147,21 @@ export function clampLengths(
   return {
     lengths: clamped,
     note: changed.length
-      ? `prompt lengths ${changed.join(', ')} clamped to ${longest} tokens: config.json's ` +
-        `max_position_embeddings is ${limit}, and each session also needs ${maxNewTokens} new tokens + ` +
+      ? `prompt lengths ${changed.join(', ')} clamped to ${longest} tokens: the model's context ` +
+        `(config.json) is ${limit}, and each session also needs ${maxNewTokens} new tokens + ` +
         `${maxDraft + 1} draft positions`
       : undefined,
   };
 }
 
-/** The positions a request needs must fit the model's context (config.json's max_position_embeddings, if any). */
+/** The positions a request needs must fit the model's context (config.json, if it says). */
 export function checkContext(
   splitDir: string,
   prompts: readonly BenchPrompt[],
   maxNewTokens: number,
   maxDraft: number,
 ): void {
-  const limit = contextLimit(splitDir);
+  const limit = configContext(splitDir);
   const longest = Math.max(...prompts.map((p) => p.ids.length));
   if (limit && longest + maxNewTokens + maxDraft + 1 > limit) {
     throw new HatError(

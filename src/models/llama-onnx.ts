@@ -176,7 +176,6 @@ export function buildLlamaGraph(b: GraphBuilder, c: LlamaConfig, source: WeightS
       attributes: { perm: [0, 2, 1, 3] },
     });
 
-  const groups = c.heads / c.kvHeads;
   for (let l = 0; l < c.layers; l++) {
     const p = `/model/layers.${l}`;
     const w = `model.layers.${l}`;

@@ -3,10 +3,10 @@
  * and its plain implementation: one ONNX decoder with its KV cache. The split runtime provides the same
  * interface over input part + cloud/adapter + output part, so one generation loop serves both.
  */
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { HatError } from '../errors.ts';
 import { kvLayoutOf } from './kv-cache.ts';
+import { configVocabSize } from './model-config.ts';
 import { logitsOutputOf } from '../split/kv-names.ts';
 import { PartRunner, type StepOutput } from './part-runner.ts';
 import { createSession, type SessionOptions } from './session.ts';
@@ -90,14 +90,5 @@ export class OnnxCausalLm implements CausalLm {
 
   async release(): Promise<void> {
     await this.runner.session.release();
-  }
-}
-
-function configVocabSize(dir: string): number | undefined {
-  try {
-    const value = (JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { vocab_size?: unknown }).vocab_size;
-    return typeof value === 'number' && value > 0 ? value : undefined;
-  } catch {
-    return undefined;
   }
 }

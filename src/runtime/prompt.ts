@@ -4,9 +4,11 @@
  * from the BOS id — the tokenizer's, else the one config.json / generation_config.json names. Generation stops on
  * every EOS id those files list (stopTokenIds).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { HatError } from '../errors.ts';
+import { readJsonFile } from '../json-file.ts';
+import { readModelConfig } from './model-config.ts';
 import { configTokenIds, firstId, uniqueIds, type TextTokenizer } from './tokenizer.ts';
 
 export interface PromptInput {
@@ -23,24 +25,19 @@ export interface SpecialIds {
   stopTokenIds?: readonly number[];
 }
 
-const CONFIG_FILES = ['generation_config.json', 'config.json'];
-
 /**
- * bos/eos ids named by generation_config.json, then config.json, in `dir` (unreadable files are skipped), and
- * every eos id either lists.
+ * bos/eos ids named by generation_config.json, then config.json, in `dir`, and every eos id either lists. A missing
+ * file names none; a malformed one is BAD_CHECKPOINT (skipping it stopped generation from stopping on its eos ids).
  */
 export function configSpecialIds(dir: string): SpecialIds {
   const found: SpecialIds = {};
   const stops: number[] = [];
-  for (const file of CONFIG_FILES) {
-    const path = join(dir, file);
-    if (!existsSync(path)) continue;
-    let json: Record<string, unknown>;
-    try {
-      json = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
-    } catch {
-      continue;
-    }
+  const generationConfig = join(dir, 'generation_config.json');
+  const configs = [
+    existsSync(generationConfig) ? readJsonFile(generationConfig, 'the generation config') : {},
+    readModelConfig(dir),
+  ];
+  for (const json of configs) {
     found.bosTokenId ??= firstId(json.bos_token_id);
     found.eosTokenId ??= firstId(json.eos_token_id);
     stops.push(...configTokenIds(json.eos_token_id));

@@ -2,15 +2,15 @@
  * manifest.json of a freshly written split: source identity, cuts, boundaries, each part's IO, KV ownership,
  * prelude handling, privacy result, model facts from config.json, and how the weights were written.
  */
-import { readJsonFile } from '../json-file.ts';
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, statSync } from 'node:fs';
-import { basename, join, resolve } from 'node:path';
+import { createReadStream, statSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
 import type { LoadedModel } from '../onnx/model-io.ts';
 import { decideBatching } from './batching.ts';
 import type { DecoderStructure } from './decoder.ts';
 import { MANIFEST_FORMAT, type PartManifest, type SplitManifest } from './manifest.ts';
-import { declaredWindow, type MaskRepair } from './mask-repair.ts';
+import type { MaskRepair } from './mask-repair.ts';
+import { configSlidingWindow, readModelConfig } from '../runtime/model-config.ts';
 import { attentionFacts, hiddenDType, tensorSpec } from './model-facts.ts';
 import { PART_NAMES, type PartGraph, type PartName, type PartPlan } from './parts.ts';
 import type { PartWeights, WeightsMode } from './weights.ts';
@@ -22,8 +22,7 @@ async function sha256(path: string): Promise<string> {
 }
 
 function modelFacts(source: LoadedModel, structure: DecoderStructure): NonNullable<SplitManifest['model']> {
-  const configPath = join(source.dir, 'config.json');
-  const config = existsSync(configPath) ? readJsonFile(configPath, 'the model config') : {};
+  const config = readModelConfig(source.dir);
   const id = (value: unknown) => (Array.isArray(value) ? value[0] : value) as number | undefined;
   return {
     vocabSize: (config.vocab_size as number | undefined) ?? structure.embedding.vocabSize,
@@ -96,7 +95,7 @@ export async function buildManifest(inputs: ManifestInputs): Promise<SplitManife
     batching: decideBatching(
       plan.parts.middle.graph,
       plan.parts.middle.kv,
-      repair?.window ?? declaredWindow(source.dir),
+      repair?.window ?? configSlidingWindow(source.dir),
     ),
     ...(companions.includes('tokenizer.json') ? { tokenizer: 'tokenizer.json' } : {}),
     extraFiles: companions.filter((file) => file !== 'tokenizer.json'),

@@ -9,7 +9,7 @@ import { basename, resolve } from 'node:path';
 import { checkExternalData, elementCount, loadModel, tensorDims, toNumber } from '../onnx/model-io.ts';
 import { analyzeDecoder, type DecoderStructure } from './decoder.ts';
 import { decideBatching } from './batching.ts';
-import { declaredWindow } from './mask-repair.ts';
+import { configSlidingWindow } from '../runtime/model-config.ts';
 import type { BatchingDecision, KvPair } from './manifest.ts';
 import { attentionFacts, hiddenDType } from './model-facts.ts';
 import { probeMultiTokenStep, type CaseResult } from './verify.ts';
@@ -100,7 +100,7 @@ export async function inspectModel(path: string, options: { probe?: boolean } = 
     contribOps,
     parameters: countParameters(structure),
     externalData: [...dataFiles.keys()].map((file) => ({ file, bytes: statSync(resolve(loaded.dir, file)).size })),
-    batching: decideBatching(model.graph!, structure.layers, declaredWindow(loaded.dir)),
+    batching: decideBatching(model.graph!, structure.layers, configSlidingWindow(loaded.dir)),
     multiTokenStep:
       options.probe === false
         ? { name: 'multi-token step on a non-empty cache', status: 'not probed' }

@@ -9,8 +9,6 @@
  * `hat split` applies it only when the model fails the multi-token probe, and keeps it only if the repaired
  * parts then match the full model run token by token.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import {
   DataType,
   int64Tensor,
@@ -21,6 +19,7 @@ import {
   type NodeProto,
   type TensorProto,
 } from '../onnx/model-io.ts';
+import { configSlidingWindow } from '../runtime/model-config.ts';
 import { TOKEN_INPUT, type DecoderStructure } from './decoder.ts';
 import { MULTI_TOKEN_CASES, observeMask } from './mask-probe.ts';
 
@@ -127,17 +126,6 @@ export function causalMaskRepair(
   return { ...found, nodes, initializers, window };
 }
 
-/** The sliding window config.json beside the model declares, if any (Hugging Face field names). */
-export function declaredWindow(dir: string): number | undefined {
-  try {
-    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
-    const window = config.sliding_window;
-    return typeof window === 'number' && config.use_sliding_window !== false ? window : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * The repair, if the traced mask is one hat can rebuild exactly: a causal + padding mask, with or without a
  * sliding window, as observed by running it alone. Otherwise `reason` says why the model's own mask stays.
@@ -151,7 +139,7 @@ export async function checkedMaskRepair(
   const nodes = structure.index.order.map((i) => structure.index.nodes[i]);
   const traced = await observeMask(source, nodes, found.tensor);
   if (traced.kind === 'other') return { reason: `the mask ${found.tensor} cannot be rebuilt: ${traced.reason}` };
-  const declared = declaredWindow(source.dir);
+  const declared = configSlidingWindow(source.dir);
   if (traced.window === undefined && declared !== undefined && declared >= traced.observedUpTo) {
     const checked = traced.observedUpTo;
     return {

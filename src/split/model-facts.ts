@@ -1,7 +1,6 @@
 /** Facts about a recognised decoder that both `hat inspect` and the manifest report. */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { HatError } from '../errors.ts';
+import { configAttentionHeads } from '../runtime/model-config.ts';
 import { DataType, dataTypeName, toNumber, type ModelProto, type ValueInfoProto } from '../onnx/model-io.ts';
 import type { DecoderStructure } from './decoder.ts';
 import type { HiddenDType, SplitManifest, TensorSpec } from './manifest.ts';
@@ -47,17 +46,6 @@ export function hiddenDType(dataType: number): HiddenDType {
 
 const ATTENTION_OPS = new Set(['MultiHeadAttention', 'GroupQueryAttention', 'Attention', 'PackedAttention']);
 
-/** config.json's num_attention_heads beside the model, if it declares one (Hugging Face field name). */
-function declaredHeads(dir: string): number | undefined {
-  try {
-    const heads = (JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>)
-      .num_attention_heads;
-    return typeof heads === 'number' && Number.isInteger(heads) && heads > 0 ? heads : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * Heads from the attention op's num_heads, else config.json's num_attention_heads, else hidden size / head size
  * (wrong where heads × head size ≠ hidden size, as in Qwen3: 16 heads of 128 over a hidden size of 1,024).
@@ -73,7 +61,7 @@ export function attentionFacts(
   const headDim = typeof shape[3] === 'number' ? shape[3] : undefined;
   const attention = structure.index.nodes.find((n) => ATTENTION_OPS.has(n.opType ?? ''));
   const numHeads = attention?.attribute?.find((a) => a.name === 'num_heads');
-  const configured = numHeads ? undefined : declaredHeads(modelDir);
+  const configured = numHeads ? undefined : configAttentionHeads(modelDir);
   const heads = numHeads
     ? toNumber(numHeads.i)
     : (configured ?? (headDim ? structure.hiddenSize / headDim : undefined));

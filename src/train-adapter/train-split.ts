@@ -18,7 +18,7 @@ import { fitLinearAdapter, linearForward } from './linear-adapter.ts';
 import { adapterManifest } from './manifest-entry.ts';
 import { createOrtMatMul } from './matmul-ort.ts';
 import { topTokens } from './output-head.ts';
-import { bufferedSource, type PairBatch, type PairSource } from './pair-source.ts';
+import { bufferedSource, type PairBatch } from './pair-source.ts';
 import { probeOutputHead } from './probe-head.ts';
 import { continueWithFullModel, corpusTokens, HELD_OUT_EVERY, windowHidden } from './split-data.ts';
 import { ComposedModel, type SplitRunners } from '../runtime/composed-model.ts';

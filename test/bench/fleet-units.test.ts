@@ -39,7 +39,10 @@ test('prompt lengths are clamped to what the context leaves, with a note', () =>
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ max_position_embeddings: 256 }));
   const clamped = clampLengths(dir, [128, 384, 896], 64, 6);
   assert.deepEqual(clamped.lengths, [128, 185]);
-  assert.match(clamped.note ?? '', /prompt lengths 384, 896 clamped to 185 tokens: .*max_position_embeddings is 256/);
+  assert.match(
+    clamped.note ?? '',
+    /prompt lengths 384, 896 clamped to 185 tokens: the model's context \(config\.json\) is 256/,
+  );
   assert.deepEqual(clampLengths(dir, [16, 32], 64, 6), { lengths: [16, 32], note: undefined });
   assert.throws(() => clampLengths(dir, [16], 250, 6), /leave no room for a prompt/);
   const bare = mkdtempSync(join(tmpdir(), 'hat-clamp-'));

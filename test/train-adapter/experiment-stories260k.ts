@@ -18,7 +18,7 @@ import { fitLinearAdapter, linearForward } from '../../src/train-adapter/linear-
 import { createOrtMatMul } from '../../src/train-adapter/matmul-ort.ts';
 import { topTokens } from '../../src/train-adapter/output-head.ts';
 import type { PairBatch, PairSource } from '../../src/train-adapter/pair-source.ts';
-import { arraySource, bufferedSource } from '../../src/train-adapter/pair-source.ts';
+import { bufferedSource } from '../../src/train-adapter/pair-source.ts';
 import { seededRandom } from '../../src/random.ts';
 import { rmsNorm } from '../../src/train-adapter/rmsnorm.ts';
 import { trainAttentionAdapter } from '../../src/train-adapter/train-attention.ts';

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { HatError } from '../../errors.ts';
 import type { Reporter } from '../../reporter.ts';
 import { spawnCloud, type SpawnedCloud } from '../../apps/spawn-cloud.ts';
-import { trainedContext } from '../../runtime/cloud/serve.ts';
+import { configContext } from '../../runtime/model-config.ts';
 import { describeLink, type LinkSpec } from '../../runtime/link.ts';
 import type { WireDTypeName } from '../../runtime/protocol/frame.ts';
 import { manifestHash, readManifest } from '../../runtime/split-dir.ts';
@@ -230,7 +230,7 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
   // handful of the N devices.
   const sessionPositions = Math.min(
     longestSession + maxDraft + 8,
-    trainedContext(options.splitDir) ?? Number.MAX_SAFE_INTEGER,
+    configContext(options.splitDir) ?? Number.MAX_SAFE_INTEGER,
   );
   const cloudArgs = (maxBatch: number | undefined) => [
     '--workers',

@@ -1,12 +1,12 @@
 /** serve-cloud's core: open the split, start the middle-part workers and the server. */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { freemem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { HatError } from '../../errors.ts';
 import { loadModel } from '../../onnx/model-io.ts';
 import { decideBatching, inPlaceFor } from '../../split/batching.ts';
-import { declaredWindow } from '../../split/mask-repair.ts';
 import { manifestHash, readManifest } from '../split-dir.ts';
+import { configContext, configSlidingWindow } from '../model-config.ts';
 import type { BatchingDecision, SplitManifest } from '../../split/manifest.ts';
 import { CloudServer } from './server.ts';
 import { MALLOC_TUNABLES, missingMallocTunables } from './malloc-tunables.ts';
@@ -147,21 +147,7 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
   }
 }
 
-const CONTEXT_FIELDS = ['max_position_embeddings', 'n_positions', 'max_seq_len', 'seq_len', 'context_length'];
 const FALLBACK_CONTEXT = 8192;
-
-/** The context the model was trained for, from the config.json `hat split` copied beside the parts. */
-export function trainedContext(splitDir: string): number | undefined {
-  const path = join(splitDir, 'config.json');
-  if (!existsSync(path)) return undefined;
-  try {
-    const config = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
-    const value = CONTEXT_FIELDS.map((field) => config[field]).find((v) => typeof v === 'number' && v > 0);
-    return value as number | undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * How long a session may grow and how many fit: the context comes from the model (a cache longer than it was
@@ -171,7 +157,7 @@ export function sessionLimits(
   options: Pick<ServeOptions, 'splitDir' | 'maxContext' | 'kvMemoryBytes' | 'maxSessions'>,
   manifest: SplitManifest,
 ) {
-  const trained = trainedContext(options.splitDir);
+  const trained = configContext(options.splitDir);
   const maxContext = options.maxContext ?? trained ?? FALLBACK_CONTEXT;
   const kvMemoryBytes = options.kvMemoryBytes ?? Math.floor(freemem() / 2);
   const perSession = maxContext * kvBytesPerPosition(manifest);
@@ -192,7 +178,7 @@ export function sessionLimits(
  */
 function splitWindow(splitDir: string, manifest: SplitManifest): number | undefined {
   const repaired = /(\d+)-position sliding window/.exec(String(manifest.prelude.maskRepair ?? ''));
-  return declaredWindow(splitDir) ?? (repaired ? Number(repaired[1]) : undefined);
+  return configSlidingWindow(splitDir) ?? (repaired ? Number(repaired[1]) : undefined);
 }
 
 /**
