@@ -12,6 +12,8 @@ export interface MiddleRequest {
   hidden: Float32Array;
   /** Return every position's middle output (verification) or only the last (a prefill chunk). */
   allPositions: boolean;
+  /** A prefill chunk's rows its prompt has left from it on, as its device said (frame header promptRows). */
+  promptRows?: number;
 }
 
 export interface MiddleResult {

@@ -26,6 +26,7 @@ import {
   errorBody,
   helloSchema,
   parseControl,
+  PROMPT_ROWS,
   ROWS_ADVICE,
   WIRE_ERROR_CODES,
   type WireErrorCode,
@@ -434,6 +435,7 @@ export class CloudServer {
           ...(this.options.maxContext ? { maxContext: this.options.maxContext } : {}),
           latencyModel: this.options.executor.latencyModel(),
           keepaliveMs: this.settings.keepaliveMs,
+          features: [PROMPT_ROWS],
         }),
       ),
     );
@@ -508,7 +510,14 @@ export class CloudServer {
     this.options.metrics?.request(kind);
     this.started(session);
     this.options.executor
-      .run({ sessionId: session.id, pastLength: header.pastLength, nTokens: header.nTokens, hidden, allPositions })
+      .run({
+        sessionId: session.id,
+        pastLength: header.pastLength,
+        nTokens: header.nTokens,
+        hidden,
+        allPositions,
+        ...(header.promptRows ? { promptRows: header.promptRows } : {}),
+      })
       .then((result) => {
         if (session.closed) return;
         this.options.metrics?.answered(session.id, kind, result.queueMs, header.pastLength + header.nTokens);

@@ -330,6 +330,7 @@ export class WorkerPool implements MiddleExecutor {
       past: p.request.pastLength,
       group: lane.groups.get(p.request.sessionId),
       waitedMs: now - p.enqueuedAt,
+      promptRows: p.request.promptRows,
     }));
     // Only picks where a batch could form count towards exploring: a lone request runs alone either way.
     const choice = () => queued.some((q) => q.sessionId !== queued[0].sessionId);

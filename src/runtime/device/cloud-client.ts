@@ -14,7 +14,14 @@ import {
   type Frame,
   type WireDTypeName,
 } from '../protocol/frame.ts';
-import { errorBodySchema, errorFromBody, parseControl, ROWS_ADVICE, welcomeSchema } from '../protocol/control.ts';
+import {
+  errorBodySchema,
+  errorFromBody,
+  parseControl,
+  PROMPT_ROWS,
+  ROWS_ADVICE,
+  welcomeSchema,
+} from '../protocol/control.ts';
 import { decodeHidden, encodeHidden } from '../protocol/hidden-codec.ts';
 import { EmulatedLink, LINK_PROFILES, type LinkSpec } from '../link.ts';
 import type { ForwardOptions, ForwardResult, Verifier } from './verifier.ts';
@@ -66,6 +73,8 @@ export class CloudClient implements Verifier {
   maxTokensPerFrame = 0;
   /** The largest cache this server lets a session grow to (its welcome), when it says. */
   maxContext?: number;
+  /** The cloud's welcome lists 'prompt-rows': prefill chunks tell it the rows their prompt has left. */
+  private takesPromptRows = false;
   initialLatency = { baseMs: 0, perTokenMs: 0 };
 
   private constructor(options: CloudClientOptions) {
@@ -164,6 +173,7 @@ export class CloudClient implements Verifier {
               this.sessionId = body.sessionId;
               this.maxTokensPerFrame = body.maxTokensPerFrame;
               this.maxContext = body.maxContext;
+              this.takesPromptRows = body.features?.includes(PROMPT_ROWS) ?? false;
               this.initialLatency = body.latencyModel;
               if (body.keepaliveMs) this.watchSilence(body.keepaliveMs, fail);
               welcomed = true;
@@ -276,6 +286,9 @@ export class CloudClient implements Verifier {
   forward(hidden: Float32Array, nTokens: number, pastLength: number, options: ForwardOptions): Promise<ForwardResult> {
     if (this.failure) return Promise.reject(this.failure);
     const flags = (options.allPositions ? FrameFlags.allPositions : 0) | (options.prefill ? FrameFlags.prefill : 0);
+    // An older cloud refuses the field; past 65,535 rows it saturates (it orders prompts, it does not count them).
+    const promptRows =
+      options.prefill && this.takesPromptRows && options.promptRows ? Math.min(0xffff, options.promptRows) : 0;
     const bytes = encodeFrame(
       {
         type: 'forward',
@@ -286,6 +299,7 @@ export class CloudClient implements Verifier {
         pastLength,
         nTokens,
         hiddenSize: this.options.hiddenSize,
+        promptRows,
       },
       encodeHidden(hidden, nTokens, this.options.hiddenSize, this.options.wire),
     );

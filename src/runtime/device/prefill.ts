@@ -88,7 +88,11 @@ export class PrefillPipeline {
       const deviceStart = performance.now();
       const h = await this.parts.input.step({ ids: prompt.slice(offset, offset + size) }, size);
       const deviceMs = performance.now() - deviceStart;
-      const sent = this.verifier.forward(h.data, size, offset, { allPositions: caches.outputHasCache, prefill: true });
+      const sent = this.verifier.forward(h.data, size, offset, {
+        allPositions: caches.outputHasCache,
+        prefill: true,
+        promptRows: prompt.length - offset,
+      });
       this.planner.observeDevice(size, deviceMs);
       const sentAt = performance.now();
       const answer = sent.then((r) => {

@@ -14,6 +14,8 @@ export interface ForwardOptions {
   /** Return every position's middle output (verification), or only the last (a prefill chunk). */
   allPositions: boolean;
   prefill?: boolean;
+  /** A prefill chunk: the rows the prompt has left from it on, its own included (sent where the cloud takes it). */
+  promptRows?: number;
 }
 
 export interface ForwardResult {

@@ -31,6 +31,9 @@ export type Hello = z.infer<typeof helloSchema>;
 /** The hello feature that lets the cloud advise how many rows a verification should carry (advisedRows). */
 export const ROWS_ADVICE = 'rows-advice';
 
+/** The welcome feature that lets the device say, on each prefill chunk, the rows its prompt has left (promptRows). */
+export const PROMPT_ROWS = 'prompt-rows';
+
 export const welcomeSchema = z.object({
   sessionId: z.number().int().positive(),
   hiddenSize: z.number().int().positive(),
@@ -43,6 +46,8 @@ export const welcomeSchema = z.object({
    * few of these takes the link for dead (cloud-client.ts), even when no FIN or RST ever comes.
    */
   keepaliveMs: z.number().int().positive().optional(),
+  /** Protocol extensions the cloud accepts from the device (absent from older servers): 'prompt-rows'. */
+  features: z.array(z.string().max(64)).max(16).optional(),
 });
 export type Welcome = z.infer<typeof welcomeSchema>;
 

@@ -61,6 +61,12 @@ export interface FrameHeader {
    * devices whose hello lists the 'rows-advice' feature (docs/protocol.md).
    */
   advisedRows: number;
+  /**
+   * forward, prefill chunks only: the rows the prompt has left from this chunk on, the chunk's own included (0: not
+   * said; at most 65,535). Sent only to a cloud whose welcome lists the 'prompt-rows' feature (docs/protocol.md):
+   * its scheduler then knows a prompt's length before the prompt's later chunks arrive.
+   */
+  promptRows: number;
 }
 
 export interface Frame {
@@ -91,6 +97,13 @@ export function encodeFrame(
 ): Uint8Array {
   const advisedRows = header.advisedRows ?? 0;
   fits('advisedRows', advisedRows, 0xffff, 'u16');
+  const promptRows = header.promptRows ?? 0;
+  fits('promptRows', promptRows, 0xffff, 'u16');
+  // Bytes 10–11 hold advisedRows on a result and promptRows on a forward frame.
+  if (advisedRows !== 0 && header.type !== 'result')
+    throw new HatError('INTERNAL', `a ${header.type} frame cannot carry advisedRows`);
+  if (promptRows !== 0 && header.type !== 'forward')
+    throw new HatError('INTERNAL', `a ${header.type} frame cannot carry promptRows`);
   const flags = header.flags ?? 0;
   fits('flags', flags, 0xff, 'u8');
   for (const field of ['sessionId', 'seq', 'pastLength', 'nTokens', 'hiddenSize'] as const)
@@ -106,7 +119,7 @@ export function encodeFrame(
   view.setUint8(6, FrameType[header.type]);
   view.setUint8(7, flags);
   view.setUint8(8, WireDType[header.dtype ?? 'none']);
-  view.setUint16(10, advisedRows, true);
+  view.setUint16(10, advisedRows || promptRows, true);
   view.setUint32(12, header.sessionId ?? 0, true);
   view.setUint32(16, header.seq ?? 0, true);
   view.setUint32(20, header.pastLength ?? 0, true);
@@ -136,7 +149,16 @@ export function decodeFrame(data: Uint8Array, limits: DecodeLimits): Frame {
   const flags = view.getUint8(7);
   if ((flags & ~KNOWN_FLAGS) !== 0) throw protocolError(`unknown flag bits 0x${(flags & ~KNOWN_FLAGS).toString(16)}`);
   if (view.getUint8(9) !== 0) throw protocolError('reserved header byte 9 is not zero');
-  if (type !== 'result' && view.getUint16(10, true) !== 0) throw protocolError(`a ${type} frame carries advisedRows`);
+  const rowsField = view.getUint16(10, true);
+  if (type !== 'result' && type !== 'forward' && rowsField !== 0)
+    throw protocolError(`a ${type} frame carries advisedRows`);
+  const nTokens = view.getUint32(24, true);
+  if (type === 'forward' && rowsField !== 0) {
+    if ((flags & FrameFlags.prefill) === 0)
+      throw protocolError('a forward frame that is not a prefill chunk carries promptRows');
+    if (rowsField < Math.min(nTokens, 0xffff))
+      throw protocolError(`promptRows ${rowsField} is fewer than the chunk's own ${nTokens} rows`);
+  }
   const payloadBytes = view.getUint32(48, true);
   if (payloadBytes > limits.maxPayloadBytes)
     throw protocolError(`payload of ${payloadBytes} bytes is over the ${limits.maxPayloadBytes}-byte limit`);
@@ -152,13 +174,14 @@ export function decodeFrame(data: Uint8Array, limits: DecodeLimits): Frame {
     sessionId: view.getUint32(12, true),
     seq: view.getUint32(16, true),
     pastLength: view.getUint32(20, true),
-    nTokens: view.getUint32(24, true),
+    nTokens,
     hiddenSize: view.getUint32(28, true),
     queueMs: view.getFloat32(32, true),
     computeMs: view.getFloat32(36, true),
     latencyBaseMs: view.getFloat32(40, true),
     latencyPerTokenMs: view.getFloat32(44, true),
-    advisedRows: view.getUint16(10, true),
+    advisedRows: type === 'result' ? rowsField : 0,
+    promptRows: type === 'forward' ? rowsField : 0,
   };
   // Copy so the payload is 4-byte aligned and independent of the socket's buffer. Not data.slice(): on a Node
   // Buffer that is a view, at whatever offset the frame had in the socket's pooled memory.

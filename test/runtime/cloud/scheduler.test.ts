@@ -217,6 +217,26 @@ test('shortest prompt first: the chunk of the session with the fewest rows queue
   assert.deepEqual(nextBatch(twoAged, solo)!.indices, [1], 'aged ones in queue order, before fresh ones');
 });
 
+test('shortest prompt first counts the rows a device says its prompt has left, never fewer than it has queued', () => {
+  const chunk = (sessionId: number, past: number, rows: number, promptRows?: number): QueuedRequest => ({
+    sessionId,
+    rows,
+    past,
+    waitedMs: 10,
+    ...(promptRows ? { promptRows } : {}),
+  });
+  const solo = { ...limits, maxBatch: 1, maxBatchTokens: 512 };
+  // Session 1's 896-token prompt has sent only its first chunk; session 2's 384-token prompt has all three queued.
+  // By queued rows session 1 looks nearer its first token (128 against 384); by what its device said it is not.
+  const mid = [chunk(2, 0, 128, 384), chunk(2, 128, 128, 256), chunk(2, 256, 128, 128)];
+  assert.deepEqual(nextBatch([chunk(1, 0, 128, 896), ...mid], solo)!.indices, [1]);
+  // A device that does not say is ranked by its queued rows, as before.
+  assert.deepEqual(nextBatch([chunk(1, 0, 128), ...mid], solo)!.indices, [0]);
+  // Understating does not help: session 3 says 10 rows left but has 384 queued; session 2's 300 go first.
+  const under = [chunk(3, 0, 128, 10), chunk(3, 128, 128, 10), chunk(3, 256, 128, 10)];
+  assert.deepEqual(nextBatch([...under, chunk(2, 0, 300, 300)], solo)!.indices, [3]);
+});
+
 test('a request joins a batch only while real past positions fill at least half of the padded pasts', () => {
   const withPast = (...triples: Array<[number, number, number]>): QueuedRequest[] =>
     triples.map(([sessionId, rows, past]) => ({ sessionId, rows, past }));

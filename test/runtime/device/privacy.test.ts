@@ -87,6 +87,10 @@ test('the device uplink carries only hidden states and control integers, never t
     assert.equal(decoded.filter((f) => f.header.type === 'forward').length, chunkSizes.length + rounds);
     assert.equal(decoded.length, 1 + chunkSizes.length + rounds + 1);
     assert.equal(decoded.at(-1)!.header.type, 'bye');
+    // The cloud's welcome lists 'prompt-rows', so each prompt chunk says the rows its prompt has left (a length the
+    // cloud learns from the chunks anyway, only sooner); verifications say nothing.
+    const said = decoded.filter((f) => f.header.type === 'forward').map((f) => f.header.promptRows);
+    assert.deepEqual(said, [10, 6, 2, ...Array(rounds).fill(0)]);
   } finally {
     await server.stop();
   }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeFrame, encodeFrame, HEADER_BYTES, MAGIC } from '../../../src/runtime/protocol/frame.ts';
+import { decodeFrame, encodeFrame, FrameFlags, HEADER_BYTES, MAGIC } from '../../../src/runtime/protocol/frame.ts';
 import { decodeHidden, encodeHidden } from '../../../src/runtime/protocol/hidden-codec.ts';
 import { HatError } from '../../../src/errors.ts';
 
@@ -40,12 +40,24 @@ test('a frame round-trips every header field and its payload', () => {
     latencyBaseMs: 0.5,
     latencyPerTokenMs: 0.25,
     advisedRows: 0,
+    promptRows: 0,
   });
   assert.deepEqual([...frame.payload], [1, 2, 3, 4, 5]);
   // A result carries the cloud's rows advice (u16).
   const result = decodeFrame(encodeFrame({ type: 'result', advisedRows: 300 }), limits);
   assert.equal(result.header.advisedRows, 300);
   assert.throws(() => encodeFrame({ type: 'result', advisedRows: 70_000 }), /does not fit the header's u16/);
+  // A prefill chunk tells the prompt's rows left (the same two bytes, u16).
+  const chunk = encodeFrame(
+    { type: 'forward', flags: FrameFlags.prefill, nTokens: 2, promptRows: 900 },
+    new Uint8Array(8),
+  );
+  assert.deepEqual(
+    [decodeFrame(chunk, limits).header.promptRows, decodeFrame(chunk, limits).header.advisedRows],
+    [900, 0],
+  );
+  assert.throws(() => encodeFrame({ type: 'forward', advisedRows: 2 }), /forward frame cannot carry advisedRows/);
+  assert.throws(() => encodeFrame({ type: 'result', promptRows: 2 }), /result frame cannot carry promptRows/);
 });
 
 function expectProtocolError(bytes: Uint8Array, pattern: RegExp) {
@@ -75,9 +87,19 @@ test('bad frames are rejected with a message naming the problem', () => {
   const reserved = good.slice();
   reserved[9] = 1;
   expectProtocolError(reserved, /reserved header byte 9/);
+  const withRowsField = (header: Parameters<typeof encodeFrame>[0], value: number) => {
+    const bytes = encodeFrame(header, new Uint8Array(8));
+    new DataView(bytes.buffer).setUint16(10, value, true);
+    return bytes;
+  };
+  expectProtocolError(withRowsField({ type: 'bye' }, 2), /bye frame carries advisedRows/);
   expectProtocolError(
-    encodeFrame({ type: 'forward', advisedRows: 2 }, new Uint8Array(8)),
-    /forward frame carries advisedRows/,
+    withRowsField({ type: 'forward', flags: FrameFlags.allPositions, nTokens: 2 }, 9),
+    /not a prefill chunk carries promptRows/,
+  );
+  expectProtocolError(
+    withRowsField({ type: 'forward', flags: FrameFlags.prefill, nTokens: 2 }, 1),
+    /promptRows 1 is fewer than the chunk's own 2 rows/,
   );
   assert.equal(new DataView(good.buffer).getUint32(0, true), MAGIC);
 });
