@@ -3,6 +3,7 @@ import { intOption, numberOption, parseOptions, z } from './common.ts';
 import { benchToDir, checkOutDir, selectScenarios } from '../bench/index.ts';
 import { fleetToDir, type FleetOptions, type LoadShape } from '../bench/fleet/index.ts';
 import { parseLinkSpec } from '../runtime/link.ts';
+import { ROWS_ADVICE_WHEN } from '../runtime/cloud/rows-advice.ts';
 import { terminalReporter } from '../reporter.ts';
 import { HatError } from '../errors.ts';
 
@@ -45,6 +46,7 @@ const schema = z.object({
   maxBatch: intOption(1, 1024).optional(),
   maxBatchTokens: intOption(1, 1_000_000).optional(),
   costRule: z.enum(['on', 'off']),
+  rowsAdvice: z.enum(ROWS_ADVICE_WHEN).optional(),
   minBatch: intOption(2, 1024).optional(),
   recordings: z.string().optional(),
   acceptanceFrom: z.string().optional(),
@@ -115,6 +117,7 @@ export function registerBench(program: Command): void {
     )
     .option('--cost-rule <on|off>', "--fleet: serve-cloud's --cost-rule in the batched runs", 'off')
     .option('--min-batch <n>', "--fleet: serve-cloud's --min-batch in the batched runs (default: its own)")
+    .option('--rows-advice <when>', "--fleet: serve-cloud's --rows-advice in the batched runs (default: its own)")
     .option('--recordings <dir>', '--fleet: replay the recordings an earlier --fleet run wrote to its --out')
     .option(
       '--acceptance-from <dir>',
@@ -228,6 +231,7 @@ function fleetOptions(splitDir: string, o: z.infer<typeof schema>, devices: numb
     maxBatch: o.maxBatch,
     maxBatchTokens: o.maxBatchTokens,
     costRule: o.costRule === 'on',
+    rowsAdvice: o.rowsAdvice,
     minBatch: o.minBatch,
     promptLengths: o.promptLengths ?? FLEET_DEFAULTS.promptLengths,
     promptsPerLength: o.promptsPerLength,

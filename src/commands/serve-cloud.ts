@@ -3,6 +3,7 @@ import { firstSignal, intOption, parseOptions, readToken, z } from './common.ts'
 import { startCloud } from '../runtime/cloud/serve.ts';
 import { jsonLineLogger } from '../runtime/cloud/logger.ts';
 import { DEFAULT_MAX_BATCH, DEFAULT_MIN_BATCH, DEFAULT_TOKENS_PER_THREAD } from '../runtime/cloud/worker-pool.ts';
+import { ROWS_ADVICE_WHEN } from '../runtime/cloud/rows-advice.ts';
 import { describeLink, parseLinkSpec } from '../runtime/link.ts';
 
 const schema = z
@@ -25,6 +26,7 @@ const schema = z
     maxBatch: intOption(1, 1024),
     maxBatchTokens: intOption(1).optional(),
     costRule: z.enum(['on', 'off']),
+    rowsAdvice: z.enum(ROWS_ADVICE_WHEN),
     minBatch: intOption(2, 1024),
     link: z.string().optional(),
   })
@@ -92,6 +94,12 @@ export function registerServeCloud(program: Command): void {
       'off',
     )
     .option(
+      '--rows-advice <saturated|always|off>',
+      "when results advise a verification's rows (a shared batch budget): only while a worker is saturated, " +
+        'at any load, or never',
+      'saturated',
+    )
+    .option(
       '--link <profile|spec>',
       'EMULATED link applied to every session here (use it on one side only): ' +
         'wifi, 4g, lan, or up=5MB,down=10MB,rtt=6,jitter=1',
@@ -119,6 +127,7 @@ export function registerServeCloud(program: Command): void {
         maxBatch: options.maxBatch,
         maxBatchTokens: options.maxBatchTokens,
         costRule: options.costRule === 'on',
+        rowsAdvice: options.rowsAdvice,
         minBatch: options.minBatch,
         logger,
         link,

@@ -67,3 +67,27 @@ export class LinearLatencyModel {
     return baseMs + perTokenMs * tokens;
   }
 }
+
+/**
+ * The share of recent wall time something was busy, exponentially weighted with time constant `tauMs`:
+ * U(t) = (1/τ) ∫ busy(s) · e^{−(t−s)/τ} ds, with each busy period counted at its end. A period's weight decays with
+ * how long ago it ended, not with how many came after it, so an idle stretch lowers the share as it should.
+ */
+export class BusyShare {
+  private share = 0;
+  private at: number | undefined;
+
+  constructor(private readonly tauMs: number) {}
+
+  /** A busy period of `busyMs` that ended at `now` (ms, a monotonic clock). */
+  busy(now: number, busyMs: number): void {
+    this.share = this.valueAt(now) + busyMs / this.tauMs;
+    this.at = now;
+  }
+
+  /** The share at `now`: near 1 when busy all the time lately, 0 before anything ran. */
+  valueAt(now: number): number {
+    if (this.at === undefined) return 0;
+    return this.share * Math.exp(-Math.max(0, now - this.at) / this.tauMs);
+  }
+}

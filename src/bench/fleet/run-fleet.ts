@@ -32,6 +32,7 @@ import { readRecordings, recordSessions, type RecordJob, type RecordOptions } fr
 import { replaySession } from './replay.ts';
 import { cpuSeconds, ownCores, pinSelf } from './server-cpu.ts';
 import { oneRowCost, roundCosts, transplantRounds } from './transplant.ts';
+import type { RowsAdviceWhen } from '../../runtime/cloud/rows-advice.ts';
 
 export const DEFAULT_SPLIT = fileURLToPath(new URL('../../../fixtures/default-split', import.meta.url));
 
@@ -58,6 +59,8 @@ export interface FleetOptions {
   maxBatchTokens?: number;
   /** --cost-rule on for the batched runs (serve-cloud's default: off). */
   costRule?: boolean;
+  /** --rows-advice of the batched runs (default: serve-cloud's, 'saturated'). */
+  rowsAdvice?: RowsAdviceWhen;
   /** --min-batch of the batched runs (default: serve-cloud's). */
   minBatch?: number;
   promptLengths: number[];
@@ -250,6 +253,7 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
       : []),
     ...(maxBatch !== 1 && options.costRule ? ['--cost-rule', 'on'] : []),
     ...(maxBatch !== 1 && options.minBatch !== undefined ? ['--min-batch', String(options.minBatch)] : []),
+    ...(maxBatch !== 1 && options.rowsAdvice !== undefined ? ['--rows-advice', options.rowsAdvice] : []),
   ];
   const startCloud = (splitDir: string, maxBatch: number | undefined) =>
     spawnCloud(splitDir, cloudArgs(maxBatch), { wrap: (command, args) => onCores(cores.cloud, command, args) });
@@ -477,7 +481,7 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
             ? `a prompt's queued chunks merged up to ${configurations[0].mergedRows} rows, `
             : '') +
           (configurations[0].minBatch !== undefined ? `--min-batch ${configurations[0].minBatch}, ` : '') +
-          `--cost-rule ${options.costRule ? 'on' : 'off'}) and ` +
+          `--cost-rule ${options.costRule ? 'on' : 'off'}, --rows-advice ${options.rowsAdvice ?? 'saturated'}) and ` +
           '--max-batch 1, live side by side, runs counterbalanced; both started ' +
           "with serve-cloud's glibc malloc settings (README)",
       },

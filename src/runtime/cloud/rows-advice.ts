@@ -18,12 +18,41 @@
  *
  * No advice (0) where runs hold one request: with --max-batch 1 a run's fixed cost dominates and drafting pays
  * (that is the configuration batching is measured against), and a 'single-row' split runs multi-row requests alone.
+ *
+ * No advice either while the worker is not saturated (busy less than SATURATED_BUSY_SHARE of the last second or so):
+ * rows are scarce only when someone waits for them, and a verification cut short costs its device a whole extra
+ * round trip. Advised at any load, at 4 sessions/s on the default split (worker ~60 % busy) hat's rounds committed
+ * 1.70 tokens against 2.22 unadvised, it sent 31 % more verifications, and its TBT was 0.56× u-shape's against 0.38×
+ * (fleet bench, docs/bench-fleet-prompt-rows-ab.txt, run 2).
  */
 import type { BatchLimits } from './scheduler.ts';
 
-/** The advice for sessions that verify `demand` at a time (smoothed; fractional), or 0 for none. */
-export function adviseRows(limits: BatchLimits, demand: number): number {
-  if (limits.maxBatch <= 1 || limits.batchableRows <= 1) return 0;
+/** When the cloud advises rows (--rows-advice): near saturation (the default), at any load, or never. */
+export const ROWS_ADVICE_WHEN = ['saturated', 'always', 'off'] as const;
+export type RowsAdviceWhen = (typeof ROWS_ADVICE_WHEN)[number];
+
+/**
+ * The busy share (BusyShare over BUSY_TAU_MS of the worker's time from a batch's send to its reply) from which the
+ * worker counts as saturated. In the fleet bench at f7c97c2 batched hat's serve-cloud, whose one worker does nearly
+ * all its work, was 0.96–0.99 cores busy at 6/s, 10/s and in the closed loop, and 0.41–0.69 at 2–4/s.
+ */
+export const SATURATED_BUSY_SHARE = 0.85;
+
+/** Time constant of the busy share: long enough to span many runs (2–50 ms each), short enough to follow load. */
+export const BUSY_TAU_MS = 1000;
+
+/**
+ * The advice for sessions that verify `demand` at a time (smoothed; fractional) on a worker busy `busyShare` of its
+ * recent time, or 0 for none.
+ */
+export function adviseRows(
+  limits: BatchLimits,
+  demand: number,
+  busyShare: number,
+  when: RowsAdviceWhen = 'saturated',
+): number {
+  if (when === 'off' || limits.maxBatch <= 1 || limits.batchableRows <= 1) return 0;
+  if (when === 'saturated' && busyShare < SATURATED_BUSY_SHARE) return 0;
   const sharing = Math.min(Math.max(1, demand), limits.maxBatch);
   return Math.max(1, Math.floor(limits.maxBatchTokens / sharing));
 }

@@ -14,6 +14,7 @@ import { CloudMetrics, kvBytesPerPosition } from './cloud-metrics.ts';
 import { WorkerPool } from './worker-pool.ts';
 import type { Logger } from './logger.ts';
 import type { LinkSpec } from '../link.ts';
+import type { RowsAdviceWhen } from './rows-advice.ts';
 
 export interface ServeOptions {
   splitDir: string;
@@ -41,6 +42,8 @@ export interface ServeOptions {
   maxBatchTokens?: number;
   /** Consult each worker's fitted run cost before joining a request to a batch (run-cost.ts); default off. */
   costRule?: boolean;
+  /** When results advise a verification's rows (rows-advice.ts): 'saturated' (default), 'always', 'off'. */
+  rowsAdvice?: RowsAdviceWhen;
   /** Sessions a gathered batch of verifications must hold (worker-pool.ts); default 2. */
   minBatch?: number;
   logger: Logger;
@@ -95,6 +98,7 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
     maxBatch: options.maxBatch,
     maxBatchTokens: options.maxBatchTokens,
     costRule: options.costRule,
+    rowsAdvice: options.rowsAdvice,
     minBatch: options.minBatch,
     logger: options.logger,
   });
@@ -108,6 +112,7 @@ export async function startCloud(options: ServeOptions): Promise<StartedCloud> {
     mergedRows: pool.limits.maxBatch > 1 ? pool.limits.mergedRows : undefined,
     minBatch: pool.limits.maxBatch > 1 ? pool.limits.minBatch : undefined,
     costRule: pool.costRule ? 'on' : 'off',
+    rowsAdvice: pool.limits.maxBatch > 1 ? pool.rowsAdvice : undefined,
     // How the default budget was found: each probe run's rows and ms, and the knee taken (batch-knee.ts).
     ...(pool.knee ? { knee: pool.knee } : {}),
   });

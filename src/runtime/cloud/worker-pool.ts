@@ -11,7 +11,7 @@
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { HatError } from '../../errors.ts';
-import { Ema, LinearLatencyModel } from '../ema.ts';
+import { BusyShare, Ema, LinearLatencyModel } from '../ema.ts';
 import type { BatchingMode } from '../../split/manifest.ts';
 import type { MiddleExecutor, MiddleRequest, MiddleResult } from './executor.ts';
 import type { Logger } from './logger.ts';
@@ -33,7 +33,7 @@ import type { WorkerReply, WorkerTask } from './worker-messages.ts';
 import type { RunObservation } from './cloud-metrics.ts';
 import { RunCostModel, type RunShape } from './run-cost.ts';
 import { budgetFromProbe, cheapestMsPerRow, probeRows, type ProbeTime } from './batch-knee.ts';
-import { adviseRows } from './rows-advice.ts';
+import { adviseRows, BUSY_TAU_MS, type RowsAdviceWhen } from './rows-advice.ts';
 
 interface Pending {
   request: MiddleRequest;
@@ -67,6 +67,8 @@ interface Lane {
   cost: RunCostModel;
   /** Sessions with a verification running or queued, smoothed over the worker's small runs (rows-advice.ts). */
   demand: Ema;
+  /** How much of its recent time the worker spent running: the advice applies only near saturation. */
+  busy: BusyShare;
   /** Picks made with several sessions queued: every EXPLORE_EVERY-th of them ignores the cost rule. */
   picks: number;
   ready: boolean;
@@ -101,6 +103,8 @@ export interface WorkerPoolOptions {
   maxBatchTokens?: number;
   /** Join a request to a batch only where the worker's fitted run cost says it pays (run-cost.ts). */
   costRule?: boolean;
+  /** When results advise a verification's rows (rows-advice.ts); default 'saturated'. */
+  rowsAdvice?: RowsAdviceWhen;
   /** Sessions a gathered batch of small requests must hold (scheduler.ts BatchLimits.minBatch); default 2. */
   minBatch?: number;
   logger?: Logger;
@@ -139,6 +143,8 @@ export class WorkerPool implements MiddleExecutor {
   readonly limits: BatchLimits;
   /** Whether the scheduler consults each worker's fitted run cost (--cost-rule). */
   costRule = false;
+  /** When results advise a verification's rows (--rows-advice). */
+  rowsAdvice: RowsAdviceWhen = 'saturated';
   /** The knee probe's figures when --max-batch-tokens was left to its default (batch-knee.ts). */
   knee?: { rows: number; bracketed: boolean; times: ProbeTime[] } | { failed: string };
   /** Counts over every run since start: requests, runs, runs of several sessions, the largest, real and padded rows. */
@@ -169,6 +175,7 @@ export class WorkerPool implements MiddleExecutor {
       options.logger,
     );
     pool.costRule = options.costRule ?? false;
+    pool.rowsAdvice = options.rowsAdvice ?? 'saturated';
     // --max-batch 1 keeps the worker on exactly the pre-batching path (no padded runner at all).
     const layout: PastLayout | undefined =
       pool.limits.maxBatch === 1 ? undefined : mode === 'single-row' ? 'right' : 'left';
@@ -240,6 +247,7 @@ export class WorkerPool implements MiddleExecutor {
       groups: new Map(),
       cost: new RunCostModel(),
       demand: new Ema(),
+      busy: new BusyShare(BUSY_TAU_MS),
       picks: 0,
       ready: false,
       turn: FIRST_TURN,
@@ -387,7 +395,11 @@ export class WorkerPool implements MiddleExecutor {
     }
     if (lane.pick) lane.turn = afterRun(lane.turn, lane.pick, reply.computeMs);
     if (lane.pick?.kind === 'small') lane.demand.update(this.verifyingSessions(lane, running));
-    const advisedRows = adviseRows(this.limits, lane.demand.valueOr(1));
+    // The worker was taken from the send to this reply (compute, the copies around it, messaging): what a saturated
+    // worker never has spare.
+    const now = performance.now();
+    lane.busy.busy(now, now - (running[0]?.parts[0]?.startedAt ?? now));
+    const advisedRows = adviseRows(this.limits, lane.demand.valueOr(1), lane.busy.valueAt(now), this.rowsAdvice);
     this.rememberGroup(lane, running, reply);
     this.count(running, reply.paddedRows);
     this.onRun?.({

@@ -254,6 +254,7 @@ test('serve-cloud logs how it batches at start: from the manifest, or from middl
     mergedRows: mergedRowsFor(cheapestMsPerRow((knee as { times: ProbeTime[] }).times)),
     minBatch: 2,
     costRule: 'off',
+    rowsAdvice: 'saturated',
   });
   // --max-batch-tokens left to its default: the knee probe timed a run of each row count that fits the context.
   const { times } = knee as { times: Array<{ rows: number; ms: number }> };
@@ -330,4 +331,24 @@ test('a cost rule that has no answer yet is reported silent in the picks that as
     },
     true,
   );
+});
+
+test('results advise rows only once the worker is saturated (--rows-advice saturated, the default)', async () => {
+  await withPool(16, async (pool) => {
+    // Alone on an idle worker: no advice (with 'always' a lone session would be advised the whole 32-row budget).
+    assert.equal((await pool.run(request(1, 0, 7))).advisedRows, 0);
+    // Four sessions keep the worker busy back to back (each resends at past 0, so caches stay small) until a result
+    // carries advice: the busy share passes SATURATED_BUSY_SHARE after ~2 s of this.
+    const deadline = performance.now() + 20_000;
+    const advised: number[] = [];
+    const keepBusy = async (sessionId: number) => {
+      while (advised.length === 0 && performance.now() < deadline) {
+        const { advisedRows } = await pool.run(request(sessionId, 0, 3));
+        if (advisedRows) advised.push(advisedRows);
+      }
+    };
+    await Promise.all([2, 3, 4, 5].map(keepBusy));
+    assert.ok(advised.length > 0, 'no advice within 20 s of a saturated worker');
+    assert.ok(advised[0] >= 32 / 5 && advised[0] <= 32, `advised ${advised[0]} rows to ~4 sessions sharing 32`);
+  });
 });

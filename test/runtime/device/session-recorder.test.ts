@@ -140,12 +140,14 @@ const ADVICE_TEST =
   'a cloud that advises fewer rows: the device drafts within the advice; a replay that follows it splits the ' +
   'recorded rounds and gets the recorded rows back';
 test(ADVICE_TEST, async () => {
-  // A 2-row batch budget: alone on the worker, a session is advised 2 rows (rows-advice.ts); unadvised rounds carry 4.
+  // A 2-row batch budget advised at any load: alone on the worker, a session is advised 2 rows (rows-advice.ts);
+  // unadvised rounds carry 4.
   const advising = await serveSplit(split, {
     maxSessions: 8,
     maxTokensPerFrame: 512,
     maxContext: 512,
     maxBatchTokens: 2,
+    rowsAdvice: 'always',
   });
   try {
     const file = join(dir, 'unadvised.json');
