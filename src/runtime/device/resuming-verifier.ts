@@ -203,7 +203,10 @@ export class ResumingVerifier implements Verifier {
     this.epoch++;
   }
 
-  /** Rebuilds the middle's cache for positions [0, upTo) on a fresh session, in chunks the server accepts. */
+  /**
+   * Rebuilds the middle's cache for positions [0, upTo) on a fresh session, in chunks the server accepts. Each chunk
+   * says the rows the replay has left, as a prompt's do: the cloud ranks a replay among prompts by them.
+   */
   private async replay(target: Verifier, upTo: number): Promise<void> {
     const chunk = target.maxTokensPerFrame > 0 ? target.maxTokensPerFrame : upTo;
     const sent: Array<Promise<ForwardResult>> = [];
@@ -211,7 +214,9 @@ export class ResumingVerifier implements Verifier {
       const rows = this.history.slice(start, Math.min(upTo, start + chunk));
       const hidden = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
       rows.forEach((r, i) => hidden.set(r, i * r.length));
-      sent.push(target.forward(hidden, rows.length, start, { allPositions: false, prefill: true }));
+      sent.push(
+        target.forward(hidden, rows.length, start, { allPositions: false, prefill: true, promptRows: upTo - start }),
+      );
     }
     await Promise.all(sent);
   }

@@ -11,7 +11,7 @@ import { readManifest } from '../../../src/runtime/split-dir.ts';
 import { openDeviceParts } from '../../../src/runtime/device/device-parts.ts';
 import { connectDeviceGenerator, GREEDY } from '../../../src/runtime/device/device-generator.ts';
 import { ResumingVerifier, type ResumeEvent } from '../../../src/runtime/device/resuming-verifier.ts';
-import type { Verifier } from '../../../src/runtime/device/verifier.ts';
+import type { ForwardOptions, ForwardResult, Verifier } from '../../../src/runtime/device/verifier.ts';
 import { HatError } from '../../../src/errors.ts';
 import { FixedThresholdPolicy } from '../../../src/runtime/speculative/draft-policy.ts';
 import { OnnxCausalLm } from '../../../src/runtime/full-model.ts';
@@ -167,17 +167,30 @@ test('the first connection is retried too: a device that starts before its cloud
   }
 });
 
+/** Fake verifiers for the tests of ResumingVerifier alone: a lost link, a result, a session answering `forward`. */
+const lost = new HatError('NETWORK', 'the cloud connection closed');
+const answer = (rows: number): ForwardResult => ({
+  hidden: new Float32Array(rows),
+  rows,
+  queueMs: 0,
+  computeMs: 0,
+  latency: { baseMs: 1, perTokenMs: 0.1 },
+  roundTripMs: 0,
+  bytesUp: 0,
+  bytesDown: 0,
+});
+const verifierOf = (forward: Verifier['forward'], onClose: () => void = () => {}, maxTokensPerFrame = 0): Verifier => ({
+  wire: 'fp32',
+  maxTokensPerFrame,
+  initialLatency: { baseMs: 1, perTokenMs: 0.1 },
+  bytesUp: 0,
+  bytesDown: 0,
+  forward,
+  close: onClose,
+});
+
 test('a generation that ends while its verifier reconnects opens no new cloud session', async () => {
-  const lost = new HatError('NETWORK', 'the cloud connection closed');
-  const fake = (onClose: () => void = () => {}): Verifier => ({
-    wire: 'fp32',
-    maxTokensPerFrame: 0,
-    initialLatency: { baseMs: 1, perTokenMs: 0.1 },
-    bytesUp: 0,
-    bytesDown: 0,
-    forward: () => Promise.reject(lost),
-    close: onClose,
-  });
+  const fake = (onClose: () => void = () => {}): Verifier => verifierOf(() => Promise.reject(lost), onClose);
   let opened = 0;
   let closedAfterOpening = 0;
   const verifier: ResumingVerifier = new ResumingVerifier(fake(), {
@@ -198,26 +211,6 @@ test('a generation that ends while its verifier reconnects opens no new cloud se
 });
 
 test('a generation that ends while a reconnect replays closes that new session and sends it nothing more', async () => {
-  const lost = new HatError('NETWORK', 'the cloud connection closed');
-  const answer = (rows: number) => ({
-    hidden: new Float32Array(rows),
-    rows,
-    queueMs: 0,
-    computeMs: 0,
-    latency: { baseMs: 1, perTokenMs: 0.1 },
-    roundTripMs: 0,
-    bytesUp: 0,
-    bytesDown: 0,
-  });
-  const verifierOf = (forward: Verifier['forward'], onClose: () => void = () => {}): Verifier => ({
-    wire: 'fp32',
-    maxTokensPerFrame: 0,
-    initialLatency: { baseMs: 1, perTokenMs: 0.1 },
-    bytesUp: 0,
-    bytesDown: 0,
-    forward,
-    close: onClose,
-  });
   // The first session answers the prompt and loses the first verification.
   let calls = 0;
   const first = verifierOf(() => (calls++ === 0 ? Promise.resolve(answer(1)) : Promise.reject(lost)));
@@ -245,6 +238,38 @@ test('a generation that ends while a reconnect replays closes that new session a
   answerReplay();
   await assert.rejects(verification, (error: HatError) => error.code === 'NETWORK');
   assert.equal(sentToReplacement, 1, 'the unanswered verification was sent again on the closed session');
+});
+
+test("a resume's replayed history says the rows it has left, as a prompt's chunks do (promptRows)", async () => {
+  // The first session answers an 8-row prompt and loses the verification after it.
+  let calls = 0;
+  const first = verifierOf(() => (calls++ === 0 ? Promise.resolve(answer(1)) : Promise.reject(lost)));
+  const sent: Array<{ rows: number; past: number; options: ForwardOptions }> = [];
+  const replacement = verifierOf(
+    (_hidden, rows, past, options) => {
+      sent.push({ rows, past, options });
+      return Promise.resolve(answer(rows));
+    },
+    () => {},
+    3, // frames of at most 3 rows: the replay is three chunks
+  );
+  const verifier = new ResumingVerifier(first, {
+    reconnects: 1,
+    backoff: { firstMs: 1, maxMs: 1 },
+    connect: async () => replacement,
+  });
+  await verifier.forward(new Float32Array(8), 8, 0, { allPositions: false, prefill: true, promptRows: 8 });
+  await verifier.forward(new Float32Array(2), 2, 8, { allPositions: true });
+  assert.deepEqual(
+    sent.map(({ rows, past, options }) => [rows, past, options.prefill ?? false, options.promptRows]),
+    [
+      [3, 0, true, 8],
+      [3, 3, true, 5],
+      [2, 6, true, 2],
+      [2, 8, false, undefined],
+    ],
+  );
+  verifier.close();
 });
 
 /** A TCP relay to `port` whose connections, once silenced, carry nothing either way and never close (a partition). */
