@@ -32,6 +32,8 @@ export interface RunObservation {
   kind?: 'small' | 'chunk';
   /** Queued requests that fit the batch's limits but the cost rule kept out of it (scheduler.ts). */
   costRefused?: number;
+  /** Queued requests that fit the batch's other limits but not the cache positions its worker had free. */
+  kvRefused?: number;
   /** With --cost-rule on, where the scheduler asked the run-cost model about a join or a repeat: did it answer. */
   costRule?: 'answered' | 'silent';
 }
@@ -87,6 +89,7 @@ export class CloudMetrics {
   private readonly batchCopy: Counter;
   private readonly inPlaceRuns: Counter;
   private readonly costRefused: Counter;
+  private readonly kvRefused: Counter;
   private readonly costRulePicks: Counter;
   private readonly queueWait: Histogram;
   private readonly requests: Counter;
@@ -162,6 +165,13 @@ export class CloudMetrics {
       help:
         'Queued requests that fit a batch within --max-batch and --max-batch-tokens but were kept out because the ' +
         "worker's run-cost model predicted the batch with them dearer than apart",
+      registers,
+    });
+    this.kvRefused = new Counter({
+      name: 'hat_cloud_kv_refused_joins_total',
+      help:
+        'Queued requests that fit a batch within --max-batch and --max-batch-tokens but were kept out because the ' +
+        "run's gathered pasts and presents would not fit what the worker's share of --kv-memory has free",
       registers,
     });
     this.costRulePicks = new Counter({
@@ -275,6 +285,7 @@ export class CloudMetrics {
     this.batchCopy.inc((run.copyMs ?? 0) / 1000);
     if (run.inPlace) this.inPlaceRuns.inc();
     if (run.costRefused) this.costRefused.inc(run.costRefused);
+    if (run.kvRefused) this.kvRefused.inc(run.kvRefused);
     if (run.costRule) this.costRulePicks.inc({ answer: run.costRule });
   }
 

@@ -39,6 +39,8 @@ export interface EngineRun {
    * place if they batch again.
    */
   padded?: PaddedRun;
+  /** Cache positions the worker holds after the run (SessionCaches.heldPositions): the pool bounds batches by it. */
+  heldPositions?: number;
 }
 
 export interface PaddedRun {
@@ -150,7 +152,17 @@ export class MiddleEngine {
     if (this.caches.compact(overBudget ? Infinity : undefined) > 0) copyMs += performance.now() - compacting;
     const computeMs = performance.now() - started;
     const ordered = requests.map((r) => results.get(r.sessionId)!);
-    return { results: ordered, computeMs, paddedRows, copyMs, inPlace, batchError, ...(padded ? { padded } : {}) };
+    const heldPositions = this.caches.heldPositions;
+    return {
+      results: ordered,
+      computeMs,
+      paddedRows,
+      copyMs,
+      inPlace,
+      batchError,
+      heldPositions,
+      ...(padded ? { padded } : {}),
+    };
   }
 
   private check(request: MiddleRequest): { code: ErrorCode; message: string } | undefined {

@@ -23,6 +23,10 @@
  *   A gathered batch of small requests needs `minBatch` sessions (--min-batch; default 2, any): a batch interleaved
  *   with solo runs slows them by streaming memory that they then read again (a padded batch of 2–4 sessions between
  *   solo runs of the default split slowed them 1.21–1.33×), and on a small middle part a pair saves less than that.
+ * - KV memory: a request joins only while the run's gathered pasts and presents (runPositions) fit the cache positions
+ *   its worker's share of --kv-memory has free beside the caches it holds (`maxRunPositions`): admission counts each
+ *   session's cache at full context, not the copies a padded run makes of it. With memory to spare this never binds;
+ *   with little, batches shrink to solo runs, which allocate only their own presents.
  * - Repeats: when every session of the padded run that last computed the oldest small request's session is queued
  *   again, and no larger batch would run instead, exactly those sessions run — the worker then feeds that run's
  *   presents back in place instead of gathering every past (padded-batch.ts).
@@ -96,6 +100,12 @@ export interface BatchLimits {
   minBatch?: number;
   /** The split lets a repeated group's presents be fed back as its pasts (manifest `batching.inPlace`). */
   inPlace?: boolean;
+  /**
+   * Cache positions a padded run may allocate beside the caches its worker holds: its sessions' pasts gathered at
+   * the longest one (unless fed in place) and its presents, each sessions × (that past + the longest request's rows).
+   * The worker's free share of --kv-memory; absent: any. A request alone always runs (admission counted its cache).
+   */
+  maxRunPositions?: number;
 }
 
 export interface BatchPick {
@@ -110,6 +120,8 @@ export interface BatchPick {
   follow?: number[];
   /** Requests that fit every limit of this batch but the cost rule kept out (predicted dearer together). */
   costRefused?: number;
+  /** Requests that fit the batch's other limits but not the cache positions its worker has free (maxRunPositions). */
+  kvRefused?: number;
   /** Set by the worker pool where the scheduler asked the cost rule about a join or a repeat: did it answer. */
   costRule?: 'answered' | 'silent';
 }
@@ -230,6 +242,7 @@ export function nextBatch(
   let maxPast = queue[first].past ?? 0;
   let realPast = maxPast;
   let costRefused = 0;
+  let kvRefused = 0;
   if (maxRows <= limits.batchableRows) {
     for (const index of rest) {
       if (indices.length >= limits.maxBatch) break;
@@ -240,6 +253,12 @@ export function nextBatch(
       if (kind === 'chunk' && 2 * min < max) continue;
       if ((indices.length + 1) * max > limits.maxBatchTokens) continue;
       if (realPast + past < MIN_PAST_FILL * (indices.length + 1) * Math.max(maxPast, past)) continue;
+      if (
+        runPositions(indices.length + 1, Math.max(maxPast, past), max, false) > (limits.maxRunPositions ?? Infinity)
+      ) {
+        kvRefused++;
+        continue;
+      }
       const without = { sessions: indices.length, rows: maxRows, past: maxPast, pastSum: realPast };
       const joined = {
         sessions: indices.length + 1,
@@ -273,7 +292,7 @@ export function nextBatch(
     kind === 'chunk' && indices.length === 1 && limits.maxBatch > 1
       ? following(queue, first, limits.mergedRows ?? MAX_MERGED_ROWS)
       : undefined;
-  const refused = costRefused ? { costRefused } : {};
+  const refused = { ...(costRefused ? { costRefused } : {}), ...(kvRefused ? { kvRefused } : {}) };
   if (merge?.follow.length) {
     return { indices, kind, paddedRows: merge.rows, contended, follow: merge.follow, ...refused };
   }
@@ -365,5 +384,16 @@ function repeatedGroup(
   const realPast = indices.reduce((n, i) => n + (queue[i].past ?? 0), 0);
   const inPlace =
     limits.inPlace === true && group.width !== undefined && fillsForInPlace(realPast, group.size, group.width);
+  const past = inPlace ? group.width! : Math.max(...indices.map((i) => queue[i].past ?? 0));
+  if (runPositions(indices.length, past, maxRows, inPlace) > (limits.maxRunPositions ?? Infinity)) return undefined;
   return { indices, paddedRows: indices.length * maxRows, inPlace };
+}
+
+/**
+ * Cache positions a padded run of `sessions` allocates: presents of `past` + `rows` positions each, and unless its
+ * pasts are fed in place, those pasts gathered at `past` positions each. Until the run ends the caches it read stay
+ * held too, so a batch of sessions deep in their context can briefly need up to three times their caches.
+ */
+export function runPositions(sessions: number, past: number, rows: number, inPlace: boolean): number {
+  return sessions * ((inPlace ? 1 : 2) * past + rows);
 }

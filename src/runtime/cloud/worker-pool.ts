@@ -61,6 +61,10 @@ interface Lane {
   /** What the scheduler picked for the run in progress. */
   pick?: BatchPick;
   sessions: Set<number>;
+  /** This worker's share of --kv-memory, cache positions (Infinity: unbounded). */
+  kvShare: number;
+  /** Cache positions the worker held after its last run (views' whole batch presents included). */
+  heldPositions: number;
   /** Each session's last padded run (scheduler.ts repeats a run's sessions so its presents are fed in place). */
   groups: Map<number, RunGroup>;
   /** What this worker's runs cost, by shape: the scheduler batches where it pays. */
@@ -226,6 +230,7 @@ export class WorkerPool implements MiddleExecutor {
   }
 
   private startLane(index: number, options: WorkerPoolOptions, threads: number, layout?: PastLayout): Promise<void> {
+    const kvShare = options.kvPositions === undefined ? Infinity : options.kvPositions / options.workers;
     // tsx must be registered inside the worker too, so the worker can import TypeScript.
     const worker = new Worker(new URL('./worker-bootstrap.mjs', import.meta.url), {
       workerData: {
@@ -233,7 +238,7 @@ export class WorkerPool implements MiddleExecutor {
         splitDir: options.splitDir,
         threads,
         maxContext: options.maxContext,
-        maxHeldPositions: options.kvPositions === undefined ? undefined : options.kvPositions / options.workers,
+        maxHeldPositions: Number.isFinite(kvShare) ? kvShare : undefined,
         index,
         layout,
         inPlace: options.inPlace ?? false,
@@ -244,6 +249,8 @@ export class WorkerPool implements MiddleExecutor {
       queue: [],
       running: [],
       sessions: new Set(),
+      kvShare,
+      heldPositions: 0,
       groups: new Map(),
       cost: new RunCostModel(),
       demand: new Ema(),
@@ -353,7 +360,7 @@ export class WorkerPool implements MiddleExecutor {
       answered ||= ms !== undefined;
       return ms;
     };
-    const pick = nextBatch(queued, this.limits, lane.turn, consult ? cost : undefined);
+    const pick = nextBatch(queued, this.limitsFor(lane), lane.turn, consult ? cost : undefined);
     if (!pick) return;
     if (asked) pick.costRule = answered ? 'answered' : 'silent';
     const startedAt = performance.now();
@@ -366,6 +373,12 @@ export class WorkerPool implements MiddleExecutor {
     lane.pick = pick;
     const task: WorkerTask = { kind: 'run', requests: lane.running.map((p) => p.request) };
     lane.worker.postMessage(task);
+  }
+
+  /** The limits of a lane's next pick: its runs allocate no more cache positions than its share has free. */
+  private limitsFor(lane: Lane): BatchLimits {
+    if (!Number.isFinite(lane.kvShare)) return this.limits;
+    return { ...this.limits, maxRunPositions: Math.max(0, lane.kvShare - lane.heldPositions) };
   }
 
   /**
@@ -387,6 +400,8 @@ export class WorkerPool implements MiddleExecutor {
     const running = lane.running;
     lane.running = [];
     if (reply.paddedRows > 0) this.latency.observe(reply.paddedRows, reply.computeMs);
+    // A drop since frees memory the next reply reports: until then the bound errs on the safe side.
+    lane.heldPositions = reply.heldPositions ?? lane.heldPositions;
     // The cost model learns from runs whose shape is known: one padded run, or a lone request run alone (a batch
     // the engine cut down to one request, or that fell back to solo runs, is neither).
     const ran = reply.padded ? running.filter((r) => reply.padded!.sessions.includes(r.request.sessionId)) : running;
@@ -411,6 +426,7 @@ export class WorkerPool implements MiddleExecutor {
       inPlace: reply.inPlace,
       kind: lane.pick?.kind,
       costRefused: lane.pick?.costRefused,
+      kvRefused: lane.pick?.kvRefused,
       costRule: lane.pick?.costRule,
     });
     if (reply.batchError) this.logger?.log('batch-failed', { sessions: running.length, message: reply.batchError });

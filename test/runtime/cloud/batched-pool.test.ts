@@ -85,9 +85,14 @@ test('a session dropped while its request is in a batch: the batch ends, only it
   assert.ok(!again.ok && /beyond the session's cache of 0 positions/.test(again.message));
 });
 
-async function withPool(maxBatch: number, body: (pool: WorkerPool) => Promise<void>, costRule = false): Promise<void> {
+async function withPool(
+  maxBatch: number,
+  body: (pool: WorkerPool) => Promise<void>,
+  { costRule = false, kvPositions }: { costRule?: boolean; kvPositions?: number } = {},
+): Promise<void> {
   const pool = await WorkerPool.start({
     costRule,
+    kvPositions,
     splitDir: split,
     workers: 1,
     threadsPerWorker: 1,
@@ -185,7 +190,7 @@ for (const costRule of [true, false]) {
         assert.ok(pool.stats.batchedRuns >= 1, 'no batch formed: the rule locked batching out');
         assert.ok(pool.stats.batchedRuns <= (16 * 2) / EXPLORE_EVERY, `${pool.stats.batchedRuns} batched runs`);
       },
-      costRule,
+      { costRule },
     );
   });
 }
@@ -329,7 +334,25 @@ test('a cost rule that has no answer yet is reported silent in the picks that as
       assert.deepEqual(labels, [undefined, 'silent'], 'the blocker ran alone without asking; the three asked');
       assert.equal(pool.stats.batchedRuns, 1);
     },
-    true,
+    { costRule: true },
+  );
+});
+
+test("--kv-memory: a worker's batches allocate no more cache positions than its share has free", async () => {
+  // The blocker's cache holds 64 of 79 positions: 15 are free. Sessions 1 and 2 (5 and 3 rows at past 0) need 2 × 5
+  // for their presents; with session 3 (7 rows) the run would need 3 × 7.
+  await withPool(
+    16,
+    async (pool) => {
+      let kvRefused = 0;
+      pool.onRun = (run) => (kvRefused += run.kvRefused ?? 0);
+      const { three, results } = await busyThenThree(pool);
+      assert.equal(pool.stats.largestBatch, 2);
+      assert.equal(kvRefused, 1);
+      const solo = await soloAnswers(three);
+      results.forEach((r, i) => assert.ok(maxAbs(r.hidden, solo[i]) <= 1e-5, `session ${three[i].sessionId}`));
+    },
+    { kvPositions: 64 + 15 },
   );
 });
 

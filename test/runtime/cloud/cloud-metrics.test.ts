@@ -169,14 +169,15 @@ test('parsePrometheus reads labels in any order, escapes and +Inf buckets', () =
   assert.throws(() => parsePrometheus('not a sample'), /not a Prometheus sample line/);
 });
 
-test('joins the cost rule refused are counted per run', async () => {
+test('joins the cost rule and --kv-memory refused are counted per run', async () => {
   const metrics = new CloudMetrics({ kvBytesPerPosition: 0, sessions: () => 0, pending: () => 0 });
   const run = { sessions: 1, rows: 5, paddedRows: 5, computeMs: 2, kind: 'small' as const };
-  metrics.observeRun({ ...run, costRefused: 3 });
+  metrics.observeRun({ ...run, costRefused: 3, kvRefused: 1 });
   metrics.observeRun(run);
-  metrics.observeRun({ ...run, costRefused: 2 });
+  metrics.observeRun({ ...run, costRefused: 2, kvRefused: 4 });
   const samples = parsePrometheus(await metrics.render());
   assert.equal(sampleValue(samples, 'hat_cloud_cost_refused_joins_total'), 5);
+  assert.equal(sampleValue(samples, 'hat_cloud_kv_refused_joins_total'), 5);
   assert.equal(sampleValue(samples, 'hat_cloud_runs_total', { class: 'small' }), 3);
 });
 

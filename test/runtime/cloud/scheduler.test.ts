@@ -13,6 +13,7 @@ import {
   MERGE_BUDGET_MS,
   mergedRowsFor,
   nextBatch,
+  runPositions,
   type BatchLimits,
   type QueuedRequest,
   type RequestClass,
@@ -282,6 +283,28 @@ test("an earlier padded run's sessions, all queued again, run together when no l
   // Only the oldest request's group counts, and a session's later request is not its head.
   const behind: QueuedRequest[] = [{ sessionId: 4, rows: 2 }, ...queue];
   assert.deepEqual(sessionsOf(behind, nextBatch(behind, three)!.indices), [4, 1, 2]);
+});
+
+test("a batch's gathered pasts and presents stay within the cache positions its worker has free", () => {
+  const withPast = (...triples: Array<[number, number, number]>): QueuedRequest[] =>
+    triples.map(([sessionId, rows, past]) => ({ sessionId, rows, past }));
+  const four = withPast([1, 2, 100], [2, 2, 100], [3, 2, 100], [4, 2, 100]);
+  // Each session gathers 100 positions and gets presents of 102: 202 a session.
+  assert.equal(runPositions(1, 100, 2, false), 202);
+  assert.equal(runPositions(1, 100, 2, true), 102);
+  const pick = nextBatch(four, { ...limits, maxRunPositions: 500 })!;
+  assert.deepEqual(pick.indices, [0, 1], 'two fit 500 positions (404), three would not (606)');
+  assert.equal(pick.kvRefused, 2);
+  // Nothing free: the first request still runs, alone (admission counted its cache); unbounded: all four.
+  assert.deepEqual(nextBatch(four, { ...limits, maxRunPositions: 0 })!.indices, [0]);
+  assert.deepEqual(nextBatch(four, limits)!.indices, [0, 1, 2, 3]);
+  assert.equal(nextBatch(four, limits)!.kvRefused, undefined);
+  // A repeated group fed in place allocates only its presents, so it fits where a gathered one would not.
+  const group = { id: 3, size: 2, width: 100 };
+  const repeat = four.slice(0, 2).map((r) => ({ ...r, group }));
+  const inPlace = { ...limits, inPlace: true, maxRunPositions: 300 };
+  assert.deepEqual(nextBatch(repeat, inPlace)!.indices, [0, 1], 'in place: 2 × 102 positions');
+  assert.deepEqual(nextBatch(repeat, { ...inPlace, inPlace: false })!.indices, [0], 'gathered: 2 × 202 positions');
 });
 
 test('--min-batch: a gathered verification batch of fewer sessions runs its first request alone', () => {
