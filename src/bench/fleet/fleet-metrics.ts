@@ -100,6 +100,8 @@ export interface FleetRunStats {
     inPlaceRuns: number;
     /** Queued requests that fit a batch's limits but the cost rule kept out of it. */
     costRefusedJoins: number;
+    /** Queued requests that fit a batch's limits but not the cache positions the worker's --kv-memory share had free. */
+    kvRefusedJoins?: number;
     /** --cost-rule on: picks that asked the run-cost model about a join or a repeat, by whether it answered. */
     costRulePicks?: { answered: number; silent: number };
     errors: Record<string, number>;
@@ -313,6 +315,7 @@ export function fleetRunStats(run: LoadRun, ctx: RunContext): FleetRunStats {
       copySeconds: round(counterDelta(ctx, 'hat_cloud_batch_copy_seconds_total'), 3),
       inPlaceRuns: counterDelta(ctx, 'hat_cloud_batches_in_place_total'),
       costRefusedJoins: counterDelta(ctx, 'hat_cloud_cost_refused_joins_total'),
+      kvRefusedJoins: counterDelta(ctx, 'hat_cloud_kv_refused_joins_total'),
       costRulePicks: {
         answered: counterDelta(ctx, 'hat_cloud_cost_rule_picks_total', { answer: 'answered' }),
         silent: counterDelta(ctx, 'hat_cloud_cost_rule_picks_total', { answer: 'silent' }),

@@ -330,7 +330,8 @@ export function renderFleetReport(report: FleetReport): string {
         `compute ${f(r.cloud.computeSeconds, 2)} s (chunk runs ${f(r.cloud.computeSecondsByClass.chunk, 2)}, ` +
         `small runs ${f(r.cloud.computeSecondsByClass.small, 2)}; cache copies ${f(r.cloud.copySeconds, 2)}; ` +
         `${r.cloud.inPlaceRuns ?? 0} runs fed their pasts in place; ` +
-        `${r.cloud.costRefusedJoins ?? 0} joins the cost rule refused${costRuleAnswers(r)}), ` +
+        `${r.cloud.costRefusedJoins ?? 0} joins the cost rule refused${costRuleAnswers(r)}, ` +
+        `${r.cloud.kvRefusedJoins ?? 0} --kv-memory refused), ` +
         `server CPU ${f(r.server.cpuSeconds, 2)} s` +
         (r.advice.splitRounds
           ? `; SIMULATION: ${r.advice.splitRounds} recorded rounds over the cloud's rows advice sent as ` +
