@@ -100,7 +100,7 @@ export interface FleetRunStats {
     inPlaceRuns: number;
     /** Queued requests that fit a batch's limits but the cost rule kept out of it. */
     costRefusedJoins: number;
-    /** Queued requests that fit a batch's limits but not the cache positions the worker's --kv-memory share had free. */
+    /** Queued requests that fit a batch's limits but not the KV positions its worker's --kv-memory share had free. */
     kvRefusedJoins?: number;
     /** --cost-rule on: picks that asked the run-cost model about a join or a repeat, by whether it answered. */
     costRulePicks?: { answered: number; silent: number };
