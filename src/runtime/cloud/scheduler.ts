@@ -252,20 +252,14 @@ export function nextBatch(
       const min = Math.min(minRows, rows);
       if (kind === 'chunk' && 2 * min < max) continue;
       if ((indices.length + 1) * max > limits.maxBatchTokens) continue;
-      if (realPast + past < MIN_PAST_FILL * (indices.length + 1) * Math.max(maxPast, past)) continue;
-      if (
-        runPositions(indices.length + 1, Math.max(maxPast, past), max, false) > (limits.maxRunPositions ?? Infinity)
-      ) {
+      const paddedPast = Math.max(maxPast, past);
+      if (realPast + past < MIN_PAST_FILL * (indices.length + 1) * paddedPast) continue;
+      if (runPositions(indices.length + 1, paddedPast, max, false) > (limits.maxRunPositions ?? Infinity)) {
         kvRefused++;
         continue;
       }
       const without = { sessions: indices.length, rows: maxRows, past: maxPast, pastSum: realPast };
-      const joined = {
-        sessions: indices.length + 1,
-        rows: max,
-        past: Math.max(maxPast, past),
-        pastSum: realPast + past,
-      };
+      const joined = { sessions: indices.length + 1, rows: max, past: paddedPast, pastSum: realPast + past };
       if (!pays(cost, joined, [without, { sessions: 1, rows, past, pastSum: past }])) {
         costRefused++;
         continue;
@@ -273,7 +267,7 @@ export function nextBatch(
       indices.push(index);
       maxRows = max;
       minRows = min;
-      maxPast = Math.max(maxPast, past);
+      maxPast = paddedPast;
       realPast += past;
     }
   }

@@ -61,8 +61,6 @@ interface Lane {
   /** What the scheduler picked for the run in progress. */
   pick?: BatchPick;
   sessions: Set<number>;
-  /** This worker's share of --kv-memory, cache positions (Infinity: unbounded). */
-  kvShare: number;
   /** Cache positions the worker held after its last run (views' whole batch presents included). */
   heldPositions: number;
   /** Each session's last padded run (scheduler.ts repeats a run's sessions so its presents are fed in place). */
@@ -149,6 +147,8 @@ export class WorkerPool implements MiddleExecutor {
   costRule = false;
   /** When results advise a verification's rows (--rows-advice). */
   rowsAdvice: RowsAdviceWhen = 'saturated';
+  /** Each worker's share of --kv-memory, cache positions (Infinity: unbounded). */
+  private kvShare = Infinity;
   /** The knee probe's figures when --max-batch-tokens was left to its default (batch-knee.ts). */
   knee?: { rows: number; bracketed: boolean; times: ProbeTime[] } | { failed: string };
   /** Counts over every run since start: requests, runs, runs of several sessions, the largest, real and padded rows. */
@@ -180,6 +180,7 @@ export class WorkerPool implements MiddleExecutor {
     );
     pool.costRule = options.costRule ?? false;
     pool.rowsAdvice = options.rowsAdvice ?? 'saturated';
+    if (options.kvPositions !== undefined) pool.kvShare = options.kvPositions / options.workers;
     // --max-batch 1 keeps the worker on exactly the pre-batching path (no padded runner at all).
     const layout: PastLayout | undefined =
       pool.limits.maxBatch === 1 ? undefined : mode === 'single-row' ? 'right' : 'left';
@@ -230,7 +231,6 @@ export class WorkerPool implements MiddleExecutor {
   }
 
   private startLane(index: number, options: WorkerPoolOptions, threads: number, layout?: PastLayout): Promise<void> {
-    const kvShare = options.kvPositions === undefined ? Infinity : options.kvPositions / options.workers;
     // tsx must be registered inside the worker too, so the worker can import TypeScript.
     const worker = new Worker(new URL('./worker-bootstrap.mjs', import.meta.url), {
       workerData: {
@@ -238,7 +238,7 @@ export class WorkerPool implements MiddleExecutor {
         splitDir: options.splitDir,
         threads,
         maxContext: options.maxContext,
-        maxHeldPositions: Number.isFinite(kvShare) ? kvShare : undefined,
+        maxHeldPositions: Number.isFinite(this.kvShare) ? this.kvShare : undefined,
         index,
         layout,
         inPlace: options.inPlace ?? false,
@@ -249,7 +249,6 @@ export class WorkerPool implements MiddleExecutor {
       queue: [],
       running: [],
       sessions: new Set(),
-      kvShare,
       heldPositions: 0,
       groups: new Map(),
       cost: new RunCostModel(),
@@ -377,8 +376,8 @@ export class WorkerPool implements MiddleExecutor {
 
   /** The limits of a lane's next pick: its runs allocate no more cache positions than its share has free. */
   private limitsFor(lane: Lane): BatchLimits {
-    if (!Number.isFinite(lane.kvShare)) return this.limits;
-    return { ...this.limits, maxRunPositions: Math.max(0, lane.kvShare - lane.heldPositions) };
+    if (!Number.isFinite(this.kvShare)) return this.limits;
+    return { ...this.limits, maxRunPositions: Math.max(0, this.kvShare - lane.heldPositions) };
   }
 
   /**
