@@ -4,10 +4,13 @@
  * sessions unless --recordings is given; the later runs replay its recordings, so only the machine varies.
  *
  *   node --import tsx scripts/bench-fleet-spread.ts <split-dir> --repeat N --out DIR --fleet N [--force]
- *     [other hat bench options]
+ *     [--versus "<hat bench options>"] [other hat bench options]
  *
- * Writes DIR/run-<i>/ (each run's own report.txt, results.json, charts), DIR/run-<i>.log (its output),
- * DIR/spread.txt and DIR/spread.json.
+ * --versus compares two configurations (an A/B): N runs each, alternating a, b, b, a, a, b, … on the same recordings,
+ * arm b with the given options added (e.g. "--min-batch 3" or "--rows-advice off"); each arm gets its own spread.
+ *
+ * Writes DIR/run-<i>/ (each run's own report.txt, results.json, charts; run-<i>-<arm>/ with --versus),
+ * DIR/run-<i>.log (its output), DIR/spread.txt and DIR/spread.json.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,7 +18,7 @@ import { cpus } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { checkOutDir } from '../src/bench/output.ts';
 import { isHatError } from '../src/errors.ts';
-import { fleetSpread, renderSpread } from '../src/bench/fleet/fleet-spread.ts';
+import { alternatingArms, fleetSpread, renderSpread } from '../src/bench/fleet/fleet-spread.ts';
 import type { FleetRunStats } from '../src/bench/fleet/fleet-metrics.ts';
 import { HAT_BIN } from '../src/apps/spawn-cloud.ts';
 
@@ -23,7 +26,8 @@ import { HAT_BIN } from '../src/apps/spawn-cloud.ts';
 function usage(problem: string): never {
   console.error(
     `bench-fleet-spread: ${problem} ` +
-      '(usage: bench-fleet-spread.ts <split-dir> --repeat N --out DIR --fleet N [--force] [hat bench options])',
+      '(usage: bench-fleet-spread.ts <split-dir> --repeat N --out DIR --fleet N [--force] [--versus "<options>"] ' +
+      '[hat bench options])',
   );
   process.exit(2);
 }
@@ -43,6 +47,13 @@ const repeat = Number(take('--repeat') ?? 'NaN');
 if (!Number.isInteger(repeat) || repeat < 2) usage('--repeat must be an integer of at least 2');
 const out = take('--out') ?? usage('--out DIR is required');
 let recordings = take('--recordings');
+// Its value is itself options ("--min-batch 3"), so it is taken as it stands.
+const versusAt = args.indexOf('--versus');
+const versusText = versusAt < 0 ? undefined : (args.splice(versusAt, 2)[1] ?? '');
+const versus = versusText?.split(/\s+/).filter(Boolean);
+if (versusText !== undefined && !versus!.length) usage('--versus needs the options arm b adds, e.g. "--min-batch 3"');
+const reserved = versus?.find((option) => ['--out', '--recordings', '--force', '--fleet'].includes(option));
+if (reserved) usage(`--versus may not hold ${reserved}: both arms share it`);
 if (!args.includes('--fleet')) usage('pass --fleet N (and the other `hat bench --fleet` options)');
 if (recordings && !relative(resolve(out), resolve(recordings)).startsWith('..')) {
   usage(`--recordings ${recordings} lies inside --out ${out}, which is replaced: copy them elsewhere first`);
@@ -66,10 +77,15 @@ const commit = (() => {
   }
 })();
 
+type Arm = 'a' | 'b';
+/** Each run's arm, in run order: all 'a' without --versus. */
+const arms: Arm[] = versus ? alternatingArms(repeat) : Array.from({ length: repeat }, () => 'a');
+const optionsOf = (arm: Arm) => (arm === 'b' ? [...args, ...versus!] : args);
+
 /** One `hat bench` run; its output goes to DIR/run-<i>.log, a line per run here. */
-async function runOnce(i: number): Promise<FleetRunStats[]> {
-  const dir = join(out, `run-${i}`);
-  const command = [HAT_BIN, 'bench', split!, ...args, '--out', dir, '--force'];
+async function runOnce(i: number, arm: Arm): Promise<FleetRunStats[]> {
+  const dir = join(out, versus ? `run-${i}-${arm}` : `run-${i}`);
+  const command = [HAT_BIN, 'bench', split!, ...optionsOf(arm), '--out', dir, '--force'];
   if (recordings) command.push('--recordings', recordings);
   const log = createWriteStream(`${dir}.log`);
   const started = Date.now();
@@ -84,7 +100,7 @@ async function runOnce(i: number): Promise<FleetRunStats[]> {
     console.error(`bench-fleet-spread: run ${i} failed (exit ${code}); its output is in ${dir}.log`);
     process.exit(1);
   }
-  console.log(`run ${i} of ${repeat}: ${((Date.now() - started) / 1000).toFixed(0)} s (${dir})`);
+  console.log(`run ${i} of ${arms.length}: ${((Date.now() - started) / 1000).toFixed(0)} s (${dir})`);
   const results = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as { runs?: FleetRunStats[] };
   if (!Array.isArray(results.runs)) {
     console.error(`bench-fleet-spread: ${dir}/results.json holds no fleet runs (was --fleet given?)`);
@@ -93,13 +109,13 @@ async function runOnce(i: number): Promise<FleetRunStats[]> {
   return results.runs;
 }
 
-const repeats: FleetRunStats[][] = [];
+const repeats: Record<Arm, FleetRunStats[][]> = { a: [], b: [] };
 const started = new Date();
-for (let i = 1; i <= repeat; i++) {
-  repeats.push(await runOnce(i));
+for (const [index, arm] of arms.entries()) {
+  repeats[arm].push(await runOnce(index + 1, arm));
   if (!recordings) {
     // The later runs must replay these sessions: recording again would vary the workload, not only the machine.
-    recordings = join(out, 'run-1', 'recordings');
+    recordings = join(out, versus ? `run-1-${arm}` : 'run-1', 'recordings');
     if (!existsSync(recordings)) {
       console.error(`bench-fleet-spread: run 1 wrote no ${recordings} to replay`);
       process.exit(1);
@@ -108,13 +124,26 @@ for (let i = 1; i <= repeat; i++) {
 }
 const cpu = cpus();
 const header = [
-  `fleet benchmark, ${repeat} runs on the same recordings (EMULATED devices and link, a real serve-cloud process)`,
+  `fleet benchmark, ${arms.length} runs on the same recordings (EMULATED devices and link, a real serve-cloud process)`,
   `commit ${commit}; ${started.toISOString()}; ${cpu.length} cores (${cpu[0]?.model.trim() ?? 'unknown CPU'})`,
-  `each run: hat bench ${split} ${args.join(' ')} (recordings: ${recordings})`,
+  versus
+    ? `an A/B, ${repeat} runs per arm in the order ${arms.join(', ')}: arm a runs hat bench ${split} ` +
+      `${args.join(' ')}; arm b adds ${versus.join(' ')} (recordings: ${recordings})`
+    : `each run: hat bench ${split} ${args.join(' ')} (recordings: ${recordings})`,
   '',
 ];
-const spread = fleetSpread(repeats);
-const text = [...header, ...renderSpread(spread)].join('\n') + '\n';
+const spreads = { a: fleetSpread(repeats.a), ...(versus ? { b: fleetSpread(repeats.b) } : {}) };
+const body = versus
+  ? [
+      `Arm a (${args.join(' ')}):`,
+      ...renderSpread(spreads.a),
+      '',
+      `Arm b (adds ${versus.join(' ')}):`,
+      ...renderSpread(spreads.b!),
+    ]
+  : renderSpread(spreads.a);
+const text = [...header, ...body].join('\n') + '\n';
 writeFileSync(join(out, 'spread.txt'), text);
-writeFileSync(join(out, 'spread.json'), JSON.stringify({ commit, header, spread }, null, 2) + '\n');
+const json = versus ? { commit, header, versus, arms: spreads } : { commit, header, spread: spreads.a };
+writeFileSync(join(out, 'spread.json'), JSON.stringify(json, null, 2) + '\n');
 process.stdout.write(`\n${text}`);

@@ -18,7 +18,7 @@ import {
 } from '../../src/bench/fleet/fleet-report.ts';
 import { ttftPath, TTFT_SEGMENTS, type TtftPath } from '../../src/bench/fleet/ttft-path.ts';
 import { fleetRunStats, type FleetRunStats, type RunContext } from '../../src/bench/fleet/fleet-metrics.ts';
-import { fleetSpread, renderSpread, spreadOf } from '../../src/bench/fleet/fleet-spread.ts';
+import { alternatingArms, fleetSpread, renderSpread, spreadOf } from '../../src/bench/fleet/fleet-spread.ts';
 import { foreignRecording, runOrder } from '../../src/bench/fleet/run-fleet.ts';
 import { inRecordingOrder, recordingFileNames } from '../../src/bench/fleet/record-sessions.ts';
 import type { LoadRun, SessionOutcome } from '../../src/bench/fleet/load.ts';
@@ -704,9 +704,39 @@ test('the spread over repeated fleet runs: medians and ranges of the report rati
     ),
     lines.join('\n'),
   );
+  // Each configuration's own figures, for an A/B of two settings (--versus): batched hat at closed loop.
+  const figures = spread.figures.find((f) => f.mode === 'hat' && f.batching === 'on' && f.load === 'closed loop')!;
+  assert.deepEqual(
+    figures.tokensPerSecond.values.map((v) => +v.toFixed(6)),
+    [120, 150, 130],
+  );
+  assert.equal(figures.ttftMs.median, 200);
+  assert.equal(figures.computeMsPerToken.median, 2);
+  assert.equal(spread.figures.length, 6, 'every run of the first repeat that every repeat has');
+  assert.ok(
+    lines.includes(
+      '- hat, batching on, closed loop: TTFT ms median 200.0 (200.0–200.0; 200.0, 200.0, 200.0); ' +
+        'TBT ms median 20.00 (20.00–20.00; 20.00, 20.00, 20.00); ' +
+        'tok/s median 130.0 (120.0–150.0; 120.0, 150.0, 130.0); ' +
+        'compute ms per token median 2.000 (2.000–2.000; 2.000, 2.000, 2.000)',
+    ),
+    lines.join('\n'),
+  );
   // A ratio that a repeat lacks (its run missing) is left out rather than taken over fewer repeats.
   const partial = fleetSpread([repeat(1.2, 50), repeat(1.5, 50).slice(2)]);
   assert.ok(!partial.batching.some((b) => b.mode === 'hat' && b.load === 'closed loop'));
+  assert.ok(!partial.figures.some((f) => f.mode === 'hat' && f.load === 'closed loop'));
+});
+
+test('an A/B alternates its arms a, b, b, a, … so that a drift of the machine weighs on both alike', () => {
+  assert.deepEqual(alternatingArms(1), ['a', 'b']);
+  assert.deepEqual(alternatingArms(4), ['a', 'b', 'b', 'a', 'a', 'b', 'b', 'a']);
+  assert.deepEqual(alternatingArms(3), ['a', 'b', 'b', 'a', 'a', 'b']);
+  assert.equal(
+    alternatingArms(4).reduce((n, a, i) => n + (a === 'a' ? i : -i), 0),
+    0,
+    'an even count per arm cancels a linear drift exactly',
+  );
 });
 
 test('the spread at the limit: hat over u-shape at the highest rate u-shape sustained in each run', () => {

@@ -12,6 +12,11 @@ test('the spread script refuses bad input in one line naming the problem, exit 2
     [[], /the split directory comes first/],
     [['fixtures/default-split', '--repeat', '1', '--out', '/tmp/x', '--fleet', '2'], /--repeat must be an integer/],
     [['fixtures/default-split', '--repeat', '2', '--fleet', '2'], /--out DIR is required/],
+    [['fixtures/default-split', '--repeat', '2', '--out', '/tmp/x', '--fleet', '2', '--versus', ' '], /--versus needs/],
+    [
+      ['fixtures/default-split', '--repeat', '2', '--out', '/tmp/x', '--fleet', '2', '--versus', '--out /tmp/y'],
+      /--versus may not hold --out: both arms share it/,
+    ],
   ];
   for (const [args, problem] of cases) {
     const result = run(...args);

@@ -33,6 +33,28 @@ export interface FleetSpread {
    * u-shape sustained none, or hat has no run at that rate, are left out.
    */
   atLimit: Array<{ batching: 'on' | 'off'; loads: string[]; ttft: Spread; tbt: Spread }>;
+  /**
+   * Each configuration's own figures per load (means over its sessions; compute per committed token): what two
+   * serve-cloud settings alternated with --versus are compared on, since each arm's ratios share nothing with the
+   * other's u-shape or `--max-batch 1` runs.
+   */
+  figures: Array<{
+    mode: string;
+    batching: 'on' | 'off';
+    load: string;
+    tokensPerSecond: Spread;
+    ttftMs: Spread;
+    tbtMs: Spread;
+    computeMsPerToken: Spread;
+  }>;
+}
+
+/**
+ * The arm of each run when two configurations alternate, `perArm` runs each: a, b, b, a, a, b, b, a, … — so a drift of
+ * the machine's speed over the runs (this VM has slow stretches of many minutes) weighs on both arms alike.
+ */
+export function alternatingArms(perArm: number): Array<'a' | 'b'> {
+  return Array.from({ length: 2 * perArm }, (_, i) => (((i + 1) >> 1) % 2 === 0 ? 'a' : 'b'));
 }
 
 export function spreadOf(values: readonly number[]): Spread {
@@ -119,6 +141,23 @@ export function fleetSpread(repeats: ReadonlyArray<readonly FleetRunStats[]>): F
     });
   }
 
+  const figures: FleetSpread['figures'] = [];
+  for (const run of first) {
+    const load = loadLabel(run);
+    const of = (pick: (r: FleetRunStats) => number) =>
+      collect((runs) => {
+        const same = find(runs, run.mode, run.batching, load);
+        return same && pick(same);
+      });
+    const tokensPerSecond = of((r) => r.throughputTokensPerSecond);
+    const ttftMs = of((r) => r.ttftMs.mean);
+    const tbtMs = of((r) => r.tbtMs.mean);
+    const computeMsPerToken = of((r) => r.cost.computeMsPerToken);
+    if (tokensPerSecond && ttftMs && tbtMs && computeMsPerToken) {
+      figures.push({ mode: run.mode, batching: run.batching, load, tokensPerSecond, ttftMs, tbtMs, computeMsPerToken });
+    }
+  }
+
   const all = repeats.flat();
   const failedRuns = repeats.flatMap((runs, i) =>
     runs
@@ -142,11 +181,14 @@ export function fleetSpread(repeats: ReadonlyArray<readonly FleetRunStats[]>): F
     batching,
     versusUShape,
     atLimit,
+    figures,
   };
 }
 
 const x = (v: number) => `${v.toFixed(2)}×`;
-const describe = (s: Spread) => `median ${x(s.median)} (${x(s.min)}–${x(s.max)}; ${s.values.map(x).join(', ')})`;
+const describe = (s: Spread, unit = x) =>
+  `median ${unit(s.median)} (${unit(s.min)}–${unit(s.max)}; ${s.values.map(unit).join(', ')})`;
+const fixed = (digits: number) => (v: number) => v.toFixed(digits);
 
 export function renderSpread(spread: FleetSpread): string[] {
   const lines = [
@@ -161,7 +203,7 @@ export function renderSpread(spread: FleetSpread): string[] {
   for (const b of spread.batching) {
     lines.push(`- ${b.mode} at ${b.load}: window ${describe(b.window)}; capacity ${describe(b.capacity)}`);
   }
-  lines.push('hat over u-shape (mean TTFT, mean TBT) at each Poisson rate:');
+  if (spread.versusUShape.length) lines.push('hat over u-shape (mean TTFT, mean TBT) at each Poisson rate:');
   for (const v of spread.versusUShape) {
     lines.push(
       `- batching ${v.batching}, ${v.load} (u-shape sustained it in ${v.sustained} of ${spread.repeats}): ` +
@@ -173,6 +215,14 @@ export function renderSpread(spread: FleetSpread): string[] {
     lines.push(
       `- batching ${a.batching}, ${a.loads.length} of ${spread.repeats} runs (at ${a.loads.join(', ')}): ` +
         `TTFT ${describe(a.ttft)}; TBT ${describe(a.tbt)}`,
+    );
+  }
+  if (spread.figures.length) lines.push('Each configuration (means over its sessions):');
+  for (const f of spread.figures) {
+    lines.push(
+      `- ${f.mode}, batching ${f.batching}, ${f.load}: TTFT ms ${describe(f.ttftMs, fixed(1))}; ` +
+        `TBT ms ${describe(f.tbtMs, fixed(2))}; tok/s ${describe(f.tokensPerSecond, fixed(1))}; ` +
+        `compute ms per token ${describe(f.computeMsPerToken, fixed(3))}`,
     );
   }
   return lines;
