@@ -35,6 +35,10 @@ function usage(problem: string): never {
 const args = process.argv.slice(2);
 const split = args.shift();
 if (!split || split.startsWith('--')) usage('the split directory comes first');
+// Its value is itself options ("--min-batch 3"), so it is taken as it stands, and first: the options taken below must
+// not find their names inside it.
+const versusAt = args.indexOf('--versus');
+const versusText = versusAt < 0 ? undefined : (args.splice(versusAt, 2)[1] ?? '');
 const take = (name: string): string | undefined => {
   const i = args.indexOf(name);
   if (i < 0) return undefined;
@@ -47,9 +51,6 @@ const repeat = Number(take('--repeat') ?? 'NaN');
 if (!Number.isInteger(repeat) || repeat < 2) usage('--repeat must be an integer of at least 2');
 const out = take('--out') ?? usage('--out DIR is required');
 let recordings = take('--recordings');
-// Its value is itself options ("--min-batch 3"), so it is taken as it stands.
-const versusAt = args.indexOf('--versus');
-const versusText = versusAt < 0 ? undefined : (args.splice(versusAt, 2)[1] ?? '');
 const versus = versusText?.split(/\s+/).filter(Boolean);
 if (versusText !== undefined && !versus!.length) usage('--versus needs the options arm b adds, e.g. "--min-batch 3"');
 const reserved = versus?.find((option) => ['--out', '--recordings', '--force', '--fleet'].includes(option));
@@ -81,10 +82,11 @@ type Arm = 'a' | 'b';
 /** Each run's arm, in run order: all 'a' without --versus. */
 const arms: Arm[] = versus ? alternatingArms(repeat) : Array.from({ length: repeat }, () => 'a');
 const optionsOf = (arm: Arm) => (arm === 'b' ? [...args, ...versus!] : args);
+const runDir = (i: number, arm: Arm) => join(out, versus ? `run-${i}-${arm}` : `run-${i}`);
 
 /** One `hat bench` run; its output goes to DIR/run-<i>.log, a line per run here. */
 async function runOnce(i: number, arm: Arm): Promise<FleetRunStats[]> {
-  const dir = join(out, versus ? `run-${i}-${arm}` : `run-${i}`);
+  const dir = runDir(i, arm);
   const command = [HAT_BIN, 'bench', split!, ...optionsOf(arm), '--out', dir, '--force'];
   if (recordings) command.push('--recordings', recordings);
   const log = createWriteStream(`${dir}.log`);
@@ -115,7 +117,7 @@ for (const [index, arm] of arms.entries()) {
   repeats[arm].push(await runOnce(index + 1, arm));
   if (!recordings) {
     // The later runs must replay these sessions: recording again would vary the workload, not only the machine.
-    recordings = join(out, versus ? `run-1-${arm}` : 'run-1', 'recordings');
+    recordings = join(runDir(index + 1, arm), 'recordings');
     if (!existsSync(recordings)) {
       console.error(`bench-fleet-spread: run 1 wrote no ${recordings} to replay`);
       process.exit(1);

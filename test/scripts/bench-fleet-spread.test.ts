@@ -17,6 +17,11 @@ test('the spread script refuses bad input in one line naming the problem, exit 2
       ['fixtures/default-split', '--repeat', '2', '--out', '/tmp/x', '--fleet', '2', '--versus', '--out /tmp/y'],
       /--versus may not hold --out: both arms share it/,
     ],
+    // A --versus value is read before the script's own options, which must not mistake it for theirs.
+    [
+      ['fixtures/default-split', '--versus', '--out', '--repeat', '2', '--out', '/tmp/x', '--fleet', '2'],
+      /--versus may not hold --out: both arms share it/,
+    ],
   ];
   for (const [args, problem] of cases) {
     const result = run(...args);
