@@ -1,13 +1,14 @@
 /**
  * serve-cloud's network side: an HTTP server with health/readiness endpoints and a WebSocket endpoint, one
  * connection per device session. Every frame is validated; a bad one gets an error frame and closes that
- * session only. Defences, each bounded: a connection cap, an upgrade and a hello deadline (sockets destroyed on
- * expiry), a tiny message limit until the hello is accepted, the token checked before anything is revealed, failed
- * attempts rate-limited per address, a bound on requests in flight per session (its socket is paused past it) and
- * on bytes queued to a slow reader, keepalive pings, idle expiry only when nothing is queued, and a drain that lets
- * in-flight rounds finish and tells devices to go away (they resume elsewhere).
+ * session only. Defences, each bounded: a connection cap, an upgrade deadline and failed attempts rate-limited per
+ * address (connection-guard.ts), a hello deadline (sockets destroyed on expiry), a tiny message limit until the hello
+ * is accepted, the token checked before anything is revealed, a bound on requests in flight per session (its socket
+ * is paused past it) and on bytes queued to a slow reader, keepalive pings, idle expiry only when nothing is
+ * queued, and a drain that lets in-flight rounds finish and tells devices to go away (they resume elsewhere).
+ * The plain HTTP answers (health, readiness, /metrics) are http-endpoints.ts's.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { randomInt, timingSafeEqual, createHash } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer, type WebSocket, type RawData } from 'ws';
@@ -35,6 +36,8 @@ import type { MiddleExecutor } from './executor.ts';
 import type { Logger } from './logger.ts';
 import { EmulatedLink, type LinkSpec } from '../link.ts';
 import type { CloudMetrics, RequestKind } from './cloud-metrics.ts';
+import { ConnectionGuard } from './connection-guard.ts';
+import { answerHttp } from './http-endpoints.ts';
 
 export interface CloudServerOptions {
   host: string;
@@ -116,13 +119,8 @@ export class CloudServer {
   private keepaliveTimer?: NodeJS.Timeout;
   private readonly maxPayloadBytes: number;
   private readonly settings: Required<Pick<CloudServerOptions, keyof typeof DEFAULTS>>;
-  /** Raw TCP connections not yet upgraded or answered, with the deadline that destroys them. */
-  private readonly handshaking = new Map<Socket, NodeJS.Timeout>();
-  private connections = 0;
-  private refusedSinceLog = 0;
-  private lastRefusalLog = 0;
-  /** Recent failed hellos per remote address. */
-  private readonly authFailures = new Map<string, number[]>();
+  /** Connection cap, upgrade deadlines, failed hellos per address. */
+  readonly guard: ConnectionGuard;
   private draining?: Promise<void>;
   /** Set by the first stop(): later calls wait for the same shutdown. */
   private stopping?: Promise<void>;
@@ -134,51 +132,30 @@ export class CloudServer {
       ...Object.fromEntries(Object.entries(options).filter(([k, v]) => k in DEFAULTS && v !== undefined)),
     } as typeof this.settings;
     this.maxPayloadBytes = options.maxTokensPerFrame * options.hiddenSize * 4 + 1024;
-    this.http = createServer((req, res) => this.handleHttp(req, res));
-    this.http.on('connection', (socket: Socket) => this.admitConnection(socket));
-    this.http.on('request', (req: IncomingMessage) => this.handshook(req.socket));
-    this.http.on('upgrade', (req: IncomingMessage) => this.handshook(req.socket));
+    this.guard = new ConnectionGuard({
+      maxConnections: options.maxConnections ?? options.maxSessions + 64,
+      handshakeTimeoutMs: this.settings.handshakeTimeoutMs,
+      authFailures: options.authFailures ?? { limit: 5, windowMs: 60_000 },
+      logger: options.logger,
+    });
+    this.http = createServer((req, res) =>
+      answerHttp(req, res, {
+        sessions: this.sessions.size,
+        maxSessions: options.maxSessions,
+        draining: !!this.draining,
+        executor: options.executor,
+        metrics: options.metrics,
+      }),
+    );
+    this.http.on('connection', (socket: Socket) =>
+      this.guard.admit(socket, { draining: !!this.draining, stopping: !!this.stopping }),
+    );
+    this.http.on('request', (req: IncomingMessage) => this.guard.handshook(req.socket));
+    this.http.on('upgrade', (req: IncomingMessage) => this.guard.handshook(req.socket));
     this.wss = new WebSocketServer({ server: this.http, perMessageDeflate: false, maxPayload: HELLO_MAX_BYTES });
     this.wss.on('connection', (socket, req) => this.accept(socket, req.socket.remoteAddress ?? '?'));
     // ws re-emits the HTTP server's errors (a port in use): start() reports them; unheard, they would crash.
     this.wss.on('error', () => {});
-  }
-
-  /** Caps open connections and gives each a deadline to upgrade (or make an HTTP request). */
-  private admitConnection(socket: Socket): void {
-    const cap = this.options.maxConnections ?? this.options.maxSessions + 64;
-    if (this.connections >= cap || this.draining || this.stopping) {
-      socket.destroy();
-      this.refusedSinceLog++;
-      if (Date.now() - this.lastRefusalLog > 1000) {
-        this.options.logger.log('connections-refused', {
-          count: this.refusedSinceLog,
-          open: this.connections,
-          cap,
-          draining: !!this.draining,
-        });
-        this.refusedSinceLog = 0;
-        this.lastRefusalLog = Date.now();
-      }
-      return;
-    }
-    this.connections++;
-    socket.once('close', () => {
-      this.connections--;
-      this.handshook(socket);
-    });
-    this.handshaking.set(
-      socket,
-      setTimeout(() => {
-        this.handshaking.delete(socket);
-        socket.destroy();
-      }, this.settings.handshakeTimeoutMs),
-    );
-  }
-
-  private handshook(socket: Socket): void {
-    clearTimeout(this.handshaking.get(socket));
-    this.handshaking.delete(socket);
   }
 
   /** The largest cache a session may grow to. */
@@ -251,10 +228,7 @@ export class CloudServer {
       for (const socket of this.wss.clients) {
         if (!sessionSockets.has(socket)) this.reject(socket, 'GOING_AWAY', 'the server is shutting down');
       }
-      for (const [socket, timer] of this.handshaking) {
-        clearTimeout(timer);
-        socket.destroy();
-      }
+      this.guard.destroyPending();
       await new Promise<void>((resolve) => this.wss.close(() => resolve()));
       const httpClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
       // close() waits for every connection to end, and stops Node's request timeouts: a peer half-way through an
@@ -267,43 +241,6 @@ export class CloudServer {
       this.options.logger.log('stopped');
     })();
     return this.stopping;
-  }
-
-  private handleHttp(req: IncomingMessage, res: ServerResponse): void {
-    const reply = (status: number, body: unknown) => {
-      res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(body));
-    };
-    const path = (req.url ?? '/').split('?')[0];
-    if (path === '/health' || path === '/v2/health/live') {
-      reply(200, { status: 'live', sessions: this.sessions.size, pending: this.options.executor.pending });
-    } else if (path === '/ready' || path === '/v2/health/ready') {
-      const ready = !this.draining && this.options.executor.ready && this.sessions.size < this.options.maxSessions;
-      reply(ready ? 200 : 503, {
-        ready,
-        draining: !!this.draining,
-        sessions: this.sessions.size,
-        maxSessions: this.options.maxSessions,
-        latencyModel: this.options.executor.latencyModel(),
-      });
-    } else if (path === '/metrics' && this.options.metrics) {
-      const { metrics } = this.options;
-      metrics.render().then(
-        (text) => {
-          res.writeHead(200, { 'content-type': metrics.contentType });
-          res.end(text);
-        },
-        (error: unknown) => reply(500, { error: String(error) }),
-      );
-    } else {
-      const endpoints = [
-        '/health',
-        '/ready',
-        ...(this.options.metrics ? ['/metrics'] : []),
-        'ws://…/ (hat protocol v1)',
-      ];
-      reply(404, { error: 'not found', endpoints });
-    }
   }
 
   private newSessionId(): number {
@@ -382,7 +319,7 @@ export class CloudServer {
       this.reject(socket, 'GOING_AWAY', this.stopping ? 'the server is shutting down' : 'the server is draining');
       return undefined;
     }
-    if (this.tooManyFailures(address)) {
+    if (this.guard.tooManyFailures(address)) {
       this.reject(socket, 'RATE_LIMITED', 'too many failed attempts from this address');
       return undefined;
     }
@@ -392,7 +329,7 @@ export class CloudServer {
       this.options.token !== undefined &&
       (hello.token === undefined || !sameSecret(hello.token, this.options.token))
     ) {
-      this.recordFailure(address);
+      this.guard.recordFailure(address);
       this.reject(socket, 'UNAUTHORIZED', 'missing or wrong token');
       return undefined;
     }
@@ -445,18 +382,6 @@ export class CloudServer {
       sessions: this.sessions.size,
     });
     return session;
-  }
-
-  private tooManyFailures(address: string): boolean {
-    const { limit, windowMs } = this.options.authFailures ?? { limit: 5, windowMs: 60_000 };
-    const recent = (this.authFailures.get(address) ?? []).filter((t) => Date.now() - t < windowMs);
-    if (recent.length) this.authFailures.set(address, recent);
-    else this.authFailures.delete(address);
-    return recent.length >= limit;
-  }
-
-  private recordFailure(address: string): void {
-    this.authFailures.set(address, [...(this.authFailures.get(address) ?? []), Date.now()]);
   }
 
   private handleFrame(session: DeviceSession, frame: Frame): void {
@@ -657,8 +582,7 @@ export class CloudServer {
   /** Idle means no frame for the timeout and nothing queued or running for the session. */
   private expireIdle(): void {
     const now = Date.now();
-    // Addresses that failed once and never came back would otherwise stay in the map for good.
-    for (const address of this.authFailures.keys()) this.tooManyFailures(address);
+    this.guard.forgetStaleFailures();
     for (const session of this.sessions.values()) {
       if (session.inflight === 0 && now - session.lastActive > this.options.idleTimeoutMs) {
         this.fail(session, 'IDLE_TIMEOUT', `no frame for ${this.options.idleTimeoutMs} ms`);

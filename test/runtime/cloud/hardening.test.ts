@@ -209,9 +209,11 @@ test('an address whose failed attempts aged out of the window is forgotten (the 
     await peer.opened();
     peer.hello('wrong');
     await waitFor(() => peer.closeCode !== undefined, { what: 'the refusal' });
-    const failures = (server as unknown as { authFailures: Map<string, number[]> }).authFailures;
-    assert.equal(failures.size, 1);
-    await waitFor(() => failures.size === 0, { what: 'the aged-out address to be forgotten', timeoutMs: 2000 });
+    assert.equal(server.guard.addressesWithFailures, 1);
+    await waitFor(() => server.guard.addressesWithFailures === 0, {
+      what: 'the aged-out address to be forgotten',
+      timeoutMs: 2000,
+    });
   } finally {
     await server.stop();
   }
@@ -488,7 +490,7 @@ test('deadlines: a socket that never upgrades and one that never says hello are 
 test('a connection cap: connections past it are refused at once; health answers again once they close', async () => {
   // The handshake deadline is far beyond the test's waits: only the cap can close a socket here.
   const { server, port } = await serve(new HeldExecutor(true), { maxConnections: 3, handshakeTimeoutMs: 30_000 });
-  const open = () => (server as unknown as { connections: number }).connections;
+  const open = () => server.guard.openConnections;
   const sockets: Socket[] = [];
   try {
     const closed: boolean[] = [];
