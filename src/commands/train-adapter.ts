@@ -15,7 +15,7 @@ const schema = z.object({
   maxTokens: intOption(1),
   maxSeconds: intOption(1),
   ceWeight: numberOption(0, 100),
-  init: z.enum(['layer', 'random']),
+  init: z.enum(['layer', 'random', 'adapter']),
   maxDraft: intOption(1, 64),
   evalPrompts: intOption(1, 10000),
   evalTokens: intOption(2, 4096),
@@ -47,7 +47,11 @@ export function registerTrainAdapter(program: Command): void {
       'weight of the cross-entropy term (HAT: 0.1; 0.5 drafted better on both models measured)',
       '0.5',
     )
-    .option('--init <from>', "layer (the last middle layer's attention, when found) or random", 'layer')
+    .option(
+      '--init <from>',
+      "layer (the last middle layer's attention, when found), random, or adapter (continue training the split's own)",
+      'layer',
+    )
     .option('--max-draft <n>', 'draft limit for the evaluation', '6')
     .option('--eval-prompts <n>', 'held-out prompts', '24')
     .option('--eval-tokens <n>', 'greedy full-model tokens per held-out prompt', '96')

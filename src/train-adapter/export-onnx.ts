@@ -21,6 +21,15 @@ import { inverseFrequencies } from './rope.ts';
 
 export const ADAPTER_INPUT = 'hidden_states';
 
+/** The attention adapter's weights in adapter.onnx, [in, out] like AdapterParams (read back by `--init adapter`). */
+export const ADAPTER_WEIGHT_NAMES: Record<keyof AdapterParams, string> = {
+  inputNorm: 'adapter.input_norm.weight',
+  wq: 'adapter.q_proj.weight',
+  wk: 'adapter.k_proj.weight',
+  wv: 'adapter.v_proj.weight',
+  wo: 'adapter.o_proj.weight',
+};
+
 /** The adapter's cache names, in the manifest's KV form (layer −1: the adapter is not a layer of the model). */
 export const ADAPTER_KV: KvPair = {
   layer: -1,
@@ -98,14 +107,14 @@ export function attentionAdapterModel(
   const normed = rmsNormNodes(
     graph,
     x,
-    graph.initializer('adapter.input_norm.weight', params.inputNorm, [hidden]),
+    graph.initializer(ADAPTER_WEIGHT_NAMES.inputNorm, params.inputNorm, [hidden]),
     config.normEps,
   );
-  const project = (name: string, weight: Float32Array, width: number) =>
-    graph.op('MatMul', [normed, graph.initializer(name, weight, [hidden, width])]);
-  const q = splitHeads(graph, project('adapter.q_proj.weight', params.wq, heads * headDim), heads, headDim);
-  const k = splitHeads(graph, project('adapter.k_proj.weight', params.wk, kvHeads * headDim), kvHeads, headDim);
-  const v = splitHeads(graph, project('adapter.v_proj.weight', params.wv, kvHeads * headDim), kvHeads, headDim);
+  const project = (name: 'wq' | 'wk' | 'wv', width: number) =>
+    graph.op('MatMul', [normed, graph.initializer(ADAPTER_WEIGHT_NAMES[name], params[name], [hidden, width])]);
+  const q = splitHeads(graph, project('wq', heads * headDim), heads, headDim);
+  const k = splitHeads(graph, project('wk', kvHeads * headDim), kvHeads, headDim);
+  const v = splitHeads(graph, project('wv', kvHeads * headDim), kvHeads, headDim);
 
   // cos/sin [B, 1, S, headDim] of position · θ^(−2i/headDim), both halves alike.
   const positions = graph.op('Unsqueeze', [
@@ -162,7 +171,7 @@ export function attentionAdapterModel(
   ]);
   const update = graph.op('MatMul', [
     merged,
-    graph.initializer('adapter.o_proj.weight', params.wo, [heads * headDim, hidden]),
+    graph.initializer(ADAPTER_WEIGHT_NAMES.wo, params.wo, [heads * headDim, hidden]),
   ]);
   hiddenOut(graph, graph.op('Add', [x, update]), options, hidden);
   graph.output(presentKey, 'float32', ['batch', kvHeads, 'total_sequence', headDim], ADAPTER_KV.presentKey);

@@ -1,12 +1,14 @@
 /**
- * Finds a decoder layer's attention weights in a split part, to initialise the adapter from the model's own last
- * middle layer (Kangaroo/HAT: the adapter stands in for the layers it skips). Exports name them differently:
+ * Initial adapter weights read from ONNX files: a decoder layer's attention weights in a split part, to initialise
+ * the adapter from the model's own last middle layer (Kangaroo/HAT: the adapter stands in for the layers it skips),
+ * or a trained adapter.onnx, to continue its training (`--init adapter`). Exports name them differently:
  * hat's builder keeps Hugging Face names in [in, out] layout; PyTorch exports feed MatMul nodes named
  * `…/layers.N/self_attn/q_proj/MatMul` with anonymous [in, out] initializers. Both are recognised; anything else
  * returns undefined and the adapter starts from a random initialisation.
  */
 import { loadModel, tensorBytes, tensorDims, type LoadedModel } from '../onnx/model-io.ts';
 import type { AdapterParams } from './attention-adapter.ts';
+import { ADAPTER_WEIGHT_NAMES } from './export-onnx.ts';
 import { layerAttentionNames } from './init-from-model.ts';
 
 function floats(loaded: LoadedModel, name: string): { data: Float32Array; dims: number[] } | undefined {
@@ -42,4 +44,11 @@ export async function layerAttentionWeights(partPath: string, layer: number): Pr
     wo: byName('wo') ?? projection(loaded, layer, 'o_proj'),
   };
   return Object.values(params).every((v) => v !== undefined) ? (params as AdapterParams) : undefined;
+}
+
+/** A trained attention adapter's weights, as `hat train-adapter` exported them; undefined if any is missing. */
+export async function savedAdapterWeights(adapterPath: string): Promise<AdapterParams | undefined> {
+  const loaded = await loadModel(adapterPath);
+  const entries = Object.entries(ADAPTER_WEIGHT_NAMES).map(([key, name]) => [key, floats(loaded, name)?.data]);
+  return entries.every(([, data]) => data !== undefined) ? (Object.fromEntries(entries) as AdapterParams) : undefined;
 }

@@ -11,7 +11,12 @@ import type { Reporter } from '../reporter.ts';
 import type { SplitManifest } from '../split/manifest.ts';
 import { readManifest, splitTokenizer } from '../runtime/split-dir.ts';
 import { lastRow } from '../runtime/part-runner.ts';
-import { adapterForward, parameterCount, type AttentionAdapterConfig } from './attention-adapter.ts';
+import {
+  adapterForward,
+  parameterCount,
+  type AdapterParams,
+  type AttentionAdapterConfig,
+} from './attention-adapter.ts';
 import { simulateRounds, sweepThresholds, top1Agreement, type CostModel, type DraftTrace } from './draft-eval.ts';
 import { exportAdapter } from './export-onnx.ts';
 import { fitLinearAdapter, linearForward } from './linear-adapter.ts';
@@ -23,7 +28,7 @@ import { probeOutputHead } from './probe-head.ts';
 import { continueWithFullModel, corpusTokens, HELD_OUT_EVERY, windowHidden } from './split-data.ts';
 import { ComposedModel, type SplitRunners } from '../runtime/composed-model.ts';
 import { tokenPairSource } from './token-pair-source.ts';
-import { layerAttentionWeights } from './layer-weights.ts';
+import { layerAttentionWeights, savedAdapterWeights } from './layer-weights.ts';
 import { trainAttentionAdapter } from './train-attention.ts';
 
 export interface TrainSplitOptions {
@@ -41,8 +46,11 @@ export interface TrainSplitOptions {
   /** Training time budget, seconds. */
   maxSeconds: number;
   ceWeight: number;
-  /** Initialise the attention adapter from the last middle layer ('layer') or randomly. */
-  init: 'layer' | 'random';
+  /**
+   * Initialise the attention adapter from the last middle layer ('layer'), randomly, or from the split's own trained
+   * adapter ('adapter': training continues from it).
+   */
+  init: 'layer' | 'random' | 'adapter';
   maxDraft: number;
   /** Held-out evaluation: prompts × greedy continuation tokens. */
   evalPrompts: number;
@@ -127,6 +135,9 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
   const tokenizer = hasTokenizer ? splitTokenizer(splitDir, manifest) : undefined;
   const startToken = [tokenizer?.bosTokenId ?? manifest.model?.bosTokenId ?? 0];
   const config = modelConfig(splitDir);
+  // Read before anything is computed: the adapter this run continues is replaced when it is done.
+  const previous =
+    options.init === 'adapter' ? await adapterToContinue(splitDir, manifest, options, config) : undefined;
   const session = { threads: options.threads };
   const full = await ComposedModel.open(splitDir, manifest, session);
   let engineToRelease: Awaited<ReturnType<typeof createOrtMatMul>> | undefined;
@@ -256,8 +267,9 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
       const from =
         options.init === 'layer'
           ? await layerAttentionWeights(join(splitDir, manifest.parts.middle.file), lastMiddle)
-          : undefined;
-      if (from) initialisedFrom = `layer ${lastMiddle}`;
+          : previous?.params;
+      if (previous) initialisedFrom = "the split's adapter (training continued)";
+      else if (from) initialisedFrom = `layer ${lastMiddle}`;
       else if (options.init === 'layer')
         reporter.warn(
           `layer ${lastMiddle}'s attention weights were not found in the middle part; ` +
@@ -347,6 +359,8 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
         training: trained
           ? {
               initialisedFrom,
+              // The training this one continued, as its manifest recorded it: the adapter's history is kept.
+              ...(previous ? { continued: previous.metrics } : {}),
               seconds: trained.seconds,
               tokens: trained.tokens,
               steps: trained.steps,
@@ -389,6 +403,43 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
     await engineToRelease?.release();
     await full.release(); // its sessions, on success too: the API may be called again in one process
   }
+}
+
+/**
+ * The split's trained attention adapter, to continue training from (`--init adapter`): its weights and what its
+ * manifest entry recorded of its training and data. Refused unless it is an attention adapter of the shape this run
+ * would train.
+ */
+async function adapterToContinue(
+  splitDir: string,
+  manifest: SplitManifest,
+  options: TrainSplitOptions,
+  config: Record<string, unknown>,
+): Promise<{ params: AdapterParams; metrics: Record<string, unknown> }> {
+  const refuse = (problem: string, hint: string) => new HatError('BAD_OPTION', `--init adapter: ${problem}`, hint);
+  if (options.kind !== 'attention')
+    throw refuse('only an attention adapter is trained in steps', 'drop --init adapter for --kind linear');
+  const saved = manifest.adapter;
+  if (!saved) throw refuse(`${splitDir} has no adapter yet`, 'train one first (--init layer, the default)');
+  const wanted = attentionConfig(manifest, config);
+  const recorded = (saved.attention ?? {}) as Partial<AttentionAdapterConfig>;
+  const differs = (Object.keys(wanted) as Array<keyof AttentionAdapterConfig>).filter((k) => recorded[k] !== wanted[k]);
+  if (saved.kind !== 'attention' || differs.length > 0)
+    throw refuse(
+      saved.kind !== 'attention'
+        ? `${splitDir}'s adapter is a ${saved.kind} adapter`
+        : `${splitDir}'s adapter differs from this split's attention in ${differs.join(', ')}`,
+      'train a new one (--init layer, the default)',
+    );
+  const params = await savedAdapterWeights(join(splitDir, saved.file));
+  if (!params)
+    throw new HatError(
+      'BAD_MANIFEST',
+      `${join(splitDir, saved.file)} lacks the weights hat train-adapter writes`,
+      'train a new one (--init layer, the default)',
+    );
+  const { training, data } = saved.metrics as { training?: unknown; data?: unknown };
+  return { params, metrics: { training, data } };
 }
 
 /**

@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { HAT_BIN } from '../../src/apps/spawn-cloud.ts';
+import { savedAdapterWeights } from '../../src/train-adapter/layer-weights.ts';
 import { makeSmallSplit } from '../helpers/runtime-fixtures.ts';
 
 const run = promisify(execFile);
@@ -46,6 +47,54 @@ test('trains on self-generated text, evaluates the baselines, writes adapter.onn
   assert.equal(manifest.adapter.kv.length, 1);
   assert.ok(existsSync(join(split, 'adapter.onnx')));
   assert.ok(!existsSync(join(split, '.adapter.onnx.partial')));
+});
+
+test("--init adapter continues the split's adapter from its weights and keeps its training record", async () => {
+  const before = JSON.parse(readFileSync(join(split, 'manifest.json'), 'utf8')).adapter;
+  const weightsBefore = await savedAdapterWeights(join(split, 'adapter.onnx'));
+  assert.ok(weightsBefore, 'the first test trained an adapter');
+  // The smallest learning rate moves no weight by more than ~steps × lr: a random or layer start would differ by O(0.1).
+  await run(process.execPath, [
+    HAT_BIN,
+    'train-adapter',
+    split,
+    '--init',
+    'adapter',
+    '--lr',
+    '1e-7',
+    ...['--self-generate', '256', '--seq', '32', '--batch', '2', '--epochs', '1'],
+    ...['--eval-prompts', '1', '--eval-tokens', '8', '--json'],
+  ]);
+  const after = JSON.parse(readFileSync(join(split, 'manifest.json'), 'utf8')).adapter;
+  const weightsAfter = (await savedAdapterWeights(join(split, 'adapter.onnx')))!;
+  for (const [name, values] of Object.entries(weightsBefore)) {
+    const moved = values.reduce((worst, v, i) => Math.max(worst, Math.abs(v - weightsAfter[name as 'wq'][i])), 0);
+    assert.ok(moved < 1e-4, `${name} moved ${moved}`);
+  }
+  assert.match(after.metrics.training.initialisedFrom, /continued/);
+  assert.deepEqual(after.metrics.training.continued, { training: before.metrics.training, data: before.metrics.data });
+});
+
+test('--init adapter is refused, before any work, for a linear adapter or a split without one', async () => {
+  const { split: bare } = await makeSmallSplit();
+  const cases: Array<[string, string[], RegExp]> = [
+    [split, ['--kind', 'linear'], /only an attention adapter is trained in steps/],
+    [bare, [], /has no adapter yet/],
+  ];
+  for (const [dir, extra, problem] of cases) {
+    const manifestBefore = readFileSync(join(dir, 'manifest.json'), 'utf8');
+    await assert.rejects(
+      run(process.execPath, [HAT_BIN, 'train-adapter', dir, '--init', 'adapter', '--self-generate', '64', ...extra]),
+      (error: { code: number; stderr: string }) => {
+        assert.equal(error.code, 1);
+        assert.match(error.stderr.trim().split('\n').pop()!, /^error\[BAD_OPTION\]: --init adapter: /);
+        assert.match(error.stderr, problem);
+        assert.doesNotMatch(error.stderr, /self-generat/, 'refused before any work');
+        return true;
+      },
+    );
+    assert.equal(readFileSync(join(dir, 'manifest.json'), 'utf8'), manifestBefore);
+  }
 });
 
 test('a missing corpus is a one-line error and leaves the split untouched', async () => {

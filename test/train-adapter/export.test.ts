@@ -13,6 +13,7 @@ import {
   type AttentionAdapterConfig,
 } from '../../src/train-adapter/attention-adapter.ts';
 import { ADAPTER_KV, attentionAdapterModel, exportAdapter } from '../../src/train-adapter/export-onnx.ts';
+import { savedAdapterWeights } from '../../src/train-adapter/layer-weights.ts';
 import { linearForward } from '../../src/train-adapter/linear-adapter.ts';
 import { jsMatMul } from '../../src/train-adapter/matmul.ts';
 import { normalArray, seededRandom } from '../../src/random.ts';
@@ -244,4 +245,17 @@ test('a big adapter keeps its weights in adapter.onnx.data beside the model', as
     .output;
   assert.ok(maxDifference(out.output, reference) < 1e-4);
   await session.release();
+  // `--init adapter` reads them back: exactly the trained values, from the data file as from an inline model.
+  assert.deepEqual(await savedAdapterWeights(path), params);
+});
+
+test('savedAdapterWeights reads an inline adapter back exactly, and nothing from a linear one', async () => {
+  const config: AttentionAdapterConfig = { hidden: 8, heads: 2, kvHeads: 1, headDim: 4, ropeTheta: 1e4, normEps: 1e-5 };
+  const params = initAdapterParams(config, { seed: 9, outputScale: 1 });
+  const dir = mkdtempSync(join(tmpdir(), 'hat-adapter-'));
+  await exportAdapter(join(dir, 'attention.onnx'), { kind: 'attention', params, config }, { outputName: OUTPUT });
+  assert.deepEqual(await savedAdapterWeights(join(dir, 'attention.onnx')), params);
+  const adapter = { hidden: 8, weight: normalArray(random, 64, 0.3), bias: normalArray(random, 8, 1) };
+  await exportAdapter(join(dir, 'linear.onnx'), { kind: 'linear', adapter }, { outputName: OUTPUT });
+  assert.equal(await savedAdapterWeights(join(dir, 'linear.onnx')), undefined);
 });
