@@ -3,12 +3,13 @@
  * given lengths cut from a held-out passage (1 John 1–5, KJV, public domain — text the default model never
  * trained on) when the split has a tokenizer, else seeded pseudo-random token ids.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { HatError } from '../errors.ts';
 import { readManifest, splitTokenizer } from '../runtime/split-dir.ts';
 import { assertTokenIds } from '../runtime/prompt.ts';
 import type { TextTokenizer } from '../runtime/tokenizer.ts';
+import type { SplitManifest } from '../split/manifest.ts';
 import { seededUniform } from '../runtime/sampling.ts';
 import { configContext } from '../runtime/model-config.ts';
 
@@ -41,6 +42,34 @@ function asText(ids: readonly number[], tokenizer: TextTokenizer): Pick<BenchPro
   for (const addSpecialTokens of [true, false])
     if (same(tokenizer.encode(text, addSpecialTokens))) return { text, textAddsSpecialTokens: addSpecialTokens };
   return {};
+}
+
+/** Corpora larger than this are not read for the check below (a note is a courtesy, not worth gigabytes). */
+const LEAK_CHECK_MAX_BYTES = 256 * 1024 * 1024;
+
+/**
+ * A note when the adapter's training corpus, as its manifest entry recorded it and if it is on this machine, holds
+ * the passage the prompts are cut from: its drafts were then fitted on the benchmark's own text and accept more
+ * than they would on a user's. Every adapter shipped before 2026-12-03 was (fixtures/README.md). The corpus may wrap
+ * lines anywhere, so both sides are compared with whitespace collapsed; three 80-character probes spread over the
+ * passage, two of which must be found.
+ */
+export function passageInAdapterCorpus(manifest: SplitManifest): string | undefined {
+  const corpus = (manifest.adapter?.metrics as { data?: { corpus?: unknown } } | undefined)?.data?.corpus;
+  if (typeof corpus !== 'string' || !existsSync(corpus)) return undefined;
+  if (!statSync(corpus).isFile() || statSync(corpus).size > LEAK_CHECK_MAX_BYTES) return undefined;
+  const collapse = (text: string) => text.replace(/\s+/g, ' ');
+  const passage = collapse(readFileSync(PASSAGE, 'utf8'));
+  const text = collapse(readFileSync(corpus, 'utf8'));
+  const probes = [0.1, 0.5, 0.9].map((at) =>
+    passage.slice(Math.floor(at * passage.length), 80 + Math.floor(at * passage.length)),
+  );
+  if (probes.filter((probe) => text.includes(probe)).length < 2) return undefined;
+  return (
+    `the adapter was trained on ${corpus}, which holds the passage the prompts are cut from (1 John 1–5): its ` +
+    'drafts were fitted on this text, so tokens per round read high — train it without the passage ' +
+    '(fixtures/README.md) or give --prompts from text it did not see'
+  );
 }
 
 const HINT_IDS = "give ids of this split's tokenizer";

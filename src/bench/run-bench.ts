@@ -21,6 +21,7 @@ import { aggregate, withRatios, type ScenarioResult } from './metrics.ts';
 import {
   checkContext,
   clampLengths,
+  passageInAdapterCorpus,
   promptsFromFile,
   promptsOfLengths,
   splitTokenizerIfAny,
@@ -142,6 +143,8 @@ export async function runBench(options: BenchOptions, reporter: Reporter): Promi
   const longest = Math.max(...prompts.map((p) => p.ids.length));
   const notes = randomWeightNotes(options.splitDir, manifest);
   if (clamped?.note) notes.push(clamped.note);
+  const leak = clamped && tokenizer ? passageInAdapterCorpus(manifest) : undefined;
+  if (leak) notes.push(leak);
 
   const startup = reporter.progress(
     'starting serve-cloud, the device processes and (for cloud-only) the full-model server',

@@ -4,10 +4,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { clampLengths } from '../../src/bench/prompts.ts';
+import { clampLengths, passageInAdapterCorpus } from '../../src/bench/prompts.ts';
+import type { SplitManifest } from '../../src/split/manifest.ts';
 import {
   atHighestSustainedRate,
   capacities,
@@ -47,6 +48,23 @@ test('prompt lengths are clamped to what the context leaves, with a note', () =>
   assert.throws(() => clampLengths(dir, [16], 250, 6), /leave no room for a prompt/);
   const bare = mkdtempSync(join(tmpdir(), 'hat-clamp-'));
   assert.deepEqual(clampLengths(bare, [4096], 64, 6).lengths, [4096]);
+});
+
+test("a note when the adapter's recorded corpus holds the benchmark's passage, wrapped any way; none otherwise", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hat-leak-'));
+  const passage = readFileSync(new URL('../../src/bench/held-out-passage.txt', import.meta.url), 'utf8');
+  const other = 'In the beginning God created the heaven and the earth.\n'.repeat(200);
+  // A verse per line, as the KJV corpus of fixtures/README.md: the passage's spaces become line breaks.
+  const leaky = join(dir, 'leaky.txt');
+  writeFileSync(leaky, other + passage.replace(/([.;:]) /g, '$1\n') + other);
+  const clean = join(dir, 'clean.txt');
+  writeFileSync(clean, other);
+  const withCorpus = (corpus: unknown) => ({ adapter: { metrics: { data: { corpus } } } }) as unknown as SplitManifest;
+  assert.match(passageInAdapterCorpus(withCorpus(leaky)) ?? '', /leaky\.txt, which holds the passage .*1 John/);
+  assert.equal(passageInAdapterCorpus(withCorpus(clean)), undefined);
+  assert.equal(passageInAdapterCorpus(withCorpus(join(dir, 'gone.txt'))), undefined, 'not on this machine');
+  assert.equal(passageInAdapterCorpus(withCorpus(undefined)), undefined, 'self-generated text');
+  assert.equal(passageInAdapterCorpus({} as SplitManifest), undefined, 'no adapter');
 });
 
 const HIDDEN = 4;

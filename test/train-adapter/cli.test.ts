@@ -53,7 +53,7 @@ test("--init adapter continues the split's adapter from its weights and keeps it
   const before = JSON.parse(readFileSync(join(split, 'manifest.json'), 'utf8')).adapter;
   const weightsBefore = await savedAdapterWeights(join(split, 'adapter.onnx'));
   assert.ok(weightsBefore, 'the first test trained an adapter');
-  // The smallest learning rate moves no weight by more than ~steps × lr: a random or layer start would differ by O(0.1).
+  // The smallest learning rate moves no weight by more than ~steps × lr; a random or layer start differs by O(0.1).
   await run(process.execPath, [
     HAT_BIN,
     'train-adapter',

@@ -22,7 +22,7 @@ import type { WireDTypeName } from '../../runtime/protocol/frame.ts';
 import { manifestHash, readManifest } from '../../runtime/split-dir.ts';
 import { frameHeader, type SessionRecording } from '../../runtime/device/session-recorder.ts';
 import { assignCores, onCores, type CoreMode } from '../cores.ts';
-import { clampLengths, promptsOfLengths, splitTokenizerIfAny } from '../prompts.ts';
+import { clampLengths, passageInAdapterCorpus, promptsOfLengths, splitTokenizerIfAny } from '../prompts.ts';
 import { describeModel, randomWeightNotes, type BenchHeader } from '../run-bench.ts';
 import { allScenarios, type Scenario } from '../scenarios.ts';
 import { fleetRunStats, type FleetRunStats } from './fleet-metrics.ts';
@@ -215,6 +215,8 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
   if (note) notes.push(note);
   const tokenizer = splitTokenizerIfAny(options.splitDir);
   const prompts = promptsOfLengths(lengths, options.promptsPerLength, tokenizer, manifest.model?.vocabSize ?? 32);
+  const leak = tokenizer ? passageInAdapterCorpus(manifest) : undefined;
+  if (leak) notes.push(leak);
   // Given recordings are read before any serve-cloud starts (a wrong folder fails at once); their sessions, not
   // --prompt-lengths and --max-new-tokens, size serve-cloud's limits and the report's prompt line.
   const given = options.recordingsDir ? readRecordings(options.recordingsDir) : undefined;
