@@ -56,8 +56,9 @@ const LEAK_CHECK_MAX_BYTES = 256 * 1024 * 1024;
  */
 export function passageInAdapterCorpus(manifest: SplitManifest): string | undefined {
   const corpus = (manifest.adapter?.metrics as { data?: { corpus?: unknown } } | undefined)?.data?.corpus;
-  if (typeof corpus !== 'string' || !existsSync(corpus)) return undefined;
-  if (!statSync(corpus).isFile() || statSync(corpus).size > LEAK_CHECK_MAX_BYTES) return undefined;
+  if (typeof corpus !== 'string') return undefined;
+  const file = statSync(corpus, { throwIfNoEntry: false });
+  if (!file?.isFile() || file.size > LEAK_CHECK_MAX_BYTES) return undefined;
   const collapse = (text: string) => text.replace(/\s+/g, ' ');
   const passage = collapse(readFileSync(PASSAGE, 'utf8'));
   const text = collapse(readFileSync(corpus, 'utf8'));
