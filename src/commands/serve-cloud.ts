@@ -3,7 +3,7 @@ import { firstSignal, intOption, parseOptions, readToken, z } from './common.ts'
 import { startCloud } from '../runtime/cloud/serve.ts';
 import { jsonLineLogger } from '../runtime/cloud/logger.ts';
 import { DEFAULT_MAX_BATCH, DEFAULT_MIN_BATCH, DEFAULT_TOKENS_PER_THREAD } from '../runtime/cloud/worker-pool.ts';
-import { ROWS_ADVICE_WHEN } from '../runtime/cloud/rows-advice.ts';
+import { DEFAULT_ROWS_ADVICE, ROWS_ADVICE_WHEN } from '../runtime/cloud/rows-advice.ts';
 import { describeLink, parseLinkSpec } from '../runtime/link.ts';
 
 const schema = z
@@ -97,7 +97,7 @@ export function registerServeCloud(program: Command): void {
       '--rows-advice <saturated|always|off>',
       "when results advise a verification's rows (a shared batch budget): only while a worker is saturated, " +
         'at any load, or never',
-      'saturated',
+      DEFAULT_ROWS_ADVICE,
     )
     .option(
       '--link <profile|spec>',

@@ -32,7 +32,7 @@ import { readRecordings, recordSessions, type RecordJob, type RecordOptions } fr
 import { replaySession } from './replay.ts';
 import { cpuSeconds, ownCores, pinSelf } from './server-cpu.ts';
 import { oneRowCost, roundCosts, transplantRounds } from './transplant.ts';
-import type { RowsAdviceWhen } from '../../runtime/cloud/rows-advice.ts';
+import { DEFAULT_ROWS_ADVICE, type RowsAdviceWhen } from '../../runtime/cloud/rows-advice.ts';
 
 export const DEFAULT_SPLIT = fileURLToPath(new URL('../../../fixtures/default-split', import.meta.url));
 
@@ -59,7 +59,7 @@ export interface FleetOptions {
   maxBatchTokens?: number;
   /** --cost-rule on for the batched runs (serve-cloud's default: off). */
   costRule?: boolean;
-  /** --rows-advice of the batched runs (default: serve-cloud's, 'saturated'). */
+  /** --rows-advice of the batched runs (default: serve-cloud's, DEFAULT_ROWS_ADVICE). */
   rowsAdvice?: RowsAdviceWhen;
   /** --min-batch of the batched runs (default: serve-cloud's). */
   minBatch?: number;
@@ -483,7 +483,7 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
             ? `a prompt's queued chunks merged up to ${configurations[0].mergedRows} rows, `
             : '') +
           (configurations[0].minBatch !== undefined ? `--min-batch ${configurations[0].minBatch}, ` : '') +
-          `--cost-rule ${options.costRule ? 'on' : 'off'}, --rows-advice ${options.rowsAdvice ?? 'saturated'}) and ` +
+          `--cost-rule ${options.costRule ? 'on' : 'off'}, --rows-advice ${options.rowsAdvice ?? DEFAULT_ROWS_ADVICE}) and ` +
           '--max-batch 1, live side by side, runs counterbalanced; both started ' +
           "with serve-cloud's glibc malloc settings (README)",
       },

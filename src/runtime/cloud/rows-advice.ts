@@ -32,6 +32,13 @@ export const ROWS_ADVICE_WHEN = ['saturated', 'always', 'off'] as const;
 export type RowsAdviceWhen = (typeof ROWS_ADVICE_WHEN)[number];
 
 /**
+ * Off by default: on the default split the advice cost batched hat TTFT and TBT at 5 sessions/s and gave the closed
+ * loop nothing (A/Bs in docs/fleet-results.md, "Rows advice off by default"); 'saturated' stays for clouds whose
+ * devices draft rows they would mostly reject.
+ */
+export const DEFAULT_ROWS_ADVICE: RowsAdviceWhen = 'off';
+
+/**
  * The busy share (BusyShare over BUSY_TAU_MS of the worker's time from a batch's send to its reply) from which the
  * worker counts as saturated. In the fleet bench at f7c97c2 batched hat's serve-cloud, whose one worker does nearly
  * all its work, was 0.96–0.99 cores busy at 6/s, 10/s and in the closed loop, and 0.41–0.69 at 2–4/s.
@@ -45,12 +52,7 @@ export const BUSY_TAU_MS = 1000;
  * The advice for sessions that verify `demand` at a time (smoothed; fractional) on a worker busy `busyShare` of its
  * recent time, or 0 for none.
  */
-export function adviseRows(
-  limits: BatchLimits,
-  demand: number,
-  busyShare: number,
-  when: RowsAdviceWhen = 'saturated',
-): number {
+export function adviseRows(limits: BatchLimits, demand: number, busyShare: number, when: RowsAdviceWhen): number {
   if (when === 'off' || limits.maxBatch <= 1 || limits.batchableRows <= 1) return 0;
   if (when === 'saturated' && busyShare < SATURATED_BUSY_SHARE) return 0;
   const sharing = Math.min(Math.max(1, demand), limits.maxBatch);

@@ -42,7 +42,7 @@ export interface ServeOptions {
   maxBatchTokens?: number;
   /** Consult each worker's fitted run cost before joining a request to a batch (run-cost.ts); default off. */
   costRule?: boolean;
-  /** When results advise a verification's rows (rows-advice.ts): 'saturated' (default), 'always', 'off'. */
+  /** When results advise a verification's rows (rows-advice.ts): 'saturated', 'always', 'off' (default). */
   rowsAdvice?: RowsAdviceWhen;
   /** Sessions a gathered batch of verifications must hold (worker-pool.ts); default 2. */
   minBatch?: number;

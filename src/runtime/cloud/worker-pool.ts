@@ -33,7 +33,7 @@ import type { WorkerReply, WorkerTask } from './worker-messages.ts';
 import type { RunObservation } from './cloud-metrics.ts';
 import { RunCostModel, type RunShape } from './run-cost.ts';
 import { budgetFromProbe, cheapestMsPerRow, probeRows, type ProbeTime } from './batch-knee.ts';
-import { adviseRows, BUSY_TAU_MS, type RowsAdviceWhen } from './rows-advice.ts';
+import { adviseRows, BUSY_TAU_MS, DEFAULT_ROWS_ADVICE, type RowsAdviceWhen } from './rows-advice.ts';
 
 interface Pending {
   request: MiddleRequest;
@@ -105,7 +105,7 @@ export interface WorkerPoolOptions {
   maxBatchTokens?: number;
   /** Join a request to a batch only where the worker's fitted run cost says it pays (run-cost.ts). */
   costRule?: boolean;
-  /** When results advise a verification's rows (rows-advice.ts); default 'saturated'. */
+  /** When results advise a verification's rows (rows-advice.ts); default DEFAULT_ROWS_ADVICE ('off'). */
   rowsAdvice?: RowsAdviceWhen;
   /** Sessions a gathered batch of small requests must hold (scheduler.ts BatchLimits.minBatch); default 2. */
   minBatch?: number;
@@ -146,7 +146,7 @@ export class WorkerPool implements MiddleExecutor {
   /** Whether the scheduler consults each worker's fitted run cost (--cost-rule). */
   costRule = false;
   /** When results advise a verification's rows (--rows-advice). */
-  rowsAdvice: RowsAdviceWhen = 'saturated';
+  rowsAdvice: RowsAdviceWhen = DEFAULT_ROWS_ADVICE;
   /** Each worker's share of --kv-memory, cache positions (Infinity: unbounded). */
   private kvShare = Infinity;
   /** The knee probe's figures when --max-batch-tokens was left to its default (batch-knee.ts). */
@@ -179,7 +179,7 @@ export class WorkerPool implements MiddleExecutor {
       options.logger,
     );
     pool.costRule = options.costRule ?? false;
-    pool.rowsAdvice = options.rowsAdvice ?? 'saturated';
+    pool.rowsAdvice = options.rowsAdvice ?? DEFAULT_ROWS_ADVICE;
     if (options.kvPositions !== undefined) pool.kvShare = options.kvPositions / options.workers;
     // --max-batch 1 keeps the worker on exactly the pre-batching path (no padded runner at all).
     const layout: PastLayout | undefined =

@@ -12,6 +12,7 @@ import { EXPLORE_EVERY, WorkerPool } from '../../../src/runtime/cloud/worker-poo
 import { budgetFromProbe, cheapestMsPerRow, type ProbeTime } from '../../../src/runtime/cloud/batch-knee.ts';
 import { mergedRowsFor } from '../../../src/runtime/cloud/scheduler.ts';
 import type { RunObservation } from '../../../src/runtime/cloud/cloud-metrics.ts';
+import type { RowsAdviceWhen } from '../../../src/runtime/cloud/rows-advice.ts';
 import { MiddleEngine } from '../../../src/runtime/cloud/middle-engine.ts';
 import type { MiddleRequest, MiddleResult } from '../../../src/runtime/cloud/executor.ts';
 import { createSession, type ModelSession } from '../../../src/runtime/session.ts';
@@ -88,11 +89,16 @@ test('a session dropped while its request is in a batch: the batch ends, only it
 async function withPool(
   maxBatch: number,
   body: (pool: WorkerPool) => Promise<void>,
-  { costRule = false, kvPositions }: { costRule?: boolean; kvPositions?: number } = {},
+  {
+    costRule = false,
+    kvPositions,
+    rowsAdvice,
+  }: { costRule?: boolean; kvPositions?: number; rowsAdvice?: RowsAdviceWhen } = {},
 ): Promise<void> {
   const pool = await WorkerPool.start({
     costRule,
     kvPositions,
+    rowsAdvice,
     splitDir: split,
     workers: 1,
     threadsPerWorker: 1,
@@ -259,7 +265,7 @@ test('serve-cloud logs how it batches at start: from the manifest, or from middl
     mergedRows: mergedRowsFor(cheapestMsPerRow((knee as { times: ProbeTime[] }).times)),
     minBatch: 2,
     costRule: 'off',
-    rowsAdvice: 'saturated',
+    rowsAdvice: 'off',
   });
   // --max-batch-tokens left to its default: the knee probe timed a run of each row count that fits the context.
   const { times } = knee as { times: Array<{ rows: number; ms: number }> };
@@ -356,22 +362,26 @@ test("--kv-memory: a worker's batches allocate no more cache positions than its 
   );
 });
 
-test('results advise rows only once the worker is saturated (--rows-advice saturated, the default)', async () => {
-  await withPool(16, async (pool) => {
-    // Alone on an idle worker: no advice (with 'always' a lone session would be advised the whole 32-row budget).
-    assert.equal((await pool.run(request(1, 0, 7))).advisedRows, 0);
-    // Four sessions keep the worker busy back to back (each resends at past 0, so caches stay small) until a result
-    // carries advice: the busy share passes SATURATED_BUSY_SHARE after ~2 s of this.
-    const deadline = performance.now() + 20_000;
-    const advised: number[] = [];
-    const keepBusy = async (sessionId: number) => {
-      while (advised.length === 0 && performance.now() < deadline) {
-        const { advisedRows } = await pool.run(request(sessionId, 0, 3));
-        if (advisedRows) advised.push(advisedRows);
-      }
-    };
-    await Promise.all([2, 3, 4, 5].map(keepBusy));
-    assert.ok(advised.length > 0, 'no advice within 20 s of a saturated worker');
-    assert.ok(advised[0] >= 32 / 5 && advised[0] <= 32, `advised ${advised[0]} rows to ~4 sessions sharing 32`);
-  });
+test('results advise rows only once the worker is saturated (--rows-advice saturated)', async () => {
+  await withPool(
+    16,
+    async (pool) => {
+      // Alone on an idle worker: no advice (with 'always' a lone session would be advised the whole 32-row budget).
+      assert.equal((await pool.run(request(1, 0, 7))).advisedRows, 0);
+      // Four sessions keep the worker busy back to back (each resends at past 0, so caches stay small) until a result
+      // carries advice: the busy share passes SATURATED_BUSY_SHARE after ~2 s of this.
+      const deadline = performance.now() + 20_000;
+      const advised: number[] = [];
+      const keepBusy = async (sessionId: number) => {
+        while (advised.length === 0 && performance.now() < deadline) {
+          const { advisedRows } = await pool.run(request(sessionId, 0, 3));
+          if (advisedRows) advised.push(advisedRows);
+        }
+      };
+      await Promise.all([2, 3, 4, 5].map(keepBusy));
+      assert.ok(advised.length > 0, 'no advice within 20 s of a saturated worker');
+      assert.ok(advised[0] >= 32 / 5 && advised[0] <= 32, `advised ${advised[0]} rows to ~4 sessions sharing 32`);
+    },
+    { rowsAdvice: 'saturated' },
+  );
 });

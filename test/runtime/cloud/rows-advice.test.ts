@@ -8,22 +8,22 @@ import type { BatchLimits } from '../../../src/runtime/cloud/scheduler.ts';
 const limits: BatchLimits = { maxBatch: 16, maxBatchTokens: 32, smallRows: 8, batchableRows: Infinity };
 
 test('the budget is shared by the sessions verifying together, at most --max-batch of them, at least 1 row', () => {
-  assert.equal(adviseRows(limits, 1, 1), 32, 'alone: any round fits');
-  assert.equal(adviseRows(limits, 0.4, 1), 32, 'a demand under one session counts as one');
-  assert.equal(adviseRows(limits, 4, 1), 8);
-  assert.equal(adviseRows(limits, 5.5, 1), 5, 'the smoothed demand may be fractional');
-  assert.equal(adviseRows(limits, 30, 1), 2, '30 sessions share 16-session runs');
-  assert.equal(adviseRows({ ...limits, maxBatch: 64 }, 40, 1), 1, 'never below one row');
+  assert.equal(adviseRows(limits, 1, 1, 'saturated'), 32, 'alone: any round fits');
+  assert.equal(adviseRows(limits, 0.4, 1, 'saturated'), 32, 'a demand under one session counts as one');
+  assert.equal(adviseRows(limits, 4, 1, 'saturated'), 8);
+  assert.equal(adviseRows(limits, 5.5, 1, 'saturated'), 5, 'the smoothed demand may be fractional');
+  assert.equal(adviseRows(limits, 30, 1, 'saturated'), 2, '30 sessions share 16-session runs');
+  assert.equal(adviseRows({ ...limits, maxBatch: 64 }, 40, 1, 'saturated'), 1, 'never below one row');
 });
 
 test('no advice where runs hold one request: --max-batch 1, and multi-row requests on a single-row split', () => {
-  assert.equal(adviseRows({ ...limits, maxBatch: 1 }, 30, 1), 0);
-  assert.equal(adviseRows({ ...limits, batchableRows: 1 }, 30, 1), 0);
+  assert.equal(adviseRows({ ...limits, maxBatch: 1 }, 30, 1, 'saturated'), 0);
+  assert.equal(adviseRows({ ...limits, batchableRows: 1 }, 30, 1, 'saturated'), 0);
 });
 
 test('no advice below saturation: rows are scarce only when the worker is busy nearly all the time', () => {
-  assert.equal(adviseRows(limits, 4, SATURATED_BUSY_SHARE - 0.01), 0, 'below saturation: any round');
-  assert.equal(adviseRows(limits, 4, SATURATED_BUSY_SHARE), 8, 'saturated: the budget shared');
+  assert.equal(adviseRows(limits, 4, SATURATED_BUSY_SHARE - 0.01, 'saturated'), 0, 'below saturation: any round');
+  assert.equal(adviseRows(limits, 4, SATURATED_BUSY_SHARE, 'saturated'), 8, 'saturated: the budget shared');
   assert.equal(adviseRows(limits, 4, 0, 'always'), 8, "'always': at any load");
   assert.equal(adviseRows(limits, 4, 1, 'off'), 0, "'off': never");
 });
