@@ -483,7 +483,8 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
             ? `a prompt's queued chunks merged up to ${configurations[0].mergedRows} rows, `
             : '') +
           (configurations[0].minBatch !== undefined ? `--min-batch ${configurations[0].minBatch}, ` : '') +
-          `--cost-rule ${options.costRule ? 'on' : 'off'}, --rows-advice ${options.rowsAdvice ?? DEFAULT_ROWS_ADVICE}) and ` +
+          `--cost-rule ${options.costRule ? 'on' : 'off'}, ` +
+          `--rows-advice ${options.rowsAdvice ?? DEFAULT_ROWS_ADVICE}) and ` +
           '--max-batch 1, live side by side, runs counterbalanced; both started ' +
           "with serve-cloud's glibc malloc settings (README)",
       },
