@@ -110,6 +110,10 @@ test(TITLE, async (t) => {
     report.notes.every((n) => !/failed|error frames/.test(n)),
     report.notes.join('\n'),
   );
+  assert.ok(
+    report.notes.every((n) => !/SIMULATION of drafting fewer/.test(n)),
+    'the rows advice is off by default, so no round is split and the report claims no such simulation',
+  );
 });
 
 test('--recordings made with other lengths size serve-cloud and the report', async (t) => {
@@ -122,8 +126,13 @@ test('--recordings made with other lengths size serve-cloud and the report', asy
       promptLengths: [4],
       maxNewTokens: 2,
       durationS: 1,
+      rowsAdvice: 'always',
     },
     silentReporter,
+  );
+  assert.ok(
+    report.notes.some((n) => /SIMULATION of drafting fewer/.test(n)),
+    'advising, the report says hat devices follow the advice',
   );
   for (const run of report.runs) {
     assert.equal(run.sessions.failed, 0, `${run.mode}, batching ${run.batching}: ${run.errors.join(' | ')}`);

@@ -351,8 +351,9 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
       }
     }
     // hat devices follow the cloud's rows advice: a recorded round of more rows is split (replay.ts, SIMULATION).
+    // The note only where the batched cloud gives advice: with --rows-advice off nothing is simulated.
     const advice = modes.includes('hat') ? { oneRow: oneRowCost(byMode('u-shape')) } : undefined;
-    if (advice) {
+    if (advice && (options.rowsAdvice ?? DEFAULT_ROWS_ADVICE) !== 'off') {
       notes.push(
         "SIMULATION of drafting fewer: hat devices follow the cloud's rows advice (result advisedRows). A recorded " +
           'round of more rows than advised is sent as consecutive rounds of at most that many, each committing the ' +
