@@ -230,6 +230,8 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
     notes.push('this process (the recording device and the EMULATED devices) could not be pinned to its cores');
   }
   const deviceThreads = options.threads ?? cores.devices?.length;
+  // The batched cloud's --rows-advice: the one given, else serve-cloud's default (the same constant).
+  const rowsAdvice = options.rowsAdvice ?? DEFAULT_ROWS_ADVICE;
   // Sessions reach at most the longest prompt + the new tokens + one round of drafts: serve-cloud admits sessions
   // by KV bytes at its context, so a split's full context (32,768 positions for a Qwen2.5 config) would admit a
   // handful of the N devices.
@@ -353,7 +355,7 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
     // hat devices follow the cloud's rows advice: a recorded round of more rows is split (replay.ts, SIMULATION).
     // The note only where the batched cloud gives advice: with --rows-advice off nothing is simulated.
     const advice = modes.includes('hat') ? { oneRow: oneRowCost(byMode('u-shape')) } : undefined;
-    if (advice && (options.rowsAdvice ?? DEFAULT_ROWS_ADVICE) !== 'off') {
+    if (advice && rowsAdvice !== 'off') {
       notes.push(
         "SIMULATION of drafting fewer: hat devices follow the cloud's rows advice (result advisedRows). A recorded " +
           'round of more rows than advised is sent as consecutive rounds of at most that many, each committing the ' +
@@ -485,7 +487,7 @@ export async function runFleet(options: FleetOptions, reporter: Reporter): Promi
             : '') +
           (configurations[0].minBatch !== undefined ? `--min-batch ${configurations[0].minBatch}, ` : '') +
           `--cost-rule ${options.costRule ? 'on' : 'off'}, ` +
-          `--rows-advice ${options.rowsAdvice ?? DEFAULT_ROWS_ADVICE}) and ` +
+          `--rows-advice ${rowsAdvice}) and ` +
           '--max-batch 1, live side by side, runs counterbalanced; both started ' +
           "with serve-cloud's glibc malloc settings (README)",
       },
