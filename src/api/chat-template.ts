@@ -5,10 +5,11 @@
  * tokenizer config names (`bos_token`, `eos_token`, …, as strings); its output is tokenized without adding
  * special tokens again (the template writes them itself), as transformers does.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { HatError } from '../errors.ts';
+import { readJsonFile } from '../json-file.ts';
 
 export interface ChatMessage {
   role: string;
@@ -91,13 +92,7 @@ export function chatTemplate(
 export function loadChatTemplate(dir: string): ChatTemplate | undefined {
   const path = join(dir, 'tokenizer_config.json');
   if (!existsSync(path)) return undefined;
-  let config: Record<string, unknown>;
-  try {
-    config = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
-  } catch (error) {
-    const reason = (error as Error).message.split('\n')[0];
-    throw new HatError('BAD_CHECKPOINT', `${path} is not valid JSON (${reason})`, 'regenerate or re-download it');
-  }
+  const config = readJsonFile(path, 'the tokenizer config');
   const source = templateSource(config.chat_template);
   if (source === undefined) return undefined;
   const specialTokens: Record<string, string> = {};

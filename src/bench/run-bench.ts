@@ -5,13 +5,12 @@
  * with a rate, open loop: Poisson arrivals per scenario. Core code: it reports through the Reporter only.
  */
 import { availableParallelism, cpus, platform, release } from 'node:os';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Reporter } from '../reporter.ts';
 import { spawnCloud } from '../apps/spawn-cloud.ts';
 import { assignCores, onCores, type CoreMode } from './cores.ts';
 import { describeLink, type LinkSpec } from '../runtime/link.ts';
 import type { WireDTypeName } from '../runtime/protocol/frame.ts';
+import { readModelConfig } from '../runtime/model-config.ts';
 import { readManifest } from '../runtime/split-dir.ts';
 import { seededUniform } from '../runtime/sampling.ts';
 import type { SplitManifest } from '../split/manifest.ts';
@@ -98,16 +97,13 @@ export function describeModel(splitDir: string, manifest: SplitManifest): string
 /** Why drafts could be meaningless here: random weights (synth's config.json says so) or a placeholder adapter. */
 export function randomWeightNotes(splitDir: string, manifest: SplitManifest): string[] {
   const notes: string[] = [];
-  const config = join(splitDir, 'config.json');
-  if (existsSync(config)) {
-    const parsed = JSON.parse(readFileSync(config, 'utf8')) as { hat_synthetic?: { random_weights?: boolean } };
-    if (parsed.hat_synthetic?.random_weights)
-      notes.push(
-        'RANDOM WEIGHTS (config.json: hat_synthetic.random_weights): ' +
-          "the drafts are meaningless, so the speculative scenarios' TBT is not HAT's; " +
-          "TTFT and the non-speculative rows are still real costs of this model's shape.",
-      );
-  }
+  const config = readModelConfig(splitDir) as { hat_synthetic?: { random_weights?: boolean } };
+  if (config.hat_synthetic?.random_weights)
+    notes.push(
+      'RANDOM WEIGHTS (config.json: hat_synthetic.random_weights): ' +
+        "the drafts are meaningless, so the speculative scenarios' TBT is not HAT's; " +
+        "TTFT and the non-speculative rows are still real costs of this model's shape.",
+    );
   if (manifest.adapter && JSON.stringify(manifest.adapter.metrics).includes('identity'))
     notes.push(
       'The adapter is an identity placeholder (manifest.adapter.metrics): ' +

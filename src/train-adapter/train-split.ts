@@ -3,12 +3,12 @@
  * model against the full one on held-out text, pick the draft threshold, export adapter.onnx and record it in
  * manifest.json. Text comes from a corpus file or is written by the full model itself (self-distillation).
  */
-import { readJsonFile } from '../json-file.ts';
 import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { HatError } from '../errors.ts';
 import type { Reporter } from '../reporter.ts';
 import type { SplitManifest } from '../split/manifest.ts';
+import { readModelConfig } from '../runtime/model-config.ts';
 import { readManifest, splitTokenizer } from '../runtime/split-dir.ts';
 import { lastRow } from '../runtime/part-runner.ts';
 import {
@@ -81,11 +81,6 @@ export interface TrainSplitResult {
 const EVAL_PROMPT_TOKENS = 16;
 const PAIR_BUFFER_BYTES = 512 * 1024 * 1024;
 
-function modelConfig(splitDir: string): Record<string, unknown> {
-  const path = join(splitDir, 'config.json');
-  return existsSync(path) ? readJsonFile(path, 'the model config') : {};
-}
-
 function attentionConfig(manifest: SplitManifest, config: Record<string, unknown>): AttentionAdapterConfig {
   const { heads, kvHeads, headDim } = manifest.attention;
   if (!heads || !kvHeads || !headDim) {
@@ -134,7 +129,7 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
     );
   const tokenizer = hasTokenizer ? splitTokenizer(splitDir, manifest) : undefined;
   const startToken = [tokenizer?.bosTokenId ?? manifest.model?.bosTokenId ?? 0];
-  const config = modelConfig(splitDir);
+  const config = readModelConfig(splitDir);
   // Read before anything is computed: the adapter this run continues is replaced when it is done.
   const previous =
     options.init === 'adapter' ? await adapterToContinue(splitDir, manifest, options, config) : undefined;

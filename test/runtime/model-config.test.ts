@@ -13,6 +13,7 @@ import { configSpecialIds } from '../../src/runtime/prompt.ts';
 import { readManifest } from '../../src/runtime/split-dir.ts';
 import { sessionLimits } from '../../src/runtime/cloud/serve.ts';
 import { clampLengths } from '../../src/bench/prompts.ts';
+import { randomWeightNotes } from '../../src/bench/run-bench.ts';
 
 const DEFAULT_SPLIT = new URL('../../fixtures/default-split', import.meta.url).pathname;
 
@@ -61,6 +62,8 @@ test('a malformed config.json is BAD_CHECKPOINT naming it, wherever it is read',
     () => sessionLimits({ splitDir: dir, maxSessions: 4, kvMemoryBytes: 1 << 30 }, readManifest(DEFAULT_SPLIT)),
     isBadCheckpoint(path),
   );
+  // hat bench reads it for its random-weights note (it was a bare JSON.parse: an INTERNAL SyntaxError, exit 70).
+  assert.throws(() => randomWeightNotes(dir, readManifest(DEFAULT_SPLIT)), isBadCheckpoint(path));
 });
 
 test('a malformed generation_config.json is BAD_CHECKPOINT, not skipped (its eos ids would be lost)', () => {

@@ -27,7 +27,7 @@
  */
 import type { BatchLimits } from './scheduler.ts';
 
-/** When the cloud advises rows (--rows-advice): near saturation (the default), at any load, or never. */
+/** When the cloud advises rows (--rows-advice): near saturation, at any load, or never (the default, below). */
 export const ROWS_ADVICE_WHEN = ['saturated', 'always', 'off'] as const;
 export type RowsAdviceWhen = (typeof ROWS_ADVICE_WHEN)[number];
 
