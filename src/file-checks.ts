@@ -2,7 +2,7 @@
  * Path checks at the edges, so a folder given for a file (or a file for a folder, or a missing parent) is a
  * one-line HatError naming the option, not an EISDIR / ENOTDIR surfacing as INTERNAL.
  */
-import { existsSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { HatError } from './errors.ts';
 
@@ -20,6 +20,26 @@ export function assertWritableFile(path: string, what: string): void {
   const folder = dirname(resolve(path));
   if (!existsSync(folder) || !statSync(folder).isDirectory()) {
     throw new HatError('OUTPUT_EXISTS', `${what}: folder ${folder} does not exist`, 'create it first');
+  }
+}
+
+/**
+ * Writes `data` to `path` whole or not at all: to a file beside it named for this process, then renamed, so a
+ * failure (a full disk, a folder in the way) never leaves a half-written file or a stray temporary one. `what`
+ * names the file in the error.
+ */
+export function writeFileWhole(path: string, data: string | Uint8Array, what: string): void {
+  const partial = `${path}.partial-${process.pid}`;
+  try {
+    writeFileSync(partial, data);
+    renameSync(partial, path);
+  } catch (error) {
+    if (existsSync(partial) && !statSync(partial).isDirectory()) rmSync(partial);
+    throw new HatError(
+      'OUTPUT_EXISTS',
+      `cannot write ${what}: ${(error as Error).message}`,
+      'check that its folder is writable and has space',
+    );
   }
 }
 

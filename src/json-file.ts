@@ -3,8 +3,9 @@ import { readFileSync } from 'node:fs';
 import { HatError } from './errors.ts';
 
 export function readJsonFile(path: string, what: string): Record<string, unknown> {
+  let value: unknown;
   try {
-    return JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+    value = JSON.parse(readFileSync(path, 'utf8'));
   } catch (error) {
     throw new HatError(
       'BAD_CHECKPOINT',
@@ -12,4 +13,14 @@ export function readJsonFile(path: string, what: string): Record<string, unknown
       'regenerate or re-download it',
     );
   }
+  // Valid JSON that is not an object (`null`, a list) would otherwise surface as a TypeError where a field is read.
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    const found = value === null ? 'null' : Array.isArray(value) ? 'a list' : `a ${typeof value}`;
+    throw new HatError(
+      'BAD_CHECKPOINT',
+      `${what} ${path} holds ${found}, not a JSON object`,
+      'regenerate or re-download it',
+    );
+  }
+  return value as Record<string, unknown>;
 }

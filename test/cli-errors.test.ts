@@ -123,6 +123,21 @@ test('hat bench --fleet reads --recordings before it starts any serve-cloud', ()
   assert.match(run.stderr, /^error\[FILE_NOT_FOUND\]: recordings folder .* does not exist — /);
 });
 
+test('files and names that parse but are wrong are one line, not INTERNAL (exit 70)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hat-cli-shapes-'));
+  try {
+    writeFileSync(join(dir, 'manifest.json'), '{"format":"hat-split/1"}');
+    assertOneLine(['generate', dir, '--slm', '--prompt', 'hi'], 'BAD_MANIFEST', /not a whole split manifest/);
+    const file = join(dir, 'r.json');
+    writeFileSync(file, '{}');
+    assertOneLine(['bench', SPLIT, '--fleet', '2', '--recordings', file], 'BAD_OPTION', /is a file, not a folder/);
+    const cloud = ['run-device', SPLIT, '--cloud', 'ws://127.0.0.1:1', '--prompt', 'hi'];
+    assertOneLine([...cloud, '--link', 'constructor'], 'BAD_OPTION', /--link "constructor" is neither/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('hat demo --split <no split> is one line (its link line came first)', () => {
   assertOneLine(['demo', '--split', join(tmpdir(), 'hat-no-such-split')], 'BAD_MANIFEST', /holds no split/);
 });

@@ -6,6 +6,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { HatError } from '../errors.ts';
+import { assertReadableFile } from '../file-checks.ts';
 import { readManifest, splitTokenizer } from '../runtime/split-dir.ts';
 import { assertTokenIds } from '../runtime/prompt.ts';
 import type { TextTokenizer } from '../runtime/tokenizer.ts';
@@ -75,26 +76,34 @@ export function passageInAdapterCorpus(manifest: SplitManifest): string | undefi
 
 const HINT_IDS = "give ids of this split's tokenizer";
 
-export function promptsFromFile(file: string, tokenizer: TextTokenizer | undefined, vocabSize: number): BenchPrompt[] {
-  if (!existsSync(file)) {
-    throw new HatError(
-      'FILE_NOT_FOUND',
-      `--prompts ${file} does not exist`,
-      'give a JSONL file with one {"prompt": ...} or {"ids": [...]} per line',
-    );
+/** The line's JSON object, or undefined when it is not JSON or not an object (`null`, a list, a number). */
+function jsonObject(line: string): Record<string, unknown> | undefined {
+  try {
+    const value: unknown = JSON.parse(line);
+    return typeof value === 'object' && value !== null && !Array.isArray(value)
+      ? (value as Record<string, unknown>)
+      : undefined;
+  } catch {
+    return undefined;
   }
+}
+
+export function promptsFromFile(file: string, tokenizer: TextTokenizer | undefined, vocabSize: number): BenchPrompt[] {
+  assertReadableFile(
+    file,
+    `--prompts ${file}`,
+    'give a JSONL file with one {"prompt": ...} or {"ids": [...]} per line',
+  );
   const lines = readFileSync(file, 'utf8')
     .split('\n')
     .map((l) => l.trim())
     .filter(Boolean);
   const prompts = lines.map((line, i): BenchPrompt => {
-    let entry: { prompt?: unknown; text?: unknown; ids?: unknown };
-    try {
-      entry = JSON.parse(line) as typeof entry;
-    } catch {
+    const entry = jsonObject(line) as { prompt?: unknown; text?: unknown; ids?: unknown } | undefined;
+    if (!entry) {
       throw new HatError(
         'BAD_OPTION',
-        `--prompts ${file}:${i + 1} is not JSON`,
+        `--prompts ${file}:${i + 1} is not a JSON object`,
         'one object per line: {"prompt": "..."} or {"ids": [1, 2, 3]}',
       );
     }

@@ -1,6 +1,6 @@
 /** `hat deploy haproxy`: write a load-balancer configuration for serve-cloud replicas. */
-import { assertWritableFile } from '../file-checks.ts';
-import { existsSync, renameSync, writeFileSync } from 'node:fs';
+import { assertWritableFile, writeFileWhole } from '../file-checks.ts';
+import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { HatError } from '../errors.ts';
 import { haproxyConfig, MIN_TUNNEL_TIMEOUT_MS } from '../deploy/haproxy.ts';
@@ -67,8 +67,7 @@ export function registerDeploy(program: Command): void {
         );
       }
       // Written beside, then renamed: a half-written configuration never replaces a working one.
-      writeFileSync(`${options.out}.tmp`, config);
-      renameSync(`${options.out}.tmp`, options.out);
+      writeFileWhole(options.out, config, `--out ${options.out}`);
       process.stderr.write(`wrote ${options.out}: check it with haproxy -c -f ${options.out}\n`);
     });
 }

@@ -116,7 +116,7 @@ export const PRESETS: Record<string, LlamaConfig> = {
 };
 
 export function presetConfig(name: string): LlamaConfig {
-  const config = PRESETS[name];
+  const config = Object.hasOwn(PRESETS, name) ? PRESETS[name] : undefined;
   if (!config) {
     throw new HatError(
       'BAD_OPTION',

@@ -50,8 +50,8 @@ export const LINK_PROFILES: Record<string, LinkSpec> = {
  * rtt in ms, split evenly between the directions).
  */
 export function parseLinkSpec(text: string): LinkSpec {
-  const profile = LINK_PROFILES[text];
-  if (profile) return profile;
+  // Own keys only: `--link constructor` must not find Object.prototype's.
+  if (Object.hasOwn(LINK_PROFILES, text)) return LINK_PROFILES[text];
   const fields = new Map<string, string>();
   for (const part of text.split(',')) {
     const [key, value, extra] = part.split('=');

@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { z } from 'zod';
 import { HatError } from '../errors.ts';
 import { MANIFEST_FORMAT, type SplitManifest } from '../split/manifest.ts';
 import { PartRunner, type PartIO } from './part-runner.ts';
@@ -33,15 +34,53 @@ export function readManifest(splitDir: string): SplitManifest {
       'split the model again',
     );
   }
-  if (manifest.format !== MANIFEST_FORMAT) {
+  if (manifest?.format !== MANIFEST_FORMAT) {
     throw new HatError(
       'BAD_MANIFEST',
-      `${path} has format ${JSON.stringify(manifest.format)}, expected ${MANIFEST_FORMAT}`,
+      `${path} has format ${JSON.stringify(manifest?.format)}, expected ${MANIFEST_FORMAT}`,
       'split the model again with this version of hat',
+    );
+  }
+  const shape = manifestShape.safeParse(manifest);
+  if (!shape.success) {
+    const issue = shape.error.issues[0];
+    throw new HatError(
+      'BAD_MANIFEST',
+      `${path} is not a whole split manifest (${issue.path.join('.')}: ${issue.message})`,
+      'split the model again',
     );
   }
   return manifest;
 }
+
+const tensorSpecs = z.array(z.looseObject({ name: z.string() }));
+const part = z.looseObject({
+  file: z.string().min(1),
+  layers: z.tuple([z.number().int().nonnegative(), z.number().int().nonnegative()]),
+  inputs: tensorSpecs,
+  outputs: tensorSpecs,
+});
+const kvPairs = z.array(
+  z.looseObject({
+    layer: z.number().int(),
+    pastKey: z.string(),
+    pastValue: z.string(),
+    presentKey: z.string(),
+    presentValue: z.string(),
+  }),
+);
+/**
+ * The fields every reader of a split relies on, checked once here so that a hand-edited or truncated manifest is a
+ * BAD_MANIFEST naming the field rather than a TypeError wherever it is first read. Other fields stay optional.
+ */
+const manifestShape = z.looseObject({
+  source: z.looseObject({ layers: z.number().int().positive() }),
+  hidden: z.looseObject({ size: z.number().int().positive(), dtype: z.string() }),
+  attention: z.looseObject({}),
+  boundaries: z.looseObject({ inputToMiddle: z.string(), middleToOutput: z.string() }),
+  parts: z.looseObject({ input: part, middle: part, output: part }),
+  kv: z.looseObject({ input: kvPairs, middle: kvPairs, output: kvPairs }),
+});
 
 /**
  * Identifies the split itself (source model, cut points, boundary and KV names), not the files' bytes: a

@@ -3,9 +3,10 @@
  * model against the full one on held-out text, pick the draft threshold, export adapter.onnx and record it in
  * manifest.json. Text comes from a corpus file or is written by the full model itself (self-distillation).
  */
-import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, renameSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { HatError } from '../errors.ts';
+import { writeFileWhole } from '../file-checks.ts';
 import type { Reporter } from '../reporter.ts';
 import type { SplitManifest } from '../split/manifest.ts';
 import { readModelConfig } from '../runtime/model-config.ts';
@@ -98,12 +99,6 @@ function attentionConfig(manifest: SplitManifest, config: Record<string, unknown
     ropeTheta: typeof config.rope_theta === 'number' ? config.rope_theta : 10000,
     normEps: typeof config.rms_norm_eps === 'number' ? config.rms_norm_eps : 1e-5,
   };
-}
-
-/** Writes next to the target and renames, so a failure never leaves a half-written file. */
-function writeAtomically(path: string, text: string): void {
-  writeFileSync(`${path}.partial`, text);
-  renameSync(`${path}.partial`, path);
 }
 
 export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Reporter): Promise<TrainSplitResult> {
@@ -370,7 +365,7 @@ export async function trainSplitAdapter(options: TrainSplitOptions, reporter: Re
           : { selfGenerated: options.selfGenerate },
       },
     });
-    writeAtomically(join(splitDir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+    writeFileWhole(join(splitDir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`, 'the manifest');
     return {
       manifest,
       rows,

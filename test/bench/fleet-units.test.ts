@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { clampLengths, passageInAdapterCorpus } from '../../src/bench/prompts.ts';
+import { clampLengths, passageInAdapterCorpus, promptsFromFile } from '../../src/bench/prompts.ts';
+import type { HatError } from '../../src/errors.ts';
 import type { SplitManifest } from '../../src/split/manifest.ts';
 import {
   atHighestSustainedRate,
@@ -21,10 +22,10 @@ import { ttftPath, TTFT_SEGMENTS, type TtftPath } from '../../src/bench/fleet/tt
 import { fleetRunStats, type FleetRunStats, type RunContext } from '../../src/bench/fleet/fleet-metrics.ts';
 import { alternatingArms, fleetSpread, renderSpread, spreadOf } from '../../src/bench/fleet/fleet-spread.ts';
 import { foreignRecording, runOrder } from '../../src/bench/fleet/run-fleet.ts';
-import { inRecordingOrder, recordingFileNames } from '../../src/bench/fleet/record-sessions.ts';
+import { inRecordingOrder, readRecordings, recordingFileNames } from '../../src/bench/fleet/record-sessions.ts';
 import type { LoadRun, SessionOutcome } from '../../src/bench/fleet/load.ts';
 import { parsePrometheus } from '../../src/bench/fleet/prom-text.ts';
-import { roundCosts, roundsOf, transplantRounds } from '../../src/bench/fleet/transplant.ts';
+import { oneRowCost, roundCosts, roundsOf, transplantRounds } from '../../src/bench/fleet/transplant.ts';
 import { splitRound } from '../../src/bench/fleet/replay.ts';
 import {
   frameHeader,
@@ -200,6 +201,56 @@ test("a trained model's rounds transplanted into a random-weight session: rows, 
   assert.deepEqual(
     back.results.map((r) => [...r.hidden]),
     built.results.map((r) => [...r.hidden]),
+  );
+});
+
+test('recordings whose fields do not hang together are refused on reading, naming what is wrong', () => {
+  const good = recording([6, 4], [{ rows: 3, committed: 2, deviceMs: 1, commitMs: 0 }]);
+  const refused = (r: SessionRecording, why: RegExp) =>
+    assert.throws(
+      () => recordingFromJson(recordingToJson(r), 'r.json'),
+      (e: HatError) =>
+        e.code === 'BAD_OPTION' &&
+        /^r\.json is not a hat-recording\/1 recording: /.test(e.message) &&
+        why.test(e.message),
+    );
+  assert.equal(recordingFromJson(recordingToJson(good), 'r.json').frames.length, 3);
+  // A frame waiting for a result that never comes hung the fleet benchmark's warm-up replay.
+  refused(
+    { ...good, frames: good.frames.map((f, i) => (i === 2 ? { ...f, after: 99 } : f)) },
+    /frames\.2\.after is 99/,
+  );
+  refused({ ...good, frames: good.frames.map((f, i) => (i === 1 ? { ...f, after: 1 } : f)) }, /frames\.1\.after is 1/);
+  // One result per frame (a replay reads results[i]): fewer was a TypeError after serve-cloud had started.
+  refused({ ...good, results: good.results.slice(0, 2) }, /3 frames but 2 results/);
+  refused({ ...good, frames: [], results: [] }, /holds no frame/);
+});
+
+test('bad --recordings and --prompts paths and lines are one-line errors, not INTERNAL', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hat-bad-inputs-'));
+  const file = join(dir, 'r.json');
+  writeFileSync(file, '{}');
+  assert.throws(
+    () => readRecordings(file),
+    (e: HatError) => e.code === 'BAD_OPTION' && /is a file, not a folder/.test(e.message),
+  );
+  assert.throws(
+    () => promptsFromFile(dir, undefined, 256),
+    (e: HatError) => e.code === 'BAD_OPTION' && /is a folder, not a file/.test(e.message),
+  );
+  for (const line of ['null', '[1, 2]', '3', '{"ids": [1, 2']) {
+    const prompts = join(dir, 'p.jsonl');
+    writeFileSync(prompts, `{"ids": [1, 2, 3]}\n${line}\n`);
+    assert.throws(
+      () => promptsFromFile(prompts, undefined, 256),
+      (e: HatError) => e.code === 'BAD_OPTION' && /p\.jsonl:2 is not a JSON object/.test(e.message),
+      line,
+    );
+  }
+  // Recordings of sessions that never decoded (one token each) cannot time a 1-row round: a user's input, not a bug.
+  assert.throws(
+    () => oneRowCost([recording([8], [], 'u-shape')]),
+    (e: HatError) => e.code === 'BAD_OPTION' && /no U-shape decode round/.test(e.message),
   );
 });
 

@@ -42,3 +42,13 @@ test('overriding --heads on a preset keeps its query heads per KV head (it kept 
   assert.equal(configFrom('tinyllama-1.1b', { heads: 4, kvHeads: 4 }).kvHeads, 4);
   assert.equal(configFrom('tinyllama-1.1b', { layers: 2 }).kvHeads, 4);
 });
+
+test("Object.prototype's names are not presets: `--config constructor` is unknown, not a bad vocabSize", () => {
+  for (const name of ['constructor', 'toString', '__proto__']) {
+    assert.throws(
+      () => presetConfig(name),
+      (error: unknown) => error instanceof HatError && /^unknown --config/.test(error.message),
+      name,
+    );
+  }
+});

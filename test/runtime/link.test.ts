@@ -36,6 +36,14 @@ test('link specs parse from profile names and explicit numbers; bad ones give a 
     () => parseLinkSpec('up=fast'),
     (e: HatError) => e.code === 'BAD_OPTION',
   );
+  // Object.prototype's names are not profiles (`--link constructor` was a TypeError, INTERNAL).
+  for (const name of ['constructor', 'toString', 'valueOf', '__proto__']) {
+    assert.throws(
+      () => parseLinkSpec(name),
+      (e: HatError) => e.code === 'BAD_OPTION',
+      name,
+    );
+  }
   assert.throws(
     () => parseLinkSpec('speed=1'),
     (e: HatError) => /unknown key/.test(e.message),

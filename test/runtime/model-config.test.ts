@@ -66,6 +66,14 @@ test('a malformed config.json is BAD_CHECKPOINT naming it, wherever it is read',
   assert.throws(() => randomWeightNotes(dir, readManifest(DEFAULT_SPLIT)), isBadCheckpoint(path));
 });
 
+test('a config file holding valid JSON that is not an object is BAD_CHECKPOINT, not a TypeError', () => {
+  for (const body of ['null', '[1, 2]', '7']) {
+    const dir = dirWith({ 'config.json': body, 'generation_config.json': body });
+    assert.throws(() => readModelConfig(dir), isBadCheckpoint(join(dir, 'config.json')), body);
+    assert.throws(() => configSpecialIds(dir), isBadCheckpoint(join(dir, 'generation_config.json')), body);
+  }
+});
+
 test('a malformed generation_config.json is BAD_CHECKPOINT, not skipped (its eos ids would be lost)', () => {
   const dir = dirWith({ 'generation_config.json': '{"eos_token_id": [1, 3]', 'config.json': { eos_token_id: 1 } });
   assert.throws(() => configSpecialIds(dir), isBadCheckpoint(join(dir, 'generation_config.json')));

@@ -3,7 +3,7 @@
  * one session at a time against a real serve-cloud, so each is a solo run), through the same EMULATED link the
  * replay uses, one per held-out prompt and mode; or recordings read back from a folder (`--recordings`).
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { HatError } from '../../errors.ts';
 import { describeLink, type LinkSpec } from '../../runtime/link.ts';
@@ -98,6 +98,13 @@ export function readRecordings(dir: string): SessionRecording[] {
     throw new HatError(
       'FILE_NOT_FOUND',
       `recordings folder ${dir} does not exist`,
+      "give a fleet run's --out (or its recordings folder), or drop --recordings to record",
+    );
+  }
+  if (!statSync(folder).isDirectory()) {
+    throw new HatError(
+      'BAD_OPTION',
+      `--recordings ${dir} is a file, not a folder`,
       "give a fleet run's --out (or its recordings folder), or drop --recordings to record",
     );
   }

@@ -60,7 +60,13 @@ function timedRounds(recs: readonly SessionRecording[]) {
 /** A split's cost of a 1-row round: its U-shape sessions' median device time and commit delay. */
 export function oneRowCost(uShape: readonly SessionRecording[]): RoundCosts['one'] {
   const one = timedRounds(uShape);
-  if (!one.length) throw new HatError('INTERNAL', 'the cost of a 1-row round needs recorded U-shape rounds');
+  if (!one.length) {
+    throw new HatError(
+      'BAD_OPTION',
+      'the recordings hold no U-shape decode round to time a 1-row round by',
+      'record sessions that generate more than one token (drop --recordings to record afresh)',
+    );
+  }
   return { deviceMs: median(one.map((r) => r.deviceMs)), commitMs: median(one.map((r) => r.commitMs)) };
 }
 

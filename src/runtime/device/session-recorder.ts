@@ -12,10 +12,11 @@
  * `--chunk auto` before its first measurement — a fourth probe chunk held until the first result — is kept as
  * device time, as it took in the recording.) Device time = send − max(previous send, awaited result's arrival).
  */
-import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { HatError } from '../../errors.ts';
+import { writeFileWhole } from '../../file-checks.ts';
 import { decodeFrame, FrameFlags, FrameType, type WireDTypeName } from '../protocol/frame.ts';
 import type { ForwardOptions, ForwardResult, LatencyModel, ResumeStatus, Verifier } from './verifier.ts';
 
@@ -244,6 +245,18 @@ const fileSchema = z.object({
   unreplayable: z.string().optional(),
 });
 
+/**
+ * How the file's fields fail to hang together, if they do: a replay waits on `after` for a result that must come
+ * (an index past the recorded ones hung the fleet benchmark) and reads one result per frame.
+ */
+function inconsistency(r: z.infer<typeof fileSchema>): string | undefined {
+  if (!r.frames.length) return 'it holds no frame (a session sends at least its prompt)';
+  if (r.results.length !== r.frames.length) return `${r.frames.length} frames but ${r.results.length} results`;
+  const late = r.frames.findIndex((frame, i) => frame.after < -1 || frame.after >= i);
+  if (late >= 0) return `frames.${late}.after is ${r.frames[late].after}: a frame waits for -1 or an earlier result`;
+  return undefined;
+}
+
 export function recordingToJson(recording: SessionRecording): string {
   return `${JSON.stringify({
     ...recording,
@@ -273,6 +286,8 @@ export function recordingFromJson(text: string, source: string): SessionRecordin
     throw new HatError('BAD_OPTION', `${source} is not a ${RECORDING_FORMAT} recording: ${where}`);
   }
   const r = parsed.data;
+  const broken = inconsistency(r);
+  if (broken) throw new HatError('BAD_OPTION', `${source} is not a ${RECORDING_FORMAT} recording: ${broken}`);
   return {
     ...r,
     frames: r.frames.map((f) => ({ ...f, bytes: bytesOf(f.bytes) })),
@@ -296,18 +311,7 @@ export function assertRecordingTarget(file: string): void {
 
 /** Written whole or not at all: to a temporary file beside it, then renamed. */
 export function writeRecording(file: string, recording: SessionRecording): void {
-  const partial = `${file}.partial-${process.pid}`;
-  try {
-    writeFileSync(partial, recordingToJson(recording));
-    renameSync(partial, file);
-  } catch (error) {
-    rmSync(partial, { force: true });
-    throw new HatError(
-      'OUTPUT_EXISTS',
-      `cannot write the recording to ${file}: ${(error as Error).message}`,
-      'check that its folder is writable and has space',
-    );
-  }
+  writeFileWhole(file, recordingToJson(recording), `the recording ${file}`);
 }
 
 export function readRecording(file: string): SessionRecording {
