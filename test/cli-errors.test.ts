@@ -108,6 +108,7 @@ test('a folder for a file or a file for a folder is named (they were EISDIR / EN
     writeFileSync(file, 'x');
     assertOneLine(['serve-cloud', SPLIT, '--token-file', dir], 'BAD_OPTION', /--token-file .* is a folder/, false);
     assertOneLine(['deploy', 'haproxy', '--backend', 'a:1', '--out', dir, '--force'], 'OUTPUT_EXISTS', /is a folder/);
+    assertOneLine(['deploy', 'haproxy', '--backend', 'a:1', '--cert', dir], 'BAD_OPTION', /--cert .* is a folder/);
     assertOneLine(['bench', SPLIT, '--out', file], 'OUTPUT_EXISTS', /--out .* is a file/);
     assertOneLine(['import-llama2c', dir, file, '--out', join(dir, 'out')], 'BAD_OPTION', /checkpoint .* is a folder/);
   } finally {

@@ -1,5 +1,5 @@
 /** `hat deploy haproxy`: write a load-balancer configuration for serve-cloud replicas. */
-import { assertWritableFile, writeFileWhole } from '../file-checks.ts';
+import { assertReadableFile, assertWritableFile, writeFileWhole } from '../file-checks.ts';
 import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { HatError } from '../errors.ts';
@@ -40,10 +40,10 @@ export function registerDeploy(program: Command): void {
     .option('--force', 'replace --out if it exists')
     .action((raw: Record<string, unknown>) => {
       const options = parseOptions(schema, raw);
-      if (options.cert && !existsSync(options.cert)) {
-        throw new HatError(
-          'FILE_NOT_FOUND',
-          `--cert ${options.cert} does not exist`,
+      if (options.cert) {
+        assertReadableFile(
+          options.cert,
+          `--cert ${options.cert}`,
           'give a PEM file holding the certificate and its key',
         );
       }

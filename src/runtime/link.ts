@@ -45,6 +45,11 @@ export const LINK_PROFILES: Record<string, LinkSpec> = {
   },
 };
 
+/** The slowest emulated bandwidth, bytes per second: a 1-MB frame then takes 1,000 s. */
+const MIN_BANDWIDTH = 1e3;
+/** The longest emulated rtt or jitter, ms: a minute is beyond any real link's. */
+const MAX_DELAY_MS = 60_000;
+
 /**
  * Parses `--link NAME` or explicit numbers `up=5MB,down=10MB,rtt=6,jitter=1` (MB = 10^6 bytes per second,
  * rtt in ms, split evenly between the directions).
@@ -76,19 +81,24 @@ export function parseLinkSpec(text: string): LinkSpec {
       );
     const unit = { kb: 1e3, mb: 1e6, gb: 1e9 }[(match[2] ?? 'mb').toLowerCase() as 'kb' | 'mb' | 'gb'];
     const bytesPerSecond = Number(match[1]) * unit;
-    // 0 would hold every frame forever (its timer re-arming each millisecond) and "1.2.3" reads as NaN.
-    if (!Number.isFinite(bytesPerSecond) || bytesPerSecond <= 0)
+    // 0 would hold every frame forever (its timer re-arming each millisecond) and "1.2.3" reads as NaN; below
+    // MIN_BANDWIDTH a frame's delay nears the 2^31-ms limit of Node's timers, past which they fire at once.
+    if (!Number.isFinite(bytesPerSecond) || bytesPerSecond < MIN_BANDWIDTH)
       throw new HatError(
         'BAD_OPTION',
-        `--link ${key}=${raw} is not a positive bandwidth`,
+        `--link ${key}=${raw} is not a bandwidth of at least 1kB`,
         'write e.g. 5MB (10^6 bytes/s) or 800kB; leave the key out for no bandwidth limit',
       );
     return bytesPerSecond;
   };
   const number = (key: string) => {
     const value = Number(fields.get(key) ?? 0);
-    if (!Number.isFinite(value) || value < 0)
-      throw new HatError('BAD_OPTION', `--link ${key} must be a non-negative number of ms`);
+    if (!Number.isFinite(value) || value < 0 || value > MAX_DELAY_MS)
+      throw new HatError(
+        'BAD_OPTION',
+        `--link ${key}=${fields.get(key)} is not a number of ms from 0 to ${MAX_DELAY_MS}`,
+        'write e.g. rtt=6,jitter=1',
+      );
     return value;
   };
   for (const key of fields.keys()) {

@@ -44,6 +44,15 @@ test('link specs parse from profile names and explicit numbers; bad ones give a 
       name,
     );
   }
+  // Delays past Node's 2^31-ms timer limit fire at once: such links are refused, not emulated backwards.
+  for (const spec of ['up=0.0000001kB', 'down=0.5kB', 'rtt=1e12', 'jitter=60001', 'rtt=-1']) {
+    assert.throws(
+      () => parseLinkSpec(spec),
+      (e: HatError) => e.code === 'BAD_OPTION',
+      spec,
+    );
+  }
+  assert.equal(parseLinkSpec('up=1kB,rtt=60000').up.latencyMs, 30_000);
   assert.throws(
     () => parseLinkSpec('speed=1'),
     (e: HatError) => /unknown key/.test(e.message),
