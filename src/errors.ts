@@ -63,6 +63,27 @@ export function isRetryable(error: unknown): boolean {
   return isHatError(error) && ERROR_TABLE[error.code].retryable;
 }
 
+/**
+ * An error as plain data, to cross a thread, a process or a socket: a structured clone keeps an Error's message but
+ * not a HatError's code and hint, and a code lost on the way turns a refusal into INTERNAL or NETWORK.
+ */
+export interface ErrorData {
+  message: string;
+  code?: ErrorCode;
+  hint?: string;
+}
+
+export function errorData(error: unknown): ErrorData {
+  if (isHatError(error)) return { message: error.message, code: error.code, hint: error.hint };
+  return { message: error instanceof Error ? error.message : String(error) };
+}
+
+/** The HatError `data` describes: its own code where it carried a known one, else `fallback`; `where` prefixes it. */
+export function errorFromData(data: ErrorData, fallback: ErrorCode, where = ''): HatError {
+  const code = data.code !== undefined && Object.hasOwn(ERROR_TABLE, data.code) ? data.code : fallback;
+  return new HatError(code, `${where}${data.message}`, data.hint);
+}
+
 export class HatError extends Error {
   readonly code: ErrorCode;
   readonly hint?: string;

@@ -5,7 +5,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { forkOnCores } from './cores.ts';
 import { fileURLToPath } from 'node:url';
-import { HatError, type ErrorCode } from '../errors.ts';
+import { errorFromData, HatError, type ErrorData } from '../errors.ts';
 import type { DeviceConfig } from './device-runner.ts';
 import type { StageCosts } from './calibrate.ts';
 import type { RequestRecord } from './record.ts';
@@ -24,7 +24,7 @@ export type DeviceReply =
   | { type: 'ready'; id: number; hasAdapter: boolean }
   | { type: 'record'; id: number; record: RequestRecord }
   | { type: 'costs'; id: number; costs: StageCosts }
-  | { type: 'error'; id: number; error: { message: string; code?: string; hint?: string } };
+  | { type: 'error'; id: number; error: ErrorData };
 
 const DEVICE_ENTRY = fileURLToPath(new URL('./device-process.ts', import.meta.url));
 
@@ -45,8 +45,7 @@ class DeviceProcess {
       this.pending.delete(message.id);
       if (!waiter) return;
       if (message.type === 'error') {
-        const { code, message: text, hint } = message.error;
-        waiter.reject(new HatError((code ?? 'INTERNAL') as ErrorCode, `device ${index}: ${text}`, hint));
+        waiter.reject(errorFromData(message.error, 'INTERNAL', `device ${index}: `));
       } else {
         waiter.resolve(message);
       }

@@ -2,18 +2,13 @@
  * Entry of one benchmark device as its own process (forked by DevicePool with advanced IPC serialisation):
  * `init` opens the parts, then `run` / `calibrate` requests are answered one at a time.
  */
-import { isHatError } from '../errors.ts';
+import { errorData } from '../errors.ts';
 import { DeviceRunner } from './device-runner.ts';
 import type { DeviceRequest, DeviceReply } from './device-pool.ts';
 
 let runner: DeviceRunner | undefined;
 
 const reply = (message: DeviceReply) => process.send!(message);
-const failure = (error: unknown) => ({
-  message: (error as Error).message,
-  code: isHatError(error) ? error.code : undefined,
-  hint: isHatError(error) ? error.hint : undefined,
-});
 
 process.on('message', async (request: DeviceRequest) => {
   try {
@@ -30,7 +25,7 @@ process.on('message', async (request: DeviceRequest) => {
       reply({ type: 'costs', id: request.id, costs: await runner!.calibrate() });
     }
   } catch (error) {
-    reply({ type: 'error', id: request.id, error: failure(error) });
+    reply({ type: 'error', id: request.id, error: errorData(error) });
   }
 });
 process.on('disconnect', () => process.exit(0));

@@ -3,7 +3,7 @@
  * scenario and returns its RequestRecord. Each request opens a fresh cloud session, as `hat run-device` does.
  */
 import WebSocket from 'ws';
-import { HatError } from '../errors.ts';
+import { codeOf, errorFromData, HatError, type ErrorData } from '../errors.ts';
 import { EmulatedLink, type LinkSpec } from '../runtime/link.ts';
 import type { WireDTypeName } from '../runtime/protocol/frame.ts';
 import { wireBytesPerRow } from '../runtime/protocol/hidden-codec.ts';
@@ -178,6 +178,7 @@ export class DeviceRunner {
         chunkSizes: metrics.chunkSizes,
         parallelDrafting: metrics.parallelDrafting,
         error: error?.message,
+        errorCode: error ? codeOf(error, 'INTERNAL') : undefined,
       });
     } finally {
       device.close();
@@ -220,8 +221,8 @@ export class DeviceRunner {
         socket.on('message', (data: Buffer) => {
           record.bytesDown += data.length;
           link.down.send(data.length, () => {
-            const reply = JSON.parse(data.toString('utf8')) as { token?: number; error?: string };
-            if (reply.error) return reject(new HatError('NETWORK', `cloud-only server: ${reply.error}`));
+            const reply = JSON.parse(data.toString('utf8')) as { token?: number; error?: ErrorData };
+            if (reply.error) return reject(errorFromData(reply.error, 'NETWORK', 'cloud-only server: '));
             arrivals.push({ at: performance.now(), count: 1 });
             if (arrivals.length === maxNewTokens) resolve();
           });
@@ -238,6 +239,7 @@ export class DeviceRunner {
     } catch (error) {
       // As the split scenarios do: a failed request is recorded (and counted a miss), the run goes on.
       record.error = (error as Error).message;
+      record.errorCode = codeOf(error, 'INTERNAL');
     } finally {
       socket.removeAllListeners('close');
       socket.close();

@@ -1,3 +1,5 @@
+import type { ErrorCode } from '../errors.ts';
+
 /** What one measured request yields, whatever the scenario; the aggregation works on these alone. */
 export interface RequestRecord {
   scenario: string;
@@ -25,6 +27,8 @@ export interface RequestRecord {
   /** Time between its arrival and a device taking it (open-loop runs). */
   waitMs: number;
   error?: string;
+  /** The failure's HatError code (INTERNAL for any other error), kept so that it survives the process hop. */
+  errorCode?: ErrorCode;
 }
 
 /** Turns token arrival times into per-token gaps the way HatGenerator does: a round's time spread over its tokens. */

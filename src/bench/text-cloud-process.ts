@@ -1,4 +1,5 @@
 /** Entry of the cloud-only server as its own process (forked by the bench); tells the parent its URL over IPC. */
+import { errorData } from '../errors.ts';
 import { startTextCloud } from './text-cloud.ts';
 
 const [splitDir, threads] = process.argv.slice(2);
@@ -9,6 +10,6 @@ try {
     void cloud.close().then(() => process.exit(0));
   });
 } catch (error) {
-  process.send!({ type: 'error', message: (error as Error).message });
+  process.send!({ type: 'error', error: errorData(error) });
   process.exit(1);
 }

@@ -10,7 +10,7 @@
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { forkOnCores } from './cores.ts';
-import { HatError } from '../errors.ts';
+import { errorData, errorFromData, HatError, type ErrorData } from '../errors.ts';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { readManifest } from '../runtime/split-dir.ts';
 import { splitTokenizerIfAny } from './prompts.ts';
@@ -55,7 +55,7 @@ export async function startTextCloud(
           token = argmax(lastRow(await model.step(job.ids, { lastOnly: true })));
         } catch (error) {
           // This request fails; the server and everyone else's requests go on.
-          job.socket.send(JSON.stringify({ error: (error as Error).message }));
+          job.socket.send(JSON.stringify({ error: errorData(error) }));
           continue;
         }
         job.state = model.snapshot();
@@ -77,15 +77,16 @@ export async function startTextCloud(
             ? tokenizer?.encode(request.prompt, request.addSpecialTokens ?? true)
             : request.prompt;
         if (!ids?.length)
-          throw new Error(
+          throw new HatError(
+            'BAD_OPTION',
             typeof request.prompt === 'string' ? 'this split has no tokenizer: send token ids' : 'empty prompt',
           );
         if (!ids.every((id) => Number.isInteger(id) && id >= 0 && id < model.vocabSize))
-          throw new Error(`a prompt token id is outside the vocabulary (${model.vocabSize} tokens)`);
+          throw new HatError('BAD_OPTION', `a prompt token id is outside the vocabulary (${model.vocabSize} tokens)`);
         queue.push({ ids, remaining: request.maxNewTokens, socket });
         void pump();
       } catch (error) {
-        socket.send(JSON.stringify({ error: (error as Error).message }));
+        socket.send(JSON.stringify({ error: errorData(error) }));
       }
     });
   });
@@ -113,10 +114,10 @@ export function spawnTextCloud(
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   });
   return new Promise((resolve, reject) => {
-    child.once('message', (message: { type: string; url?: string; message?: string }) => {
+    child.once('message', (message: { type: string; url?: string; error?: ErrorData }) => {
       if (message.type === 'listening')
         resolve({ url: message.url!, stop: () => (child.connected ? child.disconnect() : undefined) });
-      else reject(new HatError('RUNTIME', `the cloud-only server failed to start: ${message.message}`));
+      else reject(errorFromData(message.error!, 'RUNTIME', 'the cloud-only server failed to start: '));
     });
     child.once('exit', (code) =>
       reject(new HatError('RUNTIME', `the cloud-only server exited (code ${code}) before listening`)),

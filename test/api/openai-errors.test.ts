@@ -34,7 +34,13 @@ test('zod problems become invalid_type / invalid_value / missing_required_parame
 
 test('device errors map to statuses: 400, 429 and 503 with Retry-After, 502 and 500 with x-should-retry: false', () => {
   const status = (error: unknown) => fromError(error, 'prompt');
-  assert.equal(status(new HatError('BAD_OPTION', 'x')).status, 400);
+  assert.deepEqual(
+    [status(new HatError('BAD_OPTION', 'x')).status, status(new HatError('BAD_OPTION', 'x')).code],
+    [
+      400,
+      'bad_option', // it was null: the one HatError code the API dropped
+    ],
+  );
   assert.equal(status(new HatError('CONTEXT_LENGTH', 'x')).code, 'context_length_exceeded');
   assert.equal(status(new HatError('NO_CHAT_TEMPLATE', 'x')).param, 'messages');
   const busy = status(new HatError('BUSY', 'x'));

@@ -102,7 +102,7 @@ export function fromError(error: unknown, param: string): ApiError {
   const code = error.code.toLowerCase();
   switch (error.code) {
     case 'BAD_OPTION':
-      return new ApiError(400, line, { param });
+      return new ApiError(400, line, { param, code });
     case 'CONTEXT_LENGTH':
     case 'CONTEXT_LIMIT':
       return new ApiError(400, line, { param, code: 'context_length_exceeded' });

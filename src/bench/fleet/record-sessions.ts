@@ -64,7 +64,9 @@ export async function recordSessions(
       const recorder = new SessionRecorder();
       const extras = { recorder, draftThreshold: job.draftThreshold };
       const record = await runner.run(job.scenario, prompt, options.maxNewTokens, extras);
-      if (record.error) throw new HatError('NETWORK', `recording a ${job.mode} session failed: ${record.error}`);
+      if (record.error) {
+        throw new HatError(record.errorCode ?? 'NETWORK', `recording a ${job.mode} session failed: ${record.error}`);
+      }
       const recording = recorder.finish({
         manifestHash: manifestHash(manifest),
         hiddenSize: manifest.hidden.size,

@@ -17,7 +17,7 @@ import {
   HEADER_BYTES,
   type FrameHeader,
 } from '../../runtime/protocol/frame.ts';
-import { ROWS_ADVICE } from '../../runtime/protocol/control.ts';
+import { errorBodySchema, errorFromBody, parseControl, ROWS_ADVICE } from '../../runtime/protocol/control.ts';
 import { decodeHidden, encodeHidden } from '../../runtime/protocol/hidden-codec.ts';
 import { frameHeader, type SessionRecording } from '../../runtime/device/session-recorder.ts';
 import { costFor } from './transplant.ts';
@@ -234,8 +234,7 @@ export async function replaySession(recording: SessionRecording, options: Replay
         if (frame.header.type === 'welcome') welcome?.((decodeJson(frame.payload) as { sessionId: number }).sessionId);
         else if (frame.header.type === 'result') onResult(frame.payload, frame.header, receivedAt);
         else if (frame.header.type === 'error') {
-          const body = decodeJson(frame.payload) as { code?: string; message?: string };
-          fail(new HatError('NETWORK', `the cloud closed the session: ${body.code ?? 'ERROR'}: ${body.message ?? ''}`));
+          fail(errorFromBody(parseControl(errorBodySchema, decodeJson(frame.payload), 'error frame')));
         }
       } catch (error) {
         fail(error as Error);

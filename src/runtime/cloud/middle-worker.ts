@@ -6,7 +6,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { resolve } from 'node:path';
-import { codeOf } from '../../errors.ts';
+import { codeOf, errorData } from '../../errors.ts';
 import { createSession } from '../session.ts';
 import { partIO, readManifest } from '../split-dir.ts';
 import { MiddleEngine } from './middle-engine.ts';
@@ -65,5 +65,5 @@ async function main(): Promise<void> {
 }
 
 main().catch((error) => {
-  reply({ kind: 'load-failed', code: codeOf(error, 'RUNTIME'), message: messageOf(error) });
+  reply({ kind: 'load-failed', ...errorData(error) });
 });

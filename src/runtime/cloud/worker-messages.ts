@@ -1,5 +1,5 @@
 /** Messages between the worker pool (main thread) and a middle-part worker. */
-import type { ErrorCode } from '../../errors.ts';
+import type { ErrorData } from '../../errors.ts';
 import type { MiddleRequest } from './executor.ts';
 import type { EngineRun } from './middle-engine.ts';
 import type { ProbeTime } from './batch-knee.ts';
@@ -13,7 +13,7 @@ export type WorkerTask =
 
 export type WorkerReply =
   | { kind: 'ready' }
-  | { kind: 'load-failed'; code: ErrorCode; message: string }
+  | ({ kind: 'load-failed' } & ErrorData)
   | ({ kind: 'ran' } & EngineRun)
   | { kind: 'probed'; times: ProbeTime[] }
   | { kind: 'probe-failed'; message: string };

@@ -10,7 +10,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
-import { HatError } from '../../errors.ts';
+import { errorFromData, HatError } from '../../errors.ts';
 import { BusyShare, Ema, LinearLatencyModel } from '../ema.ts';
 import type { BatchingMode } from '../../split/manifest.ts';
 import type { MiddleExecutor, MiddleRequest, MiddleResult } from './executor.ts';
@@ -265,7 +265,7 @@ export class WorkerPool implements MiddleExecutor {
           lane.ready = true;
           resolve();
         } else if (reply.kind === 'load-failed') {
-          reject(new HatError(reply.code, reply.message));
+          reject(errorFromData(reply, 'RUNTIME'));
         } else if (reply.kind === 'probed' || reply.kind === 'probe-failed') {
           lane.probed?.(reply);
         } else {

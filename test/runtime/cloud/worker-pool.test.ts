@@ -4,7 +4,7 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
@@ -13,6 +13,7 @@ import type { MiddleRequest, MiddleResult } from '../../../src/runtime/cloud/exe
 import { HatError } from '../../../src/errors.ts';
 import { makeToySplitDir, TOY_HIDDEN, toyExpected } from '../../helpers/toy-split.ts';
 import { withinDeadline } from '../../helpers/wait-for.ts';
+import { repoRoot } from '../../helpers/shared-fixtures.ts';
 
 const splitDir = makeToySplitDir();
 after(() => rmSync(splitDir, { recursive: true, force: true }));
@@ -161,6 +162,23 @@ test("a worker that cannot load its part fails the pool's start with the worker'
     );
   } finally {
     rmSync(empty, { recursive: true, force: true });
+  }
+});
+
+test("a worker's load failure reaches the pool with its code and its hint (the hint was dropped)", async () => {
+  const split = mkdtempSync(join(tmpdir(), 'hat-bad-middle-'));
+  try {
+    const shipped = join(repoRoot, 'fixtures', 'default-split');
+    for (const file of readdirSync(shipped)) symlinkSync(join(shipped, file), join(split, file));
+    rmSync(join(split, 'middle.onnx'));
+    writeFileSync(join(split, 'middle.onnx'), 'not an onnx model');
+    await assert.rejects(
+      WorkerPool.start({ splitDir: split, workers: 1, threadsPerWorker: 1, maxContext: 64 }),
+      (error: unknown) =>
+        isHatError('RUNTIME', /could not load middle part/)(error) && Boolean((error as HatError).hint),
+    );
+  } finally {
+    rmSync(split, { recursive: true, force: true });
   }
 });
 
