@@ -342,7 +342,8 @@ test("errors come back in OpenAI's format with the right status", { skip }, asyn
   await expectError(chat({ max_tokens: 5000 }), 400, 'max_tokens', 'context_length_exceeded');
   const long = client.completions.create({ model: MODEL, prompt: 'and '.repeat(1200), max_tokens: 4 });
   await expectError(long, 400, 'prompt', 'context_length_exceeded');
-  await expectError(client.completions.create({ model: MODEL, prompt: [5, 99999] }), 400, 'prompt', null);
+  // The device's BAD_OPTION keeps its code, as every other HatError code does (it was null).
+  await expectError(client.completions.create({ model: MODEL, prompt: [5, 99999] }), 400, 'prompt', 'bad_option');
   const missing = await post('/completions', JSON.stringify({ prompt: 'x' }));
   assert.equal(missing.status, 400);
   assert.equal(missing.body.error.code, 'missing_required_parameter');
