@@ -2,6 +2,11 @@
 import { readFileSync } from 'node:fs';
 import { HatError } from './errors.ts';
 
+/** Whether a parsed JSON value is an object (not `null`, a list or a scalar): what hat's JSON inputs must be. */
+export function isJsonObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 export function readJsonFile(path: string, what: string): Record<string, unknown> {
   let value: unknown;
   try {
@@ -14,7 +19,7 @@ export function readJsonFile(path: string, what: string): Record<string, unknown
     );
   }
   // Valid JSON that is not an object (`null`, a list) would otherwise surface as a TypeError where a field is read.
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+  if (!isJsonObject(value)) {
     const found = value === null ? 'null' : Array.isArray(value) ? 'a list' : `a ${typeof value}`;
     throw new HatError(
       'BAD_CHECKPOINT',
@@ -22,5 +27,5 @@ export function readJsonFile(path: string, what: string): Record<string, unknown
       'regenerate or re-download it',
     );
   }
-  return value as Record<string, unknown>;
+  return value;
 }

@@ -7,6 +7,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { HatError } from '../errors.ts';
 import { assertReadableFile } from '../file-checks.ts';
+import { isJsonObject } from '../json-file.ts';
 import { readManifest, splitTokenizer } from '../runtime/split-dir.ts';
 import { assertTokenIds } from '../runtime/prompt.ts';
 import type { TextTokenizer } from '../runtime/tokenizer.ts';
@@ -80,9 +81,7 @@ const HINT_IDS = "give ids of this split's tokenizer";
 function jsonObject(line: string): Record<string, unknown> | undefined {
   try {
     const value: unknown = JSON.parse(line);
-    return typeof value === 'object' && value !== null && !Array.isArray(value)
-      ? (value as Record<string, unknown>)
-      : undefined;
+    return isJsonObject(value) ? value : undefined;
   } catch {
     return undefined;
   }
